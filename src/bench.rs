@@ -1,0 +1,114 @@
+//! The reference workload of the engine decision: one training step of a 64→256→256→256→1 tanh
+//! MLP, batch 128, Adam (lr 1e-3), on teacher–student data — the same workload as
+//! `torch_bench.py mlp` and `jax_bench.py` — timed against the GEMM ceiling: the same step's 11
+//! GEMMs alone, on the same shapes, measured in the same process.
+
+use std::time::Instant;
+
+use crate::engine::ops::{self, Op};
+use crate::engine::{Float, Rng};
+use crate::model::Mlp;
+use crate::nn::activation::Activation;
+use crate::nn::loss;
+use crate::nn::norm::Mode;
+use crate::optim::{Hyper, OptimState, Optimizer};
+use crate::spec::{LossKind, ModelSpec};
+
+pub const DIMS: [usize; 5] = [64, 256, 256, 256, 1];
+pub const BATCH: usize = 128;
+
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Median milliseconds per training step.
+    pub step_ms: f64,
+    /// Median milliseconds of the step's 11 GEMMs alone.
+    pub gemm_ms: f64,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub steps: usize,
+}
+
+impl BenchReport {
+    /// The share of the GEMM ceiling the whole step reaches (1 = the step costs only its GEMMs).
+    pub fn ceiling_share(&self) -> f64 {
+        self.gemm_ms / self.step_ms
+    }
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Teacher–student batches as in the peer scripts: `y = tanh(x·T₁)·T₂`, `T₁ ~ N(0,1)/8`,
+/// `T₂ ~ N(0,1)/16`, 32 batches of `x ~ N(0, 1)`.
+fn data<F: Float>() -> Vec<(Vec<F>, Vec<F>)> {
+    let mut rng = Rng::stream(0, "bench/data");
+    let t1: Vec<f64> = (0..64 * 256).map(|_| rng.normal() / 8.0).collect();
+    let t2: Vec<f64> = (0..256).map(|_| rng.normal() / 16.0).collect();
+    (0..32)
+        .map(|_| {
+            let x: Vec<f64> = (0..BATCH * 64).map(|_| rng.normal()).collect();
+            let y: Vec<f64> = (0..BATCH)
+                .map(|r| (0..256).map(|j| (0..64).map(|k| x[r * 64 + k] * t1[k * 256 + j]).sum::<f64>().tanh() * t2[j]).sum())
+                .collect();
+            (x.into_iter().map(F::of).collect(), y.into_iter().map(F::of).collect())
+        })
+        .collect()
+}
+
+/// Runs `warmup + steps` training steps and as many GEMM-only repetitions.
+pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
+    let spec = ModelSpec { width: 256, depth: 3, activation: Activation::Tanh, ..ModelSpec::default() };
+    let mut model = Mlp::<F>::new(&spec, 64, 1, BATCH, &mut Rng::stream(1, "init"));
+    let mut opt = OptimState::new(&model.params, Optimizer::Adam);
+    let hyper = Hyper { optimizer: Optimizer::Adam, momentum: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let batches = data::<F>();
+    let mut times = Vec::with_capacity(steps);
+    let (mut first, mut last) = (f64::NAN, f64::NAN);
+    for s in 0..warmup + steps {
+        let (x, y) = &batches[s % batches.len()];
+        let t0 = Instant::now();
+        model.forward(x, BATCH, Mode::Train);
+        let l = loss::loss(LossKind::Mse, &model.output[..BATCH], y, BATCH, 1, Some(&mut model.d_output[..BATCH]));
+        model.backward(x);
+        opt.step(&mut model.params, &hyper, 1e-3);
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        if s >= warmup {
+            times.push(dt);
+        }
+        if s == 0 {
+            first = l.loss;
+        }
+        last = l.loss;
+    }
+
+    // The GEMM ceiling: the 11 GEMMs of the step with the model's exact operand layouts.
+    let mut rng = Rng::new(9);
+    let mut buf = |n: usize| (0..n).map(|_| F::of(rng.normal())).collect::<Vec<F>>();
+    let ws: Vec<Vec<F>> = (0..4).map(|l| buf(DIMS[l] * DIMS[l + 1])).collect();
+    let acts: Vec<Vec<F>> = (0..5).map(|l| buf(BATCH * DIMS[l])).collect();
+    let mut outs: Vec<Vec<F>> = (0..5).map(|l| buf(BATCH * DIMS[l])).collect();
+    let mut dws: Vec<Vec<F>> = (0..4).map(|l| buf(DIMS[l] * DIMS[l + 1])).collect();
+    let mut dxs: Vec<Vec<F>> = (0..4).map(|l| buf(BATCH * DIMS[l])).collect();
+    let mut gemm_times = Vec::with_capacity(steps);
+    for s in 0..warmup + steps {
+        let t0 = Instant::now();
+        for l in 0..4 {
+            let (i, o) = (DIMS[l], DIMS[l + 1]);
+            ops::gemm(Op::N, Op::T, BATCH, o, i, F::one(), &acts[l], &ws[l], F::one(), &mut outs[l + 1]);
+        }
+        for l in (0..4).rev() {
+            let (i, o) = (DIMS[l], DIMS[l + 1]);
+            ops::gemm(Op::T, Op::N, o, i, BATCH, F::one(), &outs[l + 1], &acts[l], F::zero(), &mut dws[l]);
+            if l > 0 {
+                ops::gemm(Op::N, Op::N, BATCH, i, o, F::one(), &outs[l + 1], &ws[l], F::zero(), &mut dxs[l]);
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        if s >= warmup {
+            gemm_times.push(dt);
+        }
+    }
+    BenchReport { step_ms: median(times), gemm_ms: median(gemm_times), first_loss: first, last_loss: last, steps }
+}

@@ -1,0 +1,47 @@
+//! `cloudchamber bench`: the reference MLP step against the GEMM ceiling, as ratios.
+
+use cloudchamber::bench;
+use cloudchamber::spec::Dtype;
+use cloudchamber::Error;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Timed steps (after the warm-up).
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[arg(long, value_enum, default_value = "f32")]
+    dtype: DtypeArg,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DtypeArg {
+    F32,
+    F64,
+}
+
+pub fn run(a: Args) -> Result<(), Error> {
+    if a.steps == 0 {
+        return Err(Error::Invalid { what: "--steps".into(), message: "must be ≥ 1".into(), hint: "the default is 200".into() });
+    }
+    let dtype = match a.dtype {
+        DtypeArg::F32 => Dtype::F32,
+        DtypeArg::F64 => Dtype::F64,
+    };
+    let r = match dtype {
+        Dtype::F32 => bench::reference_mlp::<f32>(a.warmup, a.steps),
+        Dtype::F64 => bench::reference_mlp::<f64>(a.warmup, a.steps),
+    };
+    let name = match dtype {
+        Dtype::F32 => "f32",
+        Dtype::F64 => "f64",
+    };
+    println!("reference MLP 64→256→256→256→1 tanh, batch 128, Adam lr 1e-3, {name}, 1 thread");
+    println!("  training step       {:>8.3} ms  (median of {} after {} warm-up)", r.step_ms, r.steps, a.warmup);
+    println!("  its 11 GEMMs alone  {:>8.3} ms  (the ceiling, same shapes, same process)", r.gemm_ms);
+    println!("  share of ceiling    {:>8.1} %", 100.0 * r.ceiling_share());
+    println!("  loss {:.5} -> {:.5}", r.first_loss, r.last_loss);
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! `cloudchamber export [RUN…|--all] --format csv|parquet [-o FILE]`
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use cloudchamber::export::{self, ExportFormat};
+use cloudchamber::store::Store;
+use cloudchamber::Error;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Runs to export (ids, unique prefixes or names).
+    runs: Vec<String>,
+    /// Export every run in the store.
+    #[arg(long)]
+    all: bool,
+    #[arg(long, value_enum, default_value = "csv")]
+    format: ExportFormat,
+    /// Output file (standard output when left out; required for parquet).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
+    if !store_path.exists() {
+        return Err(Error::Invalid { what: store_path.display().to_string(), message: "no store here".into(), hint: "pass --store PATH".into() });
+    }
+    let store = Store::open(store_path)?;
+    let ids: Vec<String> = if a.all {
+        store.runs()?.into_iter().map(|r| r.id).collect()
+    } else if a.runs.is_empty() {
+        return Err(Error::Invalid { what: "export".into(), message: "name at least one run, or --all".into(), hint: "`cloudchamber ls` lists the runs".into() });
+    } else {
+        a.runs.iter().map(|q| store.resolve(q).map(|r| r.id)).collect::<Result<_, _>>()?
+    };
+    let n = match (&a.output, a.format) {
+        (Some(path), _) => export::export_to_path(&store, &ids, a.format, path)?,
+        (None, ExportFormat::Csv) => {
+            let mut out = std::io::BufWriter::new(std::io::stdout());
+            let n = export::export(&store, &ids, a.format, &mut out)?;
+            out.flush().map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
+            n
+        }
+        (None, ExportFormat::Parquet) => {
+            return Err(Error::Invalid { what: "export".into(), message: "parquet needs an output file".into(), hint: "add `-o metrics.parquet`".into() });
+        }
+    };
+    if let Some(path) = &a.output {
+        eprintln!("wrote {n} rows from {} run(s) to {}", ids.len(), path.display());
+    }
+    Ok(())
+}

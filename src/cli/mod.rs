@@ -1,0 +1,46 @@
+//! Subcommands, one file each. Only this layer prints to the terminal.
+
+mod bench;
+mod export;
+mod inspect;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use cloudchamber::Error;
+
+#[derive(Parser, Debug)]
+#[command(name = "cloudchamber", version, about = "A laboratory for the physics of AI: train, observe, store.")]
+pub struct Cli {
+    /// The store (an SQLite file); artifacts go to `runs/` beside it.
+    #[arg(long, global = true, default_value = "cloudchamber.db")]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one experiment file.
+    Run(run::Args),
+    /// List the runs in the store.
+    Ls,
+    /// Show one run: its spec, status and final metrics.
+    Show(inspect::ShowArgs),
+    /// Export metrics as tidy rows (run_id, step, layer, name, value).
+    Export(export::Args),
+    /// Time the reference MLP step against the GEMM ceiling measured in the same process.
+    Bench(bench::Args),
+}
+
+pub fn run(cli: Cli) -> Result<(), Error> {
+    match cli.command {
+        Command::Run(a) => run::run(&cli.store, a),
+        Command::Ls => inspect::ls(&cli.store),
+        Command::Show(a) => inspect::show(&cli.store, a),
+        Command::Export(a) => export::run(&cli.store, a),
+        Command::Bench(a) => bench::run(a),
+    }
+}

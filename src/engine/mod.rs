@@ -1,0 +1,11 @@
+//! The numeric core: the scalar trait, GEMM, fused elementwise kernels' math, reductions and the
+//! RNG. It is the only place that knows the machine (CPU today, a CUDA backend later): models
+//! call the narrow set of operations in [`ops`], never a GEMM crate directly.
+
+pub mod fastmath;
+pub mod float;
+pub mod ops;
+pub mod rng;
+
+pub use float::Float;
+pub use rng::Rng;

@@ -1,0 +1,21 @@
+//! cloudchamber: a laboratory for the physics of AI.
+//!
+//! Data flows one way: experiment file → [`spec`] → ([`task`], [`model`], [`optim`]) →
+//! [`train`] loop → [`observe`]rs → [`store`] → [`export`]. The numeric core is [`engine`]; layers
+//! with explicit backward passes are in [`nn`].
+
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod export;
+pub mod interop;
+pub mod model;
+pub mod nn;
+pub mod observe;
+pub mod optim;
+pub mod spec;
+pub mod store;
+pub mod task;
+pub mod train;
+
+pub use error::Error;

@@ -1,0 +1,458 @@
+//! The multilayer perceptron, with explicit forward and backward passes over preallocated buffers.
+//!
+//! Layer `l < depth` (hidden): `z = x·Wᵀ + b` → [norm] → `h = a·f(z − b_act) + c` → [norm];
+//! layer `depth` (output): `y = h·Wᵀ + b`. Norm placement is `norm_position`. Every intermediate
+//! is a named buffer ([`HiddenBuffers`]) that observables read for free; nothing is allocated
+//! inside a step.
+
+use crate::engine::ops::{self, Op};
+use crate::engine::{Float, Rng};
+use crate::nn::activation::{self, Activation, BiasedParams};
+use crate::nn::init::{self, InitParams};
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams, NormPosition};
+use crate::spec::{ActParamSpec, Granularity, ModelSpec, Trainable};
+
+use super::{Param, Role};
+
+/// Indices into [`Mlp::params`] for one hidden layer.
+#[derive(Clone, Debug, Default)]
+pub struct HiddenParams {
+    pub weight: usize,
+    pub bias: Option<usize>,
+    /// a, b, c of the biased form; `None` when the activation is plain.
+    pub act: Option<[usize; 3]>,
+    pub norm_weight: Option<usize>,
+    pub norm_bias: Option<usize>,
+    pub norm_alpha: Option<usize>,
+    pub running: Option<[usize; 2]>,
+}
+
+/// The named activations of one hidden layer, each `[rows, width]` (only the first `rows` rows
+/// of the capacity are valid after a forward pass).
+#[derive(Clone, Debug, Default)]
+pub struct HiddenBuffers<F> {
+    /// Pre-activation `z = x·Wᵀ + b` (the mean-field theory's `h^l`).
+    pub pre: Vec<F>,
+    /// `norm(z)` when the norm sits before the activation.
+    pub normed: Vec<F>,
+    /// The activation's output `a·f(u − b) + c`.
+    pub act: Vec<F>,
+    /// `norm(act)` when the norm sits after the activation.
+    pub post: Vec<F>,
+    /// `∂act/∂u = a·f′(u − b)`, kept for the backward pass.
+    pub slope: Vec<F>,
+    /// `f(u − b)`, kept only when `a` is learned.
+    pub fu: Vec<F>,
+    pub cache: NormCache<F>,
+    /// a, b, c broadcast to the width, and their per-column gradients.
+    pub abc: [Vec<F>; 3],
+    pub abc_grad: [Vec<F>; 3],
+}
+
+pub struct Mlp<F> {
+    pub params: Vec<Param<F>>,
+    pub hidden: Vec<HiddenParams>,
+    pub out_weight: usize,
+    pub out_bias: Option<usize>,
+    /// `[input, width, …, width, output]`.
+    pub dims: Vec<usize>,
+    pub activation: Activation,
+    pub act_spec: crate::spec::BiasedActSpec,
+    pub norm: Norm,
+    pub norm_position: NormPosition,
+    pub eps: F,
+    pub bufs: Vec<HiddenBuffers<F>>,
+    /// Network output `[rows, output]`.
+    pub output: Vec<F>,
+    /// `∂L/∂output`, filled by the loss.
+    pub d_output: Vec<F>,
+    /// Ping-pong gradient buffers `[capacity, max width]`.
+    grad: [Vec<F>; 2],
+    /// Rows in the last forward pass.
+    pub rows: usize,
+    capacity: usize,
+}
+
+impl<F: Float> Mlp<F> {
+    /// Builds the model from its config, drawing weights from `rng`, with buffers for up to
+    /// `capacity` rows per pass.
+    pub fn new(spec: &ModelSpec, input: usize, output: usize, capacity: usize, rng: &mut Rng) -> Self {
+        let mut dims = vec![input];
+        dims.extend(std::iter::repeat_n(spec.width, spec.depth));
+        dims.push(output);
+        let ip = InitParams {
+            init: spec.init,
+            fan_mode: spec.fan_mode,
+            scale: spec.init_scale,
+            sigma_w: spec.sigma_w2.sqrt(),
+            sigma_b: spec.sigma_b2.sqrt(),
+        };
+        let mut params: Vec<Param<F>> = Vec::new();
+        let cast = |v: Vec<f64>| v.into_iter().map(F::of).collect::<Vec<F>>();
+        let push = |params: &mut Vec<Param<F>>, p: Param<F>| {
+            params.push(p);
+            params.len() - 1
+        };
+        let linear = |params: &mut Vec<Param<F>>, l: usize, fan_in: usize, fan_out: usize, rng: &mut Rng| {
+            let (w, b) = init::linear(&ip, fan_out, fan_in, rng);
+            let wi = push(params, Param::new(format!("layers.{l}.weight"), vec![fan_out, fan_in], cast(w), l, Role::Weight, true));
+            let bi = spec
+                .bias
+                .then(|| push(params, Param::new(format!("layers.{l}.bias"), vec![fan_out], cast(b), l, Role::Bias, true)));
+            (wi, bi)
+        };
+        let mut hidden = Vec::new();
+        let plain = spec.act.is_plain();
+        for l in 0..spec.depth {
+            let (fan_in, width) = (dims[l], dims[l + 1]);
+            let (weight, bias) = linear(&mut params, l, fan_in, width, rng);
+            let mut hp = HiddenParams { weight, bias, ..Default::default() };
+            if !plain {
+                let mut idx = [0; 3];
+                for (k, (name, role, ps)) in [("a", Role::ActA, &spec.act.a), ("b", Role::ActB, &spec.act.b), ("c", Role::ActC, &spec.act.c)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let n = act_len(ps, width);
+                    let shape = if ps.per == Granularity::Neuron { vec![width] } else { vec![] };
+                    let p = Param::new(format!("layers.{l}.act.{name}"), shape, vec![F::of(ps.init); n], l, role, ps.mode == Trainable::Learned);
+                    idx[k] = push(&mut params, p);
+                }
+                hp.act = Some(idx);
+            }
+            if spec.norm != Norm::None {
+                let nw = Param::new(format!("layers.{l}.norm.weight"), vec![width], vec![F::one(); width], l, Role::NormWeight, true);
+                hp.norm_weight = Some(push(&mut params, nw));
+                if spec.norm.has_bias() {
+                    let nb = Param::new(format!("layers.{l}.norm.bias"), vec![width], vec![F::zero(); width], l, Role::NormBias, true);
+                    hp.norm_bias = Some(push(&mut params, nb));
+                }
+                if spec.norm.has_alpha() {
+                    let na = Param::new(format!("layers.{l}.norm.alpha"), vec![1], vec![F::of(norm::DYT_ALPHA_INIT)], l, Role::NormAlpha, true);
+                    hp.norm_alpha = Some(push(&mut params, na));
+                }
+                if spec.norm.has_running_stats() {
+                    let rm = Param::new(format!("layers.{l}.norm.running_mean"), vec![width], vec![F::zero(); width], l, Role::RunningMean, false);
+                    let rv = Param::new(format!("layers.{l}.norm.running_var"), vec![width], vec![F::one(); width], l, Role::RunningVar, false);
+                    hp.running = Some([push(&mut params, rm), push(&mut params, rv)]);
+                }
+            }
+            hidden.push(hp);
+        }
+        let (out_weight, out_bias) = linear(&mut params, spec.depth, dims[spec.depth], output, rng);
+
+        let max_width = dims.iter().copied().max().unwrap_or(1);
+        let zeros = |n: usize| vec![F::zero(); n];
+        let bufs = (0..spec.depth)
+            .map(|_| {
+                let w = spec.width;
+                let n = capacity * w;
+                let pre_norm = spec.norm != Norm::None && spec.norm_position == NormPosition::BeforeActivation;
+                let post_norm = spec.norm != Norm::None && spec.norm_position == NormPosition::AfterActivation;
+                HiddenBuffers {
+                    pre: zeros(n),
+                    normed: zeros(if pre_norm { n } else { 0 }),
+                    act: zeros(n),
+                    post: zeros(if post_norm { n } else { 0 }),
+                    slope: zeros(n),
+                    fu: zeros(if !plain && spec.act.a.mode == Trainable::Learned { n } else { 0 }),
+                    cache: NormCache::new(spec.norm, capacity, w),
+                    abc: [zeros(w), zeros(w), zeros(w)],
+                    abc_grad: [zeros(w), zeros(w), zeros(w)],
+                }
+            })
+            .collect();
+        Mlp {
+            params,
+            hidden,
+            out_weight,
+            out_bias,
+            dims,
+            activation: spec.activation,
+            act_spec: spec.act.clone(),
+            norm: spec.norm,
+            norm_position: spec.norm_position,
+            eps: F::of(spec.norm_eps),
+            bufs,
+            output: zeros(capacity * output),
+            d_output: zeros(capacity * output),
+            grad: [zeros(capacity * max_width), zeros(capacity * max_width)],
+            rows: 0,
+            capacity,
+        }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.hidden.len()
+    }
+    pub fn input_dim(&self) -> usize {
+        self.dims[0]
+    }
+    pub fn output_dim(&self) -> usize {
+        self.dims[self.dims.len() - 1]
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// Trainable scalar count.
+    pub fn n_params(&self) -> usize {
+        self.params.iter().filter(|p| p.trainable).map(|p| p.value.len()).sum()
+    }
+
+    fn pre_norm(&self) -> bool {
+        self.norm != Norm::None && self.norm_position == NormPosition::BeforeActivation
+    }
+    fn post_norm(&self) -> bool {
+        self.norm != Norm::None && self.norm_position == NormPosition::AfterActivation
+    }
+
+    /// The output buffer of hidden layer `l` (`[rows, width]`).
+    pub fn layer_output(&self, l: usize) -> &[F] {
+        let b = &self.bufs[l];
+        let n = self.rows * self.dims[l + 1];
+        if self.post_norm() {
+            &b.post[..n]
+        } else {
+            &b.act[..n]
+        }
+    }
+
+    /// The activation function's input of hidden layer `l`: `norm(z)` or `z`.
+    pub fn act_input(&self, l: usize) -> &[F] {
+        let b = &self.bufs[l];
+        let n = self.rows * self.dims[l + 1];
+        if self.pre_norm() {
+            &b.normed[..n]
+        } else {
+            &b.pre[..n]
+        }
+    }
+
+    /// Forward pass. `x: [rows, input]` → [`Self::output`] `[rows, output]`; `rows ≤ capacity`.
+    pub fn forward(&mut self, x: &[F], rows: usize, mode: Mode) {
+        assert!(rows <= self.capacity && x.len() >= rows * self.dims[0], "forward: batch exceeds capacity");
+        self.rows = rows;
+        let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
+        for l in 0..self.depth() {
+            let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
+            let n = rows * width;
+            let (done, rest) = self.bufs.split_at_mut(l);
+            let buf = &mut rest[0];
+            let input: &[F] = match done.last() {
+                None => &x[..rows * in_dim],
+                Some(prev) => {
+                    if post_norm {
+                        &prev.post[..rows * in_dim]
+                    } else {
+                        &prev.act[..rows * in_dim]
+                    }
+                }
+            };
+            let hp = &self.hidden[l];
+            // Linear: z = x·Wᵀ + b.
+            let bias = hp.bias.map(|i| self.params[i].value.as_slice());
+            ops::fill_rows(&mut buf.pre[..n], width, bias);
+            ops::gemm(Op::N, Op::T, rows, width, in_dim, F::one(), input, &self.params[hp.weight].value, F::one(), &mut buf.pre[..n]);
+            // Norm before the activation.
+            if pre_norm {
+                let mut running = take_running(&mut self.params, hp);
+                let np = norm_params(&self.params, hp);
+                let stats = running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
+                norm::forward(self.norm, mode, width, self.eps, &buf.pre[..n], &mut buf.normed[..n], &np, stats, &mut buf.cache);
+                put_running(&mut self.params, hp, running);
+            }
+            // Activation a·f(u − b) + c, fused with its slope.
+            let biased = match hp.act {
+                Some(idx) => {
+                    for k in 0..3 {
+                        let v = &self.params[idx[k]].value;
+                        if v.len() == 1 {
+                            buf.abc[k].fill(v[0]);
+                        } else {
+                            buf.abc[k].copy_from_slice(v);
+                        }
+                    }
+                    true
+                }
+                None => false,
+            };
+            let HiddenBuffers { pre, normed, act, slope, fu, abc, .. } = buf;
+            let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
+            let params = biased.then(|| BiasedParams { a: &abc[0], b: &abc[1], c: &abc[2] });
+            let fu = if fu.is_empty() { None } else { Some(&mut fu[..n]) };
+            activation::forward(self.activation, width, params, u, &mut act[..n], &mut slope[..n], fu);
+            // Norm after the activation.
+            if post_norm {
+                let mut running = take_running(&mut self.params, hp);
+                let np = norm_params(&self.params, hp);
+                let stats = running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
+                norm::forward(self.norm, mode, width, self.eps, &buf.act[..n], &mut buf.post[..n], &np, stats, &mut buf.cache);
+                put_running(&mut self.params, hp, running);
+            }
+        }
+        // Output layer.
+        let (in_dim, out_dim) = (self.dims[self.depth()], self.output_dim());
+        let input: &[F] = match self.bufs.last() {
+            None => &x[..rows * in_dim],
+            Some(b) => {
+                if post_norm {
+                    &b.post[..rows * in_dim]
+                } else {
+                    &b.act[..rows * in_dim]
+                }
+            }
+        };
+        let bias = self.out_bias.map(|i| self.params[i].value.as_slice());
+        ops::fill_rows(&mut self.output[..rows * out_dim], out_dim, bias);
+        ops::gemm(Op::N, Op::T, rows, out_dim, in_dim, F::one(), input, &self.params[self.out_weight].value, F::one(), &mut self.output[..rows * out_dim]);
+    }
+
+    /// Backward pass from [`Self::d_output`] (set by the loss) to every parameter gradient.
+    /// Gradients are overwritten, not accumulated. Needs the last forward's buffers (train mode).
+    pub fn backward(&mut self, x: &[F]) {
+        let rows = self.rows;
+        let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
+        for p in self.params.iter_mut() {
+            p.grad.fill(F::zero());
+        }
+        let depth = self.depth();
+        // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
+        {
+            let (in_dim, out_dim) = (self.dims[depth], self.output_dim());
+            let input: &[F] = match self.bufs.last() {
+                None => &x[..rows * in_dim],
+                Some(b) => {
+                    if post_norm {
+                        &b.post[..rows * in_dim]
+                    } else {
+                        &b.act[..rows * in_dim]
+                    }
+                }
+            };
+            let g = &self.d_output[..rows * out_dim];
+            ops::gemm(Op::T, Op::N, out_dim, in_dim, rows, F::one(), g, input, F::zero(), &mut self.params[self.out_weight].grad);
+            if let Some(bi) = self.out_bias {
+                ops::add_column_sums(g, out_dim, &mut self.params[bi].grad);
+            }
+            if depth > 0 {
+                ops::gemm(Op::N, Op::N, rows, in_dim, out_dim, F::one(), g, &self.params[self.out_weight].value, F::zero(), &mut self.grad[0][..rows * in_dim]);
+            }
+        }
+        for l in (0..depth).rev() {
+            let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
+            let n = rows * width;
+            let hp = self.hidden[l].clone();
+            let [g_buf, next_buf] = &mut self.grad;
+            let g = &mut g_buf[..n];
+            let (done, rest) = self.bufs.split_at_mut(l);
+            let buf = &mut rest[0];
+            if post_norm {
+                norm_backward(self.norm, width, &buf.act[..n], g, &mut self.params, &hp, &buf.cache);
+            }
+            // Activation: parameter gradients first (they need ∂L/∂h), then ∂L/∂u = ∂L/∂h · slope.
+            if let Some(idx) = hp.act {
+                let HiddenBuffers { slope, fu, abc_grad, .. } = buf;
+                for v in abc_grad.iter_mut() {
+                    v.fill(F::zero());
+                }
+                let learned = |k: usize| self.params[idx[k]].trainable;
+                let [ga, gb, gc] = abc_grad;
+                let fu_opt = if fu.is_empty() { None } else { Some(&fu[..n]) };
+                activation::backward_params(
+                    width,
+                    g,
+                    &slope[..n],
+                    fu_opt,
+                    learned(0).then_some(ga.as_mut_slice()),
+                    learned(1).then_some(gb.as_mut_slice()),
+                    learned(2).then_some(gc.as_mut_slice()),
+                );
+                for k in 0..3 {
+                    let p = &mut self.params[idx[k]];
+                    if !p.trainable {
+                        continue;
+                    }
+                    if p.grad.len() == 1 {
+                        p.grad[0] = abc_grad[k].iter().copied().sum();
+                    } else {
+                        p.grad.copy_from_slice(&abc_grad[k]);
+                    }
+                }
+            }
+            activation::backward_input(g, &buf.slope[..n]);
+            if pre_norm {
+                norm_backward(self.norm, width, &buf.pre[..n], g, &mut self.params, &hp, &buf.cache);
+            }
+            // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
+            let input: &[F] = match done.last() {
+                None => &x[..rows * in_dim],
+                Some(prev) => {
+                    if post_norm {
+                        &prev.post[..rows * in_dim]
+                    } else {
+                        &prev.act[..rows * in_dim]
+                    }
+                }
+            };
+            ops::gemm(Op::T, Op::N, width, in_dim, rows, F::one(), g, input, F::zero(), &mut self.params[hp.weight].grad);
+            if let Some(bi) = hp.bias {
+                ops::add_column_sums(g, width, &mut self.params[bi].grad);
+            }
+            if l > 0 {
+                ops::gemm(Op::N, Op::N, rows, in_dim, width, F::one(), g, &self.params[hp.weight].value, F::zero(), &mut next_buf[..rows * in_dim]);
+                self.grad.swap(0, 1);
+            }
+        }
+    }
+}
+
+fn act_len(p: &ActParamSpec, width: usize) -> usize {
+    match p.per {
+        Granularity::Layer => 1,
+        Granularity::Neuron => width,
+    }
+}
+
+fn norm_params<'a, F: Float>(params: &'a [Param<F>], hp: &HiddenParams) -> NormParams<'a, F> {
+    NormParams {
+        weight: hp.norm_weight.map(|i| params[i].value.as_slice()).unwrap_or(&[]),
+        bias: hp.norm_bias.map(|i| params[i].value.as_slice()),
+        alpha: hp.norm_alpha.map(|i| params[i].value[0]),
+    }
+}
+
+/// BatchNorm running statistics moved out of the parameter list for the duration of a forward
+/// pass (a move, not an allocation), so the norm can read its weights while updating them.
+fn take_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams) -> Option<(Vec<F>, Vec<F>)> {
+    let [m, v] = hp.running?;
+    Some((std::mem::take(&mut params[m].value), std::mem::take(&mut params[v].value)))
+}
+
+fn put_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams, running: Option<(Vec<F>, Vec<F>)>) {
+    if let (Some([m, v]), Some((mean, var))) = (hp.running, running) {
+        params[m].value = mean;
+        params[v].value = var;
+    }
+}
+
+/// Norm backward with the parameter gradients moved out and back (a move, not an allocation).
+fn norm_backward<F: Float>(norm: Norm, width: usize, x: &[F], g: &mut [F], params: &mut [Param<F>], hp: &HiddenParams, cache: &NormCache<F>) {
+    let take = |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
+    let mut gw = take(params, hp.norm_weight).unwrap_or_default();
+    let mut gb = take(params, hp.norm_bias);
+    let mut galpha = hp.norm_alpha.map(|_| F::zero());
+    {
+        let np = norm_params(params, hp);
+        let grads = NormGrads { weight: &mut gw, bias: gb.as_deref_mut(), alpha: galpha.as_mut() };
+        norm::backward(norm, width, x, g, &np, grads, cache);
+    }
+    if let Some(i) = hp.norm_weight {
+        params[i].grad = gw;
+    }
+    if let (Some(i), Some(gb)) = (hp.norm_bias, gb) {
+        params[i].grad = gb;
+    }
+    if let (Some(i), Some(ga)) = (hp.norm_alpha, galpha) {
+        params[i].grad[0] += ga;
+    }
+}

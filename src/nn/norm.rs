@@ -1,0 +1,328 @@
+//! Normalization layers over `[rows, width]` buffers, with explicit backward passes.
+//!
+//! - `layernorm`: `torch.nn.LayerNorm(width)` (per row, biased variance, affine weight and bias).
+//! - `rmsnorm`: `torch.nn.RMSNorm(width, eps)` (per row, `x / sqrt(mean(x²) + eps) · w`).
+//! - `batchnorm`: `torch.nn.BatchNorm1d(width)` (per column over the batch; training uses batch
+//!   statistics and updates running ones with momentum 0.1 and the unbiased variance, evaluation
+//!   uses the running ones).
+//! - `dyt`: Dynamic Tanh, `w ⊙ tanh(α·x) + b` with a learned scalar α initialised to 0.5
+//!   (Zhu et al. 2025, "Transformers without Normalization").
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Float;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Norm {
+    None,
+    Layernorm,
+    Rmsnorm,
+    Batchnorm,
+    Dyt,
+}
+
+/// Where the normalization sits relative to the activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NormPosition {
+    /// `Linear → Norm → activation` (the BatchNorm paper's placement).
+    BeforeActivation,
+    /// `Linear → activation → Norm`.
+    AfterActivation,
+}
+
+/// `torch.nn.BatchNorm1d` default momentum for the running statistics.
+pub const BATCHNORM_MOMENTUM: f64 = 0.1;
+/// DyT's α at initialization (Zhu et al. 2025, default for non-LLM models).
+pub const DYT_ALPHA_INIT: f64 = 0.5;
+
+impl Norm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Norm::None => "none",
+            Norm::Layernorm => "layernorm",
+            Norm::Rmsnorm => "rmsnorm",
+            Norm::Batchnorm => "batchnorm",
+            Norm::Dyt => "dyt",
+        }
+    }
+    pub fn has_bias(self) -> bool {
+        matches!(self, Norm::Layernorm | Norm::Batchnorm | Norm::Dyt)
+    }
+    pub fn has_alpha(self) -> bool {
+        self == Norm::Dyt
+    }
+    pub fn has_running_stats(self) -> bool {
+        self == Norm::Batchnorm
+    }
+}
+
+/// Whether statistics come from the batch (and running ones are updated) or from the running ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Train,
+    Eval,
+}
+
+/// Learned parameters of one normalization layer.
+pub struct NormParams<'a, F> {
+    pub weight: &'a [F],
+    pub bias: Option<&'a [F]>,
+    pub alpha: Option<F>,
+}
+
+/// Their gradients (accumulated).
+pub struct NormGrads<'a, F> {
+    pub weight: &'a mut [F],
+    pub bias: Option<&'a mut [F]>,
+    pub alpha: Option<&'a mut F>,
+}
+
+/// What the forward pass keeps for the backward pass.
+#[derive(Clone, Debug, Default)]
+pub struct NormCache<F> {
+    /// Per-row (layer/rms) or per-column (batch) mean.
+    pub mean: Vec<F>,
+    /// Matching reciprocal standard deviation (or reciprocal RMS).
+    pub rstd: Vec<F>,
+    /// DyT's `tanh(α·x)`.
+    pub t: Vec<F>,
+}
+
+impl<F: Float> NormCache<F> {
+    pub fn new(norm: Norm, rows: usize, width: usize) -> Self {
+        let stats = match norm {
+            Norm::Layernorm | Norm::Rmsnorm => rows,
+            Norm::Batchnorm => width,
+            _ => 0,
+        };
+        NormCache {
+            mean: vec![F::zero(); stats],
+            rstd: vec![F::zero(); stats],
+            t: vec![F::zero(); if norm == Norm::Dyt { rows * width } else { 0 }],
+        }
+    }
+}
+
+/// Forward over `x: [rows, width] → y: [rows, width]`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<F: Float>(
+    norm: Norm,
+    mode: Mode,
+    width: usize,
+    eps: F,
+    x: &[F],
+    y: &mut [F],
+    p: &NormParams<'_, F>,
+    running: Option<(&mut [F], &mut [F])>,
+    cache: &mut NormCache<F>,
+) {
+    let rows = x.len() / width;
+    let w = p.weight;
+    match norm {
+        Norm::None => y.copy_from_slice(x),
+        Norm::Layernorm | Norm::Rmsnorm => {
+            let inv_n = F::one() / F::of(width as f64);
+            for (r, (xr, yr)) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)).enumerate() {
+                let mean = if norm == Norm::Layernorm {
+                    xr.iter().copied().sum::<F>() * inv_n
+                } else {
+                    F::zero()
+                };
+                let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() * inv_n;
+                let rstd = F::one() / (var + eps).sqrt();
+                cache.mean[r] = mean;
+                cache.rstd[r] = rstd;
+                match p.bias {
+                    Some(b) => {
+                        for j in 0..width {
+                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                        }
+                    }
+                    None => {
+                        for j in 0..width {
+                            yr[j] = (xr[j] - mean) * rstd * w[j];
+                        }
+                    }
+                }
+            }
+        }
+        Norm::Batchnorm => {
+            let (mean, rstd) = (&mut cache.mean, &mut cache.rstd);
+            match mode {
+                Mode::Train => {
+                    mean.fill(F::zero());
+                    rstd.fill(F::zero());
+                    let inv_n = F::one() / F::of(rows as f64);
+                    for xr in x.chunks_exact(width) {
+                        for j in 0..width {
+                            mean[j] += xr[j];
+                        }
+                    }
+                    for m in mean.iter_mut() {
+                        *m *= inv_n;
+                    }
+                    // rstd holds the variance until the end of this block.
+                    for xr in x.chunks_exact(width) {
+                        for j in 0..width {
+                            let d = xr[j] - mean[j];
+                            rstd[j] += d * d;
+                        }
+                    }
+                    let mom = F::of(BATCHNORM_MOMENTUM);
+                    // Unbiased variance for the running estimate, as torch does (n/(n-1)).
+                    let unbias = if rows > 1 {
+                        F::of(rows as f64 / (rows as f64 - 1.0))
+                    } else {
+                        F::one()
+                    };
+                    if let Some((rm, rv)) = running {
+                        for j in 0..width {
+                            rm[j] = (F::one() - mom) * rm[j] + mom * mean[j];
+                            rv[j] = (F::one() - mom) * rv[j] + mom * rstd[j] * inv_n * unbias;
+                        }
+                    }
+                    for v in rstd.iter_mut() {
+                        *v = F::one() / (*v * inv_n + eps).sqrt();
+                    }
+                }
+                Mode::Eval => {
+                    if let Some((rm, rv)) = running {
+                        for j in 0..width {
+                            mean[j] = rm[j];
+                            rstd[j] = F::one() / (rv[j] + eps).sqrt();
+                        }
+                    }
+                }
+            }
+            let b = p.bias.unwrap_or(&[]);
+            for (xr, yr) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)) {
+                for j in 0..width {
+                    yr[j] = (xr[j] - mean[j]) * rstd[j] * w[j] + b[j];
+                }
+            }
+        }
+        Norm::Dyt => {
+            let alpha = p.alpha.unwrap_or_else(|| F::of(DYT_ALPHA_INIT));
+            let b = p.bias.unwrap_or(&[]);
+            for ((xr, yr), tr) in x
+                .chunks_exact(width)
+                .zip(y.chunks_exact_mut(width))
+                .zip(cache.t.chunks_exact_mut(width))
+            {
+                for j in 0..width {
+                    let t = (alpha * xr[j]).tanh_();
+                    tr[j] = t;
+                    yr[j] = w[j] * t + b[j];
+                }
+            }
+        }
+    }
+}
+
+/// Backward: `g` holds `∂L/∂y` on entry and `∂L/∂x` on exit; parameter gradients accumulate.
+/// Assumes the forward ran in [`Mode::Train`] on the same `x`.
+pub fn backward<F: Float>(
+    norm: Norm,
+    width: usize,
+    x: &[F],
+    g: &mut [F],
+    p: &NormParams<'_, F>,
+    grads: NormGrads<'_, F>,
+    cache: &NormCache<F>,
+) {
+    let rows = x.len() / width;
+    let w = p.weight;
+    let NormGrads {
+        weight: gw,
+        bias: mut gb,
+        alpha: galpha,
+    } = grads;
+    match norm {
+        Norm::None => {}
+        Norm::Layernorm | Norm::Rmsnorm => {
+            let inv_n = F::one() / F::of(width as f64);
+            for (r, (xr, gr)) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)).enumerate() {
+                let (mean, rstd) = (cache.mean[r], cache.rstd[r]);
+                let mut mean_gxh = F::zero();
+                let mut mean_gxh_xhat = F::zero();
+                for j in 0..width {
+                    let xhat = (xr[j] - mean) * rstd;
+                    gw[j] += gr[j] * xhat;
+                    let gxh = gr[j] * w[j];
+                    mean_gxh += gxh;
+                    mean_gxh_xhat += gxh * xhat;
+                }
+                if let Some(gb) = gb.as_deref_mut() {
+                    for j in 0..width {
+                        gb[j] += gr[j];
+                    }
+                }
+                mean_gxh *= inv_n;
+                mean_gxh_xhat *= inv_n;
+                // RMSNorm has no mean subtraction, so no mean term in its gradient either.
+                if norm == Norm::Rmsnorm {
+                    mean_gxh = F::zero();
+                }
+                for j in 0..width {
+                    let xhat = (xr[j] - mean) * rstd;
+                    gr[j] = rstd * (gr[j] * w[j] - mean_gxh - xhat * mean_gxh_xhat);
+                }
+            }
+        }
+        Norm::Batchnorm => {
+            let inv_n = F::one() / F::of(rows as f64);
+            let (mean, rstd) = (&cache.mean, &cache.rstd);
+            // Column reductions: Σ_r g·w and Σ_r g·w·x̂ (stored in the weight/bias grads' shape).
+            let mut sum_g = vec![F::zero(); width];
+            let mut sum_g_xhat = vec![F::zero(); width];
+            for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact(width)) {
+                for j in 0..width {
+                    let xhat = (xr[j] - mean[j]) * rstd[j];
+                    sum_g[j] += gr[j];
+                    sum_g_xhat[j] += gr[j] * xhat;
+                }
+            }
+            for j in 0..width {
+                gw[j] += sum_g_xhat[j];
+            }
+            if let Some(gb) = gb.as_deref_mut() {
+                for j in 0..width {
+                    gb[j] += sum_g[j];
+                }
+            }
+            for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)) {
+                for j in 0..width {
+                    let xhat = (xr[j] - mean[j]) * rstd[j];
+                    gr[j] = w[j]
+                        * rstd[j]
+                        * (gr[j] - sum_g[j] * inv_n - xhat * sum_g_xhat[j] * inv_n);
+                }
+            }
+        }
+        Norm::Dyt => {
+            let alpha = p.alpha.unwrap_or_else(|| F::of(DYT_ALPHA_INIT));
+            let mut ga = F::zero();
+            for ((xr, gr), tr) in x
+                .chunks_exact(width)
+                .zip(g.chunks_exact_mut(width))
+                .zip(cache.t.chunks_exact(width))
+            {
+                for j in 0..width {
+                    let t = tr[j];
+                    gw[j] += gr[j] * t;
+                    if let Some(gb) = gb.as_deref_mut() {
+                        gb[j] += gr[j];
+                    }
+                    let gt = gr[j] * w[j] * (F::one() - t * t);
+                    ga += gt * xr[j];
+                    gr[j] = gt * alpha;
+                }
+            }
+            if let Some(galpha) = galpha {
+                *galpha += ga;
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Optimizers (matching `torch.optim` update rules and defaults exactly), learning-rate schedules,
+//! global-norm gradient clipping and the Omnigrok weight-norm constraint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Float;
+use crate::model::Param;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// `torch.optim.SGD(momentum=0)`.
+    Sgd,
+    /// `torch.optim.SGD(momentum=m, dampening=0)` (heavy ball).
+    Momentum,
+    /// `torch.optim.SGD(momentum=m, nesterov=True)`.
+    Nesterov,
+    /// `torch.optim.Adam` (L2 weight decay added to the gradient).
+    Adam,
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    Adamw,
+}
+
+impl Optimizer {
+    /// torch's default weight decay for each optimizer.
+    pub fn default_weight_decay(self) -> f64 {
+        match self {
+            Optimizer::Adamw => 0.01,
+            _ => 0.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    /// Linear warm-up, then cosine decay to `final_lr_fraction · lr` (Loshchilov & Hutter 2017).
+    WarmupCosine,
+    /// Linear warm-up, then linear decay to `final_lr_fraction · lr`.
+    WarmupLinear,
+}
+
+/// The learning rate at `step` (0-based) of `total`.
+pub fn lr_at(schedule: Schedule, lr: f64, warmup: u64, final_fraction: f64, step: u64, total: u64) -> f64 {
+    if schedule == Schedule::Constant {
+        return lr;
+    }
+    if step < warmup {
+        // (step + 1)/warmup: the first step already moves, as in nanoGPT.
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+    let decay = match schedule {
+        Schedule::WarmupCosine => 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        Schedule::WarmupLinear => 1.0 - progress,
+        Schedule::Constant => 1.0,
+    };
+    lr * (final_fraction + (1.0 - final_fraction) * decay)
+}
+
+/// Hyper-parameters of one optimizer step.
+#[derive(Clone, Copy, Debug)]
+pub struct Hyper {
+    pub optimizer: Optimizer,
+    pub momentum: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+/// Per-parameter optimizer state: momentum buffer or Adam's moments, preallocated.
+#[derive(Clone, Debug)]
+pub struct OptimState<F> {
+    pub m: Vec<Vec<F>>,
+    pub v: Vec<Vec<F>>,
+    /// Steps taken (Adam's bias correction uses it; it is 1 during the first step).
+    pub t: u64,
+}
+
+impl<F: Float> OptimState<F> {
+    pub fn new<P: AsRef<[Param<F>]>>(params: P, optimizer: Optimizer) -> Self {
+        let params = params.as_ref();
+        let zeros = |p: &Param<F>| vec![F::zero(); p.value.len()];
+        let m = match optimizer {
+            Optimizer::Sgd => Vec::new(),
+            _ => params.iter().map(zeros).collect(),
+        };
+        let v = match optimizer {
+            Optimizer::Adam | Optimizer::Adamw => params.iter().map(zeros).collect(),
+            _ => Vec::new(),
+        };
+        OptimState { m, v, t: 0 }
+    }
+
+    /// One update of every trainable parameter, in place. Weight decay applies to parameters
+    /// with `decay = true` (linear weights and biases), as with a single torch param group.
+    pub fn step(&mut self, params: &mut [Param<F>], h: &Hyper, lr: f64) {
+        self.t += 1;
+        let lr_f = F::of(lr);
+        let wd = F::of(h.weight_decay);
+        let mom = F::of(h.momentum);
+        let (b1, b2) = (F::of(h.beta1), F::of(h.beta2));
+        let eps = F::of(h.eps);
+        let t = self.t as i32;
+        // torch.optim.Adam (non-fused): step_size = lr / bc1; denom = sqrt(v)/sqrt(bc2) + eps.
+        let bc1 = 1.0 - h.beta1.powi(t);
+        let bc2_sqrt = F::of((1.0 - h.beta2.powi(t)).sqrt());
+        let step_size = F::of(lr / bc1);
+        for (i, p) in params.iter_mut().enumerate() {
+            if !p.trainable {
+                continue;
+            }
+            let decay = if p.decay { wd } else { F::zero() };
+            let (w, g) = (&mut p.value, &p.grad);
+            match h.optimizer {
+                Optimizer::Sgd => {
+                    for (w, &g) in w.iter_mut().zip(g) {
+                        *w -= lr_f * (g + decay * *w);
+                    }
+                }
+                Optimizer::Momentum | Optimizer::Nesterov => {
+                    let buf = &mut self.m[i];
+                    let first = self.t == 1;
+                    let nesterov = h.optimizer == Optimizer::Nesterov;
+                    for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
+                        let d = g + decay * *w;
+                        // torch initialises the buffer with the first gradient (no dampening).
+                        *b = if first { d } else { mom * *b + d };
+                        let upd = if nesterov { d + mom * *b } else { *b };
+                        *w -= lr_f * upd;
+                    }
+                }
+                Optimizer::Adam | Optimizer::Adamw => {
+                    let adamw = h.optimizer == Optimizer::Adamw;
+                    let (m, v) = (&mut self.m[i], &mut self.v[i]);
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                        let g = if adamw {
+                            *w *= F::one() - lr_f * decay;
+                            g
+                        } else {
+                            g + decay * *w
+                        };
+                        *m = b1 * *m + (F::one() - b1) * g;
+                        *v = b2 * *v + (F::one() - b2) * g * g;
+                        *w -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The global L2 norm of all trainable gradients (accumulated in f64).
+pub fn grad_norm<F: Float>(params: &[Param<F>]) -> f64 {
+    params
+        .iter()
+        .filter(|p| p.trainable)
+        .map(|p| crate::engine::ops::sum_squares(&p.grad))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// `torch.nn.utils.clip_grad_norm_`: scales all gradients by `max/(norm + 1e-6)` when the norm
+/// exceeds `max`. Returns the factor applied (1 when untouched).
+pub fn clip_grad_norm<F: Float>(params: &mut [Param<F>], norm: f64, max: f64) -> f64 {
+    let coef = max / (norm + 1e-6);
+    if coef >= 1.0 {
+        return 1.0;
+    }
+    let c = F::of(coef);
+    for p in params.iter_mut().filter(|p| p.trainable) {
+        crate::engine::ops::scale(&mut p.grad, c);
+    }
+    coef
+}
+
+/// The Omnigrok constraint: rescale the decayed parameters (linear weights and biases) so that
+/// their total L2 norm equals `target`.
+pub fn constrain_weight_norm<F: Float>(params: &mut [Param<F>], target: f64) {
+    let norm = params
+        .iter()
+        .filter(|p| p.decay)
+        .map(|p| crate::engine::ops::sum_squares(&p.value))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 {
+        let s = F::of(target / norm);
+        for p in params.iter_mut().filter(|p| p.decay) {
+            crate::engine::ops::scale(&mut p.value, s);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_hit_their_endpoints() {
+        let lr = 0.1;
+        assert_eq!(lr_at(Schedule::Constant, lr, 0, 0.0, 50, 100), lr);
+        assert!((lr_at(Schedule::WarmupCosine, lr, 10, 0.0, 0, 100) - 0.01).abs() < 1e-15);
+        assert!((lr_at(Schedule::WarmupCosine, lr, 10, 0.0, 10, 100) - lr).abs() < 1e-15);
+        assert!((lr_at(Schedule::WarmupCosine, lr, 10, 0.1, 100, 100) - 0.01).abs() < 1e-15);
+        assert!((lr_at(Schedule::WarmupCosine, lr, 10, 0.0, 55, 100) - 0.05).abs() < 1e-12);
+        assert!((lr_at(Schedule::WarmupLinear, lr, 0, 0.0, 25, 100) - 0.075).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,835 @@
+//! The experiment file: serde structs nested by concern, defaults with the reason for each,
+//! `validate()` before any work, `--set` overrides, and the stable hash that names a run.
+//!
+//! Errors point into the file: unknown keys get the line and the nearest valid key, wrong types
+//! and out-of-range values name the dotted key.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::nn::activation::Activation;
+use crate::nn::init::{FanMode, Init};
+use crate::nn::norm::{Norm, NormPosition};
+use crate::optim::{Optimizer, Schedule};
+use crate::task::TaskSpec;
+
+// ---------------------------------------------------------------------------------------------
+// The spec
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Seeds every random stream of the run (data, init, batch order).
+    #[serde(default)]
+    pub seed: u64,
+    pub task: TaskSpec,
+    #[serde(default)]
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub optim: OptimSpec,
+    #[serde(default)]
+    pub train: TrainSpec,
+    #[serde(default)]
+    pub observe: ObserveSpec,
+    #[serde(default)]
+    pub output: OutputSpec,
+}
+
+/// Numeric precision of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dtype {
+    F32,
+    F64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Hidden width; 256 is the reference MLP's.
+    #[serde(default = "d_width")]
+    pub width: usize,
+    /// Number of hidden layers; 3 is the reference MLP's (64→256→256→256→1).
+    #[serde(default = "d_depth")]
+    pub depth: usize,
+    /// Linear layers carry biases, as `torch.nn.Linear` does by default.
+    #[serde(default = "d_true")]
+    pub bias: bool,
+    /// tanh: bounded and smooth, the classic object of mean-field theory.
+    #[serde(default = "d_activation")]
+    pub activation: Activation,
+    /// The biased form `a·f(x − b) + c`; the default (1, 0, 0, fixed) is the plain activation.
+    #[serde(default)]
+    pub act: BiasedActSpec,
+    /// No normalization unless asked: the bare network is the baseline.
+    #[serde(default = "d_norm")]
+    pub norm: Norm,
+    /// Before the activation, as in the BatchNorm paper.
+    #[serde(default = "d_norm_position")]
+    pub norm_position: NormPosition,
+    /// 1e-5: `torch.nn.LayerNorm`/`BatchNorm1d`'s default.
+    #[serde(default = "d_norm_eps")]
+    pub norm_eps: f64,
+    /// PyTorch's own `nn.Linear` default, so results compare with a plain PyTorch model.
+    #[serde(default = "d_init")]
+    pub init: Init,
+    /// fan_in: preserves the forward signal, as `kaiming_normal_` does by default.
+    #[serde(default = "d_fan_mode")]
+    pub fan_mode: FanMode,
+    /// 1: the scheme as published.
+    #[serde(default = "d_one")]
+    pub init_scale: f64,
+    /// σ_w² = 1 (used by `init = "mean_field"`): the critical point of tanh at σ_b = 0.
+    #[serde(default = "d_one")]
+    pub sigma_w2: f64,
+    /// σ_b² = 0 (used by `init = "mean_field"`).
+    #[serde(default)]
+    pub sigma_b2: f64,
+    /// f32: the training precision; f64 is for gradient checks and theory comparisons.
+    #[serde(default = "d_dtype")]
+    pub dtype: Dtype,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            width: d_width(),
+            depth: d_depth(),
+            bias: true,
+            activation: d_activation(),
+            act: BiasedActSpec::default(),
+            norm: d_norm(),
+            norm_position: d_norm_position(),
+            norm_eps: d_norm_eps(),
+            init: d_init(),
+            fan_mode: d_fan_mode(),
+            init_scale: 1.0,
+            sigma_w2: 1.0,
+            sigma_b2: 0.0,
+            dtype: d_dtype(),
+        }
+    }
+}
+
+/// `a·f(x − b) + c`: each of a, b, c fixed or learned, per layer or per neuron.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BiasedActSpec {
+    #[serde(default = "ActParamSpec::one")]
+    pub a: ActParamSpec,
+    #[serde(default = "ActParamSpec::zero")]
+    pub b: ActParamSpec,
+    #[serde(default = "ActParamSpec::zero")]
+    pub c: ActParamSpec,
+}
+
+impl Default for BiasedActSpec {
+    fn default() -> Self {
+        BiasedActSpec { a: ActParamSpec::one(), b: ActParamSpec::zero(), c: ActParamSpec::zero() }
+    }
+}
+
+impl BiasedActSpec {
+    /// True when the form reduces to the plain activation (a = 1, b = 0, c = 0, all fixed).
+    pub fn is_plain(&self) -> bool {
+        self.a == ActParamSpec::one() && self.b == ActParamSpec::zero() && self.c == ActParamSpec::zero()
+    }
+}
+
+/// Whether a parameter is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trainable {
+    Fixed,
+    Learned,
+}
+
+/// Whether a parameter is one scalar per layer or one value per neuron.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Layer,
+    Neuron,
+}
+
+/// One of a, b, c. In the file either a number (fixed, per layer) or a table
+/// `{ init = 0.5, mode = "learned", per = "neuron" }`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ActParamSpec {
+    pub init: f64,
+    pub mode: Trainable,
+    pub per: Granularity,
+}
+
+impl ActParamSpec {
+    fn fixed(v: f64) -> Self {
+        ActParamSpec { init: v, mode: Trainable::Fixed, per: Granularity::Layer }
+    }
+    pub fn one() -> Self {
+        Self::fixed(1.0)
+    }
+    pub fn zero() -> Self {
+        Self::fixed(0.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ActParamSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            init: f64,
+            /// Fixed unless asked: a learned parameter is a different experiment.
+            #[serde(default = "fixed")]
+            mode: Trainable,
+            /// One scalar per layer unless asked.
+            #[serde(default = "layer")]
+            per: Granularity,
+        }
+        fn fixed() -> Trainable {
+            Trainable::Fixed
+        }
+        fn layer() -> Granularity {
+            Granularity::Layer
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ActParamSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number or a table { init = …, mode = \"fixed\"|\"learned\", per = \"layer\"|\"neuron\" }")
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ActParamSpec, E> {
+                Ok(ActParamSpec::fixed(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ActParamSpec, E> {
+                Ok(ActParamSpec::fixed(v as f64))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ActParamSpec, E> {
+                Ok(ActParamSpec::fixed(v as f64))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ActParamSpec, A::Error> {
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(ActParamSpec { init: t.init, mode: t.mode, per: t.per })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSpec {
+    /// Adam: the default of modern practice and of the reference benchmark.
+    #[serde(default = "d_optimizer")]
+    pub optimizer: Optimizer,
+    /// 1e-3: `torch.optim.Adam`'s default.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// 0.9: the usual heavy-ball coefficient (used by `momentum` and `nesterov`).
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    /// (0.9, 0.999): `torch.optim.Adam`'s default.
+    #[serde(default = "d_betas")]
+    pub betas: [f64; 2],
+    /// 1e-8: `torch.optim.Adam`'s default.
+    #[serde(default = "d_eps")]
+    pub eps: f64,
+    /// Left out, it resolves to torch's default for the optimizer: 0.01 for AdamW, 0 otherwise.
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    /// Constant: nothing changes unless asked.
+    #[serde(default = "d_schedule")]
+    pub schedule: Schedule,
+    /// No warm-up unless asked.
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Decay schedules end at this fraction of `lr`; 0 as in the cosine schedule of SGDR.
+    #[serde(default)]
+    pub final_lr_fraction: f64,
+    /// Clip the global gradient norm to this value; no clipping when left out.
+    #[serde(default)]
+    pub clip_grad_norm: Option<f64>,
+    /// Rescale all weights and biases of the linear layers to this total L2 norm after each step
+    /// (the Omnigrok constraint, Liu et al. 2023); no constraint when left out.
+    #[serde(default)]
+    pub weight_norm: Option<f64>,
+}
+
+impl Default for OptimSpec {
+    fn default() -> Self {
+        OptimSpec {
+            optimizer: d_optimizer(),
+            lr: d_lr(),
+            momentum: d_momentum(),
+            betas: d_betas(),
+            eps: d_eps(),
+            weight_decay: None,
+            schedule: d_schedule(),
+            warmup_steps: 0,
+            final_lr_fraction: 0.0,
+            clip_grad_norm: None,
+            weight_norm: None,
+        }
+    }
+}
+
+/// Mini-batch size, or `"full"` for full-batch gradient descent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchSize {
+    Full,
+    Size(usize),
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Full => s.serialize_str("full"),
+            BatchSize::Size(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BatchSize;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a positive integer or \"full\"")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<BatchSize, E> {
+                if v < 1 {
+                    return Err(E::invalid_value(de::Unexpected::Signed(v), &self));
+                }
+                Ok(BatchSize::Size(v as usize))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<BatchSize, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BatchSize, E> {
+                if v == "full" {
+                    Ok(BatchSize::Full)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The training loss. Left out, it follows the task: cross-entropy for classes, MSE otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// `torch.nn.MSELoss()` (mean over all elements).
+    Mse,
+    /// `torch.nn.CrossEntropyLoss()` (mean over the batch).
+    CrossEntropy,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// 1000 steps: long enough to see a curve, short enough for a quick look.
+    #[serde(default = "d_steps")]
+    pub steps: u64,
+    /// 128: the reference MLP's batch.
+    #[serde(default = "d_batch")]
+    pub batch_size: BatchSize,
+    /// Resolved from the task when left out.
+    #[serde(default)]
+    pub loss: Option<LossKind>,
+    /// Evaluate on the held-out set every 100 steps (and at the end).
+    #[serde(default = "d_eval_every")]
+    pub eval_every: u64,
+    /// Stop early once the training loss falls to this value; never when left out.
+    #[serde(default)]
+    pub target_loss: Option<f64>,
+    /// The run diverges when the loss exceeds this multiple of its first value (or is NaN/inf).
+    /// 1e4: far above any healthy fluctuation.
+    #[serde(default = "d_divergence")]
+    pub divergence_factor: f64,
+    /// One thread per run: many runs in parallel use the cores better than one wide run.
+    #[serde(default = "d_threads")]
+    pub threads: usize,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            steps: d_steps(),
+            batch_size: d_batch(),
+            loss: None,
+            eval_every: d_eval_every(),
+            target_loss: None,
+            divergence_factor: d_divergence(),
+            threads: d_threads(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSpec {
+    /// Record observables every 10 steps (and at steps 0 and the last).
+    #[serde(default = "d_log_every")]
+    pub log_every: u64,
+    /// Which observables to record; all of them when left out (see `cloudchamber observables`).
+    #[serde(default)]
+    pub observables: Option<Vec<String>>,
+}
+
+impl Default for ObserveSpec {
+    fn default() -> Self {
+        ObserveSpec { log_every: d_log_every(), observables: None }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// Write `weights_init.safetensors` and `weights_final.safetensors` to the run folder.
+    #[serde(default)]
+    pub save_weights: bool,
+    /// Write `data.safetensors` (train.x, train.y, test.x, test.y) to the run folder.
+    #[serde(default)]
+    pub save_data: bool,
+}
+
+fn d_width() -> usize {
+    256
+}
+fn d_depth() -> usize {
+    3
+}
+fn d_true() -> bool {
+    true
+}
+fn d_activation() -> Activation {
+    Activation::Tanh
+}
+fn d_norm() -> Norm {
+    Norm::None
+}
+fn d_norm_position() -> NormPosition {
+    NormPosition::BeforeActivation
+}
+fn d_norm_eps() -> f64 {
+    1e-5
+}
+fn d_init() -> Init {
+    Init::Pytorch
+}
+fn d_fan_mode() -> FanMode {
+    FanMode::FanIn
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_dtype() -> Dtype {
+    Dtype::F32
+}
+fn d_optimizer() -> Optimizer {
+    Optimizer::Adam
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn d_eps() -> f64 {
+    1e-8
+}
+fn d_schedule() -> Schedule {
+    Schedule::Constant
+}
+fn d_steps() -> u64 {
+    1000
+}
+fn d_batch() -> BatchSize {
+    BatchSize::Size(128)
+}
+fn d_eval_every() -> u64 {
+    100
+}
+fn d_divergence() -> f64 {
+    1e4
+}
+fn d_threads() -> usize {
+    1
+}
+fn d_log_every() -> u64 {
+    10
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------------
+
+/// A problem with an experiment file or an override. Always names the file and, where it can,
+/// the line and the dotted key.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("{path}: cannot read the experiment file: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}:{line}:{column}: TOML syntax error: {message}")]
+    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    #[error("{location}: unknown key `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownKey { location: String, key: String, suggestion: Option<String>, valid: Vec<String> },
+    #[error("{location}: `{key}` = {value}: unknown value{}", suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default())]
+    UnknownValue { location: String, key: String, value: String, suggestion: Option<String>, valid: Vec<String> },
+    #[error("{location}: `{key}` is missing")]
+    MissingKey { location: String, key: String },
+    #[error("{location}: `{key}` has the wrong type: {message}")]
+    WrongType { location: String, key: String, message: String },
+    #[error("{location}: `{key}` {message}")]
+    Invalid { location: String, key: String, message: String, hint: String },
+    #[error("--set {arg}: {message}")]
+    BadOverride { arg: String, message: String },
+}
+
+impl SpecError {
+    pub fn hints(&self) -> Vec<String> {
+        match self {
+            SpecError::Read { path, .. } => vec![format!(
+                "check the path; experiment files live in examples/, e.g. `cloudchamber run examples/quickstart.toml` (looked for {})",
+                path.display()
+            )],
+            SpecError::Syntax { .. } => vec!["see https://toml.io for the syntax; strings need quotes".into()],
+            SpecError::UnknownKey { valid, .. } => vec![format!("valid keys here: {}", valid.join(", "))],
+            SpecError::UnknownValue { valid, .. } => vec![format!("valid values: {}", valid.join(", "))],
+            SpecError::MissingKey { key, .. } => vec![format!("add `{key}` to the experiment file (see the spec reference in README.md)")],
+            SpecError::WrongType { .. } => vec!["see the spec reference in README.md for each key's type".into()],
+            SpecError::Invalid { hint, .. } => vec![hint.clone()],
+            SpecError::BadOverride { .. } => vec!["overrides look like `--set model.width=512` or `--set model.activation=\"relu\"`".into()],
+        }
+    }
+
+    /// The dotted key the error is about, when there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            SpecError::UnknownKey { key, .. }
+            | SpecError::UnknownValue { key, .. }
+            | SpecError::MissingKey { key, .. }
+            | SpecError::WrongType { key, .. }
+            | SpecError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------------------------
+
+/// A spec read from a file, with everything needed to report errors and to store it.
+#[derive(Clone, Debug)]
+pub struct LoadedSpec {
+    pub spec: Spec,
+    pub path: PathBuf,
+    /// The experiment file's folder: relative data paths resolve against it.
+    pub base_dir: PathBuf,
+}
+
+/// Reads, overrides, deserializes, resolves and validates an experiment file.
+pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    let spec = parse(&text, path, overrides)?;
+    let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(LoadedSpec { spec, path: path.to_path_buf(), base_dir })
+}
+
+/// [`load`] on text already read (`path` only names it in errors).
+pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Spec, SpecError> {
+    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+        SpecError::Syntax { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+    })?;
+    let mut overridden = Vec::new();
+    for arg in overrides {
+        overridden.push(apply_override(&mut table, arg)?);
+    }
+    let locate_key = |key: &str| -> String {
+        if let Some(arg) = overrides.iter().zip(&overridden).find(|(_, k)| key == k.as_str() || key.starts_with(&format!("{k}."))) {
+            return format!("--set {}", arg.0);
+        }
+        match find_key_line(text, key) {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        }
+    };
+    let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table))
+        .map_err(|e| classify(e, &locate_key))?;
+    spec.resolve();
+    spec.validate().map_err(|(key, message, hint)| SpecError::Invalid {
+        location: locate_key(&key),
+        key,
+        message,
+        hint,
+    })?;
+    Ok(spec)
+}
+
+/// Turns a serde error with its path into one of our structured errors.
+fn classify(e: serde_path_to_error::Error<toml::de::Error>, locate: &dyn Fn(&str) -> String) -> SpecError {
+    let path = e.path().to_string();
+    let msg = e.inner().message().to_string();
+    let backticked = |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    if let Some(rest) = msg.strip_prefix("unknown field ") {
+        // "unknown field `widht`, expected one of `width`, `depth`"
+        let names = backticked(rest);
+        let key_name = names.first().cloned().unwrap_or_default();
+        let valid: Vec<String> = names.into_iter().skip(1).collect();
+        let parent = path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
+        // serde_path_to_error's path ends at the unknown field itself.
+        let key = if path.ends_with(&key_name) { path.clone() } else if path == "." || path.is_empty() { key_name.clone() } else { format!("{path}.{key_name}") };
+        let _ = parent;
+        return SpecError::UnknownKey { location: locate(&key), suggestion: nearest(&key_name, &valid), key, valid };
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant ") {
+        let names = backticked(rest);
+        let value = names.first().cloned().unwrap_or_default();
+        let valid: Vec<String> = names.into_iter().skip(1).collect();
+        // For the externally tagged `[task.X]` the variant is a key, not a value.
+        if path == "task" || path.starts_with("task.") && path.matches('.').count() == 1 && path.ends_with(&value) {
+            let key = format!("task.{value}");
+            return SpecError::UnknownKey { location: locate(&key), suggestion: nearest(&value, &valid), key, valid };
+        }
+        return SpecError::UnknownValue {
+            location: locate(&path),
+            value: format!("\"{value}\""),
+            suggestion: nearest(&value, &valid),
+            key: path,
+            valid,
+        };
+    }
+    if let Some(rest) = msg.strip_prefix("missing field ") {
+        let field = backticked(rest).first().cloned().unwrap_or_default();
+        let key = if path == "." || path.is_empty() { field } else { format!("{path}.{field}") };
+        return SpecError::MissingKey { location: locate(&key), key };
+    }
+    SpecError::WrongType { location: locate(&path), key: path, message: msg }
+}
+
+/// The valid name closest to `got`, if it is close enough to be a plausible typo.
+pub fn nearest(got: &str, valid: &[String]) -> Option<String> {
+    valid
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(got, v), v))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v.clone())
+}
+
+/// Applies `a.b.c=value` to the table (value parsed as TOML, or taken as a string); returns the key.
+fn apply_override(table: &mut toml::Table, arg: &str) -> Result<String, SpecError> {
+    let bad = |message: &str| SpecError::BadOverride { arg: arg.to_string(), message: message.to_string() };
+    let (key, raw) = arg.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(bad("the key must be a dotted path like model.width"));
+    }
+    let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Err(_) => toml::Value::String(raw.trim().to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(bad(&format!("`{part}` is a value, not a section"))),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(key.to_string())
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// The line where a dotted key is written, for files in the usual `[section]` / `key = v` style.
+pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
+    let mut section = String::new();
+    let mut best = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') && !line.starts_with("[[") {
+            section = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if section == key {
+                best = Some(i + 1);
+            }
+            continue;
+        }
+        if let Some((k, _)) = line.split_once('=') {
+            let k = k.trim().trim_matches('"');
+            let full = if section.is_empty() { k.to_string() } else { format!("{section}.{k}") };
+            if full == key {
+                return Some(i + 1);
+            }
+            // An inline table `a = { init = … }` holds `a.init`.
+            if key.starts_with(&format!("{full}.")) && best.is_none() {
+                best = Some(i + 1);
+            }
+        }
+    }
+    best.or_else(|| {
+        // Fall back to the enclosing section's header.
+        let parent = key.rsplit_once('.')?.0;
+        find_key_line(text, parent)
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resolution, validation, identity
+// ---------------------------------------------------------------------------------------------
+
+type Invalid = (String, String, String);
+
+fn invalid(key: &str, message: impl Into<String>, hint: impl Into<String>) -> Invalid {
+    (key.to_string(), message.into(), hint.into())
+}
+
+impl Spec {
+    /// Fills every value that defaults from another (loss from the task, weight decay from the
+    /// optimizer), so the stored spec says everything.
+    pub fn resolve(&mut self) {
+        if self.optim.weight_decay.is_none() {
+            self.optim.weight_decay = Some(self.optim.optimizer.default_weight_decay());
+        }
+        if self.train.loss.is_none() {
+            self.train.loss = Some(if self.task.is_classification() { LossKind::CrossEntropy } else { LossKind::Mse });
+        }
+        if self.observe.observables.is_none() {
+            self.observe.observables = Some(crate::observe::ALL.iter().map(|s| s.to_string()).collect());
+        }
+    }
+
+    /// Checks ranges and consistency before any work. Returns (key, message, hint).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.task.validate().map_err(|e| {
+            let key = e.key().unwrap_or("task").to_string();
+            (key, e.to_string(), e.hints().join("; "))
+        })?;
+        let m = &self.model;
+        if m.width == 0 || m.width > 1 << 16 {
+            return Err(invalid("model.width", format!("must be between 1 and 65536 (got {})", m.width), "e.g. model.width = 256"));
+        }
+        if m.depth > 10_000 {
+            return Err(invalid("model.depth", format!("must be at most 10000 (got {})", m.depth), "depth counts hidden layers"));
+        }
+        for (k, v) in [("model.init_scale", m.init_scale), ("model.sigma_w2", m.sigma_w2), ("model.sigma_b2", m.sigma_b2)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(invalid(k, format!("must be a finite number ≥ 0 (got {v})"), "variances and scales are non-negative"));
+            }
+        }
+        if !(m.norm_eps.is_finite() && m.norm_eps > 0.0) {
+            return Err(invalid("model.norm_eps", format!("must be > 0 (got {})", m.norm_eps), "1e-5 is PyTorch's default"));
+        }
+        for (k, p) in [("model.act.a", &m.act.a), ("model.act.b", &m.act.b), ("model.act.c", &m.act.c)] {
+            if !p.init.is_finite() {
+                return Err(invalid(k, format!("must be finite (got {})", p.init), "give a number"));
+            }
+        }
+        let o = &self.optim;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(invalid("optim.lr", format!("must be > 0 (got {})", o.lr), "e.g. optim.lr = 1e-3"));
+        }
+        if !(0.0..1.0).contains(&o.momentum) {
+            return Err(invalid("optim.momentum", format!("must be in [0, 1) (got {})", o.momentum), "0.9 is usual"));
+        }
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(invalid("optim.betas", format!("beta{} must be in [0, 1) (got {b})", i + 1), "(0.9, 0.999) is torch's default"));
+            }
+        }
+        if !(o.eps.is_finite() && o.eps > 0.0) {
+            return Err(invalid("optim.eps", format!("must be > 0 (got {})", o.eps), "1e-8 is torch's default"));
+        }
+        if let Some(wd) = o.weight_decay {
+            if !(wd.is_finite() && wd >= 0.0) {
+                return Err(invalid("optim.weight_decay", format!("must be ≥ 0 (got {wd})"), "0 turns it off"));
+            }
+        }
+        if !(0.0..=1.0).contains(&o.final_lr_fraction) {
+            return Err(invalid("optim.final_lr_fraction", format!("must be in [0, 1] (got {})", o.final_lr_fraction), "0 decays to zero"));
+        }
+        if o.warmup_steps > self.train.steps {
+            return Err(invalid("optim.warmup_steps", format!("({}) exceeds train.steps ({})", o.warmup_steps, self.train.steps), "shorten the warm-up"));
+        }
+        for (k, v) in [("optim.clip_grad_norm", o.clip_grad_norm), ("optim.weight_norm", o.weight_norm)] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(invalid(k, format!("must be > 0 (got {v})"), "leave it out to turn it off"));
+                }
+            }
+        }
+        let t = &self.train;
+        if t.steps == 0 {
+            return Err(invalid("train.steps", "must be ≥ 1 (got 0)", "e.g. train.steps = 1000"));
+        }
+        if t.eval_every == 0 {
+            return Err(invalid("train.eval_every", "must be ≥ 1 (got 0)", "e.g. train.eval_every = 100"));
+        }
+        if !(t.divergence_factor.is_finite() && t.divergence_factor > 1.0) {
+            return Err(invalid("train.divergence_factor", format!("must be > 1 (got {})", t.divergence_factor), "1e4 is the default"));
+        }
+        if t.threads == 0 || t.threads > 1024 {
+            return Err(invalid("train.threads", format!("must be between 1 and 1024 (got {})", t.threads), "1 thread per run is the default"));
+        }
+        if m.norm == Norm::Batchnorm && t.batch_size == BatchSize::Size(1) {
+            return Err(invalid("train.batch_size", "must be ≥ 2 with batchnorm (batch statistics need two samples)", "raise the batch size or pick another norm"));
+        }
+        if self.task.is_classification() && t.loss == Some(LossKind::Mse) {
+            // Allowed: MSE on one-hot targets is a legitimate experiment.
+        } else if !self.task.is_classification() && t.loss == Some(LossKind::CrossEntropy) {
+            return Err(invalid("train.loss", "cross_entropy needs a classification task", "use loss = \"mse\" for regression"));
+        }
+        if self.observe.log_every == 0 {
+            return Err(invalid("observe.log_every", "must be ≥ 1 (got 0)", "e.g. observe.log_every = 10"));
+        }
+        if let Some(names) = &self.observe.observables {
+            let valid: Vec<String> = crate::observe::ALL.iter().map(|s| s.to_string()).collect();
+            for n in names {
+                if !valid.contains(n) {
+                    let near = nearest(n, &valid).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
+                    return Err(invalid("observe.observables", format!("has an unknown observable \"{n}\"{near}"), format!("valid observables: {}", valid.join(", "))));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fully resolved spec as TOML (stored with the run, readable by `run` again).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
+    }
+
+    /// The resolved spec as canonical JSON (struct field order is fixed by the code).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The run id: the first 16 hex digits of SHA-256 over the canonical JSON. Same resolved spec
+    /// ⇒ same id; any change to any value ⇒ a new id.
+    pub fn run_id(&self) -> String {
+        let digest = Sha256::digest(self.to_json().as_bytes());
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
+}

@@ -1,0 +1,959 @@
+//! The embedded store: one SQLite file holding every run and its metrics.
+//!
+//! Durability model: the file is in WAL mode and every write (begin, a batch of
+//! metrics, finish) is one IMMEDIATE transaction, so a `kill -9` at any moment
+//! leaves the store consistent. A killed run keeps status `running`; readers see
+//! that its owning process is gone and report it as `incomplete`.
+//!
+//! Schema (version 1):
+//! - `meta(key, value)`: `schema_version`, and `created_at` of the store.
+//! - `runs`: one row per run; `rid` is an internal integer key, `id` the public id.
+//! - `metric_names(nid, name)`: metric names, stored once.
+//! - `metric_values(rid, step, nid, layer, value)`: the samples, clustered by
+//!   (run, step) so that each logged step appends to the end of the b-tree
+//!   (clustering by series instead made appends 8x slower: every commit dirtied
+//!   one page per series).
+//!   `layer` is -1 for whole-network metrics (primary-key columns of a
+//!   WITHOUT ROWID table cannot be NULL); `value` NULL means NaN (SQLite turns
+//!   NaN into NULL anyway) and the column has no declared type so SQLite never
+//!   rewrites a float as an integer (which would turn -0.0 into 0).
+//! - view `metrics(run_id, step, layer, name, value)`: the tidy rows, for
+//!   anyone querying the file with plain SQL.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+/// The newest schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `MIGRATIONS[v]` upgrades a store from schema version `v` to `v + 1`
+/// (version 0 is an empty file). Never edit a released entry; append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
+CREATE TABLE runs (
+    rid           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    spec_json     TEXT NOT NULL,
+    spec_toml     TEXT NOT NULL,
+    created_at    TEXT NOT NULL,
+    started_at    TEXT,
+    ended_at      TEXT,
+    wall_seconds  REAL,
+    steps         INTEGER,
+    diverged_step INTEGER,
+    message       TEXT,
+    tool_version  TEXT NOT NULL,
+    pid           INTEGER,
+    host          TEXT,
+    proc_start    TEXT
+);
+CREATE INDEX runs_by_name ON runs (name);
+CREATE TABLE metric_names (nid INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE metric_values (
+    rid   INTEGER NOT NULL REFERENCES runs (rid) ON DELETE CASCADE,
+    step  INTEGER NOT NULL,
+    nid   INTEGER NOT NULL REFERENCES metric_names (nid),
+    layer INTEGER NOT NULL,
+    value,
+    PRIMARY KEY (rid, step, nid, layer)
+) WITHOUT ROWID;
+CREATE VIEW metrics AS
+    SELECT r.id AS run_id, v.step AS step, NULLIF(v.layer, -1) AS layer, n.name AS name, v.value AS value
+    FROM metric_values v JOIN runs r ON r.rid = v.rid JOIN metric_names n ON n.nid = v.nid;
+"#];
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: database error: {source}", path.display())]
+    Sqlite { path: PathBuf, #[source] source: rusqlite::Error },
+    #[error("{} is not a SQLite database (or it is damaged)", path.display())]
+    NotADatabase { path: PathBuf },
+    #[error("{} is a SQLite database but not a cloudchamber store", path.display())]
+    NotAStore { path: PathBuf },
+    #[error("{} has schema version {found}, but this cloudchamber supports versions up to {supported}", path.display())]
+    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    #[error("no run matches '{query}' in {}", path.display())]
+    NotFound { path: PathBuf, query: String },
+    #[error("'{query}' matches {} runs in {}: {}", matches.len(), path.display(), matches.join(", "))]
+    Ambiguous { path: PathBuf, query: String, matches: Vec<String> },
+    #[error("run '{id}' in {} is still running (pid {pid} on {host}); refusing to overwrite it", path.display())]
+    RunActive { path: PathBuf, id: String, pid: u32, host: String },
+    #[error("{}: run '{run_id}' already has a value for {name}{} at step {step}", path.display(), layer.map(|l| format!(" (layer {l})")).unwrap_or_default())]
+    DuplicateMetric { path: PathBuf, run_id: String, step: u64, layer: Option<u32>, name: String },
+    #[error("{}: {what}", path.display())]
+    Invalid { path: PathBuf, what: String },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, #[source] source: std::io::Error },
+}
+
+impl StoreError {
+    /// One-line suggestions for the user; may be empty.
+    pub fn hints(&self) -> Vec<String> {
+        let h = |s: &str| vec![s.to_string()];
+        match self {
+            StoreError::Sqlite { path, source } => match source.sqlite_error_code() {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    h("another process is writing to the store; wait for it and retry")
+                }
+                Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied) => vec![format!(
+                    "check that {} and its directory are writable (SQLite also creates -wal and -shm files beside it)",
+                    path.display()
+                )],
+                Some(ErrorCode::DiskFull) => h("free some disk space and retry"),
+                Some(ErrorCode::DatabaseCorrupt) => {
+                    h("the file is damaged; restore a backup or try `sqlite3 FILE .recover`")
+                }
+                _ => vec![],
+            },
+            StoreError::NotADatabase { .. } | StoreError::NotAStore { .. } => {
+                h("point cloudchamber at its own store file (the default is cloudchamber.db)")
+            }
+            StoreError::NewerSchema { found, .. } => vec![
+                format!("upgrade cloudchamber to a release that knows schema version {found}"),
+                "or use a different store file".to_string(),
+            ],
+            StoreError::NotFound { .. } => h("list the runs in the store to see their ids and names"),
+            StoreError::Ambiguous { .. } => h("give more characters of the id, or the full id"),
+            StoreError::RunActive { .. } => h("wait for that run to finish or stop it, or use a new run id"),
+            StoreError::DuplicateMetric { .. } => h("each (step, layer, name) may be recorded once per run"),
+            StoreError::Invalid { .. } | StoreError::Io { .. } => vec![],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Diverged,
+    Failed,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Diverged => "diverged",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        [Self::Running, Self::Completed, Self::Diverged, Self::Failed, Self::Interrupted]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub id: String,
+    pub name: String,
+    pub status: RunStatus,
+    pub spec_json: String,
+    pub spec_toml: String,
+    /// RFC3339 UTC, millisecond precision, e.g. `2025-01-31T12:00:00.123Z`.
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub ended_at: Option<String>,
+    pub wall_seconds: Option<f64>,
+    pub steps: Option<u64>,
+    pub diverged_step: Option<u64>,
+    pub message: Option<String>,
+    pub tool_version: String,
+    pub pid: Option<u32>,
+    pub host: Option<String>,
+    /// `<boot_id>/<start time>` of the owning process (Linux), so that a reused
+    /// pid or a reboot is not mistaken for the run still being alive.
+    pub proc_start: Option<String>,
+}
+
+impl RunRecord {
+    /// A run still marked running whose process is gone: it was killed.
+    pub fn is_incomplete(&self) -> bool {
+        self.status == RunStatus::Running
+            && !owner_alive(self.pid, self.host.as_deref(), self.proc_start.as_deref())
+    }
+
+    pub fn display_status(&self) -> &'static str {
+        if self.is_incomplete() {
+            "incomplete"
+        } else {
+            self.status.as_str()
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricRow {
+    pub step: u64,
+    /// `None` for whole-network metrics.
+    pub layer: Option<u32>,
+    pub name: String,
+    pub value: f64,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+const RUN_COLUMNS: &str = "id, name, status, spec_json, spec_toml, created_at, started_at, ended_at, \
+     wall_seconds, steps, diverged_step, message, tool_version, pid, host, proc_start";
+
+impl Store {
+    /// Opens (creating if missing) the store at `path` and migrates it to the current schema.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        let mut store = Store { conn, path: path.to_path_buf() };
+        store.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| store.err(e))?;
+        // Read the version before changing anything, so a foreign file is left untouched.
+        let found = store.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema { path: store.path.clone(), found, supported: SCHEMA_VERSION });
+        }
+        // A store that cannot switch to WAL (read-only copy, odd filesystem) still works
+        // with the rollback journal, which is just as crash-safe; so ignore a failure here.
+        let _ = store.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
+        // NORMAL is crash-safe in WAL mode: a killed process never loses a committed
+        // transaction; only a power cut can drop the last few commits.
+        store
+            .conn
+            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| store.err(e))?;
+        if found < SCHEMA_VERSION {
+            store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `<dir of store file>/runs/<run_id>`; not created here.
+    pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+        let dir = self.path.parent().unwrap_or(Path::new(""));
+        dir.join("runs").join(run_id)
+    }
+
+    /// Starts (or restarts, discarding old metrics) run `id`, owned by this process.
+    pub fn begin_run(
+        &mut self,
+        id: &str,
+        name: &str,
+        spec_json: &str,
+        spec_toml: &str,
+        tool_version: &str,
+    ) -> Result<(), StoreError> {
+        // Ids become directory names under runs/, so keep them to a safe alphabet.
+        let id_ok = !id.is_empty()
+            && id.len() <= 128
+            && !id.starts_with('.')
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !id_ok {
+            return Err(self.invalid(format!(
+                "run id '{id}' must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with '.'"
+            )));
+        }
+        let pid = std::process::id();
+        let host = hostname();
+        let proc_start = proc_identity(pid);
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_err(&path, e))?;
+        let old = tx
+            .query_row(&format!("SELECT rid, {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], |r| {
+                Ok((r.get::<_, i64>(0)?, read_run(r, 1)))
+            })
+            .optional()
+            .map_err(|e| sql_err(&path, e))?;
+        match old {
+            Some((rid, old)) => {
+                let old = old.map_err(|e| sql_err(&path, e))?.map_err(|what| StoreError::Invalid { path: path.clone(), what })?;
+                if old.status == RunStatus::Running && old.pid != Some(pid) && !old.is_incomplete() {
+                    return Err(StoreError::RunActive {
+                        path,
+                        id: id.to_string(),
+                        pid: old.pid.unwrap_or(0),
+                        host: old.host.unwrap_or_else(|| "unknown host".into()),
+                    });
+                }
+                tx.execute("DELETE FROM metric_values WHERE rid = ?1", [rid]).map_err(|e| sql_err(&path, e))?;
+                tx.execute(
+                    &format!(
+                        "UPDATE runs SET name = ?2, status = 'running', spec_json = ?3, spec_toml = ?4,
+                         started_at = {NOW}, ended_at = NULL, wall_seconds = NULL, steps = NULL,
+                         diverged_step = NULL, message = NULL, tool_version = ?5, pid = ?6, host = ?7,
+                         proc_start = ?8 WHERE rid = ?1"
+                    ),
+                    params![rid, name, spec_json, spec_toml, tool_version, pid, host, proc_start],
+                )
+                .map_err(|e| sql_err(&path, e))?;
+            }
+            None => {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO runs (id, name, status, spec_json, spec_toml, created_at, started_at,
+                         tool_version, pid, host, proc_start)
+                         VALUES (?1, ?2, 'running', ?3, ?4, {NOW}, {NOW}, ?5, ?6, ?7, ?8)"
+                    ),
+                    params![id, name, spec_json, spec_toml, tool_version, pid, host, proc_start],
+                )
+                .map_err(|e| sql_err(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql_err(&path, e))
+    }
+
+    /// Appends a batch of samples to run `run_id` in one transaction: all or nothing.
+    pub fn append_metrics(&mut self, run_id: &str, rows: &[MetricRow]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e| sql_err(&path, e);
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
+        let rid: i64 = tx
+            .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+            .optional()
+            .map_err(e)?
+            .ok_or_else(|| StoreError::NotFound { path: path.clone(), query: run_id.to_string() })?;
+        {
+            let mut add_name = tx.prepare_cached("INSERT OR IGNORE INTO metric_names (name) VALUES (?1)").map_err(e)?;
+            let mut get_nid = tx.prepare_cached("SELECT nid FROM metric_names WHERE name = ?1").map_err(e)?;
+            let mut insert = tx
+                .prepare_cached("INSERT INTO metric_values (rid, nid, layer, step, value) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .map_err(e)?;
+            // Name ids are only cached for this transaction, so a rollback cannot leave stale ids.
+            let mut nids: HashMap<&str, i64> = HashMap::new();
+            for row in rows {
+                let nid = match nids.get(row.name.as_str()) {
+                    Some(&nid) => nid,
+                    None => {
+                        add_name.execute([&row.name]).map_err(e)?;
+                        let nid: i64 = get_nid.query_row([&row.name], |r| r.get(0)).map_err(e)?;
+                        nids.insert(&row.name, nid);
+                        nid
+                    }
+                };
+                let step = i64::try_from(row.step).map_err(|_| StoreError::Invalid {
+                    path: path.clone(),
+                    what: format!("step {} of {} is beyond the store's range (2^63 - 1)", row.step, row.name),
+                })?;
+                let layer = row.layer.map_or(-1, i64::from);
+                let value = (!row.value.is_nan()).then_some(row.value);
+                if let Err(err) = insert.execute(params![rid, nid, layer, step, value]) {
+                    return Err(match err.sqlite_error_code() {
+                        Some(ErrorCode::ConstraintViolation) => StoreError::DuplicateMetric {
+                            path: path.clone(),
+                            run_id: run_id.to_string(),
+                            step: row.step,
+                            layer: row.layer,
+                            name: row.name.clone(),
+                        },
+                        _ => sql_err(&path, err),
+                    });
+                }
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Records the final status of run `id`.
+    pub fn finish_run(
+        &mut self,
+        id: &str,
+        status: RunStatus,
+        steps: u64,
+        wall_seconds: f64,
+        diverged_step: Option<u64>,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if status == RunStatus::Running {
+            return Err(self.invalid(format!("finish_run('{id}') needs a final status, not 'running'")));
+        }
+        let to_i64 = |v: u64| i64::try_from(v).map_err(|_| self.invalid(format!("step count {v} is out of range")));
+        let steps = to_i64(steps)?;
+        let diverged_step = diverged_step.map(to_i64).transpose()?;
+        let changed = self
+            .conn
+            .execute(
+                &format!(
+                    "UPDATE runs SET status = ?2, ended_at = {NOW}, steps = ?3, wall_seconds = ?4,
+                     diverged_step = ?5, message = ?6 WHERE id = ?1"
+                ),
+                params![id, status.as_str(), steps, wall_seconds, diverged_step, message],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { path: self.path.clone(), query: id.to_string() });
+        }
+        Ok(())
+    }
+
+    pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let mut runs = self.query_runs("WHERE id = ?1", id)?;
+        Ok(runs.pop())
+    }
+
+    /// Finds a run by exact id, else by unique id prefix or exact name.
+    /// A query that fits several runs is an error rather than a guess.
+    pub fn resolve(&self, query: &str) -> Result<RunRecord, StoreError> {
+        if query.is_empty() {
+            return Err(StoreError::NotFound { path: self.path.clone(), query: String::new() });
+        }
+        if let Some(run) = self.run(query)? {
+            return Ok(run);
+        }
+        let mut found = self.query_runs("WHERE substr(id, 1, length(?1)) = ?1 OR name = ?1", query)?;
+        match found.len() {
+            0 => Err(StoreError::NotFound { path: self.path.clone(), query: query.to_string() }),
+            1 => Ok(found.remove(0)),
+            _ => Err(StoreError::Ambiguous {
+                path: self.path.clone(),
+                query: query.to_string(),
+                matches: found.into_iter().map(|r| r.id).collect(),
+            }),
+        }
+    }
+
+    /// All runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.query_runs("WHERE ?1 IS NOT NULL", "")
+    }
+
+    /// All samples of a run, ordered by step, name, layer.
+    pub fn metrics(&self, run_id: &str) -> Result<Vec<MetricRow>, StoreError> {
+        let mut out = Vec::new();
+        self.for_each_metric(run_id, |row| {
+            out.push(row);
+            Ok::<(), StoreError>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Streams the samples of a run, in the order of [`Store::metrics`], without
+    /// holding them all in memory.
+    pub fn for_each_metric<E: From<StoreError>>(
+        &self,
+        run_id: &str,
+        mut f: impl FnMut(MetricRow) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let rid = self.rid(run_id)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT v.step, v.layer, n.name, v.value FROM metric_values v
+                 JOIN metric_names n ON n.nid = v.nid WHERE v.rid = ?1 ORDER BY v.step, n.name, v.layer",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([rid]).map_err(|e| self.err(e))?;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            f(self.metric_row(r)?)?;
+        }
+        Ok(())
+    }
+
+    /// For each (name, layer), the value at the last step it was recorded; ordered by name, layer.
+    pub fn last_values(&self, run_id: &str) -> Result<Vec<MetricRow>, StoreError> {
+        let rid = self.rid(run_id)?;
+        // SQLite takes the bare `value` column from the row that holds MAX(step).
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT MAX(v.step), v.layer, n.name, v.value FROM metric_values v
+                 JOIN metric_names n ON n.nid = v.nid WHERE v.rid = ?1
+                 GROUP BY v.nid, v.layer ORDER BY n.name, v.layer",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([rid]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            out.push(self.metric_row(r)?);
+        }
+        Ok(out)
+    }
+
+    /// `(step, value)` of one series, by step; empty if the run never recorded it.
+    pub fn series(&self, run_id: &str, name: &str, layer: Option<u32>) -> Result<Vec<(u64, f64)>, StoreError> {
+        let rid = self.rid(run_id)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT v.step, v.value FROM metric_values v
+                 WHERE v.rid = ?1 AND v.nid = (SELECT nid FROM metric_names WHERE name = ?2) AND v.layer = ?3
+                 ORDER BY v.step",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(params![rid, name, layer.map_or(-1, i64::from)]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let step = self.step(r.get(0).map_err(|e| self.err(e))?)?;
+            let value: Option<f64> = r.get(1).map_err(|e| self.err(e))?;
+            out.push((step, value.unwrap_or(f64::NAN)));
+        }
+        Ok(out)
+    }
+
+    // ---- internals ----
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        sql_err(&self.path, e)
+    }
+
+    fn invalid(&self, what: String) -> StoreError {
+        StoreError::Invalid { path: self.path.clone(), what }
+    }
+
+    /// 0 for an empty file; errors for files that are not cloudchamber stores.
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        let tables: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if tables == 0 {
+            return Ok(0);
+        }
+        let has_meta: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if has_meta == 0 {
+            return Err(StoreError::NotAStore { path: self.path.clone() });
+        }
+        let v: Option<String> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        v.and_then(|v| v.parse().ok()).ok_or_else(|| StoreError::NotAStore { path: self.path.clone() })
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_err(&path, e))?;
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let has_meta: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
+            .map_err(|e| sql_err(&path, e))?;
+        let mut version: u32 = if has_meta == 0 {
+            0
+        } else {
+            tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
+                .map_err(|e| sql_err(&path, e))?
+                .parse()
+                .map_err(|_| StoreError::NotAStore { path: path.clone() })?
+        };
+        while version < SCHEMA_VERSION {
+            tx.execute_batch(MIGRATIONS[version as usize]).map_err(|e| sql_err(&path, e))?;
+            version += 1;
+        }
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [version.to_string()],
+        )
+        .map_err(|e| sql_err(&path, e))?;
+        tx.commit().map_err(|e| sql_err(&path, e))
+    }
+
+    fn rid(&self, run_id: &str) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::NotFound { path: self.path.clone(), query: run_id.to_string() })
+    }
+
+    fn query_runs(&self, filter: &str, arg: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs {filter} ORDER BY coalesce(started_at, created_at) DESC, rid DESC"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([arg]).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            out.push(read_run(r, 0).map_err(|e| self.err(e))?.map_err(|what| self.invalid(what))?);
+        }
+        Ok(out)
+    }
+
+    fn step(&self, v: i64) -> Result<u64, StoreError> {
+        u64::try_from(v).map_err(|_| self.invalid(format!("negative step {v} in the store")))
+    }
+
+    fn metric_row(&self, r: &rusqlite::Row<'_>) -> Result<MetricRow, StoreError> {
+        let e = |e| self.err(e);
+        let layer: i64 = r.get(1).map_err(e)?;
+        let value: Option<f64> = r.get(3).map_err(e)?;
+        Ok(MetricRow {
+            step: self.step(r.get(0).map_err(e)?)?,
+            layer: if layer == -1 {
+                None
+            } else {
+                Some(u32::try_from(layer).map_err(|_| self.invalid(format!("bad layer {layer} in the store")))?)
+            },
+            name: r.get(2).map_err(e)?,
+            value: value.unwrap_or(f64::NAN),
+        })
+    }
+}
+
+fn sql_err(path: &Path, e: rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.to_path_buf() },
+        _ => StoreError::Sqlite { path: path.to_path_buf(), source: e },
+    }
+}
+
+/// Reads `RUN_COLUMNS` starting at column `at`. The outer error is SQLite's, the
+/// inner one a value this build does not understand.
+fn read_run(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<RunRecord, String>> {
+    let status: String = r.get(at + 2)?;
+    let Some(status) = RunStatus::parse(&status) else {
+        return Ok(Err(format!("unknown run status '{status}'")));
+    };
+    let count = |i: usize| -> rusqlite::Result<Result<Option<u64>, String>> {
+        let v: Option<i64> = r.get(at + i)?;
+        Ok(v.map(|v| u64::try_from(v).map_err(|_| format!("negative count {v}"))).transpose())
+    };
+    let steps = match count(9)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let diverged_step = match count(10)? {
+        Ok(v) => v,
+        Err(e) => return Ok(Err(e)),
+    };
+    let pid: Option<i64> = r.get(at + 13)?;
+    Ok(Ok(RunRecord {
+        id: r.get(at)?,
+        name: r.get(at + 1)?,
+        status,
+        spec_json: r.get(at + 3)?,
+        spec_toml: r.get(at + 4)?,
+        created_at: r.get(at + 5)?,
+        started_at: r.get(at + 6)?,
+        ended_at: r.get(at + 7)?,
+        wall_seconds: r.get(at + 8)?,
+        steps,
+        diverged_step,
+        message: r.get(at + 11)?,
+        tool_version: r.get(at + 12)?,
+        pid: pid.and_then(|p| u32::try_from(p).ok()),
+        host: r.get(at + 14)?,
+        proc_start: r.get(at + 15)?,
+    }))
+}
+
+fn hostname() -> Option<String> {
+    let from_file = |p: &str| fs::read_to_string(p).ok().map(|s| s.trim().to_string());
+    from_file("/proc/sys/kernel/hostname")
+        .or_else(|| from_file("/etc/hostname"))
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .filter(|h| !h.is_empty())
+}
+
+/// `<boot_id>/<start time in clock ticks>` of a live process, from Linux procfs.
+fn proc_identity(pid: u32) -> Option<String> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; starttime is field 22 overall.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let start = rest.split_whitespace().nth(19)?;
+    Some(format!("{}/{}", boot.trim(), start))
+}
+
+/// Whether the process that owns a run may still be running. Errs on the side of
+/// "alive" whenever it cannot tell (another host, no procfs).
+fn owner_alive(pid: Option<u32>, host: Option<&str>, proc_start: Option<&str>) -> bool {
+    let Some(pid) = pid else { return true };
+    if let Some(host) = host {
+        if hostname().as_deref() != Some(host) {
+            return true;
+        }
+    }
+    if !Path::new("/proc/self/stat").exists() {
+        return true;
+    }
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    if matches!(state, Some("Z" | "X")) {
+        return false; // killed, waiting to be reaped
+    }
+    // A different start time means the pid was reused (or the machine rebooted).
+    match proc_start {
+        Some(recorded) => proc_identity(pid).as_deref() == Some(recorded),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(step: u64, layer: Option<u32>, name: &str, value: f64) -> MetricRow {
+        MetricRow { step, layer, name: name.to_string(), value }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("cc.db")).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn creates_schema_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/cc.db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.begin_run("r1", "first", "{}", "", "0.1").unwrap();
+            let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+            assert_eq!(mode, "wal");
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(s.runs().unwrap().len(), 1);
+        assert_eq!(s.artifacts_dir("r1"), dir.path().join("sub/runs/r1"));
+    }
+
+    #[test]
+    fn refuses_newer_schema_and_foreign_files() {
+        let (dir, s) = store();
+        s.conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+        drop(s);
+        let err = Store::open(&dir.path().join("cc.db")).err().unwrap();
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: SCHEMA_VERSION, .. }), "{err}");
+        assert!(err.to_string().contains("cc.db"), "{err}");
+        assert!(!err.hints().is_empty());
+
+        let junk = dir.path().join("junk.db");
+        fs::write(&junk, vec![b'x'; 4096]).unwrap();
+        let err = Store::open(&junk).err().unwrap();
+        assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+
+        let other = dir.path().join("other.db");
+        Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        let err = Store::open(&other).err().unwrap();
+        assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+        // The foreign file was not switched to WAL or otherwise touched.
+        let mode: String = Connection::open(&other).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "delete");
+    }
+
+    #[test]
+    fn round_trip() {
+        let (_dir, mut s) = store();
+        s.begin_run("abc123", "mlp", r#"{"lr":0.1}"#, "lr = 0.1\n", "0.1.0").unwrap();
+        let r = s.run("abc123").unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Running);
+        assert_eq!(r.pid, Some(std::process::id()));
+        assert!(!r.is_incomplete(), "our own run is alive");
+        assert_eq!(r.display_status(), "running");
+        assert!(r.created_at.ends_with('Z') && r.created_at.len() == 24, "{}", r.created_at);
+
+        s.append_metrics("abc123", &[row(0, None, "loss", 2.5), row(0, Some(1), "wnorm", 1.0), row(0, Some(0), "wnorm", 0.5)])
+            .unwrap();
+        s.append_metrics("abc123", &[row(10, None, "loss", 1.25), row(10, Some(0), "wnorm", 0.75)]).unwrap();
+        s.finish_run("abc123", RunStatus::Completed, 11, 3.5, None, Some("ok")).unwrap();
+
+        let r = s.run("abc123").unwrap().unwrap();
+        assert_eq!((r.status, r.steps, r.wall_seconds, r.message.as_deref()), (RunStatus::Completed, Some(11), Some(3.5), Some("ok")));
+        assert!(r.ended_at.is_some());
+        assert_eq!(r.spec_json, r#"{"lr":0.1}"#);
+        assert_eq!(r.spec_toml, "lr = 0.1\n");
+        assert_eq!(r.tool_version, "0.1.0");
+        assert_eq!(
+            s.metrics("abc123").unwrap(),
+            vec![
+                row(0, None, "loss", 2.5),
+                row(0, Some(0), "wnorm", 0.5),
+                row(0, Some(1), "wnorm", 1.0),
+                row(10, None, "loss", 1.25),
+                row(10, Some(0), "wnorm", 0.75),
+            ]
+        );
+        assert_eq!(
+            s.last_values("abc123").unwrap(),
+            vec![row(10, None, "loss", 1.25), row(10, Some(0), "wnorm", 0.75), row(0, Some(1), "wnorm", 1.0)]
+        );
+        assert_eq!(s.series("abc123", "wnorm", Some(0)).unwrap(), vec![(0, 0.5), (10, 0.75)]);
+        assert_eq!(s.series("abc123", "nope", None).unwrap(), vec![]);
+        // The tidy view for plain-SQL users.
+        let n: i64 = s.conn.query_row("SELECT count(*) FROM metrics WHERE run_id = 'abc123' AND layer IS NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 2);
+
+        assert!(matches!(s.append_metrics("nope", &[]), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.finish_run("nope", RunStatus::Failed, 0, 0.0, None, None), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.metrics("nope"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.begin_run("../x", "n", "", "", ""), Err(StoreError::Invalid { .. })));
+    }
+
+    #[test]
+    fn failed_batch_leaves_nothing_behind() {
+        let (_dir, mut s) = store();
+        s.begin_run("r", "n", "", "", "").unwrap();
+        s.append_metrics("r", &[row(1, None, "loss", 1.0)]).unwrap();
+        let err = s.append_metrics("r", &[row(2, None, "loss", 2.0), row(1, None, "fresh", 0.0), row(1, None, "loss", 9.0)]);
+        assert!(matches!(err, Err(StoreError::DuplicateMetric { step: 1, .. })), "{err:?}");
+        assert_eq!(s.metrics("r").unwrap(), vec![row(1, None, "loss", 1.0)]);
+        // The rolled-back name must not break later batches.
+        s.append_metrics("r", &[row(2, None, "fresh", 3.0)]).unwrap();
+        assert_eq!(s.series("r", "fresh", None).unwrap(), vec![(2, 3.0)]);
+    }
+
+    #[test]
+    fn begin_run_resets_existing() {
+        let (_dir, mut s) = store();
+        s.begin_run("r", "old", "{}", "", "0.1").unwrap();
+        s.append_metrics("r", &[row(0, None, "loss", 1.0)]).unwrap();
+        s.finish_run("r", RunStatus::Diverged, 5, 1.0, Some(4), Some("nan")).unwrap();
+        s.begin_run("r", "new", "{\"a\":1}", "", "0.2").unwrap();
+        let r = s.run("r").unwrap().unwrap();
+        assert_eq!((r.name.as_str(), r.status, r.steps, r.diverged_step, r.message), ("new", RunStatus::Running, None, None, None));
+        assert_eq!(r.tool_version, "0.2");
+        assert!(s.metrics("r").unwrap().is_empty());
+        assert_eq!(s.runs().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn begin_run_refuses_a_live_run_of_another_process() {
+        let (_dir, mut s) = store();
+        s.begin_run("r", "n", "", "", "").unwrap();
+        // Pretend pid 1 (always alive) owns it.
+        let start = proc_identity(1);
+        s.conn.execute("UPDATE runs SET pid = 1, proc_start = ?1", [start]).unwrap();
+        let err = s.begin_run("r", "n", "", "", "").err().unwrap();
+        assert!(matches!(err, StoreError::RunActive { pid: 1, .. }), "{err}");
+    }
+
+    #[test]
+    fn resolve_by_prefix_and_name() {
+        let (_dir, mut s) = store();
+        for (id, name) in [("a1b2", "alpha"), ("a1c3", "beta"), ("ff00", "beta")] {
+            s.begin_run(id, name, "", "", "").unwrap();
+        }
+        assert_eq!(s.resolve("a1b2").unwrap().id, "a1b2");
+        assert_eq!(s.resolve("a1c").unwrap().id, "a1c3");
+        assert_eq!(s.resolve("alpha").unwrap().id, "a1b2");
+        match s.resolve("a1").err().unwrap() {
+            StoreError::Ambiguous { mut matches, .. } => {
+                matches.sort();
+                assert_eq!(matches, vec!["a1b2", "a1c3"]);
+            }
+            e => panic!("{e}"),
+        }
+        assert!(matches!(s.resolve("beta"), Err(StoreError::Ambiguous { .. })));
+        assert!(matches!(s.resolve("zz"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.resolve("%"), Err(StoreError::NotFound { .. })));
+        assert!(matches!(s.resolve(""), Err(StoreError::NotFound { .. })));
+        // Newest first.
+        let ids: Vec<String> = s.runs().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, vec!["ff00", "a1c3", "a1b2"]);
+    }
+
+    #[test]
+    fn killed_run_is_incomplete() {
+        let (_dir, mut s) = store();
+        s.begin_run("k", "killed", "", "", "").unwrap();
+        s.conn.execute("UPDATE runs SET pid = ?1", [u32::MAX - 1]).unwrap();
+        let r = s.run("k").unwrap().unwrap();
+        assert!(r.is_incomplete());
+        assert_eq!(r.display_status(), "incomplete");
+        // A live pid whose start time differs is a reused pid: also incomplete.
+        s.conn.execute("UPDATE runs SET pid = 1, proc_start = 'other-boot/1'", []).unwrap();
+        assert!(s.run("k").unwrap().unwrap().is_incomplete());
+        // A finished run is never incomplete, whatever its pid.
+        s.finish_run("k", RunStatus::Failed, 0, 0.0, None, Some("boom")).unwrap();
+        assert_eq!(s.run("k").unwrap().unwrap().display_status(), "failed");
+        // And an incomplete run may be restarted.
+        s.conn.execute("UPDATE runs SET status = 'running', pid = ?1", [u32::MAX - 1]).unwrap();
+        s.begin_run("k", "again", "", "", "").unwrap();
+    }
+
+    /// Real `kill -9` of a process in the middle of writing: the store must stay
+    /// intact, hold only whole batches, and show the run as incomplete.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn kill_9_leaves_store_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cc.db");
+        // The child is this test binary running the ignored writer test below.
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["kill_9_writer_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("CC_KILL9_DB", &db)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "writer child made no progress");
+            std::thread::sleep(Duration::from_millis(20));
+            let Ok(s) = Store::open(&db) else { continue };
+            if s.run("victim").ok().flatten().is_some() && s.metrics("victim").map_or(0, |m| m.len()) >= 3 * KILL9_BATCH {
+                break;
+            }
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let s = Store::open(&db).unwrap();
+        let check: String = s.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        let r = s.run("victim").unwrap().unwrap();
+        assert!(r.is_incomplete(), "{r:?}");
+        let n = s.metrics("victim").unwrap().len();
+        assert!(n > 0 && n % KILL9_BATCH == 0, "{n} rows is not a whole number of batches");
+    }
+
+    const KILL9_BATCH: usize = 50;
+
+    #[test]
+    #[ignore = "helper process for kill_9_leaves_store_consistent"]
+    fn kill_9_writer_child() {
+        let Some(db) = std::env::var_os("CC_KILL9_DB") else { return };
+        let mut s = Store::open(Path::new(&db)).unwrap();
+        s.begin_run("victim", "victim", "", "", "").unwrap();
+        for step in 0.. {
+            let rows: Vec<MetricRow> = (0..KILL9_BATCH as u32).map(|l| row(step, Some(l), "x", step as f64)).collect();
+            s.append_metrics("victim", &rows).unwrap();
+        }
+    }
+
+    #[test]
+    fn special_floats_survive() {
+        let (_dir, mut s) = store();
+        s.begin_run("f", "floats", "", "", "").unwrap();
+        let vals = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, f64::MAX, 0.1, 1e300, 3.0];
+        let rows: Vec<MetricRow> = vals.iter().enumerate().map(|(i, &v)| row(i as u64, None, "x", v)).collect();
+        s.append_metrics("f", &rows).unwrap();
+        let back = s.series("f", "x", None).unwrap();
+        assert_eq!(back.len(), vals.len());
+        for ((_, got), want) in back.iter().zip(vals) {
+            assert!(got.is_nan() && want.is_nan() || got.to_bits() == want.to_bits(), "{got} vs {want}");
+        }
+        assert!(s.last_values("f").unwrap()[0].value == 3.0);
+    }
+}

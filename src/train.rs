@@ -1,0 +1,297 @@
+//! The training loop: one explicit function, top to bottom, with commented phases
+//! (lr, batch, forward, loss, backward, clip, step, observe, eval, flush).
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::engine::{Float, Rng};
+use crate::error::Error;
+use crate::interop;
+use crate::model::Mlp;
+use crate::nn::loss::{self, LossValue};
+use crate::nn::norm::Mode;
+use crate::observe::{self, Ctx};
+use crate::optim::{self, Hyper, OptimState};
+use crate::spec::{BatchSize, Dtype, LossKind, Spec};
+use crate::store::{MetricRow, RunStatus};
+use crate::task::{Dataset, Target};
+
+/// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
+/// backed by a database writes one transaction per logged step.
+pub trait MetricSink {
+    fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error>;
+}
+
+impl MetricSink for Vec<MetricRow> {
+    fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error> {
+        self.extend_from_slice(rows);
+        Ok(())
+    }
+}
+
+/// How a run ended, and its headline numbers.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: RunStatus,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    pub diverged_step: Option<u64>,
+    pub message: Option<String>,
+    /// Last training-batch loss.
+    pub final_batch_loss: f64,
+    /// Final evaluation (eval mode, whole sets).
+    pub train_loss: f64,
+    pub train_acc: Option<f64>,
+    pub test_loss: f64,
+    pub test_acc: Option<f64>,
+    pub wall_seconds: f64,
+    pub n_params: usize,
+}
+
+impl Outcome {
+    pub fn steps_per_second(&self) -> f64 {
+        self.steps as f64 / self.wall_seconds.max(1e-9)
+    }
+}
+
+/// Progress callback: `(steps done, latest batch loss)`.
+pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, f64);
+
+/// Trains the model the spec describes on `data`, writing metrics to `sink` and artifacts (when
+/// the spec asks) to `artifacts`.
+pub fn train(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink, artifacts: Option<&Path>, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
+    match spec.model.dtype {
+        Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, progress),
+        Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, progress),
+    }
+}
+
+/// A dataset split flattened to the model's precision.
+struct Split<F> {
+    x: Vec<F>,
+    y: Vec<F>,
+    rows: usize,
+    y_cols: usize,
+}
+
+impl<F: Float> Split<F> {
+    fn new(x: &ndarray::Array2<f64>, y: &ndarray::Array2<f64>) -> Self {
+        Split {
+            x: x.iter().map(|&v| F::of(v)).collect(),
+            y: y.iter().map(|&v| F::of(v)).collect(),
+            rows: x.nrows(),
+            y_cols: y.ncols(),
+        }
+    }
+}
+
+fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink, artifacts: Option<&Path>, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
+    let loss_kind = tr.loss.unwrap_or(match data.target {
+        Target::Classes { .. } => LossKind::CrossEntropy,
+        Target::Regression { .. } => LossKind::Mse,
+    });
+    let train_set = Split::<F>::new(&data.train_x, &data.train_y);
+    let test_set = Split::<F>::new(&data.test_x, &data.test_y);
+    let (in_dim, out_dim) = (data.input_dim(), data.output_dim());
+    let n = train_set.rows;
+    if n == 0 {
+        return Err(Error::Invalid { what: "task".into(), message: "the training set is empty".into(), hint: "check the task's size settings or data file".into() });
+    }
+    let batch = match tr.batch_size {
+        BatchSize::Full => n,
+        BatchSize::Size(b) => b.min(n),
+    };
+
+    let mut model = Mlp::<F>::new(&spec.model, in_dim, out_dim, batch, &mut Rng::stream(spec.seed, "init"));
+    if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
+        interop::save_params(&model.params, &dir.join("weights_init.safetensors"))?;
+    }
+    if let (Some(dir), true) = (artifacts, spec.output.save_data) {
+        interop::save_dataset(data, &dir.join("data.safetensors"))?;
+    }
+    let mut opt = OptimState::new(&model.params, opt_spec.optimizer);
+    let hyper = Hyper {
+        optimizer: opt_spec.optimizer,
+        momentum: opt_spec.momentum,
+        beta1: opt_spec.betas[0],
+        beta2: opt_spec.betas[1],
+        eps: opt_spec.eps,
+        weight_decay: opt_spec.weight_decay.unwrap_or(0.0),
+    };
+    let observables = observe::registry::<F>(obs_spec.observables.as_deref().unwrap_or(&[]));
+
+    // Preallocated: the batch, the pre-update snapshot, the metric rows.
+    let mut order_rng = Rng::stream(spec.seed, "batches");
+    let mut order = order_rng.permutation(n);
+    let mut cursor = 0usize;
+    let mut bx = vec![F::zero(); batch * in_dim];
+    let mut by = vec![F::zero(); batch * train_set.y_cols];
+    let mut before: Vec<Vec<F>> = model.params.iter().map(|p| p.value.clone()).collect();
+    let mut rows: Vec<MetricRow> = Vec::with_capacity(1024);
+
+    let mut initial_loss: Option<f64> = None;
+    let mut last = LossValue::default();
+    let mut status = RunStatus::Completed;
+    let mut diverged_step = None;
+    let mut message = None;
+    let mut steps_done = 0u64;
+
+    for step in 0..tr.steps {
+        // Eval: the parameters as they are before this step's update (step 0 = initialization).
+        if step % tr.eval_every == 0 {
+            evaluate(&mut model, loss_kind, &train_set, &test_set, step, &mut rows);
+        }
+
+        // Learning rate.
+        let lr = optim::lr_at(opt_spec.schedule, opt_spec.lr, opt_spec.warmup_steps, opt_spec.final_lr_fraction, step, tr.steps);
+
+        // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
+        // (DataLoader's drop_last = False).
+        let (x, y, b): (&[F], &[F], usize) = if batch == n {
+            (&train_set.x, &train_set.y, n)
+        } else {
+            if cursor >= n {
+                order = order_rng.permutation(n);
+                cursor = 0;
+            }
+            let b = batch.min(n - cursor);
+            for (k, &i) in order[cursor..cursor + b].iter().enumerate() {
+                bx[k * in_dim..(k + 1) * in_dim].copy_from_slice(&train_set.x[i * in_dim..(i + 1) * in_dim]);
+                let yc = train_set.y_cols;
+                by[k * yc..(k + 1) * yc].copy_from_slice(&train_set.y[i * yc..(i + 1) * yc]);
+            }
+            cursor += b;
+            (&bx, &by, b)
+        };
+
+        // Forward and loss (which also writes ∂L/∂output).
+        model.forward(x, b, Mode::Train);
+        last = loss::loss(loss_kind, &model.output[..b * out_dim], y, b, out_dim, Some(&mut model.d_output[..b * out_dim]));
+        let first = *initial_loss.get_or_insert(last.loss);
+        let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps;
+        if log_now || !last.loss.is_finite() {
+            rows.push(metric(step, "train_loss", last.loss));
+            if let Some(c) = last.correct {
+                rows.push(metric(step, "train_acc", c as f64 / b as f64));
+            }
+        }
+
+        // Divergence is a result: record where it happened and stop.
+        if !last.loss.is_finite() || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE) {
+            status = RunStatus::Diverged;
+            diverged_step = Some(step);
+            message = Some(if last.loss.is_finite() {
+                format!("loss {:.4e} exceeded {}× its initial value {:.4e} at step {step}", last.loss, tr.divergence_factor, first)
+            } else {
+                format!("loss became {} at step {step}", last.loss)
+            });
+            sink.write(&rows)?;
+            rows.clear();
+            break;
+        }
+
+        // Backward.
+        model.backward(x);
+
+        // Clip (global norm), keeping the factor so observables can report the raw gradient.
+        let clip_coef = match opt_spec.clip_grad_norm {
+            Some(max) => {
+                let norm = optim::grad_norm(&model.params);
+                optim::clip_grad_norm(&mut model.params, norm, max)
+            }
+            None => 1.0,
+        };
+
+        // Step (snapshot first on logged steps, for the update-to-weight ratio).
+        if log_now {
+            for (s, p) in before.iter_mut().zip(&model.params) {
+                s.copy_from_slice(&p.value);
+            }
+        }
+        opt.step(&mut model.params, &hyper, lr);
+        if let Some(target) = opt_spec.weight_norm {
+            optim::constrain_weight_norm(&mut model.params, target);
+        }
+        steps_done = step + 1;
+
+        // Observe.
+        if log_now {
+            let ctx = Ctx { step, model: &model, before: &before, lr, clip_coef };
+            for o in &observables {
+                o.observe(&ctx, &mut rows);
+            }
+            // Flush: one transaction per logged step.
+            sink.write(&rows)?;
+            rows.clear();
+        }
+        progress(steps_done, last.loss);
+
+        // Stop at the target loss.
+        if let Some(target) = tr.target_loss {
+            if last.loss <= target {
+                message = Some(format!("reached target loss {target} at step {step}"));
+                break;
+            }
+        }
+    }
+
+    // Final evaluation of the trained parameters, at the step count reached.
+    let (train_eval, test_eval) = evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows);
+    sink.write(&rows)?;
+    if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
+        interop::save_params(&model.params, &dir.join("weights_final.safetensors"))?;
+    }
+    Ok(Outcome {
+        status,
+        steps: steps_done,
+        diverged_step,
+        message,
+        final_batch_loss: last.loss,
+        train_loss: train_eval.0,
+        train_acc: train_eval.1,
+        test_loss: test_eval.0,
+        test_acc: test_eval.1,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        n_params: model.n_params(),
+    })
+}
+
+fn metric(step: u64, name: &str, value: f64) -> MetricRow {
+    MetricRow { step, layer: None, name: name.to_string(), value }
+}
+
+/// Eval-mode loss and accuracy over whole splits, in chunks of the model's capacity; appends
+/// `train_eval_loss`/`train_eval_acc` and `test_loss`/`test_acc` rows at `step`.
+fn evaluate<F: Float>(model: &mut Mlp<F>, kind: LossKind, train: &Split<F>, test: &Split<F>, step: u64, rows: &mut Vec<MetricRow>) -> ((f64, Option<f64>), (f64, Option<f64>)) {
+    let mut results = [(f64::NAN, None), (f64::NAN, None)];
+    for (k, (split, name_loss, name_acc)) in [(train, "train_eval_loss", "train_eval_acc"), (test, "test_loss", "test_acc")].into_iter().enumerate() {
+        if split.rows == 0 {
+            continue;
+        }
+        let (in_dim, out_dim, cap) = (model.input_dim(), model.output_dim(), model.capacity());
+        let (mut loss_sum, mut correct, mut any_acc) = (0.0, 0usize, false);
+        let mut start = 0;
+        while start < split.rows {
+            let b = cap.min(split.rows - start);
+            model.forward(&split.x[start * in_dim..(start + b) * in_dim], b, Mode::Eval);
+            let y = &split.y[start * split.y_cols..(start + b) * split.y_cols];
+            let v = loss::loss(kind, &model.output[..b * out_dim], y, b, out_dim, None);
+            loss_sum += v.loss * b as f64;
+            if let Some(c) = v.correct {
+                correct += c;
+                any_acc = true;
+            }
+            start += b;
+        }
+        let loss = loss_sum / split.rows as f64;
+        let acc = any_acc.then(|| correct as f64 / split.rows as f64);
+        rows.push(metric(step, name_loss, loss));
+        if let Some(a) = acc {
+            rows.push(metric(step, name_acc, a));
+        }
+        results[k] = (loss, acc);
+    }
+    (results[0], results[1])
+}

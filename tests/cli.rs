@@ -1,0 +1,251 @@
+//! End-to-end tests of the `cloudchamber` binary: bad input, crash safety, reproducibility,
+//! and the printed summary (with times masked).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cloudchamber::store::{RunStatus, Store};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cloudchamber"))
+}
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    bin().current_dir(dir).args(args).output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+const SMALL: &str = r#"
+seed = 3
+
+[task.teacher_student]
+input_dim = 8
+output_dim = 1
+n_train = 256
+n_test = 128
+
+[model]
+width = 16
+depth = 2
+activation = "tanh"
+
+[train]
+steps = 60
+batch_size = 32
+eval_every = 20
+
+[observe]
+log_every = 5
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs a spec with one line replaced and returns (exit code, first stderr line).
+fn bad(replace: &str, with: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(SMALL.contains(replace), "{replace}");
+    write(dir.path(), "bad.toml", &SMALL.replace(replace, with));
+    let o = run_in(dir.path(), &["run", "bad.toml"]);
+    let first = stderr(&o).lines().next().unwrap_or("").to_string();
+    // Bad input never creates or touches a store.
+    assert!(!dir.path().join("cloudchamber.db").exists(), "a store was created for bad input");
+    (o.status.code().unwrap_or(-1), first)
+}
+
+#[test]
+fn syntax_error_names_file_and_line() {
+    let (code, line) = bad("width = 16", "width = = 16");
+    assert_eq!(code, 2);
+    assert!(line.starts_with("error: bad.toml:14:"), "{line}");
+    assert!(line.contains("syntax"), "{line}");
+}
+
+#[test]
+fn unknown_key_names_key_line_and_nearest() {
+    let (code, line) = bad("width = 16", "widht = 16");
+    assert_eq!(code, 2);
+    assert_eq!(line, "error: bad.toml:14: unknown key `model.widht` (did you mean `width`?)");
+}
+
+#[test]
+fn unknown_task_names_the_section() {
+    let (code, line) = bad("[task.teacher_student]", "[task.teacher_studnet]");
+    assert_eq!(code, 2);
+    assert!(line.contains("unknown key `task.teacher_studnet`") && line.contains("teacher_student"), "{line}");
+}
+
+#[test]
+fn wrong_type_names_key() {
+    let (code, line) = bad("depth = 2", "depth = \"two\"");
+    assert_eq!(code, 2);
+    assert!(line.starts_with("error: bad.toml:15: `model.depth` has the wrong type"), "{line}");
+}
+
+#[test]
+fn unknown_value_suggests_nearest() {
+    let (code, line) = bad("activation = \"tanh\"", "activation = \"tahn\"");
+    assert_eq!(code, 2);
+    assert!(line.contains("`model.activation`") && line.contains("did you mean \"tanh\""), "{line}");
+}
+
+#[test]
+fn out_of_range_names_key() {
+    let (code, line) = bad("steps = 60", "steps = 0");
+    assert_eq!(code, 2);
+    assert!(line.starts_with("error: bad.toml:19: `train.steps` must be ≥ 1"), "{line}");
+    let (code, line) = bad("n_train = 256", "n_train = 0");
+    assert_eq!(code, 2);
+    assert!(line.contains("task.teacher_student.n_train"), "{line}");
+}
+
+#[test]
+fn missing_experiment_file_is_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(dir.path(), &["run", "nope.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.starts_with("error: nope.toml: cannot read the experiment file"), "{e}");
+    assert!(e.contains("\nhint: "), "{e}");
+}
+
+#[test]
+fn missing_data_file_names_key_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "csv.toml", "[task.csv]\npath = \"missing.csv\"\ntarget = \"y\"\n");
+    let o = run_in(dir.path(), &["run", "csv.toml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("task.csv.path") && e.contains("missing.csv"), "{e}");
+}
+
+#[test]
+fn bad_override_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml", "--set", "model.widht=3"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.starts_with("error: --set model.widht=3: unknown key `model.widht` (did you mean `width`?)"), "{e}");
+}
+
+fn export_csv(dir: &Path, store: &str) -> String {
+    let o = run_in(dir, &["--store", store, "export", "--all", "--format", "csv"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+/// Same spec + same seed ⇒ bit-identical metrics (CSV values round-trip f64 exactly), on the
+/// same machine and thread count.
+#[test]
+fn same_spec_and_seed_give_bit_identical_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    for store in ["a.db", "b.db"] {
+        let o = run_in(dir.path(), &["--store", store, "run", "s.toml", "-q"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b) = (export_csv(dir.path(), "a.db"), export_csv(dir.path(), "b.db"));
+    assert!(a.lines().count() > 500, "{} rows", a.lines().count());
+    assert_eq!(a, b);
+    // And a different seed gives different numbers under a different id.
+    let o = run_in(dir.path(), &["--store", "c.db", "run", "s.toml", "-q", "--set", "seed=4"]);
+    assert!(o.status.success());
+    let c = export_csv(dir.path(), "c.db");
+    assert_ne!(a.lines().nth(1), c.lines().nth(1));
+}
+
+#[test]
+fn summary_snapshot_with_times_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let id = out.split_whitespace().nth(1).unwrap().to_string();
+    let masked: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let l = l.replace(&id, "<id>");
+            if l.starts_with("run <id>  s  completed") {
+                l.split("wall").next().unwrap().to_string() + "wall <time>"
+            } else if l.contains("steps/s") {
+                "<throughput line>".to_string()
+            } else {
+                l
+            }
+        })
+        .collect();
+    let text = masked.join("\n");
+    let want_prefix = "run <id> (s): teacher";
+    assert!(text.starts_with(want_prefix), "{text}");
+    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(lines[0], "run <id>  s  completed  steps 60  wall <time>");
+    assert_eq!(lines[1], "  metric                    final     step");
+    let names: Vec<&str> = lines[2..lines.len() - 1].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    assert_eq!(names, ["train_loss", "train_eval_loss", "test_loss"]);
+    assert_eq!(lines[lines.len() - 1], "<throughput line>");
+    // Running the same spec again finds it in the store instead of training again.
+    let again = run_in(dir.path(), &["run", "s.toml"]);
+    assert!(stdout(&again).contains("is already in cloudchamber.db as completed"), "{}", stdout(&again));
+}
+
+/// `kill -9` mid-run leaves a readable store with the run marked incomplete and the metrics
+/// written so far intact; running the spec again restarts it cleanly.
+#[test]
+fn sigkill_mid_run_leaves_consistent_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = SMALL.replace("steps = 60", "steps = 100000000").replace("log_every = 5", "log_every = 1");
+    write(dir.path(), "long.toml", &long);
+    let mut child = bin().current_dir(dir.path()).args(["run", "long.toml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let db = dir.path().join("cloudchamber.db");
+    let t0 = Instant::now();
+    // Wait until metrics are flowing, then kill without warning.
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        if db.exists() {
+            if let Ok(store) = Store::open(&db) {
+                if let Ok(runs) = store.runs() {
+                    if let Some(r) = runs.first() {
+                        if store.metrics(&r.id).map(|m| m.len() > 2000).unwrap_or(false) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no metrics after 60 s");
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    let store = Store::open(&db).unwrap();
+    let runs = store.runs().unwrap();
+    assert_eq!(runs.len(), 1);
+    let r = &runs[0];
+    assert_eq!(r.status, RunStatus::Running);
+    assert!(r.is_incomplete());
+    assert_eq!(r.display_status(), "incomplete");
+    let metrics = store.metrics(&r.id).unwrap();
+    // Every logged step is whole: each step that has rows has all of that step's rows.
+    let mut per_step = std::collections::BTreeMap::new();
+    for m in &metrics {
+        *per_step.entry(m.step).or_insert(0usize) += 1;
+    }
+    let counts: std::collections::BTreeSet<usize> = per_step.iter().filter(|(s, _)| **s % 20 != 0).map(|(_, c)| *c).collect();
+    assert_eq!(counts.len(), 1, "partial steps in the store: {counts:?}");
+    drop(store);
+    let o = run_in(dir.path(), &["ls"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("incomplete"), "{}", stdout(&o));
+}
