@@ -5,7 +5,7 @@
 //! leaves the store consistent. A killed run keeps status `running`; readers see
 //! that its owning process is gone and report it as `incomplete`.
 //!
-//! Schema (version 1):
+//! Schema (version 2):
 //! - `meta(key, value)`: `schema_version`, and `created_at` of the store.
 //! - `runs`: one row per run; `rid` is an internal integer key, `id` the public id.
 //! - `metric_names(nid, name)`: metric names, stored once.
@@ -17,6 +17,9 @@
 //!   WITHOUT ROWID table cannot be NULL); `value` NULL means NaN (SQLite turns
 //!   NaN into NULL anyway) and the column has no declared type so SQLite never
 //!   rewrites a float as an integer (which would turn -0.0 into 0).
+//! - `metric_last(rid, nid, layer, step, value)`: the latest sample of each
+//!   series, kept up to date by `append_metrics`, so that listing runs with
+//!   their final values does not scan every sample (added in version 2).
 //! - view `metrics(run_id, step, layer, name, value)`: the tidy rows, for
 //!   anyone querying the file with plain SQL.
 
@@ -28,11 +31,12 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 /// The newest schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// `MIGRATIONS[v]` upgrades a store from schema version `v` to `v + 1`
 /// (version 0 is an empty file). Never edit a released entry; append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('created_at', strftime('%Y-%m-%dT%H:%M:%fZ', 'now'));
 CREATE TABLE runs (
@@ -67,32 +71,73 @@ CREATE TABLE metric_values (
 CREATE VIEW metrics AS
     SELECT r.id AS run_id, v.step AS step, NULLIF(v.layer, -1) AS layer, n.name AS name, v.value AS value
     FROM metric_values v JOIN runs r ON r.rid = v.rid JOIN metric_names n ON n.nid = v.nid;
-"#];
+"#,
+    r#"
+CREATE TABLE metric_last (
+    rid   INTEGER NOT NULL REFERENCES runs (rid) ON DELETE CASCADE,
+    nid   INTEGER NOT NULL REFERENCES metric_names (nid),
+    layer INTEGER NOT NULL,
+    step  INTEGER NOT NULL,
+    value,
+    PRIMARY KEY (rid, nid, layer)
+) WITHOUT ROWID;
+-- The bare `value` column comes from the row holding MAX(step) (an SQLite guarantee).
+INSERT INTO metric_last (rid, nid, layer, step, value)
+    SELECT rid, nid, layer, MAX(step), value FROM metric_values GROUP BY rid, nid, layer;
+"#,
+];
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{}: database error: {source}", path.display())]
-    Sqlite { path: PathBuf, #[source] source: rusqlite::Error },
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("{} is not a SQLite database (or it is damaged)", path.display())]
     NotADatabase { path: PathBuf },
     #[error("{} is a SQLite database but not a cloudchamber store", path.display())]
     NotAStore { path: PathBuf },
     #[error("{} has schema version {found}, but this cloudchamber supports versions up to {supported}", path.display())]
-    NewerSchema { path: PathBuf, found: u32, supported: u32 },
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("no run matches '{query}' in {}", path.display())]
     NotFound { path: PathBuf, query: String },
-    #[error("'{query}' matches {} runs in {}: {}", matches.len(), path.display(), matches.join(", "))]
-    Ambiguous { path: PathBuf, query: String, matches: Vec<String> },
+    #[error("'{query}' matches {} runs in {}: {}", matches.len(), path.display(), some_of(matches))]
+    Ambiguous {
+        path: PathBuf,
+        query: String,
+        matches: Vec<String>,
+    },
     #[error("run '{id}' in {} is still running (pid {pid} on {host}); refusing to overwrite it", path.display())]
-    RunActive { path: PathBuf, id: String, pid: u32, host: String },
+    RunActive {
+        path: PathBuf,
+        id: String,
+        pid: u32,
+        host: String,
+    },
     #[error("{}: run '{run_id}' already has a value for {name}{} at step {step}", path.display(), layer.map(|l| format!(" (layer {l})")).unwrap_or_default())]
-    DuplicateMetric { path: PathBuf, run_id: String, step: u64, layer: Option<u32>, name: String },
+    DuplicateMetric {
+        path: PathBuf,
+        run_id: String,
+        step: u64,
+        layer: Option<u32>,
+        name: String,
+    },
     #[error("{}: {what}", path.display())]
     Invalid { path: PathBuf, what: String },
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
@@ -152,9 +197,15 @@ impl RunStatus {
     }
 
     pub fn parse(s: &str) -> Option<RunStatus> {
-        [Self::Running, Self::Completed, Self::Diverged, Self::Failed, Self::Interrupted]
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        [
+            Self::Running,
+            Self::Completed,
+            Self::Diverged,
+            Self::Failed,
+            Self::Interrupted,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
     }
 }
 
@@ -217,26 +268,42 @@ pub struct Store {
     path: PathBuf,
 }
 
-const RUN_COLUMNS: &str = "id, name, status, spec_json, spec_toml, created_at, started_at, ended_at, \
+const RUN_COLUMNS: &str =
+    "id, name, status, spec_json, spec_toml, created_at, started_at, ended_at, \
      wall_seconds, steps, diverged_step, message, tool_version, pid, host, proc_start";
 
 impl Store {
     /// Opens (creating if missing) the store at `path` and migrates it to the current schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
-        let mut store = Store { conn, path: path.to_path_buf() };
-        store.conn.busy_timeout(Duration::from_secs(10)).map_err(|e| store.err(e))?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(|e| store.err(e))?;
         // Read the version before changing anything, so a foreign file is left untouched.
         let found = store.schema_version()?;
         if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema { path: store.path.clone(), found, supported: SCHEMA_VERSION });
+            return Err(StoreError::NewerSchema {
+                path: store.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         // A store that cannot switch to WAL (read-only copy, odd filesystem) still works
         // with the rollback journal, which is just as crash-safe; so ignore a failure here.
-        let _ = store.conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
+        let _ = store
+            .conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0));
         // NORMAL is crash-safe in WAL mode: a killed process never loses a committed
         // transaction; only a power cut can drop the last few commits.
         store
@@ -272,7 +339,9 @@ impl Store {
         let id_ok = !id.is_empty()
             && id.len() <= 128
             && !id.starts_with('.')
-            && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
         if !id_ok {
             return Err(self.invalid(format!(
                 "run id '{id}' must be 1-128 characters of A-Z a-z 0-9 . _ - and not start with '.'"
@@ -282,17 +351,28 @@ impl Store {
         let host = hostname();
         let proc_start = proc_identity(pid);
         let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_err(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, e))?;
         let old = tx
-            .query_row(&format!("SELECT rid, {RUN_COLUMNS} FROM runs WHERE id = ?1"), [id], |r| {
-                Ok((r.get::<_, i64>(0)?, read_run(r, 1)))
-            })
+            .query_row(
+                &format!("SELECT rid, {RUN_COLUMNS} FROM runs WHERE id = ?1"),
+                [id],
+                |r| Ok((r.get::<_, i64>(0)?, read_run(r, 1))),
+            )
             .optional()
             .map_err(|e| sql_err(&path, e))?;
         match old {
             Some((rid, old)) => {
-                let old = old.map_err(|e| sql_err(&path, e))?.map_err(|what| StoreError::Invalid { path: path.clone(), what })?;
-                if old.status == RunStatus::Running && old.pid != Some(pid) && !old.is_incomplete() {
+                let old =
+                    old.map_err(|e| sql_err(&path, e))?
+                        .map_err(|what| StoreError::Invalid {
+                            path: path.clone(),
+                            what,
+                        })?;
+                if old.status == RunStatus::Running && old.pid != Some(pid) && !old.is_incomplete()
+                {
                     return Err(StoreError::RunActive {
                         path,
                         id: id.to_string(),
@@ -300,7 +380,10 @@ impl Store {
                         host: old.host.unwrap_or_else(|| "unknown host".into()),
                     });
                 }
-                tx.execute("DELETE FROM metric_values WHERE rid = ?1", [rid]).map_err(|e| sql_err(&path, e))?;
+                tx.execute_batch(&format!(
+                    "DELETE FROM metric_values WHERE rid = {rid}; DELETE FROM metric_last WHERE rid = {rid};"
+                ))
+                .map_err(|e| sql_err(&path, e))?;
                 tx.execute(
                     &format!(
                         "UPDATE runs SET name = ?2, status = 'running', spec_json = ?3, spec_toml = ?4,
@@ -331,20 +414,39 @@ impl Store {
     pub fn append_metrics(&mut self, run_id: &str, rows: &[MetricRow]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |e| sql_err(&path, e);
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(e)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
         let rid: i64 = tx
             .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
             .optional()
             .map_err(e)?
-            .ok_or_else(|| StoreError::NotFound { path: path.clone(), query: run_id.to_string() })?;
+            .ok_or_else(|| StoreError::NotFound {
+                path: path.clone(),
+                query: run_id.to_string(),
+            })?;
         {
-            let mut add_name = tx.prepare_cached("INSERT OR IGNORE INTO metric_names (name) VALUES (?1)").map_err(e)?;
-            let mut get_nid = tx.prepare_cached("SELECT nid FROM metric_names WHERE name = ?1").map_err(e)?;
+            let mut add_name = tx
+                .prepare_cached("INSERT OR IGNORE INTO metric_names (name) VALUES (?1)")
+                .map_err(e)?;
+            let mut get_nid = tx
+                .prepare_cached("SELECT nid FROM metric_names WHERE name = ?1")
+                .map_err(e)?;
             let mut insert = tx
                 .prepare_cached("INSERT INTO metric_values (rid, nid, layer, step, value) VALUES (?1, ?2, ?3, ?4, ?5)")
                 .map_err(e)?;
+            let mut upsert_last = tx
+                .prepare_cached(
+                    "INSERT INTO metric_last (rid, nid, layer, step, value) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (rid, nid, layer) DO UPDATE SET step = excluded.step, value = excluded.value
+                     WHERE excluded.step > metric_last.step",
+                )
+                .map_err(e)?;
             // Name ids are only cached for this transaction, so a rollback cannot leave stale ids.
             let mut nids: HashMap<&str, i64> = HashMap::new();
+            // The batch's latest sample per series, written to metric_last once at the end.
+            let mut last: HashMap<(i64, i64), (i64, Option<f64>)> = HashMap::new();
             for row in rows {
                 let nid = match nids.get(row.name.as_str()) {
                     Some(&nid) => nid,
@@ -357,7 +459,10 @@ impl Store {
                 };
                 let step = i64::try_from(row.step).map_err(|_| StoreError::Invalid {
                     path: path.clone(),
-                    what: format!("step {} of {} is beyond the store's range (2^63 - 1)", row.step, row.name),
+                    what: format!(
+                        "step {} of {} is beyond the store's range (2^63 - 1)",
+                        row.step, row.name
+                    ),
                 })?;
                 let layer = row.layer.map_or(-1, i64::from);
                 let value = (!row.value.is_nan()).then_some(row.value);
@@ -373,6 +478,15 @@ impl Store {
                         _ => sql_err(&path, err),
                     });
                 }
+                let latest = last.entry((nid, layer)).or_insert((step, value));
+                if step > latest.0 {
+                    *latest = (step, value);
+                }
+            }
+            for ((nid, layer), (step, value)) in last {
+                upsert_last
+                    .execute(params![rid, nid, layer, step, value])
+                    .map_err(e)?;
             }
         }
         tx.commit().map_err(e)
@@ -389,9 +503,13 @@ impl Store {
         message: Option<&str>,
     ) -> Result<(), StoreError> {
         if status == RunStatus::Running {
-            return Err(self.invalid(format!("finish_run('{id}') needs a final status, not 'running'")));
+            return Err(self.invalid(format!(
+                "finish_run('{id}') needs a final status, not 'running'"
+            )));
         }
-        let to_i64 = |v: u64| i64::try_from(v).map_err(|_| self.invalid(format!("step count {v} is out of range")));
+        let to_i64 = |v: u64| {
+            i64::try_from(v).map_err(|_| self.invalid(format!("step count {v} is out of range")))
+        };
         let steps = to_i64(steps)?;
         let diverged_step = diverged_step.map(to_i64).transpose()?;
         let changed = self
@@ -401,17 +519,27 @@ impl Store {
                     "UPDATE runs SET status = ?2, ended_at = {NOW}, steps = ?3, wall_seconds = ?4,
                      diverged_step = ?5, message = ?6 WHERE id = ?1"
                 ),
-                params![id, status.as_str(), steps, wall_seconds, diverged_step, message],
+                params![
+                    id,
+                    status.as_str(),
+                    steps,
+                    wall_seconds,
+                    diverged_step,
+                    message
+                ],
             )
             .map_err(|e| self.err(e))?;
         if changed == 0 {
-            return Err(StoreError::NotFound { path: self.path.clone(), query: id.to_string() });
+            return Err(StoreError::NotFound {
+                path: self.path.clone(),
+                query: id.to_string(),
+            });
         }
         Ok(())
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let mut runs = self.query_runs("WHERE id = ?1", id)?;
+        let mut runs = self.query_runs("WHERE id = ?1", [id])?;
         Ok(runs.pop())
     }
 
@@ -419,14 +547,22 @@ impl Store {
     /// A query that fits several runs is an error rather than a guess.
     pub fn resolve(&self, query: &str) -> Result<RunRecord, StoreError> {
         if query.is_empty() {
-            return Err(StoreError::NotFound { path: self.path.clone(), query: String::new() });
+            return Err(StoreError::NotFound {
+                path: self.path.clone(),
+                query: String::new(),
+            });
         }
         if let Some(run) = self.run(query)? {
             return Ok(run);
         }
-        let mut found = self.query_runs("WHERE substr(id, 1, length(?1)) = ?1 OR name = ?1", query)?;
+        // substr rather than LIKE, so that '%' and '_' in a query are not wildcards.
+        let mut found =
+            self.query_runs("WHERE substr(id, 1, length(?1)) = ?1 OR name = ?1", [query])?;
         match found.len() {
-            0 => Err(StoreError::NotFound { path: self.path.clone(), query: query.to_string() }),
+            0 => Err(StoreError::NotFound {
+                path: self.path.clone(),
+                query: query.to_string(),
+            }),
             1 => Ok(found.remove(0)),
             _ => Err(StoreError::Ambiguous {
                 path: self.path.clone(),
@@ -438,7 +574,7 @@ impl Store {
 
     /// All runs, newest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        self.query_runs("WHERE ?1 IS NOT NULL", "")
+        self.query_runs("", [])
     }
 
     /// All samples of a run, ordered by step, name, layer.
@@ -476,13 +612,11 @@ impl Store {
     /// For each (name, layer), the value at the last step it was recorded; ordered by name, layer.
     pub fn last_values(&self, run_id: &str) -> Result<Vec<MetricRow>, StoreError> {
         let rid = self.rid(run_id)?;
-        // SQLite takes the bare `value` column from the row that holds MAX(step).
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT MAX(v.step), v.layer, n.name, v.value FROM metric_values v
-                 JOIN metric_names n ON n.nid = v.nid WHERE v.rid = ?1
-                 GROUP BY v.nid, v.layer ORDER BY n.name, v.layer",
+                "SELECT l.step, l.layer, n.name, l.value FROM metric_last l
+                 JOIN metric_names n ON n.nid = l.nid WHERE l.rid = ?1 ORDER BY n.name, l.layer",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = stmt.query([rid]).map_err(|e| self.err(e))?;
@@ -494,7 +628,12 @@ impl Store {
     }
 
     /// `(step, value)` of one series, by step; empty if the run never recorded it.
-    pub fn series(&self, run_id: &str, name: &str, layer: Option<u32>) -> Result<Vec<(u64, f64)>, StoreError> {
+    pub fn series(
+        &self,
+        run_id: &str,
+        name: &str,
+        layer: Option<u32>,
+    ) -> Result<Vec<(u64, f64)>, StoreError> {
         let rid = self.rid(run_id)?;
         let mut stmt = self
             .conn
@@ -504,7 +643,9 @@ impl Store {
                  ORDER BY v.step",
             )
             .map_err(|e| self.err(e))?;
-        let mut rows = stmt.query(params![rid, name, layer.map_or(-1, i64::from)]).map_err(|e| self.err(e))?;
+        let mut rows = stmt
+            .query(params![rid, name, layer.map_or(-1, i64::from)])
+            .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let step = self.step(r.get(0).map_err(|e| self.err(e))?)?;
@@ -521,7 +662,10 @@ impl Store {
     }
 
     fn invalid(&self, what: String) -> StoreError {
-        StoreError::Invalid { path: self.path.clone(), what }
+        StoreError::Invalid {
+            path: self.path.clone(),
+            what,
+        }
     }
 
     /// 0 for an empty file; errors for files that are not cloudchamber stores.
@@ -535,36 +679,61 @@ impl Store {
         }
         let has_meta: i64 = self
             .conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| self.err(e))?;
         if has_meta == 0 {
-            return Err(StoreError::NotAStore { path: self.path.clone() });
+            return Err(StoreError::NotAStore {
+                path: self.path.clone(),
+            });
         }
         let v: Option<String> = self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(|e| self.err(e))?;
-        v.and_then(|v| v.parse().ok()).ok_or_else(|| StoreError::NotAStore { path: self.path.clone() })
+        v.and_then(|v| v.parse().ok())
+            .ok_or_else(|| StoreError::NotAStore {
+                path: self.path.clone(),
+            })
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| sql_err(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&path, e))?;
         // Re-read under the write lock: another process may have migrated meanwhile.
         let has_meta: i64 = tx
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+                [],
+                |r| r.get(0),
+            )
             .map_err(|e| sql_err(&path, e))?;
         let mut version: u32 = if has_meta == 0 {
             0
         } else {
-            tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get::<_, String>(0))
-                .map_err(|e| sql_err(&path, e))?
-                .parse()
-                .map_err(|_| StoreError::NotAStore { path: path.clone() })?
+            tx.query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .map_err(|e| sql_err(&path, e))?
+            .parse()
+            .map_err(|_| StoreError::NotAStore { path: path.clone() })?
         };
         while version < SCHEMA_VERSION {
-            tx.execute_batch(MIGRATIONS[version as usize]).map_err(|e| sql_err(&path, e))?;
+            tx.execute_batch(MIGRATIONS[version as usize])
+                .map_err(|e| sql_err(&path, e))?;
             version += 1;
         }
         tx.execute(
@@ -581,18 +750,29 @@ impl Store {
             .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
             .optional()
             .map_err(|e| self.err(e))?
-            .ok_or_else(|| StoreError::NotFound { path: self.path.clone(), query: run_id.to_string() })
+            .ok_or_else(|| StoreError::NotFound {
+                path: self.path.clone(),
+                query: run_id.to_string(),
+            })
     }
 
-    fn query_runs(&self, filter: &str, arg: &str) -> Result<Vec<RunRecord>, StoreError> {
+    fn query_runs(
+        &self,
+        filter: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<RunRecord>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs {filter} ORDER BY coalesce(started_at, created_at) DESC, rid DESC"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
-        let mut rows = stmt.query([arg]).map_err(|e| self.err(e))?;
+        let mut rows = stmt.query(args).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            out.push(read_run(r, 0).map_err(|e| self.err(e))?.map_err(|what| self.invalid(what))?);
+            out.push(
+                read_run(r, 0)
+                    .map_err(|e| self.err(e))?
+                    .map_err(|what| self.invalid(what))?,
+            );
         }
         Ok(out)
     }
@@ -610,7 +790,10 @@ impl Store {
             layer: if layer == -1 {
                 None
             } else {
-                Some(u32::try_from(layer).map_err(|_| self.invalid(format!("bad layer {layer} in the store")))?)
+                Some(
+                    u32::try_from(layer)
+                        .map_err(|_| self.invalid(format!("bad layer {layer} in the store")))?,
+                )
             },
             name: r.get(2).map_err(e)?,
             value: value.unwrap_or(f64::NAN),
@@ -618,10 +801,25 @@ impl Store {
     }
 }
 
+/// The first few items of a list, for an error message that stays one line.
+fn some_of(items: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut out = items[..items.len().min(SHOWN)].join(", ");
+    if items.len() > SHOWN {
+        out.push_str(&format!(", and {} more", items.len() - SHOWN));
+    }
+    out
+}
+
 fn sql_err(path: &Path, e: rusqlite::Error) -> StoreError {
     match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase { path: path.to_path_buf() },
-        _ => StoreError::Sqlite { path: path.to_path_buf(), source: e },
+        Some(ErrorCode::NotADatabase) => StoreError::NotADatabase {
+            path: path.to_path_buf(),
+        },
+        _ => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source: e,
+        },
     }
 }
 
@@ -634,7 +832,10 @@ fn read_run(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Result<RunReco
     };
     let count = |i: usize| -> rusqlite::Result<Result<Option<u64>, String>> {
         let v: Option<i64> = r.get(at + i)?;
-        Ok(v.map(|v| u64::try_from(v).map_err(|_| format!("negative count {v}"))).transpose())
+        Ok(
+            v.map(|v| u64::try_from(v).map_err(|_| format!("negative count {v}")))
+                .transpose(),
+        )
     };
     let steps = match count(9)? {
         Ok(v) => v,
@@ -699,7 +900,9 @@ fn owner_alive(pid: Option<u32>, host: Option<&str>, proc_start: Option<&str>) -
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
-    let state = stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next());
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
     if matches!(state, Some("Z" | "X")) {
         return false; // killed, waiting to be reaped
     }
@@ -715,7 +918,12 @@ mod tests {
     use super::*;
 
     fn row(step: u64, layer: Option<u32>, name: &str, value: f64) -> MetricRow {
-        MetricRow { step, layer, name: name.to_string(), value }
+        MetricRow {
+            step,
+            layer,
+            name: name.to_string(),
+            value,
+        }
     }
 
     fn store() -> (tempfile::TempDir, Store) {
@@ -728,10 +936,15 @@ mod tests {
     fn creates_schema_and_reopens() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/cc.db");
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, "").unwrap(); // an empty file is schema version 0
         {
             let mut s = Store::open(&path).unwrap();
             s.begin_run("r1", "first", "{}", "", "0.1").unwrap();
-            let mode: String = s.conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+            let mode: String = s
+                .conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
             assert_eq!(mode, "wal");
         }
         let s = Store::open(&path).unwrap();
@@ -743,10 +956,25 @@ mod tests {
     #[test]
     fn refuses_newer_schema_and_foreign_files() {
         let (dir, s) = store();
-        s.conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+        s.conn
+            .execute(
+                "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+                [],
+            )
+            .unwrap();
         drop(s);
         let err = Store::open(&dir.path().join("cc.db")).err().unwrap();
-        assert!(matches!(err, StoreError::NewerSchema { found: 99, supported: SCHEMA_VERSION, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::NewerSchema {
+                    found: 99,
+                    supported: SCHEMA_VERSION,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("cc.db"), "{err}");
         assert!(!err.hints().is_empty());
 
@@ -756,32 +984,58 @@ mod tests {
         assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
 
         let other = dir.path().join("other.db");
-        Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
         let err = Store::open(&other).err().unwrap();
         assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
         // The foreign file was not switched to WAL or otherwise touched.
-        let mode: String = Connection::open(&other).unwrap().query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = Connection::open(&other)
+            .unwrap()
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "delete");
     }
 
     #[test]
     fn round_trip() {
         let (_dir, mut s) = store();
-        s.begin_run("abc123", "mlp", r#"{"lr":0.1}"#, "lr = 0.1\n", "0.1.0").unwrap();
+        s.begin_run("abc123", "mlp", r#"{"lr":0.1}"#, "lr = 0.1\n", "0.1.0")
+            .unwrap();
         let r = s.run("abc123").unwrap().unwrap();
         assert_eq!(r.status, RunStatus::Running);
         assert_eq!(r.pid, Some(std::process::id()));
         assert!(!r.is_incomplete(), "our own run is alive");
         assert_eq!(r.display_status(), "running");
-        assert!(r.created_at.ends_with('Z') && r.created_at.len() == 24, "{}", r.created_at);
+        assert!(
+            r.created_at.ends_with('Z') && r.created_at.len() == 24,
+            "{}",
+            r.created_at
+        );
 
-        s.append_metrics("abc123", &[row(0, None, "loss", 2.5), row(0, Some(1), "wnorm", 1.0), row(0, Some(0), "wnorm", 0.5)])
+        s.append_metrics(
+            "abc123",
+            &[
+                row(0, None, "loss", 2.5),
+                row(0, Some(1), "wnorm", 1.0),
+                row(0, Some(0), "wnorm", 0.5),
+            ],
+        )
+        .unwrap();
+        s.append_metrics(
+            "abc123",
+            &[row(10, None, "loss", 1.25), row(10, Some(0), "wnorm", 0.75)],
+        )
+        .unwrap();
+        s.finish_run("abc123", RunStatus::Completed, 11, 3.5, None, Some("ok"))
             .unwrap();
-        s.append_metrics("abc123", &[row(10, None, "loss", 1.25), row(10, Some(0), "wnorm", 0.75)]).unwrap();
-        s.finish_run("abc123", RunStatus::Completed, 11, 3.5, None, Some("ok")).unwrap();
 
         let r = s.run("abc123").unwrap().unwrap();
-        assert_eq!((r.status, r.steps, r.wall_seconds, r.message.as_deref()), (RunStatus::Completed, Some(11), Some(3.5), Some("ok")));
+        assert_eq!(
+            (r.status, r.steps, r.wall_seconds, r.message.as_deref()),
+            (RunStatus::Completed, Some(11), Some(3.5), Some("ok"))
+        );
         assert!(r.ended_at.is_some());
         assert_eq!(r.spec_json, r#"{"lr":0.1}"#);
         assert_eq!(r.spec_toml, "lr = 0.1\n");
@@ -798,18 +1052,44 @@ mod tests {
         );
         assert_eq!(
             s.last_values("abc123").unwrap(),
-            vec![row(10, None, "loss", 1.25), row(10, Some(0), "wnorm", 0.75), row(0, Some(1), "wnorm", 1.0)]
+            vec![
+                row(10, None, "loss", 1.25),
+                row(10, Some(0), "wnorm", 0.75),
+                row(0, Some(1), "wnorm", 1.0)
+            ]
         );
-        assert_eq!(s.series("abc123", "wnorm", Some(0)).unwrap(), vec![(0, 0.5), (10, 0.75)]);
+        assert_eq!(
+            s.series("abc123", "wnorm", Some(0)).unwrap(),
+            vec![(0, 0.5), (10, 0.75)]
+        );
         assert_eq!(s.series("abc123", "nope", None).unwrap(), vec![]);
         // The tidy view for plain-SQL users.
-        let n: i64 = s.conn.query_row("SELECT count(*) FROM metrics WHERE run_id = 'abc123' AND layer IS NULL", [], |r| r.get(0)).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM metrics WHERE run_id = 'abc123' AND layer IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(n, 2);
 
-        assert!(matches!(s.append_metrics("nope", &[]), Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.finish_run("nope", RunStatus::Failed, 0, 0.0, None, None), Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.metrics("nope"), Err(StoreError::NotFound { .. })));
-        assert!(matches!(s.begin_run("../x", "n", "", "", ""), Err(StoreError::Invalid { .. })));
+        assert!(matches!(
+            s.append_metrics("nope", &[]),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.finish_run("nope", RunStatus::Failed, 0, 0.0, None, None),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.metrics("nope"),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            s.begin_run("../x", "n", "", "", ""),
+            Err(StoreError::Invalid { .. })
+        ));
     }
 
     #[test]
@@ -817,11 +1097,23 @@ mod tests {
         let (_dir, mut s) = store();
         s.begin_run("r", "n", "", "", "").unwrap();
         s.append_metrics("r", &[row(1, None, "loss", 1.0)]).unwrap();
-        let err = s.append_metrics("r", &[row(2, None, "loss", 2.0), row(1, None, "fresh", 0.0), row(1, None, "loss", 9.0)]);
-        assert!(matches!(err, Err(StoreError::DuplicateMetric { step: 1, .. })), "{err:?}");
+        let err = s.append_metrics(
+            "r",
+            &[
+                row(2, None, "loss", 2.0),
+                row(1, None, "fresh", 0.0),
+                row(1, None, "loss", 9.0),
+            ],
+        );
+        assert!(
+            matches!(err, Err(StoreError::DuplicateMetric { step: 1, .. })),
+            "{err:?}"
+        );
         assert_eq!(s.metrics("r").unwrap(), vec![row(1, None, "loss", 1.0)]);
+        assert_eq!(s.last_values("r").unwrap(), vec![row(1, None, "loss", 1.0)]);
         // The rolled-back name must not break later batches.
-        s.append_metrics("r", &[row(2, None, "fresh", 3.0)]).unwrap();
+        s.append_metrics("r", &[row(2, None, "fresh", 3.0)])
+            .unwrap();
         assert_eq!(s.series("r", "fresh", None).unwrap(), vec![(2, 3.0)]);
     }
 
@@ -830,12 +1122,23 @@ mod tests {
         let (_dir, mut s) = store();
         s.begin_run("r", "old", "{}", "", "0.1").unwrap();
         s.append_metrics("r", &[row(0, None, "loss", 1.0)]).unwrap();
-        s.finish_run("r", RunStatus::Diverged, 5, 1.0, Some(4), Some("nan")).unwrap();
+        s.finish_run("r", RunStatus::Diverged, 5, 1.0, Some(4), Some("nan"))
+            .unwrap();
         s.begin_run("r", "new", "{\"a\":1}", "", "0.2").unwrap();
         let r = s.run("r").unwrap().unwrap();
-        assert_eq!((r.name.as_str(), r.status, r.steps, r.diverged_step, r.message), ("new", RunStatus::Running, None, None, None));
+        assert_eq!(
+            (
+                r.name.as_str(),
+                r.status,
+                r.steps,
+                r.diverged_step,
+                r.message
+            ),
+            ("new", RunStatus::Running, None, None, None)
+        );
         assert_eq!(r.tool_version, "0.2");
         assert!(s.metrics("r").unwrap().is_empty());
+        assert!(s.last_values("r").unwrap().is_empty());
         assert_eq!(s.runs().unwrap().len(), 1);
     }
 
@@ -845,7 +1148,9 @@ mod tests {
         s.begin_run("r", "n", "", "", "").unwrap();
         // Pretend pid 1 (always alive) owns it.
         let start = proc_identity(1);
-        s.conn.execute("UPDATE runs SET pid = 1, proc_start = ?1", [start]).unwrap();
+        s.conn
+            .execute("UPDATE runs SET pid = 1, proc_start = ?1", [start])
+            .unwrap();
         let err = s.begin_run("r", "n", "", "", "").err().unwrap();
         assert!(matches!(err, StoreError::RunActive { pid: 1, .. }), "{err}");
     }
@@ -866,7 +1171,10 @@ mod tests {
             }
             e => panic!("{e}"),
         }
-        assert!(matches!(s.resolve("beta"), Err(StoreError::Ambiguous { .. })));
+        assert!(matches!(
+            s.resolve("beta"),
+            Err(StoreError::Ambiguous { .. })
+        ));
         assert!(matches!(s.resolve("zz"), Err(StoreError::NotFound { .. })));
         assert!(matches!(s.resolve("%"), Err(StoreError::NotFound { .. })));
         assert!(matches!(s.resolve(""), Err(StoreError::NotFound { .. })));
@@ -879,18 +1187,28 @@ mod tests {
     fn killed_run_is_incomplete() {
         let (_dir, mut s) = store();
         s.begin_run("k", "killed", "", "", "").unwrap();
-        s.conn.execute("UPDATE runs SET pid = ?1", [u32::MAX - 1]).unwrap();
+        s.conn
+            .execute("UPDATE runs SET pid = ?1", [u32::MAX - 1])
+            .unwrap();
         let r = s.run("k").unwrap().unwrap();
         assert!(r.is_incomplete());
         assert_eq!(r.display_status(), "incomplete");
         // A live pid whose start time differs is a reused pid: also incomplete.
-        s.conn.execute("UPDATE runs SET pid = 1, proc_start = 'other-boot/1'", []).unwrap();
+        s.conn
+            .execute("UPDATE runs SET pid = 1, proc_start = 'other-boot/1'", [])
+            .unwrap();
         assert!(s.run("k").unwrap().unwrap().is_incomplete());
         // A finished run is never incomplete, whatever its pid.
-        s.finish_run("k", RunStatus::Failed, 0, 0.0, None, Some("boom")).unwrap();
+        s.finish_run("k", RunStatus::Failed, 0, 0.0, None, Some("boom"))
+            .unwrap();
         assert_eq!(s.run("k").unwrap().unwrap().display_status(), "failed");
         // And an incomplete run may be restarted.
-        s.conn.execute("UPDATE runs SET status = 'running', pid = ?1", [u32::MAX - 1]).unwrap();
+        s.conn
+            .execute(
+                "UPDATE runs SET status = 'running', pid = ?1",
+                [u32::MAX - 1],
+            )
+            .unwrap();
         s.begin_run("k", "again", "", "", "").unwrap();
     }
 
@@ -903,29 +1221,45 @@ mod tests {
         let db = dir.path().join("cc.db");
         // The child is this test binary running the ignored writer test below.
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["kill_9_writer_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "kill_9_writer_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CC_KILL9_DB", &db)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            assert!(std::time::Instant::now() < deadline, "writer child made no progress");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer child made no progress"
+            );
             std::thread::sleep(Duration::from_millis(20));
             let Ok(s) = Store::open(&db) else { continue };
-            if s.run("victim").ok().flatten().is_some() && s.metrics("victim").map_or(0, |m| m.len()) >= 3 * KILL9_BATCH {
+            if s.run("victim").ok().flatten().is_some()
+                && s.metrics("victim").map_or(0, |m| m.len()) >= 3 * KILL9_BATCH
+            {
                 break;
             }
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let s = Store::open(&db).unwrap();
-        let check: String = s.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let check: String = s
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(check, "ok");
         let r = s.run("victim").unwrap().unwrap();
         assert!(r.is_incomplete(), "{r:?}");
         let n = s.metrics("victim").unwrap().len();
-        assert!(n > 0 && n % KILL9_BATCH == 0, "{n} rows is not a whole number of batches");
+        assert!(
+            n > 0 && n.is_multiple_of(KILL9_BATCH),
+            "{n} rows is not a whole number of batches"
+        );
     }
 
     const KILL9_BATCH: usize = 50;
@@ -933,26 +1267,80 @@ mod tests {
     #[test]
     #[ignore = "helper process for kill_9_leaves_store_consistent"]
     fn kill_9_writer_child() {
-        let Some(db) = std::env::var_os("CC_KILL9_DB") else { return };
+        let Some(db) = std::env::var_os("CC_KILL9_DB") else {
+            return;
+        };
         let mut s = Store::open(Path::new(&db)).unwrap();
         s.begin_run("victim", "victim", "", "", "").unwrap();
         for step in 0.. {
-            let rows: Vec<MetricRow> = (0..KILL9_BATCH as u32).map(|l| row(step, Some(l), "x", step as f64)).collect();
+            let rows: Vec<MetricRow> = (0..KILL9_BATCH as u32)
+                .map(|l| row(step, Some(l), "x", step as f64))
+                .collect();
             s.append_metrics("victim", &rows).unwrap();
         }
+    }
+
+    #[test]
+    fn migrates_a_version_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(MIGRATIONS[0]).unwrap();
+        c.execute_batch(
+            "INSERT INTO meta VALUES ('schema_version', '1');
+             INSERT INTO runs (rid, id, name, status, spec_json, spec_toml, created_at, tool_version)
+                 VALUES (1, 'old', 'old', 'completed', '{}', '', '2024-01-01T00:00:00.000Z', '0.0.1');
+             INSERT INTO metric_names VALUES (1, 'loss'), (2, 'w');
+             INSERT INTO metric_values VALUES (1, 0, 1, -1, 3.0), (1, 5, 1, -1, 2.0), (1, 9, 1, -1, NULL),
+                 (1, 0, 2, 0, 1.0), (1, 5, 2, 0, 7.0);",
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 2);
+        let last = s.last_values("old").unwrap();
+        assert_eq!(last.len(), 2);
+        assert_eq!((last[0].step, last[0].name.as_str()), (9, "loss"));
+        assert!(last[0].value.is_nan());
+        assert_eq!(last[1], row(5, Some(0), "w", 7.0));
+        // And the migrated store keeps working.
+        s.begin_run("new", "new", "", "", "").unwrap();
+        s.append_metrics("new", &[row(1, None, "loss", 0.5)])
+            .unwrap();
+        assert_eq!(
+            s.last_values("new").unwrap(),
+            vec![row(1, None, "loss", 0.5)]
+        );
     }
 
     #[test]
     fn special_floats_survive() {
         let (_dir, mut s) = store();
         s.begin_run("f", "floats", "", "", "").unwrap();
-        let vals = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 5e-324, f64::MAX, 0.1, 1e300, 3.0];
-        let rows: Vec<MetricRow> = vals.iter().enumerate().map(|(i, &v)| row(i as u64, None, "x", v)).collect();
+        let vals = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            5e-324,
+            f64::MAX,
+            0.1,
+            1e300,
+            3.0,
+        ];
+        let rows: Vec<MetricRow> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| row(i as u64, None, "x", v))
+            .collect();
         s.append_metrics("f", &rows).unwrap();
         let back = s.series("f", "x", None).unwrap();
         assert_eq!(back.len(), vals.len());
         for ((_, got), want) in back.iter().zip(vals) {
-            assert!(got.is_nan() && want.is_nan() || got.to_bits() == want.to_bits(), "{got} vs {want}");
+            assert!(
+                got.is_nan() && want.is_nan() || got.to_bits() == want.to_bits(),
+                "{got} vs {want}"
+            );
         }
         assert!(s.last_values("f").unwrap()[0].value == 3.0);
     }

@@ -8,39 +8,47 @@ use cloudchamber::nn::init::Init;
 use cloudchamber::nn::norm::Mode;
 use cloudchamber::spec::ModelSpec;
 
-/// Pre-activation second moments `q^l = mean(z_l²)` of a deep ReLU net at initialization.
-fn relu_q(init: Init, width: usize, depth: usize, rows: usize) -> Vec<f64> {
+/// Pre-activation second moments `q^l = mean(z_l²)` of a deep bias-free ReLU net at
+/// initialization, averaged over `seeds` independent initializations (mean-field theory predicts
+/// the expectation over weights; at finite width `n` one draw fluctuates by `Var[log q^L] ≈ 5L/n`
+/// (Hanin 2018), so a single net of width 1024 drifts ~50% over 50 layers while the average of 64
+/// nets is within ~7%).
+fn relu_q(init: Init, width: usize, depth: usize, rows: usize, seeds: u64) -> Vec<f64> {
     let spec = ModelSpec { width, depth, bias: false, activation: Activation::Relu, init, ..ModelSpec::default() };
-    let mut m = Mlp::<f64>::new(&spec, width, 1, rows, &mut Rng::new(11));
-    let mut rng = Rng::new(12);
-    let x: Vec<f64> = (0..rows * width).map(|_| rng.normal()).collect();
-    m.forward(&x, rows, Mode::Train);
-    (0..depth).map(|l| ops::sum_squares(&m.bufs[l].pre[..rows * width]) / (rows * width) as f64).collect()
+    let mut q = vec![0.0; depth];
+    for seed in 0..seeds {
+        let mut m = Mlp::<f32>::new(&spec, width, 1, rows, &mut Rng::stream(seed, "claims/init"));
+        let mut rng = Rng::stream(seed, "claims/x");
+        let x: Vec<f32> = (0..rows * width).map(|_| rng.normal() as f32).collect();
+        m.forward(&x, rows, Mode::Train);
+        for (l, ql) in q.iter_mut().enumerate() {
+            *ql += ops::sum_squares(&m.bufs[l].pre[..rows * width]) / (rows * width) as f64 / seeds as f64;
+        }
+    }
+    q
 }
 
 /// He et al. 2015: with `Var(W) = 2/fan_in`, ReLU keeps the pre-activation second moment
-/// constant through depth. Over 50 layers it stays within 20% of the first layer's.
+/// constant through depth: over 50 layers it stays within 20% of the first layer's.
 #[test]
 fn he_init_keeps_relu_second_moment_constant_over_50_layers() {
-    let q = relu_q(Init::HeNormal, 512, 50, 128);
+    let q = relu_q(Init::HeNormal, 1024, 50, 4, 64);
     for (l, ql) in q.iter().enumerate() {
         assert!((ql / q[0] - 1.0).abs() < 0.2, "layer {l}: q = {ql:.4}, q0 = {:.4}  (all: {q:?})", q[0]);
     }
     // The first layer sees unit-variance inputs: q0 = 2·E[x²] = 2.
-    assert!((q[0] - 2.0).abs() < 0.1, "q0 = {}", q[0]);
+    assert!((q[0] - 2.0).abs() < 0.05, "q0 = {}", q[0]);
 }
 
 /// Glorot & Bengio 2010 init (`Var(W) = 2/(fan_in + fan_out) = 1/width` here) loses half the
 /// second moment per ReLU layer: `q^{l+1} = σ_w²·width·q^l/2 = q^l/2`.
 #[test]
 fn xavier_init_halves_relu_second_moment_per_layer() {
-    let q = relu_q(Init::XavierNormal, 512, 12, 128);
+    let q = relu_q(Init::XavierNormal, 1024, 12, 4, 64);
     let ratios: Vec<f64> = q.windows(2).map(|w| w[1] / w[0]).collect();
     for (l, r) in ratios.iter().enumerate() {
         assert!((r - 0.5).abs() < 0.05, "layer {l}→{}: ratio {r:.4} (all: {ratios:?})", l + 1);
     }
-    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
-    assert!((mean - 0.5).abs() < 0.02, "mean ratio {mean}");
     // And the decay compounds: after 11 layers, 2^-11 of the first.
-    assert!((q[11] / q[0] * 2048.0 - 1.0).abs() < 0.3);
+    assert!((q[11] / q[0] * 2048.0 - 1.0).abs() < 0.2, "{}", q[11] / q[0] * 2048.0);
 }

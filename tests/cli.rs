@@ -68,7 +68,7 @@ fn bad(replace: &str, with: &str) -> (i32, String) {
 fn syntax_error_names_file_and_line() {
     let (code, line) = bad("width = 16", "width = = 16");
     assert_eq!(code, 2);
-    assert!(line.starts_with("error: bad.toml:14:"), "{line}");
+    assert!(line.starts_with("error: bad.toml:11:9:"), "{line}");
     assert!(line.contains("syntax"), "{line}");
 }
 
@@ -76,7 +76,7 @@ fn syntax_error_names_file_and_line() {
 fn unknown_key_names_key_line_and_nearest() {
     let (code, line) = bad("width = 16", "widht = 16");
     assert_eq!(code, 2);
-    assert_eq!(line, "error: bad.toml:14: unknown key `model.widht` (did you mean `width`?)");
+    assert_eq!(line, "error: bad.toml:11: unknown key `model.widht` (did you mean `width`?)");
 }
 
 #[test]
@@ -90,7 +90,7 @@ fn unknown_task_names_the_section() {
 fn wrong_type_names_key() {
     let (code, line) = bad("depth = 2", "depth = \"two\"");
     assert_eq!(code, 2);
-    assert!(line.starts_with("error: bad.toml:15: `model.depth` has the wrong type"), "{line}");
+    assert!(line.starts_with("error: bad.toml:12: `model.depth` has the wrong type"), "{line}");
 }
 
 #[test]
@@ -104,7 +104,7 @@ fn unknown_value_suggests_nearest() {
 fn out_of_range_names_key() {
     let (code, line) = bad("steps = 60", "steps = 0");
     assert_eq!(code, 2);
-    assert!(line.starts_with("error: bad.toml:19: `train.steps` must be ≥ 1"), "{line}");
+    assert!(line.starts_with("error: bad.toml:16: `train.steps` must be ≥ 1"), "{line}");
     let (code, line) = bad("n_train = 256", "n_train = 0");
     assert_eq!(code, 2);
     assert!(line.contains("task.teacher_student.n_train"), "{line}");
@@ -123,7 +123,7 @@ fn missing_experiment_file_is_bad_input() {
 #[test]
 fn missing_data_file_names_key_and_path() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "csv.toml", "[task.csv]\npath = \"missing.csv\"\ntarget = \"y\"\n");
+    write(dir.path(), "csv.toml", "[task.csv]\npath = \"missing.csv\"\ntask = \"regression\"\ntarget = \"y\"\n");
     let o = run_in(dir.path(), &["run", "csv.toml"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
@@ -157,7 +157,7 @@ fn same_spec_and_seed_give_bit_identical_metrics() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let (a, b) = (export_csv(dir.path(), "a.db"), export_csv(dir.path(), "b.db"));
-    assert!(a.lines().count() > 500, "{} rows", a.lines().count());
+    assert!(a.lines().count() > 300, "{} rows", a.lines().count());
     assert_eq!(a, b);
     // And a different seed gives different numbers under a different id.
     let o = run_in(dir.path(), &["--store", "c.db", "run", "s.toml", "-q", "--set", "seed=4"]);

@@ -26,6 +26,38 @@ fn fnv1a(label: &str) -> u64 {
     h
 }
 
+/// Ziggurat constants for 128 blocks (Doornik 2005, "An Improved Ziggurat Method to Generate
+/// Normal Random Samples"): the base block's right edge R and the common block area V.
+const ZIG_R: f64 = 3.442_619_855_899;
+const ZIG_V: f64 = 9.912_563_035_262_17e-3;
+
+struct ZigTables {
+    /// Block edges x[0..=128] (x[0] = V/f(R) for the base block, x[128] = 0).
+    x: [f64; 129],
+    /// x[i+1]/x[i]: the share of block i inside the density for sure.
+    ratio: [f64; 128],
+}
+
+fn zig_tables() -> &'static ZigTables {
+    static TABLES: std::sync::OnceLock<ZigTables> = std::sync::OnceLock::new();
+    TABLES.get_or_init(|| {
+        let mut x = [0.0; 129];
+        let mut f = (-0.5 * ZIG_R * ZIG_R).exp();
+        x[0] = ZIG_V / f;
+        x[1] = ZIG_R;
+        for i in 2..128 {
+            x[i] = (-2.0 * (ZIG_V / x[i - 1] + f).ln()).sqrt();
+            f = (-0.5 * x[i] * x[i]).exp();
+        }
+        x[128] = 0.0;
+        let mut ratio = [0.0; 128];
+        for i in 0..128 {
+            ratio[i] = x[i + 1] / x[i];
+        }
+        ZigTables { x, ratio }
+    })
+}
+
 /// xoshiro256++ generator. Its whole state is serializable (checkpoints resume the same stream).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
@@ -74,13 +106,37 @@ impl Rng {
         lo + (hi - lo) * self.uniform()
     }
 
-    /// Standard normal by the Box–Muller transform (both uniforms drawn fresh each call, so the
-    /// stream position depends only on the number of calls).
+    /// Standard normal by the ziggurat method (Marsaglia & Tsang 2000, in Doornik's 2005 ZIGNOR
+    /// form with 128 blocks): one 64-bit draw and no transcendental call in ~98.8% of cases, so
+    /// initializing a 50-layer, 1024-wide network takes milliseconds, not seconds.
     pub fn normal(&mut self) -> f64 {
-        // 1 - u lies in (0, 1], so the log is finite.
-        let u1 = 1.0 - self.uniform();
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        let t = zig_tables();
+        loop {
+            let bits = self.next_u64();
+            let i = (bits & 0x7F) as usize;
+            // The top 53 bits as a uniform in (-1, 1).
+            let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+            if u.abs() < t.ratio[i] {
+                return u * t.x[i];
+            }
+            if i == 0 {
+                // The base block's tail beyond R (Marsaglia 1964).
+                loop {
+                    let x = (1.0 - self.uniform()).ln() / ZIG_R;
+                    let y = (1.0 - self.uniform()).ln();
+                    if -2.0 * y >= x * x {
+                        return if u < 0.0 { x - ZIG_R } else { ZIG_R - x };
+                    }
+                }
+            }
+            // A wedge: accept under the density.
+            let x = u * t.x[i];
+            let f0 = (-0.5 * (t.x[i] * t.x[i] - x * x)).exp();
+            let f1 = (-0.5 * (t.x[i + 1] * t.x[i + 1] - x * x)).exp();
+            if f1 + self.uniform() * (f0 - f1) < 1.0 {
+                return x;
+            }
+        }
     }
 
     /// Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
@@ -165,6 +221,28 @@ mod tests {
         // Standard errors: 1/sqrt(n) ≈ 0.0022 for the mean, sqrt(2/n) ≈ 0.0032 for the variance.
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.015, "var {var}");
+    }
+
+    /// The ziggurat's distribution: fourth moment 3 and the tail masses of the standard normal
+    /// (P(|Z| > 2) = 0.0455003, P(|Z| > 3.5) = 4.6525e-4, from `math.erfc(x/sqrt(2))`).
+    #[test]
+    fn normal_shape_and_tails() {
+        let mut r = Rng::new(2);
+        let n = 2_000_000;
+        let (mut m4, mut t2, mut t35) = (0.0, 0usize, 0usize);
+        for _ in 0..n {
+            let x = r.normal();
+            m4 += x.powi(4);
+            t2 += (x.abs() > 2.0) as usize;
+            t35 += (x.abs() > 3.5) as usize;
+        }
+        let m4 = m4 / n as f64;
+        // Standard errors: sqrt(96/n) ≈ 0.007 for m4; binomial for the tails.
+        assert!((m4 - 3.0).abs() < 0.04, "m4 {m4}");
+        let p2 = t2 as f64 / n as f64;
+        assert!((p2 - 0.0455003).abs() < 5.0 * (0.0455 * 0.9545 / n as f64).sqrt(), "p2 {p2}");
+        let p35 = t35 as f64 / n as f64;
+        assert!((p35 - 4.6525e-4).abs() < 5.0 * (4.65e-4 / n as f64).sqrt(), "p35 {p35}");
     }
 
     #[test]

@@ -6,10 +6,19 @@ use std::io::{self, BufWriter, Write};
 use super::ExportError;
 use crate::store::Store;
 
-pub(super) fn write(store: &Store, run_ids: &[String], out: &mut dyn Write, dest: &str) -> Result<u64, ExportError> {
-    let io_err = |source| ExportError::Io { dest: dest.to_string(), source };
+pub(super) fn write(
+    store: &Store,
+    run_ids: &[String],
+    out: &mut dyn Write,
+    dest: &str,
+) -> Result<u64, ExportError> {
+    let io_err = |source| ExportError::Io {
+        dest: dest.to_string(),
+        source,
+    };
     let mut w = BufWriter::with_capacity(1 << 16, out);
-    w.write_all(b"run_id,step,layer,name,value\n").map_err(io_err)?;
+    w.write_all(b"run_id,step,layer,name,value\n")
+        .map_err(io_err)?;
     let mut rows = 0u64;
     for id in run_ids {
         let run_field = field(id);
@@ -61,18 +70,46 @@ mod tests {
 
     fn sample_store(dir: &std::path::Path) -> Store {
         let mut s = Store::open(&dir.join("cc.db")).unwrap();
-        let m = |step, layer, name: &str, value| MetricRow { step, layer, name: name.into(), value };
+        let m = |step, layer, name: &str, value| MetricRow {
+            step,
+            layer,
+            name: name.into(),
+            value,
+        };
         s.begin_run("r1", "one", "{}", "", "0.1").unwrap();
         s.append_metrics(
             "r1",
-            &[m(0, None, "loss", 2.5), m(0, Some(0), "w_norm", 0.1), m(0, Some(1), "w_norm", f64::NAN)],
+            &[
+                m(0, None, "loss", 2.5),
+                m(0, Some(0), "w_norm", 0.1),
+                m(0, Some(1), "w_norm", f64::NAN),
+            ],
         )
         .unwrap();
-        s.append_metrics("r1", &[m(5, None, "loss", f64::INFINITY), m(5, Some(1), "w_norm", -1e-300)]).unwrap();
-        s.finish_run("r1", RunStatus::Diverged, 6, 0.5, Some(5), None).unwrap();
+        s.append_metrics(
+            "r1",
+            &[
+                m(5, None, "loss", f64::INFINITY),
+                m(5, Some(1), "w_norm", -1e-300),
+            ],
+        )
+        .unwrap();
+        s.finish_run("r1", RunStatus::Diverged, 6, 0.5, Some(5), None)
+            .unwrap();
         s.begin_run("r2", "two", "{}", "", "0.1").unwrap();
-        s.append_metrics("r2", &[m(1, None, "a,\"b\"", f64::NEG_INFINITY), m(2, None, "loss", 1e300)]).unwrap();
-        s.append_metrics("r2", &[m(3, None, "loss", -0.0), m(4, None, "loss", 1.0 / 3.0)]).unwrap();
+        s.append_metrics(
+            "r2",
+            &[
+                m(1, None, "a,\"b\"", f64::NEG_INFINITY),
+                m(2, None, "loss", 1e300),
+            ],
+        )
+        .unwrap();
+        s.append_metrics(
+            "r2",
+            &[m(3, None, "loss", -0.0), m(4, None, "loss", 1.0 / 3.0)],
+        )
+        .unwrap();
         s
     }
 
@@ -100,11 +137,26 @@ r2,4,,loss,0.3333333333333333
     #[test]
     fn values_round_trip_bit_exactly() {
         let mut buf = Vec::new();
-        for v in [0.1, 1.0 / 3.0, 5e-324, f64::MAX, f64::MIN_POSITIVE, 123456789.0, 1e16, 9.999e15, 1e-5, -0.0] {
+        for v in [
+            0.1,
+            1.0 / 3.0,
+            5e-324,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            123456789.0,
+            1e16,
+            9.999e15,
+            1e-5,
+            -0.0,
+        ] {
             buf.clear();
             write_value(&mut buf, v).unwrap();
             let text = std::str::from_utf8(&buf).unwrap();
-            assert_eq!(text.parse::<f64>().unwrap().to_bits(), v.to_bits(), "{text}");
+            assert_eq!(
+                text.parse::<f64>().unwrap().to_bits(),
+                v.to_bits(),
+                "{text}"
+            );
         }
     }
 
@@ -114,17 +166,40 @@ r2,4,,loss,0.3333333333333333
         let s = sample_store(dir.path());
         let path = dir.path().join("out.csv");
         std::fs::write(&path, "precious").unwrap();
-        let err = export_to_path(&s, &["r1".into(), "zz".into()], ExportFormat::Csv, &path).err().unwrap();
+        let err = export_to_path(&s, &["r1".into(), "zz".into()], ExportFormat::Csv, &path)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("zz"), "{err}");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4, "no temp file left (db, wal, shm, out)");
-        assert_eq!(export_to_path(&s, &["r2".into()], ExportFormat::Csv, &path).unwrap(), 4);
-        assert!(std::fs::read_to_string(&path).unwrap().starts_with("run_id,"));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            4,
+            "no temp file left (db, wal, shm, out)"
+        );
+        assert_eq!(
+            export_to_path(&s, &["r2".into()], ExportFormat::Csv, &path).unwrap(),
+            4
+        );
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("run_id,"));
         // For the manual pandas check: CC_EXPORT_DIR=/some/dir cargo test
         if let Some(d) = std::env::var_os("CC_EXPORT_DIR") {
             let all = ["r1".to_string(), "r2".to_string()];
-            export_to_path(&s, &all, ExportFormat::Csv, &std::path::Path::new(&d).join("sample.csv")).unwrap();
-            export_to_path(&s, &all, ExportFormat::Parquet, &std::path::Path::new(&d).join("sample.parquet")).unwrap();
+            export_to_path(
+                &s,
+                &all,
+                ExportFormat::Csv,
+                &std::path::Path::new(&d).join("sample.csv"),
+            )
+            .unwrap();
+            export_to_path(
+                &s,
+                &all,
+                ExportFormat::Parquet,
+                &std::path::Path::new(&d).join("sample.parquet"),
+            )
+            .unwrap();
         }
     }
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{Store, StoreError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     Csv,
@@ -33,9 +35,17 @@ pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("cannot write {dest}: {source}")]
-    Io { dest: String, #[source] source: io::Error },
+    Io {
+        dest: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot write Parquet to {dest}: {source}")]
-    Parquet { dest: String, #[source] source: ::parquet::errors::ParquetError },
+    Parquet {
+        dest: String,
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
 }
 
 impl ExportError {
@@ -80,7 +90,10 @@ pub fn export_to_path(
     path: &Path,
 ) -> Result<u64, ExportError> {
     let dest = path.display().to_string();
-    let io_err = |source| ExportError::Io { dest: dest.clone(), source };
+    let io_err = |source| ExportError::Io {
+        dest: dest.clone(),
+        source,
+    };
     let mut tmp_name = path.file_name().unwrap_or(path.as_os_str()).to_os_string();
     tmp_name.push(format!(".partial-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
@@ -107,7 +120,11 @@ fn export_named(
     for id in run_ids {
         if store.run(id)?.is_none() {
             let path: PathBuf = store.path().to_path_buf();
-            return Err(StoreError::NotFound { path, query: id.clone() }.into());
+            return Err(StoreError::NotFound {
+                path,
+                query: id.clone(),
+            }
+            .into());
         }
     }
     match format {

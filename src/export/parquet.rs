@@ -45,7 +45,10 @@ pub(super) fn write(
     out: &mut (dyn Write + Send),
     dest: &str,
 ) -> Result<u64, ExportError> {
-    let pq_err = |source| ExportError::Parquet { dest: dest.to_string(), source };
+    let pq_err = |source| ExportError::Parquet {
+        dest: dest.to_string(),
+        source,
+    };
     let schema = Arc::new(parse_message_type(SCHEMA).map_err(pq_err)?);
     let props = WriterProperties::builder()
         .set_created_by(format!("cloudchamber {}", env!("CARGO_PKG_VERSION")))
@@ -60,12 +63,18 @@ pub(super) fn write(
         store.for_each_metric(id, |m| {
             let layer = match m.layer {
                 Some(l) => Some(i32::try_from(l).map_err(|_| {
-                    pq_err(ParquetError::General(format!("layer {l} does not fit Parquet INT32")))
+                    pq_err(ParquetError::General(format!(
+                        "layer {l} does not fit Parquet INT32"
+                    )))
                 })?),
                 None => None,
             };
-            let step = i64::try_from(m.step)
-                .map_err(|_| pq_err(ParquetError::General(format!("step {} does not fit INT64", m.step))))?;
+            let step = i64::try_from(m.step).map_err(|_| {
+                pq_err(ParquetError::General(format!(
+                    "step {} does not fit INT64",
+                    m.step
+                )))
+            })?;
             let name = match names.get(&m.name) {
                 Some(b) => b.clone(),
                 None => {
@@ -94,18 +103,29 @@ pub(super) fn write(
     Ok(rows)
 }
 
-fn write_row_group<W: Write + Send>(writer: &mut SerializedFileWriter<W>, cols: &mut Columns) -> Result<(), ParquetError> {
+fn write_row_group<W: Write + Send>(
+    writer: &mut SerializedFileWriter<W>,
+    cols: &mut Columns,
+) -> Result<(), ParquetError> {
     let mut group = writer.next_row_group()?;
     let mut index = 0;
     while let Some(mut col) = group.next_column()? {
         // Columns come in schema order.
         match (index, col.untyped()) {
-            (0, ColumnWriter::ByteArrayColumnWriter(w)) => w.write_batch(&cols.run_id, None, None)?,
+            (0, ColumnWriter::ByteArrayColumnWriter(w)) => {
+                w.write_batch(&cols.run_id, None, None)?
+            }
             (1, ColumnWriter::Int64ColumnWriter(w)) => w.write_batch(&cols.step, None, None)?,
-            (2, ColumnWriter::Int32ColumnWriter(w)) => w.write_batch(&cols.layer, Some(&cols.layer_def), None)?,
+            (2, ColumnWriter::Int32ColumnWriter(w)) => {
+                w.write_batch(&cols.layer, Some(&cols.layer_def), None)?
+            }
             (3, ColumnWriter::ByteArrayColumnWriter(w)) => w.write_batch(&cols.name, None, None)?,
             (4, ColumnWriter::DoubleColumnWriter(w)) => w.write_batch(&cols.value, None, None)?,
-            _ => return Err(ParquetError::General(format!("unexpected column {index} in the export schema"))),
+            _ => {
+                return Err(ParquetError::General(format!(
+                    "unexpected column {index} in the export schema"
+                )))
+            }
         };
         col.close()?;
         index += 1;
@@ -133,7 +153,12 @@ mod tests {
     fn reads_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("cc.db")).unwrap();
-        let m = |step, layer, name: &str, value| MetricRow { step, layer, name: name.into(), value };
+        let m = |step, layer, name: &str, value| MetricRow {
+            step,
+            layer,
+            name: name.into(),
+            value,
+        };
         let rows_a = vec![
             m(0, None, "loss", 2.5),
             m(0, Some(0), "w_norm", f64::NAN),
@@ -150,7 +175,10 @@ mod tests {
 
         let ids: Vec<String> = ["a", "empty", "b"].map(String::from).to_vec();
         let path = dir.path().join("out.parquet");
-        assert_eq!(export_to_path(&s, &ids, ExportFormat::Parquet, &path).unwrap(), 7);
+        assert_eq!(
+            export_to_path(&s, &ids, ExportFormat::Parquet, &path).unwrap(),
+            7
+        );
 
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 7);
@@ -158,7 +186,8 @@ mod tests {
         for row in reader.get_row_iter(None).unwrap() {
             let row = row.unwrap();
             let f: Vec<&Field> = row.get_column_iter().map(|(_, f)| f).collect();
-            let (Field::Str(run), Field::Long(step), Field::Str(name), Field::Double(value)) = (f[0], f[1], f[3], f[4])
+            let (Field::Str(run), Field::Long(step), Field::Str(name), Field::Double(value)) =
+                (f[0], f[1], f[3], f[4])
             else {
                 panic!("{row:?}")
             };
@@ -167,7 +196,15 @@ mod tests {
                 Field::Int(l) => Some(*l as u32),
                 other => panic!("{other:?}"),
             };
-            got.push((run.clone(), MetricRow { step: *step as u64, layer, name: name.clone(), value: *value }));
+            got.push((
+                run.clone(),
+                MetricRow {
+                    step: *step as u64,
+                    layer,
+                    name: name.clone(),
+                    value: *value,
+                },
+            ));
         }
         let want: Vec<(String, MetricRow)> = rows_a
             .iter()
@@ -176,8 +213,14 @@ mod tests {
             .collect();
         assert_eq!(got.len(), want.len());
         for ((gr, g), (wr, w)) in got.iter().zip(&want) {
-            assert_eq!((gr, g.step, g.layer, &g.name), (wr, w.step, w.layer, &w.name));
-            assert!(g.value.to_bits() == w.value.to_bits() || g.value.is_nan() && w.value.is_nan(), "{g:?} vs {w:?}");
+            assert_eq!(
+                (gr, g.step, g.layer, &g.name),
+                (wr, w.step, w.layer, &w.name)
+            );
+            assert!(
+                g.value.to_bits() == w.value.to_bits() || g.value.is_nan() && w.value.is_nan(),
+                "{g:?} vs {w:?}"
+            );
         }
 
         // Streaming into any writer gives the same bytes as the file.
@@ -191,9 +234,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("cc.db")).unwrap();
         let path = dir.path().join("none.parquet");
-        assert_eq!(export_to_path(&s, &[], ExportFormat::Parquet, &path).unwrap(), 0);
+        assert_eq!(
+            export_to_path(&s, &[], ExportFormat::Parquet, &path).unwrap(),
+            0
+        );
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
         assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
-        assert_eq!(reader.metadata().file_metadata().schema_descr().num_columns(), 5);
+        assert_eq!(
+            reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .num_columns(),
+            5
+        );
     }
 }

@@ -5,7 +5,8 @@
 //! `input_dim = 2p`; the label is the class `(a ∘ b) mod p`, so `n_classes = p`. The dataset is
 //! the whole table of pairs (all p² of them; p(p−1) for division, which excludes b = 0),
 //! shuffled with the seed's `"task/split"` stream; the first `⌊train_fraction · N⌋` pairs train,
-//! the rest test. Nothing else is random.
+//! the rest test. Nothing else is random, and the shuffle does not depend on `train_fraction`,
+//! so a larger fraction's train set contains a smaller one's.
 
 use serde::{Deserialize, Serialize};
 
@@ -143,6 +144,13 @@ impl ModularSpec {
             2,
             "p is the modulus; the grokking literature uses primes such as 97 or 113",
         )?;
+        // Size first: it bounds p, which keeps the primality search below cheap.
+        size_ok(
+            "modular",
+            self.n_pairs(),
+            self.p.saturating_mul(2).saturating_add(1),
+            "p",
+        )?;
         if self.op == ModOp::Div && !is_prime(self.p) {
             let below = (2..self.p).rev().find(|&q| is_prime(q));
             let above = (self.p + 1..).find(|&q| is_prime(q)).unwrap_or(self.p);
@@ -161,8 +169,6 @@ impl ModularSpec {
             self.train_fraction,
             "the rest of the table is the test set",
         )?;
-        // Size before the split check: a huge p would otherwise pass through the f64 product.
-        size_ok("modular", self.n_pairs(), 2 * self.p + 1, "p")?;
         let (n_train, n_test) = self.split_sizes();
         if n_train == 0 || n_test == 0 {
             return Err(invalid(

@@ -248,9 +248,16 @@ impl TeacherStudentSpec {
             self.input_dim.saturating_add(self.output_dim),
             "n_train, n_test or input_dim",
         )?;
-        let params = self.widths().windows(2).fold(0usize, |acc, f| {
-            acc.saturating_add(f[0].saturating_mul(f[1]))
-        });
+        // Computed, not summed over widths(): a typo'd depth must not allocate before it errs.
+        let (w, d) = (t.width, t.depth);
+        let params = if d == 0 {
+            self.input_dim.saturating_mul(self.output_dim)
+        } else {
+            let inner = (d - 1).saturating_mul(w.saturating_mul(w));
+            (self.input_dim.saturating_add(self.output_dim))
+                .saturating_mul(w)
+                .saturating_add(inner)
+        };
         size_ok(
             "teacher_student",
             params,
@@ -537,6 +544,17 @@ mod tests {
         check(
             TeacherStudentSpec {
                 n_train: usize::MAX / 2,
+                ..small()
+            },
+            "task.teacher_student",
+        );
+        let t = TeacherSpec {
+            depth: usize::MAX,
+            ..TeacherSpec::default()
+        };
+        check(
+            TeacherStudentSpec {
+                teacher: t,
                 ..small()
             },
             "task.teacher_student",

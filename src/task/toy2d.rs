@@ -12,8 +12,8 @@ use std::f64::consts::PI;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    at_least, counts, finite_nonneg, key, label_column, matrix, positive, size_ok, Dataset, Target,
-    TaskError,
+    at_least, counts, finite_nonneg, invalid, key, label_column, matrix, positive, size_ok,
+    Dataset, Target, TaskError,
 };
 use crate::engine::rng::Rng;
 
@@ -180,6 +180,18 @@ fn check_counts(kind: &str, n_train: usize, n_test: usize) -> Result<(), TaskErr
     size_ok(kind, n_train.saturating_add(n_test), 3, "n_train or n_test")
 }
 
+/// Every class gets at least one training point (example `i` is class `i mod n_classes`).
+fn classes_fit(kind: &str, field: &str, n_classes: usize, n_train: usize) -> Result<(), TaskError> {
+    if n_classes > n_train {
+        return Err(invalid(
+            key(kind, field),
+            format!("{n_classes} classes but only n_train = {n_train} training points"),
+            "every class needs at least one training point: lower it or raise n_train",
+        ));
+    }
+    Ok(())
+}
+
 /// Draws `n` points from `point(rng, class)` with classes `i mod n_classes`.
 fn sample(
     seed: u64,
@@ -235,7 +247,8 @@ impl SpiralsSpec {
             self.noise,
             "the std of the Gaussian noise; 0 for clean arms",
         )?;
-        check_counts("spirals", self.n_train, self.n_test)
+        check_counts("spirals", self.n_train, self.n_test)?;
+        classes_fit("spirals", "n_arms", self.n_arms, self.n_train)
     }
 
     /// Assumes [`Self::validate`] passed.
@@ -336,7 +349,8 @@ impl GaussiansSpec {
             self.std,
             "the standard deviation of each blob",
         )?;
-        check_counts("gaussians", self.n_train, self.n_test)
+        check_counts("gaussians", self.n_train, self.n_test)?;
+        classes_fit("gaussians", "n_classes", self.n_classes, self.n_train)
     }
 
     /// Assumes [`Self::validate`] passed.
@@ -515,6 +529,14 @@ mod tests {
         check(
             TaskSpec::Spirals(SpiralsSpec {
                 n_arms: 1,
+                ..Default::default()
+            }),
+            "task.spirals.n_arms",
+        );
+        check(
+            TaskSpec::Spirals(SpiralsSpec {
+                n_arms: 11,
+                n_train: 10,
                 ..Default::default()
             }),
             "task.spirals.n_arms",
