@@ -23,6 +23,12 @@ pub struct BenchReport {
     pub step_ms: f64,
     /// Median milliseconds of the step's 11 GEMMs alone.
     pub gemm_ms: f64,
+    /// Median milliseconds of the 4 forward GEMMs alone (the other 7 are the backward's).
+    pub gemm_forward_ms: f64,
+    /// Medians of the step's phases: forward + loss, backward, optimizer.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optim_ms: f64,
     pub first_loss: f64,
     pub last_loss: f64,
     pub steps: usize,
@@ -65,17 +71,24 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
     let hyper = Hyper { optimizer: Optimizer::Adam, momentum: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
     let batches = data::<F>();
     let mut times = Vec::with_capacity(steps);
+    let mut phases = [Vec::with_capacity(steps), Vec::with_capacity(steps), Vec::with_capacity(steps)];
     let (mut first, mut last) = (f64::NAN, f64::NAN);
     for s in 0..warmup + steps {
         let (x, y) = &batches[s % batches.len()];
         let t0 = Instant::now();
         model.forward(x, BATCH, Mode::Train);
         let l = loss::loss(LossKind::Mse, &model.output[..BATCH], y, BATCH, 1, Some(&mut model.d_output[..BATCH]));
+        let t1 = Instant::now();
         model.backward(x);
+        let t2 = Instant::now();
         opt.step(&mut model.params, &hyper, 1e-3);
-        let dt = t0.elapsed().as_secs_f64() * 1e3;
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         if s >= warmup {
-            times.push(dt);
+            times.push(ms(t0, t3));
+            phases[0].push(ms(t0, t1));
+            phases[1].push(ms(t1, t2));
+            phases[2].push(ms(t2, t3));
         }
         if s == 0 {
             first = l.loss;
@@ -92,12 +105,14 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
     let mut dws: Vec<Vec<F>> = (0..4).map(|l| buf(DIMS[l] * DIMS[l + 1])).collect();
     let mut dxs: Vec<Vec<F>> = (0..4).map(|l| buf(BATCH * DIMS[l])).collect();
     let mut gemm_times = Vec::with_capacity(steps);
+    let mut gemm_fwd = Vec::with_capacity(steps);
     for s in 0..warmup + steps {
         let t0 = Instant::now();
         for l in 0..4 {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
             ops::gemm(Op::N, Op::T, BATCH, o, i, F::one(), &acts[l], &ws[l], F::one(), &mut outs[l + 1]);
         }
+        let tf = t0.elapsed().as_secs_f64() * 1e3;
         for l in (0..4).rev() {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
             ops::gemm(Op::T, Op::N, o, i, BATCH, F::one(), &outs[l + 1], &acts[l], F::zero(), &mut dws[l]);
@@ -108,7 +123,19 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         let dt = t0.elapsed().as_secs_f64() * 1e3;
         if s >= warmup {
             gemm_times.push(dt);
+            gemm_fwd.push(tf);
         }
     }
-    BenchReport { step_ms: median(times), gemm_ms: median(gemm_times), first_loss: first, last_loss: last, steps }
+    let [f, b, o] = phases;
+    BenchReport {
+        step_ms: median(times),
+        gemm_ms: median(gemm_times),
+        gemm_forward_ms: median(gemm_fwd),
+        forward_ms: median(f),
+        backward_ms: median(b),
+        optim_ms: median(o),
+        first_loss: first,
+        last_loss: last,
+        steps,
+    }
 }

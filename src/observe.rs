@@ -250,3 +250,77 @@ impl<F: Float> Observable<F> for LearningRate {
         out.push(row(c.step, None, "lr", c.lr));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rng;
+    use crate::nn::activation::Activation;
+    use crate::nn::norm::Mode;
+    use crate::spec::ModelSpec;
+
+    fn setup(act: Activation) -> (Mlp<f64>, Vec<f64>) {
+        let spec = ModelSpec { width: 6, depth: 2, activation: act, ..ModelSpec::default() };
+        let mut m = Mlp::<f64>::new(&spec, 3, 2, 5, &mut Rng::new(1));
+        let mut rng = Rng::new(2);
+        let x: Vec<f64> = (0..15).map(|_| rng.normal()).collect();
+        m.forward(&x, 5, Mode::Train);
+        (m, x)
+    }
+
+    fn get(rows: &[MetricRow], name: &str, layer: Option<u32>) -> f64 {
+        rows.iter().find(|r| r.name == name && r.layer == layer).unwrap_or_else(|| panic!("no {name} {layer:?}")).value
+    }
+
+    /// Pre-activation statistics equal a naive recomputation of `z = x·Wᵀ + b` for layer 0.
+    #[test]
+    fn preact_matches_naive_recomputation() {
+        let (m, x) = setup(Activation::Tanh);
+        let before: Vec<Vec<f64>> = m.params.iter().map(|p| p.value.clone()).collect();
+        let ctx = Ctx { step: 7, model: &m, before: &before, lr: 0.1, clip_coef: 1.0 };
+        let mut rows = Vec::new();
+        registry::<f64>(&ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>()).iter().for_each(|o| o.observe(&ctx, &mut rows));
+        let (w, b) = (&m.params[0].value, &m.params[1].value);
+        let mut z = Vec::new();
+        for r in 0..5 {
+            for j in 0..6 {
+                z.push(b[j] + (0..3).map(|k| x[r * 3 + k] * w[j * 3 + k]).sum::<f64>());
+            }
+        }
+        let mean = z.iter().sum::<f64>() / 30.0;
+        let m2 = z.iter().map(|v| v * v).sum::<f64>() / 30.0;
+        assert!((get(&rows, "preact_mean", Some(0)) - mean).abs() < 1e-12);
+        assert!((get(&rows, "preact_m2", Some(0)) - m2).abs() < 1e-12);
+        assert!((get(&rows, "preact_std", Some(0)) - (m2 - mean * mean).sqrt()).abs() < 1e-12);
+        // tanh saturation: no |tanh| > 0.99 at these small pre-activations unless z is large.
+        let sat = z.iter().filter(|v| v.tanh().abs() > 0.99).count() as f64 / 30.0;
+        assert_eq!(get(&rows, "frac_saturated", Some(0)), sat);
+        assert_eq!(get(&rows, "lr", None), 0.1);
+        assert!(rows.iter().all(|r| r.step == 7));
+        // No update happened: every update ratio is exactly 0.
+        assert!(rows.iter().filter(|r| r.name == "update_ratio").all(|r| r.value == 0.0));
+    }
+
+    #[test]
+    fn relu_dead_fraction_and_clipped_grad_norm() {
+        let (mut m, x) = setup(Activation::Relu);
+        let z0: Vec<f64> = m.bufs[0].pre[..30].to_vec();
+        let dead = z0.iter().filter(|v| **v <= 0.0).count() as f64 / 30.0;
+        m.d_output[..10].fill(0.3);
+        m.backward(&x);
+        let gnorm: f64 = m.params.iter().map(|p| p.grad.iter().map(|g| g * g).sum::<f64>()).sum::<f64>().sqrt();
+        let before: Vec<Vec<f64>> = m.params.iter().map(|p| p.value.clone()).collect();
+        m.params[0].value[0] += 0.5;
+        let w0_norm: f64 = before[0].iter().map(|v| v * v).sum::<f64>().sqrt();
+        let ctx = Ctx { step: 0, model: &m, before: &before, lr: 0.1, clip_coef: 0.5 };
+        let mut rows = Vec::new();
+        for o in registry::<f64>(&["inactive".into(), "grad_norm".into(), "update_ratio".into()]) {
+            o.observe(&ctx, &mut rows);
+        }
+        assert_eq!(get(&rows, "frac_dead", Some(0)), dead);
+        // Reported gradients are the unclipped ones: the stored (clipped) norm / coef.
+        assert!((get(&rows, "grad_norm", None) - gnorm / 0.5).abs() < 1e-12);
+        assert!((get(&rows, "update_ratio", Some(0)) - 0.5 / w0_norm).abs() < 1e-12);
+        assert_eq!(get(&rows, "update_ratio", Some(1)), 0.0);
+    }
+}

@@ -249,3 +249,47 @@ fn sigkill_mid_run_leaves_consistent_store() {
     assert!(o.status.success());
     assert!(stdout(&o).contains("incomplete"), "{}", stdout(&o));
 }
+
+/// Divergence is a result: the run ends with status `diverged` and the step, exit code 0.
+#[test]
+fn divergence_is_recorded_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml", "--set", "optim.optimizer=\"sgd\"", "--set", "optim.lr=1e4"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains(" diverged "), "{out}");
+    let store = Store::open(&dir.path().join("cloudchamber.db")).unwrap();
+    let r = &store.runs().unwrap()[0];
+    assert_eq!(r.status, RunStatus::Diverged);
+    let step = r.diverged_step.expect("the step is recorded");
+    assert!(step < 60);
+    // The diverging loss itself is stored at that step.
+    let losses = store.series(&r.id, "train_loss", None).unwrap();
+    let (last_step, last) = *losses.last().unwrap();
+    assert_eq!(last_step, step);
+    assert!(!last.is_finite() || last > 1e4 * losses[0].1, "{losses:?}");
+}
+
+#[test]
+fn target_loss_stops_early() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml", "--set", "train.target_loss=1e9"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("completed  steps 1 "), "{out}");
+    assert!(out.contains("reached target loss"), "{out}");
+}
+
+#[test]
+fn export_to_a_closed_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    assert!(run_in(dir.path(), &["run", "s.toml", "-q"]).status.success());
+    let mut child = bin().current_dir(dir.path()).args(["export", "--all"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdout.take()); // the reader goes away at once
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+}

@@ -37,9 +37,16 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         (Some(path), _) => export::export_to_path(&store, &ids, a.format, path)?,
         (None, ExportFormat::Csv) => {
             let mut out = std::io::BufWriter::new(std::io::stdout());
-            let n = export::export(&store, &ids, a.format, &mut out)?;
-            out.flush().map_err(|source| Error::Io { path: "<stdout>".into(), source })?;
-            n
+            // A closed pipe (`export … | head`) is the reader's choice, not a failure.
+            match export::export(&store, &ids, a.format, &mut out) {
+                Err(e) if e.is_broken_pipe() => return Ok(()),
+                other => other?,
+            };
+            match out.flush() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                other => other.map_err(|source| Error::Io { path: "<stdout>".into(), source })?,
+            }
+            0
         }
         (None, ExportFormat::Parquet) => {
             return Err(Error::Invalid { what: "export".into(), message: "parquet needs an output file".into(), hint: "add `-o metrics.parquet`".into() });

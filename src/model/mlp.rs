@@ -61,6 +61,8 @@ pub struct Mlp<F> {
     pub norm: Norm,
     pub norm_position: NormPosition,
     pub eps: F,
+    /// Plain activation whose slope the backward pass derives from the output (no slope buffer).
+    slope_from_output: bool,
     pub bufs: Vec<HiddenBuffers<F>>,
     /// Network output `[rows, output]`.
     pub output: Vec<F>,
@@ -103,6 +105,7 @@ impl<F: Float> Mlp<F> {
         };
         let mut hidden = Vec::new();
         let plain = spec.act.is_plain();
+        let slope_from_output = plain && spec.activation.slope_from_output();
         for l in 0..spec.depth {
             let (fan_in, width) = (dims[l], dims[l + 1]);
             let (weight, bias) = linear(&mut params, l, fan_in, width, rng);
@@ -154,7 +157,7 @@ impl<F: Float> Mlp<F> {
                     normed: zeros(if pre_norm { n } else { 0 }),
                     act: zeros(n),
                     post: zeros(if post_norm { n } else { 0 }),
-                    slope: zeros(n),
+                    slope: zeros(if slope_from_output { 0 } else { n }),
                     fu: zeros(if !plain && spec.act.a.mode == Trainable::Learned { n } else { 0 }),
                     cache: NormCache::new(spec.norm, capacity, w),
                     abc: [zeros(w), zeros(w), zeros(w)],
@@ -173,6 +176,7 @@ impl<F: Float> Mlp<F> {
             norm: spec.norm,
             norm_position: spec.norm_position,
             eps: F::of(spec.norm_eps),
+            slope_from_output,
             bufs,
             output: zeros(capacity * output),
             d_output: zeros(capacity * output),
@@ -278,9 +282,13 @@ impl<F: Float> Mlp<F> {
             };
             let HiddenBuffers { pre, normed, act, slope, fu, abc, .. } = buf;
             let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
-            let params = biased.then(|| BiasedParams { a: &abc[0], b: &abc[1], c: &abc[2] });
-            let fu = if fu.is_empty() { None } else { Some(&mut fu[..n]) };
-            activation::forward(self.activation, width, params, u, &mut act[..n], &mut slope[..n], fu);
+            if self.slope_from_output {
+                activation::forward_value_only(self.activation, u, &mut act[..n]);
+            } else {
+                let params = biased.then(|| BiasedParams { a: &abc[0], b: &abc[1], c: &abc[2] });
+                let fu = if fu.is_empty() { None } else { Some(&mut fu[..n]) };
+                activation::forward(self.activation, width, params, u, &mut act[..n], &mut slope[..n], fu);
+            }
             // Norm after the activation.
             if post_norm {
                 let mut running = take_running(&mut self.params, hp);
@@ -312,7 +320,8 @@ impl<F: Float> Mlp<F> {
     pub fn backward(&mut self, x: &[F]) {
         let rows = self.rows;
         let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
-        for p in self.params.iter_mut() {
+        // Weight gradients are written whole by their GEMM (β = 0); the rest accumulate.
+        for p in self.params.iter_mut().filter(|p| p.role != Role::Weight) {
             p.grad.fill(F::zero());
         }
         let depth = self.depth();
@@ -379,7 +388,11 @@ impl<F: Float> Mlp<F> {
                     }
                 }
             }
-            activation::backward_input(g, &buf.slope[..n]);
+            if self.slope_from_output {
+                activation::backward_from_output(self.activation, g, &buf.act[..n]);
+            } else {
+                activation::backward_input(g, &buf.slope[..n]);
+            }
             if pre_norm {
                 norm_backward(self.norm, width, &buf.pre[..n], g, &mut self.params, &hp, &buf.cache);
             }

@@ -196,6 +196,69 @@ impl InactiveKind {
     }
 }
 
+impl Activation {
+    /// Whether `f′(x)` is a function of `f(x)` alone (tanh: `1 − f²`, sigmoid: `f(1 − f)`, the
+    /// relu family: the sign of `f`). For these the plain forward pass stores no slope buffer
+    /// and the backward pass derives it from the output: one memory pass fewer per layer.
+    pub fn slope_from_output(self) -> bool {
+        matches!(self, Activation::Identity | Activation::Relu | Activation::LeakyRelu | Activation::Tanh | Activation::Sigmoid)
+    }
+}
+
+/// `h = f(z)` only, for activations whose slope the backward pass derives from `h`.
+pub fn forward_value_only<F: Float>(act: Activation, z: &[F], h: &mut [F]) {
+    macro_rules! run {
+        ($a:expr) => {
+            for (hv, &zv) in h.iter_mut().zip(z) {
+                *hv = $a.value_and_slope(zv).0;
+            }
+        };
+    }
+    match act {
+        Activation::Identity => h.copy_from_slice(z),
+        Activation::Relu => run!(Activation::Relu),
+        Activation::LeakyRelu => run!(Activation::LeakyRelu),
+        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Sigmoid => run!(Activation::Sigmoid),
+        other => {
+            // Not reachable through the model (it checks `slope_from_output`); kept total.
+            for (hv, &zv) in h.iter_mut().zip(z) {
+                *hv = other.value_and_slope(zv).0;
+            }
+        }
+    }
+}
+
+/// `∂L/∂z = ∂L/∂h · f′`, with `f′` derived from the output `h = f(z)`, in place.
+pub fn backward_from_output<F: Float>(act: Activation, g: &mut [F], h: &[F]) {
+    let (zero, one) = (F::zero(), F::one());
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => {
+            for (gv, &hv) in g.iter_mut().zip(h) {
+                *gv = if hv > zero { *gv } else { zero };
+            }
+        }
+        Activation::LeakyRelu => {
+            let s = F::of(LEAKY_SLOPE);
+            for (gv, &hv) in g.iter_mut().zip(h) {
+                *gv = if hv > zero { *gv } else { *gv * s };
+            }
+        }
+        Activation::Tanh => {
+            for (gv, &hv) in g.iter_mut().zip(h) {
+                *gv *= one - hv * hv;
+            }
+        }
+        Activation::Sigmoid => {
+            for (gv, &hv) in g.iter_mut().zip(h) {
+                *gv *= hv * (one - hv);
+            }
+        }
+        other => panic!("backward_from_output: {} needs its stored slope", other.name()),
+    }
+}
+
 /// The plain fused kernel: `h = f(z)`, `d = f′(z)` over a whole buffer.
 fn plain_kernel<F: Float>(act: Activation, z: &[F], h: &mut [F], d: &mut [F]) {
     // One monomorphized loop per activation: the `match` in `value_and_slope` is resolved at

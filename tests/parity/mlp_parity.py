@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""Parity check of cloudchamber's MLP against an independent JAX implementation.
+
+Usage: mlp_parity.py CASE.safetensors [CASE.safetensors ...]
+
+Each case file is written by `tests/parity.rs` and holds, in f64:
+
+- the initial parameters under their PyTorch names (`layers.{i}.weight` [out, in],
+  `layers.{i}.bias`, `layers.{i}.act.{a,b,c}`, `layers.{i}.norm.{weight,bias,alpha,
+  running_mean,running_var}`);
+- the K training batches `batch.{k}.x` [rows, in] and `batch.{k}.y` ([rows, out] for MSE, [rows]
+  class indices for cross-entropy);
+- what Rust computed: `rust.loss` [K] (the loss of each step, before its update),
+  `rust.grad.{name}` (the gradients of the first step) and `rust.final.{name}` (every parameter,
+  and BatchNorm's running statistics, after K steps);
+- a JSON description of the case in the safetensors metadata under `case`.
+
+This script rebuilds the network from that description with its own forward pass in jax.numpy,
+takes gradients with `jax.grad`, and applies the update rules of `torch.optim.SGD` / `Adam` /
+`AdamW` as written in the pseudocode of the PyTorch documentation. Nothing here is derived from
+the Rust code: activations, norms and losses follow the definitions of the matching `torch.nn`
+modules.
+
+Error measure, per tensor: max over elements of |rust - jax| / max(|jax|, floor), with floor =
+1e-6 x the largest |jax| value in the same group (all parameters of the case, or all gradients of
+the case), so that elements that are zero up to rounding (e.g. a Linear bias feeding a BatchNorm)
+are judged against the scale of the model rather than against their own noise. The check fails
+when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree, 1 a mismatch, 2 the
+environment lacks jax/numpy/safetensors or a file is malformed.
+"""
+
+import argparse
+import json
+import math
+import sys
+
+try:
+    import numpy as np
+    import jax
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+except ImportError as e:  # pragma: no cover - environment problem, not a parity failure
+    print(
+        f"mlp_parity.py: missing Python dependency ({e}).\n"
+        "Install the parity environment with `bash scripts/test` (it creates .venv with numpy, "
+        "jax and safetensors), or `python3 -m venv .venv && .venv/bin/pip install numpy jax "
+        "safetensors`.",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+import jax.numpy as jnp  # noqa: E402
+from jax.scipy.special import erf  # noqa: E402
+
+# ------------------------------------------------------------------------------------------------
+# Activations: the definitions of the torch.nn modules of the same name.
+# ------------------------------------------------------------------------------------------------
+
+SELU_ALPHA = 1.6732632423543772848170429916717  # torch.nn.SELU
+SELU_SCALE = 1.0507009873554804934193349852946
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x))
+
+
+def _elu(x, alpha=1.0):
+    # torch.nn.ELU: x if x > 0 else alpha * (exp(x) - 1). The min keeps the unused branch finite.
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+def _softplus(x, beta=1.0, threshold=20.0):
+    # torch.nn.Softplus: 1/beta * log(1 + exp(beta x)), linear where beta x > threshold.
+    bx = beta * x
+    safe = jnp.minimum(bx, threshold)
+    return jnp.where(bx > threshold, x, jnp.log1p(jnp.exp(safe)) / beta)
+
+
+ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": lambda x: jnp.where(x > 0, x, 0.0),
+    "leaky_relu": lambda x: jnp.where(x > 0, x, 0.01 * x),  # torch.nn.LeakyReLU() slope 0.01
+    "elu": _elu,
+    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
+    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + jnp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
+    "silu": lambda x: x * _sigmoid(x),
+    "tanh": jnp.tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+}
+
+# ------------------------------------------------------------------------------------------------
+# Normalizations (train mode).
+# ------------------------------------------------------------------------------------------------
+
+
+def layernorm(x, w, b, eps):
+    # torch.nn.LayerNorm(width): per row, biased variance.
+    mean = jnp.mean(x, axis=1, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, axis=1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + eps) * w + b
+
+
+def rmsnorm(x, w, eps):
+    # torch.nn.RMSNorm(width, eps): x / sqrt(mean(x^2) + eps) * w.
+    return x / jnp.sqrt(jnp.mean(x * x, axis=1, keepdims=True) + eps) * w
+
+
+def batchnorm_train(x, w, b, eps):
+    # torch.nn.BatchNorm1d(width) in training mode: per column over the batch, biased variance.
+    mean = jnp.mean(x, axis=0)
+    var = jnp.mean((x - mean) ** 2, axis=0)
+    return (x - mean) / jnp.sqrt(var + eps) * w + b, (mean, var)
+
+
+def dyt(x, w, b, alpha):
+    # Dynamic Tanh (Zhu et al. 2025): w * tanh(alpha x) + b, alpha a learned scalar.
+    return w * jnp.tanh(alpha * x) + b
+
+
+# ------------------------------------------------------------------------------------------------
+# The network.
+# ------------------------------------------------------------------------------------------------
+
+
+def forward(case, p, x):
+    """Returns the output [rows, out] and the batch statistics of every BatchNorm layer."""
+    depth = case["depth"]
+    f = ACTIVATIONS[case["activation"]]
+    norm = case["norm"]
+    pos = case["norm_position"]
+    eps = case["norm_eps"]
+    bn_stats = {}
+
+    def linear(l, h):
+        z = h @ p[f"layers.{l}.weight"].T
+        if f"layers.{l}.bias" in p:
+            z = z + p[f"layers.{l}.bias"]
+        return z
+
+    def apply_norm(l, h):
+        pre = f"layers.{l}.norm."
+        if norm == "layernorm":
+            return layernorm(h, p[pre + "weight"], p[pre + "bias"], eps)
+        if norm == "rmsnorm":
+            return rmsnorm(h, p[pre + "weight"], eps)
+        if norm == "batchnorm":
+            y, stats = batchnorm_train(h, p[pre + "weight"], p[pre + "bias"], eps)
+            bn_stats[l] = stats
+            return y
+        if norm == "dyt":
+            return dyt(h, p[pre + "weight"], p[pre + "bias"], p[pre + "alpha"])
+        raise ValueError(f"unknown norm {norm!r}")
+
+    h = x
+    for l in range(depth):
+        z = linear(l, h)
+        if norm != "none" and pos == "before_activation":
+            z = apply_norm(l, z)
+        if f"layers.{l}.act.a" in p:
+            # The biased form a * f(u - b) + c (scalars [] or per-neuron [width] broadcast).
+            a, b, c = (p[f"layers.{l}.act.{k}"] for k in "abc")
+            h = a * f(z - b) + c
+        else:
+            h = f(z)
+        if norm != "none" and pos == "after_activation":
+            h = apply_norm(l, h)
+    return linear(depth, h), bn_stats
+
+
+def loss_fn(case, out, y):
+    if case["loss"] == "mse":
+        # torch.nn.MSELoss(): mean over all elements.
+        return jnp.mean((out - y) ** 2)
+    if case["loss"] == "cross_entropy":
+        # torch.nn.CrossEntropyLoss(): mean over rows of logsumexp(out) - out[target].
+        t = y.astype(np.int64)
+        m = jax.lax.stop_gradient(jnp.max(out, axis=1, keepdims=True))
+        lse = m[:, 0] + jnp.log(jnp.sum(jnp.exp(out - m), axis=1))
+        return jnp.mean(lse - out[jnp.arange(out.shape[0]), t])
+    raise ValueError(f"unknown loss {case['loss']!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Optimizers: the pseudocode of the torch.optim documentation, one tensor at a time. Weight decay
+# applies to the tensors listed in `decay` (Linear weights and biases), i.e. torch with two param
+# groups: {decay: weight_decay} and {others: 0}.
+# ------------------------------------------------------------------------------------------------
+
+
+class Optim:
+    def __init__(self, hyper, names, decay):
+        self.h = hyper
+        self.kind = hyper["kind"]
+        self.decay = set(decay)
+        self.t = 0
+        self.state = {n: {} for n in names}
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        t = self.t
+        h = self.h
+        for name, g in grads.items():
+            theta = params[name]
+            lam = h["weight_decay"] if name in self.decay else 0.0
+            st = self.state[name]
+            if self.kind in ("sgd", "momentum", "nesterov"):
+                # torch.optim.SGD(momentum=mu, dampening=0, nesterov=...)
+                mu = 0.0 if self.kind == "sgd" else h["momentum"]
+                if lam != 0:
+                    g = g + lam * theta
+                if mu != 0:
+                    if t > 1:
+                        st["b"] = mu * st["b"] + g  # (1 - dampening) = 1
+                    else:
+                        st["b"] = g
+                    g = g + mu * st["b"] if self.kind == "nesterov" else st["b"]
+                params[name] = theta - lr * g
+            elif self.kind in ("adam", "adamw"):
+                b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
+                if self.kind == "adamw":
+                    theta = theta - lr * lam * theta  # decoupled: theta_t <- theta - gamma lambda theta
+                elif lam != 0:
+                    g = g + lam * theta  # Adam: L2 penalty added to the gradient
+                m = b1 * st.get("m", 0.0) + (1 - b1) * g
+                v = b2 * st.get("v", 0.0) + (1 - b2) * g * g
+                st["m"], st["v"] = m, v
+                m_hat = m / (1 - b1**t)
+                v_hat = v / (1 - b2**t)
+                params[name] = theta - lr * m_hat / (jnp.sqrt(v_hat) + eps)
+            else:
+                raise ValueError(f"unknown optimizer {self.kind!r}")
+
+
+# ------------------------------------------------------------------------------------------------
+# The check.
+# ------------------------------------------------------------------------------------------------
+
+BN_MOMENTUM = 0.1  # torch.nn.BatchNorm1d default
+
+
+def rel_errors(rust, ref, floor):
+    rust = np.asarray(rust, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if rust.shape != ref.shape:
+        return math.inf
+    if rust.size == 0:
+        return 0.0
+    denom = np.maximum(np.abs(ref), floor)
+    denom = np.where(denom > 0, denom, 1.0)
+    return float(np.max(np.abs(rust - ref) / denom))
+
+
+def run_case(path, tol):
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+    if "case" not in meta:
+        raise ValueError(f"{path}: no `case` metadata")
+    case = json.loads(meta["case"])
+    tensors = load_file(path)
+    name = case["name"]
+    K = case["steps"]
+    lrs = case["lr"]
+    assert len(lrs) == K, "one learning rate per step"
+
+    init = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in tensors.items() if k.startswith("layers.")}
+    trainable = list(case["trainable"])
+    for n in trainable:
+        if n not in init:
+            raise ValueError(f"{path}: trainable `{n}` missing from the initial parameters")
+    state_names = [k for k in init if k not in trainable]
+    params = {n: init[n] for n in trainable}
+    fixed = {n: init[n] for n in state_names if not n.endswith(("running_mean", "running_var"))}
+    running = {n: init[n] for n in state_names if n.endswith(("running_mean", "running_var"))}
+    opt = Optim(case["optimizer"], trainable, case["decay"])
+
+    def objective(tp, x, y):
+        out, stats = forward(case, {**fixed, **tp}, x)
+        return loss_fn(case, out, y), stats
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+
+    losses = []
+    grads0 = None
+    for k in range(K):
+        x = jnp.asarray(tensors[f"batch.{k}.x"])
+        y = jnp.asarray(tensors[f"batch.{k}.y"])
+        (loss, stats), grads = value_and_grad(params, x, y)
+        losses.append(float(loss))
+        if k == 0:
+            grads0 = grads
+        # BatchNorm running statistics (torch: momentum 0.1, unbiased variance for the estimate).
+        n = x.shape[0]
+        for l, (mean, var) in stats.items():
+            rm, rv = f"layers.{l}.norm.running_mean", f"layers.{l}.norm.running_var"
+            running[rm] = (1 - BN_MOMENTUM) * running[rm] + BN_MOMENTUM * mean
+            running[rv] = (1 - BN_MOMENTUM) * running[rv] + BN_MOMENTUM * var * n / (n - 1)
+        opt.step(params, grads, lrs[k])
+
+    final = {**fixed, **running, **params}
+    rows = []  # (label, error, tolerance)
+
+    rust_loss = tensors["rust.loss"]
+    for k in range(K):
+        rows.append((f"loss[step {k}]", rel_errors(rust_loss[k], losses[k], 0.0)))
+
+    gscale = max(float(jnp.max(jnp.abs(g))) for g in grads0.values()) if grads0 else 0.0
+    for n in trainable:
+        key = f"rust.grad.{n}"
+        if key not in tensors:
+            raise ValueError(f"{path}: missing {key}")
+        rows.append((f"grad step 0 {n}", rel_errors(tensors[key], grads0[n], 1e-6 * gscale)))
+
+    pscale = max(float(jnp.max(jnp.abs(v))) for v in final.values() if v.size)
+    for n in sorted(final):
+        key = f"rust.final.{n}"
+        if key not in tensors:
+            raise ValueError(f"{path}: missing {key}")
+        rows.append((f"final {n}", rel_errors(tensors[key], final[n], 1e-6 * pscale)))
+    extra = sorted(k[len("rust.final."):] for k in tensors if k.startswith("rust.final.") and k[len("rust.final."):] not in final)
+    if extra:
+        raise ValueError(f"{path}: Rust has parameters the description does not explain: {extra}")
+
+    worst = max(e for _, e in rows)
+    ok = worst <= tol
+    print(f"== {name}: {'ok' if ok else 'MISMATCH'} (max relative error {worst:.2e}, tolerance {tol:.0e})")
+    for label, e in rows:
+        flag = "" if e <= tol else "   <-- exceeds tolerance"
+        print(f"   {e:9.2e}  {label}{flag}")
+    return ok, name, worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--tol", type=float, default=1e-9, help="max relative error (default 1e-9, for f64)")
+    args = ap.parse_args()
+    failed = []
+    summary = []
+    for path in args.files:
+        try:
+            ok, name, worst = run_case(path, args.tol)
+        except (ValueError, KeyError, AssertionError) as e:
+            print(f"mlp_parity.py: malformed case file {path}: {e!r}", file=sys.stderr)
+            sys.exit(2)
+        summary.append((name, worst))
+        if not ok:
+            failed.append(name)
+    print("\nsummary (max relative error per case):")
+    for name, worst in summary:
+        print(f"   {worst:9.2e}  {name}")
+    if failed:
+        print(
+            f"\nPARITY FAILURE: {len(failed)} of {len(summary)} cases disagree with the JAX reference "
+            f"beyond {args.tol:.0e}: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(f"\nall {len(summary)} cases agree with the JAX reference within {args.tol:.0e}")
+
+
+if __name__ == "__main__":
+    main()
