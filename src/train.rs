@@ -171,7 +171,8 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
         last = loss::loss(loss_kind, &model.output[..b * out_dim], y, b, out_dim, Some(&mut model.d_output[..b * out_dim]));
         let first = *initial_loss.get_or_insert(last.loss);
         let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps;
-        if log_now || !last.loss.is_finite() {
+        let diverged = !last.loss.is_finite() || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
+        if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             if let Some(c) = last.correct {
                 rows.push(metric(step, "train_acc", c as f64 / b as f64));
@@ -179,7 +180,7 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
         }
 
         // Divergence is a result: record where it happened and stop.
-        if !last.loss.is_finite() || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE) {
+        if diverged {
             status = RunStatus::Diverged;
             diverged_step = Some(step);
             message = Some(if last.loss.is_finite() {

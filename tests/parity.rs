@@ -83,6 +83,8 @@ fn cases() -> Vec<Case> {
     use Optimizer as O;
     vec![
         Case::new("tanh mse adam", A::Tanh, Mse, O::Adam, 1e-2),
+        Case::new("sigmoid biased a,b,c per-layer mse adam", A::Sigmoid, Mse, O::Adam, 1e-2)
+            .act(BiasedActSpec { a: learned(0.9, Granularity::Layer), b: learned(-0.2, Granularity::Layer), c: learned(0.1, Granularity::Layer) }),
         Case::new("relu ce sgd", A::Relu, Ce, O::Sgd, 0.1),
         Case::new("gelu mse momentum wd", A::Gelu, Mse, O::Momentum, 0.05).wd(1e-2),
         Case::new("silu ce nesterov warmup-linear", A::Silu, Ce, O::Nesterov, 0.05).schedule(Schedule::WarmupLinear),
@@ -101,8 +103,10 @@ fn cases() -> Vec<Case> {
             .act(BiasedActSpec { b: learned(0.3, Granularity::Layer), c: ActParamSpec { init: -0.2, mode: Trainable::Fixed, per: Granularity::Layer }, ..BiasedActSpec::default() })
             .wd(1e-2),
         Case::new("identity no-bias mse sgd warmup-cosine", A::Identity, Mse, O::Sgd, 0.1).no_bias().schedule(Schedule::WarmupCosine),
-        Case::new("relu biased a,c per-layer layernorm after adamw wd", A::Relu, Ce, O::Adamw, 1e-2)
-            .act(BiasedActSpec { a: learned(0.9, Granularity::Layer), c: learned(0.1, Granularity::Layer), ..BiasedActSpec::default() })
+        // c per neuron: a per-layer c would be a constant row shift, which the LayerNorm after it
+        // removes (zero gradient up to rounding, which AdamW would amplify into ±lr steps).
+        Case::new("relu biased a per-layer c per-neuron layernorm after adamw wd", A::Relu, Ce, O::Adamw, 1e-2)
+            .act(BiasedActSpec { a: learned(0.9, Granularity::Layer), c: learned(0.1, Granularity::Neuron), ..BiasedActSpec::default() })
             .norm(Norm::Layernorm, After)
             .wd(0.1),
     ]
@@ -130,8 +134,9 @@ fn opt_name(o: Optimizer) -> &'static str {
     }
 }
 
-/// Trains one case for [`STEPS`] steps and writes its case file.
-fn run_case(case: &Case, seed: u64, dir: &Path) -> PathBuf {
+/// Trains one case for [`STEPS`] steps and writes its case file. `claimed_wd` replaces the weight
+/// decay written to the description (only to show that a wrong description is caught).
+fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> PathBuf {
     let mut m = Mlp::<f64>::new(&case.spec, IN, OUT, ROWS, &mut Rng::new(seed));
     let mut tensors: Vec<Tensor> = m.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.value.clone())).collect();
 
@@ -186,7 +191,7 @@ fn run_case(case: &Case, seed: u64, dir: &Path) -> PathBuf {
             "beta1": hyper.beta1,
             "beta2": hyper.beta2,
             "eps": hyper.eps,
-            "weight_decay": hyper.weight_decay,
+            "weight_decay": claimed_wd.unwrap_or(hyper.weight_decay),
         },
         "steps": STEPS,
         "lr": lrs,
@@ -215,8 +220,9 @@ const INSTALL: &str = "the parity test needs a Python with numpy, jax and safete
     (it sets up .venv), or `python3 -m venv .venv && .venv/bin/pip install numpy jax safetensors`, \
     or point $CLOUDCHAMBER_PYTHON at such an interpreter";
 
-#[test]
-fn mlp_training_matches_jax() {
+/// Runs the JAX script on `files`: its exit status and its whole output. Panics (never skips)
+/// when the interpreter or its packages are missing.
+fn check_with_jax(files: &[PathBuf]) -> (Option<i32>, String) {
     let py = python();
     let probe = Command::new(&py).args(["-c", "import numpy, jax, safetensors"]).output();
     match probe {
@@ -224,14 +230,30 @@ fn mlp_training_matches_jax() {
         Ok(o) if !o.status.success() => panic!("`{py}` lacks a parity dependency:\n{}\n{INSTALL}", String::from_utf8_lossy(&o.stderr).trim()),
         Ok(_) => {}
     }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp_parity.py");
+    let out = Command::new(&py).arg(&script).args(files).output().unwrap_or_else(|e| panic!("cannot run `{py}`: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
 
+#[test]
+fn mlp_training_matches_jax() {
     let dir = tempfile::tempdir().unwrap();
     let cases = cases();
-    let files: Vec<PathBuf> = cases.iter().enumerate().map(|(i, c)| run_case(c, i as u64 + 1, dir.path())).collect();
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp_parity.py");
-    let out = Command::new(&py).arg(&script).args(&files).output().unwrap_or_else(|e| panic!("cannot run `{py}`: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "JAX parity check failed (exit status {:?}):\n{text}", out.status.code());
+    let files: Vec<PathBuf> = cases.iter().enumerate().map(|(i, c)| run_case(c, i as u64 + 1, dir.path(), None)).collect();
+    let (status, text) = check_with_jax(&files);
+    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
     println!("{text}");
+}
+
+/// The check can fail: a description that differs from what Rust did (weight decay 0.01 applied,
+/// 0 declared) is reported as a mismatch.
+#[test]
+fn a_wrong_description_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = Case::new("gelu mse momentum wd (declared without weight decay)", Activation::Gelu, LossKind::Mse, Optimizer::Momentum, 0.05).wd(1e-2);
+    let file = run_case(&case, 99, dir.path(), Some(0.0));
+    let (status, text) = check_with_jax(&[file]);
+    assert_eq!(status, Some(1), "expected a parity failure:\n{text}");
+    assert!(text.contains("MISMATCH") && text.contains("PARITY FAILURE"), "{text}");
 }
