@@ -96,7 +96,8 @@ impl<F: Float> OptimState<F> {
     }
 
     /// One update of every trainable parameter, in place. Weight decay applies to parameters
-    /// with `decay = true` (linear weights and biases), as with a single torch param group.
+    /// with `decay = true` (linear weights and biases) — in torch terms, two param groups: the
+    /// linear layers with the weight decay, norm and activation parameters with none.
     pub fn step(&mut self, params: &mut [Param<F>], h: &Hyper, lr: f64) {
         self.t += 1;
         let lr_f = F::of(lr);

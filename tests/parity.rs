@@ -227,7 +227,10 @@ fn check_with_jax(files: &[PathBuf]) -> (Option<i32>, String) {
     let probe = Command::new(&py).args(["-c", "import numpy, jax, safetensors"]).output();
     match probe {
         Err(e) => panic!("cannot run Python interpreter `{py}`: {e}\n{INSTALL}"),
-        Ok(o) if !o.status.success() => panic!("`{py}` lacks a parity dependency:\n{}\n{INSTALL}", String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) if !o.status.success() => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            panic!("`{py}` lacks a parity dependency ({}): {INSTALL}", err.trim().lines().last().unwrap_or("import failed"))
+        }
         Ok(_) => {}
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp_parity.py");

@@ -22,9 +22,10 @@ the Rust code: activations, norms and losses follow the definitions of the match
 modules.
 
 Error measure, per tensor: max over elements of |rust - jax| / max(|jax|, floor), with floor =
-1e-6 x the largest |jax| value in the same group (all parameters of the case, or all gradients of
-the case), so that elements that are zero up to rounding (e.g. a Linear bias feeding a BatchNorm)
-are judged against the scale of the model rather than against their own noise. The check fails
+1e-6 x the largest |jax| value of all final parameters of the case (for parameters), or 1e-5 x the
+largest |jax| gradient of the case (for gradients), so that elements that are zero up to rounding
+(e.g. the gradient of a Linear bias feeding a BatchNorm, a sum of rounding noise) are judged
+against the scale of the model rather than against their own noise. The check fails
 when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree, 1 a mismatch, 2 the
 environment lacks jax/numpy/safetensors or a file is malformed.
 """
@@ -313,7 +314,7 @@ def run_case(path, tol):
         key = f"rust.grad.{n}"
         if key not in tensors:
             raise ValueError(f"{path}: missing {key}")
-        rows.append((f"grad step 0 {n}", rel_errors(tensors[key], grads0[n], 1e-6 * gscale)))
+        rows.append((f"grad step 0 {n}", rel_errors(tensors[key], grads0[n], 1e-5 * gscale)))
 
     pscale = max(float(jnp.max(jnp.abs(v))) for v in final.values() if v.size)
     for n in sorted(final):
