@@ -56,7 +56,8 @@ kernel!(exp_libm, f32::exp);
 kernel!(exp_fast, fastmath::exp_f32);
 kernel!(erf_libm, libm::erff);
 kernel!(erf_fast, fastmath::erf_f32);
-kernel!(softplus_libm, |x: f32| x.max(0.0) + (-x.abs()).exp().ln_1p());
+kernel!(softplus_libm, |x: f32| x.max(0.0)
+    + (-x.abs()).exp().ln_1p());
 kernel!(softplus_fast, fastmath::softplus_f32);
 kernel!(ln_libm, |x: f32| x.abs().ln());
 kernel!(ln_fast, |x: f32| fastmath::ln_f32(x.abs()));
@@ -82,7 +83,10 @@ fn main() {
     let xs = inputs();
     let mut ys = vec![0.0f32; N];
     println!("{N} elements, median of {REPS} repetitions after {WARMUP} warm-up runs");
-    println!("{:<10} {:>14} {:>14} {:>9}", "function", "libm ns/elem", "fast ns/elem", "speedup");
+    println!(
+        "{:<10} {:>14} {:>14} {:>9}",
+        "function", "libm ns/elem", "fast ns/elem", "speedup"
+    );
     let pairs: [(&str, Kernel, Kernel); 5] = [
         ("tanh", tanh_libm, tanh_fast),
         ("exp", exp_libm, exp_fast),
