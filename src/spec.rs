@@ -380,7 +380,7 @@ pub struct ObserveSpec {
     /// Record observables every 10 steps (and at steps 0 and the last).
     #[serde(default = "d_log_every")]
     pub log_every: u64,
-    /// Which observables to record; all of them when left out (see `cloudchamber observables`).
+    /// Which observables to record; all of them when left out (the list is in README.md).
     #[serde(default)]
     pub observables: Option<Vec<String>>,
 }
@@ -769,6 +769,9 @@ impl Spec {
         }
         if !(0.0..=1.0).contains(&o.final_lr_fraction) {
             return Err(invalid("optim.final_lr_fraction", format!("must be in [0, 1] (got {})", o.final_lr_fraction), "0 decays to zero"));
+        }
+        if o.warmup_steps > 0 && o.schedule == Schedule::Constant {
+            return Err(invalid("optim.warmup_steps", "needs a warm-up schedule (the constant schedule has none)", "set optim.schedule = \"warmup_cosine\" or \"warmup_linear\", or drop warmup_steps"));
         }
         if o.warmup_steps > self.train.steps {
             return Err(invalid("optim.warmup_steps", format!("({}) exceeds train.steps ({})", o.warmup_steps, self.train.steps), "shorten the warm-up"));

@@ -60,10 +60,11 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, f64);
 /// Trains the model the spec describes on `data`, writing metrics to `sink` and artifacts (when
 /// the spec asks) to `artifacts`.
 pub fn train(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink, artifacts: Option<&Path>, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
-    match spec.model.dtype {
+    // GEMMs split over `train.threads` threads; results are bit-identical for any count.
+    crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
         Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, progress),
         Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, progress),
-    }
+    })
 }
 
 /// A dataset split flattened to the model's precision.
@@ -137,11 +138,13 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
     let mut diverged_step = None;
     let mut message = None;
     let mut steps_done = 0u64;
+    let mut last_eval = None;
 
     for step in 0..tr.steps {
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
             evaluate(&mut model, loss_kind, &train_set, &test_set, step, &mut rows);
+            last_eval = Some(step);
         }
 
         // Learning rate.
@@ -170,7 +173,8 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
         model.forward(x, b, Mode::Train);
         last = loss::loss(loss_kind, &model.output[..b * out_dim], y, b, out_dim, Some(&mut model.d_output[..b * out_dim]));
         let first = *initial_loss.get_or_insert(last.loss);
-        let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps;
+        let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
+        let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
         let diverged = !last.loss.is_finite() || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
@@ -229,17 +233,21 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
         }
         progress(steps_done, last.loss);
 
-        // Stop at the target loss.
-        if let Some(target) = tr.target_loss {
-            if last.loss <= target {
-                message = Some(format!("reached target loss {target} at step {step}"));
-                break;
-            }
+        // Stop at the target loss (this step was logged in full).
+        if reached_target {
+            message = Some(format!("reached target loss {} at step {step}", tr.target_loss.unwrap_or_default()));
+            break;
         }
     }
 
-    // Final evaluation of the trained parameters, at the step count reached.
-    let (train_eval, test_eval) = evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows);
+    // Final evaluation of the trained parameters, at the step count reached — unless those very
+    // parameters were just evaluated (a run that diverged on an evaluation step).
+    let (train_eval, test_eval) = if last_eval == Some(steps_done) {
+        let mut scratch = Vec::new();
+        evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut scratch)
+    } else {
+        evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows)
+    };
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(&model.params, &dir.join("weights_final.safetensors"))?;

@@ -293,3 +293,26 @@ fn export_to_a_closed_pipe_is_not_an_error() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
+
+/// A run that diverges on an evaluation step still ends as `diverged` (no duplicate rows).
+#[test]
+fn divergence_on_an_evaluation_step() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml", "--set", "optim.optimizer=\"sgd\"", "--set", "optim.lr=1e4", "--set", "train.eval_every=1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(" diverged "), "{}", stdout(&o));
+}
+
+/// `train.threads` splits the GEMMs; the metrics are bit-identical to one thread.
+#[test]
+fn threads_give_bit_identical_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", &SMALL.replace("width = 16", "width = 96").replace("batch_size = 32", "batch_size = 128"));
+    for (store, threads) in [("one.db", "1"), ("two.db", "2")] {
+        let o = run_in(dir.path(), &["--store", store, "run", "s.toml", "-q", "--set", &format!("train.threads={threads}")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let strip = |csv: String| csv.lines().map(|l| l.split_once(',').map(|x| x.1.to_string()).unwrap_or_default()).collect::<Vec<_>>();
+    assert_eq!(strip(export_csv(dir.path(), "one.db")), strip(export_csv(dir.path(), "two.db")));
+}

@@ -11,8 +11,23 @@ pub enum Op {
     T,
 }
 
+thread_local! {
+    /// GEMM threads for the calling thread's runs (1 unless [`with_threads`] says otherwise).
+    static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Runs `f` with GEMMs split over `n` threads (by row blocks of C, so every element is computed
+/// by the same kernel in the same order: results are bit-identical for any `n`).
+pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
+    let prev = GEMM_THREADS.with(|t| t.replace(n.max(1)));
+    let r = f();
+    GEMM_THREADS.with(|t| t.set(prev));
+    r
+}
+
 /// `C[m,n] ← α·op(A)·op(B) + β·C`, where `op(A)` is `[m,k]` and `op(B)` is `[k,n]`; `A` is
 /// stored row-major as `[m,k]` (N) or `[k,m]` (T), `B` as `[k,n]` (N) or `[n,k]` (T).
+/// With β = 0 the old contents of C are ignored (NaN included).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<F: Float>(
     ta: Op,
@@ -27,6 +42,47 @@ pub fn gemm<F: Float>(
     c: &mut [F],
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: buffer too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Degenerate shapes (a width-1 output layer) are memory-bound loops, several times faster
+    // than a packed GEMM kernel.
+    if n == 1 && ta == Op::N {
+        // op(B) is a k-vector: contiguous in both layouts ([k,1] or [1,k]).
+        for (i, cv) in c[..m].iter_mut().enumerate() {
+            let d = dot(&a[i * k..(i + 1) * k], &b[..k]);
+            *cv = if beta == F::zero() { alpha * d } else { alpha * d + beta * *cv };
+        }
+        return;
+    }
+    if m == 1 && tb == Op::N {
+        // op(A) is a k-vector (contiguous in both layouts): C = Σ_p a_p · B[p, :].
+        scale_or_zero(&mut c[..n], beta);
+        for p in 0..k {
+            let ap = alpha * a[p];
+            for (cv, &bv) in c[..n].iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *cv += ap * bv;
+            }
+        }
+        return;
+    }
+    if k == 1 {
+        // An outer product: both operands are vectors whatever their layout.
+        for i in 0..m {
+            let ai = alpha * a[i];
+            let row = &mut c[i * n..(i + 1) * n];
+            if beta == F::zero() {
+                for (cv, &bv) in row.iter_mut().zip(&b[..n]) {
+                    *cv = ai * bv;
+                }
+            } else {
+                for (cv, &bv) in row.iter_mut().zip(&b[..n]) {
+                    *cv = ai * bv + beta * *cv;
+                }
+            }
+        }
+        return;
+    }
     let (rsa, csa) = match ta {
         Op::N => (k as isize, 1),
         Op::T => (1, m as isize),
@@ -35,28 +91,59 @@ pub fn gemm<F: Float>(
         Op::N => (n as isize, 1),
         Op::T => (1, k as isize),
     };
-    if m == 0 || n == 0 {
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    if threads == 1 {
+        // SAFETY: the assert above bounds every index the strides reach; `c` is a unique
+        // borrow, so it aliases neither `a` nor `b`.
+        unsafe {
+            F::gemm_raw(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1)
+        }
         return;
     }
-    // SAFETY: the asserts above bound every index the strides reach; `c` is a unique borrow,
-    // so it aliases neither `a` nor `b`.
-    unsafe {
-        F::gemm_raw(
-            m,
-            k,
-            n,
-            alpha,
-            a.as_ptr(),
-            rsa,
-            csa,
-            b.as_ptr(),
-            rsb,
-            csb,
-            beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
-        )
+    // Row blocks of C (and of op(A)) on scoped threads.
+    let rows_per = m.div_ceil(threads);
+    std::thread::scope(|scope| {
+        for (t, c_block) in c[..m * n].chunks_mut(rows_per * n).enumerate() {
+            let r0 = t * rows_per;
+            let rows = c_block.len() / n;
+            let a_off = match ta {
+                Op::N => r0 * k,
+                Op::T => r0,
+            };
+            let a_block = &a[a_off..];
+            scope.spawn(move || {
+                // SAFETY: rows r0..r0+rows of op(A) lie inside `a_block` with the same strides,
+                // and each thread owns a disjoint block of C.
+                unsafe {
+                    F::gemm_raw(rows, k, n, alpha, a_block.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c_block.as_mut_ptr(), n as isize, 1)
+                }
+            });
+        }
+    });
+}
+
+/// `Σ x_i y_i` with eight independent partial sums, so the loop vectorizes (a single running
+/// float sum cannot be reordered by the compiler).
+pub fn dot<F: Float>(x: &[F], y: &[F]) -> F {
+    let mut acc = [F::zero(); 8];
+    let chunks = x.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += x[c * 8 + l] * y[c * 8 + l];
+        }
+    }
+    let mut tail = F::zero();
+    for i in chunks * 8..x.len() {
+        tail += x[i] * y[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+fn scale_or_zero<F: Float>(c: &mut [F], beta: F) {
+    if beta == F::zero() {
+        c.fill(F::zero());
+    } else if beta != F::one() {
+        scale(c, beta);
     }
 }
 
@@ -124,16 +211,42 @@ mod tests {
 
     #[test]
     fn gemm_all_transposes_match_naive() {
-        let (m, n, k) = (5, 7, 3);
+        for (m, n, k) in [(5, 7, 3), (5, 1, 9), (1, 7, 9), (5, 7, 1), (1, 1, 4), (70, 9, 11)] {
+            check_shape(m, n, k);
+        }
+    }
+
+    /// Threads split C by row blocks: bit-identical to one thread.
+    #[test]
+    fn threaded_gemm_is_bit_identical() {
+        let (m, n, k) = (203, 64, 96);
+        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+        for ta in [Op::N, Op::T] {
+            let mut c1 = vec![0.5f32; m * n];
+            let mut c3 = c1.clone();
+            gemm(ta, Op::T, m, n, k, 1.0, &a, &b, 1.0, &mut c1);
+            with_threads(3, || gemm(ta, Op::T, m, n, k, 1.0, &a, &b, 1.0, &mut c3));
+            assert!(c1.iter().zip(&c3).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    fn check_shape(m: usize, n: usize, k: usize) {
         let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();
         for ta in [Op::N, Op::T] {
             for tb in [Op::N, Op::T] {
+                let want = naive(ta, tb, m, n, k, &a, &b);
                 let mut c = vec![1.0; m * n];
                 gemm(ta, tb, m, n, k, 2.0, &a, &b, 0.5, &mut c);
-                let want = naive(ta, tb, m, n, k, &a, &b);
                 for (x, w) in c.iter().zip(&want) {
-                    assert!((x - (2.0 * w + 0.5)).abs() < 1e-12);
+                    assert!((x - (2.0 * w + 0.5)).abs() < 1e-12, "{m}x{n}x{k} {ta:?}{tb:?}");
+                }
+                // β = 0 ignores what C held, NaN included.
+                let mut c = vec![f64::NAN; m * n];
+                gemm(ta, tb, m, n, k, 1.0, &a, &b, 0.0, &mut c);
+                for (x, w) in c.iter().zip(&want) {
+                    assert!((x - w).abs() < 1e-12, "{m}x{n}x{k} {ta:?}{tb:?} β=0");
                 }
             }
         }

@@ -160,9 +160,9 @@ impl Activation {
             Activation::Relu | Activation::LeakyRelu | Activation::Elu | Activation::Selu => {
                 Some(InactiveKind::Dead)
             }
-            Activation::Gelu | Activation::GeluTanh | Activation::Silu | Activation::Softplus => {
-                Some(InactiveKind::Dead)
-            }
+            Activation::Gelu | Activation::GeluTanh | Activation::Silu => Some(InactiveKind::Dead),
+            // softplus is positive everywhere: neither dead nor saturated.
+            Activation::Softplus => None,
             Activation::Tanh | Activation::Sigmoid => Some(InactiveKind::Saturated),
             Activation::Identity => None,
         }
@@ -173,7 +173,7 @@ impl Activation {
         match self {
             Activation::Tanh => fx.abs() > 0.99,
             Activation::Sigmoid => !(0.01..=0.99).contains(&fx),
-            Activation::Identity => false,
+            Activation::Identity | Activation::Softplus => false,
             _ => fx <= 0.0,
         }
     }
