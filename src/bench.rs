@@ -56,28 +56,64 @@ fn data<F: Float>() -> Vec<(Vec<F>, Vec<F>)> {
         .map(|_| {
             let x: Vec<f64> = (0..BATCH * 64).map(|_| rng.normal()).collect();
             let y: Vec<f64> = (0..BATCH)
-                .map(|r| (0..256).map(|j| (0..64).map(|k| x[r * 64 + k] * t1[k * 256 + j]).sum::<f64>().tanh() * t2[j]).sum())
+                .map(|r| {
+                    (0..256)
+                        .map(|j| {
+                            (0..64)
+                                .map(|k| x[r * 64 + k] * t1[k * 256 + j])
+                                .sum::<f64>()
+                                .tanh()
+                                * t2[j]
+                        })
+                        .sum()
+                })
                 .collect();
-            (x.into_iter().map(F::of).collect(), y.into_iter().map(F::of).collect())
+            (
+                x.into_iter().map(F::of).collect(),
+                y.into_iter().map(F::of).collect(),
+            )
         })
         .collect()
 }
 
 /// Runs `warmup + steps` training steps and as many GEMM-only repetitions.
 pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
-    let spec = ModelSpec { width: 256, depth: 3, activation: Activation::Tanh, ..ModelSpec::default() };
+    let spec = ModelSpec {
+        width: 256,
+        depth: 3,
+        activation: Activation::Tanh,
+        ..ModelSpec::default()
+    };
     let mut model = Mlp::<F>::new(&spec, 64, 1, BATCH, &mut Rng::stream(1, "init"));
     let mut opt = OptimState::new(&model.params, Optimizer::Adam);
-    let hyper = Hyper { optimizer: Optimizer::Adam, momentum: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let hyper = Hyper {
+        optimizer: Optimizer::Adam,
+        momentum: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
     let batches = data::<F>();
     let mut times = Vec::with_capacity(steps);
-    let mut phases = [Vec::with_capacity(steps), Vec::with_capacity(steps), Vec::with_capacity(steps)];
+    let mut phases = [
+        Vec::with_capacity(steps),
+        Vec::with_capacity(steps),
+        Vec::with_capacity(steps),
+    ];
     let (mut first, mut last) = (f64::NAN, f64::NAN);
     for s in 0..warmup + steps {
         let (x, y) = &batches[s % batches.len()];
         let t0 = Instant::now();
         model.forward(x, BATCH, Mode::Train);
-        let l = loss::loss(LossKind::Mse, &model.output[..BATCH], y, BATCH, 1, Some(&mut model.d_output[..BATCH]));
+        let l = loss::loss(
+            LossKind::Mse,
+            &model.output[..BATCH],
+            y,
+            BATCH,
+            1,
+            Some(&mut model.d_output[..BATCH]),
+        );
         let t1 = Instant::now();
         model.backward(x);
         let t2 = Instant::now();
@@ -110,14 +146,47 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         let t0 = Instant::now();
         for l in 0..4 {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
-            ops::gemm(Op::N, Op::T, BATCH, o, i, F::one(), &acts[l], &ws[l], F::one(), &mut outs[l + 1]);
+            ops::gemm(
+                Op::N,
+                Op::T,
+                BATCH,
+                o,
+                i,
+                F::one(),
+                &acts[l],
+                &ws[l],
+                F::one(),
+                &mut outs[l + 1],
+            );
         }
         let tf = t0.elapsed().as_secs_f64() * 1e3;
         for l in (0..4).rev() {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
-            ops::gemm(Op::T, Op::N, o, i, BATCH, F::one(), &outs[l + 1], &acts[l], F::zero(), &mut dws[l]);
+            ops::gemm(
+                Op::T,
+                Op::N,
+                o,
+                i,
+                BATCH,
+                F::one(),
+                &outs[l + 1],
+                &acts[l],
+                F::zero(),
+                &mut dws[l],
+            );
             if l > 0 {
-                ops::gemm(Op::N, Op::N, BATCH, i, o, F::one(), &outs[l + 1], &ws[l], F::zero(), &mut dxs[l]);
+                ops::gemm(
+                    Op::N,
+                    Op::N,
+                    BATCH,
+                    i,
+                    o,
+                    F::one(),
+                    &outs[l + 1],
+                    &ws[l],
+                    F::zero(),
+                    &mut dxs[l],
+                );
             }
         }
         let dt = t0.elapsed().as_secs_f64() * 1e3;

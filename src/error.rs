@@ -20,11 +20,18 @@ pub enum Error {
     #[error(transparent)]
     Export(#[from] ExportError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: safetensors: {message}")]
     Safetensors { path: PathBuf, message: String },
     #[error("{what}: {message}")]
-    Invalid { what: String, message: String, hint: String },
+    Invalid {
+        what: String,
+        message: String,
+        hint: String,
+    },
 }
 
 impl Error {

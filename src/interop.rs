@@ -12,31 +12,60 @@ use crate::error::Error;
 use crate::model::Param;
 use crate::task::Dataset;
 
-fn write(tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<(), Error> {
+fn write(
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    path: &Path,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), Error> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
             TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|v| (name.clone(), v))
-                .map_err(|e| Error::Safetensors { path: path.to_path_buf(), message: e.to_string() })
+                .map_err(|e| Error::Safetensors {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
         })
         .collect::<Result<_, _>>()?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
     }
     // Write to a temporary file and rename, so a killed run never leaves half a file.
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| Error::Safetensors { path: tmp.clone(), message: e.to_string() })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| Error::Safetensors {
+        path: tmp.clone(),
+        message: e.to_string(),
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Saves every parameter (and BatchNorm running statistics) under its PyTorch name.
 pub fn save_params<F: Float>(params: &[Param<F>], path: &Path) -> Result<(), Error> {
     let tensors = params
         .iter()
-        .map(|p| (p.name.clone(), F::SAFETENSORS, p.shape.clone(), F::to_le_bytes_vec(&p.value)))
+        .map(|p| {
+            (
+                p.name.clone(),
+                F::SAFETENSORS,
+                p.shape.clone(),
+                F::to_le_bytes_vec(&p.value),
+            )
+        })
         .collect();
-    let meta = HashMap::from([("format".to_string(), "pt".to_string()), ("producer".to_string(), format!("cloudchamber {}", env!("CARGO_PKG_VERSION")))]);
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        (
+            "producer".to_string(),
+            format!("cloudchamber {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
     write(tensors, path, Some(meta))
 }
 
@@ -45,14 +74,24 @@ pub fn save_params<F: Float>(params: &[Param<F>], path: &Path) -> Result<(), Err
 pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
     let classes = matches!(data.target, crate::task::Target::Classes { .. });
     let mut tensors = Vec::new();
-    for (name, a) in [("train.x", &data.train_x), ("train.y", &data.train_y), ("test.x", &data.test_x), ("test.y", &data.test_y)] {
+    for (name, a) in [
+        ("train.x", &data.train_x),
+        ("train.y", &data.train_y),
+        ("test.x", &data.test_x),
+        ("test.y", &data.test_y),
+    ] {
         let is_y = name.ends_with(".y");
         if is_y && classes {
             let bytes = a.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
             tensors.push((name.to_string(), Dtype::I64, vec![a.nrows()], bytes));
         } else {
             let flat: Vec<f64> = a.iter().copied().collect();
-            tensors.push((name.to_string(), Dtype::F64, vec![a.nrows(), a.ncols()], f64::to_le_bytes_vec(&flat)));
+            tensors.push((
+                name.to_string(),
+                Dtype::F64,
+                vec![a.nrows(), a.ncols()],
+                f64::to_le_bytes_vec(&flat),
+            ));
         }
     }
     write(tensors, path, None)
@@ -60,16 +99,34 @@ pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
 
 /// Loads tensors as f64 by name (any float dtype), for tests and the parity check.
 pub fn load_f64(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f64>)>, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let data = match view.dtype() {
-            Dtype::F32 => f32::from_le_bytes_slice(view.data()).into_iter().map(|v| v as f64).collect(),
+            Dtype::F32 => f32::from_le_bytes_slice(view.data())
+                .into_iter()
+                .map(|v| v as f64)
+                .collect(),
             Dtype::F64 => f64::from_le_bytes_slice(view.data()),
-            Dtype::I64 => view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect(),
+            Dtype::I64 => view
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64)
+                .collect(),
             other => {
-                return Err(Error::Safetensors { path: path.to_path_buf(), message: format!("tensor `{name}` has dtype {other:?}; expected F32, F64 or I64") });
+                return Err(Error::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "tensor `{name}` has dtype {other:?}; expected F32, F64 or I64"
+                    ),
+                });
             }
         };
         out.insert(name, (view.shape().to_vec(), data));
@@ -81,9 +138,18 @@ pub fn load_f64(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f64>)>, 
 pub fn load_params<F: Float>(params: &mut [Param<F>], path: &Path) -> Result<(), Error> {
     let mut tensors = load_f64(path)?;
     for p in params.iter_mut() {
-        let (shape, data) = tensors.remove(&p.name).ok_or_else(|| Error::Safetensors { path: path.to_path_buf(), message: format!("missing tensor `{}`", p.name) })?;
+        let (shape, data) = tensors.remove(&p.name).ok_or_else(|| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: format!("missing tensor `{}`", p.name),
+        })?;
         if shape != p.shape {
-            return Err(Error::Safetensors { path: path.to_path_buf(), message: format!("tensor `{}` has shape {shape:?}, the model expects {:?}", p.name, p.shape) });
+            return Err(Error::Safetensors {
+                path: path.to_path_buf(),
+                message: format!(
+                    "tensor `{}` has shape {shape:?}, the model expects {:?}",
+                    p.name, p.shape
+                ),
+            });
         }
         for (v, d) in p.value.iter_mut().zip(data) {
             *v = F::of(d);

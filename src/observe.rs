@@ -41,7 +41,12 @@ pub trait Observable<F: Float> {
 }
 
 fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> MetricRow {
-    MetricRow { step, layer: layer.map(|l| l as u32), name: name.to_string(), value }
+    MetricRow {
+        step,
+        layer: layer.map(|l| l as u32),
+        name: name.to_string(),
+        value,
+    }
 }
 
 /// The observables named in the spec, in [`ALL`]'s order.
@@ -57,7 +62,9 @@ pub fn registry<F: Float>(names: &[String]) -> Vec<Box<dyn Observable<F>>> {
         Box::new(NormParams),
         Box::new(LearningRate),
     ];
-    all.into_iter().filter(|o| names.iter().any(|n| n == o.name())).collect()
+    all.into_iter()
+        .filter(|o| names.iter().any(|n| n == o.name()))
+        .collect()
 }
 
 /// `preact_mean`, `preact_std`, `preact_m2` (second moment, the mean-field `q^l`) of `z = x·Wᵀ + b`.
@@ -73,7 +80,12 @@ impl<F: Float> Observable<F> for PreActivation {
             let (mean, std) = ops::mean_std(z);
             out.push(row(c.step, Some(l), "preact_mean", mean));
             out.push(row(c.step, Some(l), "preact_std", std));
-            out.push(row(c.step, Some(l), "preact_m2", ops::sum_squares(z) / z.len().max(1) as f64));
+            out.push(row(
+                c.step,
+                Some(l),
+                "preact_m2",
+                ops::sum_squares(z) / z.len().max(1) as f64,
+            ));
         }
     }
 }
@@ -103,14 +115,18 @@ impl<F: Float> Observable<F> for Inactive {
     }
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
         let m = c.model;
-        let Some(kind) = m.activation.inactive_kind() else { return };
+        let Some(kind) = m.activation.inactive_kind() else {
+            return;
+        };
         for l in 0..m.depth() {
             let width = m.dims[l + 1];
             let u = m.act_input(l);
             let shift: Vec<f64> = match m.hidden[l].act {
                 Some(idx) => {
                     let b = &m.params[idx[1]].value;
-                    (0..width).map(|j| b[if b.len() == 1 { 0 } else { j }].f64()).collect()
+                    (0..width)
+                        .map(|j| b[if b.len() == 1 { 0 } else { j }].f64())
+                        .collect()
                 }
                 None => vec![0.0; width],
             };
@@ -118,13 +134,20 @@ impl<F: Float> Observable<F> for Inactive {
             let mut always = vec![true; width];
             for r in u.chunks_exact(width) {
                 for j in 0..width {
-                    let off = m.activation.is_inactive(m.activation.eval(r[j].f64() - shift[j]));
+                    let off = m
+                        .activation
+                        .is_inactive(m.activation.eval(r[j].f64() - shift[j]));
                     inactive += off as usize;
                     always[j] &= off;
                 }
             }
             let total = u.len().max(1) as f64;
-            out.push(row(c.step, Some(l), kind.metric_name(), inactive as f64 / total));
+            out.push(row(
+                c.step,
+                Some(l),
+                kind.metric_name(),
+                inactive as f64 / total,
+            ));
             let dead_units = always.iter().filter(|&&a| a).count() as f64 / width as f64;
             out.push(row(c.step, Some(l), "dead_units", dead_units));
         }
@@ -183,9 +206,19 @@ impl<F: Float> Observable<F> for UpdateRatio {
             if p.role != Role::Weight || before.is_empty() {
                 continue;
             }
-            let delta: f64 = p.value.iter().zip(before).map(|(a, b)| (a.f64() - b.f64()).powi(2)).sum();
+            let delta: f64 = p
+                .value
+                .iter()
+                .zip(before)
+                .map(|(a, b)| (a.f64() - b.f64()).powi(2))
+                .sum();
             let norm = ops::sum_squares(before).sqrt();
-            out.push(row(c.step, Some(p.layer), "update_ratio", delta.sqrt() / norm));
+            out.push(row(
+                c.step,
+                Some(p.layer),
+                "update_ratio",
+                delta.sqrt() / norm,
+            ));
         }
     }
 }
@@ -230,7 +263,13 @@ impl<F: Float> Observable<F> for NormParams {
     }
 }
 
-fn scalar_or_stats<F: Float>(step: u64, layer: usize, name: &str, v: &[F], out: &mut Vec<MetricRow>) {
+fn scalar_or_stats<F: Float>(
+    step: u64,
+    layer: usize,
+    name: &str,
+    v: &[F],
+    out: &mut Vec<MetricRow>,
+) {
     if v.len() == 1 {
         out.push(row(step, Some(layer), name, v[0].f64()));
     } else {
@@ -260,7 +299,12 @@ mod tests {
     use crate::spec::ModelSpec;
 
     fn setup(act: Activation) -> (Mlp<f64>, Vec<f64>) {
-        let spec = ModelSpec { width: 6, depth: 2, activation: act, ..ModelSpec::default() };
+        let spec = ModelSpec {
+            width: 6,
+            depth: 2,
+            activation: act,
+            ..ModelSpec::default()
+        };
         let mut m = Mlp::<f64>::new(&spec, 3, 2, 5, &mut Rng::new(1));
         let mut rng = Rng::new(2);
         let x: Vec<f64> = (0..15).map(|_| rng.normal()).collect();
@@ -269,7 +313,10 @@ mod tests {
     }
 
     fn get(rows: &[MetricRow], name: &str, layer: Option<u32>) -> f64 {
-        rows.iter().find(|r| r.name == name && r.layer == layer).unwrap_or_else(|| panic!("no {name} {layer:?}")).value
+        rows.iter()
+            .find(|r| r.name == name && r.layer == layer)
+            .unwrap_or_else(|| panic!("no {name} {layer:?}"))
+            .value
     }
 
     /// Pre-activation statistics equal a naive recomputation of `z = x·Wᵀ + b` for layer 0.
@@ -277,9 +324,17 @@ mod tests {
     fn preact_matches_naive_recomputation() {
         let (m, x) = setup(Activation::Tanh);
         let before: Vec<Vec<f64>> = m.params.iter().map(|p| p.value.clone()).collect();
-        let ctx = Ctx { step: 7, model: &m, before: &before, lr: 0.1, clip_coef: 1.0 };
+        let ctx = Ctx {
+            step: 7,
+            model: &m,
+            before: &before,
+            lr: 0.1,
+            clip_coef: 1.0,
+        };
         let mut rows = Vec::new();
-        registry::<f64>(&ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>()).iter().for_each(|o| o.observe(&ctx, &mut rows));
+        registry::<f64>(&ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .iter()
+            .for_each(|o| o.observe(&ctx, &mut rows));
         let (w, b) = (&m.params[0].value, &m.params[1].value);
         let mut z = Vec::new();
         for r in 0..5 {
@@ -298,7 +353,10 @@ mod tests {
         assert_eq!(get(&rows, "lr", None), 0.1);
         assert!(rows.iter().all(|r| r.step == 7));
         // No update happened: every update ratio is exactly 0.
-        assert!(rows.iter().filter(|r| r.name == "update_ratio").all(|r| r.value == 0.0));
+        assert!(rows
+            .iter()
+            .filter(|r| r.name == "update_ratio")
+            .all(|r| r.value == 0.0));
     }
 
     #[test]
@@ -308,11 +366,22 @@ mod tests {
         let dead = z0.iter().filter(|v| **v <= 0.0).count() as f64 / 30.0;
         m.d_output[..10].fill(0.3);
         m.backward(&x);
-        let gnorm: f64 = m.params.iter().map(|p| p.grad.iter().map(|g| g * g).sum::<f64>()).sum::<f64>().sqrt();
+        let gnorm: f64 = m
+            .params
+            .iter()
+            .map(|p| p.grad.iter().map(|g| g * g).sum::<f64>())
+            .sum::<f64>()
+            .sqrt();
         let before: Vec<Vec<f64>> = m.params.iter().map(|p| p.value.clone()).collect();
         m.params[0].value[0] += 0.5;
         let w0_norm: f64 = before[0].iter().map(|v| v * v).sum::<f64>().sqrt();
-        let ctx = Ctx { step: 0, model: &m, before: &before, lr: 0.1, clip_coef: 0.5 };
+        let ctx = Ctx {
+            step: 0,
+            model: &m,
+            before: &before,
+            lr: 0.1,
+            clip_coef: 0.5,
+        };
         let mut rows = Vec::new();
         for o in registry::<f64>(&["inactive".into(), "grad_norm".into(), "update_ratio".into()]) {
             o.observe(&ctx, &mut rows);

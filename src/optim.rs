@@ -42,7 +42,14 @@ pub enum Schedule {
 }
 
 /// The learning rate at `step` (0-based) of `total`.
-pub fn lr_at(schedule: Schedule, lr: f64, warmup: u64, final_fraction: f64, step: u64, total: u64) -> f64 {
+pub fn lr_at(
+    schedule: Schedule,
+    lr: f64,
+    warmup: u64,
+    final_fraction: f64,
+    step: u64,
+    total: u64,
+) -> f64 {
     if schedule == Schedule::Constant {
         return lr;
     }
@@ -139,7 +146,8 @@ impl<F: Float> OptimState<F> {
                 Optimizer::Adam | Optimizer::Adamw => {
                     let adamw = h.optimizer == Optimizer::Adamw;
                     let (m, v) = (&mut self.m[i], &mut self.v[i]);
-                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
                         let g = if adamw {
                             *w *= F::one() - lr_f * decay;
                             g

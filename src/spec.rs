@@ -130,14 +130,20 @@ pub struct BiasedActSpec {
 
 impl Default for BiasedActSpec {
     fn default() -> Self {
-        BiasedActSpec { a: ActParamSpec::one(), b: ActParamSpec::zero(), c: ActParamSpec::zero() }
+        BiasedActSpec {
+            a: ActParamSpec::one(),
+            b: ActParamSpec::zero(),
+            c: ActParamSpec::zero(),
+        }
     }
 }
 
 impl BiasedActSpec {
     /// True when the form reduces to the plain activation (a = 1, b = 0, c = 0, all fixed).
     pub fn is_plain(&self) -> bool {
-        self.a == ActParamSpec::one() && self.b == ActParamSpec::zero() && self.c == ActParamSpec::zero()
+        self.a == ActParamSpec::one()
+            && self.b == ActParamSpec::zero()
+            && self.c == ActParamSpec::zero()
     }
 }
 
@@ -168,7 +174,11 @@ pub struct ActParamSpec {
 
 impl ActParamSpec {
     fn fixed(v: f64) -> Self {
-        ActParamSpec { init: v, mode: Trainable::Fixed, per: Granularity::Layer }
+        ActParamSpec {
+            init: v,
+            mode: Trainable::Fixed,
+            per: Granularity::Layer,
+        }
     }
     pub fn one() -> Self {
         Self::fixed(1.0)
@@ -214,7 +224,11 @@ impl<'de> Deserialize<'de> for ActParamSpec {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ActParamSpec, A::Error> {
                 let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(ActParamSpec { init: t.init, mode: t.mode, per: t.per })
+                Ok(ActParamSpec {
+                    init: t.init,
+                    mode: t.mode,
+                    per: t.per,
+                })
             }
         }
         d.deserialize_any(V)
@@ -387,7 +401,10 @@ pub struct ObserveSpec {
 
 impl Default for ObserveSpec {
     fn default() -> Self {
-        ObserveSpec { log_every: d_log_every(), observables: None }
+        ObserveSpec {
+            log_every: d_log_every(),
+            observables: None,
+        }
     }
 }
 
@@ -481,19 +498,47 @@ fn d_log_every() -> u64 {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     #[error("{path}: cannot read the experiment file: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}:{line}:{column}: TOML syntax error: {message}")]
-    Syntax { path: PathBuf, line: usize, column: usize, message: String },
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{location}: unknown key `{key}`{}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
-    UnknownKey { location: String, key: String, suggestion: Option<String>, valid: Vec<String> },
+    UnknownKey {
+        location: String,
+        key: String,
+        suggestion: Option<String>,
+        valid: Vec<String>,
+    },
     #[error("{location}: `{key}` = {value}: unknown value{}", suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default())]
-    UnknownValue { location: String, key: String, value: String, suggestion: Option<String>, valid: Vec<String> },
+    UnknownValue {
+        location: String,
+        key: String,
+        value: String,
+        suggestion: Option<String>,
+        valid: Vec<String>,
+    },
     #[error("{location}: `{key}` is missing")]
     MissingKey { location: String, key: String },
     #[error("{location}: `{key}` has the wrong type: {message}")]
-    WrongType { location: String, key: String, message: String },
+    WrongType {
+        location: String,
+        key: String,
+        message: String,
+    },
     #[error("{location}: `{key}` {message}")]
-    Invalid { location: String, key: String, message: String, hint: String },
+    Invalid {
+        location: String,
+        key: String,
+        message: String,
+        hint: String,
+    },
     #[error("--set {arg}: {message}")]
     BadOverride { arg: String, message: String },
 }
@@ -543,25 +588,40 @@ pub struct LoadedSpec {
 
 /// Reads, overrides, deserializes, resolves and validates an experiment file.
 pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let spec = parse(&text, path, overrides)?;
     let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    Ok(LoadedSpec { spec, path: path.to_path_buf(), base_dir })
+    Ok(LoadedSpec {
+        spec,
+        path: path.to_path_buf(),
+        base_dir,
+    })
 }
 
 /// [`load`] on text already read (`path` only names it in errors).
 pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Spec, SpecError> {
     let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-        SpecError::Syntax { path: path.to_path_buf(), line, column, message: e.message().trim().to_string() }
+        SpecError::Syntax {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: e.message().trim().to_string(),
+        }
     })?;
     let mut overridden = Vec::new();
     for arg in overrides {
         overridden.push(apply_override(&mut table, arg)?);
     }
     let locate_key = |key: &str| -> String {
-        if let Some(arg) = overrides.iter().zip(&overridden).find(|(_, k)| key == k.as_str() || key.starts_with(&format!("{k}."))) {
+        if let Some(arg) = overrides
+            .iter()
+            .zip(&overridden)
+            .find(|(_, k)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+        {
             return format!("--set {}", arg.0);
         }
         match find_key_line(text, key) {
@@ -572,39 +632,70 @@ pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Spec, Spec
     let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|e| classify(e, &locate_key))?;
     spec.resolve();
-    spec.validate().map_err(|(key, message, hint)| SpecError::Invalid {
-        location: locate_key(&key),
-        key,
-        message,
-        hint,
-    })?;
+    spec.validate()
+        .map_err(|(key, message, hint)| SpecError::Invalid {
+            location: locate_key(&key),
+            key,
+            message,
+            hint,
+        })?;
     Ok(spec)
 }
 
 /// Turns a serde error with its path into one of our structured errors.
-fn classify(e: serde_path_to_error::Error<toml::de::Error>, locate: &dyn Fn(&str) -> String) -> SpecError {
+fn classify(
+    e: serde_path_to_error::Error<toml::de::Error>,
+    locate: &dyn Fn(&str) -> String,
+) -> SpecError {
     let path = e.path().to_string();
     let msg = e.inner().message().to_string();
-    let backticked = |s: &str| -> Vec<String> { s.split('`').skip(1).step_by(2).map(str::to_string).collect() };
+    let backticked = |s: &str| -> Vec<String> {
+        s.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
     if let Some(rest) = msg.strip_prefix("unknown field ") {
         // "unknown field `widht`, expected one of `width`, `depth`"
         let names = backticked(rest);
         let key_name = names.first().cloned().unwrap_or_default();
         let valid: Vec<String> = names.into_iter().skip(1).collect();
-        let parent = path.rsplit_once('.').map(|(p, _)| p.to_string()).unwrap_or_default();
+        let parent = path
+            .rsplit_once('.')
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
         // serde_path_to_error's path ends at the unknown field itself.
-        let key = if path.ends_with(&key_name) { path.clone() } else if path == "." || path.is_empty() { key_name.clone() } else { format!("{path}.{key_name}") };
+        let key = if path.ends_with(&key_name) {
+            path.clone()
+        } else if path == "." || path.is_empty() {
+            key_name.clone()
+        } else {
+            format!("{path}.{key_name}")
+        };
         let _ = parent;
-        return SpecError::UnknownKey { location: locate(&key), suggestion: nearest(&key_name, &valid), key, valid };
+        return SpecError::UnknownKey {
+            location: locate(&key),
+            suggestion: nearest(&key_name, &valid),
+            key,
+            valid,
+        };
     }
     if let Some(rest) = msg.strip_prefix("unknown variant ") {
         let names = backticked(rest);
         let value = names.first().cloned().unwrap_or_default();
         let valid: Vec<String> = names.into_iter().skip(1).collect();
         // For the externally tagged `[task.X]` the variant is a key, not a value.
-        if path == "task" || path.starts_with("task.") && path.matches('.').count() == 1 && path.ends_with(&value) {
+        if path == "task"
+            || path.starts_with("task.") && path.matches('.').count() == 1 && path.ends_with(&value)
+        {
             let key = format!("task.{value}");
-            return SpecError::UnknownKey { location: locate(&key), suggestion: nearest(&value, &valid), key, valid };
+            return SpecError::UnknownKey {
+                location: locate(&key),
+                suggestion: nearest(&value, &valid),
+                key,
+                valid,
+            };
         }
         return SpecError::UnknownValue {
             location: locate(&path),
@@ -616,10 +707,21 @@ fn classify(e: serde_path_to_error::Error<toml::de::Error>, locate: &dyn Fn(&str
     }
     if let Some(rest) = msg.strip_prefix("missing field ") {
         let field = backticked(rest).first().cloned().unwrap_or_default();
-        let key = if path == "." || path.is_empty() { field } else { format!("{path}.{field}") };
-        return SpecError::MissingKey { location: locate(&key), key };
+        let key = if path == "." || path.is_empty() {
+            field
+        } else {
+            format!("{path}.{field}")
+        };
+        return SpecError::MissingKey {
+            location: locate(&key),
+            key,
+        };
     }
-    SpecError::WrongType { location: locate(&path), key: path, message: msg }
+    SpecError::WrongType {
+        location: locate(&path),
+        key: path,
+        message: msg,
+    }
 }
 
 /// The valid name closest to `got`, if it is close enough to be a plausible typo.
@@ -634,20 +736,29 @@ pub fn nearest(got: &str, valid: &[String]) -> Option<String> {
 
 /// Applies `a.b.c=value` to the table (value parsed as TOML, or taken as a string); returns the key.
 fn apply_override(table: &mut toml::Table, arg: &str) -> Result<String, SpecError> {
-    let bad = |message: &str| SpecError::BadOverride { arg: arg.to_string(), message: message.to_string() };
-    let (key, raw) = arg.split_once('=').ok_or_else(|| bad("expected KEY=VALUE"))?;
+    let bad = |message: &str| SpecError::BadOverride {
+        arg: arg.to_string(),
+        message: message.to_string(),
+    };
+    let (key, raw) = arg
+        .split_once('=')
+        .ok_or_else(|| bad("expected KEY=VALUE"))?;
     let key = key.trim();
     if key.is_empty() || key.split('.').any(str::is_empty) {
         return Err(bad("the key must be a dotted path like model.width"));
     }
     let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or(toml::Value::String(raw.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or(toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.trim().to_string()),
     };
     let parts: Vec<&str> = key.split('.').collect();
     let mut cur = table;
     for part in &parts[..parts.len() - 1] {
-        let entry = cur.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = match entry {
             toml::Value::Table(t) => t,
             _ => return Err(bad(&format!("`{part}` is a value, not a section"))),
@@ -671,7 +782,10 @@ pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.starts_with('[') && !line.starts_with("[[") {
-            section = line.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            section = line
+                .trim_matches(|c| c == '[' || c == ']')
+                .trim()
+                .to_string();
             if section == key {
                 best = Some(i + 1);
             }
@@ -679,7 +793,11 @@ pub fn find_key_line(text: &str, key: &str) -> Option<usize> {
         }
         if let Some((k, _)) = line.split_once('=') {
             let k = k.trim().trim_matches('"');
-            let full = if section.is_empty() { k.to_string() } else { format!("{section}.{k}") };
+            let full = if section.is_empty() {
+                k.to_string()
+            } else {
+                format!("{section}.{k}")
+            };
             if full == key {
                 return Some(i + 1);
             }
@@ -714,10 +832,15 @@ impl Spec {
             self.optim.weight_decay = Some(self.optim.optimizer.default_weight_decay());
         }
         if self.train.loss.is_none() {
-            self.train.loss = Some(if self.task.is_classification() { LossKind::CrossEntropy } else { LossKind::Mse });
+            self.train.loss = Some(if self.task.is_classification() {
+                LossKind::CrossEntropy
+            } else {
+                LossKind::Mse
+            });
         }
         if self.observe.observables.is_none() {
-            self.observe.observables = Some(crate::observe::ALL.iter().map(|s| s.to_string()).collect());
+            self.observe.observables =
+                Some(crate::observe::ALL.iter().map(|s| s.to_string()).collect());
         }
     }
 
@@ -729,90 +852,194 @@ impl Spec {
         })?;
         let m = &self.model;
         if m.width == 0 || m.width > 1 << 16 {
-            return Err(invalid("model.width", format!("must be between 1 and 65536 (got {})", m.width), "e.g. model.width = 256"));
+            return Err(invalid(
+                "model.width",
+                format!("must be between 1 and 65536 (got {})", m.width),
+                "e.g. model.width = 256",
+            ));
         }
         if m.depth > 10_000 {
-            return Err(invalid("model.depth", format!("must be at most 10000 (got {})", m.depth), "depth counts hidden layers"));
+            return Err(invalid(
+                "model.depth",
+                format!("must be at most 10000 (got {})", m.depth),
+                "depth counts hidden layers",
+            ));
         }
-        for (k, v) in [("model.init_scale", m.init_scale), ("model.sigma_w2", m.sigma_w2), ("model.sigma_b2", m.sigma_b2)] {
+        for (k, v) in [
+            ("model.init_scale", m.init_scale),
+            ("model.sigma_w2", m.sigma_w2),
+            ("model.sigma_b2", m.sigma_b2),
+        ] {
             if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(k, format!("must be a finite number ≥ 0 (got {v})"), "variances and scales are non-negative"));
+                return Err(invalid(
+                    k,
+                    format!("must be a finite number ≥ 0 (got {v})"),
+                    "variances and scales are non-negative",
+                ));
             }
         }
         if !(m.norm_eps.is_finite() && m.norm_eps > 0.0) {
-            return Err(invalid("model.norm_eps", format!("must be > 0 (got {})", m.norm_eps), "1e-5 is PyTorch's default"));
+            return Err(invalid(
+                "model.norm_eps",
+                format!("must be > 0 (got {})", m.norm_eps),
+                "1e-5 is PyTorch's default",
+            ));
         }
-        for (k, p) in [("model.act.a", &m.act.a), ("model.act.b", &m.act.b), ("model.act.c", &m.act.c)] {
+        for (k, p) in [
+            ("model.act.a", &m.act.a),
+            ("model.act.b", &m.act.b),
+            ("model.act.c", &m.act.c),
+        ] {
             if !p.init.is_finite() {
-                return Err(invalid(k, format!("must be finite (got {})", p.init), "give a number"));
+                return Err(invalid(
+                    k,
+                    format!("must be finite (got {})", p.init),
+                    "give a number",
+                ));
             }
         }
         let o = &self.optim;
         if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(invalid("optim.lr", format!("must be > 0 (got {})", o.lr), "e.g. optim.lr = 1e-3"));
+            return Err(invalid(
+                "optim.lr",
+                format!("must be > 0 (got {})", o.lr),
+                "e.g. optim.lr = 1e-3",
+            ));
         }
         if !(0.0..1.0).contains(&o.momentum) {
-            return Err(invalid("optim.momentum", format!("must be in [0, 1) (got {})", o.momentum), "0.9 is usual"));
+            return Err(invalid(
+                "optim.momentum",
+                format!("must be in [0, 1) (got {})", o.momentum),
+                "0.9 is usual",
+            ));
         }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return Err(invalid("optim.betas", format!("beta{} must be in [0, 1) (got {b})", i + 1), "(0.9, 0.999) is torch's default"));
+                return Err(invalid(
+                    "optim.betas",
+                    format!("beta{} must be in [0, 1) (got {b})", i + 1),
+                    "(0.9, 0.999) is torch's default",
+                ));
             }
         }
         if !(o.eps.is_finite() && o.eps > 0.0) {
-            return Err(invalid("optim.eps", format!("must be > 0 (got {})", o.eps), "1e-8 is torch's default"));
+            return Err(invalid(
+                "optim.eps",
+                format!("must be > 0 (got {})", o.eps),
+                "1e-8 is torch's default",
+            ));
         }
         if let Some(wd) = o.weight_decay {
             if !(wd.is_finite() && wd >= 0.0) {
-                return Err(invalid("optim.weight_decay", format!("must be ≥ 0 (got {wd})"), "0 turns it off"));
+                return Err(invalid(
+                    "optim.weight_decay",
+                    format!("must be ≥ 0 (got {wd})"),
+                    "0 turns it off",
+                ));
             }
         }
         if !(0.0..=1.0).contains(&o.final_lr_fraction) {
-            return Err(invalid("optim.final_lr_fraction", format!("must be in [0, 1] (got {})", o.final_lr_fraction), "0 decays to zero"));
+            return Err(invalid(
+                "optim.final_lr_fraction",
+                format!("must be in [0, 1] (got {})", o.final_lr_fraction),
+                "0 decays to zero",
+            ));
         }
         if o.warmup_steps > 0 && o.schedule == Schedule::Constant {
-            return Err(invalid("optim.warmup_steps", "needs a warm-up schedule (the constant schedule has none)", "set optim.schedule = \"warmup_cosine\" or \"warmup_linear\", or drop warmup_steps"));
+            return Err(invalid(
+                "optim.warmup_steps",
+                "needs a warm-up schedule (the constant schedule has none)",
+                "set optim.schedule = \"warmup_cosine\" or \"warmup_linear\", or drop warmup_steps",
+            ));
         }
         if o.warmup_steps > self.train.steps {
-            return Err(invalid("optim.warmup_steps", format!("({}) exceeds train.steps ({})", o.warmup_steps, self.train.steps), "shorten the warm-up"));
+            return Err(invalid(
+                "optim.warmup_steps",
+                format!(
+                    "({}) exceeds train.steps ({})",
+                    o.warmup_steps, self.train.steps
+                ),
+                "shorten the warm-up",
+            ));
         }
-        for (k, v) in [("optim.clip_grad_norm", o.clip_grad_norm), ("optim.weight_norm", o.weight_norm)] {
+        for (k, v) in [
+            ("optim.clip_grad_norm", o.clip_grad_norm),
+            ("optim.weight_norm", o.weight_norm),
+        ] {
             if let Some(v) = v {
                 if !(v.is_finite() && v > 0.0) {
-                    return Err(invalid(k, format!("must be > 0 (got {v})"), "leave it out to turn it off"));
+                    return Err(invalid(
+                        k,
+                        format!("must be > 0 (got {v})"),
+                        "leave it out to turn it off",
+                    ));
                 }
             }
         }
         let t = &self.train;
         if t.steps == 0 {
-            return Err(invalid("train.steps", "must be ≥ 1 (got 0)", "e.g. train.steps = 1000"));
+            return Err(invalid(
+                "train.steps",
+                "must be ≥ 1 (got 0)",
+                "e.g. train.steps = 1000",
+            ));
         }
         if t.eval_every == 0 {
-            return Err(invalid("train.eval_every", "must be ≥ 1 (got 0)", "e.g. train.eval_every = 100"));
+            return Err(invalid(
+                "train.eval_every",
+                "must be ≥ 1 (got 0)",
+                "e.g. train.eval_every = 100",
+            ));
         }
         if !(t.divergence_factor.is_finite() && t.divergence_factor > 1.0) {
-            return Err(invalid("train.divergence_factor", format!("must be > 1 (got {})", t.divergence_factor), "1e4 is the default"));
+            return Err(invalid(
+                "train.divergence_factor",
+                format!("must be > 1 (got {})", t.divergence_factor),
+                "1e4 is the default",
+            ));
         }
         if t.threads == 0 || t.threads > 1024 {
-            return Err(invalid("train.threads", format!("must be between 1 and 1024 (got {})", t.threads), "1 thread per run is the default"));
+            return Err(invalid(
+                "train.threads",
+                format!("must be between 1 and 1024 (got {})", t.threads),
+                "1 thread per run is the default",
+            ));
         }
         if m.norm == Norm::Batchnorm && t.batch_size == BatchSize::Size(1) {
-            return Err(invalid("train.batch_size", "must be ≥ 2 with batchnorm (batch statistics need two samples)", "raise the batch size or pick another norm"));
+            return Err(invalid(
+                "train.batch_size",
+                "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                "raise the batch size or pick another norm",
+            ));
         }
         if self.task.is_classification() && t.loss == Some(LossKind::Mse) {
             // Allowed: MSE on one-hot targets is a legitimate experiment.
         } else if !self.task.is_classification() && t.loss == Some(LossKind::CrossEntropy) {
-            return Err(invalid("train.loss", "cross_entropy needs a classification task", "use loss = \"mse\" for regression"));
+            return Err(invalid(
+                "train.loss",
+                "cross_entropy needs a classification task",
+                "use loss = \"mse\" for regression",
+            ));
         }
         if self.observe.log_every == 0 {
-            return Err(invalid("observe.log_every", "must be ≥ 1 (got 0)", "e.g. observe.log_every = 10"));
+            return Err(invalid(
+                "observe.log_every",
+                "must be ≥ 1 (got 0)",
+                "e.g. observe.log_every = 10",
+            ));
         }
         if let Some(names) = &self.observe.observables {
             let valid: Vec<String> = crate::observe::ALL.iter().map(|s| s.to_string()).collect();
             for n in names {
                 if !valid.contains(n) {
-                    let near = nearest(n, &valid).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
-                    return Err(invalid("observe.observables", format!("has an unknown observable \"{n}\"{near}"), format!("valid observables: {}", valid.join(", "))));
+                    let near = nearest(n, &valid)
+                        .map(|s| format!(" (did you mean \"{s}\"?)"))
+                        .unwrap_or_default();
+                    return Err(invalid(
+                        "observe.observables",
+                        format!("has an unknown observable \"{n}\"{near}"),
+                        format!("valid observables: {}", valid.join(", ")),
+                    ));
                 }
             }
         }
@@ -821,7 +1048,8 @@ impl Spec {
 
     /// The fully resolved spec as TOML (stored with the run, readable by `run` again).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
+        toml::to_string(self)
+            .unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
     }
 
     /// The resolved spec as canonical JSON (struct field order is fixed by the code).

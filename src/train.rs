@@ -59,7 +59,13 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, f64);
 
 /// Trains the model the spec describes on `data`, writing metrics to `sink` and artifacts (when
 /// the spec asks) to `artifacts`.
-pub fn train(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink, artifacts: Option<&Path>, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
+pub fn train(
+    spec: &Spec,
+    data: &Dataset,
+    sink: &mut dyn MetricSink,
+    artifacts: Option<&Path>,
+    progress: ProgressFn<'_>,
+) -> Result<Outcome, Error> {
     // GEMMs split over `train.threads` threads; results are bit-identical for any count.
     crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
         Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, progress),
@@ -86,7 +92,13 @@ impl<F: Float> Split<F> {
     }
 }
 
-fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink, artifacts: Option<&Path>, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
+fn train_typed<F: Float>(
+    spec: &Spec,
+    data: &Dataset,
+    sink: &mut dyn MetricSink,
+    artifacts: Option<&Path>,
+    progress: ProgressFn<'_>,
+) -> Result<Outcome, Error> {
     let start = Instant::now();
     let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
     let loss_kind = tr.loss.unwrap_or(match data.target {
@@ -98,14 +110,24 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
     let (in_dim, out_dim) = (data.input_dim(), data.output_dim());
     let n = train_set.rows;
     if n == 0 {
-        return Err(Error::Invalid { what: "task".into(), message: "the training set is empty".into(), hint: "check the task's size settings or data file".into() });
+        return Err(Error::Invalid {
+            what: "task".into(),
+            message: "the training set is empty".into(),
+            hint: "check the task's size settings or data file".into(),
+        });
     }
     let batch = match tr.batch_size {
         BatchSize::Full => n,
         BatchSize::Size(b) => b.min(n),
     };
 
-    let mut model = Mlp::<F>::new(&spec.model, in_dim, out_dim, batch, &mut Rng::stream(spec.seed, "init"));
+    let mut model = Mlp::<F>::new(
+        &spec.model,
+        in_dim,
+        out_dim,
+        batch,
+        &mut Rng::stream(spec.seed, "init"),
+    );
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(&model.params, &dir.join("weights_init.safetensors"))?;
     }
@@ -143,12 +165,21 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
     for step in 0..tr.steps {
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
-            evaluate(&mut model, loss_kind, &train_set, &test_set, step, &mut rows);
+            evaluate(
+                &mut model, loss_kind, &train_set, &test_set, step, &mut rows,
+            );
             last_eval = Some(step);
         }
 
         // Learning rate.
-        let lr = optim::lr_at(opt_spec.schedule, opt_spec.lr, opt_spec.warmup_steps, opt_spec.final_lr_fraction, step, tr.steps);
+        let lr = optim::lr_at(
+            opt_spec.schedule,
+            opt_spec.lr,
+            opt_spec.warmup_steps,
+            opt_spec.final_lr_fraction,
+            step,
+            tr.steps,
+        );
 
         // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
         // (DataLoader's drop_last = False).
@@ -161,7 +192,8 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
             }
             let b = batch.min(n - cursor);
             for (k, &i) in order[cursor..cursor + b].iter().enumerate() {
-                bx[k * in_dim..(k + 1) * in_dim].copy_from_slice(&train_set.x[i * in_dim..(i + 1) * in_dim]);
+                bx[k * in_dim..(k + 1) * in_dim]
+                    .copy_from_slice(&train_set.x[i * in_dim..(i + 1) * in_dim]);
                 let yc = train_set.y_cols;
                 by[k * yc..(k + 1) * yc].copy_from_slice(&train_set.y[i * yc..(i + 1) * yc]);
             }
@@ -171,11 +203,19 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
 
         // Forward and loss (which also writes ∂L/∂output).
         model.forward(x, b, Mode::Train);
-        last = loss::loss(loss_kind, &model.output[..b * out_dim], y, b, out_dim, Some(&mut model.d_output[..b * out_dim]));
+        last = loss::loss(
+            loss_kind,
+            &model.output[..b * out_dim],
+            y,
+            b,
+            out_dim,
+            Some(&mut model.d_output[..b * out_dim]),
+        );
         let first = *initial_loss.get_or_insert(last.loss);
         let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
         let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
-        let diverged = !last.loss.is_finite() || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
+        let diverged = !last.loss.is_finite()
+            || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             if let Some(c) = last.correct {
@@ -188,7 +228,10 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
             status = RunStatus::Diverged;
             diverged_step = Some(step);
             message = Some(if last.loss.is_finite() {
-                format!("loss {:.4e} exceeded {}× its initial value {:.4e} at step {step}", last.loss, tr.divergence_factor, first)
+                format!(
+                    "loss {:.4e} exceeded {}× its initial value {:.4e} at step {step}",
+                    last.loss, tr.divergence_factor, first
+                )
             } else {
                 format!("loss became {} at step {step}", last.loss)
             });
@@ -223,7 +266,13 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
 
         // Observe.
         if log_now {
-            let ctx = Ctx { step, model: &model, before: &before, lr, clip_coef };
+            let ctx = Ctx {
+                step,
+                model: &model,
+                before: &before,
+                lr,
+                clip_coef,
+            };
             for o in &observables {
                 o.observe(&ctx, &mut rows);
             }
@@ -235,7 +284,10 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
 
         // Stop at the target loss (this step was logged in full).
         if reached_target {
-            message = Some(format!("reached target loss {} at step {step}", tr.target_loss.unwrap_or_default()));
+            message = Some(format!(
+                "reached target loss {} at step {step}",
+                tr.target_loss.unwrap_or_default()
+            ));
             break;
         }
     }
@@ -244,9 +296,18 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
     // parameters were just evaluated (a run that diverged on an evaluation step).
     let (train_eval, test_eval) = if last_eval == Some(steps_done) {
         let mut scratch = Vec::new();
-        evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut scratch)
+        evaluate(
+            &mut model,
+            loss_kind,
+            &train_set,
+            &test_set,
+            steps_done,
+            &mut scratch,
+        )
     } else {
-        evaluate(&mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows)
+        evaluate(
+            &mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows,
+        )
     };
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
@@ -268,14 +329,32 @@ fn train_typed<F: Float>(spec: &Spec, data: &Dataset, sink: &mut dyn MetricSink,
 }
 
 fn metric(step: u64, name: &str, value: f64) -> MetricRow {
-    MetricRow { step, layer: None, name: name.to_string(), value }
+    MetricRow {
+        step,
+        layer: None,
+        name: name.to_string(),
+        value,
+    }
 }
 
 /// Eval-mode loss and accuracy over whole splits, in chunks of the model's capacity; appends
 /// `train_eval_loss`/`train_eval_acc` and `test_loss`/`test_acc` rows at `step`.
-fn evaluate<F: Float>(model: &mut Mlp<F>, kind: LossKind, train: &Split<F>, test: &Split<F>, step: u64, rows: &mut Vec<MetricRow>) -> ((f64, Option<f64>), (f64, Option<f64>)) {
+fn evaluate<F: Float>(
+    model: &mut Mlp<F>,
+    kind: LossKind,
+    train: &Split<F>,
+    test: &Split<F>,
+    step: u64,
+    rows: &mut Vec<MetricRow>,
+) -> ((f64, Option<f64>), (f64, Option<f64>)) {
     let mut results = [(f64::NAN, None), (f64::NAN, None)];
-    for (k, (split, name_loss, name_acc)) in [(train, "train_eval_loss", "train_eval_acc"), (test, "test_loss", "test_acc")].into_iter().enumerate() {
+    for (k, (split, name_loss, name_acc)) in [
+        (train, "train_eval_loss", "train_eval_acc"),
+        (test, "test_loss", "test_acc"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if split.rows == 0 {
             continue;
         }
@@ -284,7 +363,11 @@ fn evaluate<F: Float>(model: &mut Mlp<F>, kind: LossKind, train: &Split<F>, test
         let mut start = 0;
         while start < split.rows {
             let b = cap.min(split.rows - start);
-            model.forward(&split.x[start * in_dim..(start + b) * in_dim], b, Mode::Eval);
+            model.forward(
+                &split.x[start * in_dim..(start + b) * in_dim],
+                b,
+                Mode::Eval,
+            );
             let y = &split.y[start * split.y_cols..(start + b) * split.y_cols];
             let v = loss::loss(kind, &model.output[..b * out_dim], y, b, out_dim, None);
             loss_sum += v.loss * b as f64;

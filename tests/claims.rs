@@ -14,7 +14,14 @@ use cloudchamber::spec::ModelSpec;
 /// (Hanin 2018), so a single net of width 1024 drifts ~50% over 50 layers while the average of 64
 /// nets is within ~7%).
 fn relu_q(init: Init, width: usize, depth: usize, rows: usize, seeds: u64) -> Vec<f64> {
-    let spec = ModelSpec { width, depth, bias: false, activation: Activation::Relu, init, ..ModelSpec::default() };
+    let spec = ModelSpec {
+        width,
+        depth,
+        bias: false,
+        activation: Activation::Relu,
+        init,
+        ..ModelSpec::default()
+    };
     let mut q = vec![0.0; depth];
     for seed in 0..seeds {
         let mut m = Mlp::<f32>::new(&spec, width, 1, rows, &mut Rng::stream(seed, "claims/init"));
@@ -22,7 +29,9 @@ fn relu_q(init: Init, width: usize, depth: usize, rows: usize, seeds: u64) -> Ve
         let x: Vec<f32> = (0..rows * width).map(|_| rng.normal() as f32).collect();
         m.forward(&x, rows, Mode::Train);
         for (l, ql) in q.iter_mut().enumerate() {
-            *ql += ops::sum_squares(&m.bufs[l].pre[..rows * width]) / (rows * width) as f64 / seeds as f64;
+            *ql += ops::sum_squares(&m.bufs[l].pre[..rows * width])
+                / (rows * width) as f64
+                / seeds as f64;
         }
     }
     q
@@ -34,7 +43,11 @@ fn relu_q(init: Init, width: usize, depth: usize, rows: usize, seeds: u64) -> Ve
 fn he_init_keeps_relu_second_moment_constant_over_50_layers() {
     let q = relu_q(Init::HeNormal, 1024, 50, 4, 64);
     for (l, ql) in q.iter().enumerate() {
-        assert!((ql / q[0] - 1.0).abs() < 0.2, "layer {l}: q = {ql:.4}, q0 = {:.4}  (all: {q:?})", q[0]);
+        assert!(
+            (ql / q[0] - 1.0).abs() < 0.2,
+            "layer {l}: q = {ql:.4}, q0 = {:.4}  (all: {q:?})",
+            q[0]
+        );
     }
     // The first layer sees unit-variance inputs: q0 = 2·E[x²] = 2.
     assert!((q[0] - 2.0).abs() < 0.05, "q0 = {}", q[0]);
@@ -47,8 +60,16 @@ fn xavier_init_halves_relu_second_moment_per_layer() {
     let q = relu_q(Init::XavierNormal, 1024, 12, 4, 64);
     let ratios: Vec<f64> = q.windows(2).map(|w| w[1] / w[0]).collect();
     for (l, r) in ratios.iter().enumerate() {
-        assert!((r - 0.5).abs() < 0.05, "layer {l}→{}: ratio {r:.4} (all: {ratios:?})", l + 1);
+        assert!(
+            (r - 0.5).abs() < 0.05,
+            "layer {l}→{}: ratio {r:.4} (all: {ratios:?})",
+            l + 1
+        );
     }
     // And the decay compounds: after 11 layers, 2^-11 of the first.
-    assert!((q[11] / q[0] * 2048.0 - 1.0).abs() < 0.2, "{}", q[11] / q[0] * 2048.0);
+    assert!(
+        (q[11] / q[0] * 2048.0 - 1.0).abs() < 0.2,
+        "{}",
+        q[11] / q[0] * 2048.0
+    );
 }

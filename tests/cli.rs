@@ -12,7 +12,11 @@ fn bin() -> Command {
 }
 
 fn run_in(dir: &Path, args: &[&str]) -> Output {
-    bin().current_dir(dir).args(args).output().expect("binary runs")
+    bin()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -60,7 +64,10 @@ fn bad(replace: &str, with: &str) -> (i32, String) {
     let o = run_in(dir.path(), &["run", "bad.toml"]);
     let first = stderr(&o).lines().next().unwrap_or("").to_string();
     // Bad input never creates or touches a store.
-    assert!(!dir.path().join("cloudchamber.db").exists(), "a store was created for bad input");
+    assert!(
+        !dir.path().join("cloudchamber.db").exists(),
+        "a store was created for bad input"
+    );
     (o.status.code().unwrap_or(-1), first)
 }
 
@@ -76,35 +83,50 @@ fn syntax_error_names_file_and_line() {
 fn unknown_key_names_key_line_and_nearest() {
     let (code, line) = bad("width = 16", "widht = 16");
     assert_eq!(code, 2);
-    assert_eq!(line, "error: bad.toml:11: unknown key `model.widht` (did you mean `width`?)");
+    assert_eq!(
+        line,
+        "error: bad.toml:11: unknown key `model.widht` (did you mean `width`?)"
+    );
 }
 
 #[test]
 fn unknown_task_names_the_section() {
     let (code, line) = bad("[task.teacher_student]", "[task.teacher_studnet]");
     assert_eq!(code, 2);
-    assert!(line.contains("unknown key `task.teacher_studnet`") && line.contains("teacher_student"), "{line}");
+    assert!(
+        line.contains("unknown key `task.teacher_studnet`") && line.contains("teacher_student"),
+        "{line}"
+    );
 }
 
 #[test]
 fn wrong_type_names_key() {
     let (code, line) = bad("depth = 2", "depth = \"two\"");
     assert_eq!(code, 2);
-    assert!(line.starts_with("error: bad.toml:12: `model.depth` has the wrong type"), "{line}");
+    assert!(
+        line.starts_with("error: bad.toml:12: `model.depth` has the wrong type"),
+        "{line}"
+    );
 }
 
 #[test]
 fn unknown_value_suggests_nearest() {
     let (code, line) = bad("activation = \"tanh\"", "activation = \"tahn\"");
     assert_eq!(code, 2);
-    assert!(line.contains("`model.activation`") && line.contains("did you mean \"tanh\""), "{line}");
+    assert!(
+        line.contains("`model.activation`") && line.contains("did you mean \"tanh\""),
+        "{line}"
+    );
 }
 
 #[test]
 fn out_of_range_names_key() {
     let (code, line) = bad("steps = 60", "steps = 0");
     assert_eq!(code, 2);
-    assert!(line.starts_with("error: bad.toml:16: `train.steps` must be ≥ 1"), "{line}");
+    assert!(
+        line.starts_with("error: bad.toml:16: `train.steps` must be ≥ 1"),
+        "{line}"
+    );
     let (code, line) = bad("n_train = 256", "n_train = 0");
     assert_eq!(code, 2);
     assert!(line.contains("task.teacher_student.n_train"), "{line}");
@@ -116,18 +138,28 @@ fn missing_experiment_file_is_bad_input() {
     let o = run_in(dir.path(), &["run", "nope.toml"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.starts_with("error: nope.toml: cannot read the experiment file"), "{e}");
+    assert!(
+        e.starts_with("error: nope.toml: cannot read the experiment file"),
+        "{e}"
+    );
     assert!(e.contains("\nhint: "), "{e}");
 }
 
 #[test]
 fn missing_data_file_names_key_and_path() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "csv.toml", "[task.csv]\npath = \"missing.csv\"\ntask = \"regression\"\ntarget = \"y\"\n");
+    write(
+        dir.path(),
+        "csv.toml",
+        "[task.csv]\npath = \"missing.csv\"\ntask = \"regression\"\ntarget = \"y\"\n",
+    );
     let o = run_in(dir.path(), &["run", "csv.toml"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
-    assert!(e.contains("task.csv.path") && e.contains("missing.csv"), "{e}");
+    assert!(
+        e.contains("task.csv.path") && e.contains("missing.csv"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -137,11 +169,19 @@ fn bad_override_is_reported_as_such() {
     let o = run_in(dir.path(), &["run", "s.toml", "--set", "model.widht=3"]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
-    assert!(e.starts_with("error: --set model.widht=3: unknown key `model.widht` (did you mean `width`?)"), "{e}");
+    assert!(
+        e.starts_with(
+            "error: --set model.widht=3: unknown key `model.widht` (did you mean `width`?)"
+        ),
+        "{e}"
+    );
 }
 
 fn export_csv(dir: &Path, store: &str) -> String {
-    let o = run_in(dir, &["--store", store, "export", "--all", "--format", "csv"]);
+    let o = run_in(
+        dir,
+        &["--store", store, "export", "--all", "--format", "csv"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     stdout(&o)
 }
@@ -156,11 +196,17 @@ fn same_spec_and_seed_give_bit_identical_metrics() {
         let o = run_in(dir.path(), &["--store", store, "run", "s.toml", "-q"]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let (a, b) = (export_csv(dir.path(), "a.db"), export_csv(dir.path(), "b.db"));
+    let (a, b) = (
+        export_csv(dir.path(), "a.db"),
+        export_csv(dir.path(), "b.db"),
+    );
     assert!(a.lines().count() > 300, "{} rows", a.lines().count());
     assert_eq!(a, b);
     // And a different seed gives different numbers under a different id.
-    let o = run_in(dir.path(), &["--store", "c.db", "run", "s.toml", "-q", "--set", "seed=4"]);
+    let o = run_in(
+        dir.path(),
+        &["--store", "c.db", "run", "s.toml", "-q", "--set", "seed=4"],
+    );
     assert!(o.status.success());
     let c = export_csv(dir.path(), "c.db");
     assert_ne!(a.lines().nth(1), c.lines().nth(1));
@@ -193,12 +239,19 @@ fn summary_snapshot_with_times_masked() {
     let lines: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(lines[0], "run <id>  s  completed  steps 60  wall <time>");
     assert_eq!(lines[1], "  metric                    final     step");
-    let names: Vec<&str> = lines[2..lines.len() - 1].iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+    let names: Vec<&str> = lines[2..lines.len() - 1]
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
     assert_eq!(names, ["train_loss", "train_eval_loss", "test_loss"]);
     assert_eq!(lines[lines.len() - 1], "<throughput line>");
     // Running the same spec again finds it in the store instead of training again.
     let again = run_in(dir.path(), &["run", "s.toml"]);
-    assert!(stdout(&again).contains("is already in cloudchamber.db as completed"), "{}", stdout(&again));
+    assert!(
+        stdout(&again).contains("is already in cloudchamber.db as completed"),
+        "{}",
+        stdout(&again)
+    );
 }
 
 /// `kill -9` mid-run leaves a readable store with the run marked incomplete and the metrics
@@ -206,9 +259,17 @@ fn summary_snapshot_with_times_masked() {
 #[test]
 fn sigkill_mid_run_leaves_consistent_store() {
     let dir = tempfile::tempdir().unwrap();
-    let long = SMALL.replace("steps = 60", "steps = 100000000").replace("log_every = 5", "log_every = 1");
+    let long = SMALL
+        .replace("steps = 60", "steps = 100000000")
+        .replace("log_every = 5", "log_every = 1");
     write(dir.path(), "long.toml", &long);
-    let mut child = bin().current_dir(dir.path()).args(["run", "long.toml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args(["run", "long.toml", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let db = dir.path().join("cloudchamber.db");
     let t0 = Instant::now();
     // Wait until metrics are flowing, then kill without warning.
@@ -218,14 +279,21 @@ fn sigkill_mid_run_leaves_consistent_store() {
             if let Ok(store) = Store::open(&db) {
                 if let Ok(runs) = store.runs() {
                     if let Some(r) = runs.first() {
-                        if store.metrics(&r.id).map(|m| m.len() > 2000).unwrap_or(false) {
+                        if store
+                            .metrics(&r.id)
+                            .map(|m| m.len() > 2000)
+                            .unwrap_or(false)
+                        {
                             break;
                         }
                     }
                 }
             }
         }
-        assert!(t0.elapsed() < Duration::from_secs(60), "no metrics after 60 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no metrics after 60 s"
+        );
     }
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
@@ -242,7 +310,11 @@ fn sigkill_mid_run_leaves_consistent_store() {
     for m in &metrics {
         *per_step.entry(m.step).or_insert(0usize) += 1;
     }
-    let counts: std::collections::BTreeSet<usize> = per_step.iter().filter(|(s, _)| **s % 20 != 0).map(|(_, c)| *c).collect();
+    let counts: std::collections::BTreeSet<usize> = per_step
+        .iter()
+        .filter(|(s, _)| **s % 20 != 0)
+        .map(|(_, c)| *c)
+        .collect();
     assert_eq!(counts.len(), 1, "partial steps in the store: {counts:?}");
     drop(store);
     let o = run_in(dir.path(), &["ls"]);
@@ -255,7 +327,17 @@ fn sigkill_mid_run_leaves_consistent_store() {
 fn divergence_is_recorded_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
-    let o = run_in(dir.path(), &["run", "s.toml", "--set", "optim.optimizer=\"sgd\"", "--set", "optim.lr=1e4"]);
+    let o = run_in(
+        dir.path(),
+        &[
+            "run",
+            "s.toml",
+            "--set",
+            "optim.optimizer=\"sgd\"",
+            "--set",
+            "optim.lr=1e4",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains(" diverged "), "{out}");
@@ -275,7 +357,10 @@ fn divergence_is_recorded_not_a_crash() {
 fn target_loss_stops_early() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
-    let o = run_in(dir.path(), &["run", "s.toml", "--set", "train.target_loss=1e9"]);
+    let o = run_in(
+        dir.path(),
+        &["run", "s.toml", "--set", "train.target_loss=1e9"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("completed  steps 1 "), "{out}");
@@ -286,8 +371,16 @@ fn target_loss_stops_early() {
 fn export_to_a_closed_pipe_is_not_an_error() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
-    assert!(run_in(dir.path(), &["run", "s.toml", "-q"]).status.success());
-    let mut child = bin().current_dir(dir.path()).args(["export", "--all"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(run_in(dir.path(), &["run", "s.toml", "-q"])
+        .status
+        .success());
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args(["export", "--all"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     drop(child.stdout.take()); // the reader goes away at once
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
@@ -299,7 +392,19 @@ fn export_to_a_closed_pipe_is_not_an_error() {
 fn divergence_on_an_evaluation_step() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
-    let o = run_in(dir.path(), &["run", "s.toml", "--set", "optim.optimizer=\"sgd\"", "--set", "optim.lr=1e4", "--set", "train.eval_every=1"]);
+    let o = run_in(
+        dir.path(),
+        &[
+            "run",
+            "s.toml",
+            "--set",
+            "optim.optimizer=\"sgd\"",
+            "--set",
+            "optim.lr=1e4",
+            "--set",
+            "train.eval_every=1",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains(" diverged "), "{}", stdout(&o));
 }
@@ -308,11 +413,57 @@ fn divergence_on_an_evaluation_step() {
 #[test]
 fn threads_give_bit_identical_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "s.toml", &SMALL.replace("width = 16", "width = 96").replace("batch_size = 32", "batch_size = 128"));
+    write(
+        dir.path(),
+        "s.toml",
+        &SMALL
+            .replace("width = 16", "width = 96")
+            .replace("batch_size = 32", "batch_size = 128"),
+    );
     for (store, threads) in [("one.db", "1"), ("two.db", "2")] {
-        let o = run_in(dir.path(), &["--store", store, "run", "s.toml", "-q", "--set", &format!("train.threads={threads}")]);
+        let o = run_in(
+            dir.path(),
+            &[
+                "--store",
+                store,
+                "run",
+                "s.toml",
+                "-q",
+                "--set",
+                &format!("train.threads={threads}"),
+            ],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let strip = |csv: String| csv.lines().map(|l| l.split_once(',').map(|x| x.1.to_string()).unwrap_or_default()).collect::<Vec<_>>();
-    assert_eq!(strip(export_csv(dir.path(), "one.db")), strip(export_csv(dir.path(), "two.db")));
+    let strip = |csv: String| {
+        csv.lines()
+            .map(|l| {
+                l.split_once(',')
+                    .map(|x| x.1.to_string())
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(export_csv(dir.path(), "one.db")),
+        strip(export_csv(dir.path(), "two.db"))
+    );
+}
+
+/// Every shipped example is a valid experiment file (each also runs in under a minute: see
+/// README's Examples section).
+#[test]
+fn every_example_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let loaded = cloudchamber::spec::load(&path, &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            loaded.spec.task.validate().unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "{n} examples");
 }

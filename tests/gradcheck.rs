@@ -8,7 +8,9 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
-use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable};
+use cloudchamber::spec::{
+    ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable,
+};
 
 const IN: usize = 5;
 const OUT: usize = 3;
@@ -48,7 +50,14 @@ fn check(case: &Case) -> Result<f64, String> {
     }
     let (x, y) = data(case.loss);
     m.forward(&x, ROWS, Mode::Train);
-    let l = loss::loss(case.loss, &m.output[..ROWS * OUT], &y, ROWS, OUT, Some(&mut m.d_output[..ROWS * OUT]));
+    let l = loss::loss(
+        case.loss,
+        &m.output[..ROWS * OUT],
+        &y,
+        ROWS,
+        OUT,
+        Some(&mut m.d_output[..ROWS * OUT]),
+    );
     assert!(l.loss.is_finite());
     m.backward(&x);
     let analytic: Vec<Vec<f64>> = m.params.iter().map(|p| p.grad.clone()).collect();
@@ -70,7 +79,10 @@ fn check(case: &Case) -> Result<f64, String> {
             let err = (fd - an).abs() / (1e-4 + fd.abs().max(an.abs()));
             worst = worst.max(err);
             if err > 1e-5 {
-                return Err(format!("{}: {}[{j}] analytic {an:.10e} vs finite difference {fd:.10e}", case.label, m.params[i].name));
+                return Err(format!(
+                    "{}: {}[{j}] analytic {an:.10e} vs finite difference {fd:.10e}",
+                    case.label, m.params[i].name
+                ));
             }
         }
     }
@@ -78,11 +90,19 @@ fn check(case: &Case) -> Result<f64, String> {
 }
 
 fn base() -> ModelSpec {
-    ModelSpec { width: 4, depth: 2, ..ModelSpec::default() }
+    ModelSpec {
+        width: 4,
+        depth: 2,
+        ..ModelSpec::default()
+    }
 }
 
 fn learned(init: f64, per: Granularity) -> ActParamSpec {
-    ActParamSpec { init, mode: Trainable::Learned, per }
+    ActParamSpec {
+        init,
+        mode: Trainable::Learned,
+        per,
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -90,7 +110,14 @@ fn cases() -> Vec<Case> {
     // Every activation, plain, with both losses.
     for act in Activation::ALL {
         for loss in [LossKind::Mse, LossKind::CrossEntropy] {
-            cases.push(Case { label: format!("{} {loss:?}", act.name()), spec: ModelSpec { activation: act, ..base() }, loss });
+            cases.push(Case {
+                label: format!("{} {loss:?}", act.name()),
+                spec: ModelSpec {
+                    activation: act,
+                    ..base()
+                },
+                loss,
+            });
         }
     }
     // Every activation in the biased form, each of a, b, c learned alone and all together,
@@ -98,54 +125,148 @@ fn cases() -> Vec<Case> {
     for act in Activation::ALL {
         for per in [Granularity::Layer, Granularity::Neuron] {
             let variants: [(&str, BiasedActSpec); 4] = [
-                ("a", BiasedActSpec { a: learned(1.3, per), ..BiasedActSpec::default() }),
-                ("b", BiasedActSpec { b: learned(0.2, per), ..BiasedActSpec::default() }),
-                ("c", BiasedActSpec { c: learned(-0.1, per), ..BiasedActSpec::default() }),
-                ("abc", BiasedActSpec { a: learned(0.8, per), b: learned(-0.3, per), c: learned(0.4, per) }),
+                (
+                    "a",
+                    BiasedActSpec {
+                        a: learned(1.3, per),
+                        ..BiasedActSpec::default()
+                    },
+                ),
+                (
+                    "b",
+                    BiasedActSpec {
+                        b: learned(0.2, per),
+                        ..BiasedActSpec::default()
+                    },
+                ),
+                (
+                    "c",
+                    BiasedActSpec {
+                        c: learned(-0.1, per),
+                        ..BiasedActSpec::default()
+                    },
+                ),
+                (
+                    "abc",
+                    BiasedActSpec {
+                        a: learned(0.8, per),
+                        b: learned(-0.3, per),
+                        c: learned(0.4, per),
+                    },
+                ),
             ];
             for (which, act_spec) in variants {
                 cases.push(Case {
                     label: format!("{} learned {which} per {per:?}", act.name()),
-                    spec: ModelSpec { activation: act, act: act_spec, ..base() },
+                    spec: ModelSpec {
+                        activation: act,
+                        act: act_spec,
+                        ..base()
+                    },
                     loss: LossKind::Mse,
                 });
             }
         }
         // Fixed (not learned) non-trivial a, b, c still shape the input gradient.
-        let fixed = BiasedActSpec { a: ActParamSpec { init: 1.5, mode: Trainable::Fixed, per: Granularity::Layer }, b: ActParamSpec { init: 0.3, mode: Trainable::Fixed, per: Granularity::Neuron }, c: ActParamSpec { init: -0.2, mode: Trainable::Fixed, per: Granularity::Layer } };
-        cases.push(Case { label: format!("{} fixed abc", act.name()), spec: ModelSpec { activation: act, act: fixed, ..base() }, loss: LossKind::Mse });
+        let fixed = BiasedActSpec {
+            a: ActParamSpec {
+                init: 1.5,
+                mode: Trainable::Fixed,
+                per: Granularity::Layer,
+            },
+            b: ActParamSpec {
+                init: 0.3,
+                mode: Trainable::Fixed,
+                per: Granularity::Neuron,
+            },
+            c: ActParamSpec {
+                init: -0.2,
+                mode: Trainable::Fixed,
+                per: Granularity::Layer,
+            },
+        };
+        cases.push(Case {
+            label: format!("{} fixed abc", act.name()),
+            spec: ModelSpec {
+                activation: act,
+                act: fixed,
+                ..base()
+            },
+            loss: LossKind::Mse,
+        });
     }
     // Every normalization in both placements, with a smooth and a kinked activation, and
     // together with a learned biased activation.
     for norm in [Norm::Layernorm, Norm::Rmsnorm, Norm::Batchnorm, Norm::Dyt] {
-        for pos in [NormPosition::BeforeActivation, NormPosition::AfterActivation] {
+        for pos in [
+            NormPosition::BeforeActivation,
+            NormPosition::AfterActivation,
+        ] {
             for act in [Activation::Tanh, Activation::Relu, Activation::Gelu] {
                 cases.push(Case {
                     label: format!("{} {pos:?} {}", norm.name(), act.name()),
-                    spec: ModelSpec { activation: act, norm, norm_position: pos, ..base() },
+                    spec: ModelSpec {
+                        activation: act,
+                        norm,
+                        norm_position: pos,
+                        ..base()
+                    },
                     loss: LossKind::CrossEntropy,
                 });
             }
             cases.push(Case {
                 label: format!("{} {pos:?} biased silu", norm.name()),
-                spec: ModelSpec { activation: Activation::Silu, norm, norm_position: pos, act: BiasedActSpec { a: learned(1.1, Granularity::Neuron), b: learned(0.1, Granularity::Layer), c: learned(0.05, Granularity::Neuron) }, ..base() },
+                spec: ModelSpec {
+                    activation: Activation::Silu,
+                    norm,
+                    norm_position: pos,
+                    act: BiasedActSpec {
+                        a: learned(1.1, Granularity::Neuron),
+                        b: learned(0.1, Granularity::Layer),
+                        c: learned(0.05, Granularity::Neuron),
+                    },
+                    ..base()
+                },
                 loss: LossKind::Mse,
             });
         }
     }
     // No biases; a single hidden layer; no hidden layer at all (linear model).
-    cases.push(Case { label: "no bias".into(), spec: ModelSpec { bias: false, ..base() }, loss: LossKind::Mse });
-    cases.push(Case { label: "depth 1".into(), spec: ModelSpec { depth: 1, ..base() }, loss: LossKind::CrossEntropy });
-    cases.push(Case { label: "depth 0".into(), spec: ModelSpec { depth: 0, ..base() }, loss: LossKind::Mse });
+    cases.push(Case {
+        label: "no bias".into(),
+        spec: ModelSpec {
+            bias: false,
+            ..base()
+        },
+        loss: LossKind::Mse,
+    });
+    cases.push(Case {
+        label: "depth 1".into(),
+        spec: ModelSpec { depth: 1, ..base() },
+        loss: LossKind::CrossEntropy,
+    });
+    cases.push(Case {
+        label: "depth 0".into(),
+        spec: ModelSpec { depth: 0, ..base() },
+        loss: LossKind::Mse,
+    });
     // MSE on class targets (one-hot).
-    cases.push(Case { label: "mse on classes".into(), spec: base(), loss: LossKind::Mse });
+    cases.push(Case {
+        label: "mse on classes".into(),
+        spec: base(),
+        loss: LossKind::Mse,
+    });
     cases
 }
 
 #[test]
 fn every_variant_matches_finite_differences() {
     let cases = cases();
-    assert!(cases.len() > 120, "expected the full matrix of variants, got {}", cases.len());
+    assert!(
+        cases.len() > 120,
+        "expected the full matrix of variants, got {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     let mut worst: f64 = 0.0;
     for case in &cases {
@@ -154,18 +275,38 @@ fn every_variant_matches_finite_differences() {
             Err(e) => failures.push(e),
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
-    eprintln!("{} variants checked, worst relative error {worst:.2e}", cases.len());
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    eprintln!(
+        "{} variants checked, worst relative error {worst:.2e}",
+        cases.len()
+    );
 }
 
 /// The check itself can fail: a deliberately wrong gradient is caught.
 #[test]
 fn a_wrong_gradient_is_caught() {
-    let case = Case { label: "tanh".into(), spec: base(), loss: LossKind::Mse };
+    let case = Case {
+        label: "tanh".into(),
+        spec: base(),
+        loss: LossKind::Mse,
+    };
     let mut m = Mlp::<f64>::new(&case.spec, IN, OUT, ROWS, &mut Rng::new(7));
     let (x, y) = data(LossKind::Mse);
     m.forward(&x, ROWS, Mode::Train);
-    loss::loss(LossKind::Mse, &m.output[..ROWS * OUT], &y, ROWS, OUT, Some(&mut m.d_output[..ROWS * OUT]));
+    loss::loss(
+        LossKind::Mse,
+        &m.output[..ROWS * OUT],
+        &y,
+        ROWS,
+        OUT,
+        Some(&mut m.d_output[..ROWS * OUT]),
+    );
     m.backward(&x);
     let g = m.params[0].grad[0];
     let h = 1e-5;
@@ -176,5 +317,8 @@ fn a_wrong_gradient_is_caught() {
     let lm = loss_value(&mut m, &x, &y, LossKind::Mse);
     let fd = (lp - lm) / (2.0 * h);
     assert!((fd - g).abs() < 1e-8);
-    assert!((fd - 1.01 * g).abs() > 1e-8 * fd.abs().max(1e-3), "a 1% error must be visible");
+    assert!(
+        (fd - 1.01 * g).abs() > 1e-8 * fd.abs().max(1e-3),
+        "a 1% error must be visible"
+    );
 }

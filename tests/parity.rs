@@ -18,7 +18,9 @@ use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
 use cloudchamber::optim::{lr_at, Hyper, OptimState, Optimizer, Schedule};
-use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable};
+use cloudchamber::spec::{
+    ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable,
+};
 use safetensors::tensor::{Dtype, TensorView};
 
 const IN: usize = 5;
@@ -38,10 +40,21 @@ struct Case {
 }
 
 impl Case {
-    fn new(name: &'static str, activation: Activation, loss: LossKind, optimizer: Optimizer, lr: f64) -> Self {
+    fn new(
+        name: &'static str,
+        activation: Activation,
+        loss: LossKind,
+        optimizer: Optimizer,
+        lr: f64,
+    ) -> Self {
         Case {
             name,
-            spec: ModelSpec { width: 7, depth: 2, activation, ..ModelSpec::default() },
+            spec: ModelSpec {
+                width: 7,
+                depth: 2,
+                activation,
+                ..ModelSpec::default()
+            },
             loss,
             optimizer,
             lr,
@@ -73,7 +86,11 @@ impl Case {
 }
 
 fn learned(init: f64, per: Granularity) -> ActParamSpec {
-    ActParamSpec { init, mode: Trainable::Learned, per }
+    ActParamSpec {
+        init,
+        mode: Trainable::Learned,
+        per,
+    }
 }
 
 fn cases() -> Vec<Case> {
@@ -83,43 +100,139 @@ fn cases() -> Vec<Case> {
     use Optimizer as O;
     vec![
         Case::new("tanh mse adam", A::Tanh, Mse, O::Adam, 1e-2),
-        Case::new("sigmoid biased a,b,c per-layer mse adam", A::Sigmoid, Mse, O::Adam, 1e-2)
-            .act(BiasedActSpec { a: learned(0.9, Granularity::Layer), b: learned(-0.2, Granularity::Layer), c: learned(0.1, Granularity::Layer) }),
+        Case::new(
+            "sigmoid biased a,b,c per-layer mse adam",
+            A::Sigmoid,
+            Mse,
+            O::Adam,
+            1e-2,
+        )
+        .act(BiasedActSpec {
+            a: learned(0.9, Granularity::Layer),
+            b: learned(-0.2, Granularity::Layer),
+            c: learned(0.1, Granularity::Layer),
+        }),
         Case::new("relu ce sgd", A::Relu, Ce, O::Sgd, 0.1),
         Case::new("gelu mse momentum wd", A::Gelu, Mse, O::Momentum, 0.05).wd(1e-2),
-        Case::new("silu ce nesterov warmup-linear", A::Silu, Ce, O::Nesterov, 0.05).schedule(Schedule::WarmupLinear),
-        Case::new("tanh biased abc per-neuron adamw", A::Tanh, Ce, O::Adamw, 1e-2)
-            .act(BiasedActSpec { a: learned(1.2, Granularity::Neuron), b: learned(0.1, Granularity::Neuron), c: learned(-0.05, Granularity::Neuron) }),
-        Case::new("layernorm before leaky_relu adam", A::LeakyRelu, Mse, O::Adam, 1e-2).norm(Norm::Layernorm, Before),
-        Case::new("rmsnorm after sigmoid momentum", A::Sigmoid, Ce, O::Momentum, 0.1).norm(Norm::Rmsnorm, After),
+        Case::new(
+            "silu ce nesterov warmup-linear",
+            A::Silu,
+            Ce,
+            O::Nesterov,
+            0.05,
+        )
+        .schedule(Schedule::WarmupLinear),
+        Case::new(
+            "tanh biased abc per-neuron adamw",
+            A::Tanh,
+            Ce,
+            O::Adamw,
+            1e-2,
+        )
+        .act(BiasedActSpec {
+            a: learned(1.2, Granularity::Neuron),
+            b: learned(0.1, Granularity::Neuron),
+            c: learned(-0.05, Granularity::Neuron),
+        }),
+        Case::new(
+            "layernorm before leaky_relu adam",
+            A::LeakyRelu,
+            Mse,
+            O::Adam,
+            1e-2,
+        )
+        .norm(Norm::Layernorm, Before),
+        Case::new(
+            "rmsnorm after sigmoid momentum",
+            A::Sigmoid,
+            Ce,
+            O::Momentum,
+            0.1,
+        )
+        .norm(Norm::Rmsnorm, After),
         // SGD-family here: a Linear bias right before a BatchNorm has a zero gradient up to
         // rounding, and Adam would amplify that noise into ±lr steps on both sides.
-        Case::new("batchnorm before elu nesterov", A::Elu, Ce, O::Nesterov, 0.05).norm(Norm::Batchnorm, Before),
-        Case::new("batchnorm after gelu adam", A::Gelu, Mse, O::Adam, 1e-2).norm(Norm::Batchnorm, After),
-        Case::new("dyt after gelu_tanh adamw", A::GeluTanh, Mse, O::Adamw, 1e-2).norm(Norm::Dyt, After),
+        Case::new(
+            "batchnorm before elu nesterov",
+            A::Elu,
+            Ce,
+            O::Nesterov,
+            0.05,
+        )
+        .norm(Norm::Batchnorm, Before),
+        Case::new("batchnorm after gelu adam", A::Gelu, Mse, O::Adam, 1e-2)
+            .norm(Norm::Batchnorm, After),
+        Case::new(
+            "dyt after gelu_tanh adamw",
+            A::GeluTanh,
+            Mse,
+            O::Adamw,
+            1e-2,
+        )
+        .norm(Norm::Dyt, After),
         Case::new("dyt before tanh sgd", A::Tanh, Ce, O::Sgd, 0.1).norm(Norm::Dyt, Before),
         Case::new("selu ce adam l2", A::Selu, Ce, O::Adam, 1e-2).wd(1e-2),
-        Case::new("softplus biased b per-layer sgd wd", A::Softplus, Mse, O::Sgd, 0.05)
-            .act(BiasedActSpec { b: learned(0.3, Granularity::Layer), c: ActParamSpec { init: -0.2, mode: Trainable::Fixed, per: Granularity::Layer }, ..BiasedActSpec::default() })
-            .wd(1e-2),
-        Case::new("identity no-bias mse sgd warmup-cosine", A::Identity, Mse, O::Sgd, 0.1).no_bias().schedule(Schedule::WarmupCosine),
+        Case::new(
+            "softplus biased b per-layer sgd wd",
+            A::Softplus,
+            Mse,
+            O::Sgd,
+            0.05,
+        )
+        .act(BiasedActSpec {
+            b: learned(0.3, Granularity::Layer),
+            c: ActParamSpec {
+                init: -0.2,
+                mode: Trainable::Fixed,
+                per: Granularity::Layer,
+            },
+            ..BiasedActSpec::default()
+        })
+        .wd(1e-2),
+        Case::new(
+            "identity no-bias mse sgd warmup-cosine",
+            A::Identity,
+            Mse,
+            O::Sgd,
+            0.1,
+        )
+        .no_bias()
+        .schedule(Schedule::WarmupCosine),
         // c per neuron: a per-layer c would be a constant row shift, which the LayerNorm after it
         // removes (zero gradient up to rounding, which AdamW would amplify into ±lr steps).
-        Case::new("relu biased a per-layer c per-neuron layernorm after adamw wd", A::Relu, Ce, O::Adamw, 1e-2)
-            .act(BiasedActSpec { a: learned(0.9, Granularity::Layer), c: learned(0.1, Granularity::Neuron), ..BiasedActSpec::default() })
-            .norm(Norm::Layernorm, After)
-            .wd(0.1),
+        Case::new(
+            "relu biased a per-layer c per-neuron layernorm after adamw wd",
+            A::Relu,
+            Ce,
+            O::Adamw,
+            1e-2,
+        )
+        .act(BiasedActSpec {
+            a: learned(0.9, Granularity::Layer),
+            c: learned(0.1, Granularity::Neuron),
+            ..BiasedActSpec::default()
+        })
+        .norm(Norm::Layernorm, After)
+        .wd(0.1),
     ]
 }
 
 type Tensor = (String, Vec<usize>, Vec<f64>);
 
 fn save(path: &Path, tensors: &[Tensor], metadata: HashMap<String, String>) {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| (name.clone(), TensorView::new(Dtype::F64, shape.clone(), b).unwrap()))
+        .map(|((name, shape, _), b)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F64, shape.clone(), b).unwrap(),
+            )
+        })
         .collect();
     safetensors::serialize_to_file(views, Some(metadata), path).unwrap();
 }
@@ -138,7 +251,11 @@ fn opt_name(o: Optimizer) -> &'static str {
 /// decay written to the description (only to show that a wrong description is caught).
 fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> PathBuf {
     let mut m = Mlp::<f64>::new(&case.spec, IN, OUT, ROWS, &mut Rng::new(seed));
-    let mut tensors: Vec<Tensor> = m.params.iter().map(|p| (p.name.clone(), p.shape.clone(), p.value.clone())).collect();
+    let mut tensors: Vec<Tensor> = m
+        .params
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone(), p.value.clone()))
+        .collect();
 
     let hyper = Hyper {
         optimizer: case.optimizer,
@@ -146,7 +263,9 @@ fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> Path
         beta1: 0.9,
         beta2: 0.999,
         eps: 1e-8,
-        weight_decay: case.weight_decay.unwrap_or(case.optimizer.default_weight_decay()),
+        weight_decay: case
+            .weight_decay
+            .unwrap_or(case.optimizer.default_weight_decay()),
     };
     let mut opt = OptimState::new(&m.params, case.optimizer);
     let mut data = Rng::new(seed ^ 0x5eed);
@@ -155,15 +274,34 @@ fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> Path
     for k in 0..STEPS {
         let x: Vec<f64> = (0..ROWS * IN).map(|_| data.normal()).collect();
         let (y, y_shape) = match case.loss {
-            LossKind::Mse => ((0..ROWS * OUT).map(|_| data.normal()).collect::<Vec<_>>(), vec![ROWS, OUT]),
-            LossKind::CrossEntropy => ((0..ROWS).map(|_| data.below(OUT as u64) as f64).collect(), vec![ROWS]),
+            LossKind::Mse => (
+                (0..ROWS * OUT).map(|_| data.normal()).collect::<Vec<_>>(),
+                vec![ROWS, OUT],
+            ),
+            LossKind::CrossEntropy => (
+                (0..ROWS).map(|_| data.below(OUT as u64) as f64).collect(),
+                vec![ROWS],
+            ),
         };
         let lr = lr_at(case.schedule, case.lr, 2, 0.1, k as u64, STEPS as u64);
         m.forward(&x, ROWS, Mode::Train);
-        let l = loss::loss(case.loss, &m.output[..ROWS * OUT], &y, ROWS, OUT, Some(&mut m.d_output[..ROWS * OUT]));
+        let l = loss::loss(
+            case.loss,
+            &m.output[..ROWS * OUT],
+            &y,
+            ROWS,
+            OUT,
+            Some(&mut m.d_output[..ROWS * OUT]),
+        );
         m.backward(&x);
         if k == 0 {
-            tensors.extend(m.params.iter().filter(|p| p.trainable).map(|p| (format!("rust.grad.{}", p.name), p.shape.clone(), p.grad.clone())));
+            tensors.extend(m.params.iter().filter(|p| p.trainable).map(|p| {
+                (
+                    format!("rust.grad.{}", p.name),
+                    p.shape.clone(),
+                    p.grad.clone(),
+                )
+            }));
         }
         opt.step(&mut m.params, &hyper, lr);
         tensors.push((format!("batch.{k}.x"), vec![ROWS, IN], x));
@@ -172,7 +310,13 @@ fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> Path
         lrs.push(lr);
     }
     tensors.push(("rust.loss".into(), vec![STEPS], losses));
-    tensors.extend(m.params.iter().map(|p| (format!("rust.final.{}", p.name), p.shape.clone(), p.value.clone())));
+    tensors.extend(m.params.iter().map(|p| {
+        (
+            format!("rust.final.{}", p.name),
+            p.shape.clone(),
+            p.value.clone(),
+        )
+    }));
 
     let meta = serde_json::json!({
         "name": case.name,
@@ -199,7 +343,11 @@ fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> Path
         "decay": m.params.iter().filter(|p| p.decay).map(|p| p.name.clone()).collect::<Vec<_>>(),
     });
     let file = dir.join(format!("case{seed:02}.safetensors"));
-    save(&file, &tensors, HashMap::from([("case".to_string(), meta.to_string())]));
+    save(
+        &file,
+        &tensors,
+        HashMap::from([("case".to_string(), meta.to_string())]),
+    );
     file
 }
 
@@ -216,7 +364,8 @@ fn python() -> String {
     "python3".into()
 }
 
-const INSTALL: &str = "the parity test needs a Python with numpy, jax and safetensors: run `bash scripts/test` \
+const INSTALL: &str =
+    "the parity test needs a Python with numpy, jax and safetensors: run `bash scripts/test` \
     (it sets up .venv), or `python3 -m venv .venv && .venv/bin/pip install numpy jax safetensors`, \
     or point $CLOUDCHAMBER_PYTHON at such an interpreter";
 
@@ -224,18 +373,31 @@ const INSTALL: &str = "the parity test needs a Python with numpy, jax and safete
 /// when the interpreter or its packages are missing.
 fn check_with_jax(files: &[PathBuf]) -> (Option<i32>, String) {
     let py = python();
-    let probe = Command::new(&py).args(["-c", "import numpy, jax, safetensors"]).output();
+    let probe = Command::new(&py)
+        .args(["-c", "import numpy, jax, safetensors"])
+        .output();
     match probe {
         Err(e) => panic!("cannot run Python interpreter `{py}`: {e}\n{INSTALL}"),
         Ok(o) if !o.status.success() => {
             let err = String::from_utf8_lossy(&o.stderr);
-            panic!("`{py}` lacks a parity dependency ({}): {INSTALL}", err.trim().lines().last().unwrap_or("import failed"))
+            panic!(
+                "`{py}` lacks a parity dependency ({}): {INSTALL}",
+                err.trim().lines().last().unwrap_or("import failed")
+            )
         }
         Ok(_) => {}
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/mlp_parity.py");
-    let out = Command::new(&py).arg(&script).args(files).output().unwrap_or_else(|e| panic!("cannot run `{py}`: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(&py)
+        .arg(&script)
+        .args(files)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{py}`: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.code(), text)
 }
 
@@ -243,7 +405,11 @@ fn check_with_jax(files: &[PathBuf]) -> (Option<i32>, String) {
 fn mlp_training_matches_jax() {
     let dir = tempfile::tempdir().unwrap();
     let cases = cases();
-    let files: Vec<PathBuf> = cases.iter().enumerate().map(|(i, c)| run_case(c, i as u64 + 1, dir.path(), None)).collect();
+    let files: Vec<PathBuf> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| run_case(c, i as u64 + 1, dir.path(), None))
+        .collect();
     let (status, text) = check_with_jax(&files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
     println!("{text}");
@@ -254,9 +420,19 @@ fn mlp_training_matches_jax() {
 #[test]
 fn a_wrong_description_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let case = Case::new("gelu mse momentum wd (declared without weight decay)", Activation::Gelu, LossKind::Mse, Optimizer::Momentum, 0.05).wd(1e-2);
+    let case = Case::new(
+        "gelu mse momentum wd (declared without weight decay)",
+        Activation::Gelu,
+        LossKind::Mse,
+        Optimizer::Momentum,
+        0.05,
+    )
+    .wd(1e-2);
     let file = run_case(&case, 99, dir.path(), Some(0.0));
     let (status, text) = check_with_jax(&[file]);
     assert_eq!(status, Some(1), "expected a parity failure:\n{text}");
-    assert!(text.contains("MISMATCH") && text.contains("PARITY FAILURE"), "{text}");
+    assert!(
+        text.contains("MISMATCH") && text.contains("PARITY FAILURE"),
+        "{text}"
+    );
 }

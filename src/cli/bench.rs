@@ -24,7 +24,11 @@ enum DtypeArg {
 
 pub fn run(a: Args) -> Result<(), Error> {
     if a.steps == 0 {
-        return Err(Error::Invalid { what: "--steps".into(), message: "must be ≥ 1".into(), hint: "the default is 200".into() });
+        return Err(Error::Invalid {
+            what: "--steps".into(),
+            message: "must be ≥ 1".into(),
+            hint: "the default is 200".into(),
+        });
     }
     let dtype = match a.dtype {
         DtypeArg::F32 => Dtype::F32,
@@ -39,13 +43,22 @@ pub fn run(a: Args) -> Result<(), Error> {
         Dtype::F64 => "f64",
     };
     println!("reference MLP 64→256→256→256→1 tanh, batch 128, Adam lr 1e-3, {name}, 1 thread");
-    println!("  training step       {:>8.3} ms  (median of {} after {} warm-up)", r.step_ms, r.steps, a.warmup);
+    println!(
+        "  training step       {:>8.3} ms  (median of {} after {} warm-up)",
+        r.step_ms, r.steps, a.warmup
+    );
     println!("    forward + loss    {:>8.3} ms", r.forward_ms);
     println!("    backward          {:>8.3} ms", r.backward_ms);
     println!("    optimizer         {:>8.3} ms", r.optim_ms);
-    println!("  its 11 GEMMs alone  {:>8.3} ms  (the ceiling, same shapes, same process)", r.gemm_ms);
+    println!(
+        "  its 11 GEMMs alone  {:>8.3} ms  (the ceiling, same shapes, same process)",
+        r.gemm_ms
+    );
     println!("    forward GEMMs     {:>8.3} ms", r.gemm_forward_ms);
-    println!("    backward GEMMs    {:>8.3} ms", r.gemm_ms - r.gemm_forward_ms);
+    println!(
+        "    backward GEMMs    {:>8.3} ms",
+        r.gemm_ms - r.gemm_forward_ms
+    );
     println!("  share of ceiling    {:>8.1} %", 100.0 * r.ceiling_share());
     println!("  loss {:.5} -> {:.5}", r.first_loss, r.last_loss);
     Ok(())

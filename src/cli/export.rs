@@ -23,15 +23,26 @@ pub struct Args {
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     if !store_path.exists() {
-        return Err(Error::Invalid { what: store_path.display().to_string(), message: "no store here".into(), hint: "pass --store PATH".into() });
+        return Err(Error::Invalid {
+            what: store_path.display().to_string(),
+            message: "no store here".into(),
+            hint: "pass --store PATH".into(),
+        });
     }
     let store = Store::open(store_path)?;
     let ids: Vec<String> = if a.all {
         store.runs()?.into_iter().map(|r| r.id).collect()
     } else if a.runs.is_empty() {
-        return Err(Error::Invalid { what: "export".into(), message: "name at least one run, or --all".into(), hint: "`cloudchamber ls` lists the runs".into() });
+        return Err(Error::Invalid {
+            what: "export".into(),
+            message: "name at least one run, or --all".into(),
+            hint: "`cloudchamber ls` lists the runs".into(),
+        });
     } else {
-        a.runs.iter().map(|q| store.resolve(q).map(|r| r.id)).collect::<Result<_, _>>()?
+        a.runs
+            .iter()
+            .map(|q| store.resolve(q).map(|r| r.id))
+            .collect::<Result<_, _>>()?
     };
     let n = match (&a.output, a.format) {
         (Some(path), _) => export::export_to_path(&store, &ids, a.format, path)?,
@@ -44,16 +55,27 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             };
             match out.flush() {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                other => other.map_err(|source| Error::Io { path: "<stdout>".into(), source })?,
+                other => other.map_err(|source| Error::Io {
+                    path: "<stdout>".into(),
+                    source,
+                })?,
             }
             0
         }
         (None, ExportFormat::Parquet) => {
-            return Err(Error::Invalid { what: "export".into(), message: "parquet needs an output file".into(), hint: "add `-o metrics.parquet`".into() });
+            return Err(Error::Invalid {
+                what: "export".into(),
+                message: "parquet needs an output file".into(),
+                hint: "add `-o metrics.parquet`".into(),
+            });
         }
     };
     if let Some(path) = &a.output {
-        eprintln!("wrote {n} rows from {} run(s) to {}", ids.len(), path.display());
+        eprintln!(
+            "wrote {n} rows from {} run(s) to {}",
+            ids.len(),
+            path.display()
+        );
     }
     Ok(())
 }

@@ -32,7 +32,10 @@ pub fn ls(path: &Path) -> Result<(), Error> {
         println!("no runs in {}", path.display());
         return Ok(());
     }
-    println!("{:<16}  {:<24}  {:<11}  {:>7}  {:>9}  {:>11}  {:<20}", "id", "name", "status", "steps", "wall s", "test_loss", "started");
+    println!(
+        "{:<16}  {:<24}  {:<11}  {:>7}  {:>9}  {:>11}  {:<20}",
+        "id", "name", "status", "steps", "wall s", "test_loss", "started"
+    );
     for r in runs {
         let test = store
             .last_values(&r.id)?
@@ -46,9 +49,15 @@ pub fn ls(path: &Path) -> Result<(), Error> {
             truncate(&r.name, 24),
             r.display_status(),
             r.steps.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-            r.wall_seconds.map(|s| format!("{s:.2}")).unwrap_or_else(|| "-".into()),
+            r.wall_seconds
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into()),
             test,
-            r.started_at.as_deref().unwrap_or("-").get(..19).unwrap_or("-"),
+            r.started_at
+                .as_deref()
+                .unwrap_or("-")
+                .get(..19)
+                .unwrap_or("-"),
         );
     }
     Ok(())
@@ -78,18 +87,34 @@ pub fn print_summary(store: &Store, rec: &RunRecord) -> Result<(), Error> {
         rec.id,
         rec.name,
         rec.display_status(),
-        rec.steps.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-        rec.wall_seconds.map(|s| format!("{s:.2} s")).unwrap_or_else(|| "-".into())
+        rec.steps
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into()),
+        rec.wall_seconds
+            .map(|s| format!("{s:.2} s"))
+            .unwrap_or_else(|| "-".into())
     );
     if let Some(m) = &rec.message {
         println!("  note: {m}");
     }
     let last = store.last_values(&rec.id)?;
-    let order = ["train_loss", "train_acc", "train_eval_loss", "train_eval_acc", "test_loss", "test_acc"];
+    let order = [
+        "train_loss",
+        "train_acc",
+        "train_eval_loss",
+        "train_eval_acc",
+        "test_loss",
+        "test_acc",
+    ];
     println!("  {:<16} {:>14} {:>8}", "metric", "final", "step");
     for name in order {
         if let Some(m) = last.iter().find(|m| m.name == name && m.layer.is_none()) {
-            println!("  {:<16} {:>14} {:>8}", name, format!("{:.6e}", m.value), m.step);
+            println!(
+                "  {:<16} {:>14} {:>8}",
+                name,
+                format!("{:.6e}", m.value),
+                m.step
+            );
         }
     }
     Ok(())

@@ -12,7 +12,11 @@ use clap::{Parser, Subcommand};
 use cloudchamber::Error;
 
 #[derive(Parser, Debug)]
-#[command(name = "cloudchamber", version, about = "A laboratory for the physics of AI: train, observe, store.")]
+#[command(
+    name = "cloudchamber",
+    version,
+    about = "A laboratory for the physics of AI: train, observe, store."
+)]
 pub struct Cli {
     /// The store (an SQLite file); artifacts go to `runs/` beside it.
     #[arg(long, global = true, default_value = "cloudchamber.db")]

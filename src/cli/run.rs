@@ -43,7 +43,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let spec = &loaded.spec;
     let data = spec.task.generate(spec.seed, &loaded.base_dir)?;
     let id = spec.run_id();
-    let name = a.file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = a
+        .file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
 
     let mut store = Store::open(store_path)?;
     if let Some(prev) = store.run(&id)? {
@@ -56,16 +60,31 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
     }
     let artifacts = store.artifacts_dir(&id);
-    std::fs::create_dir_all(&artifacts).map_err(|source| Error::Io { path: artifacts.clone(), source })?;
-    std::fs::write(artifacts.join("spec.toml"), spec.to_toml()).map_err(|source| Error::Io { path: artifacts.join("spec.toml"), source })?;
-    store.begin_run(&id, &name, &spec.to_json(), &spec.to_toml(), env!("CARGO_PKG_VERSION"))?;
+    std::fs::create_dir_all(&artifacts).map_err(|source| Error::Io {
+        path: artifacts.clone(),
+        source,
+    })?;
+    std::fs::write(artifacts.join("spec.toml"), spec.to_toml()).map_err(|source| Error::Io {
+        path: artifacts.join("spec.toml"),
+        source,
+    })?;
+    store.begin_run(
+        &id,
+        &name,
+        &spec.to_json(),
+        &spec.to_toml(),
+        env!("CARGO_PKG_VERSION"),
+    )?;
     if !a.quiet {
         println!("run {id} ({name}): {}", data.description);
     }
 
     // A bar only for runs longer than a second, and only on a terminal.
     let bar = ProgressBar::with_draw_target(Some(spec.train.steps), ProgressDrawTarget::hidden());
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  loss {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  loss {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut shown = false;
@@ -74,28 +93,51 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             bar.set_draw_target(ProgressDrawTarget::stderr());
             shown = true;
         }
-        if step % 16 == 0 || shown {
+        if step.is_multiple_of(16) || shown {
             bar.set_position(step);
             bar.set_message(format!("{loss:.4e}"));
         }
     };
 
-    let mut sink = StoreSink { store: &mut store, id: &id };
+    let mut sink = StoreSink {
+        store: &mut store,
+        id: &id,
+    };
     let result = train::train(spec, &data, &mut sink, Some(&artifacts), &mut progress);
     bar.finish_and_clear();
     match result {
         Ok(out) => {
-            store.finish_run(&id, out.status, out.steps, out.wall_seconds, out.diverged_step, out.message.as_deref())?;
+            store.finish_run(
+                &id,
+                out.status,
+                out.steps,
+                out.wall_seconds,
+                out.diverged_step,
+                out.message.as_deref(),
+            )?;
             if !a.quiet {
                 let rec = store.resolve(&id)?;
                 super::inspect::print_summary(&store, &rec)?;
-                println!("{:.0} steps/s, {} parameters; metrics in {}, artifacts in {}", out.steps_per_second(), out.n_params, store_path.display(), artifacts.display());
+                println!(
+                    "{:.0} steps/s, {} parameters; metrics in {}, artifacts in {}",
+                    out.steps_per_second(),
+                    out.n_params,
+                    store_path.display(),
+                    artifacts.display()
+                );
             }
             Ok(())
         }
         Err(e) => {
             // Record the failure; the original error is the one to report.
-            let _ = store.finish_run(&id, RunStatus::Failed, 0, started.elapsed().as_secs_f64(), None, Some(&e.to_string()));
+            let _ = store.finish_run(
+                &id,
+                RunStatus::Failed,
+                0,
+                started.elapsed().as_secs_f64(),
+                None,
+                Some(&e.to_string()),
+            );
             Err(e)
         }
     }

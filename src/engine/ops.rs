@@ -41,7 +41,10 @@ pub fn gemm<F: Float>(
     beta: F,
     c: &mut [F],
 ) {
-    assert!(a.len() >= m * k && b.len() >= k * n && c.len() >= m * n, "gemm: buffer too small");
+    assert!(
+        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        "gemm: buffer too small"
+    );
     if m == 0 || n == 0 {
         return;
     }
@@ -51,7 +54,11 @@ pub fn gemm<F: Float>(
         // op(B) is a k-vector: contiguous in both layouts ([k,1] or [1,k]).
         for (i, cv) in c[..m].iter_mut().enumerate() {
             let d = dot(&a[i * k..(i + 1) * k], &b[..k]);
-            *cv = if beta == F::zero() { alpha * d } else { alpha * d + beta * *cv };
+            *cv = if beta == F::zero() {
+                alpha * d
+            } else {
+                alpha * d + beta * *cv
+            };
         }
         return;
     }
@@ -96,7 +103,22 @@ pub fn gemm<F: Float>(
         // SAFETY: the assert above bounds every index the strides reach; `c` is a unique
         // borrow, so it aliases neither `a` nor `b`.
         unsafe {
-            F::gemm_raw(m, k, n, alpha, a.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c.as_mut_ptr(), n as isize, 1)
+            F::gemm_raw(
+                m,
+                k,
+                n,
+                alpha,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                rsb,
+                csb,
+                beta,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
         }
         return;
     }
@@ -115,7 +137,22 @@ pub fn gemm<F: Float>(
                 // SAFETY: rows r0..r0+rows of op(A) lie inside `a_block` with the same strides,
                 // and each thread owns a disjoint block of C.
                 unsafe {
-                    F::gemm_raw(rows, k, n, alpha, a_block.as_ptr(), rsa, csa, b.as_ptr(), rsb, csb, beta, c_block.as_mut_ptr(), n as isize, 1)
+                    F::gemm_raw(
+                        rows,
+                        k,
+                        n,
+                        alpha,
+                        a_block.as_ptr(),
+                        rsa,
+                        csa,
+                        b.as_ptr(),
+                        rsb,
+                        csb,
+                        beta,
+                        c_block.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
                 }
             });
         }
@@ -200,8 +237,16 @@ mod tests {
         for i in 0..m {
             for j in 0..n {
                 for p in 0..k {
-                    let av = if ta == Op::N { a[i * k + p] } else { a[p * m + i] };
-                    let bv = if tb == Op::N { b[p * n + j] } else { b[j * k + p] };
+                    let av = if ta == Op::N {
+                        a[i * k + p]
+                    } else {
+                        a[p * m + i]
+                    };
+                    let bv = if tb == Op::N {
+                        b[p * n + j]
+                    } else {
+                        b[j * k + p]
+                    };
                     c[i * n + j] += av * bv;
                 }
             }
@@ -211,7 +256,14 @@ mod tests {
 
     #[test]
     fn gemm_all_transposes_match_naive() {
-        for (m, n, k) in [(5, 7, 3), (5, 1, 9), (1, 7, 9), (5, 7, 1), (1, 1, 4), (70, 9, 11)] {
+        for (m, n, k) in [
+            (5, 7, 3),
+            (5, 1, 9),
+            (1, 7, 9),
+            (5, 7, 1),
+            (1, 1, 4),
+            (70, 9, 11),
+        ] {
             check_shape(m, n, k);
         }
     }
@@ -240,7 +292,10 @@ mod tests {
                 let mut c = vec![1.0; m * n];
                 gemm(ta, tb, m, n, k, 2.0, &a, &b, 0.5, &mut c);
                 for (x, w) in c.iter().zip(&want) {
-                    assert!((x - (2.0 * w + 0.5)).abs() < 1e-12, "{m}x{n}x{k} {ta:?}{tb:?}");
+                    assert!(
+                        (x - (2.0 * w + 0.5)).abs() < 1e-12,
+                        "{m}x{n}x{k} {ta:?}{tb:?}"
+                    );
                 }
                 // β = 0 ignores what C held, NaN included.
                 let mut c = vec![f64::NAN; m * n];

@@ -240,9 +240,15 @@ mod tests {
         // Standard errors: sqrt(96/n) ≈ 0.007 for m4; binomial for the tails.
         assert!((m4 - 3.0).abs() < 0.04, "m4 {m4}");
         let p2 = t2 as f64 / n as f64;
-        assert!((p2 - 0.0455003).abs() < 5.0 * (0.0455 * 0.9545 / n as f64).sqrt(), "p2 {p2}");
+        assert!(
+            (p2 - 0.0455003).abs() < 5.0 * (0.0455 * 0.9545 / n as f64).sqrt(),
+            "p2 {p2}"
+        );
         let p35 = t35 as f64 / n as f64;
-        assert!((p35 - 4.6525e-4).abs() < 5.0 * (4.65e-4 / n as f64).sqrt(), "p35 {p35}");
+        assert!(
+            (p35 - 4.6525e-4).abs() < 5.0 * (4.65e-4 / n as f64).sqrt(),
+            "p35 {p35}"
+        );
     }
 
     #[test]
@@ -263,7 +269,10 @@ mod tests {
         for shape in [0.3, 1.0, 4.0] {
             let n = 50_000;
             let m: f64 = (0..n).map(|_| r.gamma(shape)).sum::<f64>() / n as f64;
-            assert!((m - shape).abs() < 0.05 * shape.max(1.0), "shape {shape}: mean {m}");
+            assert!(
+                (m - shape).abs() < 0.05 * shape.max(1.0),
+                "shape {shape}: mean {m}"
+            );
         }
     }
 }

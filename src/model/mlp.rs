@@ -78,7 +78,13 @@ pub struct Mlp<F> {
 impl<F: Float> Mlp<F> {
     /// Builds the model from its config, drawing weights from `rng`, with buffers for up to
     /// `capacity` rows per pass.
-    pub fn new(spec: &ModelSpec, input: usize, output: usize, capacity: usize, rng: &mut Rng) -> Self {
+    pub fn new(
+        spec: &ModelSpec,
+        input: usize,
+        output: usize,
+        capacity: usize,
+        rng: &mut Rng,
+    ) -> Self {
         let mut dims = vec![input];
         dims.extend(std::iter::repeat_n(spec.width, spec.depth));
         dims.push(output);
@@ -95,48 +101,123 @@ impl<F: Float> Mlp<F> {
             params.push(p);
             params.len() - 1
         };
-        let linear = |params: &mut Vec<Param<F>>, l: usize, fan_in: usize, fan_out: usize, rng: &mut Rng| {
-            let (w, b) = init::linear(&ip, fan_out, fan_in, rng);
-            let wi = push(params, Param::new(format!("layers.{l}.weight"), vec![fan_out, fan_in], cast(w), l, Role::Weight, true));
-            let bi = spec
-                .bias
-                .then(|| push(params, Param::new(format!("layers.{l}.bias"), vec![fan_out], cast(b), l, Role::Bias, true)));
-            (wi, bi)
-        };
+        let linear =
+            |params: &mut Vec<Param<F>>, l: usize, fan_in: usize, fan_out: usize, rng: &mut Rng| {
+                let (w, b) = init::linear(&ip, fan_out, fan_in, rng);
+                let wi = push(
+                    params,
+                    Param::new(
+                        format!("layers.{l}.weight"),
+                        vec![fan_out, fan_in],
+                        cast(w),
+                        l,
+                        Role::Weight,
+                        true,
+                    ),
+                );
+                let bi = spec.bias.then(|| {
+                    push(
+                        params,
+                        Param::new(
+                            format!("layers.{l}.bias"),
+                            vec![fan_out],
+                            cast(b),
+                            l,
+                            Role::Bias,
+                            true,
+                        ),
+                    )
+                });
+                (wi, bi)
+            };
         let mut hidden = Vec::new();
         let plain = spec.act.is_plain();
         let slope_from_output = plain && spec.activation.slope_from_output();
         for l in 0..spec.depth {
             let (fan_in, width) = (dims[l], dims[l + 1]);
             let (weight, bias) = linear(&mut params, l, fan_in, width, rng);
-            let mut hp = HiddenParams { weight, bias, ..Default::default() };
+            let mut hp = HiddenParams {
+                weight,
+                bias,
+                ..Default::default()
+            };
             if !plain {
                 let mut idx = [0; 3];
-                for (k, (name, role, ps)) in [("a", Role::ActA, &spec.act.a), ("b", Role::ActB, &spec.act.b), ("c", Role::ActC, &spec.act.c)]
-                    .into_iter()
-                    .enumerate()
+                for (k, (name, role, ps)) in [
+                    ("a", Role::ActA, &spec.act.a),
+                    ("b", Role::ActB, &spec.act.b),
+                    ("c", Role::ActC, &spec.act.c),
+                ]
+                .into_iter()
+                .enumerate()
                 {
                     let n = act_len(ps, width);
-                    let shape = if ps.per == Granularity::Neuron { vec![width] } else { vec![] };
-                    let p = Param::new(format!("layers.{l}.act.{name}"), shape, vec![F::of(ps.init); n], l, role, ps.mode == Trainable::Learned);
+                    let shape = if ps.per == Granularity::Neuron {
+                        vec![width]
+                    } else {
+                        vec![]
+                    };
+                    let p = Param::new(
+                        format!("layers.{l}.act.{name}"),
+                        shape,
+                        vec![F::of(ps.init); n],
+                        l,
+                        role,
+                        ps.mode == Trainable::Learned,
+                    );
                     idx[k] = push(&mut params, p);
                 }
                 hp.act = Some(idx);
             }
             if spec.norm != Norm::None {
-                let nw = Param::new(format!("layers.{l}.norm.weight"), vec![width], vec![F::one(); width], l, Role::NormWeight, true);
+                let nw = Param::new(
+                    format!("layers.{l}.norm.weight"),
+                    vec![width],
+                    vec![F::one(); width],
+                    l,
+                    Role::NormWeight,
+                    true,
+                );
                 hp.norm_weight = Some(push(&mut params, nw));
                 if spec.norm.has_bias() {
-                    let nb = Param::new(format!("layers.{l}.norm.bias"), vec![width], vec![F::zero(); width], l, Role::NormBias, true);
+                    let nb = Param::new(
+                        format!("layers.{l}.norm.bias"),
+                        vec![width],
+                        vec![F::zero(); width],
+                        l,
+                        Role::NormBias,
+                        true,
+                    );
                     hp.norm_bias = Some(push(&mut params, nb));
                 }
                 if spec.norm.has_alpha() {
-                    let na = Param::new(format!("layers.{l}.norm.alpha"), vec![1], vec![F::of(norm::DYT_ALPHA_INIT)], l, Role::NormAlpha, true);
+                    let na = Param::new(
+                        format!("layers.{l}.norm.alpha"),
+                        vec![1],
+                        vec![F::of(norm::DYT_ALPHA_INIT)],
+                        l,
+                        Role::NormAlpha,
+                        true,
+                    );
                     hp.norm_alpha = Some(push(&mut params, na));
                 }
                 if spec.norm.has_running_stats() {
-                    let rm = Param::new(format!("layers.{l}.norm.running_mean"), vec![width], vec![F::zero(); width], l, Role::RunningMean, false);
-                    let rv = Param::new(format!("layers.{l}.norm.running_var"), vec![width], vec![F::one(); width], l, Role::RunningVar, false);
+                    let rm = Param::new(
+                        format!("layers.{l}.norm.running_mean"),
+                        vec![width],
+                        vec![F::zero(); width],
+                        l,
+                        Role::RunningMean,
+                        false,
+                    );
+                    let rv = Param::new(
+                        format!("layers.{l}.norm.running_var"),
+                        vec![width],
+                        vec![F::one(); width],
+                        l,
+                        Role::RunningVar,
+                        false,
+                    );
                     hp.running = Some([push(&mut params, rm), push(&mut params, rv)]);
                 }
             }
@@ -150,15 +231,21 @@ impl<F: Float> Mlp<F> {
             .map(|_| {
                 let w = spec.width;
                 let n = capacity * w;
-                let pre_norm = spec.norm != Norm::None && spec.norm_position == NormPosition::BeforeActivation;
-                let post_norm = spec.norm != Norm::None && spec.norm_position == NormPosition::AfterActivation;
+                let pre_norm =
+                    spec.norm != Norm::None && spec.norm_position == NormPosition::BeforeActivation;
+                let post_norm =
+                    spec.norm != Norm::None && spec.norm_position == NormPosition::AfterActivation;
                 HiddenBuffers {
                     pre: zeros(n),
                     normed: zeros(if pre_norm { n } else { 0 }),
                     act: zeros(n),
                     post: zeros(if post_norm { n } else { 0 }),
                     slope: zeros(if slope_from_output { 0 } else { n }),
-                    fu: zeros(if !plain && spec.act.a.mode == Trainable::Learned { n } else { 0 }),
+                    fu: zeros(if !plain && spec.act.a.mode == Trainable::Learned {
+                        n
+                    } else {
+                        0
+                    }),
                     cache: NormCache::new(spec.norm, capacity, w),
                     abc: [zeros(w), zeros(w), zeros(w)],
                     abc_grad: [zeros(w), zeros(w), zeros(w)],
@@ -200,7 +287,11 @@ impl<F: Float> Mlp<F> {
     }
     /// Trainable scalar count.
     pub fn n_params(&self) -> usize {
-        self.params.iter().filter(|p| p.trainable).map(|p| p.value.len()).sum()
+        self.params
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.value.len())
+            .sum()
     }
 
     fn pre_norm(&self) -> bool {
@@ -234,7 +325,10 @@ impl<F: Float> Mlp<F> {
 
     /// Forward pass. `x: [rows, input]` → [`Self::output`] `[rows, output]`; `rows ≤ capacity`.
     pub fn forward(&mut self, x: &[F], rows: usize, mode: Mode) {
-        assert!(rows <= self.capacity && x.len() >= rows * self.dims[0], "forward: batch exceeds capacity");
+        assert!(
+            rows <= self.capacity && x.len() >= rows * self.dims[0],
+            "forward: batch exceeds capacity"
+        );
         self.rows = rows;
         let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
         for l in 0..self.depth() {
@@ -256,13 +350,36 @@ impl<F: Float> Mlp<F> {
             // Linear: z = x·Wᵀ + b.
             let bias = hp.bias.map(|i| self.params[i].value.as_slice());
             ops::fill_rows(&mut buf.pre[..n], width, bias);
-            ops::gemm(Op::N, Op::T, rows, width, in_dim, F::one(), input, &self.params[hp.weight].value, F::one(), &mut buf.pre[..n]);
+            ops::gemm(
+                Op::N,
+                Op::T,
+                rows,
+                width,
+                in_dim,
+                F::one(),
+                input,
+                &self.params[hp.weight].value,
+                F::one(),
+                &mut buf.pre[..n],
+            );
             // Norm before the activation.
             if pre_norm {
                 let mut running = take_running(&mut self.params, hp);
                 let np = norm_params(&self.params, hp);
-                let stats = running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
-                norm::forward(self.norm, mode, width, self.eps, &buf.pre[..n], &mut buf.normed[..n], &np, stats, &mut buf.cache);
+                let stats = running
+                    .as_mut()
+                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
+                norm::forward(
+                    self.norm,
+                    mode,
+                    width,
+                    self.eps,
+                    &buf.pre[..n],
+                    &mut buf.normed[..n],
+                    &np,
+                    stats,
+                    &mut buf.cache,
+                );
                 put_running(&mut self.params, hp, running);
             }
             // Activation a·f(u − b) + c, fused with its slope.
@@ -280,21 +397,57 @@ impl<F: Float> Mlp<F> {
                 }
                 None => false,
             };
-            let HiddenBuffers { pre, normed, act, slope, fu, abc, .. } = buf;
+            let HiddenBuffers {
+                pre,
+                normed,
+                act,
+                slope,
+                fu,
+                abc,
+                ..
+            } = buf;
             let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
             if self.slope_from_output {
                 activation::forward_value_only(self.activation, u, &mut act[..n]);
             } else {
-                let params = biased.then(|| BiasedParams { a: &abc[0], b: &abc[1], c: &abc[2] });
-                let fu = if fu.is_empty() { None } else { Some(&mut fu[..n]) };
-                activation::forward(self.activation, width, params, u, &mut act[..n], &mut slope[..n], fu);
+                let params = biased.then(|| BiasedParams {
+                    a: &abc[0],
+                    b: &abc[1],
+                    c: &abc[2],
+                });
+                let fu = if fu.is_empty() {
+                    None
+                } else {
+                    Some(&mut fu[..n])
+                };
+                activation::forward(
+                    self.activation,
+                    width,
+                    params,
+                    u,
+                    &mut act[..n],
+                    &mut slope[..n],
+                    fu,
+                );
             }
             // Norm after the activation.
             if post_norm {
                 let mut running = take_running(&mut self.params, hp);
                 let np = norm_params(&self.params, hp);
-                let stats = running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
-                norm::forward(self.norm, mode, width, self.eps, &buf.act[..n], &mut buf.post[..n], &np, stats, &mut buf.cache);
+                let stats = running
+                    .as_mut()
+                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
+                norm::forward(
+                    self.norm,
+                    mode,
+                    width,
+                    self.eps,
+                    &buf.act[..n],
+                    &mut buf.post[..n],
+                    &np,
+                    stats,
+                    &mut buf.cache,
+                );
                 put_running(&mut self.params, hp, running);
             }
         }
@@ -312,7 +465,18 @@ impl<F: Float> Mlp<F> {
         };
         let bias = self.out_bias.map(|i| self.params[i].value.as_slice());
         ops::fill_rows(&mut self.output[..rows * out_dim], out_dim, bias);
-        ops::gemm(Op::N, Op::T, rows, out_dim, in_dim, F::one(), input, &self.params[self.out_weight].value, F::one(), &mut self.output[..rows * out_dim]);
+        ops::gemm(
+            Op::N,
+            Op::T,
+            rows,
+            out_dim,
+            in_dim,
+            F::one(),
+            input,
+            &self.params[self.out_weight].value,
+            F::one(),
+            &mut self.output[..rows * out_dim],
+        );
     }
 
     /// Backward pass from [`Self::d_output`] (set by the loss) to every parameter gradient.
@@ -339,12 +503,34 @@ impl<F: Float> Mlp<F> {
                 }
             };
             let g = &self.d_output[..rows * out_dim];
-            ops::gemm(Op::T, Op::N, out_dim, in_dim, rows, F::one(), g, input, F::zero(), &mut self.params[self.out_weight].grad);
+            ops::gemm(
+                Op::T,
+                Op::N,
+                out_dim,
+                in_dim,
+                rows,
+                F::one(),
+                g,
+                input,
+                F::zero(),
+                &mut self.params[self.out_weight].grad,
+            );
             if let Some(bi) = self.out_bias {
                 ops::add_column_sums(g, out_dim, &mut self.params[bi].grad);
             }
             if depth > 0 {
-                ops::gemm(Op::N, Op::N, rows, in_dim, out_dim, F::one(), g, &self.params[self.out_weight].value, F::zero(), &mut self.grad[0][..rows * in_dim]);
+                ops::gemm(
+                    Op::N,
+                    Op::N,
+                    rows,
+                    in_dim,
+                    out_dim,
+                    F::one(),
+                    g,
+                    &self.params[self.out_weight].value,
+                    F::zero(),
+                    &mut self.grad[0][..rows * in_dim],
+                );
             }
         }
         for l in (0..depth).rev() {
@@ -356,11 +542,24 @@ impl<F: Float> Mlp<F> {
             let (done, rest) = self.bufs.split_at_mut(l);
             let buf = &mut rest[0];
             if post_norm {
-                norm_backward(self.norm, width, &buf.act[..n], g, &mut self.params, &hp, &buf.cache);
+                norm_backward(
+                    self.norm,
+                    width,
+                    &buf.act[..n],
+                    g,
+                    &mut self.params,
+                    &hp,
+                    &buf.cache,
+                );
             }
             // Activation: parameter gradients first (they need ∂L/∂h), then ∂L/∂u = ∂L/∂h · slope.
             if let Some(idx) = hp.act {
-                let HiddenBuffers { slope, fu, abc_grad, .. } = buf;
+                let HiddenBuffers {
+                    slope,
+                    fu,
+                    abc_grad,
+                    ..
+                } = buf;
                 for v in abc_grad.iter_mut() {
                     v.fill(F::zero());
                 }
@@ -394,7 +593,15 @@ impl<F: Float> Mlp<F> {
                 activation::backward_input(g, &buf.slope[..n]);
             }
             if pre_norm {
-                norm_backward(self.norm, width, &buf.pre[..n], g, &mut self.params, &hp, &buf.cache);
+                norm_backward(
+                    self.norm,
+                    width,
+                    &buf.pre[..n],
+                    g,
+                    &mut self.params,
+                    &hp,
+                    &buf.cache,
+                );
             }
             // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
             let input: &[F] = match done.last() {
@@ -407,12 +614,34 @@ impl<F: Float> Mlp<F> {
                     }
                 }
             };
-            ops::gemm(Op::T, Op::N, width, in_dim, rows, F::one(), g, input, F::zero(), &mut self.params[hp.weight].grad);
+            ops::gemm(
+                Op::T,
+                Op::N,
+                width,
+                in_dim,
+                rows,
+                F::one(),
+                g,
+                input,
+                F::zero(),
+                &mut self.params[hp.weight].grad,
+            );
             if let Some(bi) = hp.bias {
                 ops::add_column_sums(g, width, &mut self.params[bi].grad);
             }
             if l > 0 {
-                ops::gemm(Op::N, Op::N, rows, in_dim, width, F::one(), g, &self.params[hp.weight].value, F::zero(), &mut next_buf[..rows * in_dim]);
+                ops::gemm(
+                    Op::N,
+                    Op::N,
+                    rows,
+                    in_dim,
+                    width,
+                    F::one(),
+                    g,
+                    &self.params[hp.weight].value,
+                    F::zero(),
+                    &mut next_buf[..rows * in_dim],
+                );
                 self.grad.swap(0, 1);
             }
         }
@@ -428,7 +657,10 @@ fn act_len(p: &ActParamSpec, width: usize) -> usize {
 
 fn norm_params<'a, F: Float>(params: &'a [Param<F>], hp: &HiddenParams) -> NormParams<'a, F> {
     NormParams {
-        weight: hp.norm_weight.map(|i| params[i].value.as_slice()).unwrap_or(&[]),
+        weight: hp
+            .norm_weight
+            .map(|i| params[i].value.as_slice())
+            .unwrap_or(&[]),
         bias: hp.norm_bias.map(|i| params[i].value.as_slice()),
         alpha: hp.norm_alpha.map(|i| params[i].value[0]),
     }
@@ -438,10 +670,17 @@ fn norm_params<'a, F: Float>(params: &'a [Param<F>], hp: &HiddenParams) -> NormP
 /// pass (a move, not an allocation), so the norm can read its weights while updating them.
 fn take_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams) -> Option<(Vec<F>, Vec<F>)> {
     let [m, v] = hp.running?;
-    Some((std::mem::take(&mut params[m].value), std::mem::take(&mut params[v].value)))
+    Some((
+        std::mem::take(&mut params[m].value),
+        std::mem::take(&mut params[v].value),
+    ))
 }
 
-fn put_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams, running: Option<(Vec<F>, Vec<F>)>) {
+fn put_running<F: Float>(
+    params: &mut [Param<F>],
+    hp: &HiddenParams,
+    running: Option<(Vec<F>, Vec<F>)>,
+) {
     if let (Some([m, v]), Some((mean, var))) = (hp.running, running) {
         params[m].value = mean;
         params[v].value = var;
@@ -449,14 +688,27 @@ fn put_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams, running: Op
 }
 
 /// Norm backward with the parameter gradients moved out and back (a move, not an allocation).
-fn norm_backward<F: Float>(norm: Norm, width: usize, x: &[F], g: &mut [F], params: &mut [Param<F>], hp: &HiddenParams, cache: &NormCache<F>) {
-    let take = |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
+fn norm_backward<F: Float>(
+    norm: Norm,
+    width: usize,
+    x: &[F],
+    g: &mut [F],
+    params: &mut [Param<F>],
+    hp: &HiddenParams,
+    cache: &NormCache<F>,
+) {
+    let take =
+        |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
     let mut gw = take(params, hp.norm_weight).unwrap_or_default();
     let mut gb = take(params, hp.norm_bias);
     let mut galpha = hp.norm_alpha.map(|_| F::zero());
     {
         let np = norm_params(params, hp);
-        let grads = NormGrads { weight: &mut gw, bias: gb.as_deref_mut(), alpha: galpha.as_mut() };
+        let grads = NormGrads {
+            weight: &mut gw,
+            bias: gb.as_deref_mut(),
+            alpha: galpha.as_mut(),
+        };
         norm::backward(norm, width, x, g, &np, grads, cache);
     }
     if let Some(i) = hp.norm_weight {

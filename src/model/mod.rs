@@ -39,9 +39,25 @@ pub struct Param<F> {
 }
 
 impl<F: crate::engine::Float> Param<F> {
-    pub fn new(name: String, shape: Vec<usize>, value: Vec<F>, layer: usize, role: Role, trainable: bool) -> Self {
+    pub fn new(
+        name: String,
+        shape: Vec<usize>,
+        value: Vec<F>,
+        layer: usize,
+        role: Role,
+        trainable: bool,
+    ) -> Self {
         let grad = vec![F::zero(); value.len()];
         let decay = matches!(role, Role::Weight | Role::Bias);
-        Param { name, shape, value, grad, layer, role, trainable, decay }
+        Param {
+            name,
+            shape,
+            value,
+            grad,
+            layer,
+            role,
+            trainable,
+            decay,
+        }
     }
 }

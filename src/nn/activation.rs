@@ -201,7 +201,14 @@ impl Activation {
     /// relu family: the sign of `f`). For these the plain forward pass stores no slope buffer
     /// and the backward pass derives it from the output: one memory pass fewer per layer.
     pub fn slope_from_output(self) -> bool {
-        matches!(self, Activation::Identity | Activation::Relu | Activation::LeakyRelu | Activation::Tanh | Activation::Sigmoid)
+        matches!(
+            self,
+            Activation::Identity
+                | Activation::Relu
+                | Activation::LeakyRelu
+                | Activation::Tanh
+                | Activation::Sigmoid
+        )
     }
 }
 
@@ -255,7 +262,10 @@ pub fn backward_from_output<F: Float>(act: Activation, g: &mut [F], h: &[F]) {
                 *gv *= hv * (one - hv);
             }
         }
-        other => panic!("backward_from_output: {} needs its stored slope", other.name()),
+        other => panic!(
+            "backward_from_output: {} needs its stored slope",
+            other.name()
+        ),
     }
 }
 
@@ -437,16 +447,29 @@ mod tests {
             (Activation::Elu, [-0.7768698398515702, 0.7]),
             (Activation::Selu, [-1.3658143533672527, 0.7354906911488363]),
             (Activation::Gelu, [-0.10021080190328713, 0.5306254434438489]),
-            (Activation::GeluTanh, [-0.10042842301976707, 0.5305701347051167]),
+            (
+                Activation::GeluTanh,
+                [-0.10042842301976707, 0.5305701347051167],
+            ),
             (Activation::Silu, [-0.2736382857095345, 0.46773144051771626]),
-            (Activation::Sigmoid, [0.18242552380635635, 0.6681877721681662]),
-            (Activation::Softplus, [0.2014132779827524, 1.103186048885458]),
+            (
+                Activation::Sigmoid,
+                [0.18242552380635635, 0.6681877721681662],
+            ),
+            (
+                Activation::Softplus,
+                [0.2014132779827524, 1.103186048885458],
+            ),
             (Activation::LeakyRelu, [-0.015, 0.7]),
         ];
         for (act, want) in cases {
             for (x, w) in [-1.5, 0.7].iter().zip(want) {
                 let got = act.eval(*x);
-                assert!((got - w).abs() < 1e-12, "{}({x}) = {got}, want {w}", act.name());
+                assert!(
+                    (got - w).abs() < 1e-12,
+                    "{}({x}) = {got}, want {w}",
+                    act.name()
+                );
             }
         }
     }

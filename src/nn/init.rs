@@ -52,7 +52,12 @@ pub struct InitParams {
 }
 
 /// Draws a `[fan_out, fan_in]` weight (PyTorch's Linear layout) and its bias, in f64.
-pub fn linear(p: &InitParams, fan_out: usize, fan_in: usize, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+pub fn linear(
+    p: &InitParams,
+    fan_out: usize,
+    fan_in: usize,
+    rng: &mut Rng,
+) -> (Vec<f64>, Vec<f64>) {
     let n = fan_out * fan_in;
     let fi = fan_in as f64;
     let fo = fan_out as f64;
@@ -61,8 +66,11 @@ pub fn linear(p: &InitParams, fan_out: usize, fan_in: usize, rng: &mut Rng) -> (
         FanMode::FanOut => fo,
     };
     let normal = |rng: &mut Rng, std: f64| (0..n).map(|_| std * rng.normal()).collect::<Vec<_>>();
-    let uniform =
-        |rng: &mut Rng, bound: f64| (0..n).map(|_| rng.uniform_in(-bound, bound)).collect::<Vec<_>>();
+    let uniform = |rng: &mut Rng, bound: f64| {
+        (0..n)
+            .map(|_| rng.uniform_in(-bound, bound))
+            .collect::<Vec<_>>()
+    };
     let mut w = match p.init {
         Init::Pytorch => uniform(rng, 1.0 / fi.sqrt()),
         Init::XavierNormal => normal(rng, (2.0 / (fi + fo)).sqrt()),
@@ -78,7 +86,9 @@ pub fn linear(p: &InitParams, fan_out: usize, fan_in: usize, rng: &mut Rng) -> (
         *v *= p.scale;
     }
     let b = match p.init {
-        Init::Pytorch => (0..fan_out).map(|_| rng.uniform_in(-1.0 / fi.sqrt(), 1.0 / fi.sqrt())).collect(),
+        Init::Pytorch => (0..fan_out)
+            .map(|_| rng.uniform_in(-1.0 / fi.sqrt(), 1.0 / fi.sqrt()))
+            .collect(),
         Init::MeanField => (0..fan_out).map(|_| p.sigma_b * rng.normal()).collect(),
         _ => vec![0.0; fan_out],
     };
@@ -90,9 +100,13 @@ pub fn linear(p: &InitParams, fan_out: usize, fan_in: usize, rng: &mut Rng) -> (
 /// which makes the result Haar-distributed (Mezzadri 2007).
 pub fn orthogonal(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f64> {
     // Work on the tall orientation [tall, short] and transpose back if needed.
-    let (tall, short) = if rows >= cols { (rows, cols) } else { (cols, rows) };
+    let (tall, short) = if rows >= cols {
+        (rows, cols)
+    } else {
+        (cols, rows)
+    };
     let mut a: Vec<f64> = (0..tall * short).map(|_| rng.normal()).collect(); // [tall, short], row-major
-    // Modified Gram–Schmidt on the columns: q_j orthonormal, r_jj = norm before normalising.
+                                                                             // Modified Gram–Schmidt on the columns: q_j orthonormal, r_jj = norm before normalising.
     for j in 0..short {
         for i in 0..j {
             let dot: f64 = (0..tall).map(|r| a[r * short + i] * a[r * short + j]).sum();
@@ -100,7 +114,10 @@ pub fn orthogonal(rows: usize, cols: usize, rng: &mut Rng) -> Vec<f64> {
                 a[r * short + j] -= dot * a[r * short + i];
             }
         }
-        let norm: f64 = (0..tall).map(|r| a[r * short + j].powi(2)).sum::<f64>().sqrt();
+        let norm: f64 = (0..tall)
+            .map(|r| a[r * short + j].powi(2))
+            .sum::<f64>()
+            .sqrt();
         // MGS normalises by +norm, i.e. diag(R) > 0 already: the sign correction is built in.
         for r in 0..tall {
             a[r * short + j] /= norm;
@@ -161,7 +178,13 @@ mod tests {
             (Init::MeanField, 1.7 / 200.0),
         ];
         for (init, want) in cases {
-            let p = InitParams { init, fan_mode: FanMode::FanIn, scale: 1.0, sigma_w: 1.7f64.sqrt(), sigma_b: 0.0 };
+            let p = InitParams {
+                init,
+                fan_mode: FanMode::FanIn,
+                scale: 1.0,
+                sigma_w: 1.7f64.sqrt(),
+                sigma_b: 0.0,
+            };
             let (w, _) = linear(&p, o, i, &mut rng);
             let var = w.iter().map(|v| v * v).sum::<f64>() / w.len() as f64;
             // 60,000 draws: relative standard error of a variance ≈ sqrt(2/n) ≈ 0.6%.

@@ -12,7 +12,14 @@ pub struct LossValue {
 
 /// `out: [rows, k]`, `target`: `[rows, k]` values (MSE) or `[rows, 1]` class indices (CE).
 /// Writes `∂L/∂out` into `grad` when given.
-pub fn loss<F: Float>(kind: LossKind, out: &[F], target: &[F], rows: usize, k: usize, grad: Option<&mut [F]>) -> LossValue {
+pub fn loss<F: Float>(
+    kind: LossKind,
+    out: &[F],
+    target: &[F],
+    rows: usize,
+    k: usize,
+    grad: Option<&mut [F]>,
+) -> LossValue {
     match kind {
         LossKind::Mse => mse(out, target, rows, k, grad),
         LossKind::CrossEntropy => cross_entropy(out, target, rows, k, grad),
@@ -21,7 +28,13 @@ pub fn loss<F: Float>(kind: LossKind, out: &[F], target: &[F], rows: usize, k: u
 
 /// `torch.nn.MSELoss()`: mean of `(y − t)²` over all `rows·k` elements. For class targets
 /// (`target` is `[rows, 1]` but `k > 1`) the target is the one-hot vector.
-fn mse<F: Float>(out: &[F], target: &[F], rows: usize, k: usize, grad: Option<&mut [F]>) -> LossValue {
+fn mse<F: Float>(
+    out: &[F],
+    target: &[F],
+    rows: usize,
+    k: usize,
+    grad: Option<&mut [F]>,
+) -> LossValue {
     let n = (rows * k) as f64;
     let one_hot = target.len() < rows * k;
     let t_at = |r: usize, j: usize| -> F {
@@ -56,13 +69,26 @@ fn mse<F: Float>(out: &[F], target: &[F], rows: usize, k: usize, grad: Option<&m
             }
         }
     }
-    let correct = one_hot.then(|| (0..rows).filter(|&r| argmax(&out[r * k..(r + 1) * k]) == target[r].f64() as usize).count());
-    LossValue { loss: sum / n, correct }
+    let correct = one_hot.then(|| {
+        (0..rows)
+            .filter(|&r| argmax(&out[r * k..(r + 1) * k]) == target[r].f64() as usize)
+            .count()
+    });
+    LossValue {
+        loss: sum / n,
+        correct,
+    }
 }
 
 /// `torch.nn.CrossEntropyLoss()`: mean over rows of `logsumexp(y) − y_t`; gradient
 /// `(softmax(y) − onehot(t)) / rows`.
-fn cross_entropy<F: Float>(out: &[F], target: &[F], rows: usize, k: usize, mut grad: Option<&mut [F]>) -> LossValue {
+fn cross_entropy<F: Float>(
+    out: &[F],
+    target: &[F],
+    rows: usize,
+    k: usize,
+    mut grad: Option<&mut [F]>,
+) -> LossValue {
     let mut sum = 0.0;
     let mut correct = 0;
     let inv_rows = F::of(1.0 / rows as f64);
@@ -88,7 +114,10 @@ fn cross_entropy<F: Float>(out: &[F], target: &[F], rows: usize, k: usize, mut g
             gr[t] -= inv_rows;
         }
     }
-    LossValue { loss: sum / rows as f64, correct: Some(correct) }
+    LossValue {
+        loss: sum / rows as f64,
+        correct: Some(correct),
+    }
 }
 
 fn argmax<F: Float>(y: &[F]) -> usize {

@@ -124,7 +124,11 @@ pub fn forward<F: Float>(
         Norm::None => y.copy_from_slice(x),
         Norm::Layernorm | Norm::Rmsnorm => {
             let inv_n = F::one() / F::of(width as f64);
-            for (r, (xr, yr)) in x.chunks_exact(width).zip(y.chunks_exact_mut(width)).enumerate() {
+            for (r, (xr, yr)) in x
+                .chunks_exact(width)
+                .zip(y.chunks_exact_mut(width))
+                .enumerate()
+            {
                 let mean = if norm == Norm::Layernorm {
                     xr.iter().copied().sum::<F>() * inv_n
                 } else {
@@ -243,7 +247,11 @@ pub fn backward<F: Float>(
         Norm::None => {}
         Norm::Layernorm | Norm::Rmsnorm => {
             let inv_n = F::one() / F::of(width as f64);
-            for (r, (xr, gr)) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)).enumerate() {
+            for (r, (xr, gr)) in x
+                .chunks_exact(width)
+                .zip(g.chunks_exact_mut(width))
+                .enumerate()
+            {
                 let (mean, rstd) = (cache.mean[r], cache.rstd[r]);
                 let mut mean_gxh = F::zero();
                 let mut mean_gxh_xhat = F::zero();
@@ -295,9 +303,8 @@ pub fn backward<F: Float>(
             for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)) {
                 for j in 0..width {
                     let xhat = (xr[j] - mean[j]) * rstd[j];
-                    gr[j] = w[j]
-                        * rstd[j]
-                        * (gr[j] - sum_g[j] * inv_n - xhat * sum_g_xhat[j] * inv_n);
+                    gr[j] =
+                        w[j] * rstd[j] * (gr[j] - sum_g[j] * inv_n - xhat * sum_g_xhat[j] * inv_n);
                 }
             }
         }
