@@ -336,16 +336,7 @@ impl<F: Float> Mlp<F> {
             let n = rows * width;
             let (done, rest) = self.bufs.split_at_mut(l);
             let buf = &mut rest[0];
-            let input: &[F] = match done.last() {
-                None => &x[..rows * in_dim],
-                Some(prev) => {
-                    if post_norm {
-                        &prev.post[..rows * in_dim]
-                    } else {
-                        &prev.act[..rows * in_dim]
-                    }
-                }
-            };
+            let input = layer_input(x, done.last(), rows * in_dim, post_norm);
             let hp = &self.hidden[l];
             // Linear: z = x·Wᵀ + b.
             let bias = hp.bias.map(|i| self.params[i].value.as_slice());
@@ -364,23 +355,17 @@ impl<F: Float> Mlp<F> {
             );
             // Norm before the activation.
             if pre_norm {
-                let mut running = take_running(&mut self.params, hp);
-                let np = norm_params(&self.params, hp);
-                let stats = running
-                    .as_mut()
-                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
-                norm::forward(
+                norm_forward(
                     self.norm,
                     mode,
                     width,
                     self.eps,
+                    &mut self.params,
+                    hp,
                     &buf.pre[..n],
                     &mut buf.normed[..n],
-                    &np,
-                    stats,
                     &mut buf.cache,
                 );
-                put_running(&mut self.params, hp, running);
             }
             // Activation a·f(u − b) + c, fused with its slope.
             let biased = match hp.act {
@@ -432,37 +417,22 @@ impl<F: Float> Mlp<F> {
             }
             // Norm after the activation.
             if post_norm {
-                let mut running = take_running(&mut self.params, hp);
-                let np = norm_params(&self.params, hp);
-                let stats = running
-                    .as_mut()
-                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
-                norm::forward(
+                norm_forward(
                     self.norm,
                     mode,
                     width,
                     self.eps,
+                    &mut self.params,
+                    hp,
                     &buf.act[..n],
                     &mut buf.post[..n],
-                    &np,
-                    stats,
                     &mut buf.cache,
                 );
-                put_running(&mut self.params, hp, running);
             }
         }
         // Output layer.
         let (in_dim, out_dim) = (self.dims[self.depth()], self.output_dim());
-        let input: &[F] = match self.bufs.last() {
-            None => &x[..rows * in_dim],
-            Some(b) => {
-                if post_norm {
-                    &b.post[..rows * in_dim]
-                } else {
-                    &b.act[..rows * in_dim]
-                }
-            }
-        };
+        let input = layer_input(x, self.bufs.last(), rows * in_dim, post_norm);
         let bias = self.out_bias.map(|i| self.params[i].value.as_slice());
         ops::fill_rows(&mut self.output[..rows * out_dim], out_dim, bias);
         ops::gemm(
@@ -492,16 +462,7 @@ impl<F: Float> Mlp<F> {
         // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
         {
             let (in_dim, out_dim) = (self.dims[depth], self.output_dim());
-            let input: &[F] = match self.bufs.last() {
-                None => &x[..rows * in_dim],
-                Some(b) => {
-                    if post_norm {
-                        &b.post[..rows * in_dim]
-                    } else {
-                        &b.act[..rows * in_dim]
-                    }
-                }
-            };
+            let input = layer_input(x, self.bufs.last(), rows * in_dim, post_norm);
             let g = &self.d_output[..rows * out_dim];
             ops::gemm(
                 Op::T,
@@ -604,16 +565,7 @@ impl<F: Float> Mlp<F> {
                 );
             }
             // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
-            let input: &[F] = match done.last() {
-                None => &x[..rows * in_dim],
-                Some(prev) => {
-                    if post_norm {
-                        &prev.post[..rows * in_dim]
-                    } else {
-                        &prev.act[..rows * in_dim]
-                    }
-                }
-            };
+            let input = layer_input(x, done.last(), rows * in_dim, post_norm);
             ops::gemm(
                 Op::T,
                 Op::N,
@@ -646,6 +598,42 @@ impl<F: Float> Mlp<F> {
             }
         }
     }
+}
+
+/// The input of layer `l`: the data for the first layer, else the previous layer's output.
+fn layer_input<'a, F>(
+    x: &'a [F],
+    prev: Option<&'a HiddenBuffers<F>>,
+    n: usize,
+    post_norm: bool,
+) -> &'a [F] {
+    match prev {
+        None => &x[..n],
+        Some(p) if post_norm => &p.post[..n],
+        Some(p) => &p.act[..n],
+    }
+}
+
+/// A norm's forward pass, with BatchNorm's running statistics moved out and back.
+#[allow(clippy::too_many_arguments)]
+fn norm_forward<F: Float>(
+    norm: Norm,
+    mode: Mode,
+    width: usize,
+    eps: F,
+    params: &mut [Param<F>],
+    hp: &HiddenParams,
+    x: &[F],
+    y: &mut [F],
+    cache: &mut NormCache<F>,
+) {
+    let mut running = take_running(params, hp);
+    let np = norm_params(params, hp);
+    let stats = running
+        .as_mut()
+        .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
+    norm::forward(norm, mode, width, eps, x, y, &np, stats, cache);
+    put_running(params, hp, running);
 }
 
 fn act_len(p: &ActParamSpec, width: usize) -> usize {
