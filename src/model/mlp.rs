@@ -339,8 +339,13 @@ impl<F: Float> Mlp<F> {
             let input = layer_input(x, done.last(), rows * in_dim, post_norm);
             let hp = &self.hidden[l];
             // Linear: z = x·Wᵀ + b.
-            let bias = hp.bias.map(|i| self.params[i].value.as_slice());
-            ops::fill_rows(&mut buf.pre[..n], width, bias);
+            // With a plain activation straight after the linear map, the bias is added in the
+            // activation's pass (one memory pass fewer); otherwise the GEMM accumulates onto it.
+            let fuse_bias = self.slope_from_output && !pre_norm;
+            if !fuse_bias {
+                let bias = hp.bias.map(|i| self.params[i].value.as_slice());
+                ops::fill_rows(&mut buf.pre[..n], width, bias);
+            }
             ops::gemm(
                 Op::N,
                 Op::T,
@@ -350,7 +355,7 @@ impl<F: Float> Mlp<F> {
                 F::one(),
                 input,
                 &self.params[hp.weight].value,
-                F::one(),
+                if fuse_bias { F::zero() } else { F::one() },
                 &mut buf.pre[..n],
             );
             // Norm before the activation.
@@ -391,10 +396,20 @@ impl<F: Float> Mlp<F> {
                 abc,
                 ..
             } = buf;
-            let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
-            if self.slope_from_output {
+            if fuse_bias {
+                let bias = hp.bias.map(|i| self.params[i].value.as_slice());
+                activation::forward_bias_value_only(
+                    self.activation,
+                    width,
+                    bias,
+                    &mut pre[..n],
+                    &mut act[..n],
+                );
+            } else if self.slope_from_output {
+                let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
                 activation::forward_value_only(self.activation, u, &mut act[..n]);
             } else {
+                let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
                 let params = biased.then(|| BiasedParams {
                     a: &abc[0],
                     b: &abc[1],

@@ -236,6 +236,39 @@ pub fn forward_value_only<F: Float>(act: Activation, z: &[F], h: &mut [F]) {
     }
 }
 
+/// `z += bias` (per column) and `h = f(z)` in one pass, for activations whose slope the
+/// backward pass derives from `h`.
+pub fn forward_bias_value_only<F: Float>(
+    act: Activation,
+    width: usize,
+    bias: Option<&[F]>,
+    z: &mut [F],
+    h: &mut [F],
+) {
+    let Some(b) = bias else {
+        return forward_value_only(act, z, h);
+    };
+    macro_rules! run {
+        ($a:expr) => {
+            for (zr, hr) in z.chunks_exact_mut(width).zip(h.chunks_exact_mut(width)) {
+                for j in 0..width {
+                    let v = zr[j] + b[j];
+                    zr[j] = v;
+                    hr[j] = $a.value_and_slope(v).0;
+                }
+            }
+        };
+    }
+    match act {
+        Activation::Identity => run!(Activation::Identity),
+        Activation::Relu => run!(Activation::Relu),
+        Activation::LeakyRelu => run!(Activation::LeakyRelu),
+        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Sigmoid => run!(Activation::Sigmoid),
+        other => run!(other),
+    }
+}
+
 /// `∂L/∂z = ∂L/∂h · f′`, with `f′` derived from the output `h = f(z)`, in place.
 pub fn backward_from_output<F: Float>(act: Activation, g: &mut [F], h: &[F]) {
     let (zero, one) = (F::zero(), F::one());
