@@ -82,8 +82,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     // A bar only for runs longer than a second, and only on a terminal.
     let bar = ProgressBar::with_draw_target(Some(spec.train.steps), ProgressDrawTarget::hidden());
     bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {per_sec}  eta {eta}  loss {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} steps  {per_sec}  eta {eta}  loss {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let show_bar = !a.quiet && std::io::stderr().is_terminal();
     let started = Instant::now();
