@@ -106,8 +106,8 @@ impl<F: Float> Observable<F> for ActivationStats {
 }
 
 /// `frac_dead` (relu family: `f(u) ≤ 0`) or `frac_saturated` (tanh/sigmoid: within 1% of the
-/// bound), over all units and samples of the batch; plus `dead_units`, the fraction of neurons
-/// inactive on every sample.
+/// bound), over all units and samples of the batch; plus `dead_units` / `saturated_units`, the
+/// fraction of neurons inactive on every sample.
 struct Inactive;
 impl<F: Float> Observable<F> for Inactive {
     fn name(&self) -> &'static str {
@@ -148,8 +148,8 @@ impl<F: Float> Observable<F> for Inactive {
                 kind.metric_name(),
                 inactive as f64 / total,
             ));
-            let dead_units = always.iter().filter(|&&a| a).count() as f64 / width as f64;
-            out.push(row(c.step, Some(l), "dead_units", dead_units));
+            let units = always.iter().filter(|&&a| a).count() as f64 / width as f64;
+            out.push(row(c.step, Some(l), kind.units_metric_name(), units));
         }
     }
 }

@@ -77,7 +77,40 @@ pub fn show(path: &Path, a: ShowArgs) -> Result<(), Error> {
     if a.spec {
         println!("# resolved spec of run {}\n{}", rec.id, rec.spec_toml);
     }
-    print_summary(&store, &rec)
+    print_summary(&store, &rec)?;
+    print_layers(&store, &rec)
+}
+
+/// Final per-layer values of the observables that have them, one row per layer.
+fn print_layers(store: &Store, rec: &RunRecord) -> Result<(), Error> {
+    let last = store.last_values(&rec.id)?;
+    let mut names: Vec<&str> = Vec::new();
+    for m in last.iter().filter(|m| m.layer.is_some()) {
+        if !names.contains(&m.name.as_str()) {
+            names.push(&m.name);
+        }
+    }
+    if names.is_empty() {
+        return Ok(());
+    }
+    let layers = last.iter().filter_map(|m| m.layer).max().unwrap_or(0);
+    println!("  per layer, at each observable's last logged step:");
+    print!("  {:<5}", "layer");
+    for n in &names {
+        print!(" {:>14}", truncate(n, 14));
+    }
+    println!();
+    for l in 0..=layers {
+        print!("  {l:<5}");
+        for n in &names {
+            match last.iter().find(|m| m.layer == Some(l) && m.name == *n) {
+                Some(m) => print!(" {:>14}", format!("{:.4e}", m.value)),
+                None => print!(" {:>14}", "-"),
+            }
+        }
+        println!();
+    }
+    Ok(())
 }
 
 /// The end-of-run table: status, then the final value of each global metric.

@@ -194,6 +194,13 @@ impl InactiveKind {
             InactiveKind::Saturated => "frac_saturated",
         }
     }
+    /// The name of the fraction of units inactive on every sample of the batch.
+    pub fn units_metric_name(self) -> &'static str {
+        match self {
+            InactiveKind::Dead => "dead_units",
+            InactiveKind::Saturated => "saturated_units",
+        }
+    }
 }
 
 impl Activation {
