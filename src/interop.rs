@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::Param;
 use crate::task::Dataset;
 
-fn write(
+pub(crate) fn write(
     tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
     path: &Path,
     metadata: Option<HashMap<String, String>>,

@@ -372,6 +372,10 @@ pub struct TrainSpec {
     /// One thread per run: many runs in parallel use the cores better than one wide run.
     #[serde(default = "d_threads")]
     pub threads: usize,
+    /// Write a checkpoint every 1000 steps (0: never): a killed run loses at most that much
+    /// work, and running it again resumes with bit-identical metrics.
+    #[serde(default = "d_checkpoint_every")]
+    pub checkpoint_every: u64,
 }
 
 impl Default for TrainSpec {
@@ -384,6 +388,7 @@ impl Default for TrainSpec {
             target_loss: None,
             divergence_factor: d_divergence(),
             threads: d_threads(),
+            checkpoint_every: d_checkpoint_every(),
         }
     }
 }
@@ -484,6 +489,9 @@ fn d_divergence() -> f64 {
 }
 fn d_threads() -> usize {
     1
+}
+fn d_checkpoint_every() -> u64 {
+    1000
 }
 fn d_log_every() -> u64 {
     10

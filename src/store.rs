@@ -335,6 +335,33 @@ impl Store {
         spec_toml: &str,
         tool_version: &str,
     ) -> Result<(), StoreError> {
+        self.start_run(id, name, spec_json, spec_toml, tool_version, None)
+    }
+
+    /// Like [`Store::begin_run`] for a run resumed from a checkpoint taken before `step`: the
+    /// metrics of earlier steps stay, those of `step` and later (written after the checkpoint,
+    /// before the run was killed) are dropped, in one transaction.
+    pub fn resume_run(
+        &mut self,
+        id: &str,
+        name: &str,
+        spec_json: &str,
+        spec_toml: &str,
+        tool_version: &str,
+        step: u64,
+    ) -> Result<(), StoreError> {
+        self.start_run(id, name, spec_json, spec_toml, tool_version, Some(step))
+    }
+
+    fn start_run(
+        &mut self,
+        id: &str,
+        name: &str,
+        spec_json: &str,
+        spec_toml: &str,
+        tool_version: &str,
+        keep_before: Option<u64>,
+    ) -> Result<(), StoreError> {
         // Ids become directory names under runs/, so keep them to a safe alphabet.
         let id_ok = !id.is_empty()
             && id.len() <= 128
@@ -380,10 +407,20 @@ impl Store {
                         host: old.host.unwrap_or_else(|| "unknown host".into()),
                     });
                 }
-                tx.execute_batch(&format!(
-                    "DELETE FROM metric_values WHERE rid = {rid}; DELETE FROM metric_last WHERE rid = {rid};"
-                ))
-                .map_err(|e| sql_err(&path, e))?;
+                let delete = match keep_before {
+                    None => format!(
+                        "DELETE FROM metric_values WHERE rid = {rid}; DELETE FROM metric_last WHERE rid = {rid};"
+                    ),
+                    // The bare `value` comes from the row holding MAX(step) (an SQLite guarantee).
+                    Some(step) => format!(
+                        "DELETE FROM metric_values WHERE rid = {rid} AND step >= {step};
+                         DELETE FROM metric_last WHERE rid = {rid};
+                         INSERT INTO metric_last (rid, nid, layer, step, value)
+                             SELECT rid, nid, layer, MAX(step), value FROM metric_values
+                             WHERE rid = {rid} GROUP BY rid, nid, layer;"
+                    ),
+                };
+                tx.execute_batch(&delete).map_err(|e| sql_err(&path, e))?;
                 tx.execute(
                     &format!(
                         "UPDATE runs SET name = ?2, status = 'running', spec_json = ?3, spec_toml = ?4,

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use crate::checkpoint;
 use crate::engine::{Float, Rng};
 use crate::error::Error;
 use crate::interop;
@@ -59,17 +60,19 @@ pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, f64);
 
 /// Trains the model the spec describes on `data`, writing metrics to `sink` and artifacts (when
 /// the spec asks) to `artifacts`.
+/// With `resume`, this run's checkpoint in `artifacts` (if there is one) is the starting point.
 pub fn train(
     spec: &Spec,
     data: &Dataset,
     sink: &mut dyn MetricSink,
     artifacts: Option<&Path>,
+    resume: bool,
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
     // GEMMs split over `train.threads` threads; results are bit-identical for any count.
     crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
-        Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, progress),
-        Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, progress),
+        Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, resume, progress),
+        Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, resume, progress),
     })
 }
 
@@ -97,6 +100,7 @@ fn train_typed<F: Float>(
     data: &Dataset,
     sink: &mut dyn MetricSink,
     artifacts: Option<&Path>,
+    resume: bool,
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -162,7 +166,28 @@ fn train_typed<F: Float>(
     let mut steps_done = 0u64;
     let mut last_eval = None;
 
-    for step in 0..tr.steps {
+    // Resume: restore the whole state the checkpoint holds.
+    let run_id = spec.run_id();
+    let ckpt_path = artifacts.map(|d| d.join(checkpoint::FILE));
+    if let (true, Some(path)) = (resume, &ckpt_path) {
+        if path.exists() {
+            let st = checkpoint::load(path, &mut model.params, &mut opt, &mut order)?;
+            if st.run_id != run_id {
+                return Err(Error::Invalid {
+                    what: path.display().to_string(),
+                    message: format!("the checkpoint belongs to run {}, not {run_id}", st.run_id),
+                    hint: "run with --force to start over".into(),
+                });
+            }
+            steps_done = st.step;
+            cursor = st.cursor;
+            order_rng = st.order_rng;
+            initial_loss = st.initial_loss_bits.map(f64::from_bits);
+            last_eval = st.last_eval;
+        }
+    }
+
+    for step in steps_done..tr.steps {
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
             evaluate(
@@ -282,6 +307,27 @@ fn train_typed<F: Float>(
         }
         progress(steps_done, last.loss);
 
+        // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
+        if let Some(path) = &ckpt_path {
+            if tr.checkpoint_every > 0
+                && steps_done % tr.checkpoint_every == 0
+                && steps_done < tr.steps
+            {
+                sink.write(&rows)?;
+                rows.clear();
+                let state = checkpoint::State {
+                    run_id: run_id.clone(),
+                    step: steps_done,
+                    optim_t: opt.t,
+                    cursor,
+                    order_rng: order_rng.clone(),
+                    initial_loss_bits: initial_loss.map(f64::to_bits),
+                    last_eval,
+                };
+                checkpoint::save(path, &state, &model.params, &opt, &order)?;
+            }
+        }
+
         // Stop at the target loss (this step was logged in full).
         if reached_target {
             message = Some(format!(
@@ -312,6 +358,17 @@ fn train_typed<F: Float>(
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(&model.params, &dir.join("weights_final.safetensors"))?;
+    }
+    // The run is over: its checkpoint has nothing left to resume.
+    if let Some(path) = &ckpt_path {
+        if let Err(e) = std::fs::remove_file(path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(Error::Io {
+                    path: path.clone(),
+                    source: e,
+                });
+            }
+        }
     }
     Ok(Outcome {
         status,

@@ -467,3 +467,41 @@ fn every_example_parses_and_validates() {
     }
     assert!(n >= 5, "{n} examples");
 }
+
+/// A run killed with SIGKILL (three times, each after a new checkpoint) and run again each time
+/// resumes from its checkpoint and ends with metrics bit-identical to an uninterrupted run.
+#[test]
+fn killed_runs_resume_bit_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SMALL
+        .replace("steps = 60", "steps = 30000\ncheckpoint_every = 700")
+        .replace("width = 16", "width = 48")
+        .replace("eval_every = 20", "eval_every = 300");
+    let file = write(dir.path(), "r.toml", &spec);
+    let id = cloudchamber::spec::load(&file, &[]).unwrap().spec.run_id();
+    let o = run_in(dir.path(), &["--store", "ref.db", "run", "r.toml", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let ckpt = dir.path().join("runs").join(&id).join(cloudchamber::checkpoint::FILE);
+    let peek = || cloudchamber::checkpoint::peek(&ckpt).ok().flatten().map(|s| s.step);
+    std::fs::remove_dir_all(dir.path().join("runs")).unwrap();
+    let mut last = 0;
+    for _ in 0..3 {
+        let mut child = bin().current_dir(dir.path()).args(["--store", "cut.db", "run", "r.toml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let t0 = Instant::now();
+        while peek().is_none_or(|s| s <= last) {
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(t0.elapsed() < Duration::from_secs(60), "no new checkpoint");
+        }
+        std::thread::sleep(Duration::from_millis(30)); // let it write steps past the checkpoint
+        child.kill().unwrap();
+        child.wait().unwrap();
+        last = peek().unwrap();
+    }
+    assert!(last < 30000);
+    let o = run_in(dir.path(), &["--store", "cut.db", "run", "r.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("resuming from the checkpoint at step {last}")), "{}", stdout(&o));
+    assert!(!ckpt.exists(), "a finished run keeps no checkpoint");
+    assert_eq!(export_csv(dir.path(), "ref.db"), export_csv(dir.path(), "cut.db"));
+}

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use cloudchamber::checkpoint;
 use cloudchamber::spec;
 use cloudchamber::store::{MetricRow, RunStatus, Store};
 use cloudchamber::train::{self, MetricSink};
@@ -50,11 +51,12 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         .unwrap_or_default();
 
     let mut store = Store::open(store_path)?;
-    if let Some(prev) = store.run(&id)? {
+    let prev = store.run(&id)?;
+    if let Some(prev) = &prev {
         if !a.force && matches!(prev.status, RunStatus::Completed | RunStatus::Diverged) {
             if !a.quiet {
                 println!("run {id} ({name}) is already in {} as {}; showing it (use --force to run again)", store_path.display(), prev.display_status());
-                super::inspect::print_summary(&store, &prev)?;
+                super::inspect::print_summary(&store, prev)?;
             }
             return Ok(());
         }
@@ -68,15 +70,39 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         path: artifacts.join("spec.toml"),
         source,
     })?;
-    store.begin_run(
-        &id,
-        &name,
-        &spec.to_json(),
-        &spec.to_toml(),
-        env!("CARGO_PKG_VERSION"),
-    )?;
+    // An unfinished run of this spec with a checkpoint resumes from it; anything else starts
+    // from step 0 (and a stale checkpoint goes).
+    let ckpt_path = artifacts.join(checkpoint::FILE);
+    let ckpt = if a.force || prev.is_none() {
+        None
+    } else {
+        checkpoint::peek(&ckpt_path)?.filter(|s| s.run_id == id)
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    match &ckpt {
+        Some(st) => store.resume_run(
+            &id,
+            &name,
+            &spec.to_json(),
+            &spec.to_toml(),
+            version,
+            st.step,
+        )?,
+        None => {
+            if ckpt_path.exists() {
+                std::fs::remove_file(&ckpt_path).map_err(|source| Error::Io {
+                    path: ckpt_path.clone(),
+                    source,
+                })?;
+            }
+            store.begin_run(&id, &name, &spec.to_json(), &spec.to_toml(), version)?
+        }
+    }
     if !a.quiet {
         println!("run {id} ({name}): {}", data.description);
+        if let Some(st) = &ckpt {
+            println!("resuming from the checkpoint at step {}", st.step);
+        }
     }
 
     // A bar only for runs longer than a second, and only on a terminal.
@@ -105,7 +131,14 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         store: &mut store,
         id: &id,
     };
-    let result = train::train(spec, &data, &mut sink, Some(&artifacts), &mut progress);
+    let result = train::train(
+        spec,
+        &data,
+        &mut sink,
+        Some(&artifacts),
+        ckpt.is_some(),
+        &mut progress,
+    );
     bar.finish_and_clear();
     match result {
         Ok(out) => {
