@@ -5,6 +5,7 @@
 //! with explicit backward passes are in [`nn`].
 
 pub mod bench;
+pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod export;
