@@ -17,6 +17,7 @@ pub mod optim;
 pub mod spec;
 pub mod store;
 pub mod task;
+pub mod theory;
 pub mod train;
 
 pub use error::Error;

@@ -4,6 +4,7 @@ mod bench;
 mod export;
 mod inspect;
 mod run;
+mod theory;
 
 use std::path::PathBuf;
 
@@ -37,6 +38,10 @@ enum Command {
     Export(export::Args),
     /// Time the reference MLP step against the GEMM ceiling measured in the same process.
     Bench(bench::Args),
+    /// Mean-field theory: q*, c*, χ₁, depth scales, critical line, or a phase diagram.
+    Theory(theory::Args),
+    /// Self-normalizing shift and scale of an activation (and SELU's α, λ for `elu`).
+    Calibrate(theory::CalibrateArgs),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -46,5 +51,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),
         Command::Bench(a) => bench::run(a),
+        Command::Theory(a) => theory::run(a),
+        Command::Calibrate(a) => theory::calibrate(a),
     }
 }

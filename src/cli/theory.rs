@@ -1,0 +1,192 @@
+//! `cloudchamber theory` and `cloudchamber calibrate`: mean-field predictions and
+//! self-normalizing constants, printed (see `cloudchamber::theory`).
+
+use cloudchamber::nn::activation::Activation;
+use cloudchamber::theory::calibrate;
+use cloudchamber::theory::meanfield::{self, MeanField, Phi};
+use cloudchamber::Error;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Base activation f of φ(x) = a·f(x − b) + c.
+    #[arg(long, default_value = "tanh")]
+    activation: String,
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    a: f64,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    b: f64,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    c: f64,
+    /// σ_w²: a number, or START:STOP:COUNT (evenly spaced, both ends included) with
+    /// --phase-diagram.
+    #[arg(long = "sigma-w2", default_value = "1.0", allow_hyphen_values = true)]
+    sigma_w2: String,
+    /// σ_b²: a number, or START:STOP:COUNT with --phase-diagram.
+    #[arg(long = "sigma-b2", default_value = "0.0", allow_hyphen_values = true)]
+    sigma_b2: String,
+    /// Layers of the printed q^l sequence.
+    #[arg(long, default_value_t = 30)]
+    depth: usize,
+    /// q^0 of the printed sequence.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    q0: f64,
+    /// Print χ₁ and the phase over the σ_w² × σ_b² grid instead.
+    #[arg(long)]
+    phase_diagram: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CalibrateArgs {
+    /// Activation to calibrate (for `elu`, the SELU (α, λ) too).
+    activation: String,
+}
+
+/// An activation of the zoo by name, or `Error::Invalid` listing them.
+fn parse_activation(name: &str) -> Result<Activation, Error> {
+    Activation::ALL
+        .into_iter()
+        .find(|a| a.name() == name)
+        .ok_or_else(|| Error::Invalid {
+            what: "activation".into(),
+            message: format!("unknown activation `{name}`"),
+            hint: format!("one of: {}", Activation::ALL.map(|a| a.name()).join(", ")),
+        })
+}
+
+fn invalid(what: &str, message: String) -> Error {
+    Error::Invalid {
+        what: what.into(),
+        message,
+        hint: "give a number like 1.5, or START:STOP:COUNT like 0.5:4:8 with --phase-diagram"
+            .into(),
+    }
+}
+
+fn parse_number(what: &str, s: &str) -> Result<f64, Error> {
+    s.trim()
+        .parse::<f64>()
+        .map_err(|_| invalid(what, format!("`{s}` is not a number")))
+}
+
+/// `START:STOP:COUNT` → COUNT evenly spaced values (a plain number → one value).
+fn parse_range(what: &str, s: &str) -> Result<Vec<f64>, Error> {
+    let parts: Vec<&str> = s.split(':').collect();
+    match parts.as_slice() {
+        [v] => Ok(vec![parse_number(what, v)?]),
+        [a, b, n] => {
+            let (a, b) = (parse_number(what, a)?, parse_number(what, b)?);
+            let n: usize = n
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| invalid(what, format!("COUNT `{n}` must be an integer 1–10000")))?;
+            if n == 1 {
+                return Ok(vec![a]);
+            }
+            Ok((0..n)
+                .map(|i| a + (b - a) * i as f64 / (n - 1) as f64)
+                .collect())
+        }
+        _ => Err(invalid(
+            what,
+            format!("`{s}` is neither a number nor START:STOP:COUNT"),
+        )),
+    }
+}
+
+fn fmt(v: f64) -> String {
+    if v.is_infinite() {
+        if v > 0.0 {
+            "inf".into()
+        } else {
+            "-inf".into()
+        }
+    } else if v.is_nan() {
+        "nan".into()
+    } else {
+        format!("{v:.10}")
+    }
+}
+
+pub fn run(a: Args) -> Result<(), Error> {
+    let phi = Phi {
+        act: parse_activation(&a.activation)?,
+        a: a.a,
+        b: a.b,
+        c: a.c,
+    };
+    if a.phase_diagram {
+        let w2s = parse_range("--sigma-w2", &a.sigma_w2)?;
+        let b2s = parse_range("--sigma-b2", &a.sigma_b2)?;
+        let rows = meanfield::phase_diagram(phi, &w2s, &b2s)?;
+        println!("sigma_w2\tsigma_b2\tq_star\tchi1\tphase");
+        for r in rows {
+            println!(
+                "{:.6}\t{:.6}\t{}\t{}\t{}",
+                r.sigma_w2,
+                r.sigma_b2,
+                fmt(r.q_star),
+                fmt(r.chi1),
+                r.phase.name()
+            );
+        }
+        return Ok(());
+    }
+    let w2 = parse_number("--sigma-w2", &a.sigma_w2)?;
+    let b2 = parse_number("--sigma-b2", &a.sigma_b2)?;
+    if !(a.q0.is_finite() && a.q0 >= 0.0) {
+        return Err(Error::Invalid {
+            what: "--q0".into(),
+            message: format!("must be a finite number ≥ 0, got {}", a.q0),
+            hint: "q⁰ is a second moment; the default is 1".into(),
+        });
+    }
+    let m = MeanField::new(phi, w2, b2)?;
+    let an = m.analyze();
+    let crit = meanfield::critical_sigma_w2(phi, b2)?;
+    println!(
+        "phi(x) = {}*{}(x - {}) + {}   sigma_w2 = {w2}   sigma_b2 = {b2}",
+        phi.a,
+        phi.act.name(),
+        phi.b,
+        phi.c
+    );
+    println!("q*                {}", fmt(an.q_star));
+    println!("c*                {}", fmt(an.c_star));
+    println!("chi_1             {}", fmt(an.chi1));
+    println!("chi_c             {}", fmt(an.chi_c));
+    println!("length-map slope  {}", fmt(an.q_slope));
+    println!("xi_q              {}", fmt(an.xi_q));
+    println!("xi_c              {}", fmt(an.xi_c));
+    println!("xi_grad           {}", fmt(an.xi_grad));
+    println!("phase             {}", an.phase.name());
+    match crit {
+        Some(c) => println!("critical sigma_w2 {} (at sigma_b2 = {b2})", fmt(c)),
+        None => println!("critical sigma_w2 none in [1e-3, 1e3] (at sigma_b2 = {b2})"),
+    }
+    println!("layer\tq");
+    for (l, q) in m.q_sequence(a.q0, a.depth).iter().enumerate() {
+        println!("{l}\t{}", fmt(*q));
+    }
+    Ok(())
+}
+
+pub fn calibrate(a: CalibrateArgs) -> Result<(), Error> {
+    let act = parse_activation(&a.activation)?;
+    let c = calibrate::self_normalize(Phi::plain(act))?;
+    println!(
+        "{}: g(x) = lambda*(f(x) - mu) has mean 0, variance 1 under N(0,1)",
+        act.name()
+    );
+    println!("mu       {:.16}", c.mean);
+    println!("lambda   {:.16}", c.lambda);
+    println!("gamma    {:.16}  (NF-Net gain 1/std f(z))", c.gamma);
+    if act == Activation::Elu {
+        let (al, la) = calibrate::selu_alpha_lambda(calibrate::elu_constants_closed())?;
+        println!("SELU: lambda*elu_alpha(z) has mean 0, second moment 1");
+        println!("alpha    {al:.16}");
+        println!("lambda   {la:.16}");
+    }
+    Ok(())
+}

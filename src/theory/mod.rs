@@ -1,0 +1,9 @@
+//! Theory beside measurement: the infinite-width predictions the experiments are compared with.
+//!
+//! - [`gauss`]: Gaussian expectations (Gauss–Hermite, and a kink-splitting composite rule);
+//! - [`meanfield`]: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017);
+//! - [`calibrate`]: self-normalizing shift and scale, NF-Net gains, the SELU constants.
+
+pub mod calibrate;
+pub mod gauss;
+pub mod meanfield;
