@@ -22,6 +22,7 @@ pub const ALL: &[&str] = &[
     "act_params",
     "norm_params",
     "lr",
+    "theory",
 ];
 
 /// What an observable may read at a logged step.
@@ -33,6 +34,8 @@ pub struct Ctx<'a, F> {
     pub lr: f64,
     /// The factor clipping applied to the gradients (1 when it did nothing).
     pub clip_coef: f64,
+    /// The step's input batch `[rows, input]`.
+    pub input: &'a [F],
 }
 
 pub trait Observable<F: Float> {
@@ -61,6 +64,7 @@ pub fn registry<F: Float>(names: &[String]) -> Vec<Box<dyn Observable<F>>> {
         Box::new(ActParams),
         Box::new(NormParams),
         Box::new(LearningRate),
+        Box::new(TheoryQ),
     ];
     all.into_iter()
         .filter(|o| names.iter().any(|n| n == o.name()))
@@ -330,6 +334,7 @@ mod tests {
             before: &before,
             lr: 0.1,
             clip_coef: 1.0,
+            input: &x,
         };
         let mut rows = Vec::new();
         registry::<f64>(&ALL.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -381,6 +386,7 @@ mod tests {
             before: &before,
             lr: 0.1,
             clip_coef: 0.5,
+            input: &x,
         };
         let mut rows = Vec::new();
         for o in registry::<f64>(&["inactive".into(), "grad_norm".into(), "update_ratio".into()]) {
@@ -391,5 +397,130 @@ mod tests {
         assert!((get(&rows, "grad_norm", None) - gnorm / 0.5).abs() < 1e-12);
         assert!((get(&rows, "update_ratio", Some(0)) - 0.5 / w0_norm).abs() < 1e-12);
         assert_eq!(get(&rows, "update_ratio", Some(1)), 0.0);
+    }
+}
+
+/// At step 0 only: the mean-field prediction `q_theory` of each hidden layer's pre-activation
+/// second moment (Poole et al. 2016), iterated from the measured input second moment with the
+/// init's σ_w², σ_b² (`nn::init::variances`) and the activation's initial a, b, c, and
+/// `q_ratio = preact_m2 / q_theory`. At finite width the ratio scatters around 1 by about
+/// `√(2/width)` per layer. Not recorded for nets with a norm (the theory has none).
+struct TheoryQ;
+impl<F: Float> Observable<F> for TheoryQ {
+    fn name(&self) -> &'static str {
+        "theory"
+    }
+    fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
+        let m = c.model;
+        if c.step != 0 || m.norm != crate::nn::norm::Norm::None || c.input.is_empty() {
+            return;
+        }
+        let act = &m.act_spec;
+        let phi = crate::theory::meanfield::Phi {
+            act: m.activation,
+            a: act.a.init,
+            b: act.b.init,
+            c: act.c.init,
+        };
+        let mut q = ops::sum_squares(c.input) / c.input.len() as f64;
+        for l in 0..m.depth() {
+            let (sw2, sb2) = crate::nn::init::variances(&m.init, m.dims[l + 1], m.dims[l]);
+            q = if l == 0 {
+                sw2 * q + sb2
+            } else {
+                match crate::theory::meanfield::MeanField::new(phi, sw2, sb2) {
+                    Ok(mf) => mf.length_map(q),
+                    Err(_) => return,
+                }
+            };
+            let z = &m.bufs[l].pre[..m.rows * m.dims[l + 1]];
+            let measured = ops::sum_squares(z) / z.len().max(1) as f64;
+            out.push(row(c.step, Some(l), "q_theory", q));
+            out.push(row(c.step, Some(l), "q_ratio", measured / q));
+        }
+    }
+}
+
+#[cfg(test)]
+mod theory_tests {
+    use super::*;
+    use crate::engine::Rng;
+    use crate::nn::activation::Activation;
+    use crate::nn::init::Init;
+    use crate::nn::norm::Mode;
+    use crate::spec::{ActParamSpec, BiasedActSpec, ModelSpec};
+    use crate::theory::meanfield::{MeanField, Phi};
+
+    /// `q_theory` is the length map iterated from the measured input moment with the init's
+    /// variances, and `q_ratio` the measured/predicted ratio — close to 1 at width 512.
+    #[test]
+    fn theory_rows_at_step_zero() {
+        let act = BiasedActSpec {
+            b: ActParamSpec {
+                init: 0.3,
+                ..ActParamSpec::zero()
+            },
+            ..BiasedActSpec::default()
+        };
+        let spec = ModelSpec {
+            width: 512,
+            depth: 4,
+            activation: Activation::Tanh,
+            act,
+            init: Init::MeanField,
+            sigma_w2: 1.7,
+            sigma_b2: 0.1,
+            ..ModelSpec::default()
+        };
+        let mut m = Mlp::<f64>::new(&spec, 64, 1, 32, &mut Rng::new(3));
+        let mut rng = Rng::new(4);
+        let x: Vec<f64> = (0..32 * 64).map(|_| 2.0 * rng.normal()).collect();
+        m.forward(&x, 32, Mode::Train);
+        let before: Vec<Vec<f64>> = Vec::new();
+        let ctx = Ctx {
+            step: 0,
+            model: &m,
+            before: &before,
+            lr: 0.1,
+            clip_coef: 1.0,
+            input: &x,
+        };
+        let mut rows = Vec::new();
+        registry::<f64>(&["theory".into()])[0].observe(&ctx, &mut rows);
+        let x_m2 = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+        let mf = MeanField::new(
+            Phi {
+                act: Activation::Tanh,
+                a: 1.0,
+                b: 0.3,
+                c: 0.0,
+            },
+            1.7,
+            0.1,
+        )
+        .unwrap();
+        let want = mf.q_sequence(1.7 * x_m2 + 0.1, 3);
+        for l in 0..4u32 {
+            let q = rows
+                .iter()
+                .find(|r| r.name == "q_theory" && r.layer == Some(l))
+                .unwrap()
+                .value;
+            assert!(
+                (q - want[l as usize]).abs() < 1e-12 * want[l as usize],
+                "layer {l}"
+            );
+            let ratio = rows
+                .iter()
+                .find(|r| r.name == "q_ratio" && r.layer == Some(l))
+                .unwrap()
+                .value;
+            assert!((ratio - 1.0).abs() < 0.15, "layer {l}: ratio {ratio}");
+        }
+        // Only at step 0.
+        let later = Ctx { step: 1, ..ctx };
+        let mut rows = Vec::new();
+        registry::<f64>(&["theory".into()])[0].observe(&later, &mut rows);
+        assert!(rows.is_empty());
     }
 }

@@ -297,6 +297,7 @@ fn train_typed<F: Float>(
                 before: &before,
                 lr,
                 clip_coef,
+                input: &x[..b * in_dim],
             };
             for o in &observables {
                 o.observe(&ctx, &mut rows);

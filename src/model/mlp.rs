@@ -73,6 +73,8 @@ pub struct Mlp<F> {
     /// Rows in the last forward pass.
     pub rows: usize,
     capacity: usize,
+    /// How the weights were drawn (the mean-field prediction needs σ_w², σ_b²).
+    pub init: InitParams,
 }
 
 impl<F: Float> Mlp<F> {
@@ -270,6 +272,7 @@ impl<F: Float> Mlp<F> {
             grad: [zeros(capacity * max_width), zeros(capacity * max_width)],
             rows: 0,
             capacity,
+            init: ip,
         }
     }
 
