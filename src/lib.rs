@@ -16,6 +16,7 @@ pub mod observe;
 pub mod optim;
 pub mod spec;
 pub mod store;
+pub mod sweep;
 pub mod task;
 pub mod theory;
 pub mod train;

@@ -402,12 +402,22 @@ pub struct ObserveSpec {
     /// Which observables to record; all of them when left out (the list is in README.md).
     #[serde(default)]
     pub observables: Option<Vec<String>>,
+    /// Measure the sharpness (top Hessian eigenvalue of the batch loss) every this many steps;
+    /// 0 (never) by default, since each measurement costs 2·`sharpness_iters` extra passes.
+    #[serde(default)]
+    pub sharpness_every: u64,
+    /// Power iterations per sharpness measurement: 30 resolve the top eigenvalue to well under
+    /// 1% when it is separated from the next by 20% or more.
+    #[serde(default = "d_sharpness_iters")]
+    pub sharpness_iters: usize,
 }
 
 impl Default for ObserveSpec {
     fn default() -> Self {
         ObserveSpec {
             log_every: d_log_every(),
+            sharpness_every: 0,
+            sharpness_iters: d_sharpness_iters(),
             observables: None,
         }
     }
@@ -492,6 +502,9 @@ fn d_threads() -> usize {
 }
 fn d_checkpoint_every() -> u64 {
     1000
+}
+fn d_sharpness_iters() -> usize {
+    30
 }
 fn d_log_every() -> u64 {
     10
@@ -611,7 +624,17 @@ pub fn load(path: &Path, overrides: &[String]) -> Result<LoadedSpec, SpecError> 
 
 /// [`load`] on text already read (`path` only names it in errors).
 pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Spec, SpecError> {
-    let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    let table = parse_toml(text, path)?;
+    let overrides = overrides
+        .iter()
+        .map(|arg| Override::from_arg(arg))
+        .collect::<Result<Vec<_>, _>>()?;
+    parse_table(table, text, path, &overrides)
+}
+
+/// The file's text as a TOML table; syntax errors name the file, line and column.
+pub fn parse_toml(text: &str, path: &Path) -> Result<toml::Table, SpecError> {
+    text.parse().map_err(|e: toml::de::Error| {
         let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
         SpecError::Syntax {
             path: path.to_path_buf(),
@@ -619,24 +642,146 @@ pub fn parse(text: &str, path: &Path, overrides: &[String]) -> Result<Spec, Spec
             column,
             message: e.message().trim().to_string(),
         }
-    })?;
-    let mut overridden = Vec::new();
-    for arg in overrides {
-        overridden.push(apply_override(&mut table, arg)?);
+    })
+}
+
+/// Where an override came from: errors about its key point there instead of into the file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OverrideOrigin {
+    /// `--set ARG` on the command line.
+    Set(String),
+    /// Anything else (a sweep point); the text is the location errors print.
+    Other(String),
+}
+
+/// One dotted key set to a value before deserialization.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Override {
+    pub key: String,
+    pub value: toml::Value,
+    pub origin: OverrideOrigin,
+}
+
+impl Override {
+    /// Parses `a.b.c=value` (value as TOML, or a plain string when it is not TOML).
+    pub fn from_arg(arg: &str) -> Result<Override, SpecError> {
+        let bad = |message: &str| SpecError::BadOverride {
+            arg: arg.to_string(),
+            message: message.to_string(),
+        };
+        let (key, raw) = arg
+            .split_once('=')
+            .ok_or_else(|| bad("expected KEY=VALUE"))?;
+        let key = key.trim();
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            return Err(bad("the key must be a dotted path like model.width"));
+        }
+        let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
+            Ok(mut t) => t
+                .remove("v")
+                .unwrap_or(toml::Value::String(raw.to_string())),
+            Err(_) => toml::Value::String(raw.trim().to_string()),
+        };
+        Ok(Override {
+            key: key.to_string(),
+            value,
+            origin: OverrideOrigin::Set(arg.to_string()),
+        })
+    }
+
+    fn location(&self) -> String {
+        match &self.origin {
+            OverrideOrigin::Set(arg) => format!("--set {arg}"),
+            OverrideOrigin::Other(at) => at.clone(),
+        }
+    }
+
+    /// Sets the dotted key in the table, creating sections on the way.
+    fn apply(&self, table: &mut toml::Table) -> Result<(), SpecError> {
+        let parts: Vec<&str> = self.key.split('.').collect();
+        let (last, sections) = match parts.split_last() {
+            Some(x) => x,
+            None => return Err(self.error("the key must be a dotted path like model.width")),
+        };
+        let mut cur = table;
+        for part in sections {
+            let entry = cur
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            cur = match entry {
+                toml::Value::Table(t) => t,
+                _ => return Err(self.error(&format!("`{part}` is a value, not a section"))),
+            };
+        }
+        cur.insert(last.to_string(), self.value.clone());
+        Ok(())
+    }
+
+    fn error(&self, message: &str) -> SpecError {
+        match &self.origin {
+            OverrideOrigin::Set(arg) => SpecError::BadOverride {
+                arg: arg.clone(),
+                message: message.to_string(),
+            },
+            OverrideOrigin::Other(at) => SpecError::Invalid {
+                location: at.clone(),
+                key: self.key.clone(),
+                message: message.to_string(),
+                hint: "a dotted key names a value inside the sections, like model.width".into(),
+            },
+        }
+    }
+}
+
+/// [`parse`] on a table already parsed from `text` (which, with `path`, only locates errors),
+/// with overrides already parsed. A table that declares a `[sweep]` is refused: it describes
+/// many runs, and `cloudchamber sweep` expands it (after removing `sweep`).
+pub fn parse_table(
+    mut table: toml::Table,
+    text: &str,
+    path: &Path,
+    overrides: &[Override],
+) -> Result<Spec, SpecError> {
+    for o in overrides {
+        o.apply(&mut table)?;
     }
     let locate_key = |key: &str| -> String {
-        if let Some(arg) = overrides
+        // The last override of a key wins, so it is the one to blame.
+        if let Some(o) = overrides
             .iter()
-            .zip(&overridden)
-            .find(|(_, k)| key == k.as_str() || key.starts_with(&format!("{k}.")))
+            .rev()
+            .find(|o| key == o.key || key.starts_with(&format!("{}.", o.key)))
         {
-            return format!("--set {}", arg.0);
+            return o.location();
         }
         match find_key_line(text, key) {
             Some(line) => format!("{}:{line}", path.display()),
             None => path.display().to_string(),
         }
     };
+    if table.contains_key("sweep") {
+        // `[sweep.axes]` alone has no `[sweep]` header: then the first line that opens it.
+        let line = find_key_line(text, "sweep").or_else(|| {
+            text.lines()
+                .position(|l| l.trim_start().trim_start_matches('[').starts_with("sweep"))
+                .map(|i| i + 1)
+        });
+        let location = match line {
+            Some(line) if !overrides.iter().any(|o| o.key.starts_with("sweep")) => {
+                format!("{}:{line}", path.display())
+            }
+            _ => locate_key("sweep"),
+        };
+        return Err(SpecError::Invalid {
+            location,
+            key: "sweep".into(),
+            message: "declares a sweep (many runs); `run` runs one experiment".into(),
+            hint: format!(
+                "list the sweep's runs with `cloudchamber sweep {} --dry-run`",
+                path.display()
+            ),
+        });
+    }
     let mut spec: Spec = serde_path_to_error::deserialize(toml::Value::Table(table))
         .map_err(|e| classify(e, &locate_key))?;
     spec.resolve();
@@ -682,6 +827,11 @@ fn classify(
             format!("{path}.{key_name}")
         };
         let _ = parent;
+        let mut valid = valid;
+        // `[sweep]` is not a field of the spec, but a typo of it deserves the suggestion.
+        if !key.contains('.') && !valid.iter().any(|v| v == "sweep") {
+            valid.push("sweep".into());
+        }
         return SpecError::UnknownKey {
             location: locate(&key),
             suggestion: nearest(&key_name, &valid),
@@ -740,40 +890,6 @@ pub fn nearest(got: &str, valid: &[String]) -> Option<String> {
         .filter(|(d, v)| *d <= 2.max(v.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, v)| v.clone())
-}
-
-/// Applies `a.b.c=value` to the table (value parsed as TOML, or taken as a string); returns the key.
-fn apply_override(table: &mut toml::Table, arg: &str) -> Result<String, SpecError> {
-    let bad = |message: &str| SpecError::BadOverride {
-        arg: arg.to_string(),
-        message: message.to_string(),
-    };
-    let (key, raw) = arg
-        .split_once('=')
-        .ok_or_else(|| bad("expected KEY=VALUE"))?;
-    let key = key.trim();
-    if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(bad("the key must be a dotted path like model.width"));
-    }
-    let value: toml::Value = match format!("v = {raw}").parse::<toml::Table>() {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or(toml::Value::String(raw.to_string())),
-        Err(_) => toml::Value::String(raw.trim().to_string()),
-    };
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut cur = table;
-    for part in &parts[..parts.len() - 1] {
-        let entry = cur
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = match entry {
-            toml::Value::Table(t) => t,
-            _ => return Err(bad(&format!("`{part}` is a value, not a section"))),
-        };
-    }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(key.to_string())
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -1027,6 +1143,17 @@ impl Spec {
                 "train.loss",
                 "cross_entropy needs a classification task",
                 "use loss = \"mse\" for regression",
+            ));
+        }
+        if self.observe.sharpness_every > 0 && !(1..=10_000).contains(&self.observe.sharpness_iters)
+        {
+            return Err(invalid(
+                "observe.sharpness_iters",
+                format!(
+                    "must be between 1 and 10000 (got {})",
+                    self.observe.sharpness_iters
+                ),
+                "30 is the default",
             ));
         }
         if self.observe.log_every == 0 {

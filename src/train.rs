@@ -16,6 +16,7 @@ use crate::optim::{self, Hyper, OptimState};
 use crate::spec::{BatchSize, Dtype, LossKind, Spec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
+use crate::theory::curvature::Sharpness;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
 /// backed by a database writes one transaction per logged step.
@@ -267,6 +268,28 @@ fn train_typed<F: Float>(
 
         // Backward.
         model.backward(x);
+
+        // Sharpness of this batch's loss at the parameters before the update.
+        if obs_spec.sharpness_every > 0 && step % obs_spec.sharpness_every == 0 {
+            let yc = train_set.y_cols;
+            // A fresh start vector from a per-step stream (no warm start), so a resumed run
+            // measures exactly what an uninterrupted one does.
+            let mut rng = Rng::stream(
+                spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                "curvature",
+            );
+            let s = Sharpness::default().measure(
+                &spec.model,
+                &model,
+                x,
+                &y[..b * yc],
+                b,
+                loss_kind,
+                obs_spec.sharpness_iters,
+                &mut rng,
+            );
+            rows.push(metric(step, "sharpness", s));
+        }
 
         // Clip (global norm), keeping the factor so observables can report the raw gradient.
         let clip_coef = match opt_spec.clip_grad_norm {

@@ -482,12 +482,27 @@ fn killed_runs_resume_bit_identically() {
     let o = run_in(dir.path(), &["--store", "ref.db", "run", "r.toml", "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let ckpt = dir.path().join("runs").join(&id).join(cloudchamber::checkpoint::FILE);
-    let peek = || cloudchamber::checkpoint::peek(&ckpt).ok().flatten().map(|s| s.step);
+    let ckpt = dir
+        .path()
+        .join("runs")
+        .join(&id)
+        .join(cloudchamber::checkpoint::FILE);
+    let peek = || {
+        cloudchamber::checkpoint::peek(&ckpt)
+            .ok()
+            .flatten()
+            .map(|s| s.step)
+    };
     std::fs::remove_dir_all(dir.path().join("runs")).unwrap();
     let mut last = 0;
     for _ in 0..3 {
-        let mut child = bin().current_dir(dir.path()).args(["--store", "cut.db", "run", "r.toml", "-q"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = bin()
+            .current_dir(dir.path())
+            .args(["--store", "cut.db", "run", "r.toml", "-q"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let t0 = Instant::now();
         while peek().is_none_or(|s| s <= last) {
             std::thread::sleep(Duration::from_millis(5));
@@ -501,7 +516,14 @@ fn killed_runs_resume_bit_identically() {
     assert!(last < 30000);
     let o = run_in(dir.path(), &["--store", "cut.db", "run", "r.toml"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains(&format!("resuming from the checkpoint at step {last}")), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&format!("resuming from the checkpoint at step {last}")),
+        "{}",
+        stdout(&o)
+    );
     assert!(!ckpt.exists(), "a finished run keeps no checkpoint");
-    assert_eq!(export_csv(dir.path(), "ref.db"), export_csv(dir.path(), "cut.db"));
+    assert_eq!(
+        export_csv(dir.path(), "ref.db"),
+        export_csv(dir.path(), "cut.db")
+    );
 }

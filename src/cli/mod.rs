@@ -4,6 +4,7 @@ mod bench;
 mod export;
 mod inspect;
 mod run;
+mod sweep;
 mod theory;
 
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Cli {
 enum Command {
     /// Run one experiment file.
     Run(run::Args),
+    /// Expand a sweep (an experiment file with a [sweep] section); `--dry-run` lists its runs.
+    Sweep(sweep::Args),
     /// List the runs in the store.
     Ls,
     /// Show one run: its spec, status and final metrics.
@@ -47,6 +50,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run(a) => run::run(&cli.store, a),
+        Command::Sweep(a) => sweep::run(a),
         Command::Ls => inspect::ls(&cli.store),
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),

@@ -2,8 +2,10 @@
 //!
 //! - [`gauss`]: Gaussian expectations (Gauss–Hermite, and a kink-splitting composite rule);
 //! - [`meanfield`]: mean-field signal propagation (Poole et al. 2016; Schoenholz et al. 2017);
-//! - [`calibrate`]: self-normalizing shift and scale, NF-Net gains, the SELU constants.
+//! - [`calibrate`]: self-normalizing shift and scale, NF-Net gains, the SELU constants;
+//! - [`curvature`]: Hessian-vector products and sharpness (the top Hessian eigenvalue).
 
 pub mod calibrate;
+pub mod curvature;
 pub mod gauss;
 pub mod meanfield;

@@ -1,0 +1,245 @@
+//! End-to-end tests of `cloudchamber sweep FILE --dry-run`: the listing, ids shared with single
+//! runs, and the errors of a bad declaration.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn run_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cloudchamber"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const BASE: &str = r#"seed = 3
+
+[task.teacher_student]
+input_dim = 8
+n_train = 64
+n_test = 32
+
+[model]
+width = 16
+depth = 1
+
+[train]
+steps = 5
+batch_size = 32
+eval_every = 5
+
+[observe]
+log_every = 5
+"#;
+
+const SWEEP: &str = r#"
+[sweep]
+name = "lr-by-width"
+seeds = [0, 7]
+
+[sweep.axes]
+"optim.lr" = { logspace = [1e-4, 1e-2, 3] }
+"model.activation" = ["tanh", "relu"]
+
+[[sweep.zip]]
+"model.width" = [8, 16]
+"model.init_scale" = [0.5, 2.0]
+"#;
+
+fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+/// (id, label) of each run line of a dry run.
+fn runs(listing: &str) -> Vec<(String, String)> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.trim_start().splitn(3, "  ");
+            let index = parts.next()?;
+            index.parse::<usize>().ok()?;
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_lists_every_run_and_the_count() {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}{SWEEP}"))]);
+    let o = run_in(dir.path(), &["sweep", "s.toml", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let s = out(&o);
+    assert!(s.starts_with("sweep lr-by-width (s.toml)\n"), "{s}");
+    assert!(s.contains("1e-4 1e-3 0.01  (logspace, 3)"), "{s}");
+    assert!(
+        s.contains("model.width + model.init_scale  (8, 0.5) (16, 2)  (zip, 2)"),
+        "{s}"
+    );
+    assert!(
+        s.trim_end().ends_with("24 runs (dry run: nothing was run)"),
+        "{s}"
+    );
+    let rs = runs(&s);
+    assert_eq!(rs.len(), 3 * 2 * 2 * 2);
+    assert_eq!(
+        rs[0].1,
+        "optim.lr=1e-4 model.activation=tanh model.width=8 model.init_scale=0.5 seed=0"
+    );
+    assert_eq!(
+        rs[23].1,
+        "optim.lr=0.01 model.activation=relu model.width=16 model.init_scale=2 seed=7"
+    );
+    let mut ids: Vec<&String> = rs.iter().map(|r| &r.0).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 24, "ids are distinct");
+    // A dry run touches no store.
+    assert!(!dir.path().join("cloudchamber.db").exists());
+}
+
+#[test]
+fn a_sweep_run_has_the_id_of_the_same_single_run() {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}{SWEEP}")), ("base.toml", BASE)]);
+    let s = out(&run_in(dir.path(), &["sweep", "s.toml", "--dry-run"]));
+    let rs = runs(&s);
+    // One run from the middle: every swept key differs from the base.
+    let (id, label) = &rs[13];
+    let mut args = vec!["run", "base.toml", "--quiet"];
+    let sets: Vec<String> = label.split(' ').map(str::to_string).collect();
+    for kv in &sets {
+        args.push("--set");
+        args.push(kv);
+    }
+    let o = run_in(dir.path(), &args);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = run_in(dir.path(), &["show", id]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "no run {id} in the store: {}",
+        err(&o)
+    );
+    assert!(out(&o).contains(id.as_str()), "{}", out(&o));
+}
+
+#[test]
+fn a_separate_sweep_file_names_its_base() {
+    let dir = dir_with(&[
+        ("base.toml", BASE),
+        ("s.toml", "[sweep]\nbase = \"base.toml\"\nseeds = 2\n"),
+    ]);
+    let o = run_in(dir.path(), &["sweep", "s.toml", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let s = out(&o);
+    assert!(s.starts_with("sweep s (s.toml)"), "{s}");
+    assert_eq!(runs(&s).len(), 2);
+    // --set changes the base of every run.
+    let o2 = run_in(
+        dir.path(),
+        &["sweep", "s.toml", "--dry-run", "--set", "train.steps=6"],
+    );
+    assert_eq!(o2.status.code(), Some(0), "{}", err(&o2));
+    assert_ne!(runs(&s)[0].0, runs(&out(&o2))[0].0);
+}
+
+#[test]
+fn run_on_a_sweep_file_points_to_sweep() {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}{SWEEP}"))]);
+    let o = run_in(dir.path(), &["run", "s.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = err(&o);
+    assert!(
+        e.starts_with(
+            "error: s.toml:20: `sweep` declares a sweep (many runs); `run` runs one experiment"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("cloudchamber sweep s.toml --dry-run"), "{e}");
+    assert!(!dir.path().join("cloudchamber.db").exists());
+}
+
+#[test]
+fn a_misspelt_sweep_section_is_an_unknown_key() {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}\n[sweeep]\nseeds = 2\n"))]);
+    let o = run_in(dir.path(), &["run", "s.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = err(&o);
+    assert!(
+        e.starts_with("error: s.toml:20: unknown key `sweeep` (did you mean `sweep`?)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn sweep_without_dry_run_says_it_is_not_implemented() {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}{SWEEP}"))]);
+    let o = run_in(dir.path(), &["sweep", "s.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err(&o).contains("not implemented yet (24 runs declared; nothing was run)"),
+        "{}",
+        err(&o)
+    );
+    assert!(!dir.path().join("cloudchamber.db").exists());
+}
+
+/// Exit code and stderr of a dry run of BASE plus `decl`.
+fn bad(decl: &str) -> (i32, String) {
+    let dir = dir_with(&[("s.toml", &format!("{BASE}{decl}"))]);
+    let o = run_in(dir.path(), &["sweep", "s.toml", "--dry-run"]);
+    assert!(
+        out(&o).is_empty(),
+        "nothing listed for a bad sweep: {}",
+        out(&o)
+    );
+    (o.status.code().unwrap_or(-1), err(&o))
+}
+
+#[test]
+fn bad_declarations_name_the_line_and_key() {
+    let (code, e) = bad("\n[[sweep.zip]]\n\"model.width\" = [8, 16]\n\"optim.lr\" = [1e-3]\n");
+    assert_eq!(code, 2);
+    assert!(
+        e.starts_with("error: s.toml:20: `sweep.zip[0]` zips lists of different lengths (model.width has 2, optim.lr has 1)"),
+        "{e}"
+    );
+    let (code, e) = bad("\n[sweep.axes]\n\"optim.lrr\" = [1e-3, 1e-2]\n");
+    assert_eq!(code, 2);
+    assert!(
+        e.starts_with("error: s.toml:21 (sweep run 0: optim.lrr=1e-3): unknown key `optim.lrr` (did you mean `lr`?)"),
+        "{e}"
+    );
+    let (code, e) = bad("\n[sweep.axes]\n\"optim.lr\" = { range = [1e-3, 1e-2, 3] }\n");
+    assert_eq!(code, 2);
+    assert!(
+        e.starts_with("error: s.toml:21: unknown key `sweep.axes.optim.lr.range`"),
+        "{e}"
+    );
+    let (code, e) = bad("\n[sweep.axes]\n\"optim.lr\" = { logspace = [-4, -1, 4] }\n");
+    assert_eq!(code, 2);
+    assert!(e.contains("not exponents"), "{e}");
+    let (code, e) = bad("\n[sweep.axes]\n\"model.activation\" = [\"tanh\", \"rleu\"]\n");
+    assert_eq!(code, 2);
+    assert!(
+        e.starts_with("error: s.toml:21 (sweep run 1: model.activation=rleu): `model.activation` = \"rleu\": unknown value (did you mean \"relu\"?)"),
+        "{e}"
+    );
+    let (code, e) = bad("\n[sweep]\nseeds = 0\n");
+    assert_eq!(code, 2);
+    assert!(
+        e.starts_with("error: s.toml:21: `sweep.seeds` must be between 1"),
+        "{e}"
+    );
+}
