@@ -32,6 +32,13 @@ pub enum Error {
         message: String,
         hint: String,
     },
+    /// Work that ran and failed (e.g. some runs of a sweep); exit code 1.
+    #[error("{what}: {message}")]
+    Failed {
+        what: String,
+        message: String,
+        hint: String,
+    },
 }
 
 impl Error {
@@ -43,7 +50,7 @@ impl Error {
             Error::Export(e) => e.hints(),
             Error::Io { .. } => vec!["check that the path exists and is writable".into()],
             Error::Safetensors { .. } => vec!["the file must be a safetensors file written by cloudchamber or `safetensors.torch.save_file`".into()],
-            Error::Invalid { hint, .. } => vec![hint.clone()],
+            Error::Invalid { hint, .. } | Error::Failed { hint, .. } => vec![hint.clone()],
         }
     }
 

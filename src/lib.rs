@@ -14,6 +14,7 @@ pub mod model;
 pub mod nn;
 pub mod observe;
 pub mod optim;
+pub mod runner;
 pub mod spec;
 pub mod store;
 pub mod sweep;

@@ -368,7 +368,7 @@ fn target_loss_stops_early() {
 }
 
 #[test]
-fn export_to_a_closed_pipe_is_not_an_error() {
+fn a_closed_pipe_ends_quietly() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
     assert!(run_in(dir.path(), &["run", "s.toml", "-q"])
@@ -383,7 +383,9 @@ fn export_to_a_closed_pipe_is_not_an_error() {
         .unwrap();
     drop(child.stdout.take()); // the reader goes away at once
     let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    // As Unix tools do: either it finished first, or SIGPIPE ended it — silently, no panic.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(o.status.success() || o.status.signal() == Some(13), "{:?}: {}", o.status, stderr(&o));
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
 

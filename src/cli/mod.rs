@@ -50,7 +50,7 @@ enum Command {
 pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run(a) => run::run(&cli.store, a),
-        Command::Sweep(a) => sweep::run(a),
+        Command::Sweep(a) => sweep::run(&cli.store, a),
         Command::Ls => inspect::ls(&cli.store),
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),

@@ -1,8 +1,16 @@
 //! `cloudchamber sweep FILE [--set key=value]… --dry-run`
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
-use cloudchamber::sweep::{self, format_value};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use cloudchamber::runner::{self, Start};
+use cloudchamber::store::RunStatus;
+
+use cloudchamber::sweep::{self, format_value, Sweep};
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
@@ -15,24 +23,16 @@ pub struct Args {
     /// List every run (id and swept values) and the count; run nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Runs trained at once, each on one thread (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
-pub fn run(a: Args) -> Result<(), Error> {
+pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     // Expanding validates every point, so a bad sweep fails here, before any work.
     let sw = sweep::load(&a.file, &a.set)?;
     if !a.dry_run {
-        return Err(Error::Invalid {
-            what: format!("sweep {}", a.file.display()),
-            message: format!(
-                "running a sweep is not implemented yet ({} runs declared; nothing was run)",
-                sw.runs.len()
-            ),
-            hint: format!(
-                "`cloudchamber sweep {} --dry-run` lists the runs; each one can be run alone with \
-                 `cloudchamber run` and the same --set values",
-                a.file.display()
-            ),
-        });
+        return execute(store_path, &sw, a.workers);
     }
     println!("sweep {} ({})", sw.name, sw.path.display());
     if sw.decl.factors.is_empty() && sw.decl.seeds.is_none() {
@@ -81,4 +81,137 @@ pub fn run(a: Args) -> Result<(), Error> {
         if sw.runs.len() == 1 { "" } else { "s" }
     );
     Ok(())
+}
+
+/// How one run of the sweep ended.
+enum End {
+    /// Already in the store, finished.
+    Skipped(RunStatus),
+    /// Trained now (from step 0 or from its checkpoint).
+    Trained {
+        status: RunStatus,
+        steps: u64,
+        seconds: f64,
+        resumed_from: Option<u64>,
+    },
+    Failed(String),
+}
+
+/// Runs every run of the sweep that the store does not hold finished, `workers` at a time, each
+/// single-threaded. A failing or diverging run never stops the others; a killed sweep run again
+/// skips what finished and resumes what was interrupted from its checkpoint.
+fn execute(store_path: &Path, sw: &Sweep, workers: Option<usize>) -> Result<(), Error> {
+    let n = sw.runs.len();
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let workers = workers.unwrap_or(cores).clamp(1, n.max(1));
+    println!(
+        "sweep {}: {n} run{} on {workers} worker{}",
+        sw.name,
+        if n == 1 { "" } else { "s" },
+        if workers == 1 { "" } else { "s" }
+    );
+    let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden());
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} runs  eta {eta}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let next = AtomicUsize::new(0);
+    let ends: Mutex<Vec<Option<End>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= n {
+                    break;
+                }
+                let r = &sw.runs[i];
+                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                    || -> Result<End, Error> {
+                        match runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)? {
+                            Start::Done(rec) => Ok(End::Skipped(rec.status)),
+                            Start::Ready(mut p) => {
+                                let out = runner::execute(&mut p, &r.spec, &mut |_, _| {})?;
+                                Ok(End::Trained {
+                                    status: out.status,
+                                    steps: out.steps,
+                                    seconds: out.wall_seconds,
+                                    resumed_from: p.resumed_from,
+                                })
+                            }
+                        }
+                    },
+                ));
+                let end = match attempt {
+                    Ok(Ok(end)) => end,
+                    Ok(Err(e)) => End::Failed(e.to_string()),
+                    Err(panic) => End::Failed(format!(
+                        "panic: {}",
+                        panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    )),
+                };
+                let line = describe(i, &r.id, &end, &r.label());
+                bar.suspend(|| println!("{line}"));
+                bar.inc(1);
+                if let Ok(mut e) = ends.lock() {
+                    e[i] = Some(end);
+                }
+            });
+        }
+    });
+    bar.finish_and_clear();
+    let ends = ends.into_inner().unwrap_or_default();
+    let count = |f: &dyn Fn(&End) -> bool| ends.iter().flatten().filter(|e| f(e)).count();
+    let failed = count(&|e| matches!(e, End::Failed(_)));
+    let diverged = count(&|e| {
+        matches!(
+            e,
+            End::Trained {
+                status: RunStatus::Diverged,
+                ..
+            } | End::Skipped(RunStatus::Diverged)
+        )
+    });
+    let skipped = count(&|e| matches!(e, End::Skipped(_)));
+    println!("{n} runs: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})", n - failed - diverged, store_path.display());
+    if failed > 0 {
+        return Err(Error::Failed {
+            what: format!("sweep {}", sw.name),
+            message: format!("{failed} of {n} runs failed"),
+            hint:
+                "the lines marked `failed` above say why; run the sweep again to retry only those"
+                    .into(),
+        });
+    }
+    Ok(())
+}
+
+fn describe(i: usize, id: &str, end: &End, label: &str) -> String {
+    let what = match end {
+        End::Skipped(s) => format!("{} (already in the store)", s.as_str()),
+        End::Trained {
+            status,
+            steps,
+            seconds,
+            resumed_from,
+        } => {
+            let resumed = resumed_from
+                .map(|s| format!(", resumed from step {s}"))
+                .unwrap_or_default();
+            format!(
+                "{} in {steps} steps, {seconds:.2} s{resumed}",
+                status.as_str()
+            )
+        }
+        End::Failed(m) => format!("failed: {m}"),
+    };
+    format!("{i:>4}  {id}  {label}  {what}")
 }

@@ -1,0 +1,153 @@
+//! One run's lifecycle against the store: skip it if finished, resume it from its checkpoint if
+//! it was interrupted, else start it; train; record how it ended. `cloudchamber run` and the
+//! sweep executor both go through here, so a run means the same thing in either.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::checkpoint;
+use crate::error::Error;
+use crate::spec::Spec;
+use crate::store::{MetricRow, RunRecord, RunStatus, Store};
+use crate::task::Dataset;
+use crate::train::{self, MetricSink, Outcome, ProgressFn};
+
+/// A run ready to train: its row in the store says `running`.
+pub struct Prepared {
+    pub store: Store,
+    pub id: String,
+    pub artifacts: PathBuf,
+    pub data: Dataset,
+    /// The checkpoint step it resumes from, if any.
+    pub resumed_from: Option<u64>,
+}
+
+/// What [`prepare`] found.
+pub enum Start {
+    /// The store already holds this run, finished (`completed` or `diverged`).
+    Done(Box<RunRecord>),
+    Ready(Box<Prepared>),
+}
+
+struct StoreSink<'a> {
+    store: &'a mut Store,
+    id: &'a str,
+}
+
+impl MetricSink for StoreSink<'_> {
+    fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error> {
+        Ok(self.store.append_metrics(self.id, rows)?)
+    }
+}
+
+/// Generates the data, then opens the store and claims the run (skipping a finished one unless
+/// `force`, resuming an interrupted one from its checkpoint).
+pub fn prepare(
+    store_path: &Path,
+    spec: &Spec,
+    base_dir: &Path,
+    name: &str,
+    force: bool,
+) -> Result<Start, Error> {
+    let data = spec.task.generate(spec.seed, base_dir)?;
+    let id = spec.run_id();
+    let mut store = Store::open(store_path)?;
+    let prev = store.run(&id)?;
+    if let Some(prev) = &prev {
+        if !force && matches!(prev.status, RunStatus::Completed | RunStatus::Diverged) {
+            return Ok(Start::Done(Box::new(prev.clone())));
+        }
+    }
+    let artifacts = store.artifacts_dir(&id);
+    std::fs::create_dir_all(&artifacts).map_err(|source| Error::Io {
+        path: artifacts.clone(),
+        source,
+    })?;
+    let spec_path = artifacts.join("spec.toml");
+    std::fs::write(&spec_path, spec.to_toml()).map_err(|source| Error::Io {
+        path: spec_path,
+        source,
+    })?;
+    // An unfinished run of this spec with a checkpoint resumes from it; anything else starts
+    // from step 0 (and a stale checkpoint goes).
+    let ckpt_path = artifacts.join(checkpoint::FILE);
+    let ckpt = if force || prev.is_none() {
+        None
+    } else {
+        checkpoint::peek(&ckpt_path)?.filter(|s| s.run_id == id)
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    match &ckpt {
+        Some(st) => store.resume_run(
+            &id,
+            name,
+            &spec.to_json(),
+            &spec.to_toml(),
+            version,
+            st.step,
+        )?,
+        None => {
+            if ckpt_path.exists() {
+                std::fs::remove_file(&ckpt_path).map_err(|source| Error::Io {
+                    path: ckpt_path.clone(),
+                    source,
+                })?;
+            }
+            store.begin_run(&id, name, &spec.to_json(), &spec.to_toml(), version)?
+        }
+    }
+    Ok(Start::Ready(Box::new(Prepared {
+        store,
+        id,
+        artifacts,
+        data,
+        resumed_from: ckpt.map(|s| s.step),
+    })))
+}
+
+/// Trains a prepared run and records how it ended (a failure is recorded as `failed` with its
+/// message, then returned).
+pub fn execute(p: &mut Prepared, spec: &Spec, progress: ProgressFn<'_>) -> Result<Outcome, Error> {
+    let started = Instant::now();
+    let Prepared {
+        store,
+        id,
+        artifacts,
+        data,
+        resumed_from,
+    } = p;
+    let mut sink = StoreSink { store, id };
+    let result = train::train(
+        spec,
+        data,
+        &mut sink,
+        Some(artifacts),
+        resumed_from.is_some(),
+        progress,
+    );
+    match result {
+        Ok(out) => {
+            store.finish_run(
+                id,
+                out.status,
+                out.steps,
+                out.wall_seconds,
+                out.diverged_step,
+                out.message.as_deref(),
+            )?;
+            Ok(out)
+        }
+        Err(e) => {
+            // Record the failure; the original error is the one to report.
+            let _ = store.finish_run(
+                id,
+                RunStatus::Failed,
+                0,
+                started.elapsed().as_secs_f64(),
+                None,
+                Some(&e.to_string()),
+            );
+            Err(e)
+        }
+    }
+}
