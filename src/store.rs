@@ -31,7 +31,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 /// The newest schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// `MIGRATIONS[v]` upgrades a store from schema version `v` to `v + 1`
 /// (version 0 is an empty file). Never edit a released entry; append a new one.
@@ -84,6 +84,24 @@ CREATE TABLE metric_last (
 -- The bare `value` column comes from the row holding MAX(step) (an SQLite guarantee).
 INSERT INTO metric_last (rid, nid, layer, step, value)
     SELECT rid, nid, layer, MAX(step), value FROM metric_values GROUP BY rid, nid, layer;
+"#,
+    // Version 3: sweeps — a name, the declaring file's text, and its runs in expansion order
+    // with their swept values (a JSON array of [dotted key, value as typed] pairs).
+    r#"
+CREATE TABLE sweeps (
+    name       TEXT PRIMARY KEY,
+    path       TEXT NOT NULL,
+    text       TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE sweep_runs (
+    sweep  TEXT NOT NULL REFERENCES sweeps (name) ON DELETE CASCADE,
+    idx    INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    vals   TEXT NOT NULL,
+    PRIMARY KEY (sweep, idx)
+) WITHOUT ROWID;
 "#,
 ];
 
@@ -573,6 +591,99 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// Records (or replaces) a sweep's declaration and its runs, in one transaction.
+    /// `runs` holds `(run id, swept values as "key" → "value" pairs)` in expansion order.
+    pub fn record_sweep(
+        &mut self,
+        name: &str,
+        path: &str,
+        text: &str,
+        runs: &[(String, Vec<(String, String)>)],
+    ) -> Result<(), StoreError> {
+        let p = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(&p, e))?;
+        tx.execute(
+            &format!(
+                "INSERT INTO sweeps (name, path, text, created_at, updated_at) VALUES (?1, ?2, ?3, {NOW}, {NOW})
+                 ON CONFLICT (name) DO UPDATE SET path = excluded.path, text = excluded.text, updated_at = excluded.updated_at"
+            ),
+            params![name, path, text],
+        )
+        .map_err(|e| sql_err(&p, e))?;
+        tx.execute("DELETE FROM sweep_runs WHERE sweep = ?1", [name])
+            .map_err(|e| sql_err(&p, e))?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO sweep_runs (sweep, idx, run_id, vals) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(|e| sql_err(&p, e))?;
+            for (i, (id, vals)) in runs.iter().enumerate() {
+                // An array of [key, value] pairs keeps the declaration's order.
+                let json = serde_json::to_string(vals).unwrap_or_else(|_| "[]".into());
+                ins.execute(params![name, i as i64, id, json])
+                    .map_err(|e| sql_err(&p, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql_err(&p, e))
+    }
+
+    /// The runs of a recorded sweep: `(run id, swept values)` in expansion order; `NotFound` for
+    /// an unknown sweep.
+    pub fn sweep_runs(
+        &self,
+        name: &str,
+    ) -> Result<Vec<(String, Vec<(String, String)>)>, StoreError> {
+        let known: Option<String> = self
+            .conn
+            .query_row("SELECT name FROM sweeps WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if known.is_none() {
+            return Err(StoreError::NotFound {
+                path: self.path.clone(),
+                query: format!("sweep {name}"),
+            });
+        }
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT run_id, vals FROM sweep_runs WHERE sweep = ?1 ORDER BY idx")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row.map_err(|e| self.err(e))?;
+            let vals: Vec<(String, String)> =
+                serde_json::from_str(&json).map_err(|e| StoreError::Invalid {
+                    path: self.path.clone(),
+                    what: format!("sweep {name}: bad values {json}: {e}"),
+                })?;
+            out.push((id, vals));
+        }
+        Ok(out)
+    }
+
+    /// Names of the recorded sweeps, newest first.
+    pub fn sweeps(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM sweeps ORDER BY updated_at DESC")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -1334,7 +1445,7 @@ mod tests {
         .unwrap();
         drop(c);
         let mut s = Store::open(&path).unwrap();
-        assert_eq!(s.schema_version().unwrap(), 2);
+        assert_eq!(s.schema_version().unwrap(), SCHEMA_VERSION);
         let last = s.last_values("old").unwrap();
         assert_eq!(last.len(), 2);
         assert_eq!((last[0].step, last[0].name.as_str()), (9, "loss"));

@@ -385,7 +385,12 @@ fn a_closed_pipe_ends_quietly() {
     let o = child.wait_with_output().unwrap();
     // As Unix tools do: either it finished first, or SIGPIPE ended it — silently, no panic.
     use std::os::unix::process::ExitStatusExt;
-    assert!(o.status.success() || o.status.signal() == Some(13), "{:?}: {}", o.status, stderr(&o));
+    assert!(
+        o.status.success() || o.status.signal() == Some(13),
+        "{:?}: {}",
+        o.status,
+        stderr(&o)
+    );
     assert!(stderr(&o).is_empty(), "{}", stderr(&o));
 }
 

@@ -182,19 +182,6 @@ fn a_misspelt_sweep_section_is_an_unknown_key() {
     );
 }
 
-#[test]
-fn sweep_without_dry_run_says_it_is_not_implemented() {
-    let dir = dir_with(&[("s.toml", &format!("{BASE}{SWEEP}"))]);
-    let o = run_in(dir.path(), &["sweep", "s.toml"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        err(&o).contains("not implemented yet (24 runs declared; nothing was run)"),
-        "{}",
-        err(&o)
-    );
-    assert!(!dir.path().join("cloudchamber.db").exists());
-}
-
 /// Exit code and stderr of a dry run of BASE plus `decl`.
 fn bad(decl: &str) -> (i32, String) {
     let dir = dir_with(&[("s.toml", &format!("{BASE}{decl}"))]);
@@ -406,6 +393,93 @@ seeds = 3
         );
         let conn = rusqlite_integrity(dir.path().join("cut.db").as_path());
         assert_eq!(conn, "ok");
+    }
+
+    /// `summarize` groups the seeds of each configuration; its mean and sample std equal a
+    /// recomputation from the exported rows; diverged runs are counted apart; `status` counts.
+    #[test]
+    fn summarize_and_status() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("s.toml"),
+            SWEEP.replace("steps = 2500", "steps = 300"),
+        )
+        .unwrap();
+        assert!(bin()
+            .current_dir(dir.path())
+            .args(["sweep", "s.toml"])
+            .output()
+            .unwrap()
+            .status
+            .success());
+        let o = bin()
+            .current_dir(dir.path())
+            .args([
+                "summarize",
+                "exec",
+                "--metric",
+                "test_loss",
+                "--format",
+                "csv",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let csv = String::from_utf8(o.stdout).unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "optim.lr,n,mean,std,stderr,min,max,diverged,missing"
+        );
+        assert_eq!(lines.len(), 4);
+        let diverged: Vec<&str> = lines[3].split(',').collect();
+        assert_eq!((diverged[0], diverged[1], diverged[7]), ("1000", "0", "3"));
+        // Recompute the lr = 0.03 group from the tidy export: the final test_loss of each run.
+        let export = export(dir.path(), "cloudchamber.db");
+        let store = cloudchamber::store::Store::open(&dir.path().join("cloudchamber.db")).unwrap();
+        let mut finals = Vec::new();
+        for (id, vals) in store.sweep_runs("exec").unwrap() {
+            if vals.iter().any(|(k, v)| k == "optim.lr" && v == "0.03") {
+                let last = export
+                    .lines()
+                    .filter(|l| l.starts_with(&id) && l.contains(",,test_loss,"))
+                    .last()
+                    .unwrap();
+                finals.push(last.rsplit(',').next().unwrap().parse::<f64>().unwrap());
+            }
+        }
+        assert_eq!(finals.len(), 3);
+        let mean = finals.iter().sum::<f64>() / 3.0;
+        let std = (finals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        let row: Vec<f64> = lines[2]
+            .split(',')
+            .skip(1)
+            .take(3)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(row[0], 3.0);
+        assert!(
+            (row[1] - mean).abs() <= 1e-15 * mean.abs() && (row[2] - std).abs() <= 1e-12 * std,
+            "{row:?} vs {mean} {std}"
+        );
+        let o = bin()
+            .current_dir(dir.path())
+            .args(["status", "exec"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains(
+                "9 runs — 6 completed, 3 diverged, 0 failed, 0 running, 0 incomplete, 0 pending"
+            ),
+            "{out}"
+        );
+        let o = bin()
+            .current_dir(dir.path())
+            .args(["summarize", "nope"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2));
     }
 
     fn rusqlite_integrity(path: &Path) -> String {

@@ -4,6 +4,8 @@ mod bench;
 mod export;
 mod inspect;
 mod run;
+mod status;
+mod summarize;
 mod sweep;
 mod theory;
 
@@ -33,6 +35,10 @@ enum Command {
     Run(run::Args),
     /// Expand a sweep (an experiment file with a [sweep] section); `--dry-run` lists its runs.
     Sweep(sweep::Args),
+    /// Where a sweep stands: completed, diverged, failed, running, incomplete, pending.
+    Status(status::Args),
+    /// Statistics over seeds for each configuration of a sweep.
+    Summarize(summarize::Args),
     /// List the runs in the store.
     Ls,
     /// Show one run: its spec, status and final metrics.
@@ -51,6 +57,8 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Run(a) => run::run(&cli.store, a),
         Command::Sweep(a) => sweep::run(&cli.store, a),
+        Command::Status(a) => status::run(&cli.store, a),
+        Command::Summarize(a) => summarize::run(&cli.store, a),
         Command::Ls => inspect::ls(&cli.store),
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use cloudchamber::runner::{self, Start};
-use cloudchamber::store::RunStatus;
+use cloudchamber::store::{RunStatus, Store};
 
 use cloudchamber::sweep::{self, format_value, Sweep};
 use cloudchamber::Error;
@@ -102,6 +102,33 @@ enum End {
 /// skips what finished and resumes what was interrupted from its checkpoint.
 fn execute(store_path: &Path, sw: &Sweep, workers: Option<usize>) -> Result<(), Error> {
     let n = sw.runs.len();
+    // Record the declaration and its runs first, so `status` and `summarize` know the sweep
+    // even while (or if) it is interrupted.
+    {
+        let text = std::fs::read_to_string(&sw.path).map_err(|source| Error::Io {
+            path: sw.path.clone(),
+            source,
+        })?;
+        let runs: Vec<(String, Vec<(String, String)>)> = sw
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    r.id.clone(),
+                    r.values
+                        .iter()
+                        .map(|(k, v)| (k.clone(), format_value(v)))
+                        .collect(),
+                )
+            })
+            .collect();
+        Store::open(store_path)?.record_sweep(
+            &sw.name,
+            &sw.path.display().to_string(),
+            &text,
+            &runs,
+        )?;
+    }
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);

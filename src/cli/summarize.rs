@@ -1,0 +1,195 @@
+//! `cloudchamber summarize SWEEP --metric M [--at final|best|step=K] [--by k1,k2] [--format table|csv]`:
+//! statistics over seeds for each configuration of a sweep.
+
+use std::path::Path;
+
+use cloudchamber::store::{RunStatus, Store};
+use cloudchamber::Error;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The sweep's name.
+    sweep: String,
+    /// A whole-network metric, e.g. test_loss, test_acc, train_loss.
+    #[arg(long, default_value = "test_loss")]
+    metric: String,
+    /// Which value of each run: `final` (its last), `best` (the minimum for losses, else the
+    /// maximum), or `step=K`.
+    #[arg(long, default_value = "final")]
+    at: String,
+    /// Group by these swept keys only (default: every swept key except the seed).
+    #[arg(long, value_delimiter = ',')]
+    by: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Table,
+    Csv,
+}
+
+enum At {
+    Final,
+    Best,
+    Step(u64),
+}
+
+/// Mean, sample standard deviation (n − 1), standard error, min, max of the values.
+fn stats(v: &[f64]) -> (f64, f64, f64, f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = if v.len() > 1 {
+        (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        f64::NAN
+    };
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (mean, std, std / n.sqrt(), min, max)
+}
+
+pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
+    let bad = |message: String, hint: &str| Error::Invalid {
+        what: "summarize".into(),
+        message,
+        hint: hint.into(),
+    };
+    let at = match a.at.as_str() {
+        "final" => At::Final,
+        "best" => At::Best,
+        s => match s.strip_prefix("step=").and_then(|k| k.parse().ok()) {
+            Some(k) => At::Step(k),
+            None => {
+                return Err(bad(
+                    format!("--at {s}: expected final, best or step=K"),
+                    "e.g. --at step=500",
+                ))
+            }
+        },
+    };
+    if !store_path.exists() {
+        return Err(Error::Invalid {
+            what: store_path.display().to_string(),
+            message: "no store here".into(),
+            hint: "pass --store PATH".into(),
+        });
+    }
+    let store = Store::open(store_path)?;
+    let runs = store.sweep_runs(&a.sweep)?;
+    let swept: Vec<String> = runs
+        .first()
+        .map(|(_, v)| v.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    for k in &a.by {
+        if !swept.contains(k) {
+            return Err(bad(
+                format!("--by {k}: not a swept key of sweep {}", a.sweep),
+                &format!("swept keys: {}", swept.join(", ")),
+            ));
+        }
+    }
+    let keys: Vec<String> = if a.by.is_empty() {
+        swept.iter().filter(|k| *k != "seed").cloned().collect()
+    } else {
+        a.by.clone()
+    };
+
+    // Group → (values, diverged count, missing count), in first-seen order.
+    let mut groups: Vec<(Vec<String>, Vec<f64>, usize, usize)> = Vec::new();
+    let lower_is_better = a.metric.contains("loss");
+    for (id, vals) in &runs {
+        let label: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                vals.iter()
+                    .find(|(kk, _)| kk == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let gi = match groups.iter().position(|g| g.0 == label) {
+            Some(i) => i,
+            None => {
+                groups.push((label, Vec::new(), 0, 0));
+                groups.len() - 1
+            }
+        };
+        let rec = store.run(id)?;
+        match rec.map(|r| r.status) {
+            Some(RunStatus::Diverged) => groups[gi].2 += 1,
+            Some(RunStatus::Completed) => {
+                let series = store.series(id, &a.metric, None)?;
+                let v = match at {
+                    At::Final => series.last().map(|s| s.1),
+                    At::Best => series
+                        .iter()
+                        .map(|s| s.1)
+                        .filter(|v| !v.is_nan())
+                        .reduce(|x, y| if (y < x) == lower_is_better { y } else { x }),
+                    At::Step(k) => series.iter().find(|s| s.0 == k).map(|s| s.1),
+                };
+                match v {
+                    Some(v) => groups[gi].1.push(v),
+                    None => groups[gi].3 += 1,
+                }
+            }
+            _ => groups[gi].3 += 1,
+        }
+    }
+    let header: Vec<String> = keys
+        .iter()
+        .cloned()
+        .chain(
+            [
+                "n", "mean", "std", "stderr", "min", "max", "diverged", "missing",
+            ]
+            .map(String::from),
+        )
+        .collect();
+    match a.format {
+        Format::Csv => println!("{}", header.join(",")),
+        Format::Table => {
+            println!("sweep {}: {} ({}) over seeds", a.sweep, a.metric, a.at);
+            println!(
+                "{}",
+                header
+                    .iter()
+                    .map(|h| format!("{h:>12}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    for (label, vals, diverged, missing) in &groups {
+        let (mean, std, se, min, max) = if vals.is_empty() {
+            (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            stats(vals)
+        };
+        let mut cells: Vec<String> = label.clone();
+        cells.push(vals.len().to_string());
+        for v in [mean, std, se, min, max] {
+            cells.push(if a.format == Format::Csv {
+                format!("{v}")
+            } else {
+                format!("{v:.4e}")
+            });
+        }
+        cells.push(diverged.to_string());
+        cells.push(missing.to_string());
+        match a.format {
+            Format::Csv => println!("{}", cells.join(",")),
+            Format::Table => println!(
+                "{}",
+                cells
+                    .iter()
+                    .map(|c| format!("{c:>12}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
+        }
+    }
+    Ok(())
+}
