@@ -300,6 +300,14 @@ seeds = 3
             out.contains("9 runs: 6 completed, 3 diverged, 0 failed (0 were already in"),
             "{out}"
         );
+        // One point alone, as a job array element would run it: already there.
+        let one = bin()
+            .current_dir(dir.path())
+            .args(["sweep", "s.toml", "--index", "4"])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&one.stdout)
+            .contains("1 run: 1 completed, 0 diverged, 0 failed (1 were already in"));
         let again = bin()
             .current_dir(dir.path())
             .args(["sweep", "s.toml"])

@@ -2,14 +2,12 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use cloudchamber::runner::{self, Start};
 use cloudchamber::store::{RunStatus, Store};
 
+use cloudchamber::sweep::exec::{self, End, Executor, Local};
 use cloudchamber::sweep::{self, format_value, Sweep};
 use cloudchamber::Error;
 
@@ -26,13 +24,16 @@ pub struct Args {
     /// Runs trained at once, each on one thread (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Run only run K of the sweep (as a cluster job array element would).
+    #[arg(long, value_name = "K")]
+    index: Option<usize>,
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     // Expanding validates every point, so a bad sweep fails here, before any work.
     let sw = sweep::load(&a.file, &a.set)?;
     if !a.dry_run {
-        return execute(store_path, &sw, a.workers);
+        return execute(store_path, &sw, a.workers, a.index);
     }
     println!("sweep {} ({})", sw.name, sw.path.display());
     if sw.decl.factors.is_empty() && sw.decl.seeds.is_none() {
@@ -83,25 +84,29 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// How one run of the sweep ended.
-enum End {
-    /// Already in the store, finished.
-    Skipped(RunStatus),
-    /// Trained now (from step 0 or from its checkpoint).
-    Trained {
-        status: RunStatus,
-        steps: u64,
-        seconds: f64,
-        resumed_from: Option<u64>,
-    },
-    Failed(String),
-}
-
-/// Runs every run of the sweep that the store does not hold finished, `workers` at a time, each
-/// single-threaded. A failing or diverging run never stops the others; a killed sweep run again
-/// skips what finished and resumes what was interrupted from its checkpoint.
-fn execute(store_path: &Path, sw: &Sweep, workers: Option<usize>) -> Result<(), Error> {
+/// Runs every run of the sweep that the store does not hold finished, `workers` at a time (or
+/// only run `index`). A failing or diverging run never stops the others; a killed sweep run
+/// again skips what finished and resumes what was interrupted from its checkpoint.
+fn execute(
+    store_path: &Path,
+    sw: &Sweep,
+    workers: Option<usize>,
+    index: Option<usize>,
+) -> Result<(), Error> {
     let n = sw.runs.len();
+    if let Some(k) = index {
+        if k >= n {
+            return Err(Error::Invalid {
+                what: format!("--index {k}"),
+                message: format!(
+                    "sweep {} has {n} runs (0 … {})",
+                    sw.name,
+                    n.saturating_sub(1)
+                ),
+                hint: "`--dry-run` lists them".into(),
+            });
+        }
+    }
     // Record the declaration and its runs first, so `status` and `summarize` know the sweep
     // even while (or if) it is interrupted.
     {
@@ -129,74 +134,42 @@ fn execute(store_path: &Path, sw: &Sweep, workers: Option<usize>) -> Result<(), 
             &runs,
         )?;
     }
-    let cores = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
-    let workers = workers.unwrap_or(cores).clamp(1, n.max(1));
-    println!(
-        "sweep {}: {n} run{} on {workers} worker{}",
-        sw.name,
-        if n == 1 { "" } else { "s" },
-        if workers == 1 { "" } else { "s" }
-    );
-    let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden());
-    if std::io::stderr().is_terminal() {
-        bar.set_draw_target(ProgressDrawTarget::stderr());
-    }
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} runs  eta {eta}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    let next = AtomicUsize::new(0);
-    let ends: Mutex<Vec<Option<End>>> = Mutex::new((0..n).map(|_| None).collect());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= n {
-                    break;
-                }
-                let r = &sw.runs[i];
-                let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-                    || -> Result<End, Error> {
-                        match runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)? {
-                            Start::Done(rec) => Ok(End::Skipped(rec.status)),
-                            Start::Ready(mut p) => {
-                                let out = runner::execute(&mut p, &r.spec, &mut |_, _| {})?;
-                                Ok(End::Trained {
-                                    status: out.status,
-                                    steps: out.steps,
-                                    seconds: out.wall_seconds,
-                                    resumed_from: p.resumed_from,
-                                })
-                            }
-                        }
-                    },
-                ));
-                let end = match attempt {
-                    Ok(Ok(end)) => end,
-                    Ok(Err(e)) => End::Failed(e.to_string()),
-                    Err(panic) => End::Failed(format!(
-                        "panic: {}",
-                        panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default()
-                    )),
-                };
-                let line = describe(i, &r.id, &end, &r.label());
+    let ends: Vec<End> = match index {
+        Some(k) => {
+            let end = exec::run_one(store_path, sw, k);
+            println!("{}", describe(k, &sw.runs[k].id, &end, &sw.runs[k].label()));
+            vec![end]
+        }
+        None => {
+            let cores = std::thread::available_parallelism()
+                .map(|c| c.get())
+                .unwrap_or(1);
+            let workers = workers.unwrap_or(cores).clamp(1, n.max(1));
+            println!(
+                "sweep {}: {n} run{} on {workers} worker{}",
+                sw.name,
+                if n == 1 { "" } else { "s" },
+                if workers == 1 { "" } else { "s" }
+            );
+            let bar = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::hidden());
+            if std::io::stderr().is_terminal() {
+                bar.set_draw_target(ProgressDrawTarget::stderr());
+            }
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} runs  eta {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let report = |k: usize, end: &End| {
+                let line = describe(k, &sw.runs[k].id, end, &sw.runs[k].label());
                 bar.suspend(|| println!("{line}"));
                 bar.inc(1);
-                if let Ok(mut e) = ends.lock() {
-                    e[i] = Some(end);
-                }
-            });
+            };
+            let ends = Local { workers }.execute(store_path, sw, &report);
+            bar.finish_and_clear();
+            ends
         }
-    });
-    bar.finish_and_clear();
-    let ends = ends.into_inner().unwrap_or_default();
-    let count = |f: &dyn Fn(&End) -> bool| ends.iter().flatten().filter(|e| f(e)).count();
+    };
+    let count = |f: &dyn Fn(&End) -> bool| ends.iter().filter(|e| f(e)).count();
     let failed = count(&|e| matches!(e, End::Failed(_)));
     let diverged = count(&|e| {
         matches!(
@@ -208,11 +181,12 @@ fn execute(store_path: &Path, sw: &Sweep, workers: Option<usize>) -> Result<(), 
         )
     });
     let skipped = count(&|e| matches!(e, End::Skipped(_)));
-    println!("{n} runs: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})", n - failed - diverged, store_path.display());
+    let m = ends.len();
+    println!("{m} run{}: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})", if m == 1 { "" } else { "s" }, m - failed - diverged, store_path.display());
     if failed > 0 {
         return Err(Error::Failed {
             what: format!("sweep {}", sw.name),
-            message: format!("{failed} of {n} runs failed"),
+            message: format!("{failed} of {m} runs failed"),
             hint:
                 "the lines marked `failed` above say why; run the sweep again to retry only those"
                     .into(),

@@ -9,6 +9,7 @@
 //! The syntax is in [`declare`]. Running the runs (the executor) is not part of this module yet.
 
 pub mod declare;
+pub mod exec;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
