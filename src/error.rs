@@ -32,6 +32,9 @@ pub enum Error {
         message: String,
         hint: String,
     },
+    /// Stopped by Ctrl-C after checkpointing; exit code 130, as for a shell's SIGINT.
+    #[error("{what}: interrupted")]
+    Interrupted { what: String, hint: String },
     /// Work that ran and failed (e.g. some runs of a sweep); exit code 1.
     #[error("{what}: {message}")]
     Failed {
@@ -50,7 +53,7 @@ impl Error {
             Error::Export(e) => e.hints(),
             Error::Io { .. } => vec!["check that the path exists and is writable".into()],
             Error::Safetensors { .. } => vec!["the file must be a safetensors file written by cloudchamber or `safetensors.torch.save_file`".into()],
-            Error::Invalid { hint, .. } | Error::Failed { hint, .. } => vec![hint.clone()],
+            Error::Invalid { hint, .. } | Error::Failed { hint, .. } | Error::Interrupted { hint, .. } => vec![hint.clone()],
         }
     }
 
@@ -58,6 +61,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Spec(_) | Error::Task(_) | Error::Invalid { .. } => 2,
+            Error::Interrupted { .. } => 130,
             Error::Store(StoreError::NotFound { .. } | StoreError::Ambiguous { .. }) => 2,
             _ => 1,
         }

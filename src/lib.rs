@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod interop;
+pub mod interrupt;
 pub mod model;
 pub mod nn;
 pub mod observe;

@@ -188,7 +188,47 @@ fn train_typed<F: Float>(
         }
     }
 
+    // Flush every row so far, then write the whole state as it stands before step `steps_done`.
+    macro_rules! save_checkpoint {
+        () => {
+            if let Some(path) = &ckpt_path {
+                sink.write(&rows)?;
+                rows.clear();
+                let state = checkpoint::State {
+                    run_id: run_id.clone(),
+                    step: steps_done,
+                    optim_t: opt.t,
+                    cursor,
+                    order_rng: order_rng.clone(),
+                    initial_loss_bits: initial_loss.map(f64::to_bits),
+                    last_eval,
+                };
+                checkpoint::save(path, &state, &model.params, &opt, &order)?;
+            }
+        };
+    }
+
     for step in steps_done..tr.steps {
+        // Stop when asked (Ctrl-C): checkpoint where we are and report the run as interrupted.
+        if crate::interrupt::requested() {
+            save_checkpoint!();
+            sink.write(&rows)?;
+            return Ok(Outcome {
+                status: RunStatus::Interrupted,
+                steps: steps_done,
+                diverged_step: None,
+                message: Some(format!(
+                    "interrupted before step {steps_done}; run it again to resume"
+                )),
+                final_batch_loss: last.loss,
+                train_loss: f64::NAN,
+                train_acc: None,
+                test_loss: f64::NAN,
+                test_acc: None,
+                wall_seconds: start.elapsed().as_secs_f64(),
+                n_params: model.n_params(),
+            });
+        }
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
             evaluate(
@@ -332,24 +372,9 @@ fn train_typed<F: Float>(
         progress(steps_done, last.loss);
 
         // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
-        if let Some(path) = &ckpt_path {
-            if tr.checkpoint_every > 0
-                && steps_done % tr.checkpoint_every == 0
-                && steps_done < tr.steps
-            {
-                sink.write(&rows)?;
-                rows.clear();
-                let state = checkpoint::State {
-                    run_id: run_id.clone(),
-                    step: steps_done,
-                    optim_t: opt.t,
-                    cursor,
-                    order_rng: order_rng.clone(),
-                    initial_loss_bits: initial_loss.map(f64::to_bits),
-                    last_eval,
-                };
-                checkpoint::save(path, &state, &model.params, &opt, &order)?;
-            }
+        if tr.checkpoint_every > 0 && steps_done % tr.checkpoint_every == 0 && steps_done < tr.steps
+        {
+            save_checkpoint!();
         }
 
         // Stop at the target loss (this step was logged in full).

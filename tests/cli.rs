@@ -466,9 +466,17 @@ fn every_example_parses_and_validates() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let loaded = cloudchamber::spec::load(&path, &[])
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            loaded.spec.task.validate().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.lines().any(|l| l.trim() == "[sweep]") {
+                // A sweep: every one of its runs validates.
+                let sw = cloudchamber::sweep::load(&path, &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!sw.runs.is_empty());
+            } else {
+                let loaded = cloudchamber::spec::load(&path, &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                loaded.spec.task.validate().unwrap();
+            }
             n += 1;
         }
     }
@@ -529,6 +537,70 @@ fn killed_runs_resume_bit_identically() {
         stdout(&o)
     );
     assert!(!ckpt.exists(), "a finished run keeps no checkpoint");
+    assert_eq!(
+        export_csv(dir.path(), "ref.db"),
+        export_csv(dir.path(), "cut.db")
+    );
+}
+
+/// Ctrl-C (SIGINT) stops a run gracefully: it checkpoints, is marked `interrupted`, exits 130,
+/// and running it again resumes it to metrics bit-identical to an uninterrupted run.
+#[test]
+fn ctrl_c_checkpoints_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = SMALL
+        .replace("steps = 60", "steps = 30000\ncheckpoint_every = 5000")
+        .replace("width = 16", "width = 48")
+        .replace("eval_every = 20", "eval_every = 300");
+    write(dir.path(), "c.toml", &spec);
+    let o = run_in(dir.path(), &["--store", "ref.db", "run", "c.toml", "-q"]);
+    assert!(o.status.success());
+    std::fs::remove_dir_all(dir.path().join("runs")).unwrap();
+    let child = bin()
+        .current_dir(dir.path())
+        .args(["--store", "cut.db", "run", "c.toml", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let db = dir.path().join("cut.db");
+    let t0 = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(20));
+        let flowing = Store::open(&db)
+            .ok()
+            .and_then(|s| {
+                s.runs().ok().and_then(|r| {
+                    r.first()
+                        .map(|r| s.metrics(&r.id).map(|m| m.len() > 300).unwrap_or(false))
+                })
+            })
+            .unwrap_or(false);
+        if flowing {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    let store = Store::open(&db).unwrap();
+    let r = store.runs().unwrap().remove(0);
+    assert_eq!(r.status, RunStatus::Interrupted);
+    let stopped_at = r.steps.unwrap();
+    assert!(stopped_at > 0 && stopped_at < 30000, "{stopped_at}");
+    drop(store);
+    let o = run_in(dir.path(), &["--store", "cut.db", "run", "c.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!(
+            "resuming from the checkpoint at step {stopped_at}"
+        )),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(
         export_csv(dir.path(), "ref.db"),
         export_csv(dir.path(), "cut.db")

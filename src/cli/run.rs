@@ -81,6 +81,15 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let result = runner::execute(&mut p, spec, &mut progress);
     bar.finish_and_clear();
     let out = result?;
+    if out.status == cloudchamber::store::RunStatus::Interrupted {
+        return Err(Error::Interrupted {
+            what: format!("run {}", p.id),
+            hint: format!(
+                "checkpointed before step {}; run the same command again to resume",
+                out.steps
+            ),
+        });
+    }
     if !a.quiet {
         let rec = p.store.resolve(&p.id)?;
         super::inspect::print_summary(&p.store, &rec)?;

@@ -181,8 +181,29 @@ fn execute(
         )
     });
     let skipped = count(&|e| matches!(e, End::Skipped(_)));
+    let stopped = count(&|e| {
+        matches!(
+            e,
+            End::NotRun
+                | End::Trained {
+                    status: RunStatus::Interrupted,
+                    ..
+                }
+        )
+    });
     let m = ends.len();
-    println!("{m} run{}: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})", if m == 1 { "" } else { "s" }, m - failed - diverged, store_path.display());
+    println!(
+        "{m} run{}: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})",
+        if m == 1 { "" } else { "s" },
+        m - failed - diverged - stopped,
+        store_path.display()
+    );
+    if stopped > 0 {
+        return Err(Error::Interrupted {
+            what: format!("sweep {}", sw.name),
+            hint: format!("{stopped} runs interrupted or not started; run the same command again to continue (runs resume from their checkpoints)"),
+        });
+    }
     if failed > 0 {
         return Err(Error::Failed {
             what: format!("sweep {}", sw.name),
@@ -213,6 +234,7 @@ fn describe(i: usize, id: &str, end: &End, label: &str) -> String {
             )
         }
         End::Failed(m) => format!("failed: {m}"),
+        End::NotRun => "not started".into(),
     };
     format!("{i:>4}  {id}  {label}  {what}")
 }

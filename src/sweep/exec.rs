@@ -25,6 +25,8 @@ pub enum End {
         resumed_from: Option<u64>,
     },
     Failed(String),
+    /// Not started: the sweep was interrupted first.
+    NotRun,
 }
 
 /// Runs point `k` of the sweep to its end (or skips it when the store holds it finished). Errors
@@ -97,6 +99,10 @@ impl Executor for Local {
         std::thread::scope(|scope| {
             for _ in 0..self.workers.clamp(1, n.max(1)) {
                 scope.spawn(|| loop {
+                    // After Ctrl-C, start nothing new (running runs checkpoint and stop).
+                    if crate::interrupt::requested() {
+                        break;
+                    }
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     if k >= n {
                         break;
