@@ -66,6 +66,10 @@ pub struct ModelSpec {
     /// The biased form `a·f(x − b) + c`; the default (1, 0, 0, fixed) is the plain activation.
     #[serde(default)]
     pub act: BiasedActSpec,
+    /// None: the activation as written. `self_normalizing` rescales and shifts it at
+    /// initialization to `λ·(a·f(x − b) + c − μ)` with mean 0 and variance 1 under N(0, 1).
+    #[serde(default = "d_calibrate")]
+    pub calibrate: Calibrate,
     /// No normalization unless asked: the bare network is the baseline.
     #[serde(default = "d_norm")]
     pub norm: Norm,
@@ -103,6 +107,7 @@ impl Default for ModelSpec {
             bias: true,
             activation: d_activation(),
             act: BiasedActSpec::default(),
+            calibrate: d_calibrate(),
             norm: d_norm(),
             norm_position: d_norm_position(),
             norm_eps: d_norm_eps(),
@@ -114,6 +119,19 @@ impl Default for ModelSpec {
             dtype: d_dtype(),
         }
     }
+}
+
+/// Calibration of the activation at initialization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Calibrate {
+    None,
+    /// Mean 0 and variance 1 under a standard normal input (the NF-Net gain plus a shift).
+    SelfNormalizing,
+}
+
+fn d_calibrate() -> Calibrate {
+    Calibrate::None
 }
 
 /// `a·f(x − b) + c`: each of a, b, c fixed or learned, per layer or per neuron.
@@ -1007,6 +1025,13 @@ impl Spec {
                 "model.norm_eps",
                 format!("must be > 0 (got {})", m.norm_eps),
                 "1e-5 is PyTorch's default",
+            ));
+        }
+        if m.calibrate == Calibrate::SelfNormalizing && m.act.a.init == 0.0 {
+            return Err(invalid(
+                "model.calibrate",
+                "needs a nonzero model.act.a (a constant activation has no variance to normalize)",
+                "set model.act.a ≠ 0, or calibrate = \"none\"",
             ));
         }
         for (k, p) in [

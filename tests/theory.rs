@@ -86,3 +86,44 @@ fn tanh_second_moments_follow_the_length_map_on_both_sides_of_criticality() {
     // Runtime budget: the test must stay well under 20 s in `cargo test --release`.
     eprintln!("elapsed {:.2} s", t0.elapsed().as_secs_f64());
 }
+
+/// `model.calibrate = "self_normalizing"`: the first layer's activations of a wide net fed
+/// standard-normal pre-activations have mean ≈ 0 and variance ≈ 1 (here GELU, whose plain
+/// Gaussian mean is 1/(2√π) = 0.282 and variance 0.346, by quadrature in Python).
+#[test]
+fn self_normalizing_calibration_in_a_model() {
+    use cloudchamber::engine::{ops, Rng};
+    use cloudchamber::model::Mlp;
+    use cloudchamber::nn::activation::Activation;
+    use cloudchamber::nn::init::Init;
+    use cloudchamber::nn::norm::Mode;
+    use cloudchamber::spec::{Calibrate, ModelSpec};
+    for calibrate in [Calibrate::None, Calibrate::SelfNormalizing] {
+        let spec = ModelSpec {
+            width: 2000,
+            depth: 1,
+            bias: false,
+            activation: Activation::Gelu,
+            init: Init::MeanField,
+            sigma_w2: 1.0,
+            calibrate,
+            ..ModelSpec::default()
+        };
+        let mut m = Mlp::<f64>::new(&spec, 500, 1, 64, &mut Rng::new(1));
+        let mut rng = Rng::new(2);
+        let x: Vec<f64> = (0..64 * 500).map(|_| rng.normal()).collect();
+        m.forward(&x, 64, Mode::Train);
+        let (mean, std) = ops::mean_std(m.layer_output(0));
+        if calibrate == Calibrate::SelfNormalizing {
+            assert!(
+                mean.abs() < 0.02 && (std - 1.0).abs() < 0.02,
+                "calibrated: mean {mean}, std {std}"
+            );
+        } else {
+            assert!(
+                (mean - 0.282).abs() < 0.02 && (std - 0.3456f64.sqrt()).abs() < 0.02,
+                "plain: mean {mean}, std {std}"
+            );
+        }
+    }
+}

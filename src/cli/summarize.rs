@@ -17,6 +17,10 @@ pub struct Args {
     /// maximum), or `step=K`.
     #[arg(long, default_value = "final")]
     at: String,
+    /// The layer of a per-layer metric (e.g. `--metric q_ratio --layer 3`); whole-network
+    /// metrics when left out.
+    #[arg(long)]
+    layer: Option<u32>,
     /// Group by these swept keys only (default: every swept key except the seed).
     #[arg(long, value_delimiter = ',')]
     by: Vec<String>,
@@ -120,7 +124,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         match rec.map(|r| r.status) {
             Some(RunStatus::Diverged) => groups[gi].2 += 1,
             Some(RunStatus::Completed) => {
-                let series = store.series(id, &a.metric, None)?;
+                let series = store.series(id, &a.metric, a.layer)?;
                 let v = match at {
                     At::Final => series.last().map(|s| s.1),
                     At::Best => series

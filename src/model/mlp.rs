@@ -133,6 +133,12 @@ impl<F: Float> Mlp<F> {
                 (wi, bi)
             };
         let mut hidden = Vec::new();
+        // Calibration rewrites a and c once, here: φ = λ·(a·f(x − b) + c − μ).
+        let act_spec = calibrated(spec);
+        let spec = &ModelSpec {
+            act: act_spec,
+            ..spec.clone()
+        };
         let plain = spec.act.is_plain();
         let slope_from_output = plain && spec.activation.slope_from_output();
         for l in 0..spec.depth {
@@ -652,6 +658,25 @@ fn norm_forward<F: Float>(
         .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
     norm::forward(norm, mode, width, eps, x, y, &np, stats, cache);
     put_running(params, hp, running);
+}
+
+/// The activation parameters after `model.calibrate` (the spec's own when it is `none`).
+fn calibrated(spec: &ModelSpec) -> crate::spec::BiasedActSpec {
+    let mut act = spec.act.clone();
+    if spec.calibrate == crate::spec::Calibrate::SelfNormalizing {
+        let phi = crate::theory::meanfield::Phi {
+            act: spec.activation,
+            a: act.a.init,
+            b: act.b.init,
+            c: act.c.init,
+        };
+        // Validation rejects a = 0, the one case without a calibration.
+        if let Ok(cal) = crate::theory::calibrate::self_normalize(phi) {
+            act.a.init *= cal.lambda;
+            act.c.init = cal.lambda * (act.c.init - cal.mean);
+        }
+    }
+    act
 }
 
 fn act_len(p: &ActParamSpec, width: usize) -> usize {
