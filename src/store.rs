@@ -674,6 +674,19 @@ impl Store {
         Ok(out)
     }
 
+    /// For a sweep's runs that have ended: how many, and the seconds from the first start to
+    /// the last end (SQLite's `julianday` on the stored UTC timestamps).
+    pub fn sweep_timing(&self, name: &str) -> Result<(u64, f64), StoreError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(r.ended_at), (julianday(MAX(r.ended_at)) - julianday(MIN(r.started_at))) * 86400.0
+                 FROM sweep_runs s JOIN runs r ON r.id = s.run_id WHERE s.sweep = ?1 AND r.ended_at IS NOT NULL",
+                [name],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Option<f64>>(1)?.unwrap_or(0.0))),
+            )
+            .map_err(|e| self.err(e))
+    }
+
     /// Names of the recorded sweeps, newest first.
     pub fn sweeps(&self) -> Result<Vec<String>, StoreError> {
         let mut stmt = self

@@ -482,6 +482,23 @@ seeds = 3
             ),
             "{out}"
         );
+        assert!(out.contains("throughput"), "{out}");
+        // The same runs, tidy, with one column per swept key.
+        let o = bin()
+            .current_dir(dir.path())
+            .args(["export", "--sweep", "exec"])
+            .output()
+            .unwrap();
+        let csv = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(
+            csv.lines().next(),
+            Some("run_id,optim.lr,seed,step,layer,name,value")
+        );
+        let lr_003: Vec<&str> = csv
+            .lines()
+            .filter(|l| l.contains(",0.03,") && l.contains(",,test_loss,"))
+            .collect();
+        assert!(!lr_003.is_empty());
         let o = bin()
             .current_dir(dir.path())
             .args(["summarize", "nope"])

@@ -14,6 +14,9 @@ pub struct Args {
     /// Export every run in the store.
     #[arg(long)]
     all: bool,
+    /// Export a recorded sweep's runs as CSV with one column per swept key.
+    #[arg(long, value_name = "NAME")]
+    sweep: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
     format: ExportFormat,
     /// Output file (standard output when left out; required for parquet).
@@ -30,6 +33,37 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         });
     }
     let store = Store::open(store_path)?;
+    if let Some(name) = &a.sweep {
+        if a.format != ExportFormat::Csv || !a.runs.is_empty() || a.all {
+            return Err(Error::Invalid {
+                what: "export --sweep".into(),
+                message: "exports one sweep as CSV, alone".into(),
+                hint: "drop run ids, --all and --format parquet".into(),
+            });
+        }
+        let n = match &a.output {
+            Some(path) => {
+                let mut f = std::fs::File::create(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                export::export_sweep_csv(&store, name, &mut f)?
+            }
+            None => {
+                let mut out = std::io::BufWriter::new(std::io::stdout());
+                let n = export::export_sweep_csv(&store, name, &mut out)?;
+                out.flush().map_err(|source| Error::Io {
+                    path: "<stdout>".into(),
+                    source,
+                })?;
+                n
+            }
+        };
+        if let Some(path) = &a.output {
+            eprintln!("wrote {n} rows of sweep {name} to {}", path.display());
+        }
+        return Ok(());
+    }
     let ids: Vec<String> = if a.all {
         store.runs()?.into_iter().map(|r| r.id).collect()
     } else if a.runs.is_empty() {

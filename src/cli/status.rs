@@ -54,6 +54,24 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             "sweep {name}: {} runs — {done} completed, {diverged} diverged, {failed} failed, {running} running, {incomplete} incomplete, {pending} pending; {wall:.1} s of training recorded",
             runs.len()
         );
+        // Throughput over the span the finished runs took, and the time the rest would take at it.
+        let (ended, span) = store.sweep_timing(&name)?;
+        let left = pending + running + incomplete;
+        if ended > 0 && span > 0.0 {
+            let rate = ended as f64 / span;
+            let eta = if left > 0 {
+                format!(
+                    "; about {:.0} s for the {left} left at that rate",
+                    left as f64 / rate
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  throughput {:.2} runs/s ({ended} runs in {span:.1} s){eta}",
+                rate
+            );
+        }
     }
     Ok(())
 }

@@ -12,18 +12,40 @@ pub(super) fn write(
     out: &mut dyn Write,
     dest: &str,
 ) -> Result<u64, ExportError> {
+    write_with(store, run_ids, &[], &[], out, dest)
+}
+
+/// Like [`write`], with extra columns after `run_id` (a sweep's swept keys), one row of
+/// values per run.
+pub(super) fn write_with(
+    store: &Store,
+    run_ids: &[String],
+    extra_header: &[String],
+    extra: &[Vec<String>],
+    out: &mut dyn Write,
+    dest: &str,
+) -> Result<u64, ExportError> {
     let io_err = |source| ExportError::Io {
         dest: dest.to_string(),
         source,
     };
     let mut w = BufWriter::with_capacity(1 << 16, out);
-    w.write_all(b"run_id,step,layer,name,value\n")
-        .map_err(io_err)?;
+    let mut header = String::from("run_id");
+    for h in extra_header {
+        header.push(',');
+        header.push_str(&field(h));
+    }
+    header.push_str(",step,layer,name,value\n");
+    w.write_all(header.as_bytes()).map_err(io_err)?;
     let mut rows = 0u64;
-    for id in run_ids {
-        let run_field = field(id);
+    for (i, id) in run_ids.iter().enumerate() {
+        let mut prefix = field(id).into_owned();
+        for v in extra.get(i).map(Vec::as_slice).unwrap_or(&[]) {
+            prefix.push(',');
+            prefix.push_str(&field(v));
+        }
         store.for_each_metric(id, |m| {
-            write!(w, "{run_field},{},", m.step).map_err(io_err)?;
+            write!(w, "{prefix},{},", m.step).map_err(io_err)?;
             if let Some(layer) = m.layer {
                 write!(w, "{layer}").map_err(io_err)?;
             }

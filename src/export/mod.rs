@@ -71,6 +71,31 @@ impl ExportError {
 ///
 /// `out` must be `Send` because the Parquet writer requires it (`File`, `Vec<u8>`
 /// and `io::stdout()` all are).
+/// A recorded sweep's metrics as CSV, with one column per swept key after `run_id` (tidy rows
+/// that pandas can group by configuration directly).
+pub fn export_sweep_csv(
+    store: &Store,
+    sweep: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, ExportError> {
+    let runs = store.sweep_runs(sweep)?;
+    let keys: Vec<String> = runs
+        .first()
+        .map(|(_, v)| v.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
+    // Runs not trained yet have no rows; skip them rather than fail.
+    let present: Vec<usize> = (0..ids.len())
+        .filter(|&i| store.run(&ids[i]).map(|r| r.is_some()).unwrap_or(false))
+        .collect();
+    let ids: Vec<String> = present.iter().map(|&i| ids[i].clone()).collect();
+    let vals: Vec<Vec<String>> = present
+        .iter()
+        .map(|&i| runs[i].1.iter().map(|(_, v)| v.clone()).collect())
+        .collect();
+    csv::write_with(store, &ids, &keys, &vals, out, "<stdout>")
+}
+
 pub fn export(
     store: &Store,
     run_ids: &[String],
