@@ -208,3 +208,101 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         steps,
     }
 }
+
+/// Ensemble layouts for K same-shape runs (the reference MLP, different seeds), as
+/// milliseconds per model-step:
+/// - `lockstep`: the K models in one thread, each layer of every model before the next layer —
+///   the "one batched computation" this engine can form (each model still has its own weights,
+///   so a layer is K GEMMs; what batching saves in a Python framework, the per-op dispatch,
+///   costs nothing here);
+/// - `workers`: the K runs spread over `workers` threads, each thread training its runs one after
+///   another — the sweep executor's layout.
+#[derive(Clone, Debug)]
+pub struct EnsembleReport {
+    pub k: usize,
+    pub workers: usize,
+    pub single_ms: f64,
+    pub lockstep_ms: f64,
+    pub workers_ms: f64,
+}
+
+fn ensemble_member(seed: u64) -> (Mlp<f32>, OptimState<f32>) {
+    let spec = ModelSpec {
+        width: 256,
+        depth: 3,
+        activation: Activation::Tanh,
+        ..ModelSpec::default()
+    };
+    let model = Mlp::<f32>::new(&spec, 64, 1, BATCH, &mut Rng::stream(seed, "init"));
+    let opt = OptimState::new(&model.params, Optimizer::Adam);
+    (model, opt)
+}
+
+fn member_step(m: &mut Mlp<f32>, opt: &mut OptimState<f32>, x: &[f32], y: &[f32]) {
+    let hyper = Hyper {
+        optimizer: Optimizer::Adam,
+        momentum: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+    };
+    m.forward(x, BATCH, Mode::Train);
+    loss::loss(
+        LossKind::Mse,
+        &m.output[..BATCH],
+        y,
+        BATCH,
+        1,
+        Some(&mut m.d_output[..BATCH]),
+    );
+    m.backward(x);
+    opt.step(&mut m.params, &hyper, 1e-3);
+}
+
+/// Measures both layouts over `steps` steps (after a warm-up of 10).
+pub fn ensemble(k: usize, workers: usize, steps: usize) -> EnsembleReport {
+    let batches = data::<f32>();
+    let run = |members: &mut Vec<(Mlp<f32>, OptimState<f32>)>, steps: usize| {
+        for s in 0..steps {
+            let (x, y) = &batches[s % batches.len()];
+            for (m, o) in members.iter_mut() {
+                member_step(m, o, x, y);
+            }
+        }
+    };
+    // One model alone, for reference.
+    let mut one = vec![ensemble_member(0)];
+    run(&mut one, 10);
+    let t = Instant::now();
+    run(&mut one, steps);
+    let single_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
+    // Lockstep: K models in one thread.
+    let mut all: Vec<_> = (0..k as u64).map(ensemble_member).collect();
+    run(&mut all, 10);
+    let t = Instant::now();
+    run(&mut all, steps);
+    let lockstep_ms = t.elapsed().as_secs_f64() * 1e3 / (steps * k) as f64;
+    // Workers: K models spread over `workers` threads, each thread stepping its own in turn.
+    let per = k.div_ceil(workers);
+    let t = Instant::now();
+    std::thread::scope(|scope| {
+        for w in 0..workers {
+            let run = &run;
+            scope.spawn(move || {
+                // Each worker trains its runs one after another, as the sweep executor does.
+                for i in (0..k as u64).filter(|i| (*i as usize) / per == w) {
+                    run(&mut vec![ensemble_member(i)], steps);
+                }
+            });
+        }
+    });
+    let workers_ms = t.elapsed().as_secs_f64() * 1e3 / (steps * k) as f64;
+    EnsembleReport {
+        k,
+        workers,
+        single_ms,
+        lockstep_ms,
+        workers_ms,
+    }
+}

@@ -14,6 +14,13 @@ pub struct Args {
     warmup: usize,
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
+    /// Instead: K same-shape models trained in lockstep in one thread vs one model per worker
+    /// thread (f32), in ms per model-step.
+    #[arg(long, value_name = "K")]
+    ensemble: Option<usize>,
+    /// Worker threads for `--ensemble` (default: the number of cores).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -29,6 +36,49 @@ pub fn run(a: Args) -> Result<(), Error> {
             message: "must be ≥ 1".into(),
             hint: "the default is 200".into(),
         });
+    }
+    if let Some(k) = a.ensemble {
+        let workers = a
+            .workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|c| c.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        if k == 0 {
+            return Err(Error::Invalid {
+                what: "--ensemble".into(),
+                message: "must be ≥ 1".into(),
+                hint: "e.g. --ensemble 16".into(),
+            });
+        }
+        let r = bench::ensemble(k, workers, a.steps);
+        println!(
+            "{k} reference MLPs (f32, batch 128, Adam), ms per model-step, mean over {} steps",
+            a.steps
+        );
+        println!("  one model alone            {:>8.3}", r.single_ms);
+        println!(
+            "  {k} in lockstep, 1 thread   {:>8.3}  ({:.2}× the single model's throughput)",
+            r.lockstep_ms,
+            r.single_ms / r.lockstep_ms
+        );
+        println!(
+            "  one per worker, {} threads  {:>8.3}  ({:.2}×)",
+            r.workers,
+            r.workers_ms,
+            r.single_ms / r.workers_ms
+        );
+        println!(
+            "  faster: {}",
+            if r.workers_ms < r.lockstep_ms {
+                "one run per worker (what `sweep` does)"
+            } else {
+                "lockstep"
+            }
+        );
+        return Ok(());
     }
     let dtype = match a.dtype {
         DtypeArg::F32 => Dtype::F32,
