@@ -483,6 +483,34 @@ seeds = 3
             "{out}"
         );
         assert!(out.contains("throughput"), "{out}");
+        // The same summary as Parquet: 3 configurations, 9 columns, the same mean.
+        let o = bin()
+            .current_dir(dir.path())
+            .args([
+                "summarize",
+                "exec",
+                "--format",
+                "parquet",
+                "-o",
+                "s.parquet",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        {
+            use parquet::file::reader::{FileReader, SerializedFileReader};
+            use parquet::record::RowAccessor;
+            let r = SerializedFileReader::new(
+                std::fs::File::open(dir.path().join("s.parquet")).unwrap(),
+            )
+            .unwrap();
+            let meta = r.metadata();
+            assert_eq!(meta.file_metadata().num_rows(), 3);
+            assert_eq!(meta.file_metadata().schema_descr().num_columns(), 9);
+            let second = r.get_row_iter(None).unwrap().nth(1).unwrap().unwrap();
+            assert_eq!(second.get_string(0).unwrap(), "0.03");
+            assert_eq!(second.get_double(2).unwrap(), row[1]);
+        }
         // The same runs, tidy, with one column per swept key.
         let o = bin()
             .current_dir(dir.path())

@@ -26,12 +26,17 @@ pub struct Args {
     by: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+    /// Output file (Parquet needs one; tables and CSV go to standard output otherwise).
+    #[arg(long, short)]
+    output: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
 enum Format {
     Table,
     Csv,
+    /// Needs `-o FILE`.
+    Parquet,
 }
 
 enum At {
@@ -152,29 +157,93 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             .map(String::from),
         )
         .collect();
+    let rows: Vec<(Vec<String>, usize, [f64; 5], usize, usize)> = groups
+        .iter()
+        .map(|(label, vals, diverged, missing)| {
+            let (mean, std, se, min, max) = if vals.is_empty() {
+                (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN)
+            } else {
+                stats(vals)
+            };
+            (
+                label.clone(),
+                vals.len(),
+                [mean, std, se, min, max],
+                *diverged,
+                *missing,
+            )
+        })
+        .collect();
+    if a.format == Format::Parquet {
+        use cloudchamber::export::parquet::{write_table, TableColumn};
+        let path = a.output.clone().ok_or_else(|| {
+            bad(
+                "parquet needs an output file".into(),
+                "add `-o summary.parquet`",
+            )
+        })?;
+        let mut columns: Vec<(String, TableColumn)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                (
+                    k.clone(),
+                    TableColumn::Str(rows.iter().map(|r| r.0[i].clone()).collect()),
+                )
+            })
+            .collect();
+        columns.push((
+            "n".into(),
+            TableColumn::I64(rows.iter().map(|r| r.1 as i64).collect()),
+        ));
+        for (j, name) in ["mean", "std", "stderr", "min", "max"].iter().enumerate() {
+            columns.push((
+                name.to_string(),
+                TableColumn::F64(rows.iter().map(|r| r.2[j]).collect()),
+            ));
+        }
+        columns.push((
+            "diverged".into(),
+            TableColumn::I64(rows.iter().map(|r| r.3 as i64).collect()),
+        ));
+        columns.push((
+            "missing".into(),
+            TableColumn::I64(rows.iter().map(|r| r.4 as i64).collect()),
+        ));
+        let mut f = std::fs::File::create(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        write_table(&mut f, &columns).map_err(|e| Error::Failed {
+            what: path.display().to_string(),
+            message: e.to_string(),
+            hint: "check the disk and the path".into(),
+        })?;
+        eprintln!("wrote {} configurations to {}", rows.len(), path.display());
+        return Ok(());
+    }
+    let mut text = String::new();
     match a.format {
-        Format::Csv => println!("{}", header.join(",")),
         Format::Table => {
-            println!("sweep {}: {} ({}) over seeds", a.sweep, a.metric, a.at);
-            println!(
-                "{}",
-                header
+            text.push_str(&format!(
+                "sweep {}: {} ({}) over seeds\n",
+                a.sweep, a.metric, a.at
+            ));
+            text.push_str(
+                &header
                     .iter()
                     .map(|h| format!("{h:>12}"))
                     .collect::<Vec<_>>()
-                    .join(" ")
+                    .join(" "),
             );
         }
+        _ => text.push_str(&header.join(",")),
     }
-    for (label, vals, diverged, missing) in &groups {
-        let (mean, std, se, min, max) = if vals.is_empty() {
-            (f64::NAN, f64::NAN, f64::NAN, f64::NAN, f64::NAN)
-        } else {
-            stats(vals)
-        };
+    text.push('\n');
+    for (label, n, s5, diverged, missing) in &rows {
         let mut cells: Vec<String> = label.clone();
-        cells.push(vals.len().to_string());
-        for v in [mean, std, se, min, max] {
+        cells.push(n.to_string());
+        for v in s5 {
             cells.push(if a.format == Format::Csv {
                 format!("{v}")
             } else {
@@ -183,17 +252,23 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
         cells.push(diverged.to_string());
         cells.push(missing.to_string());
-        match a.format {
-            Format::Csv => println!("{}", cells.join(",")),
-            Format::Table => println!(
-                "{}",
-                cells
-                    .iter()
-                    .map(|c| format!("{c:>12}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ),
-        }
+        let line = match a.format {
+            Format::Table => cells
+                .iter()
+                .map(|c| format!("{c:>12}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            _ => cells.join(","),
+        };
+        text.push_str(&line);
+        text.push('\n');
+    }
+    match &a.output {
+        Some(path) => std::fs::write(path, text).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?,
+        None => print!("{text}"),
     }
     Ok(())
 }

@@ -141,6 +141,73 @@ fn write_row_group<W: Write + Send>(
     Ok(())
 }
 
+/// One column of a small table (a `summarize` result).
+pub enum TableColumn {
+    Str(Vec<String>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+/// Writes a small table (one row group, all columns required) with any column names — a
+/// swept key like `optim.lr` included.
+pub fn write_table(
+    out: &mut (dyn Write + Send),
+    columns: &[(String, TableColumn)],
+) -> Result<(), ParquetError> {
+    use ::parquet::basic::{ConvertedType, Repetition, Type as Physical};
+    use ::parquet::schema::types::Type;
+    let fields = columns
+        .iter()
+        .map(|(name, col)| {
+            let (physical, converted) = match col {
+                TableColumn::Str(_) => (Physical::BYTE_ARRAY, ConvertedType::UTF8),
+                TableColumn::I64(_) => (Physical::INT64, ConvertedType::NONE),
+                TableColumn::F64(_) => (Physical::DOUBLE, ConvertedType::NONE),
+            };
+            Type::primitive_type_builder(name, physical)
+                .with_repetition(Repetition::REQUIRED)
+                .with_converted_type(converted)
+                .build()
+                .map(Arc::new)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = Arc::new(
+        Type::group_type_builder("table")
+            .with_fields(fields)
+            .build()?,
+    );
+    let props = WriterProperties::builder()
+        .set_created_by(format!("cloudchamber {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props))?;
+    let mut group = writer.next_row_group()?;
+    let mut i = 0;
+    while let Some(mut col) = group.next_column()? {
+        match (&columns[i].1, col.untyped()) {
+            (TableColumn::Str(v), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                let bytes: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(s.as_str())).collect();
+                w.write_batch(&bytes, None, None)?
+            }
+            (TableColumn::I64(v), ColumnWriter::Int64ColumnWriter(w)) => {
+                w.write_batch(v, None, None)?
+            }
+            (TableColumn::F64(v), ColumnWriter::DoubleColumnWriter(w)) => {
+                w.write_batch(v, None, None)?
+            }
+            _ => {
+                return Err(ParquetError::General(format!(
+                    "column {i}: writer type mismatch"
+                )))
+            }
+        };
+        col.close()?;
+        i += 1;
+    }
+    group.close()?;
+    writer.close()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use ::parquet::file::reader::{FileReader, SerializedFileReader};
