@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod export;
+pub mod fit;
 pub mod interop;
 pub mod interrupt;
 pub mod model;

@@ -2,6 +2,7 @@
 
 mod bench;
 mod export;
+mod fit;
 mod inspect;
 mod run;
 mod status;
@@ -51,6 +52,8 @@ enum Command {
     Theory(theory::Args),
     /// Self-normalizing shift and scale of an activation (and SELU's α, λ for `elu`).
     Calibrate(theory::CalibrateArgs),
+    /// Fit a scaling law (power, chinchilla, learning_curve) with bootstrap uncertainty.
+    Fit(fit::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -65,5 +68,6 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(a) => bench::run(a),
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
+        Command::Fit(a) => fit::run(a),
     }
 }
