@@ -832,10 +832,6 @@ fn classify(
         let names = backticked(rest);
         let key_name = names.first().cloned().unwrap_or_default();
         let valid: Vec<String> = names.into_iter().skip(1).collect();
-        let parent = path
-            .rsplit_once('.')
-            .map(|(p, _)| p.to_string())
-            .unwrap_or_default();
         // serde_path_to_error's path ends at the unknown field itself.
         let key = if path.ends_with(&key_name) {
             path.clone()
@@ -844,7 +840,6 @@ fn classify(
         } else {
             format!("{path}.{key_name}")
         };
-        let _ = parent;
         let mut valid = valid;
         // `[sweep]` is not a field of the spec, but a typo of it deserves the suggestion.
         if !key.contains('.') && !valid.iter().any(|v| v == "sweep") {

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use cloudchamber::export::{self, ExportFormat};
-use cloudchamber::store::Store;
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
@@ -25,14 +24,7 @@ pub struct Args {
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    if !store_path.exists() {
-        return Err(Error::Invalid {
-            what: store_path.display().to_string(),
-            message: "no store here".into(),
-            hint: "pass --store PATH".into(),
-        });
-    }
-    let store = Store::open(store_path)?;
+    let store = super::open_existing(store_path)?;
     if let Some(name) = &a.sweep {
         if a.format != ExportFormat::Csv || !a.runs.is_empty() || a.all {
             return Err(Error::Invalid {

@@ -14,19 +14,8 @@ pub struct ShowArgs {
     spec: bool,
 }
 
-fn open_existing(path: &Path) -> Result<Store, Error> {
-    if !path.exists() {
-        return Err(Error::Invalid {
-            what: path.display().to_string(),
-            message: "no store here".into(),
-            hint: "run an experiment first (`cloudchamber run examples/quickstart.toml`) or pass --store PATH".into(),
-        });
-    }
-    Ok(Store::open(path)?)
-}
-
 pub fn ls(path: &Path) -> Result<(), Error> {
-    let store = open_existing(path)?;
+    let store = super::open_existing(path)?;
     let runs = store.runs()?;
     if runs.is_empty() {
         println!("no runs in {}", path.display());
@@ -72,7 +61,7 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 pub fn show(path: &Path, a: ShowArgs) -> Result<(), Error> {
-    let store = open_existing(path)?;
+    let store = super::open_existing(path)?;
     let rec = store.resolve(&a.run)?;
     if a.spec {
         println!("# resolved spec of run {}\n{}", rec.id, rec.spec_toml);

@@ -71,3 +71,16 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Fit(a) => fit::run(a),
     }
 }
+
+/// Opens the store of a command that reads results: a missing file is bad input (nothing to
+/// read), not a new empty store.
+fn open_existing(path: &std::path::Path) -> Result<cloudchamber::store::Store, Error> {
+    if !path.exists() {
+        return Err(Error::Invalid {
+            what: path.display().to_string(),
+            message: "no store here".into(),
+            hint: "run an experiment first (`cloudchamber run examples/quickstart.toml`) or pass --store PATH".into(),
+        });
+    }
+    Ok(cloudchamber::store::Store::open(path)?)
+}

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use cloudchamber::store::{RunStatus, Store};
+use cloudchamber::store::RunStatus;
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
@@ -12,14 +12,7 @@ pub struct Args {
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    if !store_path.exists() {
-        return Err(Error::Invalid {
-            what: store_path.display().to_string(),
-            message: "no store here".into(),
-            hint: "pass --store PATH".into(),
-        });
-    }
-    let store = Store::open(store_path)?;
+    let store = super::open_existing(store_path)?;
     let names = match a.sweep {
         Some(n) => vec![n],
         None => store.sweeps()?,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cloudchamber::store::{RunStatus, Store};
+use cloudchamber::store::RunStatus;
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
@@ -78,14 +78,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             }
         },
     };
-    if !store_path.exists() {
-        return Err(Error::Invalid {
-            what: store_path.display().to_string(),
-            message: "no store here".into(),
-            hint: "pass --store PATH".into(),
-        });
-    }
-    let store = Store::open(store_path)?;
+    let store = super::open_existing(store_path)?;
     let runs = store.sweep_runs(&a.sweep)?;
     let swept: Vec<String> = runs
         .first()
