@@ -1,30 +1,49 @@
-//! `cloudchamber fit`: scaling laws with bootstrap uncertainty, from a CSV file.
+//! `cloudchamber fit`: scaling laws with bootstrap uncertainty, from a CSV file, a sweep in the
+//! store, or one run's learning curve.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use cloudchamber::fit::{self, Estimate, Form, Options};
+use cloudchamber::fit::{self, input, Estimate, Form, Options};
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["csv", "sweep", "run"])))]
 pub struct Args {
-    /// The CSV file (first line: column names).
+    /// Points from a CSV file (first line: column names).
     #[arg(long)]
-    csv: PathBuf,
-    /// power, chinchilla or learning_curve.
+    csv: Option<PathBuf>,
+    /// Points from a sweep in the store: one per configuration (see --seeds).
+    #[arg(long)]
+    sweep: Option<String>,
+    /// A learning curve from one run in the store: x is the step.
+    #[arg(long)]
+    run: Option<String>,
+    /// power, chinchilla, learning_curve or broken_power.
     #[arg(long, default_value = "chinchilla")]
     form: String,
-    /// Column of N (model size), or of x / the step t for power and learning_curve.
-    #[arg(long, alias = "x")]
-    n: String,
-    /// Column of the loss.
-    #[arg(long)]
-    y: String,
-    /// Column of D (training tokens), for chinchilla.
+    /// N (model size), or x for one-input forms: a CSV column, or for a sweep `model.params`, a
+    /// swept key or a spec key; products and quotients like `C/6/N` work too.
+    #[arg(long, alias = "n")]
+    x: Option<String>,
+    /// The loss: a CSV column, or the metric of runs in the store (default test_loss).
+    #[arg(long, alias = "metric")]
+    y: Option<String>,
+    /// D (training tokens or samples), for chinchilla: a column or key, or an expression such as
+    /// `train.steps*train.batch_size`.
     #[arg(long, conflicts_with = "c")]
     d: Option<String>,
-    /// Column of training compute C; D = C / (6N), for chinchilla.
+    /// CSV: column of training compute C, giving D = C / (6N), for chinchilla.
     #[arg(long)]
     c: Option<String>,
+    /// Store: which value of each run's metric (final, best, step=K).
+    #[arg(long, default_value = "final")]
+    at: String,
+    /// Sweep: one point per configuration (mean over seeds) or one per run.
+    #[arg(long, value_enum, default_value = "mean")]
+    seeds: input::Seeds,
+    /// Run: leave out steps before this one (early transients; step 0 is always left out).
+    #[arg(long, default_value_t = 1)]
+    min_step: u64,
     /// Drop the K points with the highest loss before fitting.
     #[arg(long, default_value_t = 0, value_name = "K")]
     drop_highest: usize,
@@ -37,7 +56,8 @@ pub struct Args {
     /// Huber δ on log residuals.
     #[arg(long, default_value_t = 1e-3)]
     delta: f64,
-    /// Fix a parameter: NAME=VALUE with NAME one of E, A, B, alpha, beta (repeatable).
+    /// Fix a parameter: NAME=VALUE with NAME one of E, A, B, alpha, beta, x_break, smoothness
+    /// (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     fix: Vec<String>,
     /// Chinchilla: report the compute-optimal N and D at this compute C (FLOP).
@@ -59,40 +79,119 @@ fn invalid(what: &str, message: String, hint: &str) -> Error {
     }
 }
 
-pub fn run(a: Args) -> Result<(), Error> {
-    let form = Form::parse(&a.form)?;
-    let mut cols = vec![a.n.as_str(), a.y.as_str()];
-    if form == Form::Chinchilla {
-        match (&a.d, &a.c) {
-            (Some(d), None) => cols.push(d),
-            (None, Some(c)) => cols.push(c),
-            _ => {
-                return Err(invalid(
-                    "--d/--c",
-                    "chinchilla needs one of --d or --c".into(),
-                    "e.g. --c \"Training FLOP\"",
-                ))
-            }
-        }
-    } else if a.d.is_some() || a.c.is_some() {
+/// The points `(x, d, y)` and a line saying where they came from.
+fn points(
+    store_path: &Path,
+    a: &Args,
+    form: Form,
+) -> Result<(Vec<(f64, f64, f64)>, String), Error> {
+    let chin = form.two_inputs();
+    if !chin && (a.d.is_some() || a.c.is_some()) {
         return Err(invalid(
             "--d/--c",
-            format!("form {} takes one input column", a.form),
+            format!("form {} takes one input", a.form),
             "drop --d / --c",
         ));
     }
-    let (columns, skipped) = fit::read_csv_columns(&a.csv, &cols)?;
-    let mut rows: Vec<(f64, f64, f64)> = (0..columns[0].len())
-        .map(|i| {
-            let x = columns[0][i];
-            let d = match (form, &a.c) {
-                (Form::Chinchilla, Some(_)) => columns[2][i] / (6.0 * x),
-                (Form::Chinchilla, None) => columns[2][i],
-                _ => 0.0,
-            };
-            (x, d, columns[1][i])
+    if chin && a.d.is_none() && a.c.is_none() {
+        return Err(invalid(
+            "--d/--c",
+            "chinchilla needs D: --d (or --c for a CSV column of compute)".into(),
+            "e.g. --c \"Training FLOP\" or --d train.steps*train.batch_size",
+        ));
+    }
+    let need_x = || {
+        a.x.as_deref().ok_or_else(|| {
+            invalid(
+                "--x",
+                "the input column or key is missing".into(),
+                "e.g. --x model.params (sweep) or --x \"Model Size\" (CSV)",
+            )
         })
-        .collect();
+    };
+    if let Some(path) = &a.csv {
+        let y = a
+            .y
+            .as_deref()
+            .ok_or_else(|| invalid("--y", "the loss column is missing".into(), "e.g. --y Loss"))?;
+        let mut cols = vec![need_x()?, y];
+        let d_from_c;
+        if chin {
+            match (&a.d, &a.c) {
+                (Some(d), _) => cols.push(d),
+                (None, Some(c)) => cols.push(c),
+                _ => {}
+            }
+        }
+        let (columns, skipped) = input::read_csv(path, &cols)?;
+        d_from_c = chin && a.c.is_some();
+        let rows = (0..columns[0].len())
+            .map(|i| {
+                let x = columns[0][i];
+                let d = match (chin, d_from_c) {
+                    (true, true) => columns[2][i] / (6.0 * x),
+                    (true, false) => columns[2][i],
+                    _ => 0.0,
+                };
+                (x, d, columns[1][i])
+            })
+            .collect();
+        return Ok((
+            rows,
+            format!(
+                "{} ({skipped} rows skipped for empty fields)",
+                path.display()
+            ),
+        ));
+    }
+    if a.c.is_some() {
+        return Err(invalid(
+            "--c",
+            "--c reads a CSV column".into(),
+            "for a sweep give D directly, e.g. --d train.steps*train.batch_size",
+        ));
+    }
+    let store = super::open_existing(store_path)?;
+    let metric = a.y.as_deref().unwrap_or("test_loss");
+    if let Some(run) = &a.run {
+        let rec = store.resolve(run)?;
+        let (x, y) = input::run_curve(&store, &rec.id, metric, a.min_step)?;
+        let rows = x.into_iter().zip(y).map(|(x, y)| (x, 0.0, y)).collect();
+        return Ok((
+            rows,
+            format!("run {} ({metric} against step)", &rec.id[..12]),
+        ));
+    }
+    let sweep = a.sweep.as_deref().unwrap_or_default();
+    let p = input::sweep_points(
+        &store,
+        &input::SweepQuery {
+            sweep,
+            metric,
+            at: input::Pick::parse(&a.at)?,
+            x: need_x()?,
+            d: a.d.as_deref(),
+            seeds: a.seeds,
+        },
+    )?;
+    let source = format!(
+        "sweep {sweep}: {metric} ({}) of {} runs, {}; {} diverged and {} unfinished left out",
+        a.at,
+        p.runs_used,
+        match a.seeds {
+            input::Seeds::Mean => "mean over seeds",
+            input::Seeds::All => "every run",
+        },
+        p.diverged,
+        p.missing
+    );
+    let rows = (0..p.y.len()).map(|i| (p.x[i], p.d[i], p.y[i])).collect();
+    Ok((rows, source))
+}
+
+pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
+    let form = Form::parse(&a.form)?;
+    let (mut rows, source) = points(store_path, &a, form)?;
     if a.drop_highest > 0 {
         if a.drop_highest >= rows.len() {
             return Err(invalid(
@@ -106,7 +205,7 @@ pub fn run(a: Args) -> Result<(), Error> {
     }
     let data = fit::Data {
         x: rows.iter().map(|r| r.0).collect(),
-        d: if form == Form::Chinchilla {
+        d: if form.two_inputs() {
             rows.iter().map(|r| r.1).collect()
         } else {
             vec![]
@@ -143,7 +242,17 @@ pub fn run(a: Args) -> Result<(), Error> {
     let r = fit::fit(form, &data, &opts)?;
     if a.json {
         let mut v = serde_json::to_value(&r).map_err(|e| invalid("json", e.to_string(), ""))?;
-        v["skipped_rows"] = skipped.into();
+        v["source"] = source.into();
+        v["points"] = (0..data.y.len())
+            .map(|i| {
+                let mut p = serde_json::json!({ "x": data.x[i], "y": data.y[i] });
+                if form.two_inputs() {
+                    p["d"] = data.d[i].into();
+                }
+                p
+            })
+            .collect::<Vec<_>>()
+            .into();
         v["dropped"] = a.drop_highest.into();
         println!(
             "{}",
@@ -151,9 +260,10 @@ pub fn run(a: Args) -> Result<(), Error> {
         );
         return Ok(());
     }
+    println!("points: {source}");
     println!(
-        "{} fit of {} points ({} rows skipped for empty fields, {} highest-loss dropped); Huber δ={} loss={:.6e}",
-        a.form, r.n_points, skipped, a.drop_highest, r.delta, r.loss
+        "{} fit of {} points ({} highest-loss dropped); Huber δ={} loss={:.6e}",
+        a.form, r.n_points, a.drop_highest, r.delta, r.loss
     );
     if r.bootstrap > 0 {
         println!(
@@ -162,7 +272,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         );
     }
     println!(
-        "{:<8} {:>14} {:>12} {:>30}",
+        "{:<16} {:>14} {:>12} {:>30}",
         "param", "estimate", "stderr", "95% CI"
     );
     let line = |e: &Estimate| {
@@ -174,7 +284,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         let ci = e
             .ci95
             .map_or("-".into(), |[lo, hi]| format!("[{lo:.5e}, {hi:.5e}]"));
-        println!("{:<8} {:>14.6e} {:>12} {:>30}", e.name, e.value, se, ci);
+        println!("{:<16} {:>14.6e} {:>12} {:>30}", e.name, e.value, se, ci);
     };
     r.params.iter().for_each(line);
     if !r.derived.is_empty() {

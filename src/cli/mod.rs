@@ -52,7 +52,8 @@ enum Command {
     Theory(theory::Args),
     /// Self-normalizing shift and scale of an activation (and SELU's α, λ for `elu`).
     Calibrate(theory::CalibrateArgs),
-    /// Fit a scaling law (power, chinchilla, learning_curve) with bootstrap uncertainty.
+    /// Fit a scaling law (power, chinchilla, learning_curve, broken_power) with bootstrap
+    /// uncertainty, from a CSV file, a sweep or a run.
     Fit(fit::Args),
 }
 
@@ -68,7 +69,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(a) => bench::run(a),
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
-        Command::Fit(a) => fit::run(a),
+        Command::Fit(a) => fit::run(&cli.store, a),
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use cloudchamber::fit::input::Pick;
 use cloudchamber::store::RunStatus;
 use cloudchamber::Error;
 
@@ -39,12 +40,6 @@ enum Format {
     Parquet,
 }
 
-enum At {
-    Final,
-    Best,
-    Step(u64),
-}
-
 /// Mean, sample standard deviation (n − 1), standard error, min, max of the values.
 fn stats(v: &[f64]) -> (f64, f64, f64, f64, f64) {
     let n = v.len() as f64;
@@ -65,19 +60,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         message,
         hint: hint.into(),
     };
-    let at = match a.at.as_str() {
-        "final" => At::Final,
-        "best" => At::Best,
-        s => match s.strip_prefix("step=").and_then(|k| k.parse().ok()) {
-            Some(k) => At::Step(k),
-            None => {
-                return Err(bad(
-                    format!("--at {s}: expected final, best or step=K"),
-                    "e.g. --at step=500",
-                ))
-            }
-        },
-    };
+    let at = Pick::parse(&a.at)?;
     let store = super::open_existing(store_path)?;
     let runs = store.sweep_runs(&a.sweep)?;
     let swept: Vec<String> = runs
@@ -100,7 +83,6 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
 
     // Group → (values, diverged count, missing count), in first-seen order.
     let mut groups: Vec<(Vec<String>, Vec<f64>, usize, usize)> = Vec::new();
-    let lower_is_better = a.metric.contains("loss");
     for (id, vals) in &runs {
         let label: Vec<String> = keys
             .iter()
@@ -123,16 +105,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             Some(RunStatus::Diverged) => groups[gi].2 += 1,
             Some(RunStatus::Completed) => {
                 let series = store.series(id, &a.metric, a.layer)?;
-                let v = match at {
-                    At::Final => series.last().map(|s| s.1),
-                    At::Best => series
-                        .iter()
-                        .map(|s| s.1)
-                        .filter(|v| !v.is_nan())
-                        .reduce(|x, y| if (y < x) == lower_is_better { y } else { x }),
-                    At::Step(k) => series.iter().find(|s| s.0 == k).map(|s| s.1),
-                };
-                match v {
+                match at.pick(&a.metric, &series) {
                     Some(v) => groups[gi].1.push(v),
                     None => groups[gi].3 += 1,
                 }

@@ -1,11 +1,17 @@
 //! Scaling-law fits with uncertainty (Hoffmann et al. 2022; Besiroglu et al. 2024).
 //!
-//! Forms: `power` L(x) = E + A·x^(−α), `learning_curve` (the same in the step t) and
-//! `chinchilla` L(N, D) = E + A/N^α + B/D^β. The fit is done in log space with the log-sum-exp
+//! Forms: `power` L(x) = E + A·x^(−α), `learning_curve` (the same in the step t),
+//! `chinchilla` L(N, D) = E + A/N^α + B/D^β, and `broken_power` — one smooth break
+//! (Caballero et al. 2023, "Broken Neural Scaling Laws", eq. 1 with n = 1):
+//! L(x) = E + A·x^(−α)·(1 + (x/x_b)^(1/s))^(−(β−α)·s), slope α well below the break x_b, β well
+//! above it, s the width of the bend in e-folds of x. The fit is done in log space with the log-sum-exp
 //! parameterisation log L ≈ LSE(a − α log N, b − β log D, e), A = eᵃ, B = eᵇ, E = eᵉ, minimising
 //! the summed Huber loss (δ) of the log residuals with L-BFGS started from every point of a grid;
 //! the best is kept. Uncertainty comes from a bootstrap over points: each resample is fitted from
-//! the full-data optimum, giving standard errors and 95% percentile intervals.
+//! the full-data optimum (a resample's optimum lies near it, and restarting 1000 resamples from the
+//! whole grid would cost 1000 grid fits), giving standard errors and 95% percentile intervals.
+
+pub mod input;
 
 pub mod lbfgs;
 
@@ -22,15 +28,24 @@ pub enum Form {
     Power,
     Chinchilla,
     LearningCurve,
+    BrokenPower,
 }
 
-// Internal (log-space) slots: 0 e, 1 a, 2 b, 3 alpha, 4 beta.
+// Internal slots: 0 e = ln E, 1 a = ln A, 2 b = ln B, 3 alpha, 4 beta, 5 ln x_b, 6 ln s.
 const E: usize = 0;
 const A: usize = 1;
 const B: usize = 2;
 const ALPHA: usize = 3;
 const BETA: usize = 4;
-const NAMES: [&str; 5] = ["E", "A", "B", "alpha", "beta"];
+const XB: usize = 5;
+const S: usize = 6;
+const SLOTS: usize = 7;
+const NAMES: [&str; SLOTS] = ["E", "A", "B", "alpha", "beta", "x_break", "smoothness"];
+
+/// Slots fitted as logarithms (positive parameters); the exponents are fitted as they are.
+fn is_log(k: usize) -> bool {
+    !matches!(k, ALPHA | BETA)
+}
 
 impl Form {
     pub fn parse(s: &str) -> Result<Form, Error> {
@@ -38,10 +53,11 @@ impl Form {
             "power" => Ok(Form::Power),
             "chinchilla" => Ok(Form::Chinchilla),
             "learning_curve" | "learning-curve" => Ok(Form::LearningCurve),
+            "broken_power" | "broken-power" => Ok(Form::BrokenPower),
             _ => Err(invalid(
                 "--form",
                 format!("unknown form `{s}`"),
-                "one of: power, chinchilla, learning_curve",
+                "one of: power, chinchilla, learning_curve, broken_power",
             )),
         }
     }
@@ -49,7 +65,8 @@ impl Form {
     fn slots(self) -> &'static [usize] {
         match self {
             Form::Chinchilla => &[E, A, B, ALPHA, BETA],
-            _ => &[E, A, ALPHA],
+            Form::BrokenPower => &[E, A, ALPHA, BETA, XB, S],
+            Form::Power | Form::LearningCurve => &[E, A, ALPHA],
         }
     }
 
@@ -58,7 +75,7 @@ impl Form {
         self.slots().iter().map(|&s| NAMES[s]).collect()
     }
 
-    fn two_inputs(self) -> bool {
+    pub fn two_inputs(self) -> bool {
         self == Form::Chinchilla
     }
 }
@@ -87,6 +104,11 @@ pub struct Grid {
     pub e: Vec<f64>,
     pub a: Vec<f64>,
     pub b: Vec<f64>,
+    /// Break positions for `broken_power`, as quantiles of the data's ln x (the break is only
+    /// identifiable inside the data).
+    pub break_quantiles: Vec<f64>,
+    /// Bend widths s for `broken_power` (e-folds of x).
+    pub smoothness: Vec<f64>,
 }
 
 fn range(lo: f64, hi: f64, step: f64) -> Vec<f64> {
@@ -102,6 +124,8 @@ impl Default for Grid {
             e: range(-1.0, 1.0, 0.5),
             a: range(0.0, 25.0, 5.0),
             b: range(0.0, 25.0, 5.0),
+            break_quantiles: vec![0.25, 0.5, 0.75],
+            smoothness: vec![0.3, 1.0],
         }
     }
 }
@@ -110,7 +134,8 @@ impl Default for Grid {
 pub struct Options {
     /// Huber δ on log residuals.
     pub delta: f64,
-    /// Fixed parameters in natural units: names `E`, `A`, `B`, `alpha`, `beta`.
+    /// Fixed parameters in natural units: names `E`, `A`, `B`, `alpha`, `beta`, `x_break`,
+    /// `smoothness`.
     pub fixed: Vec<(String, f64)>,
     pub grid: Grid,
     /// Bootstrap resamples (0: none).
@@ -180,13 +205,13 @@ struct Problem<'a> {
     ld: &'a [f64],
     ly: &'a [f64],
     delta: f64,
-    fixed: [Option<f64>; 5],
+    fixed: [Option<f64>; SLOTS],
     free: Vec<usize>,
 }
 
 impl Problem<'_> {
-    fn full(&self, z: &[f64]) -> [f64; 5] {
-        let mut p = [0.0; 5];
+    fn full(&self, z: &[f64]) -> [f64; SLOTS] {
+        let mut p = [0.0; SLOTS];
         for (k, f) in self.fixed.iter().enumerate() {
             if let Some(v) = f {
                 p[k] = *v;
@@ -200,12 +225,28 @@ impl Problem<'_> {
 
     fn value_grad(&self, z: &[f64], grad: &mut [f64]) -> f64 {
         let p = self.full(z);
-        let mut g = [0.0; 5];
+        let mut g = [0.0; SLOTS];
         let mut f = 0.0;
-        let chin = self.form.two_inputs();
         for i in 0..self.ly.len() {
-            let t1 = p[A] - p[ALPHA] * self.lx[i];
-            let t2 = if chin {
+            // Log of each additive term; the fitted log-loss is their log-sum-exp.
+            let lx = self.lx[i];
+            // t1 = ln(A·x^−α·bend) and its partial derivatives for the broken form, where
+            // ln bend = −(β−α)·s·softplus(u), u = (ln x − ln x_b)/s.
+            let (t1, bend) = match self.form {
+                Form::BrokenPower => {
+                    let s = p[S].exp();
+                    let u = (lx - p[XB]) / s;
+                    let sp = u.max(0.0) + (-u.abs()).exp().ln_1p();
+                    let sig = 1.0 / (1.0 + (-u).exp());
+                    let dab = p[BETA] - p[ALPHA];
+                    let t1 = p[A] - p[ALPHA] * lx - dab * s * sp;
+                    // ∂t1/∂α, ∂t1/∂β, ∂t1/∂ln x_b, ∂t1/∂ln s.
+                    let d = [-lx + s * sp, -s * sp, dab * sig, -dab * s * (sp - u * sig)];
+                    (t1, Some(d))
+                }
+                _ => (p[A] - p[ALPHA] * lx, None),
+            };
+            let t2 = if self.form.two_inputs() {
                 p[B] - p[BETA] * self.ld[i]
             } else {
                 f64::NEG_INFINITY
@@ -227,8 +268,16 @@ impl Problem<'_> {
             let (w1, w2, w3) = (w1 / s, w2 / s, w3 / s);
             g[E] += psi * w3;
             g[A] += psi * w1;
-            g[ALPHA] -= psi * w1 * self.lx[i];
-            if chin {
+            match bend {
+                Some([d_al, d_be, d_xb, d_s]) => {
+                    g[ALPHA] += psi * w1 * d_al;
+                    g[BETA] += psi * w1 * d_be;
+                    g[XB] += psi * w1 * d_xb;
+                    g[S] += psi * w1 * d_s;
+                }
+                None => g[ALPHA] -= psi * w1 * lx,
+            }
+            if self.form.two_inputs() {
                 g[B] += psi * w2;
                 g[BETA] -= psi * w2 * self.ld[i];
             }
@@ -244,12 +293,12 @@ impl Problem<'_> {
     }
 }
 
-fn natural(p: &[f64; 5]) -> [f64; 5] {
-    [p[E].exp(), p[A].exp(), p[B].exp(), p[ALPHA], p[BETA]]
+fn natural(p: &[f64; SLOTS]) -> [f64; SLOTS] {
+    std::array::from_fn(|k| if is_log(k) { p[k].exp() } else { p[k] })
 }
 
 /// Chinchilla-derived quantities from natural parameters.
-fn derived(p: &[f64; 5], at_compute: Option<f64>) -> Vec<(&'static str, f64)> {
+fn derived(p: &[f64; SLOTS], at_compute: Option<f64>) -> Vec<(&'static str, f64)> {
     let (a_, b_, al, be) = (p[A], p[B], p[ALPHA], p[BETA]);
     let s = al + be;
     let a_exp = be / s;
@@ -257,13 +306,16 @@ fn derived(p: &[f64; 5], at_compute: Option<f64>) -> Vec<(&'static str, f64)> {
     let g = (al * a_ / (be * b_)).powf(1.0 / s);
     let mut out = vec![("a_exp", a_exp), ("b_exp", b_exp), ("G", g)];
     if let Some(c) = at_compute {
-        out.push(("N_opt", g * (c / 6.0).powf(a_exp)));
-        out.push(("D_opt", (c / 6.0).powf(b_exp) / g));
+        let n_opt = g * (c / 6.0).powf(a_exp);
+        let d_opt = (c / 6.0).powf(b_exp) / g;
+        out.push(("N_opt", n_opt));
+        out.push(("D_opt", d_opt));
+        out.push(("tokens_per_param", d_opt / n_opt));
     }
     out
 }
 
-fn validate(form: Form, data: &Data, opts: &Options) -> Result<[Option<f64>; 5], Error> {
+fn validate(form: Form, data: &Data, opts: &Options) -> Result<[Option<f64>; SLOTS], Error> {
     let n = data.y.len();
     if data.x.len() != n || (form.two_inputs() && data.d.len() != n) {
         return Err(invalid(
@@ -294,7 +346,7 @@ fn validate(form: Form, data: &Data, opts: &Options) -> Result<[Option<f64>; 5],
     if opts.threads == 0 {
         return Err(invalid("threads", "must be ≥ 1", "e.g. 2"));
     }
-    let mut fixed = [None; 5];
+    let mut fixed = [None; SLOTS];
     for (name, v) in &opts.fixed {
         let k = match NAMES.iter().position(|s| s == name) {
             Some(k) if form.slots().contains(&k) => k,
@@ -306,14 +358,14 @@ fn validate(form: Form, data: &Data, opts: &Options) -> Result<[Option<f64>; 5],
                 ))
             }
         };
-        if !v.is_finite() || (k <= B && *v < 0.0) || (k <= B && k != E && *v == 0.0) {
+        if !v.is_finite() || (is_log(k) && *v < 0.0) || (is_log(k) && k != E && *v == 0.0) {
             return Err(invalid(
                 "--fix",
                 format!("{name}={v} is out of range"),
-                "A and B must be > 0, E ≥ 0, exponents finite",
+                "A, B, x_break and smoothness must be > 0, E ≥ 0, exponents finite",
             ));
         }
-        fixed[k] = Some(if k <= B { v.ln() } else { *v });
+        fixed[k] = Some(if is_log(k) { v.ln() } else { *v });
     }
     let free = form.slots().iter().filter(|k| fixed[**k].is_none()).count();
     if n < free.max(1) {
@@ -335,21 +387,27 @@ fn validate(form: Form, data: &Data, opts: &Options) -> Result<[Option<f64>; 5],
     Ok(fixed)
 }
 
-fn grid_starts(form: Form, grid: &Grid, free: &[usize]) -> Vec<Vec<f64>> {
+/// Every combination of the grid's values for the free slots (internal units). `lx` is the
+/// data's ln x, for the break positions.
+fn grid_starts(grid: &Grid, free: &[usize], lx: &[f64]) -> Vec<Vec<f64>> {
+    let mut sorted = lx.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
     let mut starts: Vec<Vec<f64>> = vec![vec![]];
     for &k in free {
-        let vals: &[f64] = match k {
-            E => &grid.e,
-            A => &grid.a,
-            B => &grid.b,
-            ALPHA => &grid.alpha,
-            _ => &grid.beta,
+        let vals: Vec<f64> = match k {
+            E => grid.e.clone(),
+            A => grid.a.clone(),
+            B => grid.b.clone(),
+            ALPHA => grid.alpha.clone(),
+            BETA => grid.beta.clone(),
+            XB => grid
+                .break_quantiles
+                .iter()
+                .map(|q| percentile(&sorted, q.clamp(0.0, 1.0)))
+                .collect(),
+            _ => grid.smoothness.iter().map(|s| s.ln()).collect(),
         };
-        let vals: Vec<f64> = if vals.is_empty() {
-            vec![0.0]
-        } else {
-            vals.to_vec()
-        };
+        let vals = if vals.is_empty() { vec![0.0] } else { vals };
         starts = starts
             .into_iter()
             .flat_map(|s| {
@@ -361,7 +419,6 @@ fn grid_starts(form: Form, grid: &Grid, free: &[usize]) -> Vec<Vec<f64>> {
             })
             .collect();
     }
-    let _ = form;
     starts
 }
 
@@ -424,7 +481,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
         free: free.clone(),
     };
 
-    let starts = grid_starts(form, &opts.grid, &free);
+    let starts = grid_starts(&opts.grid, &free, &lx);
     let results = par_map(starts.len(), opts.threads, |i| {
         prob.solve(&starts[i], &opts.lbfgs)
     });
@@ -448,7 +505,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
     let sets: Vec<Vec<usize>> = (0..opts.bootstrap)
         .map(|_| (0..n).map(|_| rng.below(n as u64) as usize).collect())
         .collect();
-    let boot: Vec<Option<[f64; 5]>> = par_map(sets.len(), opts.threads, |i| {
+    let boot: Vec<Option<[f64; SLOTS]>> = par_map(sets.len(), opts.threads, |i| {
         let idx = &sets[i];
         let bx: Vec<f64> = idx.iter().map(|&j| lx[j]).collect();
         let bd: Vec<f64> = if ld.is_empty() {
@@ -469,7 +526,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
         let r = bp.solve(&best.x, &opts.lbfgs);
         r.f.is_finite().then(|| natural(&bp.full(&r.x)))
     });
-    let ok: Vec<[f64; 5]> = boot.iter().flatten().copied().collect();
+    let ok: Vec<[f64; SLOTS]> = boot.iter().flatten().copied().collect();
     let failed = boot.len() - ok.len();
 
     let stats = |vals: Vec<f64>| -> (Option<f64>, Option<[f64; 2]>) {
@@ -542,91 +599,4 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     let lo = pos.floor() as usize;
     let hi = (lo + 1).min(sorted.len() - 1);
     sorted[lo] + (pos - lo as f64) * (sorted[hi] - sorted[lo])
-}
-
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut inq = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if inq && chars.peek() == Some(&'"') => {
-                cur.push('"');
-                chars.next();
-            }
-            '"' => inq = !inq,
-            ',' if !inq => out.push(std::mem::take(&mut cur)),
-            _ => cur.push(c),
-        }
-    }
-    out.push(cur);
-    out.into_iter().map(|s| s.trim().to_string()).collect()
-}
-
-/// Read numeric columns (by header name) from a CSV file. Rows where any wanted field is empty
-/// are skipped; returns the columns and the number of skipped rows.
-pub fn read_csv_columns(
-    path: &std::path::Path,
-    cols: &[&str],
-) -> Result<(Vec<Vec<f64>>, usize), Error> {
-    let what = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        invalid(
-            &what,
-            format!("cannot read: {e}"),
-            "give a readable CSV file",
-        )
-    })?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
-    let header = match lines.next() {
-        Some((_, h)) => split_csv_line(h.trim_start_matches('\u{feff}')),
-        None => {
-            return Err(invalid(
-                &what,
-                "empty file",
-                "the first line must name the columns",
-            ))
-        }
-    };
-    let mut idx = Vec::new();
-    for c in cols {
-        match header.iter().position(|h| h == c) {
-            Some(i) => idx.push(i),
-            None => {
-                return Err(invalid(
-                    &what,
-                    format!("no column `{c}`"),
-                    format!("columns: {}", header.join(", ")),
-                ))
-            }
-        }
-    }
-    let mut out = vec![Vec::new(); cols.len()];
-    let mut skipped = 0;
-    for (ln, line) in lines {
-        let f = split_csv_line(line);
-        let fields: Vec<&str> = idx
-            .iter()
-            .map(|&i| f.get(i).map(|s| s.as_str()).unwrap_or(""))
-            .collect();
-        if fields.iter().any(|s| s.is_empty()) {
-            skipped += 1;
-            continue;
-        }
-        for (j, s) in fields.iter().enumerate() {
-            let v: f64 = s.parse().map_err(|_| {
-                invalid(
-                    &format!("{what}:{}", ln + 1),
-                    format!("column `{}`: `{s}` is not a number", cols[j]),
-                    "numbers like 1.5e9",
-                )
-            })?;
-            out[j].push(v);
-        }
-    }
-    Ok((out, skipped))
 }
