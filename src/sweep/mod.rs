@@ -10,6 +10,8 @@
 
 pub mod declare;
 pub mod exec;
+pub mod shard;
+pub mod slurm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
