@@ -1752,6 +1752,86 @@ mod tests {
         );
     }
 
+    /// A version 3 store (sweeps, no cluster tables) opens, keeps its runs and sweeps, and
+    /// records jobs afterwards.
+    #[test]
+    fn migrates_a_version_3_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let c = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO meta VALUES ('schema_version', '3');
+             INSERT INTO runs (rid, id, name, status, spec_json, spec_toml, created_at, tool_version)
+                 VALUES (1, 'old', 'sw', 'completed', '{}', '', '2024-01-01T00:00:00.000Z', '0.0.1');
+             INSERT INTO sweeps VALUES ('sw', 's.toml', '[sweep]', '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z');
+             INSERT INTO sweep_runs VALUES ('sw', 0, 'old', '[[\"seed\",\"0\"]]');",
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 4);
+        assert_eq!(s.run("old").unwrap().unwrap().status, RunStatus::Completed);
+        assert_eq!(
+            s.sweep_runs("sw").unwrap(),
+            vec![(
+                "old".to_string(),
+                vec![("seed".to_string(), "0".to_string())]
+            )]
+        );
+        assert!(s.slurm_jobs("sw").unwrap().is_empty());
+        let job = SlurmJob {
+            job_id: "42".into(),
+            sweep: "sw".into(),
+            submitted_at: String::new(),
+            array: "0,3%2".into(),
+            runs: vec![(0, "old".into()), (3, "new".into())],
+            script: "#!/bin/bash\n".into(),
+        };
+        s.record_slurm_job(&job).unwrap();
+        let back = s.slurm_jobs("sw").unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].submitted_at.ends_with('Z'));
+        assert_eq!(
+            SlurmJob {
+                submitted_at: String::new(),
+                ..back[0].clone()
+            },
+            job
+        );
+    }
+
+    /// A `running` run whose owner is gone, or on another machine, becomes `interrupted`; one
+    /// owned by a live process here stays.
+    #[test]
+    fn release_run_frees_only_runs_whose_owner_cannot_be_alive() {
+        let (_dir, mut s) = store();
+        s.begin_run("mine", "n", "", "", "").unwrap();
+        assert!(!s.release_run("mine").unwrap());
+        s.begin_run("gone", "n", "", "", "").unwrap();
+        s.conn
+            .execute("UPDATE runs SET pid = ?1 WHERE id = 'gone'", [u32::MAX - 1])
+            .unwrap();
+        s.begin_run("far", "n", "", "", "").unwrap();
+        s.conn
+            .execute("UPDATE runs SET host = 'another-node' WHERE id = 'far'", [])
+            .unwrap();
+        assert!(s.release_run("gone").unwrap());
+        assert!(s.release_run("far").unwrap());
+        assert!(!s.release_run("absent").unwrap());
+        for (id, want) in [
+            ("mine", RunStatus::Running),
+            ("gone", RunStatus::Interrupted),
+            ("far", RunStatus::Interrupted),
+        ] {
+            assert_eq!(s.run(id).unwrap().unwrap().status, want, "{id}");
+        }
+        // Released runs start again (here: from a checkpoint before step 0).
+        s.resume_run("far", "n", "", "", "", 0).unwrap();
+    }
+
     #[test]
     fn special_floats_survive() {
         let (_dir, mut s) = store();

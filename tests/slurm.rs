@@ -166,7 +166,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         for store in ["slurm.db"] {
-            for sweep in ["eq", "cut", "kill"] {
+            for sweep in ["eq", "cut", "kill", "rq", "a", "b"] {
                 let ids = self.job_ids(store, sweep);
                 if !ids.is_empty() {
                     let _ = Command::new("scancel")
@@ -471,4 +471,135 @@ fn a_killed_shard_writer_is_ignored_by_collect_and_the_resubmission_completes_it
     assert!(out.contains("imported 1 run "), "{out}");
     lab.ok(&["--store", "local.db", "sweep", "s.toml"]);
     assert_same_runs(&lab.path("slurm.db"), &lab.path("local.db"));
+}
+
+#[test]
+fn a_requeued_element_resumes_from_its_checkpoint() {
+    let Some(conf) = slurm("a_requeued_element_resumes_from_its_checkpoint") else {
+        return;
+    };
+    let sweep = format!(
+        "{}\n[sweep]\nname = \"rq\"\nseeds = [5]\n",
+        base(1200, 256, 3, 100)
+    );
+    let lab = Lab::new(conf, &[("s.toml", &sweep)]);
+    let ids = sweep_ids(&lab.ok(&["sweep", "s.toml", "--dry-run"]));
+    lab.ok(&[
+        "--store",
+        "slurm.db",
+        "sweep",
+        "s.toml",
+        "--executor",
+        "slurm",
+        "--requeue",
+    ]);
+    let job = lab.job_ids("slurm.db", "rq").remove(0);
+    let element = format!("{job}_0");
+    let show = lab.tool("scontrol", &["--oneliner", "show", "job", &element]);
+    assert!(show.contains("Requeue=1"), "{show}");
+    lab.until("run 0 has checkpointed", || {
+        lab.path(&format!(
+            "shards/{}/runs/{}/checkpoint.safetensors",
+            ids[0], ids[0]
+        ))
+        .exists()
+    });
+    // What preemption with PreemptMode=REQUEUE does: stop the element, queue it again.
+    lab.tool("scontrol", &["requeue", &element]);
+    // Slurm holds a requeued job back for a while (reason BeginTime); release it now.
+    lab.until("the element is queued again", || {
+        lab.queue("slurm.db", "rq")
+            .iter()
+            .any(|(_, st)| st == "PENDING")
+    });
+    lab.tool(
+        "scontrol",
+        &["update", &format!("JobId={element}"), "StartTime=now"],
+    );
+    lab.wait("slurm.db", "rq");
+    let log = std::fs::read_to_string(lab.path(&format!("shards/logs/rq-{job}_0.out"))).unwrap();
+    assert!(log.contains("DUE TO JOB REQUEUE"), "{log}");
+    let first = lab.progress(&ids[0]).unwrap();
+    assert_eq!(first["status"], "completed", "{first}");
+    assert!(
+        log.contains("completed in 1200 steps") && log.contains("resumed from step"),
+        "{log}"
+    );
+    let status = lab.ok(&["--store", "slurm.db", "status", "rq"]);
+    assert!(status.contains("1 runs — 1 completed"), "{status}");
+    lab.ok(&["--store", "local.db", "sweep", "s.toml"]);
+    assert_same_runs(&lab.path("slurm.db"), &lab.path("local.db"));
+}
+
+#[test]
+fn cancel_stops_this_sweeps_jobs_only() {
+    let Some(conf) = slurm("cancel_stops_this_sweeps_jobs_only") else {
+        return;
+    };
+    let lab = Lab::new(
+        conf,
+        &[
+            (
+                "a.toml",
+                &format!(
+                    "{}\n[sweep]\nname = \"a\"\nseeds = [0, 1]\n",
+                    base(1200, 256, 3, 100)
+                ),
+            ),
+            (
+                "b.toml",
+                &format!(
+                    "{}\n[sweep]\nname = \"b\"\nseeds = [7]\n",
+                    base(1200, 256, 3, 100)
+                ),
+            ),
+        ],
+    );
+    let a_ids = sweep_ids(&lab.ok(&["sweep", "a.toml", "--dry-run"]));
+    // Another user's job on the same cluster, and sweep b in the same store.
+    let other = lab.tool(
+        "sbatch",
+        &["--parsable", "--output=/dev/null", "--wrap", "sleep 60"],
+    );
+    let other = other.trim().to_string();
+    for (file, k) in [("a.toml", "1"), ("b.toml", "1")] {
+        lab.ok(&[
+            "--store",
+            "slurm.db",
+            "sweep",
+            file,
+            "--executor",
+            "slurm",
+            "--array-parallelism",
+            k,
+        ]);
+    }
+    lab.until("a's first run trains", || {
+        lab.progress(&a_ids[0])
+            .is_some_and(|p| p["status"] == "running")
+    });
+    let status = lab.ok(&["--store", "slurm.db", "status", "a"]);
+    assert!(
+        status.contains(&format!("_0  RUNNING  {}  seed=0", a_ids[0]))
+            && status.contains(&format!(
+                "_1  PENDING (JobArrayTaskLimit)  {}  seed=1",
+                a_ids[1]
+            )),
+        "{status}"
+    );
+    let out = lab.ok(&["--store", "slurm.db", "cancel", "a"]);
+    assert!(out.contains("(1 running, 1 queued)"), "{out}");
+    lab.wait("slurm.db", "a");
+    // b and the other job were left alone.
+    let queue = lab.tool("squeue", &["--noheader", "--format=%i"]);
+    assert!(queue.lines().any(|l| l.trim() == other), "{queue}");
+    let b_job = lab.job_ids("slurm.db", "b").remove(0);
+    assert!(queue.contains(&b_job), "{queue}");
+    lab.tool("scancel", &[&other]);
+    lab.wait("slurm.db", "b");
+    let status = lab.ok(&["--store", "slurm.db", "status"]);
+    assert!(status.contains("sweep b: 1 runs — 1 completed"), "{status}");
+    assert!(status.contains("sweep a: 2 runs — 0 completed"), "{status}");
+    let again = lab.ok(&["--store", "slurm.db", "cancel", "a"]);
+    assert!(again.contains("nothing to cancel"), "{again}");
 }

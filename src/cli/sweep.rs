@@ -319,24 +319,16 @@ fn submit(store_path: &Path, sw: &Sweep, overrides: &[String], a: SlurmArgs) -> 
             shard::dir(store_path).display()
         );
     }
-    let jobs: Vec<String> = store
-        .slurm_jobs(&sw.name)?
-        .into_iter()
-        .map(|j| j.job_id)
-        .collect();
-    let live = slurm::queued(&jobs)?;
-    let recorded = store.slurm_jobs(&sw.name)?;
-    let live_ids: std::collections::HashSet<&str> = live
-        .iter()
-        .filter_map(|t| {
-            recorded
-                .iter()
-                .find(|j| j.job_id == t.job_id)
-                .and_then(|j| j.runs.iter().find(|(k, _)| *k == t.index))
-                .map(|(_, id)| id.as_str())
-        })
-        .collect();
-    let mut finished = 0;
+    // Runs queued or running in any job of this store, whatever sweep submitted it: a run
+    // shared by two sweeps must never have two jobs writing its shard at once.
+    let mut recorded = Vec::new();
+    for name in store.sweeps()? {
+        recorded.extend(store.slurm_jobs(&name)?);
+    }
+    let live = slurm::live_runs(&recorded)?;
+    let live_ids: std::collections::HashSet<&str> =
+        live.iter().map(|(_, id)| id.as_str()).collect();
+    let (mut finished, mut in_slurm) = (0, 0);
     let mut todo = Vec::new();
     for r in &sw.runs {
         let done = store
@@ -344,15 +336,16 @@ fn submit(store_path: &Path, sw: &Sweep, overrides: &[String], a: SlurmArgs) -> 
             .is_some_and(|rec| matches!(rec.status, RunStatus::Completed | RunStatus::Diverged));
         if done {
             finished += 1;
-        } else if !live_ids.contains(r.id.as_str()) {
+        } else if live_ids.contains(r.id.as_str()) {
+            in_slurm += 1;
+        } else {
             todo.push(r.index);
         }
     }
     if todo.is_empty() {
         println!(
-            "sweep {}: nothing to submit ({finished} finished, {} queued or running in Slurm)",
-            sw.name,
-            live_ids.len()
+            "sweep {}: nothing to submit ({finished} finished, {in_slurm} queued or running in Slurm)",
+            sw.name
         );
         return Ok(());
     }
@@ -367,13 +360,12 @@ fn submit(store_path: &Path, sw: &Sweep, overrides: &[String], a: SlurmArgs) -> 
     };
     let job = slurm::submit(&mut store, sw, overrides, &opts, &todo)?;
     println!(
-        "sweep {}: submitted job {} (--array={}): {} run{} ({finished} finished, {} queued or running)",
+        "sweep {}: submitted job {} (--array={}): {} run{} ({finished} finished, {in_slurm} queued or running)",
         sw.name,
         job.job_id,
         job.array,
         todo.len(),
         if todo.len() == 1 { "" } else { "s" },
-        live_ids.len()
     );
     println!(
         "  follow it with `cloudchamber status {}`; `cloudchamber cancel {}` stops it",
