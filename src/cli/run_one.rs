@@ -63,10 +63,18 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         _ => None,
     };
     let end = shard::run(store_path, &sw, a.index, job)?;
-    println!(
-        "{}",
-        super::sweep::describe(a.index, &r.id, &end, &r.label())
-    );
+    match &end {
+        End::Skipped(status) => println!(
+            "{:>4}  {}  {}  {status} (its shard is already done)",
+            a.index,
+            r.id,
+            r.label()
+        ),
+        _ => println!(
+            "{}",
+            super::sweep::describe(a.index, &r.id, &end, &r.label())
+        ),
+    }
     match end {
         End::Skipped(_)
         | End::Trained {
