@@ -34,3 +34,13 @@ pub fn install() {
         libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
     }
 }
+
+/// Makes SIGTERM a graceful stop too (checkpoint, end as interrupted): a batch scheduler sends
+/// it on cancellation, preemption and time limits, before SIGKILL.
+pub fn install_sigterm() {
+    #[cfg(unix)]
+    // SAFETY: as in `install`.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+}

@@ -22,6 +22,9 @@
 //!   their final values does not scan every sample (added in version 2).
 //! - view `metrics(run_id, step, layer, name, value)`: the tidy rows, for
 //!   anyone querying the file with plain SQL.
+//! - `sweeps`, `sweep_runs` (version 3): declared sweeps and their runs.
+//! - `slurm_jobs`, `shard_imports` (version 4): submitted job arrays, and the
+//!   digest of the shard each run executed elsewhere was imported from.
 
 use std::collections::HashMap;
 use std::fs;
@@ -31,7 +34,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 /// The newest schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// `MIGRATIONS[v]` upgrades a store from schema version `v` to `v + 1`
 /// (version 0 is an empty file). Never edit a released entry; append a new one.
@@ -102,6 +105,25 @@ CREATE TABLE sweep_runs (
     vals   TEXT NOT NULL,
     PRIMARY KEY (sweep, idx)
 ) WITHOUT ROWID;
+"#,
+    // Version 4: cluster execution. One row per submitted Slurm job array (its indices and the
+    // run each index stood for when submitted), and the shard each run was imported from (by
+    // digest), which makes importing idempotent.
+    r#"
+CREATE TABLE slurm_jobs (
+    job_id       TEXT PRIMARY KEY,
+    sweep        TEXT NOT NULL,
+    submitted_at TEXT NOT NULL,
+    array        TEXT NOT NULL,
+    runs         TEXT NOT NULL,
+    script       TEXT NOT NULL
+);
+CREATE INDEX slurm_jobs_by_sweep ON slurm_jobs (sweep);
+CREATE TABLE shard_imports (
+    run_id      TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL,
+    imported_at TEXT NOT NULL
+);
 "#,
 ];
 
@@ -270,6 +292,30 @@ impl RunRecord {
             self.status.as_str()
         }
     }
+}
+
+/// A submitted Slurm job array (see `sweep::slurm`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlurmJob {
+    pub job_id: String,
+    pub sweep: String,
+    /// RFC3339 UTC, as stored.
+    pub submitted_at: String,
+    /// The `--array` indices, e.g. `0-3,7`.
+    pub array: String,
+    /// `(sweep index, run id)` of each element, as the sweep expanded at submission.
+    pub runs: Vec<(usize, String)>,
+    pub script: String,
+}
+
+/// What [`Store::import_run`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Import {
+    Imported,
+    /// This very shard (same digest) was imported before: nothing to do.
+    AlreadyImported,
+    /// The store holds the run from a run made here (finished, or still running): kept.
+    Kept,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -697,6 +743,238 @@ impl Store {
             .query_map([], |r| r.get::<_, String>(0))
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records a submitted Slurm job array: its id, the `--array` indices, the run each index
+    /// stood for, and the batch script.
+    pub fn record_slurm_job(&mut self, job: &SlurmJob) -> Result<(), StoreError> {
+        let runs = serde_json::to_string(&job.runs).unwrap_or_else(|_| "[]".into());
+        self.conn
+            .execute(
+                &format!(
+                    "INSERT INTO slurm_jobs (job_id, sweep, submitted_at, array, runs, script)
+                     VALUES (?1, ?2, {NOW}, ?3, ?4, ?5)
+                     ON CONFLICT (job_id) DO UPDATE SET sweep = excluded.sweep, array = excluded.array,
+                     runs = excluded.runs, script = excluded.script"
+                ),
+                params![job.job_id, job.sweep, job.array, runs, job.script],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The Slurm job arrays submitted for a sweep, oldest first (`submitted_at` as stored).
+    pub fn slurm_jobs(&self, sweep: &str) -> Result<Vec<SlurmJob>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT job_id, sweep, submitted_at, array, runs, script FROM slurm_jobs
+                 WHERE sweep = ?1 ORDER BY submitted_at, rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([sweep], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (job_id, sweep, submitted_at, array, runs, script) =
+                row.map_err(|e| self.err(e))?;
+            let runs = serde_json::from_str(&runs)
+                .map_err(|e| self.invalid(format!("slurm job {job_id}: bad runs {runs}: {e}")))?;
+            out.push(SlurmJob {
+                job_id,
+                sweep,
+                submitted_at,
+                array,
+                runs,
+                script,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Marks run `id` `interrupted` if it is `running` but its owner cannot be alive: a process
+    /// of this machine that is gone, or one on another machine (the caller knows from the
+    /// scheduler that the element which ran it has ended). It then resumes like any
+    /// interrupted run. Returns whether it changed anything.
+    pub fn release_run(&mut self, id: &str) -> Result<bool, StoreError> {
+        let Some(r) = self.run(id)? else {
+            return Ok(false);
+        };
+        let elsewhere = r.host.is_some() && r.host != hostname();
+        if r.status != RunStatus::Running || !(elsewhere || r.is_incomplete()) {
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "UPDATE runs SET status = 'interrupted', message = 'its process ended without finishing'
+                 WHERE id = ?1 AND status = 'running'",
+                [id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Writes a compact, self-contained copy of the whole store to `dest` (no WAL beside it;
+    /// `dest` must not exist).
+    pub fn snapshot(&self, dest: &Path) -> Result<(), StoreError> {
+        let Some(dest_str) = dest.to_str() else {
+            return Err(self.invalid(format!("{} is not valid UTF-8", dest.display())));
+        };
+        self.conn
+            .execute("VACUUM INTO ?1", [dest_str])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Imports run `run_id` from `shard` (another store file, read only, whose bytes have
+    /// digest `digest`): the run's row and all its samples, replacing what this store held for
+    /// it, in one transaction. Idempotent: a shard whose digest was already imported is not read
+    /// again. A run this store holds finished that did not come from a shard (it ran here) is
+    /// kept as it is, and so is one running here now.
+    pub fn import_run(
+        &mut self,
+        shard: &Path,
+        run_id: &str,
+        digest: &str,
+    ) -> Result<Import, StoreError> {
+        let imported: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT digest FROM shard_imports WHERE run_id = ?1",
+                [run_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        if imported.as_deref() == Some(digest) {
+            return Ok(Import::AlreadyImported);
+        }
+        if imported.is_none() {
+            if let Some(r) = self.run(run_id)? {
+                let live = r.status == RunStatus::Running && !r.is_incomplete();
+                if live || matches!(r.status, RunStatus::Completed | RunStatus::Diverged) {
+                    return Ok(Import::Kept);
+                }
+            }
+        }
+        let Some(shard_str) = shard.to_str() else {
+            return Err(self.invalid(format!("{} is not valid UTF-8", shard.display())));
+        };
+        self.conn
+            .execute("ATTACH DATABASE ?1 AS shard", [shard_str])
+            .map_err(|e| sql_err(shard, e))?;
+        let result = self.import_attached(shard, run_id, digest);
+        // Detach even when the import failed, so the connection stays usable.
+        let detached = self
+            .conn
+            .execute("DETACH DATABASE shard", [])
+            .map_err(|e| self.err(e));
+        result.and_then(|import| detached.map(|_| import))
+    }
+
+    fn import_attached(
+        &mut self,
+        shard: &Path,
+        run_id: &str,
+        digest: &str,
+    ) -> Result<Import, StoreError> {
+        let path = self.path.clone();
+        let e = |e| sql_err(&path, e);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let version: Option<String> = tx
+            .query_row(
+                "SELECT value FROM shard.meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| sql_err(shard, e))?;
+        match version.and_then(|v| v.parse::<u32>().ok()) {
+            Some(v) if v > SCHEMA_VERSION => {
+                return Err(StoreError::NewerSchema {
+                    path: shard.to_path_buf(),
+                    found: v,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            Some(_) => {}
+            None => {
+                return Err(StoreError::NotAStore {
+                    path: shard.to_path_buf(),
+                })
+            }
+        }
+        let shard_rid: Option<i64> = tx
+            .query_row("SELECT rid FROM shard.runs WHERE id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| sql_err(shard, e))?;
+        let Some(shard_rid) = shard_rid else {
+            return Err(StoreError::NotFound {
+                path: shard.to_path_buf(),
+                query: run_id.to_string(),
+            });
+        };
+        let updates = RUN_COLUMNS
+            .split(',')
+            .map(str::trim)
+            .filter(|c| *c != "id")
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        tx.execute(
+            &format!(
+                "INSERT INTO main.runs ({RUN_COLUMNS}) SELECT {RUN_COLUMNS} FROM shard.runs WHERE rid = ?1
+                 ON CONFLICT (id) DO UPDATE SET {updates}"
+            ),
+            [shard_rid],
+        )
+        .map_err(e)?;
+        let rid: i64 = tx
+            .query_row("SELECT rid FROM main.runs WHERE id = ?1", [run_id], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        // Samples are copied as stored (REAL bits, NULL for NaN); names map by text. metric_last
+        // is rebuilt from the samples, as migration 2 does (the bare `value` comes from the row
+        // holding MAX(step), an SQLite guarantee).
+        tx.execute_batch(&format!(
+            "DELETE FROM main.metric_values WHERE rid = {rid};
+             DELETE FROM main.metric_last WHERE rid = {rid};
+             INSERT OR IGNORE INTO main.metric_names (name) SELECT name FROM shard.metric_names;
+             INSERT INTO main.metric_values (rid, step, nid, layer, value)
+                 SELECT {rid}, v.step, m.nid, v.layer, v.value FROM shard.metric_values v
+                 JOIN shard.metric_names s ON s.nid = v.nid JOIN main.metric_names m ON m.name = s.name
+                 WHERE v.rid = {shard_rid};
+             INSERT INTO main.metric_last (rid, nid, layer, step, value)
+                 SELECT rid, nid, layer, MAX(step), value FROM main.metric_values
+                 WHERE rid = {rid} GROUP BY rid, nid, layer;"
+        ))
+        .map_err(e)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO shard_imports (run_id, digest, imported_at) VALUES (?1, ?2, {NOW})
+                 ON CONFLICT (run_id) DO UPDATE SET digest = excluded.digest, imported_at = excluded.imported_at"
+            ),
+            params![run_id, digest],
+        )
+        .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(Import::Imported)
     }
 
     pub fn run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -1472,6 +1750,86 @@ mod tests {
             s.last_values("new").unwrap(),
             vec![row(1, None, "loss", 0.5)]
         );
+    }
+
+    /// A version 3 store (sweeps, no cluster tables) opens, keeps its runs and sweeps, and
+    /// records jobs afterwards.
+    #[test]
+    fn migrates_a_version_3_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let c = Connection::open(&path).unwrap();
+        for m in &MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch(
+            "INSERT INTO meta VALUES ('schema_version', '3');
+             INSERT INTO runs (rid, id, name, status, spec_json, spec_toml, created_at, tool_version)
+                 VALUES (1, 'old', 'sw', 'completed', '{}', '', '2024-01-01T00:00:00.000Z', '0.0.1');
+             INSERT INTO sweeps VALUES ('sw', 's.toml', '[sweep]', '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z');
+             INSERT INTO sweep_runs VALUES ('sw', 0, 'old', '[[\"seed\",\"0\"]]');",
+        )
+        .unwrap();
+        drop(c);
+        let mut s = Store::open(&path).unwrap();
+        assert_eq!(s.schema_version().unwrap(), 4);
+        assert_eq!(s.run("old").unwrap().unwrap().status, RunStatus::Completed);
+        assert_eq!(
+            s.sweep_runs("sw").unwrap(),
+            vec![(
+                "old".to_string(),
+                vec![("seed".to_string(), "0".to_string())]
+            )]
+        );
+        assert!(s.slurm_jobs("sw").unwrap().is_empty());
+        let job = SlurmJob {
+            job_id: "42".into(),
+            sweep: "sw".into(),
+            submitted_at: String::new(),
+            array: "0,3%2".into(),
+            runs: vec![(0, "old".into()), (3, "new".into())],
+            script: "#!/bin/bash\n".into(),
+        };
+        s.record_slurm_job(&job).unwrap();
+        let back = s.slurm_jobs("sw").unwrap();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].submitted_at.ends_with('Z'));
+        assert_eq!(
+            SlurmJob {
+                submitted_at: String::new(),
+                ..back[0].clone()
+            },
+            job
+        );
+    }
+
+    /// A `running` run whose owner is gone, or on another machine, becomes `interrupted`; one
+    /// owned by a live process here stays.
+    #[test]
+    fn release_run_frees_only_runs_whose_owner_cannot_be_alive() {
+        let (_dir, mut s) = store();
+        s.begin_run("mine", "n", "", "", "").unwrap();
+        assert!(!s.release_run("mine").unwrap());
+        s.begin_run("gone", "n", "", "", "").unwrap();
+        s.conn
+            .execute("UPDATE runs SET pid = ?1 WHERE id = 'gone'", [u32::MAX - 1])
+            .unwrap();
+        s.begin_run("far", "n", "", "", "").unwrap();
+        s.conn
+            .execute("UPDATE runs SET host = 'another-node' WHERE id = 'far'", [])
+            .unwrap();
+        assert!(s.release_run("gone").unwrap());
+        assert!(s.release_run("far").unwrap());
+        assert!(!s.release_run("absent").unwrap());
+        for (id, want) in [
+            ("mine", RunStatus::Running),
+            ("gone", RunStatus::Interrupted),
+            ("far", RunStatus::Interrupted),
+        ] {
+            assert_eq!(s.run(id).unwrap().unwrap().status, want, "{id}");
+        }
+        // Released runs start again (here: from a checkpoint before step 0).
+        s.resume_run("far", "n", "", "", "", 0).unwrap();
     }
 
     #[test]

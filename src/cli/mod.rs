@@ -1,10 +1,13 @@
 //! Subcommands, one file each. Only this layer prints to the terminal.
 
 mod bench;
+mod cancel;
+mod collect;
 mod export;
 mod fit;
 mod inspect;
 mod run;
+mod run_one;
 mod status;
 mod summarize;
 mod sweep;
@@ -55,6 +58,12 @@ enum Command {
     /// Fit a scaling law (power, chinchilla, learning_curve, broken_power) with bootstrap
     /// uncertainty, from a CSV file, a sweep or a run.
     Fit(fit::Args),
+    /// Run K of a sweep into its own shard beside the store (what a cluster job runs).
+    RunOne(run_one::Args),
+    /// Import the finished shards of runs executed on a cluster into the store.
+    Collect(collect::Args),
+    /// Cancel a sweep's Slurm jobs (scancel), and only those.
+    Cancel(cancel::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -70,6 +79,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
         Command::Fit(a) => fit::run(&cli.store, a),
+        Command::RunOne(a) => run_one::run(&cli.store, a),
+        Command::Collect(a) => collect::run(&cli.store, a),
+        Command::Cancel(a) => cancel::run(&cli.store, a),
     }
 }
 

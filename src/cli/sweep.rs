@@ -1,4 +1,4 @@
-//! `cloudchamber sweep FILE [--set key=value]… --dry-run`
+//! `cloudchamber sweep FILE [--set key=value]… [--dry-run] [--executor local|slurm]`
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use cloudchamber::store::{RunStatus, Store};
 
 use cloudchamber::sweep::exec::{self, End, Executor, Local};
-use cloudchamber::sweep::{self, format_value, Sweep};
+use cloudchamber::sweep::{self, format_value, shard, slurm, Sweep};
 use cloudchamber::Error;
 
 #[derive(clap::Args, Debug)]
@@ -27,13 +27,96 @@ pub struct Args {
     /// Run only run K of the sweep (as a cluster job array element would).
     #[arg(long, value_name = "K")]
     index: Option<usize>,
+    /// Where the runs execute: this machine, or a Slurm cluster (one job array; see
+    /// README.md, Running on a cluster).
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Local)]
+    executor: ExecutorKind,
+    #[command(flatten)]
+    slurm: SlurmArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum ExecutorKind {
+    Local,
+    Slurm,
+}
+
+/// Options of `--executor slurm`, passed on to `sbatch`.
+#[derive(clap::Args, Debug, Default)]
+#[command(next_help_heading = "Slurm (with --executor slurm)")]
+struct SlurmArgs {
+    /// sbatch --partition.
+    #[arg(long, value_name = "P")]
+    partition: Option<String>,
+    /// Time limit per run (sbatch --time, e.g. 30:00); at the limit a run checkpoints and a
+    /// later submission resumes it.
+    #[arg(long, value_name = "T")]
+    time: Option<String>,
+    /// Cores per run (default: the largest train.threads of the runs).
+    #[arg(long, value_name = "C")]
+    cpus_per_task: Option<usize>,
+    /// Memory per run (sbatch --mem, e.g. 2G).
+    #[arg(long, value_name = "M")]
+    mem: Option<String>,
+    /// At most K runs at once (--array=…%K).
+    #[arg(long, value_name = "K")]
+    array_parallelism: Option<usize>,
+    /// Let Slurm requeue a preempted run or one whose node failed; it resumes from its checkpoint.
+    #[arg(long)]
+    requeue: bool,
+    /// Any other sbatch option, e.g. `--sbatch-arg=--account=lab` (repeatable).
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+}
+
+impl SlurmArgs {
+    /// The first option given, for the error that says it needs `--executor slurm`.
+    fn first_given(&self) -> Option<&'static str> {
+        [
+            ("--partition", self.partition.is_some()),
+            ("--time", self.time.is_some()),
+            ("--cpus-per-task", self.cpus_per_task.is_some()),
+            ("--mem", self.mem.is_some()),
+            ("--array-parallelism", self.array_parallelism.is_some()),
+            ("--requeue", self.requeue),
+            ("--sbatch-arg", !self.sbatch_arg.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     // Expanding validates every point, so a bad sweep fails here, before any work.
     let sw = sweep::load(&a.file, &a.set)?;
+    let misplaced = match a.executor {
+        ExecutorKind::Local => a.slurm.first_given(),
+        ExecutorKind::Slurm if a.workers.is_some() => Some("--workers"),
+        ExecutorKind::Slurm if a.index.is_some() => Some("--index"),
+        ExecutorKind::Slurm => None,
+    };
+    if let Some(flag) = misplaced {
+        let (message, hint) = match a.executor {
+            ExecutorKind::Local => (
+                "is an option of the Slurm executor",
+                "add `--executor slurm`, or drop it",
+            ),
+            ExecutorKind::Slurm => (
+                "is an option of the local executor",
+                "Slurm runs each run as one array element; use --array-parallelism K to limit how many run at once",
+            ),
+        };
+        return Err(Error::Invalid {
+            what: flag.into(),
+            message: message.into(),
+            hint: hint.into(),
+        });
+    }
     if !a.dry_run {
-        return execute(store_path, &sw, a.workers, a.index);
+        return match a.executor {
+            ExecutorKind::Local => execute(store_path, &sw, a.workers, a.index),
+            ExecutorKind::Slurm => submit(store_path, &sw, &a.set, a.slurm),
+        };
     }
     println!("sweep {} ({})", sw.name, sw.path.display());
     if sw.decl.factors.is_empty() && sw.decl.seeds.is_none() {
@@ -109,31 +192,7 @@ fn execute(
     }
     // Record the declaration and its runs first, so `status` and `summarize` know the sweep
     // even while (or if) it is interrupted.
-    {
-        let text = std::fs::read_to_string(&sw.path).map_err(|source| Error::Io {
-            path: sw.path.clone(),
-            source,
-        })?;
-        let runs: Vec<(String, Vec<(String, String)>)> = sw
-            .runs
-            .iter()
-            .map(|r| {
-                (
-                    r.id.clone(),
-                    r.values
-                        .iter()
-                        .map(|(k, v)| (k.clone(), format_value(v)))
-                        .collect(),
-                )
-            })
-            .collect();
-        Store::open(store_path)?.record_sweep(
-            &sw.name,
-            &sw.path.display().to_string(),
-            &text,
-            &runs,
-        )?;
-    }
+    record(&mut Store::open(store_path)?, sw)?;
     let ends: Vec<End> = match index {
         Some(k) => {
             let end = exec::run_one(store_path, sw, k);
@@ -216,7 +275,106 @@ fn execute(
     Ok(())
 }
 
-fn describe(i: usize, id: &str, end: &End, label: &str) -> String {
+/// Records the sweep's declaration and its runs in the store.
+fn record(store: &mut Store, sw: &Sweep) -> Result<(), Error> {
+    let text = std::fs::read_to_string(&sw.path).map_err(|source| Error::Io {
+        path: sw.path.clone(),
+        source,
+    })?;
+    let runs: Vec<(String, Vec<(String, String)>)> = sw
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), format_value(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    store.record_sweep(&sw.name, &sw.path.display().to_string(), &text, &runs)?;
+    Ok(())
+}
+
+/// `--executor slurm`: collects what earlier submissions finished, then submits one job array
+/// over the runs that are neither finished in the store nor queued or running in Slurm (so
+/// running the same command again resubmits exactly what was lost: cancelled, preempted, failed
+/// or killed runs, which resume from their checkpoints).
+fn submit(store_path: &Path, sw: &Sweep, overrides: &[String], a: SlurmArgs) -> Result<(), Error> {
+    let mut store = Store::open(store_path)?;
+    record(&mut store, sw)?;
+    let ids: Vec<String> = sw.runs.iter().map(|r| r.id.clone()).collect();
+    let collected = shard::collect(&mut store, &ids)?;
+    if !collected.imported.is_empty() {
+        println!(
+            "collected {} finished run{} from {}",
+            collected.imported.len(),
+            if collected.imported.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            shard::dir(store_path).display()
+        );
+    }
+    // Runs queued or running in any job of this store, whatever sweep submitted it: a run
+    // shared by two sweeps must never have two jobs writing its shard at once.
+    let mut recorded = Vec::new();
+    for name in store.sweeps()? {
+        recorded.extend(store.slurm_jobs(&name)?);
+    }
+    let live = slurm::live_runs(&recorded)?;
+    let live_ids: std::collections::HashSet<&str> =
+        live.iter().map(|(_, id)| id.as_str()).collect();
+    let (mut finished, mut in_slurm) = (0, 0);
+    let mut todo = Vec::new();
+    for r in &sw.runs {
+        let done = store
+            .run(&r.id)?
+            .is_some_and(|rec| matches!(rec.status, RunStatus::Completed | RunStatus::Diverged));
+        if done {
+            finished += 1;
+        } else if live_ids.contains(r.id.as_str()) {
+            in_slurm += 1;
+        } else {
+            todo.push(r.index);
+        }
+    }
+    if todo.is_empty() {
+        println!(
+            "sweep {}: nothing to submit ({finished} finished, {in_slurm} queued or running in Slurm)",
+            sw.name
+        );
+        return Ok(());
+    }
+    let opts = slurm::Options {
+        partition: a.partition,
+        time: a.time,
+        cpus_per_task: a.cpus_per_task,
+        mem: a.mem,
+        array_parallelism: a.array_parallelism,
+        requeue: a.requeue,
+        sbatch_args: a.sbatch_arg,
+    };
+    let job = slurm::submit(&mut store, sw, overrides, &opts, &todo)?;
+    println!(
+        "sweep {}: submitted job {} (--array={}): {} run{} ({finished} finished, {in_slurm} queued or running)",
+        sw.name,
+        job.job_id,
+        job.array,
+        todo.len(),
+        if todo.len() == 1 { "" } else { "s" },
+    );
+    println!(
+        "  follow it with `cloudchamber status {}`; `cloudchamber cancel {}` stops it",
+        sw.name, sw.name
+    );
+    Ok(())
+}
+
+pub(super) fn describe(i: usize, id: &str, end: &End, label: &str) -> String {
     let what = match end {
         End::Skipped(s) => format!("{} (already in the store)", s.as_str()),
         End::Trained {

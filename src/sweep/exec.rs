@@ -1,7 +1,7 @@
 //! Executing a sweep. A run is addressable as "run k of sweep S" ([`run_one`]), so any executor
-//! — the local one here, a Slurm array job later — only decides *where* each k runs; the store
-//! and the checkpoints make every run idempotent (finished runs are skipped, interrupted ones
-//! resume).
+//! — the local one here, a Slurm job array ([`super::slurm`]) — only decides *where* each k
+//! runs; the store and the checkpoints make every run idempotent (finished runs are skipped,
+//! interrupted ones resume).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

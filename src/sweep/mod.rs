@@ -6,10 +6,13 @@
 //! therefore the id of the single run with the same settings. Every point is checked before any
 //! work; an invalid point is reported with its values.
 //!
-//! The syntax is in [`declare`]. Running the runs (the executor) is not part of this module yet.
+//! The syntax is in [`declare`]. Running the runs: [`exec`] on this machine; [`slurm`] on a
+//! cluster, each run writing its own [`shard`] that `collect` imports.
 
 pub mod declare;
 pub mod exec;
+pub mod shard;
+pub mod slurm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
