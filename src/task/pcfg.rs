@@ -329,49 +329,55 @@ impl PcfgSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    /// Exact enumeration: −Σ p ln p over every sentence up to negligible leftover mass equals
-    /// the derivation entropy, and Σ p·len the expected length.
+    /// Closed forms for one nonterminal: `A → a | b A` (geometric length, `L = 1/q`,
+    /// `H = h(q)/q`) and `A → a | b A A` (`L = 1/(2q − 1)`, `H = h(q)·L`).
     #[test]
-    fn derivation_entropy_matches_enumeration() {
-        let spec = PcfgSpec {
-            nonterminals: 2,
-            rules: 3,
-            concentration: 2.0,
-            ..PcfgSpec::default()
-        };
-        let g = spec.grammar(5).unwrap();
-        let (h, l) = g.derivation_entropy_and_length();
-        // Breadth-first over partial derivations (prefix, stack, prob).
-        let mut sentences: HashMap<Vec<usize>, f64> = HashMap::new();
-        let mut frontier = vec![(Vec::<usize>::new(), vec![0usize], 1.0f64)];
-        let mut leftover = 0.0;
-        while let Some((prefix, mut stack, p)) = frontier.pop() {
-            let Some(a) = stack.pop() else {
-                *sentences.entry(prefix).or_default() += p;
-                continue;
+    fn derivation_entropy_matches_closed_forms() {
+        let q: f64 = 0.7;
+        let hq = -(q * q.ln() + (1.0 - q) * (1.0 - q).ln());
+        for (children, l_want) in [(vec![0usize], 1.0 / q), (vec![0, 0], 1.0 / (2.0 * q - 1.0))] {
+            let g = Grammar {
+                rules: 2,
+                prob: vec![vec![q, 1.0 - q]],
+                children: vec![vec![vec![], children]],
             };
-            if p < 1e-13 {
-                leftover += p;
-                continue;
-            }
-            for r in 0..g.rules {
-                let mut pre = prefix.clone();
-                pre.push(a * g.rules + r);
-                let mut st = stack.clone();
-                st.extend(g.children[a][r].iter().rev());
-                frontier.push((pre, st, p * g.prob[a][r]));
-            }
+            let (h, l) = g.derivation_entropy_and_length();
+            assert!((l[0] - l_want).abs() < 1e-12, "{} vs {l_want}", l[0]);
+            assert!((h[0] - hq * l_want).abs() < 1e-12);
+            assert!((g.entropy().nats - hq * l_want / (l_want + 1.0)).abs() < 1e-12);
         }
-        assert!(leftover < 1e-6, "leftover mass {leftover}");
-        let ent: f64 = sentences.values().map(|&p| -p * p.ln()).sum();
-        let len: f64 = sentences.iter().map(|(s, &p)| p * s.len() as f64).sum();
-        assert!((ent - h[0]).abs() < 1e-4, "{ent} vs {}", h[0]);
-        assert!((len - l[0]).abs() < 1e-3, "{len} vs {}", l[0]);
-        // Unambiguous: distinct derivations gave distinct strings (no merged entries lost mass).
-        let mass: f64 = sentences.values().sum();
-        assert!((mass + leftover - 1.0).abs() < 1e-9);
+    }
+
+    /// A random grammar: the mean of −ln p(derivation) and of the length over many sampled
+    /// sentences match the linear solves (within 4 standard errors).
+    #[test]
+    fn derivation_entropy_matches_sampling() {
+        let g = PcfgSpec::default().grammar(5).unwrap();
+        let (h, l) = g.derivation_entropy_and_length();
+        let mut rng = Rng::new(8);
+        let n = 100_000;
+        let (mut s1, mut s2, mut len1, mut len2) = (0.0, 0.0, 0.0, 0.0);
+        let mut toks = Vec::new();
+        for _ in 0..n {
+            toks.clear();
+            g.sentence(&mut rng, &mut toks);
+            let nll: f64 = toks[..toks.len() - 1]
+                .iter()
+                .map(|&t| -g.prob[t / g.rules][t % g.rules].ln())
+                .sum();
+            let len = (toks.len() - 1) as f64;
+            s1 += nll;
+            s2 += nll * nll;
+            len1 += len;
+            len2 += len * len;
+        }
+        let nf = n as f64;
+        let (mh, ml) = (s1 / nf, len1 / nf);
+        let se_h = ((s2 / nf - mh * mh) / nf).sqrt();
+        let se_l = ((len2 / nf - ml * ml) / nf).sqrt();
+        assert!((mh - h[0]).abs() < 4.0 * se_h, "{mh} vs {} ± {se_h}", h[0]);
+        assert!((ml - l[0]).abs() < 4.0 * se_l, "{ml} vs {} ± {se_l}", l[0]);
     }
 
     /// The stream's mean −ln p per token (from the rule probabilities along a long sample)

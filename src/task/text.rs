@@ -162,10 +162,7 @@ mod tests {
         };
         let d = spec.load(&dir).unwrap();
         let info = d.sequence.clone().unwrap();
-        assert_eq!(
-            info.vocab.concat(),
-            " ,dehlorwé".replace('é', "éö").chars().collect::<String>()
-        );
+        assert_eq!(info.vocab.concat(), " ,dhlorwéö");
         let n = text.chars().count();
         let split = n - n / 4;
         assert_eq!(d.n_train(), (split - 1) / 8);
@@ -185,8 +182,8 @@ mod tests {
         }
         .load(&dir)
         .unwrap();
-        // é and ö are two bytes each: 0xc3 shared, 0xa9 and 0xb6.
-        assert_eq!(bytes.sequence.unwrap().vocab.len(), 12);
+        // 8 ASCII bytes; é and ö are two bytes each, 0xc3 shared, then 0xa9 and 0xb6.
+        assert_eq!(bytes.sequence.unwrap().vocab.len(), 11);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
