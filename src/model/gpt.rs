@@ -313,6 +313,8 @@ pub struct BlockBuffers<F> {
     pub y: Vec<F>,
     /// Largest pre-softmax logit of each head in the last forward pass `[H]`.
     pub logit_max: Vec<F>,
+    /// The same per (sequence, head) `[B·H]`.
+    pub bh_max: Vec<F>,
     /// MLP pre-activation, activation and slope `[BT, M]`; `fu = f(u − b)` when `a` is learned.
     pub pre: Vec<F>,
     pub act: Vec<F>,
@@ -647,6 +649,7 @@ impl<F: Float> Gpt<F> {
                 yh: z(bt * c),
                 y: z(bt * c),
                 logit_max: z(h),
+                bh_max: z(capacity * h),
                 pre: z(bt * m),
                 act: z(bt * m),
                 slope: z(bt * m),
@@ -687,7 +690,7 @@ impl<F: Float> Gpt<F> {
             g_m: z(bt * m),
             g_qkv: z(bt * 3 * c),
             g_heads: [z(bt * c), z(bt * c), z(bt * c), z(bt * c)],
-            g_att: z(context * context),
+            g_att: z(capacity * h * context * context),
             rope: (cos, sin),
             batch: 0,
             seq: 0,
@@ -1518,7 +1521,9 @@ fn merge_qkv_grads<F: Float>(
 }
 
 /// Causal attention of every (sequence, head): `P = softmax(q·kᵀ/√hd + mask)` into `att`,
-/// `yh = P·v`; records each head's largest logit.
+/// `yh = P·v`; records each head's largest logit. The (sequence, head) pairs are split over
+/// [`ops::threads`] threads in contiguous blocks (each pair computed the same way whatever the
+/// split: bit-identical for any thread count).
 fn attention_fwd<F: Float>(
     buf: &mut BlockBuffers<F>,
     batch: usize,
@@ -1526,59 +1531,104 @@ fn attention_fwd<F: Float>(
     h: usize,
     hd: usize,
 ) {
+    let (tt, th, nbh) = (seq * seq, seq * hd, batch * h);
+    let BlockBuffers {
+        q,
+        k,
+        v,
+        att,
+        yh,
+        bh_max,
+        logit_max,
+        ..
+    } = buf;
+    let (q, k, v) = (&q[..nbh * th], &k[..nbh * th], &v[..nbh * th]);
+    let threads = ops::threads().min(nbh).max(1);
+    let per = nbh.div_ceil(threads);
+    let work = att[..nbh * tt]
+        .chunks_mut(per * tt)
+        .zip(yh[..nbh * th].chunks_mut(per * th))
+        .zip(bh_max[..nbh].chunks_mut(per))
+        .enumerate();
+    if threads == 1 {
+        for (c, ((a, y), m)) in work {
+            attend(c * per, a, y, m, q, k, v, seq, hd);
+        }
+    } else {
+        std::thread::scope(|s| {
+            for (c, ((a, y), m)) in work {
+                s.spawn(move || attend(c * per, a, y, m, q, k, v, seq, hd));
+            }
+        });
+    }
+    logit_max.fill(F::neg_infinity());
+    for (bh, &m) in bh_max[..nbh].iter().enumerate() {
+        logit_max[bh % h] = logit_max[bh % h].max(m);
+    }
+}
+
+/// [`attention_fwd`] for the pairs `first..first + max.len()`.
+#[allow(clippy::too_many_arguments)]
+fn attend<F: Float>(
+    first: usize,
+    att: &mut [F],
+    yh: &mut [F],
+    max: &mut [F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    seq: usize,
+    hd: usize,
+) {
     let scale = F::of(1.0 / (hd as f64).sqrt());
     let (tt, th) = (seq * seq, seq * hd);
-    buf.logit_max.fill(F::neg_infinity());
-    for b in 0..batch {
-        for head in 0..h {
-            let bh = b * h + head;
-            let (q, k, v) = (
-                &buf.q[bh * th..(bh + 1) * th],
-                &buf.k[bh * th..(bh + 1) * th],
-                &buf.v[bh * th..(bh + 1) * th],
-            );
-            let p = &mut buf.att[bh * tt..(bh + 1) * tt];
-            ops::gemm(Op::N, Op::T, seq, seq, hd, scale, q, k, F::zero(), p);
-            let mut lmax = buf.logit_max[head];
-            for i in 0..seq {
-                let row = &mut p[i * seq..(i + 1) * seq];
-                let (live, masked) = row.split_at_mut(i + 1);
-                let mut mx = live[0];
-                for &s in live.iter() {
-                    mx = mx.max(s);
-                }
-                lmax = lmax.max(mx);
-                let mut sum = F::zero();
-                for s in live.iter_mut() {
-                    *s = (*s - mx).exp_();
-                    sum += *s;
-                }
-                let inv = F::one() / sum;
-                for s in live.iter_mut() {
-                    *s *= inv;
-                }
-                masked.fill(F::zero());
+    for (i, ((p, y), lmax)) in att
+        .chunks_exact_mut(tt)
+        .zip(yh.chunks_exact_mut(th))
+        .zip(max.iter_mut())
+        .enumerate()
+    {
+        let r = (first + i) * th..(first + i + 1) * th;
+        ops::gemm(
+            Op::N,
+            Op::T,
+            seq,
+            seq,
+            hd,
+            scale,
+            &q[r.clone()],
+            &k[r.clone()],
+            F::zero(),
+            p,
+        );
+        let mut m = F::neg_infinity();
+        for i in 0..seq {
+            let row = &mut p[i * seq..(i + 1) * seq];
+            let (live, masked) = row.split_at_mut(i + 1);
+            let mut mx = live[0];
+            for &s in live.iter() {
+                mx = mx.max(s);
             }
-            buf.logit_max[head] = lmax;
-            ops::gemm(
-                Op::N,
-                Op::N,
-                seq,
-                hd,
-                seq,
-                F::one(),
-                p,
-                v,
-                F::zero(),
-                &mut buf.yh[bh * th..(bh + 1) * th],
-            );
+            m = m.max(mx);
+            let mut sum = F::zero();
+            for s in live.iter_mut() {
+                *s = (*s - mx).exp_();
+                sum += *s;
+            }
+            let inv = F::one() / sum;
+            for s in live.iter_mut() {
+                *s *= inv;
+            }
+            masked.fill(F::zero());
         }
+        *lmax = m;
+        ops::gemm(Op::N, Op::N, seq, hd, seq, F::one(), p, &v[r], F::zero(), y);
     }
 }
 
 /// Backward of [`attention_fwd`]: from dy (`g[3]`) to dq, dk, dv (`g[0..3]`), per head:
 /// `dv = Pᵀ·dy`, `dP = dy·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`,
-/// `dk = dSᵀ·q/√hd`.
+/// `dk = dSᵀ·q/√hd`; split over threads like the forward pass.
 fn attention_bwd<F: Float>(
     buf: &BlockBuffers<F>,
     batch: usize,
@@ -1588,26 +1638,66 @@ fn attention_bwd<F: Float>(
     g: &mut [Vec<F>; 4],
     dp: &mut [F],
 ) {
+    let (tt, th, nbh) = (seq * seq, seq * hd, batch * h);
+    let [dq, dk, dv, dy] = g;
+    let threads = ops::threads().min(nbh).max(1);
+    let per = nbh.div_ceil(threads);
+    let (att, q, k, v) = (
+        &buf.att[..nbh * tt],
+        &buf.q[..nbh * th],
+        &buf.k[..nbh * th],
+        &buf.v[..nbh * th],
+    );
+    let dy = &dy[..nbh * th];
+    let work = dq[..nbh * th]
+        .chunks_mut(per * th)
+        .zip(dk[..nbh * th].chunks_mut(per * th))
+        .zip(dv[..nbh * th].chunks_mut(per * th))
+        .zip(dp[..nbh * tt].chunks_mut(per * tt))
+        .enumerate();
+    if threads == 1 {
+        for (c, (((gq, gk), gv), p)) in work {
+            attend_bwd(c * per, gq, gk, gv, p, att, q, k, v, dy, seq, hd);
+        }
+    } else {
+        std::thread::scope(|s| {
+            for (c, (((gq, gk), gv), p)) in work {
+                s.spawn(move || attend_bwd(c * per, gq, gk, gv, p, att, q, k, v, dy, seq, hd));
+            }
+        });
+    }
+}
+
+/// [`attention_bwd`] for the pairs `first..` covered by the gradient blocks.
+#[allow(clippy::too_many_arguments)]
+fn attend_bwd<F: Float>(
+    first: usize,
+    dq: &mut [F],
+    dk: &mut [F],
+    dv: &mut [F],
+    dp: &mut [F],
+    att: &[F],
+    q: &[F],
+    k: &[F],
+    v: &[F],
+    dy: &[F],
+    seq: usize,
+    hd: usize,
+) {
     let scale = F::of(1.0 / (hd as f64).sqrt());
     let (tt, th) = (seq * seq, seq * hd);
-    let [dq, dk, dv, dy] = g;
-    let dp = &mut dp[..tt];
-    for bh in 0..batch * h {
+    for (i, (((gq, gk), gv), dp)) in dq
+        .chunks_exact_mut(th)
+        .zip(dk.chunks_exact_mut(th))
+        .zip(dv.chunks_exact_mut(th))
+        .zip(dp.chunks_exact_mut(tt))
+        .enumerate()
+    {
+        let bh = first + i;
         let r = bh * th..(bh + 1) * th;
-        let p = &buf.att[bh * tt..(bh + 1) * tt];
+        let p = &att[bh * tt..(bh + 1) * tt];
         let dyh = &dy[r.clone()];
-        ops::gemm(
-            Op::T,
-            Op::N,
-            seq,
-            hd,
-            seq,
-            F::one(),
-            p,
-            dyh,
-            F::zero(),
-            &mut dv[r.clone()],
-        );
+        ops::gemm(Op::T, Op::N, seq, hd, seq, F::one(), p, dyh, F::zero(), gv);
         ops::gemm(
             Op::N,
             Op::T,
@@ -1616,7 +1706,7 @@ fn attention_bwd<F: Float>(
             hd,
             F::one(),
             dyh,
-            &buf.v[r.clone()],
+            &v[r.clone()],
             F::zero(),
             dp,
         );
@@ -1639,21 +1729,10 @@ fn attention_bwd<F: Float>(
             seq,
             scale,
             dp,
-            &buf.k[r.clone()],
+            &k[r.clone()],
             F::zero(),
-            &mut dq[r.clone()],
+            gq,
         );
-        ops::gemm(
-            Op::T,
-            Op::N,
-            seq,
-            hd,
-            seq,
-            scale,
-            dp,
-            &buf.q[r.clone()],
-            F::zero(),
-            &mut dk[r],
-        );
+        ops::gemm(Op::T, Op::N, seq, hd, seq, scale, dp, &q[r], F::zero(), gk);
     }
 }
