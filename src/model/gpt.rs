@@ -357,7 +357,8 @@ pub struct Gpt<F> {
     /// `[BT, V]`.
     pub logits: Vec<F>,
     pub d_logits: Vec<F>,
-    /// Backward scratch.
+    /// Backward scratch: ∂L/∂(residual-width buffers), the MLP width, qkv; `g_att` holds
+    /// ∂L/∂scores of every (sequence, head) so heads can run on separate threads.
     g: [Vec<F>; 3],
     g_m: Vec<F>,
     g_qkv: Vec<F>,
@@ -409,10 +410,9 @@ impl<F: Float> Gpt<F> {
                       layer: usize,
                       fan_out: usize,
                       fan_in: usize,
-                      bias: bool,
                       residual: bool,
                       rng: &mut Rng|
-         -> (usize, Option<usize>) {
+         -> (usize, usize) {
             let (w, b) = match spec.init {
                 GptInit::Gpt2 => (
                     normal(
@@ -444,19 +444,17 @@ impl<F: Float> Gpt<F> {
                     true,
                 ),
             );
-            let bi = bias.then(|| {
-                push(
-                    params,
-                    Param::new(
-                        format!("{name}.bias"),
-                        vec![fan_out],
-                        cast(b),
-                        layer,
-                        Role::Bias,
-                        true,
-                    ),
-                )
-            });
+            let bi = push(
+                params,
+                Param::new(
+                    format!("{name}.bias"),
+                    vec![fan_out],
+                    cast(b),
+                    layer,
+                    Role::Bias,
+                    true,
+                ),
+            );
             (wi, bi)
         };
         let norm_params = |params: &mut Vec<Param<F>>, name: &str, layer: usize| -> NormIdx {
@@ -526,7 +524,6 @@ impl<F: Float> Gpt<F> {
                 l,
                 3 * c,
                 c,
-                true,
                 false,
                 rng,
             );
@@ -537,20 +534,10 @@ impl<F: Float> Gpt<F> {
                 c,
                 c,
                 true,
-                true,
                 rng,
             );
             let ln_2 = norm_params(&mut params, &format!("{pre}.ln_2"), l);
-            let (fc_w, fc_b) = linear(
-                &mut params,
-                &format!("{pre}.mlp.c_fc"),
-                l,
-                m,
-                c,
-                true,
-                false,
-                rng,
-            );
+            let (fc_w, fc_b) = linear(&mut params, &format!("{pre}.mlp.c_fc"), l, m, c, false, rng);
             let act = (!spec.act.is_plain()).then(|| {
                 let mut idx = [0; 3];
                 for (k, (name, role, ps)) in [
@@ -586,21 +573,20 @@ impl<F: Float> Gpt<F> {
                 c,
                 m,
                 true,
-                true,
                 rng,
             );
             blocks.push(BlockIdx {
                 ln_1,
                 qkv_w,
-                qkv_b: qkv_b.unwrap_or(usize::MAX),
+                qkv_b,
                 proj_w,
-                proj_b: proj_b.unwrap_or(usize::MAX),
+                proj_b,
                 ln_2,
                 fc_w,
-                fc_b: fc_b.unwrap_or(usize::MAX),
+                fc_b,
                 act,
                 fc2_w,
-                fc2_b: fc2_b.unwrap_or(usize::MAX),
+                fc2_b,
             });
         }
         let ln_f = if spec.placement == Placement::Pre {
