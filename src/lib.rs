@@ -5,6 +5,7 @@
 //! with explicit backward passes are in [`nn`].
 
 pub mod bench;
+pub mod bench_gpt;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
@@ -15,6 +16,7 @@ pub mod interrupt;
 pub mod model;
 pub mod nn;
 pub mod observe;
+pub mod observe_lm;
 pub mod optim;
 pub mod runner;
 pub mod spec;
@@ -23,5 +25,6 @@ pub mod sweep;
 pub mod task;
 pub mod theory;
 pub mod train;
+pub mod train_lm;
 
 pub use error::Error;

@@ -97,6 +97,11 @@ pub struct ModelSpec {
     /// f32: the training precision; f64 is for gradient checks and theory comparisons.
     #[serde(default = "d_dtype")]
     pub dtype: Dtype,
+    /// `[model.gpt]`: a decoder-only transformer instead of the MLP (for token-sequence tasks);
+    /// then only `dtype` and `norm_eps` of `[model]` apply. Left out: the MLP. Not written when
+    /// absent, so MLP specs keep their run ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpt: Option<crate::model::gpt::GptSpec>,
 }
 
 impl Default for ModelSpec {
@@ -117,6 +122,7 @@ impl Default for ModelSpec {
             sigma_w2: 1.0,
             sigma_b2: 0.0,
             dtype: d_dtype(),
+            gpt: None,
         }
     }
 }
@@ -976,8 +982,12 @@ impl Spec {
             });
         }
         if self.observe.observables.is_none() {
-            self.observe.observables =
-                Some(crate::observe::ALL.iter().map(|s| s.to_string()).collect());
+            let all = if self.model.gpt.is_some() {
+                crate::observe_lm::ALL
+            } else {
+                crate::observe::ALL
+            };
+            self.observe.observables = Some(all.iter().map(|s| s.to_string()).collect());
         }
     }
 
@@ -988,6 +998,36 @@ impl Spec {
             (key, e.to_string(), e.hints().join("; "))
         })?;
         let m = &self.model;
+        if let Some(g) = &m.gpt {
+            g.validate()?;
+            if self.train.loss == Some(LossKind::Mse) {
+                return Err(invalid(
+                    "train.loss",
+                    "a language model trains with cross_entropy",
+                    "drop train.loss or set it to \"cross_entropy\"",
+                ));
+            }
+        }
+        match (m.gpt.is_some(), self.task.is_sequence()) {
+            (true, false) => {
+                return Err(invalid(
+                    "model.gpt",
+                    format!(
+                        "needs a token-sequence task (got task.{})",
+                        self.task.kind()
+                    ),
+                    "use [task.text], [task.markov], [task.pcfg] or [task.modular_sequence]",
+                ))
+            }
+            (false, true) => {
+                return Err(invalid(
+                    &format!("task.{}", self.task.kind()),
+                    "yields token sequences, which need a transformer",
+                    "add a [model.gpt] section (see examples/gpt-markov.toml)",
+                ))
+            }
+            _ => {}
+        }
         if m.width == 0 || m.width > 1 << 16 {
             return Err(invalid(
                 "model.width",
@@ -1184,7 +1224,12 @@ impl Spec {
             ));
         }
         if let Some(names) = &self.observe.observables {
-            let valid: Vec<String> = crate::observe::ALL.iter().map(|s| s.to_string()).collect();
+            let all = if m.gpt.is_some() {
+                crate::observe_lm::ALL
+            } else {
+                crate::observe::ALL
+            };
+            let valid: Vec<String> = all.iter().map(|s| s.to_string()).collect();
             for n in names {
                 if !valid.contains(n) {
                     let near = nearest(n, &valid)

@@ -71,6 +71,17 @@ pub fn train(
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
     // GEMMs split over `train.threads` threads; results are bit-identical for any count.
+    if spec.model.gpt.is_some() {
+        // Language models: the same loop over token windows (src/train_lm.rs).
+        return crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
+            Dtype::F32 => {
+                crate::train_lm::train_typed::<f32>(spec, data, sink, artifacts, resume, progress)
+            }
+            Dtype::F64 => {
+                crate::train_lm::train_typed::<f64>(spec, data, sink, artifacts, resume, progress)
+            }
+        });
+    }
     crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
         Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, resume, progress),
         Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, resume, progress),

@@ -21,6 +21,12 @@ pub struct Args {
     /// Worker threads for `--ensemble` (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Instead: the reference tiny GPT of `torch_bench.py gpt` (f32, AdamW).
+    #[arg(long)]
+    gpt: bool,
+    /// GEMM threads for `--gpt`.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -36,6 +42,22 @@ pub fn run(a: Args) -> Result<(), Error> {
             message: "must be ≥ 1".into(),
             hint: "the default is 200".into(),
         });
+    }
+    if a.gpt {
+        let r = cloudchamber::bench_gpt::reference_gpt(a.warmup, a.steps, a.threads.max(1));
+        println!(
+            "reference tiny GPT: 2 layers, d_model 128, 4 heads, context 64, vocab 65, batch 32, AdamW, f32, {} thread(s), {} parameters",
+            r.threads, r.n_params
+        );
+        println!(
+            "  training step       {:>8.3} ms  (median of {} after {} warm-up)",
+            r.step_ms, r.steps, a.warmup
+        );
+        println!("    forward + loss    {:>8.3} ms", r.forward_ms);
+        println!("    backward          {:>8.3} ms", r.backward_ms);
+        println!("    optimizer         {:>8.3} ms", r.optim_ms);
+        println!("  loss {:.4} -> {:.4}", r.first_loss, r.last_loss);
+        return Ok(());
     }
     if let Some(k) = a.ensemble {
         let workers = a

@@ -25,6 +25,12 @@ pub fn with_threads<R>(n: usize, f: impl FnOnce() -> R) -> R {
     r
 }
 
+/// The thread count [`with_threads`] set for the calling thread (1 by default): other kernels
+/// that split work the same way (by disjoint blocks, bit-identically) read it too.
+pub fn threads() -> usize {
+    GEMM_THREADS.with(|t| t.get())
+}
+
 /// `C[m,n] ← α·op(A)·op(B) + β·C`, where `op(A)` is `[m,k]` and `op(B)` is `[k,n]`; `A` is
 /// stored row-major as `[m,k]` (N) or `[k,m]` (T), `B` as `[k,n]` (N) or `[n,k]` (T).
 /// With β = 0 the old contents of C are ignored (NaN included).

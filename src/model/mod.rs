@@ -1,13 +1,17 @@
 //! Whole models, each readable in one file, built from their config.
 
+pub mod gpt;
 pub mod mlp;
 
+pub use gpt::Gpt;
 pub use mlp::Mlp;
 
 /// What a parameter is, for optimizers (weight decay), observables and export names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Weight,
+    /// A token or position embedding table (decayed like a weight, as in nanoGPT).
+    Embedding,
     Bias,
     ActA,
     ActB,
@@ -48,7 +52,7 @@ impl<F: crate::engine::Float> Param<F> {
         trainable: bool,
     ) -> Self {
         let grad = vec![F::zero(); value.len()];
-        let decay = matches!(role, Role::Weight | Role::Bias);
+        let decay = matches!(role, Role::Weight | Role::Bias | Role::Embedding);
         Param {
             name,
             shape,

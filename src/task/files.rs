@@ -418,6 +418,7 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
         (Target::Classes { n_classes }, _) => format!("{n_classes} classes"),
     };
     Ok(Dataset {
+        sequence: None,
         description: format!(
             "{} {}: {what}, {} inputs: {}",
             c.kind,

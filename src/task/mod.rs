@@ -22,15 +22,25 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 pub mod files;
+pub mod markov;
 pub mod modular;
+pub mod modular_sequence;
 pub mod parity;
+pub mod pcfg;
+pub mod sequence;
 pub mod teacher_student;
+pub mod text;
 pub mod toy2d;
 
 pub use files::{Column, Columns, CsvSpec, FileTask, IdxSpec, NpySpec, SafetensorsSpec};
+pub use markov::MarkovSpec;
 pub use modular::{ModOp, ModularSpec};
+pub use modular_sequence::ModularSequenceSpec;
 pub use parity::{MultitaskSparseParitySpec, SparseParitySpec};
+pub use pcfg::PcfgSpec;
+pub use sequence::{EntropyRate, SequenceInfo};
 pub use teacher_student::{Teacher, TeacherSpec, TeacherStudentSpec};
+pub use text::{TextSpec, Tokenizer};
 pub use toy2d::{Centers, GaussiansSpec, MoonsSpec, SpiralsSpec};
 
 /// A train/test pair of arrays, ready to train on.
@@ -45,6 +55,8 @@ pub struct Dataset {
     pub target: Target,
     /// One line for logs and reports, e.g. `"modular addition p=97: 2,822 train / 6,587 test"`.
     pub description: String,
+    /// For token-sequence tasks (language models): the vocabulary and the source's entropy.
+    pub sequence: Option<SequenceInfo>,
 }
 
 /// What the network predicts.
@@ -94,6 +106,11 @@ pub enum TaskSpec {
     Npy(NpySpec),
     Safetensors(SafetensorsSpec),
     Idx(IdxSpec),
+    /// Token sequences for language models (`[model.gpt]`).
+    Text(TextSpec),
+    Markov(MarkovSpec),
+    Pcfg(PcfgSpec),
+    ModularSequence(ModularSequenceSpec),
 }
 
 impl TaskSpec {
@@ -112,7 +129,22 @@ impl TaskSpec {
             | TaskSpec::Moons(_)
             | TaskSpec::Gaussians(_)
             | TaskSpec::Idx(_) => true,
+            TaskSpec::Text(_)
+            | TaskSpec::Markov(_)
+            | TaskSpec::Pcfg(_)
+            | TaskSpec::ModularSequence(_) => true,
         }
+    }
+
+    /// Whether the task yields token sequences (for `[model.gpt]`) rather than feature rows.
+    pub fn is_sequence(&self) -> bool {
+        matches!(
+            self,
+            TaskSpec::Text(_)
+                | TaskSpec::Markov(_)
+                | TaskSpec::Pcfg(_)
+                | TaskSpec::ModularSequence(_)
+        )
     }
 
     /// The name of the `[task.<kind>]` section.
@@ -129,6 +161,10 @@ impl TaskSpec {
             TaskSpec::Npy(_) => "npy",
             TaskSpec::Safetensors(_) => "safetensors",
             TaskSpec::Idx(_) => "idx",
+            TaskSpec::Text(_) => "text",
+            TaskSpec::Markov(_) => "markov",
+            TaskSpec::Pcfg(_) => "pcfg",
+            TaskSpec::ModularSequence(_) => "modular_sequence",
         }
     }
 
@@ -147,6 +183,10 @@ impl TaskSpec {
             TaskSpec::Npy(s) => s.validate(),
             TaskSpec::Safetensors(s) => s.validate(),
             TaskSpec::Idx(s) => s.validate(),
+            TaskSpec::Text(s) => s.validate(),
+            TaskSpec::Markov(s) => s.validate(),
+            TaskSpec::Pcfg(s) => s.validate(),
+            TaskSpec::ModularSequence(s) => s.validate(),
         }
     }
 
@@ -166,6 +206,10 @@ impl TaskSpec {
             TaskSpec::Npy(s) => s.load(seed, base_dir),
             TaskSpec::Safetensors(s) => s.load(seed, base_dir),
             TaskSpec::Idx(s) => s.load(seed, base_dir),
+            TaskSpec::Text(s) => s.load(base_dir),
+            TaskSpec::Markov(s) => Ok(s.generate(seed)),
+            TaskSpec::Pcfg(s) => s.generate(seed),
+            TaskSpec::ModularSequence(s) => Ok(s.generate(seed)),
         }
     }
 }

@@ -183,12 +183,19 @@ impl ModularSpec {
         Ok(())
     }
 
+    /// The table's pairs shuffled with the seed's `"task/split"` stream, and how many of the
+    /// first ones train (the rest test).
+    pub fn split(&self, seed: u64) -> (Vec<(usize, usize)>, usize) {
+        let mut pairs = self.pairs();
+        Rng::stream(seed, "task/split").shuffle(&mut pairs);
+        (pairs, self.split_sizes().0)
+    }
+
     /// Assumes [`Self::validate`] passed.
     pub fn generate(&self, seed: u64) -> Dataset {
         let p = self.p;
-        let mut pairs = self.pairs();
-        Rng::stream(seed, "task/split").shuffle(&mut pairs);
-        let (n_train, n_test) = self.split_sizes();
+        let (pairs, n_train) = self.split(seed);
+        let n_test = pairs.len() - n_train;
         let encode = |rows: &[(usize, usize)]| {
             let mut x = vec![0.0; rows.len() * 2 * p];
             let mut y = Vec::with_capacity(rows.len());
@@ -203,6 +210,7 @@ impl ModularSpec {
         let (train_x, train_y) = encode(&pairs[..n_train]);
         let (test_x, test_y) = encode(&pairs[n_train..]);
         Dataset {
+            sequence: None,
             train_x,
             train_y,
             test_x,

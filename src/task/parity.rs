@@ -237,6 +237,7 @@ impl SparseParitySpec {
         let (train_x, train_y) = sample("task/train_inputs", self.n_train);
         let (test_x, test_y) = sample("task/test_inputs", self.n_test);
         Dataset {
+            sequence: None,
             train_x,
             train_y,
             test_x,
@@ -348,6 +349,7 @@ impl MultitaskSparseParitySpec {
         let (train_x, train_y) = sample("task/train_inputs", self.n_train);
         let (test_x, test_y) = sample("task/test_inputs", self.n_test);
         Dataset {
+            sequence: None,
             train_x,
             train_y,
             test_x,

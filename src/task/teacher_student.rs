@@ -295,6 +295,7 @@ impl TeacherStudentSpec {
             format!("[{} {}]×{}", t.width, t.activation.name(), t.depth)
         };
         Dataset {
+            sequence: None,
             train_x,
             train_y,
             test_x,

@@ -220,6 +220,7 @@ fn dataset(
     let (train_x, train_y) = sample(seed, "task/train_inputs", n_train, n_classes, &mut point);
     let (test_x, test_y) = sample(seed, "task/test_inputs", n_test, n_classes, &mut point);
     Dataset {
+        sequence: None,
         train_x,
         train_y,
         test_x,

@@ -1,0 +1,117 @@
+//! What the token-sequence tasks share: their encoding as a [`Dataset`], the vocabulary, and the
+//! entropy rate of sources whose entropy is known.
+//!
+//! Encoding: `x: [n, T]` holds the input token ids and `y: [n, T]` the target ids (the input
+//! shifted by one), both as f64; a target of [`IGNORE_TARGET`] is not trained on (the prompt of
+//! a modular-arithmetic sequence). The target is `Classes { n_classes: vocab }`.
+
+use super::{matrix, Dataset, Target};
+
+/// A target position without a loss (stored in `y` as −1).
+pub const IGNORE_TARGET: f64 = -1.0;
+
+/// The entropy rate of a source, and the best loss a model can reach on its windows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EntropyRate {
+    /// Nats per token.
+    pub nats: f64,
+    /// The cross-entropy of the Bayes-optimal predictor averaged over the positions of a window
+    /// (nats per token): above `nats` where early positions lack context, equal otherwise.
+    pub window_nats: f64,
+    /// How it was computed (exact formula or a documented estimate), one line.
+    pub method: String,
+}
+
+impl EntropyRate {
+    pub fn bits(&self) -> f64 {
+        self.nats / std::f64::consts::LN_2
+    }
+}
+
+/// The vocabulary and what is known about a token-sequence task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SequenceInfo {
+    /// Printable form of each token id (a character, `<0x0a>` for a byte, a number, `=`).
+    pub vocab: Vec<String>,
+    /// Tokens per window (`T`).
+    pub seq_len: usize,
+    pub entropy: Option<EntropyRate>,
+}
+
+impl SequenceInfo {
+    /// The vocabulary as JSON (a list of strings), stored with the run as `vocab.json`.
+    pub fn vocab_json(&self) -> String {
+        serde_json::to_string(&self.vocab).unwrap_or_default()
+    }
+}
+
+/// Windows of `T + 1` tokens → inputs `[n, T]` and next-token targets `[n, T]`.
+pub(crate) fn windows_to_arrays(
+    windows: &[Vec<usize>],
+    seq_len: usize,
+) -> (ndarray::Array2<f64>, ndarray::Array2<f64>) {
+    let mut x = Vec::with_capacity(windows.len() * seq_len);
+    let mut y = Vec::with_capacity(windows.len() * seq_len);
+    for w in windows {
+        x.extend(w[..seq_len].iter().map(|&t| t as f64));
+        y.extend(w[1..=seq_len].iter().map(|&t| t as f64));
+    }
+    (
+        matrix(windows.len(), seq_len, x),
+        matrix(windows.len(), seq_len, y),
+    )
+}
+
+/// The dataset of train and test windows.
+pub(crate) fn dataset(
+    train: &[Vec<usize>],
+    test: &[Vec<usize>],
+    seq_len: usize,
+    info: SequenceInfo,
+    description: String,
+) -> Dataset {
+    let (train_x, train_y) = windows_to_arrays(train, seq_len);
+    let (test_x, test_y) = windows_to_arrays(test, seq_len);
+    Dataset {
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        target: Target::Classes {
+            n_classes: info.vocab.len(),
+        },
+        description,
+        sequence: Some(info),
+    }
+}
+
+/// `−Σ p ln p` (nats), skipping zeros.
+pub fn entropy_nats(p: &[f64]) -> f64 {
+    -p.iter()
+        .filter(|&&v| v > 0.0)
+        .map(|&v| v * v.ln())
+        .sum::<f64>()
+}
+
+/// A Dirichlet(α, …, α) draw of length `n` (normalized Gamma(α) draws).
+pub(crate) fn dirichlet(rng: &mut crate::engine::Rng, n: usize, alpha: f64) -> Vec<f64> {
+    let mut g: Vec<f64> = (0..n).map(|_| rng.gamma(alpha).max(1e-300)).collect();
+    let s: f64 = g.iter().sum();
+    for v in &mut g {
+        *v /= s;
+    }
+    g
+}
+
+/// Inverse-CDF draw of an index from probabilities `p`.
+pub(crate) fn draw(rng: &mut crate::engine::Rng, p: &[f64]) -> usize {
+    let u = rng.uniform();
+    let mut acc = 0.0;
+    for (i, &v) in p.iter().enumerate() {
+        acc += v;
+        if u < acc {
+            return i;
+        }
+    }
+    p.len() - 1
+}
