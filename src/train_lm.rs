@@ -212,6 +212,11 @@ pub(crate) fn train_typed<F: Float>(
         }};
     }
 
+    // The parameter count, once, so that scaling fits can read N from the store.
+    if steps_done == 0 {
+        rows.push(metric(0, "n_params", model.n_params() as f64));
+    }
+
     for step in steps_done..tr.steps {
         if crate::interrupt::requested() {
             save_checkpoint!();
