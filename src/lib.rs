@@ -16,6 +16,7 @@ pub mod model;
 pub mod nn;
 pub mod observe;
 pub mod optim;
+pub mod plot;
 pub mod runner;
 pub mod spec;
 pub mod store;

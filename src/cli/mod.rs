@@ -4,6 +4,7 @@ mod bench;
 mod export;
 mod fit;
 mod inspect;
+mod plot;
 mod run;
 mod status;
 mod summarize;
@@ -54,6 +55,8 @@ enum Command {
     Calibrate(theory::CalibrateArgs),
     /// Fit a scaling law (power, chinchilla, learning_curve) with bootstrap uncertainty.
     Fit(fit::Args),
+    /// One figure (loss, heatmap, phase diagram, scaling…) to an SVG or PNG file.
+    Plot(plot::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
         Command::Fit(a) => fit::run(a),
+        Command::Plot(a) => plot::run(&cli.store, a),
     }
 }
 
