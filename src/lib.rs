@@ -17,6 +17,7 @@ pub mod nn;
 pub mod observe;
 pub mod optim;
 pub mod plot;
+pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;

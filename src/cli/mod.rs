@@ -5,6 +5,7 @@ mod export;
 mod fit;
 mod inspect;
 mod plot;
+mod report;
 mod run;
 mod status;
 mod summarize;
@@ -57,6 +58,8 @@ enum Command {
     Fit(fit::Args),
     /// One figure (loss, heatmap, phase diagram, scaling…) to an SVG or PNG file.
     Plot(plot::Args),
+    /// A self-contained HTML report (spec, summary, figures) of a run or a sweep.
+    Report(report::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -73,6 +76,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Calibrate(a) => theory::calibrate(a),
         Command::Fit(a) => fit::run(a),
         Command::Plot(a) => plot::run(&cli.store, a),
+        Command::Report(a) => report::run(&cli.store, a),
     }
 }
 

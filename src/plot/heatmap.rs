@@ -12,13 +12,14 @@ pub(super) fn draw<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     h: &Heatmap,
     s: f64,
+    t: f64,
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let px = |v: f64| (v * s).round() as u32;
     area.fill(&WHITE).map_err(e)?;
-    let tick_font = (FONT, TICK_SIZE * s).into_font().color(&INK);
-    let desc_font = (FONT, LABEL_SIZE * s).into_font().color(&INK);
-    let title_font = (FONT, TITLE_SIZE * s).into_font().color(&INK);
+    let tick_font = (FONT, TICK_SIZE * t).into_font().color(&INK);
+    let desc_font = (FONT, LABEL_SIZE * t).into_font().color(&INK);
+    let title_font = (FONT, TITLE_SIZE * t).into_font().color(&INK);
 
     let area = area.margin(px(10.0), 0, 0, 0);
     let area = area.titled(&h.title, title_font).map_err(e)?;
@@ -88,7 +89,7 @@ pub(super) fn draw<DB: DrawingBackend>(
                     .map_err(e)?;
             } else if h.annotate && big {
                 let label = short(v);
-                let font = (FONT, TICK_SIZE * s * 0.9)
+                let font = (FONT, TICK_SIZE * t * 0.9)
                     .into_font()
                     .color(&style::text_on(fill))
                     .pos(text_anchor());

@@ -70,6 +70,7 @@ pub(super) fn draw<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     c: &LineChart,
     s: f64,
+    t: f64,
 ) -> Res {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let px = |v: f64| (v * s).round() as u32;
@@ -85,7 +86,7 @@ pub(super) fn draw<DB: DrawingBackend>(
         area.draw(&Text::new(
             text,
             (px(40.0) as i32, px(40.0) as i32),
-            (FONT, LABEL_SIZE * s).into_font().color(&INK),
+            (FONT, LABEL_SIZE * t).into_font().color(&INK),
         ))
         .map_err(e)?;
         return Ok(());
@@ -103,7 +104,7 @@ pub(super) fn draw<DB: DrawingBackend>(
 
     let mut builder = ChartBuilder::on(area);
     builder
-        .caption(&c.title, (FONT, TITLE_SIZE * s).into_font().color(&INK))
+        .caption(&c.title, (FONT, TITLE_SIZE * t).into_font().color(&INK))
         .margin(px(14.0))
         .x_label_area_size(px(50.0))
         .y_label_area_size(px(74.0));
@@ -114,8 +115,8 @@ pub(super) fn draw<DB: DrawingBackend>(
         .build_cartesian_2d(x_axis.clone(), y_axis.clone())
         .map_err(e)?
         .set_secondary_coord(x_axis.clone(), y2_axis.clone());
-    let tick_font = (FONT, TICK_SIZE * s).into_font().color(&INK);
-    let desc_font = (FONT, LABEL_SIZE * s).into_font().color(&INK);
+    let tick_font = (FONT, TICK_SIZE * t).into_font().color(&INK);
+    let desc_font = (FONT, LABEL_SIZE * t).into_font().color(&INK);
     chart
         .configure_mesh()
         .x_desc(c.x_label.as_str())
@@ -268,7 +269,7 @@ pub(super) fn draw<DB: DrawingBackend>(
             .legend_area_size(px(26.0))
             .background_style(WHITE.mix(0.88))
             .border_style(GRID.stroke_width(px(1.0)))
-            .label_font((FONT, TICK_SIZE * s).into_font().color(&INK))
+            .label_font((FONT, TICK_SIZE * t).into_font().color(&INK))
             .draw()
             .map_err(e)?;
     }

@@ -108,7 +108,9 @@ impl Figure {
         {
             let backend =
                 plotters::backend::SVGBackend::with_string(&mut out, (style::WIDTH, style::HEIGHT));
-            self.draw(backend)?;
+            // plotters writes SVG font sizes in points (× 0.806 of the pixel size asked for);
+            // scale them back so that SVG and PNG text match.
+            self.draw_scaled(backend, 1.0, 1.24)?;
         }
         Ok(out)
     }
@@ -119,7 +121,7 @@ impl Figure {
         let size = (style::WIDTH * scale, style::HEIGHT * scale);
         // The bitmap backend encodes the PNG (by extension) when the figure is presented.
         let backend = plotters::backend::BitMapBackend::new(path, size);
-        axis::with_png_glyphs(|| self.draw_scaled(backend, scale as f64))
+        axis::with_png_glyphs(|| self.draw_scaled(backend, scale as f64, scale as f64))
     }
 
     /// Writes the figure to `path` in `format`.
@@ -133,20 +135,17 @@ impl Figure {
         }
     }
 
-    fn draw<DB: plotters::backend::DrawingBackend>(&self, backend: DB) -> Result<(), Error> {
-        self.draw_scaled(backend, 1.0)
-    }
-
     fn draw_scaled<DB: plotters::backend::DrawingBackend>(
         &self,
         backend: DB,
         scale: f64,
+        text_scale: f64,
     ) -> Result<(), Error> {
         use plotters::prelude::IntoDrawingArea;
         let area = backend.into_drawing_area();
         let r = match self {
-            Figure::Lines(c) => lines::draw(&area, c, scale),
-            Figure::Heatmap(h) => heatmap::draw(&area, h, scale),
+            Figure::Lines(c) => lines::draw(&area, c, scale, text_scale),
+            Figure::Heatmap(h) => heatmap::draw(&area, h, scale, text_scale),
         };
         r.and_then(|()| area.present().map_err(|e| e.to_string()))
             .map_err(|message| Error::Failed {
