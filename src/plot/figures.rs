@@ -346,7 +346,7 @@ pub fn mean_stderr(v: &[f64]) -> (f64, f64) {
 }
 
 /// At most `k` configurations spread over the ranking by final `metric` (mean over seeds):
-/// the best, the worst and evenly spaced ones between, in ranking order (diverged ones last).
+/// the best, the worst and evenly spaced ones between, in ranking order.
 pub fn spread(
     store: &Store,
     configs: &[Config],
@@ -364,7 +364,13 @@ pub fn spread(
             .map(|id| final_value(store, id, metric))
             .collect::<Result<_, _>>()?;
         let m = mean_stderr(&v).0;
-        ranked.push((if m.is_nan() { f64::INFINITY } else { m }, c));
+        // Configurations where a seed diverged have no final value to rank by: left out.
+        if m.is_finite() {
+            ranked.push((m, c));
+        }
+    }
+    if ranked.len() <= k {
+        return Ok(ranked.into_iter().map(|(_, c)| c.clone()).collect());
     }
     ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut picks: Vec<usize> = (0..k)

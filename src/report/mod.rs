@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::plot::axis::pretty_value;
 use crate::plot::figures::{self, RunData};
 use crate::store::{RunRecord, RunStatus, Store};
 use crate::Error;
@@ -336,7 +337,17 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
         } else {
             figures::mean_stderr(&finals)
         };
-        let mut row: Vec<String> = c.values.iter().map(|(_, v)| esc(v)).collect();
+        let mut row: Vec<String> = c
+            .values
+            .iter()
+            .map(|(_, v)| {
+                format!(
+                    "<span title=\"{}\">{}</span>",
+                    esc(v),
+                    esc(&pretty_value(v))
+                )
+            })
+            .collect();
         row.extend([
             num(m),
             if finals.len() > 1 {
@@ -345,7 +356,7 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
                 "—".into()
             },
             format!("{}/{}", finals.len(), c.runs.len()),
-            links.join("<br>"),
+            links.join(" "),
         ]);
         rows.push(row);
     }
