@@ -11,6 +11,7 @@ mod status;
 mod summarize;
 mod sweep;
 mod theory;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,8 @@ enum Command {
     Plot(plot::Args),
     /// A self-contained HTML report (spec, summary, figures) of a run or a sweep.
     Report(report::Args),
+    /// A live terminal view of a sweep: counts, latest losses, a sparkline per run.
+    Watch(watch::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -77,6 +80,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Fit(a) => fit::run(a),
         Command::Plot(a) => plot::run(&cli.store, a),
         Command::Report(a) => report::run(&cli.store, a),
+        Command::Watch(a) => watch::run(&cli.store, a),
     }
 }
 
