@@ -17,7 +17,8 @@ enum Kind {
     Heatmap,
     /// A per-layer observable (--metric, default act_std), one line per layer (run).
     Layers,
-    /// Learned activation and normalization parameters over time (run).
+    /// A learned activation or normalization parameter over time, per layer (--metric, e.g.
+    /// act_a; default the first that moved) (run).
     Params,
     /// Mean-field qˡ against the measured pre-activation second moment (run).
     Theory,
@@ -110,7 +111,16 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             Kind::Accuracy => figures::accuracy_curves(&d, &run.name),
             Kind::Heatmap => figures::layer_heatmap(&d, metric, a.log, &title),
             Kind::Layers => figures::layer_lines(&d, metric, a.log, &title),
-            Kind::Params => figures::learned_params(&d, &run.name),
+            Kind::Params => {
+                // The named parameter, else the first learned one that moved.
+                let names: Vec<&str> = match a.metric.as_deref() {
+                    Some(m) => vec![m],
+                    None => figures::LEARNED.to_vec(),
+                };
+                names
+                    .into_iter()
+                    .find_map(|n| figures::learned_param(&d, n, &format!("{} — {n}", run.name)))
+            }
             Kind::Theory => figures::theory_vs_measured(&d, &run.name),
             _ => figures::weight_norm_view(&d, &run.name),
         }

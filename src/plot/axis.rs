@@ -14,6 +14,8 @@ pub struct Axis {
     pub lo: f64,
     pub hi: f64,
     pub log: bool,
+    /// Ticks at whole numbers only (layer indices).
+    pub integer: bool,
 }
 
 impl Axis {
@@ -54,6 +56,7 @@ impl Axis {
                 lo: 10f64.powf(a2),
                 hi: 10f64.powf(b2),
                 log: true,
+                integer: false,
             }
         } else {
             let span = if hi > lo { hi - lo } else { lo.abs().max(1.0) };
@@ -61,13 +64,19 @@ impl Axis {
                 lo: lo - 0.04 * span,
                 hi: hi + 0.04 * span,
                 log: false,
+                integer: false,
             }
         })
     }
 
     /// A linear axis from exactly `lo` to `hi` (steps start at 0, fractions end at 1).
     pub fn exact(lo: f64, hi: f64) -> Axis {
-        Axis { lo, hi, log: false }
+        Axis {
+            lo,
+            hi,
+            log: false,
+            integer: false,
+        }
     }
 
     /// Position of `v` along the axis, 0 at `lo` and 1 at `hi`.
@@ -136,6 +145,7 @@ impl Axis {
         } else {
             let step = nice_step((self.hi - self.lo) / max as f64);
             let step = if bold { step } else { step / 2.0 };
+            let step = if self.integer { step.max(1.0) } else { step };
             let mut out = Vec::new();
             let mut v = (self.lo / step).ceil() * step;
             while v <= self.hi + step * 1e-9 {
@@ -282,10 +292,17 @@ impl Ranged for Axis {
 impl ValueFormatter<f64> for Axis {
     fn format_ext(&self, value: &f64) -> String {
         if self.log {
-            format_log(*value)
-        } else {
-            format_number(*value)
+            return format_log(*value);
         }
+        // Enough decimals to tell neighbouring ticks apart (a parameter drifting from 1 to
+        // 1.0004 needs four), whatever the magnitude.
+        let step = nice_step((self.hi - self.lo) / 8.0);
+        let v = *value;
+        if v == 0.0 || v.abs() >= 1e5 || (v.abs() < 1e-3 && step < 1e-3) {
+            return format_number(v);
+        }
+        let decimals = (-step.log10().floor()).clamp(0.0, 9.0) as usize;
+        trim(format!("{v:.decimals$}")).replace('-', "−")
     }
 }
 
@@ -356,5 +373,16 @@ mod tests {
         assert_eq!(format_number(0.25), "0.25");
         assert_eq!(format_number(-1.5), "−1.5");
         assert_eq!(format_number(2.5e-5), "2.5×10⁻⁵");
+        // A narrow range away from zero keeps the digits that differ.
+        let narrow = Axis::exact(0.9995, 1.0007);
+        let labels: Vec<String> = narrow
+            .ticks(6, true)
+            .iter()
+            .map(|v| narrow.format_ext(v))
+            .collect();
+        assert_eq!(
+            labels,
+            ["0.9996", "0.9998", "1", "1.0002", "1.0004", "1.0006"]
+        );
     }
 }

@@ -162,55 +162,32 @@ pub fn layer_lines(d: &RunData, name: &str, log: bool, title: &str) -> Option<Fi
     })
 }
 
-/// Learned activation (a, b, c) and normalization (DyT α, LayerNorm weight/bias) parameters over
-/// time: the layer mean of each, per layer; only parameters that moved during training.
-pub fn learned_params(d: &RunData, title: &str) -> Option<Figure> {
-    let names = [
-        "act_a",
-        "act_b",
-        "act_c",
-        "norm_alpha",
-        "norm_weight",
-        "norm_bias",
-    ];
-    let mut series = Vec::new();
-    for (k, name) in names.iter().enumerate() {
-        let layers = d.layers(name);
-        for (i, &l) in layers.iter().enumerate() {
-            let Some(p) = d.get(name, Some(l)) else {
-                continue;
-            };
-            let moved = p.iter().any(|q| q.1 != p[0].1);
-            if !moved {
-                continue;
-            }
-            series.push(Series {
-                label: if i == 0 {
-                    format!("{name} (layers {}…{})", layers[0], layers[layers.len() - 1])
-                } else {
-                    String::new()
-                },
-                points: p.to_vec(),
-                color: SeriesColor::Palette(k),
-                // Deeper layers dashed, so that layers of one parameter can be told apart.
-                stroke: if i % 2 == 0 {
-                    Stroke::Solid
-                } else {
-                    Stroke::Dashed
-                },
-                ..Series::default()
-            });
-        }
+/// The learned activation (a, b, c) and normalization (DyT α, LayerNorm weight/bias)
+/// parameters a run records, in this order.
+pub const LEARNED: [&str; 6] = [
+    "act_a",
+    "act_b",
+    "act_c",
+    "norm_alpha",
+    "norm_weight",
+    "norm_bias",
+];
+
+/// A learned parameter over time, one line per layer (the mean over the layer's neurons);
+/// None unless it moved during training (a fixed parameter is one number, in the spec).
+pub fn learned_param(d: &RunData, name: &str, title: &str) -> Option<Figure> {
+    let moved = d.layers(name).iter().any(|&l| {
+        d.get(name, Some(l))
+            .is_some_and(|p| p.iter().any(|q| q.1 != p[0].1))
+    });
+    if !moved {
+        return None;
     }
-    (!series.is_empty()).then(|| {
-        Figure::Lines(LineChart {
-            title: title.into(),
-            x_label: "step".into(),
-            y_label: "value (mean over the layer's neurons)".into(),
-            series,
-            ..LineChart::default()
-        })
-    })
+    let Some(Figure::Lines(mut chart)) = layer_lines(d, name, false, title) else {
+        return None;
+    };
+    chart.y_label = format!("{name} (mean over the layer's neurons)");
+    Some(Figure::Lines(chart))
 }
 
 /// Mean-field `q^l` (the `theory` observable, step 0) against the measured pre-activation second
@@ -235,8 +212,9 @@ pub fn theory_vs_measured(d: &RunData, title: &str) -> Option<Figure> {
         .collect();
     Some(Figure::Lines(LineChart {
         title: title.into(),
-        x_label: "layer l".into(),
-        y_label: "qˡ = E[z²] at initialization".into(),
+        x_label: "layer".into(),
+        x_integer: true,
+        y_label: "q = E[z²] at initialization".into(),
         series: vec![
             Series {
                 label: "mean-field theory".into(),

@@ -76,7 +76,10 @@ pub(super) fn draw<DB: DrawingBackend>(
     let px = |v: f64| (v * s).round() as u32;
     area.fill(&WHITE).map_err(e)?;
     let has_secondary = c.series.iter().any(|x| x.secondary);
-    let x_axis = Axis::fit(values(c.series.iter(), true), c.x_log);
+    let x_axis = Axis::fit(values(c.series.iter(), true), c.x_log).map(|a| Axis {
+        integer: c.x_integer,
+        ..a
+    });
     let y_axis = Axis::fit(
         values(c.series.iter().filter(|x| !x.secondary), false),
         c.y_log,

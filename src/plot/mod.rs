@@ -63,6 +63,8 @@ pub struct LineChart {
     pub x_label: String,
     pub y_label: String,
     pub x_log: bool,
+    /// Whole-number x ticks only (layers).
+    pub x_integer: bool,
     pub y_log: bool,
     /// Label of the right axis; used when a series has `secondary`.
     pub y2_label: String,

@@ -181,11 +181,13 @@ pub fn run_page(
             &mut b,
         )?;
     }
-    add(
-        figures::learned_params(&d, "Learned activation and normalization parameters"),
-        "<b>Learned parameters</b> of the activations (a·φ(x − b) + c) and normalizations over training, mean over each layer's neurons; alternate layers dashed.",
-        &mut b,
-    )?;
+    for name in figures::LEARNED {
+        add(
+            figures::learned_param(&d, name, &format!("Learned {name}")),
+            &format!("<b>Learned {name}</b> over training, mean over each layer's neurons (activation a·φ(x − b) + c; normalization α, weight, bias)."),
+            &mut b,
+        )?;
+    }
     add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
