@@ -41,7 +41,7 @@ pub fn run_page(
     }
     let _ = writeln!(
         b,
-        "<header><div class=\"kind\">run report</div><h1>{} {}</h1><div class=\"meta\"><span>id <code>{}</code></span><span>{} steps</span><span>{}</span><span>started {}</span><span>{}</span></div></header>",
+        "<header><div class=\"kind\">run report</div><h1>{} {}</h1><div class=\"meta\"><span>id <code>{}</code></span><span>{} steps</span><span>{}</span><span>started {}</span><span>cloudchamber {}</span></div></header>",
         esc(&run.name),
         status_badge(run),
         esc(&run.id),
