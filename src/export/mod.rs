@@ -80,12 +80,12 @@ impl ExportError {
 ///
 /// `out` must be `Send` because the Parquet writer requires it (`File`, `Vec<u8>`
 /// and `io::stdout()` all are).
+/// `(run ids, swept keys, each run's values in key order)`.
+pub type SweepColumns = (Vec<String>, Vec<String>, Vec<Vec<String>>);
+
 /// A recorded sweep's runs with their swept values: `(run ids, swept keys, values per run)`,
 /// runs not trained yet left out (they have no rows).
-pub fn sweep_columns(
-    store: &Store,
-    sweep: &str,
-) -> Result<(Vec<String>, Vec<String>, Vec<Vec<String>>), ExportError> {
+pub fn sweep_columns(store: &Store, sweep: &str) -> Result<SweepColumns, ExportError> {
     let runs = store.sweep_runs(sweep)?;
     let keys: Vec<String> = runs
         .first()

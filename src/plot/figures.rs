@@ -9,14 +9,17 @@ use crate::fit::{self, FitResult, Form};
 use crate::store::{RunStatus, Store};
 use crate::Error;
 
+/// `(step, value)` series keyed by (metric name, layer).
+pub type SeriesMap = BTreeMap<(String, Option<u32>), Vec<(f64, f64)>>;
+
 /// Every sample of one run, by (name, layer), each series sorted by step.
 pub struct RunData {
-    pub series: BTreeMap<(String, Option<u32>), Vec<(f64, f64)>>,
+    pub series: SeriesMap,
 }
 
 impl RunData {
     pub fn load(store: &Store, run_id: &str) -> Result<RunData, Error> {
-        let mut series: BTreeMap<(String, Option<u32>), Vec<(f64, f64)>> = BTreeMap::new();
+        let mut series = SeriesMap::new();
         store.for_each_metric(run_id, |m| {
             series
                 .entry((m.name, m.layer))

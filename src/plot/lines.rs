@@ -184,8 +184,10 @@ pub(super) fn draw<DB: DrawingBackend>(
         let mut segments: Vec<Vec<(f64, f64)>> = vec![vec![]];
         for &(x, y) in &series.points {
             if ok(x, y) {
-                segments.last_mut().map(|seg| seg.push((x, y)));
-            } else if !segments.last().map_or(true, Vec::is_empty) {
+                if let Some(seg) = segments.last_mut() {
+                    seg.push((x, y));
+                }
+            } else if segments.last().is_some_and(|seg| !seg.is_empty()) {
                 segments.push(vec![]);
             }
         }

@@ -379,7 +379,7 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
 
 /// What a report covers.
 pub enum Target {
-    Run(RunRecord),
+    Run(Box<RunRecord>),
     Sweep(String),
 }
 
@@ -388,7 +388,7 @@ pub fn target(store: &Store, query: &str) -> Result<Target, Error> {
     if store.sweeps()?.iter().any(|s| s == query) {
         return Ok(Target::Sweep(query.to_string()));
     }
-    Ok(Target::Run(store.resolve(query)?))
+    Ok(Target::Run(Box::new(store.resolve(query)?)))
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
