@@ -60,17 +60,18 @@ fn line(label: &str, points: &[(f64, f64)], color: usize) -> Series {
     }
 }
 
-/// Train loss (per step), train-set and test loss (at evaluations), log y.
-pub fn loss_curves(d: &RunData, title: &str) -> Option<Figure> {
+/// `train_{what}` (per logged batch), `train_eval_{what}` and `test_{what}` (at evaluations).
+fn train_test_curves(d: &RunData, what: &str, y_log: bool, title: &str) -> Option<Figure> {
     let mut series = Vec::new();
-    for (name, label, color) in [
-        ("train_loss", "train (batch)", 0),
-        ("train_eval_loss", "train (full set)", 2),
-        ("test_loss", "test", 1),
+    for (prefix, label, color) in [
+        ("train", "train (batch)", 0),
+        ("train_eval", "train (full set)", 2),
+        ("test", "test", 1),
     ] {
-        if let Some(p) = d.get(name, None) {
+        if let Some(p) = d.get(&format!("{prefix}_{what}"), None) {
             let mut s = line(label, p, color);
-            s.markers = p.len() <= 40 && name != "train_loss";
+            // Markers on the (few) evaluations, not on the per-batch line.
+            s.markers = p.len() <= 40 && prefix != "train";
             series.push(s);
         }
     }
@@ -78,35 +79,22 @@ pub fn loss_curves(d: &RunData, title: &str) -> Option<Figure> {
         Figure::Lines(LineChart {
             title: title.into(),
             x_label: "step".into(),
-            y_label: "loss".into(),
-            y_log: true,
+            y_label: if what == "acc" { "accuracy" } else { what }.into(),
+            y_log,
             series,
             ..LineChart::default()
         })
     })
 }
 
+/// Train loss (per step), train-set and test loss (at evaluations), log y.
+pub fn loss_curves(d: &RunData, title: &str) -> Option<Figure> {
+    train_test_curves(d, "loss", true, title)
+}
+
 /// Train and test accuracy (classification tasks).
 pub fn accuracy_curves(d: &RunData, title: &str) -> Option<Figure> {
-    let mut series = Vec::new();
-    for (name, label, color) in [
-        ("train_acc", "train (batch)", 0),
-        ("train_eval_acc", "train (full set)", 2),
-        ("test_acc", "test", 1),
-    ] {
-        if let Some(p) = d.get(name, None) {
-            series.push(line(label, p, color));
-        }
-    }
-    (!series.is_empty()).then(|| {
-        Figure::Lines(LineChart {
-            title: title.into(),
-            x_label: "step".into(),
-            y_label: "accuracy".into(),
-            series,
-            ..LineChart::default()
-        })
-    })
+    train_test_curves(d, "acc", false, title)
 }
 
 /// A per-layer observable as a layer × step heatmap.
