@@ -239,7 +239,8 @@ pub fn weight_norm_view(d: &RunData, title: &str) -> Option<Figure> {
     Some(Figure::Lines(LineChart {
         title: title.into(),
         x_label: "step".into(),
-        y_label: "weight norm ‖θ‖".into(),
+        // Plain words: the PNG font has no ‖ or θ.
+        y_label: "total weight norm".into(),
         y2_label: y2.into(),
         y2_log,
         series: vec![

@@ -32,9 +32,10 @@ fn values<'a>(series: impl Iterator<Item = &'a Series>, x: bool) -> Vec<f64> {
 }
 
 /// The corner with the fewest points, for the legend.
-fn legend_corner(c: &LineChart, x: &Axis, y: &Axis) -> SeriesLabelPosition {
+fn legend_corner(c: &LineChart, x: &Axis, y: &Axis, y2: &Axis) -> SeriesLabelPosition {
     let mut counts = [0usize; 4]; // UR, LR, UL, LL
-    for s in c.series.iter().filter(|s| !s.secondary) {
+    for s in &c.series {
+        let y = if s.secondary { y2 } else { y };
         for &(px, py) in &s.points {
             if !x.drawable(px) || !y.drawable(py) {
                 continue;
@@ -103,7 +104,7 @@ pub(super) fn draw<DB: DrawingBackend>(
     } else {
         y_axis.clone()
     };
-    let corner = legend_corner(c, &x_axis, &y_axis);
+    let corner = legend_corner(c, &x_axis, &y_axis, &y2_axis);
 
     let mut builder = ChartBuilder::on(area);
     builder
