@@ -18,6 +18,8 @@ pub mod nn;
 pub mod observe;
 pub mod observe_lm;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod runner;
 pub mod spec;
 pub mod store;

@@ -1,4 +1,4 @@
-//! `cloudchamber export [RUN…|--all] --format csv|parquet [-o FILE]`
+//! `cloudchamber export [RUN…|--all|--sweep NAME] --format csv|parquet|tensorboard [-o PATH]`
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,63 +13,59 @@ pub struct Args {
     /// Export every run in the store.
     #[arg(long)]
     all: bool,
-    /// Export a recorded sweep's runs as CSV with one column per swept key.
+    /// Export a recorded sweep's runs, with one column per swept key (csv, parquet).
     #[arg(long, value_name = "NAME")]
     sweep: Option<String>,
     #[arg(long, value_enum, default_value = "csv")]
     format: ExportFormat,
-    /// Output file (standard output when left out; required for parquet).
+    /// Output file (standard output when left out; required for parquet), or the directory
+    /// for tensorboard (one subdirectory per run).
     #[arg(long, short)]
     output: Option<PathBuf>,
 }
 
+fn stdout_err(source: std::io::Error) -> Error {
+    Error::Io {
+        path: "<stdout>".into(),
+        source,
+    }
+}
+
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let store = super::open_existing(store_path)?;
+    if a.format == ExportFormat::Tensorboard {
+        return tensorboard(&store, a);
+    }
     if let Some(name) = &a.sweep {
-        if a.format != ExportFormat::Csv || !a.runs.is_empty() || a.all {
+        if !a.runs.is_empty() || a.all {
             return Err(Error::Invalid {
                 what: "export --sweep".into(),
-                message: "exports one sweep as CSV, alone".into(),
-                hint: "drop run ids, --all and --format parquet".into(),
+                message: "exports one sweep, alone".into(),
+                hint: "drop the run ids and --all".into(),
             });
         }
-        let n = match &a.output {
-            Some(path) => {
+        let n = match (&a.output, a.format) {
+            (Some(path), _) => {
                 let mut f = std::fs::File::create(path).map_err(|source| Error::Io {
                     path: path.clone(),
                     source,
                 })?;
-                export::export_sweep_csv(&store, name, &mut f)?
+                export::export_sweep(&store, name, a.format, &mut f)?
             }
-            None => {
+            (None, ExportFormat::Csv) => {
                 let mut out = std::io::BufWriter::new(std::io::stdout());
                 let n = export::export_sweep_csv(&store, name, &mut out)?;
-                out.flush().map_err(|source| Error::Io {
-                    path: "<stdout>".into(),
-                    source,
-                })?;
+                out.flush().map_err(stdout_err)?;
                 n
             }
+            (None, _) => return Err(needs_output("parquet", "metrics.parquet")),
         };
         if let Some(path) = &a.output {
             eprintln!("wrote {n} rows of sweep {name} to {}", path.display());
         }
         return Ok(());
     }
-    let ids: Vec<String> = if a.all {
-        store.runs()?.into_iter().map(|r| r.id).collect()
-    } else if a.runs.is_empty() {
-        return Err(Error::Invalid {
-            what: "export".into(),
-            message: "name at least one run, or --all".into(),
-            hint: "`cloudchamber ls` lists the runs".into(),
-        });
-    } else {
-        a.runs
-            .iter()
-            .map(|q| store.resolve(q).map(|r| r.id))
-            .collect::<Result<_, _>>()?
-    };
+    let ids = run_ids(&store, &a)?;
     let n = match (&a.output, a.format) {
         (Some(path), _) => export::export_to_path(&store, &ids, a.format, path)?,
         (None, ExportFormat::Csv) => {
@@ -81,20 +77,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             };
             match out.flush() {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                other => other.map_err(|source| Error::Io {
-                    path: "<stdout>".into(),
-                    source,
-                })?,
+                other => other.map_err(stdout_err)?,
             }
             0
         }
-        (None, ExportFormat::Parquet) => {
-            return Err(Error::Invalid {
-                what: "export".into(),
-                message: "parquet needs an output file".into(),
-                hint: "add `-o metrics.parquet`".into(),
-            });
-        }
+        (None, _) => return Err(needs_output("parquet", "metrics.parquet")),
     };
     if let Some(path) = &a.output {
         eprintln!(
@@ -103,5 +90,49 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             path.display()
         );
     }
+    Ok(())
+}
+
+fn needs_output(format: &str, example: &str) -> Error {
+    Error::Invalid {
+        what: "export".into(),
+        message: format!("{format} needs an output path"),
+        hint: format!("add `-o {example}`"),
+    }
+}
+
+fn run_ids(store: &cloudchamber::store::Store, a: &Args) -> Result<Vec<String>, Error> {
+    if a.all {
+        Ok(store.runs()?.into_iter().map(|r| r.id).collect())
+    } else if a.runs.is_empty() {
+        Err(Error::Invalid {
+            what: "export".into(),
+            message: "name at least one run, or --all, or --sweep NAME".into(),
+            hint: "`cloudchamber ls` lists the runs".into(),
+        })
+    } else {
+        Ok(a.runs
+            .iter()
+            .map(|q| store.resolve(q).map(|r| r.id))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// TensorBoard: a directory of run directories.
+fn tensorboard(store: &cloudchamber::store::Store, a: Args) -> Result<(), Error> {
+    let Some(dir) = &a.output else {
+        return Err(needs_output("tensorboard", "tb"));
+    };
+    let ids = match &a.sweep {
+        Some(name) => export::sweep_columns(store, name)?.0,
+        None => run_ids(store, &a)?,
+    };
+    let (dirs, n) = export::tensorboard::write(store, &ids, dir)?;
+    eprintln!(
+        "wrote {n} scalars from {} run(s) under {}; view with `tensorboard --logdir {}`",
+        dirs.len(),
+        dir.display(),
+        dir.display()
+    );
     Ok(())
 }

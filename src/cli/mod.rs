@@ -6,12 +6,15 @@ mod collect;
 mod export;
 mod fit;
 mod inspect;
+mod plot;
+mod report;
 mod run;
 mod run_one;
 mod status;
 mod summarize;
 mod sweep;
 mod theory;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -64,6 +67,12 @@ enum Command {
     Collect(collect::Args),
     /// Cancel a sweep's Slurm jobs (scancel), and only those.
     Cancel(cancel::Args),
+    /// One figure (loss, heatmap, phase diagram, scaling…) to an SVG or PNG file.
+    Plot(plot::Args),
+    /// A self-contained HTML report (spec, summary, figures) of a run or a sweep.
+    Report(report::Args),
+    /// A live terminal view of a sweep: counts, latest losses, a sparkline per run.
+    Watch(watch::Args),
 }
 
 pub fn run(cli: Cli) -> Result<(), Error> {
@@ -82,6 +91,9 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::RunOne(a) => run_one::run(&cli.store, a),
         Command::Collect(a) => collect::run(&cli.store, a),
         Command::Cancel(a) => cancel::run(&cli.store, a),
+        Command::Plot(a) => plot::run(&cli.store, a),
+        Command::Report(a) => report::run(&cli.store, a),
+        Command::Watch(a) => watch::run(&cli.store, a),
     }
 }
 

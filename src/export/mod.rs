@@ -5,6 +5,7 @@
 
 pub mod csv;
 pub mod parquet;
+pub mod tensorboard;
 
 use std::fs;
 use std::io::{self, Write};
@@ -19,6 +20,8 @@ use crate::store::{Store, StoreError};
 pub enum ExportFormat {
     Csv,
     Parquet,
+    /// TensorBoard event files, one directory per run (needs `-o DIR`).
+    Tensorboard,
 }
 
 impl ExportFormat {
@@ -26,6 +29,7 @@ impl ExportFormat {
         match self {
             ExportFormat::Csv => "csv",
             ExportFormat::Parquet => "parquet",
+            ExportFormat::Tensorboard => "tfevents",
         }
     }
 }
@@ -46,6 +50,8 @@ pub enum ExportError {
         #[source]
         source: ::parquet::errors::ParquetError,
     },
+    #[error("{format} export writes a directory, not a single stream")]
+    NotAStream { format: &'static str },
 }
 
 impl ExportError {
@@ -54,6 +60,9 @@ impl ExportError {
             ExportError::Store(e) => e.hints(),
             ExportError::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 vec!["choose an output path in a directory you can write to".to_string()]
+            }
+            ExportError::NotAStream { .. } => {
+                vec!["add `-o DIR`: one directory per run is written under it".to_string()]
             }
             _ => vec![],
         }
@@ -71,29 +80,53 @@ impl ExportError {
 ///
 /// `out` must be `Send` because the Parquet writer requires it (`File`, `Vec<u8>`
 /// and `io::stdout()` all are).
-/// A recorded sweep's metrics as CSV, with one column per swept key after `run_id` (tidy rows
-/// that pandas can group by configuration directly).
-pub fn export_sweep_csv(
-    store: &Store,
-    sweep: &str,
-    out: &mut (dyn Write + Send),
-) -> Result<u64, ExportError> {
+/// `(run ids, swept keys, each run's values in key order)`.
+pub type SweepColumns = (Vec<String>, Vec<String>, Vec<Vec<String>>);
+
+/// A recorded sweep's runs with their swept values: `(run ids, swept keys, values per run)`,
+/// runs not trained yet left out (they have no rows).
+pub fn sweep_columns(store: &Store, sweep: &str) -> Result<SweepColumns, ExportError> {
     let runs = store.sweep_runs(sweep)?;
     let keys: Vec<String> = runs
         .first()
         .map(|(_, v)| v.iter().map(|(k, _)| k.clone()).collect())
         .unwrap_or_default();
-    let ids: Vec<String> = runs.iter().map(|(id, _)| id.clone()).collect();
-    // Runs not trained yet have no rows; skip them rather than fail.
-    let present: Vec<usize> = (0..ids.len())
-        .filter(|&i| store.run(&ids[i]).map(|r| r.is_some()).unwrap_or(false))
-        .collect();
-    let ids: Vec<String> = present.iter().map(|&i| ids[i].clone()).collect();
-    let vals: Vec<Vec<String>> = present
-        .iter()
-        .map(|&i| runs[i].1.iter().map(|(_, v)| v.clone()).collect())
-        .collect();
-    csv::write_with(store, &ids, &keys, &vals, out, "<stdout>")
+    let mut ids = Vec::new();
+    let mut vals = Vec::new();
+    for (id, v) in runs {
+        if store.run(&id)?.is_some() {
+            ids.push(id);
+            vals.push(v.into_iter().map(|(_, v)| v).collect());
+        }
+    }
+    Ok((ids, keys, vals))
+}
+
+/// A recorded sweep's metrics as CSV or Parquet, with one column per swept key after `run_id`
+/// (tidy rows that pandas can group by configuration directly).
+pub fn export_sweep(
+    store: &Store,
+    sweep: &str,
+    format: ExportFormat,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, ExportError> {
+    let (ids, keys, vals) = sweep_columns(store, sweep)?;
+    match format {
+        ExportFormat::Csv => csv::write_with(store, &ids, &keys, &vals, out, "<stdout>"),
+        ExportFormat::Parquet => parquet::write_with(store, &ids, &keys, &vals, out, "the output"),
+        ExportFormat::Tensorboard => Err(ExportError::NotAStream {
+            format: "tensorboard",
+        }),
+    }
+}
+
+/// The CSV form of [`export_sweep`].
+pub fn export_sweep_csv(
+    store: &Store,
+    sweep: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, ExportError> {
+    export_sweep(store, sweep, ExportFormat::Csv, out)
 }
 
 pub fn export(
@@ -155,5 +188,8 @@ fn export_named(
     match format {
         ExportFormat::Csv => csv::write(store, run_ids, out, dest),
         ExportFormat::Parquet => parquet::write(store, run_ids, out, dest),
+        ExportFormat::Tensorboard => Err(ExportError::NotAStream {
+            format: "tensorboard",
+        }),
     }
 }

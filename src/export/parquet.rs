@@ -6,24 +6,69 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
+use ::parquet::basic::{ConvertedType, Repetition, Type as Physical};
 use ::parquet::column::writer::ColumnWriter;
 use ::parquet::data_type::ByteArray;
 use ::parquet::errors::ParquetError;
 use ::parquet::file::properties::WriterProperties;
 use ::parquet::file::writer::SerializedFileWriter;
-use ::parquet::schema::parser::parse_message_type;
+use ::parquet::schema::types::Type;
 
 use super::ExportError;
 use crate::store::Store;
 
-const SCHEMA: &str = "
-message metrics {
-    REQUIRED BYTE_ARRAY run_id (UTF8);
-    REQUIRED INT64 step;
-    OPTIONAL INT32 layer;
-    REQUIRED BYTE_ARRAY name (UTF8);
-    REQUIRED DOUBLE value;
-}";
+/// The tidy schema `run_id, [swept keys…], step, layer, name, value`; the swept keys (UTF8,
+/// required) may have any name, `optim.lr` included, so the schema is built, not parsed.
+fn schema(keys: &[String]) -> Result<Type, ParquetError> {
+    let field = |name: &str, physical, converted, repetition| {
+        Type::primitive_type_builder(name, physical)
+            .with_repetition(repetition)
+            .with_converted_type(converted)
+            .build()
+            .map(Arc::new)
+    };
+    let mut fields = vec![field(
+        "run_id",
+        Physical::BYTE_ARRAY,
+        ConvertedType::UTF8,
+        Repetition::REQUIRED,
+    )?];
+    for k in keys {
+        fields.push(field(
+            k,
+            Physical::BYTE_ARRAY,
+            ConvertedType::UTF8,
+            Repetition::REQUIRED,
+        )?);
+    }
+    fields.push(field(
+        "step",
+        Physical::INT64,
+        ConvertedType::NONE,
+        Repetition::REQUIRED,
+    )?);
+    fields.push(field(
+        "layer",
+        Physical::INT32,
+        ConvertedType::NONE,
+        Repetition::OPTIONAL,
+    )?);
+    fields.push(field(
+        "name",
+        Physical::BYTE_ARRAY,
+        ConvertedType::UTF8,
+        Repetition::REQUIRED,
+    )?);
+    fields.push(field(
+        "value",
+        Physical::DOUBLE,
+        ConvertedType::NONE,
+        Repetition::REQUIRED,
+    )?);
+    Type::group_type_builder("metrics")
+        .with_fields(fields)
+        .build()
+}
 
 /// Rows buffered before a row group is written (about 30 MB of column data).
 const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -32,6 +77,8 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 #[derive(Default)]
 struct Columns {
     run_id: Vec<ByteArray>,
+    /// One column per swept key.
+    extra: Vec<Vec<ByteArray>>,
     step: Vec<i64>,
     layer: Vec<i32>,
     layer_def: Vec<i16>,
@@ -45,21 +92,46 @@ pub(super) fn write(
     out: &mut (dyn Write + Send),
     dest: &str,
 ) -> Result<u64, ExportError> {
+    write_with(store, run_ids, &[], &[], out, dest)
+}
+
+/// Like [`write`], with one extra UTF8 column per swept key after `run_id` (`extra[i]` holds run
+/// i's values in `keys` order).
+pub(super) fn write_with(
+    store: &Store,
+    run_ids: &[String],
+    keys: &[String],
+    extra: &[Vec<String>],
+    out: &mut (dyn Write + Send),
+    dest: &str,
+) -> Result<u64, ExportError> {
     let pq_err = |source| ExportError::Parquet {
         dest: dest.to_string(),
         source,
     };
-    let schema = Arc::new(parse_message_type(SCHEMA).map_err(pq_err)?);
+    let schema = Arc::new(schema(keys).map_err(pq_err)?);
     let props = WriterProperties::builder()
         .set_created_by(format!("cloudchamber {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props)).map_err(pq_err)?;
-    let mut cols = Columns::default();
+    let mut cols = Columns {
+        extra: vec![Vec::new(); keys.len()],
+        ..Columns::default()
+    };
     let mut rows = 0u64;
     // ByteArray clones share one buffer, so each distinct string is allocated once.
     let mut names: HashMap<String, ByteArray> = HashMap::new();
-    for id in run_ids {
+    for (i, id) in run_ids.iter().enumerate() {
         let run_bytes = ByteArray::from(id.as_str());
+        let values: Vec<ByteArray> = (0..keys.len())
+            .map(|k| {
+                let v = extra
+                    .get(i)
+                    .and_then(|v| v.get(k))
+                    .map_or("", String::as_str);
+                ByteArray::from(v)
+            })
+            .collect();
         store.for_each_metric(id, |m| {
             let layer = match m.layer {
                 Some(l) => Some(i32::try_from(l).map_err(|_| {
@@ -84,6 +156,9 @@ pub(super) fn write(
                 }
             };
             cols.run_id.push(run_bytes.clone());
+            for (col, v) in cols.extra.iter_mut().zip(&values) {
+                col.push(v.clone());
+            }
             cols.step.push(step);
             cols.layer_def.push(i16::from(layer.is_some()));
             cols.layer.extend(layer);
@@ -110,17 +185,27 @@ fn write_row_group<W: Write + Send>(
     let mut group = writer.next_row_group()?;
     let mut index = 0;
     while let Some(mut col) = group.next_column()? {
-        // Columns come in schema order.
+        // Columns come in schema order: run_id, the swept keys, step, layer, name, value.
+        let k = cols.extra.len();
         match (index, col.untyped()) {
             (0, ColumnWriter::ByteArrayColumnWriter(w)) => {
                 w.write_batch(&cols.run_id, None, None)?
             }
-            (1, ColumnWriter::Int64ColumnWriter(w)) => w.write_batch(&cols.step, None, None)?,
-            (2, ColumnWriter::Int32ColumnWriter(w)) => {
+            (i, ColumnWriter::ByteArrayColumnWriter(w)) if i <= k => {
+                w.write_batch(&cols.extra[i - 1], None, None)?
+            }
+            (i, ColumnWriter::Int64ColumnWriter(w)) if i == k + 1 => {
+                w.write_batch(&cols.step, None, None)?
+            }
+            (i, ColumnWriter::Int32ColumnWriter(w)) if i == k + 2 => {
                 w.write_batch(&cols.layer, Some(&cols.layer_def), None)?
             }
-            (3, ColumnWriter::ByteArrayColumnWriter(w)) => w.write_batch(&cols.name, None, None)?,
-            (4, ColumnWriter::DoubleColumnWriter(w)) => w.write_batch(&cols.value, None, None)?,
+            (i, ColumnWriter::ByteArrayColumnWriter(w)) if i == k + 3 => {
+                w.write_batch(&cols.name, None, None)?
+            }
+            (i, ColumnWriter::DoubleColumnWriter(w)) if i == k + 4 => {
+                w.write_batch(&cols.value, None, None)?
+            }
             _ => {
                 return Err(ParquetError::General(format!(
                     "unexpected column {index} in the export schema"
@@ -133,6 +218,7 @@ fn write_row_group<W: Write + Send>(
     group.close()?;
     // Keep the allocations for the next row group.
     cols.run_id.clear();
+    cols.extra.iter_mut().for_each(Vec::clear);
     cols.step.clear();
     cols.layer.clear();
     cols.layer_def.clear();

@@ -186,6 +186,10 @@ pub struct FitResult {
     pub bootstrap: usize,
     /// Resamples whose fit did not end at a finite loss (left out of the statistics).
     pub bootstrap_failed: usize,
+    /// The bootstrap fits in natural units, `[E, A, B, alpha, beta]` each (B, beta unused by the
+    /// one-input forms): for prediction bands.
+    #[serde(skip)]
+    pub samples: Vec<[f64; 5]>,
 }
 
 impl FitResult {
@@ -590,6 +594,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
         derived: derived_q,
         bootstrap: opts.bootstrap,
         bootstrap_failed: failed,
+        samples: ok,
     })
 }
 

@@ -1,0 +1,564 @@
+//! The figures of a run and of a sweep, built from the store. Each returns `None` when the run
+//! did not record what the figure needs (a figure of nothing is never drawn).
+
+use std::collections::BTreeMap;
+
+use super::axis::pretty_value;
+use super::{Figure, Heatmap, LineChart, Series, SeriesColor, Stroke};
+use crate::fit::{self, FitResult, Form};
+use crate::store::{RunStatus, Store};
+use crate::Error;
+
+/// `(step, value)` series keyed by (metric name, layer).
+pub type SeriesMap = BTreeMap<(String, Option<u32>), Vec<(f64, f64)>>;
+
+/// Every sample of one run, by (name, layer), each series sorted by step.
+pub struct RunData {
+    pub series: SeriesMap,
+}
+
+impl RunData {
+    pub fn load(store: &Store, run_id: &str) -> Result<RunData, Error> {
+        let mut series = SeriesMap::new();
+        store.for_each_metric(run_id, |m| {
+            series
+                .entry((m.name, m.layer))
+                .or_default()
+                .push((m.step as f64, m.value));
+            Ok::<(), Error>(())
+        })?;
+        Ok(RunData { series })
+    }
+
+    pub fn get(&self, name: &str, layer: Option<u32>) -> Option<&[(f64, f64)]> {
+        self.series
+            .get(&(name.to_string(), layer))
+            .map(Vec::as_slice)
+            .filter(|s| !s.is_empty())
+    }
+
+    /// The layers that recorded `name`, in order.
+    pub fn layers(&self, name: &str) -> Vec<u32> {
+        self.series
+            .keys()
+            .filter(|(n, l)| n == name && l.is_some())
+            .filter_map(|(_, l)| *l)
+            .collect()
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.series.keys().any(|(n, _)| n == name)
+    }
+}
+
+fn line(label: &str, points: &[(f64, f64)], color: usize) -> Series {
+    Series {
+        label: label.into(),
+        points: points.to_vec(),
+        color: SeriesColor::Palette(color),
+        ..Series::default()
+    }
+}
+
+/// `train_{what}` (per logged batch), `train_eval_{what}` and `test_{what}` (at evaluations).
+fn train_test_curves(d: &RunData, what: &str, y_log: bool, title: &str) -> Option<Figure> {
+    let mut series = Vec::new();
+    for (prefix, label, color) in [
+        ("train", "train (batch)", 0),
+        ("train_eval", "train (full set)", 2),
+        ("test", "test", 1),
+    ] {
+        if let Some(p) = d.get(&format!("{prefix}_{what}"), None) {
+            let mut s = line(label, p, color);
+            // Markers on the (few) evaluations, not on the per-batch line.
+            s.markers = p.len() <= 40 && prefix != "train";
+            series.push(s);
+        }
+    }
+    (!series.is_empty()).then(|| {
+        Figure::Lines(LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: if what == "acc" { "accuracy" } else { what }.into(),
+            y_log,
+            series,
+            ..LineChart::default()
+        })
+    })
+}
+
+/// Train loss (per step), train-set and test loss (at evaluations), log y.
+pub fn loss_curves(d: &RunData, title: &str) -> Option<Figure> {
+    train_test_curves(d, "loss", true, title)
+}
+
+/// Train and test accuracy (classification tasks).
+pub fn accuracy_curves(d: &RunData, title: &str) -> Option<Figure> {
+    train_test_curves(d, "acc", false, title)
+}
+
+/// A per-layer observable as a layer × step heatmap.
+pub fn layer_heatmap(d: &RunData, name: &str, log: bool, title: &str) -> Option<Figure> {
+    let layers = d.layers(name);
+    let first = d.get(name, layers.first().copied())?;
+    let steps: Vec<f64> = first.iter().map(|p| p.0).collect();
+    let values: Vec<Vec<f64>> = layers
+        .iter()
+        .map(|&l| {
+            let s = d.get(name, Some(l)).unwrap_or(&[]);
+            steps
+                .iter()
+                .map(|st| s.iter().find(|p| p.0 == *st).map_or(f64::NAN, |p| p.1))
+                .collect()
+        })
+        .collect();
+    Some(Figure::Heatmap(Heatmap {
+        title: title.into(),
+        x_label: "step".into(),
+        y_label: "layer".into(),
+        columns: steps.iter().map(|s| format!("{s}")).collect(),
+        rows: layers.iter().map(|l| l.to_string()).collect(),
+        values,
+        color_label: name.into(),
+        log_color: log,
+        annotate: false,
+    }))
+}
+
+/// A per-layer observable over steps, one line per layer (viridis from input to output).
+pub fn layer_lines(d: &RunData, name: &str, log: bool, title: &str) -> Option<Figure> {
+    let layers = d.layers(name);
+    let n = layers.len();
+    let series: Vec<Series> = layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &l)| {
+            d.get(name, Some(l)).map(|p| Series {
+                label: format!("layer {l}"),
+                points: p.to_vec(),
+                color: SeriesColor::Ordered(i, n),
+                ..Series::default()
+            })
+        })
+        .collect();
+    (!series.is_empty()).then(|| {
+        Figure::Lines(LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: name.into(),
+            y_log: log,
+            series,
+            ..LineChart::default()
+        })
+    })
+}
+
+/// The learned activation (a, b, c) and normalization (DyT α, LayerNorm weight/bias)
+/// parameters a run records, in this order.
+pub const LEARNED: [&str; 6] = [
+    "act_a",
+    "act_b",
+    "act_c",
+    "norm_alpha",
+    "norm_weight",
+    "norm_bias",
+];
+
+/// A learned parameter over time, one line per layer (the mean over the layer's neurons);
+/// None unless it moved during training (a fixed parameter is one number, in the spec).
+pub fn learned_param(d: &RunData, name: &str, title: &str) -> Option<Figure> {
+    let moved = d.layers(name).iter().any(|&l| {
+        d.get(name, Some(l))
+            .is_some_and(|p| p.iter().any(|q| q.1 != p[0].1))
+    });
+    if !moved {
+        return None;
+    }
+    let Some(Figure::Lines(mut chart)) = layer_lines(d, name, false, title) else {
+        return None;
+    };
+    chart.y_label = format!("{name} (mean over the layer's neurons)");
+    Some(Figure::Lines(chart))
+}
+
+/// Mean-field `q^l` (the `theory` observable, step 0) against the measured pre-activation second
+/// moment `preact_m2` at the same step, by layer.
+pub fn theory_vs_measured(d: &RunData, title: &str) -> Option<Figure> {
+    let layers = d.layers("q_theory");
+    if layers.is_empty() {
+        return None;
+    }
+    let at0 = |name: &str, l: u32| -> f64 {
+        d.get(name, Some(l))
+            .and_then(|s| s.first())
+            .map_or(f64::NAN, |p| p.1)
+    };
+    let theory: Vec<(f64, f64)> = layers
+        .iter()
+        .map(|&l| (l as f64, at0("q_theory", l)))
+        .collect();
+    let measured: Vec<(f64, f64)> = layers
+        .iter()
+        .map(|&l| (l as f64, at0("preact_m2", l)))
+        .collect();
+    Some(Figure::Lines(LineChart {
+        title: title.into(),
+        x_label: "layer".into(),
+        x_integer: true,
+        y_label: "q = E[z²] at initialization".into(),
+        series: vec![
+            Series {
+                label: "mean-field theory".into(),
+                points: theory,
+                stroke: Stroke::Dashed,
+                color: SeriesColor::Palette(6),
+                ..Series::default()
+            },
+            Series {
+                label: "measured".into(),
+                points: measured,
+                stroke: Stroke::Hidden,
+                color: SeriesColor::Palette(1),
+                ..Series::default()
+            },
+        ],
+        ..LineChart::default()
+    }))
+}
+
+/// The grokking view: total weight norm (left) with test accuracy, or test loss when the task
+/// has none (right).
+pub fn weight_norm_view(d: &RunData, title: &str) -> Option<Figure> {
+    let norm = d.get("weight_norm", None)?;
+    let (name, y2, y2_log) = if d.has("test_acc") {
+        ("test_acc", "test accuracy", false)
+    } else {
+        ("test_loss", "test loss", true)
+    };
+    let other = d.get(name, None)?;
+    Some(Figure::Lines(LineChart {
+        title: title.into(),
+        x_label: "step".into(),
+        // Plain words: the PNG font has no ‖ or θ.
+        y_label: "total weight norm".into(),
+        y2_label: y2.into(),
+        y2_log,
+        series: vec![
+            line("weight norm (left)", norm, 0),
+            Series {
+                secondary: true,
+                ..line(&format!("{y2} (right)"), other, 1)
+            },
+        ],
+        ..LineChart::default()
+    }))
+}
+
+/// One configuration of a sweep: its label and the ids of its seeds' runs.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub label: String,
+    /// Swept key → value, without the seed.
+    pub values: Vec<(String, String)>,
+    pub runs: Vec<String>,
+}
+
+/// The configurations of a sweep in expansion order, seeds grouped.
+pub fn configs(store: &Store, sweep: &str) -> Result<Vec<Config>, Error> {
+    let mut out: Vec<Config> = Vec::new();
+    for (id, vals) in store.sweep_runs(sweep)? {
+        let values: Vec<(String, String)> = vals.into_iter().filter(|(k, _)| k != "seed").collect();
+        match out.iter_mut().find(|c| c.values == values) {
+            Some(c) => c.runs.push(id),
+            None => out.push(Config {
+                label: values
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", short_key(k), pretty_value(v)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                values,
+                runs: vec![id],
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// `optim.lr` → `lr`.
+pub fn short_key(k: &str) -> &str {
+    k.rsplit('.').next().unwrap_or(k)
+}
+
+/// A run's final value of a whole-network metric; NaN for a diverged run (its last value is
+/// the blow-up, not a result) or one that never recorded it.
+pub fn final_value(store: &Store, run_id: &str, metric: &str) -> Result<f64, Error> {
+    match store.run(run_id)? {
+        None => return Ok(f64::NAN),
+        Some(r) if r.status == RunStatus::Diverged => return Ok(f64::NAN),
+        Some(_) => {}
+    }
+    Ok(store
+        .last_values(run_id)?
+        .into_iter()
+        .find(|m| m.name == metric && m.layer.is_none())
+        .map_or(f64::NAN, |m| m.value))
+}
+
+/// Mean and standard error of the mean (n − 1); stderr 0 for one value.
+pub fn mean_stderr(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, (var / n).sqrt())
+}
+
+/// At most `k` configurations spread over the ranking by final `metric` (mean over seeds):
+/// the best, the worst and evenly spaced ones between, in ranking order.
+pub fn spread(
+    store: &Store,
+    configs: &[Config],
+    metric: &str,
+    k: usize,
+) -> Result<Vec<Config>, Error> {
+    if configs.len() <= k {
+        return Ok(configs.to_vec());
+    }
+    let mut ranked: Vec<(f64, &Config)> = Vec::new();
+    for c in configs {
+        let v: Vec<f64> = c
+            .runs
+            .iter()
+            .map(|id| final_value(store, id, metric))
+            .collect::<Result<_, _>>()?;
+        let m = mean_stderr(&v).0;
+        // Configurations where a seed diverged have no final value to rank by: left out.
+        if m.is_finite() {
+            ranked.push((m, c));
+        }
+    }
+    if ranked.len() <= k {
+        return Ok(ranked.into_iter().map(|(_, c)| c.clone()).collect());
+    }
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut picks: Vec<usize> = (0..k)
+        .map(|i| (i as f64 * (ranked.len() - 1) as f64 / (k - 1).max(1) as f64).round() as usize)
+        .collect();
+    picks.dedup();
+    Ok(picks.into_iter().map(|i| ranked[i].1.clone()).collect())
+}
+
+/// A metric over steps for configurations with seeds: mean line and ±stderr band each (steps
+/// every seed recorded; a diverged seed ends its configuration's line).
+pub fn seed_curves(
+    store: &Store,
+    configs: &[Config],
+    metric: &str,
+    title: &str,
+) -> Result<Option<Figure>, Error> {
+    let configs = &spread(store, configs, metric, 8)?;
+    let mut series = Vec::new();
+    for (i, c) in configs.iter().enumerate() {
+        let mut by_step: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+        let mut present = 0;
+        for id in &c.runs {
+            if store.run(id)?.is_none() {
+                continue;
+            }
+            present += 1;
+            for (step, v) in store.series(id, metric, None)? {
+                by_step.entry(step).or_default().push(v);
+            }
+        }
+        let mut points = Vec::new();
+        let mut band = Vec::new();
+        for (step, vals) in by_step.into_iter().filter(|(_, v)| v.len() == present) {
+            let (m, se) = mean_stderr(&vals);
+            points.push((step as f64, m));
+            if present > 1 {
+                band.push((step as f64, m - se, m + se));
+            }
+        }
+        if points.is_empty() {
+            continue;
+        }
+        series.push(Series {
+            label: format!("{} (n={present})", c.label),
+            points,
+            band,
+            color: if configs.len() <= 8 {
+                SeriesColor::Palette(i)
+            } else {
+                SeriesColor::Ordered(i, configs.len())
+            },
+            ..Series::default()
+        });
+    }
+    Ok((!series.is_empty()).then(|| {
+        Figure::Lines(LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: format!("{metric} (mean ± stderr over seeds)"),
+            y_log: metric.contains("loss"),
+            series,
+            ..LineChart::default()
+        })
+    }))
+}
+
+/// Two swept keys → a heatmap of the final metric (mean over seeds); a cell where any seed
+/// diverged is marked instead of averaged.
+pub fn phase_diagram(
+    store: &Store,
+    configs: &[Config],
+    metric: &str,
+    title: &str,
+) -> Result<Option<Figure>, Error> {
+    let Some(first) = configs.first() else {
+        return Ok(None);
+    };
+    if first.values.len() != 2 {
+        return Ok(None);
+    }
+    let (kx, ky) = (first.values[0].0.clone(), first.values[1].0.clone());
+    let mut xs: Vec<String> = Vec::new();
+    let mut ys: Vec<String> = Vec::new();
+    for c in configs {
+        if !xs.contains(&c.values[0].1) {
+            xs.push(c.values[0].1.clone());
+        }
+        if !ys.contains(&c.values[1].1) {
+            ys.push(c.values[1].1.clone());
+        }
+    }
+    let mut values = vec![vec![f64::NAN; xs.len()]; ys.len()];
+    for c in configs {
+        let finals: Vec<f64> = c
+            .runs
+            .iter()
+            .map(|id| final_value(store, id, metric))
+            .collect::<Result<_, _>>()?;
+        let x = xs.iter().position(|v| *v == c.values[0].1).unwrap_or(0);
+        let y = ys.iter().position(|v| *v == c.values[1].1).unwrap_or(0);
+        values[y][x] = if finals.iter().all(|v| v.is_finite()) {
+            mean_stderr(&finals).0
+        } else {
+            f64::NAN
+        };
+    }
+    Ok(Some(Figure::Heatmap(Heatmap {
+        title: title.into(),
+        x_label: kx,
+        y_label: ky,
+        columns: xs.iter().map(|v| pretty_value(v)).collect(),
+        rows: ys.iter().map(|v| pretty_value(v)).collect(),
+        values,
+        color_label: format!("final {metric}   (× = a seed diverged)"),
+        log_color: metric.contains("loss"),
+        annotate: true,
+    })))
+}
+
+/// A scaling plot: the final metric against one numeric swept key on log–log axes, every seed
+/// as a point, with the fitted power law `E + A·x^(−α)` ([`crate::fit`]) and its 95% bootstrap
+/// band. None unless the sweep has exactly one numeric key with at least 3 values.
+pub fn scaling(
+    store: &Store,
+    configs: &[Config],
+    metric: &str,
+    title: &str,
+) -> Result<Option<(Figure, FitResult)>, Error> {
+    if configs.len() < 3 || configs.iter().any(|c| c.values.len() != 1) {
+        return Ok(None);
+    }
+    let key = configs[0].values[0].0.clone();
+    let mut data = fit::Data::default();
+    for c in configs {
+        let Ok(x) = c.values[0].1.parse::<f64>() else {
+            return Ok(None);
+        };
+        for id in &c.runs {
+            let y = final_value(store, id, metric)?;
+            if y.is_finite() && y > 0.0 && x > 0.0 {
+                data.x.push(x);
+                data.y.push(y);
+            }
+        }
+    }
+    let distinct = {
+        let mut v = data.x.clone();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v.len()
+    };
+    if distinct < 3 {
+        return Ok(None);
+    }
+    let opts = fit::Options {
+        bootstrap: 200,
+        ..fit::Options::default()
+    };
+    let result = fit::fit(Form::Power, &data, &opts)?;
+    let (e, a, alpha) = (
+        result.get("E").unwrap_or(f64::NAN),
+        result.get("A").unwrap_or(f64::NAN),
+        result.get("alpha").unwrap_or(f64::NAN),
+    );
+    let (lo, hi) = data
+        .x
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let grid: Vec<f64> = (0..=60)
+        .map(|i| 10f64.powf(lo.log10() + (hi.log10() - lo.log10()) * i as f64 / 60.0))
+        .collect();
+    let curve: Vec<(f64, f64)> = grid.iter().map(|&x| (x, e + a * x.powf(-alpha))).collect();
+    let band: Vec<(f64, f64, f64)> = grid
+        .iter()
+        .filter_map(|&x| {
+            let mut v: Vec<f64> = result
+                .samples
+                .iter()
+                .map(|p| p[0] + p[1] * x.powf(-p[3]))
+                .filter(|v| v.is_finite())
+                .collect();
+            if v.len() < 10 {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            Some((x, q(0.025), q(0.975)))
+        })
+        .collect();
+    let figure = Figure::Lines(LineChart {
+        title: title.into(),
+        x_label: key.clone(),
+        y_label: format!("final {metric}"),
+        x_log: true,
+        y_log: true,
+        series: vec![
+            Series {
+                label: format!(
+                    "fit {} + {}·x^(−{})  (95% bootstrap band)",
+                    super::axis::format_number(e),
+                    super::axis::format_number(a),
+                    super::axis::format_number(alpha)
+                ),
+                points: curve,
+                band,
+                color: SeriesColor::Palette(0),
+                ..Series::default()
+            },
+            Series {
+                label: "runs (each seed)".into(),
+                points: data.x.iter().copied().zip(data.y.iter().copied()).collect(),
+                stroke: Stroke::Hidden,
+                color: SeriesColor::Palette(1),
+                ..Series::default()
+            },
+        ],
+        ..LineChart::default()
+    });
+    Ok(Some((figure, result)))
+}

@@ -1,0 +1,448 @@
+//! `cloudchamber report`: a self-contained static HTML page for a run, or for a sweep an index
+//! page plus one page per run (`runs/<id>.html`). Spec, summary table and figures (inline SVG);
+//! no script and no external request, so it works offline and prints (A4) cleanly.
+
+pub mod html;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::plot::axis::pretty_value;
+use crate::plot::figures::{self, RunData};
+use crate::store::{RunRecord, RunStatus, Store};
+use crate::Error;
+use html::{esc, num};
+
+fn generator() -> String {
+    format!("cloudchamber {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn status_badge(r: &RunRecord) -> String {
+    let s = r.display_status();
+    format!("<span class=\"badge {s}\">{s}</span>")
+}
+
+/// The HTML page of one run. `back` links to the sweep index that lists it.
+pub fn run_page(
+    store: &Store,
+    run: &RunRecord,
+    back: Option<(&str, &str)>,
+) -> Result<String, Error> {
+    let d = RunData::load(store, &run.id)?;
+    let mut b = String::new();
+    if let Some((href, label)) = back {
+        let _ = writeln!(
+            b,
+            "<nav><a href=\"{}\">← {}</a></nav>",
+            esc(href),
+            esc(label)
+        );
+    }
+    let _ = writeln!(
+        b,
+        "<header><div class=\"kind\">run report</div><h1>{} {}</h1><div class=\"meta\"><span>id <code>{}</code></span><span>{} steps</span><span>{}</span><span>started {}</span><span>cloudchamber {}</span></div></header>",
+        esc(&run.name),
+        status_badge(run),
+        esc(&run.id),
+        run.steps.map_or("—".into(), |s| s.to_string()),
+        run.wall_seconds
+            .map_or("—".into(), |w| format!("{w:.1} s of training")),
+        esc(run.started_at.as_deref().unwrap_or(&run.created_at)),
+        esc(&run.tool_version),
+    );
+    if let Some(step) = run.diverged_step {
+        let _ = writeln!(
+            b,
+            "<p class=\"note\">Diverged at step {step}: the loss left the finite range; the curves stop there (× marks the last finite value).</p>"
+        );
+    }
+    if let Some(m) = &run.message {
+        let _ = writeln!(b, "<p class=\"note\">{}</p>", esc(m));
+    }
+
+    // Summary: each whole-network series' final value, and its best for losses and accuracies.
+    b.push_str("<h2>Summary</h2>\n");
+    let mut rows = Vec::new();
+    for ((name, layer), s) in &d.series {
+        if layer.is_some() {
+            continue;
+        }
+        let Some(&(step, last)) = s.last() else {
+            continue;
+        };
+        let finite = s.iter().filter(|p| p.1.is_finite());
+        let best = if name.contains("loss") {
+            finite.min_by(|a, b| a.1.total_cmp(&b.1))
+        } else if name.contains("acc") {
+            finite.max_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            None
+        };
+        rows.push(vec![
+            esc(name),
+            num(last),
+            format!("{step}"),
+            best.map_or(String::new(), |p| num(p.1)),
+            best.map_or(String::new(), |p| format!("{}", p.0)),
+            s.len().to_string(),
+        ]);
+    }
+    b.push_str(&html::table(
+        &[
+            "metric", "#final", "#at step", "#best", "#at step", "#samples",
+        ],
+        &rows,
+    ));
+    let per_layer: Vec<&String> = {
+        let mut v: Vec<&String> = d
+            .series
+            .keys()
+            .filter(|(_, l)| l.is_some())
+            .map(|(n, _)| n)
+            .collect();
+        v.dedup();
+        v
+    };
+    if !per_layer.is_empty() {
+        let names: Vec<String> = per_layer.iter().map(|n| esc(n)).collect();
+        let _ = writeln!(
+            b,
+            "<p class=\"note\">Per-layer observables recorded: {}. Export them with <code>cloudchamber export {}</code>.</p>",
+            names.join(", "),
+            esc(&run.id)
+        );
+    }
+
+    // Figures, each only when the run recorded what it needs.
+    b.push_str("<h2>Figures</h2>\n");
+    let mut any = false;
+    let mut add =
+        |fig: Option<crate::plot::Figure>, caption: &str, b: &mut String| -> Result<(), Error> {
+            if let Some(f) = fig {
+                b.push_str(&html::figure(&f, caption)?);
+                any = true;
+            }
+            Ok(())
+        };
+    add(
+        figures::loss_curves(&d, "Loss"),
+        "<b>Loss.</b> Train loss on each logged batch, and the loss on the full train and test sets at each evaluation (log scale).",
+        &mut b,
+    )?;
+    add(
+        figures::accuracy_curves(&d, "Accuracy"),
+        "<b>Accuracy</b> on the batch, the full train set and the test set.",
+        &mut b,
+    )?;
+    add(
+        figures::weight_norm_view(&d, "Weight norm and generalization"),
+        "<b>Weight norm with test performance</b> (the grokking view): the total parameter norm ‖θ‖ (left axis) against test accuracy, or test loss for regression (right axis).",
+        &mut b,
+    )?;
+    for (name, log, what) in [
+        (
+            "act_std",
+            false,
+            "standard deviation of each hidden layer's activations",
+        ),
+        (
+            "preact_m2",
+            true,
+            "second moment E[z²] of each layer's pre-activations (the mean-field qˡ)",
+        ),
+        (
+            "frac_saturated",
+            false,
+            "fraction of saturated units per layer",
+        ),
+    ] {
+        add(
+            figures::layer_heatmap(&d, name, log, &format!("{name} by layer and step")),
+            &format!("<b>{name}</b>: {what}, layer × step."),
+            &mut b,
+        )?;
+    }
+    for (name, what) in [
+        (
+            "grad_norm",
+            "gradient norm of each layer's weights (before clipping)",
+        ),
+        (
+            "update_ratio",
+            "size of each step's update relative to the weights",
+        ),
+    ] {
+        add(
+            figures::layer_lines(&d, name, true, &format!("{name} by layer")),
+            &format!(
+                "<b>{name}</b>: {what}, one line per layer (dark: input side, light: output side)."
+            ),
+            &mut b,
+        )?;
+    }
+    for name in figures::LEARNED {
+        add(
+            figures::learned_param(&d, name, &format!("Learned {name}")),
+            &format!("<b>Learned {name}</b> over training, mean over each layer's neurons (activation a·φ(x − b) + c; normalization α, weight, bias)."),
+            &mut b,
+        )?;
+    }
+    add(
+        figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
+        "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
+        &mut b,
+    )?;
+    if !any {
+        b.push_str("<p class=\"note\">This run recorded no metrics yet.</p>\n");
+    }
+
+    b.push_str("<h2>Specification</h2>\n<p class=\"note\">The resolved experiment (every default filled in); running it again reproduces this run bit for bit.</p>\n");
+    let _ = writeln!(b, "<pre>{}</pre>", esc(&run.spec_toml));
+    Ok(html::page(
+        &format!("{} — cloudchamber", run.name),
+        &b,
+        &generator(),
+    ))
+}
+
+/// The sweep's index page: status counts, sweep figures and the configuration table with links
+/// to `runs/<id>.html`.
+pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Error> {
+    let configs = figures::configs(store, sweep)?;
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    let mut total = 0;
+    for c in &configs {
+        for id in &c.runs {
+            total += 1;
+            let s = store.run(id)?.map_or("pending", |r| r.display_status());
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some(e) => e.1 += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+    }
+    let mut b = String::new();
+    let keys: Vec<String> = configs
+        .first()
+        .map(|c| c.values.iter().map(|(k, _)| k.clone()).collect())
+        .unwrap_or_default();
+    let seeds = configs.iter().map(|c| c.runs.len()).max().unwrap_or(0);
+    let _ = writeln!(
+        b,
+        "<header><div class=\"kind\">sweep report</div><h1>{}</h1><div class=\"meta\"><span>{} configurations × up to {seeds} seeds = {total} runs</span><span>swept: {}</span><span>{}</span></div></header>",
+        esc(sweep),
+        configs.len(),
+        esc(&keys.join(", ")),
+        counts
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+
+    b.push_str("<h2>Figures</h2>\n");
+    if let Some(f) = figures::phase_diagram(
+        store,
+        &configs,
+        metric,
+        &format!("Phase diagram: final {metric}"),
+    )? {
+        b.push_str(&html::figure(
+            &f,
+            &format!("<b>Phase diagram.</b> Final {} (mean over seeds) for each pair of swept values; a grey cell with × is a configuration where at least one seed diverged.", esc(metric)),
+        )?);
+    }
+    if let Some((f, fit)) = figures::scaling(
+        store,
+        &configs,
+        metric,
+        &format!("Scaling of final {metric}"),
+    )? {
+        b.push_str(&html::figure(
+            &f,
+            &format!("<b>Scaling.</b> Final {} of every seed against the swept value (log–log), with the power law E + A·x<sup>−α</sup> fitted by Huber loss in log space (cloudchamber fit) and its 95% bootstrap band ({} resamples).", esc(metric), fit.bootstrap),
+        )?);
+        let rows: Vec<Vec<String>> = fit
+            .params
+            .iter()
+            .map(|e| {
+                vec![
+                    esc(&e.name),
+                    num(e.value),
+                    e.stderr.map_or("—".into(), num),
+                    e.ci95
+                        .map_or("—".into(), |c| format!("[{}, {}]", num(c[0]), num(c[1]))),
+                ]
+            })
+            .collect();
+        b.push_str(&html::table(
+            &[
+                "parameter",
+                "#estimate",
+                "#bootstrap stderr",
+                "#95% interval",
+            ],
+            &rows,
+        ));
+    }
+    if let Some(f) =
+        figures::seed_curves(store, &configs, metric, &format!("{metric} over training"))?
+    {
+        let note = if configs.len() > 8 {
+            " Eight configurations spread over the ranking by final value (best to worst) are shown."
+        } else {
+            ""
+        };
+        b.push_str(&html::figure(
+            &f,
+            &format!("<b>Training curves.</b> {} per configuration: mean over seeds with a ±1 standard error band.{note}", esc(metric)),
+        )?);
+    }
+
+    b.push_str("<h2>Configurations</h2>\n");
+    let mut head: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+    head.extend([
+        format!("#final {metric}"),
+        "#± stderr".into(),
+        "#seeds".into(),
+        "runs".into(),
+    ]);
+    let head_refs: Vec<&str> = head.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    for c in &configs {
+        let mut finals = Vec::new();
+        let mut links = Vec::new();
+        for id in &c.runs {
+            let run = store.run(id)?;
+            let v = figures::final_value(store, id, metric)?;
+            if v.is_finite() {
+                finals.push(v);
+            }
+            let short = &id[..id.len().min(8)];
+            links.push(match &run {
+                Some(r) => format!(
+                    "<a href=\"runs/{}.html\">{}</a>&nbsp;<span class=\"badge {}\">{}</span>",
+                    esc(id),
+                    esc(short),
+                    r.display_status(),
+                    r.display_status()
+                ),
+                None => format!(
+                    "{}&nbsp;<span class=\"badge pending\">pending</span>",
+                    esc(short)
+                ),
+            });
+        }
+        let (m, se) = if finals.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            figures::mean_stderr(&finals)
+        };
+        let mut row: Vec<String> = c
+            .values
+            .iter()
+            .map(|(_, v)| {
+                format!(
+                    "<span title=\"{}\">{}</span>",
+                    esc(v),
+                    esc(&pretty_value(v))
+                )
+            })
+            .collect();
+        row.extend([
+            num(m),
+            if finals.len() > 1 {
+                num(se)
+            } else {
+                "—".into()
+            },
+            format!("{}/{}", finals.len(), c.runs.len()),
+            links.join(" "),
+        ]);
+        rows.push(row);
+    }
+    b.push_str(&html::table(&head_refs, &rows));
+    let _ = writeln!(
+        b,
+        "<p class=\"note\">Final {} averages the seeds that ended with a finite value (diverged runs are counted in “seeds” as missing). Export every sample with <code>cloudchamber export --sweep {} --format parquet -o {}.parquet</code>.</p>",
+        esc(metric),
+        esc(sweep),
+        esc(sweep)
+    );
+    Ok(html::page(
+        &format!("{sweep} — cloudchamber sweep"),
+        &b,
+        &generator(),
+    ))
+}
+
+/// What a report covers.
+pub enum Target {
+    Run(Box<RunRecord>),
+    Sweep(String),
+}
+
+/// Resolves `query` to a sweep (by exact name) or else a run.
+pub fn target(store: &Store, query: &str) -> Result<Target, Error> {
+    if store.sweeps()?.iter().any(|s| s == query) {
+        return Ok(Target::Sweep(query.to_string()));
+    }
+    Ok(Target::Run(Box::new(store.resolve(query)?)))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), Error> {
+    fs::write(path, text).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Writes the report into `dir` (created if needed); returns the path of its entry page
+/// (`index.html`) and the number of pages written.
+pub fn write_report(
+    store: &Store,
+    target: &Target,
+    dir: &Path,
+    metric: &str,
+) -> Result<(PathBuf, usize), Error> {
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let index = dir.join("index.html");
+    match target {
+        Target::Run(run) => {
+            write(&index, &run_page(store, run, None)?)?;
+            Ok((index, 1))
+        }
+        Target::Sweep(name) => {
+            let runs_dir = dir.join("runs");
+            fs::create_dir_all(&runs_dir).map_err(|source| Error::Io {
+                path: runs_dir.clone(),
+                source,
+            })?;
+            let mut pages = 1;
+            for (id, _) in store.sweep_runs(name)? {
+                if let Some(run) = store.run(&id)? {
+                    let back = format!("sweep {name}");
+                    write(
+                        &runs_dir.join(format!("{id}.html")),
+                        &run_page(store, &run, Some(("../index.html", &back)))?,
+                    )?;
+                    pages += 1;
+                }
+            }
+            write(&index, &sweep_page(store, name, metric)?)?;
+            Ok((index, pages))
+        }
+    }
+}
+
+/// Whether a run ended (a report of a running run is a snapshot).
+pub fn finished(r: &RunRecord) -> bool {
+    matches!(
+        r.status,
+        RunStatus::Completed | RunStatus::Diverged | RunStatus::Failed
+    )
+}
