@@ -168,6 +168,18 @@ fn broken_power_recovers_noise_free_parameters() {
         let v = r.get(name).unwrap();
         assert!(rel(v, t) < 1e-6, "{name}: {v} vs {t} ({r:?})");
     }
+    // The fitted law reproduces the points.
+    let mut p = [0.0; 7];
+    for (k, name) in ["E", "A", "B", "alpha", "beta", "x_break", "smoothness"]
+        .iter()
+        .enumerate()
+    {
+        p[k] = r.get(name).unwrap_or(0.0);
+    }
+    for (x, y) in data.x.iter().zip(&data.y) {
+        let l = cloudchamber::fit::law(Form::BrokenPower, &p, *x, 0.0);
+        assert!(rel(l, *y) < 1e-6, "{x}: {l} vs {y}");
+    }
     // Fixing the bend width leaves the rest recoverable.
     let opts = Options {
         fixed: vec![("smoothness".into(), 0.5)],

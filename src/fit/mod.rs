@@ -186,10 +186,10 @@ pub struct FitResult {
     pub bootstrap: usize,
     /// Resamples whose fit did not end at a finite loss (left out of the statistics).
     pub bootstrap_failed: usize,
-    /// The bootstrap fits in natural units, `[E, A, B, alpha, beta]` each (B, beta unused by the
-    /// one-input forms): for prediction bands.
+    /// The bootstrap fits in natural units, `[E, A, B, alpha, beta, x_break, smoothness]` each
+    /// (unused slots are 0): for prediction bands through [`law`].
     #[serde(skip)]
-    pub samples: Vec<[f64; 5]>,
+    pub samples: Vec<[f64; SLOTS]>,
 }
 
 impl FitResult {
@@ -294,6 +294,19 @@ impl Problem<'_> {
 
     fn solve(&self, z0: &[f64], opts: &LbfgsOptions) -> LbfgsResult {
         minimize(|z, g| self.value_grad(z, g), z0, opts)
+    }
+}
+
+/// The law of `form` at `(x, d)` for natural-unit parameters `p` (as in
+/// [`FitResult::samples`]); `d` is used by `chinchilla` only.
+pub fn law(form: Form, p: &[f64; SLOTS], x: f64, d: f64) -> f64 {
+    match form {
+        Form::Power | Form::LearningCurve => p[E] + p[A] * x.powf(-p[ALPHA]),
+        Form::Chinchilla => p[E] + p[A] * x.powf(-p[ALPHA]) + p[B] * d.powf(-p[BETA]),
+        Form::BrokenPower => {
+            let bend = (1.0 + (x / p[XB]).powf(1.0 / p[S])).powf(-(p[BETA] - p[ALPHA]) * p[S]);
+            p[E] + p[A] * x.powf(-p[ALPHA]) * bend
+        }
     }
 }
 

@@ -520,7 +520,7 @@ pub fn scaling(
             let mut v: Vec<f64> = result
                 .samples
                 .iter()
-                .map(|p| p[0] + p[1] * x.powf(-p[3]))
+                .map(|p| fit::law(Form::Power, p, x, 0.0))
                 .filter(|v| v.is_finite())
                 .collect();
             if v.len() < 10 {
