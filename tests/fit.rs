@@ -364,6 +364,12 @@ seeds = 2
         }
         assert!(v["loss"].as_f64().unwrap().is_finite());
         assert!(v["source"].as_str().unwrap().contains("10 runs"), "{v}");
+        // The figure: the law with its band, and the points.
+        let svg = dir.path().join("fit.svg");
+        fit(&["--x", "model.params", "--plot", svg.to_str().unwrap()]);
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
+        assert!(text.contains("95% bootstrap band") && text.contains("model.params"));
         // Every run as a point; an expression of keys as x.
         let v = fit(&["--seeds", "all", "--x", "model.width*2"]);
         let xs: Vec<f64> = v["points"]

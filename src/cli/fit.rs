@@ -69,6 +69,10 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also draw the fit to this file (.svg, or .png): points, the law and its 95% bootstrap
+    /// band on log–log axes (chinchilla: measured against fitted loss).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
 }
 
 fn invalid(what: &str, message: String, hint: &str) -> Error {
@@ -240,6 +244,21 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         ..Options::default()
     };
     let r = fit::fit(form, &data, &opts)?;
+    if let Some(path) = &a.plot {
+        use cloudchamber::plot::{figures, Format};
+        let format = match path.extension().and_then(|e| e.to_str()) {
+            Some("png") => Format::Png,
+            _ => Format::Svg,
+        };
+        let x_label = match (&a.run, &a.x) {
+            (Some(_), _) => "step".to_string(),
+            (None, Some(x)) => x.clone(),
+            (None, None) => "x".to_string(),
+        };
+        let y_label = a.y.clone().unwrap_or_else(|| "test_loss".into());
+        figures::fit_figure(form, &data, &r, &x_label, &y_label).save(path, format)?;
+        eprintln!("wrote {}", path.display());
+    }
     if a.json {
         let mut v = serde_json::to_value(&r).map_err(|e| invalid("json", e.to_string(), ""))?;
         v["source"] = source.into();

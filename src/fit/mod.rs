@@ -39,7 +39,8 @@ const ALPHA: usize = 3;
 const BETA: usize = 4;
 const XB: usize = 5;
 const S: usize = 6;
-const SLOTS: usize = 7;
+/// Parameter slots of [`law`] and [`FitResult::samples`]: E, A, B, alpha, beta, x_break, smoothness.
+pub const SLOTS: usize = 7;
 const NAMES: [&str; SLOTS] = ["E", "A", "B", "alpha", "beta", "x_break", "smoothness"];
 
 /// Slots fitted as logarithms (positive parameters); the exponents are fitted as they are.
@@ -193,6 +194,12 @@ pub struct FitResult {
 }
 
 impl FitResult {
+    /// The fitted parameters in natural units, in the slots of [`law`] (0 where the form has
+    /// none).
+    pub fn natural_params(&self) -> [f64; SLOTS] {
+        std::array::from_fn(|k| self.get(NAMES[k]).unwrap_or(0.0))
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         self.params
             .iter()

@@ -562,3 +562,130 @@ pub fn scaling(
     });
     Ok(Some((figure, result)))
 }
+
+/// The figure of a fit (`cloudchamber fit --plot`): for one-input forms the points, the fitted
+/// law and its 95% bootstrap band on log–log axes; for `chinchilla` (two inputs) each point's
+/// measured loss against the fitted one, beside the line y = x.
+pub fn fit_figure(
+    form: Form,
+    data: &fit::Data,
+    r: &FitResult,
+    x_label: &str,
+    y_label: &str,
+) -> Figure {
+    let p = r.natural_params();
+    let title = format!("{} fit of {} points", form_name(form), data.y.len());
+    if form.two_inputs() {
+        let pred: Vec<(f64, f64)> = data
+            .x
+            .iter()
+            .zip(&data.d)
+            .zip(&data.y)
+            .map(|((x, d), y)| (fit::law(form, &p, *x, *d), *y))
+            .collect();
+        let (lo, hi) = pred
+            .iter()
+            .flat_map(|(a, b)| [*a, *b])
+            .fold((f64::INFINITY, 0.0f64), |(l, h), v| (l.min(v), h.max(v)));
+        return Figure::Lines(LineChart {
+            title,
+            x_label: format!("fitted {y_label}"),
+            y_label: format!("measured {y_label}"),
+            // Losses near E span well under a decade: linear axes show the scatter.
+            x_log: false,
+            y_log: false,
+            series: vec![
+                Series {
+                    label: "y = x".into(),
+                    points: vec![(lo, lo), (hi, hi)],
+                    stroke: Stroke::Dashed,
+                    color: SeriesColor::Palette(0),
+                    ..Series::default()
+                },
+                Series {
+                    label: "points".into(),
+                    points: sorted(pred),
+                    stroke: Stroke::Hidden,
+                    color: SeriesColor::Palette(1),
+                    ..Series::default()
+                },
+            ],
+            ..LineChart::default()
+        });
+    }
+    let (lo, hi) = data
+        .x
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let grid: Vec<f64> = (0..=80)
+        .map(|i| 10f64.powf(lo.log10() + (hi.log10() - lo.log10()) * i as f64 / 80.0))
+        .collect();
+    let band: Vec<(f64, f64, f64)> = grid
+        .iter()
+        .filter_map(|&x| {
+            let mut v: Vec<f64> = r
+                .samples
+                .iter()
+                .map(|s| fit::law(form, s, x, 0.0))
+                .filter(|v| v.is_finite())
+                .collect();
+            if v.len() < 10 {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            Some((x, q(0.025), q(0.975)))
+        })
+        .collect();
+    let label = r
+        .params
+        .iter()
+        .map(|e| format!("{} = {}", e.name, super::axis::format_number(e.value)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Figure::Lines(LineChart {
+        title,
+        x_label: x_label.into(),
+        y_label: y_label.into(),
+        x_log: true,
+        y_log: true,
+        series: vec![
+            Series {
+                label: if band.is_empty() {
+                    format!("fit: {label}")
+                } else {
+                    format!("fit: {label} (95% bootstrap band)")
+                },
+                points: grid
+                    .iter()
+                    .map(|&x| (x, fit::law(form, &p, x, 0.0)))
+                    .collect(),
+                band,
+                color: SeriesColor::Palette(0),
+                ..Series::default()
+            },
+            Series {
+                label: "points".into(),
+                points: sorted(data.x.iter().copied().zip(data.y.iter().copied()).collect()),
+                stroke: Stroke::Hidden,
+                color: SeriesColor::Palette(1),
+                ..Series::default()
+            },
+        ],
+        ..LineChart::default()
+    })
+}
+
+fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+fn form_name(form: Form) -> &'static str {
+    match form {
+        Form::Power => "power",
+        Form::LearningCurve => "learning_curve",
+        Form::Chinchilla => "chinchilla",
+        Form::BrokenPower => "broken_power",
+    }
+}
