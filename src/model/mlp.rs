@@ -9,10 +9,10 @@ use crate::engine::ops::{self, Op};
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, InitParams};
-use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams, NormPosition};
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::spec::{ActParamSpec, Granularity, ModelSpec, Trainable};
 
-use super::{Param, Role};
+use super::{NormIdx, Param, Role};
 
 /// Indices into [`Mlp::params`] for one hidden layer.
 #[derive(Clone, Debug, Default)]
@@ -21,9 +21,7 @@ pub struct HiddenParams {
     pub bias: Option<usize>,
     /// a, b, c of the biased form; `None` when the activation is plain.
     pub act: Option<[usize; 3]>,
-    pub norm_weight: Option<usize>,
-    pub norm_bias: Option<usize>,
-    pub norm_alpha: Option<usize>,
+    pub norm: NormIdx,
     pub running: Option<[usize; 2]>,
 }
 
@@ -178,37 +176,13 @@ impl<F: Float> Mlp<F> {
                 hp.act = Some(idx);
             }
             if spec.norm != Norm::None {
-                let nw = Param::new(
-                    format!("layers.{l}.norm.weight"),
-                    vec![width],
-                    vec![F::one(); width],
+                hp.norm = NormIdx::push(
+                    &mut params,
+                    spec.norm,
+                    &format!("layers.{l}.norm"),
                     l,
-                    Role::NormWeight,
-                    true,
+                    width,
                 );
-                hp.norm_weight = Some(push(&mut params, nw));
-                if spec.norm.has_bias() {
-                    let nb = Param::new(
-                        format!("layers.{l}.norm.bias"),
-                        vec![width],
-                        vec![F::zero(); width],
-                        l,
-                        Role::NormBias,
-                        true,
-                    );
-                    hp.norm_bias = Some(push(&mut params, nb));
-                }
-                if spec.norm.has_alpha() {
-                    let na = Param::new(
-                        format!("layers.{l}.norm.alpha"),
-                        vec![1],
-                        vec![F::of(norm::DYT_ALPHA_INIT)],
-                        l,
-                        Role::NormAlpha,
-                        true,
-                    );
-                    hp.norm_alpha = Some(push(&mut params, na));
-                }
                 if spec.norm.has_running_stats() {
                     let rm = Param::new(
                         format!("layers.{l}.norm.running_mean"),
@@ -527,13 +501,12 @@ impl<F: Float> Mlp<F> {
             let (done, rest) = self.bufs.split_at_mut(l);
             let buf = &mut rest[0];
             if post_norm {
-                norm_backward(
+                hp.norm.backward(
                     self.norm,
                     width,
+                    &mut self.params,
                     &buf.act[..n],
                     g,
-                    &mut self.params,
-                    &hp,
                     &buf.cache,
                 );
             }
@@ -578,13 +551,12 @@ impl<F: Float> Mlp<F> {
                 activation::backward_input(g, &buf.slope[..n]);
             }
             if pre_norm {
-                norm_backward(
+                hp.norm.backward(
                     self.norm,
                     width,
+                    &mut self.params,
                     &buf.pre[..n],
                     g,
-                    &mut self.params,
-                    &hp,
                     &buf.cache,
                 );
             }
@@ -652,7 +624,7 @@ fn norm_forward<F: Float>(
     cache: &mut NormCache<F>,
 ) {
     let mut running = take_running(params, hp);
-    let np = norm_params(params, hp);
+    let np = hp.norm.params(params);
     let stats = running
         .as_mut()
         .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
@@ -686,17 +658,6 @@ fn act_len(p: &ActParamSpec, width: usize) -> usize {
     }
 }
 
-fn norm_params<'a, F: Float>(params: &'a [Param<F>], hp: &HiddenParams) -> NormParams<'a, F> {
-    NormParams {
-        weight: hp
-            .norm_weight
-            .map(|i| params[i].value.as_slice())
-            .unwrap_or(&[]),
-        bias: hp.norm_bias.map(|i| params[i].value.as_slice()),
-        alpha: hp.norm_alpha.map(|i| params[i].value[0]),
-    }
-}
-
 /// BatchNorm running statistics moved out of the parameter list for the duration of a forward
 /// pass (a move, not an allocation), so the norm can read its weights while updating them.
 fn take_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams) -> Option<(Vec<F>, Vec<F>)> {
@@ -715,40 +676,5 @@ fn put_running<F: Float>(
     if let (Some([m, v]), Some((mean, var))) = (hp.running, running) {
         params[m].value = mean;
         params[v].value = var;
-    }
-}
-
-/// Norm backward with the parameter gradients moved out and back (a move, not an allocation).
-fn norm_backward<F: Float>(
-    norm: Norm,
-    width: usize,
-    x: &[F],
-    g: &mut [F],
-    params: &mut [Param<F>],
-    hp: &HiddenParams,
-    cache: &NormCache<F>,
-) {
-    let take =
-        |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
-    let mut gw = take(params, hp.norm_weight).unwrap_or_default();
-    let mut gb = take(params, hp.norm_bias);
-    let mut galpha = hp.norm_alpha.map(|_| F::zero());
-    {
-        let np = norm_params(params, hp);
-        let grads = NormGrads {
-            weight: &mut gw,
-            bias: gb.as_deref_mut(),
-            alpha: galpha.as_mut(),
-        };
-        norm::backward(norm, width, x, g, &np, grads, cache);
-    }
-    if let Some(i) = hp.norm_weight {
-        params[i].grad = gw;
-    }
-    if let (Some(i), Some(gb)) = (hp.norm_bias, gb) {
-        params[i].grad = gb;
-    }
-    if let (Some(i), Some(ga)) = (hp.norm_alpha, galpha) {
-        params[i].grad[0] += ga;
     }
 }
