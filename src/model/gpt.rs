@@ -33,7 +33,7 @@ use crate::nn::init::{self, FanMode, Init, InitParams};
 use crate::nn::norm::{self, Mode, Norm, NormCache};
 use crate::spec::{BiasedActSpec, Granularity, Trainable};
 
-use super::{Param, Role};
+use super::{act_params_backward, broadcast_act_params, Param, Role};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -792,14 +792,7 @@ impl<F: Float> Gpt<F> {
             // a·f(u − b) + c, with its slope.
             let biased = match bi.act {
                 Some(idx) => {
-                    for (k, &i) in idx.iter().enumerate() {
-                        let v = &params[i].value;
-                        if v.len() == 1 {
-                            buf.abc[k].fill(v[0]);
-                        } else {
-                            buf.abc[k].copy_from_slice(v);
-                        }
-                    }
+                    broadcast_act_params(params, idx, &mut buf.abc);
                     true
                 }
                 None => false,
@@ -991,31 +984,15 @@ impl<F: Float> Gpt<F> {
                     abc_grad,
                     ..
                 } = &mut *buf;
-                for v in abc_grad.iter_mut() {
-                    v.fill(F::zero());
-                }
-                let learned = [0, 1, 2].map(|k| params[idx[k]].trainable);
-                let [g_a, g_b, g_c] = abc_grad;
-                activation::backward_params(
+                act_params_backward(
+                    params,
+                    idx,
                     m,
                     gm,
                     &slope[..bt * m],
                     (!fu.is_empty()).then(|| &fu[..bt * m]),
-                    learned[0].then_some(g_a.as_mut_slice()),
-                    learned[1].then_some(g_b.as_mut_slice()),
-                    learned[2].then_some(g_c.as_mut_slice()),
+                    abc_grad,
                 );
-                for k in 0..3 {
-                    let p = &mut params[idx[k]];
-                    if !p.trainable {
-                        continue;
-                    }
-                    if p.grad.len() == 1 {
-                        p.grad[0] = abc_grad[k].iter().copied().sum();
-                    } else {
-                        p.grad.copy_from_slice(&abc_grad[k]);
-                    }
-                }
             }
             activation::backward_input(gm, &buf.slope[..bt * m]);
             // fc1: gb = ∂L/∂(mlp input).

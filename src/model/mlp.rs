@@ -12,7 +12,7 @@ use crate::nn::init::{self, InitParams};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::spec::{ActParamSpec, Granularity, ModelSpec, Trainable};
 
-use super::{NormIdx, Param, Role};
+use super::{act_params_backward, broadcast_act_params, NormIdx, Param, Role};
 
 /// Indices into [`Mlp::params`] for one hidden layer.
 #[derive(Clone, Debug, Default)]
@@ -358,14 +358,7 @@ impl<F: Float> Mlp<F> {
             // Activation a·f(u − b) + c, fused with its slope.
             let biased = match hp.act {
                 Some(idx) => {
-                    for k in 0..3 {
-                        let v = &self.params[idx[k]].value;
-                        if v.len() == 1 {
-                            buf.abc[k].fill(v[0]);
-                        } else {
-                            buf.abc[k].copy_from_slice(v);
-                        }
-                    }
+                    broadcast_act_params(&self.params, idx, &mut buf.abc);
                     true
                 }
                 None => false,
@@ -518,32 +511,16 @@ impl<F: Float> Mlp<F> {
                     abc_grad,
                     ..
                 } = buf;
-                for v in abc_grad.iter_mut() {
-                    v.fill(F::zero());
-                }
-                let learned = |k: usize| self.params[idx[k]].trainable;
-                let [ga, gb, gc] = abc_grad;
                 let fu_opt = if fu.is_empty() { None } else { Some(&fu[..n]) };
-                activation::backward_params(
+                act_params_backward(
+                    &mut self.params,
+                    idx,
                     width,
                     g,
                     &slope[..n],
                     fu_opt,
-                    learned(0).then_some(ga.as_mut_slice()),
-                    learned(1).then_some(gb.as_mut_slice()),
-                    learned(2).then_some(gc.as_mut_slice()),
+                    abc_grad,
                 );
-                for k in 0..3 {
-                    let p = &mut self.params[idx[k]];
-                    if !p.trainable {
-                        continue;
-                    }
-                    if p.grad.len() == 1 {
-                        p.grad[0] = abc_grad[k].iter().copied().sum();
-                    } else {
-                        p.grad.copy_from_slice(&abc_grad[k]);
-                    }
-                }
             }
             if self.slope_from_output {
                 activation::backward_from_output(self.activation, g, &buf.act[..n]);

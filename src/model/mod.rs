@@ -7,6 +7,7 @@ pub use gpt::Gpt;
 pub use mlp::Mlp;
 
 use crate::engine::Float;
+use crate::nn::activation;
 use crate::nn::norm::{self, Norm, NormCache, NormGrads, NormParams};
 
 /// What a parameter is, for optimizers (weight decay), observables and export names.
@@ -164,6 +165,62 @@ impl NormIdx {
         }
         if let (Some(i), Some(ga)) = (self.alpha, galpha) {
             params[i].grad[0] += ga;
+        }
+    }
+}
+
+/// Copies a biased activation's `a, b, c` (the parameters at `idx`) into `abc`, one value per
+/// column (a per-layer scalar fills its whole row): what the fused forward pass reads.
+pub(crate) fn broadcast_act_params<F: Float>(
+    params: &[Param<F>],
+    idx: [usize; 3],
+    abc: &mut [Vec<F>; 3],
+) {
+    for (k, &i) in idx.iter().enumerate() {
+        let v = &params[i].value;
+        if v.len() == 1 {
+            abc[k].fill(v[0]);
+        } else {
+            abc[k].copy_from_slice(v);
+        }
+    }
+}
+
+/// Gradients of a biased activation's trainable `a, b, c` (the parameters at `idx`) from
+/// `g = ∂L/∂h: [rows, width]`, the forward pass's `slope` and `fu = f(u − b)` (`None` when not
+/// kept). `abc_grad` holds the per-column sums; a per-layer scalar gets their total.
+pub(crate) fn act_params_backward<F: Float>(
+    params: &mut [Param<F>],
+    idx: [usize; 3],
+    width: usize,
+    g: &[F],
+    slope: &[F],
+    fu: Option<&[F]>,
+    abc_grad: &mut [Vec<F>; 3],
+) {
+    for v in abc_grad.iter_mut() {
+        v.fill(F::zero());
+    }
+    let learned = idx.map(|i| params[i].trainable);
+    let [g_a, g_b, g_c] = &mut *abc_grad;
+    activation::backward_params(
+        width,
+        g,
+        slope,
+        fu,
+        learned[0].then_some(g_a.as_mut_slice()),
+        learned[1].then_some(g_b.as_mut_slice()),
+        learned[2].then_some(g_c.as_mut_slice()),
+    );
+    for k in 0..3 {
+        let p = &mut params[idx[k]];
+        if !p.trainable {
+            continue;
+        }
+        if p.grad.len() == 1 {
+            p.grad[0] = abc_grad[k].iter().copied().sum();
+        } else {
+            p.grad.copy_from_slice(&abc_grad[k]);
         }
     }
 }
