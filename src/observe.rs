@@ -43,7 +43,8 @@ pub trait Observable<F: Float> {
     fn observe(&self, ctx: &Ctx<'_, F>, out: &mut Vec<MetricRow>);
 }
 
-fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> MetricRow {
+/// One tidy row: `layer` `None` for a whole-model value.
+pub(crate) fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> MetricRow {
     MetricRow {
         step,
         layer: layer.map(|l| l as u32),

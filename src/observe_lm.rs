@@ -8,6 +8,7 @@
 
 use crate::engine::{ops, Float};
 use crate::model::{Gpt, Role};
+use crate::observe::row;
 use crate::store::MetricRow;
 
 /// The names of every LM observable, in recording order (valid `observe.observables` with
@@ -33,15 +34,6 @@ pub struct LmCtx<'a, F> {
     pub before: &'a [Vec<F>],
     pub lr: f64,
     pub clip_coef: f64,
-}
-
-fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> MetricRow {
-    MetricRow {
-        step,
-        layer: layer.map(|l| l as u32),
-        name: name.to_string(),
-        value,
-    }
 }
 
 /// The group of a parameter: `Some(layer)` or `None` for the embeddings.

@@ -442,10 +442,7 @@ impl Store {
         let host = hostname();
         let proc_start = proc_identity(pid);
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, e))?;
+        let tx = self.write_tx()?;
         let old = tx
             .query_row(
                 &format!("SELECT rid, {RUN_COLUMNS} FROM runs WHERE id = ?1"),
@@ -515,10 +512,7 @@ impl Store {
     pub fn append_metrics(&mut self, run_id: &str, rows: &[MetricRow]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |e| sql_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = self.write_tx()?;
         let rid: i64 = tx
             .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
             .optional()
@@ -649,10 +643,7 @@ impl Store {
         runs: &[(String, Vec<(String, String)>)],
     ) -> Result<(), StoreError> {
         let p = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&p, e))?;
+        let tx = self.write_tx()?;
         tx.execute(
             &format!(
                 "INSERT INTO sweeps (name, path, text, created_at, updated_at) VALUES (?1, ?2, ?3, {NOW}, {NOW})
@@ -890,10 +881,7 @@ impl Store {
     ) -> Result<Import, StoreError> {
         let path = self.path.clone();
         let e = |e| sql_err(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = self.write_tx()?;
         let version: Option<String> = tx
             .query_row(
                 "SELECT value FROM shard.meta WHERE key = 'schema_version'",
@@ -1144,12 +1132,18 @@ impl Store {
             })
     }
 
+    /// A transaction that takes the write lock when it begins (`BEGIN IMMEDIATE`), so writers
+    /// queue on the busy timeout instead of failing to upgrade a read lock.
+    fn write_tx(&mut self) -> Result<rusqlite::Transaction<'_>, StoreError> {
+        let path = &self.path;
+        self.conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| sql_err(path, e))
+    }
+
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| sql_err(&path, e))?;
+        let tx = self.write_tx()?;
         // Re-read under the write lock: another process may have migrated meanwhile.
         let has_meta: i64 = tx
             .query_row(

@@ -8,12 +8,12 @@ use crate::checkpoint;
 use crate::engine::{Float, Rng};
 use crate::error::Error;
 use crate::interop;
-use crate::model::Mlp;
+use crate::model::{Mlp, Param};
 use crate::nn::loss::{self, LossValue};
 use crate::nn::norm::Mode;
 use crate::observe::{self, Ctx};
 use crate::optim::{self, Hyper, OptimState};
-use crate::spec::{BatchSize, Dtype, LossKind, Spec};
+use crate::spec::{BatchSize, Dtype, LossKind, OptimSpec, Spec, TrainSpec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
 use crate::theory::curvature::Sharpness;
@@ -126,16 +126,9 @@ fn train_typed<F: Float>(
     let (in_dim, out_dim) = (data.input_dim(), data.output_dim());
     let n = train_set.rows;
     if n == 0 {
-        return Err(Error::Invalid {
-            what: "task".into(),
-            message: "the training set is empty".into(),
-            hint: "check the task's size settings or data file".into(),
-        });
+        return Err(empty_training_set());
     }
-    let batch = match tr.batch_size {
-        BatchSize::Full => n,
-        BatchSize::Size(b) => b.min(n),
-    };
+    let batch = batch_rows(tr, n);
 
     let mut model = Mlp::<F>::new(
         &spec.model,
@@ -151,14 +144,7 @@ fn train_typed<F: Float>(
         interop::save_dataset(data, &dir.join("data.safetensors"))?;
     }
     let mut opt = OptimState::new(&model.params, opt_spec.optimizer);
-    let hyper = Hyper {
-        optimizer: opt_spec.optimizer,
-        momentum: opt_spec.momentum,
-        beta1: opt_spec.betas[0],
-        beta2: opt_spec.betas[1],
-        eps: opt_spec.eps,
-        weight_decay: opt_spec.weight_decay.unwrap_or(0.0),
-    };
+    let hyper = hyper(opt_spec);
     let observables = observe::registry::<F>(obs_spec.observables.as_deref().unwrap_or(&[]));
 
     // Preallocated: the batch, the pre-update snapshot, the metric rows.
@@ -182,15 +168,7 @@ fn train_typed<F: Float>(
     let run_id = spec.run_id();
     let ckpt_path = artifacts.map(|d| d.join(checkpoint::FILE));
     if let (true, Some(path)) = (resume, &ckpt_path) {
-        if path.exists() {
-            let st = checkpoint::load(path, &mut model.params, &mut opt, &mut order)?;
-            if st.run_id != run_id {
-                return Err(Error::Invalid {
-                    what: path.display().to_string(),
-                    message: format!("the checkpoint belongs to run {}, not {run_id}", st.run_id),
-                    hint: "run with --force to start over".into(),
-                });
-            }
+        if let Some(st) = resume_from(path, &run_id, &mut model.params, &mut opt, &mut order)? {
             steps_done = st.step;
             cursor = st.cursor;
             order_rng = st.order_rng;
@@ -203,8 +181,6 @@ fn train_typed<F: Float>(
     macro_rules! save_checkpoint {
         () => {
             if let Some(path) = &ckpt_path {
-                sink.write(&rows)?;
-                rows.clear();
                 let state = checkpoint::State {
                     run_id: run_id.clone(),
                     step: steps_done,
@@ -214,7 +190,7 @@ fn train_typed<F: Float>(
                     initial_loss_bits: initial_loss.map(f64::to_bits),
                     last_eval,
                 };
-                checkpoint::save(path, &state, &model.params, &opt, &order)?;
+                save_checkpoint(path, sink, &mut rows, &state, &model.params, &opt, &order)?;
             }
         };
     }
@@ -229,21 +205,12 @@ fn train_typed<F: Float>(
         if crate::interrupt::requested() {
             save_checkpoint!();
             sink.write(&rows)?;
-            return Ok(Outcome {
-                status: RunStatus::Interrupted,
-                steps: steps_done,
-                diverged_step: None,
-                message: Some(format!(
-                    "interrupted before step {steps_done}; run it again to resume"
-                )),
-                final_batch_loss: last.loss,
-                train_loss: f64::NAN,
-                train_acc: None,
-                test_loss: f64::NAN,
-                test_acc: None,
-                wall_seconds: start.elapsed().as_secs_f64(),
-                n_params: model.n_params(),
-            });
+            return Ok(Outcome::interrupted(
+                steps_done,
+                last.loss,
+                start.elapsed().as_secs_f64(),
+                model.n_params(),
+            ));
         }
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
@@ -254,32 +221,21 @@ fn train_typed<F: Float>(
         }
 
         // Learning rate.
-        let lr = optim::lr_at(
-            opt_spec.schedule,
-            opt_spec.lr,
-            opt_spec.warmup_steps,
-            opt_spec.final_lr_fraction,
-            step,
-            tr.steps,
-        );
+        let lr = lr_at(opt_spec, step, tr.steps);
 
         // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
         // (DataLoader's drop_last = False).
         let (x, y, b): (&[F], &[F], usize) = if batch == n {
             (&train_set.x, &train_set.y, n)
         } else {
-            if cursor >= n {
-                order = order_rng.permutation(n);
-                cursor = 0;
-            }
-            let b = batch.min(n - cursor);
-            for (k, &i) in order[cursor..cursor + b].iter().enumerate() {
+            let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
+            let b = picked.len();
+            for (k, &i) in order[picked].iter().enumerate() {
                 bx[k * in_dim..(k + 1) * in_dim]
                     .copy_from_slice(&train_set.x[i * in_dim..(i + 1) * in_dim]);
                 let yc = train_set.y_cols;
                 by[k * yc..(k + 1) * yc].copy_from_slice(&train_set.y[i * yc..(i + 1) * yc]);
             }
-            cursor += b;
             (&bx, &by, b)
         };
 
@@ -296,8 +252,7 @@ fn train_typed<F: Float>(
         let first = *initial_loss.get_or_insert(last.loss);
         let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
         let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
-        let diverged = !last.loss.is_finite()
-            || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
+        let diverged = diverged(last.loss, first, tr.divergence_factor);
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             if let Some(c) = last.correct {
@@ -309,14 +264,12 @@ fn train_typed<F: Float>(
         if diverged {
             status = RunStatus::Diverged;
             diverged_step = Some(step);
-            message = Some(if last.loss.is_finite() {
-                format!(
-                    "loss {:.4e} exceeded {}× its initial value {:.4e} at step {step}",
-                    last.loss, tr.divergence_factor, first
-                )
-            } else {
-                format!("loss became {} at step {step}", last.loss)
-            });
+            message = Some(divergence_message(
+                last.loss,
+                first,
+                tr.divergence_factor,
+                step,
+            ));
             sink.write(&rows)?;
             rows.clear();
             break;
@@ -348,24 +301,18 @@ fn train_typed<F: Float>(
         }
 
         // Clip (global norm), keeping the factor so observables can report the raw gradient.
-        let clip_coef = match opt_spec.clip_grad_norm {
-            Some(max) => {
-                let norm = optim::grad_norm(&model.params);
-                optim::clip_grad_norm(&mut model.params, norm, max)
-            }
-            None => 1.0,
-        };
+        let clip_coef = clip(opt_spec, &mut model.params);
 
         // Step (snapshot first on logged steps, for the update-to-weight ratio).
-        if log_now {
-            for (s, p) in before.iter_mut().zip(&model.params) {
-                s.copy_from_slice(&p.value);
-            }
-        }
-        opt.step(&mut model.params, &hyper, lr);
-        if let Some(target) = opt_spec.weight_norm {
-            optim::constrain_weight_norm(&mut model.params, target);
-        }
+        update(
+            opt_spec,
+            &hyper,
+            lr,
+            &mut opt,
+            &mut model.params,
+            &mut before,
+            log_now,
+        );
         steps_done = step + 1;
 
         // Observe.
@@ -395,10 +342,7 @@ fn train_typed<F: Float>(
 
         // Stop at the target loss (this step was logged in full).
         if reached_target {
-            message = Some(format!(
-                "reached target loss {} at step {step}",
-                tr.target_loss.unwrap_or_default()
-            ));
+            message = Some(target_message(tr, step));
             break;
         }
     }
@@ -426,37 +370,18 @@ fn train_typed<F: Float>(
     }
     // The run is over: its checkpoint has nothing left to resume.
     if let Some(path) = &ckpt_path {
-        if let Err(e) = std::fs::remove_file(path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(Error::Io {
-                    path: path.clone(),
-                    source: e,
-                });
-            }
-        }
+        remove_checkpoint(path)?;
     }
-    Ok(Outcome {
+    Ok(Outcome::finished(
         status,
-        steps: steps_done,
+        steps_done,
         diverged_step,
         message,
-        final_batch_loss: last.loss,
-        train_loss: train_eval.0,
-        train_acc: train_eval.1,
-        test_loss: test_eval.0,
-        test_acc: test_eval.1,
-        wall_seconds: start.elapsed().as_secs_f64(),
-        n_params: model.n_params(),
-    })
-}
-
-fn metric(step: u64, name: &str, value: f64) -> MetricRow {
-    MetricRow {
-        step,
-        layer: None,
-        name: name.to_string(),
-        value,
-    }
+        last.loss,
+        (train_eval, test_eval),
+        start.elapsed().as_secs_f64(),
+        model.n_params(),
+    ))
 }
 
 /// Eval-mode loss and accuracy over whole splits, in chunks of the model's capacity; appends
@@ -508,4 +433,238 @@ fn evaluate<F: Float>(
         results[k] = (loss, acc);
     }
     (results[0], results[1])
+}
+
+// Shared by both training loops (this file's and src/train_lm.rs): the phases that do not
+// depend on the model.
+
+/// One step-level metric row (no layer).
+pub(crate) fn metric(step: u64, name: &str, value: f64) -> MetricRow {
+    MetricRow {
+        step,
+        layer: None,
+        name: name.to_string(),
+        value,
+    }
+}
+
+impl Outcome {
+    /// A run stopped when asked (Ctrl-C) before step `steps`: no final evaluation.
+    pub(crate) fn interrupted(
+        steps: u64,
+        final_batch_loss: f64,
+        wall_seconds: f64,
+        n_params: usize,
+    ) -> Self {
+        Outcome {
+            status: RunStatus::Interrupted,
+            steps,
+            diverged_step: None,
+            message: Some(format!(
+                "interrupted before step {steps}; run it again to resume"
+            )),
+            final_batch_loss,
+            train_loss: f64::NAN,
+            train_acc: None,
+            test_loss: f64::NAN,
+            test_acc: None,
+            wall_seconds,
+            n_params,
+        }
+    }
+}
+
+/// The error for a task whose training set has no rows.
+pub(crate) fn empty_training_set() -> Error {
+    Error::Invalid {
+        what: "task".into(),
+        message: "the training set is empty".into(),
+        hint: "check the task's size settings or data file".into(),
+    }
+}
+
+/// Rows per batch: the whole set, or the asked size capped at the set's `n` rows.
+pub(crate) fn batch_rows(tr: &TrainSpec, n: usize) -> usize {
+    match tr.batch_size {
+        BatchSize::Full => n,
+        BatchSize::Size(b) => b.min(n),
+    }
+}
+
+/// The optimizer's hyperparameters as the spec sets them.
+pub(crate) fn hyper(o: &OptimSpec) -> Hyper {
+    Hyper {
+        optimizer: o.optimizer,
+        momentum: o.momentum,
+        beta1: o.betas[0],
+        beta2: o.betas[1],
+        eps: o.eps,
+        weight_decay: o.weight_decay.unwrap_or(0.0),
+    }
+}
+
+/// Restores parameters, optimizer and batch order from the checkpoint at `path` when there is
+/// one, and returns the rest of its state; a checkpoint of another run is an error.
+pub(crate) fn resume_from<F: Float>(
+    path: &Path,
+    run_id: &str,
+    params: &mut [Param<F>],
+    opt: &mut OptimState<F>,
+    order: &mut Vec<usize>,
+) -> Result<Option<checkpoint::State>, Error> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let st = checkpoint::load(path, params, opt, order)?;
+    if st.run_id != run_id {
+        return Err(Error::Invalid {
+            what: path.display().to_string(),
+            message: format!("the checkpoint belongs to run {}, not {run_id}", st.run_id),
+            hint: "run with --force to start over".into(),
+        });
+    }
+    Ok(Some(st))
+}
+
+/// Flushes every row so far, then writes the whole state (so the store and the checkpoint agree).
+pub(crate) fn save_checkpoint<F: Float>(
+    path: &Path,
+    sink: &mut dyn MetricSink,
+    rows: &mut Vec<MetricRow>,
+    state: &checkpoint::State,
+    params: &[Param<F>],
+    opt: &OptimState<F>,
+    order: &[usize],
+) -> Result<(), Error> {
+    sink.write(rows)?;
+    rows.clear();
+    checkpoint::save(path, state, params, opt, order)
+}
+
+/// The next batch's positions in `order` (`batch` of the `n` rows, fewer at the end of an
+/// epoch: DataLoader's drop_last = False); a fresh permutation each epoch.
+pub(crate) fn next_batch(
+    order_rng: &mut Rng,
+    order: &mut Vec<usize>,
+    cursor: &mut usize,
+    n: usize,
+    batch: usize,
+) -> std::ops::Range<usize> {
+    if *cursor >= n {
+        *order = order_rng.permutation(n);
+        *cursor = 0;
+    }
+    let b = batch.min(n - *cursor);
+    let range = *cursor..*cursor + b;
+    *cursor += b;
+    range
+}
+
+/// The learning rate of `step` under the spec's schedule.
+pub(crate) fn lr_at(o: &OptimSpec, step: u64, steps: u64) -> f64 {
+    optim::lr_at(
+        o.schedule,
+        o.lr,
+        o.warmup_steps,
+        o.final_lr_fraction,
+        step,
+        steps,
+    )
+}
+
+/// Whether a batch loss counts as divergence: not finite, or `factor` × the first loss exceeded.
+pub(crate) fn diverged(loss: f64, first: f64, factor: f64) -> bool {
+    !loss.is_finite() || loss > factor * first.max(f64::MIN_POSITIVE)
+}
+
+/// The recorded message of a run that diverged at `step`.
+pub(crate) fn divergence_message(loss: f64, first: f64, factor: f64, step: u64) -> String {
+    if loss.is_finite() {
+        format!("loss {loss:.4e} exceeded {factor}× its initial value {first:.4e} at step {step}")
+    } else {
+        format!("loss became {loss} at step {step}")
+    }
+}
+
+/// Clips the gradients to the spec's global norm, if any; returns the factor applied (1 when
+/// none), so observables can report the raw gradient.
+pub(crate) fn clip<F: Float>(o: &OptimSpec, params: &mut [Param<F>]) -> f64 {
+    match o.clip_grad_norm {
+        Some(max) => {
+            let norm = optim::grad_norm(params);
+            optim::clip_grad_norm(params, norm, max)
+        }
+        None => 1.0,
+    }
+}
+
+/// One optimizer step (plus the weight-norm constraint), snapshotting the parameters into
+/// `before` first when `snapshot` (logged steps: the update-to-weight ratio needs them).
+pub(crate) fn update<F: Float>(
+    o: &OptimSpec,
+    hyper: &Hyper,
+    lr: f64,
+    opt: &mut OptimState<F>,
+    params: &mut [Param<F>],
+    before: &mut [Vec<F>],
+    snapshot: bool,
+) {
+    if snapshot {
+        for (s, p) in before.iter_mut().zip(params.iter()) {
+            s.copy_from_slice(&p.value);
+        }
+    }
+    opt.step(params, hyper, lr);
+    if let Some(target) = o.weight_norm {
+        optim::constrain_weight_norm(params, target);
+    }
+}
+
+/// The recorded message of a run that reached the target loss at `step`.
+pub(crate) fn target_message(tr: &TrainSpec, step: u64) -> String {
+    format!(
+        "reached target loss {} at step {step}",
+        tr.target_loss.unwrap_or_default()
+    )
+}
+
+/// Deletes a finished run's checkpoint (nothing left to resume); a missing one is fine.
+pub(crate) fn remove_checkpoint(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl Outcome {
+    /// A run that ended (completed, diverged or reached its target) with its final evaluation
+    /// `(train, test)`, each `(loss, accuracy)`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn finished(
+        status: RunStatus,
+        steps: u64,
+        diverged_step: Option<u64>,
+        message: Option<String>,
+        final_batch_loss: f64,
+        (train_eval, test_eval): ((f64, Option<f64>), (f64, Option<f64>)),
+        wall_seconds: f64,
+        n_params: usize,
+    ) -> Self {
+        Outcome {
+            status,
+            steps,
+            diverged_step,
+            message,
+            final_batch_loss,
+            train_loss: train_eval.0,
+            train_acc: train_eval.1,
+            test_loss: test_eval.0,
+            test_acc: test_eval.1,
+            wall_seconds,
+            n_params,
+        }
+    }
 }

@@ -23,11 +23,15 @@ use crate::error::Error;
 use crate::interop;
 use crate::model::gpt::{self, Gpt, GptSpec, LmLoss, IGNORE};
 use crate::observe_lm::{self, LmCtx, SpikeDetector};
-use crate::optim::{self, Hyper, OptimState};
-use crate::spec::{BatchSize, Spec};
+use crate::optim::OptimState;
+use crate::spec::Spec;
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, SequenceInfo};
-use crate::train::{MetricSink, Outcome, ProgressFn};
+use crate::train::{
+    batch_rows, clip, diverged, divergence_message, empty_training_set, hyper, lr_at, metric,
+    next_batch, remove_checkpoint, resume_from, save_checkpoint, target_message, update,
+    MetricSink, Outcome, ProgressFn,
+};
 
 /// Token windows of one split.
 struct Windows {
@@ -88,15 +92,9 @@ pub(crate) fn train_typed<F: Float>(
     let test_set = Windows::new(&data.test_x, &data.test_y);
     let (n, seq) = (train_set.n, train_set.seq);
     if n == 0 {
-        return Err(invalid(
-            "the training set is empty",
-            "check the task's size settings or data file",
-        ));
+        return Err(empty_training_set());
     }
-    let batch = match tr.batch_size {
-        BatchSize::Full => n,
-        BatchSize::Size(b) => b.min(n),
-    };
+    let batch = batch_rows(tr, n);
     let mut model = Gpt::<F>::new(
         gspec,
         spec.model.norm_eps,
@@ -113,14 +111,7 @@ pub(crate) fn train_typed<F: Float>(
         }
     }
     let mut opt = OptimState::new(&model.params, opt_spec.optimizer);
-    let hyper = Hyper {
-        optimizer: opt_spec.optimizer,
-        momentum: opt_spec.momentum,
-        beta1: opt_spec.betas[0],
-        beta2: opt_spec.betas[1],
-        eps: opt_spec.eps,
-        weight_decay: opt_spec.weight_decay.unwrap_or(0.0),
-    };
+    let hyper = hyper(opt_spec);
     let names: Vec<String> = obs_spec.observables.clone().unwrap_or_default();
     let spikes_on = names.iter().any(|s| s == "loss_spike");
 
@@ -142,18 +133,11 @@ pub(crate) fn train_typed<F: Float>(
     let mut steps_done = 0u64;
     let mut last_eval = None;
 
+    // Resume: restore the whole state the checkpoint holds.
     let run_id = spec.run_id();
     let ckpt_path = artifacts.map(|d| d.join(checkpoint::FILE));
     if let (true, Some(path)) = (resume, &ckpt_path) {
-        if path.exists() {
-            let st = checkpoint::load(path, &mut model.params, &mut opt, &mut order)?;
-            if st.run_id != run_id {
-                return Err(Error::Invalid {
-                    what: path.display().to_string(),
-                    message: format!("the checkpoint belongs to run {}, not {run_id}", st.run_id),
-                    hint: "run with --force to start over".into(),
-                });
-            }
+        if let Some(st) = resume_from(path, &run_id, &mut model.params, &mut opt, &mut order)? {
             steps_done = st.step;
             cursor = st.cursor;
             order_rng = st.order_rng;
@@ -172,11 +156,10 @@ pub(crate) fn train_typed<F: Float>(
     let samples_path = artifacts.map(|d| d.join("samples.txt"));
     let prompt = test_set.x.first().copied().unwrap_or(0);
 
+    // Flush every row so far, then write the whole state as it stands before step `steps_done`.
     macro_rules! save_checkpoint {
         () => {
             if let Some(path) = &ckpt_path {
-                sink.write(&rows)?;
-                rows.clear();
                 let state = checkpoint::State {
                     run_id: run_id.clone(),
                     step: steps_done,
@@ -186,7 +169,7 @@ pub(crate) fn train_typed<F: Float>(
                     initial_loss_bits: initial_loss.map(f64::to_bits),
                     last_eval,
                 };
-                checkpoint::save(path, &state, &model.params, &opt, &order)?;
+                save_checkpoint(path, sink, &mut rows, &state, &model.params, &opt, &order)?;
             }
         };
     }
@@ -218,24 +201,16 @@ pub(crate) fn train_typed<F: Float>(
     }
 
     for step in steps_done..tr.steps {
+        // Stop when asked (Ctrl-C): checkpoint where we are and report the run as interrupted.
         if crate::interrupt::requested() {
             save_checkpoint!();
             sink.write(&rows)?;
-            return Ok(Outcome {
-                status: RunStatus::Interrupted,
-                steps: steps_done,
-                diverged_step: None,
-                message: Some(format!(
-                    "interrupted before step {steps_done}; run it again to resume"
-                )),
-                final_batch_loss: last.loss,
-                train_loss: f64::NAN,
-                train_acc: None,
-                test_loss: f64::NAN,
-                test_acc: None,
-                wall_seconds: start.elapsed().as_secs_f64(),
-                n_params: model.n_params(),
-            });
+            return Ok(Outcome::interrupted(
+                steps_done,
+                last.loss,
+                start.elapsed().as_secs_f64(),
+                model.n_params(),
+            ));
         }
         // Eval: the parameters before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
@@ -244,29 +219,18 @@ pub(crate) fn train_typed<F: Float>(
         }
 
         // Learning rate.
-        let lr = optim::lr_at(
-            opt_spec.schedule,
-            opt_spec.lr,
-            opt_spec.warmup_steps,
-            opt_spec.final_lr_fraction,
-            step,
-            tr.steps,
-        );
+        let lr = lr_at(opt_spec, step, tr.steps);
 
         // Batch: a fresh permutation of the windows each epoch (the last batch may be short).
         let (x, y, b): (&[usize], &[usize], usize) = if batch == n {
             (&train_set.x, &train_set.y, n)
         } else {
-            if cursor >= n {
-                order = order_rng.permutation(n);
-                cursor = 0;
-            }
-            let b = batch.min(n - cursor);
-            for (k, &i) in order[cursor..cursor + b].iter().enumerate() {
+            let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
+            let b = picked.len();
+            for (k, &i) in order[picked].iter().enumerate() {
                 bx[k * seq..(k + 1) * seq].copy_from_slice(&train_set.x[i * seq..(i + 1) * seq]);
                 by[k * seq..(k + 1) * seq].copy_from_slice(&train_set.y[i * seq..(i + 1) * seq]);
             }
-            cursor += b;
             (&bx, &by, b)
         };
 
@@ -276,8 +240,7 @@ pub(crate) fn train_typed<F: Float>(
         let first = *initial_loss.get_or_insert(last.loss);
         let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
         let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
-        let diverged = !last.loss.is_finite()
-            || last.loss > tr.divergence_factor * first.max(f64::MIN_POSITIVE);
+        let diverged = diverged(last.loss, first, tr.divergence_factor);
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             rows.push(metric(
@@ -296,14 +259,12 @@ pub(crate) fn train_typed<F: Float>(
         if diverged {
             status = RunStatus::Diverged;
             diverged_step = Some(step);
-            message = Some(if last.loss.is_finite() {
-                format!(
-                    "loss {:.4e} exceeded {}× its initial value {:.4e} at step {step}",
-                    last.loss, tr.divergence_factor, first
-                )
-            } else {
-                format!("loss became {} at step {step}", last.loss)
-            });
+            message = Some(divergence_message(
+                last.loss,
+                first,
+                tr.divergence_factor,
+                step,
+            ));
             sink.write(&rows)?;
             rows.clear();
             break;
@@ -313,24 +274,18 @@ pub(crate) fn train_typed<F: Float>(
         model.backward(x);
 
         // Clip (global norm).
-        let clip_coef = match opt_spec.clip_grad_norm {
-            Some(max) => {
-                let norm = optim::grad_norm(&model.params);
-                optim::clip_grad_norm(&mut model.params, norm, max)
-            }
-            None => 1.0,
-        };
+        let clip_coef = clip(opt_spec, &mut model.params);
 
         // Step (snapshot first on logged steps, for the update-to-weight ratio).
-        if log_now {
-            for (s, p) in before.iter_mut().zip(&model.params) {
-                s.copy_from_slice(&p.value);
-            }
-        }
-        opt.step(&mut model.params, &hyper, lr);
-        if let Some(target) = opt_spec.weight_norm {
-            optim::constrain_weight_norm(&mut model.params, target);
-        }
+        update(
+            opt_spec,
+            &hyper,
+            lr,
+            &mut opt,
+            &mut model.params,
+            &mut before,
+            log_now,
+        );
         steps_done = step + 1;
 
         // Observe, then flush: one transaction per logged step.
@@ -348,15 +303,15 @@ pub(crate) fn train_typed<F: Float>(
         }
         progress(steps_done, last.loss);
 
+        // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
         if tr.checkpoint_every > 0 && steps_done % tr.checkpoint_every == 0 && steps_done < tr.steps
         {
             save_checkpoint!();
         }
+
+        // Stop at the target loss (this step was logged in full).
         if reached_target {
-            message = Some(format!(
-                "reached target loss {} at step {step}",
-                tr.target_loss.unwrap_or_default()
-            ));
+            message = Some(target_message(tr, step));
             break;
         }
     }
@@ -372,12 +327,9 @@ pub(crate) fn train_typed<F: Float>(
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(&model.params, &dir.join("weights_final.safetensors"))?;
     }
+    // The run is over: its checkpoint has nothing left to resume.
     if let Some(path) = &ckpt_path {
-        if let Err(e) = std::fs::remove_file(path) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(io(path)(e));
-            }
-        }
+        remove_checkpoint(path)?;
     }
     if message.is_none() {
         if let Some(e) = &info.entropy {
@@ -391,28 +343,16 @@ pub(crate) fn train_typed<F: Float>(
             ));
         }
     }
-    Ok(Outcome {
+    Ok(Outcome::finished(
         status,
-        steps: steps_done,
+        steps_done,
         diverged_step,
         message,
-        final_batch_loss: last.loss,
-        train_loss: train_eval.0,
-        train_acc: train_eval.1,
-        test_loss: test_eval.0,
-        test_acc: test_eval.1,
-        wall_seconds: start.elapsed().as_secs_f64(),
-        n_params: model.n_params(),
-    })
-}
-
-fn metric(step: u64, name: &str, value: f64) -> MetricRow {
-    MetricRow {
-        step,
-        layer: None,
-        name: name.to_string(),
-        value,
-    }
+        last.loss,
+        (train_eval, test_eval),
+        start.elapsed().as_secs_f64(),
+        model.n_params(),
+    ))
 }
 
 /// Loss (nats per counted token) and accuracy over the test windows and the first

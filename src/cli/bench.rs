@@ -49,13 +49,12 @@ pub fn run(a: Args) -> Result<(), Error> {
             "reference tiny GPT: 2 layers, d_model 128, 4 heads, context 64, vocab 65, batch 32, AdamW, f32, {} thread(s), {} parameters",
             r.threads, r.n_params
         );
-        println!(
-            "  training step       {:>8.3} ms  (median of {} after {} warm-up)",
-            r.step_ms, r.steps, a.warmup
+        print_step(
+            r.step_ms,
+            r.steps,
+            a.warmup,
+            [r.forward_ms, r.backward_ms, r.optim_ms],
         );
-        println!("    forward + loss    {:>8.3} ms", r.forward_ms);
-        println!("    backward          {:>8.3} ms", r.backward_ms);
-        println!("    optimizer         {:>8.3} ms", r.optim_ms);
         println!("  loss {:.4} -> {:.4}", r.first_loss, r.last_loss);
         return Ok(());
     }
@@ -115,13 +114,12 @@ pub fn run(a: Args) -> Result<(), Error> {
         Dtype::F64 => "f64",
     };
     println!("reference MLP 64→256→256→256→1 tanh, batch 128, Adam lr 1e-3, {name}, 1 thread");
-    println!(
-        "  training step       {:>8.3} ms  (median of {} after {} warm-up)",
-        r.step_ms, r.steps, a.warmup
+    print_step(
+        r.step_ms,
+        r.steps,
+        a.warmup,
+        [r.forward_ms, r.backward_ms, r.optim_ms],
     );
-    println!("    forward + loss    {:>8.3} ms", r.forward_ms);
-    println!("    backward          {:>8.3} ms", r.backward_ms);
-    println!("    optimizer         {:>8.3} ms", r.optim_ms);
     println!(
         "  its 11 GEMMs alone  {:>8.3} ms  (the ceiling, same shapes, same process)",
         r.gemm_ms
@@ -134,4 +132,12 @@ pub fn run(a: Args) -> Result<(), Error> {
     println!("  share of ceiling    {:>8.1} %", 100.0 * r.ceiling_share());
     println!("  loss {:.5} -> {:.5}", r.first_loss, r.last_loss);
     Ok(())
+}
+
+/// A training step's median time and its forward + loss, backward and optimizer parts (ms).
+fn print_step(step_ms: f64, steps: usize, warmup: usize, [forward, backward, optim]: [f64; 3]) {
+    println!("  training step       {step_ms:>8.3} ms  (median of {steps} after {warmup} warm-up)");
+    println!("    forward + loss    {forward:>8.3} ms");
+    println!("    backward          {backward:>8.3} ms");
+    println!("    optimizer         {optim:>8.3} ms");
 }

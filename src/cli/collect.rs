@@ -3,21 +3,30 @@
 
 use std::path::Path;
 
+use cloudchamber::store::Store;
 use cloudchamber::sweep::shard;
 use cloudchamber::Error;
 
+/// `[SWEEP]` (`status` takes the same argument).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// A sweep name (every recorded sweep when left out).
     sweep: Option<String>,
 }
 
+impl Args {
+    /// The sweep named, or every recorded sweep.
+    pub(super) fn sweeps(self, store: &Store) -> Result<Vec<String>, Error> {
+        Ok(match self.sweep {
+            Some(n) => vec![n],
+            None => store.sweeps()?,
+        })
+    }
+}
+
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let mut store = super::open_existing(store_path)?;
-    let names = match a.sweep {
-        Some(n) => vec![n],
-        None => store.sweeps()?,
-    };
+    let names = a.sweeps(&store)?;
     for name in names {
         let c = shard::collect_sweep(&mut store, &name)?;
         println!(

@@ -8,18 +8,11 @@ use cloudchamber::store::{RunStatus, Store};
 use cloudchamber::sweep::{shard, slurm};
 use cloudchamber::Error;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// A sweep name (every recorded sweep when left out).
-    sweep: Option<String>,
-}
+pub use super::collect::Args;
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let mut store = super::open_existing(store_path)?;
-    let names = match a.sweep {
-        Some(n) => vec![n],
-        None => store.sweeps()?,
-    };
+    let names = a.sweeps(&store)?;
     if names.is_empty() {
         println!("no sweeps in {}", store_path.display());
     }

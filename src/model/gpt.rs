@@ -30,10 +30,10 @@ use crate::engine::ops::{self, Op};
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, FanMode, Init, InitParams};
-use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams};
+use crate::nn::norm::{self, Mode, Norm, NormCache};
 use crate::spec::{BiasedActSpec, Granularity, Trainable};
 
-use super::{Param, Role};
+use super::{act_params_backward, broadcast_act_params, Param, Role};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -262,13 +262,7 @@ impl GptSpec {
 // Parameters and buffers
 // ---------------------------------------------------------------------------------------------
 
-/// Indices into [`Gpt::params`] of one norm (all `None` for `norm = "none"`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NormIdx {
-    pub weight: Option<usize>,
-    pub bias: Option<usize>,
-    pub alpha: Option<usize>,
-}
+pub use super::NormIdx;
 
 /// Indices into [`Gpt::params`] of one block.
 #[derive(Clone, Copy, Debug)]
@@ -457,36 +451,8 @@ impl<F: Float> Gpt<F> {
             );
             (wi, bi)
         };
-        let norm_params = |params: &mut Vec<Param<F>>, name: &str, layer: usize| -> NormIdx {
-            let mut idx = NormIdx::default();
-            if spec.norm == Norm::None {
-                return idx;
-            }
-            let p = |suffix: &str, shape: Vec<usize>, v: Vec<F>, role: Role| {
-                Param::new(format!("{name}.{suffix}"), shape, v, layer, role, true)
-            };
-            idx.weight = Some(push(
-                params,
-                p("weight", vec![c], vec![F::one(); c], Role::NormWeight),
-            ));
-            if spec.norm.has_bias() {
-                idx.bias = Some(push(
-                    params,
-                    p("bias", vec![c], vec![F::zero(); c], Role::NormBias),
-                ));
-            }
-            if spec.norm.has_alpha() {
-                idx.alpha = Some(push(
-                    params,
-                    p(
-                        "alpha",
-                        vec![1],
-                        vec![F::of(norm::DYT_ALPHA_INIT)],
-                        Role::NormAlpha,
-                    ),
-                ));
-            }
-            idx
+        let norm_params = |params: &mut Vec<Param<F>>, name: &str, layer: usize| {
+            NormIdx::push(params, spec.norm, name, layer, c)
         };
 
         // Embeddings (layer 0 in the tidy rows; the head counts as layer n_layer).
@@ -826,14 +792,7 @@ impl<F: Float> Gpt<F> {
             // a·f(u − b) + c, with its slope.
             let biased = match bi.act {
                 Some(idx) => {
-                    for (k, &i) in idx.iter().enumerate() {
-                        let v = &params[i].value;
-                        if v.len() == 1 {
-                            buf.abc[k].fill(v[0]);
-                        } else {
-                            buf.abc[k].copy_from_slice(v);
-                        }
-                    }
+                    broadcast_act_params(params, idx, &mut buf.abc);
                     true
                 }
                 None => false,
@@ -1025,31 +984,15 @@ impl<F: Float> Gpt<F> {
                     abc_grad,
                     ..
                 } = &mut *buf;
-                for v in abc_grad.iter_mut() {
-                    v.fill(F::zero());
-                }
-                let learned = [0, 1, 2].map(|k| params[idx[k]].trainable);
-                let [g_a, g_b, g_c] = abc_grad;
-                activation::backward_params(
+                act_params_backward(
+                    params,
+                    idx,
                     m,
                     gm,
                     &slope[..bt * m],
                     (!fu.is_empty()).then(|| &fu[..bt * m]),
-                    learned[0].then_some(g_a.as_mut_slice()),
-                    learned[1].then_some(g_b.as_mut_slice()),
-                    learned[2].then_some(g_c.as_mut_slice()),
+                    abc_grad,
                 );
-                for k in 0..3 {
-                    let p = &mut params[idx[k]];
-                    if !p.trainable {
-                        continue;
-                    }
-                    if p.grad.len() == 1 {
-                        p.grad[0] = abc_grad[k].iter().copied().sum();
-                    } else {
-                        p.grad.copy_from_slice(&abc_grad[k]);
-                    }
-                }
             }
             activation::backward_input(gm, &buf.slope[..bt * m]);
             // fc1: gb = ∂L/∂(mlp input).
@@ -1328,17 +1271,6 @@ fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
     }
 }
 
-fn norm_params<'a, F: Float>(params: &'a [Param<F>], idx: NormIdx) -> NormParams<'a, F> {
-    NormParams {
-        weight: idx
-            .weight
-            .map(|i| params[i].value.as_slice())
-            .unwrap_or(&[]),
-        bias: idx.bias.map(|i| params[i].value.as_slice()),
-        alpha: idx.alpha.map(|i| params[i].value[0]),
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn norm_fwd<F: Float>(
     norm: Norm,
@@ -1350,12 +1282,11 @@ fn norm_fwd<F: Float>(
     y: &mut [F],
     cache: &mut NormCache<F>,
 ) {
-    let np = norm_params(params, idx);
+    let np = idx.params(params);
     norm::forward(norm, Mode::Train, width, eps, x, y, &np, None, cache);
 }
 
-/// `g`: `∂L/∂y` in, `∂L/∂x` out; parameter gradients accumulate (moved out and back: a move,
-/// not an allocation).
+/// `g`: `∂L/∂y` in, `∂L/∂x` out (a no-op for `norm = "none"`); see [`NormIdx::backward`].
 fn norm_bwd<F: Float>(
     norm: Norm,
     width: usize,
@@ -1368,29 +1299,7 @@ fn norm_bwd<F: Float>(
     if norm == Norm::None {
         return;
     }
-    let take =
-        |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
-    let mut gw = take(params, idx.weight).unwrap_or_default();
-    let mut gb = take(params, idx.bias);
-    let mut galpha = idx.alpha.map(|_| F::zero());
-    {
-        let np = norm_params(params, idx);
-        let grads = NormGrads {
-            weight: &mut gw,
-            bias: gb.as_deref_mut(),
-            alpha: galpha.as_mut(),
-        };
-        norm::backward(norm, width, x, g, &np, grads, cache);
-    }
-    if let Some(i) = idx.weight {
-        params[i].grad = gw;
-    }
-    if let (Some(i), Some(gb)) = (idx.bias, gb) {
-        params[i].grad = gb;
-    }
-    if let (Some(i), Some(ga)) = (idx.alpha, galpha) {
-        params[i].grad[0] += ga;
-    }
+    idx.backward(norm, width, params, x, g, cache);
 }
 
 /// Rotates the pairs `(x₂ᵢ, x₂ᵢ₊₁)` of one head row by `+t·θᵢ` (`inverse`: by `−t·θᵢ`, which is

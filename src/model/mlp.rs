@@ -9,10 +9,10 @@ use crate::engine::ops::{self, Op};
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, InitParams};
-use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams, NormPosition};
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::spec::{ActParamSpec, Granularity, ModelSpec, Trainable};
 
-use super::{Param, Role};
+use super::{act_params_backward, broadcast_act_params, NormIdx, Param, Role};
 
 /// Indices into [`Mlp::params`] for one hidden layer.
 #[derive(Clone, Debug, Default)]
@@ -21,9 +21,7 @@ pub struct HiddenParams {
     pub bias: Option<usize>,
     /// a, b, c of the biased form; `None` when the activation is plain.
     pub act: Option<[usize; 3]>,
-    pub norm_weight: Option<usize>,
-    pub norm_bias: Option<usize>,
-    pub norm_alpha: Option<usize>,
+    pub norm: NormIdx,
     pub running: Option<[usize; 2]>,
 }
 
@@ -178,37 +176,13 @@ impl<F: Float> Mlp<F> {
                 hp.act = Some(idx);
             }
             if spec.norm != Norm::None {
-                let nw = Param::new(
-                    format!("layers.{l}.norm.weight"),
-                    vec![width],
-                    vec![F::one(); width],
+                hp.norm = NormIdx::push(
+                    &mut params,
+                    spec.norm,
+                    &format!("layers.{l}.norm"),
                     l,
-                    Role::NormWeight,
-                    true,
+                    width,
                 );
-                hp.norm_weight = Some(push(&mut params, nw));
-                if spec.norm.has_bias() {
-                    let nb = Param::new(
-                        format!("layers.{l}.norm.bias"),
-                        vec![width],
-                        vec![F::zero(); width],
-                        l,
-                        Role::NormBias,
-                        true,
-                    );
-                    hp.norm_bias = Some(push(&mut params, nb));
-                }
-                if spec.norm.has_alpha() {
-                    let na = Param::new(
-                        format!("layers.{l}.norm.alpha"),
-                        vec![1],
-                        vec![F::of(norm::DYT_ALPHA_INIT)],
-                        l,
-                        Role::NormAlpha,
-                        true,
-                    );
-                    hp.norm_alpha = Some(push(&mut params, na));
-                }
                 if spec.norm.has_running_stats() {
                     let rm = Param::new(
                         format!("layers.{l}.norm.running_mean"),
@@ -384,14 +358,7 @@ impl<F: Float> Mlp<F> {
             // Activation a·f(u − b) + c, fused with its slope.
             let biased = match hp.act {
                 Some(idx) => {
-                    for k in 0..3 {
-                        let v = &self.params[idx[k]].value;
-                        if v.len() == 1 {
-                            buf.abc[k].fill(v[0]);
-                        } else {
-                            buf.abc[k].copy_from_slice(v);
-                        }
-                    }
+                    broadcast_act_params(&self.params, idx, &mut buf.abc);
                     true
                 }
                 None => false,
@@ -527,13 +494,12 @@ impl<F: Float> Mlp<F> {
             let (done, rest) = self.bufs.split_at_mut(l);
             let buf = &mut rest[0];
             if post_norm {
-                norm_backward(
+                hp.norm.backward(
                     self.norm,
                     width,
+                    &mut self.params,
                     &buf.act[..n],
                     g,
-                    &mut self.params,
-                    &hp,
                     &buf.cache,
                 );
             }
@@ -545,32 +511,16 @@ impl<F: Float> Mlp<F> {
                     abc_grad,
                     ..
                 } = buf;
-                for v in abc_grad.iter_mut() {
-                    v.fill(F::zero());
-                }
-                let learned = |k: usize| self.params[idx[k]].trainable;
-                let [ga, gb, gc] = abc_grad;
                 let fu_opt = if fu.is_empty() { None } else { Some(&fu[..n]) };
-                activation::backward_params(
+                act_params_backward(
+                    &mut self.params,
+                    idx,
                     width,
                     g,
                     &slope[..n],
                     fu_opt,
-                    learned(0).then_some(ga.as_mut_slice()),
-                    learned(1).then_some(gb.as_mut_slice()),
-                    learned(2).then_some(gc.as_mut_slice()),
+                    abc_grad,
                 );
-                for k in 0..3 {
-                    let p = &mut self.params[idx[k]];
-                    if !p.trainable {
-                        continue;
-                    }
-                    if p.grad.len() == 1 {
-                        p.grad[0] = abc_grad[k].iter().copied().sum();
-                    } else {
-                        p.grad.copy_from_slice(&abc_grad[k]);
-                    }
-                }
             }
             if self.slope_from_output {
                 activation::backward_from_output(self.activation, g, &buf.act[..n]);
@@ -578,13 +528,12 @@ impl<F: Float> Mlp<F> {
                 activation::backward_input(g, &buf.slope[..n]);
             }
             if pre_norm {
-                norm_backward(
+                hp.norm.backward(
                     self.norm,
                     width,
+                    &mut self.params,
                     &buf.pre[..n],
                     g,
-                    &mut self.params,
-                    &hp,
                     &buf.cache,
                 );
             }
@@ -652,7 +601,7 @@ fn norm_forward<F: Float>(
     cache: &mut NormCache<F>,
 ) {
     let mut running = take_running(params, hp);
-    let np = norm_params(params, hp);
+    let np = hp.norm.params(params);
     let stats = running
         .as_mut()
         .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice()));
@@ -686,17 +635,6 @@ fn act_len(p: &ActParamSpec, width: usize) -> usize {
     }
 }
 
-fn norm_params<'a, F: Float>(params: &'a [Param<F>], hp: &HiddenParams) -> NormParams<'a, F> {
-    NormParams {
-        weight: hp
-            .norm_weight
-            .map(|i| params[i].value.as_slice())
-            .unwrap_or(&[]),
-        bias: hp.norm_bias.map(|i| params[i].value.as_slice()),
-        alpha: hp.norm_alpha.map(|i| params[i].value[0]),
-    }
-}
-
 /// BatchNorm running statistics moved out of the parameter list for the duration of a forward
 /// pass (a move, not an allocation), so the norm can read its weights while updating them.
 fn take_running<F: Float>(params: &mut [Param<F>], hp: &HiddenParams) -> Option<(Vec<F>, Vec<F>)> {
@@ -715,40 +653,5 @@ fn put_running<F: Float>(
     if let (Some([m, v]), Some((mean, var))) = (hp.running, running) {
         params[m].value = mean;
         params[v].value = var;
-    }
-}
-
-/// Norm backward with the parameter gradients moved out and back (a move, not an allocation).
-fn norm_backward<F: Float>(
-    norm: Norm,
-    width: usize,
-    x: &[F],
-    g: &mut [F],
-    params: &mut [Param<F>],
-    hp: &HiddenParams,
-    cache: &NormCache<F>,
-) {
-    let take =
-        |params: &mut [Param<F>], i: Option<usize>| i.map(|i| std::mem::take(&mut params[i].grad));
-    let mut gw = take(params, hp.norm_weight).unwrap_or_default();
-    let mut gb = take(params, hp.norm_bias);
-    let mut galpha = hp.norm_alpha.map(|_| F::zero());
-    {
-        let np = norm_params(params, hp);
-        let grads = NormGrads {
-            weight: &mut gw,
-            bias: gb.as_deref_mut(),
-            alpha: galpha.as_mut(),
-        };
-        norm::backward(norm, width, x, g, &np, grads, cache);
-    }
-    if let Some(i) = hp.norm_weight {
-        params[i].grad = gw;
-    }
-    if let (Some(i), Some(gb)) = (hp.norm_bias, gb) {
-        params[i].grad = gb;
-    }
-    if let (Some(i), Some(ga)) = (hp.norm_alpha, galpha) {
-        params[i].grad[0] += ga;
     }
 }

@@ -15,8 +15,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sequence::{self, dirichlet, draw, entropy_nats, EntropyRate, SequenceInfo};
-use super::{at_least, counts, invalid, key, positive, size_ok, Dataset, TaskError};
+use super::sequence::{
+    self, d_concentration, d_n_test, d_n_train, d_seq_len, dirichlet, draw, entropy_nats,
+    EntropyRate, SequenceInfo,
+};
+use super::{at_least, counts, invalid, key, positive, Dataset, TaskError};
 use crate::engine::Rng;
 
 /// `[task.markov]`.
@@ -48,18 +51,6 @@ fn d_vocab() -> usize {
 }
 fn d_order() -> usize {
     1
-}
-fn d_concentration() -> f64 {
-    1.0
-}
-fn d_seq_len() -> usize {
-    64
-}
-fn d_n_train() -> usize {
-    2048
-}
-fn d_n_test() -> usize {
-    256
 }
 
 impl Default for MarkovSpec {
@@ -179,15 +170,7 @@ impl MarkovSpec {
             self.concentration,
             "1 draws rows uniformly",
         )?;
-        at_least(k("seq_len"), self.seq_len, 1, "e.g. seq_len = 64")?;
-        at_least(k("n_train"), self.n_train, 1, "e.g. n_train = 2048")?;
-        at_least(k("n_test"), self.n_test, 1, "e.g. n_test = 256")?;
-        size_ok(
-            "markov",
-            self.n_train + self.n_test,
-            self.seq_len * 2,
-            "n_train, n_test or seq_len",
-        )
+        sequence::validate_windows("markov", self.seq_len, self.n_train, self.n_test)
     }
 
     /// The source drawn for `seed`.

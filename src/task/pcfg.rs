@@ -21,8 +21,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::sequence::{self, dirichlet, draw, EntropyRate, SequenceInfo};
-use super::{at_least, counts, invalid, key, positive, size_ok, Dataset, TaskError};
+use super::sequence::{
+    self, d_concentration, d_n_test, d_n_train, d_seq_len, dirichlet, draw, EntropyRate,
+    SequenceInfo,
+};
+use super::{at_least, counts, invalid, key, positive, Dataset, TaskError};
 use crate::engine::Rng;
 
 /// `[task.pcfg]`.
@@ -51,18 +54,6 @@ fn d_nonterminals() -> usize {
 }
 fn d_rules() -> usize {
     3
-}
-fn d_concentration() -> f64 {
-    1.0
-}
-fn d_seq_len() -> usize {
-    64
-}
-fn d_n_train() -> usize {
-    2048
-}
-fn d_n_test() -> usize {
-    256
 }
 
 impl Default for PcfgSpec {
@@ -227,15 +218,7 @@ impl PcfgSpec {
             ));
         }
         positive(k("concentration"), self.concentration, "1 draws uniformly")?;
-        at_least(k("seq_len"), self.seq_len, 1, "e.g. seq_len = 64")?;
-        at_least(k("n_train"), self.n_train, 1, "e.g. n_train = 2048")?;
-        at_least(k("n_test"), self.n_test, 1, "e.g. n_test = 256")?;
-        size_ok(
-            "pcfg",
-            self.n_train + self.n_test,
-            self.seq_len * 2,
-            "n_train, n_test or seq_len",
-        )
+        sequence::validate_windows("pcfg", self.seq_len, self.n_train, self.n_test)
     }
 
     /// The grammar drawn for `seed` (the first subcritical draw).

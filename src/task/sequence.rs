@@ -5,7 +5,7 @@
 //! shifted by one), both as f64; a target of [`IGNORE_TARGET`] is not trained on (the prompt of
 //! a modular-arithmetic sequence). The target is `Classes { n_classes: vocab }`.
 
-use super::{matrix, Dataset, Target};
+use super::{at_least, key, matrix, size_ok, Dataset, Target, TaskError};
 
 /// A target position without a loss (stored in `y` as −1).
 pub const IGNORE_TARGET: f64 = -1.0;
@@ -114,4 +114,42 @@ pub(crate) fn draw(rng: &mut crate::engine::Rng, p: &[f64]) -> usize {
         }
     }
     p.len() - 1
+}
+
+// Defaults shared by the drawn sources' specs (`[task.markov]`, `[task.pcfg]`).
+
+/// Dirichlet concentration 1: distributions uniform on the simplex.
+pub(crate) fn d_concentration() -> f64 {
+    1.0
+}
+/// 64 tokens per window: the reference GPT's context.
+pub(crate) fn d_seq_len() -> usize {
+    64
+}
+/// Training windows.
+pub(crate) fn d_n_train() -> usize {
+    2048
+}
+/// Validation windows.
+pub(crate) fn d_n_test() -> usize {
+    256
+}
+
+/// Checks a drawn source's window settings (`[task.<kind>]`'s `seq_len`, `n_train`, `n_test`).
+pub(crate) fn validate_windows(
+    kind: &str,
+    seq_len: usize,
+    n_train: usize,
+    n_test: usize,
+) -> Result<(), TaskError> {
+    let k = |f: &str| key(kind, f);
+    at_least(k("seq_len"), seq_len, 1, "e.g. seq_len = 64")?;
+    at_least(k("n_train"), n_train, 1, "e.g. n_train = 2048")?;
+    at_least(k("n_test"), n_test, 1, "e.g. n_test = 256")?;
+    size_ok(
+        kind,
+        n_train + n_test,
+        seq_len * 2,
+        "n_train, n_test or seq_len",
+    )
 }
