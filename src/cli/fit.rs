@@ -119,23 +119,19 @@ fn points(
             .as_deref()
             .ok_or_else(|| invalid("--y", "the loss column is missing".into(), "e.g. --y Loss"))?;
         let mut cols = vec![need_x()?, y];
-        let d_from_c;
-        if chin {
-            match (&a.d, &a.c) {
-                (Some(d), _) => cols.push(d),
-                (None, Some(c)) => cols.push(c),
-                _ => {}
-            }
+        // Chinchilla's D: a column (or expression), or a compute column C giving D = C/(6N).
+        // One-input forms were refused --d/--c above.
+        if let Some(d) = a.d.as_deref().or(a.c.as_deref()) {
+            cols.push(d);
         }
         let (columns, skipped) = input::read_csv(path, &cols)?;
-        d_from_c = chin && a.c.is_some();
         let rows = (0..columns[0].len())
             .map(|i| {
                 let x = columns[0][i];
-                let d = match (chin, d_from_c) {
-                    (true, true) => columns[2][i] / (6.0 * x),
-                    (true, false) => columns[2][i],
-                    _ => 0.0,
+                let d = match (columns.get(2), a.c.is_some()) {
+                    (Some(c), true) => c[i] / (6.0 * x),
+                    (Some(d), false) => d[i],
+                    (None, _) => 0.0,
                 };
                 (x, d, columns[1][i])
             })

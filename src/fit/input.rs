@@ -335,7 +335,7 @@ pub fn sweep_points(store: &Store, q: &SweepQuery) -> Result<StorePoints, Error>
     let mut out = StorePoints::default();
     // Configuration label → (x, d, values), in first-seen order.
     let mut groups: Vec<(Vec<(String, String)>, f64, f64, Vec<f64>)> = Vec::new();
-    for (i, (id, swept)) in runs.iter().enumerate() {
+    for (id, swept) in &runs {
         let rec = match store.run(id)? {
             Some(r) => r,
             None => {
@@ -372,12 +372,12 @@ pub fn sweep_points(store: &Store, q: &SweepQuery) -> Result<StorePoints, Error>
             None => 0.0,
         };
         out.runs_used += 1;
-        let label: Vec<(String, String)> = match q.seeds {
-            Seeds::Mean => swept.iter().filter(|(k, _)| k != "seed").cloned().collect(),
-            // A unique label per run.
-            Seeds::All => vec![("#".into(), i.to_string())],
-        };
-        match groups.iter_mut().find(|g| g.0 == label) {
+        let label: Vec<(String, String)> =
+            swept.iter().filter(|(k, _)| k != "seed").cloned().collect();
+        match groups
+            .iter_mut()
+            .find(|g| q.seeds == Seeds::Mean && g.0 == label)
+        {
             Some(g) => g.3.push(y),
             None => groups.push((label, x, d, vec![y])),
         }

@@ -49,13 +49,26 @@ fn is_log(k: usize) -> bool {
 }
 
 impl Form {
+    /// The name `parse` reads and the output prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Power => "power",
+            Form::Chinchilla => "chinchilla",
+            Form::LearningCurve => "learning_curve",
+            Form::BrokenPower => "broken_power",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Form, Error> {
-        match s {
-            "power" => Ok(Form::Power),
-            "chinchilla" => Ok(Form::Chinchilla),
-            "learning_curve" | "learning-curve" => Ok(Form::LearningCurve),
-            "broken_power" | "broken-power" => Ok(Form::BrokenPower),
-            _ => Err(invalid(
+        let all = [
+            Form::Power,
+            Form::Chinchilla,
+            Form::LearningCurve,
+            Form::BrokenPower,
+        ];
+        match all.into_iter().find(|f| f.name() == s.replace('-', "_")) {
+            Some(f) => Ok(f),
+            None => Err(invalid(
                 "--form",
                 format!("unknown form `{s}`"),
                 "one of: power, chinchilla, learning_curve, broken_power",

@@ -506,31 +506,7 @@ pub fn scaling(
         result.get("A").unwrap_or(f64::NAN),
         result.get("alpha").unwrap_or(f64::NAN),
     );
-    let (lo, hi) = data
-        .x
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
-    let grid: Vec<f64> = (0..=60)
-        .map(|i| 10f64.powf(lo.log10() + (hi.log10() - lo.log10()) * i as f64 / 60.0))
-        .collect();
-    let curve: Vec<(f64, f64)> = grid.iter().map(|&x| (x, e + a * x.powf(-alpha))).collect();
-    let band: Vec<(f64, f64, f64)> = grid
-        .iter()
-        .filter_map(|&x| {
-            let mut v: Vec<f64> = result
-                .samples
-                .iter()
-                .map(|p| fit::law(Form::Power, p, x, 0.0))
-                .filter(|v| v.is_finite())
-                .collect();
-            if v.len() < 10 {
-                return None;
-            }
-            v.sort_by(f64::total_cmp);
-            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-            Some((x, q(0.025), q(0.975)))
-        })
-        .collect();
+    let (curve, band) = law_with_band(Form::Power, &data.x, &result, 60);
     let figure = Figure::Lines(LineChart {
         title: title.into(),
         x_label: key.clone(),
@@ -574,7 +550,7 @@ pub fn fit_figure(
     y_label: &str,
 ) -> Figure {
     let p = r.natural_params();
-    let title = format!("{} fit of {} points", form_name(form), data.y.len());
+    let title = format!("{} fit of {} points", form.name(), data.y.len());
     if form.two_inputs() {
         let pred: Vec<(f64, f64)> = data
             .x
@@ -613,30 +589,7 @@ pub fn fit_figure(
             ..LineChart::default()
         });
     }
-    let (lo, hi) = data
-        .x
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
-    let grid: Vec<f64> = (0..=80)
-        .map(|i| 10f64.powf(lo.log10() + (hi.log10() - lo.log10()) * i as f64 / 80.0))
-        .collect();
-    let band: Vec<(f64, f64, f64)> = grid
-        .iter()
-        .filter_map(|&x| {
-            let mut v: Vec<f64> = r
-                .samples
-                .iter()
-                .map(|s| fit::law(form, s, x, 0.0))
-                .filter(|v| v.is_finite())
-                .collect();
-            if v.len() < 10 {
-                return None;
-            }
-            v.sort_by(f64::total_cmp);
-            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
-            Some((x, q(0.025), q(0.975)))
-        })
-        .collect();
+    let (curve, band) = law_with_band(form, &data.x, r, 80);
     let label = r
         .params
         .iter()
@@ -656,10 +609,7 @@ pub fn fit_figure(
                 } else {
                     format!("fit: {label} (95% bootstrap band)")
                 },
-                points: grid
-                    .iter()
-                    .map(|&x| (x, fit::law(form, &p, x, 0.0)))
-                    .collect(),
+                points: curve,
                 band,
                 color: SeriesColor::Palette(0),
                 ..Series::default()
@@ -676,16 +626,47 @@ pub fn fit_figure(
     })
 }
 
+/// A one-input law on `n + 1` log-spaced points over the range of `xs`: the fitted curve, and
+/// the 2.5–97.5% band of the bootstrap fits (left out where fewer than 10 are finite).
+#[allow(clippy::type_complexity)]
+fn law_with_band(
+    form: Form,
+    xs: &[f64],
+    r: &FitResult,
+    n: usize,
+) -> (Vec<(f64, f64)>, Vec<(f64, f64, f64)>) {
+    let (lo, hi) = xs
+        .iter()
+        .fold((f64::INFINITY, 0.0f64), |(l, h), &x| (l.min(x), h.max(x)));
+    let grid: Vec<f64> = (0..=n)
+        .map(|i| 10f64.powf(lo.log10() + (hi.log10() - lo.log10()) * i as f64 / n as f64))
+        .collect();
+    let p = r.natural_params();
+    let curve = grid
+        .iter()
+        .map(|&x| (x, fit::law(form, &p, x, 0.0)))
+        .collect();
+    let band = grid
+        .iter()
+        .filter_map(|&x| {
+            let mut v: Vec<f64> = r
+                .samples
+                .iter()
+                .map(|s| fit::law(form, s, x, 0.0))
+                .filter(|v| v.is_finite())
+                .collect();
+            if v.len() < 10 {
+                return None;
+            }
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+            Some((x, q(0.025), q(0.975)))
+        })
+        .collect();
+    (curve, band)
+}
+
 fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
-}
-
-fn form_name(form: Form) -> &'static str {
-    match form {
-        Form::Power => "power",
-        Form::LearningCurve => "learning_curve",
-        Form::Chinchilla => "chinchilla",
-        Form::BrokenPower => "broken_power",
-    }
 }
