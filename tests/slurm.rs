@@ -111,17 +111,31 @@ impl Lab {
     }
 
     /// `(JOB_TASK, state)` of this sweep's queued or running elements.
+    /// The sweep's elements Slurm still holds, `(JOB_TASK, state)`; retried while `squeue`
+    /// itself fails (a busy controller answers with an error, which must not read as "empty").
     fn queue(&self, store: &str, sweep: &str) -> Vec<(String, String)> {
         let ids = self.job_ids(store, sweep);
         if ids.is_empty() {
             return Vec::new();
         }
-        let o = Command::new("squeue")
-            .env("SLURM_CONF", &self.conf)
-            .args(["--noheader", "--array", "--format=%i %T"])
-            .arg(format!("--jobs={}", ids.join(",")))
-            .output()
-            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let o = loop {
+            let o = Command::new("squeue")
+                .env("SLURM_CONF", &self.conf)
+                .args(["--noheader", "--array", "--format=%i %T"])
+                .arg(format!("--jobs={}", ids.join(",")))
+                .output()
+                .unwrap();
+            if o.status.success() {
+                break o;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "squeue keeps failing: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
         String::from_utf8_lossy(&o.stdout)
             .lines()
             .filter_map(|l| {
@@ -517,7 +531,15 @@ fn a_requeued_element_resumes_from_its_checkpoint() {
         &["update", &format!("JobId={element}"), "StartTime=now"],
     );
     lab.wait("slurm.db", "rq");
-    let log = std::fs::read_to_string(lab.path(&format!("shards/logs/rq-{job}_0.out"))).unwrap();
+    // The shard's own status is the authority: a requeued element can drop out of squeue's
+    // listing for a moment while the controller moves it, so wait for it too.
+    let log_path = lab.path(&format!("shards/logs/rq-{job}_0.out"));
+    lab.until("the requeued run has completed", || {
+        lab.progress(&ids[0])
+            .is_some_and(|p| p["status"] == "completed")
+            && std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("completed in"))
+    });
+    let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("DUE TO JOB REQUEUE"), "{log}");
     let first = lab.progress(&ids[0]).unwrap();
     assert_eq!(first["status"], "completed", "{first}");
