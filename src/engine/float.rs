@@ -28,6 +28,8 @@ pub trait Float:
     const NAME: &'static str;
     /// The safetensors dtype with the same layout.
     const SAFETENSORS: safetensors::Dtype;
+    /// Whether `Self` is `f32` (the engine's own AVX-512 kernels are single precision).
+    const IS_F32: bool;
 
     fn of(x: f64) -> Self;
     fn f64(self) -> f64;
@@ -67,6 +69,7 @@ pub trait Float:
 impl Float for f32 {
     const NAME: &'static str = "f32";
     const SAFETENSORS: safetensors::Dtype = safetensors::Dtype::F32;
+    const IS_F32: bool = true;
     #[inline(always)]
     fn of(x: f64) -> Self {
         x as f32
@@ -123,6 +126,7 @@ impl Float for f32 {
 impl Float for f64 {
     const NAME: &'static str = "f64";
     const SAFETENSORS: safetensors::Dtype = safetensors::Dtype::F64;
+    const IS_F32: bool = false;
     #[inline(always)]
     fn of(x: f64) -> Self {
         x

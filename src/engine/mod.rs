@@ -5,7 +5,9 @@
 pub mod fastmath;
 pub mod float;
 pub mod ops;
+pub mod pool;
 pub mod rng;
+pub mod sgemm;
 
 pub use float::Float;
 pub use rng::Rng;

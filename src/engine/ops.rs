@@ -47,15 +47,176 @@ pub fn gemm<F: Float>(
     beta: F,
     c: &mut [F],
 ) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm: buffer too small"
+    let lda = if ta == Op::N { k } else { m };
+    let ldb = if tb == Op::N { n } else { k };
+    gemm_ex(
+        ta,
+        tb,
+        m,
+        n,
+        k,
+        alpha,
+        (a, lda),
+        (b, ldb),
+        beta,
+        (c, n),
+        None,
     );
+}
+
+/// [`gemm`] on sub-matrices of larger row-major buffers (BLAS's leading dimensions: each
+/// operand is `(buffer, row stride)`), plus an optional `bias[n]` added to every row of C —
+/// `C ← α·op(A)·op(B) + β·C + 1·biasᵀ`. Attention reads its heads straight out of the fused
+/// `[BT, 3C]` projection this way, and linear layers fold their bias into the GEMM.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_ex<F: Float>(
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: F,
+    (a, lda): (&[F], usize),
+    (b, ldb): (&[F], usize),
+    beta: F,
+    (c, ldc): (&mut [F], usize),
+    bias: Option<&[F]>,
+) {
     if m == 0 || n == 0 {
         return;
     }
-    // Degenerate shapes (a width-1 output layer) are memory-bound loops, several times faster
-    // than a packed GEMM kernel.
+    // Stored shapes (rows × cols) of A and B, and the extent each buffer must cover.
+    let (ar, ac) = if ta == Op::N { (m, k) } else { (k, m) };
+    let (br, bc) = if tb == Op::N { (k, n) } else { (n, k) };
+    let extent = |rows: usize, cols: usize, ld: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * ld + cols
+        }
+    };
+    assert!(
+        lda >= ac
+            && ldb >= bc
+            && ldc >= n
+            && a.len() >= extent(ar, ac, lda)
+            && b.len() >= extent(br, bc, ldb)
+            && c.len() >= extent(m, n, ldc)
+            && bias.is_none_or(|b| b.len() >= n),
+        "gemm: buffer too small"
+    );
+    let dense = lda == ac && ldb == bc && ldc == n && bias.is_none();
+    if dense && k > 0 && degenerate(ta, tb, m, n, k, alpha, a, b, beta, c) {
+        return;
+    }
+    let (rsa, csa) = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let (rsb, csb) = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    if F::IS_F32 && super::sgemm::available() {
+        // SAFETY: F is f32 (so the casts are identities); the assert above bounds every index
+        // the strides reach; `c` is a unique borrow, so it aliases nothing else.
+        unsafe {
+            super::sgemm::sgemm(
+                m,
+                n,
+                k,
+                alpha.f64() as f32,
+                a.as_ptr() as *const f32,
+                rsa,
+                csa,
+                b.as_ptr() as *const f32,
+                rsb,
+                csb,
+                beta.f64() as f32,
+                c.as_mut_ptr() as *mut f32,
+                ldc,
+                bias.map(|b| b.as_ptr() as *const f32),
+                threads,
+            )
+        };
+        return;
+    }
+    // The portable path (`matrixmultiply`): fold β and the bias into C first, then β = 1.
+    let beta = match bias {
+        Some(bias) => {
+            for i in 0..m {
+                let row = &mut c[i * ldc..i * ldc + n];
+                for (cv, &bv) in row.iter_mut().zip(bias) {
+                    *cv = if beta == F::zero() {
+                        bv
+                    } else {
+                        beta * *cv + bv
+                    };
+                }
+            }
+            F::one()
+        }
+        None => beta,
+    };
+    // Row blocks of C (and of op(A)) on pool workers.
+    let rows = super::pool::split(m, threads, 1);
+    let (ap, bp, cp) = (
+        SendPtr(a.as_ptr() as *mut F),
+        SendPtr(b.as_ptr() as *mut F),
+        SendPtr(c.as_mut_ptr()),
+    );
+    super::pool::run(threads, &|t| {
+        let r = rows(t);
+        if r.is_empty() {
+            return;
+        }
+        let (ap, bp, cp) = (ap, bp, cp);
+        // SAFETY: rows r of op(A) and C lie inside their buffers (assert above); each task
+        // writes a disjoint row block of C.
+        unsafe {
+            F::gemm_raw(
+                r.len(),
+                k,
+                n,
+                alpha,
+                ap.0.offset(r.start as isize * rsa),
+                rsa,
+                csa,
+                bp.0,
+                rsb,
+                csb,
+                beta,
+                cp.0.add(r.start * ldc),
+                ldc as isize,
+                1,
+            )
+        }
+    });
+}
+
+/// A raw pointer handed to pool tasks that touch disjoint parts of its buffer.
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*mut T);
+unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Send for SendPtr<T> {}
+
+/// Degenerate shapes (a width-1 output layer, outer products) of a dense, bias-free GEMM are
+/// memory-bound loops, several times faster than a packed GEMM kernel. Returns whether it
+/// handled the call.
+#[allow(clippy::too_many_arguments)]
+fn degenerate<F: Float>(
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    beta: F,
+    c: &mut [F],
+) -> bool {
     if n == 1 && ta == Op::N {
         // op(B) is a k-vector: contiguous in both layouts ([k,1] or [1,k]).
         for (i, cv) in c[..m].iter_mut().enumerate() {
@@ -66,7 +227,7 @@ pub fn gemm<F: Float>(
                 alpha * d + beta * *cv
             };
         }
-        return;
+        return true;
     }
     if m == 1 && tb == Op::N {
         // op(A) is a k-vector (contiguous in both layouts): C = Σ_p a_p · B[p, :].
@@ -77,7 +238,7 @@ pub fn gemm<F: Float>(
                 *cv += ap * bv;
             }
         }
-        return;
+        return true;
     }
     if k == 1 {
         // An outer product: both operands are vectors whatever their layout.
@@ -94,75 +255,86 @@ pub fn gemm<F: Float>(
                 }
             }
         }
-        return;
+        return true;
     }
-    let (rsa, csa) = match ta {
-        Op::N => (k as isize, 1),
-        Op::T => (1, m as isize),
-    };
-    let (rsb, csb) = match tb {
-        Op::N => (n as isize, 1),
-        Op::T => (1, k as isize),
-    };
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
-    if threads == 1 {
-        // SAFETY: the assert above bounds every index the strides reach; `c` is a unique
-        // borrow, so it aliases neither `a` nor `b`.
-        unsafe {
-            F::gemm_raw(
-                m,
-                k,
-                n,
-                alpha,
-                a.as_ptr(),
-                rsa,
-                csa,
-                b.as_ptr(),
-                rsb,
-                csb,
-                beta,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
-        }
-        return;
-    }
-    // Row blocks of C (and of op(A)) on scoped threads.
-    let rows_per = m.div_ceil(threads);
-    std::thread::scope(|scope| {
-        for (t, c_block) in c[..m * n].chunks_mut(rows_per * n).enumerate() {
-            let r0 = t * rows_per;
-            let rows = c_block.len() / n;
-            let a_off = match ta {
-                Op::N => r0 * k,
-                Op::T => r0,
-            };
-            let a_block = &a[a_off..];
-            scope.spawn(move || {
-                // SAFETY: rows r0..r0+rows of op(A) lie inside `a_block` with the same strides,
-                // and each thread owns a disjoint block of C.
-                unsafe {
-                    F::gemm_raw(
-                        rows,
-                        k,
-                        n,
-                        alpha,
-                        a_block.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        beta,
-                        c_block.as_mut_ptr(),
-                        n as isize,
-                        1,
-                    )
-                }
-            });
+    false
+}
+
+/// Rows per block of the row-parallel passes ([`for_row_blocks`]). Fixed, so that a reduction
+/// over rows (per-block partial sums, then the blocks in order) is the same whatever the thread
+/// count.
+pub const ROW_BLOCK: usize = 128;
+
+/// Calls `f(block, rows)` for every block of [`ROW_BLOCK`] rows of `0..rows`, the blocks spread
+/// over [`threads`] pool tasks in contiguous runs.
+pub fn for_row_blocks(rows: usize, f: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)) {
+    let blocks = rows.div_ceil(ROW_BLOCK);
+    let tasks = threads().min(blocks).max(1);
+    let split = super::pool::split(blocks, tasks, 1);
+    super::pool::run(tasks, &|t| {
+        for blk in split(t) {
+            f(blk, blk * ROW_BLOCK..((blk + 1) * ROW_BLOCK).min(rows));
         }
     });
+}
+
+/// A mutable buffer that parallel tasks cut into disjoint pieces ([`Shards::get`]).
+pub struct Shards<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _borrow: std::marker::PhantomData<&'a mut [T]>,
+}
+unsafe impl<T: Send> Sync for Shards<'_, T> {}
+unsafe impl<T: Send> Send for Shards<'_, T> {}
+
+impl<'a, T> Shards<'a, T> {
+    pub fn new(buf: &'a mut [T]) -> Self {
+        Shards {
+            ptr: buf.as_mut_ptr(),
+            len: buf.len(),
+            _borrow: std::marker::PhantomData,
+        }
+    }
+    /// The elements `range`.
+    ///
+    /// # Safety
+    /// Ranges handed out at the same time must not overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn get(&self, range: std::ops::Range<usize>) -> &'a mut [T] {
+        assert!(
+            range.start <= range.end && range.end <= self.len,
+            "shard out of range"
+        );
+        std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len())
+    }
+}
+
+/// `acc += x`, in row blocks over the pool.
+pub fn add_assign<F: Float>(acc: &mut [F], x: &[F], width: usize) {
+    let rows = acc.len() / width;
+    let out = Shards::new(acc);
+    for_row_blocks(rows, &|_, r| {
+        let e = r.start * width..r.end * width;
+        // SAFETY: row blocks are disjoint.
+        let a = unsafe { out.get(e.clone()) };
+        for (a, &v) in a.iter_mut().zip(&x[e]) {
+            *a += v;
+        }
+    });
+}
+
+/// `acc[j] += Σ_r g[r, j]` (bias gradients): per-block partial sums, added in block order.
+pub fn add_column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F]) {
+    let rows = g.len() / width;
+    let blocks = rows.div_ceil(ROW_BLOCK);
+    let mut partial = vec![F::zero(); blocks * width];
+    let parts = Shards::new(&mut partial);
+    for_row_blocks(rows, &|blk, r| {
+        // SAFETY: one block's partial row each.
+        let part = unsafe { parts.get(blk * width..(blk + 1) * width) };
+        add_column_sums(&g[r.start * width..r.end * width], width, part);
+    });
+    add_column_sums(&partial, width, acc);
 }
 
 /// `Σ x_i y_i` with eight independent partial sums, so the loop vectorizes (a single running

@@ -26,11 +26,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ops::{self, Op};
+use crate::engine::ops::{self, Op, Shards};
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, FanMode, Init, InitParams};
-use crate::nn::norm::{self, Mode, Norm, NormCache};
+use crate::nn::norm::{self, Norm, NormCache, NormGrads};
 use crate::spec::{BiasedActSpec, Granularity, Trainable};
 
 use super::{act_params_backward, broadcast_act_params, Param, Role};
@@ -294,16 +294,12 @@ pub struct BlockBuffers<F> {
     pub s2: Vec<F>,
     pub cache1: NormCache<F>,
     pub cache2: NormCache<F>,
-    /// `[BT, 3C]`.
+    /// `[BT, 3C]`: q, k, v side by side, head `i` in columns `i·hd..(i+1)·hd` of each; q and k
+    /// rotated in place when positions are rotary. Attention reads its heads from here.
     pub qkv: Vec<F>,
-    /// Per head, rotated when positions are rotary: `[B, H, T, hd]`.
-    pub q: Vec<F>,
-    pub k: Vec<F>,
-    pub v: Vec<F>,
     /// Attention probabilities `[B, H, T, T]` (zero above the diagonal).
     pub att: Vec<F>,
-    /// Per-head outputs `[B, H, T, hd]`, then merged `[BT, C]`.
-    pub yh: Vec<F>,
+    /// Attention output, heads side by side `[BT, C]`.
     pub y: Vec<F>,
     /// Largest pre-softmax logit of each head in the last forward pass `[H]`.
     pub logit_max: Vec<F>,
@@ -352,12 +348,10 @@ pub struct Gpt<F> {
     pub logits: Vec<F>,
     pub d_logits: Vec<F>,
     /// Backward scratch: ∂L/∂(residual-width buffers), the MLP width, qkv; `g_att` holds
-    /// ∂L/∂scores of every (sequence, head) so heads can run on separate threads.
+    /// ∂L/∂scores of every (sequence, head) so sequences can run on separate threads.
     g: [Vec<F>; 3],
     g_m: Vec<F>,
     g_qkv: Vec<F>,
-    /// dq, dk, dv, dy per head `[B, H, T, hd]`.
-    g_heads: [Vec<F>; 4],
     g_att: Vec<F>,
     /// Rotary `cos(t·θ_i)`, `sin(t·θ_i)`: `[context, hd/2]`.
     rope: (Vec<F>, Vec<F>),
@@ -594,11 +588,7 @@ impl<F: Float> Gpt<F> {
                 cache1: NormCache::new(spec.norm, bt, c),
                 cache2: NormCache::new(spec.norm, bt, c),
                 qkv: z(bt * 3 * c),
-                q: z(bt * c),
-                k: z(bt * c),
-                v: z(bt * c),
                 att: z(capacity * h * context * context),
-                yh: z(bt * c),
                 y: z(bt * c),
                 logit_max: z(h),
                 bh_max: z(capacity * h),
@@ -641,7 +631,6 @@ impl<F: Float> Gpt<F> {
             g: [z(bt * c), z(bt * c), z(bt * c)],
             g_m: z(bt * m),
             g_qkv: z(bt * 3 * c),
-            g_heads: [z(bt * c), z(bt * c), z(bt * c), z(bt * c)],
             g_att: z(capacity * h * context * context),
             rope: (cos, sin),
             batch: 0,
@@ -728,33 +717,19 @@ impl<F: Float> Gpt<F> {
                 c,
                 &mut buf.qkv[..bt * 3 * c],
             );
-            split_heads(
-                &buf.qkv[..bt * 3 * c],
-                batch,
-                seq,
-                h,
-                hd,
-                self.spec.positions == Positions::Rotary,
-                &self.rope,
-                [&mut buf.q, &mut buf.k, &mut buf.v],
-            );
-            attention_fwd(buf, batch, seq, h, hd);
-            merge_heads(&buf.yh, batch, seq, h, hd, &mut buf.y[..n]);
-            // s1 = x + proj(y).
+            let rotary = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
+            attention_fwd(buf, batch, seq, h, hd, rotary);
+            // s1 = x + proj(y) + b.
             buf.s1[..n].copy_from_slice(x);
-            ops::gemm(
-                Op::N,
-                Op::T,
+            linear_acc(
+                &buf.y[..n],
+                &params[bi.proj_w].value,
+                &params[bi.proj_b].value,
                 bt,
                 c,
                 c,
-                F::one(),
-                &buf.y[..n],
-                &params[bi.proj_w].value,
-                F::one(),
                 &mut buf.s1[..n],
             );
-            add_bias(&mut buf.s1[..n], &params[bi.proj_b].value);
             // MLP input: norm2(s1) (pre) or n1 = norm1(s1) (post).
             if pre {
                 norm_fwd(
@@ -811,34 +786,44 @@ impl<F: Float> Gpt<F> {
                     b: &abc[1],
                     c: &abc[2],
                 });
-                let fu = (!fu.is_empty()).then(|| &mut fu[..bt * m]);
-                activation::forward(
-                    self.spec.activation,
-                    m,
-                    bp,
-                    &z[..bt * m],
-                    &mut act[..bt * m],
-                    &mut slope[..bt * m],
-                    fu,
-                );
+                let with_fu = !fu.is_empty();
+                let (acts, slopes) = (Shards::new(&mut act[..bt * m]), Shards::new(&mut slope[..]));
+                let fus = Shards::new(&mut fu[..]);
+                let activation = self.spec.activation;
+                ops::for_row_blocks(bt, &|_, r| {
+                    let e = r.start * m..r.end * m;
+                    let bp = bp.as_ref().map(|p| BiasedParams {
+                        a: p.a,
+                        b: p.b,
+                        c: p.c,
+                    });
+                    // SAFETY: row blocks are disjoint.
+                    unsafe {
+                        activation::forward(
+                            activation,
+                            m,
+                            bp,
+                            &z[e.clone()],
+                            acts.get(e.clone()),
+                            slopes.get(e.clone()),
+                            with_fu.then(|| fus.get(e)),
+                        )
+                    };
+                });
             }
             // s2 = base + fc2(act); x' = s2 (pre) or norm2(s2) (post).
             let mlp_base: &[F] = if pre { &buf.s1[..n] } else { &buf.n1[..n] };
             let s2: &mut [F] = if pre { &mut *x_out } else { &mut buf.s2[..n] };
             s2.copy_from_slice(mlp_base);
-            ops::gemm(
-                Op::N,
-                Op::T,
+            linear_acc(
+                &buf.act[..bt * m],
+                &params[bi.fc2_w].value,
+                &params[bi.fc2_b].value,
                 bt,
                 c,
                 m,
-                F::one(),
-                &buf.act[..bt * m],
-                &params[bi.fc2_w].value,
-                F::one(),
                 s2,
             );
-            add_bias(s2, &params[bi.fc2_b].value);
             if !pre {
                 norm_fwd(
                     self.spec.norm,
@@ -994,7 +979,14 @@ impl<F: Float> Gpt<F> {
                     abc_grad,
                 );
             }
-            activation::backward_input(gm, &buf.slope[..bt * m]);
+            {
+                let (gms, slope) = (Shards::new(&mut gm[..]), &buf.slope[..bt * m]);
+                ops::for_row_blocks(bt, &|_, r| {
+                    let e = r.start * m..r.end * m;
+                    // SAFETY: row blocks are disjoint.
+                    activation::backward_input(unsafe { gms.get(e.clone()) }, &slope[e]);
+                });
+            }
             // fc1: gb = ∂L/∂(mlp input).
             let mlp_in: &[F] = if pre { &buf.n2[..n] } else { &buf.n1[..n] };
             linear_bwd_params(params, bi.fc_w, bi.fc_b, gm, mlp_in, bt, m, c);
@@ -1022,10 +1014,10 @@ impl<F: Float> Gpt<F> {
                     &mut gb[..n],
                     &buf.cache2,
                 );
-                add_into(&mut ga[..n], &gb[..n]);
+                ops::add_assign(&mut ga[..n], &gb[..n], c);
             } else {
                 // s2 = n1 + mlp(n1), n1 = norm1(s1).
-                add_into(&mut ga[..n], &gb[..n]);
+                ops::add_assign(&mut ga[..n], &gb[..n], c);
                 norm_bwd(
                     self.spec.norm,
                     c,
@@ -1059,18 +1051,18 @@ impl<F: Float> Gpt<F> {
                 F::zero(),
                 &mut gc[..n],
             );
-            // gc = ∂L/∂y → per-head gradients → ∂L/∂qkv.
-            split_plain(&gc[..n], batch, seq, h, hd, &mut self.g_heads[3]);
-            attention_bwd(buf, batch, seq, h, hd, &mut self.g_heads, &mut self.g_att);
-            merge_qkv_grads(
-                &self.g_heads,
+            // gc = ∂L/∂y → ∂L/∂qkv.
+            let rotary = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
+            attention_bwd(
+                buf,
                 batch,
                 seq,
                 h,
                 hd,
-                self.spec.positions == Positions::Rotary,
-                &self.rope,
+                rotary,
+                &gc[..n],
                 &mut self.g_qkv[..bt * 3 * c],
+                &mut self.g_att,
             );
             let attn_in: &[F] = if pre { &buf.n1[..n] } else { x };
             linear_bwd_params(
@@ -1107,7 +1099,7 @@ impl<F: Float> Gpt<F> {
                 );
             }
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
-            add_into(&mut ga[..n], &gb[..n]);
+            ops::add_assign(&mut ga[..n], &gb[..n], c);
         }
         // Embeddings.
         let g0 = &ga[..n];
@@ -1205,7 +1197,7 @@ pub fn cross_entropy<F: Float>(
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// `y = x·Wᵀ + b` for `x: [rows, fan_in]`, `W: [fan_out, fan_in]`.
+/// `y = x·Wᵀ + b` for `x: [rows, fan_in]`, `W: [fan_out, fan_in]` (the bias rides in the GEMM).
 fn linear_fwd<F: Float>(
     x: &[F],
     w: &[F],
@@ -1215,18 +1207,43 @@ fn linear_fwd<F: Float>(
     fan_in: usize,
     y: &mut [F],
 ) {
-    ops::fill_rows(y, fan_out, Some(b));
-    ops::gemm(
+    ops::gemm_ex(
         Op::N,
         Op::T,
         rows,
         fan_out,
         fan_in,
         F::one(),
-        x,
-        w,
+        (x, fan_in),
+        (w, fan_in),
+        F::zero(),
+        (y, fan_out),
+        Some(b),
+    );
+}
+
+/// `y += x·Wᵀ + b` (a residual branch added onto its stream).
+fn linear_acc<F: Float>(
+    x: &[F],
+    w: &[F],
+    b: &[F],
+    rows: usize,
+    fan_out: usize,
+    fan_in: usize,
+    y: &mut [F],
+) {
+    ops::gemm_ex(
+        Op::N,
+        Op::T,
+        rows,
+        fan_out,
+        fan_in,
         F::one(),
-        y,
+        (x, fan_in),
+        (w, fan_in),
+        F::one(),
+        (y, fan_out),
+        Some(b),
     );
 }
 
@@ -1254,15 +1271,7 @@ fn linear_bwd_params<F: Float>(
         F::one(),
         &mut params[w].grad,
     );
-    ops::add_column_sums(g, fan_out, &mut params[b].grad);
-}
-
-fn add_bias<F: Float>(y: &mut [F], b: &[F]) {
-    for row in y.chunks_exact_mut(b.len()) {
-        for (v, &bv) in row.iter_mut().zip(b) {
-            *v += bv;
-        }
-    }
+    ops::add_column_sums_par(g, fan_out, &mut params[b].grad);
 }
 
 fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
@@ -1271,6 +1280,7 @@ fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
     }
 }
 
+/// The row-local norm over `x: [rows, width]`, in row blocks over the pool.
 #[allow(clippy::too_many_arguments)]
 fn norm_fwd<F: Float>(
     norm: Norm,
@@ -1283,10 +1293,38 @@ fn norm_fwd<F: Float>(
     cache: &mut NormCache<F>,
 ) {
     let np = idx.params(params);
-    norm::forward(norm, Mode::Train, width, eps, x, y, &np, None, cache);
+    let rows = x.len() / width;
+    let per_row = matches!(norm, Norm::Layernorm | Norm::Rmsnorm);
+    let per_elem = norm == Norm::Dyt;
+    let (ys, means, rstds, ts) = (
+        Shards::new(y),
+        Shards::new(&mut cache.mean[..]),
+        Shards::new(&mut cache.rstd[..]),
+        Shards::new(&mut cache.t[..]),
+    );
+    ops::for_row_blocks(rows, &|_, r| {
+        let e = r.start * width..r.end * width;
+        let stats = if per_row { r.clone() } else { 0..0 };
+        // SAFETY: row blocks are disjoint.
+        unsafe {
+            norm::rows_forward(
+                norm,
+                width,
+                eps,
+                &x[e.clone()],
+                ys.get(e.clone()),
+                &np,
+                means.get(stats.clone()),
+                rstds.get(stats),
+                ts.get(if per_elem { e } else { 0..0 }),
+            )
+        }
+    });
 }
 
-/// `g`: `∂L/∂y` in, `∂L/∂x` out (a no-op for `norm = "none"`); see [`NormIdx::backward`].
+/// `g`: `∂L/∂y` in, `∂L/∂x` out (a no-op for `norm = "none"`). Row blocks run over the pool;
+/// each block's parameter gradients are summed on their own, then added in block order (the
+/// same sums for any thread count).
 fn norm_bwd<F: Float>(
     norm: Norm,
     width: usize,
@@ -1299,7 +1337,57 @@ fn norm_bwd<F: Float>(
     if norm == Norm::None {
         return;
     }
-    idx.backward(norm, width, params, x, g, cache);
+    let rows = x.len() / width;
+    let blocks = rows.div_ceil(ops::ROW_BLOCK);
+    // Per block: ∂w [width], ∂b [width], ∂α [1].
+    let stride = 2 * width + 1;
+    let mut partial = vec![F::zero(); blocks * stride];
+    {
+        let np = idx.params(params);
+        let per_row = matches!(norm, Norm::Layernorm | Norm::Rmsnorm);
+        let (gs, parts) = (Shards::new(g), Shards::new(&mut partial));
+        ops::for_row_blocks(rows, &|blk, r| {
+            let e = r.start * width..r.end * width;
+            let stats = if per_row { r.clone() } else { 0..0 };
+            let t = if norm == Norm::Dyt { e.clone() } else { 0..0 };
+            // SAFETY: row blocks, and their partial rows, are disjoint.
+            let (part, gr) = unsafe {
+                (
+                    parts.get(blk * stride..(blk + 1) * stride),
+                    gs.get(e.clone()),
+                )
+            };
+            let (gw, rest) = part.split_at_mut(width);
+            let (gb, ga) = rest.split_at_mut(width);
+            let grads = NormGrads {
+                weight: gw,
+                bias: norm.has_bias().then_some(gb),
+                alpha: norm.has_alpha().then(|| &mut ga[0]),
+            };
+            norm::rows_backward(
+                norm,
+                width,
+                &x[e],
+                gr,
+                &np,
+                grads,
+                &cache.mean[stats.clone()],
+                &cache.rstd[stats],
+                &cache.t[t],
+            );
+        });
+    }
+    for part in partial.chunks_exact(stride) {
+        if let Some(i) = idx.weight {
+            add_into(&mut params[i].grad, &part[..width]);
+        }
+        if let Some(i) = idx.bias {
+            add_into(&mut params[i].grad, &part[width..2 * width]);
+        }
+        if let Some(i) = idx.alpha {
+            params[i].grad[0] += part[2 * width];
+        }
+    }
 }
 
 /// Rotates the pairs `(x₂ᵢ, x₂ᵢ₊₁)` of one head row by `+t·θᵢ` (`inverse`: by `−t·θᵢ`, which is
@@ -1314,320 +1402,252 @@ fn rotate<F: Float>(x: &mut [F], cos: &[F], sin: &[F], inverse: bool) {
     }
 }
 
-/// `[BT, 3C]` → q, k, v `[B, H, T, hd]`, rotating q and k when positions are rotary.
-#[allow(clippy::too_many_arguments)]
-fn split_heads<F: Float>(
-    qkv: &[F],
-    batch: usize,
-    seq: usize,
-    h: usize,
-    hd: usize,
-    rotary: bool,
-    rope: &(Vec<F>, Vec<F>),
-    out: [&mut Vec<F>; 3],
-) {
-    let c = h * hd;
-    let half = hd / 2;
-    let [q, k, v] = out;
-    for b in 0..batch {
-        for t in 0..seq {
-            let src = &qkv[(b * seq + t) * 3 * c..(b * seq + t + 1) * 3 * c];
-            for head in 0..h {
-                let dst = ((b * h + head) * seq + t) * hd;
-                for (which, buf) in [&mut *q, &mut *k, &mut *v].into_iter().enumerate() {
-                    let d = &mut buf[dst..dst + hd];
-                    d.copy_from_slice(&src[which * c + head * hd..which * c + (head + 1) * hd]);
-                    if rotary && which < 2 {
-                        rotate(
-                            d,
-                            &rope.0[t * half..(t + 1) * half],
-                            &rope.1[t * half..(t + 1) * half],
-                            false,
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// `[B, H, T, hd]` → `[BT, C]`.
-fn merge_heads<F: Float>(yh: &[F], batch: usize, seq: usize, h: usize, hd: usize, y: &mut [F]) {
-    let c = h * hd;
-    for b in 0..batch {
-        for head in 0..h {
-            for t in 0..seq {
-                let src = ((b * h + head) * seq + t) * hd;
-                let dst = (b * seq + t) * c + head * hd;
-                y[dst..dst + hd].copy_from_slice(&yh[src..src + hd]);
-            }
-        }
-    }
-}
-
-/// `[BT, C]` → `[B, H, T, hd]`.
-fn split_plain<F: Float>(y: &[F], batch: usize, seq: usize, h: usize, hd: usize, out: &mut [F]) {
-    let c = h * hd;
-    for b in 0..batch {
-        for head in 0..h {
-            for t in 0..seq {
-                let dst = ((b * h + head) * seq + t) * hd;
-                let src = (b * seq + t) * c + head * hd;
-                out[dst..dst + hd].copy_from_slice(&y[src..src + hd]);
-            }
-        }
-    }
-}
-
-/// dq, dk, dv `[B, H, T, hd]` → `∂L/∂qkv` `[BT, 3C]`, undoing the rotation of q and k.
-#[allow(clippy::too_many_arguments)]
-fn merge_qkv_grads<F: Float>(
-    g: &[Vec<F>; 4],
-    batch: usize,
-    seq: usize,
-    h: usize,
-    hd: usize,
-    rotary: bool,
-    rope: &(Vec<F>, Vec<F>),
-    gqkv: &mut [F],
-) {
-    let c = h * hd;
-    let half = hd / 2;
-    for b in 0..batch {
-        for t in 0..seq {
-            let row = &mut gqkv[(b * seq + t) * 3 * c..(b * seq + t + 1) * 3 * c];
-            for head in 0..h {
-                let src = ((b * h + head) * seq + t) * hd;
-                for (which, gh) in g[..3].iter().enumerate() {
-                    let d = &mut row[which * c + head * hd..which * c + (head + 1) * hd];
-                    d.copy_from_slice(&gh[src..src + hd]);
-                    if rotary && which < 2 {
-                        rotate(
-                            d,
-                            &rope.0[t * half..(t + 1) * half],
-                            &rope.1[t * half..(t + 1) * half],
-                            true,
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Causal attention of every (sequence, head): `P = softmax(q·kᵀ/√hd + mask)` into `att`,
-/// `yh = P·v`; records each head's largest logit. The (sequence, head) pairs are split over
-/// [`ops::threads`] threads in contiguous blocks (each pair computed the same way whatever the
-/// split: bit-identical for any thread count).
+/// Causal attention, read straight out of the fused projection: for every sequence `b` and
+/// head, with `q, k, v` the head's `[T, hd]` column blocks of `qkv: [BT, 3C]` (row stride 3C),
+/// `P = softmax(q·kᵀ/√hd + mask)` into `att: [B, H, T, T]` and `y = P·v` into the head's
+/// columns of `y: [BT, C]`; records each head's largest logit. With rotary positions q and k
+/// are rotated in place first. Sequences are split over the pool (each computed the same way
+/// whatever the split: bit-identical for any thread count).
 fn attention_fwd<F: Float>(
     buf: &mut BlockBuffers<F>,
     batch: usize,
     seq: usize,
     h: usize,
     hd: usize,
+    rotary: Option<&(Vec<F>, Vec<F>)>,
 ) {
-    let (tt, th, nbh) = (seq * seq, seq * hd, batch * h);
+    let c = h * hd;
+    let tt = seq * seq;
     let BlockBuffers {
-        q,
-        k,
-        v,
+        qkv,
         att,
-        yh,
+        y,
         bh_max,
         logit_max,
         ..
     } = buf;
-    let (q, k, v) = (&q[..nbh * th], &k[..nbh * th], &v[..nbh * th]);
-    let threads = ops::threads().min(nbh).max(1);
-    let per = nbh.div_ceil(threads);
-    let work = att[..nbh * tt]
-        .chunks_mut(per * tt)
-        .zip(yh[..nbh * th].chunks_mut(per * th))
-        .zip(bh_max[..nbh].chunks_mut(per))
-        .enumerate();
-    if threads == 1 {
-        for (c, ((a, y), m)) in work {
-            attend(c * per, a, y, m, q, k, v, seq, hd);
-        }
-    } else {
-        std::thread::scope(|s| {
-            for (c, ((a, y), m)) in work {
-                s.spawn(move || attend(c * per, a, y, m, q, k, v, seq, hd));
+    let scale = F::of(1.0 / (hd as f64).sqrt());
+    let (qkvs, atts, ys, maxes) = (
+        Shards::new(&mut qkv[..batch * seq * 3 * c]),
+        Shards::new(&mut att[..batch * h * tt]),
+        Shards::new(&mut y[..batch * seq * c]),
+        Shards::new(&mut bh_max[..batch * h]),
+    );
+    let tasks = ops::threads().min(batch).max(1);
+    let split = crate::engine::pool::split(batch, tasks, 1);
+    crate::engine::pool::run(tasks, &|task| {
+        for b in split(task) {
+            // SAFETY: each sequence's rows (and its heads' blocks) belong to one task.
+            let (qkv, att, y, maxes) = unsafe {
+                (
+                    qkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
+                    atts.get(b * h * tt..(b + 1) * h * tt),
+                    ys.get(b * seq * c..(b + 1) * seq * c),
+                    maxes.get(b * h..(b + 1) * h),
+                )
+            };
+            if let Some(rope) = rotary {
+                rotate_qk(qkv, seq, h, hd, rope, false);
             }
-        });
-    }
+            let qkv: &[F] = qkv;
+            for head in 0..h {
+                let p = &mut att[head * tt..(head + 1) * tt];
+                let (q, k, v) = (
+                    &qkv[head * hd..],
+                    &qkv[c + head * hd..],
+                    &qkv[2 * c + head * hd..],
+                );
+                ops::gemm_ex(
+                    Op::N,
+                    Op::T,
+                    seq,
+                    seq,
+                    hd,
+                    scale,
+                    (q, 3 * c),
+                    (k, 3 * c),
+                    F::zero(),
+                    (&mut p[..], seq),
+                    None,
+                );
+                maxes[head] = causal_softmax(p, seq);
+                ops::gemm_ex(
+                    Op::N,
+                    Op::N,
+                    seq,
+                    hd,
+                    seq,
+                    F::one(),
+                    (&p[..], seq),
+                    (v, 3 * c),
+                    F::zero(),
+                    (&mut y[head * hd..], c),
+                    None,
+                );
+            }
+        }
+    });
     logit_max.fill(F::neg_infinity());
-    for (bh, &m) in bh_max[..nbh].iter().enumerate() {
+    for (bh, &m) in bh_max[..batch * h].iter().enumerate() {
         logit_max[bh % h] = logit_max[bh % h].max(m);
     }
 }
 
-/// [`attention_fwd`] for the pairs `first..first + max.len()`.
-#[allow(clippy::too_many_arguments)]
-fn attend<F: Float>(
-    first: usize,
-    att: &mut [F],
-    yh: &mut [F],
-    max: &mut [F],
-    q: &[F],
-    k: &[F],
-    v: &[F],
-    seq: usize,
-    hd: usize,
-) {
-    let scale = F::of(1.0 / (hd as f64).sqrt());
-    let (tt, th) = (seq * seq, seq * hd);
-    for (i, ((p, y), lmax)) in att
-        .chunks_exact_mut(tt)
-        .zip(yh.chunks_exact_mut(th))
-        .zip(max.iter_mut())
-        .enumerate()
-    {
-        let r = (first + i) * th..(first + i + 1) * th;
-        ops::gemm(
-            Op::N,
-            Op::T,
-            seq,
-            seq,
-            hd,
-            scale,
-            &q[r.clone()],
-            &k[r.clone()],
-            F::zero(),
-            p,
-        );
-        let mut m = F::neg_infinity();
-        for i in 0..seq {
-            let row = &mut p[i * seq..(i + 1) * seq];
-            let (live, masked) = row.split_at_mut(i + 1);
-            let mut mx = live[0];
-            for &s in live.iter() {
-                mx = mx.max(s);
-            }
-            m = m.max(mx);
-            let mut sum = F::zero();
-            for s in live.iter_mut() {
-                *s = (*s - mx).exp_();
-                sum += *s;
-            }
-            let inv = F::one() / sum;
-            for s in live.iter_mut() {
-                *s *= inv;
-            }
-            masked.fill(F::zero());
+/// Row-wise softmax of the lower triangle of `p: [T, T]` (zero above the diagonal), in place;
+/// returns the largest logit.
+fn causal_softmax<F: Float>(p: &mut [F], seq: usize) -> F {
+    let mut m = F::neg_infinity();
+    for i in 0..seq {
+        let row = &mut p[i * seq..(i + 1) * seq];
+        let (live, masked) = row.split_at_mut(i + 1);
+        let mut mx = live[0];
+        for &s in live.iter() {
+            mx = mx.max(s);
         }
-        *lmax = m;
-        ops::gemm(Op::N, Op::N, seq, hd, seq, F::one(), p, &v[r], F::zero(), y);
+        m = m.max(mx);
+        let mut sum = F::zero();
+        for s in live.iter_mut() {
+            *s = (*s - mx).exp_();
+            sum += *s;
+        }
+        let inv = F::one() / sum;
+        for s in live.iter_mut() {
+            *s *= inv;
+        }
+        masked.fill(F::zero());
+    }
+    m
+}
+
+/// Rotates (`inverse`: un-rotates, the backward pass) the q and k blocks of one sequence's rows
+/// of a `[T, 3C]` buffer.
+fn rotate_qk<F: Float>(
+    rows: &mut [F],
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rope: &(Vec<F>, Vec<F>),
+    inverse: bool,
+) {
+    let (c, half) = (h * hd, hd / 2);
+    for t in 0..seq {
+        let row = &mut rows[t * 3 * c..(t + 1) * 3 * c];
+        let (cos, sin) = (
+            &rope.0[t * half..(t + 1) * half],
+            &rope.1[t * half..(t + 1) * half],
+        );
+        for head in 0..2 * h {
+            rotate(&mut row[head * hd..(head + 1) * hd], cos, sin, inverse);
+        }
     }
 }
 
-/// Backward of [`attention_fwd`]: from dy (`g[3]`) to dq, dk, dv (`g[0..3]`), per head:
-/// `dv = Pᵀ·dy`, `dP = dy·vᵀ`, `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`,
-/// `dk = dSᵀ·q/√hd`; split over threads like the forward pass.
+/// Backward of [`attention_fwd`]: from `dy = ∂L/∂y: [BT, C]` to `dqkv = ∂L/∂qkv: [BT, 3C]`
+/// (un-rotated back to the projection's output), per head: `dv = Pᵀ·dy`, `dP = dy·vᵀ`,
+/// `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`, `dk = dSᵀ·q/√hd`; `dp: [B, H, T, T]` is
+/// scratch. Split over sequences like the forward pass.
+#[allow(clippy::too_many_arguments)]
 fn attention_bwd<F: Float>(
     buf: &BlockBuffers<F>,
     batch: usize,
     seq: usize,
     h: usize,
     hd: usize,
-    g: &mut [Vec<F>; 4],
-    dp: &mut [F],
-) {
-    let (tt, th, nbh) = (seq * seq, seq * hd, batch * h);
-    let [dq, dk, dv, dy] = g;
-    let threads = ops::threads().min(nbh).max(1);
-    let per = nbh.div_ceil(threads);
-    let (att, q, k, v) = (
-        &buf.att[..nbh * tt],
-        &buf.q[..nbh * th],
-        &buf.k[..nbh * th],
-        &buf.v[..nbh * th],
-    );
-    let dy = &dy[..nbh * th];
-    let work = dq[..nbh * th]
-        .chunks_mut(per * th)
-        .zip(dk[..nbh * th].chunks_mut(per * th))
-        .zip(dv[..nbh * th].chunks_mut(per * th))
-        .zip(dp[..nbh * tt].chunks_mut(per * tt))
-        .enumerate();
-    if threads == 1 {
-        for (c, (((gq, gk), gv), p)) in work {
-            attend_bwd(c * per, gq, gk, gv, p, att, q, k, v, dy, seq, hd);
-        }
-    } else {
-        std::thread::scope(|s| {
-            for (c, (((gq, gk), gv), p)) in work {
-                s.spawn(move || attend_bwd(c * per, gq, gk, gv, p, att, q, k, v, dy, seq, hd));
-            }
-        });
-    }
-}
-
-/// [`attention_bwd`] for the pairs `first..` covered by the gradient blocks.
-#[allow(clippy::too_many_arguments)]
-fn attend_bwd<F: Float>(
-    first: usize,
-    dq: &mut [F],
-    dk: &mut [F],
-    dv: &mut [F],
-    dp: &mut [F],
-    att: &[F],
-    q: &[F],
-    k: &[F],
-    v: &[F],
+    rotary: Option<&(Vec<F>, Vec<F>)>,
     dy: &[F],
-    seq: usize,
-    hd: usize,
+    dqkv: &mut [F],
+    dp: &mut [F],
 ) {
+    let c = h * hd;
+    let tt = seq * seq;
     let scale = F::of(1.0 / (hd as f64).sqrt());
-    let (tt, th) = (seq * seq, seq * hd);
-    for (i, (((gq, gk), gv), dp)) in dq
-        .chunks_exact_mut(th)
-        .zip(dk.chunks_exact_mut(th))
-        .zip(dv.chunks_exact_mut(th))
-        .zip(dp.chunks_exact_mut(tt))
-        .enumerate()
-    {
-        let bh = first + i;
-        let r = bh * th..(bh + 1) * th;
-        let p = &att[bh * tt..(bh + 1) * tt];
-        let dyh = &dy[r.clone()];
-        ops::gemm(Op::T, Op::N, seq, hd, seq, F::one(), p, dyh, F::zero(), gv);
-        ops::gemm(
-            Op::N,
-            Op::T,
-            seq,
-            seq,
-            hd,
-            F::one(),
-            dyh,
-            &v[r.clone()],
-            F::zero(),
-            dp,
-        );
-        for i in 0..seq {
-            let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
-            let mut dot = F::zero();
-            for j in 0..=i {
-                dot += pr[j] * dr[j];
+    let (dqkvs, dps) = (
+        Shards::new(&mut dqkv[..batch * seq * 3 * c]),
+        Shards::new(&mut dp[..batch * h * tt]),
+    );
+    let tasks = ops::threads().min(batch).max(1);
+    let split = crate::engine::pool::split(batch, tasks, 1);
+    crate::engine::pool::run(tasks, &|task| {
+        for b in split(task) {
+            // SAFETY: each sequence's rows belong to one task.
+            let (g, dp) = unsafe {
+                (
+                    dqkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
+                    dps.get(b * h * tt..(b + 1) * h * tt),
+                )
+            };
+            let qkv = &buf.qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
+            let att = &buf.att[b * h * tt..(b + 1) * h * tt];
+            let dy = &dy[b * seq * c..(b + 1) * seq * c];
+            for head in 0..h {
+                let (q, k, v) = (
+                    &qkv[head * hd..],
+                    &qkv[c + head * hd..],
+                    &qkv[2 * c + head * hd..],
+                );
+                let (p, dp, dyh) = (
+                    &att[head * tt..(head + 1) * tt],
+                    &mut dp[head * tt..(head + 1) * tt],
+                    &dy[head * hd..],
+                );
+                let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
+                    ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
+                };
+                gemm(
+                    Op::T,
+                    Op::N,
+                    hd,
+                    seq,
+                    F::one(),
+                    (p, seq),
+                    (dyh, c),
+                    (&mut g[2 * c + head * hd..], 3 * c),
+                );
+                gemm(
+                    Op::N,
+                    Op::T,
+                    seq,
+                    hd,
+                    F::one(),
+                    (dyh, c),
+                    (v, 3 * c),
+                    (&mut dp[..], seq),
+                );
+                for i in 0..seq {
+                    let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
+                    let mut dot = F::zero();
+                    for j in 0..=i {
+                        dot += pr[j] * dr[j];
+                    }
+                    for j in 0..=i {
+                        dr[j] = pr[j] * (dr[j] - dot);
+                    }
+                    dr[i + 1..].fill(F::zero());
+                }
+                gemm(
+                    Op::N,
+                    Op::N,
+                    hd,
+                    seq,
+                    scale,
+                    (&dp[..], seq),
+                    (k, 3 * c),
+                    (&mut g[head * hd..], 3 * c),
+                );
+                gemm(
+                    Op::T,
+                    Op::N,
+                    hd,
+                    seq,
+                    scale,
+                    (&dp[..], seq),
+                    (q, 3 * c),
+                    (&mut g[c + head * hd..], 3 * c),
+                );
             }
-            for j in 0..=i {
-                dr[j] = pr[j] * (dr[j] - dot);
+            if let Some(rope) = rotary {
+                rotate_qk(g, seq, h, hd, rope, true);
             }
-            dr[i + 1..].fill(F::zero());
         }
-        ops::gemm(
-            Op::N,
-            Op::N,
-            seq,
-            hd,
-            seq,
-            scale,
-            dp,
-            &k[r.clone()],
-            F::zero(),
-            gq,
-        );
-        ops::gemm(Op::T, Op::N, seq, hd, seq, scale, dp, &q[r], F::zero(), gk);
-    }
+    });
 }

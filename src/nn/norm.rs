@@ -121,36 +121,9 @@ pub fn forward<F: Float>(
     let rows = x.len() / width;
     let w = p.weight;
     match norm {
-        Norm::None => y.copy_from_slice(x),
-        Norm::Layernorm | Norm::Rmsnorm => {
-            let inv_n = F::one() / F::of(width as f64);
-            for (r, (xr, yr)) in x
-                .chunks_exact(width)
-                .zip(y.chunks_exact_mut(width))
-                .enumerate()
-            {
-                let mean = if norm == Norm::Layernorm {
-                    xr.iter().copied().sum::<F>() * inv_n
-                } else {
-                    F::zero()
-                };
-                let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() * inv_n;
-                let rstd = F::one() / (var + eps).sqrt();
-                cache.mean[r] = mean;
-                cache.rstd[r] = rstd;
-                match p.bias {
-                    Some(b) => {
-                        for j in 0..width {
-                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-                        }
-                    }
-                    None => {
-                        for j in 0..width {
-                            yr[j] = (xr[j] - mean) * rstd * w[j];
-                        }
-                    }
-                }
-            }
+        Norm::None | Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => {
+            let NormCache { mean, rstd, t } = cache;
+            rows_forward(norm, width, eps, x, y, p, mean, rstd, t)
         }
         Norm::Batchnorm => {
             let (mean, rstd) = (&mut cache.mean, &mut cache.rstd);
@@ -207,13 +180,65 @@ pub fn forward<F: Float>(
                 }
             }
         }
+    }
+}
+
+/// The row-local norms (`none`, `layernorm`, `rmsnorm`, `dyt`) over `x: [rows, width]`, with
+/// their per-row statistics in `mean`, `rstd` (`[rows]`) and DyT's `t` (`[rows, width]`): any
+/// block of rows can run on its own, which is how the GPT spreads them over threads.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_forward<F: Float>(
+    norm: Norm,
+    width: usize,
+    eps: F,
+    x: &[F],
+    y: &mut [F],
+    p: &NormParams<'_, F>,
+    mean: &mut [F],
+    rstd: &mut [F],
+    t: &mut [F],
+) {
+    let w = p.weight;
+    let (mean_out, rstd_out, cache_t) = (mean, rstd, t);
+    match norm {
+        Norm::None => y.copy_from_slice(x),
+        Norm::Layernorm | Norm::Rmsnorm => {
+            let inv_n = F::one() / F::of(width as f64);
+            for (r, (xr, yr)) in x
+                .chunks_exact(width)
+                .zip(y.chunks_exact_mut(width))
+                .enumerate()
+            {
+                let mean = if norm == Norm::Layernorm {
+                    xr.iter().copied().sum::<F>() * inv_n
+                } else {
+                    F::zero()
+                };
+                let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() * inv_n;
+                let rstd = F::one() / (var + eps).sqrt();
+                mean_out[r] = mean;
+                rstd_out[r] = rstd;
+                match p.bias {
+                    Some(b) => {
+                        for j in 0..width {
+                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                        }
+                    }
+                    None => {
+                        for j in 0..width {
+                            yr[j] = (xr[j] - mean) * rstd * w[j];
+                        }
+                    }
+                }
+            }
+        }
         Norm::Dyt => {
             let alpha = p.alpha.unwrap_or_else(|| F::of(DYT_ALPHA_INIT));
             let b = p.bias.unwrap_or(&[]);
             for ((xr, yr), tr) in x
                 .chunks_exact(width)
                 .zip(y.chunks_exact_mut(width))
-                .zip(cache.t.chunks_exact_mut(width))
+                .zip(cache_t.chunks_exact_mut(width))
             {
                 for j in 0..width {
                     let t = (alpha * xr[j]).tanh_();
@@ -222,6 +247,7 @@ pub fn forward<F: Float>(
                 }
             }
         }
+        Norm::Batchnorm => panic!("rows_forward: batchnorm normalizes columns"),
     }
 }
 
@@ -238,48 +264,24 @@ pub fn backward<F: Float>(
 ) {
     let rows = x.len() / width;
     let w = p.weight;
-    let NormGrads {
-        weight: gw,
-        bias: mut gb,
-        alpha: galpha,
-    } = grads;
     match norm {
-        Norm::None => {}
-        Norm::Layernorm | Norm::Rmsnorm => {
-            let inv_n = F::one() / F::of(width as f64);
-            for (r, (xr, gr)) in x
-                .chunks_exact(width)
-                .zip(g.chunks_exact_mut(width))
-                .enumerate()
-            {
-                let (mean, rstd) = (cache.mean[r], cache.rstd[r]);
-                let mut mean_gxh = F::zero();
-                let mut mean_gxh_xhat = F::zero();
-                for j in 0..width {
-                    let xhat = (xr[j] - mean) * rstd;
-                    gw[j] += gr[j] * xhat;
-                    let gxh = gr[j] * w[j];
-                    mean_gxh += gxh;
-                    mean_gxh_xhat += gxh * xhat;
-                }
-                if let Some(gb) = gb.as_deref_mut() {
-                    for j in 0..width {
-                        gb[j] += gr[j];
-                    }
-                }
-                mean_gxh *= inv_n;
-                mean_gxh_xhat *= inv_n;
-                // RMSNorm has no mean subtraction, so no mean term in its gradient either.
-                if norm == Norm::Rmsnorm {
-                    mean_gxh = F::zero();
-                }
-                for j in 0..width {
-                    let xhat = (xr[j] - mean) * rstd;
-                    gr[j] = rstd * (gr[j] * w[j] - mean_gxh - xhat * mean_gxh_xhat);
-                }
-            }
-        }
+        Norm::None | Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => rows_backward(
+            norm,
+            width,
+            x,
+            g,
+            p,
+            grads,
+            &cache.mean,
+            &cache.rstd,
+            &cache.t,
+        ),
         Norm::Batchnorm => {
+            let NormGrads {
+                weight: gw,
+                bias: mut gb,
+                ..
+            } = grads;
             let inv_n = F::one() / F::of(rows as f64);
             let (mean, rstd) = (&cache.mean, &cache.rstd);
             // Column reductions: Σ_r g·w and Σ_r g·w·x̂ (stored in the weight/bias grads' shape).
@@ -308,13 +310,73 @@ pub fn backward<F: Float>(
                 }
             }
         }
+    }
+}
+
+/// Backward of [`rows_forward`] on any block of rows (`mean`, `rstd`, `t` as it wrote them);
+/// parameter gradients accumulate into `grads`.
+#[allow(clippy::too_many_arguments)]
+pub fn rows_backward<F: Float>(
+    norm: Norm,
+    width: usize,
+    x: &[F],
+    g: &mut [F],
+    p: &NormParams<'_, F>,
+    grads: NormGrads<'_, F>,
+    mean: &[F],
+    rstd: &[F],
+    t: &[F],
+) {
+    let w = p.weight;
+    let NormGrads {
+        weight: gw,
+        bias: mut gb,
+        alpha: galpha,
+    } = grads;
+    let (cache_mean, cache_rstd, cache_t) = (mean, rstd, t);
+    match norm {
+        Norm::None => {}
+        Norm::Layernorm | Norm::Rmsnorm => {
+            let inv_n = F::one() / F::of(width as f64);
+            for (r, (xr, gr)) in x
+                .chunks_exact(width)
+                .zip(g.chunks_exact_mut(width))
+                .enumerate()
+            {
+                let (mean, rstd) = (cache_mean[r], cache_rstd[r]);
+                let mut mean_gxh = F::zero();
+                let mut mean_gxh_xhat = F::zero();
+                for j in 0..width {
+                    let xhat = (xr[j] - mean) * rstd;
+                    gw[j] += gr[j] * xhat;
+                    let gxh = gr[j] * w[j];
+                    mean_gxh += gxh;
+                    mean_gxh_xhat += gxh * xhat;
+                }
+                if let Some(gb) = gb.as_deref_mut() {
+                    for j in 0..width {
+                        gb[j] += gr[j];
+                    }
+                }
+                mean_gxh *= inv_n;
+                mean_gxh_xhat *= inv_n;
+                // RMSNorm has no mean subtraction, so no mean term in its gradient either.
+                if norm == Norm::Rmsnorm {
+                    mean_gxh = F::zero();
+                }
+                for j in 0..width {
+                    let xhat = (xr[j] - mean) * rstd;
+                    gr[j] = rstd * (gr[j] * w[j] - mean_gxh - xhat * mean_gxh_xhat);
+                }
+            }
+        }
         Norm::Dyt => {
             let alpha = p.alpha.unwrap_or_else(|| F::of(DYT_ALPHA_INIT));
             let mut ga = F::zero();
             for ((xr, gr), tr) in x
                 .chunks_exact(width)
                 .zip(g.chunks_exact_mut(width))
-                .zip(cache.t.chunks_exact(width))
+                .zip(cache_t.chunks_exact(width))
             {
                 for j in 0..width {
                     let t = tr[j];
@@ -331,5 +393,6 @@ pub fn backward<F: Float>(
                 *galpha += ga;
             }
         }
+        Norm::Batchnorm => panic!("rows_backward: batchnorm normalizes columns"),
     }
 }
