@@ -29,6 +29,8 @@ use super::pool;
 const MR: usize = 12;
 /// Columns of the register tile (two zmm registers).
 const NR: usize = 32;
+/// Rows of A per L2-resident block (a multiple of `MR`).
+const MC: usize = 240;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
 const KC: usize = 128;
 
@@ -97,114 +99,200 @@ pub unsafe fn sgemm(
         }
         return;
     }
-    // A is read in place when one of its strides is 1 (the kernel broadcasts from it);
-    // otherwise each tile is packed into `[kc][MR]`, which is the `rsa = 1` layout.
-    let a_direct = rsa == 1 || csa == 1;
-    // B is read in place when its rows are contiguous; otherwise (a transposed B) it is packed
-    // once per `KC` block into 32-column panels, shared by all threads.
-    let b_direct = false;
     let panels = n.div_ceil(NR);
-    PACK_B.with(|pb| {
-        let mut pb = pb.borrow_mut();
-        let need = if b_direct { 0 } else { panels * KC.min(k) * NR };
-        // 16 floats of slack so the panels can start on a cache line: an unaligned 64-byte
-        // load spans two lines and halves the kernel's load throughput.
-        if pb.len() < need + 16 {
-            pb.resize(need + 16, 0.0);
-        }
-        let skew = pb.as_ptr().align_offset(64);
-        let bp = Shared(pb.as_mut_ptr().add(skew));
-        let tasks = threads.min(m.div_ceil(MR)).max(1);
-        let rows = pool::split(m, tasks, MR);
-        let (a, c, bias) = (Shared(a), Shared(c), Shared(bias));
+    let tasks = threads.min(panels.max(m.div_ceil(MR))).max(1);
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta,
+        bias,
+        n,
+    };
+    // Threads split the 32-column panels when A is read in place and there are enough panels:
+    // each packs its own panels of B (the big operand of a weight gradient), so nothing runs
+    // serially and there is one pool call per GEMM. Otherwise they split the rows (each packs
+    // only its own rows of A) and share one packed B per `KC` block.
+    if tasks == 1 || (rsa == 1 && (panels % tasks == 0 || panels >= 3 * tasks)) {
+        let split = pool::split(panels, tasks, 1);
+        pool::run(tasks, &|t| {
+            let mine = split(t);
+            if mine.is_empty() {
+                return;
+            }
+            for p0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - p0);
+                with_pack(&PACK_B, mine.len() * kc * NR, |bp| {
+                    pack_b(&op, p0, kc, mine.clone(), bp);
+                    block(&op, 0..m, mine.clone(), p0, kc, bp);
+                });
+            }
+        });
+    } else {
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            let b_block = b.offset(p0 as isize * rsb);
-            if !b_direct {
-                pack_b(kc, n, b_block, rsb, csb, bp.0);
-            }
-            let b_block = Shared(b_block);
-            let first = p0 == 0;
-            let body = |t: usize| {
-                let r = rows(t);
-                let (a, c, bias, bp, b_block) = (a, c, bias, bp, b_block);
-                PACK_A.with(|pa| {
-                    let mut pa = pa.borrow_mut();
-                    if !a_direct && pa.len() < MR * KC {
-                        pa.resize(MR * KC, 0.0);
-                    }
-                    // Panel-major: one B panel (kc×32, 16 KiB) stays in L1 while the task's
-                    // A tiles stream past it from L2 (12 floats per step of p, against 32
-                    // of B the other way round).
-                    for jp in 0..panels {
-                        let j0 = jp * NR;
-                        let (bt, b_ps) = if b_direct {
-                            (b_block.0.add(j0), rsb)
-                        } else {
-                            (bp.0.add(jp * kc * NR) as *const f32, NR as isize)
-                        };
-                        let mut i0 = r.start;
-                        while i0 < r.end {
-                            let mr = MR.min(r.end - i0);
-                            let a_tile = a.0.offset(i0 as isize * rsa + p0 as isize * csa);
-                            // (pointer, stride between rows, stride between p) as the kernel
-                            // reads A.
-                            let (ap, a_rs, a_ps) = if a_direct {
-                                (a_tile, rsa, csa)
-                            } else {
-                                pack_a(kc, mr, a_tile, rsa, csa, pa.as_mut_ptr());
-                                (pa.as_ptr(), 1, mr as isize)
-                            };
-                            let tile = Tile {
-                                kc,
-                                a: ap,
-                                a_rs,
-                                a_ps,
-                                b: bt,
-                                b_ps,
-                                c: c.0.add(i0 * ldc + j0),
-                                ldc,
-                                cols: NR.min(n - j0),
-                                alpha,
-                                beta,
-                                bias: bias.0.map(|bv| bv.add(j0)),
-                                first,
-                            };
-                            micro(mr, a_rs == 1, &tile);
-                            i0 += mr;
-                        }
-                    }
+            with_pack(&PACK_B, panels * kc * NR, |bp| {
+                pack_b(&op, p0, kc, 0..panels, bp);
+                let bp = Shared(bp as *const f32);
+                let split = pool::split(m, tasks, MR);
+                pool::run(tasks, &|t| {
+                    let bp = bp;
+                    block(&op, split(t), 0..panels, p0, kc, bp.0 as *mut f32)
                 });
-            };
-            pool::run(tasks, &body);
+            });
         }
-    });
+    }
 }
 
-/// `op(B)[0..kc, 0..n]` (a transposed B: `rsb = 1`) into panels `[n/NR][kc][NR]`, zero past
-/// column `n`.
-unsafe fn pack_b(kc: usize, n: usize, b: *const f32, rsb: isize, csb: isize, dst: *mut f32) {
-    for jp in 0..n.div_ceil(NR) {
+/// The operands of one call, as [`sgemm`] received them.
+struct Operands {
+    a: *const f32,
+    rsa: isize,
+    csa: isize,
+    b: *const f32,
+    rsb: isize,
+    csb: isize,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    bias: Option<*const f32>,
+    n: usize,
+}
+unsafe impl Sync for Operands {}
+
+/// Runs `f` on this thread's buffer `key`, grown to `len` floats and aligned to a cache line
+/// (an unaligned 64-byte load spans two lines and halves the kernel's load throughput).
+unsafe fn with_pack<R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(*mut f32) -> R,
+) -> R {
+    key.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        if buf.len() < len + 16 {
+            buf.resize(len + 16, 0.0);
+        }
+        let skew = buf.as_ptr().align_offset(64);
+        f(buf.as_mut_ptr().add(skew))
+    })
+}
+
+/// C's rows `rows` × panels `panels` for the `kc`-deep block at `p0`; `bp` holds those panels
+/// of B packed (`[panel][kc][NR]`, from `panels.start`). A is read in place when it is column-
+/// major (`rsa = 1`: the 12 values of one `p` are contiguous); otherwise the block's row tiles
+/// are packed into that layout first.
+unsafe fn block(
+    op: &Operands,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+    p0: usize,
+    kc: usize,
+    bp: *mut f32,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let run = |rows: std::ops::Range<usize>, ap_of: &dyn Fn(usize, usize) -> (*const f32, isize)| {
+        for (pi, jp) in panels.clone().enumerate() {
+            let j0 = jp * NR;
+            let mut i0 = rows.start;
+            while i0 < rows.end {
+                let mr = MR.min(rows.end - i0);
+                let (ap, a_ps) = ap_of(i0, mr);
+                let tile = Tile {
+                    kc,
+                    a: ap,
+                    a_ps,
+                    b: bp.add(pi * kc * NR),
+                    c: op.c.add(i0 * op.ldc + j0),
+                    ldc: op.ldc,
+                    cols: NR.min(op.n - j0),
+                    alpha: op.alpha,
+                    beta: op.beta,
+                    bias: op.bias.map(|bv| bv.add(j0)),
+                    first: p0 == 0,
+                };
+                micro(mr, &tile);
+                i0 += mr;
+            }
+        }
+    };
+    // MC rows at a time, so the block's A (MC×kc, 120 KiB) and the packed B stay in L2 while
+    // every panel passes over them.
+    for mc in (rows.start..rows.end).step_by(MC) {
+        let rows = mc..(mc + MC).min(rows.end);
+        if op.rsa == 1 {
+            run(rows, &|i0, _| (op.a.offset(i0 as isize + p0 as isize * op.csa), op.csa));
+            continue;
+        }
+        with_pack(&PACK_A, rows.len() * kc, |pa| {
+            let mut i0 = rows.start;
+            while i0 < rows.end {
+                let mr = MR.min(rows.end - i0);
+                let src = op.a.offset(i0 as isize * op.rsa + p0 as isize * op.csa);
+                pack_a(kc, mr, src, op.rsa, op.csa, pa.add((i0 - rows.start) * kc));
+                i0 += mr;
+            }
+            run(rows.clone(), &|i0, mr| {
+                (pa.add((i0 - rows.start) * kc) as *const f32, mr as isize)
+            });
+        });
+    }
+}
+
+/// Panels `panels` of `op(B)[p0..p0 + kc, ·]` into `[panel][kc][NR]`, zero past column `n`.
+unsafe fn pack_b(op: &Operands, p0: usize, kc: usize, panels: std::ops::Range<usize>, dst: *mut f32) {
+    let b = op.b.offset(p0 as isize * op.rsb);
+    for (pi, jp) in panels.enumerate() {
         let j0 = jp * NR;
-        let cols = NR.min(n - j0);
-        let panel = dst.add(jp * kc * NR);
-        if csb == 1 {
+        let cols = NR.min(op.n - j0);
+        let panel = dst.add(pi * kc * NR);
+        if op.csb == 1 {
             for p in 0..kc {
-                let src = b.offset(p as isize * rsb + j0 as isize);
-                copy_row(src, panel.add(p * NR), cols);
+                copy_row(b.offset(p as isize * op.rsb + j0 as isize), panel.add(p * NR), cols);
             }
             continue;
         }
-        for jj in 0..NR {
-            if jj < cols {
-                let src = b.offset((j0 + jj) as isize * csb);
-                for p in 0..kc {
-                    *panel.add(p * NR + jj) = *src.offset(p as isize * rsb);
+        // A transposed B (`rsb = 1`): column j of the panel is a contiguous run of p.
+        let col = |jj: usize| b.offset((j0 + jj) as isize * op.csb);
+        let mut jj = 0;
+        #[cfg(target_arch = "x86_64")]
+        if op.rsb == 1 {
+            while jj + 4 <= cols {
+                let mut p = 0;
+                while p + 4 <= kc {
+                    let mut x0 = _mm_loadu_ps(col(jj).add(p));
+                    let mut x1 = _mm_loadu_ps(col(jj + 1).add(p));
+                    let mut x2 = _mm_loadu_ps(col(jj + 2).add(p));
+                    let mut x3 = _mm_loadu_ps(col(jj + 3).add(p));
+                    transpose4(&mut x0, &mut x1, &mut x2, &mut x3);
+                    for (q, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+                        _mm_storeu_ps(panel.add((p + q) * NR + jj), x);
+                    }
+                    p += 4;
                 }
-            } else {
-                for p in 0..kc {
-                    *panel.add(p * NR + jj) = 0.0;
+                for p in p..kc {
+                    for q in 0..4 {
+                        *panel.add(p * NR + jj + q) = *col(jj + q).add(p);
+                    }
                 }
+                jj += 4;
+            }
+        }
+        for jj in jj..NR {
+            for p in 0..kc {
+                *panel.add(p * NR + jj) = if jj < cols {
+                    *col(jj).offset(p as isize * op.rsb)
+                } else {
+                    0.0
+                };
             }
         }
     }
@@ -224,24 +312,62 @@ unsafe fn copy_row(_: *const f32, _: *mut f32, _: usize) {
     unreachable!("sgemm::available() is false off x86_64")
 }
 
-/// `op(A)[0..mr, 0..kc]` with general strides into `[kc][mr]`.
+/// `op(A)[0..mr, 0..kc]` into `[kc][mr]`. A row-major A (`csa = 1`) is transposed 4×4 at a
+/// time in SSE registers (half the cost of moving single floats).
 unsafe fn pack_a(kc: usize, mr: usize, a: *const f32, rsa: isize, csa: isize, dst: *mut f32) {
+    let mut r0 = 0;
+    #[cfg(target_arch = "x86_64")]
+    if csa == 1 {
+        while r0 + 4 <= mr {
+            let row = |r: usize| a.offset((r0 + r) as isize * rsa);
+            let mut p = 0;
+            while p + 4 <= kc {
+                let mut x0 = _mm_loadu_ps(row(0).add(p));
+                let mut x1 = _mm_loadu_ps(row(1).add(p));
+                let mut x2 = _mm_loadu_ps(row(2).add(p));
+                let mut x3 = _mm_loadu_ps(row(3).add(p));
+                transpose4(&mut x0, &mut x1, &mut x2, &mut x3);
+                for (q, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+                    _mm_storeu_ps(dst.add((p + q) * mr + r0), x);
+                }
+                p += 4;
+            }
+            for p in p..kc {
+                for r in 0..4 {
+                    *dst.add(p * mr + r0 + r) = *row(r).add(p);
+                }
+            }
+            r0 += 4;
+        }
+    }
     for p in 0..kc {
-        for r in 0..mr {
+        for r in r0..mr {
             *dst.add(p * mr + r) = *a.offset(r as isize * rsa + p as isize * csa);
         }
     }
 }
 
-/// One register tile's operands and epilogue: `A[r, p]` at `a + r·a_rs + p·a_ps`, row `p` of
-/// the B panel at `b + p·b_ps` (32 columns, of which `cols` are live).
+/// `_MM_TRANSPOSE4_PS`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn transpose4(x0: &mut __m128, x1: &mut __m128, x2: &mut __m128, x3: &mut __m128) {
+    let t0 = _mm_unpacklo_ps(*x0, *x1);
+    let t1 = _mm_unpacklo_ps(*x2, *x3);
+    let t2 = _mm_unpackhi_ps(*x0, *x1);
+    let t3 = _mm_unpackhi_ps(*x2, *x3);
+    *x0 = _mm_movelh_ps(t0, t1);
+    *x1 = _mm_movehl_ps(t1, t0);
+    *x2 = _mm_movelh_ps(t2, t3);
+    *x3 = _mm_movehl_ps(t3, t2);
+}
+
+/// One register tile's operands and epilogue: `A[r, p]` at `a + r + p·a_ps`, row `p` of the
+/// packed B panel at `b + 32·p` (of which `cols` columns are live).
 struct Tile {
     kc: usize,
     a: *const f32,
-    a_rs: isize,
     a_ps: isize,
     b: *const f32,
-    b_ps: isize,
     c: *mut f32,
     ldc: usize,
     cols: usize,
@@ -252,12 +378,11 @@ struct Tile {
     first: bool,
 }
 
-unsafe fn micro(mr: usize, a_col_major: bool, t: &Tile) {
+unsafe fn micro(mr: usize, t: &Tile) {
     macro_rules! pick {
         ($($r:literal)*) => {
-            match (mr, a_col_major) {
-                $(($r, true) => kernel::<$r, true>(t),
-                  ($r, false) => kernel::<$r, false>(t),)*
+            match mr {
+                $($r => kernel::<$r>(t),)*
                 _ => unreachable!("tile rows are 1..=MR"),
             }
         };
@@ -265,11 +390,11 @@ unsafe fn micro(mr: usize, a_col_major: bool, t: &Tile) {
     pick!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
-/// The 12×32 register tile (or fewer rows): `COLMAJOR` reads the 12 A values of one `p` from
-/// one contiguous run (`a_rs = 1`), otherwise from 12 row pointers (`a_ps = 1`).
+/// The 12×32 register tile (or fewer rows): per step of `p`, two loads of B, `R` broadcasts
+/// from the contiguous run of A, `2R` FMAs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize, const COLMAJOR: bool>(t: &Tile) {
+unsafe fn kernel<const R: usize>(t: &Tile) {
     let mask = |lo: usize| -> __mmask16 {
         let live = t.cols.saturating_sub(lo).min(16);
         ((1u32 << live) - 1) as __mmask16
@@ -277,25 +402,22 @@ unsafe fn kernel<const R: usize, const COLMAJOR: bool>(t: &Tile) {
     let masks = [mask(0), mask(16)];
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
-    let mut rows = [t.a; R];
-    for (r, row) in rows.iter_mut().enumerate() {
-        *row = t.a.offset(r as isize * t.a_rs);
+    // Ask for the C tile now, so its cache misses overlap the FMAs instead of the epilogue.
+    for r in 0..R {
+        let row = t.c.add(r * t.ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.add(64));
     }
-    let mut bp = t.b;
-    let mut ap = t.a;
-    for p in 0..t.kc {
-        let b0 = _mm512_maskz_loadu_ps(masks[0], bp);
-        let b1 = _mm512_maskz_loadu_ps(masks[1], bp.add(16));
+    let (mut ap, mut bp) = (t.a, t.b);
+    for _ in 0..t.kc {
+        let b0 = _mm512_load_ps(bp);
+        let b1 = _mm512_load_ps(bp.add(16));
         for r in 0..R {
-            let av = if COLMAJOR {
-                _mm512_set1_ps(*ap.add(r))
-            } else {
-                _mm512_set1_ps(*rows[r].add(p))
-            };
+            let av = _mm512_set1_ps(*ap.add(r));
             acc0[r] = _mm512_fmadd_ps(av, b0, acc0[r]);
             acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
         }
-        bp = bp.offset(t.b_ps);
+        bp = bp.add(NR);
         ap = ap.offset(t.a_ps);
     }
     let alpha = _mm512_set1_ps(t.alpha);
@@ -325,7 +447,7 @@ unsafe fn kernel<const R: usize, const COLMAJOR: bool>(t: &Tile) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel<const R: usize, const COLMAJOR: bool>(_: &Tile) {
+unsafe fn kernel<const R: usize>(_: &Tile) {
     unreachable!("sgemm::available() is false off x86_64")
 }
 
@@ -511,10 +633,8 @@ mod speed {
         let tile = Tile {
             kc,
             a: unsafe { a.as_ptr().add(ao) },
-            a_rs: 1,
             a_ps: 12,
             b: unsafe { b.as_ptr().add(bo) },
-            b_ps: 32,
             c: c.as_mut_ptr(),
             ldc: 32,
             cols: 32,
@@ -526,7 +646,7 @@ mod speed {
         let reps = 200_000;
         let t = Instant::now();
         for _ in 0..reps {
-            unsafe { micro(12, true, &tile) };
+            unsafe { micro(12, &tile) };
         }
         let gf = 2.0 * (12 * 32 * kc * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
         println!("kernel 12x32x{kc} in L1: {gf:.0} GFLOP/s");
@@ -544,6 +664,9 @@ mod speed {
             ("dW", 384, 128, 2048, true, false),
             ("dW2", 128, 512, 2048, true, false),
             ("att", 64, 64, 32, false, true),
+            ("m96", 96, 384, 128, false, true),
+            ("m384", 384, 384, 128, false, true),
+            ("m1024", 1024, 384, 128, false, true),
             ("tileT", 12, 32, 128, true, false),
             ("tileN", 12, 32, 128, false, false),
             ("sq", 96, 128, 128, true, false),
