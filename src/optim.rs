@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::ops::{self, Shards};
 use crate::engine::Float;
 use crate::model::Param;
 
@@ -146,23 +147,34 @@ impl<F: Float> OptimState<F> {
                 Optimizer::Adam | Optimizer::Adamw => {
                     let adamw = h.optimizer == Optimizer::Adamw;
                     let (m, v) = (&mut self.m[i], &mut self.v[i]);
-                    for (((w, &g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        let g = if adamw {
-                            *w *= F::one() - lr_f * decay;
-                            g
-                        } else {
-                            g + decay * *w
-                        };
-                        *m = b1 * *m + (F::one() - b1) * g;
-                        *v = b2 * *v + (F::one() - b2) * g * g;
-                        *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
-                    }
+                    // Elementwise, so blocks over the pool change nothing in the result.
+                    let (ws, ms, vs) = (Shards::new(w), Shards::new(m), Shards::new(v));
+                    ops::for_row_blocks(g.len().div_ceil(ADAM_CHUNK), &|_, r| {
+                        let e = r.start * ADAM_CHUNK..(r.end * ADAM_CHUNK).min(g.len());
+                        // SAFETY: blocks are disjoint.
+                        let (w, m, v) =
+                            unsafe { (ws.get(e.clone()), ms.get(e.clone()), vs.get(e.clone())) };
+                        for (((w, &g), m), v) in w.iter_mut().zip(&g[e]).zip(m).zip(v) {
+                            let g = if adamw {
+                                *w *= F::one() - lr_f * decay;
+                                g
+                            } else {
+                                g + decay * *w
+                            };
+                            *m = b1 * *m + (F::one() - b1) * g;
+                            *v = b2 * *v + (F::one() - b2) * g * g;
+                            *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+                        }
+                    });
                 }
             }
         }
     }
 }
+
+/// Elements per row of the Adam update's blocks (a parameter is cut into `ops::ROW_BLOCK` rows
+/// of this many for the pool).
+const ADAM_CHUNK: usize = 64;
 
 /// The global L2 norm of all trainable gradients (accumulated in f64).
 pub fn grad_norm<F: Float>(params: &[Param<F>]) -> f64 {

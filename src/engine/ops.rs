@@ -461,6 +461,80 @@ mod tests {
         }
     }
 
+    /// Sub-matrices of wider buffers, plus a bias: f64 (the portable path) and f32 (the AVX-512
+    /// kernel where the CPU has it) against the naive product.
+    #[test]
+    fn gemm_ex_with_leading_dims_and_bias() {
+        let (m, n, k) = (37, 45, 29);
+        let (lda, ldb, ldc) = (k.max(m) + 3, k.max(n) + 2, n + 5);
+        let a: Vec<f64> = (0..lda * k.max(m))
+            .map(|i| (i as f64 * 0.37).sin())
+            .collect();
+        let b: Vec<f64> = (0..ldb * k.max(n))
+            .map(|i| (i as f64 * 0.91).cos())
+            .collect();
+        let bias: Vec<f64> = (0..n).map(|j| j as f64 * 0.1).collect();
+        for ta in [Op::N, Op::T] {
+            for tb in [Op::N, Op::T] {
+                // The dense operands the naive product reads.
+                let dense_a: Vec<f64> = match ta {
+                    Op::N => (0..m * k).map(|i| a[(i / k) * lda + i % k]).collect(),
+                    Op::T => (0..k * m).map(|i| a[(i / m) * lda + i % m]).collect(),
+                };
+                let dense_b: Vec<f64> = match tb {
+                    Op::N => (0..k * n).map(|i| b[(i / n) * ldb + i % n]).collect(),
+                    Op::T => (0..n * k).map(|i| b[(i / k) * ldb + i % k]).collect(),
+                };
+                let want = naive(ta, tb, m, n, k, &dense_a, &dense_b);
+                let mut c = vec![1.0f64; m * ldc];
+                gemm_ex(
+                    ta,
+                    tb,
+                    m,
+                    n,
+                    k,
+                    2.0,
+                    (&a, lda),
+                    (&b, ldb),
+                    0.5,
+                    (&mut c, ldc),
+                    Some(&bias),
+                );
+                let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+                let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+                let bias32: Vec<f32> = bias.iter().map(|&v| v as f32).collect();
+                let mut c32 = vec![1.0f32; m * ldc];
+                with_threads(2, || {
+                    gemm_ex(
+                        ta,
+                        tb,
+                        m,
+                        n,
+                        k,
+                        2.0,
+                        (&a32, lda),
+                        (&b32, ldb),
+                        0.5,
+                        (&mut c32, ldc),
+                        Some(&bias32),
+                    )
+                });
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let (got, got32) = (c[i * ldc + j], c32[i * ldc + j] as f64);
+                        if j >= n {
+                            assert_eq!((got, got32), (1.0, 1.0), "outside C touched");
+                            continue;
+                        }
+                        let w = 2.0 * want[i * n + j] + 0.5 + bias[j];
+                        assert!((got - w).abs() < 1e-12, "f64 {ta:?}{tb:?} [{i},{j}]");
+                        assert!((got32 - w).abs() < 1e-4, "f32 {ta:?}{tb:?} [{i},{j}]");
+                    }
+                }
+            }
+        }
+    }
+
     fn check_shape(m: usize, n: usize, k: usize) {
         let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
         let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();

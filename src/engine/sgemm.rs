@@ -3,20 +3,23 @@
 //! ACM TOMS 2015).
 //!
 //! Why not a crate: `matrixmultiply` uses 8-wide (AVX2) tiles, and `gemm` needs a nightly
-//! compiler for its AVX-512 kernels; on a core with two 512-bit FMA units both stop at about
-//! half of the peak. The small GEMMs of attention (64×64×32) also paid `matrixmultiply`'s
-//! packing allocations on every call. Here:
-//! - `op(B)` is packed once per `KC`-deep block into 32-column panels (zero-padded), shared by
-//!   all threads; `op(A)` is packed per 12-row tile into a thread-local buffer;
+//! compiler for its AVX-512 kernels; on a core with two 512-bit FMA units both stop near half
+//! of the peak. The small per-head GEMMs of attention also paid `matrixmultiply`'s packing
+//! allocations on every call. Here:
+//! - `op(B)` is packed per `KC`-deep block into 32-column panels (zero-padded, cache-line
+//!   aligned); `op(A)` is read in place when column-major, else packed per `MC`-row block into
+//!   the same layout (`[kc][12]` per tile), with 4×4 SSE transposes;
 //! - the micro-kernel keeps a 12×32 tile of C in 24 zmm registers and does 24 FMAs per 2 loads
-//!   of B and 12 broadcasts of A;
+//!   of B and 12 broadcasts of A (186 GFLOP/s in L1 on the reference machine, ~120–150 on the
+//!   GPT's shapes);
 //! - the epilogue applies `α`, `β·C` and an optional bias broadcast over rows, so a linear
 //!   layer needs no separate pass to initialise its output; ragged edges use masked loads and
-//!   stores, so C is never touched outside `[m, n]`.
+//!   stores, so C is never touched outside `[m, n]`;
+//! - threads split the column panels (each packing its own B) or the rows (sharing B).
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
-//! count (threads split C by rows).
+//! count.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -30,9 +33,9 @@ const MR: usize = 12;
 /// Columns of the register tile (two zmm registers).
 const NR: usize = 32;
 /// Rows of A per L2-resident block (a multiple of `MR`).
-const MC: usize = 240;
+const MC: usize = 120;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
-const KC: usize = 128;
+const KC: usize = 256;
 
 /// Whether this CPU runs the AVX-512 kernel (detected once).
 pub fn available() -> bool {
@@ -199,13 +202,16 @@ unsafe fn block(
     if rows.is_empty() {
         return;
     }
-    let run = |rows: std::ops::Range<usize>, ap_of: &dyn Fn(usize, usize) -> (*const f32, isize)| {
-        for (pi, jp) in panels.clone().enumerate() {
-            let j0 = jp * NR;
-            let mut i0 = rows.start;
-            while i0 < rows.end {
-                let mr = MR.min(rows.end - i0);
-                let (ap, a_ps) = ap_of(i0, mr);
+    let run = |rows: std::ops::Range<usize>,
+               ap_of: &dyn Fn(usize, usize) -> (*const f32, isize)| {
+        // Tile-major: one A tile stays in L1 while the panels of B (in L2) pass it, and each
+        // row of C is written front to back.
+        let mut i0 = rows.start;
+        while i0 < rows.end {
+            let mr = MR.min(rows.end - i0);
+            let (ap, a_ps) = ap_of(i0, mr);
+            for (pi, jp) in panels.clone().enumerate() {
+                let j0 = jp * NR;
                 let tile = Tile {
                     kc,
                     a: ap,
@@ -220,8 +226,8 @@ unsafe fn block(
                     first: p0 == 0,
                 };
                 micro(mr, &tile);
-                i0 += mr;
             }
+            i0 += mr;
         }
     };
     // MC rows at a time, so the block's A (MC×kc, 120 KiB) and the packed B stay in L2 while
@@ -229,7 +235,9 @@ unsafe fn block(
     for mc in (rows.start..rows.end).step_by(MC) {
         let rows = mc..(mc + MC).min(rows.end);
         if op.rsa == 1 {
-            run(rows, &|i0, _| (op.a.offset(i0 as isize + p0 as isize * op.csa), op.csa));
+            run(rows, &|i0, _| {
+                (op.a.offset(i0 as isize + p0 as isize * op.csa), op.csa)
+            });
             continue;
         }
         with_pack(&PACK_A, rows.len() * kc, |pa| {
@@ -248,7 +256,13 @@ unsafe fn block(
 }
 
 /// Panels `panels` of `op(B)[p0..p0 + kc, ·]` into `[panel][kc][NR]`, zero past column `n`.
-unsafe fn pack_b(op: &Operands, p0: usize, kc: usize, panels: std::ops::Range<usize>, dst: *mut f32) {
+unsafe fn pack_b(
+    op: &Operands,
+    p0: usize,
+    kc: usize,
+    panels: std::ops::Range<usize>,
+    dst: *mut f32,
+) {
     let b = op.b.offset(p0 as isize * op.rsb);
     for (pi, jp) in panels.enumerate() {
         let j0 = jp * NR;
@@ -256,7 +270,11 @@ unsafe fn pack_b(op: &Operands, p0: usize, kc: usize, panels: std::ops::Range<us
         let panel = dst.add(pi * kc * NR);
         if op.csb == 1 {
             for p in 0..kc {
-                copy_row(b.offset(p as isize * op.rsb + j0 as isize), panel.add(p * NR), cols);
+                copy_row(
+                    b.offset(p as isize * op.rsb + j0 as isize),
+                    panel.add(p * NR),
+                    cols,
+                );
             }
             continue;
         }
@@ -612,97 +630,6 @@ mod tests {
                 .iter()
                 .zip(run(t))
                 .all(|(x, y)| x.to_bits() == y.to_bits()));
-        }
-    }
-}
-
-#[cfg(test)]
-mod speed {
-    use super::*;
-    use std::time::Instant;
-
-    #[test]
-    #[ignore]
-    fn kernel_speed() {
-        let kc = 128;
-        let a = vec![0.5f32; 12 * kc + 16];
-        let b = vec![0.25f32; 32 * kc + 16];
-        let mut c = vec![0f32; 12 * 32];
-        let ao = a.as_ptr().align_offset(64);
-        let bo = b.as_ptr().align_offset(64);
-        let tile = Tile {
-            kc,
-            a: unsafe { a.as_ptr().add(ao) },
-            a_ps: 12,
-            b: unsafe { b.as_ptr().add(bo) },
-            c: c.as_mut_ptr(),
-            ldc: 32,
-            cols: 32,
-            alpha: 1.0,
-            beta: 0.0,
-            bias: None,
-            first: true,
-        };
-        let reps = 200_000;
-        let t = Instant::now();
-        for _ in 0..reps {
-            unsafe { micro(12, &tile) };
-        }
-        let gf = 2.0 * (12 * 32 * kc * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-        println!("kernel 12x32x{kc} in L1: {gf:.0} GFLOP/s");
-    }
-
-    /// Not a test: `cargo test --release --lib sgemm_speed -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn sgemm_speed() {
-        for &(name, m, n, k, ta, tb) in &[
-            ("qkv", 2048, 384, 128, false, true),
-            ("fc", 2048, 512, 128, false, true),
-            ("proj2", 2048, 128, 512, false, true),
-            ("dX", 2048, 128, 384, false, false),
-            ("dW", 384, 128, 2048, true, false),
-            ("dW2", 128, 512, 2048, true, false),
-            ("att", 64, 64, 32, false, true),
-            ("m96", 96, 384, 128, false, true),
-            ("m384", 384, 384, 128, false, true),
-            ("m1024", 1024, 384, 128, false, true),
-            ("tileT", 12, 32, 128, true, false),
-            ("tileN", 12, 32, 128, false, false),
-            ("sq", 96, 128, 128, true, false),
-            ("sqN", 96, 128, 128, false, false),
-            ("pv", 64, 32, 64, false, false),
-        ] {
-            let a = vec![0.5f32; m * k];
-            let b = vec![0.25f32; k * n];
-            let mut c = vec![0f32; m * n];
-            let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
-            let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
-            let reps = (2e9 / (2.0 * (m * n * k) as f64)) as usize;
-            let t = Instant::now();
-            for _ in 0..reps {
-                unsafe {
-                    sgemm(
-                        m,
-                        n,
-                        k,
-                        1.0,
-                        a.as_ptr(),
-                        rsa,
-                        csa,
-                        b.as_ptr(),
-                        rsb,
-                        csb,
-                        0.0,
-                        c.as_mut_ptr(),
-                        n,
-                        None,
-                        1,
-                    )
-                }
-            }
-            let gf = 2.0 * (m * n * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-            println!("{name:>6} {m}x{n}x{k} ta={ta} tb={tb}: {gf:.0} GFLOP/s");
         }
     }
 }

@@ -1145,47 +1145,63 @@ pub fn cross_entropy<F: Float>(
     targets: &[usize],
     rows: usize,
     vocab: usize,
-    mut grad: Option<&mut [F]>,
+    grad: Option<&mut [F]>,
 ) -> LmLoss {
     let counted = targets[..rows].iter().filter(|&&t| t != IGNORE).count();
     let inv = F::of(1.0 / counted.max(1) as f64);
-    let (mut sum, mut correct) = (0.0f64, 0usize);
-    for (r, &t) in targets[..rows].iter().enumerate() {
-        let z = &logits[r * vocab..(r + 1) * vocab];
-        if t == IGNORE {
-            if let Some(g) = grad.as_deref_mut() {
-                g[r * vocab..(r + 1) * vocab].fill(F::zero());
-            }
-            continue;
-        }
-        let (mut arg, mut max) = (0, z[0]);
-        for (j, &v) in z.iter().enumerate() {
-            if v > max {
-                (arg, max) = (j, v);
-            }
-        }
-        correct += (arg == t) as usize;
-        match grad.as_deref_mut() {
-            Some(g) => {
-                let g = &mut g[r * vocab..(r + 1) * vocab];
-                let mut s = F::zero();
-                for (gv, &v) in g.iter_mut().zip(z) {
-                    *gv = (v - max).exp_();
-                    s += *gv;
+    // Row blocks over the pool; each block's loss sum and hit count, added in block order.
+    let blocks = rows.div_ceil(ops::ROW_BLOCK);
+    let mut partial = vec![(0.0f64, 0usize); blocks];
+    let with_grad = grad.is_some();
+    let mut no_grad: [F; 0] = [];
+    let grads = Shards::new(grad.unwrap_or(&mut no_grad));
+    let parts = Shards::new(&mut partial);
+    ops::for_row_blocks(rows, &|blk, block| {
+        let (mut sum, mut correct) = (0.0f64, 0usize);
+        for r in block {
+            let t = targets[r];
+            let z = &logits[r * vocab..(r + 1) * vocab];
+            // SAFETY: row blocks are disjoint.
+            let g = with_grad.then(|| unsafe { grads.get(r * vocab..(r + 1) * vocab) });
+            if t == IGNORE {
+                if let Some(g) = g {
+                    g.fill(F::zero());
                 }
-                sum += max.f64() + s.f64().ln() - z[t].f64();
-                let k = inv / s;
-                for gv in g.iter_mut() {
-                    *gv *= k;
-                }
-                g[t] -= inv;
+                continue;
             }
-            None => {
-                let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
-                sum += max.f64() + s.f64().ln() - z[t].f64();
+            let (mut arg, mut max) = (0, z[0]);
+            for (j, &v) in z.iter().enumerate() {
+                if v > max {
+                    (arg, max) = (j, v);
+                }
+            }
+            correct += (arg == t) as usize;
+            match g {
+                Some(g) => {
+                    let mut s = F::zero();
+                    for (gv, &v) in g.iter_mut().zip(z) {
+                        *gv = (v - max).exp_();
+                        s += *gv;
+                    }
+                    sum += max.f64() + s.f64().ln() - z[t].f64();
+                    let k = inv / s;
+                    for gv in g.iter_mut() {
+                        *gv *= k;
+                    }
+                    g[t] -= inv;
+                }
+                None => {
+                    let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
+                    sum += max.f64() + s.f64().ln() - z[t].f64();
+                }
             }
         }
-    }
+        // SAFETY: one slot per block.
+        unsafe { parts.get(blk..blk + 1)[0] = (sum, correct) };
+    });
+    let (sum, correct) = partial
+        .iter()
+        .fold((0.0, 0), |(s, c), &(ps, pc)| (s + ps, c + pc));
     LmLoss {
         loss: sum / counted.max(1) as f64,
         counted,
