@@ -284,23 +284,8 @@ unsafe fn pack_b(
         #[cfg(target_arch = "x86_64")]
         if op.rsb == 1 {
             while jj + 4 <= cols {
-                let mut p = 0;
-                while p + 4 <= kc {
-                    let mut x0 = _mm_loadu_ps(col(jj).add(p));
-                    let mut x1 = _mm_loadu_ps(col(jj + 1).add(p));
-                    let mut x2 = _mm_loadu_ps(col(jj + 2).add(p));
-                    let mut x3 = _mm_loadu_ps(col(jj + 3).add(p));
-                    transpose4(&mut x0, &mut x1, &mut x2, &mut x3);
-                    for (q, x) in [x0, x1, x2, x3].into_iter().enumerate() {
-                        _mm_storeu_ps(panel.add((p + q) * NR + jj), x);
-                    }
-                    p += 4;
-                }
-                for p in p..kc {
-                    for q in 0..4 {
-                        *panel.add(p * NR + jj + q) = *col(jj + q).add(p);
-                    }
-                }
+                let src = [col(jj), col(jj + 1), col(jj + 2), col(jj + 3)];
+                interleave4(src, kc, panel.add(jj), NR);
                 jj += 4;
             }
         }
@@ -338,29 +323,35 @@ unsafe fn pack_a(kc: usize, mr: usize, a: *const f32, rsa: isize, csa: isize, ds
     if csa == 1 {
         while r0 + 4 <= mr {
             let row = |r: usize| a.offset((r0 + r) as isize * rsa);
-            let mut p = 0;
-            while p + 4 <= kc {
-                let mut x0 = _mm_loadu_ps(row(0).add(p));
-                let mut x1 = _mm_loadu_ps(row(1).add(p));
-                let mut x2 = _mm_loadu_ps(row(2).add(p));
-                let mut x3 = _mm_loadu_ps(row(3).add(p));
-                transpose4(&mut x0, &mut x1, &mut x2, &mut x3);
-                for (q, x) in [x0, x1, x2, x3].into_iter().enumerate() {
-                    _mm_storeu_ps(dst.add((p + q) * mr + r0), x);
-                }
-                p += 4;
-            }
-            for p in p..kc {
-                for r in 0..4 {
-                    *dst.add(p * mr + r0 + r) = *row(r).add(p);
-                }
-            }
+            interleave4([row(0), row(1), row(2), row(3)], kc, dst.add(r0), mr);
             r0 += 4;
         }
     }
     for p in 0..kc {
         for r in r0..mr {
             *dst.add(p * mr + r) = *a.offset(r as isize * rsa + p as isize * csa);
+        }
+    }
+}
+
+/// `dst[p·stride + q] = src[q][p]` for four contiguous runs of `kc` floats, 4×4 at a time.
+#[cfg(target_arch = "x86_64")]
+unsafe fn interleave4(src: [*const f32; 4], kc: usize, dst: *mut f32, stride: usize) {
+    let mut p = 0;
+    while p + 4 <= kc {
+        let mut x0 = _mm_loadu_ps(src[0].add(p));
+        let mut x1 = _mm_loadu_ps(src[1].add(p));
+        let mut x2 = _mm_loadu_ps(src[2].add(p));
+        let mut x3 = _mm_loadu_ps(src[3].add(p));
+        transpose4(&mut x0, &mut x1, &mut x2, &mut x3);
+        for (q, x) in [x0, x1, x2, x3].into_iter().enumerate() {
+            _mm_storeu_ps(dst.add((p + q) * stride), x);
+        }
+        p += 4;
+    }
+    for p in p..kc {
+        for (q, s) in src.iter().enumerate() {
+            *dst.add(p * stride + q) = *s.add(p);
         }
     }
 }

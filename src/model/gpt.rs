@@ -1223,19 +1223,7 @@ fn linear_fwd<F: Float>(
     fan_in: usize,
     y: &mut [F],
 ) {
-    ops::gemm_ex(
-        Op::N,
-        Op::T,
-        rows,
-        fan_out,
-        fan_in,
-        F::one(),
-        (x, fan_in),
-        (w, fan_in),
-        F::zero(),
-        (y, fan_out),
-        Some(b),
-    );
+    linear(x, w, b, (rows, fan_out, fan_in), F::zero(), y);
 }
 
 /// `y += x·Wᵀ + b` (a residual branch added onto its stream).
@@ -1248,6 +1236,18 @@ fn linear_acc<F: Float>(
     fan_in: usize,
     y: &mut [F],
 ) {
+    linear(x, w, b, (rows, fan_out, fan_in), F::one(), y);
+}
+
+/// `y ← x·Wᵀ + b + β·y`.
+fn linear<F: Float>(
+    x: &[F],
+    w: &[F],
+    b: &[F],
+    (rows, fan_out, fan_in): (usize, usize, usize),
+    beta: F,
+    y: &mut [F],
+) {
     ops::gemm_ex(
         Op::N,
         Op::T,
@@ -1257,7 +1257,7 @@ fn linear_acc<F: Float>(
         F::one(),
         (x, fan_in),
         (w, fan_in),
-        F::one(),
+        beta,
         (y, fan_out),
         Some(b),
     );
