@@ -2,6 +2,7 @@
 //! slice with explicit dimensions (the llm.c convention): this is the seam a CUDA backend would
 //! replace.
 
+use super::pool::SendPtr;
 use super::Float;
 
 /// Whether a GEMM operand is used as stored (`N`) or transposed (`T`).
@@ -162,8 +163,8 @@ pub fn gemm_ex<F: Float>(
     // Row blocks of C (and of op(A)) on pool workers.
     let rows = super::pool::split(m, threads, 1);
     let (ap, bp, cp) = (
-        SendPtr(a.as_ptr() as *mut F),
-        SendPtr(b.as_ptr() as *mut F),
+        SendPtr(a.as_ptr()),
+        SendPtr(b.as_ptr()),
         SendPtr(c.as_mut_ptr()),
     );
     super::pool::run(threads, &|t| {
@@ -171,7 +172,6 @@ pub fn gemm_ex<F: Float>(
         if r.is_empty() {
             return;
         }
-        let (ap, bp, cp) = (ap, bp, cp);
         // SAFETY: rows r of op(A) and C lie inside their buffers (assert above); each task
         // writes a disjoint row block of C.
         unsafe {
@@ -180,26 +180,20 @@ pub fn gemm_ex<F: Float>(
                 k,
                 n,
                 alpha,
-                ap.0.offset(r.start as isize * rsa),
+                ap.get().offset(r.start as isize * rsa),
                 rsa,
                 csa,
-                bp.0,
+                bp.get(),
                 rsb,
                 csb,
                 beta,
-                cp.0.add(r.start * ldc),
+                cp.get().add(r.start * ldc),
                 ldc as isize,
                 1,
             )
         }
     });
 }
-
-/// A raw pointer handed to pool tasks that touch disjoint parts of its buffer.
-#[derive(Clone, Copy)]
-struct SendPtr<T>(*mut T);
-unsafe impl<T> Sync for SendPtr<T> {}
-unsafe impl<T> Send for SendPtr<T> {}
 
 /// Degenerate shapes (a width-1 output layer, outer products) of a dense, bias-free GEMM are
 /// memory-bound loops, several times faster than a packed GEMM kernel. Returns whether it
@@ -323,18 +317,19 @@ pub fn add_assign<F: Float>(acc: &mut [F], x: &[F], width: usize) {
     });
 }
 
-/// `acc[j] += Σ_r g[r, j]` (bias gradients): per-block partial sums, added in block order.
-pub fn add_column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F]) {
+/// `acc[j] += Σ_r g[r, j]` (bias gradients): per-block partial sums (in `partial`, at least
+/// `[blocks, width]`), added in block order.
+pub fn add_column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F], partial: &mut [F]) {
     let rows = g.len() / width;
-    let blocks = rows.div_ceil(ROW_BLOCK);
-    let mut partial = vec![F::zero(); blocks * width];
-    let parts = Shards::new(&mut partial);
+    let partial = &mut partial[..rows.div_ceil(ROW_BLOCK) * width];
+    partial.fill(F::zero());
+    let parts = Shards::new(&mut partial[..]);
     for_row_blocks(rows, &|blk, r| {
         // SAFETY: one block's partial row each.
         let part = unsafe { parts.get(blk * width..(blk + 1) * width) };
         add_column_sums(&g[r.start * width..r.end * width], width, part);
     });
-    add_column_sums(&partial, width, acc);
+    add_column_sums(partial, width, acc);
 }
 
 /// `Σ x_i y_i` with eight independent partial sums, so the loop vectorizes (a single running

@@ -7,8 +7,8 @@
 //! kernel's result never depends on which thread ran which task (bit-identical for any thread
 //! count, as the engine promises).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -19,20 +19,36 @@ const SPIN: Duration = Duration::from_micros(200);
 
 type Task<'a> = dyn Fn(usize) + Sync + 'a;
 
-/// What a worker is handed: the task closure and its index.
-struct Job {
-    task: *const Task<'static>,
-    index: usize,
-    panicked: AtomicBool,
+/// A raw pointer (or a struct of them) handed to pool tasks that touch disjoint parts of its
+/// buffer, or only read it.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr<T>(pub T);
+unsafe impl<T> Sync for SendPtr<T> {}
+unsafe impl<T> Send for SendPtr<T> {}
+
+impl<T: Copy> SendPtr<T> {
+    /// The pointer. A method, so a closure captures the whole wrapper (a closure naming the
+    /// field `.0` would capture the bare pointer, which may not cross threads).
+    pub fn get(self) -> T {
+        self.0
+    }
 }
 
 struct Worker {
-    mailbox: AtomicPtr<Job>,
+    /// The task closure and the index this worker runs; written by `run` only while `pending`
+    /// is false, read by the worker only while it is true.
+    job: UnsafeCell<Option<(*const Task<'static>, usize)>>,
+    pending: AtomicBool,
+    panicked: AtomicBool,
     sleeping: AtomicBool,
     thread: Thread,
 }
+// SAFETY: `job` is handed over through `pending` (release/acquire), see above.
+unsafe impl Sync for Worker {}
+unsafe impl Send for Worker {}
 
 struct Pool {
+    /// Locked by `run` for a whole region (so reused without copying).
     workers: Mutex<Vec<Arc<Worker>>>,
     /// One parallel region at a time; a second caller runs its tasks inline.
     busy: Mutex<()>,
@@ -54,41 +70,67 @@ fn pool() -> &'static Pool {
 fn worker_loop(me: Arc<Worker>) {
     IN_TASK.with(|t| t.set(true));
     loop {
-        let mut idle_since = None;
-        let job = loop {
-            let p = me.mailbox.load(Ordering::Acquire);
-            if !p.is_null() {
-                break p;
-            }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < SPIN {
+        let since = Instant::now();
+        let mut spins = 0u32;
+        while !me.pending.load(Ordering::Acquire) {
+            spins = spins.wrapping_add(1);
+            // Reading the clock costs more than a spin: look every 64.
+            if !spins.is_multiple_of(64) || since.elapsed() < SPIN {
                 std::hint::spin_loop();
                 continue;
             }
             // Dekker handshake with `run`: announce sleep, re-check, then park.
             me.sleeping.store(true, Ordering::SeqCst);
-            if me.mailbox.load(Ordering::SeqCst).is_null() {
+            if !me.pending.load(Ordering::SeqCst) {
                 std::thread::park();
             }
             me.sleeping.store(false, Ordering::SeqCst);
-            idle_since = None;
-        };
-        // SAFETY: `run` keeps the job (and the closure it points to) alive until we clear the
-        // mailbox below.
-        let job = unsafe { &*job };
-        let task = unsafe { &*job.task };
-        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task(job.index)));
-        if ok.is_err() {
-            job.panicked.store(true, Ordering::Relaxed);
         }
-        me.mailbox.store(std::ptr::null_mut(), Ordering::Release);
+        // SAFETY: `run` wrote the job before setting `pending` and keeps the closure alive
+        // until we clear it below.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some((task, index)) = unsafe { *me.job.get() } {
+                unsafe { (*task)(index) }
+            }
+        }));
+        if ok.is_err() {
+            me.panicked.store(true, Ordering::Relaxed);
+        }
+        me.pending.store(false, Ordering::Release);
     }
 }
 
+/// Adds workers until there are `n`; false when the system refuses a thread.
+fn grow(workers: &mut Vec<Arc<Worker>>, n: usize) -> bool {
+    while workers.len() < n {
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Worker>>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("cc-pool-{}", workers.len() + 1))
+            .spawn(move || {
+                if let Ok(me) = rx.recv() {
+                    worker_loop(me)
+                }
+            });
+        let Ok(handle) = spawned else {
+            return false;
+        };
+        let worker = Arc::new(Worker {
+            job: UnsafeCell::new(None),
+            pending: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            sleeping: AtomicBool::new(false),
+            thread: handle.thread().clone(),
+        });
+        let _ = tx.send(worker.clone());
+        workers.push(worker);
+    }
+    true
+}
+
 /// Runs `task(0) … task(n − 1)`, task 0 on the calling thread and the others on pool workers,
-/// and returns when all are done. Inside another task, or while another thread holds the pool,
-/// the tasks run inline in order (same results: each task's work does not depend on where it
-/// runs).
+/// and returns when all are done. Inside another task, while another thread holds the pool, or
+/// if no worker thread can be started, the tasks run inline in order (same results: each
+/// task's work does not depend on where it runs).
 pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
     if n <= 1 || IN_TASK.with(|t| t.get()) {
         (0..n).for_each(task);
@@ -99,42 +141,20 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
         (0..n).for_each(task);
         return;
     };
-    let workers: Vec<Arc<Worker>> = {
-        let mut ws = p.workers.lock().unwrap_or_else(|e| e.into_inner());
-        while ws.len() < n - 1 {
-            let (tx, rx) = std::sync::mpsc::channel::<Arc<Worker>>();
-            let handle = std::thread::Builder::new()
-                .name(format!("cc-pool-{}", ws.len() + 1))
-                .spawn(move || {
-                    if let Ok(me) = rx.recv() {
-                        worker_loop(me)
-                    }
-                })
-                .expect("spawning a pool worker thread");
-            let worker = Arc::new(Worker {
-                mailbox: AtomicPtr::new(std::ptr::null_mut()),
-                sleeping: AtomicBool::new(false),
-                thread: handle.thread().clone(),
-            });
-            let _ = tx.send(worker.clone());
-            ws.push(worker);
-        }
-        ws[..n - 1].to_vec()
-    };
-    // SAFETY (lifetime erasure): every job is finished — its mailbox cleared — before this
+    let mut workers = p.workers.lock().unwrap_or_else(|e| e.into_inner());
+    if !grow(&mut workers, n - 1) {
+        (0..n).for_each(task);
+        return;
+    }
+    let workers = &workers[..n - 1];
+    // SAFETY (lifetime erasure): every job is finished — its `pending` cleared — before this
     // function returns, so no worker touches `task` after the borrow ends.
     let task_static: *const Task<'static> =
         unsafe { std::mem::transmute::<*const Task<'_>, *const Task<'static>>(task) };
-    let jobs: Vec<Job> = (1..n)
-        .map(|index| Job {
-            task: task_static,
-            index,
-            panicked: AtomicBool::new(false),
-        })
-        .collect();
-    for (w, job) in workers.iter().zip(&jobs) {
-        w.mailbox
-            .store(job as *const Job as *mut Job, Ordering::SeqCst);
+    for (i, w) in workers.iter().enumerate() {
+        // SAFETY: the worker is idle (`pending` false), so it does not read `job` now.
+        unsafe { *w.job.get() = Some((task_static, i + 1)) };
+        w.pending.store(true, Ordering::SeqCst);
         if w.sleeping.load(Ordering::SeqCst) {
             w.thread.unpark();
         }
@@ -144,15 +164,18 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
         task(0);
     }));
     IN_TASK.with(|t| t.set(false));
-    for w in &workers {
-        while !w.mailbox.load(Ordering::Acquire).is_null() {
+    for w in workers {
+        while w.pending.load(Ordering::Acquire) {
             std::hint::spin_loop();
         }
     }
     if let Err(e) = mine {
         std::panic::resume_unwind(e);
     }
-    if jobs.iter().any(|j| j.panicked.load(Ordering::Relaxed)) {
+    if workers
+        .iter()
+        .any(|w| w.panicked.swap(false, Ordering::Relaxed))
+    {
         panic!("a pool task panicked");
     }
 }

@@ -26,7 +26,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 
-use super::pool;
+use super::pool::{self, SendPtr};
 
 /// Rows of the register tile.
 const MR: usize = 12;
@@ -51,13 +51,6 @@ pub fn available() -> bool {
         }
     })
 }
-
-/// A raw pointer that may cross to pool workers: every task writes a disjoint row block of C
-/// and only reads the shared operands.
-#[derive(Clone, Copy)]
-struct Shared<T>(T);
-unsafe impl<T> Sync for Shared<T> {}
-unsafe impl<T> Send for Shared<T> {}
 
 thread_local! {
     static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -122,7 +115,7 @@ pub unsafe fn sgemm(
     // each packs its own panels of B (the big operand of a weight gradient), so nothing runs
     // serially and there is one pool call per GEMM. Otherwise they split the rows (each packs
     // only its own rows of A) and share one packed B per `KC` block.
-    if tasks == 1 || (rsa == 1 && (panels % tasks == 0 || panels >= 3 * tasks)) {
+    if tasks == 1 || (rsa == 1 && (panels.is_multiple_of(tasks) || panels >= 3 * tasks)) {
         let split = pool::split(panels, tasks, 1);
         pool::run(tasks, &|t| {
             let mine = split(t);
@@ -142,11 +135,10 @@ pub unsafe fn sgemm(
             let kc = KC.min(k - p0);
             with_pack(&PACK_B, panels * kc * NR, |bp| {
                 pack_b(&op, p0, kc, 0..panels, bp);
-                let bp = Shared(bp as *const f32);
+                let bp = SendPtr(bp);
                 let split = pool::split(m, tasks, MR);
                 pool::run(tasks, &|t| {
-                    let bp = bp;
-                    block(&op, split(t), 0..panels, p0, kc, bp.0 as *mut f32)
+                    block(&op, split(t), 0..panels, p0, kc, bp.get())
                 });
             });
         }

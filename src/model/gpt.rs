@@ -353,6 +353,8 @@ pub struct Gpt<F> {
     g_m: Vec<F>,
     g_qkv: Vec<F>,
     g_att: Vec<F>,
+    /// Per-row-block partial sums (norm and bias gradients): `[blocks, max(2C + 1, 3C, M)]`.
+    partial: Vec<F>,
     /// Rotary `cos(t·θ_i)`, `sin(t·θ_i)`: `[context, hd/2]`.
     rope: (Vec<F>, Vec<F>),
     /// Sequences and tokens per sequence of the last forward pass.
@@ -632,6 +634,7 @@ impl<F: Float> Gpt<F> {
             g_m: z(bt * m),
             g_qkv: z(bt * 3 * c),
             g_att: z(capacity * h * context * context),
+            partial: z(bt.div_ceil(ops::ROW_BLOCK) * (2 * c + 1).max(3 * c).max(m)),
             rope: (cos, sin),
             batch: 0,
             seq: 0,
@@ -708,26 +711,24 @@ impl<F: Float> Gpt<F> {
             }
             let attn_in: &[F] = if pre { &buf.n1[..n] } else { x };
             // qkv = u·W_qkvᵀ + b.
-            linear_fwd(
+            linear_into(
                 attn_in,
                 &params[bi.qkv_w].value,
                 &params[bi.qkv_b].value,
-                bt,
-                3 * c,
-                c,
+                (bt, 3 * c, c),
+                F::zero(),
                 &mut buf.qkv[..bt * 3 * c],
             );
             let rotary = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
             attention_fwd(buf, batch, seq, h, hd, rotary);
             // s1 = x + proj(y) + b.
             buf.s1[..n].copy_from_slice(x);
-            linear_acc(
+            linear_into(
                 &buf.y[..n],
                 &params[bi.proj_w].value,
                 &params[bi.proj_b].value,
-                bt,
-                c,
-                c,
+                (bt, c, c),
+                F::one(),
                 &mut buf.s1[..n],
             );
             // MLP input: norm2(s1) (pre) or n1 = norm1(s1) (post).
@@ -755,13 +756,12 @@ impl<F: Float> Gpt<F> {
                 );
             }
             let mlp_in: &[F] = if pre { &buf.n2[..n] } else { &buf.n1[..n] };
-            linear_fwd(
+            linear_into(
                 mlp_in,
                 &params[bi.fc_w].value,
                 &params[bi.fc_b].value,
-                bt,
-                m,
-                c,
+                (bt, m, c),
+                F::zero(),
                 &mut buf.pre[..bt * m],
             );
             // a·f(u − b) + c, with its slope.
@@ -815,13 +815,12 @@ impl<F: Float> Gpt<F> {
             let mlp_base: &[F] = if pre { &buf.s1[..n] } else { &buf.n1[..n] };
             let s2: &mut [F] = if pre { &mut *x_out } else { &mut buf.s2[..n] };
             s2.copy_from_slice(mlp_base);
-            linear_acc(
+            linear_into(
                 &buf.act[..bt * m],
                 &params[bi.fc2_w].value,
                 &params[bi.fc2_b].value,
-                bt,
-                c,
-                m,
+                (bt, c, m),
+                F::one(),
                 s2,
             );
             if !pre {
@@ -880,6 +879,8 @@ impl<F: Float> Gpt<F> {
         for p in self.params.iter_mut() {
             p.grad.fill(F::zero());
         }
+        // Per-block partial sums of the row-parallel reductions (sized once in `new`).
+        let mut partial = std::mem::take(&mut self.partial);
         let head = self.head_index();
         let [ga, gb, gc] = &mut self.g;
         // Head: dW_head += dlogitsᵀ·xf; dxf = dlogits·W_head.
@@ -911,6 +912,7 @@ impl<F: Float> Gpt<F> {
         // ga = ∂L/∂x_L.
         if pre {
             norm_bwd(
+                &mut partial,
                 self.spec.norm,
                 c,
                 &mut self.params,
@@ -927,6 +929,7 @@ impl<F: Float> Gpt<F> {
             // ga = ∂L/∂x'. Post: through norm2 to ∂L/∂s2.
             if !pre {
                 norm_bwd(
+                    &mut partial,
                     self.spec.norm,
                     c,
                     &mut self.params,
@@ -939,6 +942,7 @@ impl<F: Float> Gpt<F> {
             // ga = ∂L/∂s2: fc2.
             let params = &mut self.params;
             linear_bwd_params(
+                &mut partial,
                 params,
                 bi.fc2_w,
                 bi.fc2_b,
@@ -989,7 +993,7 @@ impl<F: Float> Gpt<F> {
             }
             // fc1: gb = ∂L/∂(mlp input).
             let mlp_in: &[F] = if pre { &buf.n2[..n] } else { &buf.n1[..n] };
-            linear_bwd_params(params, bi.fc_w, bi.fc_b, gm, mlp_in, bt, m, c);
+            linear_bwd_params(&mut partial, params, bi.fc_w, bi.fc_b, gm, mlp_in, bt, m, c);
             ops::gemm(
                 Op::N,
                 Op::N,
@@ -1006,6 +1010,7 @@ impl<F: Float> Gpt<F> {
             if pre {
                 // s2 = s1 + mlp(norm2(s1)).
                 norm_bwd(
+                    &mut partial,
                     self.spec.norm,
                     c,
                     params,
@@ -1019,6 +1024,7 @@ impl<F: Float> Gpt<F> {
                 // s2 = n1 + mlp(n1), n1 = norm1(s1).
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
                 norm_bwd(
+                    &mut partial,
                     self.spec.norm,
                     c,
                     params,
@@ -1030,6 +1036,7 @@ impl<F: Float> Gpt<F> {
             }
             // Attention projection: s1 = x + y·W_projᵀ + b.
             linear_bwd_params(
+                &mut partial,
                 params,
                 bi.proj_w,
                 bi.proj_b,
@@ -1066,6 +1073,7 @@ impl<F: Float> Gpt<F> {
             );
             let attn_in: &[F] = if pre { &buf.n1[..n] } else { x };
             linear_bwd_params(
+                &mut partial,
                 params,
                 bi.qkv_w,
                 bi.qkv_b,
@@ -1089,6 +1097,7 @@ impl<F: Float> Gpt<F> {
             );
             if pre {
                 norm_bwd(
+                    &mut partial,
                     self.spec.norm,
                     c,
                     params,
@@ -1116,6 +1125,7 @@ impl<F: Float> Gpt<F> {
                 add_into(&mut gp[t * c..(t + 1) * c], &g0[r * c..(r + 1) * c]);
             }
         }
+        self.partial = partial;
     }
 }
 
@@ -1151,11 +1161,51 @@ pub fn cross_entropy<F: Float>(
     let inv = F::of(1.0 / counted.max(1) as f64);
     // Row blocks over the pool; each block's loss sum and hit count, added in block order.
     let blocks = rows.div_ceil(ops::ROW_BLOCK);
-    let mut partial = vec![(0.0f64, 0usize); blocks];
+    CE_PARTIAL.with(|partial| {
+        let mut partial = partial.borrow_mut();
+        if partial.len() < blocks {
+            partial.resize(blocks, (0.0, 0));
+        }
+        cross_entropy_blocks(
+            logits,
+            targets,
+            rows,
+            vocab,
+            grad,
+            inv,
+            &mut partial[..blocks],
+        );
+        let (sum, correct) = partial[..blocks]
+            .iter()
+            .fold((0.0, 0), |(s, c), &(ps, pc)| (s + ps, c + pc));
+        LmLoss {
+            loss: sum / counted.max(1) as f64,
+            counted,
+            correct,
+        }
+    })
+}
+
+thread_local! {
+    /// [`cross_entropy`]'s per-block (loss sum, hits), grown once per thread.
+    static CE_PARTIAL: std::cell::RefCell<Vec<(f64, usize)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`cross_entropy`] over row blocks: block `i`'s loss sum and argmax hits into `partial[i]`.
+fn cross_entropy_blocks<F: Float>(
+    logits: &[F],
+    targets: &[usize],
+    rows: usize,
+    vocab: usize,
+    grad: Option<&mut [F]>,
+    inv: F,
+    partial: &mut [(f64, usize)],
+) {
     let with_grad = grad.is_some();
     let mut no_grad: [F; 0] = [];
     let grads = Shards::new(grad.unwrap_or(&mut no_grad));
-    let parts = Shards::new(&mut partial);
+    let parts = Shards::new(partial);
     ops::for_row_blocks(rows, &|blk, block| {
         let (mut sum, mut correct) = (0.0f64, 0usize);
         for r in block {
@@ -1199,48 +1249,15 @@ pub fn cross_entropy<F: Float>(
         // SAFETY: one slot per block.
         unsafe { parts.get(blk..blk + 1)[0] = (sum, correct) };
     });
-    let (sum, correct) = partial
-        .iter()
-        .fold((0.0, 0), |(s, c), &(ps, pc)| (s + ps, c + pc));
-    LmLoss {
-        loss: sum / counted.max(1) as f64,
-        counted,
-        correct,
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Kernels
 // ---------------------------------------------------------------------------------------------
 
-/// `y = x·Wᵀ + b` for `x: [rows, fan_in]`, `W: [fan_out, fan_in]` (the bias rides in the GEMM).
-fn linear_fwd<F: Float>(
-    x: &[F],
-    w: &[F],
-    b: &[F],
-    rows: usize,
-    fan_out: usize,
-    fan_in: usize,
-    y: &mut [F],
-) {
-    linear(x, w, b, (rows, fan_out, fan_in), F::zero(), y);
-}
-
-/// `y += x·Wᵀ + b` (a residual branch added onto its stream).
-fn linear_acc<F: Float>(
-    x: &[F],
-    w: &[F],
-    b: &[F],
-    rows: usize,
-    fan_out: usize,
-    fan_in: usize,
-    y: &mut [F],
-) {
-    linear(x, w, b, (rows, fan_out, fan_in), F::one(), y);
-}
-
-/// `y ← x·Wᵀ + b + β·y`.
-fn linear<F: Float>(
+/// `y ← x·Wᵀ + b + β·y` for `x: [rows, fan_in]`, `W: [fan_out, fan_in]`: β = 0 for a layer's
+/// output, 1 for a residual branch added onto its stream (the bias rides in the GEMM).
+fn linear_into<F: Float>(
     x: &[F],
     w: &[F],
     b: &[F],
@@ -1266,6 +1283,7 @@ fn linear<F: Float>(
 /// `dW += gᵀ·x`, `db += Σ_rows g`.
 #[allow(clippy::too_many_arguments)]
 fn linear_bwd_params<F: Float>(
+    partial: &mut [F],
     params: &mut [Param<F>],
     w: usize,
     b: usize,
@@ -1287,7 +1305,7 @@ fn linear_bwd_params<F: Float>(
         F::one(),
         &mut params[w].grad,
     );
-    ops::add_column_sums_par(g, fan_out, &mut params[b].grad);
+    ops::add_column_sums_par(g, fan_out, &mut params[b].grad, partial);
 }
 
 fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
@@ -1341,7 +1359,9 @@ fn norm_fwd<F: Float>(
 /// `g`: `∂L/∂y` in, `∂L/∂x` out (a no-op for `norm = "none"`). Row blocks run over the pool;
 /// each block's parameter gradients are summed on their own, then added in block order (the
 /// same sums for any thread count).
+#[allow(clippy::too_many_arguments)]
 fn norm_bwd<F: Float>(
+    partial: &mut [F],
     norm: Norm,
     width: usize,
     params: &mut [Param<F>],
@@ -1357,11 +1377,12 @@ fn norm_bwd<F: Float>(
     let blocks = rows.div_ceil(ops::ROW_BLOCK);
     // Per block: ∂w [width], ∂b [width], ∂α [1].
     let stride = 2 * width + 1;
-    let mut partial = vec![F::zero(); blocks * stride];
+    let partial = &mut partial[..blocks * stride];
+    partial.fill(F::zero());
     {
         let np = idx.params(params);
         let per_row = matches!(norm, Norm::Layernorm | Norm::Rmsnorm);
-        let (gs, parts) = (Shards::new(g), Shards::new(&mut partial));
+        let (gs, parts) = (Shards::new(g), Shards::new(&mut partial[..]));
         ops::for_row_blocks(rows, &|blk, r| {
             let e = r.start * width..r.end * width;
             let stats = if per_row { r.clone() } else { 0..0 };

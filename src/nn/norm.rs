@@ -279,7 +279,7 @@ pub fn backward<F: Float>(
         Norm::Batchnorm => {
             let NormGrads {
                 weight: gw,
-                bias: mut gb,
+                bias: gb,
                 ..
             } = grads;
             let inv_n = F::one() / F::of(rows as f64);
@@ -297,7 +297,7 @@ pub fn backward<F: Float>(
             for j in 0..width {
                 gw[j] += sum_g_xhat[j];
             }
-            if let Some(gb) = gb.as_deref_mut() {
+            if let Some(gb) = gb {
                 for j in 0..width {
                     gb[j] += sum_g[j];
                 }
