@@ -259,16 +259,11 @@ fn degenerate<F: Float>(
 /// count.
 pub const ROW_BLOCK: usize = 128;
 
-/// Calls `f(block, rows)` for every block of [`ROW_BLOCK`] rows of `0..rows`, the blocks spread
-/// over [`threads`] pool tasks in contiguous runs.
+/// Calls `f(block, rows)` for every block of [`ROW_BLOCK`] rows of `0..rows`, the blocks handed
+/// out to [`threads`] threads as they come free ([`super::pool::run_items`]).
 pub fn for_row_blocks(rows: usize, f: &(dyn Fn(usize, std::ops::Range<usize>) + Sync)) {
-    let blocks = rows.div_ceil(ROW_BLOCK);
-    let tasks = threads().min(blocks).max(1);
-    let split = super::pool::split(blocks, tasks, 1);
-    super::pool::run(tasks, &|t| {
-        for blk in split(t) {
-            f(blk, blk * ROW_BLOCK..((blk + 1) * ROW_BLOCK).min(rows));
-        }
+    super::pool::run_items(rows.div_ceil(ROW_BLOCK), threads(), &|blk| {
+        f(blk, blk * ROW_BLOCK..((blk + 1) * ROW_BLOCK).min(rows))
     });
 }
 
@@ -346,7 +341,47 @@ pub fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     for i in chunks * 8..x.len() {
         tail += x[i] * y[i];
     }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+    fold_lanes(acc) + tail
+}
+
+/// The eight partial sums of [`dot`] and [`sum`], added in a fixed tree.
+#[inline(always)]
+pub fn fold_lanes<F: Float>(acc: [F; 8]) -> F {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+/// `Σ x_i` with eight independent partial sums (vectorizes, like [`dot`]; the order is fixed,
+/// so the result is too).
+pub fn sum<F: Float>(x: &[F]) -> F {
+    let mut acc = [F::zero(); 8];
+    let chunks = x.len() / 8;
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] += x[c * 8 + l];
+        }
+    }
+    let mut tail = F::zero();
+    for &v in &x[chunks * 8..] {
+        tail += v;
+    }
+    fold_lanes(acc) + tail
+}
+
+/// The largest element (−∞ for none; NaN if any is NaN), over eight lanes so it vectorizes.
+pub fn max<F: Float>(x: &[F]) -> F {
+    let mut acc = [F::neg_infinity(); 8];
+    let chunks = x.len() / 8;
+    let pick = |a: F, v: F| if v > a || v.is_nan() { v } else { a };
+    for c in 0..chunks {
+        for l in 0..8 {
+            acc[l] = pick(acc[l], x[c * 8 + l]);
+        }
+    }
+    let mut m = F::neg_infinity();
+    for &v in acc.iter().chain(&x[chunks * 8..]) {
+        m = pick(m, v);
+    }
+    m
 }
 
 fn scale_or_zero<F: Float>(c: &mut [F], beta: F) {

@@ -8,7 +8,7 @@
 //! count, as the engine promises).
 
 use std::cell::{Cell, UnsafeCell};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -180,6 +180,22 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
     }
 }
 
+/// Runs `item(0) … item(items − 1)` on up to `threads` threads (the caller and pool workers),
+/// each thread taking the next unclaimed item until none is left. The load balances itself —
+/// a core slowed by another tenant of a shared machine takes fewer items instead of stalling
+/// the others — and results stay bit-identical, because (as every caller ensures) what
+/// `item(i)` computes does not depend on which thread runs it.
+pub fn run_items(items: usize, threads: usize, item: &(dyn Fn(usize) + Sync)) {
+    let next = AtomicUsize::new(0);
+    run(threads.min(items).max(1), &|_| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= items {
+            break;
+        }
+        item(i);
+    });
+}
+
 /// Splits `0..len` into `parts` contiguous ranges whose starts are multiples of `align` (the
 /// last takes the rest); empty ranges are possible when `len` is small.
 pub fn split(len: usize, parts: usize, align: usize) -> impl Fn(usize) -> std::ops::Range<usize> {
@@ -190,7 +206,6 @@ pub fn split(len: usize, parts: usize, align: usize) -> impl Fn(usize) -> std::o
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn every_task_runs_once_and_nested_regions_run_inline() {
@@ -207,6 +222,17 @@ mod tests {
             }
             assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 50));
             assert_eq!(nested.load(Ordering::Relaxed), 100 * n);
+        }
+    }
+
+    #[test]
+    fn run_items_runs_every_item_once() {
+        for (items, threads) in [(0, 2), (1, 2), (7, 2), (50, 3), (5, 1)] {
+            let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
+            run_items(items, threads, &|i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
         }
     }
 

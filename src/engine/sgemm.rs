@@ -111,11 +111,14 @@ pub unsafe fn sgemm(
         bias,
         n,
     };
-    // Threads split the 32-column panels when A is read in place and there are enough panels:
-    // each packs its own panels of B (the big operand of a weight gradient), so nothing runs
-    // serially and there is one pool call per GEMM. Otherwise they split the rows (each packs
-    // only its own rows of A) and share one packed B per `KC` block.
-    if tasks == 1 || (rsa == 1 && (panels.is_multiple_of(tasks) || panels >= 3 * tasks)) {
+    // Threads split the 32-column panels when A is read in place, B is the bigger operand
+    // (n ≥ m: both have k rows) and there are enough panels: each packs its own panels of B
+    // (the activations of a weight gradient), so nothing runs serially and there is one pool
+    // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
+    // the big A is read once rather than once per thread (a weight gradient with more outputs
+    // than inputs ran 15–20% faster so); the `MC`-row blocks go to whichever thread is free.
+    let split_panels = rsa == 1 && n >= m && (panels.is_multiple_of(tasks) || panels >= 3 * tasks);
+    if tasks == 1 || split_panels {
         let split = pool::split(panels, tasks, 1);
         pool::run(tasks, &|t| {
             let mine = split(t);
@@ -136,9 +139,15 @@ pub unsafe fn sgemm(
             with_pack(&PACK_B, panels * kc * NR, |bp| {
                 pack_b(&op, p0, kc, 0..panels, bp);
                 let bp = SendPtr(bp);
-                let split = pool::split(m, tasks, MR);
-                pool::run(tasks, &|t| {
-                    block(&op, split(t), 0..panels, p0, kc, bp.get())
+                pool::run_items(m.div_ceil(MC), tasks, &|i| {
+                    block(
+                        &op,
+                        i * MC..((i + 1) * MC).min(m),
+                        0..panels,
+                        p0,
+                        kc,
+                        bp.get(),
+                    )
                 });
             });
         }

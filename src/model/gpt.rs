@@ -1443,8 +1443,8 @@ fn rotate<F: Float>(x: &mut [F], cos: &[F], sin: &[F], inverse: bool) {
 /// head, with `q, k, v` the head's `[T, hd]` column blocks of `qkv: [BT, 3C]` (row stride 3C),
 /// `P = softmax(q·kᵀ/√hd + mask)` into `att: [B, H, T, T]` and `y = P·v` into the head's
 /// columns of `y: [BT, C]`; records each head's largest logit. With rotary positions q and k
-/// are rotated in place first. Sequences are split over the pool (each computed the same way
-/// whatever the split: bit-identical for any thread count).
+/// are rotated in place first. Sequences go to pool threads as they come free (each computed the
+/// same way whichever thread runs it: bit-identical for any thread count).
 fn attention_fwd<F: Float>(
     buf: &mut BlockBuffers<F>,
     batch: usize,
@@ -1470,58 +1470,54 @@ fn attention_fwd<F: Float>(
         Shards::new(&mut y[..batch * seq * c]),
         Shards::new(&mut bh_max[..batch * h]),
     );
-    let tasks = ops::threads().min(batch).max(1);
-    let split = crate::engine::pool::split(batch, tasks, 1);
-    crate::engine::pool::run(tasks, &|task| {
-        for b in split(task) {
-            // SAFETY: each sequence's rows (and its heads' blocks) belong to one task.
-            let (qkv, att, y, maxes) = unsafe {
-                (
-                    qkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
-                    atts.get(b * h * tt..(b + 1) * h * tt),
-                    ys.get(b * seq * c..(b + 1) * seq * c),
-                    maxes.get(b * h..(b + 1) * h),
-                )
-            };
-            if let Some(rope) = rotary {
-                rotate_qk(qkv, seq, h, hd, rope, false);
-            }
-            let qkv: &[F] = qkv;
-            for head in 0..h {
-                let p = &mut att[head * tt..(head + 1) * tt];
-                let (q, k, v) = (
-                    &qkv[head * hd..],
-                    &qkv[c + head * hd..],
-                    &qkv[2 * c + head * hd..],
-                );
-                ops::gemm_ex(
-                    Op::N,
-                    Op::T,
-                    seq,
-                    seq,
-                    hd,
-                    scale,
-                    (q, 3 * c),
-                    (k, 3 * c),
-                    F::zero(),
-                    (&mut p[..], seq),
-                    None,
-                );
-                maxes[head] = causal_softmax(p, seq);
-                ops::gemm_ex(
-                    Op::N,
-                    Op::N,
-                    seq,
-                    hd,
-                    seq,
-                    F::one(),
-                    (&p[..], seq),
-                    (v, 3 * c),
-                    F::zero(),
-                    (&mut y[head * hd..], c),
-                    None,
-                );
-            }
+    crate::engine::pool::run_items(batch, ops::threads(), &|b| {
+        // SAFETY: each sequence's rows (and its heads' blocks) belong to one task.
+        let (qkv, att, y, maxes) = unsafe {
+            (
+                qkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
+                atts.get(b * h * tt..(b + 1) * h * tt),
+                ys.get(b * seq * c..(b + 1) * seq * c),
+                maxes.get(b * h..(b + 1) * h),
+            )
+        };
+        if let Some(rope) = rotary {
+            rotate_qk(qkv, seq, h, hd, rope, false);
+        }
+        let qkv: &[F] = qkv;
+        for head in 0..h {
+            let p = &mut att[head * tt..(head + 1) * tt];
+            let (q, k, v) = (
+                &qkv[head * hd..],
+                &qkv[c + head * hd..],
+                &qkv[2 * c + head * hd..],
+            );
+            ops::gemm_ex(
+                Op::N,
+                Op::T,
+                seq,
+                seq,
+                hd,
+                scale,
+                (q, 3 * c),
+                (k, 3 * c),
+                F::zero(),
+                (&mut p[..], seq),
+                None,
+            );
+            maxes[head] = causal_softmax(p, seq);
+            ops::gemm_ex(
+                Op::N,
+                Op::N,
+                seq,
+                hd,
+                seq,
+                F::one(),
+                (&p[..], seq),
+                (v, 3 * c),
+                F::zero(),
+                (&mut y[head * hd..], c),
+                None,
+            );
         }
     });
     logit_max.fill(F::neg_infinity());
@@ -1537,17 +1533,13 @@ fn causal_softmax<F: Float>(p: &mut [F], seq: usize) -> F {
     for i in 0..seq {
         let row = &mut p[i * seq..(i + 1) * seq];
         let (live, masked) = row.split_at_mut(i + 1);
-        let mut mx = live[0];
-        for &s in live.iter() {
-            mx = mx.max(s);
-        }
+        // Separate passes, so each vectorizes (the reductions run over fixed lanes).
+        let mx = ops::max(live);
         m = m.max(mx);
-        let mut sum = F::zero();
         for s in live.iter_mut() {
             *s = (*s - mx).exp_();
-            sum += *s;
         }
-        let inv = F::one() / sum;
+        let inv = F::one() / ops::sum(live);
         for s in live.iter_mut() {
             *s *= inv;
         }
@@ -1602,89 +1594,82 @@ fn attention_bwd<F: Float>(
         Shards::new(&mut dqkv[..batch * seq * 3 * c]),
         Shards::new(&mut dp[..batch * h * tt]),
     );
-    let tasks = ops::threads().min(batch).max(1);
-    let split = crate::engine::pool::split(batch, tasks, 1);
-    crate::engine::pool::run(tasks, &|task| {
-        for b in split(task) {
-            // SAFETY: each sequence's rows belong to one task.
-            let (g, dp) = unsafe {
-                (
-                    dqkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
-                    dps.get(b * h * tt..(b + 1) * h * tt),
-                )
+    crate::engine::pool::run_items(batch, ops::threads(), &|b| {
+        // SAFETY: each sequence's rows belong to one task.
+        let (g, dp) = unsafe {
+            (
+                dqkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
+                dps.get(b * h * tt..(b + 1) * h * tt),
+            )
+        };
+        let qkv = &buf.qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
+        let att = &buf.att[b * h * tt..(b + 1) * h * tt];
+        let dy = &dy[b * seq * c..(b + 1) * seq * c];
+        for head in 0..h {
+            let (q, k, v) = (
+                &qkv[head * hd..],
+                &qkv[c + head * hd..],
+                &qkv[2 * c + head * hd..],
+            );
+            let (p, dp, dyh) = (
+                &att[head * tt..(head + 1) * tt],
+                &mut dp[head * tt..(head + 1) * tt],
+                &dy[head * hd..],
+            );
+            let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
+                ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
             };
-            let qkv = &buf.qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
-            let att = &buf.att[b * h * tt..(b + 1) * h * tt];
-            let dy = &dy[b * seq * c..(b + 1) * seq * c];
-            for head in 0..h {
-                let (q, k, v) = (
-                    &qkv[head * hd..],
-                    &qkv[c + head * hd..],
-                    &qkv[2 * c + head * hd..],
-                );
-                let (p, dp, dyh) = (
-                    &att[head * tt..(head + 1) * tt],
-                    &mut dp[head * tt..(head + 1) * tt],
-                    &dy[head * hd..],
-                );
-                let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
-                    ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
-                };
-                gemm(
-                    Op::T,
-                    Op::N,
-                    hd,
-                    seq,
-                    F::one(),
-                    (p, seq),
-                    (dyh, c),
-                    (&mut g[2 * c + head * hd..], 3 * c),
-                );
-                gemm(
-                    Op::N,
-                    Op::T,
-                    seq,
-                    hd,
-                    F::one(),
-                    (dyh, c),
-                    (v, 3 * c),
-                    (&mut dp[..], seq),
-                );
-                for i in 0..seq {
-                    let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
-                    let mut dot = F::zero();
-                    for j in 0..=i {
-                        dot += pr[j] * dr[j];
-                    }
-                    for j in 0..=i {
-                        dr[j] = pr[j] * (dr[j] - dot);
-                    }
-                    dr[i + 1..].fill(F::zero());
+            gemm(
+                Op::T,
+                Op::N,
+                hd,
+                seq,
+                F::one(),
+                (p, seq),
+                (dyh, c),
+                (&mut g[2 * c + head * hd..], 3 * c),
+            );
+            gemm(
+                Op::N,
+                Op::T,
+                seq,
+                hd,
+                F::one(),
+                (dyh, c),
+                (v, 3 * c),
+                (&mut dp[..], seq),
+            );
+            for i in 0..seq {
+                let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
+                let dot = ops::dot(&pr[..=i], &dr[..=i]);
+                for j in 0..=i {
+                    dr[j] = pr[j] * (dr[j] - dot);
                 }
-                gemm(
-                    Op::N,
-                    Op::N,
-                    hd,
-                    seq,
-                    scale,
-                    (&dp[..], seq),
-                    (k, 3 * c),
-                    (&mut g[head * hd..], 3 * c),
-                );
-                gemm(
-                    Op::T,
-                    Op::N,
-                    hd,
-                    seq,
-                    scale,
-                    (&dp[..], seq),
-                    (q, 3 * c),
-                    (&mut g[c + head * hd..], 3 * c),
-                );
+                dr[i + 1..].fill(F::zero());
             }
-            if let Some(rope) = rotary {
-                rotate_qk(g, seq, h, hd, rope, true);
-            }
+            gemm(
+                Op::N,
+                Op::N,
+                hd,
+                seq,
+                scale,
+                (&dp[..], seq),
+                (k, 3 * c),
+                (&mut g[head * hd..], 3 * c),
+            );
+            gemm(
+                Op::T,
+                Op::N,
+                hd,
+                seq,
+                scale,
+                (&dp[..], seq),
+                (q, 3 * c),
+                (&mut g[c + head * hd..], 3 * c),
+            );
+        }
+        if let Some(rope) = rotary {
+            rotate_qk(g, seq, h, hd, rope, true);
         }
     });
 }

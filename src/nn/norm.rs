@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Float;
+use crate::engine::{ops, Float};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -209,24 +209,28 @@ pub fn rows_forward<F: Float>(
                 .zip(y.chunks_exact_mut(width))
                 .enumerate()
             {
+                // Centred into y first, so both sums run over fixed lanes (vectorized).
                 let mean = if norm == Norm::Layernorm {
-                    xr.iter().copied().sum::<F>() * inv_n
+                    ops::sum(xr) * inv_n
                 } else {
                     F::zero()
                 };
-                let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() * inv_n;
+                for (yv, &v) in yr.iter_mut().zip(xr) {
+                    *yv = v - mean;
+                }
+                let var = ops::dot(yr, yr) * inv_n;
                 let rstd = F::one() / (var + eps).sqrt();
                 mean_out[r] = mean;
                 rstd_out[r] = rstd;
                 match p.bias {
                     Some(b) => {
                         for j in 0..width {
-                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                            yr[j] = yr[j] * rstd * w[j] + b[j];
                         }
                     }
                     None => {
                         for j in 0..width {
-                            yr[j] = (xr[j] - mean) * rstd * w[j];
+                            yr[j] = yr[j] * rstd * w[j];
                         }
                     }
                 }
@@ -344,15 +348,17 @@ pub fn rows_backward<F: Float>(
                 .enumerate()
             {
                 let (mean, rstd) = (cache_mean[r], cache_rstd[r]);
-                let mut mean_gxh = F::zero();
-                let mut mean_gxh_xhat = F::zero();
+                // Both row sums over eight fixed lanes, so the loop vectorizes.
+                let (mut sum_gxh, mut sum_gxh_xhat) = ([F::zero(); 8], [F::zero(); 8]);
                 for j in 0..width {
                     let xhat = (xr[j] - mean) * rstd;
                     gw[j] += gr[j] * xhat;
                     let gxh = gr[j] * w[j];
-                    mean_gxh += gxh;
-                    mean_gxh_xhat += gxh * xhat;
+                    sum_gxh[j % 8] += gxh;
+                    sum_gxh_xhat[j % 8] += gxh * xhat;
                 }
+                let mut mean_gxh = ops::fold_lanes(sum_gxh);
+                let mut mean_gxh_xhat = ops::fold_lanes(sum_gxh_xhat);
                 if let Some(gb) = gb.as_deref_mut() {
                     for j in 0..width {
                         gb[j] += gr[j];
