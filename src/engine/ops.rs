@@ -331,14 +331,14 @@ pub fn add_column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F], parti
 /// float sum cannot be reordered by the compiler).
 pub fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     let mut acc = [F::zero(); 8];
-    let chunks = x.len() / 8;
-    for c in 0..chunks {
+    let lanes = x.len() / 8 * 8;
+    for (xs, ys) in x[..lanes].chunks_exact(8).zip(y[..lanes].chunks_exact(8)) {
         for l in 0..8 {
-            acc[l] += x[c * 8 + l] * y[c * 8 + l];
+            acc[l] += xs[l] * ys[l];
         }
     }
     let mut tail = F::zero();
-    for i in chunks * 8..x.len() {
+    for i in lanes..x.len() {
         tail += x[i] * y[i];
     }
     fold_lanes(acc) + tail
@@ -354,14 +354,14 @@ pub fn fold_lanes<F: Float>(acc: [F; 8]) -> F {
 /// so the result is too).
 pub fn sum<F: Float>(x: &[F]) -> F {
     let mut acc = [F::zero(); 8];
-    let chunks = x.len() / 8;
-    for c in 0..chunks {
+    let lanes = x.len() / 8 * 8;
+    for xs in x[..lanes].chunks_exact(8) {
         for l in 0..8 {
-            acc[l] += x[c * 8 + l];
+            acc[l] += xs[l];
         }
     }
     let mut tail = F::zero();
-    for &v in &x[chunks * 8..] {
+    for &v in &x[lanes..] {
         tail += v;
     }
     fold_lanes(acc) + tail
@@ -370,15 +370,15 @@ pub fn sum<F: Float>(x: &[F]) -> F {
 /// The largest element (−∞ for none; NaN if any is NaN), over eight lanes so it vectorizes.
 pub fn max<F: Float>(x: &[F]) -> F {
     let mut acc = [F::neg_infinity(); 8];
-    let chunks = x.len() / 8;
+    let lanes = x.len() / 8 * 8;
     let pick = |a: F, v: F| if v > a || v.is_nan() { v } else { a };
-    for c in 0..chunks {
+    for xs in x[..lanes].chunks_exact(8) {
         for l in 0..8 {
-            acc[l] = pick(acc[l], x[c * 8 + l]);
+            acc[l] = pick(acc[l], xs[l]);
         }
     }
     let mut m = F::neg_infinity();
-    for &v in acc.iter().chain(&x[chunks * 8..]) {
+    for &v in acc.iter().chain(&x[lanes..]) {
         m = pick(m, v);
     }
     m

@@ -350,12 +350,27 @@ pub fn rows_backward<F: Float>(
                 let (mean, rstd) = (cache_mean[r], cache_rstd[r]);
                 // Both row sums over eight fixed lanes, so the loop vectorizes.
                 let (mut sum_gxh, mut sum_gxh_xhat) = ([F::zero(); 8], [F::zero(); 8]);
-                for j in 0..width {
+                let lanes = width / 8 * 8;
+                for (((xs, gs), ws), gws) in xr[..lanes]
+                    .chunks_exact(8)
+                    .zip(gr[..lanes].chunks_exact(8))
+                    .zip(w[..lanes].chunks_exact(8))
+                    .zip(gw[..lanes].chunks_exact_mut(8))
+                {
+                    for l in 0..8 {
+                        let xhat = (xs[l] - mean) * rstd;
+                        gws[l] += gs[l] * xhat;
+                        let gxh = gs[l] * ws[l];
+                        sum_gxh[l] += gxh;
+                        sum_gxh_xhat[l] += gxh * xhat;
+                    }
+                }
+                for j in lanes..width {
                     let xhat = (xr[j] - mean) * rstd;
                     gw[j] += gr[j] * xhat;
                     let gxh = gr[j] * w[j];
-                    sum_gxh[j % 8] += gxh;
-                    sum_gxh_xhat[j % 8] += gxh * xhat;
+                    sum_gxh[j - lanes] += gxh;
+                    sum_gxh_xhat[j - lanes] += gxh * xhat;
                 }
                 let mut mean_gxh = ops::fold_lanes(sum_gxh);
                 let mut mean_gxh_xhat = ops::fold_lanes(sum_gxh_xhat);
