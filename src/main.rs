@@ -6,6 +6,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Large buffers on 2 MiB pages (fewer TLB misses; see `engine::hugepages`).
+#[global_allocator]
+static ALLOC: cloudchamber::engine::hugepages::HugePageAlloc =
+    cloudchamber::engine::hugepages::HugePageAlloc;
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`cloudchamber ls | head`), as Unix tools do, instead of
     // panicking in `println!`.

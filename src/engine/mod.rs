@@ -4,6 +4,7 @@
 
 pub mod fastmath;
 pub mod float;
+pub mod hugepages;
 pub mod ops;
 pub mod pool;
 pub mod rng;

@@ -1,0 +1,133 @@
+//! A global allocator that backs large allocations with transparent huge pages (2 MiB).
+//!
+//! Why: a training step sweeps buffers of several MiB (activations, their gradients, packed
+//! GEMM operands), and GEMMs read some of them down columns, a row apart. With 4 KiB pages that
+//! is a TLB miss every few accesses, and in a virtual machine each miss walks two page tables
+//! (guest and host). Measured on the development machine (a KVM guest): the reference tiny GPT
+//! step ran 3–20% faster in each of 5 paired runs when malloc's allocations used huge pages.
+//!
+//! How: an allocation of at least 2 MiB is aligned to 2 MiB and advised `MADV_HUGEPAGE` before
+//! anything touches it, so that the kernel maps it with huge pages when its THP mode is
+//! `madvise` (the common default) or `always`. Smaller allocations go straight to the system
+//! allocator. Where the kernel cannot or will not give huge pages the advice is ignored;
+//! results never depend on it, only speed.
+//!
+//! The `cloudchamber` binary installs it (`#[global_allocator]` in `main.rs`).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+
+/// The huge-page size, and the threshold from which an allocation gets one.
+const HUGE: usize = 2 << 20;
+
+/// See the module documentation.
+pub struct HugePageAlloc;
+
+/// The layout actually requested from the system for `layout`.
+fn system_layout(layout: Layout) -> Layout {
+    if layout.size() < HUGE {
+        return layout;
+    }
+    // A size ≥ 2 MiB with a power-of-two alignment ≤ 2 MiB raised to 2 MiB stays valid unless
+    // the size overflows when rounded, which `from_size_align` reports; keep the original then.
+    Layout::from_size_align(layout.size(), layout.align().max(HUGE)).unwrap_or(layout)
+}
+
+/// Advises huge pages for `[ptr, ptr + len)`; `ptr` is 2 MiB-aligned.
+unsafe fn advise(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: the range is one live allocation of ours; the advice changes no contents.
+    unsafe {
+        libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
+
+unsafe impl GlobalAlloc for HugePageAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let sys = system_layout(layout);
+        // SAFETY: forwarding a valid, non-zero-sized layout.
+        let ptr = unsafe { System.alloc(sys) };
+        if !ptr.is_null() && sys.align() >= HUGE {
+            unsafe { advise(ptr, layout.size()) };
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let sys = system_layout(layout);
+        if sys.align() < HUGE {
+            // SAFETY: forwarding a valid layout.
+            return unsafe { System.alloc_zeroed(sys) };
+        }
+        // Advise first, then zero: the zeroing is the first touch, so it faults huge pages in.
+        // SAFETY: `alloc` returns `layout.size()` writable bytes or null.
+        unsafe {
+            let ptr = self.alloc(layout);
+            if !ptr.is_null() {
+                std::ptr::write_bytes(ptr, 0, layout.size());
+            }
+            ptr
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `alloc` with this layout, hence from the system with
+        // `system_layout(layout)`.
+        unsafe { System.dealloc(ptr, system_layout(layout)) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return std::ptr::null_mut();
+        };
+        if system_layout(layout) == layout && system_layout(new_layout) == new_layout {
+            // SAFETY: both sizes are below the threshold: the system's own realloc applies.
+            return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        // Crossing into (or within) the huge class: a fresh aligned, advised block.
+        // SAFETY: `new_layout` is valid; both blocks are live for the copy.
+        unsafe {
+            let new = self.alloc(new_layout);
+            if !new.is_null() {
+                std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+                self.dealloc(ptr, layout);
+            }
+            new
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small and huge blocks keep their contents through realloc across the threshold, come
+    /// back aligned as asked (huge ones to 2 MiB), and zeroed blocks are zero.
+    #[test]
+    fn allocations_round_trip_across_the_threshold() {
+        let a = HugePageAlloc;
+        unsafe {
+            let small = Layout::from_size_align(1000, 8).unwrap();
+            let p = a.alloc(small);
+            assert!(!p.is_null() && p as usize % 8 == 0);
+            for i in 0..1000 {
+                *p.add(i) = (i % 251) as u8;
+            }
+            let q = a.realloc(p, small, 3 * HUGE);
+            assert!(!q.is_null() && q as usize % HUGE == 0);
+            assert!((0..1000).all(|i| *q.add(i) == (i % 251) as u8));
+            let big = Layout::from_size_align(3 * HUGE, 8).unwrap();
+            let r = a.realloc(q, big, 500);
+            assert!(!r.is_null());
+            assert!((0..500).all(|i| *r.add(i) == (i % 251) as u8));
+            a.dealloc(r, Layout::from_size_align(500, 8).unwrap());
+
+            let z = Layout::from_size_align(HUGE + 12345, 64).unwrap();
+            let p = a.alloc_zeroed(z);
+            assert!(!p.is_null() && p as usize % HUGE == 0);
+            assert!((0..z.size()).step_by(4093).all(|i| *p.add(i) == 0));
+            a.dealloc(p, z);
+        }
+    }
+}
