@@ -3,9 +3,10 @@
 //! Spawning scoped threads costs tens of microseconds per call: over the ~100 GEMMs and
 //! elementwise passes of a GPT step that is milliseconds. Here workers live for the process and
 //! wait on their own mailbox (a pointer to the caller's closure), spinning briefly before they
-//! park. Work is split statically — task `t` of `n` always covers the same block — so a
-//! kernel's result never depends on which thread ran which task (bit-identical for any thread
-//! count, as the engine promises).
+//! park. Work is cut into fixed blocks — statically (`run`: task `t` of `n` always covers the
+//! same block) or handed to whichever thread is free (`run_items`) — and every block is computed
+//! the same way wherever it runs, so a kernel's result never depends on the thread count or on
+//! which thread ran what (bit-identical, as the engine promises).
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
