@@ -118,7 +118,6 @@ mod tests {
         let a = HugePageAlloc;
         unsafe {
             let small = Layout::from_size_align(1000, 8).unwrap();
-            assert!(1000 < THRESHOLD);
             let p = a.alloc(small);
             assert!(!p.is_null() && p as usize % 8 == 0);
             for i in 0..1000 {
@@ -140,6 +139,44 @@ mod tests {
                 assert!((0..size).step_by(4093).all(|i| *p.add(i) == 0));
                 a.dealloc(p, z);
             }
+        }
+    }
+
+    /// A block from the threshold on carries the kernel's huge-page advice (`hg` among its
+    /// mapping's `VmFlags`). Linux with THP built in only.
+    #[test]
+    fn large_blocks_are_advised_huge_pages() {
+        if !std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            return;
+        }
+        let flags_at = |addr: usize| -> String {
+            let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+            let mut inside = false;
+            for line in smaps.lines() {
+                let range = line.split_whitespace().next().unwrap_or("");
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = (lo..hi).contains(&addr);
+                        continue;
+                    }
+                }
+                if inside {
+                    if let Some(flags) = line.strip_prefix("VmFlags:") {
+                        return flags.to_string();
+                    }
+                }
+            }
+            panic!("no mapping holds {addr:#x}");
+        };
+        let a = HugePageAlloc;
+        unsafe {
+            let big = Layout::from_size_align(THRESHOLD, 8).unwrap();
+            let p = a.alloc(big);
+            let flags = flags_at(p as usize);
+            a.dealloc(p, big);
+            assert!(flags.split_whitespace().any(|f| f == "hg"), "{flags}");
         }
     }
 }

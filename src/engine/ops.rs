@@ -440,6 +440,36 @@ pub fn scale<F: Float>(y: &mut [F], s: F) {
 mod tests {
     use super::*;
 
+    /// The lane reductions against plain f64 loops, at every length around the 8-lane
+    /// boundaries (tails included), plus max's contract: −∞ for none, NaN wins, ties and
+    /// negative values handled.
+    #[test]
+    fn lane_reductions_match_plain_loops() {
+        for len in 0..=35 {
+            let x: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 17) as f32 - 8.5) * 0.3)
+                .collect();
+            let y: Vec<f32> = (0..len)
+                .map(|i| ((i * 11 % 13) as f32 - 6.0) * 0.7)
+                .collect();
+            let want_sum: f64 = x.iter().map(|&v| v as f64).sum();
+            let want_dot: f64 = x.iter().zip(&y).map(|(&a, &b)| a as f64 * b as f64).sum();
+            assert!((sum(&x) as f64 - want_sum).abs() < 1e-4, "sum, len {len}");
+            assert!(
+                (dot(&x, &y) as f64 - want_dot).abs() < 1e-4,
+                "dot, len {len}"
+            );
+            let want_max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(max(&x), want_max, "max, len {len}");
+        }
+        assert_eq!(max::<f64>(&[-3.0, -1.0, -2.0]), -1.0);
+        for at in [0, 5, 8, 12] {
+            let mut x = vec![1.0f32; 13];
+            x[at] = f32::NAN;
+            assert!(max(&x).is_nan(), "NaN at {at}");
+        }
+    }
+
     fn naive(ta: Op, tb: Op, m: usize, n: usize, k: usize, a: &[f64], b: &[f64]) -> Vec<f64> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {

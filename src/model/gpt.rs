@@ -1119,14 +1119,16 @@ impl<F: Float> Gpt<F> {
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
             ops::add_assign(&mut ga[..n], &gb[..n], c);
         }
-        // Embeddings: each item owns a block of token ids (of positions) and adds their rows of
-        // g0 in row order, the same sums as one serial pass, whatever the thread count.
-        const IDS: usize = 8;
+        // Embeddings: each of a fixed number of items owns a block of token ids (of positions)
+        // and adds their rows of g0 in row order, the same sums as one serial pass, whatever
+        // the thread count. Every item scans all the tokens, so there are few items.
+        const ITEMS: usize = 8;
         let g0 = &ga[..n];
         {
             let gw = Shards::new(&mut self.params[self.wte].grad[..]);
-            crate::engine::pool::run_items(vocab.div_ceil(IDS), ops::threads(), &|blk| {
-                let ids = blk * IDS..((blk + 1) * IDS).min(vocab);
+            let per = vocab.div_ceil(ITEMS);
+            crate::engine::pool::run_items(ITEMS, ops::threads(), &|blk| {
+                let ids = blk * per..((blk + 1) * per).min(vocab);
                 for (r, &tok) in tokens[..bt].iter().enumerate() {
                     if ids.contains(&tok) {
                         // SAFETY: token `tok`'s row belongs to this item only.
@@ -1138,8 +1140,9 @@ impl<F: Float> Gpt<F> {
         }
         if let Some(pi) = self.wpe {
             let gp = Shards::new(&mut self.params[pi].grad[..]);
-            crate::engine::pool::run_items(seq.div_ceil(IDS), ops::threads(), &|blk| {
-                for t in blk * IDS..((blk + 1) * IDS).min(seq) {
+            let per = seq.div_ceil(ITEMS);
+            crate::engine::pool::run_items(ITEMS, ops::threads(), &|blk| {
+                for t in blk * per..((blk + 1) * per).min(seq) {
                     // SAFETY: position `t`'s row belongs to this item only.
                     let row = unsafe { gp.get(t * c..(t + 1) * c) };
                     for b in 0..batch {

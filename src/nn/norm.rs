@@ -348,29 +348,15 @@ pub fn rows_backward<F: Float>(
                 .enumerate()
             {
                 let (mean, rstd) = (cache_mean[r], cache_rstd[r]);
-                // Both row sums over eight fixed lanes, so the loop vectorizes.
+                // Eight independent partial sums per row: shorter add chains than one running
+                // sum, in a fixed order (LLVM leaves this loop scalar either way).
                 let (mut sum_gxh, mut sum_gxh_xhat) = ([F::zero(); 8], [F::zero(); 8]);
-                let lanes = width / 8 * 8;
-                for (((xs, gs), ws), gws) in xr[..lanes]
-                    .chunks_exact(8)
-                    .zip(gr[..lanes].chunks_exact(8))
-                    .zip(w[..lanes].chunks_exact(8))
-                    .zip(gw[..lanes].chunks_exact_mut(8))
-                {
-                    for l in 0..8 {
-                        let xhat = (xs[l] - mean) * rstd;
-                        gws[l] += gs[l] * xhat;
-                        let gxh = gs[l] * ws[l];
-                        sum_gxh[l] += gxh;
-                        sum_gxh_xhat[l] += gxh * xhat;
-                    }
-                }
-                for j in lanes..width {
+                for j in 0..width {
                     let xhat = (xr[j] - mean) * rstd;
                     gw[j] += gr[j] * xhat;
                     let gxh = gr[j] * w[j];
-                    sum_gxh[j - lanes] += gxh;
-                    sum_gxh_xhat[j - lanes] += gxh * xhat;
+                    sum_gxh[j % 8] += gxh;
+                    sum_gxh_xhat[j % 8] += gxh * xhat;
                 }
                 let mut mean_gxh = ops::fold_lanes(sum_gxh);
                 let mut mean_gxh_xhat = ops::fold_lanes(sum_gxh_xhat);
