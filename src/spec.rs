@@ -1257,10 +1257,44 @@ impl Spec {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The run id: the first 16 hex digits of SHA-256 over the canonical JSON. Same resolved spec
-    /// ⇒ same id; any change to any value ⇒ a new id.
+    /// The run id: the first 16 hex digits of SHA-256 over the canonical JSON of the resolved
+    /// spec, less the keys of [`LATER_KEYS`] that sit at their default. Same resolved spec ⇒
+    /// same id; any change to any value ⇒ a new id; a key added later at the default that keeps
+    /// the old behaviour ⇒ the old id.
     pub fn run_id(&self) -> String {
-        let digest = Sha256::digest(self.to_json().as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        let value = serde_json::to_value(self).unwrap_or_default();
+        id_of(value, LATER_KEYS)
     }
+}
+
+/// A key added to the spec after run ids were first defined, with its default as JSON: the
+/// value that reproduces the behaviour from before the key existed.
+pub type LaterKey = (&'static str, fn() -> serde_json::Value);
+
+/// Every key added since run ids were first defined. A run whose value of such a key equals the
+/// default hashes as if the key did not exist, so adding a key (with a default that keeps the
+/// old behaviour) changes no stored run's id. Append a new key here, with its dotted path.
+pub const LATER_KEYS: &[LaterKey] = &[];
+
+/// The run id of a spec's JSON (object keys in struct order), ignoring the keys of `later` that
+/// sit at their default.
+pub fn id_of(mut value: serde_json::Value, later: &[LaterKey]) -> String {
+    for (key, default) in later {
+        let (parent, last) = match key.rsplit_once('.') {
+            Some((p, l)) => (Some(p), l),
+            None => (None, *key),
+        };
+        let mut node = Some(&mut value);
+        for part in parent.into_iter().flat_map(|p| p.split('.')) {
+            node = node.and_then(|n| n.get_mut(part));
+        }
+        if let Some(serde_json::Value::Object(map)) = node {
+            if map.get(last) == Some(&default()) {
+                // `shift_remove` keeps the order of the other keys (the hash depends on it).
+                map.shift_remove(last);
+            }
+        }
+    }
+    let digest = Sha256::digest(value.to_string().as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,262 @@
+//! Run ids survive upgrades. Every example's run id (each run of a sweep example too) is pinned
+//! here; the values were printed by `cargo test --release --test run_ids -- --nocapture print`
+//! on the build before the model-interface refactor (d38e787), so a refactor, or a key added at
+//! a default that keeps the old behaviour, must leave them all unchanged.
+
+use std::path::{Path, PathBuf};
+
+use cloudchamber::spec;
+use cloudchamber::sweep;
+
+/// `(file, run index within the sweep or 0, id)`.
+#[rustfmt::skip]
+const PINNED: &[(&str, usize, &str)] = &[
+    ("activation-bias.toml", 0, "67b9e595cbdcfa35"),
+    ("depth-scale.toml", 0, "bb29ca3835b40cf7"),
+    ("depth-scale.toml", 1, "9c3bc68faf4c91d5"),
+    ("depth-scale.toml", 2, "fc2828bd08995ecf"),
+    ("depth-scale.toml", 3, "4cea624af7201e05"),
+    ("depth-scale.toml", 4, "2838e2c9123edaf3"),
+    ("depth-scale.toml", 5, "0bb2b3307bd883bc"),
+    ("depth-scale.toml", 6, "c2d769a41cfb019f"),
+    ("depth-scale.toml", 7, "b56f2bdad6595cae"),
+    ("depth-scale.toml", 8, "41e1d4e5b4c2ae1e"),
+    ("depth-scale.toml", 9, "85f5f27f49d27e59"),
+    ("depth-scale.toml", 10, "90ad517a818230f6"),
+    ("depth-scale.toml", 11, "78ce636f11ae9e4a"),
+    ("depth-scale.toml", 12, "4efb5a6b37a975a9"),
+    ("depth-scale.toml", 13, "2869d21bd180a491"),
+    ("depth-scale.toml", 14, "1859dba6b3fc45bf"),
+    ("depth-scale.toml", 15, "1540cd74c3b7eebf"),
+    ("depth-scale.toml", 16, "786373595fc59275"),
+    ("depth-scale.toml", 17, "244658ad316bab40"),
+    ("depth-scale.toml", 18, "d29eda2b189f060c"),
+    ("depth-scale.toml", 19, "00702f75c6b1c90a"),
+    ("depth-scale.toml", 20, "4047a9a3c3b82afd"),
+    ("depth-scale.toml", 21, "8695e4c25b0b8c72"),
+    ("depth-scale.toml", 22, "db679990eed5feae"),
+    ("depth-scale.toml", 23, "e6d26e5db7512b60"),
+    ("depth-scale.toml", 24, "fc0ad177623dfb5c"),
+    ("depth-scale.toml", 25, "8b1ee73c8c23e5c3"),
+    ("depth-scale.toml", 26, "4736fb9bbb28883c"),
+    ("depth-scale.toml", 27, "ea82e36fe14d80f1"),
+    ("depth-scale.toml", 28, "742fc44ab169817b"),
+    ("depth-scale.toml", 29, "540cc0a3709ab2d1"),
+    ("depth-scale.toml", 30, "3a7adeb552eab00b"),
+    ("depth-scale.toml", 31, "b74789b2ff3e34d8"),
+    ("depth-scale.toml", 32, "5b38275bca0cac07"),
+    ("depth-scale.toml", 33, "3f2ac20d7e38de16"),
+    ("depth-scale.toml", 34, "2e25a258d5309587"),
+    ("depth-scale.toml", 35, "f84f4a497e24799f"),
+    ("dyt-vs-layernorm-gpt.toml", 0, "3665432bf3334f45"),
+    ("dyt-vs-layernorm-gpt.toml", 1, "be0dc5d67813fd15"),
+    ("dyt-vs-layernorm.toml", 0, "3d633bf43b1d58ad"),
+    ("edge-of-stability.toml", 0, "31ec802a229e8005"),
+    ("gpt-markov.toml", 0, "126bc95edf520d3d"),
+    ("grokking.toml", 0, "3b515bb40ab268db"),
+    ("modular-addition.toml", 0, "db4412db5194e9bf"),
+    ("multitask-sparse-parity.toml", 0, "e67b46b279d3f65c"),
+    ("phase-diagram.toml", 0, "7a33149e55592450"),
+    ("phase-diagram.toml", 1, "f6c06ecf5206782b"),
+    ("phase-diagram.toml", 2, "9bef71a97e52a215"),
+    ("phase-diagram.toml", 3, "d8c1770e23d74949"),
+    ("phase-diagram.toml", 4, "7684805d1b670c21"),
+    ("phase-diagram.toml", 5, "ae020554da713760"),
+    ("phase-diagram.toml", 6, "fed4a91da02c7418"),
+    ("phase-diagram.toml", 7, "952e893f9ca527df"),
+    ("phase-diagram.toml", 8, "1e26f4f7eb57e77a"),
+    ("phase-diagram.toml", 9, "a73f17ff8e8af122"),
+    ("phase-diagram.toml", 10, "d9dd0f29524ba90b"),
+    ("phase-diagram.toml", 11, "caf1a394c967afc7"),
+    ("phase-diagram.toml", 12, "81f59aede98e0fa9"),
+    ("phase-diagram.toml", 13, "6af99852886f640c"),
+    ("phase-diagram.toml", 14, "1ba8988292474ed3"),
+    ("phase-diagram.toml", 15, "086b7850d79a756c"),
+    ("phase-diagram.toml", 16, "610da884bc5073e4"),
+    ("phase-diagram.toml", 17, "bf4802bf19c760f8"),
+    ("phase-diagram.toml", 18, "5fd820148eb7a471"),
+    ("phase-diagram.toml", 19, "7d682ee48a838168"),
+    ("phase-diagram.toml", 20, "423f1536f72c0cd6"),
+    ("phase-diagram.toml", 21, "b76bc853df36dd29"),
+    ("phase-diagram.toml", 22, "6af68d506e5987b6"),
+    ("phase-diagram.toml", 23, "eb5fb290081ac0c5"),
+    ("phase-diagram.toml", 24, "ea3118a7891ab092"),
+    ("phase-diagram.toml", 25, "c687107306a80e79"),
+    ("phase-diagram.toml", 26, "2445d40974c74acc"),
+    ("phase-diagram.toml", 27, "80f0ae636bf0a9a5"),
+    ("phase-diagram.toml", 28, "147bf364f131629e"),
+    ("phase-diagram.toml", 29, "88fc25365e147b8b"),
+    ("phase-diagram.toml", 30, "9abee3ed5c7a2944"),
+    ("phase-diagram.toml", 31, "49e4c57c664a3086"),
+    ("phase-diagram.toml", 32, "e74fa8b17567c738"),
+    ("phase-diagram.toml", 33, "759333de9191fe9d"),
+    ("phase-diagram.toml", 34, "4e157123f3759f6a"),
+    ("phase-diagram.toml", 35, "cbbc16d40401e7e4"),
+    ("phase-diagram.toml", 36, "aabd6942a83ff3c9"),
+    ("phase-diagram.toml", 37, "3e94053a7f8a05fa"),
+    ("phase-diagram.toml", 38, "e1976cee0d96b283"),
+    ("phase-diagram.toml", 39, "5009cd69f86dcbd0"),
+    ("phase-diagram.toml", 40, "58b7d5d7d00b0631"),
+    ("phase-diagram.toml", 41, "72624d2e31ed0606"),
+    ("phase-diagram.toml", 42, "456eb826d5b736f5"),
+    ("phase-diagram.toml", 43, "b192ed2f7c5aaddf"),
+    ("phase-diagram.toml", 44, "f8c9110ec272c199"),
+    ("phase-diagram.toml", 45, "78dac2abb58a14c4"),
+    ("phase-diagram.toml", 46, "e66db16a1aae0c9a"),
+    ("phase-diagram.toml", 47, "5016d998b84ae3b0"),
+    ("phase-diagram.toml", 48, "892482a8b2c5be21"),
+    ("phase-diagram.toml", 49, "ce4f1c9be2a05120"),
+    ("phase-diagram.toml", 50, "ee6934fac4bd97d2"),
+    ("phase-diagram.toml", 51, "554334cbc9f41e6b"),
+    ("phase-diagram.toml", 52, "ab342f2761b91a8d"),
+    ("phase-diagram.toml", 53, "495b4111e032fc6d"),
+    ("phase-diagram.toml", 54, "22471323ac80baa7"),
+    ("phase-diagram.toml", 55, "d417c42a951d5a88"),
+    ("phase-diagram.toml", 56, "21125fbc01c21aab"),
+    ("phase-diagram.toml", 57, "b49b5ad5a249b93f"),
+    ("phase-diagram.toml", 58, "c754c03415fda592"),
+    ("phase-diagram.toml", 59, "269927a76cda4421"),
+    ("quickstart.toml", 0, "b7acb97a558dccb3"),
+    ("theory-vs-width.toml", 0, "362d1c437c7c85f7"),
+    ("theory-vs-width.toml", 1, "74b9e68fbf0deaa4"),
+    ("theory-vs-width.toml", 2, "99e6270e8189755e"),
+    ("theory-vs-width.toml", 3, "f9c6160204ef68df"),
+    ("theory-vs-width.toml", 4, "8370a4887eddf164"),
+    ("theory-vs-width.toml", 5, "e9150c5d41b868c2"),
+    ("theory-vs-width.toml", 6, "0ae85676c2c4a86f"),
+    ("theory-vs-width.toml", 7, "993c6d424669e726"),
+    ("theory-vs-width.toml", 8, "2a8f95ff949617e0"),
+    ("theory-vs-width.toml", 9, "cf3d787760d4f41d"),
+    ("theory-vs-width.toml", 10, "d2d37278681f0e14"),
+    ("theory-vs-width.toml", 11, "38b78104647a35b9"),
+    ("theory-vs-width.toml", 12, "7e5242e0c2e6078e"),
+    ("theory-vs-width.toml", 13, "05ff345715e1832f"),
+    ("theory-vs-width.toml", 14, "4114f04e4c6a9672"),
+    ("theory-vs-width.toml", 15, "fca700a0fd581914"),
+    ("theory-vs-width.toml", 16, "d70c806465da8eb6"),
+    ("theory-vs-width.toml", 17, "7aacecfd5986b970"),
+    ("theory-vs-width.toml", 18, "a88c928acba0a864"),
+    ("theory-vs-width.toml", 19, "3e3b5ae02f1c5446"),
+    ("theory-vs-width.toml", 20, "850f736520715f45"),
+    ("theory-vs-width.toml", 21, "de4cc44e2aa5c0ca"),
+    ("theory-vs-width.toml", 22, "78ffe710f362290c"),
+    ("theory-vs-width.toml", 23, "04a9dd9d83247539"),
+    ("theory-vs-width.toml", 24, "bd613f969d50c4ad"),
+    ("theory-vs-width.toml", 25, "0d9b349e0c87c5e5"),
+    ("theory-vs-width.toml", 26, "f1a48a96db93db24"),
+    ("theory-vs-width.toml", 27, "72af7f6f6fa46ea2"),
+    ("theory-vs-width.toml", 28, "b5ea65f1be79a81b"),
+    ("theory-vs-width.toml", 29, "c69aeaf58d3f9449"),
+    ("theory-vs-width.toml", 30, "9995084735dfe301"),
+    ("theory-vs-width.toml", 31, "49fc2163efd07d8b"),
+    ("width-scaling.toml", 0, "93b5d11ce1e82cb4"),
+    ("width-scaling.toml", 1, "b33c20f10d5cb3d8"),
+    ("width-scaling.toml", 2, "b9fcd0ac36f09a8e"),
+    ("width-scaling.toml", 3, "1c4aef78a776ed6e"),
+    ("width-scaling.toml", 4, "a6424a8b8d63ca68"),
+    ("width-scaling.toml", 5, "5ad4c3aa8430137d"),
+    ("width-scaling.toml", 6, "7a32eeb9ad9425ba"),
+    ("width-scaling.toml", 7, "ce19ce9c6031768a"),
+    ("width-scaling.toml", 8, "86a4602f19fb821a"),
+    ("width-scaling.toml", 9, "0399c44951839ef7"),
+    ("width-scaling.toml", 10, "00bbecee6e0c6968"),
+    ("width-scaling.toml", 11, "5a4ea2ad46948f7b"),
+    ("width-scaling.toml", 12, "a50bc652e89f785a"),
+    ("width-scaling.toml", 13, "31255367337da7dc"),
+    ("width-scaling.toml", 14, "14ba698efbdda858"),
+    ("width-scaling.toml", 15, "9af67432576d2ede"),
+    ("width-scaling.toml", 16, "2cd4ddaf788224ad"),
+    ("width-scaling.toml", 17, "5798698e33112283"),
+    ("width-scaling.toml", 18, "ff200678d0579d8e"),
+    ("width-scaling.toml", 19, "aee2f02d0d47ee66"),
+    ("width-scaling.toml", 20, "b0b38daab463a62d"),
+    ("width-scaling.toml", 21, "779d0ab9887f4484"),
+    ("width-scaling.toml", 22, "2108f6a9f0452e9e"),
+    ("width-scaling.toml", 23, "fb4431fd97a9f7d1"),
+];
+
+fn examples() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every example's runs: `(file name, index, id)`.
+fn ids() -> Vec<(String, usize, String)> {
+    let mut out = Vec::new();
+    for path in examples() {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.lines().any(|l| l.trim_start().starts_with("[sweep")) {
+            let sw = sweep::load(&path, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for r in &sw.runs {
+                out.push((name.clone(), r.index, r.id.clone()));
+            }
+        } else {
+            let s = spec::load(&path, &[]).unwrap_or_else(|e| panic!("{name}: {e}"));
+            out.push((name, 0, s.spec.run_id()));
+        }
+    }
+    out
+}
+
+/// Prints the table above (run with `--nocapture`).
+#[test]
+fn print() {
+    for (f, i, id) in ids() {
+        println!("    (\"{f}\", {i}, \"{id}\"),");
+    }
+}
+
+#[test]
+fn every_example_keeps_its_run_id() {
+    let got = ids();
+    assert_eq!(got.len(), PINNED.len(), "examples were added or removed: update PINNED");
+    for ((f, i, id), (pf, pi, pid)) in got.iter().zip(PINNED) {
+        assert_eq!((f.as_str(), *i), (*pf, *pi));
+        assert_eq!(id, pid, "{f} run {i}: the run id changed");
+    }
+}
+
+/// A key added later at its default leaves every example's id unchanged; at another value it
+/// changes the id. The key is added to the spec's JSON exactly where a new field would appear
+/// (the end of its section), and registered as `spec::LATER_KEYS` entries are.
+#[test]
+fn a_key_added_at_its_default_keeps_every_id() {
+    fn default_width_mult() -> serde_json::Value {
+        serde_json::json!(1.0)
+    }
+    fn default_mode() -> serde_json::Value {
+        serde_json::json!("standard")
+    }
+    let later: &[spec::LaterKey] = &[
+        ("model.width_mult", default_width_mult),
+        ("train.new_mode", default_mode),
+    ];
+    let mut checked = 0;
+    for path in examples() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.lines().any(|l| l.trim_start().starts_with("[sweep")) {
+            continue;
+        }
+        let s = spec::load(&path, &[]).unwrap().spec;
+        let id = s.run_id();
+        let mut v = serde_json::to_value(&s).unwrap();
+        assert_eq!(spec::id_of(v.clone(), later), id, "{path:?}: id_of differs from run_id");
+        v["model"]["width_mult"] = serde_json::json!(1.0);
+        v["train"]["new_mode"] = serde_json::json!("standard");
+        assert_eq!(spec::id_of(v.clone(), later), id, "{path:?}: the defaulted keys changed the id");
+        v["model"]["width_mult"] = serde_json::json!(2.0);
+        assert_ne!(spec::id_of(v.clone(), later), id, "{path:?}: a non-default value kept the id");
+        // Not registered: any new key changes the id (the registry is what keeps ids stable).
+        v["model"]["width_mult"] = serde_json::json!(1.0);
+        assert_ne!(spec::id_of(v, &[]), id);
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} single-run examples");
+}
