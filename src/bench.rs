@@ -12,7 +12,7 @@ use crate::nn::activation::Activation;
 use crate::nn::loss;
 use crate::nn::norm::Mode;
 use crate::optim::{Hyper, OptimState, Optimizer};
-use crate::spec::{LossKind, ModelSpec};
+use crate::spec::{LossKind, MlpSpec};
 
 pub const DIMS: [usize; 5] = [64, 256, 256, 256, 1];
 pub const BATCH: usize = 128;
@@ -78,11 +78,11 @@ fn data<F: Float>() -> Vec<(Vec<F>, Vec<F>)> {
 
 /// Runs `warmup + steps` training steps and as many GEMM-only repetitions.
 pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
-    let spec = ModelSpec {
+    let spec = MlpSpec {
         width: 256,
         depth: 3,
         activation: Activation::Tanh,
-        ..ModelSpec::default()
+        ..MlpSpec::default()
     };
     let mut model = Mlp::<F>::new(&spec, 64, 1, BATCH, &mut Rng::stream(1, "init"));
     let mut opt = OptimState::new(&model.params, Optimizer::Adam);
@@ -227,11 +227,11 @@ pub struct EnsembleReport {
 }
 
 fn ensemble_member(seed: u64) -> (Mlp<f32>, OptimState<f32>) {
-    let spec = ModelSpec {
+    let spec = MlpSpec {
         width: 256,
         depth: 3,
         activation: Activation::Tanh,
-        ..ModelSpec::default()
+        ..MlpSpec::default()
     };
     let model = Mlp::<f32>::new(&spec, 64, 1, BATCH, &mut Rng::stream(seed, "init"));
     let opt = OptimState::new(&model.params, Optimizer::Adam);

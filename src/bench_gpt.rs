@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::engine::{ops, Rng};
 use crate::model::gpt::{self, Gpt, GptInit, GptSpec};
+use crate::model::Model;
 use crate::optim::{Hyper, OptimState, Optimizer};
 
 pub const VOCAB: usize = 65;

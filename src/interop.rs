@@ -69,10 +69,17 @@ pub fn save_params<F: Float>(params: &[Param<F>], path: &Path) -> Result<(), Err
     write(tensors, path, Some(meta))
 }
 
-/// Saves `train.x`, `train.y`, `test.x`, `test.y` as f64 (class targets as int64 vectors, the
-/// dtype `torch.nn.CrossEntropyLoss` expects).
+/// Saves `train.x`, `train.y`, `test.x`, `test.y`: feature rows as f64 `[n, d]` (class targets
+/// as int64 `[n]`, the dtype `torch.nn.CrossEntropyLoss` expects); token windows as int64
+/// `[n, T]`, with untrained targets as −100 (`CrossEntropyLoss`'s default `ignore_index`).
 pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
     let classes = matches!(data.target, crate::task::Target::Classes { .. });
+    let tokens = data.sequence.is_some();
+    let int64 = |a: &ndarray::Array2<f64>| -> Vec<u8> {
+        a.iter()
+            .flat_map(|&v| (if v < 0.0 { -100 } else { v as i64 }).to_le_bytes())
+            .collect()
+    };
     let mut tensors = Vec::new();
     for (name, a) in [
         ("train.x", &data.train_x),
@@ -81,9 +88,10 @@ pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
         ("test.y", &data.test_y),
     ] {
         let is_y = name.ends_with(".y");
-        if is_y && classes {
-            let bytes = a.iter().flat_map(|&v| (v as i64).to_le_bytes()).collect();
-            tensors.push((name.to_string(), Dtype::I64, vec![a.nrows()], bytes));
+        if tokens {
+            tensors.push((name.to_string(), Dtype::I64, vec![a.nrows(), a.ncols()], int64(a)));
+        } else if is_y && classes {
+            tensors.push((name.to_string(), Dtype::I64, vec![a.nrows()], int64(a)));
         } else {
             let flat: Vec<f64> = a.iter().copied().collect();
             tensors.push((

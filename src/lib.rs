@@ -16,7 +16,6 @@ pub mod interrupt;
 pub mod model;
 pub mod nn;
 pub mod observe;
-pub mod observe_lm;
 pub mod optim;
 pub mod plot;
 pub mod report;
@@ -27,6 +26,5 @@ pub mod sweep;
 pub mod task;
 pub mod theory;
 pub mod train;
-pub mod train_lm;
 
 pub use error::Error;

@@ -17,6 +17,9 @@ use crate::nn::norm::{Norm, NormPosition};
 use crate::optim::{Optimizer, Schedule};
 use crate::task::TaskSpec;
 
+pub mod gpt;
+pub use gpt::GptSpec;
+
 // ---------------------------------------------------------------------------------------------
 // The spec
 // ---------------------------------------------------------------------------------------------
@@ -48,9 +51,169 @@ pub enum Dtype {
     F64,
 }
 
+/// `[model]`: the model family and its config, one variant per family (a new family is one
+/// variant here, one file in `src/model/` and one line in `model::build`).
+///
+/// In the file an MLP is the flat `[model]` table and a GPT is `[model.gpt]` (with `dtype` and
+/// `norm_eps` in `[model]`): the layout of the first release, read and written by hand below so
+/// that every existing file reads, and hashes to its run id, as before.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSpec {
+    Mlp(MlpSpec),
+    Gpt {
+        gpt: GptSpec,
+        dtype: Dtype,
+        norm_eps: f64,
+    },
+}
+
+impl Default for ModelSpec {
+    /// The reference MLP.
+    fn default() -> Self {
+        ModelSpec::Mlp(MlpSpec::default())
+    }
+}
+
+/// The model families, for what depends on the family alone (observables, data kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Mlp,
+    Gpt,
+}
+
+impl ModelSpec {
+    pub fn family(&self) -> Family {
+        match self {
+            ModelSpec::Mlp(_) => Family::Mlp,
+            ModelSpec::Gpt { .. } => Family::Gpt,
+        }
+    }
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            ModelSpec::Mlp(m) => m.dtype,
+            ModelSpec::Gpt { dtype, .. } => *dtype,
+        }
+    }
+    /// The norms' ε.
+    pub fn norm_eps(&self) -> f64 {
+        match self {
+            ModelSpec::Mlp(m) => m.norm_eps,
+            ModelSpec::Gpt { norm_eps, .. } => *norm_eps,
+        }
+    }
+}
+
+/// The flat `[model]` keys of a GPT: the MLP's defaults (as the first release wrote them, which
+/// its run ids hash) with the model's `dtype` and `norm_eps`.
+fn gpt_flat(dtype: Dtype, norm_eps: f64) -> MlpSpec {
+    MlpSpec {
+        dtype,
+        norm_eps,
+        ..MlpSpec::default()
+    }
+}
+
+impl Serialize for ModelSpec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct WithGpt<'a> {
+            #[serde(flatten)]
+            flat: MlpSpec,
+            gpt: &'a GptSpec,
+        }
+        match self {
+            ModelSpec::Mlp(m) => m.serialize(s),
+            ModelSpec::Gpt {
+                gpt,
+                dtype,
+                norm_eps,
+            } => WithGpt {
+                flat: gpt_flat(*dtype, *norm_eps),
+                gpt,
+            }
+            .serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelSpec {
+    /// The flat keys go to [`MlpSpec`] (unknown ones are its errors, with their paths); a `gpt`
+    /// table is taken out on the way and makes the model a GPT.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ModelSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a [model] table")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
+                let mut gpt = None;
+                let flat = MlpSpec::deserialize(de::value::MapAccessDeserializer::new(TakeGpt {
+                    inner: map,
+                    gpt: &mut gpt,
+                }))?;
+                let Some(gpt) = gpt else {
+                    return Ok(ModelSpec::Mlp(flat));
+                };
+                // The MLP's own keys mean nothing to a transformer: refuse them, never ignore.
+                let base = gpt_flat(flat.dtype, flat.norm_eps);
+                if flat != base {
+                    let (set, def) = (serde_json::to_value(&flat), serde_json::to_value(&base));
+                    let (set, def) = (set.unwrap_or_default(), def.unwrap_or_default());
+                    let keys: Vec<String> = set
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .filter(|(k, v)| def.get(k.as_str()) != Some(v))
+                        .map(|(k, _)| format!("model.{k}"))
+                        .collect();
+                    return Err(de::Error::custom(format!("{NOT_FOR_GPT}{}", keys.join(", "))));
+                }
+                Ok(ModelSpec::Gpt {
+                    gpt,
+                    dtype: flat.dtype,
+                    norm_eps: flat.norm_eps,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// How the refusal of MLP keys beside `[model.gpt]` starts (`classify` recognizes it).
+const NOT_FOR_GPT: &str = "keys of the MLP beside [model.gpt]: ";
+
+/// A `[model]` table's entries less `gpt`, which goes to `gpt` as it passes.
+struct TakeGpt<'a, A> {
+    inner: A,
+    gpt: &'a mut Option<GptSpec>,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
+    type Error = A::Error;
+    fn next_key_seed<K: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        use serde::de::IntoDeserializer;
+        while let Some(key) = self.inner.next_key::<String>()? {
+            if key == "gpt" {
+                *self.gpt = Some(self.inner.next_value()?);
+                continue;
+            }
+            return seed.deserialize(key.into_deserializer()).map(Some);
+        }
+        Ok(None)
+    }
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.inner.next_value_seed(seed)
+    }
+}
+
+/// The multilayer perceptron (`[model]`, flat).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelSpec {
+pub struct MlpSpec {
     /// Hidden width; 256 is the reference MLP's.
     #[serde(default = "d_width")]
     pub width: usize,
@@ -97,16 +260,11 @@ pub struct ModelSpec {
     /// f32: the training precision; f64 is for gradient checks and theory comparisons.
     #[serde(default = "d_dtype")]
     pub dtype: Dtype,
-    /// `[model.gpt]`: a decoder-only transformer instead of the MLP (for token-sequence tasks);
-    /// then only `dtype` and `norm_eps` of `[model]` apply. Left out: the MLP. Not written when
-    /// absent, so MLP specs keep their run ids.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gpt: Option<crate::model::gpt::GptSpec>,
 }
 
-impl Default for ModelSpec {
+impl Default for MlpSpec {
     fn default() -> Self {
-        ModelSpec {
+        MlpSpec {
             width: d_width(),
             depth: d_depth(),
             bias: true,
@@ -122,7 +280,6 @@ impl Default for ModelSpec {
             sigma_w2: 1.0,
             sigma_b2: 0.0,
             dtype: d_dtype(),
-            gpt: None,
         }
     }
 }
@@ -847,9 +1004,13 @@ fn classify(
             format!("{path}.{key_name}")
         };
         let mut valid = valid;
-        // `[sweep]` is not a field of the spec, but a typo of it deserves the suggestion.
+        // `[sweep]` is not a field of the spec, nor `[model.gpt]` one of the MLP's keys, but a
+        // typo of either deserves the suggestion.
         if !key.contains('.') && !valid.iter().any(|v| v == "sweep") {
             valid.push("sweep".into());
+        }
+        if key.strip_prefix("model.").is_some_and(|k| !k.contains('.')) {
+            valid.push("gpt".into());
         }
         return SpecError::UnknownKey {
             location: locate(&key),
@@ -892,6 +1053,17 @@ fn classify(
         return SpecError::MissingKey {
             location: locate(&key),
             key,
+        };
+    }
+    if let Some(keys) = msg.strip_prefix(NOT_FOR_GPT) {
+        let key = keys.split(", ").next().unwrap_or("model").to_string();
+        return SpecError::Invalid {
+            location: locate(&key),
+            message: format!("does not apply to a transformer (set beside [model.gpt]: {keys})"),
+            key,
+            hint: "remove it: with [model.gpt] only model.dtype and model.norm_eps apply, and the \
+                   transformer's own keys go in [model.gpt]"
+                .into(),
         };
     }
     SpecError::WrongType {
@@ -967,67 +1139,10 @@ fn invalid(key: &str, message: impl Into<String>, hint: impl Into<String>) -> In
     (key.to_string(), message.into(), hint.into())
 }
 
-impl Spec {
-    /// Fills every value that defaults from another (loss from the task, weight decay from the
-    /// optimizer), so the stored spec says everything.
-    pub fn resolve(&mut self) {
-        if self.optim.weight_decay.is_none() {
-            self.optim.weight_decay = Some(self.optim.optimizer.default_weight_decay());
-        }
-        if self.train.loss.is_none() {
-            self.train.loss = Some(if self.task.is_classification() {
-                LossKind::CrossEntropy
-            } else {
-                LossKind::Mse
-            });
-        }
-        if self.observe.observables.is_none() {
-            let all = if self.model.gpt.is_some() {
-                crate::observe_lm::ALL
-            } else {
-                crate::observe::ALL
-            };
-            self.observe.observables = Some(all.iter().map(|s| s.to_string()).collect());
-        }
-    }
-
-    /// Checks ranges and consistency before any work. Returns (key, message, hint).
+impl MlpSpec {
+    /// Ranges and consistency of the MLP's keys.
     pub fn validate(&self) -> Result<(), Invalid> {
-        self.task.validate().map_err(|e| {
-            let key = e.key().unwrap_or("task").to_string();
-            (key, e.to_string(), e.hints().join("; "))
-        })?;
-        let m = &self.model;
-        if let Some(g) = &m.gpt {
-            g.validate()?;
-            if self.train.loss == Some(LossKind::Mse) {
-                return Err(invalid(
-                    "train.loss",
-                    "a language model trains with cross_entropy",
-                    "drop train.loss or set it to \"cross_entropy\"",
-                ));
-            }
-        }
-        match (m.gpt.is_some(), self.task.is_sequence()) {
-            (true, false) => {
-                return Err(invalid(
-                    "model.gpt",
-                    format!(
-                        "needs a token-sequence task (got task.{})",
-                        self.task.kind()
-                    ),
-                    "use [task.text], [task.markov], [task.pcfg] or [task.modular_sequence]",
-                ))
-            }
-            (false, true) => {
-                return Err(invalid(
-                    &format!("task.{}", self.task.kind()),
-                    "yields token sequences, which need a transformer",
-                    "add a [model.gpt] section (see examples/gpt-markov.toml)",
-                ))
-            }
-            _ => {}
-        }
+        let m = self;
         if m.width == 0 || m.width > 1 << 16 {
             return Err(invalid(
                 "model.width",
@@ -1055,13 +1170,7 @@ impl Spec {
                 ));
             }
         }
-        if !(m.norm_eps.is_finite() && m.norm_eps > 0.0) {
-            return Err(invalid(
-                "model.norm_eps",
-                format!("must be > 0 (got {})", m.norm_eps),
-                "1e-5 is PyTorch's default",
-            ));
-        }
+        check_norm_eps(m.norm_eps)?;
         if m.calibrate == Calibrate::SelfNormalizing && m.act.a.init == 0.0 {
             return Err(invalid(
                 "model.calibrate",
@@ -1080,6 +1189,89 @@ impl Spec {
                     format!("must be finite (got {})", p.init),
                     "give a number",
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_norm_eps(eps: f64) -> Result<(), Invalid> {
+    if !(eps.is_finite() && eps > 0.0) {
+        return Err(invalid(
+            "model.norm_eps",
+            format!("must be > 0 (got {eps})"),
+            "1e-5 is PyTorch's default",
+        ));
+    }
+    Ok(())
+}
+
+impl Spec {
+    /// Fills every value that defaults from another (loss from the task, weight decay from the
+    /// optimizer), so the stored spec says everything.
+    pub fn resolve(&mut self) {
+        if self.optim.weight_decay.is_none() {
+            self.optim.weight_decay = Some(self.optim.optimizer.default_weight_decay());
+        }
+        if self.train.loss.is_none() {
+            self.train.loss = Some(if self.task.is_classification() {
+                LossKind::CrossEntropy
+            } else {
+                LossKind::Mse
+            });
+        }
+        if self.observe.observables.is_none() {
+            let all = crate::observe::defaults(self.model.family());
+            self.observe.observables = Some(all.iter().map(|s| s.to_string()).collect());
+        }
+    }
+
+    /// Checks ranges and consistency before any work. Returns (key, message, hint).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        self.task.validate().map_err(|e| {
+            let key = e.key().unwrap_or("task").to_string();
+            (key, e.to_string(), e.hints().join("; "))
+        })?;
+        let m = &self.model;
+        // The model against the data it gets: feature rows or token windows.
+        match (m, self.task.is_sequence()) {
+            (ModelSpec::Gpt { gpt, norm_eps, .. }, true) => {
+                gpt.validate()?;
+                check_norm_eps(*norm_eps)?;
+                if self.train.loss == Some(LossKind::Mse) {
+                    return Err(invalid(
+                        "train.loss",
+                        "a language model trains with cross_entropy",
+                        "drop train.loss or set it to \"cross_entropy\"",
+                    ));
+                }
+            }
+            (ModelSpec::Mlp(mlp), false) => {
+                mlp.validate()?;
+                if mlp.norm == Norm::Batchnorm && self.train.batch_size == BatchSize::Size(1) {
+                    return Err(invalid(
+                        "train.batch_size",
+                        "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                        "raise the batch size or pick another norm",
+                    ));
+                }
+            }
+            (ModelSpec::Gpt { .. }, false) => {
+                return Err(invalid(
+                    "model.gpt",
+                    format!(
+                        "needs a token-sequence task (got task.{})",
+                        self.task.kind()
+                    ),
+                    "use [task.text], [task.markov], [task.pcfg] or [task.modular_sequence]",
+                ))
+            }
+            (ModelSpec::Mlp(_), true) => {
+                return Err(invalid(
+                    &format!("task.{}", self.task.kind()),
+                    "yields token sequences, which need a transformer",
+                    "add a [model.gpt] section (see examples/gpt-markov.toml)",
+                ))
             }
         }
         let o = &self.optim;
@@ -1189,13 +1381,6 @@ impl Spec {
                 "1 thread per run is the default",
             ));
         }
-        if m.norm == Norm::Batchnorm && t.batch_size == BatchSize::Size(1) {
-            return Err(invalid(
-                "train.batch_size",
-                "must be ≥ 2 with batchnorm (batch statistics need two samples)",
-                "raise the batch size or pick another norm",
-            ));
-        }
         if self.task.is_classification() && t.loss == Some(LossKind::Mse) {
             // Allowed: MSE on one-hot targets is a legitimate experiment.
         } else if !self.task.is_classification() && t.loss == Some(LossKind::CrossEntropy) {
@@ -1224,12 +1409,10 @@ impl Spec {
             ));
         }
         if let Some(names) = &self.observe.observables {
-            let all = if m.gpt.is_some() {
-                crate::observe_lm::ALL
-            } else {
-                crate::observe::ALL
-            };
-            let valid: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+            let valid: Vec<String> = crate::observe::valid(m.family())
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             for n in names {
                 if !valid.contains(n) {
                     let near = nearest(n, &valid)

@@ -1,5 +1,10 @@
-//! The training loop: one explicit function, top to bottom, with commented phases
-//! (lr, batch, forward, loss, backward, clip, step, observe, eval, flush).
+//! The training loop: one explicit function over the [`Model`] interface, top to bottom, with
+//! commented phases (eval, lr, batch, forward, loss, divergence, backward, sharpness, clip, step,
+//! observe, checkpoint). Every model family trains here; what differs between them is behind
+//! the interface or an observable.
+
+mod data;
+mod sequence;
 
 use std::path::Path;
 use std::time::Instant;
@@ -8,8 +13,8 @@ use crate::checkpoint;
 use crate::engine::{Float, Rng};
 use crate::error::Error;
 use crate::interop;
-use crate::model::{Mlp, Param};
-use crate::nn::loss::{self, LossValue};
+use crate::model::{self, Model, Param};
+use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
 use crate::observe::{self, Ctx};
 use crate::optim::{self, Hyper, OptimState};
@@ -17,6 +22,9 @@ use crate::spec::{BatchSize, Dtype, LossKind, OptimSpec, Spec, TrainSpec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
 use crate::theory::curvature::Sharpness;
+
+use data::{Part, Split};
+use sequence::SequenceReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
 /// backed by a database writes one transaction per logged step.
@@ -71,40 +79,10 @@ pub fn train(
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
     // GEMMs split over `train.threads` threads; results are bit-identical for any count.
-    if spec.model.gpt.is_some() {
-        // Language models: the same loop over token windows (src/train_lm.rs).
-        return crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
-            Dtype::F32 => {
-                crate::train_lm::train_typed::<f32>(spec, data, sink, artifacts, resume, progress)
-            }
-            Dtype::F64 => {
-                crate::train_lm::train_typed::<f64>(spec, data, sink, artifacts, resume, progress)
-            }
-        });
-    }
-    crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype {
+    crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype() {
         Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, resume, progress),
         Dtype::F64 => train_typed::<f64>(spec, data, sink, artifacts, resume, progress),
     })
-}
-
-/// A dataset split flattened to the model's precision.
-struct Split<F> {
-    x: Vec<F>,
-    y: Vec<F>,
-    rows: usize,
-    y_cols: usize,
-}
-
-impl<F: Float> Split<F> {
-    fn new(x: &ndarray::Array2<f64>, y: &ndarray::Array2<f64>) -> Self {
-        Split {
-            x: x.iter().map(|&v| F::of(v)).collect(),
-            y: y.iter().map(|&v| F::of(v)).collect(),
-            rows: x.nrows(),
-            y_cols: y.ncols(),
-        }
-    }
 }
 
 fn train_typed<F: Float>(
@@ -117,43 +95,49 @@ fn train_typed<F: Float>(
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
     let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
-    let loss_kind = tr.loss.unwrap_or(match data.target {
-        Target::Classes { .. } => LossKind::CrossEntropy,
-        Target::Regression { .. } => LossKind::Mse,
-    });
-    let train_set = Split::<F>::new(&data.train_x, &data.train_y);
-    let test_set = Split::<F>::new(&data.test_x, &data.test_y);
-    let (in_dim, out_dim) = (data.input_dim(), data.output_dim());
-    let n = train_set.rows;
+
+    // Data: each split as feature rows in the model's precision, or as token windows.
+    let train_set = Split::<F>::new(data, Part::Train);
+    let test_set = Split::<F>::new(data, Part::Test);
+    let n = train_set.len();
     if n == 0 {
         return Err(empty_training_set());
     }
     let batch = batch_rows(tr, n);
 
-    let mut model = Mlp::<F>::new(
-        &spec.model,
-        in_dim,
-        out_dim,
-        batch,
-        &mut Rng::stream(spec.seed, "init"),
-    );
+    // Model: built from its spec for this data (a mismatch is an error, not a panic).
+    let loss_kind = tr.loss.unwrap_or(match data.target {
+        Target::Classes { .. } => LossKind::CrossEntropy,
+        Target::Regression { .. } => LossKind::Mse,
+    });
+    let mut rng = Rng::stream(spec.seed, "init");
+    let mut model = model::build::<F>(&spec.model, data::shape(data), loss_kind, batch, &mut rng)?;
+    let sequence = match &data.sequence {
+        Some(info) => {
+            let prompt = match &test_set {
+                Split::Tokens { x, .. } => x.first().copied().unwrap_or(0),
+                Split::Rows { .. } => 0,
+            };
+            Some(SequenceReport::new(info, artifacts, prompt, spec.seed)?)
+        }
+        None => None,
+    };
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
-        interop::save_params(&model.params, &dir.join("weights_init.safetensors"))?;
+        interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
     }
     if let (Some(dir), true) = (artifacts, spec.output.save_data) {
         interop::save_dataset(data, &dir.join("data.safetensors"))?;
     }
-    let mut opt = OptimState::new(&model.params, opt_spec.optimizer);
+    let mut opt = OptimState::new(model.params(), opt_spec.optimizer);
     let hyper = hyper(opt_spec);
-    let observables = observe::registry::<F>(obs_spec.observables.as_deref().unwrap_or(&[]));
+    let mut observables = observe::registry::<F>(obs_spec.observables.as_deref().unwrap_or(&[]));
 
     // Preallocated: the batch, the pre-update snapshot, the metric rows.
     let mut order_rng = Rng::stream(spec.seed, "batches");
     let mut order = order_rng.permutation(n);
     let mut cursor = 0usize;
-    let mut bx = vec![F::zero(); batch * in_dim];
-    let mut by = vec![F::zero(); batch * train_set.y_cols];
-    let mut before: Vec<Vec<F>> = model.params.iter().map(|p| p.value.clone()).collect();
+    let mut gathered = train_set.buffers(batch);
+    let mut before: Vec<Vec<F>> = model.params().iter().map(|p| p.value.clone()).collect();
     let mut rows: Vec<MetricRow> = Vec::with_capacity(1024);
 
     let mut initial_loss: Option<f64> = None;
@@ -168,7 +152,7 @@ fn train_typed<F: Float>(
     let run_id = spec.run_id();
     let ckpt_path = artifacts.map(|d| d.join(checkpoint::FILE));
     if let (true, Some(path)) = (resume, &ckpt_path) {
-        if let Some(st) = resume_from(path, &run_id, &mut model.params, &mut opt, &mut order)? {
+        if let Some(st) = resume_from(path, &run_id, model.params_mut(), &mut opt, &mut order)? {
             steps_done = st.step;
             cursor = st.cursor;
             order_rng = st.order_rng;
@@ -177,7 +161,17 @@ fn train_typed<F: Float>(
         }
     }
 
-    // Flush every row so far, then write the whole state as it stands before step `steps_done`.
+    // Once, at step 0: the parameter count (scaling fits read N from the store) and what the
+    // task knows (a sequence source's entropy rate).
+    if steps_done == 0 {
+        if let Some(s) = &sequence {
+            s.start(&mut rows);
+        }
+        rows.push(metric(0, "n_params", model.n_params() as f64));
+    }
+
+    // The whole state as it stands before step `steps_done`, after flushing every row so far
+    // (so the store and the checkpoint agree).
     macro_rules! save_checkpoint {
         () => {
             if let Some(path) = &ckpt_path {
@@ -190,14 +184,11 @@ fn train_typed<F: Float>(
                     initial_loss_bits: initial_loss.map(f64::to_bits),
                     last_eval,
                 };
-                save_checkpoint(path, sink, &mut rows, &state, &model.params, &opt, &order)?;
+                sink.write(&rows)?;
+                rows.clear();
+                checkpoint::save(path, &state, model.params(), &opt, &order)?;
             }
         };
-    }
-
-    // The parameter count, once, so that scaling fits can read N from the store.
-    if steps_done == 0 {
-        rows.push(metric(0, "n_params", model.n_params() as f64));
     }
 
     for step in steps_done..tr.steps {
@@ -214,9 +205,10 @@ fn train_typed<F: Float>(
         }
         // Eval: the parameters as they are before this step's update (step 0 = initialization).
         if step % tr.eval_every == 0 {
-            evaluate(
-                &mut model, loss_kind, &train_set, &test_set, step, &mut rows,
-            );
+            let (_, test) = evaluate(&mut *model, &train_set, &test_set, step, &mut rows);
+            if let Some(s) = &sequence {
+                s.after_eval(step, test.0, &mut *model, &mut rows)?;
+            }
             last_eval = Some(step);
         }
 
@@ -225,30 +217,16 @@ fn train_typed<F: Float>(
 
         // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
         // (DataLoader's drop_last = False).
-        let (x, y, b): (&[F], &[F], usize) = if batch == n {
-            (&train_set.x, &train_set.y, n)
+        let b = if batch == n {
+            train_set.slice(0, n)
         } else {
             let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
-            let b = picked.len();
-            for (k, &i) in order[picked].iter().enumerate() {
-                bx[k * in_dim..(k + 1) * in_dim]
-                    .copy_from_slice(&train_set.x[i * in_dim..(i + 1) * in_dim]);
-                let yc = train_set.y_cols;
-                by[k * yc..(k + 1) * yc].copy_from_slice(&train_set.y[i * yc..(i + 1) * yc]);
-            }
-            (&bx, &by, b)
+            train_set.gather(&order[picked], &mut gathered)
         };
 
-        // Forward and loss (which also writes ∂L/∂output).
-        model.forward(x, b, Mode::Train);
-        last = loss::loss(
-            loss_kind,
-            &model.output[..b * out_dim],
-            y,
-            b,
-            out_dim,
-            Some(&mut model.d_output[..b * out_dim]),
-        );
+        // Forward and loss (which also seeds the output gradient).
+        model.forward(&b, Mode::Train);
+        last = model.loss(&b, true);
         let first = *initial_loss.get_or_insert(last.loss);
         let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
         let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
@@ -256,8 +234,12 @@ fn train_typed<F: Float>(
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             if let Some(c) = last.correct {
-                rows.push(metric(step, "train_acc", c as f64 / b as f64));
+                rows.push(metric(step, "train_acc", c as f64 / last.counted.max(1) as f64));
             }
+        }
+        // Every step's loss, for the observables that watch all of them (loss spikes).
+        for o in observables.iter_mut() {
+            o.every_step(step, last.loss, &mut rows);
         }
 
         // Divergence is a result: record where it happened and stop.
@@ -276,11 +258,10 @@ fn train_typed<F: Float>(
         }
 
         // Backward.
-        model.backward(x);
+        model.backward(&b);
 
         // Sharpness of this batch's loss at the parameters before the update.
         if obs_spec.sharpness_every > 0 && step % obs_spec.sharpness_every == 0 {
-            let yc = train_set.y_cols;
             // A fresh start vector from a per-step stream (no warm start), so a resumed run
             // measures exactly what an uninterrupted one does.
             let mut rng = Rng::stream(
@@ -289,19 +270,18 @@ fn train_typed<F: Float>(
             );
             let s = Sharpness::default().measure(
                 &spec.model,
-                &model,
-                x,
-                &y[..b * yc],
-                b,
+                data::shape(data),
                 loss_kind,
+                &*model,
+                &b,
                 obs_spec.sharpness_iters,
                 &mut rng,
-            );
+            )?;
             rows.push(metric(step, "sharpness", s));
         }
 
         // Clip (global norm), keeping the factor so observables can report the raw gradient.
-        let clip_coef = clip(opt_spec, &mut model.params);
+        let clip_coef = clip(opt_spec, model.params_mut());
 
         // Step (snapshot first on logged steps, for the update-to-weight ratio).
         update(
@@ -309,26 +289,25 @@ fn train_typed<F: Float>(
             &hyper,
             lr,
             &mut opt,
-            &mut model.params,
+            model.params_mut(),
             &mut before,
             log_now,
         );
         steps_done = step + 1;
 
-        // Observe.
+        // Observe, then flush: one transaction per logged step.
         if log_now {
             let ctx = Ctx {
                 step,
-                model: &model,
+                model: &*model,
+                batch: &b,
                 before: &before,
                 lr,
                 clip_coef,
-                input: &x[..b * in_dim],
             };
             for o in &observables {
                 o.observe(&ctx, &mut rows);
             }
-            // Flush: one transaction per logged step.
             sink.write(&rows)?;
             rows.clear();
         }
@@ -350,27 +329,24 @@ fn train_typed<F: Float>(
     // Final evaluation of the trained parameters, at the step count reached — unless those very
     // parameters were just evaluated (a run that diverged on an evaluation step).
     let (train_eval, test_eval) = if last_eval == Some(steps_done) {
-        let mut scratch = Vec::new();
-        evaluate(
-            &mut model,
-            loss_kind,
-            &train_set,
-            &test_set,
-            steps_done,
-            &mut scratch,
-        )
+        evaluate(&mut *model, &train_set, &test_set, steps_done, &mut Vec::new())
     } else {
-        evaluate(
-            &mut model, loss_kind, &train_set, &test_set, steps_done, &mut rows,
-        )
+        let r = evaluate(&mut *model, &train_set, &test_set, steps_done, &mut rows);
+        if let Some(s) = &sequence {
+            s.after_eval(steps_done, r.1 .0, &mut *model, &mut rows)?;
+        }
+        r
     };
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
-        interop::save_params(&model.params, &dir.join("weights_final.safetensors"))?;
+        interop::save_params(model.params(), &dir.join("weights_final.safetensors"))?;
     }
     // The run is over: its checkpoint has nothing left to resume.
     if let Some(path) = &ckpt_path {
         remove_checkpoint(path)?;
+    }
+    if message.is_none() {
+        message = sequence.as_ref().and_then(|s| s.message(test_eval.0));
     }
     Ok(Outcome::finished(
         status,
@@ -384,48 +360,51 @@ fn train_typed<F: Float>(
     ))
 }
 
-/// Eval-mode loss and accuracy over whole splits, in chunks of the model's capacity; appends
-/// `train_eval_loss`/`train_eval_acc` and `test_loss`/`test_acc` rows at `step`.
+/// Eval-mode loss and accuracy over the splits (the training split as far as
+/// [`Split::eval_count`] says), in chunks of the model's capacity; appends
+/// `train_eval_loss`/`train_eval_acc` and `test_loss`/`test_acc` rows at `step`. Losses are
+/// means over the counted samples (rows, or tokens with a target).
 fn evaluate<F: Float>(
-    model: &mut Mlp<F>,
-    kind: LossKind,
+    model: &mut dyn Model<F>,
     train: &Split<F>,
     test: &Split<F>,
     step: u64,
     rows: &mut Vec<MetricRow>,
 ) -> ((f64, Option<f64>), (f64, Option<f64>)) {
+    let cap = model.capacity();
     let mut results = [(f64::NAN, None), (f64::NAN, None)];
-    for (k, (split, name_loss, name_acc)) in [
-        (train, "train_eval_loss", "train_eval_acc"),
-        (test, "test_loss", "test_acc"),
+    for (k, (split, n, name_loss, name_acc)) in [
+        (
+            train,
+            train.eval_count(test.len(), cap),
+            "train_eval_loss",
+            "train_eval_acc",
+        ),
+        (test, test.len(), "test_loss", "test_acc"),
     ]
     .into_iter()
     .enumerate()
     {
-        if split.rows == 0 {
+        if n == 0 {
             continue;
         }
-        let (in_dim, out_dim, cap) = (model.input_dim(), model.output_dim(), model.capacity());
-        let (mut loss_sum, mut correct, mut any_acc) = (0.0, 0usize, false);
+        let (mut loss_sum, mut counted, mut correct, mut any_acc) = (0.0, 0usize, 0usize, false);
         let mut start = 0;
-        while start < split.rows {
-            let b = cap.min(split.rows - start);
-            model.forward(
-                &split.x[start * in_dim..(start + b) * in_dim],
-                b,
-                Mode::Eval,
-            );
-            let y = &split.y[start * split.y_cols..(start + b) * split.y_cols];
-            let v = loss::loss(kind, &model.output[..b * out_dim], y, b, out_dim, None);
-            loss_sum += v.loss * b as f64;
+        while start < n {
+            let b = cap.min(n - start);
+            let batch = split.slice(start, b);
+            model.forward(&batch, Mode::Eval);
+            let v = model.loss(&batch, false);
+            loss_sum += v.loss * v.counted as f64;
+            counted += v.counted;
             if let Some(c) = v.correct {
                 correct += c;
                 any_acc = true;
             }
             start += b;
         }
-        let loss = loss_sum / split.rows as f64;
-        let acc = any_acc.then(|| correct as f64 / split.rows as f64);
+        let loss = loss_sum / counted.max(1) as f64;
+        let acc = any_acc.then(|| correct as f64 / counted.max(1) as f64);
         rows.push(metric(step, name_loss, loss));
         if let Some(a) = acc {
             rows.push(metric(step, name_acc, a));
@@ -435,11 +414,10 @@ fn evaluate<F: Float>(
     (results[0], results[1])
 }
 
-// Shared by both training loops (this file's and src/train_lm.rs): the phases that do not
-// depend on the model.
+// The phases that do not depend on the model.
 
 /// One step-level metric row (no layer).
-pub(crate) fn metric(step: u64, name: &str, value: f64) -> MetricRow {
+fn metric(step: u64, name: &str, value: f64) -> MetricRow {
     MetricRow {
         step,
         layer: None,
@@ -450,7 +428,7 @@ pub(crate) fn metric(step: u64, name: &str, value: f64) -> MetricRow {
 
 impl Outcome {
     /// A run stopped when asked (Ctrl-C) before step `steps`: no final evaluation.
-    pub(crate) fn interrupted(
+    fn interrupted(
         steps: u64,
         final_batch_loss: f64,
         wall_seconds: f64,
@@ -475,7 +453,7 @@ impl Outcome {
 }
 
 /// The error for a task whose training set has no rows.
-pub(crate) fn empty_training_set() -> Error {
+fn empty_training_set() -> Error {
     Error::Invalid {
         what: "task".into(),
         message: "the training set is empty".into(),
@@ -484,7 +462,7 @@ pub(crate) fn empty_training_set() -> Error {
 }
 
 /// Rows per batch: the whole set, or the asked size capped at the set's `n` rows.
-pub(crate) fn batch_rows(tr: &TrainSpec, n: usize) -> usize {
+fn batch_rows(tr: &TrainSpec, n: usize) -> usize {
     match tr.batch_size {
         BatchSize::Full => n,
         BatchSize::Size(b) => b.min(n),
@@ -492,7 +470,7 @@ pub(crate) fn batch_rows(tr: &TrainSpec, n: usize) -> usize {
 }
 
 /// The optimizer's hyperparameters as the spec sets them.
-pub(crate) fn hyper(o: &OptimSpec) -> Hyper {
+fn hyper(o: &OptimSpec) -> Hyper {
     Hyper {
         optimizer: o.optimizer,
         momentum: o.momentum,
@@ -505,7 +483,7 @@ pub(crate) fn hyper(o: &OptimSpec) -> Hyper {
 
 /// Restores parameters, optimizer and batch order from the checkpoint at `path` when there is
 /// one, and returns the rest of its state; a checkpoint of another run is an error.
-pub(crate) fn resume_from<F: Float>(
+fn resume_from<F: Float>(
     path: &Path,
     run_id: &str,
     params: &mut [Param<F>],
@@ -526,24 +504,9 @@ pub(crate) fn resume_from<F: Float>(
     Ok(Some(st))
 }
 
-/// Flushes every row so far, then writes the whole state (so the store and the checkpoint agree).
-pub(crate) fn save_checkpoint<F: Float>(
-    path: &Path,
-    sink: &mut dyn MetricSink,
-    rows: &mut Vec<MetricRow>,
-    state: &checkpoint::State,
-    params: &[Param<F>],
-    opt: &OptimState<F>,
-    order: &[usize],
-) -> Result<(), Error> {
-    sink.write(rows)?;
-    rows.clear();
-    checkpoint::save(path, state, params, opt, order)
-}
-
 /// The next batch's positions in `order` (`batch` of the `n` rows, fewer at the end of an
 /// epoch: DataLoader's drop_last = False); a fresh permutation each epoch.
-pub(crate) fn next_batch(
+fn next_batch(
     order_rng: &mut Rng,
     order: &mut Vec<usize>,
     cursor: &mut usize,
@@ -561,7 +524,7 @@ pub(crate) fn next_batch(
 }
 
 /// The learning rate of `step` under the spec's schedule.
-pub(crate) fn lr_at(o: &OptimSpec, step: u64, steps: u64) -> f64 {
+fn lr_at(o: &OptimSpec, step: u64, steps: u64) -> f64 {
     optim::lr_at(
         o.schedule,
         o.lr,
@@ -573,12 +536,12 @@ pub(crate) fn lr_at(o: &OptimSpec, step: u64, steps: u64) -> f64 {
 }
 
 /// Whether a batch loss counts as divergence: not finite, or `factor` × the first loss exceeded.
-pub(crate) fn diverged(loss: f64, first: f64, factor: f64) -> bool {
+fn diverged(loss: f64, first: f64, factor: f64) -> bool {
     !loss.is_finite() || loss > factor * first.max(f64::MIN_POSITIVE)
 }
 
 /// The recorded message of a run that diverged at `step`.
-pub(crate) fn divergence_message(loss: f64, first: f64, factor: f64, step: u64) -> String {
+fn divergence_message(loss: f64, first: f64, factor: f64, step: u64) -> String {
     if loss.is_finite() {
         format!("loss {loss:.4e} exceeded {factor}× its initial value {first:.4e} at step {step}")
     } else {
@@ -588,7 +551,7 @@ pub(crate) fn divergence_message(loss: f64, first: f64, factor: f64, step: u64) 
 
 /// Clips the gradients to the spec's global norm, if any; returns the factor applied (1 when
 /// none), so observables can report the raw gradient.
-pub(crate) fn clip<F: Float>(o: &OptimSpec, params: &mut [Param<F>]) -> f64 {
+fn clip<F: Float>(o: &OptimSpec, params: &mut [Param<F>]) -> f64 {
     match o.clip_grad_norm {
         Some(max) => {
             let norm = optim::grad_norm(params);
@@ -600,7 +563,7 @@ pub(crate) fn clip<F: Float>(o: &OptimSpec, params: &mut [Param<F>]) -> f64 {
 
 /// One optimizer step (plus the weight-norm constraint), snapshotting the parameters into
 /// `before` first when `snapshot` (logged steps: the update-to-weight ratio needs them).
-pub(crate) fn update<F: Float>(
+fn update<F: Float>(
     o: &OptimSpec,
     hyper: &Hyper,
     lr: f64,
@@ -621,7 +584,7 @@ pub(crate) fn update<F: Float>(
 }
 
 /// The recorded message of a run that reached the target loss at `step`.
-pub(crate) fn target_message(tr: &TrainSpec, step: u64) -> String {
+fn target_message(tr: &TrainSpec, step: u64) -> String {
     format!(
         "reached target loss {} at step {step}",
         tr.target_loss.unwrap_or_default()
@@ -629,7 +592,7 @@ pub(crate) fn target_message(tr: &TrainSpec, step: u64) -> String {
 }
 
 /// Deletes a finished run's checkpoint (nothing left to resume); a missing one is fine.
-pub(crate) fn remove_checkpoint(path: &Path) -> Result<(), Error> {
+fn remove_checkpoint(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
             path: path.to_path_buf(),
@@ -643,7 +606,7 @@ impl Outcome {
     /// A run that ended (completed, diverged or reached its target) with its final evaluation
     /// `(train, test)`, each `(loss, accuracy)`.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn finished(
+    fn finished(
         status: RunStatus,
         steps: u64,
         diverged_step: Option<u64>,

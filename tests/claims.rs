@@ -6,7 +6,7 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::init::Init;
 use cloudchamber::nn::norm::Mode;
-use cloudchamber::spec::ModelSpec;
+use cloudchamber::spec::MlpSpec;
 
 /// Pre-activation second moments `q^l = mean(z_l²)` of a deep bias-free ReLU net at
 /// initialization, averaged over `seeds` independent initializations (mean-field theory predicts
@@ -14,13 +14,13 @@ use cloudchamber::spec::ModelSpec;
 /// (Hanin 2018), so a single net of width 1024 drifts ~50% over 50 layers while the average of 64
 /// nets is within ~7%).
 fn relu_q(init: Init, width: usize, depth: usize, rows: usize, seeds: u64) -> Vec<f64> {
-    let spec = ModelSpec {
+    let spec = MlpSpec {
         width,
         depth,
         bias: false,
         activation: Activation::Relu,
         init,
-        ..ModelSpec::default()
+        ..MlpSpec::default()
     };
     let mut q = vec![0.0; depth];
     for seed in 0..seeds {

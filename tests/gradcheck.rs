@@ -9,7 +9,7 @@ use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
 use cloudchamber::spec::{
-    ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable,
+    ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable,
 };
 
 const IN: usize = 5;
@@ -18,7 +18,7 @@ const ROWS: usize = 6;
 
 struct Case {
     label: String,
-    spec: ModelSpec,
+    spec: MlpSpec,
     loss: LossKind,
 }
 
@@ -89,11 +89,11 @@ fn check(case: &Case) -> Result<f64, String> {
     Ok(worst)
 }
 
-fn base() -> ModelSpec {
-    ModelSpec {
+fn base() -> MlpSpec {
+    MlpSpec {
         width: 4,
         depth: 2,
-        ..ModelSpec::default()
+        ..MlpSpec::default()
     }
 }
 
@@ -112,7 +112,7 @@ fn cases() -> Vec<Case> {
         for loss in [LossKind::Mse, LossKind::CrossEntropy] {
             cases.push(Case {
                 label: format!("{} {loss:?}", act.name()),
-                spec: ModelSpec {
+                spec: MlpSpec {
                     activation: act,
                     ..base()
                 },
@@ -158,7 +158,7 @@ fn cases() -> Vec<Case> {
             for (which, act_spec) in variants {
                 cases.push(Case {
                     label: format!("{} learned {which} per {per:?}", act.name()),
-                    spec: ModelSpec {
+                    spec: MlpSpec {
                         activation: act,
                         act: act_spec,
                         ..base()
@@ -187,7 +187,7 @@ fn cases() -> Vec<Case> {
         };
         cases.push(Case {
             label: format!("{} fixed abc", act.name()),
-            spec: ModelSpec {
+            spec: MlpSpec {
                 activation: act,
                 act: fixed,
                 ..base()
@@ -205,7 +205,7 @@ fn cases() -> Vec<Case> {
             for act in [Activation::Tanh, Activation::Relu, Activation::Gelu] {
                 cases.push(Case {
                     label: format!("{} {pos:?} {}", norm.name(), act.name()),
-                    spec: ModelSpec {
+                    spec: MlpSpec {
                         activation: act,
                         norm,
                         norm_position: pos,
@@ -216,7 +216,7 @@ fn cases() -> Vec<Case> {
             }
             cases.push(Case {
                 label: format!("{} {pos:?} biased silu", norm.name()),
-                spec: ModelSpec {
+                spec: MlpSpec {
                     activation: Activation::Silu,
                     norm,
                     norm_position: pos,
@@ -234,7 +234,7 @@ fn cases() -> Vec<Case> {
     // No biases; a single hidden layer; no hidden layer at all (linear model).
     cases.push(Case {
         label: "no bias".into(),
-        spec: ModelSpec {
+        spec: MlpSpec {
             bias: false,
             ..base()
         },
@@ -242,12 +242,12 @@ fn cases() -> Vec<Case> {
     });
     cases.push(Case {
         label: "depth 1".into(),
-        spec: ModelSpec { depth: 1, ..base() },
+        spec: MlpSpec { depth: 1, ..base() },
         loss: LossKind::CrossEntropy,
     });
     cases.push(Case {
         label: "depth 0".into(),
-        spec: ModelSpec { depth: 0, ..base() },
+        spec: MlpSpec { depth: 0, ..base() },
         loss: LossKind::Mse,
     });
     // MSE on class targets (one-hot).

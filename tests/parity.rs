@@ -19,7 +19,7 @@ use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
 use cloudchamber::optim::{lr_at, Hyper, OptimState, Optimizer, Schedule};
 use cloudchamber::spec::{
-    ActParamSpec, BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable,
+    ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable,
 };
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -30,7 +30,7 @@ const STEPS: usize = 3;
 
 struct Case {
     name: &'static str,
-    spec: ModelSpec,
+    spec: MlpSpec,
     loss: LossKind,
     optimizer: Optimizer,
     lr: f64,
@@ -49,11 +49,11 @@ impl Case {
     ) -> Self {
         Case {
             name,
-            spec: ModelSpec {
+            spec: MlpSpec {
                 width: 7,
                 depth: 2,
                 activation,
-                ..ModelSpec::default()
+                ..MlpSpec::default()
             },
             loss,
             optimizer,

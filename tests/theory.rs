@@ -8,7 +8,7 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::init::Init;
 use cloudchamber::nn::norm::Mode;
-use cloudchamber::spec::ModelSpec;
+use cloudchamber::spec::MlpSpec;
 use cloudchamber::theory::meanfield::{MeanField, Phase, Phi};
 
 const WIDTH: usize = 1000;
@@ -25,7 +25,7 @@ const ROWS: usize = 64;
 /// correlated (ordered phase: `c* = 1`, so all 64 rows see nearly the same weights), which is
 /// the whole 5% budget; 8 draws bring it to ~1.6%.
 fn measured_q(w2: f64, b2: f64, seeds: u64) -> (Vec<f64>, f64) {
-    let spec = ModelSpec {
+    let spec = MlpSpec {
         width: WIDTH,
         depth: DEPTH,
         bias: true,
@@ -33,7 +33,7 @@ fn measured_q(w2: f64, b2: f64, seeds: u64) -> (Vec<f64>, f64) {
         init: Init::MeanField,
         sigma_w2: w2,
         sigma_b2: b2,
-        ..ModelSpec::default()
+        ..MlpSpec::default()
     };
     let mut rng = Rng::stream(0, "theory/x");
     let x: Vec<f64> = (0..ROWS * INPUT).map(|_| rng.normal()).collect();
@@ -97,9 +97,9 @@ fn self_normalizing_calibration_in_a_model() {
     use cloudchamber::nn::activation::Activation;
     use cloudchamber::nn::init::Init;
     use cloudchamber::nn::norm::Mode;
-    use cloudchamber::spec::{Calibrate, ModelSpec};
+    use cloudchamber::spec::{Calibrate, MlpSpec};
     for calibrate in [Calibrate::None, Calibrate::SelfNormalizing] {
-        let spec = ModelSpec {
+        let spec = MlpSpec {
             width: 2000,
             depth: 1,
             bias: false,
@@ -107,7 +107,7 @@ fn self_normalizing_calibration_in_a_model() {
             init: Init::MeanField,
             sigma_w2: 1.0,
             calibrate,
-            ..ModelSpec::default()
+            ..MlpSpec::default()
         };
         let mut m = Mlp::<f64>::new(&spec, 500, 1, 64, &mut Rng::new(1));
         let mut rng = Rng::new(2);

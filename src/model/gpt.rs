@@ -24,240 +24,19 @@
 //! nanoGPT's small-data default). Loss: cross-entropy over the vocabulary at every position whose
 //! target is a token (targets < 0 are ignored), averaged over those positions.
 
-use serde::{Deserialize, Serialize};
-
 use crate::engine::ops::{self, Op, Shards};
 use crate::engine::pool::SendPtr;
 use crate::engine::{Float, Rng};
-use crate::nn::activation::{self, Activation, BiasedParams};
+use crate::nn::activation::{self, BiasedParams};
 use crate::nn::init::{self, FanMode, Init, InitParams};
-use crate::nn::norm::{self, Norm, NormCache, NormGrads};
-use crate::spec::{BiasedActSpec, Granularity, Trainable};
+use crate::nn::loss::LossValue;
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads};
+use std::any::Any;
+use crate::spec::{Granularity, Trainable};
+pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
+pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_BASE};
 
-use super::{act_params_backward, broadcast_act_params, Param, Role};
-
-// ---------------------------------------------------------------------------------------------
-// Config
-// ---------------------------------------------------------------------------------------------
-
-/// Where each block's norms sit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Placement {
-    /// `x + f(norm(x))`, plus a final norm before the head (GPT-2).
-    Pre,
-    /// `norm(x + f(x))` (Vaswani et al. 2017); no final norm.
-    Post,
-}
-
-/// How the model knows where a token is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Positions {
-    /// A learned `[context, C]` table added to the token embedding (GPT-2).
-    Learned,
-    /// Rotary embeddings (Su et al. 2021, RoFormer): q and k of each head rotated pairwise by
-    /// `t·θ_i`, `θ_i = 10000^(−2i/hd)`; no parameters.
-    Rotary,
-}
-
-/// Whether the output head shares the token embedding's matrix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tying {
-    /// A separate `[V, C]` head (the reference benchmark's).
-    Untied,
-    /// `W_head = wte` (Press & Wolf 2017; GPT-2).
-    Tied,
-}
-
-/// Weight initialization of the transformer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GptInit {
-    /// GPT-2 / nanoGPT: every linear weight and embedding `N(0, init_std²)`, biases 0, and the
-    /// two residual projections (attention `c_proj`, MLP `c_proj`) scaled by `1/√(2·n_layer)`
-    /// (Radford et al. 2019, §2.3).
-    Gpt2,
-    /// `torch.nn.Linear`'s default for linear layers (`U(±1/√fan_in)`, biases too) and
-    /// `N(0, init_std²)` embeddings: what the reference benchmark script builds.
-    Pytorch,
-}
-
-/// ROPE base frequency (Su et al. 2021).
-pub const ROPE_BASE: f64 = 10000.0;
-
-/// `[model.gpt]`: a decoder-only transformer instead of the MLP.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GptSpec {
-    /// 2 blocks: the reference tiny GPT of the benchmark.
-    #[serde(default = "d_n_layer")]
-    pub n_layer: usize,
-    /// 128: the reference tiny GPT's width.
-    #[serde(default = "d_d_model")]
-    pub d_model: usize,
-    /// 4 heads of 32: the reference tiny GPT's.
-    #[serde(default = "d_n_head")]
-    pub n_head: usize,
-    /// MLP width; left out, 4·d_model (GPT-2's ratio).
-    #[serde(default)]
-    pub d_mlp: Option<usize>,
-    /// GELU (exact erf form): GPT-2's and the benchmark's.
-    #[serde(default = "d_activation")]
-    pub activation: Activation,
-    /// The biased form `a·f(x − b) + c` of the MLP activation; plain by default.
-    #[serde(default)]
-    pub act: BiasedActSpec,
-    /// LayerNorm: GPT-2's (rmsnorm, dyt and none are the alternatives; batchnorm is refused).
-    #[serde(default = "d_norm")]
-    pub norm: Norm,
-    /// Pre-norm: GPT-2's, stable without warm-up.
-    #[serde(default = "d_placement")]
-    pub placement: Placement,
-    /// Learned absolute positions: GPT-2's.
-    #[serde(default = "d_positions")]
-    pub positions: Positions,
-    /// Untied: the benchmark's (GPT-2 ties; set `tying = "tied"`).
-    #[serde(default = "d_tying")]
-    pub tying: Tying,
-    /// GPT-2's scheme.
-    #[serde(default = "d_init")]
-    pub init: GptInit,
-    /// 0.02: GPT-2's standard deviation for weights and embeddings.
-    #[serde(default = "d_init_std")]
-    pub init_std: f64,
-}
-
-fn d_n_layer() -> usize {
-    2
-}
-fn d_d_model() -> usize {
-    128
-}
-fn d_n_head() -> usize {
-    4
-}
-fn d_activation() -> Activation {
-    Activation::Gelu
-}
-fn d_norm() -> Norm {
-    Norm::Layernorm
-}
-fn d_placement() -> Placement {
-    Placement::Pre
-}
-fn d_positions() -> Positions {
-    Positions::Learned
-}
-fn d_tying() -> Tying {
-    Tying::Untied
-}
-fn d_init() -> GptInit {
-    GptInit::Gpt2
-}
-fn d_init_std() -> f64 {
-    0.02
-}
-
-impl Default for GptSpec {
-    fn default() -> Self {
-        GptSpec {
-            n_layer: d_n_layer(),
-            d_model: d_d_model(),
-            n_head: d_n_head(),
-            d_mlp: None,
-            activation: d_activation(),
-            act: BiasedActSpec::default(),
-            norm: d_norm(),
-            placement: d_placement(),
-            positions: d_positions(),
-            tying: d_tying(),
-            init: d_init(),
-            init_std: d_init_std(),
-        }
-    }
-}
-
-impl GptSpec {
-    pub fn mlp_width(&self) -> usize {
-        self.d_mlp.unwrap_or(4 * self.d_model)
-    }
-
-    /// Ranges and consistency: `(key, message, hint)` with keys under `model.gpt.`.
-    pub fn validate(&self) -> Result<(), (String, String, String)> {
-        let bad = |k: &str, m: String, h: &str| Err((format!("model.gpt.{k}"), m, h.to_string()));
-        if self.n_layer == 0 || self.n_layer > 1024 {
-            return bad(
-                "n_layer",
-                format!("must be between 1 and 1024 (got {})", self.n_layer),
-                "e.g. n_layer = 2",
-            );
-        }
-        if self.d_model == 0 || self.d_model > 1 << 14 {
-            return bad(
-                "d_model",
-                format!("must be between 1 and 16384 (got {})", self.d_model),
-                "e.g. d_model = 128",
-            );
-        }
-        if self.n_head == 0 || !self.d_model.is_multiple_of(self.n_head) {
-            return bad(
-                "n_head",
-                format!(
-                    "must divide d_model = {} (got {})",
-                    self.d_model, self.n_head
-                ),
-                "e.g. d_model = 128 with n_head = 4",
-            );
-        }
-        if self.positions == Positions::Rotary && !(self.d_model / self.n_head).is_multiple_of(2) {
-            return bad(
-                "positions",
-                format!(
-                    "rotary needs an even head width (d_model/n_head = {})",
-                    self.d_model / self.n_head
-                ),
-                "change n_head or d_model, or use positions = \"learned\"",
-            );
-        }
-        if self.mlp_width() == 0 || self.mlp_width() > 1 << 16 {
-            return bad(
-                "d_mlp",
-                format!("must be between 1 and 65536 (got {})", self.mlp_width()),
-                "leave it out for 4·d_model",
-            );
-        }
-        if self.norm == Norm::Batchnorm {
-            return bad(
-                "norm",
-                "batchnorm mixes positions and sequences, which leaks future tokens in a causal model".into(),
-                "use \"layernorm\", \"rmsnorm\", \"dyt\" or \"none\"",
-            );
-        }
-        if !(self.init_std.is_finite() && self.init_std > 0.0) {
-            return bad(
-                "init_std",
-                format!("must be > 0 (got {})", self.init_std),
-                "0.02 is GPT-2's",
-            );
-        }
-        for (k, p) in [
-            ("act.a", &self.act.a),
-            ("act.b", &self.act.b),
-            ("act.c", &self.act.c),
-        ] {
-            if !p.init.is_finite() {
-                return bad(
-                    k,
-                    format!("must be finite (got {})", p.init),
-                    "give a number",
-                );
-            }
-        }
-        Ok(())
-    }
-}
+use super::{act_params_backward, broadcast_act_params, Batch, Model, Param, Role};
 
 // ---------------------------------------------------------------------------------------------
 // Parameters and buffers
@@ -643,17 +422,6 @@ impl<F: Float> Gpt<F> {
         }
     }
 
-    /// Trainable scalar count.
-    pub fn n_params(&self) -> usize {
-        self.params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.value.len())
-            .sum()
-    }
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
     fn head_index(&self) -> usize {
         self.head.unwrap_or(self.wte)
     }
@@ -1156,126 +924,73 @@ impl<F: Float> Gpt<F> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Loss
-// ---------------------------------------------------------------------------------------------
-
-/// A target that is not trained on (prompt tokens of a modular-arithmetic sequence).
-pub const IGNORE: usize = usize::MAX;
-
-/// Cross-entropy of one forward pass.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LmLoss {
-    /// Mean over the counted positions (nats per token).
-    pub loss: f64,
-    /// Positions whose target is not [`IGNORE`].
-    pub counted: usize,
-    /// Of those, how many the argmax predicts.
-    pub correct: usize,
-}
-
-/// `torch.nn.functional.cross_entropy(logits, targets, ignore_index)`: softmax over each row of
-/// `logits: [rows, vocab]`, averaged over rows whose target is not [`IGNORE`]. Writes
-/// `∂L/∂logits` into `grad` when given (zero on ignored rows).
-pub fn cross_entropy<F: Float>(
-    logits: &[F],
-    targets: &[usize],
-    rows: usize,
-    vocab: usize,
-    grad: Option<&mut [F]>,
-) -> LmLoss {
-    let counted = targets[..rows].iter().filter(|&&t| t != IGNORE).count();
-    let inv = F::of(1.0 / counted.max(1) as f64);
-    // Row blocks over the pool; each block's loss sum and hit count, added in block order.
-    let blocks = rows.div_ceil(ops::ROW_BLOCK);
-    CE_PARTIAL.with(|partial| {
-        let mut partial = partial.borrow_mut();
-        if partial.len() < blocks {
-            partial.resize(blocks, (0.0, 0));
-        }
-        cross_entropy_blocks(
-            logits,
-            targets,
-            rows,
-            vocab,
-            grad,
-            inv,
-            &mut partial[..blocks],
-        );
-        let (sum, correct) = partial[..blocks]
-            .iter()
-            .fold((0.0, 0), |(s, c), &(ps, pc)| (s + ps, c + pc));
-        LmLoss {
-            loss: sum / counted.max(1) as f64,
-            counted,
-            correct,
-        }
-    })
-}
-
-thread_local! {
-    /// [`cross_entropy`]'s per-block (loss sum, hits), grown once per thread.
-    static CE_PARTIAL: std::cell::RefCell<Vec<(f64, usize)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// [`cross_entropy`] over row blocks: block `i`'s loss sum and argmax hits into `partial[i]`.
-fn cross_entropy_blocks<F: Float>(
-    logits: &[F],
-    targets: &[usize],
-    rows: usize,
-    vocab: usize,
-    grad: Option<&mut [F]>,
-    inv: F,
-    partial: &mut [(f64, usize)],
-) {
-    let with_grad = grad.is_some();
-    let mut no_grad: [F; 0] = [];
-    let grads = Shards::new(grad.unwrap_or(&mut no_grad));
-    let parts = Shards::new(partial);
-    ops::for_row_blocks(rows, &|blk, block| {
-        let (mut sum, mut correct) = (0.0f64, 0usize);
-        for r in block {
-            let t = targets[r];
-            let z = &logits[r * vocab..(r + 1) * vocab];
-            // SAFETY: row blocks are disjoint.
-            let g = with_grad.then(|| unsafe { grads.get(r * vocab..(r + 1) * vocab) });
-            if t == IGNORE {
-                if let Some(g) = g {
-                    g.fill(F::zero());
-                }
-                continue;
+impl<F: Float> Model<F> for Gpt<F> {
+    fn params(&self) -> &[Param<F>] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<F>] {
+        &mut self.params
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// `Tokens { x: [B, T], .. }` → [`Gpt::logits`] `[B·T, V]` (norms are per row: `mode` does
+    /// not matter).
+    fn forward(&mut self, batch: &Batch<'_, F>, _mode: Mode) {
+        let Batch::Tokens { x, seqs, seq, .. } = *batch else {
+            unreachable!("model::build pairs a GPT with token windows")
+        };
+        Gpt::forward(self, x, seqs, seq);
+    }
+    /// Cross-entropy of the next token at every position whose target is not [`IGNORE`].
+    fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
+        let Batch::Tokens { y, seqs, seq, .. } = *batch else {
+            unreachable!("model::build pairs a GPT with token windows")
+        };
+        let rows = seqs * seq;
+        let vocab = self.dims.vocab;
+        let g = grad.then_some(&mut self.d_logits[..rows * vocab]);
+        cross_entropy(&self.logits[..rows * vocab], y, rows, vocab, g)
+    }
+    fn backward(&mut self, batch: &Batch<'_, F>) {
+        let Batch::Tokens { x, .. } = *batch else {
+            unreachable!("model::build pairs a GPT with token windows")
+        };
+        Gpt::backward(self, x);
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    /// Samples one token at a time at temperature 1 (the prompt and what was drawn so far are
+    /// the context of each next token), up to the model's context length.
+    fn generate(&mut self, prompt: &[usize], len: usize, rng: &mut Rng) -> Option<Vec<usize>> {
+        let (vocab, t) = (self.dims.vocab, self.dims.context);
+        let mut toks = prompt.to_vec();
+        let mut p = vec![0.0f64; vocab];
+        while toks.len() < len.min(t) {
+            let n = toks.len();
+            Gpt::forward(self, &toks, 1, n);
+            let z = &self.logits[(n - 1) * vocab..n * vocab];
+            let max = z.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
+            let mut s = 0.0;
+            for (pv, v) in p.iter_mut().zip(z) {
+                *pv = (v.f64() - max).exp();
+                s += *pv;
             }
-            let (mut arg, mut max) = (0, z[0]);
-            for (j, &v) in z.iter().enumerate() {
-                if v > max {
-                    (arg, max) = (j, v);
+            let u = rng.uniform() * s;
+            let mut acc = 0.0;
+            let mut next = vocab - 1;
+            for (j, &pv) in p.iter().enumerate() {
+                acc += pv;
+                if u < acc {
+                    next = j;
+                    break;
                 }
             }
-            correct += (arg == t) as usize;
-            match g {
-                Some(g) => {
-                    let mut s = F::zero();
-                    for (gv, &v) in g.iter_mut().zip(z) {
-                        *gv = (v - max).exp_();
-                        s += *gv;
-                    }
-                    sum += max.f64() + s.f64().ln() - z[t].f64();
-                    let k = inv / s;
-                    for gv in g.iter_mut() {
-                        *gv *= k;
-                    }
-                    g[t] -= inv;
-                }
-                None => {
-                    let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
-                    sum += max.f64() + s.f64().ln() - z[t].f64();
-                }
-            }
+            toks.push(next);
         }
-        // SAFETY: one slot per block.
-        unsafe { parts.get(blk..blk + 1)[0] = (sum, correct) };
-    });
+        Some(toks)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, InitParams};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
-use crate::spec::{ActParamSpec, Granularity, ModelSpec, Trainable};
+use crate::nn::loss::{self, LossValue};
+use crate::spec::{ActParamSpec, Granularity, LossKind, MlpSpec, Trainable};
+use std::any::Any;
 
-use super::{act_params_backward, broadcast_act_params, NormIdx, Param, Role};
+use super::{act_params_backward, broadcast_act_params, Batch, Model, NormIdx, Param, Role};
 
 /// Indices into [`Mlp::params`] for one hidden layer.
 #[derive(Clone, Debug, Default)]
@@ -73,13 +75,15 @@ pub struct Mlp<F> {
     capacity: usize,
     /// How the weights were drawn (the mean-field prediction needs σ_w², σ_b²).
     pub init: InitParams,
+    /// The training loss ([`Mlp::with_loss`]; MSE until set).
+    pub loss: LossKind,
 }
 
 impl<F: Float> Mlp<F> {
     /// Builds the model from its config, drawing weights from `rng`, with buffers for up to
     /// `capacity` rows per pass.
     pub fn new(
-        spec: &ModelSpec,
+        spec: &MlpSpec,
         input: usize,
         output: usize,
         capacity: usize,
@@ -133,7 +137,7 @@ impl<F: Float> Mlp<F> {
         let mut hidden = Vec::new();
         // Calibration rewrites a and c once, here: φ = λ·(a·f(x − b) + c − μ).
         let act_spec = calibrated(spec);
-        let spec = &ModelSpec {
+        let spec = &MlpSpec {
             act: act_spec,
             ..spec.clone()
         };
@@ -253,7 +257,14 @@ impl<F: Float> Mlp<F> {
             rows: 0,
             capacity,
             init: ip,
+            loss: LossKind::Mse,
         }
+    }
+
+    /// The model trained with `loss`.
+    pub fn with_loss(mut self, loss: LossKind) -> Self {
+        self.loss = loss;
+        self
     }
 
     pub fn depth(&self) -> usize {
@@ -264,17 +275,6 @@ impl<F: Float> Mlp<F> {
     }
     pub fn output_dim(&self) -> usize {
         self.dims[self.dims.len() - 1]
-    }
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-    /// Trainable scalar count.
-    pub fn n_params(&self) -> usize {
-        self.params
-            .iter()
-            .filter(|p| p.trainable)
-            .map(|p| p.value.len())
-            .sum()
     }
 
     fn pre_norm(&self) -> bool {
@@ -573,6 +573,43 @@ impl<F: Float> Mlp<F> {
     }
 }
 
+impl<F: Float> Model<F> for Mlp<F> {
+    fn params(&self) -> &[Param<F>] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<F>] {
+        &mut self.params
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// `Rows { x: [rows, input], .. }` → [`Mlp::output`] `[rows, output]`.
+    fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode) {
+        let Batch::Rows { x, rows, .. } = *batch else {
+            unreachable!("model::build pairs an MLP with feature rows")
+        };
+        Mlp::forward(self, x, rows, mode);
+    }
+    /// [`Mlp::loss`] of [`Mlp::output`] against the rows' targets.
+    fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
+        let Batch::Rows { y, rows, .. } = *batch else {
+            unreachable!("model::build pairs an MLP with feature rows")
+        };
+        let k = self.output_dim();
+        let g = grad.then_some(&mut self.d_output[..rows * k]);
+        loss::loss(self.loss, &self.output[..rows * k], y, rows, k, g)
+    }
+    fn backward(&mut self, batch: &Batch<'_, F>) {
+        let Batch::Rows { x, .. } = *batch else {
+            unreachable!("model::build pairs an MLP with feature rows")
+        };
+        Mlp::backward(self, x);
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
 /// The input of layer `l`: the data for the first layer, else the previous layer's output.
 fn layer_input<'a, F>(
     x: &'a [F],
@@ -610,7 +647,7 @@ fn norm_forward<F: Float>(
 }
 
 /// The activation parameters after `model.calibrate` (the spec's own when it is `none`).
-fn calibrated(spec: &ModelSpec) -> crate::spec::BiasedActSpec {
+fn calibrated(spec: &MlpSpec) -> crate::spec::BiasedActSpec {
     let mut act = spec.act.clone();
     if spec.calibrate == crate::spec::Calibrate::SelfNormalizing {
         let phi = crate::theory::meanfield::Phi {

@@ -1,4 +1,8 @@
-//! Whole models, each readable in one file, built from their config.
+//! Whole models, each readable in one file, built from their config, behind one interface
+//! ([`Model`]) that the one training loop, the observables, curvature and export all use.
+//!
+//! A new family is one file here implementing [`Model`], one variant of
+//! [`crate::spec::ModelSpec`] and one arm in [`build`].
 
 pub mod gpt;
 pub mod mlp;
@@ -6,11 +10,125 @@ pub mod mlp;
 pub use gpt::Gpt;
 pub use mlp::Mlp;
 
-use crate::engine::Float;
-use crate::nn::activation;
-use crate::nn::norm::{self, Norm, NormCache, NormGrads, NormParams};
+use std::any::Any;
 
-/// What a parameter is, for optimizers (weight decay), observables and export names.
+use crate::engine::{Float, Rng};
+use crate::error::Error;
+use crate::nn::activation;
+use crate::nn::loss::LossValue;
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams};
+use crate::spec::{LossKind, ModelSpec};
+
+/// One batch, as a model reads it.
+#[derive(Clone, Copy, Debug)]
+pub enum Batch<'a, F> {
+    /// Feature rows: `x: [rows, input]`; `y: [rows, output]` targets (regression) or
+    /// `[rows, 1]` class indices.
+    Rows { x: &'a [F], y: &'a [F], rows: usize },
+    /// Token windows: `x, y: [seqs, seq]` token ids, `y` the next tokens ([`IGNORE`] where a
+    /// position is not trained on).
+    Tokens {
+        x: &'a [usize],
+        y: &'a [usize],
+        seqs: usize,
+        seq: usize,
+    },
+}
+
+pub use crate::nn::loss::IGNORE;
+
+impl<F> Batch<'_, F> {
+    /// Samples in the batch: rows, or sequences.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Rows { rows, .. } => *rows,
+            Batch::Tokens { seqs, .. } => *seqs,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What the data looks like to a model: its width or its vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Rows { input: usize, output: usize },
+    Tokens { vocab: usize, context: usize },
+}
+
+/// A trainable model: named parameters, a forward pass over a batch into named buffers, the
+/// loss and its gradient, and a backward pass to every parameter gradient.
+pub trait Model<F: Float> {
+    /// Every parameter tensor (values, gradients, roles), in a fixed order: what the optimizer,
+    /// checkpoints, safetensors export and the observables go through.
+    fn params(&self) -> &[Param<F>];
+    fn params_mut(&mut self) -> &mut [Param<F>];
+    /// Samples (rows or sequences) one pass holds.
+    fn capacity(&self) -> usize;
+    /// Forward pass over `batch` (at most [`Model::capacity`] samples) into the model's buffers.
+    fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode);
+    /// The loss of the last forward pass against `batch`'s targets; with `grad`, also seeds the
+    /// output gradient for [`Model::backward`].
+    fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue;
+    /// Backward pass from the seeded output gradient: overwrites every parameter gradient.
+    /// Needs the last forward pass (train mode) over the same batch.
+    fn backward(&mut self, batch: &Batch<'_, F>);
+    /// The concrete model, for observables that read one family's own buffers.
+    fn as_any(&self) -> &dyn Any;
+    /// `len` tokens continuing `prompt`, drawn at temperature 1 (language models only).
+    fn generate(&mut self, _prompt: &[usize], _len: usize, _rng: &mut Rng) -> Option<Vec<usize>> {
+        None
+    }
+    /// Trainable scalar count.
+    fn n_params(&self) -> usize {
+        self.params()
+            .iter()
+            .filter(|p| p.trainable)
+            .map(|p| p.value.len())
+            .sum()
+    }
+}
+
+/// Builds the model `spec` describes for data of `shape`, with buffers for `capacity` samples,
+/// drawing its initial weights from `rng`. `loss` is the training loss of a feature-row model.
+pub fn build<F: Float>(
+    spec: &ModelSpec,
+    shape: Shape,
+    loss: LossKind,
+    capacity: usize,
+    rng: &mut Rng,
+) -> Result<Box<dyn Model<F>>, Error> {
+    Ok(match (spec, shape) {
+        (ModelSpec::Mlp(s), Shape::Rows { input, output }) => {
+            Box::new(Mlp::new(s, input, output, capacity, rng).with_loss(loss))
+        }
+        (ModelSpec::Gpt { gpt, norm_eps, .. }, Shape::Tokens { vocab, context }) => {
+            Box::new(Gpt::new(gpt, *norm_eps, vocab, context, capacity, rng))
+        }
+        (ModelSpec::Mlp(_), Shape::Tokens { .. }) => {
+            return Err(mismatch("token windows, which need a transformer ([model.gpt])"))
+        }
+        (ModelSpec::Gpt { .. }, Shape::Rows { .. }) => {
+            return Err(mismatch("feature rows; [model.gpt] needs a token-sequence task"))
+        }
+    })
+}
+
+fn mismatch(what: &str) -> Error {
+    Error::Invalid {
+        what: "task".into(),
+        message: format!("the task yields {what}"),
+        hint: "pair [model.gpt] with [task.text], [task.markov], [task.pcfg] or \
+               [task.modular_sequence], and the MLP with any other task"
+            .into(),
+    }
+}
+
+/// What a parameter is. The role alone decides how the parameter is treated, for every model:
+/// weight decay and the weight-norm constraint apply to [`Role::decays`] roles (linear weights
+/// including an LM head, linear biases, embedding tables), never to norm or activation
+/// parameters; clipping and the optimizer touch every trainable parameter; export writes all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Role {
     Weight,
@@ -42,8 +160,16 @@ pub struct Param<F> {
     pub role: Role,
     /// Updated by the optimizer.
     pub trainable: bool,
-    /// Subject to weight decay and the weight-norm constraint (linear weights and biases).
+    /// Subject to weight decay and the weight-norm constraint: [`Role::decays`].
     pub decay: bool,
+}
+
+impl Role {
+    /// Subject to weight decay and the weight-norm constraint: linear weights (including a
+    /// language model's head), linear biases and embedding tables (as nanoGPT decays them).
+    pub fn decays(self) -> bool {
+        matches!(self, Role::Weight | Role::Bias | Role::Embedding)
+    }
 }
 
 impl<F: crate::engine::Float> Param<F> {
@@ -56,7 +182,7 @@ impl<F: crate::engine::Float> Param<F> {
         trainable: bool,
     ) -> Self {
         let grad = vec![F::zero(); value.len()];
-        let decay = matches!(role, Role::Weight | Role::Bias | Role::Embedding);
+        let decay = role.decays();
         Param {
             name,
             shape,

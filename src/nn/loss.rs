@@ -1,13 +1,19 @@
-//! Losses with PyTorch's default reductions, returning the loss and writing `∂L/∂output`.
+//! Losses with PyTorch's default reductions, returning the loss and writing `∂L/∂output`:
+//! MSE and cross-entropy over feature rows, and the language model's cross-entropy over tokens.
 
+use crate::engine::ops::{self, Shards};
 use crate::engine::Float;
 use crate::spec::LossKind;
 
-/// Loss value (f64) and, for classification, the number of correct argmax predictions.
+/// Loss value (f64), the samples it averages over and, for classification, how many of them
+/// the argmax predicts.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LossValue {
+    /// Mean over the counted samples (rows, or tokens whose target is not [`IGNORE`]).
     pub loss: f64,
     pub correct: Option<usize>,
+    /// Samples the mean is over.
+    pub counted: usize,
 }
 
 /// `out: [rows, k]`, `target`: `[rows, k]` values (MSE) or `[rows, 1]` class indices (CE).
@@ -77,6 +83,7 @@ fn mse<F: Float>(
     LossValue {
         loss: sum / n,
         correct,
+        counted: rows,
     }
 }
 
@@ -117,7 +124,116 @@ fn cross_entropy<F: Float>(
     LossValue {
         loss: sum / rows as f64,
         correct: Some(correct),
+        counted: rows,
     }
+}
+
+
+/// A target that is not trained on (prompt tokens of a modular-arithmetic sequence).
+pub const IGNORE: usize = usize::MAX;
+
+/// `torch.nn.functional.cross_entropy(logits, targets, ignore_index)`: softmax over each row of
+/// `logits: [rows, vocab]`, averaged over rows whose target is not [`IGNORE`]. Writes
+/// `∂L/∂logits` into `grad` when given (zero on ignored rows).
+pub fn token_cross_entropy<F: Float>(
+    logits: &[F],
+    targets: &[usize],
+    rows: usize,
+    vocab: usize,
+    grad: Option<&mut [F]>,
+) -> LossValue {
+    let counted = targets[..rows].iter().filter(|&&t| t != IGNORE).count();
+    let inv = F::of(1.0 / counted.max(1) as f64);
+    // Row blocks over the pool; each block's loss sum and hit count, added in block order.
+    let blocks = rows.div_ceil(ops::ROW_BLOCK);
+    CE_PARTIAL.with(|partial| {
+        let mut partial = partial.borrow_mut();
+        if partial.len() < blocks {
+            partial.resize(blocks, (0.0, 0));
+        }
+        cross_entropy_blocks(
+            logits,
+            targets,
+            rows,
+            vocab,
+            grad,
+            inv,
+            &mut partial[..blocks],
+        );
+        let (sum, correct) = partial[..blocks]
+            .iter()
+            .fold((0.0, 0), |(s, c), &(ps, pc)| (s + ps, c + pc));
+        LossValue {
+            loss: sum / counted.max(1) as f64,
+            correct: Some(correct),
+            counted,
+        }
+    })
+}
+
+thread_local! {
+    /// [`token_cross_entropy`]'s per-block (loss sum, hits), grown once per thread.
+    static CE_PARTIAL: std::cell::RefCell<Vec<(f64, usize)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`token_cross_entropy`] over row blocks: block `i`'s loss sum and argmax hits into `partial[i]`.
+fn cross_entropy_blocks<F: Float>(
+    logits: &[F],
+    targets: &[usize],
+    rows: usize,
+    vocab: usize,
+    grad: Option<&mut [F]>,
+    inv: F,
+    partial: &mut [(f64, usize)],
+) {
+    let with_grad = grad.is_some();
+    let mut no_grad: [F; 0] = [];
+    let grads = Shards::new(grad.unwrap_or(&mut no_grad));
+    let parts = Shards::new(partial);
+    ops::for_row_blocks(rows, &|blk, block| {
+        let (mut sum, mut correct) = (0.0f64, 0usize);
+        for r in block {
+            let t = targets[r];
+            let z = &logits[r * vocab..(r + 1) * vocab];
+            // SAFETY: row blocks are disjoint.
+            let g = with_grad.then(|| unsafe { grads.get(r * vocab..(r + 1) * vocab) });
+            if t == IGNORE {
+                if let Some(g) = g {
+                    g.fill(F::zero());
+                }
+                continue;
+            }
+            let (mut arg, mut max) = (0, z[0]);
+            for (j, &v) in z.iter().enumerate() {
+                if v > max {
+                    (arg, max) = (j, v);
+                }
+            }
+            correct += (arg == t) as usize;
+            match g {
+                Some(g) => {
+                    let mut s = F::zero();
+                    for (gv, &v) in g.iter_mut().zip(z) {
+                        *gv = (v - max).exp_();
+                        s += *gv;
+                    }
+                    sum += max.f64() + s.f64().ln() - z[t].f64();
+                    let k = inv / s;
+                    for gv in g.iter_mut() {
+                        *gv *= k;
+                    }
+                    g[t] -= inv;
+                }
+                None => {
+                    let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
+                    sum += max.f64() + s.f64().ln() - z[t].f64();
+                }
+            }
+        }
+        // SAFETY: one slot per block.
+        unsafe { parts.get(blk..blk + 1)[0] = (sum, correct) };
+    });
 }
 
 fn argmax<F: Float>(y: &[F]) -> usize {

@@ -331,7 +331,10 @@ seeds = 2
             "optim.lr=1e-4 model.activation=relu model.width=8 train.steps=10 seed=1"
         );
         assert_eq!(r.spec.optim.lr, 1e-4);
-        assert_eq!(r.spec.model.width, 8);
+        let spec::ModelSpec::Mlp(m) = &r.spec.model else {
+            panic!("an MLP")
+        };
+        assert_eq!(m.width, 8);
         assert_eq!(r.spec.train.steps, 10);
         assert_eq!(r.spec.seed, 1);
         // Every id is the id of the single run with the same settings.
@@ -353,7 +356,10 @@ seeds = 2
             sweep("[sweep.axes]\n\"model.act.b\" = [0.5, { init = 0.5, mode = \"learned\" }]\n")
                 .unwrap();
         assert_eq!(sw.runs.len(), 2);
-        assert_eq!(sw.runs[1].spec.model.act.b.mode, spec::Trainable::Learned);
+        let spec::ModelSpec::Mlp(m) = &sw.runs[1].spec.model else {
+            panic!("an MLP")
+        };
+        assert_eq!(m.act.b.mode, spec::Trainable::Learned);
     }
 
     #[test]

@@ -10,41 +10,26 @@
 //! the same [`Sharpness`] is reused).
 
 use crate::engine::{Float, Rng};
-use crate::model::Mlp;
-use crate::nn::loss;
+use crate::error::Error;
+use crate::model::{self, Batch, Model, Shape};
 use crate::nn::norm::Mode;
 use crate::spec::{LossKind, ModelSpec};
 
 /// Gradient of the batch loss at the model's current parameters, flattened over trainable
 /// parameters (train mode, as in the training step).
-fn gradient(
-    m: &mut Mlp<f64>,
-    x: &[f64],
-    y: &[f64],
-    rows: usize,
-    kind: LossKind,
-    out: &mut Vec<f64>,
-) {
-    let k = m.output_dim();
-    m.forward(x, rows, Mode::Train);
-    loss::loss(
-        kind,
-        &m.output[..rows * k],
-        y,
-        rows,
-        k,
-        Some(&mut m.d_output[..rows * k]),
-    );
-    m.backward(x);
+fn gradient(m: &mut dyn Model<f64>, batch: &Batch<'_, f64>, out: &mut Vec<f64>) {
+    m.forward(batch, Mode::Train);
+    m.loss(batch, true);
+    m.backward(batch);
     out.clear();
-    for p in m.params.iter().filter(|p| p.trainable) {
+    for p in m.params().iter().filter(|p| p.trainable) {
         out.extend_from_slice(&p.grad);
     }
 }
 
-fn add_scaled(m: &mut Mlp<f64>, theta: &[f64], v: &[f64], eps: f64) {
+fn add_scaled(m: &mut dyn Model<f64>, theta: &[f64], v: &[f64], eps: f64) {
     let mut i = 0;
-    for p in m.params.iter_mut().filter(|p| p.trainable) {
+    for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
         for w in p.value.iter_mut() {
             *w = theta[i] + eps * v[i];
             i += 1;
@@ -53,16 +38,9 @@ fn add_scaled(m: &mut Mlp<f64>, theta: &[f64], v: &[f64], eps: f64) {
 }
 
 /// `H·v` by central differences of the gradient (see the module docs); restores the parameters.
-pub fn hvp(
-    m: &mut Mlp<f64>,
-    x: &[f64],
-    y: &[f64],
-    rows: usize,
-    kind: LossKind,
-    v: &[f64],
-) -> Vec<f64> {
+pub fn hvp(m: &mut dyn Model<f64>, batch: &Batch<'_, f64>, v: &[f64]) -> Vec<f64> {
     let theta: Vec<f64> = m
-        .params
+        .params()
         .iter()
         .filter(|p| p.trainable)
         .flat_map(|p| p.value.iter().copied())
@@ -71,9 +49,9 @@ pub fn hvp(
     let eps = 1e-4 * (norm_theta / (theta.len().max(1) as f64).sqrt()).max(1.0);
     let (mut gp, mut gm) = (Vec::new(), Vec::new());
     add_scaled(m, &theta, v, eps);
-    gradient(m, x, y, rows, kind, &mut gp);
+    gradient(m, batch, &mut gp);
     add_scaled(m, &theta, v, -eps);
-    gradient(m, x, y, rows, kind, &mut gm);
+    gradient(m, batch, &mut gm);
     add_scaled(m, &theta, v, 0.0);
     gp.iter()
         .zip(&gm)
@@ -88,45 +66,52 @@ pub struct Sharpness {
 }
 
 impl Sharpness {
-    /// The Hessian eigenvalue of largest magnitude of the batch loss, after `iters` power
-    /// iterations, for the model `m` (copied to f64 with the structure `spec` describes).
+    /// The Hessian eigenvalue of largest magnitude of the loss on `batch`, after `iters` power
+    /// iterations, for the model `m` of any family: an f64 twin is built from `spec` (for data
+    /// of `shape`, trained with `loss`), given `m`'s parameters, and measured.
     #[allow(clippy::too_many_arguments)]
     pub fn measure<F: Float>(
         &mut self,
         spec: &ModelSpec,
-        m: &Mlp<F>,
-        x: &[F],
-        y: &[F],
-        rows: usize,
-        kind: LossKind,
+        shape: Shape,
+        loss: LossKind,
+        m: &dyn Model<F>,
+        batch: &Batch<'_, F>,
         iters: usize,
         rng: &mut Rng,
-    ) -> f64 {
-        let mut m64 = Mlp::<f64>::new(spec, m.input_dim(), m.output_dim(), rows, &mut Rng::new(0));
-        for (d, s) in m64.params.iter_mut().zip(&m.params) {
+    ) -> Result<f64, Error> {
+        let mut twin = model::build::<f64>(spec, shape, loss, batch.len(), &mut Rng::new(0))?;
+        for (d, s) in twin.params_mut().iter_mut().zip(m.params()) {
             for (a, b) in d.value.iter_mut().zip(&s.value) {
                 *a = b.f64();
             }
         }
-        let x64: Vec<f64> = x[..rows * m.input_dim()].iter().map(|v| v.f64()).collect();
-        let y64: Vec<f64> = y.iter().map(|v| v.f64()).collect();
-        self.top_eigenvalue(&mut m64, &x64, &y64, rows, kind, iters, rng)
+        let (x64, y64);
+        let batch64 = match *batch {
+            Batch::Rows { x, y, rows } => {
+                x64 = x.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                y64 = y.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                Batch::Rows {
+                    x: &x64,
+                    y: &y64,
+                    rows,
+                }
+            }
+            Batch::Tokens { x, y, seqs, seq } => Batch::Tokens { x, y, seqs, seq },
+        };
+        Ok(self.top_eigenvalue(&mut *twin, &batch64, iters, rng))
     }
 
     /// Power iteration on [`hvp`].
-    #[allow(clippy::too_many_arguments)]
     pub fn top_eigenvalue(
         &mut self,
-        m: &mut Mlp<f64>,
-        x: &[f64],
-        y: &[f64],
-        rows: usize,
-        kind: LossKind,
+        m: &mut dyn Model<f64>,
+        batch: &Batch<'_, f64>,
         iters: usize,
         rng: &mut Rng,
     ) -> f64 {
         let n: usize = m
-            .params
+            .params()
             .iter()
             .filter(|p| p.trainable)
             .map(|p| p.value.len())
@@ -137,7 +122,7 @@ impl Sharpness {
         normalize(&mut self.v);
         let mut lambda = 0.0;
         for _ in 0..iters.max(1) {
-            let hv = hvp(m, x, y, rows, kind, &self.v);
+            let hv = hvp(m, batch, &self.v);
             lambda = hv.iter().zip(&self.v).map(|(a, b)| a * b).sum();
             self.v = hv;
             if normalize(&mut self.v) == 0.0 {
@@ -161,13 +146,15 @@ fn normalize(v: &mut [f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Mlp;
+    use crate::spec::MlpSpec;
 
     /// A linear model (depth 0) with MSE: `L = mean((Wx + b − y)²)` over `rows·k` entries, so
     /// `H = (2/(rows·k)) · (X̃ᵀX̃ ⊗ I_k)` with `X̃ = [x, 1]`, exactly, whatever the weights.
     fn setup() -> (Mlp<f64>, Vec<f64>, Vec<f64>, Vec<f64>, usize, usize) {
-        let spec = ModelSpec {
+        let spec = MlpSpec {
             depth: 0,
-            ..ModelSpec::default()
+            ..MlpSpec::default()
         };
         let (rows, d, k) = (9, 4, 2);
         let m = Mlp::<f64>::new(&spec, d, k, rows, &mut Rng::new(1));
@@ -212,7 +199,7 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut v: Vec<f64> = (0..k * d + k).map(|_| rng.normal()).collect();
         normalize(&mut v);
-        let got = hvp(&mut m, &x, &y, rows, LossKind::Mse, &v);
+        let got = hvp(&mut m, &Batch::Rows { x: &x, y: &y, rows }, &v);
         let want = exact_hvp(&g, d, k, 2.0 / (rows * k) as f64, &v);
         let err = got
             .iter()
@@ -259,10 +246,7 @@ mod tests {
         let want = 2.0 / (rows * k) as f64 * lmax;
         let got = Sharpness::default().top_eigenvalue(
             &mut m,
-            &x,
-            &y,
-            rows,
-            LossKind::Mse,
+            &Batch::Rows { x: &x, y: &y, rows },
             300,
             &mut Rng::new(4),
         );
