@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::ops::{self, Shards};
+use crate::engine::par;
 use crate::engine::Float;
 use crate::model::Param;
 
@@ -148,12 +148,14 @@ impl<F: Float> OptimState<F> {
                     let adamw = h.optimizer == Optimizer::Adamw;
                     let (m, v) = (&mut self.m[i], &mut self.v[i]);
                     // Elementwise, so blocks over the pool change nothing in the result.
-                    let (ws, ms, vs) = (Shards::new(w), Shards::new(m), Shards::new(v));
-                    ops::for_row_blocks(g.len().div_ceil(ADAM_CHUNK), &|_, r| {
+                    let blocks = g.len().div_ceil(ADAM_CHUNK);
+                    let parts = (
+                        par::rows(w, ADAM_CHUNK),
+                        par::rows(m, ADAM_CHUNK),
+                        par::rows(v, ADAM_CHUNK),
+                    );
+                    par::for_row_blocks(blocks, parts, |_, r, (w, m, v)| {
                         let e = r.start * ADAM_CHUNK..(r.end * ADAM_CHUNK).min(g.len());
-                        // SAFETY: blocks are disjoint.
-                        let (w, m, v) =
-                            unsafe { (ws.get(e.clone()), ms.get(e.clone()), vs.get(e.clone())) };
                         for (((w, &g), m), v) in w.iter_mut().zip(&g[e]).zip(m).zip(v) {
                             let g = if adamw {
                                 *w *= F::one() - lr_f * decay;

@@ -267,63 +267,47 @@ pub fn for_row_blocks(rows: usize, f: &(dyn Fn(usize, std::ops::Range<usize>) + 
     });
 }
 
-/// A mutable buffer that parallel tasks cut into disjoint pieces ([`Shards::get`]).
-pub struct Shards<'a, T> {
-    ptr: *mut T,
-    len: usize,
-    _borrow: std::marker::PhantomData<&'a mut [T]>,
-}
-unsafe impl<T: Send> Sync for Shards<'_, T> {}
-unsafe impl<T: Send> Send for Shards<'_, T> {}
-
-impl<'a, T> Shards<'a, T> {
-    pub fn new(buf: &'a mut [T]) -> Self {
-        Shards {
-            ptr: buf.as_mut_ptr(),
-            len: buf.len(),
-            _borrow: std::marker::PhantomData,
-        }
-    }
-    /// The elements `range`.
-    ///
-    /// # Safety
-    /// Ranges handed out at the same time must not overlap.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn get(&self, range: std::ops::Range<usize>) -> &'a mut [T] {
-        assert!(
-            range.start <= range.end && range.end <= self.len,
-            "shard out of range"
-        );
-        std::slice::from_raw_parts_mut(self.ptr.add(range.start), range.len())
-    }
-}
-
 /// `acc += x`, in row blocks over the pool.
 pub fn add_assign<F: Float>(acc: &mut [F], x: &[F], width: usize) {
     let rows = acc.len() / width;
-    let out = Shards::new(acc);
-    for_row_blocks(rows, &|_, r| {
-        let e = r.start * width..r.end * width;
-        // SAFETY: row blocks are disjoint.
-        let a = unsafe { out.get(e.clone()) };
-        for (a, &v) in a.iter_mut().zip(&x[e]) {
+    super::par::for_row_blocks(rows, super::par::rows(acc, width), |_, r, a| {
+        for (a, &v) in a.iter_mut().zip(&x[r.start * width..r.end * width]) {
             *a += v;
         }
     });
 }
 
-/// `acc[j] += Σ_r g[r, j]` (bias gradients): per-block partial sums (in `partial`, at least
-/// `[blocks, width]`), added in block order.
-pub fn add_column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F], partial: &mut [F]) {
+/// `acc[j] = Σ_r g[r, j]` (bias gradients), each column summed in row order by one task (the
+/// same bits as one serial pass, whatever the thread count); columns in fixed groups of
+/// [`COLUMN_GROUP`] over the pool.
+pub fn column_sums_by_columns<F: Float>(g: &[F], width: usize, acc: &mut [F]) {
+    let rows = g.len() / width.max(1);
+    let groups = width.div_ceil(COLUMN_GROUP);
+    super::par::for_items(groups, super::par::rows(acc, COLUMN_GROUP), |grp, acc| {
+        let j0 = grp * COLUMN_GROUP;
+        acc.fill(F::zero());
+        for r in 0..rows {
+            let row = &g[r * width + j0..r * width + j0 + acc.len()];
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a += v;
+            }
+        }
+    });
+}
+
+/// Columns per task of [`column_sums_by_columns`]: 64 floats, a whole number of cache lines.
+pub const COLUMN_GROUP: usize = 64;
+
+/// `acc[j] = Σ_r g[r, j]` (bias gradients): per-block partial sums (in `partial`, at least
+/// `[blocks, width]`), then the blocks in order (the same sums for any thread count).
+pub fn column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F], partial: &mut [F]) {
     let rows = g.len() / width;
     let partial = &mut partial[..rows.div_ceil(ROW_BLOCK) * width];
     partial.fill(F::zero());
-    let parts = Shards::new(&mut partial[..]);
-    for_row_blocks(rows, &|blk, r| {
-        // SAFETY: one block's partial row each.
-        let part = unsafe { parts.get(blk * width..(blk + 1) * width) };
+    super::par::for_row_blocks(rows, super::par::slot(&mut *partial, width), |_, r, part| {
         add_column_sums(&g[r.start * width..r.end * width], width, part);
     });
+    acc.fill(F::zero());
     add_column_sums(partial, width, acc);
 }
 

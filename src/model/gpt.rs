@@ -24,14 +24,16 @@
 //! nanoGPT's small-data default). Loss: cross-entropy over the vocabulary at every position whose
 //! target is a token (targets < 0 are ignored), averaged over those positions.
 
-use crate::engine::ops::{self, Op, Shards};
-use crate::engine::pool::SendPtr;
-use crate::engine::{Float, Rng};
+use std::any::Any;
+
+use crate::engine::ops::{self, Op};
+use crate::engine::{par, Float, Rng};
 use crate::nn::activation::{self, BiasedParams};
+use crate::nn::attention::{self, Rope};
 use crate::nn::init::{self, FanMode, Init, InitParams};
 use crate::nn::loss::LossValue;
-use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads};
-use std::any::Any;
+use crate::nn::norm::{self, Mode, NormCache};
+use crate::nn::{embedding, linear};
 use crate::spec::{Granularity, Trainable};
 pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
 pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_BASE};
@@ -135,8 +137,8 @@ pub struct Gpt<F> {
     g_att: Vec<F>,
     /// Per-row-block partial sums (norm and bias gradients): `[blocks, max(2C + 1, 3C, M)]`.
     partial: Vec<F>,
-    /// Rotary `cos(t·θ_i)`, `sin(t·θ_i)`: `[context, hd/2]`.
-    rope: (Vec<F>, Vec<F>),
+    /// Rotary tables (empty unless positions are rotary).
+    rope: Rope<F>,
     /// Sequences and tokens per sequence of the last forward pass.
     pub batch: usize,
     pub seq: usize,
@@ -382,18 +384,8 @@ impl<F: Float> Gpt<F> {
                 abc_grad: [z(m), z(m), z(m)],
             })
             .collect();
-        let half = hd / 2;
-        let mut cos = z(context * half);
-        let mut sin = z(context * half);
-        if spec.positions == Positions::Rotary {
-            for t in 0..context {
-                for i in 0..half {
-                    let theta = (t as f64) * ROPE_BASE.powf(-2.0 * i as f64 / hd as f64);
-                    cos[t * half + i] = F::of(theta.cos());
-                    sin[t * half + i] = F::of(theta.sin());
-                }
-            }
-        }
+        let rotary = spec.positions == Positions::Rotary;
+        let rope = Rope::new(if rotary { context } else { 0 }, hd, ROPE_BASE);
         Gpt {
             params,
             dims,
@@ -414,8 +406,8 @@ impl<F: Float> Gpt<F> {
             g_m: z(bt * m),
             g_qkv: z(bt * 3 * c),
             g_att: z(capacity * h * context * context),
-            partial: z(bt.div_ceil(ops::ROW_BLOCK) * (2 * c + 1).max(3 * c).max(m)),
-            rope: (cos, sin),
+            partial: z(norm::partial_len(bt, c).max(bt.div_ceil(ops::ROW_BLOCK) * (3 * c).max(m))),
+            rope,
             batch: 0,
             seq: 0,
             capacity,
@@ -439,488 +431,232 @@ impl<F: Float> Gpt<F> {
         let GptDims {
             c, h, hd, m, vocab, ..
         } = self.dims;
-        let bt = batch * seq;
-        let n = bt * c;
-        let pre = self.spec.placement == Placement::Pre;
-        // Embedding: x₀ = wte[token] (+ wpe[t]).
-        {
-            let x0 = Shards::new(&mut self.resid[0][..n]);
-            let wte = &self.params[self.wte].value;
-            let wpe = self.wpe.map(|pi| &self.params[pi].value);
-            ops::for_row_blocks(bt, &|_, rows| {
-                for r in rows {
-                    // SAFETY: row blocks are disjoint.
-                    let row = unsafe { x0.get(r * c..(r + 1) * c) };
-                    let tok = tokens[r];
-                    row.copy_from_slice(&wte[tok * c..(tok + 1) * c]);
-                    if let Some(wpe) = wpe {
-                        let t = r % seq;
-                        for (x, &p) in row.iter_mut().zip(&wpe[t * c..(t + 1) * c]) {
-                            *x += p;
-                        }
-                    }
-                }
-            });
-        }
+        let (bt, n) = (batch * seq, batch * seq * c);
+        let (pre, norm, eps) = (self.spec.placement == Placement::Pre, self.spec.norm, self.eps);
+        let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
+        let p = &self.params;
+        // x₀ = wte[token] (+ wpe[t]).
+        let wpe = self.wpe.map(|i| p[i].value.as_slice());
+        embedding::forward(&tokens[..bt], &p[self.wte].value, wpe, seq, c, &mut self.resid[0][..n]);
         for l in 0..self.dims.n_layer {
             let bi = self.blocks[l];
-            let (before, after) = self.resid.split_at_mut(l + 1);
-            let x = &before[l][..n];
-            let x_out = &mut after[0][..n];
-            let buf = &mut self.bufs[l];
-            let params = &self.params;
-            // Attention input: norm1(x) (pre) or x itself (post).
+            let (done, rest) = self.resid.split_at_mut(l + 1);
+            let (x, x_out) = (&done[l][..n], &mut rest[0][..n]);
+            let b = &mut self.bufs[l];
+            // Attention on u = norm1(x) (pre) or x (post): s1 = x + proj(attn(u·W_qkvᵀ + b)).
             if pre {
-                norm_fwd(
-                    self.spec.norm,
-                    self.eps,
-                    c,
-                    params,
-                    bi.ln_1,
-                    x,
-                    &mut buf.n1[..n],
-                    &mut buf.cache1,
-                );
+                bi.ln_1.forward(norm, eps, c, p, x, &mut b.n1[..n], &mut b.cache1);
             }
-            let attn_in: &[F] = if pre { &buf.n1[..n] } else { x };
-            // qkv = u·W_qkvᵀ + b.
-            linear_into(
-                attn_in,
-                &params[bi.qkv_w].value,
-                &params[bi.qkv_b].value,
-                (bt, 3 * c, c),
-                F::zero(),
-                &mut buf.qkv[..bt * 3 * c],
-            );
-            let rotary = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
-            attention_fwd(buf, batch, seq, h, hd, rotary);
-            // s1 = x + proj(y) + b.
-            buf.s1[..n].copy_from_slice(x);
-            linear_into(
-                &buf.y[..n],
-                &params[bi.proj_w].value,
-                &params[bi.proj_b].value,
-                (bt, c, c),
-                F::one(),
-                &mut buf.s1[..n],
-            );
-            // MLP input: norm2(s1) (pre) or n1 = norm1(s1) (post).
-            if pre {
-                norm_fwd(
-                    self.spec.norm,
-                    self.eps,
-                    c,
-                    params,
-                    bi.ln_2,
-                    &buf.s1[..n],
-                    &mut buf.n2[..n],
-                    &mut buf.cache2,
-                );
-            } else {
-                norm_fwd(
-                    self.spec.norm,
-                    self.eps,
-                    c,
-                    params,
-                    bi.ln_1,
-                    &buf.s1[..n],
-                    &mut buf.n1[..n],
-                    &mut buf.cache1,
-                );
-            }
-            let mlp_in: &[F] = if pre { &buf.n2[..n] } else { &buf.n1[..n] };
-            linear_into(
-                mlp_in,
-                &params[bi.fc_w].value,
-                &params[bi.fc_b].value,
-                (bt, m, c),
-                F::zero(),
-                &mut buf.pre[..bt * m],
-            );
-            // a·f(u − b) + c, with its slope.
-            let biased = match bi.act {
-                Some(idx) => {
-                    broadcast_act_params(params, idx, &mut buf.abc);
-                    true
-                }
-                None => false,
+            let u = if pre { &b.n1[..n] } else { x };
+            let (w, bias) = (&p[bi.qkv_w].value, &p[bi.qkv_b].value);
+            linear::forward(u, w, bias, (bt, 3 * c, c), F::zero(), &mut b.qkv[..bt * 3 * c]);
+            let heads = attention::Buffers {
+                qkv: &mut b.qkv,
+                att: &mut b.att,
+                y: &mut b.y,
+                bh_max: &mut b.bh_max,
+                logit_max: &mut b.logit_max,
             };
-            {
-                let BlockBuffers {
-                    pre: z,
-                    act,
-                    slope,
-                    fu,
-                    abc,
-                    ..
-                } = &mut *buf;
-                let bp = biased.then(|| BiasedParams {
-                    a: &abc[0],
-                    b: &abc[1],
-                    c: &abc[2],
-                });
-                let with_fu = !fu.is_empty();
-                let (acts, slopes) = (Shards::new(&mut act[..bt * m]), Shards::new(&mut slope[..]));
-                let fus = Shards::new(&mut fu[..]);
-                let activation = self.spec.activation;
-                ops::for_row_blocks(bt, &|_, r| {
-                    let e = r.start * m..r.end * m;
-                    let bp = bp.as_ref().map(|p| BiasedParams {
-                        a: p.a,
-                        b: p.b,
-                        c: p.c,
-                    });
-                    // SAFETY: row blocks are disjoint.
-                    unsafe {
-                        activation::forward(
-                            activation,
-                            m,
-                            bp,
-                            &z[e.clone()],
-                            acts.get(e.clone()),
-                            slopes.get(e.clone()),
-                            with_fu.then(|| fus.get(e)),
-                        )
-                    };
-                });
+            attention::forward(heads, batch, seq, h, hd, rope);
+            b.s1[..n].copy_from_slice(x);
+            let (w, bias) = (&p[bi.proj_w].value, &p[bi.proj_b].value);
+            linear::forward(&b.y[..n], w, bias, (bt, c, c), F::one(), &mut b.s1[..n]);
+            // MLP on v = norm2(s1) (pre) or n1 = norm1(s1) (post): fc1, then a·f(u − b) + c.
+            if pre {
+                bi.ln_2.forward(norm, eps, c, p, &b.s1[..n], &mut b.n2[..n], &mut b.cache2);
+            } else {
+                bi.ln_1.forward(norm, eps, c, p, &b.s1[..n], &mut b.n1[..n], &mut b.cache1);
             }
+            let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
+            let (w, bias) = (&p[bi.fc_w].value, &p[bi.fc_b].value);
+            linear::forward(v, w, bias, (bt, m, c), F::zero(), &mut b.pre[..bt * m]);
+            activation_forward(self.spec.activation, p, bi.act, b, bt, m);
             // s2 = base + fc2(act); x' = s2 (pre) or norm2(s2) (post).
-            let mlp_base: &[F] = if pre { &buf.s1[..n] } else { &buf.n1[..n] };
-            let s2: &mut [F] = if pre { &mut *x_out } else { &mut buf.s2[..n] };
-            s2.copy_from_slice(mlp_base);
-            linear_into(
-                &buf.act[..bt * m],
-                &params[bi.fc2_w].value,
-                &params[bi.fc2_b].value,
-                (bt, c, m),
-                F::one(),
-                s2,
-            );
+            let base = if pre { &b.s1[..n] } else { &b.n1[..n] };
+            let s2: &mut [F] = if pre { &mut *x_out } else { &mut b.s2[..n] };
+            s2.copy_from_slice(base);
+            let (w, bias) = (&p[bi.fc2_w].value, &p[bi.fc2_b].value);
+            linear::forward(&b.act[..bt * m], w, bias, (bt, c, m), F::one(), s2);
             if !pre {
-                norm_fwd(
-                    self.spec.norm,
-                    self.eps,
-                    c,
-                    params,
-                    bi.ln_2,
-                    &buf.s2[..n],
-                    x_out,
-                    &mut buf.cache2,
-                );
+                bi.ln_2.forward(norm, eps, c, p, &b.s2[..n], x_out, &mut b.cache2);
             }
         }
         // Head: logits = norm_f(x_L)·W_headᵀ.
         let xl = &self.resid[self.dims.n_layer][..n];
         if pre {
-            norm_fwd(
-                self.spec.norm,
-                self.eps,
-                c,
-                &self.params,
-                self.ln_f,
-                xl,
-                &mut self.xf[..n],
-                &mut self.cache_f,
-            );
+            self.ln_f.forward(norm, eps, c, p, xl, &mut self.xf[..n], &mut self.cache_f);
         } else {
             self.xf[..n].copy_from_slice(xl);
         }
-        ops::gemm(
-            Op::N,
-            Op::T,
-            bt,
-            vocab,
-            c,
-            F::one(),
-            &self.xf[..n],
-            &self.params[self.head_index()].value,
-            F::zero(),
-            &mut self.logits[..bt * vocab],
-        );
+        let w_head = &p[self.head_index()].value;
+        ops::gemm(Op::N, Op::T, bt, vocab, c, F::one(), &self.xf[..n], w_head, F::zero(), &mut self.logits[..bt * vocab]);
     }
 
-    /// Backward from [`Self::d_logits`] (set by [`cross_entropy`]) to every parameter gradient
+    /// Backward from [`Self::d_logits`] (set by the loss) to every parameter gradient
     /// (overwritten). Needs the last forward's buffers and its `tokens`.
     pub fn backward(&mut self, tokens: &[usize]) {
         let GptDims {
             c, h, hd, m, vocab, ..
         } = self.dims;
         let (batch, seq) = (self.batch, self.seq);
-        let bt = batch * seq;
-        let n = bt * c;
-        let pre = self.spec.placement == Placement::Pre;
+        let (bt, n) = (batch * seq, batch * seq * c);
+        let (pre, norm) = (self.spec.placement == Placement::Pre, self.spec.norm);
+        let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
         // Zeroed in parallel, one parameter per item (1.7 MB for the reference model: serial, the
-        // other thread would idle through it).
-        let params_ptr = SendPtr(self.params.as_mut_ptr());
-        crate::engine::pool::run_items(self.params.len(), ops::threads(), &|i| {
-            // SAFETY: item i touches only parameter i, which `self.params` owns.
-            unsafe { (*params_ptr.get().add(i)).grad.fill(F::zero()) }
-        });
-        // Per-block partial sums of the row-parallel reductions (sized once in `new`).
-        let mut partial = std::mem::take(&mut self.partial);
-        let head = self.head_index();
+        // other thread would idle through it). Norms, activations and embeddings accumulate.
+        par::for_each_mut(&mut self.params, |p| p.grad.fill(F::zero()));
+        let partial = &mut self.partial;
+        let params = &mut self.params;
         let [ga, gb, gc] = &mut self.g;
-        // Head: dW_head += dlogitsᵀ·xf; dxf = dlogits·W_head.
+        // Head: dW_head = dlogitsᵀ·xf; ga = dlogits·W_head = ∂L/∂xf.
         let dl = &self.d_logits[..bt * vocab];
-        ops::gemm(
-            Op::T,
-            Op::N,
-            vocab,
-            c,
-            bt,
-            F::one(),
-            dl,
-            &self.xf[..n],
-            F::one(),
-            &mut self.params[head].grad,
-        );
-        ops::gemm(
-            Op::N,
-            Op::N,
-            bt,
-            c,
-            vocab,
-            F::one(),
-            dl,
-            &self.params[head].value,
-            F::zero(),
-            &mut ga[..n],
-        );
+        let head = self.head.unwrap_or(self.wte);
+        let dims = (bt, vocab, c);
+        linear::backward_params(dl, &self.xf[..n], dims, &mut params[head].grad, None, partial);
+        linear::backward_input(dl, &params[head].value, dims, &mut ga[..n]);
         // ga = ∂L/∂x_L.
         if pre {
-            norm_bwd(
-                &mut partial,
-                self.spec.norm,
-                c,
-                &mut self.params,
-                self.ln_f,
-                &self.resid[self.dims.n_layer][..n],
-                &mut ga[..n],
-                &self.cache_f,
-            );
+            let x = &self.resid[self.dims.n_layer][..n];
+            self.ln_f.backward(norm, c, params, x, &mut ga[..n], &self.cache_f, partial);
         }
         for l in (0..self.dims.n_layer).rev() {
             let bi = self.blocks[l];
-            let buf = &mut self.bufs[l];
+            let b = &mut self.bufs[l];
             let x = &self.resid[l][..n];
             // ga = ∂L/∂x'. Post: through norm2 to ∂L/∂s2.
             if !pre {
-                norm_bwd(
-                    &mut partial,
-                    self.spec.norm,
-                    c,
-                    &mut self.params,
-                    bi.ln_2,
-                    &buf.s2[..n],
-                    &mut ga[..n],
-                    &buf.cache2,
-                );
+                bi.ln_2.backward(norm, c, params, &b.s2[..n], &mut ga[..n], &b.cache2, partial);
             }
-            // ga = ∂L/∂s2: fc2.
-            let params = &mut self.params;
-            linear_bwd_params(
-                &mut partial,
-                params,
-                bi.fc2_w,
-                bi.fc2_b,
-                &ga[..n],
-                &buf.act[..bt * m],
-                bt,
-                c,
-                m,
-            );
-            ops::gemm(
-                Op::N,
-                Op::N,
-                bt,
-                m,
-                c,
-                F::one(),
-                &ga[..n],
-                &params[bi.fc2_w].value,
-                F::zero(),
-                &mut self.g_m[..bt * m],
-            );
-            // Activation (its parameters first, while g_m is ∂L/∂h).
+            // ga = ∂L/∂s2: fc2 to g_m = ∂L/∂act, then through the activation to ∂L/∂pre.
             let gm = &mut self.g_m[..bt * m];
-            if let Some(idx) = bi.act {
-                let BlockBuffers {
-                    slope,
-                    fu,
-                    abc_grad,
-                    ..
-                } = &mut *buf;
-                act_params_backward(
-                    params,
-                    idx,
-                    m,
-                    gm,
-                    &slope[..bt * m],
-                    (!fu.is_empty()).then(|| &fu[..bt * m]),
-                    abc_grad,
-                );
-            }
-            {
-                let (gms, slope) = (Shards::new(&mut gm[..]), &buf.slope[..bt * m]);
-                ops::for_row_blocks(bt, &|_, r| {
-                    let e = r.start * m..r.end * m;
-                    // SAFETY: row blocks are disjoint.
-                    activation::backward_input(unsafe { gms.get(e.clone()) }, &slope[e]);
-                });
-            }
-            // fc1: gb = ∂L/∂(mlp input).
-            let mlp_in: &[F] = if pre { &buf.n2[..n] } else { &buf.n1[..n] };
-            linear_bwd_params(&mut partial, params, bi.fc_w, bi.fc_b, gm, mlp_in, bt, m, c);
-            ops::gemm(
-                Op::N,
-                Op::N,
-                bt,
-                c,
-                m,
-                F::one(),
-                gm,
-                &params[bi.fc_w].value,
-                F::zero(),
-                &mut gb[..n],
-            );
+            let fc2 = (bi.fc2_w, bi.fc2_b);
+            linear_backward(params, fc2, &ga[..n], &b.act[..bt * m], (bt, c, m), gm, partial);
+            activation_backward(params, bi.act, b, gm, bt, m);
+            // fc1: gb = ∂L/∂(MLP input).
+            let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
+            linear_backward(params, (bi.fc_w, bi.fc_b), gm, v, (bt, m, c), &mut gb[..n], partial);
             // ga ← ∂L/∂s1.
             if pre {
                 // s2 = s1 + mlp(norm2(s1)).
-                norm_bwd(
-                    &mut partial,
-                    self.spec.norm,
-                    c,
-                    params,
-                    bi.ln_2,
-                    &buf.s1[..n],
-                    &mut gb[..n],
-                    &buf.cache2,
-                );
+                bi.ln_2.backward(norm, c, params, &b.s1[..n], &mut gb[..n], &b.cache2, partial);
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
             } else {
                 // s2 = n1 + mlp(n1), n1 = norm1(s1).
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
-                norm_bwd(
-                    &mut partial,
-                    self.spec.norm,
-                    c,
-                    params,
-                    bi.ln_1,
-                    &buf.s1[..n],
-                    &mut ga[..n],
-                    &buf.cache1,
-                );
+                bi.ln_1.backward(norm, c, params, &b.s1[..n], &mut ga[..n], &b.cache1, partial);
             }
-            // Attention projection: s1 = x + y·W_projᵀ + b.
-            linear_bwd_params(
-                &mut partial,
-                params,
-                bi.proj_w,
-                bi.proj_b,
-                &ga[..n],
-                &buf.y[..n],
-                bt,
-                c,
-                c,
-            );
-            ops::gemm(
-                Op::N,
-                Op::N,
-                bt,
-                c,
-                c,
-                F::one(),
-                &ga[..n],
-                &params[bi.proj_w].value,
-                F::zero(),
-                &mut gc[..n],
-            );
-            // gc = ∂L/∂y → ∂L/∂qkv.
-            let rotary = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
-            attention_bwd(
-                buf,
-                batch,
-                seq,
-                h,
-                hd,
-                rotary,
-                &gc[..n],
-                &mut self.g_qkv[..bt * 3 * c],
-                &mut self.g_att,
-            );
-            let attn_in: &[F] = if pre { &buf.n1[..n] } else { x };
-            linear_bwd_params(
-                &mut partial,
-                params,
-                bi.qkv_w,
-                bi.qkv_b,
-                &self.g_qkv[..bt * 3 * c],
-                attn_in,
-                bt,
-                3 * c,
-                c,
-            );
-            ops::gemm(
-                Op::N,
-                Op::N,
-                bt,
-                c,
-                3 * c,
-                F::one(),
-                &self.g_qkv[..bt * 3 * c],
-                &params[bi.qkv_w].value,
-                F::zero(),
-                &mut gb[..n],
-            );
+            // Attention projection (s1 = x + y·W_projᵀ + b): gc = ∂L/∂y, then ∂L/∂qkv.
+            let proj = (bi.proj_w, bi.proj_b);
+            linear_backward(params, proj, &ga[..n], &b.y[..n], (bt, c, c), &mut gc[..n], partial);
+            let g_qkv = &mut self.g_qkv[..bt * 3 * c];
+            let heads = (&b.qkv[..], &b.att[..]);
+            attention::backward(heads, batch, seq, h, hd, rope, &gc[..n], g_qkv, &mut self.g_att);
+            // qkv: gb = ∂L/∂u, through norm1 (pre) to ∂L/∂x.
+            let u = if pre { &b.n1[..n] } else { x };
+            let qkv = (bi.qkv_w, bi.qkv_b);
+            linear_backward(params, qkv, g_qkv, u, (bt, 3 * c, c), &mut gb[..n], partial);
             if pre {
-                norm_bwd(
-                    &mut partial,
-                    self.spec.norm,
-                    c,
-                    params,
-                    bi.ln_1,
-                    x,
-                    &mut gb[..n],
-                    &buf.cache1,
-                );
+                bi.ln_1.backward(norm, c, params, x, &mut gb[..n], &b.cache1, partial);
             }
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
             ops::add_assign(&mut ga[..n], &gb[..n], c);
         }
-        // Embeddings: each of a fixed number of items owns a block of token ids (of positions)
-        // and adds their rows of g0 in row order, the same sums as one serial pass, whatever
-        // the thread count. Every item scans all the tokens, so there are few items.
-        const ITEMS: usize = 8;
-        let g0 = &ga[..n];
-        {
-            let gw = Shards::new(&mut self.params[self.wte].grad[..]);
-            let per = vocab.div_ceil(ITEMS);
-            crate::engine::pool::run_items(ITEMS, ops::threads(), &|blk| {
-                let ids = blk * per..((blk + 1) * per).min(vocab);
-                for (r, &tok) in tokens[..bt].iter().enumerate() {
-                    if ids.contains(&tok) {
-                        // SAFETY: token `tok`'s row belongs to this item only.
-                        let row = unsafe { gw.get(tok * c..(tok + 1) * c) };
-                        add_into(row, &g0[r * c..(r + 1) * c]);
-                    }
-                }
-            });
-        }
-        if let Some(pi) = self.wpe {
-            let gp = Shards::new(&mut self.params[pi].grad[..]);
-            let per = seq.div_ceil(ITEMS);
-            crate::engine::pool::run_items(ITEMS, ops::threads(), &|blk| {
-                for t in blk * per..((blk + 1) * per).min(seq) {
-                    // SAFETY: position `t`'s row belongs to this item only.
-                    let row = unsafe { gp.get(t * c..(t + 1) * c) };
-                    for b in 0..batch {
-                        let r = b * seq + t;
-                        add_into(row, &g0[r * c..(r + 1) * c]);
-                    }
-                }
-            });
-        }
-        self.partial = partial;
+        // Embeddings (a tied head's gradient is already in wte's).
+        let (wte, wpe) = match self.wpe {
+            Some(i) => {
+                let (te, pe) = pair_mut(params, self.wte, i);
+                (&mut te.grad, Some(&mut pe.grad[..]))
+            }
+            None => (&mut params[self.wte].grad, None),
+        };
+        embedding::backward(&tokens[..bt], &ga[..n], wte, wpe, seq, c);
+    }
+}
+
+/// The MLP's activation `a·f(u − b) + c` of `b.pre` into `b.act`, with its slope (and `f(u − b)`
+/// when `a` is learned), in row blocks over the pool.
+fn activation_forward<F: Float>(
+    activation: crate::nn::activation::Activation,
+    params: &[Param<F>],
+    act_idx: Option<[usize; 3]>,
+    b: &mut BlockBuffers<F>,
+    bt: usize,
+    m: usize,
+) {
+    if let Some(idx) = act_idx {
+        broadcast_act_params(params, idx, &mut b.abc);
+    }
+    let BlockBuffers {
+        pre,
+        act,
+        slope,
+        fu,
+        abc,
+        ..
+    } = b;
+    let with_fu = !fu.is_empty();
+    let parts = (
+        par::rows(&mut act[..bt * m], m),
+        par::rows(&mut slope[..bt * m], m),
+        par::rows(&mut fu[..], if with_fu { m } else { 0 }),
+    );
+    par::for_row_blocks(bt, parts, |_, r, (act, slope, fu)| {
+        let bp = act_idx.map(|_| BiasedParams {
+            a: &abc[0],
+            b: &abc[1],
+            c: &abc[2],
+        });
+        let u = &pre[r.start * m..r.end * m];
+        activation::forward(activation, m, bp, u, act, slope, with_fu.then_some(fu));
+    });
+}
+
+/// Backward of [`activation_forward`]: `g = ∂L/∂act` in, `∂L/∂pre` out; the gradients of a
+/// trainable a, b, c first (they need `∂L/∂act`).
+fn activation_backward<F: Float>(
+    params: &mut [Param<F>],
+    act_idx: Option<[usize; 3]>,
+    b: &mut BlockBuffers<F>,
+    g: &mut [F],
+    bt: usize,
+    m: usize,
+) {
+    if let Some(idx) = act_idx {
+        let fu = (!b.fu.is_empty()).then(|| &b.fu[..bt * m]);
+        act_params_backward(params, idx, m, g, &b.slope[..bt * m], fu, &mut b.abc_grad);
+    }
+    let slope = &b.slope[..bt * m];
+    par::for_row_blocks(bt, par::rows(g, m), |_, r, g| {
+        activation::backward_input(g, &slope[r.start * m..r.end * m]);
+    });
+}
+
+/// Backward of the linear layer `(weight, bias)` of `params`: its parameter gradients
+/// (overwritten) and `dx = ∂L/∂x`, from `g = ∂L/∂y`.
+#[allow(clippy::too_many_arguments)]
+fn linear_backward<F: Float>(
+    params: &mut [Param<F>],
+    (w, b): (usize, usize),
+    g: &[F],
+    x: &[F],
+    dims: linear::Dims,
+    dx: &mut [F],
+    partial: &mut [F],
+) {
+    let (pw, pb) = pair_mut(params, w, b);
+    linear::backward_params(g, x, dims, &mut pw.grad, Some(&mut pb.grad), partial);
+    linear::backward_input(g, &pw.value, dims, dx);
+}
+
+/// Two distinct elements of `v`, both mutable.
+fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
+    assert_ne!(i, j, "pair_mut needs two distinct elements");
+    if i < j {
+        let (a, b) = v.split_at_mut(j);
+        (&mut a[i], &mut b[0])
+    } else {
+        let (a, b) = v.split_at_mut(i);
+        (&mut b[0], &mut a[j])
     }
 }
 
@@ -991,427 +727,4 @@ impl<F: Float> Model<F> for Gpt<F> {
         }
         Some(toks)
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Kernels
-// ---------------------------------------------------------------------------------------------
-
-/// `y ← x·Wᵀ + b + β·y` for `x: [rows, fan_in]`, `W: [fan_out, fan_in]`: β = 0 for a layer's
-/// output, 1 for a residual branch added onto its stream (the bias rides in the GEMM).
-fn linear_into<F: Float>(
-    x: &[F],
-    w: &[F],
-    b: &[F],
-    (rows, fan_out, fan_in): (usize, usize, usize),
-    beta: F,
-    y: &mut [F],
-) {
-    ops::gemm_ex(
-        Op::N,
-        Op::T,
-        rows,
-        fan_out,
-        fan_in,
-        F::one(),
-        (x, fan_in),
-        (w, fan_in),
-        beta,
-        (y, fan_out),
-        Some(b),
-    );
-}
-
-/// `dW += gᵀ·x`, `db += Σ_rows g`.
-#[allow(clippy::too_many_arguments)]
-fn linear_bwd_params<F: Float>(
-    partial: &mut [F],
-    params: &mut [Param<F>],
-    w: usize,
-    b: usize,
-    g: &[F],
-    x: &[F],
-    rows: usize,
-    fan_out: usize,
-    fan_in: usize,
-) {
-    ops::gemm(
-        Op::T,
-        Op::N,
-        fan_out,
-        fan_in,
-        rows,
-        F::one(),
-        g,
-        x,
-        F::one(),
-        &mut params[w].grad,
-    );
-    ops::add_column_sums_par(g, fan_out, &mut params[b].grad, partial);
-}
-
-fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
-    for (a, &v) in acc.iter_mut().zip(x) {
-        *a += v;
-    }
-}
-
-/// The row-local norm over `x: [rows, width]`, in row blocks over the pool.
-#[allow(clippy::too_many_arguments)]
-fn norm_fwd<F: Float>(
-    norm: Norm,
-    eps: F,
-    width: usize,
-    params: &[Param<F>],
-    idx: NormIdx,
-    x: &[F],
-    y: &mut [F],
-    cache: &mut NormCache<F>,
-) {
-    let np = idx.params(params);
-    let rows = x.len() / width;
-    let per_row = matches!(norm, Norm::Layernorm | Norm::Rmsnorm);
-    let per_elem = norm == Norm::Dyt;
-    let (ys, means, rstds, ts) = (
-        Shards::new(y),
-        Shards::new(&mut cache.mean[..]),
-        Shards::new(&mut cache.rstd[..]),
-        Shards::new(&mut cache.t[..]),
-    );
-    ops::for_row_blocks(rows, &|_, r| {
-        let e = r.start * width..r.end * width;
-        let stats = if per_row { r.clone() } else { 0..0 };
-        // SAFETY: row blocks are disjoint.
-        unsafe {
-            norm::rows_forward(
-                norm,
-                width,
-                eps,
-                &x[e.clone()],
-                ys.get(e.clone()),
-                &np,
-                means.get(stats.clone()),
-                rstds.get(stats),
-                ts.get(if per_elem { e } else { 0..0 }),
-            )
-        }
-    });
-}
-
-/// `g`: `∂L/∂y` in, `∂L/∂x` out (a no-op for `norm = "none"`). Row blocks run over the pool;
-/// each block's parameter gradients are summed on their own, then added in block order (the
-/// same sums for any thread count).
-#[allow(clippy::too_many_arguments)]
-fn norm_bwd<F: Float>(
-    partial: &mut [F],
-    norm: Norm,
-    width: usize,
-    params: &mut [Param<F>],
-    idx: NormIdx,
-    x: &[F],
-    g: &mut [F],
-    cache: &NormCache<F>,
-) {
-    if norm == Norm::None {
-        return;
-    }
-    let rows = x.len() / width;
-    let blocks = rows.div_ceil(ops::ROW_BLOCK);
-    // Per block: ∂w [width], ∂b [width], ∂α [1].
-    let stride = 2 * width + 1;
-    let partial = &mut partial[..blocks * stride];
-    partial.fill(F::zero());
-    {
-        let np = idx.params(params);
-        let per_row = matches!(norm, Norm::Layernorm | Norm::Rmsnorm);
-        let (gs, parts) = (Shards::new(g), Shards::new(&mut partial[..]));
-        ops::for_row_blocks(rows, &|blk, r| {
-            let e = r.start * width..r.end * width;
-            let stats = if per_row { r.clone() } else { 0..0 };
-            let t = if norm == Norm::Dyt { e.clone() } else { 0..0 };
-            // SAFETY: row blocks, and their partial rows, are disjoint.
-            let (part, gr) = unsafe {
-                (
-                    parts.get(blk * stride..(blk + 1) * stride),
-                    gs.get(e.clone()),
-                )
-            };
-            let (gw, rest) = part.split_at_mut(width);
-            let (gb, ga) = rest.split_at_mut(width);
-            let grads = NormGrads {
-                weight: gw,
-                bias: norm.has_bias().then_some(gb),
-                alpha: norm.has_alpha().then(|| &mut ga[0]),
-            };
-            norm::rows_backward(
-                norm,
-                width,
-                &x[e],
-                gr,
-                &np,
-                grads,
-                &cache.mean[stats.clone()],
-                &cache.rstd[stats],
-                &cache.t[t],
-            );
-        });
-    }
-    for part in partial.chunks_exact(stride) {
-        if let Some(i) = idx.weight {
-            add_into(&mut params[i].grad, &part[..width]);
-        }
-        if let Some(i) = idx.bias {
-            add_into(&mut params[i].grad, &part[width..2 * width]);
-        }
-        if let Some(i) = idx.alpha {
-            params[i].grad[0] += part[2 * width];
-        }
-    }
-}
-
-/// Rotates the pairs `(x₂ᵢ, x₂ᵢ₊₁)` of one head row by `+t·θᵢ` (`inverse`: by `−t·θᵢ`, which is
-/// the transpose, i.e. the backward pass).
-#[inline]
-fn rotate<F: Float>(x: &mut [F], cos: &[F], sin: &[F], inverse: bool) {
-    for i in 0..cos.len() {
-        let (c, s) = (cos[i], if inverse { -sin[i] } else { sin[i] });
-        let (a, b) = (x[2 * i], x[2 * i + 1]);
-        x[2 * i] = a * c - b * s;
-        x[2 * i + 1] = a * s + b * c;
-    }
-}
-
-/// Causal attention, read straight out of the fused projection: for every sequence `b` and
-/// head, with `q, k, v` the head's `[T, hd]` column blocks of `qkv: [BT, 3C]` (row stride 3C),
-/// `P = softmax(q·kᵀ/√hd + mask)` into `att: [B, H, T, T]` and `y = P·v` into the head's
-/// columns of `y: [BT, C]`; records each head's largest logit. With rotary positions q and k
-/// are rotated in place first. Sequences go to pool threads as they come free (each computed the
-/// same way whichever thread runs it: bit-identical for any thread count).
-fn attention_fwd<F: Float>(
-    buf: &mut BlockBuffers<F>,
-    batch: usize,
-    seq: usize,
-    h: usize,
-    hd: usize,
-    rotary: Option<&(Vec<F>, Vec<F>)>,
-) {
-    let c = h * hd;
-    let tt = seq * seq;
-    let BlockBuffers {
-        qkv,
-        att,
-        y,
-        bh_max,
-        logit_max,
-        ..
-    } = buf;
-    let scale = F::of(1.0 / (hd as f64).sqrt());
-    let (qkvs, atts, ys, maxes) = (
-        Shards::new(&mut qkv[..batch * seq * 3 * c]),
-        Shards::new(&mut att[..batch * h * tt]),
-        Shards::new(&mut y[..batch * seq * c]),
-        Shards::new(&mut bh_max[..batch * h]),
-    );
-    crate::engine::pool::run_items(batch, ops::threads(), &|b| {
-        // SAFETY: each sequence's rows (and its heads' blocks) belong to one task.
-        let (qkv, att, y, maxes) = unsafe {
-            (
-                qkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
-                atts.get(b * h * tt..(b + 1) * h * tt),
-                ys.get(b * seq * c..(b + 1) * seq * c),
-                maxes.get(b * h..(b + 1) * h),
-            )
-        };
-        if let Some(rope) = rotary {
-            rotate_qk(qkv, seq, h, hd, rope, false);
-        }
-        let qkv: &[F] = qkv;
-        for head in 0..h {
-            let p = &mut att[head * tt..(head + 1) * tt];
-            let (q, k, v) = (
-                &qkv[head * hd..],
-                &qkv[c + head * hd..],
-                &qkv[2 * c + head * hd..],
-            );
-            ops::gemm_ex(
-                Op::N,
-                Op::T,
-                seq,
-                seq,
-                hd,
-                scale,
-                (q, 3 * c),
-                (k, 3 * c),
-                F::zero(),
-                (&mut p[..], seq),
-                None,
-            );
-            maxes[head] = causal_softmax(p, seq);
-            ops::gemm_ex(
-                Op::N,
-                Op::N,
-                seq,
-                hd,
-                seq,
-                F::one(),
-                (&p[..], seq),
-                (v, 3 * c),
-                F::zero(),
-                (&mut y[head * hd..], c),
-                None,
-            );
-        }
-    });
-    logit_max.fill(F::neg_infinity());
-    for (bh, &m) in bh_max[..batch * h].iter().enumerate() {
-        logit_max[bh % h] = logit_max[bh % h].max(m);
-    }
-}
-
-/// Row-wise softmax of the lower triangle of `p: [T, T]` (zero above the diagonal), in place;
-/// returns the largest logit.
-fn causal_softmax<F: Float>(p: &mut [F], seq: usize) -> F {
-    let mut m = F::neg_infinity();
-    for i in 0..seq {
-        let row = &mut p[i * seq..(i + 1) * seq];
-        let (live, masked) = row.split_at_mut(i + 1);
-        // Separate passes, so each vectorizes (the reductions run over fixed lanes).
-        let mx = ops::max(live);
-        m = m.max(mx);
-        for s in live.iter_mut() {
-            *s = (*s - mx).exp_();
-        }
-        let inv = F::one() / ops::sum(live);
-        for s in live.iter_mut() {
-            *s *= inv;
-        }
-        masked.fill(F::zero());
-    }
-    m
-}
-
-/// Rotates (`inverse`: un-rotates, the backward pass) the q and k blocks of one sequence's rows
-/// of a `[T, 3C]` buffer.
-fn rotate_qk<F: Float>(
-    rows: &mut [F],
-    seq: usize,
-    h: usize,
-    hd: usize,
-    rope: &(Vec<F>, Vec<F>),
-    inverse: bool,
-) {
-    let (c, half) = (h * hd, hd / 2);
-    for t in 0..seq {
-        let row = &mut rows[t * 3 * c..(t + 1) * 3 * c];
-        let (cos, sin) = (
-            &rope.0[t * half..(t + 1) * half],
-            &rope.1[t * half..(t + 1) * half],
-        );
-        for head in 0..2 * h {
-            rotate(&mut row[head * hd..(head + 1) * hd], cos, sin, inverse);
-        }
-    }
-}
-
-/// Backward of [`attention_fwd`]: from `dy = ∂L/∂y: [BT, C]` to `dqkv = ∂L/∂qkv: [BT, 3C]`
-/// (un-rotated back to the projection's output), per head: `dv = Pᵀ·dy`, `dP = dy·vᵀ`,
-/// `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`, `dk = dSᵀ·q/√hd`; `dp: [B, H, T, T]` is
-/// scratch. Split over sequences like the forward pass.
-#[allow(clippy::too_many_arguments)]
-fn attention_bwd<F: Float>(
-    buf: &BlockBuffers<F>,
-    batch: usize,
-    seq: usize,
-    h: usize,
-    hd: usize,
-    rotary: Option<&(Vec<F>, Vec<F>)>,
-    dy: &[F],
-    dqkv: &mut [F],
-    dp: &mut [F],
-) {
-    let c = h * hd;
-    let tt = seq * seq;
-    let scale = F::of(1.0 / (hd as f64).sqrt());
-    let (dqkvs, dps) = (
-        Shards::new(&mut dqkv[..batch * seq * 3 * c]),
-        Shards::new(&mut dp[..batch * h * tt]),
-    );
-    crate::engine::pool::run_items(batch, ops::threads(), &|b| {
-        // SAFETY: each sequence's rows belong to one task.
-        let (g, dp) = unsafe {
-            (
-                dqkvs.get(b * seq * 3 * c..(b + 1) * seq * 3 * c),
-                dps.get(b * h * tt..(b + 1) * h * tt),
-            )
-        };
-        let qkv = &buf.qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
-        let att = &buf.att[b * h * tt..(b + 1) * h * tt];
-        let dy = &dy[b * seq * c..(b + 1) * seq * c];
-        for head in 0..h {
-            let (q, k, v) = (
-                &qkv[head * hd..],
-                &qkv[c + head * hd..],
-                &qkv[2 * c + head * hd..],
-            );
-            let (p, dp, dyh) = (
-                &att[head * tt..(head + 1) * tt],
-                &mut dp[head * tt..(head + 1) * tt],
-                &dy[head * hd..],
-            );
-            let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
-                ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
-            };
-            gemm(
-                Op::T,
-                Op::N,
-                hd,
-                seq,
-                F::one(),
-                (p, seq),
-                (dyh, c),
-                (&mut g[2 * c + head * hd..], 3 * c),
-            );
-            gemm(
-                Op::N,
-                Op::T,
-                seq,
-                hd,
-                F::one(),
-                (dyh, c),
-                (v, 3 * c),
-                (&mut dp[..], seq),
-            );
-            for i in 0..seq {
-                let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
-                let dot = ops::dot(&pr[..=i], &dr[..=i]);
-                for j in 0..=i {
-                    dr[j] = pr[j] * (dr[j] - dot);
-                }
-                dr[i + 1..].fill(F::zero());
-            }
-            gemm(
-                Op::N,
-                Op::N,
-                hd,
-                seq,
-                scale,
-                (&dp[..], seq),
-                (k, 3 * c),
-                (&mut g[head * hd..], 3 * c),
-            );
-            gemm(
-                Op::T,
-                Op::N,
-                hd,
-                seq,
-                scale,
-                (&dp[..], seq),
-                (q, 3 * c),
-                (&mut g[c + head * hd..], 3 * c),
-            );
-        }
-        if let Some(rope) = rotary {
-            rotate_qk(g, seq, h, hd, rope, true);
-        }
-    });
 }

@@ -70,6 +70,8 @@ pub struct Mlp<F> {
     pub d_output: Vec<F>,
     /// Ping-pong gradient buffers `[capacity, max width]`.
     grad: [Vec<F>; 2],
+    /// Per-row-block partial sums of the norms' parameter gradients.
+    partial: Vec<F>,
     /// Rows in the last forward pass.
     pub rows: usize,
     capacity: usize,
@@ -254,6 +256,7 @@ impl<F: Float> Mlp<F> {
             output: zeros(capacity * output),
             d_output: zeros(capacity * output),
             grad: [zeros(capacity * max_width), zeros(capacity * max_width)],
+            partial: zeros(norm::partial_len(capacity, max_width)),
             rows: 0,
             capacity,
             init: ip,
@@ -468,7 +471,7 @@ impl<F: Float> Mlp<F> {
                 &mut self.params[self.out_weight].grad,
             );
             if let Some(bi) = self.out_bias {
-                ops::add_column_sums(g, out_dim, &mut self.params[bi].grad);
+                ops::column_sums_by_columns(g, out_dim, &mut self.params[bi].grad);
             }
             if depth > 0 {
                 ops::gemm(
@@ -501,6 +504,7 @@ impl<F: Float> Mlp<F> {
                     &buf.act[..n],
                     g,
                     &buf.cache,
+                    &mut self.partial,
                 );
             }
             // Activation: parameter gradients first (they need ∂L/∂h), then ∂L/∂u = ∂L/∂h · slope.
@@ -535,6 +539,7 @@ impl<F: Float> Mlp<F> {
                     &buf.pre[..n],
                     g,
                     &buf.cache,
+                    &mut self.partial,
                 );
             }
             // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
@@ -552,7 +557,7 @@ impl<F: Float> Mlp<F> {
                 &mut self.params[hp.weight].grad,
             );
             if let Some(bi) = hp.bias {
-                ops::add_column_sums(g, width, &mut self.params[bi].grad);
+                ops::column_sums_by_columns(g, width, &mut self.params[bi].grad);
             }
             if l > 0 {
                 ops::gemm(

@@ -257,8 +257,26 @@ impl NormIdx {
         }
     }
 
+    /// A row norm's forward pass over `x: [rows, width]` into `y` (row blocks over the pool).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward<F: Float>(
+        self,
+        norm: Norm,
+        eps: F,
+        width: usize,
+        params: &[Param<F>],
+        x: &[F],
+        y: &mut [F],
+        cache: &mut NormCache<F>,
+    ) {
+        let np = self.params(params);
+        norm::forward(norm, Mode::Train, width, eps, x, y, &np, None, cache);
+    }
+
     /// The norm's backward pass over `x: [rows, width]`; `g`: `∂L/∂y` in, `∂L/∂x` out. Parameter
-    /// gradients accumulate (moved out of `params` and back: a move, not an allocation).
+    /// gradients accumulate (moved out of `params` and back: a move, not an allocation);
+    /// `partial` is [`norm::backward`]'s scratch.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward<F: Float>(
         self,
         norm: Norm,
@@ -267,6 +285,7 @@ impl NormIdx {
         x: &[F],
         g: &mut [F],
         cache: &NormCache<F>,
+        partial: &mut [F],
     ) {
         let take = |params: &mut [Param<F>], i: Option<usize>| {
             i.map(|i| std::mem::take(&mut params[i].grad))
@@ -281,7 +300,7 @@ impl NormIdx {
                 bias: gb.as_deref_mut(),
                 alpha: galpha.as_mut(),
             };
-            norm::backward(norm, width, x, g, &np, grads, cache);
+            norm::backward(norm, width, x, g, &np, grads, cache, partial);
         }
         if let Some(i) = self.weight {
             params[i].grad = gw;

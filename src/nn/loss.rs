@@ -1,8 +1,7 @@
 //! Losses with PyTorch's default reductions, returning the loss and writing `∂L/∂output`:
 //! MSE and cross-entropy over feature rows, and the language model's cross-entropy over tokens.
 
-use crate::engine::ops::{self, Shards};
-use crate::engine::Float;
+use crate::engine::{ops, par, Float};
 use crate::spec::LossKind;
 
 /// Loss value (f64), the samples it averages over and, for classification, how many of them
@@ -189,15 +188,17 @@ fn cross_entropy_blocks<F: Float>(
 ) {
     let with_grad = grad.is_some();
     let mut no_grad: [F; 0] = [];
-    let grads = Shards::new(grad.unwrap_or(&mut no_grad));
-    let parts = Shards::new(partial);
-    ops::for_row_blocks(rows, &|blk, block| {
+    let grad = grad.unwrap_or(&mut no_grad);
+    let g_width = if with_grad { vocab } else { 0 };
+    let parts = (par::rows(grad, g_width), par::slot(partial, 1));
+    par::for_row_blocks(rows, parts, |_, block, (grads, part)| {
         let (mut sum, mut correct) = (0.0f64, 0usize);
+        let first = block.start;
         for r in block {
             let t = targets[r];
             let z = &logits[r * vocab..(r + 1) * vocab];
-            // SAFETY: row blocks are disjoint.
-            let g = with_grad.then(|| unsafe { grads.get(r * vocab..(r + 1) * vocab) });
+            let at = (r - first) * vocab;
+            let g = with_grad.then(|| &mut grads[at..at + vocab]);
             if t == IGNORE {
                 if let Some(g) = g {
                     g.fill(F::zero());
@@ -231,8 +232,7 @@ fn cross_entropy_blocks<F: Float>(
                 }
             }
         }
-        // SAFETY: one slot per block.
-        unsafe { parts.get(blk..blk + 1)[0] = (sum, correct) };
+        part[0] = (sum, correct);
     });
 }
 

@@ -1,6 +1,9 @@
 //! Layers with explicit forward and backward passes. They use only [`crate::engine`].
 
 pub mod activation;
+pub mod attention;
+pub mod embedding;
 pub mod init;
+pub mod linear;
 pub mod loss;
 pub mod norm;

@@ -10,7 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{ops, Float};
+use crate::engine::ops::ROW_BLOCK;
+use crate::engine::{ops, par, Float};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,8 +123,19 @@ pub fn forward<F: Float>(
     let w = p.weight;
     match norm {
         Norm::None | Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => {
+            // Row-local: row blocks over the pool, each writing its rows' outputs and stats.
+            let (per_row, per_elem) = stat_widths(norm, width);
             let NormCache { mean, rstd, t } = cache;
-            rows_forward(norm, width, eps, x, y, p, mean, rstd, t)
+            let parts = (
+                par::rows(y, width),
+                par::rows(mean, per_row),
+                par::rows(rstd, per_row),
+                par::rows(t, per_elem),
+            );
+            par::for_row_blocks(rows, parts, |_, r, (y, mean, rstd, t)| {
+                let x = &x[r.start * width..r.end * width];
+                rows_forward(norm, width, eps, x, y, p, mean, rstd, t)
+            });
         }
         Norm::Batchnorm => {
             let (mean, rstd) = (&mut cache.mean, &mut cache.rstd);
@@ -255,8 +267,26 @@ pub fn rows_forward<F: Float>(
     }
 }
 
+/// Per-row statistics (`mean`, `rstd`) and per-element ones (`t`) a row norm keeps: how many
+/// values per row of each.
+fn stat_widths(norm: Norm, width: usize) -> (usize, usize) {
+    (
+        usize::from(matches!(norm, Norm::Layernorm | Norm::Rmsnorm)),
+        if norm == Norm::Dyt { width } else { 0 },
+    )
+}
+
+/// Scratch [`backward`] needs for `rows` rows of `width`: one partial sum of the parameter
+/// gradients per row block.
+pub fn partial_len(rows: usize, width: usize) -> usize {
+    rows.div_ceil(ROW_BLOCK) * (2 * width + 1)
+}
+
 /// Backward: `g` holds `∂L/∂y` on entry and `∂L/∂x` on exit; parameter gradients accumulate.
-/// Assumes the forward ran in [`Mode::Train`] on the same `x`.
+/// Assumes the forward ran in [`Mode::Train`] on the same `x`. Row norms run in row blocks over
+/// the pool, each block's parameter gradients summed on their own in `partial` (at least
+/// [`partial_len`]) and then added in block order: the same sums for any thread count.
+#[allow(clippy::too_many_arguments)]
 pub fn backward<F: Float>(
     norm: Norm,
     width: usize,
@@ -265,21 +295,61 @@ pub fn backward<F: Float>(
     p: &NormParams<'_, F>,
     grads: NormGrads<'_, F>,
     cache: &NormCache<F>,
+    partial: &mut [F],
 ) {
     let rows = x.len() / width;
     let w = p.weight;
     match norm {
-        Norm::None | Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => rows_backward(
-            norm,
-            width,
-            x,
-            g,
-            p,
-            grads,
-            &cache.mean,
-            &cache.rstd,
-            &cache.t,
-        ),
+        Norm::None => {}
+        Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => {
+            let stride = 2 * width + 1;
+            let partial = &mut partial[..partial_len(rows, width)];
+            partial.fill(F::zero());
+            let (per_row, per_elem) = stat_widths(norm, width);
+            let parts = (par::rows(g, width), par::slot(partial, stride));
+            par::for_row_blocks(rows, parts, |_, r, (g, part)| {
+                let (pw, rest) = part.split_at_mut(width);
+                let (pb, pa) = rest.split_at_mut(width);
+                let block_grads = NormGrads {
+                    weight: pw,
+                    bias: norm.has_bias().then_some(pb),
+                    alpha: norm.has_alpha().then(|| &mut pa[0]),
+                };
+                let (stats, elems) = (
+                    r.start * per_row..r.end * per_row,
+                    r.start * per_elem..r.end * per_elem,
+                );
+                rows_backward(
+                    norm,
+                    width,
+                    &x[r.start * width..r.end * width],
+                    g,
+                    p,
+                    block_grads,
+                    &cache.mean[stats.clone()],
+                    &cache.rstd[stats],
+                    &cache.t[elems],
+                );
+            });
+            let NormGrads {
+                weight: gw,
+                bias: mut gb,
+                alpha: mut galpha,
+            } = grads;
+            for part in partial.chunks_exact(stride) {
+                for (a, &v) in gw.iter_mut().zip(&part[..width]) {
+                    *a += v;
+                }
+                if let Some(gb) = gb.as_deref_mut() {
+                    for (a, &v) in gb.iter_mut().zip(&part[width..2 * width]) {
+                        *a += v;
+                    }
+                }
+                if let Some(ga) = galpha.as_deref_mut() {
+                    *ga += part[2 * width];
+                }
+            }
+        }
         Norm::Batchnorm => {
             let NormGrads {
                 weight: gw,

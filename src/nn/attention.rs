@@ -1,0 +1,265 @@
+//! Causal multi-head self-attention read straight out of a fused `[BT, 3C]` q|k|v projection,
+//! with optional rotary positions (Su et al. 2021, RoFormer), forward and backward.
+//!
+//! Shapes: `B` sequences of `T` tokens, `H` heads of width `hd`, `C = H·hd`. `qkv: [BT, 3C]`
+//! (head `i` in columns `i·hd..(i+1)·hd` of each of q, k, v), probabilities `att: [B, H, T, T]`
+//! (zero above the diagonal), output `y: [BT, C]` (heads side by side). Sequences go to pool
+//! threads as they come free, each computed the same way whichever thread runs it.
+
+use crate::engine::ops::{self, Op};
+use crate::engine::{par, Float};
+
+/// Rotary tables `cos(t·θᵢ)`, `sin(t·θᵢ)` `[context, hd/2]`, `θᵢ = base^(−2i/hd)`.
+#[derive(Clone, Debug, Default)]
+pub struct Rope<F> {
+    pub cos: Vec<F>,
+    pub sin: Vec<F>,
+}
+
+impl<F: Float> Rope<F> {
+    pub fn new(context: usize, hd: usize, base: f64) -> Self {
+        let half = hd / 2;
+        let (mut cos, mut sin) = (vec![F::zero(); context * half], vec![F::zero(); context * half]);
+        for t in 0..context {
+            for i in 0..half {
+                let theta = (t as f64) * base.powf(-2.0 * i as f64 / hd as f64);
+                cos[t * half + i] = F::of(theta.cos());
+                sin[t * half + i] = F::of(theta.sin());
+            }
+        }
+        Rope { cos, sin }
+    }
+}
+
+/// Rotates the pairs `(x₂ᵢ, x₂ᵢ₊₁)` of one head row by `+t·θᵢ` (`inverse`: by `−t·θᵢ`, which is
+/// the transpose, i.e. the backward pass).
+#[inline]
+fn rotate<F: Float>(x: &mut [F], cos: &[F], sin: &[F], inverse: bool) {
+    for i in 0..cos.len() {
+        let (c, s) = (cos[i], if inverse { -sin[i] } else { sin[i] });
+        let (a, b) = (x[2 * i], x[2 * i + 1]);
+        x[2 * i] = a * c - b * s;
+        x[2 * i + 1] = a * s + b * c;
+    }
+}
+
+/// Causal attention, read straight out of the fused projection: for every sequence `b` and
+/// head, with `q, k, v` the head's `[T, hd]` column blocks of `qkv: [BT, 3C]` (row stride 3C),
+/// `P = softmax(q·kᵀ/√hd + mask)` into `att: [B, H, T, T]` and `y = P·v` into the head's
+/// columns of `y: [BT, C]`; records each head's largest logit. With rotary positions q and k
+/// are rotated in place first.
+/// The per-head buffers of one attention layer (see the module docs for shapes).
+pub struct Buffers<'a, F> {
+    pub qkv: &'a mut [F],
+    pub att: &'a mut [F],
+    pub y: &'a mut [F],
+    /// Largest pre-softmax logit per (sequence, head) `[B·H]`, and per head `[H]`.
+    pub bh_max: &'a mut [F],
+    pub logit_max: &'a mut [F],
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn forward<F: Float>(
+    buf: Buffers<'_, F>,
+    batch: usize,
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rotary: Option<&Rope<F>>,
+) {
+    let c = h * hd;
+    let tt = seq * seq;
+    let Buffers {
+        qkv,
+        att,
+        y,
+        bh_max,
+        logit_max,
+    } = buf;
+    let scale = F::of(1.0 / (hd as f64).sqrt());
+    let parts = (
+        par::rows(&mut qkv[..batch * seq * 3 * c], seq * 3 * c),
+        par::rows(&mut att[..batch * h * tt], h * tt),
+        par::rows(&mut y[..batch * seq * c], seq * c),
+        par::rows(&mut bh_max[..batch * h], h),
+    );
+    par::for_items(batch, parts, |_, (qkv, att, y, maxes)| {
+        if let Some(rope) = rotary {
+            rotate_qk(qkv, seq, h, hd, rope, false);
+        }
+        let qkv: &[F] = qkv;
+        for head in 0..h {
+            let p = &mut att[head * tt..(head + 1) * tt];
+            let (q, k, v) = (
+                &qkv[head * hd..],
+                &qkv[c + head * hd..],
+                &qkv[2 * c + head * hd..],
+            );
+            ops::gemm_ex(
+                Op::N,
+                Op::T,
+                seq,
+                seq,
+                hd,
+                scale,
+                (q, 3 * c),
+                (k, 3 * c),
+                F::zero(),
+                (&mut p[..], seq),
+                None,
+            );
+            maxes[head] = causal_softmax(p, seq);
+            ops::gemm_ex(
+                Op::N,
+                Op::N,
+                seq,
+                hd,
+                seq,
+                F::one(),
+                (&p[..], seq),
+                (v, 3 * c),
+                F::zero(),
+                (&mut y[head * hd..], c),
+                None,
+            );
+        }
+    });
+    logit_max.fill(F::neg_infinity());
+    for (bh, &m) in bh_max[..batch * h].iter().enumerate() {
+        logit_max[bh % h] = logit_max[bh % h].max(m);
+    }
+}
+
+/// Row-wise softmax of the lower triangle of `p: [T, T]` (zero above the diagonal), in place;
+/// returns the largest logit.
+fn causal_softmax<F: Float>(p: &mut [F], seq: usize) -> F {
+    let mut m = F::neg_infinity();
+    for i in 0..seq {
+        let row = &mut p[i * seq..(i + 1) * seq];
+        let (live, masked) = row.split_at_mut(i + 1);
+        // Separate passes, so each vectorizes (the reductions run over fixed lanes).
+        let mx = ops::max(live);
+        m = m.max(mx);
+        for s in live.iter_mut() {
+            *s = (*s - mx).exp_();
+        }
+        let inv = F::one() / ops::sum(live);
+        for s in live.iter_mut() {
+            *s *= inv;
+        }
+        masked.fill(F::zero());
+    }
+    m
+}
+
+/// Rotates (`inverse`: un-rotates, the backward pass) the q and k blocks of one sequence's rows
+/// of a `[T, 3C]` buffer.
+fn rotate_qk<F: Float>(rows: &mut [F], seq: usize, h: usize, hd: usize, rope: &Rope<F>, inverse: bool) {
+    let (c, half) = (h * hd, hd / 2);
+    for t in 0..seq {
+        let row = &mut rows[t * 3 * c..(t + 1) * 3 * c];
+        let (cos, sin) = (
+            &rope.cos[t * half..(t + 1) * half],
+            &rope.sin[t * half..(t + 1) * half],
+        );
+        for head in 0..2 * h {
+            rotate(&mut row[head * hd..(head + 1) * hd], cos, sin, inverse);
+        }
+    }
+}
+
+/// Backward of [`forward`]: from `dy = ∂L/∂y: [BT, C]` to `dqkv = ∂L/∂qkv: [BT, 3C]`
+/// (un-rotated back to the projection's output), per head: `dv = Pᵀ·dy`, `dP = dy·vᵀ`,
+/// `dS = P ⊙ (dP − rowsum(P ⊙ dP))`, `dq = dS·k/√hd`, `dk = dSᵀ·q/√hd`; `dp: [B, H, T, T]` is
+/// scratch. Split over sequences like the forward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn backward<F: Float>(
+    (qkv, att): (&[F], &[F]),
+    batch: usize,
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rotary: Option<&Rope<F>>,
+    dy: &[F],
+    dqkv: &mut [F],
+    dp: &mut [F],
+) {
+    let c = h * hd;
+    let tt = seq * seq;
+    let scale = F::of(1.0 / (hd as f64).sqrt());
+    let parts = (
+        par::rows(&mut dqkv[..batch * seq * 3 * c], seq * 3 * c),
+        par::rows(&mut dp[..batch * h * tt], h * tt),
+    );
+    par::for_items(batch, parts, |b, (g, dp)| {
+        let qkv = &qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
+        let att = &att[b * h * tt..(b + 1) * h * tt];
+        let dy = &dy[b * seq * c..(b + 1) * seq * c];
+        for head in 0..h {
+            let (q, k, v) = (
+                &qkv[head * hd..],
+                &qkv[c + head * hd..],
+                &qkv[2 * c + head * hd..],
+            );
+            let (p, dp, dyh) = (
+                &att[head * tt..(head + 1) * tt],
+                &mut dp[head * tt..(head + 1) * tt],
+                &dy[head * hd..],
+            );
+            let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
+                ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
+            };
+            gemm(
+                Op::T,
+                Op::N,
+                hd,
+                seq,
+                F::one(),
+                (p, seq),
+                (dyh, c),
+                (&mut g[2 * c + head * hd..], 3 * c),
+            );
+            gemm(
+                Op::N,
+                Op::T,
+                seq,
+                hd,
+                F::one(),
+                (dyh, c),
+                (v, 3 * c),
+                (&mut dp[..], seq),
+            );
+            for i in 0..seq {
+                let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
+                let dot = ops::dot(&pr[..=i], &dr[..=i]);
+                for j in 0..=i {
+                    dr[j] = pr[j] * (dr[j] - dot);
+                }
+                dr[i + 1..].fill(F::zero());
+            }
+            gemm(
+                Op::N,
+                Op::N,
+                hd,
+                seq,
+                scale,
+                (&dp[..], seq),
+                (k, 3 * c),
+                (&mut g[head * hd..], 3 * c),
+            );
+            gemm(
+                Op::T,
+                Op::N,
+                hd,
+                seq,
+                scale,
+                (&dp[..], seq),
+                (q, 3 * c),
+                (&mut g[c + head * hd..], 3 * c),
+            );
+        }
+        if let Some(rope) = rotary {
+            rotate_qk(g, seq, h, hd, rope, true);
+        }
+    });
+}

@@ -1,0 +1,464 @@
+#!/usr/bin/env python3
+"""Parity check of cloudchamber's GPT against an independent JAX implementation.
+
+Usage: gpt_parity.py CASE.safetensors [CASE.safetensors ...]
+
+Each case file is written by `tests/parity_gpt.rs` and holds, in f64:
+
+- the initial parameters under their PyTorch / nanoGPT names (`transformer.wte.weight` [V, C],
+  `transformer.wpe.weight` [context, C], `transformer.h.{l}.ln_1.{weight,bias,alpha}`,
+  `transformer.h.{l}.attn.c_attn.{weight,bias}` [3C, C] (q, k, v stacked in that order),
+  `transformer.h.{l}.attn.c_proj.*`, `transformer.h.{l}.ln_2.*`, `transformer.h.{l}.mlp.c_fc.*`,
+  `transformer.h.{l}.mlp.act.{a,b,c}`, `transformer.h.{l}.mlp.c_proj.*`, `transformer.ln_f.*`,
+  `lm_head.weight` [V, C]); Linear weights are [out, in] as in `torch.nn.Linear`;
+- the K training batches `batch.{k}.tokens` [B, T] and `batch.{k}.targets` [B, T] (token ids;
+  -1 marks a position that is not trained on, `ignore_index` in torch terms);
+- what Rust computed: `rust.loss` [K] (each step's loss, before its update), `rust.grad.{name}`
+  (the gradients of the first step) and `rust.final.{name}` (every parameter after K steps);
+- a JSON description of the case in the safetensors metadata under `case`.
+
+The model is rebuilt here from that description, from the papers and the PyTorch docs rather than
+from the Rust code:
+
+- decoder-only transformer (Radford et al. 2018/2019; nanoGPT's naming): token embedding, plus a
+  learned position embedding or rotary positions; `n_layer` blocks; logits = x · W_headᵀ with
+  W_head = wte when tied (Press & Wolf 2017);
+- pre-norm block (GPT-2): x ← x + attn(ln_1(x)); x ← x + mlp(ln_2(x)); a final ln_f before the
+  head. Post-norm block (Vaswani et al. 2017, "Add & Norm"): x ← ln_1(x + attn(x));
+  x ← ln_2(x + mlp(x)); no final norm;
+- causal multi-head self-attention (Vaswani et al. 2017, eq. 1): softmax(q kᵀ / √d_head) v per
+  head, with future positions masked out, then the output projection;
+- rotary position embedding (Su et al. 2021, RoFormer, eq. 34): within each head, the pairs
+  (x[2i], x[2i+1]) of q and k at position m are rotated by the angle m·θ_i, θ_i = base^(−2i/d_head)
+  (0-based i), i.e. the complex number x[2i] + j·x[2i+1] is multiplied by exp(j·m·θ_i);
+- MLP: c_proj(a · f(c_fc(x) − b) + c), with f as the torch.nn module of that name and (a, b, c)
+  present only when the case has them (scalars [] or per-unit [d_mlp]);
+- norms as torch defines them: `torch.nn.LayerNorm` (biased variance), `torch.nn.RMSNorm`
+  (x / sqrt(mean(x²) + eps) · w), DyT (Zhu et al. 2025: w · tanh(α x) + b, α a learned scalar),
+  or none;
+- loss: `torch.nn.functional.cross_entropy(logits, targets, ignore_index=-1)` (mean over the
+  positions that are trained on).
+
+Gradients come from `jax.grad`; the update is `torch.optim.AdamW` as written in the pseudocode of
+the PyTorch documentation, with weight decay applied exactly to the tensors listed in the case's
+`decay` set (torch with two param groups) and to no other.
+
+Error measure, per tensor: max over elements of |rust − jax| / max(|jax|, floor). For gradients,
+floor = 1e-5 × the largest |jax| gradient of the case, so that elements that are zero up to
+rounding are judged against the scale of the model rather than against their own noise. For final
+parameters, floor = the larger of 1e-6 × the largest |jax| parameter and the gradient floor times
+Σ_t lr_t / (sqrt(v̂_t) + eps) of that element: how far a gradient error of the size the gradient
+check accepts can move it through Adam. That matters only where the gradient is zero up to
+rounding — the attention key bias with learned positions (q·b_k shifts a whole row of scores,
+which softmax ignores) — where Adam divides ~1e-17 of rounding noise by eps and moves the
+parameter by lr/eps = 1e6 times as much, different noise in each implementation; such rows are
+marked with their plain error. A parameter the description does not use, or a parameter it needs
+that Rust does not have, is a mismatch too. The check fails when any error exceeds --tol (default
+1e-9). Exit status: 0 all cases agree, 1 a mismatch, 2 the environment lacks
+jax/numpy/safetensors or a file is malformed.
+"""
+
+import argparse
+import json
+import math
+import sys
+
+try:
+    import numpy as np
+    import jax
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+except ImportError as e:  # pragma: no cover - environment problem, not a parity failure
+    print(
+        f"gpt_parity.py: missing Python dependency ({e}).\n"
+        "Install the parity environment with `bash scripts/test` (it creates .venv with numpy, "
+        "jax and safetensors), or `python3 -m venv .venv && .venv/bin/pip install numpy jax "
+        "safetensors`.",
+        file=sys.stderr,
+    )
+    sys.exit(2)
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+import jax.numpy as jnp  # noqa: E402
+from jax.scipy.special import erf  # noqa: E402
+
+IGNORE_INDEX = -1
+
+# ------------------------------------------------------------------------------------------------
+# Activations: the definitions of the torch.nn modules of the same name.
+# ------------------------------------------------------------------------------------------------
+
+SELU_ALPHA = 1.6732632423543772848170429916717  # torch.nn.SELU
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + jnp.exp(-x))
+
+
+def _elu(x, alpha=1.0):
+    # torch.nn.ELU: x if x > 0 else alpha (exp(x) − 1); the min keeps the unused branch finite.
+    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
+
+
+def _softplus(x, threshold=20.0):
+    # torch.nn.Softplus(beta=1, threshold=20): log(1 + exp(x)), linear beyond the threshold.
+    return jnp.where(x > threshold, x, jnp.log1p(jnp.exp(jnp.minimum(x, threshold))))
+
+
+ACTIVATIONS = {
+    "identity": lambda x: x,
+    "relu": lambda x: jnp.where(x > 0, x, 0.0),
+    "leaky_relu": lambda x: jnp.where(x > 0, x, 0.01 * x),
+    "elu": _elu,
+    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
+    # torch.nn.GELU(): x Φ(x) with the exact normal CDF.
+    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
+    # torch.nn.GELU(approximate="tanh").
+    "gelu_tanh": lambda x: 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))),
+    "silu": lambda x: x * _sigmoid(x),
+    "tanh": jnp.tanh,
+    "sigmoid": _sigmoid,
+    "softplus": _softplus,
+}
+
+# ------------------------------------------------------------------------------------------------
+# Norms over the last axis.
+# ------------------------------------------------------------------------------------------------
+
+
+def layernorm(x, w, b, eps):
+    # torch.nn.LayerNorm(C, eps): (x − E[x]) / sqrt(Var[x] + eps) · w + b, biased variance.
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean((x - mean) ** 2, axis=-1, keepdims=True)
+    return (x - mean) / jnp.sqrt(var + eps) * w + b
+
+
+def rmsnorm(x, w, eps):
+    # torch.nn.RMSNorm(C, eps): x / sqrt(mean(x²) + eps) · w.
+    return x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True) + eps) * w
+
+
+def dyt(x, w, b, alpha):
+    # Dynamic Tanh (Zhu et al. 2025): w · tanh(α x) + b, α one learned scalar.
+    return w * jnp.tanh(alpha * x) + b
+
+
+class DescriptionMismatch(Exception):
+    """The description and Rust's parameter set disagree."""
+
+
+class Params:
+    """The parameters by name, recording which ones the forward pass reads."""
+
+    def __init__(self, values, used):
+        self.values = values
+        self.used = used
+
+    def __getitem__(self, name):
+        if name not in self.values:
+            raise DescriptionMismatch(f"the description needs `{name}`, which Rust does not have")
+        self.used.add(name)
+        return self.values[name]
+
+    def __contains__(self, name):
+        return name in self.values
+
+
+# ------------------------------------------------------------------------------------------------
+# The transformer.
+# ------------------------------------------------------------------------------------------------
+
+
+def rotary(x, base):
+    """RoFormer rotation of x: [B, H, T, d] at positions 0..T−1 (pairs (2i, 2i+1), θ_i =
+    base^(−2i/d)): the pair as a complex number times exp(j·m·θ_i)."""
+    d = x.shape[-1]
+    T = x.shape[-2]
+    theta = base ** (-2.0 * jnp.arange(d // 2) / d)  # [d/2]
+    angle = jnp.arange(T)[:, None] * theta[None, :]  # [T, d/2]
+    cos, sin = jnp.cos(angle), jnp.sin(angle)
+    re, im = x[..., 0::2], x[..., 1::2]
+    out_re = re * cos - im * sin
+    out_im = re * sin + im * cos
+    return jnp.stack([out_re, out_im], axis=-1).reshape(x.shape)
+
+
+def forward(case, p, tokens):
+    """Logits [B, T, V] for tokens [B, T]."""
+    B, T = tokens.shape
+    C, H = case["d_model"], case["n_head"]
+    hd = C // H
+    eps = case["norm_eps"]
+    norm = case["norm"]
+    f = ACTIVATIONS[case["activation"]]
+
+    def linear(name, x):
+        # torch.nn.Linear: x Wᵀ + b.
+        return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+    def apply_norm(name, x):
+        if norm == "none":
+            return x
+        if norm == "layernorm":
+            return layernorm(x, p[f"{name}.weight"], p[f"{name}.bias"], eps)
+        if norm == "rmsnorm":
+            return rmsnorm(x, p[f"{name}.weight"], eps)
+        if norm == "dyt":
+            return dyt(x, p[f"{name}.weight"], p[f"{name}.bias"], p[f"{name}.alpha"].reshape(()))
+        raise ValueError(f"unknown norm {norm!r}")
+
+    def heads(x):  # [B, T, C] → [B, H, T, hd]
+        return x.reshape(B, T, H, hd).transpose(0, 2, 1, 3)
+
+    causal = jnp.tril(jnp.ones((T, T), dtype=bool))
+
+    def attention(pre, x):
+        qkv = linear(f"{pre}.attn.c_attn", x)
+        q, k, v = (heads(qkv[..., i * C:(i + 1) * C]) for i in range(3))
+        if case["positions"] == "rotary":
+            q, k = rotary(q, case["rope_base"]), rotary(k, case["rope_base"])
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+        scores = jnp.where(causal, scores, -jnp.inf)
+        att = jax.nn.softmax(scores, axis=-1)
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
+        return linear(f"{pre}.attn.c_proj", y)
+
+    def mlp(pre, x):
+        u = linear(f"{pre}.mlp.c_fc", x)
+        if f"{pre}.mlp.act.a" in p:
+            a, b, c = (p[f"{pre}.mlp.act.{k}"] for k in "abc")
+            h = a * f(u - b) + c
+        else:
+            h = f(u)
+        return linear(f"{pre}.mlp.c_proj", h)
+
+    x = p["transformer.wte.weight"][tokens]
+    if case["positions"] == "learned":
+        x = x + p["transformer.wpe.weight"][:T]
+    elif case["positions"] != "rotary":
+        raise ValueError(f"unknown positions {case['positions']!r}")
+    for l in range(case["n_layer"]):
+        pre = f"transformer.h.{l}"
+        if case["placement"] == "pre":
+            x = x + attention(pre, apply_norm(f"{pre}.ln_1", x))
+            x = x + mlp(pre, apply_norm(f"{pre}.ln_2", x))
+        elif case["placement"] == "post":
+            x = apply_norm(f"{pre}.ln_1", x + attention(pre, x))
+            x = apply_norm(f"{pre}.ln_2", x + mlp(pre, x))
+        else:
+            raise ValueError(f"unknown placement {case['placement']!r}")
+    if case["placement"] == "pre":
+        x = apply_norm("transformer.ln_f", x)
+    if case["tying"] == "tied":
+        w_head = p["transformer.wte.weight"]
+    elif case["tying"] == "untied":
+        w_head = p["lm_head.weight"]
+    else:
+        raise ValueError(f"unknown tying {case['tying']!r}")
+    return x @ w_head.T
+
+
+def cross_entropy(logits, targets):
+    """torch.nn.functional.cross_entropy(logits, targets, ignore_index=-1), reduction 'mean'."""
+    V = logits.shape[-1]
+    z = logits.reshape(-1, V)
+    t = targets.reshape(-1)
+    keep = t != IGNORE_INDEX
+    safe_t = jnp.where(keep, t, 0)
+    logp = jax.nn.log_softmax(z, axis=-1)
+    nll = -jnp.take_along_axis(logp, safe_t[:, None], axis=-1)[:, 0]
+    return jnp.sum(jnp.where(keep, nll, 0.0)) / jnp.sum(keep)
+
+
+# ------------------------------------------------------------------------------------------------
+# torch.optim.AdamW, from the pseudocode of its documentation (maximize=False, amsgrad=False).
+# ------------------------------------------------------------------------------------------------
+
+
+class AdamW:
+    """Runs on numpy arrays (the same f64 arithmetic as jax.numpy, without compiling every
+    elementwise op). Also accumulates, per element, Σ_t lr_t / (sqrt(v̂_t) + eps): how strongly a
+    gradient error moves the parameter (see `run_case`)."""
+
+    def __init__(self, hyper, names, decay):
+        if hyper["kind"] != "adamw":
+            raise ValueError(f"only adamw is described here (got {hyper['kind']!r})")
+        self.b1, self.b2 = hyper["beta1"], hyper["beta2"]
+        self.eps = hyper["eps"]
+        self.wd = hyper["weight_decay"]
+        self.decay = set(decay)
+        self.t = 0
+        self.m = {n: 0.0 for n in names}
+        self.v = {n: 0.0 for n in names}
+        self.sensitivity = {n: 0.0 for n in names}
+
+    def step(self, params, grads, lr):
+        self.t += 1
+        t = self.t
+        for name, g in grads.items():
+            g = np.asarray(g)
+            theta = params[name]
+            lam = self.wd if name in self.decay else 0.0
+            theta = theta - lr * lam * theta  # θ_t ← θ_{t−1} − γ λ θ_{t−1}
+            self.m[name] = self.b1 * self.m[name] + (1 - self.b1) * g
+            self.v[name] = self.b2 * self.v[name] + (1 - self.b2) * g * g
+            m_hat = self.m[name] / (1 - self.b1**t)
+            v_hat = self.v[name] / (1 - self.b2**t)
+            denom = np.sqrt(v_hat) + self.eps
+            params[name] = theta - lr * m_hat / denom
+            self.sensitivity[name] = self.sensitivity[name] + lr / denom
+
+
+# ------------------------------------------------------------------------------------------------
+# The check.
+# ------------------------------------------------------------------------------------------------
+
+
+def rel_error(rust, ref, floor):
+    rust = np.asarray(rust, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if rust.shape != ref.shape:
+        return math.inf
+    if rust.size == 0:
+        return 0.0
+    denom = np.maximum(np.abs(ref), floor)
+    denom = np.where(denom > 0, denom, 1.0)
+    return float(np.max(np.abs(rust - ref) / denom))
+
+
+def describe(case):
+    return (
+        f"{case['n_layer']} layers, d_model {case['d_model']}, {case['n_head']} heads, "
+        f"d_mlp {case['d_mlp']}, vocab {case['vocab']}, {case['norm']} {case['placement']}-norm, "
+        f"{case['positions']} positions, {case['tying']} head, {case['activation']}; "
+        f"AdamW wd {case['optimizer']['weight_decay']} on {len(case['decay'])} tensors"
+    )
+
+
+def run_case(path, tol):
+    with safe_open(path, framework="numpy") as f:
+        meta = f.metadata() or {}
+    if "case" not in meta:
+        raise ValueError(f"{path}: no `case` metadata")
+    case = json.loads(meta["case"])
+    tensors = load_file(path)
+    name = case["name"]
+    K = case["steps"]
+    lrs = case["lr"]
+    assert len(lrs) == K, "one learning rate per step"
+
+    init = {
+        k: np.asarray(v, dtype=np.float64)
+        for k, v in tensors.items()
+        if not k.startswith(("rust.", "batch."))
+    }
+    trainable = list(case["trainable"])
+    for n in trainable:
+        if n not in init:
+            raise ValueError(f"{path}: trainable `{n}` missing from the initial parameters")
+    unknown_decay = set(case["decay"]) - set(trainable)
+    if unknown_decay:
+        raise ValueError(f"{path}: decayed tensors that are not trained: {sorted(unknown_decay)}")
+    params = {n: init[n] for n in trainable}
+    fixed = {n: jnp.asarray(v) for n, v in init.items() if n not in params}
+    opt = AdamW(case["optimizer"], trainable, case["decay"])
+    used = set()
+
+    def objective(tp, tokens, targets):
+        return cross_entropy(forward(case, Params({**fixed, **tp}, used), tokens), targets)
+
+    value_and_grad = jax.value_and_grad(objective)
+
+    print(f"== {name}: {describe(case)}")
+    losses, grads0 = [], None
+    try:
+        for k in range(K):
+            tokens = jnp.asarray(tensors[f"batch.{k}.tokens"]).astype(jnp.int64)
+            targets = jnp.asarray(tensors[f"batch.{k}.targets"]).astype(jnp.int64)
+            loss, grads = value_and_grad(params, tokens, targets)
+            losses.append(float(loss))
+            if k == 0:
+                grads0 = grads
+            opt.step(params, grads, lrs[k])
+    except DescriptionMismatch as e:
+        print(f"   MISMATCH: {e}")
+        return False, name, math.inf
+
+    rows = []  # (label, error)
+    unused = sorted(set(init) - used)
+    for n in unused:
+        rows.append((f"Rust has `{n}`, which the description does not use", math.inf))
+
+    rust_loss = tensors["rust.loss"]
+    for k in range(K):
+        rows.append((f"loss[step {k}] (jax {losses[k]:.6f})", rel_error(rust_loss[k], losses[k], 0.0)))
+
+    gscale = max(float(np.max(np.abs(g))) for g in grads0.values())
+    gfloor = 1e-5 * gscale
+    for n in trainable:
+        key = f"rust.grad.{n}"
+        if key not in tensors:
+            raise ValueError(f"{path}: missing {key}")
+        rows.append((f"grad step 0 {n}", rel_error(tensors[key], grads0[n], gfloor)))
+
+    # Final parameters: the floor includes Adam's amplification of gradient errors (see the top).
+    final = {**fixed, **params}
+    pscale = max(float(np.max(np.abs(v))) for v in final.values() if v.size)
+    for n in sorted(final):
+        key = f"rust.final.{n}"
+        if key not in tensors:
+            raise ValueError(f"{path}: missing {key}")
+        floor = np.maximum(1e-6 * pscale, gfloor * opt.sensitivity.get(n, 0.0))
+        err = rel_error(tensors[key], final[n], floor)
+        plain = rel_error(tensors[key], final[n], 1e-6 * pscale)
+        note = f" (plain {plain:.2e}: Adam-amplified rounding)" if plain > tol >= err else ""
+        rows.append((f"final {n}{note}", err))
+    extra = sorted(
+        k[len("rust.final."):]
+        for k in tensors
+        if k.startswith("rust.final.") and k[len("rust.final."):] not in final
+    )
+    if extra:
+        raise ValueError(f"{path}: final parameters without an initial value: {extra}")
+
+    worst = max(e for _, e in rows)
+    ok = worst <= tol
+    print(f"   {'ok' if ok else 'MISMATCH'} (max relative error {worst:.2e}, tolerance {tol:.0e})")
+    for label, e in rows:
+        flag = "" if e <= tol else "   <-- exceeds tolerance"
+        print(f"   {e:9.2e}  {label}{flag}")
+    return ok, name, worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("files", nargs="+")
+    ap.add_argument("--tol", type=float, default=1e-9, help="max relative error (default 1e-9, for f64)")
+    args = ap.parse_args()
+    failed, summary = [], []
+    for path in args.files:
+        try:
+            ok, name, worst = run_case(path, args.tol)
+        except (ValueError, KeyError, AssertionError) as e:
+            print(f"gpt_parity.py: malformed case file {path}: {e!r}", file=sys.stderr)
+            sys.exit(2)
+        summary.append((name, worst))
+        if not ok:
+            failed.append(name)
+    print("\nsummary (max relative error per case):")
+    for name, worst in summary:
+        print(f"   {worst:9.2e}  {name}")
+    if failed:
+        print(
+            f"\nPARITY FAILURE: {len(failed)} of {len(summary)} cases disagree with the JAX reference "
+            f"beyond {args.tol:.0e}: {', '.join(failed)}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(f"\nall {len(summary)} cases agree with the JAX reference within {args.tol:.0e}")
+
+
+if __name__ == "__main__":
+    main()
