@@ -89,7 +89,12 @@ pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
     ] {
         let is_y = name.ends_with(".y");
         if tokens {
-            tensors.push((name.to_string(), Dtype::I64, vec![a.nrows(), a.ncols()], int64(a)));
+            tensors.push((
+                name.to_string(),
+                Dtype::I64,
+                vec![a.nrows(), a.ncols()],
+                int64(a),
+            ));
         } else if is_y && classes {
             tensors.push((name.to_string(), Dtype::I64, vec![a.nrows()], int64(a)));
         } else {

@@ -69,21 +69,81 @@ const GPT: &[Family] = &[Family::Gpt];
 /// The registry, in recording order. Names are unique; the order of each family's default list
 /// is part of its resolved specs, and so of their run ids.
 const ENTRIES: &[Entry] = &[
-    Entry { name: "preact", applies: MLP, default_for: MLP },
-    Entry { name: "act", applies: MLP, default_for: MLP },
-    Entry { name: "inactive", applies: MLP, default_for: MLP },
-    Entry { name: "resid_norm", applies: GPT, default_for: GPT },
-    Entry { name: "attn_entropy", applies: GPT, default_for: GPT },
-    Entry { name: "attn_logit_max", applies: GPT, default_for: GPT },
-    Entry { name: "logits", applies: GPT, default_for: GPT },
-    Entry { name: "grad_norm", applies: ALL_FAMILIES, default_for: ALL_FAMILIES },
-    Entry { name: "weight_norm", applies: ALL_FAMILIES, default_for: ALL_FAMILIES },
-    Entry { name: "update_ratio", applies: ALL_FAMILIES, default_for: ALL_FAMILIES },
-    Entry { name: "act_params", applies: MLP, default_for: MLP },
-    Entry { name: "norm_params", applies: MLP, default_for: MLP },
-    Entry { name: "lr", applies: ALL_FAMILIES, default_for: ALL_FAMILIES },
-    Entry { name: "theory", applies: MLP, default_for: MLP },
-    Entry { name: "loss_spike", applies: ALL_FAMILIES, default_for: GPT },
+    Entry {
+        name: "preact",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "act",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "inactive",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "resid_norm",
+        applies: GPT,
+        default_for: GPT,
+    },
+    Entry {
+        name: "attn_entropy",
+        applies: GPT,
+        default_for: GPT,
+    },
+    Entry {
+        name: "attn_logit_max",
+        applies: GPT,
+        default_for: GPT,
+    },
+    Entry {
+        name: "logits",
+        applies: GPT,
+        default_for: GPT,
+    },
+    Entry {
+        name: "grad_norm",
+        applies: ALL_FAMILIES,
+        default_for: ALL_FAMILIES,
+    },
+    Entry {
+        name: "weight_norm",
+        applies: ALL_FAMILIES,
+        default_for: ALL_FAMILIES,
+    },
+    Entry {
+        name: "update_ratio",
+        applies: ALL_FAMILIES,
+        default_for: ALL_FAMILIES,
+    },
+    Entry {
+        name: "act_params",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "norm_params",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "lr",
+        applies: ALL_FAMILIES,
+        default_for: ALL_FAMILIES,
+    },
+    Entry {
+        name: "theory",
+        applies: MLP,
+        default_for: MLP,
+    },
+    Entry {
+        name: "loss_spike",
+        applies: ALL_FAMILIES,
+        default_for: GPT,
+    },
 ];
 
 /// The observable called `name`.
@@ -176,7 +236,12 @@ fn norms_by_group<F: Float>(
         }
     }
     if let Some(s) = emb {
-        out.push(row(c.step, None, &format!("{name}_embedding"), s.sqrt() * scale));
+        out.push(row(
+            c.step,
+            None,
+            &format!("{name}_embedding"),
+            s.sqrt() * scale,
+        ));
     }
     if total {
         out.push(row(c.step, None, name, all.sqrt() * scale));
@@ -305,21 +370,40 @@ mod tests {
     fn registry_is_consistent() {
         for e in ENTRIES {
             assert_eq!(make::<f32>(e.name).map(|o| o.name()), Some(e.name));
-            assert!(e.default_for.iter().all(|f| e.applies.contains(f)), "{}", e.name);
+            assert!(
+                e.default_for.iter().all(|f| e.applies.contains(f)),
+                "{}",
+                e.name
+            );
         }
         // The default lists the first release resolved (run ids hash them).
         assert_eq!(
             defaults(Family::Mlp),
             [
-                "preact", "act", "inactive", "grad_norm", "weight_norm", "update_ratio",
-                "act_params", "norm_params", "lr", "theory"
+                "preact",
+                "act",
+                "inactive",
+                "grad_norm",
+                "weight_norm",
+                "update_ratio",
+                "act_params",
+                "norm_params",
+                "lr",
+                "theory"
             ]
         );
         assert_eq!(
             defaults(Family::Gpt),
             [
-                "resid_norm", "attn_entropy", "attn_logit_max", "logits", "grad_norm",
-                "weight_norm", "update_ratio", "lr", "loss_spike"
+                "resid_norm",
+                "attn_entropy",
+                "attn_logit_max",
+                "logits",
+                "grad_norm",
+                "weight_norm",
+                "update_ratio",
+                "lr",
+                "loss_spike"
             ]
         );
     }

@@ -167,7 +167,10 @@ impl<'de> Deserialize<'de> for ModelSpec {
                         .filter(|(k, v)| def.get(k.as_str()) != Some(v))
                         .map(|(k, _)| format!("model.{k}"))
                         .collect();
-                    return Err(de::Error::custom(format!("{NOT_FOR_GPT}{}", keys.join(", "))));
+                    return Err(de::Error::custom(format!(
+                        "{NOT_FOR_GPT}{}",
+                        keys.join(", ")
+                    )));
                 }
                 Ok(ModelSpec::Gpt {
                     gpt,
@@ -205,7 +208,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
         }
         Ok(None)
     }
-    fn next_value_seed<V: de::DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+    fn next_value_seed<V: de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, A::Error> {
         self.inner.next_value_seed(seed)
     }
 }

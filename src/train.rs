@@ -191,7 +191,8 @@ fn train_typed<F: Float>(
         };
     }
 
-    for step in steps_done..tr.steps {
+    let first_step = steps_done;
+    for step in first_step..tr.steps {
         // Stop when asked (Ctrl-C): checkpoint where we are and report the run as interrupted.
         if crate::interrupt::requested() {
             save_checkpoint!();
@@ -234,7 +235,11 @@ fn train_typed<F: Float>(
         if log_now || diverged {
             rows.push(metric(step, "train_loss", last.loss));
             if let Some(c) = last.correct {
-                rows.push(metric(step, "train_acc", c as f64 / last.counted.max(1) as f64));
+                rows.push(metric(
+                    step,
+                    "train_acc",
+                    c as f64 / last.counted.max(1) as f64,
+                ));
             }
         }
         // Every step's loss, for the observables that watch all of them (loss spikes).
@@ -314,7 +319,9 @@ fn train_typed<F: Float>(
         progress(steps_done, last.loss);
 
         // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
-        if tr.checkpoint_every > 0 && steps_done % tr.checkpoint_every == 0 && steps_done < tr.steps
+        if tr.checkpoint_every > 0
+            && steps_done.is_multiple_of(tr.checkpoint_every)
+            && steps_done < tr.steps
         {
             save_checkpoint!();
         }
@@ -329,7 +336,13 @@ fn train_typed<F: Float>(
     // Final evaluation of the trained parameters, at the step count reached — unless those very
     // parameters were just evaluated (a run that diverged on an evaluation step).
     let (train_eval, test_eval) = if last_eval == Some(steps_done) {
-        evaluate(&mut *model, &train_set, &test_set, steps_done, &mut Vec::new())
+        evaluate(
+            &mut *model,
+            &train_set,
+            &test_set,
+            steps_done,
+            &mut Vec::new(),
+        )
     } else {
         let r = evaluate(&mut *model, &train_set, &test_set, steps_done, &mut rows);
         if let Some(s) = &sequence {
@@ -428,12 +441,7 @@ fn metric(step: u64, name: &str, value: f64) -> MetricRow {
 
 impl Outcome {
     /// A run stopped when asked (Ctrl-C) before step `steps`: no final evaluation.
-    fn interrupted(
-        steps: u64,
-        final_batch_loss: f64,
-        wall_seconds: f64,
-        n_params: usize,
-    ) -> Self {
+    fn interrupted(steps: u64, final_batch_loss: f64, wall_seconds: f64, n_params: usize) -> Self {
         Outcome {
             status: RunStatus::Interrupted,
             steps,

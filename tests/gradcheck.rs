@@ -8,9 +8,7 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
-use cloudchamber::spec::{
-    ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable,
-};
+use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable};
 
 const IN: usize = 5;
 const OUT: usize = 3;

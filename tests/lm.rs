@@ -171,6 +171,25 @@ fn specs_validate_with_a_key_and_a_hint() {
     )
     .unwrap_err();
     assert!(e.to_string().contains("heads"), "{e}");
+    // The MLP's keys mean nothing to a transformer: refused, naming the key.
+    let e = spec::parse(
+        "[task.markov]\n[model]\nwidth = 64\n[model.gpt]\n",
+        Path::new("x.toml"),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("model.width"), "{e}");
+    assert!(e.hints().join(" ").contains("[model.gpt]"), "{e:?}");
+    // `dtype` and `norm_eps` of [model] do apply.
+    spec::parse(
+        "[task.markov]\n[model]\ndtype = \"f64\"\nnorm_eps = 1e-6\n[model.gpt]\n",
+        Path::new("x.toml"),
+        &[],
+    )
+    .unwrap();
+    // A typo of the section is an unknown key of [model] that suggests it.
+    let e = spec::parse("[task.markov]\n[model.gtp]\n", Path::new("x.toml"), &[]).unwrap_err();
+    assert!(e.to_string().contains("did you mean `gpt`"), "{e}");
     // MLP specs do not mention the transformer: their run ids are unchanged.
     let mlp = spec::parse("[task.modular]\n", Path::new("x.toml"), &[]).unwrap();
     assert!(!mlp.to_json().contains("gpt"));
@@ -178,4 +197,68 @@ fn specs_validate_with_a_key_and_a_hint() {
     let g = spec::parse(MARKOV, Path::new("x.toml"), &[]).unwrap();
     let again = spec::parse(&g.to_toml(), Path::new("x.toml"), &[]).unwrap();
     assert_eq!(g.run_id(), again.run_id());
+}
+
+/// The GPT goes through the same loop as the MLP: it records the sharpness, and
+/// `output.save_data` writes its token windows (int64, untrained targets as −100, PyTorch's
+/// `ignore_index`).
+#[test]
+fn gpt_records_sharpness_and_saves_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[task.modular_sequence]
+p = 7
+[model]
+dtype = "f64"
+[model.gpt]
+n_layer = 1
+d_model = 8
+n_head = 2
+[train]
+steps = 4
+batch_size = 8
+[observe]
+sharpness_every = 2
+sharpness_iters = 20
+[output]
+save_data = true
+"#;
+    let spec = spec::parse(text, Path::new("m.toml"), &[]).unwrap();
+    let data = spec.task.generate(0, Path::new(".")).unwrap();
+    let mut rows: Vec<MetricRow> = Vec::new();
+    train::train(
+        &spec,
+        &data,
+        &mut rows,
+        Some(dir.path()),
+        false,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let sharp: Vec<(u64, f64)> = rows
+        .iter()
+        .filter(|r| r.name == "sharpness")
+        .map(|r| (r.step, r.value))
+        .collect();
+    assert_eq!(sharp.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 2]);
+    assert!(
+        sharp.iter().all(|s| s.1.is_finite() && s.1 != 0.0),
+        "{sharp:?}"
+    );
+
+    let bytes = std::fs::read(dir.path().join("data.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let y = st.tensor("train.y").unwrap();
+    assert_eq!(y.dtype(), safetensors::Dtype::I64);
+    assert_eq!(y.shape(), [data.n_train(), 3]);
+    let ids: Vec<i64> = y
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    // `a b =` → only the answer is trained on.
+    for (i, row) in ids.chunks_exact(3).enumerate() {
+        assert_eq!(&row[..2], [-100, -100]);
+        assert_eq!(row[2] as f64, data.train_y[[i, 2]]);
+    }
 }

@@ -18,9 +18,7 @@ use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
 use cloudchamber::optim::{lr_at, Hyper, OptimState, Optimizer, Schedule};
-use cloudchamber::spec::{
-    ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable,
-};
+use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable};
 use safetensors::tensor::{Dtype, TensorView};
 
 const IN: usize = 5;

@@ -216,7 +216,11 @@ fn print() {
 #[test]
 fn every_example_keeps_its_run_id() {
     let got = ids();
-    assert_eq!(got.len(), PINNED.len(), "examples were added or removed: update PINNED");
+    assert_eq!(
+        got.len(),
+        PINNED.len(),
+        "examples were added or removed: update PINNED"
+    );
     for ((f, i, id), (pf, pi, pid)) in got.iter().zip(PINNED) {
         assert_eq!((f.as_str(), *i), (*pf, *pi));
         assert_eq!(id, pid, "{f} run {i}: the run id changed");
@@ -247,12 +251,24 @@ fn a_key_added_at_its_default_keeps_every_id() {
         let s = spec::load(&path, &[]).unwrap().spec;
         let id = s.run_id();
         let mut v = serde_json::to_value(&s).unwrap();
-        assert_eq!(spec::id_of(v.clone(), later), id, "{path:?}: id_of differs from run_id");
+        assert_eq!(
+            spec::id_of(v.clone(), later),
+            id,
+            "{path:?}: id_of differs from run_id"
+        );
         v["model"]["width_mult"] = serde_json::json!(1.0);
         v["train"]["new_mode"] = serde_json::json!("standard");
-        assert_eq!(spec::id_of(v.clone(), later), id, "{path:?}: the defaulted keys changed the id");
+        assert_eq!(
+            spec::id_of(v.clone(), later),
+            id,
+            "{path:?}: the defaulted keys changed the id"
+        );
         v["model"]["width_mult"] = serde_json::json!(2.0);
-        assert_ne!(spec::id_of(v.clone(), later), id, "{path:?}: a non-default value kept the id");
+        assert_ne!(
+            spec::id_of(v.clone(), later),
+            id,
+            "{path:?}: a non-default value kept the id"
+        );
         // Not registered: any new key changes the id (the registry is what keeps ids stable).
         v["model"]["width_mult"] = serde_json::json!(1.0);
         assert_ne!(spec::id_of(v, &[]), id);

@@ -52,12 +52,16 @@ unsafe fn advise(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
+// SAFETY: every method forwards to `System` with a layout at least as strict as the caller's
+// (`system_layout` only raises the alignment of large blocks), so the blocks are valid for the
+// caller's layout, and `dealloc`/`realloc` hand `System` back the same layout it allocated with.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let sys = system_layout(layout);
         // SAFETY: forwarding a valid, non-zero-sized layout.
         let ptr = unsafe { System.alloc(sys) };
         if !ptr.is_null() && sys != layout {
+            // SAFETY: `ptr` heads a fresh block of at least `layout.size()` bytes.
             unsafe { advise(ptr, layout.size()) };
         }
         ptr
@@ -116,15 +120,16 @@ mod tests {
     #[test]
     fn allocations_round_trip_across_the_threshold() {
         let a = HugePageAlloc;
+        // SAFETY: each block is used within its layout and freed once, with its layout.
         unsafe {
             let small = Layout::from_size_align(1000, 8).unwrap();
             let p = a.alloc(small);
-            assert!(!p.is_null() && p as usize % 8 == 0);
+            assert!(!p.is_null() && (p as usize).is_multiple_of(8));
             for i in 0..1000 {
                 *p.add(i) = (i % 251) as u8;
             }
             let q = a.realloc(p, small, 3 * HUGE);
-            assert!(!q.is_null() && q as usize % HUGE == 0);
+            assert!(!q.is_null() && (q as usize).is_multiple_of(HUGE));
             assert!((0..1000).all(|i| *q.add(i) == (i % 251) as u8));
             let big = Layout::from_size_align(3 * HUGE, 8).unwrap();
             let r = a.realloc(q, big, 500);
@@ -135,7 +140,7 @@ mod tests {
             for size in [THRESHOLD, 300_000, HUGE + 12345] {
                 let z = Layout::from_size_align(size, 64).unwrap();
                 let p = a.alloc_zeroed(z);
-                assert!(!p.is_null() && p as usize % HUGE == 0);
+                assert!(!p.is_null() && (p as usize).is_multiple_of(HUGE));
                 assert!((0..size).step_by(4093).all(|i| *p.add(i) == 0));
                 a.dealloc(p, z);
             }
@@ -171,6 +176,7 @@ mod tests {
             panic!("no mapping holds {addr:#x}");
         };
         let a = HugePageAlloc;
+        // SAFETY: the block is allocated, inspected by address only, and freed with its layout.
         unsafe {
             let big = Layout::from_size_align(THRESHOLD, 8).unwrap();
             let p = a.alloc(big);

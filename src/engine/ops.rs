@@ -304,9 +304,13 @@ pub fn column_sums_par<F: Float>(g: &[F], width: usize, acc: &mut [F], partial: 
     let rows = g.len() / width;
     let partial = &mut partial[..rows.div_ceil(ROW_BLOCK) * width];
     partial.fill(F::zero());
-    super::par::for_row_blocks(rows, super::par::slot(&mut *partial, width), |_, r, part| {
-        add_column_sums(&g[r.start * width..r.end * width], width, part);
-    });
+    super::par::for_row_blocks(
+        rows,
+        super::par::slot(&mut *partial, width),
+        |_, r, part| {
+            add_column_sums(&g[r.start * width..r.end * width], width, part);
+        },
+    );
     acc.fill(F::zero());
     add_column_sums(partial, width, acc);
 }

@@ -136,7 +136,15 @@ mod tests {
     #[test]
     fn row_blocks_write_disjoint_pieces() {
         use super::super::ops::ROW_BLOCK;
-        for (n, threads) in [(0, 2), (1, 2), (127, 2), (128, 2), (129, 3), (1000, 2), (300, 1)] {
+        for (n, threads) in [
+            (0, 2),
+            (1, 2),
+            (127, 2),
+            (128, 2),
+            (129, 3),
+            (1000, 2),
+            (300, 1),
+        ] {
             let mut a = vec![0u32; n * 3];
             let mut b = vec![0u32; n];
             let mut none: Vec<u32> = Vec::new();
@@ -145,7 +153,12 @@ mod tests {
             ops::with_threads(threads, || {
                 for_row_blocks(
                     n,
-                    (rows(&mut a, 3), rows(&mut b, 1), rows(&mut none, 0), slot(&mut s, 2)),
+                    (
+                        rows(&mut a, 3),
+                        rows(&mut b, 1),
+                        rows(&mut none, 0),
+                        slot(&mut s, 2),
+                    ),
                     |blk, r, (a, b, none, s)| {
                         assert_eq!((a.len(), b.len(), none.len()), (3 * r.len(), r.len(), 0));
                         for v in a.iter_mut().chain(b.iter_mut()) {

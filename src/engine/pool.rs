@@ -24,7 +24,10 @@ type Task<'a> = dyn Fn(usize) + Sync + 'a;
 /// buffer, or only read it.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr<T>(pub T);
+// SAFETY: a `SendPtr` is only built (in `ops` and `sgemm`) around pointers into buffers that
+// outlive the parallel region, whose tasks read them or write disjoint parts of them.
 unsafe impl<T> Sync for SendPtr<T> {}
+// SAFETY: as for `Sync`.
 unsafe impl<T> Send for SendPtr<T> {}
 
 impl<T: Copy> SendPtr<T> {
@@ -44,8 +47,10 @@ struct Worker {
     sleeping: AtomicBool,
     thread: Thread,
 }
-// SAFETY: `job` is handed over through `pending` (release/acquire), see above.
+// SAFETY: `job` is handed over through `pending` (release/acquire), see above; the other
+// fields are atomics and a `Thread` handle.
 unsafe impl Sync for Worker {}
+// SAFETY: as for `Sync`.
 unsafe impl Send for Worker {}
 
 struct Pool {
@@ -90,7 +95,9 @@ fn worker_loop(me: Arc<Worker>) {
         // SAFETY: `run` wrote the job before setting `pending` and keeps the closure alive
         // until we clear it below.
         let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: `pending` is set, so `run` is done writing `job` (see above).
             if let Some((task, index)) = unsafe { *me.job.get() } {
+                // SAFETY: the closure lives until `run` sees `pending` cleared, after this call.
                 unsafe { (*task)(index) }
             }
         }));
@@ -151,6 +158,7 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
     // SAFETY (lifetime erasure): every job is finished — its `pending` cleared — before this
     // function returns, so no worker touches `task` after the borrow ends.
     let task_static: *const Task<'static> =
+        // SAFETY: see the lifetime erasure note above.
         unsafe { std::mem::transmute::<*const Task<'_>, *const Task<'static>>(task) };
     for (i, w) in workers.iter().enumerate() {
         // SAFETY: the worker is idle (`pending` false), so it does not read `job` now.

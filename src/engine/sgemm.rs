@@ -169,6 +169,8 @@ struct Operands {
     bias: Option<*const f32>,
     n: usize,
 }
+// SAFETY: the pointers address the caller's A, B (read only) and C, which outlive the parallel
+// region; tasks write disjoint row or column blocks of C.
 unsafe impl Sync for Operands {}
 
 /// Runs `f` on this thread's buffer `key`, grown to `len` floats and aligned to a cache line
@@ -544,6 +546,7 @@ mod tests {
                         }
                     }
                     let bias = with_bias.then_some(&bias[..]);
+                    // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
                     unsafe {
                         sgemm(
                             m,
@@ -595,6 +598,7 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
         let run = |threads| {
             let mut c = vec![0.5f32; m * n];
+            // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
             unsafe {
                 sgemm(
                     m,

@@ -32,11 +32,11 @@ use crate::nn::activation::{self, BiasedParams};
 use crate::nn::attention::{self, Rope};
 use crate::nn::init::{self, FanMode, Init, InitParams};
 use crate::nn::loss::LossValue;
+pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
 use crate::nn::norm::{self, Mode, NormCache};
 use crate::nn::{embedding, linear};
-use crate::spec::{Granularity, Trainable};
-pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
 pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_BASE};
+use crate::spec::{Granularity, Trainable};
 
 use super::{act_params_backward, broadcast_act_params, Batch, Model, Param, Role};
 
@@ -432,12 +432,23 @@ impl<F: Float> Gpt<F> {
             c, h, hd, m, vocab, ..
         } = self.dims;
         let (bt, n) = (batch * seq, batch * seq * c);
-        let (pre, norm, eps) = (self.spec.placement == Placement::Pre, self.spec.norm, self.eps);
+        let (pre, norm, eps) = (
+            self.spec.placement == Placement::Pre,
+            self.spec.norm,
+            self.eps,
+        );
         let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
         let p = &self.params;
         // x₀ = wte[token] (+ wpe[t]).
         let wpe = self.wpe.map(|i| p[i].value.as_slice());
-        embedding::forward(&tokens[..bt], &p[self.wte].value, wpe, seq, c, &mut self.resid[0][..n]);
+        embedding::forward(
+            &tokens[..bt],
+            &p[self.wte].value,
+            wpe,
+            seq,
+            c,
+            &mut self.resid[0][..n],
+        );
         for l in 0..self.dims.n_layer {
             let bi = self.blocks[l];
             let (done, rest) = self.resid.split_at_mut(l + 1);
@@ -445,11 +456,19 @@ impl<F: Float> Gpt<F> {
             let b = &mut self.bufs[l];
             // Attention on u = norm1(x) (pre) or x (post): s1 = x + proj(attn(u·W_qkvᵀ + b)).
             if pre {
-                bi.ln_1.forward(norm, eps, c, p, x, &mut b.n1[..n], &mut b.cache1);
+                bi.ln_1
+                    .forward(norm, eps, c, p, x, &mut b.n1[..n], &mut b.cache1);
             }
             let u = if pre { &b.n1[..n] } else { x };
             let (w, bias) = (&p[bi.qkv_w].value, &p[bi.qkv_b].value);
-            linear::forward(u, w, bias, (bt, 3 * c, c), F::zero(), &mut b.qkv[..bt * 3 * c]);
+            linear::forward(
+                u,
+                w,
+                bias,
+                (bt, 3 * c, c),
+                F::zero(),
+                &mut b.qkv[..bt * 3 * c],
+            );
             let heads = attention::Buffers {
                 qkv: &mut b.qkv,
                 att: &mut b.att,
@@ -463,9 +482,11 @@ impl<F: Float> Gpt<F> {
             linear::forward(&b.y[..n], w, bias, (bt, c, c), F::one(), &mut b.s1[..n]);
             // MLP on v = norm2(s1) (pre) or n1 = norm1(s1) (post): fc1, then a·f(u − b) + c.
             if pre {
-                bi.ln_2.forward(norm, eps, c, p, &b.s1[..n], &mut b.n2[..n], &mut b.cache2);
+                bi.ln_2
+                    .forward(norm, eps, c, p, &b.s1[..n], &mut b.n2[..n], &mut b.cache2);
             } else {
-                bi.ln_1.forward(norm, eps, c, p, &b.s1[..n], &mut b.n1[..n], &mut b.cache1);
+                bi.ln_1
+                    .forward(norm, eps, c, p, &b.s1[..n], &mut b.n1[..n], &mut b.cache1);
             }
             let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
             let (w, bias) = (&p[bi.fc_w].value, &p[bi.fc_b].value);
@@ -478,18 +499,31 @@ impl<F: Float> Gpt<F> {
             let (w, bias) = (&p[bi.fc2_w].value, &p[bi.fc2_b].value);
             linear::forward(&b.act[..bt * m], w, bias, (bt, c, m), F::one(), s2);
             if !pre {
-                bi.ln_2.forward(norm, eps, c, p, &b.s2[..n], x_out, &mut b.cache2);
+                bi.ln_2
+                    .forward(norm, eps, c, p, &b.s2[..n], x_out, &mut b.cache2);
             }
         }
         // Head: logits = norm_f(x_L)·W_headᵀ.
         let xl = &self.resid[self.dims.n_layer][..n];
         if pre {
-            self.ln_f.forward(norm, eps, c, p, xl, &mut self.xf[..n], &mut self.cache_f);
+            self.ln_f
+                .forward(norm, eps, c, p, xl, &mut self.xf[..n], &mut self.cache_f);
         } else {
             self.xf[..n].copy_from_slice(xl);
         }
         let w_head = &p[self.head_index()].value;
-        ops::gemm(Op::N, Op::T, bt, vocab, c, F::one(), &self.xf[..n], w_head, F::zero(), &mut self.logits[..bt * vocab]);
+        ops::gemm(
+            Op::N,
+            Op::T,
+            bt,
+            vocab,
+            c,
+            F::one(),
+            &self.xf[..n],
+            w_head,
+            F::zero(),
+            &mut self.logits[..bt * vocab],
+        );
     }
 
     /// Backward from [`Self::d_logits`] (set by the loss) to every parameter gradient
@@ -512,12 +546,20 @@ impl<F: Float> Gpt<F> {
         let dl = &self.d_logits[..bt * vocab];
         let head = self.head.unwrap_or(self.wte);
         let dims = (bt, vocab, c);
-        linear::backward_params(dl, &self.xf[..n], dims, &mut params[head].grad, None, partial);
+        linear::backward_params(
+            dl,
+            &self.xf[..n],
+            dims,
+            &mut params[head].grad,
+            None,
+            partial,
+        );
         linear::backward_input(dl, &params[head].value, dims, &mut ga[..n]);
         // ga = ∂L/∂x_L.
         if pre {
             let x = &self.resid[self.dims.n_layer][..n];
-            self.ln_f.backward(norm, c, params, x, &mut ga[..n], &self.cache_f, partial);
+            self.ln_f
+                .backward(norm, c, params, x, &mut ga[..n], &self.cache_f, partial);
         }
         for l in (0..self.dims.n_layer).rev() {
             let bi = self.blocks[l];
@@ -525,38 +567,97 @@ impl<F: Float> Gpt<F> {
             let x = &self.resid[l][..n];
             // ga = ∂L/∂x'. Post: through norm2 to ∂L/∂s2.
             if !pre {
-                bi.ln_2.backward(norm, c, params, &b.s2[..n], &mut ga[..n], &b.cache2, partial);
+                bi.ln_2.backward(
+                    norm,
+                    c,
+                    params,
+                    &b.s2[..n],
+                    &mut ga[..n],
+                    &b.cache2,
+                    partial,
+                );
             }
             // ga = ∂L/∂s2: fc2 to g_m = ∂L/∂act, then through the activation to ∂L/∂pre.
             let gm = &mut self.g_m[..bt * m];
             let fc2 = (bi.fc2_w, bi.fc2_b);
-            linear_backward(params, fc2, &ga[..n], &b.act[..bt * m], (bt, c, m), gm, partial);
+            linear_backward(
+                params,
+                fc2,
+                &ga[..n],
+                &b.act[..bt * m],
+                (bt, c, m),
+                gm,
+                partial,
+            );
             activation_backward(params, bi.act, b, gm, bt, m);
             // fc1: gb = ∂L/∂(MLP input).
             let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
-            linear_backward(params, (bi.fc_w, bi.fc_b), gm, v, (bt, m, c), &mut gb[..n], partial);
+            linear_backward(
+                params,
+                (bi.fc_w, bi.fc_b),
+                gm,
+                v,
+                (bt, m, c),
+                &mut gb[..n],
+                partial,
+            );
             // ga ← ∂L/∂s1.
             if pre {
                 // s2 = s1 + mlp(norm2(s1)).
-                bi.ln_2.backward(norm, c, params, &b.s1[..n], &mut gb[..n], &b.cache2, partial);
+                bi.ln_2.backward(
+                    norm,
+                    c,
+                    params,
+                    &b.s1[..n],
+                    &mut gb[..n],
+                    &b.cache2,
+                    partial,
+                );
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
             } else {
                 // s2 = n1 + mlp(n1), n1 = norm1(s1).
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
-                bi.ln_1.backward(norm, c, params, &b.s1[..n], &mut ga[..n], &b.cache1, partial);
+                bi.ln_1.backward(
+                    norm,
+                    c,
+                    params,
+                    &b.s1[..n],
+                    &mut ga[..n],
+                    &b.cache1,
+                    partial,
+                );
             }
             // Attention projection (s1 = x + y·W_projᵀ + b): gc = ∂L/∂y, then ∂L/∂qkv.
             let proj = (bi.proj_w, bi.proj_b);
-            linear_backward(params, proj, &ga[..n], &b.y[..n], (bt, c, c), &mut gc[..n], partial);
+            linear_backward(
+                params,
+                proj,
+                &ga[..n],
+                &b.y[..n],
+                (bt, c, c),
+                &mut gc[..n],
+                partial,
+            );
             let g_qkv = &mut self.g_qkv[..bt * 3 * c];
             let heads = (&b.qkv[..], &b.att[..]);
-            attention::backward(heads, batch, seq, h, hd, rope, &gc[..n], g_qkv, &mut self.g_att);
+            attention::backward(
+                heads,
+                batch,
+                seq,
+                h,
+                hd,
+                rope,
+                &gc[..n],
+                g_qkv,
+                &mut self.g_att,
+            );
             // qkv: gb = ∂L/∂u, through norm1 (pre) to ∂L/∂x.
             let u = if pre { &b.n1[..n] } else { x };
             let qkv = (bi.qkv_w, bi.qkv_b);
             linear_backward(params, qkv, g_qkv, u, (bt, 3 * c, c), &mut gb[..n], partial);
             if pre {
-                bi.ln_1.backward(norm, c, params, x, &mut gb[..n], &b.cache1, partial);
+                bi.ln_1
+                    .backward(norm, c, params, x, &mut gb[..n], &b.cache1, partial);
             }
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
             ops::add_assign(&mut ga[..n], &gb[..n], c);

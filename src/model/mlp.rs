@@ -9,8 +9,8 @@ use crate::engine::ops::{self, Op};
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, InitParams};
-use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::nn::loss::{self, LossValue};
+use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::spec::{ActParamSpec, Granularity, LossKind, MlpSpec, Trainable};
 use std::any::Any;
 

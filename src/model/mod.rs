@@ -107,10 +107,14 @@ pub fn build<F: Float>(
             Box::new(Gpt::new(gpt, *norm_eps, vocab, context, capacity, rng))
         }
         (ModelSpec::Mlp(_), Shape::Tokens { .. }) => {
-            return Err(mismatch("token windows, which need a transformer ([model.gpt])"))
+            return Err(mismatch(
+                "token windows, which need a transformer ([model.gpt])",
+            ))
         }
         (ModelSpec::Gpt { .. }, Shape::Rows { .. }) => {
-            return Err(mismatch("feature rows; [model.gpt] needs a token-sequence task"))
+            return Err(mismatch(
+                "feature rows; [model.gpt] needs a token-sequence task",
+            ))
         }
     })
 }

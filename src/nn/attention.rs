@@ -19,7 +19,10 @@ pub struct Rope<F> {
 impl<F: Float> Rope<F> {
     pub fn new(context: usize, hd: usize, base: f64) -> Self {
         let half = hd / 2;
-        let (mut cos, mut sin) = (vec![F::zero(); context * half], vec![F::zero(); context * half]);
+        let (mut cos, mut sin) = (
+            vec![F::zero(); context * half],
+            vec![F::zero(); context * half],
+        );
         for t in 0..context {
             for i in 0..half {
                 let theta = (t as f64) * base.powf(-2.0 * i as f64 / hd as f64);
@@ -154,7 +157,14 @@ fn causal_softmax<F: Float>(p: &mut [F], seq: usize) -> F {
 
 /// Rotates (`inverse`: un-rotates, the backward pass) the q and k blocks of one sequence's rows
 /// of a `[T, 3C]` buffer.
-fn rotate_qk<F: Float>(rows: &mut [F], seq: usize, h: usize, hd: usize, rope: &Rope<F>, inverse: bool) {
+fn rotate_qk<F: Float>(
+    rows: &mut [F],
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rope: &Rope<F>,
+    inverse: bool,
+) {
     let (c, half) = (h * hd, hd / 2);
     for t in 0..seq {
         let row = &mut rows[t * 3 * c..(t + 1) * 3 * c];

@@ -4,7 +4,14 @@
 use crate::engine::{par, Float};
 
 /// `x = wte[tokens] (+ wpe[t])`, in row blocks over the pool.
-pub fn forward<F: Float>(tokens: &[usize], wte: &[F], wpe: Option<&[F]>, seq: usize, c: usize, x: &mut [F]) {
+pub fn forward<F: Float>(
+    tokens: &[usize],
+    wte: &[F],
+    wpe: Option<&[F]>,
+    seq: usize,
+    c: usize,
+    x: &mut [F],
+) {
     let rows = x.len() / c;
     par::for_row_blocks(rows, par::rows(x, c), |_, r, block| {
         for (row, i) in block.chunks_exact_mut(c).zip(r) {

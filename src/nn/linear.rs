@@ -9,7 +9,14 @@ pub type Dims = (usize, usize, usize);
 
 /// `y ← x·Wᵀ + b + β·y`: β = 0 for a layer's output, 1 for a residual branch added onto its
 /// stream (the bias rides in the GEMM's epilogue).
-pub fn forward<F: Float>(x: &[F], w: &[F], b: &[F], (rows, fan_out, fan_in): Dims, beta: F, y: &mut [F]) {
+pub fn forward<F: Float>(
+    x: &[F],
+    w: &[F],
+    b: &[F],
+    (rows, fan_out, fan_in): Dims,
+    beta: F,
+    y: &mut [F],
+) {
     ops::gemm_ex(
         Op::N,
         Op::T,
@@ -36,7 +43,18 @@ pub fn backward_params<F: Float>(
     db: Option<&mut [F]>,
     partial: &mut [F],
 ) {
-    ops::gemm(Op::T, Op::N, fan_out, fan_in, rows, F::one(), g, x, F::zero(), dw);
+    ops::gemm(
+        Op::T,
+        Op::N,
+        fan_out,
+        fan_in,
+        rows,
+        F::one(),
+        g,
+        x,
+        F::zero(),
+        dw,
+    );
     if let Some(db) = db {
         ops::column_sums_par(g, fan_out, db, partial);
     }
@@ -44,5 +62,16 @@ pub fn backward_params<F: Float>(
 
 /// `dx = g·W`, overwritten.
 pub fn backward_input<F: Float>(g: &[F], w: &[F], (rows, fan_out, fan_in): Dims, dx: &mut [F]) {
-    ops::gemm(Op::N, Op::N, rows, fan_in, fan_out, F::one(), g, w, F::zero(), dx);
+    ops::gemm(
+        Op::N,
+        Op::N,
+        rows,
+        fan_in,
+        fan_out,
+        F::one(),
+        g,
+        w,
+        F::zero(),
+        dx,
+    );
 }

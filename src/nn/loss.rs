@@ -127,7 +127,6 @@ fn cross_entropy<F: Float>(
     }
 }
 
-
 /// A target that is not trained on (prompt tokens of a modular-arithmetic sequence).
 pub const IGNORE: usize = usize::MAX;
 

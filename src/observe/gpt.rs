@@ -111,8 +111,8 @@ mod tests {
     use super::*;
     use crate::engine::Rng;
     use crate::model::{Batch, Model};
-    use crate::spec::GptSpec;
     use crate::nn::norm::Mode;
+    use crate::spec::GptSpec;
 
     /// Attention entropy of uniform attention is the mean of ln(i+1); resid_norm matches a
     /// direct computation.

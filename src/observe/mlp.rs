@@ -213,8 +213,8 @@ impl<F: Float> Observable<F> for TheoryQ {
 mod theory_tests {
     use super::super::registry;
     use super::*;
-    use crate::model::Batch;
     use crate::engine::Rng;
+    use crate::model::Batch;
     use crate::nn::activation::Activation;
     use crate::nn::init::Init;
     use crate::nn::norm::Mode;
@@ -303,8 +303,8 @@ mod theory_tests {
 mod tests {
     use super::super::registry;
     use super::*;
-    use crate::model::Batch;
     use crate::engine::Rng;
+    use crate::model::Batch;
     use crate::nn::activation::Activation;
     use crate::nn::norm::Mode;
     use crate::spec::MlpSpec;
@@ -354,8 +354,8 @@ mod tests {
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
         )
-            .iter()
-            .for_each(|o| o.observe(&ctx, &mut rows));
+        .iter()
+        .for_each(|o| o.observe(&ctx, &mut rows));
         let (w, b) = (&m.params[0].value, &m.params[1].value);
         let mut z = Vec::new();
         for r in 0..5 {
@@ -419,4 +419,3 @@ mod tests {
         assert_eq!(get(&rows, "update_ratio", Some(1)), 0.0);
     }
 }
-

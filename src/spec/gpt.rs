@@ -6,7 +6,6 @@ use crate::nn::activation::Activation;
 use crate::nn::norm::Norm;
 use crate::spec::BiasedActSpec;
 
-
 /// Where each block's norms sit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

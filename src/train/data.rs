@@ -69,7 +69,11 @@ impl<F: Float> Split<F> {
         let end = start + len;
         match self {
             Split::Rows {
-                x, y, input, y_cols, ..
+                x,
+                y,
+                input,
+                y_cols,
+                ..
             } => Batch::Rows {
                 x: &x[start * input..end * input],
                 y: &y[start * y_cols..end * y_cols],
@@ -87,13 +91,10 @@ impl<F: Float> Split<F> {
     /// Buffers for a gathered batch of up to `cap` samples.
     pub(crate) fn buffers(&self, cap: usize) -> Gathered<F> {
         match self {
-            Split::Rows { input, y_cols, .. } => Gathered::Rows(
-                vec![F::zero(); cap * input],
-                vec![F::zero(); cap * y_cols],
-            ),
-            Split::Tokens { seq, .. } => {
-                Gathered::Tokens(vec![0; cap * seq], vec![0; cap * seq])
+            Split::Rows { input, y_cols, .. } => {
+                Gathered::Rows(vec![F::zero(); cap * input], vec![F::zero(); cap * y_cols])
             }
+            Split::Tokens { seq, .. } => Gathered::Tokens(vec![0; cap * seq], vec![0; cap * seq]),
         }
     }
 
@@ -108,7 +109,11 @@ impl<F: Float> Split<F> {
         match (self, into) {
             (
                 Split::Rows {
-                    x, y, input, y_cols, ..
+                    x,
+                    y,
+                    input,
+                    y_cols,
+                    ..
                 },
                 Gathered::Rows(bx, by),
             ) => {
