@@ -1,7 +1,7 @@
 //! Observables: named reducers over a model's buffers, gradients and parameters, each emitting
 //! tidy rows `(step, layer, name, value)`. One registry ([`registry`]) holds them all, shared
 //! ones first written once for every model, then each family's own (`observe/mlp.rs`,
-//! `observe/gpt.rs`); a new observable is one struct and one line in [`ENTRIES`], and the
+//! `observe/gpt.rs`); a new observable is one struct and one line in `entries`, and the
 //! training loop never changes.
 //!
 //! At a logged step the context holds: the activations and gradients of that step's batch (before
@@ -54,144 +54,62 @@ pub(crate) fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> Me
     }
 }
 
-/// Every observable in recording order: its name, the families it applies to, the families
-/// that record it when `observe.observables` is left out, and its constructor.
-struct Entry {
-    name: &'static str,
-    applies: &'static [Family],
-    default_for: &'static [Family],
-}
-
-const ALL_FAMILIES: &[Family] = &[Family::Mlp, Family::Gpt];
+const ALL: &[Family] = &[Family::Mlp, Family::Gpt];
 const MLP: &[Family] = &[Family::Mlp];
 const GPT: &[Family] = &[Family::Gpt];
 
-/// The registry, in recording order. Names are unique; the order of each family's default list
-/// is part of its resolved specs, and so of their run ids.
-const ENTRIES: &[Entry] = &[
-    Entry {
-        name: "preact",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "act",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "inactive",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "resid_norm",
-        applies: GPT,
-        default_for: GPT,
-    },
-    Entry {
-        name: "attn_entropy",
-        applies: GPT,
-        default_for: GPT,
-    },
-    Entry {
-        name: "attn_logit_max",
-        applies: GPT,
-        default_for: GPT,
-    },
-    Entry {
-        name: "logits",
-        applies: GPT,
-        default_for: GPT,
-    },
-    Entry {
-        name: "grad_norm",
-        applies: ALL_FAMILIES,
-        default_for: ALL_FAMILIES,
-    },
-    Entry {
-        name: "weight_norm",
-        applies: ALL_FAMILIES,
-        default_for: ALL_FAMILIES,
-    },
-    Entry {
-        name: "update_ratio",
-        applies: ALL_FAMILIES,
-        default_for: ALL_FAMILIES,
-    },
-    Entry {
-        name: "act_params",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "norm_params",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "lr",
-        applies: ALL_FAMILIES,
-        default_for: ALL_FAMILIES,
-    },
-    Entry {
-        name: "theory",
-        applies: MLP,
-        default_for: MLP,
-    },
-    Entry {
-        name: "loss_spike",
-        applies: ALL_FAMILIES,
-        default_for: GPT,
-    },
-];
+/// An observable's constructor.
+type Make<F> = fn() -> Box<dyn Observable<F>>;
 
-/// The observable called `name`.
-fn make<F: Float>(name: &str) -> Option<Box<dyn Observable<F>>> {
-    Some(match name {
-        "preact" => Box::new(mlp::PreActivation),
-        "act" => Box::new(mlp::ActivationStats),
-        "inactive" => Box::new(mlp::Inactive),
-        "resid_norm" => Box::new(gpt::ResidNorm),
-        "attn_entropy" => Box::new(gpt::AttnEntropy),
-        "attn_logit_max" => Box::new(gpt::AttnLogitMax),
-        "logits" => Box::new(gpt::Logits),
-        "grad_norm" => Box::new(GradNorm),
-        "weight_norm" => Box::new(WeightNorm),
-        "update_ratio" => Box::new(UpdateRatio),
-        "act_params" => Box::new(mlp::ActParams),
-        "norm_params" => Box::new(mlp::NormParams),
-        "lr" => Box::new(LearningRate),
-        "theory" => Box::new(mlp::TheoryQ),
-        "loss_spike" => Box::new(LossSpikes::default()),
-        _ => return None,
-    })
+/// The registry, in recording order: each observable's name, the families it applies to, the
+/// families that record it when `observe.observables` is left out, and its constructor. The
+/// order of each family's default list is part of its resolved specs, and so of their run ids.
+#[rustfmt::skip]
+fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], Make<F>); 15] {
+    [
+        ("preact", MLP, MLP, || Box::new(mlp::PreActivation)),
+        ("act", MLP, MLP, || Box::new(mlp::ActivationStats)),
+        ("inactive", MLP, MLP, || Box::new(mlp::Inactive)),
+        ("resid_norm", GPT, GPT, || Box::new(gpt::ResidNorm)),
+        ("attn_entropy", GPT, GPT, || Box::new(gpt::AttnEntropy)),
+        ("attn_logit_max", GPT, GPT, || Box::new(gpt::AttnLogitMax)),
+        ("logits", GPT, GPT, || Box::new(gpt::Logits)),
+        ("grad_norm", ALL, ALL, || Box::new(GradNorm)),
+        ("weight_norm", ALL, ALL, || Box::new(WeightNorm)),
+        ("update_ratio", ALL, ALL, || Box::new(UpdateRatio)),
+        ("act_params", MLP, MLP, || Box::new(mlp::ActParams)),
+        ("norm_params", MLP, MLP, || Box::new(mlp::NormParams)),
+        ("lr", ALL, ALL, || Box::new(LearningRate)),
+        ("theory", MLP, MLP, || Box::new(mlp::TheoryQ)),
+        ("loss_spike", ALL, GPT, || Box::<LossSpikes>::default()),
+    ]
 }
 
 /// The observables a family records when `observe.observables` is left out, in recording order.
 pub fn defaults(family: Family) -> Vec<&'static str> {
-    ENTRIES
-        .iter()
-        .filter(|e| e.default_for.contains(&family))
-        .map(|e| e.name)
+    let e = entries::<f32>();
+    e.into_iter()
+        .filter(|e| e.2.contains(&family))
+        .map(|e| e.0)
         .collect()
 }
 
 /// The valid values of `observe.observables` for a family.
 pub fn valid(family: Family) -> Vec<&'static str> {
-    ENTRIES
-        .iter()
-        .filter(|e| e.applies.contains(&family))
-        .map(|e| e.name)
+    let e = entries::<f32>();
+    e.into_iter()
+        .filter(|e| e.1.contains(&family))
+        .map(|e| e.0)
         .collect()
 }
 
-/// The observables named in the spec (validated against [`valid`]), in recording order.
-pub fn registry<F: Float>(names: &[String]) -> Vec<Box<dyn Observable<F>>> {
-    ENTRIES
-        .iter()
-        .filter(|e| names.iter().any(|n| n == e.name))
-        .filter_map(|e| make(e.name))
+/// The observables named in the spec that apply to `family` (validation refuses the others),
+/// in recording order.
+pub fn registry<F: Float>(names: &[String], family: Family) -> Vec<Box<dyn Observable<F>>> {
+    let e = entries::<F>();
+    e.into_iter()
+        .filter(|e| e.1.contains(&family) && names.iter().any(|n| n == e.0))
+        .map(|e| e.3())
         .collect()
 }
 
@@ -365,47 +283,26 @@ impl<F: Float> Observable<F> for LossSpikes {
 mod tests {
     use super::*;
 
-    /// Every registered name builds, and each family's defaults are valid for it.
+    /// Every registered name builds an observable of that name, names are unique, and each
+    /// family's defaults are valid for it.
     #[test]
+    #[rustfmt::skip]
     fn registry_is_consistent() {
-        for e in ENTRIES {
-            assert_eq!(make::<f32>(e.name).map(|o| o.name()), Some(e.name));
-            assert!(
-                e.default_for.iter().all(|f| e.applies.contains(f)),
-                "{}",
-                e.name
-            );
+        let e = entries::<f32>();
+        for (i, (name, applies, default_for, make)) in e.iter().enumerate() {
+            assert_eq!(make().name(), *name);
+            assert!(e[..i].iter().all(|o| o.0 != *name), "{name} twice");
+            assert!(default_for.iter().all(|f| applies.contains(f)), "{name}");
         }
         // The default lists the first release resolved (run ids hash them).
-        assert_eq!(
-            defaults(Family::Mlp),
-            [
-                "preact",
-                "act",
-                "inactive",
-                "grad_norm",
-                "weight_norm",
-                "update_ratio",
-                "act_params",
-                "norm_params",
-                "lr",
-                "theory"
-            ]
-        );
-        assert_eq!(
-            defaults(Family::Gpt),
-            [
-                "resid_norm",
-                "attn_entropy",
-                "attn_logit_max",
-                "logits",
-                "grad_norm",
-                "weight_norm",
-                "update_ratio",
-                "lr",
-                "loss_spike"
-            ]
-        );
+        assert_eq!(defaults(Family::Mlp), [
+            "preact", "act", "inactive", "grad_norm", "weight_norm", "update_ratio",
+            "act_params", "norm_params", "lr", "theory",
+        ]);
+        assert_eq!(defaults(Family::Gpt), [
+            "resid_norm", "attn_entropy", "attn_logit_max", "logits", "grad_norm",
+            "weight_norm", "update_ratio", "lr", "loss_spike",
+        ]);
     }
 
     #[test]

@@ -147,30 +147,27 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 f.write_str("a [model] table")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
-                let mut gpt = None;
+                let (mut gpt, mut seen) = (None, Vec::new());
                 let flat = MlpSpec::deserialize(de::value::MapAccessDeserializer::new(TakeGpt {
                     inner: map,
                     gpt: &mut gpt,
+                    seen: &mut seen,
                 }))?;
                 let Some(gpt) = gpt else {
                     return Ok(ModelSpec::Mlp(flat));
                 };
-                // The MLP's own keys mean nothing to a transformer: refuse them, never ignore.
+                // The MLP's own keys mean nothing to a transformer: refuse them, never ignore
+                // them — except the form earlier versions stored (every key, at its default).
                 let base = gpt_flat(flat.dtype, flat.norm_eps);
-                if flat != base {
-                    let (set, def) = (serde_json::to_value(&flat), serde_json::to_value(&base));
-                    let (set, def) = (set.unwrap_or_default(), def.unwrap_or_default());
-                    let keys: Vec<String> = set
-                        .as_object()
-                        .into_iter()
-                        .flatten()
-                        .filter(|(k, v)| def.get(k.as_str()) != Some(v))
-                        .map(|(k, _)| format!("model.{k}"))
-                        .collect();
-                    return Err(de::Error::custom(format!(
-                        "{NOT_FOR_GPT}{}",
-                        keys.join(", ")
-                    )));
+                let extra: Vec<String> = seen
+                    .into_iter()
+                    .filter(|k| k != "dtype" && k != "norm_eps")
+                    .map(|k| format!("model.{k}"))
+                    .collect();
+                let all = serde_json::to_value(&base).ok().and_then(|v| v.as_object().map(|o| o.len()));
+                let stored_form = flat == base && Some(extra.len() + 2) == all;
+                if !extra.is_empty() && !stored_form {
+                    return Err(de::Error::custom(format!("{NOT_FOR_GPT}{}", extra.join(", "))));
                 }
                 Ok(ModelSpec::Gpt {
                     gpt,
@@ -190,6 +187,8 @@ const NOT_FOR_GPT: &str = "keys of the MLP beside [model.gpt]: ";
 struct TakeGpt<'a, A> {
     inner: A,
     gpt: &'a mut Option<GptSpec>,
+    /// The other keys, in file order.
+    seen: &'a mut Vec<String>,
 }
 
 impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
@@ -204,6 +203,7 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
                 *self.gpt = Some(self.inner.next_value()?);
                 continue;
             }
+            self.seen.push(key.clone());
             return seed.deserialize(key.into_deserializer()).map(Some);
         }
         Ok(None)
@@ -1002,7 +1002,7 @@ fn classify(
         let key_name = names.first().cloned().unwrap_or_default();
         let valid: Vec<String> = names.into_iter().skip(1).collect();
         // serde_path_to_error's path ends at the unknown field itself.
-        let key = if path.ends_with(&key_name) {
+        let key = if path.rsplit('.').next() == Some(key_name.as_str()) {
             path.clone()
         } else if path == "." || path.is_empty() {
             key_name.clone()
@@ -1435,10 +1435,19 @@ impl Spec {
         Ok(())
     }
 
-    /// The fully resolved spec as TOML (stored with the run, readable by `run` again).
+    /// The fully resolved spec as TOML (stored with the run, readable by `run` again). A GPT's
+    /// `[model]` shows only what applies to it (`dtype`, `norm_eps` and `[model.gpt]`).
     pub fn to_toml(&self) -> String {
-        toml::to_string(self)
-            .unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
+        let rendered = match &self.model {
+            ModelSpec::Mlp(_) => toml::to_string(self),
+            ModelSpec::Gpt { .. } => toml::Value::try_from(self).and_then(|mut v| {
+                if let Some(toml::Value::Table(m)) = v.get_mut("model") {
+                    m.retain(|k, _| ["dtype", "norm_eps", "gpt"].contains(&&k[..]));
+                }
+                toml::to_string(&v)
+            }),
+        };
+        rendered.unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
     }
 
     /// The resolved spec as canonical JSON (struct field order is fixed by the code).

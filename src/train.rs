@@ -130,7 +130,8 @@ fn train_typed<F: Float>(
     }
     let mut opt = OptimState::new(model.params(), opt_spec.optimizer);
     let hyper = hyper(opt_spec);
-    let mut observables = observe::registry::<F>(obs_spec.observables.as_deref().unwrap_or(&[]));
+    let names = obs_spec.observables.as_deref().unwrap_or(&[]);
+    let mut observables = observe::registry::<F>(names, spec.model.family());
 
     // Preallocated: the batch, the pre-update snapshot, the metric rows.
     let mut order_rng = Rng::stream(spec.seed, "batches");

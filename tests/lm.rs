@@ -180,6 +180,14 @@ fn specs_validate_with_a_key_and_a_hint() {
     .unwrap_err();
     assert_eq!(e.key(), Some("model.width"), "{e}");
     assert!(e.hints().join(" ").contains("[model.gpt]"), "{e:?}");
+    // Even at the MLP's default value: a key written beside [model.gpt] is a mistake.
+    let e = spec::parse(
+        "[task.markov]\n[model]\nactivation = \"tanh\"\n[model.gpt]\n",
+        Path::new("x.toml"),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("model.activation"), "{e}");
     // `dtype` and `norm_eps` of [model] do apply.
     spec::parse(
         "[task.markov]\n[model]\ndtype = \"f64\"\nnorm_eps = 1e-6\n[model.gpt]\n",
@@ -193,9 +201,18 @@ fn specs_validate_with_a_key_and_a_hint() {
     // MLP specs do not mention the transformer: their run ids are unchanged.
     let mlp = spec::parse("[task.modular]\n", Path::new("x.toml"), &[]).unwrap();
     assert!(!mlp.to_json().contains("gpt"));
-    // A GPT spec round-trips through its stored TOML with the same id.
+    // A GPT spec round-trips through its stored TOML with the same id; the stored [model] holds
+    // only what applies to a GPT.
     let g = spec::parse(MARKOV, Path::new("x.toml"), &[]).unwrap();
-    let again = spec::parse(&g.to_toml(), Path::new("x.toml"), &[]).unwrap();
+    let stored = g.to_toml();
+    assert!(!stored.contains("width") && stored.contains("dtype"), "{stored}");
+    let again = spec::parse(&stored, Path::new("x.toml"), &[]).unwrap();
+    assert_eq!(g.run_id(), again.run_id());
+    // The form earlier versions stored (every MLP key at its default beside [model.gpt]) still
+    // reads, with the same id.
+    let old_form = toml::to_string(&g).unwrap();
+    assert!(old_form.contains("width = 256"), "{old_form}");
+    let again = spec::parse(&old_form, Path::new("x.toml"), &[]).unwrap();
     assert_eq!(g.run_id(), again.run_id());
 }
 

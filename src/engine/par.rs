@@ -17,7 +17,11 @@ use super::ops;
 use super::pool;
 
 /// A buffer split among items: what one item may write.
-pub trait Piece: Sync {
+///
+/// # Safety
+/// Implementations must hand distinct items disjoint pieces: [`for_row_blocks`] and
+/// [`for_items`] give every item's piece to a different task at once.
+pub unsafe trait Piece: Sync {
     type Out;
     /// The piece of `item`, which covers `rows` (row-block iteration) or the item itself.
     ///
@@ -63,15 +67,16 @@ unsafe impl<T: Send> Sync for Rows<'_, T> {}
 // SAFETY: as above; it holds a unique borrow of the buffer for `'a`.
 unsafe impl<T: Send> Send for Rows<'_, T> {}
 
-impl<'a, T: Send> Piece for Rows<'a, T> {
+// SAFETY: item `i` gets rows `rows` (distinct items cover distinct rows) or slot `i`, each
+// clamped into the buffer: pieces of distinct items never overlap.
+unsafe impl<'a, T: Send> Piece for Rows<'a, T> {
     type Out = &'a mut [T];
     unsafe fn piece(&self, item: usize, rows: Range<usize>) -> &'a mut [T] {
         let r = if self.by_item { item..item + 1 } else { rows };
         // The last piece may be cut short by the buffer's end (a ragged final block).
-        let (start, end) = (
-            (r.start * self.width).min(self.len),
-            (r.end * self.width).min(self.len),
-        );
+        // Saturating, so that no width wraps an index around (a piece is then empty).
+        let start = r.start.saturating_mul(self.width).min(self.len);
+        let end = r.end.saturating_mul(self.width).min(self.len).max(start);
         // SAFETY: `start..end` lies inside the borrowed buffer; pieces of distinct items cover
         // distinct rows (or slots), so no two live pieces overlap (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
@@ -80,7 +85,8 @@ impl<'a, T: Send> Piece for Rows<'a, T> {
 
 macro_rules! tuple_piece {
     ($($p:ident),+) => {
-        impl<$($p: Piece),+> Piece for ($($p,)+) {
+        // SAFETY: each member hands distinct items disjoint pieces, so the tuple does.
+        unsafe impl<$($p: Piece),+> Piece for ($($p,)+) {
             type Out = ($($p::Out,)+);
             #[allow(non_snake_case)]
             unsafe fn piece(&self, item: usize, rows: Range<usize>) -> Self::Out {

@@ -145,9 +145,15 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
         return;
     }
     let p = pool();
-    let Ok(_region) = p.busy.try_lock() else {
-        (0..n).for_each(task);
-        return;
+    // A region that panicked poisons the lock; the pool itself is intact (every worker was
+    // waited for), so a poisoned lock still counts as acquired.
+    let _region = match p.busy.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            (0..n).for_each(task);
+            return;
+        }
     };
     let mut workers = p.workers.lock().unwrap_or_else(|e| e.into_inner());
     if !grow(&mut workers, n - 1) {
@@ -181,10 +187,11 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
     if let Err(e) = mine {
         std::panic::resume_unwind(e);
     }
-    if workers
-        .iter()
-        .any(|w| w.panicked.swap(false, Ordering::Relaxed))
-    {
+    // Every flag is cleared (not just the first), so the next region starts clean.
+    let panicked = workers.iter().fold(false, |any, w| {
+        w.panicked.swap(false, Ordering::Relaxed) | any
+    });
+    if panicked {
         panic!("a pool task panicked");
     }
 }

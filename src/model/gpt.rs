@@ -26,7 +26,7 @@
 
 use std::any::Any;
 
-use crate::engine::ops::{self, Op};
+use crate::engine::ops;
 use crate::engine::{par, Float, Rng};
 use crate::nn::activation::{self, BiasedParams};
 use crate::nn::attention::{self, Rope};
@@ -512,18 +512,8 @@ impl<F: Float> Gpt<F> {
             self.xf[..n].copy_from_slice(xl);
         }
         let w_head = &p[self.head_index()].value;
-        ops::gemm(
-            Op::N,
-            Op::T,
-            bt,
-            vocab,
-            c,
-            F::one(),
-            &self.xf[..n],
-            w_head,
-            F::zero(),
-            &mut self.logits[..bt * vocab],
-        );
+        let logits = &mut self.logits[..bt * vocab];
+        linear::forward_no_bias(&self.xf[..n], w_head, (bt, vocab, c), F::zero(), logits);
     }
 
     /// Backward from [`Self::d_logits`] (set by the loss) to every parameter gradient
@@ -802,6 +792,9 @@ impl<F: Float> Model<F> for Gpt<F> {
     /// the context of each next token), up to the model's context length.
     fn generate(&mut self, prompt: &[usize], len: usize, rng: &mut Rng) -> Option<Vec<usize>> {
         let (vocab, t) = (self.dims.vocab, self.dims.context);
+        if prompt.is_empty() {
+            return None;
+        }
         let mut toks = prompt.to_vec();
         let mut p = vec![0.0f64; vocab];
         while toks.len() < len.min(t) {

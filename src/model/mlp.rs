@@ -5,10 +5,11 @@
 //! is a named buffer ([`HiddenBuffers`]) that observables read for free; nothing is allocated
 //! inside a step.
 
-use crate::engine::ops::{self, Op};
+use crate::engine::ops;
 use crate::engine::{Float, Rng};
 use crate::nn::activation::{self, Activation, BiasedParams};
 use crate::nn::init::{self, InitParams};
+use crate::nn::linear;
 use crate::nn::loss::{self, LossValue};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::spec::{ActParamSpec, Granularity, LossKind, MlpSpec, Trainable};
@@ -332,18 +333,9 @@ impl<F: Float> Mlp<F> {
                 let bias = hp.bias.map(|i| self.params[i].value.as_slice());
                 ops::fill_rows(&mut buf.pre[..n], width, bias);
             }
-            ops::gemm(
-                Op::N,
-                Op::T,
-                rows,
-                width,
-                in_dim,
-                F::one(),
-                input,
-                &self.params[hp.weight].value,
-                if fuse_bias { F::zero() } else { F::one() },
-                &mut buf.pre[..n],
-            );
+            let beta = if fuse_bias { F::zero() } else { F::one() };
+            let w = &self.params[hp.weight].value;
+            linear::forward_no_bias(input, w, (rows, width, in_dim), beta, &mut buf.pre[..n]);
             // Norm before the activation.
             if pre_norm {
                 norm_forward(
@@ -429,18 +421,8 @@ impl<F: Float> Mlp<F> {
         let input = layer_input(x, self.bufs.last(), rows * in_dim, post_norm);
         let bias = self.out_bias.map(|i| self.params[i].value.as_slice());
         ops::fill_rows(&mut self.output[..rows * out_dim], out_dim, bias);
-        ops::gemm(
-            Op::N,
-            Op::T,
-            rows,
-            out_dim,
-            in_dim,
-            F::one(),
-            input,
-            &self.params[self.out_weight].value,
-            F::one(),
-            &mut self.output[..rows * out_dim],
-        );
+        let (w, dims) = (&self.params[self.out_weight].value, (rows, out_dim, in_dim));
+        linear::forward_no_bias(input, w, dims, F::one(), &mut self.output[..rows * out_dim]);
     }
 
     /// Backward pass from [`Self::d_output`] (set by the loss) to every parameter gradient.
@@ -458,34 +440,14 @@ impl<F: Float> Mlp<F> {
             let (in_dim, out_dim) = (self.dims[depth], self.output_dim());
             let input = layer_input(x, self.bufs.last(), rows * in_dim, post_norm);
             let g = &self.d_output[..rows * out_dim];
-            ops::gemm(
-                Op::T,
-                Op::N,
-                out_dim,
-                in_dim,
-                rows,
-                F::one(),
-                g,
-                input,
-                F::zero(),
-                &mut self.params[self.out_weight].grad,
-            );
+            let dims = (rows, out_dim, in_dim);
+            let w = &mut self.params[self.out_weight];
+            linear::backward_weight(g, input, dims, &mut w.grad);
+            if depth > 0 {
+                linear::backward_input(g, &w.value, dims, &mut self.grad[0][..rows * in_dim]);
+            }
             if let Some(bi) = self.out_bias {
                 ops::column_sums_by_columns(g, out_dim, &mut self.params[bi].grad);
-            }
-            if depth > 0 {
-                ops::gemm(
-                    Op::N,
-                    Op::N,
-                    rows,
-                    in_dim,
-                    out_dim,
-                    F::one(),
-                    g,
-                    &self.params[self.out_weight].value,
-                    F::zero(),
-                    &mut self.grad[0][..rows * in_dim],
-                );
             }
         }
         for l in (0..depth).rev() {
@@ -544,34 +506,14 @@ impl<F: Float> Mlp<F> {
             }
             // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
             let input = layer_input(x, done.last(), rows * in_dim, post_norm);
-            ops::gemm(
-                Op::T,
-                Op::N,
-                width,
-                in_dim,
-                rows,
-                F::one(),
-                g,
-                input,
-                F::zero(),
-                &mut self.params[hp.weight].grad,
-            );
+            let dims = (rows, width, in_dim);
+            linear::backward_weight(g, input, dims, &mut self.params[hp.weight].grad);
             if let Some(bi) = hp.bias {
                 ops::column_sums_by_columns(g, width, &mut self.params[bi].grad);
             }
             if l > 0 {
-                ops::gemm(
-                    Op::N,
-                    Op::N,
-                    rows,
-                    in_dim,
-                    width,
-                    F::one(),
-                    g,
-                    &self.params[hp.weight].value,
-                    F::zero(),
-                    &mut next_buf[..rows * in_dim],
-                );
+                let w = &self.params[hp.weight].value;
+                linear::backward_input(g, w, dims, &mut next_buf[..rows * in_dim]);
                 self.grad.swap(0, 1);
             }
         }

@@ -76,7 +76,8 @@ pub trait Model<F: Float> {
     fn backward(&mut self, batch: &Batch<'_, F>);
     /// The concrete model, for observables that read one family's own buffers.
     fn as_any(&self) -> &dyn Any;
-    /// `len` tokens continuing `prompt`, drawn at temperature 1 (language models only).
+    /// A sequence of up to `len` tokens (capped at the model's context) that starts with
+    /// `prompt` (not empty) and continues it at temperature 1 (language models only).
     fn generate(&mut self, _prompt: &[usize], _len: usize, _rng: &mut Rng) -> Option<Vec<usize>> {
         None
     }

@@ -32,32 +32,32 @@ pub fn forward<F: Float>(
     );
 }
 
+/// `y ← x·Wᵀ + β·y`, no bias (a bias-free layer, or one whose bias is already in `y` or comes
+/// in a later fused pass).
+pub fn forward_no_bias<F: Float>(x: &[F], w: &[F], (rows, fan_out, fan_in): Dims, beta: F, y: &mut [F]) {
+    ops::gemm(Op::N, Op::T, rows, fan_out, fan_in, F::one(), x, w, beta, y);
+}
+
 /// Parameter gradients from `g = ∂L/∂y`: `dW = gᵀ·x` and `db = Σ_rows g` (when there is a
 /// bias), both overwritten; `partial` is the bias sum's per-row-block scratch
 /// ([`ops::column_sums_par`]).
 pub fn backward_params<F: Float>(
     g: &[F],
     x: &[F],
-    (rows, fan_out, fan_in): Dims,
+    dims: Dims,
     dw: &mut [F],
     db: Option<&mut [F]>,
     partial: &mut [F],
 ) {
-    ops::gemm(
-        Op::T,
-        Op::N,
-        fan_out,
-        fan_in,
-        rows,
-        F::one(),
-        g,
-        x,
-        F::zero(),
-        dw,
-    );
+    backward_weight(g, x, dims, dw);
     if let Some(db) = db {
-        ops::column_sums_par(g, fan_out, db, partial);
+        ops::column_sums_par(g, dims.1, db, partial);
     }
+}
+
+/// `dW = gᵀ·x`, overwritten.
+pub fn backward_weight<F: Float>(g: &[F], x: &[F], (rows, fan_out, fan_in): Dims, dw: &mut [F]) {
+    ops::gemm(Op::T, Op::N, fan_out, fan_in, rows, F::one(), g, x, F::zero(), dw);
 }
 
 /// `dx = g·W`, overwritten.

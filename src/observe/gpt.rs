@@ -152,7 +152,7 @@ mod tests {
             lr: 0.1,
             clip_coef: 1.0,
         };
-        for o in registry::<f64>(&names) {
+        for o in registry::<f64>(&names, crate::spec::Family::Gpt) {
             o.observe(&ctx, &mut rows);
         }
         let want = (1..=4).map(|i| (i as f64).ln()).sum::<f64>() / 4.0;

@@ -212,6 +212,7 @@ impl<F: Float> Observable<F> for TheoryQ {
 #[cfg(test)]
 mod theory_tests {
     use super::super::registry;
+    use crate::spec::Family;
     use super::*;
     use crate::engine::Rng;
     use crate::model::Batch;
@@ -256,11 +257,11 @@ mod theory_tests {
             batch: &Batch::Rows {
                 x: &x,
                 y: &[],
-                rows: 5,
+                rows: 32,
             },
         };
         let mut rows = Vec::new();
-        registry::<f64>(&["theory".into()])[0].observe(&ctx, &mut rows);
+        registry::<f64>(&["theory".into()], Family::Mlp)[0].observe(&ctx, &mut rows);
         let x_m2 = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
         let mf = MeanField::new(
             Phi {
@@ -294,7 +295,7 @@ mod theory_tests {
         // Only at step 0.
         let later = Ctx { step: 1, ..ctx };
         let mut rows = Vec::new();
-        registry::<f64>(&["theory".into()])[0].observe(&later, &mut rows);
+        registry::<f64>(&["theory".into()], Family::Mlp)[0].observe(&later, &mut rows);
         assert!(rows.is_empty());
     }
 }
@@ -302,6 +303,7 @@ mod theory_tests {
 #[cfg(test)]
 mod tests {
     use super::super::registry;
+    use crate::spec::Family;
     use super::*;
     use crate::engine::Rng;
     use crate::model::Batch;
@@ -344,7 +346,7 @@ mod tests {
             batch: &Batch::Rows {
                 x: &x,
                 y: &[],
-                rows: 32,
+                rows: 5,
             },
         };
         let mut rows = Vec::new();
@@ -353,6 +355,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect::<Vec<_>>(),
+            Family::Mlp,
         )
         .iter()
         .for_each(|o| o.observe(&ctx, &mut rows));
@@ -409,7 +412,10 @@ mod tests {
             },
         };
         let mut rows = Vec::new();
-        for o in registry::<f64>(&["inactive".into(), "grad_norm".into(), "update_ratio".into()]) {
+        for o in registry::<f64>(
+            &["inactive".into(), "grad_norm".into(), "update_ratio".into()],
+            Family::Mlp,
+        ) {
             o.observe(&ctx, &mut rows);
         }
         assert_eq!(get(&rows, "frac_dead", Some(0)), dead);
