@@ -164,10 +164,15 @@ impl<'de> Deserialize<'de> for ModelSpec {
                     .filter(|k| k != "dtype" && k != "norm_eps")
                     .map(|k| format!("model.{k}"))
                     .collect();
-                let all = serde_json::to_value(&base).ok().and_then(|v| v.as_object().map(|o| o.len()));
+                let all = serde_json::to_value(&base)
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| o.len()));
                 let stored_form = flat == base && Some(extra.len() + 2) == all;
                 if !extra.is_empty() && !stored_form {
-                    return Err(de::Error::custom(format!("{NOT_FOR_GPT}{}", extra.join(", "))));
+                    return Err(de::Error::custom(format!(
+                        "{NOT_FOR_GPT}{}",
+                        extra.join(", ")
+                    )));
                 }
                 Ok(ModelSpec::Gpt {
                     gpt,

@@ -205,7 +205,10 @@ fn specs_validate_with_a_key_and_a_hint() {
     // only what applies to a GPT.
     let g = spec::parse(MARKOV, Path::new("x.toml"), &[]).unwrap();
     let stored = g.to_toml();
-    assert!(!stored.contains("width") && stored.contains("dtype"), "{stored}");
+    assert!(
+        !stored.contains("width") && stored.contains("dtype"),
+        "{stored}"
+    );
     let again = spec::parse(&stored, Path::new("x.toml"), &[]).unwrap();
     assert_eq!(g.run_id(), again.run_id());
     // The form earlier versions stored (every MLP key at its default beside [model.gpt]) still

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use cloudchamber::engine::Rng;
 use cloudchamber::model::gpt::{
@@ -23,7 +22,9 @@ use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::norm::Norm;
 use cloudchamber::optim::{Hyper, OptimState, Optimizer};
 use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, Trainable};
-use safetensors::tensor::{Dtype, TensorView};
+
+mod common;
+use common::parity::{check_with_jax, save, Tensor};
 
 const VOCAB: usize = 7;
 const SEQ: usize = 5;
@@ -140,26 +141,6 @@ fn tying_name(t: Tying) -> &'static str {
         Tying::Untied => "untied",
         Tying::Tied => "tied",
     }
-}
-
-type Tensor = (String, Vec<usize>, Vec<f64>);
-
-fn save(path: &Path, tensors: &[Tensor], metadata: HashMap<String, String>) {
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            (
-                name.clone(),
-                TensorView::new(Dtype::F64, shape.clone(), b).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, Some(metadata), path).unwrap();
 }
 
 /// Trains one case for [`STEPS`] steps and writes its case file.
@@ -292,56 +273,6 @@ fn run_case(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie) -> PathBuf {
     file
 }
 
-fn python() -> String {
-    if let Ok(p) = std::env::var("CLOUDCHAMBER_PYTHON") {
-        if !p.is_empty() {
-            return p;
-        }
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        return venv.to_string_lossy().into_owned();
-    }
-    "python3".into()
-}
-
-const INSTALL: &str =
-    "the parity test needs a Python with numpy, jax and safetensors: run `bash scripts/test` \
-    (it sets up .venv), or `python3 -m venv .venv && .venv/bin/pip install numpy jax safetensors`, \
-    or point $CLOUDCHAMBER_PYTHON at such an interpreter";
-
-/// Runs the JAX script on `files`: its exit status and its whole output. Panics (never skips)
-/// when the interpreter or its packages are missing.
-fn check_with_jax(files: &[PathBuf]) -> (Option<i32>, String) {
-    let py = python();
-    let probe = Command::new(&py)
-        .args(["-c", "import numpy, jax, safetensors"])
-        .output();
-    match probe {
-        Err(e) => panic!("cannot run Python interpreter `{py}`: {e}\n{INSTALL}"),
-        Ok(o) if !o.status.success() => {
-            let err = String::from_utf8_lossy(&o.stderr);
-            panic!(
-                "`{py}` lacks a parity dependency ({}): {INSTALL}",
-                err.trim().lines().last().unwrap_or("import failed")
-            )
-        }
-        Ok(_) => {}
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/gpt_parity.py");
-    let out = Command::new(&py)
-        .arg(&script)
-        .args(files)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `{py}`: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
 #[test]
 fn gpt_training_matches_jax() {
     let tmp = tempfile::tempdir().unwrap();
@@ -352,7 +283,7 @@ fn gpt_training_matches_jax() {
         .enumerate()
         .map(|(i, s)| run_case(s, i as u64 + 1, dir, Lie::None))
         .collect();
-    let (status, text) = check_with_jax(&files);
+    let (status, text) = check_with_jax("gpt_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
     println!("{text}");
 }
@@ -374,7 +305,7 @@ fn a_wrong_description_is_caught() {
         .enumerate()
         .map(|(i, lie)| run_case(&s, 90 + i as u64, dir.path(), lie))
         .collect();
-    let (status, text) = check_with_jax(&files);
+    let (status, text) = check_with_jax("gpt_parity.py", &files);
     assert_eq!(status, Some(1), "expected a parity failure:\n{text}");
     assert!(text.contains("PARITY FAILURE: 2 of 2 cases"), "{text}");
     println!("{text}");

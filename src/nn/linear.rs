@@ -34,7 +34,13 @@ pub fn forward<F: Float>(
 
 /// `y ← x·Wᵀ + β·y`, no bias (a bias-free layer, or one whose bias is already in `y` or comes
 /// in a later fused pass).
-pub fn forward_no_bias<F: Float>(x: &[F], w: &[F], (rows, fan_out, fan_in): Dims, beta: F, y: &mut [F]) {
+pub fn forward_no_bias<F: Float>(
+    x: &[F],
+    w: &[F],
+    (rows, fan_out, fan_in): Dims,
+    beta: F,
+    y: &mut [F],
+) {
     ops::gemm(Op::N, Op::T, rows, fan_out, fan_in, F::one(), x, w, beta, y);
 }
 
@@ -57,7 +63,18 @@ pub fn backward_params<F: Float>(
 
 /// `dW = gᵀ·x`, overwritten.
 pub fn backward_weight<F: Float>(g: &[F], x: &[F], (rows, fan_out, fan_in): Dims, dw: &mut [F]) {
-    ops::gemm(Op::T, Op::N, fan_out, fan_in, rows, F::one(), g, x, F::zero(), dw);
+    ops::gemm(
+        Op::T,
+        Op::N,
+        fan_out,
+        fan_in,
+        rows,
+        F::one(),
+        g,
+        x,
+        F::zero(),
+        dw,
+    );
 }
 
 /// `dx = g·W`, overwritten.

@@ -120,15 +120,12 @@ impl<F: Float> Observable<F> for ActParams {
         "act_params"
     }
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
-        for p in &mlp(c).params {
-            let name = match p.role {
-                Role::ActA => "act_a",
-                Role::ActB => "act_b",
-                Role::ActC => "act_c",
-                _ => continue,
-            };
-            scalar_or_stats(c.step, p.layer, name, &p.value, out);
-        }
+        let names = [
+            (Role::ActA, "act_a"),
+            (Role::ActB, "act_b"),
+            (Role::ActC, "act_c"),
+        ];
+        by_role(c, &names, out);
     }
 }
 
@@ -140,13 +137,19 @@ impl<F: Float> Observable<F> for NormParams {
         "norm_params"
     }
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
-        for p in &mlp(c).params {
-            let name = match p.role {
-                Role::NormAlpha => "norm_alpha",
-                Role::NormWeight => "norm_weight",
-                Role::NormBias => "norm_bias",
-                _ => continue,
-            };
+        let names = [
+            (Role::NormAlpha, "norm_alpha"),
+            (Role::NormWeight, "norm_weight"),
+            (Role::NormBias, "norm_bias"),
+        ];
+        by_role(c, &names, out);
+    }
+}
+
+/// The parameters whose role `names` lists, in parameter order, each under its name.
+fn by_role<F: Float>(c: &Ctx<'_, F>, names: &[(Role, &str)], out: &mut Vec<MetricRow>) {
+    for p in &mlp(c).params {
+        if let Some((_, name)) = names.iter().find(|(r, _)| *r == p.role) {
             scalar_or_stats(c.step, p.layer, name, &p.value, out);
         }
     }
@@ -212,13 +215,13 @@ impl<F: Float> Observable<F> for TheoryQ {
 #[cfg(test)]
 mod theory_tests {
     use super::super::registry;
-    use crate::spec::Family;
     use super::*;
     use crate::engine::Rng;
     use crate::model::Batch;
     use crate::nn::activation::Activation;
     use crate::nn::init::Init;
     use crate::nn::norm::Mode;
+    use crate::spec::Family;
     use crate::spec::{ActParamSpec, BiasedActSpec, MlpSpec};
     use crate::theory::meanfield::{MeanField, Phi};
 
@@ -303,12 +306,12 @@ mod theory_tests {
 #[cfg(test)]
 mod tests {
     use super::super::registry;
-    use crate::spec::Family;
     use super::*;
     use crate::engine::Rng;
     use crate::model::Batch;
     use crate::nn::activation::Activation;
     use crate::nn::norm::Mode;
+    use crate::spec::Family;
     use crate::spec::MlpSpec;
 
     fn setup(act: Activation) -> (Mlp<f64>, Vec<f64>) {

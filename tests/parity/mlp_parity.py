@@ -30,7 +30,6 @@ when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree, 1 a
 environment lacks jax/numpy/safetensors or a file is malformed.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -335,34 +334,7 @@ def run_case(path, tol):
     return ok, name, worst
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("files", nargs="+")
-    ap.add_argument("--tol", type=float, default=1e-9, help="max relative error (default 1e-9, for f64)")
-    args = ap.parse_args()
-    failed = []
-    summary = []
-    for path in args.files:
-        try:
-            ok, name, worst = run_case(path, args.tol)
-        except (ValueError, KeyError, AssertionError) as e:
-            print(f"mlp_parity.py: malformed case file {path}: {e!r}", file=sys.stderr)
-            sys.exit(2)
-        summary.append((name, worst))
-        if not ok:
-            failed.append(name)
-    print("\nsummary (max relative error per case):")
-    for name, worst in summary:
-        print(f"   {worst:9.2e}  {name}")
-    if failed:
-        print(
-            f"\nPARITY FAILURE: {len(failed)} of {len(summary)} cases disagree with the JAX reference "
-            f"beyond {args.tol:.0e}: {', '.join(failed)}",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    print(f"\nall {len(summary)} cases agree with the JAX reference within {args.tol:.0e}")
-
-
 if __name__ == "__main__":
-    main()
+    from parity_cli import main
+
+    main("mlp_parity.py", __doc__, run_case)
