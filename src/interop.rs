@@ -74,10 +74,14 @@ pub fn save_params<F: Float>(params: &[Param<F>], path: &Path) -> Result<(), Err
 /// `[n, T]`, with untrained targets as −100 (`CrossEntropyLoss`'s default `ignore_index`).
 pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
     let classes = matches!(data.target, crate::task::Target::Classes { .. });
-    let tokens = data.sequence.is_some();
-    let int64 = |a: &ndarray::Array2<f64>| -> Vec<u8> {
-        a.iter()
-            .flat_map(|&v| (if v < 0.0 { -100 } else { v as i64 }).to_le_bytes())
+    let tokens = data.sequence.as_ref();
+    // Targets without a loss are written as −100.
+    let int64 = |a: &ndarray::Array2<f64>, is_y: bool| -> Vec<u8> {
+        a.indexed_iter()
+            .flat_map(|((_, t), &v)| {
+                let trained = !is_y || tokens.is_none_or(|s| s.trained.at(t, a.ncols()));
+                (if trained { v as i64 } else { -100 }).to_le_bytes()
+            })
             .collect()
     };
     let mut tensors = Vec::new();
@@ -88,15 +92,16 @@ pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
         ("test.y", &data.test_y),
     ] {
         let is_y = name.ends_with(".y");
-        if tokens {
+        if tokens.is_some() {
+            let shape = vec![a.nrows(), a.ncols()];
+            tensors.push((name.to_string(), Dtype::I64, shape, int64(a, is_y)));
+        } else if is_y && classes {
             tensors.push((
                 name.to_string(),
                 Dtype::I64,
-                vec![a.nrows(), a.ncols()],
-                int64(a),
+                vec![a.nrows()],
+                int64(a, false),
             ));
-        } else if is_y && classes {
-            tensors.push((name.to_string(), Dtype::I64, vec![a.nrows()], int64(a)));
         } else {
             let flat: Vec<f64> = a.iter().copied().collect();
             tensors.push((

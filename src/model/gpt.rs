@@ -22,7 +22,7 @@
 //! (`norm_f` only with pre-norm: post-norm blocks already end normalized), with `W_head = wte`
 //! when the embedding is tied. No dropout (the lab trains at dropout 0, GPT-2's fine-tuning and
 //! nanoGPT's small-data default). Loss: cross-entropy over the vocabulary at every position whose
-//! target is a token (targets < 0 are ignored), averaged over those positions.
+//! target carries a loss (targets [`IGNORE`]d are not), averaged over those positions.
 
 use std::any::Any;
 

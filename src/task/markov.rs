@@ -236,6 +236,7 @@ impl MarkovSpec {
             vocab: (0..self.vocab).map(|i| i.to_string()).collect(),
             seq_len: self.seq_len,
             entropy: Some(entropy),
+            trained: sequence::Trained::All,
         };
         sequence::dataset(&train, &test, self.seq_len, info, description)
     }

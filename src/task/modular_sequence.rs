@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::modular::{ModOp, ModularSpec};
-use super::sequence::{SequenceInfo, IGNORE_TARGET};
+use super::sequence::{SequenceInfo, Trained};
 use super::{counts, matrix, Dataset, Target, TaskError};
 
 /// `[task.modular_sequence]`.
@@ -74,7 +74,8 @@ impl ModularSequenceSpec {
             for &(a, b) in rows {
                 let c = self.op.apply(a as u64, b as u64, p as u64).unwrap_or(0) as f64;
                 x.extend([a as f64, b as f64, p as f64]);
-                y.extend([IGNORE_TARGET, IGNORE_TARGET, c]);
+                // The next tokens; only the answer `c` is trained on (`Trained::Last`).
+                y.extend([b as f64, p as f64, c]);
             }
             (matrix(rows.len(), 3, x), matrix(rows.len(), 3, y))
         };
@@ -97,6 +98,7 @@ impl ModularSequenceSpec {
                 vocab,
                 seq_len: 3,
                 entropy: None,
+                trained: Trained::Last,
             }),
         }
     }
@@ -121,7 +123,8 @@ mod tests {
             assert_eq!(hot.train_x[[i, a as usize]], 1.0);
             assert_eq!(hot.train_x[[i, 13 + b as usize]], 1.0);
             assert_eq!(seq.train_y[[i, 2]], hot.train_y[[i, 0]]);
-            assert_eq!(seq.train_y[[i, 0]], IGNORE_TARGET);
+            assert_eq!(seq.train_y[[i, 0]], b);
+            assert_eq!(seq.train_y[[i, 1]], 13.0);
             assert_eq!(seq.train_x[[i, 2]], 13.0);
         }
     }

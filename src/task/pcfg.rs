@@ -298,6 +298,7 @@ impl PcfgSpec {
             vocab,
             seq_len: self.seq_len,
             entropy: Some(entropy),
+            trained: sequence::Trained::All,
         };
         Ok(sequence::dataset(
             &train,

@@ -2,13 +2,30 @@
 //! entropy rate of sources whose entropy is known.
 //!
 //! Encoding: `x: [n, T]` holds the input token ids and `y: [n, T]` the target ids (the input
-//! shifted by one), both as f64; a target of [`IGNORE_TARGET`] is not trained on (the prompt of
-//! a modular-arithmetic sequence). The target is `Classes { n_classes: vocab }`.
+//! shifted by one), exact integers in f64 arrays, every one a real token. Which positions carry a
+//! loss is [`SequenceInfo::trained`] (all of them, or only the answer of a modular-arithmetic
+//! prompt). The target is `Classes { n_classes: vocab }`.
 
 use super::{at_least, key, matrix, size_ok, Dataset, Target, TaskError};
 
-/// A target position without a loss (stored in `y` as −1).
-pub const IGNORE_TARGET: f64 = -1.0;
+/// Which positions of a window carry a loss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trained {
+    /// Every position (language modelling).
+    All,
+    /// Only the last (the answer after a prompt).
+    Last,
+}
+
+impl Trained {
+    /// Whether position `t` of a `seq_len`-token window carries a loss.
+    pub fn at(self, t: usize, seq_len: usize) -> bool {
+        match self {
+            Trained::All => true,
+            Trained::Last => t + 1 == seq_len,
+        }
+    }
+}
 
 /// The entropy rate of a source, and the best loss a model can reach on its windows.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +53,8 @@ pub struct SequenceInfo {
     /// Tokens per window (`T`).
     pub seq_len: usize,
     pub entropy: Option<EntropyRate>,
+    /// The positions with a loss.
+    pub trained: Trained,
 }
 
 impl SequenceInfo {

@@ -139,6 +139,7 @@ impl TextSpec {
             vocab,
             seq_len: t,
             entropy: None,
+            trained: sequence::Trained::All,
         };
         Ok(sequence::dataset(&train, &test, t, info, description))
     }

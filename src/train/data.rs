@@ -37,12 +37,18 @@ impl<F: Float> Split<F> {
             Part::Train => (&data.train_x, &data.train_y),
             Part::Test => (&data.test_x, &data.test_y),
         };
-        match data.sequence {
-            // The task layer marks untrained targets with a negative id.
-            Some(_) => Split::Tokens {
+        match &data.sequence {
+            // Token ids are exact integers; positions without a loss become IGNORE.
+            Some(info) => Split::Tokens {
                 x: x.iter().map(|&v| v as usize).collect(),
-                y: y.iter()
-                    .map(|&v| if v < 0.0 { IGNORE } else { v as usize })
+                y: y.indexed_iter()
+                    .map(|((_, t), &v)| {
+                        if info.trained.at(t, y.ncols()) {
+                            v as usize
+                        } else {
+                            IGNORE
+                        }
+                    })
                     .collect(),
                 n: x.nrows(),
                 seq: x.ncols(),
