@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use crate::engine::ops::{self, Op};
 use crate::engine::{Float, Rng};
-use crate::model::Mlp;
+use crate::model::{Batch, Mlp, Model};
 use crate::nn::activation::Activation;
 use crate::nn::loss;
 use crate::nn::norm::Mode;
@@ -16,6 +16,56 @@ use crate::spec::{LossKind, MlpSpec};
 
 pub const DIMS: [usize; 5] = [64, 256, 256, 256, 1];
 pub const BATCH: usize = 128;
+
+/// Milliseconds of each timed step and of its phases (forward + loss, backward, optimizer),
+/// and the first and last batch losses.
+pub(crate) struct StepTimes {
+    pub steps: Vec<f64>,
+    pub phases: [Vec<f64>; 3],
+    pub first_loss: f64,
+    pub last_loss: f64,
+}
+
+/// Trains `model` for `warmup + steps` steps through the model interface, cycling `batches`,
+/// and times the last `steps`, phase by phase.
+pub(crate) fn time_steps<F: Float>(
+    model: &mut dyn Model<F>,
+    batches: &[Batch<'_, F>],
+    opt: &mut OptimState<F>,
+    hyper: &Hyper,
+    warmup: usize,
+    steps: usize,
+) -> StepTimes {
+    let mut t = StepTimes {
+        steps: Vec::with_capacity(steps),
+        phases: std::array::from_fn(|_| Vec::with_capacity(steps)),
+        first_loss: f64::NAN,
+        last_loss: f64::NAN,
+    };
+    for s in 0..warmup + steps {
+        let batch = &batches[s % batches.len()];
+        let t0 = Instant::now();
+        model.forward(batch, Mode::Train);
+        let l = model.loss(batch, true);
+        let t1 = Instant::now();
+        model.backward(batch);
+        let t2 = Instant::now();
+        opt.step(model.params_mut(), hyper, 1e-3);
+        let t3 = Instant::now();
+        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+        if s >= warmup {
+            t.steps.push(ms(t0, t3));
+            for (phase, (a, b)) in t.phases.iter_mut().zip([(t0, t1), (t1, t2), (t2, t3)]) {
+                phase.push(ms(a, b));
+            }
+        }
+        if s == 0 {
+            t.first_loss = l.loss;
+        }
+        t.last_loss = l.loss;
+    }
+    t
+}
 
 #[derive(Clone, Debug)]
 pub struct BenchReport {
@@ -84,7 +134,8 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         activation: Activation::Tanh,
         ..MlpSpec::default()
     };
-    let mut model = Mlp::<F>::new(&spec, 64, 1, BATCH, &mut Rng::stream(1, "init"));
+    let mut model =
+        Mlp::<F>::new(&spec, 64, 1, BATCH, &mut Rng::stream(1, "init")).with_loss(LossKind::Mse);
     let mut opt = OptimState::new(&model.params, Optimizer::Adam);
     let hyper = Hyper {
         optimizer: Optimizer::Adam,
@@ -95,42 +146,11 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         weight_decay: 0.0,
     };
     let batches = data::<F>();
-    let mut times = Vec::with_capacity(steps);
-    let mut phases = [
-        Vec::with_capacity(steps),
-        Vec::with_capacity(steps),
-        Vec::with_capacity(steps),
-    ];
-    let (mut first, mut last) = (f64::NAN, f64::NAN);
-    for s in 0..warmup + steps {
-        let (x, y) = &batches[s % batches.len()];
-        let t0 = Instant::now();
-        model.forward(x, BATCH, Mode::Train);
-        let l = loss::loss(
-            LossKind::Mse,
-            &model.output[..BATCH],
-            y,
-            BATCH,
-            1,
-            Some(&mut model.d_output[..BATCH]),
-        );
-        let t1 = Instant::now();
-        model.backward(x);
-        let t2 = Instant::now();
-        opt.step(&mut model.params, &hyper, 1e-3);
-        let t3 = Instant::now();
-        let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-        if s >= warmup {
-            times.push(ms(t0, t3));
-            phases[0].push(ms(t0, t1));
-            phases[1].push(ms(t1, t2));
-            phases[2].push(ms(t2, t3));
-        }
-        if s == 0 {
-            first = l.loss;
-        }
-        last = l.loss;
-    }
+    let batches: Vec<Batch<'_, F>> = batches
+        .iter()
+        .map(|(x, y)| Batch::Rows { x, y, rows: BATCH })
+        .collect();
+    let t = time_steps(&mut model, &batches, &mut opt, &hyper, warmup, steps);
 
     // The GEMM ceiling: the 11 GEMMs of the step with the model's exact operand layouts.
     let mut rng = Rng::new(9);
@@ -195,16 +215,16 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
             gemm_fwd.push(tf);
         }
     }
-    let [f, b, o] = phases;
+    let [f, b, o] = t.phases;
     BenchReport {
-        step_ms: median(times),
+        step_ms: median(t.steps),
         gemm_ms: median(gemm_times),
         gemm_forward_ms: median(gemm_fwd),
         forward_ms: median(f),
         backward_ms: median(b),
         optim_ms: median(o),
-        first_loss: first,
-        last_loss: last,
+        first_loss: t.first_loss,
+        last_loss: t.last_loss,
         steps,
     }
 }

@@ -3,11 +3,10 @@
 //! (lr 1e-3, weight decay 0.01), uniform random tokens — 421,632 parameters. One training step
 //! is forward + cross-entropy + backward + AdamW, timed phase by phase.
 
-use std::time::Instant;
-
+use crate::bench::time_steps;
 use crate::engine::{ops, Rng};
-use crate::model::gpt::{self, Gpt, GptInit, GptSpec};
-use crate::model::Model;
+use crate::model::gpt::{Gpt, GptInit, GptSpec};
+use crate::model::{Batch, Model};
 use crate::optim::{Hyper, OptimState, Optimizer};
 
 pub const VOCAB: usize = 65;
@@ -77,45 +76,26 @@ pub fn reference_gpt(warmup: usize, steps: usize, threads: usize) -> GptBenchRep
         eps: 1e-8,
         weight_decay: 0.01,
     };
-    let (mut fwd, mut bwd, mut upd, mut total) = (vec![], vec![], vec![], vec![]);
-    let (mut first, mut last) = (f64::NAN, f64::NAN);
-    ops::with_threads(threads, || {
-        for s in 0..warmup + steps {
-            let (x, y) = &batches[s % batches.len()];
-            let t0 = Instant::now();
-            model.forward(x, BATCH, CONTEXT);
-            let l = gpt::cross_entropy(
-                &model.logits,
-                y,
-                BATCH * CONTEXT,
-                VOCAB,
-                Some(&mut model.d_logits),
-            );
-            let t1 = Instant::now();
-            model.backward(x);
-            let t2 = Instant::now();
-            opt.step(&mut model.params, &hyper, 1e-3);
-            let t3 = Instant::now();
-            if s == 0 {
-                first = l.loss;
-            }
-            last = l.loss;
-            if s >= warmup {
-                let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-                fwd.push(ms(t0, t1));
-                bwd.push(ms(t1, t2));
-                upd.push(ms(t2, t3));
-                total.push(ms(t0, t3));
-            }
-        }
+    let batches: Vec<Batch<'_, f32>> = batches
+        .iter()
+        .map(|(x, y)| Batch::Tokens {
+            x,
+            y,
+            seqs: BATCH,
+            seq: CONTEXT,
+        })
+        .collect();
+    let t = ops::with_threads(threads, || {
+        time_steps(&mut model, &batches, &mut opt, &hyper, warmup, steps)
     });
+    let [fwd, bwd, upd] = t.phases;
     GptBenchReport {
-        step_ms: median(total),
+        step_ms: median(t.steps),
         forward_ms: median(fwd),
         backward_ms: median(bwd),
         optim_ms: median(upd),
-        first_loss: first,
-        last_loss: last,
+        first_loss: t.first_loss,
+        last_loss: t.last_loss,
         n_params: model.n_params(),
         steps,
         threads,

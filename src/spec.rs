@@ -74,6 +74,13 @@ impl Default for ModelSpec {
     }
 }
 
+/// A config section with every key at its serde default: deserialized from an empty table, so
+/// the defaults (each with its reason) are written once, on the fields.
+pub(crate) fn all_defaults<T: serde::de::DeserializeOwned>() -> T {
+    T::deserialize(toml::Value::Table(toml::Table::new()))
+        .expect("every key of a config section has a serde default")
+}
+
 /// The model families, for what depends on the family alone (observables, data kind).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -274,24 +281,9 @@ pub struct MlpSpec {
 }
 
 impl Default for MlpSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        MlpSpec {
-            width: d_width(),
-            depth: d_depth(),
-            bias: true,
-            activation: d_activation(),
-            act: BiasedActSpec::default(),
-            calibrate: d_calibrate(),
-            norm: d_norm(),
-            norm_position: d_norm_position(),
-            norm_eps: d_norm_eps(),
-            init: d_init(),
-            fan_mode: d_fan_mode(),
-            init_scale: 1.0,
-            sigma_w2: 1.0,
-            sigma_b2: 0.0,
-            dtype: d_dtype(),
-        }
+        crate::spec::all_defaults()
     }
 }
 
@@ -321,12 +313,9 @@ pub struct BiasedActSpec {
 }
 
 impl Default for BiasedActSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        BiasedActSpec {
-            a: ActParamSpec::one(),
-            b: ActParamSpec::zero(),
-            c: ActParamSpec::zero(),
-        }
+        crate::spec::all_defaults()
     }
 }
 
@@ -467,20 +456,9 @@ pub struct OptimSpec {
 }
 
 impl Default for OptimSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        OptimSpec {
-            optimizer: d_optimizer(),
-            lr: d_lr(),
-            momentum: d_momentum(),
-            betas: d_betas(),
-            eps: d_eps(),
-            weight_decay: None,
-            schedule: d_schedule(),
-            warmup_steps: 0,
-            final_lr_fraction: 0.0,
-            clip_grad_norm: None,
-            weight_norm: None,
-        }
+        crate::spec::all_defaults()
     }
 }
 
@@ -571,17 +549,9 @@ pub struct TrainSpec {
 }
 
 impl Default for TrainSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        TrainSpec {
-            steps: d_steps(),
-            batch_size: d_batch(),
-            loss: None,
-            eval_every: d_eval_every(),
-            target_loss: None,
-            divergence_factor: d_divergence(),
-            threads: d_threads(),
-            checkpoint_every: d_checkpoint_every(),
-        }
+        crate::spec::all_defaults()
     }
 }
 
@@ -605,13 +575,9 @@ pub struct ObserveSpec {
 }
 
 impl Default for ObserveSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        ObserveSpec {
-            log_every: d_log_every(),
-            sharpness_every: 0,
-            sharpness_iters: d_sharpness_iters(),
-            observables: None,
-        }
+        crate::spec::all_defaults()
     }
 }
 
@@ -1150,71 +1116,72 @@ fn invalid(key: &str, message: impl Into<String>, hint: impl Into<String>) -> In
     (key.to_string(), message.into(), hint.into())
 }
 
+/// [`invalid`] when `bad`.
+fn reject(bad: bool, key: &str, message: impl Into<String>, hint: &str) -> Result<(), Invalid> {
+    if bad {
+        return Err(invalid(key, message, hint));
+    }
+    Ok(())
+}
+
 impl MlpSpec {
     /// Ranges and consistency of the MLP's keys.
     pub fn validate(&self) -> Result<(), Invalid> {
         let m = self;
-        if m.width == 0 || m.width > 1 << 16 {
-            return Err(invalid(
-                "model.width",
-                format!("must be between 1 and 65536 (got {})", m.width),
-                "e.g. model.width = 256",
-            ));
-        }
-        if m.depth > 10_000 {
-            return Err(invalid(
-                "model.depth",
-                format!("must be at most 10000 (got {})", m.depth),
-                "depth counts hidden layers",
-            ));
-        }
+        reject(
+            m.width == 0 || m.width > 1 << 16,
+            "model.width",
+            format!("must be between 1 and 65536 (got {})", m.width),
+            "e.g. model.width = 256",
+        )?;
+        reject(
+            m.depth > 10_000,
+            "model.depth",
+            format!("must be at most 10000 (got {})", m.depth),
+            "depth counts hidden layers",
+        )?;
         for (k, v) in [
             ("model.init_scale", m.init_scale),
             ("model.sigma_w2", m.sigma_w2),
             ("model.sigma_b2", m.sigma_b2),
         ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(invalid(
-                    k,
-                    format!("must be a finite number ≥ 0 (got {v})"),
-                    "variances and scales are non-negative",
-                ));
-            }
+            reject(
+                !(v.is_finite() && v >= 0.0),
+                k,
+                format!("must be a finite number ≥ 0 (got {v})"),
+                "variances and scales are non-negative",
+            )?;
         }
         check_norm_eps(m.norm_eps)?;
-        if m.calibrate == Calibrate::SelfNormalizing && m.act.a.init == 0.0 {
-            return Err(invalid(
-                "model.calibrate",
-                "needs a nonzero model.act.a (a constant activation has no variance to normalize)",
-                "set model.act.a ≠ 0, or calibrate = \"none\"",
-            ));
-        }
+        reject(
+            m.calibrate == Calibrate::SelfNormalizing && m.act.a.init == 0.0,
+            "model.calibrate",
+            "needs a nonzero model.act.a (a constant activation has no variance to normalize)",
+            "set model.act.a ≠ 0, or calibrate = \"none\"",
+        )?;
         for (k, p) in [
             ("model.act.a", &m.act.a),
             ("model.act.b", &m.act.b),
             ("model.act.c", &m.act.c),
         ] {
-            if !p.init.is_finite() {
-                return Err(invalid(
-                    k,
-                    format!("must be finite (got {})", p.init),
-                    "give a number",
-                ));
-            }
+            reject(
+                !p.init.is_finite(),
+                k,
+                format!("must be finite (got {})", p.init),
+                "give a number",
+            )?;
         }
         Ok(())
     }
 }
 
 fn check_norm_eps(eps: f64) -> Result<(), Invalid> {
-    if !(eps.is_finite() && eps > 0.0) {
-        return Err(invalid(
-            "model.norm_eps",
-            format!("must be > 0 (got {eps})"),
-            "1e-5 is PyTorch's default",
-        ));
-    }
-    Ok(())
+    reject(
+        !(eps.is_finite() && eps > 0.0),
+        "model.norm_eps",
+        format!("must be > 0 (got {eps})"),
+        "1e-5 is PyTorch's default",
+    )
 }
 
 impl Spec {
@@ -1249,23 +1216,21 @@ impl Spec {
             (ModelSpec::Gpt { gpt, norm_eps, .. }, true) => {
                 gpt.validate()?;
                 check_norm_eps(*norm_eps)?;
-                if self.train.loss == Some(LossKind::Mse) {
-                    return Err(invalid(
-                        "train.loss",
-                        "a language model trains with cross_entropy",
-                        "drop train.loss or set it to \"cross_entropy\"",
-                    ));
-                }
+                reject(
+                    self.train.loss == Some(LossKind::Mse),
+                    "train.loss",
+                    "a language model trains with cross_entropy",
+                    "drop train.loss or set it to \"cross_entropy\"",
+                )?;
             }
             (ModelSpec::Mlp(mlp), false) => {
                 mlp.validate()?;
-                if mlp.norm == Norm::Batchnorm && self.train.batch_size == BatchSize::Size(1) {
-                    return Err(invalid(
-                        "train.batch_size",
-                        "must be ≥ 2 with batchnorm (batch statistics need two samples)",
-                        "raise the batch size or pick another norm",
-                    ));
-                }
+                reject(
+                    mlp.norm == Norm::Batchnorm && self.train.batch_size == BatchSize::Size(1),
+                    "train.batch_size",
+                    "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                    "raise the batch size or pick another norm",
+                )?;
             }
             (ModelSpec::Gpt { .. }, false) => {
                 return Err(invalid(
@@ -1286,112 +1251,99 @@ impl Spec {
             }
         }
         let o = &self.optim;
-        if !(o.lr.is_finite() && o.lr > 0.0) {
-            return Err(invalid(
-                "optim.lr",
-                format!("must be > 0 (got {})", o.lr),
-                "e.g. optim.lr = 1e-3",
-            ));
-        }
-        if !(0.0..1.0).contains(&o.momentum) {
-            return Err(invalid(
-                "optim.momentum",
-                format!("must be in [0, 1) (got {})", o.momentum),
-                "0.9 is usual",
-            ));
-        }
+        reject(
+            !(o.lr.is_finite() && o.lr > 0.0),
+            "optim.lr",
+            format!("must be > 0 (got {})", o.lr),
+            "e.g. optim.lr = 1e-3",
+        )?;
+        reject(
+            !(0.0..1.0).contains(&o.momentum),
+            "optim.momentum",
+            format!("must be in [0, 1) (got {})", o.momentum),
+            "0.9 is usual",
+        )?;
         for (i, b) in o.betas.iter().enumerate() {
-            if !(0.0..1.0).contains(b) {
-                return Err(invalid(
-                    "optim.betas",
-                    format!("beta{} must be in [0, 1) (got {b})", i + 1),
-                    "(0.9, 0.999) is torch's default",
-                ));
-            }
+            reject(
+                !(0.0..1.0).contains(b),
+                "optim.betas",
+                format!("beta{} must be in [0, 1) (got {b})", i + 1),
+                "(0.9, 0.999) is torch's default",
+            )?;
         }
-        if !(o.eps.is_finite() && o.eps > 0.0) {
-            return Err(invalid(
-                "optim.eps",
-                format!("must be > 0 (got {})", o.eps),
-                "1e-8 is torch's default",
-            ));
-        }
+        reject(
+            !(o.eps.is_finite() && o.eps > 0.0),
+            "optim.eps",
+            format!("must be > 0 (got {})", o.eps),
+            "1e-8 is torch's default",
+        )?;
         if let Some(wd) = o.weight_decay {
-            if !(wd.is_finite() && wd >= 0.0) {
-                return Err(invalid(
-                    "optim.weight_decay",
-                    format!("must be ≥ 0 (got {wd})"),
-                    "0 turns it off",
-                ));
-            }
+            reject(
+                !(wd.is_finite() && wd >= 0.0),
+                "optim.weight_decay",
+                format!("must be ≥ 0 (got {wd})"),
+                "0 turns it off",
+            )?;
         }
-        if !(0.0..=1.0).contains(&o.final_lr_fraction) {
-            return Err(invalid(
-                "optim.final_lr_fraction",
-                format!("must be in [0, 1] (got {})", o.final_lr_fraction),
-                "0 decays to zero",
-            ));
-        }
-        if o.warmup_steps > 0 && o.schedule == Schedule::Constant {
-            return Err(invalid(
-                "optim.warmup_steps",
-                "needs a warm-up schedule (the constant schedule has none)",
-                "set optim.schedule = \"warmup_cosine\" or \"warmup_linear\", or drop warmup_steps",
-            ));
-        }
-        if o.warmup_steps > self.train.steps {
-            return Err(invalid(
-                "optim.warmup_steps",
-                format!(
-                    "({}) exceeds train.steps ({})",
-                    o.warmup_steps, self.train.steps
-                ),
-                "shorten the warm-up",
-            ));
-        }
+        reject(
+            !(0.0..=1.0).contains(&o.final_lr_fraction),
+            "optim.final_lr_fraction",
+            format!("must be in [0, 1] (got {})", o.final_lr_fraction),
+            "0 decays to zero",
+        )?;
+        reject(
+            o.warmup_steps > 0 && o.schedule == Schedule::Constant,
+            "optim.warmup_steps",
+            "needs a warm-up schedule (the constant schedule has none)",
+            "set optim.schedule = \"warmup_cosine\" or \"warmup_linear\", or drop warmup_steps",
+        )?;
+        reject(
+            o.warmup_steps > self.train.steps,
+            "optim.warmup_steps",
+            format!(
+                "({}) exceeds train.steps ({})",
+                o.warmup_steps, self.train.steps
+            ),
+            "shorten the warm-up",
+        )?;
         for (k, v) in [
             ("optim.clip_grad_norm", o.clip_grad_norm),
             ("optim.weight_norm", o.weight_norm),
         ] {
             if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(invalid(
-                        k,
-                        format!("must be > 0 (got {v})"),
-                        "leave it out to turn it off",
-                    ));
-                }
+                reject(
+                    !(v.is_finite() && v > 0.0),
+                    k,
+                    format!("must be > 0 (got {v})"),
+                    "leave it out to turn it off",
+                )?;
             }
         }
         let t = &self.train;
-        if t.steps == 0 {
-            return Err(invalid(
-                "train.steps",
-                "must be ≥ 1 (got 0)",
-                "e.g. train.steps = 1000",
-            ));
-        }
-        if t.eval_every == 0 {
-            return Err(invalid(
-                "train.eval_every",
-                "must be ≥ 1 (got 0)",
-                "e.g. train.eval_every = 100",
-            ));
-        }
-        if !(t.divergence_factor.is_finite() && t.divergence_factor > 1.0) {
-            return Err(invalid(
-                "train.divergence_factor",
-                format!("must be > 1 (got {})", t.divergence_factor),
-                "1e4 is the default",
-            ));
-        }
-        if t.threads == 0 || t.threads > 1024 {
-            return Err(invalid(
-                "train.threads",
-                format!("must be between 1 and 1024 (got {})", t.threads),
-                "1 thread per run is the default",
-            ));
-        }
+        reject(
+            t.steps == 0,
+            "train.steps",
+            "must be ≥ 1 (got 0)",
+            "e.g. train.steps = 1000",
+        )?;
+        reject(
+            t.eval_every == 0,
+            "train.eval_every",
+            "must be ≥ 1 (got 0)",
+            "e.g. train.eval_every = 100",
+        )?;
+        reject(
+            !(t.divergence_factor.is_finite() && t.divergence_factor > 1.0),
+            "train.divergence_factor",
+            format!("must be > 1 (got {})", t.divergence_factor),
+            "1e4 is the default",
+        )?;
+        reject(
+            t.threads == 0 || t.threads > 1024,
+            "train.threads",
+            format!("must be between 1 and 1024 (got {})", t.threads),
+            "1 thread per run is the default",
+        )?;
         if self.task.is_classification() && t.loss == Some(LossKind::Mse) {
             // Allowed: MSE on one-hot targets is a legitimate experiment.
         } else if !self.task.is_classification() && t.loss == Some(LossKind::CrossEntropy) {
@@ -1412,13 +1364,12 @@ impl Spec {
                 "30 is the default",
             ));
         }
-        if self.observe.log_every == 0 {
-            return Err(invalid(
-                "observe.log_every",
-                "must be ≥ 1 (got 0)",
-                "e.g. observe.log_every = 10",
-            ));
-        }
+        reject(
+            self.observe.log_every == 0,
+            "observe.log_every",
+            "must be ≥ 1 (got 0)",
+            "e.g. observe.log_every = 10",
+        )?;
         if let Some(names) = &self.observe.observables {
             let valid: Vec<String> = crate::observe::valid(m.family())
                 .iter()

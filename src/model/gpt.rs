@@ -30,15 +30,18 @@ use crate::engine::ops;
 use crate::engine::{par, Float, Rng};
 use crate::nn::activation::{self, BiasedParams};
 use crate::nn::attention::{self, Rope};
-use crate::nn::init::{self, FanMode, Init, InitParams};
+use crate::nn::init::{self, InitParams};
 use crate::nn::loss::LossValue;
 pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
 use crate::nn::norm::{self, Mode, NormCache};
 use crate::nn::{embedding, linear};
 pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_BASE};
-use crate::spec::{Granularity, Trainable};
+use crate::spec::Trainable;
 
-use super::{act_params_backward, broadcast_act_params, Batch, Model, Param, Role};
+use super::{
+    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param, Batch,
+    Model, Param, Role,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Parameters and buffers
@@ -170,92 +173,48 @@ impl<F: Float> Gpt<F> {
         let mut params: Vec<Param<F>> = Vec::new();
         let std = spec.init_std;
         let resid_std = std / (2.0 * nl as f64).sqrt();
-        let cast = |v: Vec<f64>| v.into_iter().map(F::of).collect::<Vec<F>>();
-        fn push<F: Float>(params: &mut Vec<Param<F>>, p: Param<F>) -> usize {
-            params.push(p);
-            params.len() - 1
-        }
         let normal = |rng: &mut Rng, n: usize, s: f64| (0..n).map(|_| s * rng.normal()).collect();
         // A linear layer `[fan_out, fan_in]` + bias; `residual` marks GPT-2's scaled projections.
         let linear = |params: &mut Vec<Param<F>>,
                       name: &str,
                       layer: usize,
-                      fan_out: usize,
-                      fan_in: usize,
+                      (fan_out, fan_in): (usize, usize),
                       residual: bool,
                       rng: &mut Rng|
          -> (usize, usize) {
             let (w, b) = match spec.init {
-                GptInit::Gpt2 => (
-                    normal(
-                        rng,
-                        fan_out * fan_in,
-                        if residual { resid_std } else { std },
-                    ),
-                    vec![0.0; fan_out],
-                ),
-                GptInit::Pytorch => {
-                    let ip = InitParams {
-                        init: Init::Pytorch,
-                        fan_mode: FanMode::FanIn,
-                        scale: 1.0,
-                        sigma_w: 1.0,
-                        sigma_b: 0.0,
-                    };
-                    init::linear(&ip, fan_out, fan_in, rng)
+                GptInit::Gpt2 => {
+                    let s = if residual { resid_std } else { std };
+                    (normal(rng, fan_out * fan_in, s), vec![0.0; fan_out])
                 }
+                // torch.nn.Linear's default.
+                GptInit::Pytorch => init::linear(&InitParams::PYTORCH, fan_out, fan_in, rng),
             };
-            let wi = push(
-                params,
-                Param::new(
-                    format!("{name}.weight"),
-                    vec![fan_out, fan_in],
-                    cast(w),
-                    layer,
-                    Role::Weight,
-                    true,
-                ),
-            );
-            let bi = push(
-                params,
-                Param::new(
-                    format!("{name}.bias"),
-                    vec![fan_out],
-                    cast(b),
-                    layer,
-                    Role::Bias,
-                    true,
-                ),
-            );
-            (wi, bi)
+            let (wi, bi) = push_linear(params, name, layer, (fan_out, fan_in), (w, Some(b)));
+            (wi, bi.expect("a bias was given"))
         };
         let norm_params = |params: &mut Vec<Param<F>>, name: &str, layer: usize| {
             NormIdx::push(params, spec.norm, name, layer, c)
         };
 
         // Embeddings (layer 0 in the tidy rows; the head counts as layer n_layer).
-        let wte = push(
+        let emb = (0, Role::Embedding);
+        let table = normal(rng, vocab * c, std);
+        let wte = push_param(
             &mut params,
-            Param::new(
-                "transformer.wte.weight".into(),
-                vec![vocab, c],
-                cast(normal(rng, vocab * c, std)),
-                0,
-                Role::Embedding,
-                true,
-            ),
+            "transformer.wte.weight".into(),
+            vec![vocab, c],
+            table,
+            emb,
         );
         let wpe = (spec.positions == Positions::Learned).then(|| {
-            push(
+            let table = normal(rng, context * c, std);
+            push_param(
                 &mut params,
-                Param::new(
-                    "transformer.wpe.weight".into(),
-                    vec![context, c],
-                    cast(normal(rng, context * c, std)),
-                    0,
-                    Role::Embedding,
-                    true,
-                ),
+                "transformer.wpe.weight".into(),
+                vec![context, c],
+                table,
+                emb,
             )
         });
         let mut blocks = Vec::with_capacity(nl);
@@ -266,8 +225,7 @@ impl<F: Float> Gpt<F> {
                 &mut params,
                 &format!("{pre}.attn.c_attn"),
                 l,
-                3 * c,
-                c,
+                (3 * c, c),
                 false,
                 rng,
             );
@@ -275,47 +233,25 @@ impl<F: Float> Gpt<F> {
                 &mut params,
                 &format!("{pre}.attn.c_proj"),
                 l,
-                c,
-                c,
+                (c, c),
                 true,
                 rng,
             );
             let ln_2 = norm_params(&mut params, &format!("{pre}.ln_2"), l);
-            let (fc_w, fc_b) = linear(&mut params, &format!("{pre}.mlp.c_fc"), l, m, c, false, rng);
-            let act = (!spec.act.is_plain()).then(|| {
-                let mut idx = [0; 3];
-                for (k, (name, role, ps)) in [
-                    ("a", Role::ActA, &spec.act.a),
-                    ("b", Role::ActB, &spec.act.b),
-                    ("c", Role::ActC, &spec.act.c),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let (n, shape) = match ps.per {
-                        Granularity::Layer => (1, vec![]),
-                        Granularity::Neuron => (m, vec![m]),
-                    };
-                    idx[k] = push(
-                        &mut params,
-                        Param::new(
-                            format!("{pre}.mlp.act.{name}"),
-                            shape,
-                            vec![F::of(ps.init); n],
-                            l,
-                            role,
-                            ps.mode == Trainable::Learned,
-                        ),
-                    );
-                }
-                idx
-            });
+            let (fc_w, fc_b) = linear(
+                &mut params,
+                &format!("{pre}.mlp.c_fc"),
+                l,
+                (m, c),
+                false,
+                rng,
+            );
+            let act = push_act_params(&mut params, &spec.act, &format!("{pre}.mlp.act"), l, m);
             let (fc2_w, fc2_b) = linear(
                 &mut params,
                 &format!("{pre}.mlp.c_proj"),
                 l,
-                c,
-                m,
+                (c, m),
                 true,
                 rng,
             );
@@ -339,23 +275,20 @@ impl<F: Float> Gpt<F> {
             NormIdx::default()
         };
         let head = (spec.tying == Tying::Untied).then(|| {
-            let (w, _) = match spec.init {
-                GptInit::Gpt2 => (normal(rng, vocab * c, std), ()),
+            let w = match spec.init {
+                GptInit::Gpt2 => normal(rng, vocab * c, std),
+                // torch.nn.Linear's default for a bias-free layer.
                 GptInit::Pytorch => {
                     let b = 1.0 / (c as f64).sqrt();
-                    ((0..vocab * c).map(|_| rng.uniform_in(-b, b)).collect(), ())
+                    (0..vocab * c).map(|_| rng.uniform_in(-b, b)).collect()
                 }
             };
-            push(
+            push_param(
                 &mut params,
-                Param::new(
-                    "lm_head.weight".into(),
-                    vec![vocab, c],
-                    cast(w),
-                    nl,
-                    Role::Weight,
-                    true,
-                ),
+                "lm_head.weight".into(),
+                vec![vocab, c],
+                w,
+                (nl, Role::Weight),
             )
         });
 

@@ -12,10 +12,13 @@ use crate::nn::init::{self, InitParams};
 use crate::nn::linear;
 use crate::nn::loss::{self, LossValue};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
-use crate::spec::{ActParamSpec, Granularity, LossKind, MlpSpec, Trainable};
+use crate::spec::{LossKind, MlpSpec, Trainable};
 use std::any::Any;
 
-use super::{act_params_backward, broadcast_act_params, Batch, Model, NormIdx, Param, Role};
+use super::{
+    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param, Batch,
+    Model, NormIdx, Param, Role,
+};
 
 /// Indices into [`Mlp::params`] for one hidden layer.
 #[derive(Clone, Debug, Default)]
@@ -103,39 +106,11 @@ impl<F: Float> Mlp<F> {
             sigma_b: spec.sigma_b2.sqrt(),
         };
         let mut params: Vec<Param<F>> = Vec::new();
-        let cast = |v: Vec<f64>| v.into_iter().map(F::of).collect::<Vec<F>>();
-        let push = |params: &mut Vec<Param<F>>, p: Param<F>| {
-            params.push(p);
-            params.len() - 1
-        };
         let linear =
             |params: &mut Vec<Param<F>>, l: usize, fan_in: usize, fan_out: usize, rng: &mut Rng| {
                 let (w, b) = init::linear(&ip, fan_out, fan_in, rng);
-                let wi = push(
-                    params,
-                    Param::new(
-                        format!("layers.{l}.weight"),
-                        vec![fan_out, fan_in],
-                        cast(w),
-                        l,
-                        Role::Weight,
-                        true,
-                    ),
-                );
-                let bi = spec.bias.then(|| {
-                    push(
-                        params,
-                        Param::new(
-                            format!("layers.{l}.bias"),
-                            vec![fan_out],
-                            cast(b),
-                            l,
-                            Role::Bias,
-                            true,
-                        ),
-                    )
-                });
-                (wi, bi)
+                let b = spec.bias.then_some(b);
+                push_linear(params, &format!("layers.{l}"), l, (fan_out, fan_in), (w, b))
             };
         let mut hidden = Vec::new();
         // Calibration rewrites a and c once, here: φ = λ·(a·f(x − b) + c − μ).
@@ -154,34 +129,7 @@ impl<F: Float> Mlp<F> {
                 bias,
                 ..Default::default()
             };
-            if !plain {
-                let mut idx = [0; 3];
-                for (k, (name, role, ps)) in [
-                    ("a", Role::ActA, &spec.act.a),
-                    ("b", Role::ActB, &spec.act.b),
-                    ("c", Role::ActC, &spec.act.c),
-                ]
-                .into_iter()
-                .enumerate()
-                {
-                    let n = act_len(ps, width);
-                    let shape = if ps.per == Granularity::Neuron {
-                        vec![width]
-                    } else {
-                        vec![]
-                    };
-                    let p = Param::new(
-                        format!("layers.{l}.act.{name}"),
-                        shape,
-                        vec![F::of(ps.init); n],
-                        l,
-                        role,
-                        ps.mode == Trainable::Learned,
-                    );
-                    idx[k] = push(&mut params, p);
-                }
-                hp.act = Some(idx);
-            }
+            hp.act = push_act_params(&mut params, &spec.act, &format!("layers.{l}.act"), l, width);
             if spec.norm != Norm::None {
                 hp.norm = NormIdx::push(
                     &mut params,
@@ -191,23 +139,23 @@ impl<F: Float> Mlp<F> {
                     width,
                 );
                 if spec.norm.has_running_stats() {
-                    let rm = Param::new(
-                        format!("layers.{l}.norm.running_mean"),
-                        vec![width],
-                        vec![F::zero(); width],
-                        l,
-                        Role::RunningMean,
-                        false,
-                    );
-                    let rv = Param::new(
-                        format!("layers.{l}.norm.running_var"),
-                        vec![width],
-                        vec![F::one(); width],
-                        l,
-                        Role::RunningVar,
-                        false,
-                    );
-                    hp.running = Some([push(&mut params, rm), push(&mut params, rv)]);
+                    // State, not trained: BatchNorm1d's running_mean 0 and running_var 1.
+                    let stats = [
+                        ("running_mean", Role::RunningMean, 0.0),
+                        ("running_var", Role::RunningVar, 1.0),
+                    ];
+                    hp.running = Some(stats.map(|(name, role, init)| {
+                        let name = format!("layers.{l}.norm.{name}");
+                        let i = push_param(
+                            &mut params,
+                            name,
+                            vec![width],
+                            vec![init; width],
+                            (l, role),
+                        );
+                        params[i].trainable = false;
+                        i
+                    }));
                 }
             }
             hidden.push(hp);
@@ -610,13 +558,6 @@ fn calibrated(spec: &MlpSpec) -> crate::spec::BiasedActSpec {
         }
     }
     act
-}
-
-fn act_len(p: &ActParamSpec, width: usize) -> usize {
-    match p.per {
-        Granularity::Layer => 1,
-        Granularity::Neuron => width,
-    }
 }
 
 /// BatchNorm running statistics moved out of the parameter list for the duration of a forward

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::nn::activation;
 use crate::nn::loss::LossValue;
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams};
-use crate::spec::{LossKind, ModelSpec};
+use crate::spec::{BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable};
 
 /// One batch, as a model reads it.
 #[derive(Clone, Copy, Debug)]
@@ -317,6 +317,86 @@ impl NormIdx {
             params[i].grad[0] += ga;
         }
     }
+}
+
+/// Appends a trainable parameter drawn in f64 to `params`; returns its index.
+pub(crate) fn push_param<F: Float>(
+    params: &mut Vec<Param<F>>,
+    name: String,
+    shape: Vec<usize>,
+    value: Vec<f64>,
+    (layer, role): (usize, Role),
+) -> usize {
+    let value = value.into_iter().map(F::of).collect();
+    params.push(Param::new(name, shape, value, layer, role, true));
+    params.len() - 1
+}
+
+/// Appends a linear layer `{name}.weight` `[fan_out, fan_in]` and, when `b` is given,
+/// `{name}.bias` `[fan_out]`, with the initial values `w`, `b`; returns their indices.
+pub(crate) fn push_linear<F: Float>(
+    params: &mut Vec<Param<F>>,
+    name: &str,
+    layer: usize,
+    (fan_out, fan_in): (usize, usize),
+    (w, b): (Vec<f64>, Option<Vec<f64>>),
+) -> (usize, Option<usize>) {
+    let shape = vec![fan_out, fan_in];
+    let wi = push_param(
+        params,
+        format!("{name}.weight"),
+        shape,
+        w,
+        (layer, Role::Weight),
+    );
+    let bi = b.map(|b| {
+        push_param(
+            params,
+            format!("{name}.bias"),
+            vec![fan_out],
+            b,
+            (layer, Role::Bias),
+        )
+    });
+    (wi, bi)
+}
+
+/// Appends a biased activation's `a, b, c` over `width` units to `params` as `{name}.a` … (one
+/// scalar per layer, or one per unit; trained when learned), unless the form is plain; returns
+/// their indices.
+pub(crate) fn push_act_params<F: Float>(
+    params: &mut Vec<Param<F>>,
+    act: &BiasedActSpec,
+    name: &str,
+    layer: usize,
+    width: usize,
+) -> Option<[usize; 3]> {
+    if act.is_plain() {
+        return None;
+    }
+    let abc = [
+        ("a", Role::ActA, &act.a),
+        ("b", Role::ActB, &act.b),
+        ("c", Role::ActC, &act.c),
+    ];
+    Some(abc.map(|(suffix, role, ps)| {
+        let (n, shape) = match ps.per {
+            Granularity::Layer => (1, vec![]),
+            Granularity::Neuron => (width, vec![width]),
+        };
+        let value = vec![F::of(ps.init); n];
+        let trainable = ps.mode == Trainable::Learned;
+        let p = Param::new(
+            format!("{name}.{suffix}"),
+            shape,
+            value,
+            layer,
+            role,
+            trainable,
+        );
+        params.push(p);
+        params.len() - 1
+    }))
 }
 
 /// Copies a biased activation's `a, b, c` (the parameters at `idx`) into `abc`, one value per

@@ -51,6 +51,17 @@ pub struct InitParams {
     pub sigma_b: f64,
 }
 
+impl InitParams {
+    /// `torch.nn.Linear`'s default: weights and biases `U(±1/√fan_in)`.
+    pub const PYTORCH: InitParams = InitParams {
+        init: Init::Pytorch,
+        fan_mode: FanMode::FanIn,
+        scale: 1.0,
+        sigma_w: 1.0,
+        sigma_b: 0.0,
+    };
+}
+
 /// Draws a `[fan_out, fan_in]` weight (PyTorch's Linear layout) and its bias, in f64.
 pub fn linear(
     p: &InitParams,

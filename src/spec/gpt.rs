@@ -127,21 +127,9 @@ fn d_init_std() -> f64 {
 }
 
 impl Default for GptSpec {
+    /// Every key at its serde default (the one place defaults live).
     fn default() -> Self {
-        GptSpec {
-            n_layer: d_n_layer(),
-            d_model: d_d_model(),
-            n_head: d_n_head(),
-            d_mlp: None,
-            activation: d_activation(),
-            act: BiasedActSpec::default(),
-            norm: d_norm(),
-            placement: d_placement(),
-            positions: d_positions(),
-            tying: d_tying(),
-            init: d_init(),
-            init_std: d_init_std(),
-        }
+        crate::spec::all_defaults()
     }
 }
 
