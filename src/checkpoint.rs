@@ -95,10 +95,7 @@ pub fn peek(path: &Path) -> Result<Option<State>, Error> {
     if !path.exists() {
         return Ok(None);
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(Error::io(path.to_path_buf()))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| err(path, e.to_string()))?;
     let json = meta
         .metadata()
@@ -118,10 +115,7 @@ pub fn load<F: Float>(
     order: &mut Vec<usize>,
 ) -> Result<State, Error> {
     let state = peek(path)?.ok_or_else(|| err(path, "missing checkpoint"))?;
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(Error::io(path.to_path_buf()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| err(path, e.to_string()))?;
     let read = |name: &str, n: usize| -> Result<Vec<F>, Error> {
         let t = st

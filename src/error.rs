@@ -45,6 +45,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// `map_err(Error::io(path))`: an I/O failure on `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+
     pub fn hints(&self) -> Vec<String> {
         match self {
             Error::Spec(e) => e.hints(),

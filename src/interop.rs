@@ -29,10 +29,7 @@ pub(crate) fn write(
         })
         .collect::<Result<_, _>>()?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir.to_path_buf()))?;
     }
     // Write to a temporary file and rename, so a killed run never leaves half a file.
     let tmp = path.with_extension("safetensors.tmp");
@@ -40,10 +37,7 @@ pub(crate) fn write(
         path: tmp.clone(),
         message: e.to_string(),
     })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::rename(&tmp, path).map_err(Error::io(path.to_path_buf()))
 }
 
 /// Saves every parameter (and BatchNorm running statistics) under its PyTorch name.
@@ -117,10 +111,7 @@ pub fn save_dataset(data: &Dataset, path: &Path) -> Result<(), Error> {
 
 /// Loads tensors as f64 by name (any float dtype), for tests and the parity check.
 pub fn load_f64(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f64>)>, Error> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(Error::io(path.to_path_buf()))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -59,15 +59,9 @@ pub fn prepare(
         }
     }
     let artifacts = store.artifacts_dir(&id);
-    std::fs::create_dir_all(&artifacts).map_err(|source| Error::Io {
-        path: artifacts.clone(),
-        source,
-    })?;
+    std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;
     let spec_path = artifacts.join("spec.toml");
-    std::fs::write(&spec_path, spec.to_toml()).map_err(|source| Error::Io {
-        path: spec_path,
-        source,
-    })?;
+    std::fs::write(&spec_path, spec.to_toml()).map_err(Error::io(spec_path))?;
     // An unfinished run of this spec with a checkpoint resumes from it; anything else starts
     // from step 0 (and a stale checkpoint goes).
     let ckpt_path = artifacts.join(checkpoint::FILE);
@@ -88,10 +82,7 @@ pub fn prepare(
         )?,
         None => {
             if ckpt_path.exists() {
-                std::fs::remove_file(&ckpt_path).map_err(|source| Error::Io {
-                    path: ckpt_path.clone(),
-                    source,
-                })?;
+                std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;
             }
             store.begin_run(&id, name, &spec.to_json(), &spec.to_toml(), version)?
         }

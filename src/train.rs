@@ -114,10 +114,7 @@ fn train_typed<F: Float>(
     let mut model = model::build::<F>(&spec.model, data::shape(data), loss_kind, batch, &mut rng)?;
     let sequence = match &data.sequence {
         Some(info) => {
-            let prompt = match &test_set {
-                Split::Tokens { x, .. } => x.first().copied().unwrap_or(0),
-                Split::Rows { .. } => 0,
-            };
+            let prompt = test_set.first_token();
             Some(SequenceReport::new(info, artifacts, prompt, spec.seed)?)
         }
         None => None,
@@ -362,16 +359,19 @@ fn train_typed<F: Float>(
     if message.is_none() {
         message = sequence.as_ref().and_then(|s| s.message(test_eval.0));
     }
-    Ok(Outcome::finished(
+    Ok(Outcome {
         status,
-        steps_done,
+        steps: steps_done,
         diverged_step,
         message,
-        last.loss,
-        (train_eval, test_eval),
-        start.elapsed().as_secs_f64(),
-        model.n_params(),
-    ))
+        final_batch_loss: last.loss,
+        train_loss: train_eval.0,
+        train_acc: train_eval.1,
+        test_loss: test_eval.0,
+        test_acc: test_eval.1,
+        wall_seconds: start.elapsed().as_secs_f64(),
+        n_params: model.n_params(),
+    })
 }
 
 /// Eval-mode loss and accuracy over the splits (the training split as far as
@@ -608,35 +608,5 @@ fn remove_checkpoint(path: &Path) -> Result<(), Error> {
             source: e,
         }),
         _ => Ok(()),
-    }
-}
-
-impl Outcome {
-    /// A run that ended (completed, diverged or reached its target) with its final evaluation
-    /// `(train, test)`, each `(loss, accuracy)`.
-    #[allow(clippy::too_many_arguments)]
-    fn finished(
-        status: RunStatus,
-        steps: u64,
-        diverged_step: Option<u64>,
-        message: Option<String>,
-        final_batch_loss: f64,
-        (train_eval, test_eval): ((f64, Option<f64>), (f64, Option<f64>)),
-        wall_seconds: f64,
-        n_params: usize,
-    ) -> Self {
-        Outcome {
-            status,
-            steps,
-            diverged_step,
-            message,
-            final_batch_loss,
-            train_loss: train_eval.0,
-            train_acc: train_eval.1,
-            test_loss: test_eval.0,
-            test_acc: test_eval.1,
-            wall_seconds,
-            n_params,
-        }
     }
 }

@@ -46,10 +46,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
         let n = match (&a.output, a.format) {
             (Some(path), _) => {
-                let mut f = std::fs::File::create(path).map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+                let mut f = std::fs::File::create(path).map_err(Error::io(path.clone()))?;
                 export::export_sweep(&store, name, a.format, &mut f)?
             }
             (None, ExportFormat::Csv) => {

@@ -176,10 +176,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             "missing".into(),
             TableColumn::I64(rows.iter().map(|r| r.4 as i64).collect()),
         ));
-        let mut f = std::fs::File::create(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let mut f = std::fs::File::create(&path).map_err(Error::io(path.clone()))?;
         write_table(&mut f, &columns).map_err(|e| Error::Failed {
             what: path.display().to_string(),
             message: e.to_string(),
@@ -230,10 +227,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         text.push('\n');
     }
     match &a.output {
-        Some(path) => std::fs::write(path, text).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?,
+        Some(path) => std::fs::write(path, text).map_err(Error::io(path.clone()))?,
         None => print!("{text}"),
     }
     Ok(())

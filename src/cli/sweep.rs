@@ -277,10 +277,7 @@ fn execute(
 
 /// Records the sweep's declaration and its runs in the store.
 fn record(store: &mut Store, sw: &Sweep) -> Result<(), Error> {
-    let text = std::fs::read_to_string(&sw.path).map_err(|source| Error::Io {
-        path: sw.path.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(&sw.path).map_err(Error::io(sw.path.clone()))?;
     let runs: Vec<(String, Vec<(String, String)>)> = sw
         .runs
         .iter()

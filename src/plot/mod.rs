@@ -129,10 +129,9 @@ impl Figure {
     /// Writes the figure to `path` in `format`.
     pub fn save(&self, path: &Path, format: Format) -> Result<(), Error> {
         match format {
-            Format::Svg => std::fs::write(path, self.to_svg()?).map_err(|source| Error::Io {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Format::Svg => {
+                std::fs::write(path, self.to_svg()?).map_err(Error::io(path.to_path_buf()))
+            }
             Format::Png => self.to_png(path, 2),
         }
     }

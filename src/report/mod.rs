@@ -392,10 +392,7 @@ pub fn target(store: &Store, query: &str) -> Result<Target, Error> {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), Error> {
-    fs::write(path, text).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    fs::write(path, text).map_err(Error::io(path.to_path_buf()))
 }
 
 /// Writes the report into `dir` (created if needed); returns the path of its entry page
@@ -406,10 +403,7 @@ pub fn write_report(
     dir: &Path,
     metric: &str,
 ) -> Result<(PathBuf, usize), Error> {
-    fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    fs::create_dir_all(dir).map_err(Error::io(dir.to_path_buf()))?;
     let index = dir.join("index.html");
     match target {
         Target::Run(run) => {
@@ -418,10 +412,7 @@ pub fn write_report(
         }
         Target::Sweep(name) => {
             let runs_dir = dir.join("runs");
-            fs::create_dir_all(&runs_dir).map_err(|source| Error::Io {
-                path: runs_dir.clone(),
-                source,
-            })?;
+            fs::create_dir_all(&runs_dir).map_err(Error::io(runs_dir.clone()))?;
             let mut pages = 1;
             for (id, _) in store.sweep_runs(name)? {
                 if let Some(run) = store.run(&id)? {

@@ -159,23 +159,16 @@ fn digest(path: &Path) -> std::io::Result<(u64, String)> {
     Ok((bytes, sha))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Writes `bytes` to `path` so that readers see the old file or the whole new one: a temporary
 /// name, flushed to disk, then renamed over; the folder is synced so the rename lasts.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let tmp = temp_name(path);
     {
-        let mut f = fs::File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
+        let mut f = fs::File::create(&tmp).map_err(Error::io(&tmp))?;
+        f.write_all(bytes).map_err(Error::io(&tmp))?;
+        f.sync_all().map_err(Error::io(&tmp))?;
     }
-    fs::rename(&tmp, path).map_err(io(path))?;
+    fs::rename(&tmp, path).map_err(Error::io(path))?;
     sync_dir(path);
     Ok(())
 }
@@ -225,15 +218,15 @@ pub fn publish(store_path: &Path, run_id: &str) -> Result<Marker, Error> {
     let final_path = dir.join(FINAL);
     let tmp = temp_name(&final_path);
     if tmp.exists() {
-        fs::remove_file(&tmp).map_err(io(&tmp))?;
+        fs::remove_file(&tmp).map_err(Error::io(&tmp))?;
     }
     work.snapshot(&tmp)?;
     drop(work);
     fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
-        .map_err(io(&tmp))?;
-    let (bytes, sha256) = digest(&tmp).map_err(io(&tmp))?;
-    fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
+        .map_err(Error::io(&tmp))?;
+    let (bytes, sha256) = digest(&tmp).map_err(Error::io(&tmp))?;
+    fs::rename(&tmp, &final_path).map_err(Error::io(&final_path))?;
     sync_dir(&final_path);
     let marker = Marker {
         run_id: run_id.to_string(),
@@ -261,7 +254,7 @@ pub fn run(store_path: &Path, sw: &Sweep, k: usize, job: Option<String>) -> Resu
         }
     }
     let dir = run_dir(store_path, id);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     let work = work_store(store_path, id);
     if work.exists() {
         // The scheduler runs one job per run at a time: a `running` row left by an earlier
@@ -366,15 +359,15 @@ fn copy_artifacts(store_path: &Path, to: PathBuf, id: &str) -> Result<(), Error>
     let Ok(entries) = fs::read_dir(&from) else {
         return Ok(()); // no artifacts
     };
-    fs::create_dir_all(&to).map_err(io(&to))?;
+    fs::create_dir_all(&to).map_err(Error::io(&to))?;
     for entry in entries {
-        let entry = entry.map_err(io(&from))?;
+        let entry = entry.map_err(Error::io(&from))?;
         let name = entry.file_name();
         if name == checkpoint::FILE || !entry.path().is_file() {
             continue;
         }
         let dest = to.join(&name);
-        fs::copy(entry.path(), &dest).map_err(io(&dest))?;
+        fs::copy(entry.path(), &dest).map_err(Error::io(&dest))?;
     }
     Ok(())
 }

@@ -66,10 +66,7 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
     if let Ok(p) = path.canonicalize() {
         return Ok(p);
     }
-    let cwd = std::env::current_dir().map_err(|source| Error::Io {
-        path: PathBuf::from("."),
-        source,
-    })?;
+    let cwd = std::env::current_dir().map_err(Error::io(PathBuf::from(".")))?;
     let p = cwd.join(path);
     // The store file may not exist yet; its folder does (it was created to record the sweep).
     match (
@@ -123,10 +120,7 @@ pub fn submit(
     indices: &[usize],
 ) -> Result<SlurmJob, Error> {
     let store_path = absolute(store.path())?;
-    let binary = std::env::current_exe().map_err(|source| Error::Io {
-        path: PathBuf::from("cloudchamber"),
-        source,
-    })?;
+    let binary = std::env::current_exe().map_err(Error::io(PathBuf::from("cloudchamber")))?;
     let sweep_file = absolute(&sw.path)?;
     let runs: Vec<(usize, String)> = indices
         .iter()
@@ -137,20 +131,14 @@ pub fn submit(
     let jobs_dir = shard::dir(&store_path).join("jobs");
     let logs_dir = shard::dir(&store_path).join("logs");
     for d in [&jobs_dir, &logs_dir] {
-        std::fs::create_dir_all(d).map_err(|source| Error::Io {
-            path: d.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(d).map_err(Error::io(d.clone()))?;
     }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let script_path = jobs_dir.join(format!("{}-{stamp}.sh", sw.name));
-    std::fs::write(&script_path, &text).map_err(|source| Error::Io {
-        path: script_path.clone(),
-        source,
-    })?;
+    std::fs::write(&script_path, &text).map_err(Error::io(script_path.clone()))?;
 
     let mut array = array_list(indices);
     if let Some(k) = opts.array_parallelism {

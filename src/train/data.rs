@@ -5,23 +5,61 @@ use crate::engine::Float;
 use crate::model::{Batch, Shape, IGNORE};
 use crate::task::Dataset;
 
-/// One split of the dataset.
+/// One split: `n` samples of `x` (`xw` values each) and `y` (`yw` each), row-major.
+pub(crate) struct Samples<X, Y> {
+    x: Vec<X>,
+    y: Vec<Y>,
+    n: usize,
+    xw: usize,
+    yw: usize,
+}
+
+impl<X: Copy + Default, Y: Copy + Default> Samples<X, Y> {
+    /// Samples `start..start + len`.
+    fn slice(&self, start: usize, len: usize) -> (&[X], &[Y]) {
+        let end = start + len;
+        (
+            &self.x[start * self.xw..end * self.xw],
+            &self.y[start * self.yw..end * self.yw],
+        )
+    }
+
+    /// Buffers for `cap` gathered samples.
+    fn buffers(&self, cap: usize) -> (Vec<X>, Vec<Y>) {
+        (
+            vec![X::default(); cap * self.xw],
+            vec![Y::default(); cap * self.yw],
+        )
+    }
+
+    /// The samples at `picked`, copied to the front of `(bx, by)`.
+    fn gather<'a>(
+        &self,
+        picked: &[usize],
+        (bx, by): &'a mut (Vec<X>, Vec<Y>),
+    ) -> (&'a [X], &'a [Y]) {
+        for (k, &i) in picked.iter().enumerate() {
+            let (x, y) = self.slice(i, 1);
+            bx[k * self.xw..(k + 1) * self.xw].copy_from_slice(x);
+            by[k * self.yw..(k + 1) * self.yw].copy_from_slice(y);
+        }
+        let b = picked.len();
+        (&bx[..b * self.xw], &by[..b * self.yw])
+    }
+}
+
+/// A split as the model reads it.
 pub(crate) enum Split<F> {
     /// `x: [n, input]`, `y: [n, y_cols]`.
-    Rows {
-        x: Vec<F>,
-        y: Vec<F>,
-        n: usize,
-        input: usize,
-        y_cols: usize,
-    },
+    Rows(Samples<F, F>),
     /// `x, y: [n, seq]` token ids.
-    Tokens {
-        x: Vec<usize>,
-        y: Vec<usize>,
-        n: usize,
-        seq: usize,
-    },
+    Tokens(Samples<usize, usize>),
+}
+
+/// Preallocated buffers of one gathered batch.
+pub(crate) enum Gathered<F> {
+    Rows((Vec<F>, Vec<F>)),
+    Tokens((Vec<usize>, Vec<usize>)),
 }
 
 /// Which split of a dataset.
@@ -37,111 +75,74 @@ impl<F: Float> Split<F> {
             Part::Train => (&data.train_x, &data.train_y),
             Part::Test => (&data.test_x, &data.test_y),
         };
+        let (n, xw, yw) = (x.nrows(), x.ncols(), y.ncols());
         match &data.sequence {
             // Token ids are exact integers; positions without a loss become IGNORE.
-            Some(info) => Split::Tokens {
+            Some(info) => Split::Tokens(Samples {
                 x: x.iter().map(|&v| v as usize).collect(),
                 y: y.indexed_iter()
                     .map(|((_, t), &v)| {
-                        if info.trained.at(t, y.ncols()) {
+                        if info.trained.at(t, yw) {
                             v as usize
                         } else {
                             IGNORE
                         }
                     })
                     .collect(),
-                n: x.nrows(),
-                seq: x.ncols(),
-            },
-            None => Split::Rows {
+                n,
+                xw,
+                yw,
+            }),
+            None => Split::Rows(Samples {
                 x: x.iter().map(|&v| F::of(v)).collect(),
                 y: y.iter().map(|&v| F::of(v)).collect(),
-                n: x.nrows(),
-                input: x.ncols(),
-                y_cols: y.ncols(),
-            },
+                n,
+                xw,
+                yw,
+            }),
         }
     }
 
     /// Samples: rows or windows.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Split::Rows { n, .. } | Split::Tokens { n, .. } => *n,
+            Split::Rows(s) => s.n,
+            Split::Tokens(s) => s.n,
         }
     }
 
     /// Samples `start..start + len`, as they are stored.
     pub(crate) fn slice(&self, start: usize, len: usize) -> Batch<'_, F> {
-        let end = start + len;
         match self {
-            Split::Rows {
-                x,
-                y,
-                input,
-                y_cols,
-                ..
-            } => Batch::Rows {
-                x: &x[start * input..end * input],
-                y: &y[start * y_cols..end * y_cols],
-                rows: len,
-            },
-            Split::Tokens { x, y, seq, .. } => Batch::Tokens {
-                x: &x[start * seq..end * seq],
-                y: &y[start * seq..end * seq],
-                seqs: len,
-                seq: *seq,
-            },
+            Split::Rows(s) => rows(s.slice(start, len), len),
+            Split::Tokens(s) => tokens(s.slice(start, len), len, s.xw),
         }
     }
 
     /// Buffers for a gathered batch of up to `cap` samples.
     pub(crate) fn buffers(&self, cap: usize) -> Gathered<F> {
         match self {
-            Split::Rows { input, y_cols, .. } => {
-                Gathered::Rows(vec![F::zero(); cap * input], vec![F::zero(); cap * y_cols])
-            }
-            Split::Tokens { seq, .. } => Gathered::Tokens(vec![0; cap * seq], vec![0; cap * seq]),
+            Split::Rows(s) => Gathered::Rows(s.buffers(cap)),
+            Split::Tokens(s) => Gathered::Tokens(s.buffers(cap)),
         }
     }
 
     /// The samples at `picked`, copied into `into` (from [`Split::buffers`]).
     pub(crate) fn gather<'a>(&self, picked: &[usize], into: &'a mut Gathered<F>) -> Batch<'a, F> {
-        fn copy<T: Copy>(dst: &mut [T], src: &[T], width: usize, picked: &[usize]) {
-            for (k, &i) in picked.iter().enumerate() {
-                dst[k * width..(k + 1) * width].copy_from_slice(&src[i * width..(i + 1) * width]);
-            }
-        }
-        let b = picked.len();
         match (self, into) {
-            (
-                Split::Rows {
-                    x,
-                    y,
-                    input,
-                    y_cols,
-                    ..
-                },
-                Gathered::Rows(bx, by),
-            ) => {
-                copy(bx, x, *input, picked);
-                copy(by, y, *y_cols, picked);
-                Batch::Rows {
-                    x: &bx[..b * input],
-                    y: &by[..b * y_cols],
-                    rows: b,
-                }
-            }
-            (Split::Tokens { x, y, seq, .. }, Gathered::Tokens(bx, by)) => {
-                copy(bx, x, *seq, picked);
-                copy(by, y, *seq, picked);
-                Batch::Tokens {
-                    x: &bx[..b * seq],
-                    y: &by[..b * seq],
-                    seqs: b,
-                    seq: *seq,
-                }
+            (Split::Rows(s), Gathered::Rows(b)) => rows(s.gather(picked, b), picked.len()),
+            (Split::Tokens(s), Gathered::Tokens(b)) => {
+                tokens(s.gather(picked, b), picked.len(), s.xw)
             }
             _ => unreachable!("buffers come from the same split"),
+        }
+    }
+
+    /// The first token of the split (where samples of a language model start).
+    pub(crate) fn first_token(&self) -> usize {
+        match self {
+            Split::Tokens(s) => s.x.first().copied().unwrap_or(0),
+            Split::Rows(_) => 0,
         }
     }
 
@@ -150,16 +151,18 @@ impl<F: Float> Split<F> {
     /// since a language corpus can be far larger than what an evaluation needs.
     pub(crate) fn eval_count(&self, test_n: usize, cap: usize) -> usize {
         match self {
-            Split::Rows { n, .. } => *n,
-            Split::Tokens { n, .. } => (*n).min(test_n.max(cap)),
+            Split::Rows(s) => s.n,
+            Split::Tokens(s) => s.n.min(test_n.max(cap)),
         }
     }
 }
 
-/// Preallocated buffers of one gathered batch.
-pub(crate) enum Gathered<F> {
-    Rows(Vec<F>, Vec<F>),
-    Tokens(Vec<usize>, Vec<usize>),
+fn rows<'a, F>((x, y): (&'a [F], &'a [F]), rows: usize) -> Batch<'a, F> {
+    Batch::Rows { x, y, rows }
+}
+
+fn tokens<'a, F>((x, y): (&'a [usize], &'a [usize]), seqs: usize, seq: usize) -> Batch<'a, F> {
+    Batch::Tokens { x, y, seqs, seq }
 }
 
 /// The data's shape as models see it (`context`: the window length).

@@ -22,13 +22,6 @@ pub(crate) struct SequenceReport<'a> {
     seed: u64,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 impl<'a> SequenceReport<'a> {
     /// Writes `vocab.json` to the run's folder.
     pub(crate) fn new(
@@ -39,7 +32,7 @@ impl<'a> SequenceReport<'a> {
     ) -> Result<Self, Error> {
         if let Some(dir) = artifacts {
             let p = dir.join("vocab.json");
-            std::fs::write(&p, info.vocab_json()).map_err(io(&p))?;
+            std::fs::write(&p, info.vocab_json()).map_err(Error::io(&p))?;
         }
         Ok(SequenceReport {
             info,
@@ -86,8 +79,8 @@ impl<'a> SequenceReport<'a> {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(io(path))?;
-        writeln!(f, "step {step}: {}", text.escape_debug()).map_err(io(path))
+            .map_err(Error::io(path))?;
+        writeln!(f, "step {step}: {}", text.escape_debug()).map_err(Error::io(path))
     }
 
     /// The run's closing message: validation loss against the entropy rate.
