@@ -17,6 +17,7 @@ pub mod model;
 pub mod nn;
 pub mod observe;
 pub mod optim;
+pub mod os;
 pub mod plot;
 pub mod report;
 pub mod runner;

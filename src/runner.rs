@@ -50,6 +50,8 @@ pub fn prepare(
     force: bool,
 ) -> Result<Start, Error> {
     let data = spec.task.generate(spec.seed, base_dir)?;
+    // Refused before the store or the run's folder is touched.
+    train::check_memory(spec, &data)?;
     let id = spec.run_id();
     let mut store = Store::open(store_path)?;
     let prev = store.run(&id)?;

@@ -85,6 +85,70 @@ pub fn train(
     })
 }
 
+/// The memory a run of `spec` on `data` needs, estimated before anything is allocated: the
+/// model, its optimizer state and its buffers, the data in the model's precision, and the f64
+/// twin that sharpness measures on.
+pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
+    let elem = match spec.model.dtype() {
+        Dtype::F32 => 4,
+        Dtype::F64 => 8,
+    };
+    let batch = batch_rows(&spec.train, data.n_train().max(1));
+    let slots = match spec.optim.optimizer {
+        optim::Optimizer::Sgd => 0,
+        optim::Optimizer::Momentum | optim::Optimizer::Nesterov => 1,
+        optim::Optimizer::Adam | optim::Optimizer::Adamw => 2,
+    };
+    let shape = data::shape(data);
+    let mut m = model::memory(&spec.model, shape, batch, slots, elem);
+    let values = [&data.train_x, &data.train_y, &data.test_x, &data.test_y];
+    let data_values: usize = values.iter().map(|a| a.len()).sum();
+    m.activations = m
+        .activations
+        .saturating_add(data_values as u64 * elem.max(8));
+    if spec.observe.sharpness_every > 0 {
+        let twin = model::memory(&spec.model, shape, batch, 0, 8);
+        m.activations = m.activations.saturating_add(twin.params + twin.activations);
+    }
+    m
+}
+
+/// Refuses a run whose estimated memory exceeds what this process can still allocate
+/// ([`crate::os::available_memory`]), before anything is allocated.
+pub fn check_memory(spec: &Spec, data: &Dataset) -> Result<model::Memory, Error> {
+    let m = memory(spec, data);
+    if let Some(free) = crate::os::available_memory() {
+        if m.total() > free {
+            return Err(Error::Invalid {
+                what: "model".into(),
+                message: format!(
+                    "the run needs about {} (parameters and gradients {}, optimizer state {}, \
+                     buffers and data {}), more than the {} this process can still allocate",
+                    gib(m.total()),
+                    gib(m.params),
+                    gib(m.optimizer),
+                    gib(m.activations),
+                    gib(free)
+                ),
+                hint: "make the model smaller (width, depth, d_model, n_layer) or the batch \
+                       (train.batch_size); `cloudchamber run FILE --dry-run` prints the estimate"
+                    .into(),
+            });
+        }
+    }
+    Ok(m)
+}
+
+/// Bytes as GiB (or MiB below one GiB), for messages.
+pub fn gib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
 fn train_typed<F: Float>(
     spec: &Spec,
     data: &Dataset,

@@ -606,3 +606,45 @@ fn ctrl_c_checkpoints_and_resumes() {
         export_csv(dir.path(), "cut.db")
     );
 }
+
+/// A model within the validated limits but past the machine's memory is refused before any
+/// work, with the estimate, exit 2, and nothing written: no store, no run folder. `--dry-run`
+/// prints the same estimate for a run that fits. (Issue: such a model used to abort the
+/// process with SIGABRT, leaving a `running` row and `runs/<id>/`.)
+#[test]
+fn a_model_past_the_memory_is_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write(dir.path(), "small.toml", SMALL);
+    let o = run_in(
+        dir.path(),
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--set",
+            "model.width=65536",
+            "--set",
+            "model.depth=10000",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("the run needs about") && err.contains("GiB"),
+        "{err}"
+    );
+    assert!(err.contains("hint:") && err.contains("--dry-run"), "{err}");
+    assert!(!dir.path().join("cloudchamber.db").exists());
+    assert!(!dir.path().join("runs").exists());
+
+    let o = run_in(dir.path(), &["run", spec.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("memory: about") && out.contains("MiB"),
+        "{out}"
+    );
+    assert!(
+        !dir.path().join("cloudchamber.db").exists(),
+        "a dry run writes nothing"
+    );
+}

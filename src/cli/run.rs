@@ -24,6 +24,9 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+    /// Check the spec and the data and print the run id and the memory estimate; train nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
@@ -35,6 +38,24 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    if a.dry_run {
+        let data = spec.task.generate(spec.seed, &loaded.base_dir)?;
+        let m = cloudchamber::train::memory(spec, &data);
+        let gib = cloudchamber::train::gib;
+        println!("run {} ({name}): {}", spec.run_id(), data.description);
+        println!(
+            "memory: about {} (parameters and gradients {}, optimizer state {}, buffers and data {})",
+            gib(m.total()),
+            gib(m.params),
+            gib(m.optimizer),
+            gib(m.activations)
+        );
+        match cloudchamber::os::available_memory() {
+            Some(free) => println!("available to this process: {}", gib(free)),
+            None => println!("available to this process: unknown (not checked)"),
+        }
+        return Ok(());
+    }
     let mut p = match runner::prepare(store_path, spec, &loaded.base_dir, &name, a.force)? {
         Start::Done(prev) => {
             if !a.quiet {

@@ -597,6 +597,49 @@ impl<F: Float> Gpt<F> {
     }
 }
 
+/// `(parameters, buffer values)` of the GPT [`Gpt::new`] builds, counted from its spec
+/// (saturating: a spec far past any machine still gets a number).
+pub(super) fn elements(
+    spec: &GptSpec,
+    vocab: usize,
+    context: usize,
+    capacity: usize,
+) -> (u64, u64) {
+    let mul = |a: usize, b: usize| (a as u64).saturating_mul(b as u64);
+    let (c, m, h, nl) = (
+        spec.d_model,
+        spec.mlp_width(),
+        spec.n_head,
+        spec.n_layer as u64,
+    );
+    // Per block: q/k/v, projection, fc and fc2 with biases, two norms, a, b, c; the tables and
+    // the head.
+    let block = mul(c, 4 * c + 2 * m)
+        .saturating_add(mul(c, 9))
+        .saturating_add(mul(m, 4))
+        .saturating_add(2);
+    let params = block
+        .saturating_mul(nl)
+        .saturating_add(mul(vocab, c).saturating_mul(2))
+        .saturating_add(mul(context, c))
+        .saturating_add(mul(c, 2));
+    // Per block: n1, s1, n2, s2, y, caches and q|k|v (`[BT, ·]`: 10·C), pre, act, slope, f
+    // (4·M), attention probabilities `[B, H, T, T]`; the residual streams, head input,
+    // logits and their gradient, and the backward scratch (6·C + M and another [B, H, T, T]).
+    let bt = mul(capacity, context);
+    let att = mul(capacity, h).saturating_mul(mul(context, context));
+    let per_block = bt
+        .saturating_mul(10 * c as u64 + 4 * m as u64)
+        .saturating_add(att);
+    let buffers = per_block
+        .saturating_mul(nl)
+        .saturating_add(bt.saturating_mul((nl + 2).saturating_mul(c as u64)))
+        .saturating_add(bt.saturating_mul(2 * vocab as u64))
+        .saturating_add(bt.saturating_mul(6 * c as u64 + m as u64))
+        .saturating_add(att);
+    (params, buffers)
+}
+
 /// The MLP's activation `a·f(u − b) + c` of `b.pre` into `b.act`, with its slope (and `f(u − b)`
 /// when `a` is learned), in row blocks over the pool.
 fn activation_forward<F: Float>(

@@ -505,6 +505,33 @@ impl<F: Float> Model<F> for Mlp<F> {
     }
 }
 
+/// `(parameters, buffer values)` of the MLP [`Mlp::new`] builds, counted from its spec
+/// (saturating: a spec far past any machine still gets a number).
+pub(super) fn elements(spec: &MlpSpec, input: usize, output: usize, capacity: usize) -> (u64, u64) {
+    let mul = |a: usize, b: usize| (a as u64).saturating_mul(b as u64);
+    let (w, depth) = (spec.width, spec.depth);
+    let widths = std::iter::once(input).chain(std::iter::repeat_n(w, depth));
+    let outs = std::iter::repeat_n(w, depth).chain(std::iter::once(output));
+    // Weights and biases, then per hidden layer up to 3·width activation parameters and a norm's
+    // weight, bias, α and running statistics.
+    let linear: u64 = widths
+        .zip(outs)
+        .map(|(i, o)| mul(i, o).saturating_add(o as u64))
+        .sum();
+    let per_layer = mul(w, 7).saturating_add(1);
+    let params = linear.saturating_add(per_layer.saturating_mul(depth as u64));
+    // Per hidden layer: pre, normed, act, post, slope, f(u − b) and a norm's cache (`[cap, w]`
+    // for DyT); the two gradient buffers; output and its gradient.
+    let max_width = input.max(w).max(output);
+    let buffers = mul(capacity, w)
+        .saturating_mul(7)
+        .saturating_mul(depth as u64)
+        .saturating_add(mul(capacity, max_width).saturating_mul(2))
+        .saturating_add(mul(capacity, output).saturating_mul(2))
+        .saturating_add(mul(capacity.div_ceil(ops::ROW_BLOCK), 2 * max_width + 1));
+    (params, buffers)
+}
+
 /// The input of layer `l`: the data for the first layer, else the previous layer's output.
 fn layer_input<'a, F>(
     x: &'a [F],

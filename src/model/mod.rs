@@ -454,3 +454,113 @@ pub(crate) fn act_params_backward<F: Float>(
         }
     }
 }
+
+/// What a run will hold in memory, estimated from its spec before anything is allocated
+/// (bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// Parameter values and gradients.
+    pub params: u64,
+    /// Optimizer state and the loop's pre-update snapshot of the parameters.
+    pub optimizer: u64,
+    /// Activation buffers, their gradients and the batch.
+    pub activations: u64,
+}
+
+impl Memory {
+    pub fn total(&self) -> u64 {
+        self.params
+            .saturating_add(self.optimizer)
+            .saturating_add(self.activations)
+    }
+}
+
+/// The memory the model `spec` describes needs on data of `shape`, with `capacity` samples per
+/// pass, trained with `optimizer_slots` values of state per parameter, in `elem` bytes per
+/// value. An upper estimate: every buffer a variant may keep is counted.
+pub fn memory(
+    spec: &ModelSpec,
+    shape: Shape,
+    capacity: usize,
+    optimizer_slots: u64,
+    elem: u64,
+) -> Memory {
+    let (params, buffers) = match (spec, shape) {
+        (ModelSpec::Mlp(s), Shape::Rows { input, output }) => {
+            mlp::elements(s, input, output, capacity)
+        }
+        (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => {
+            gpt::elements(gpt, vocab, context, capacity)
+        }
+        // `build` refuses the pair before anything is allocated.
+        _ => (0, 0),
+    };
+    Memory {
+        params: params.saturating_mul(2 * elem),
+        optimizer: params.saturating_mul((optimizer_slots + 1) * elem),
+        activations: buffers.saturating_mul(elem),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{GptSpec, MlpSpec};
+
+    /// The estimate's parameter part bounds the built model's parameters from above, within a
+    /// factor of 2 (it counts every optional activation and norm parameter).
+    #[test]
+    fn memory_estimate_bounds_the_parameters() {
+        let mlp = ModelSpec::Mlp(MlpSpec {
+            width: 64,
+            depth: 3,
+            ..MlpSpec::default()
+        });
+        let gpt = ModelSpec::Gpt {
+            gpt: GptSpec {
+                n_layer: 2,
+                d_model: 32,
+                n_head: 4,
+                ..GptSpec::default()
+            },
+            dtype: crate::spec::Dtype::F32,
+            norm_eps: 1e-5,
+        };
+        let cases = [
+            (
+                mlp,
+                Shape::Rows {
+                    input: 10,
+                    output: 3,
+                },
+            ),
+            (
+                gpt,
+                Shape::Tokens {
+                    vocab: 20,
+                    context: 16,
+                },
+            ),
+        ];
+        for (spec, shape) in cases {
+            let m =
+                build::<f32>(&spec, shape, LossKind::CrossEntropy, 8, &mut Rng::new(1)).unwrap();
+            let actual: u64 = m
+                .params()
+                .iter()
+                .map(|p| 2 * 4 * p.value.len() as u64)
+                .sum();
+            let est = memory(&spec, shape, 8, 2, 4);
+            assert!(
+                actual <= est.params && est.params <= 2 * actual,
+                "{actual} vs {est:?}"
+            );
+            assert_eq!(
+                est.optimizer,
+                est.params / 2 * 3,
+                "Adam's two moments and the snapshot"
+            );
+            assert!(est.activations > 0);
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! What the operating system lets this process have: the memory a run may still allocate.
+
+/// The bytes this process can still allocate: the least of the machine's available memory
+/// (`MemAvailable`), the room left under its cgroup's limit (`memory.max` − `memory.current`,
+/// cgroup v2) and the room left in its address-space limit (`ulimit -v`: the limit − `VmSize`).
+/// `None` where none of these can be read (not Linux): then nothing is refused.
+pub fn available_memory() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    // "Name:   12345 kB" lines of /proc files.
+    let kb_field = |text: &str, name: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        let kb: u64 = line[name.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb * 1024)
+    };
+    let mut limits = Vec::new();
+    if let Some(m) = read("/proc/meminfo").and_then(|t| kb_field(&t, "MemAvailable:")) {
+        limits.push(m);
+    }
+    let cgroup =
+        |f: &str| read(&format!("/sys/fs/cgroup/{f}")).and_then(|t| t.trim().parse::<u64>().ok());
+    if let (Some(max), Some(cur)) = (cgroup("memory.max"), cgroup("memory.current")) {
+        limits.push(max.saturating_sub(cur));
+    }
+    // "Max address space   <soft>   <hard>   bytes"
+    let soft_as = read("/proc/self/limits").and_then(|t| {
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("Max address space"))?
+            .to_string();
+        line.split_whitespace().nth(3)?.parse::<u64>().ok()
+    });
+    let vm_size = read("/proc/self/status").and_then(|t| kb_field(&t, "VmSize:"));
+    if let (Some(limit), Some(used)) = (soft_as, vm_size) {
+        limits.push(limit.saturating_sub(used));
+    }
+    limits.into_iter().min()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let m = super::available_memory().expect("MemAvailable is readable on Linux");
+            // Some memory is free, and no more than the machine has.
+            assert!(m > 1 << 20 && m < 1 << 50, "{m}");
+        }
+    }
+}
