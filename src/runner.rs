@@ -59,6 +59,8 @@ pub fn prepare(
         if !force && matches!(prev.status, RunStatus::Completed | RunStatus::Diverged) {
             return Ok(Start::Done(Box::new(prev.clone())));
         }
+        // Another live process trains it: refuse before touching its folder or checkpoint.
+        Store::refuse_live(store_path, prev)?;
     }
     let artifacts = store.artifacts_dir(&id);
     std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;

@@ -390,6 +390,23 @@ impl Store {
         dir.join("runs").join(run_id)
     }
 
+    /// The error for a run that another live process is training (checked before anything of
+    /// the run is touched).
+    pub fn refuse_live(path: &Path, rec: &RunRecord) -> Result<(), StoreError> {
+        if rec.status == RunStatus::Running
+            && rec.pid != Some(std::process::id())
+            && !rec.is_incomplete()
+        {
+            return Err(StoreError::RunActive {
+                path: path.to_path_buf(),
+                id: rec.id.clone(),
+                pid: rec.pid.unwrap_or(0),
+                host: rec.host.clone().unwrap_or_else(|| "unknown host".into()),
+            });
+        }
+        Ok(())
+    }
+
     /// Starts (or restarts, discarding old metrics) run `id`, owned by this process.
     pub fn begin_run(
         &mut self,
@@ -459,15 +476,7 @@ impl Store {
                             path: path.clone(),
                             what,
                         })?;
-                if old.status == RunStatus::Running && old.pid != Some(pid) && !old.is_incomplete()
-                {
-                    return Err(StoreError::RunActive {
-                        path,
-                        id: id.to_string(),
-                        pid: old.pid.unwrap_or(0),
-                        host: old.host.unwrap_or_else(|| "unknown host".into()),
-                    });
-                }
+                Store::refuse_live(&path, &old)?;
                 let delete = match keep_before {
                     None => format!(
                         "DELETE FROM metric_values WHERE rid = {rid}; DELETE FROM metric_last WHERE rid = {rid};"

@@ -648,3 +648,40 @@ fn a_model_past_the_memory_is_refused_before_any_work() {
         "a dry run writes nothing"
     );
 }
+
+/// `run --force` on a run another live process is training is refused before it touches
+/// anything: the live run's checkpoint is still there. (Issue: it used to delete the checkpoint,
+/// then refuse.)
+#[test]
+fn force_on_a_live_run_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Checkpoints seconds apart, so the live run does not simply write its checkpoint again.
+    let spec = SMALL.replace("steps = 60", "steps = 10000000\ncheckpoint_every = 40000");
+    let file = write(dir.path(), "live.toml", &spec);
+    let id = cloudchamber::spec::load(&file, &[]).unwrap().spec.run_id();
+    let ckpt = dir
+        .path()
+        .join("runs")
+        .join(&id)
+        .join(cloudchamber::checkpoint::FILE);
+    let mut child = bin()
+        .current_dir(dir.path())
+        .args(["run", "live.toml", "-q"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !ckpt.exists() {
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(t0.elapsed() < Duration::from_secs(60), "no checkpoint");
+    }
+    let o = run_in(dir.path(), &["run", "live.toml", "--force", "-q"]);
+    let alive = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(alive, "the first run ended before the test");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains(&id[..8]), "{}", stderr(&o));
+    assert!(ckpt.exists(), "the live run's checkpoint was deleted");
+}
