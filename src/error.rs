@@ -32,7 +32,7 @@ pub enum Error {
         message: String,
         hint: String,
     },
-    /// Stopped by Ctrl-C after checkpointing; exit code 130, as for a shell's SIGINT.
+    /// Stopped by Ctrl-C or SIGTERM after checkpointing; exit code 128 + the signal (130, 143).
     #[error("{what}: interrupted")]
     Interrupted { what: String, hint: String },
     /// Work that ran and failed (e.g. some runs of a sweep); exit code 1.
@@ -67,7 +67,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Spec(_) | Error::Task(_) | Error::Invalid { .. } => 2,
-            Error::Interrupted { .. } => 130,
+            Error::Interrupted { .. } => crate::interrupt::exit_code(),
             Error::Store(StoreError::NotFound { .. } | StoreError::Ambiguous { .. }) => 2,
             _ => 1,
         }

@@ -1,11 +1,19 @@
-//! Graceful stop on Ctrl-C (SIGINT): the handler only sets a flag; training loops check it at
-//! each step, write a checkpoint and end the run as `interrupted`, and the sweep executor starts
-//! no new run. A second Ctrl-C ends the process at once (the store stays consistent either way,
-//! and the runs resume from their checkpoints).
+//! Graceful stop on Ctrl-C (SIGINT) and SIGTERM (`kill`, a scheduler's cancellation, preemption
+//! or time limit): the handler only sets a flag; training loops check it at each step, write a
+//! checkpoint and end the run as `interrupted`, and the sweep executor starts no new run. A
+//! second signal ends the process at once (the store stays consistent either way, and the runs
+//! resume from their checkpoints). The process exits with 128 + the signal, as a shell reports.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The signal that asked for the stop (SIGINT when the request came from elsewhere).
+static SIGNAL: AtomicI32 = AtomicI32::new(2);
+
+/// The exit code of a stopped process: 128 + the signal (130 for Ctrl-C, 143 for SIGTERM).
+pub fn exit_code() -> u8 {
+    (128 + SIGNAL.load(Ordering::Relaxed)).clamp(0, 255) as u8
+}
 
 /// Whether a stop was requested.
 pub fn requested() -> bool {
@@ -18,29 +26,23 @@ pub fn request() {
 }
 
 #[cfg(unix)]
-extern "C" fn on_sigint(_: libc::c_int) {
+extern "C" fn on_signal(sig: libc::c_int) {
     if STOP.swap(true, Ordering::Relaxed) {
-        // Second Ctrl-C: leave now (async-signal-safe).
+        // The second signal: leave now.
         // SAFETY: `_exit` is async-signal-safe.
-        unsafe { libc::_exit(130) };
+        unsafe { libc::_exit(128 + sig) };
     }
+    SIGNAL.store(sig, Ordering::Relaxed);
 }
 
-/// Installs the SIGINT handler (Unix; elsewhere Ctrl-C keeps its default effect).
+/// Installs the SIGINT and SIGTERM handlers (Unix; elsewhere the signals keep their default
+/// effect).
 pub fn install() {
     #[cfg(unix)]
-    // SAFETY: the handler only touches an atomic and calls `_exit`, both async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
-    }
-}
-
-/// Makes SIGTERM a graceful stop too (checkpoint, end as interrupted): a batch scheduler sends
-/// it on cancellation, preemption and time limits, before SIGKILL.
-pub fn install_sigterm() {
-    #[cfg(unix)]
-    // SAFETY: as in `install`.
-    unsafe {
-        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only touches atomics and calls `_exit`, all async-signal-safe.
+        unsafe {
+            libc::signal(sig, on_signal as *const () as libc::sighandler_t);
+        }
     }
 }

@@ -547,6 +547,16 @@ fn killed_runs_resume_bit_identically() {
 /// and running it again resumes it to metrics bit-identical to an uninterrupted run.
 #[test]
 fn ctrl_c_checkpoints_and_resumes() {
+    stop_checkpoints_and_resumes(libc::SIGINT);
+}
+
+/// SIGTERM (a scheduler's or `kill`'s) is as graceful as Ctrl-C, exiting 143 (128 + 15).
+#[test]
+fn sigterm_checkpoints_and_resumes() {
+    stop_checkpoints_and_resumes(libc::SIGTERM);
+}
+
+fn stop_checkpoints_and_resumes(signal: i32) {
     let dir = tempfile::tempdir().unwrap();
     let spec = SMALL
         .replace("steps = 60", "steps = 30000\ncheckpoint_every = 5000")
@@ -582,9 +592,9 @@ fn ctrl_c_checkpoints_and_resumes() {
         assert!(t0.elapsed() < Duration::from_secs(60));
     }
     // SAFETY: signalling our own child process.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(child.id() as i32, signal) };
     let o = child.wait_with_output().unwrap();
-    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(128 + signal), "{}", stderr(&o));
     assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
     let store = Store::open(&db).unwrap();
     let r = store.runs().unwrap().remove(0);

@@ -26,9 +26,6 @@ pub struct Args {
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    // A scheduler stops a job with SIGTERM (cancel, preemption, time limit): checkpoint and
-    // end as interrupted, so the next attempt resumes.
-    cloudchamber::interrupt::install_sigterm();
     let sw = sweep::load(&a.file, &a.set)?;
     let n = sw.runs.len();
     let Some(r) = sw.runs.get(a.index) else {
