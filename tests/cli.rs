@@ -695,3 +695,28 @@ fn force_on_a_live_run_touches_nothing() {
     assert!(stderr(&o).contains(&id[..8]), "{}", stderr(&o));
     assert!(ckpt.exists(), "the live run's checkpoint was deleted");
 }
+
+/// `--workers 0` is refused (exit 2), not quietly taken as 1, in `sweep` and `bench --ensemble`.
+#[test]
+fn zero_workers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "s.toml",
+        &format!("{SMALL}\n[sweep]\nseeds = 2\n"),
+    );
+    for args in [
+        vec![
+            "sweep",
+            file.to_str().unwrap(),
+            "--workers",
+            "0",
+            "--dry-run",
+        ],
+        vec!["bench", "--ensemble", "4", "--workers", "0"],
+    ] {
+        let o = run_in(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("must be at least 1"), "{}", stderr(&o));
+    }
+}

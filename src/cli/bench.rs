@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, value_name = "K")]
     ensemble: Option<usize>,
     /// Worker threads for `--ensemble` (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::positive)]
     workers: Option<usize>,
     /// Instead: the reference tiny GPT of `torch_bench.py gpt` (f32, AdamW).
     #[arg(long)]

@@ -109,3 +109,12 @@ fn open_existing(path: &std::path::Path) -> Result<cloudchamber::store::Store, E
     }
     Ok(cloudchamber::store::Store::open(path)?)
 }
+
+/// A count that must be at least 1 (`--workers`): 0 is refused, not quietly taken as 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e} (a whole number ≥ 1)")),
+    }
+}

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     dry_run: bool,
     /// Runs trained at once, each on one thread (default: the number of cores).
-    #[arg(long)]
+    #[arg(long, value_parser = super::positive)]
     workers: Option<usize>,
     /// Run only run K of the sweep (as a cluster job array element would).
     #[arg(long, value_name = "K")]
