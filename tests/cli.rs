@@ -720,3 +720,45 @@ fn zero_workers_are_refused() {
         assert!(stderr(&o).contains("must be at least 1"), "{}", stderr(&o));
     }
 }
+
+/// `summarize --format csv` quotes a field that holds commas or quotes (an inline-table axis
+/// value), so every row keeps its columns (RFC 4180).
+#[test]
+fn summarize_csv_quotes_its_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = SMALL.replace("steps = 60", "steps = 5")
+        + "\n[sweep]\nname = \"acts\"\n[sweep.axes]\n\"model.act.b\" = [0.0, { init = 0.1, mode = \"learned\" }]\n";
+    let file = write(dir.path(), "s.toml", &text);
+    let o = run_in(dir.path(), &["sweep", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_in(
+        dir.path(),
+        &[
+            "summarize",
+            "acts",
+            "--metric",
+            "test_loss",
+            "--format",
+            "csv",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[2].starts_with(r#""{ init = 0.1, mode = ""learned"" }","#),
+        "{out}"
+    );
+    // Outside quoted fields, every row has the header's number of separators.
+    let seps = |l: &str| {
+        let mut quoted = false;
+        l.chars()
+            .filter(|&c| {
+                quoted ^= c == '"';
+                c == ',' && !quoted
+            })
+            .count()
+    };
+    assert!(lines.iter().all(|l| seps(l) == seps(lines[0])), "{out}");
+}

@@ -200,7 +200,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
                     .join(" "),
             );
         }
-        _ => text.push_str(&header.join(",")),
+        _ => text.push_str(&csv_row(&header)),
     }
     text.push('\n');
     for (label, n, s5, diverged, missing) in &rows {
@@ -221,7 +221,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
                 .map(|c| format!("{c:>12}"))
                 .collect::<Vec<_>>()
                 .join(" "),
-            _ => cells.join(","),
+            _ => csv_row(&cells),
         };
         text.push_str(&line);
         text.push('\n');
@@ -231,4 +231,13 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// One CSV line, each field quoted when it needs it.
+fn csv_row<S: AsRef<str>>(cells: &[S]) -> String {
+    let quoted: Vec<_> = cells
+        .iter()
+        .map(|c| cloudchamber::export::csv::field(c.as_ref()))
+        .collect();
+    quoted.join(",")
 }

@@ -60,8 +60,8 @@ pub(super) fn write_with(
     Ok(rows)
 }
 
-/// Quotes a field only when it needs it.
-fn field(s: &str) -> std::borrow::Cow<'_, str> {
+/// Quotes a field only when it needs it (RFC 4180): every CSV the lab writes goes through here.
+pub fn field(s: &str) -> std::borrow::Cow<'_, str> {
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
