@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod export;
 pub mod fit;
+pub mod fsname;
 pub mod interop;
 pub mod interrupt;
 pub mod model;

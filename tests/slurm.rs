@@ -625,3 +625,46 @@ fn cancel_stops_this_sweeps_jobs_only() {
     let again = lab.ok(&["--store", "slurm.db", "cancel", "a"]);
     assert!(again.contains("nothing to cancel"), "{again}");
 }
+
+/// A sweep's name is a label: the job script and the logs of a sweep named with `..` and `/`
+/// stay inside the store's `shards/` folder.
+#[test]
+fn a_sweep_name_cannot_place_files_outside_the_store() {
+    let Some(conf) = slurm("a_sweep_name_cannot_place_files_outside_the_store") else {
+        return;
+    };
+    let sweep = format!(
+        "{}\n[sweep]\nname = \"../../../ESCAPED\"\nseeds = 1\n",
+        base(20, 8, 1, 10)
+    );
+    let lab = Lab::new(conf, &[("s.toml", &sweep)]);
+    lab.ok(&[
+        "--store",
+        "slurm.db",
+        "sweep",
+        "s.toml",
+        "--executor",
+        "slurm",
+    ]);
+    lab.wait("slurm.db", "../../../ESCAPED");
+    let listed = |dir: PathBuf| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let jobs = listed(lab.path("shards/jobs"));
+    assert!(
+        jobs.iter().any(|f| f.starts_with("_.._.._.._ESCAPED-")),
+        "{jobs:?}"
+    );
+    // Where `shards/jobs/../../../ESCAPED-*` would have landed.
+    let above = lab.path("..");
+    assert!(
+        !listed(above).iter().any(|f| f.starts_with("ESCAPED")),
+        "a file escaped the store's folder"
+    );
+}

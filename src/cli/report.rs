@@ -25,17 +25,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             Target::Run(r) => r.name.clone(),
             Target::Sweep(s) => s.clone(),
         };
-        let safe: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        PathBuf::from(format!("report-{safe}"))
+        PathBuf::from(format!("report-{}", cloudchamber::fsname::component(&name)))
     });
     let (index, pages) = report::write_report(&store, &target, &dir, &a.metric)?;
     if let Target::Run(r) = &target {

@@ -106,17 +106,7 @@ pub fn unix_seconds(ts: &str) -> Option<f64> {
 
 /// A directory name for a run: its name made filesystem-safe, then its id prefix (unique).
 fn run_dir_name(run: &RunRecord) -> String {
-    let safe: String = run
-        .name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.=".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let safe = crate::fsname::component(&run.name);
     format!("{safe}-{}", &run.id[..run.id.len().min(8)])
 }
 

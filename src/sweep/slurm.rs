@@ -137,7 +137,9 @@ pub fn submit(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let script_path = jobs_dir.join(format!("{}-{stamp}.sh", sw.name));
+    // The sweep's name is a label: file names made from it stay inside shards/.
+    let file_name = crate::fsname::component(&sw.name);
+    let script_path = jobs_dir.join(format!("{file_name}-{stamp}.sh"));
     std::fs::write(&script_path, &text).map_err(Error::io(script_path.clone()))?;
 
     let mut array = array_list(indices);
@@ -153,12 +155,12 @@ pub fn submit(
     });
     let mut cmd = Command::new("sbatch");
     cmd.arg("--parsable")
-        .arg(format!("--job-name=cc-{}", sw.name))
+        .arg(format!("--job-name=cc-{file_name}"))
         .arg(format!("--array={array}"))
         .arg(format!("--cpus-per-task={cpus}"))
         .arg(format!(
             "--output={}",
-            logs_dir.join(format!("{}-%A_%a.out", sw.name)).display()
+            logs_dir.join(format!("{file_name}-%A_%a.out")).display()
         ))
         // A requeued element appends to its log rather than erasing the first attempt's.
         .arg("--open-mode=append")
