@@ -824,7 +824,7 @@ impl Override {
     /// Parses `a.b.c=value` (value as TOML, or a plain string when it is not TOML).
     pub fn from_arg(arg: &str) -> Result<Override, SpecError> {
         let bad = |message: &str| SpecError::BadOverride {
-            arg: arg.to_string(),
+            arg: clip(arg),
             message: message.to_string(),
         };
         let (key, raw) = arg
@@ -849,6 +849,10 @@ impl Override {
 
     fn location(&self) -> String {
         match &self.origin {
+            // A long value is quoted once, by the message, not again here.
+            OverrideOrigin::Set(arg) if arg.chars().count() > QUOTE_MAX => {
+                format!("--set {}=…", self.key)
+            }
             OverrideOrigin::Set(arg) => format!("--set {arg}"),
             OverrideOrigin::Other(at) => at.clone(),
         }
@@ -878,7 +882,7 @@ impl Override {
     fn error(&self, message: &str) -> SpecError {
         match &self.origin {
             OverrideOrigin::Set(arg) => SpecError::BadOverride {
-                arg: arg.clone(),
+                arg: clip(arg),
                 message: message.to_string(),
             },
             OverrideOrigin::Other(at) => SpecError::Invalid {
@@ -1014,7 +1018,7 @@ fn classify(
         }
         return SpecError::UnknownValue {
             location: locate(&path),
-            value: format!("\"{value}\""),
+            value: format!("\"{}\"", clip(&value)),
             suggestion: nearest(&value, &valid),
             key: path,
             valid,
@@ -1046,8 +1050,27 @@ fn classify(
     SpecError::WrongType {
         location: locate(&path),
         key: path,
-        message: msg,
+        message: clip_words(&msg),
     }
+}
+
+/// Longest user text an error quotes (a value, an override): beyond it, the start and a count.
+const QUOTE_MAX: usize = 60;
+
+/// `s` as an error quotes it: whole when short, else its first [`QUOTE_MAX`] characters and how
+/// many more there were (a 10 MB value gives a one-line error).
+pub fn clip(s: &str) -> String {
+    let n = s.chars().count();
+    if n <= QUOTE_MAX {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(QUOTE_MAX).collect();
+    format!("{head}… ({} more characters)", n - QUOTE_MAX)
+}
+
+/// [`clip`] on every whitespace-separated word of a message (serde's messages quote values).
+fn clip_words(msg: &str) -> String {
+    msg.split(' ').map(clip).collect::<Vec<_>>().join(" ")
 }
 
 /// The valid name closest to `got`, if it is close enough to be a plausible typo.

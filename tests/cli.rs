@@ -762,3 +762,32 @@ fn summarize_csv_quotes_its_fields() {
     };
     assert!(lines.iter().all(|l| seps(l) == seps(lines[0])), "{out}");
 }
+
+/// Errors quote user input bounded: a 100,000-character value gives a short error line, the
+/// value quoted once, clipped, with its length (exit 2).
+#[test]
+fn errors_quote_long_values_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let long = "x".repeat(100_000);
+    for set in [
+        format!("model.activation=\"{long}\""),
+        format!("model.width={long}"),
+    ] {
+        let o = run_in(dir.path(), &["run", "s.toml", "--set", &set]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert!(
+            err.len() < 600,
+            "{} bytes: {}",
+            err.len(),
+            &err[..600.min(err.len())]
+        );
+        assert!(err.contains("more characters)"), "{err}");
+        assert_eq!(
+            err.matches("more characters)").count(),
+            1,
+            "quoted once: {err}"
+        );
+    }
+}
