@@ -791,3 +791,49 @@ fn errors_quote_long_values_bounded() {
         );
     }
 }
+
+/// Control characters in names never reach the terminal raw: a file named with an escape
+/// sequence and a newline runs, and `ls`, `show` and `sweep --dry-run` print the name escaped;
+/// a declared sweep name with one is refused (exit 2).
+#[test]
+fn control_characters_in_names_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = |s: &str| s.chars().any(|c| c.is_control() && c != '\n');
+    let evil = "a\u{1b}[31mred\nline";
+    let spec = SMALL.replace("steps = 60", "steps = 5");
+    write(dir.path(), &format!("{evil}.toml"), &spec);
+    let file = format!("{evil}.toml");
+    let o = run_in(dir.path(), &["run", &file]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !raw(&stdout(&o)) && !stdout(&o).contains("red\nline"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run_in(dir.path(), &["ls"]);
+    assert!(!raw(&stdout(&o)), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(r"a\u{1b}[31mred\nline"),
+        "{}",
+        stdout(&o)
+    );
+
+    let sweep = format!("{spec}\n[sweep]\nseeds = 2\n");
+    write(dir.path(), &format!("{evil}-sweep.toml"), &sweep);
+    let o = run_in(
+        dir.path(),
+        &["sweep", &format!("{evil}-sweep.toml"), "--dry-run"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !raw(&stdout(&o)) && !stdout(&o).contains("red\nline"),
+        "{}",
+        stdout(&o)
+    );
+
+    let named = format!("{spec}\n[sweep]\nname = \"x\\u001b[2J\"\nseeds = 2\n");
+    write(dir.path(), "named.toml", &named);
+    let o = run_in(dir.path(), &["sweep", "named.toml", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!raw(&stderr(&o)), "{}", stderr(&o));
+}

@@ -25,7 +25,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             Target::Run(r) => r.name.clone(),
             Target::Sweep(s) => s.clone(),
         };
-        PathBuf::from(format!("report-{}", cloudchamber::fsname::component(&name)))
+        PathBuf::from(format!("report-{}", cloudchamber::names::component(&name)))
     });
     let (index, pages) = report::write_report(&store, &target, &dir, &a.metric)?;
     if let Target::Run(r) = &target {

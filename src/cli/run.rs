@@ -33,10 +33,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     // Validate everything before any work: the spec, then (in `prepare`) the data.
     let loaded = spec::load(&a.file, &a.set)?;
     let spec = &loaded.spec;
+    // A label: control characters in a file name are escaped before it is stored or shown.
     let name = a
         .file
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
+        .map(|s| cloudchamber::names::shown(&s.to_string_lossy()))
         .unwrap_or_default();
     if a.dry_run {
         let data = spec.task.generate(spec.seed, &loaded.base_dir)?;

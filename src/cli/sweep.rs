@@ -118,7 +118,8 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             ExecutorKind::Slurm => submit(store_path, &sw, &a.set, a.slurm),
         };
     }
-    println!("sweep {} ({})", sw.name, sw.path.display());
+    let path = cloudchamber::names::shown(&sw.path.display().to_string());
+    println!("sweep {} ({path})", sw.name);
     if sw.decl.factors.is_empty() && sw.decl.seeds.is_none() {
         println!("no axes: one run");
     }

@@ -106,7 +106,7 @@ pub fn unix_seconds(ts: &str) -> Option<f64> {
 
 /// A directory name for a run: its name made filesystem-safe, then its id prefix (unique).
 fn run_dir_name(run: &RunRecord) -> String {
-    let safe = crate::fsname::component(&run.name);
+    let safe = crate::names::component(&run.name);
     format!("{safe}-{}", &run.id[..run.id.len().min(8)])
 }
 

@@ -146,6 +146,16 @@ pub fn declare(sweep: &toml::Value, text: &str, path: &Path) -> Result<Decl, Spe
     let string = |key: &str| -> Result<Option<String>, SpecError> {
         match table.get(key) {
             None => Ok(None),
+            Some(toml::Value::String(s)) if s.chars().any(char::is_control) => {
+                Err(SpecError::Invalid {
+                    location: at(path, line(&format!("sweep.{key}"))),
+                    key: format!("sweep.{key}"),
+                    message: format!("holds a control character: {}", crate::names::shown(s)),
+                    hint: "names are labels printed on terminals: letters, digits, spaces and \
+                           punctuation"
+                        .into(),
+                })
+            }
             Some(toml::Value::String(s)) if !s.trim().is_empty() => Ok(Some(s.clone())),
             Some(other) => Err(SpecError::WrongType {
                 location: at(path, line(&format!("sweep.{key}"))),

@@ -196,7 +196,7 @@ pub fn expand(text: &str, path: &Path, overrides: &[String]) -> Result<Sweep, Sp
 
     let name = decl.name.clone().unwrap_or_else(|| {
         path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
+            .map(|s| crate::names::shown(&s.to_string_lossy()))
             .unwrap_or_else(|| "sweep".into())
     });
     // Each factor's sizes, seeds last: the index is a mixed-radix number, seeds fastest.

@@ -138,7 +138,7 @@ pub fn submit(
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     // The sweep's name is a label: file names made from it stay inside shards/.
-    let file_name = crate::fsname::component(&sw.name);
+    let file_name = crate::names::component(&sw.name);
     let script_path = jobs_dir.join(format!("{file_name}-{stamp}.sh"));
     std::fs::write(&script_path, &text).map_err(Error::io(script_path.clone()))?;
 
