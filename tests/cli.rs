@@ -837,3 +837,29 @@ fn control_characters_in_names_are_escaped() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!raw(&stderr(&o)), "{}", stderr(&o));
 }
+
+/// Data reads are bounded: a device (`/dev/zero` never ends) and a FIFO (would block forever)
+/// are refused at once as not regular files (exit 2).
+#[test]
+fn data_paths_must_be_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    for path in [Path::new("/dev/zero"), fifo.as_path()] {
+        let text = format!(
+            "[task.text]\npath = \"{}\"\n[model.gpt]\nn_layer = 1\nd_model = 8\nn_head = 2\n",
+            path.display()
+        );
+        write(dir.path(), "t.toml", &text);
+        let t0 = Instant::now();
+        let o = run_in(dir.path(), &["run", "t.toml"]);
+        assert!(t0.elapsed() < Duration::from_secs(30));
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is not a regular file"),
+            "{}",
+            stderr(&o)
+        );
+    }
+}

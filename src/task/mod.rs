@@ -421,9 +421,35 @@ pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
 }
 
 /// Reads a whole data file, turning "not found" into [`TaskError::MissingFile`] with a hint that
-/// says where relative paths point and whether a gzipped copy sits next to the file.
+/// says where relative paths point and whether a gzipped copy sits next to the file. Only regular
+/// files are read (a FIFO would block forever, `/dev/zero` never ends), and only when they fit
+/// in the memory this process can still allocate, within the dataset limit.
 pub(crate) fn read_bytes(key: &str, base_dir: &Path, written: &Path) -> Result<Vec<u8>, TaskError> {
     let path = resolve(base_dir, written);
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if !meta.is_file() {
+            return Err(invalid(
+                key,
+                format!("{} is not a regular file", path.display()),
+                "point it at a data file (not a directory, pipe or device)",
+            ));
+        }
+        let limit = crate::os::available_memory()
+            .unwrap_or(u64::MAX)
+            .min(MAX_ELEMENTS as u64 * 8);
+        if meta.len() > limit {
+            return Err(invalid(
+                key,
+                format!(
+                    "{} holds {} bytes, more than the {} this run can hold",
+                    path.display(),
+                    thousands(meta.len() as usize),
+                    crate::train::gib(limit)
+                ),
+                "use a smaller file, or a subset of it",
+            ));
+        }
+    }
     match std::fs::read(&path) {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
