@@ -494,11 +494,23 @@ impl Store {
                 tx.execute(
                     &format!(
                         "UPDATE runs SET name = ?2, status = 'running', spec_json = ?3, spec_toml = ?4,
-                         started_at = {NOW}, ended_at = NULL, wall_seconds = NULL, steps = NULL,
+                         started_at = {NOW}, ended_at = NULL,
+                         wall_seconds = CASE WHEN ?9 THEN wall_seconds ELSE NULL END, steps = NULL,
                          diverged_step = NULL, message = NULL, tool_version = ?5, pid = ?6, host = ?7,
                          proc_start = ?8 WHERE rid = ?1"
                     ),
-                    params![rid, name, spec_json, spec_toml, tool_version, pid, host, proc_start],
+                    // A resumed run keeps the wall time of its earlier segments.
+                    params![
+                        rid,
+                        name,
+                        spec_json,
+                        spec_toml,
+                        tool_version,
+                        pid,
+                        host,
+                        proc_start,
+                        keep_before.is_some()
+                    ],
                 )
                 .map_err(|e| sql_err(&path, e))?;
             }
@@ -620,7 +632,8 @@ impl Store {
             .conn
             .execute(
                 &format!(
-                    "UPDATE runs SET status = ?2, ended_at = {NOW}, steps = ?3, wall_seconds = ?4,
+                    "UPDATE runs SET status = ?2, ended_at = {NOW}, steps = ?3,
+                     wall_seconds = COALESCE(wall_seconds, 0) + ?4,
                      diverged_step = ?5, message = ?6 WHERE id = ?1"
                 ),
                 params![
@@ -1595,6 +1608,27 @@ mod tests {
             .unwrap();
         let err = s.begin_run("r", "n", "", "", "").err().unwrap();
         assert!(matches!(err, StoreError::RunActive { pid: 1, .. }), "{err}");
+    }
+
+    /// A resumed run's wall time is the sum of its segments; a run started again from step 0
+    /// starts its clock again.
+    #[test]
+    fn wall_time_sums_the_segments_of_a_resumed_run() {
+        let (_dir, mut s) = store();
+        s.begin_run("r", "n", "", "", "").unwrap();
+        s.finish_run("r", RunStatus::Interrupted, 100, 2.0, None, None)
+            .unwrap();
+        s.resume_run("r", "n", "", "", "", 100).unwrap();
+        s.finish_run("r", RunStatus::Interrupted, 200, 3.0, None, None)
+            .unwrap();
+        s.resume_run("r", "n", "", "", "", 200).unwrap();
+        s.finish_run("r", RunStatus::Completed, 300, 0.5, None, None)
+            .unwrap();
+        assert_eq!(s.run("r").unwrap().unwrap().wall_seconds, Some(5.5));
+        s.begin_run("r", "n", "", "", "").unwrap();
+        s.finish_run("r", RunStatus::Completed, 300, 1.25, None, None)
+            .unwrap();
+        assert_eq!(s.run("r").unwrap().unwrap().wall_seconds, Some(1.25));
     }
 
     #[test]

@@ -115,9 +115,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     if !a.quiet {
         let rec = p.store.resolve(&p.id)?;
         super::inspect::print_summary(&p.store, &rec)?;
+        // The rate of this segment: the steps it took over the time it took.
+        let steps = out.steps - p.resumed_from.unwrap_or(0);
         println!(
             "{:.0} steps/s, {} parameters; metrics in {}, artifacts in {}",
-            out.steps_per_second(),
+            steps as f64 / out.wall_seconds.max(1e-9),
             out.n_params,
             store_path.display(),
             p.artifacts.display()

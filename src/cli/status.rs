@@ -32,6 +32,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         let runs = store.sweep_runs(&name)?;
         let (mut done, mut diverged, mut failed, mut running, mut incomplete, mut pending) =
             (0, 0, 0, 0, 0, 0);
+        let mut interrupted = 0;
         let mut wall = 0.0;
         for (id, _) in &runs {
             match store.run(id)? {
@@ -42,22 +43,20 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
                         RunStatus::Completed => done += 1,
                         RunStatus::Diverged => diverged += 1,
                         RunStatus::Failed => failed += 1,
-                        RunStatus::Running | RunStatus::Interrupted if r.is_incomplete() => {
-                            incomplete += 1
-                        }
-                        RunStatus::Interrupted => incomplete += 1,
+                        RunStatus::Running if r.is_incomplete() => incomplete += 1,
+                        RunStatus::Interrupted => interrupted += 1,
                         RunStatus::Running => running += 1,
                     }
                 }
             }
         }
         println!(
-            "sweep {name}: {} runs — {done} completed, {diverged} diverged, {failed} failed, {running} running, {incomplete} incomplete, {pending} pending; {wall:.1} s of training recorded",
+            "sweep {name}: {} runs — {done} completed, {diverged} diverged, {failed} failed, {running} running, {incomplete} incomplete, {pending} pending, {interrupted} interrupted; {wall:.1} s of training recorded",
             runs.len()
         );
         // Throughput over the span the finished runs took, and the time the rest would take at it.
         let (ended, span) = store.sweep_timing(&name)?;
-        let left = pending + running + incomplete;
+        let left = pending + running + incomplete + interrupted;
         if ended > 0 && span > 0.0 {
             let rate = ended as f64 / span;
             let eta = if left > 0 {
