@@ -63,9 +63,6 @@ pub fn prepare(
         Store::refuse_live(store_path, prev)?;
     }
     let artifacts = store.artifacts_dir(&id);
-    std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;
-    let spec_path = artifacts.join("spec.toml");
-    std::fs::write(&spec_path, spec.to_toml()).map_err(Error::io(spec_path))?;
     // An unfinished run of this spec with a checkpoint resumes from it; anything else starts
     // from step 0 (and a stale checkpoint goes).
     let ckpt_path = artifacts.join(checkpoint::FILE);
@@ -84,12 +81,15 @@ pub fn prepare(
             version,
             st.step,
         )?,
-        None => {
-            if ckpt_path.exists() {
-                std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;
-            }
-            store.begin_run(&id, name, &spec.to_json(), &spec.to_toml(), version)?
-        }
+        None => store.begin_run(&id, name, &spec.to_json(), &spec.to_toml(), version)?,
+    }
+    // The run is recorded: only now its folder (a refused or failed claim leaves no orphan).
+    std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;
+    let spec_path = artifacts.join("spec.toml");
+    std::fs::write(&spec_path, spec.to_toml()).map_err(Error::io(spec_path))?;
+    if ckpt.is_none() && ckpt_path.exists() {
+        // A stale checkpoint (another run's, or one --force discards) goes.
+        std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;
     }
     Ok(Start::Ready(Box::new(Prepared {
         store,
