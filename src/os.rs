@@ -41,6 +41,16 @@ pub fn available_memory() -> Option<u64> {
     limits.into_iter().min()
 }
 
+/// Bytes as GiB (or MiB below one GiB), for messages.
+pub fn gib(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -58,12 +58,6 @@ pub struct Outcome {
     pub n_params: usize,
 }
 
-impl Outcome {
-    pub fn steps_per_second(&self) -> f64 {
-        self.steps as f64 / self.wall_seconds.max(1e-9)
-    }
-}
-
 /// Progress callback: `(steps done, latest batch loss)`.
 pub type ProgressFn<'a> = &'a mut dyn FnMut(u64, f64);
 
@@ -86,7 +80,7 @@ pub fn train(
 }
 
 /// The memory a run of `spec` on `data` needs, estimated before anything is allocated: the
-/// model, its optimizer state and its buffers, the data in the model's precision, and the f64
+/// model, its optimizer state and its buffers, the data as the loop holds it, and the f64
 /// twin that sharpness measures on.
 pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
     let elem = match spec.model.dtype() {
@@ -105,7 +99,8 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
     let data_values: usize = values.iter().map(|a| a.len()).sum();
     m.activations = m
         .activations
-        .saturating_add(data_values as u64 * elem.max(8));
+        // 8 bytes a value: token ids are usize, and f32 rows take less (an upper bound).
+        .saturating_add(data_values as u64 * 8);
     if spec.observe.sharpness_every > 0 {
         let twin = model::memory(&spec.model, shape, batch, 0, 8);
         m.activations = m.activations.saturating_add(twin.params + twin.activations);
@@ -124,11 +119,11 @@ pub fn check_memory(spec: &Spec, data: &Dataset) -> Result<model::Memory, Error>
                 message: format!(
                     "the run needs about {} (parameters and gradients {}, optimizer state {}, \
                      buffers and data {}), more than the {} this process can still allocate",
-                    gib(m.total()),
-                    gib(m.params),
-                    gib(m.optimizer),
-                    gib(m.activations),
-                    gib(free)
+                    crate::os::gib(m.total()),
+                    crate::os::gib(m.params),
+                    crate::os::gib(m.optimizer),
+                    crate::os::gib(m.activations),
+                    crate::os::gib(free)
                 ),
                 hint: "make the model smaller (width, depth, d_model, n_layer) or the batch \
                        (train.batch_size); `cloudchamber run FILE --dry-run` prints the estimate"
@@ -137,16 +132,6 @@ pub fn check_memory(spec: &Spec, data: &Dataset) -> Result<model::Memory, Error>
         }
     }
     Ok(m)
-}
-
-/// Bytes as GiB (or MiB below one GiB), for messages.
-pub fn gib(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= (1u64 << 30) as f64 {
-        format!("{:.2} GiB", b / (1u64 << 30) as f64)
-    } else {
-        format!("{:.1} MiB", b / (1u64 << 20) as f64)
-    }
 }
 
 fn train_typed<F: Float>(

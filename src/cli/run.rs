@@ -42,7 +42,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     if a.dry_run {
         let data = spec.task.generate(spec.seed, &loaded.base_dir)?;
         let m = cloudchamber::train::memory(spec, &data);
-        let gib = cloudchamber::train::gib;
+        let gib = cloudchamber::os::gib;
         println!("run {} ({name}): {}", spec.run_id(), data.description);
         println!(
             "memory: about {} (parameters and gradients {}, optimizer state {}, buffers and data {})",

@@ -444,7 +444,7 @@ pub(crate) fn read_bytes(key: &str, base_dir: &Path, written: &Path) -> Result<V
                     "{} holds {} bytes, more than the {} this run can hold",
                     path.display(),
                     thousands(meta.len() as usize),
-                    crate::train::gib(limit)
+                    crate::os::gib(limit)
                 ),
                 "use a smaller file, or a subset of it",
             ));
