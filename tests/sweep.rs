@@ -535,6 +535,100 @@ seeds = 3
         assert_eq!(o.status.code(), Some(2));
     }
 
+    /// Waits until run 0 of the sweep in `db` has recorded metrics (it is training).
+    fn wait_until_training(db: &Path) {
+        let t0 = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let flowing = cloudchamber::store::Store::open(db)
+                .ok()
+                .and_then(|s| {
+                    let runs = s.runs().ok()?;
+                    let r = runs.first()?;
+                    Some(s.metrics(&r.id).map(|m| m.len() > 20).unwrap_or(false))
+                })
+                .unwrap_or(false);
+            if flowing {
+                return;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60), "no run started");
+        }
+    }
+
+    /// Ctrl-C during a sweep (issue 15, fault 5): the run in progress is `interrupted`, the runs
+    /// never reached are `not started` (not `failed`), and the exit is 130; the same command
+    /// again finishes them.
+    #[test]
+    fn interrupted_sweep_counts_unstarted_runs_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = SWEEP
+            .replace("steps = 2500", "steps = 200000")
+            .replace("checkpoint_every = 200", "checkpoint_every = 100000");
+        std::fs::write(dir.path().join("s.toml"), &long).unwrap();
+        let child = bin()
+            .current_dir(dir.path())
+            .args(["sweep", "s.toml", "--workers", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until_training(&dir.path().join("cloudchamber.db"));
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let o = child.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(130), "{out}");
+        assert!(
+            out.contains("9 runs: 0 completed, 0 diverged, 0 failed, 1 interrupted, 8 not started"),
+            "{out}"
+        );
+        assert!(out.contains("not started"), "{out}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("1 runs interrupted and 8 not started"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// The same sweep started twice at once on one store (issue 15, fault 13): neither reports
+    /// the other's live runs as failures; each waits for the runs the other trains, both exit
+    /// 0, and every run is trained exactly once.
+    #[test]
+    fn two_identical_sweeps_at_once_share_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("s.toml"), SWEEP).unwrap();
+        let spawn = || {
+            bin()
+                .current_dir(dir.path())
+                .args(["sweep", "s.toml", "--workers", "2"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let a = spawn();
+        // Start the second once the first trains, so the two overlap for sure.
+        wait_until_training(&dir.path().join("cloudchamber.db"));
+        let b = spawn();
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let (mut waited, mut trained) = (false, 0);
+        for o in [&a, &b] {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{out}{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(out.contains("9 runs: 6 completed, 3 diverged, 0 failed"), "{out}");
+            waited |= out.contains("running in another process");
+            trained += out.lines().filter(|l| l.contains(" steps, ")).count();
+        }
+        assert_eq!(trained, 9, "each run trained by one of the two");
+        assert!(waited, "the second sweep met a run the first was training");
+        let store = cloudchamber::store::Store::open(&dir.path().join("cloudchamber.db")).unwrap();
+        assert_eq!(store.runs().unwrap().len(), 9);
+    }
+
     fn rusqlite_integrity(path: &Path) -> String {
         let c = rusqlite::Connection::open(path).unwrap();
         c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))

@@ -94,6 +94,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
                 shard::work_store(store_path, &r.id).display()
             ),
         }),
+        End::Busy { pid, host } => Err(Error::Failed {
+            what: format!("run {} of sweep {}", a.index, sw.name),
+            message: format!("another process (pid {pid} on {host}) trains it"),
+            hint: "one job per run: cancel the duplicate submission".into(),
+        }),
         End::Failed(m) => Err(Error::Failed {
             what: format!("run {} of sweep {}", a.index, sw.name),
             message: m,

@@ -196,8 +196,11 @@ fn execute(
     record(&mut Store::open(store_path)?, sw)?;
     let ends: Vec<End> = match index {
         Some(k) => {
-            let end = exec::run_one(store_path, sw, k);
-            println!("{}", describe(k, &sw.runs[k].id, &end, &sw.runs[k].label()));
+            let say = |k: usize, end: &End| {
+                println!("{}", describe(k, &sw.runs[k].id, end, &sw.runs[k].label()));
+            };
+            let end = exec::run_one_waiting(store_path, sw, k, &say);
+            say(k, &end);
             vec![end]
         }
         None => {
@@ -222,7 +225,10 @@ fn execute(
             let report = |k: usize, end: &End| {
                 let line = describe(k, &sw.runs[k].id, end, &sw.runs[k].label());
                 bar.suspend(|| println!("{line}"));
-                bar.inc(1);
+                // A run another process trains is only announced; it counts when it ends.
+                if !matches!(end, End::Busy { .. }) {
+                    bar.inc(1);
+                }
             };
             let ends = Local { workers }.execute(store_path, sw, &report);
             bar.finish_and_clear();
@@ -241,27 +247,37 @@ fn execute(
         )
     });
     let skipped = count(&|e| matches!(e, End::Skipped(_)));
-    let stopped = count(&|e| {
+    let interrupted = count(&|e| {
         matches!(
             e,
-            End::NotRun
-                | End::Trained {
-                    status: RunStatus::Interrupted,
-                    ..
-                }
+            End::Trained {
+                status: RunStatus::Interrupted,
+                ..
+            }
         )
     });
+    let not_started = count(&|e| matches!(e, End::NotRun | End::Busy { .. }));
     let m = ends.len();
-    println!(
-        "{m} run{}: {} completed, {diverged} diverged, {failed} failed ({skipped} were already in {})",
+    let stopped = interrupted + not_started;
+    let mut line = format!(
+        "{m} run{}: {} completed, {diverged} diverged, {failed} failed",
         if m == 1 { "" } else { "s" },
         m - failed - diverged - stopped,
-        store_path.display()
     );
     if stopped > 0 {
+        line += &format!(", {interrupted} interrupted, {not_started} not started");
+    }
+    println!(
+        "{line} ({skipped} were already in {})",
+        store_path.display()
+    );
+    // Ctrl-C or SIGTERM ends the sweep as interrupted (128 + the signal) whatever else
+    // happened, so a script can tell a stop from a failure.
+    if stopped > 0 || cloudchamber::interrupt::requested() {
         return Err(Error::Interrupted {
             what: format!("sweep {}", sw.name),
-            hint: format!("{stopped} runs interrupted or not started; run the same command again to continue (runs resume from their checkpoints)"),
+            hint: format!("{interrupted} runs interrupted and {not_started} not started; run the same command again to continue (runs resume from their checkpoints){}",
+                if failed > 0 { format!("; {failed} failed (the lines marked `failed` above say why)") } else { String::new() }),
         });
     }
     if failed > 0 {
@@ -390,6 +406,9 @@ pub(super) fn describe(i: usize, id: &str, end: &End, label: &str) -> String {
             )
         }
         End::Failed(m) => format!("failed: {m}"),
+        End::Busy { pid, host } => {
+            format!("running in another process (pid {pid} on {host}); waiting for it to end")
+        }
         End::NotRun => "not started".into(),
     };
     format!("{i:>4}  {id}  {label}  {what}")

@@ -3,14 +3,20 @@
 //! runs; the store and the checkpoints make every run idempotent (finished runs are skipped,
 //! interrupted ones resume).
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::Sweep;
 use crate::error::Error;
 use crate::runner::{self, Start};
-use crate::store::RunStatus;
+use crate::store::{RunStatus, StoreError};
+
+/// How often a run another process trains is looked at again: its owner's end shows in the
+/// store at once, so this only bounds the wait after it.
+const POLL: Duration = Duration::from_millis(200);
 
 /// How one run of a sweep ended.
 #[derive(Clone, Debug)]
@@ -25,6 +31,9 @@ pub enum End {
         resumed_from: Option<u64>,
     },
     Failed(String),
+    /// Another live process (e.g. the same sweep started twice) trains it now: left to that
+    /// process and looked at again later, never reported as failed.
+    Busy { pid: u32, host: String },
     /// Not started: the sweep was interrupted first.
     NotRun,
 }
@@ -56,6 +65,7 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
         }));
     match attempt {
         Ok(Ok(end)) => end,
+        Ok(Err(Error::Store(StoreError::RunActive { pid, host, .. }))) => End::Busy { pid, host },
         Ok(Err(e)) => End::Failed(e.to_string()),
         Err(panic) => End::Failed(format!(
             "panic: {}",
@@ -65,6 +75,33 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default()
         )),
+    }
+}
+
+/// [`run_one`], waiting while another live process trains the run: `report` hears the first
+/// [`End::Busy`] (to say so), then the run is looked at again until its owner ends it (then it
+/// is skipped as finished, or resumed here if the owner stopped). Ctrl-C ends the wait with
+/// [`End::NotRun`].
+pub fn run_one_waiting(
+    store_path: &Path,
+    sw: &Sweep,
+    k: usize,
+    report: &(dyn Fn(usize, &End) + Sync),
+) -> End {
+    let mut told = false;
+    loop {
+        let end = run_one(store_path, sw, k);
+        if !matches!(end, End::Busy { .. }) {
+            return end;
+        }
+        if !told {
+            report(k, &end);
+            told = true;
+        }
+        std::thread::sleep(POLL);
+        if crate::interrupt::requested() {
+            return End::NotRun;
+        }
     }
 }
 
@@ -87,6 +124,8 @@ pub struct Local {
 }
 
 impl Executor for Local {
+    /// Runs another process trains ([`End::Busy`]) are reported once, set aside, and looked
+    /// at again once every other run has been taken, so a worker never idles behind one.
     fn execute(
         &self,
         store_path: &Path,
@@ -96,6 +135,7 @@ impl Executor for Local {
         let n = sw.runs.len();
         let next = AtomicUsize::new(0);
         let ends: Mutex<Vec<Option<End>>> = Mutex::new(vec![None; n]);
+        let waiting: Mutex<VecDeque<usize>> = Mutex::new(VecDeque::new());
         std::thread::scope(|scope| {
             for _ in 0..self.workers.clamp(1, n.max(1)) {
                 scope.spawn(|| loop {
@@ -104,10 +144,26 @@ impl Executor for Local {
                         break;
                     }
                     let k = next.fetch_add(1, Ordering::SeqCst);
-                    if k >= n {
-                        break;
+                    let first = k < n;
+                    let (k, end) = if first {
+                        (k, run_one(store_path, sw, k))
+                    } else {
+                        // Every run taken: look again at one another process had.
+                        let Some(k) = waiting.lock().ok().and_then(|mut w| w.pop_front()) else {
+                            break;
+                        };
+                        std::thread::sleep(POLL);
+                        (k, run_one(store_path, sw, k))
+                    };
+                    if matches!(end, End::Busy { .. }) {
+                        if first {
+                            report(k, &end);
+                        }
+                        if let Ok(mut w) = waiting.lock() {
+                            w.push_back(k);
+                        }
+                        continue;
                     }
-                    let end = run_one(store_path, sw, k);
                     report(k, &end);
                     if let Ok(mut e) = ends.lock() {
                         e[k] = Some(end);
@@ -116,8 +172,8 @@ impl Executor for Local {
             }
         });
         let ends = ends.into_inner().unwrap_or_default();
-        ends.into_iter()
-            .map(|e| e.unwrap_or_else(|| End::Failed("not run".into())))
-            .collect()
+        // A run without an end was never started (or still belonged to another process) when
+        // the sweep was interrupted.
+        ends.into_iter().map(|e| e.unwrap_or(End::NotRun)).collect()
     }
 }

@@ -277,6 +277,12 @@ pub fn run(store_path: &Path, sw: &Sweep, k: usize, job: Option<String>) -> Resu
         End::Trained { status, steps, .. } => (*status, Some(*steps), None),
         End::Skipped(status) => (*status, recorded.as_ref().and_then(|r| r.steps), None),
         End::Failed(m) => (RunStatus::Failed, None, Some(m.clone())),
+        // The work store was released above: another owner means two jobs for one run.
+        End::Busy { pid, host } => (
+            RunStatus::Failed,
+            None,
+            Some(format!("another process (pid {pid} on {host}) trains this run's shard")),
+        ),
         End::NotRun => (RunStatus::Interrupted, None, None),
     };
     progress.status = status;
