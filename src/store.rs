@@ -31,7 +31,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
 /// The newest schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 4;
@@ -127,6 +127,26 @@ CREATE TABLE shard_imports (
 "#,
 ];
 
+/// `file:` URI of `path` for SQLite (percent-encoding what a URI reserves), optionally with
+/// `immutable=1`.
+fn sqlite_uri(path: &Path, immutable: bool) -> String {
+    let mut uri = String::from("file:");
+    #[cfg(unix)]
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let bytes = path.to_string_lossy().into_owned().into_bytes();
+    for b in bytes {
+        match b {
+            b'%' | b'?' | b'#' | 0..=0x20 | 0x7f.. => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
+        }
+    }
+    if immutable {
+        uri.push_str("?immutable=1");
+    }
+    uri
+}
+
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +163,12 @@ pub enum StoreError {
     NotAStore { path: PathBuf },
     #[error("{} has schema version {found}, but this cloudchamber supports versions up to {supported}", path.display())]
     NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{} has schema version {found}, older than this cloudchamber's {supported}, and is read-only here, so it cannot be upgraded", path.display())]
+    OlderReadOnly {
         path: PathBuf,
         found: u32,
         supported: u32,
@@ -206,6 +232,7 @@ impl StoreError {
                 format!("upgrade cloudchamber to a release that knows schema version {found}"),
                 "or use a different store file".to_string(),
             ],
+            StoreError::OlderReadOnly { .. } => h("open it once where it is writable (any command upgrades it), or read it with the cloudchamber release that wrote it"),
             StoreError::NotFound { .. } => h("list the runs in the store to see their ids and names"),
             StoreError::Ambiguous { .. } => h("give more characters of the id, or the full id"),
             StoreError::RunActive { .. } => h("wait for that run to finish or stop it, or use a new run id"),
@@ -376,6 +403,51 @@ impl Store {
             .map_err(|e| store.err(e))?;
         if found < SCHEMA_VERSION {
             store.migrate()?;
+        }
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only, as every command that only reads results
+    /// does: nothing in the file or its folder changes, so archived results on a read-only
+    /// folder or mount stay readable. A WAL store whose folder is read-only cannot get its
+    /// shared-memory file, so it is then read as immutable (nothing can write it there).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |target: &str| -> Result<Store, StoreError> {
+            let conn = Connection::open_with_flags(target, flags).map_err(|e| sql_err(path, e))?;
+            let store = Store {
+                conn,
+                path: path.to_path_buf(),
+            };
+            store
+                .conn
+                .busy_timeout(Duration::from_secs(10))
+                .map_err(|e| store.err(e))?;
+            store.schema_version()?;
+            Ok(store)
+        };
+        let store = match open(&sqlite_uri(path, false)) {
+            Err(StoreError::Sqlite { .. }) => open(&sqlite_uri(path, true))?,
+            other => other?,
+        };
+        let found = store.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: store.path.clone(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if found < SCHEMA_VERSION {
+            // An older store is upgraded where it is writable, as any command would.
+            drop(store);
+            return Store::open(path).map_err(|_| StoreError::OlderReadOnly {
+                path: path.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         Ok(store)
     }

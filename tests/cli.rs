@@ -863,3 +863,60 @@ fn data_paths_must_be_regular_files() {
         );
     }
 }
+
+/// A store on a read-only folder or mount (issue 15, fault 8): `ls`, `show`, `export` and
+/// `report` work and change nothing. As root (where permissions do
+/// not bind) the folder is bind-mounted read-only; otherwise it is `chmod a-w`.
+#[test]
+fn a_read_only_store_stays_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    write(&src, "s.toml", SMALL);
+    let o = run_in(&src, &["run", "s.toml", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::read(src.join("cloudchamber.db")).unwrap();
+    let root = unsafe { libc::geteuid() } == 0; // SAFETY: geteuid has no preconditions.
+    let ro = if root {
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        let mount = |args: &[&str]| Command::new("mount").args(args).status().is_ok_and(|s| s.success());
+        let (s, r) = (src.to_str().unwrap(), ro.to_str().unwrap());
+        if !(mount(&["--bind", s, r]) && mount(&["-o", "remount,ro,bind", r])) {
+            let _ = Command::new("umount").arg(r).status();
+            eprintln!("skipped: running as root without permission to mount read-only");
+            return;
+        }
+        ro
+    } else {
+        for p in [src.join("cloudchamber.db"), src.clone()] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o555)).unwrap();
+        }
+        src.clone()
+    };
+    // The folder really is read-only.
+    assert!(std::fs::write(ro.join("probe"), "x").is_err());
+    let report = dir.path().join("report");
+    let commands: [&[&str]; 4] = [
+        &["ls"],
+        &["show", "s"],
+        &["export", "--all"],
+        &["report", "s", "-o", report.to_str().unwrap()],
+    ];
+    let mut failures = Vec::new();
+    for args in commands {
+        let o = run_in(&ro, args);
+        if !o.status.success() {
+            failures.push(format!("{args:?}: {}", stderr(&o)));
+        }
+    }
+    if root {
+        let _ = Command::new("umount").arg(&ro).status();
+    } else {
+        std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert_eq!(std::fs::read(src.join("cloudchamber.db")).unwrap(), before);
+    assert!(report.join("index.html").exists());
+}

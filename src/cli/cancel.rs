@@ -12,7 +12,7 @@ pub struct Args {
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    let store = super::open_existing(store_path)?;
+    let store = super::open_existing_writable(store_path)?;
     store.sweep_runs(&a.sweep)?; // an unknown sweep is an error, not "nothing to cancel"
     let jobs = store.slurm_jobs(&a.sweep)?;
     let live = slurm::live_runs(&jobs)?;

@@ -25,7 +25,7 @@ impl Args {
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    let mut store = super::open_existing(store_path)?;
+    let mut store = super::open_existing_writable(store_path)?;
     let names = a.sweeps(&store)?;
     for name in names {
         let c = shard::collect_sweep(&mut store, &name)?;

@@ -97,9 +97,22 @@ pub fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-/// Opens the store of a command that reads results: a missing file is bad input (nothing to
-/// read), not a new empty store.
+/// Opens the store of a command that only reads results, read-only (so a store on a read-only
+/// folder or mount stays readable): a missing file is bad input (nothing to read), not a new
+/// empty store.
 fn open_existing(path: &std::path::Path) -> Result<cloudchamber::store::Store, Error> {
+    must_exist(path)?;
+    Ok(cloudchamber::store::Store::open_read_only(path)?)
+}
+
+/// Like [`open_existing`], for a command that also writes (collects shards, records a
+/// cancellation).
+fn open_existing_writable(path: &std::path::Path) -> Result<cloudchamber::store::Store, Error> {
+    must_exist(path)?;
+    Ok(cloudchamber::store::Store::open(path)?)
+}
+
+fn must_exist(path: &std::path::Path) -> Result<(), Error> {
     if !path.exists() {
         return Err(Error::Invalid {
             what: path.display().to_string(),
@@ -107,7 +120,7 @@ fn open_existing(path: &std::path::Path) -> Result<cloudchamber::store::Store, E
             hint: "run an experiment first (`cloudchamber run examples/quickstart.toml`) or pass --store PATH".into(),
         });
     }
-    Ok(cloudchamber::store::Store::open(path)?)
+    Ok(())
 }
 
 /// A count that must be at least 1 (`--workers`): 0 is refused, not quietly taken as 1.

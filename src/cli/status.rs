@@ -11,7 +11,12 @@ use cloudchamber::Error;
 pub use super::collect::Args;
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
-    let mut store = super::open_existing(store_path)?;
+    // Shards from cluster jobs are collected into the store first, which writes it.
+    let mut store = if shard::dir(store_path).exists() {
+        super::open_existing_writable(store_path)?
+    } else {
+        super::open_existing(store_path)?
+    };
     let names = a.sweeps(&store)?;
     if names.is_empty() {
         println!("no sweeps in {}", store_path.display());
