@@ -920,3 +920,24 @@ fn a_read_only_store_stays_readable() {
     assert_eq!(std::fs::read(src.join("cloudchamber.db")).unwrap(), before);
     assert!(report.join("index.html").exists());
 }
+
+/// A run whose store write fails (issue 15, fault 11; simulated by a trigger refusing the
+/// run's row) exits 1 and leaves no orphan `runs/<id>/` folder behind.
+#[test]
+fn a_failed_store_write_leaves_no_orphan_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml", "-q", "--set", "train.steps=1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::remove_dir_all(dir.path().join("runs")).unwrap();
+    let c = rusqlite::Connection::open(dir.path().join("cloudchamber.db")).unwrap();
+    c.execute_batch(
+        "CREATE TRIGGER refuse BEFORE INSERT ON runs BEGIN SELECT RAISE(ABORT, 'disk full (simulated)'); END;",
+    )
+    .unwrap();
+    drop(c);
+    let o = run_in(dir.path(), &["run", "s.toml", "-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("disk full (simulated)"), "{}", stderr(&o));
+    assert!(!dir.path().join("runs").exists(), "orphan runs/ folder");
+}
