@@ -35,6 +35,13 @@ pub enum Error {
     /// Stopped by Ctrl-C or SIGTERM after checkpointing; exit code 128 + the signal (130, 143).
     #[error("{what}: interrupted")]
     Interrupted { what: String, hint: String },
+    /// An error about a key of the experiment file, with where that key is written
+    /// (`file.toml:7`), as the spec's own errors are.
+    #[error("{location}: {source}")]
+    Located {
+        location: String,
+        source: Box<Error>,
+    },
     /// Work that ran and failed (e.g. some runs of a sweep); exit code 1.
     #[error("{what}: {message}")]
     Failed {
@@ -44,11 +51,47 @@ pub enum Error {
     },
 }
 
+/// What to do about an I/O failure, by its kind.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "check that the path exists",
+        K::PermissionDenied => "check the permissions of the path and its folder",
+        K::StorageFull | K::QuotaExceeded => {
+            "free some space on that disk (or raise the quota) and run it again: runs resume from their last checkpoint"
+        }
+        K::ReadOnlyFilesystem => "that folder is on a read-only file system; pass --store PATH on a writable one",
+        K::IsADirectory => "the path names a folder, not a file",
+        _ => "check that the path exists and is writable",
+    }
+}
+
 impl Error {
     /// `map_err(Error::io(path))`: an I/O failure on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { path, source }
+    }
+
+    /// A data error (a task's file, say) located at the line of the experiment file that
+    /// sets its key; any other error as it is.
+    pub fn located(self, file: &std::path::Path) -> Error {
+        let Error::Task(t) = &self else {
+            return self;
+        };
+        let Some(key) = t.key() else {
+            return self;
+        };
+        let line = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| crate::spec::find_key_line(&text, key));
+        Error::Located {
+            location: match line {
+                Some(l) => format!("{}:{l}", file.display()),
+                None => file.display().to_string(),
+            },
+            source: Box::new(self),
+        }
     }
 
     pub fn hints(&self) -> Vec<String> {
@@ -57,9 +100,10 @@ impl Error {
             Error::Task(e) => e.hints(),
             Error::Store(e) => e.hints(),
             Error::Export(e) => e.hints(),
-            Error::Io { .. } => vec!["check that the path exists and is writable".into()],
+            Error::Io { source, .. } => vec![io_hint(source).into()],
             Error::Safetensors { .. } => vec!["the file must be a safetensors file written by cloudchamber or `safetensors.torch.save_file`".into()],
             Error::Invalid { hint, .. } | Error::Failed { hint, .. } | Error::Interrupted { hint, .. } => vec![hint.clone()],
+            Error::Located { source, .. } => source.hints(),
         }
     }
 
@@ -68,6 +112,7 @@ impl Error {
         match self {
             Error::Spec(_) | Error::Task(_) | Error::Invalid { .. } => 2,
             Error::Interrupted { .. } => crate::interrupt::exit_code(),
+            Error::Located { source, .. } => source.exit_code(),
             Error::Store(StoreError::NotFound { .. } | StoreError::Ambiguous { .. }) => 2,
             _ => 1,
         }

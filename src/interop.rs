@@ -33,9 +33,16 @@ pub(crate) fn write(
     }
     // Write to a temporary file and rename, so a killed run never leaves half a file.
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| Error::Safetensors {
-        path: tmp.clone(),
-        message: e.to_string(),
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| match e {
+        // A full disk or a read-only folder is an I/O failure, with an I/O hint.
+        safetensors::SafeTensorError::IoError(source) => Error::Io {
+            path: tmp.clone(),
+            source,
+        },
+        e => Error::Safetensors {
+            path: tmp.clone(),
+            message: e.to_string(),
+        },
     })?;
     std::fs::rename(&tmp, path).map_err(Error::io(path.to_path_buf()))
 }

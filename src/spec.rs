@@ -904,7 +904,19 @@ pub fn parse_table(
     path: &Path,
     overrides: &[Override],
 ) -> Result<Spec, SpecError> {
+    one_task(&table, text, path)?;
     for o in overrides {
+        // `--set task.moons.noise=…` on a teacher–student file would add a second task.
+        if let (Some(kind), Some(toml::Value::Table(task))) =
+            (o.key.strip_prefix("task.").and_then(|k| k.split_once('.')), table.get("task"))
+        {
+            if let Some(have) = task.keys().next().filter(|h| **h != kind.0) {
+                return Err(o.error(&format!(
+                    "the experiment's task is `task.{have}`, not `task.{}`: an override changes a key of that task, it cannot add a second one (e.g. `task.{have}.{}`)",
+                    kind.0, kind.1
+                )));
+            }
+        }
         o.apply(&mut table)?;
     }
     let locate_key = |key: &str| -> String {
@@ -955,6 +967,35 @@ pub fn parse_table(
             hint,
         })?;
     Ok(spec)
+}
+
+/// An experiment has one task: a second `[task.*]` section is refused by name, at its line
+/// (serde alone would only say "wanted exactly 1 element").
+fn one_task(table: &toml::Table, text: &str, path: &Path) -> Result<(), SpecError> {
+    let Some(toml::Value::Table(task)) = table.get("task") else {
+        return Ok(());
+    };
+    if task.len() < 2 {
+        return Ok(());
+    }
+    let line = |kind: &str| find_key_line(text, &format!("task.{kind}")).unwrap_or(0);
+    let mut kinds: Vec<&String> = task.keys().collect();
+    kinds.sort_by_key(|k| line(k));
+    let (first, second) = (kinds[0], kinds[1]);
+    let at = line(second);
+    Err(SpecError::Invalid {
+        location: if at > 0 {
+            format!("{}:{at}", path.display())
+        } else {
+            path.display().to_string()
+        },
+        key: format!("task.{second}"),
+        message: format!(
+            "is a second task (the file also has `[task.{first}]`); an experiment has exactly one"
+        ),
+        hint: "keep one [task.*] section (a sweep over tasks lists whole `task` tables in an axis)"
+            .into(),
+    })
 }
 
 /// Turns a serde error with its path into one of our structured errors.
@@ -1019,7 +1060,7 @@ fn classify(
         return SpecError::UnknownValue {
             location: locate(&path),
             value: format!("\"{}\"", clip(&value)),
-            suggestion: nearest(&value, &valid),
+            suggestion: also_known_as(&value, &valid).or_else(|| nearest(&value, &valid)),
             key: path,
             valid,
         };
@@ -1050,8 +1091,27 @@ fn classify(
     SpecError::WrongType {
         location: locate(&path),
         key: path,
-        message: clip_words(&msg),
+        message: plain_types(&clip_words(&msg)),
     }
+}
+
+/// serde's Rust type names (`expected usize`) as a user reads them (`expected a whole number`).
+fn plain_types(msg: &str) -> String {
+    let mut out = msg.to_string();
+    for (rust, plain) in [
+        ("usize", "a whole number ≥ 0"),
+        ("u64", "a whole number ≥ 0"),
+        ("u32", "a whole number ≥ 0"),
+        ("u16", "a whole number ≥ 0"),
+        ("u8", "a whole number ≥ 0"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        out = out.replace(&format!("expected {rust}"), &format!("expected {plain}"));
+    }
+    out
 }
 
 /// Longest user text an error quotes (a value, an override): beyond it, the start and a count.
@@ -1071,6 +1131,31 @@ pub fn clip(s: &str) -> String {
 /// [`clip`] on every whitespace-separated word of a message (serde's messages quote values).
 fn clip_words(msg: &str) -> String {
     msg.split(' ').map(clip).collect::<Vec<_>>().join(" ")
+}
+
+/// Other names in use for the values we accept (papers and frameworks differ), when the valid
+/// list holds ours: `swish` is `silu` (Ramachandran et al. 2017 named it swish).
+fn also_known_as(got: &str, valid: &[String]) -> Option<String> {
+    const ALIASES: &[(&str, &str)] = &[
+        ("swish", "silu"),
+        ("swish1", "silu"),
+        ("gelu_new", "gelu_tanh"),
+        ("gelu_approx", "gelu_tanh"),
+        ("linear", "identity"),
+        ("none", "identity"),
+        ("lrelu", "leaky_relu"),
+        ("logistic", "sigmoid"),
+        ("layer_norm", "layernorm"),
+        ("batch_norm", "batchnorm"),
+        ("rms_norm", "rmsnorm"),
+        ("ce", "cross_entropy"),
+        ("l2", "mse"),
+    ];
+    let got = got.to_lowercase();
+    ALIASES
+        .iter()
+        .find(|(a, ours)| *a == got && valid.iter().any(|v| v == ours))
+        .map(|(_, ours)| ours.to_string())
 }
 
 /// The valid name closest to `got`, if it is close enough to be a plausible typo.
@@ -1231,7 +1316,13 @@ impl Spec {
     pub fn validate(&self) -> Result<(), Invalid> {
         self.task.validate().map_err(|e| {
             let key = e.key().unwrap_or("task").to_string();
-            (key, e.to_string(), e.hints().join("; "))
+            // The error prints the key itself; the message after it is what to add.
+            let text = e.to_string();
+            let message = text
+                .strip_prefix(&format!("{key}: "))
+                .unwrap_or(&text)
+                .to_string();
+            (key, message, e.hints().join("; "))
         })?;
         let m = &self.model;
         // The model against the data it gets: feature rows or token windows.

@@ -1130,6 +1130,20 @@ impl Store {
         Ok(())
     }
 
+    /// Every metric name any run of the store recorded, sorted.
+    pub fn metric_names(&self) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT name FROM metric_names ORDER BY name")
+            .map_err(|e| self.err(e))?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.err(e))?;
+        Ok(names)
+    }
+
     /// For each (name, layer), the value at the last step it was recorded; ordered by name, layer.
     pub fn last_values(&self, run_id: &str) -> Result<Vec<MetricRow>, StoreError> {
         let rid = self.rid(run_id)?;

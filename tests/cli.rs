@@ -941,3 +941,131 @@ fn a_failed_store_write_leaves_no_orphan_folder() {
     assert!(stderr(&o).contains("disk full (simulated)"), "{}", stderr(&o));
     assert!(!dir.path().join("runs").exists(), "orphan runs/ folder");
 }
+
+/// Each message of issue 15, item 15: the key named once, its line where it has one, and a
+/// suggestion. Each case is (file text, extra arguments, substrings of stderr in order).
+#[test]
+fn messages_name_the_key_the_line_and_a_fix() {
+    let markov = |vocab: usize, order: usize| {
+        format!(
+            "seed = 0\n[task.markov]\nvocab = {vocab}\norder = {order}\n[model.gpt]\nn_layer = 1\nd_model = 8\nn_head = 1\n"
+        )
+    };
+    let text = "seed = 0\n[task.text]\npath = \"Data/My.TXT\"\nseq_len = 4\n[model.gpt]\nn_layer = 1\nd_model = 8\nn_head = 1\n";
+    let gpt_on_rows = SMALL.replace(
+        "[model]\nwidth = 16\ndepth = 2\nactivation = \"tanh\"",
+        "[model.gpt]\nn_layer = 1\nd_model = 8\nn_head = 1",
+    );
+    let cases: Vec<(String, Vec<&str>, Vec<&str>)> = vec![
+        // The key once, not `key` key:.
+        (
+            SMALL.to_string(),
+            vec!["--set", "task.teacher_student.input_dim=0"],
+            vec!["`task.teacher_student.input_dim` must be ≥ 1 (got 0)"],
+        ),
+        // A second task, from the file (its line) or from --set.
+        (
+            format!("{SMALL}\n[task.moons]\nnoise = 0.1\n"),
+            vec![],
+            vec!["s.toml:23: `task.moons` is a second task", "hint: keep one [task.*]"],
+        ),
+        (
+            SMALL.to_string(),
+            vec!["--set", "task.moons.noise=0.2"],
+            vec!["task is `task.teacher_student`, not `task.moons`", "task.teacher_student.noise"],
+        ),
+        // Types in words.
+        (
+            SMALL.to_string(),
+            vec!["--set", "model.width=1.5"],
+            vec!["`model.width` has the wrong type", "expected a whole number"],
+        ),
+        (
+            SMALL.to_string(),
+            vec!["--set", "optim.lr=\"x\""],
+            vec!["`optim.lr` has the wrong type", "expected a number"],
+        ),
+        // Another name for a value.
+        (
+            SMALL.replace("\"tanh\"", "\"swish\""),
+            vec![],
+            vec!["s.toml:13: `model.activation` = \"swish\"", "did you mean \"silu\"?"],
+        ),
+        // The key that is too large.
+        (
+            markov(100_000, 1),
+            vec![],
+            vec!["s.toml:3: `task.markov.vocab`", "hint: lower the vocabulary"],
+        ),
+        (
+            markov(2_000, 3),
+            vec![],
+            vec!["s.toml:4: `task.markov.order`"],
+        ),
+        // A transformer on feature rows: blamed on the model, not on train.loss.
+        (
+            gpt_on_rows,
+            vec![],
+            vec!["`model.gpt` needs a token-sequence task", "hint: use [task.text]"],
+        ),
+        // A missing file: its line, its path as written, and the folder named.
+        (
+            text.to_string(),
+            vec![],
+            vec![
+                "s.toml:3: task.text.path: file not found: Data/My.TXT",
+                "the experiment file's folder (the current folder)",
+            ],
+        ),
+    ];
+    for (spec, extra, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "s.toml", &spec);
+        let mut args = vec!["run", "s.toml"];
+        args.extend(extra.iter().copied());
+        let o = run_in(dir.path(), &args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        let mut at = 0;
+        for w in &want {
+            let found = err[at..].find(w);
+            assert!(found.is_some(), "{args:?}: wanted {w:?} in\n{err}");
+            at += found.unwrap_or(0) + w.len();
+        }
+        // The key is named once in the first line.
+        let first = err.lines().next().unwrap_or("");
+        if let Some(key) = first.split('`').nth(1) {
+            let quoted = format!("`{key}`");
+            assert_eq!(first.matches(&quoted).count(), 1, "{first}");
+            assert!(!first.contains(&format!("{quoted} {key}:")), "{first}");
+        }
+    }
+    // The text task shows its path as written (not lower-cased).
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("Data")).unwrap();
+    std::fs::write(dir.path().join("Data/My.TXT"), "Hello World. ".repeat(50)).unwrap();
+    write(dir.path(), "s.toml", text);
+    let o = run_in(dir.path(), &["run", "s.toml", "--dry-run"]);
+    assert!(stdout(&o).contains("text Data/My.TXT ("), "{}", stdout(&o));
+    // A metric nobody recorded: did you mean.
+    write(dir.path(), "m.toml", SMALL);
+    assert!(run_in(dir.path(), &["run", "m.toml", "-q"]).status.success());
+    let o = run_in(
+        dir.path(),
+        &["plot", "m", "--figure", "layers", "--metric", "act_sdt", "-o", "x.svg"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `act_std`?"), "{}", stderr(&o));
+}
+
+/// A checkpoint that cannot be written for lack of space is an I/O error with an I/O hint
+/// (issue 15, item 15), not a hint about safetensors files. /dev/full fails every write with
+/// ENOSPC.
+#[test]
+fn a_full_disk_gets_an_io_hint() {
+    let e = cloudchamber::Error::Io {
+        path: "x".into(),
+        source: std::fs::write("/dev/full", [0u8; 16]).unwrap_err(),
+    };
+    assert!(e.hints()[0].contains("free some space"), "{:?}", e.hints());
+}

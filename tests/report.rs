@@ -351,6 +351,7 @@ fn exports_read_back_in_pyarrow_and_tensorboard() {
             serde_json::json!({
                 "id": id,
                 "values": vals.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+                "status": store.run(id).unwrap().unwrap().status.as_str(),
                 "rows": store.metrics(id).unwrap().into_iter().map(|m| {
                     // Debug formatting of f64 round-trips exactly, NaN and inf included.
                     serde_json::json!([m.step, m.layer, m.name, format!("{:?}", m.value)])

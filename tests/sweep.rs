@@ -508,7 +508,8 @@ seeds = 3
             assert_eq!(meta.file_metadata().num_rows(), 3);
             assert_eq!(meta.file_metadata().schema_descr().num_columns(), 9);
             let second = r.get_row_iter(None).unwrap().nth(1).unwrap().unwrap();
-            assert_eq!(second.get_string(0).unwrap(), "0.03");
+            // The swept key is a number column (issue 15, item 16), not text.
+            assert_eq!(second.get_double(0).unwrap(), 0.03);
             assert_eq!(second.get_double(2).unwrap(), row[1]);
         }
         // The same runs, tidy, with one column per swept key.
@@ -520,7 +521,7 @@ seeds = 3
         let csv = String::from_utf8(o.stdout).unwrap();
         assert_eq!(
             csv.lines().next(),
-            Some("run_id,optim.lr,seed,step,layer,name,value")
+            Some("run_id,optim.lr,seed,status,step,layer,name,value")
         );
         let lr_003: Vec<&str> = csv
             .lines()
@@ -634,4 +635,54 @@ seeds = 3
         c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
             .unwrap()
     }
+}
+
+/// A sweep's Parquet export read by pandas (issue 15, item 16): numeric swept keys are float
+/// and int columns, a `status` column marks diverged runs, and the README's recipe — run here
+/// verbatim — leaves them out. Needs pandas and pyarrow (`bash scripts/test` installs them in
+/// .venv; `$CLOUDCHAMBER_PYTHON` overrides).
+#[test]
+fn sweep_parquet_reads_typed_in_pandas_with_the_readme_recipe() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = std::env::var("CLOUDCHAMBER_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| root.join(".venv/bin/python").to_string_lossy().into_owned());
+    let dir = tempfile::tempdir().unwrap();
+    let phase = root.join("examples/phase-diagram.toml");
+    let o = run_in(
+        dir.path(),
+        &["sweep", phase.to_str().unwrap(), "--set", "train.steps=40"],
+    );
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    let o = run_in(
+        dir.path(),
+        &["export", "--sweep", "phase-diagram", "--format", "parquet", "-o", "phase.parquet"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let recipe = readme
+        .split("A sweep, averaged over seeds")
+        .nth(1)
+        .and_then(|s| s.split("```python\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's sweep recipe");
+    let check = format!(
+        "{recipe}\n\
+assert str(df['optim.lr'].dtype) == 'float64', df.dtypes\n\
+assert str(df['model.init_scale'].dtype) == 'float64', df.dtypes\n\
+assert str(df['seed'].dtype) == 'int64', df.dtypes\n\
+assert set(df.status) == {{'completed', 'diverged'}}, set(df.status)\n\
+assert (ok.status == 'completed').all()\n\
+lrs = sorted(df['optim.lr'].unique())\n\
+assert lrs[0] == 0.003 and lrs == sorted(lrs, key=float), lrs\n\
+print('ok', df.run_id.nunique(), (df.groupby('status').run_id.nunique()).to_dict())\n"
+    );
+    let o = Command::new(&python)
+        .current_dir(dir.path())
+        .args(["-c", &check])
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (run `bash scripts/test` to set up .venv)"));
+    assert!(o.status.success(), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("ok 60"), "{}", out(&o));
 }

@@ -153,6 +153,7 @@ fn points(
     }
     let store = super::open_existing(store_path)?;
     let metric = a.y.as_deref().unwrap_or("test_loss");
+    super::known_metric(&store, "--y", metric)?;
     if let Some(run) = &a.run {
         let rec = store.resolve(run)?;
         let (x, y) = input::run_curve(&store, &rec.id, metric, a.min_step)?;

@@ -66,6 +66,9 @@ fn invalid(what: &str, message: impl Into<String>, hint: impl Into<String>) -> E
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let store = super::open_existing(store_path)?;
+    if let Some(m) = &a.metric {
+        super::known_metric(&store, "--metric", m)?;
+    }
     let format = match (a.format, a.output.extension().and_then(|e| e.to_str())) {
         (Some(f), _) => f,
         (None, Some("png")) => Format::Png,

@@ -40,7 +40,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         .map(|s| cloudchamber::names::shown(&s.to_string_lossy()))
         .unwrap_or_default();
     if a.dry_run {
-        let data = spec.task.generate(spec.seed, &loaded.base_dir)?;
+        let data = spec
+            .task
+            .generate(spec.seed, &loaded.base_dir)
+            .map_err(|e| Error::from(e).located(&a.file))?;
         let m = cloudchamber::train::memory(spec, &data);
         let gib = cloudchamber::os::gib;
         println!("run {} ({name}): {}", spec.run_id(), data.description);
@@ -57,7 +60,8 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let mut p = match runner::prepare(store_path, spec, &loaded.base_dir, &name, a.force)? {
+    let prepared = runner::prepare(store_path, spec, &loaded.base_dir, &name, a.force);
+    let mut p = match prepared.map_err(|e| e.located(&a.file))? {
         Start::Done(prev) => {
             if !a.quiet {
                 println!(

@@ -63,6 +63,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let at = Pick::parse(&a.at)?;
     let store = super::open_existing(store_path)?;
     let runs = store.sweep_runs(&a.sweep)?;
+    super::known_metric(&store, "--metric", &a.metric)?;
     let swept: Vec<String> = runs
         .first()
         .map(|(_, v)| v.iter().map(|(k, _)| k.clone()).collect())
@@ -152,10 +153,9 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             .iter()
             .enumerate()
             .map(|(i, k)| {
-                (
-                    k.clone(),
-                    TableColumn::Str(rows.iter().map(|r| r.0[i].clone()).collect()),
-                )
+                // Typed as the values are, so pandas sorts `optim.lr` as numbers.
+                let values: Vec<&str> = rows.iter().map(|r| r.0[i].as_str()).collect();
+                (k.clone(), TableColumn::typed(&values))
             })
             .collect();
         columns.push((

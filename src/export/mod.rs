@@ -83,24 +83,32 @@ impl ExportError {
 /// `(run ids, swept keys, each run's values in key order)`.
 pub type SweepColumns = (Vec<String>, Vec<String>, Vec<Vec<String>>);
 
-/// A recorded sweep's runs with their swept values: `(run ids, swept keys, values per run)`,
-/// runs not trained yet left out (they have no rows).
+/// A recorded sweep's runs with their swept values and how each run ended: `(run ids, swept
+/// keys then "status", values per run)`, runs not trained yet left out (they have no rows).
+/// The status column (completed, diverged, failed, interrupted, running) lets an analysis
+/// drop diverged runs before averaging.
 pub fn sweep_columns(store: &Store, sweep: &str) -> Result<SweepColumns, ExportError> {
     let runs = store.sweep_runs(sweep)?;
-    let keys: Vec<String> = runs
+    let mut keys: Vec<String> = runs
         .first()
         .map(|(_, v)| v.iter().map(|(k, _)| k.clone()).collect())
         .unwrap_or_default();
+    keys.push(STATUS_COLUMN.into());
     let mut ids = Vec::new();
     let mut vals = Vec::new();
     for (id, v) in runs {
-        if store.run(&id)?.is_some() {
+        if let Some(rec) = store.run(&id)? {
+            let mut row: Vec<String> = v.into_iter().map(|(_, v)| v).collect();
+            row.push(rec.display_status().into());
             ids.push(id);
-            vals.push(v.into_iter().map(|(_, v)| v).collect());
+            vals.push(row);
         }
     }
     Ok((ids, keys, vals))
 }
+
+/// The column of a sweep export that says how each run ended.
+pub const STATUS_COLUMN: &str = "status";
 
 /// A recorded sweep's metrics as CSV or Parquet, with one column per swept key after `run_id`
 /// (tidy rows that pandas can group by configuration directly).

@@ -17,9 +17,10 @@ use ::parquet::schema::types::Type;
 use super::ExportError;
 use crate::store::Store;
 
-/// The tidy schema `run_id, [swept keys…], step, layer, name, value`; the swept keys (UTF8,
-/// required) may have any name, `optim.lr` included, so the schema is built, not parsed.
-fn schema(keys: &[String]) -> Result<Type, ParquetError> {
+/// The tidy schema `run_id, [swept keys…], step, layer, name, value`; the swept keys (typed as
+/// their values are, required) may have any name, `optim.lr` included, so the schema is built,
+/// not parsed.
+fn schema(keys: &[String], types: &[TableColumn]) -> Result<Type, ParquetError> {
     let field = |name: &str, physical, converted, repetition| {
         Type::primitive_type_builder(name, physical)
             .with_repetition(repetition)
@@ -33,13 +34,9 @@ fn schema(keys: &[String]) -> Result<Type, ParquetError> {
         ConvertedType::UTF8,
         Repetition::REQUIRED,
     )?];
-    for k in keys {
-        fields.push(field(
-            k,
-            Physical::BYTE_ARRAY,
-            ConvertedType::UTF8,
-            Repetition::REQUIRED,
-        )?);
+    for (k, t) in keys.iter().zip(types) {
+        let (physical, converted) = t.physical();
+        fields.push(field(k, physical, converted, Repetition::REQUIRED)?);
     }
     fields.push(field(
         "step",
@@ -77,8 +74,8 @@ const ROW_GROUP_ROWS: usize = 1 << 20;
 #[derive(Default)]
 struct Columns {
     run_id: Vec<ByteArray>,
-    /// One column per swept key.
-    extra: Vec<Vec<ByteArray>>,
+    /// One column per swept key, typed.
+    extra: Vec<TableColumn>,
     step: Vec<i64>,
     layer: Vec<i32>,
     layer_def: Vec<i16>,
@@ -95,8 +92,8 @@ pub(super) fn write(
     write_with(store, run_ids, &[], &[], out, dest)
 }
 
-/// Like [`write`], with one extra UTF8 column per swept key after `run_id` (`extra[i]` holds run
-/// i's values in `keys` order).
+/// Like [`write`], with one extra column per swept key after `run_id` (`extra[i]` holds run
+/// i's values in `keys` order), typed by [`TableColumn::typed`].
 pub(super) fn write_with(
     store: &Store,
     run_ids: &[String],
@@ -109,13 +106,22 @@ pub(super) fn write_with(
         dest: dest.to_string(),
         source,
     };
-    let schema = Arc::new(schema(keys).map_err(pq_err)?);
+    // Each swept key's column over all runs, typed once.
+    let typed: Vec<TableColumn> = (0..keys.len())
+        .map(|k| {
+            let vals: Vec<&str> = (0..run_ids.len())
+                .map(|i| extra.get(i).and_then(|v| v.get(k)).map_or("", String::as_str))
+                .collect();
+            TableColumn::typed(&vals)
+        })
+        .collect();
+    let schema = Arc::new(schema(keys, &typed).map_err(pq_err)?);
     let props = WriterProperties::builder()
         .set_created_by(format!("cloudchamber {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut writer = SerializedFileWriter::new(out, schema, Arc::new(props)).map_err(pq_err)?;
     let mut cols = Columns {
-        extra: vec![Vec::new(); keys.len()],
+        extra: typed.iter().map(TableColumn::empty_like).collect(),
         ..Columns::default()
     };
     let mut rows = 0u64;
@@ -123,15 +129,6 @@ pub(super) fn write_with(
     let mut names: HashMap<String, ByteArray> = HashMap::new();
     for (i, id) in run_ids.iter().enumerate() {
         let run_bytes = ByteArray::from(id.as_str());
-        let values: Vec<ByteArray> = (0..keys.len())
-            .map(|k| {
-                let v = extra
-                    .get(i)
-                    .and_then(|v| v.get(k))
-                    .map_or("", String::as_str);
-                ByteArray::from(v)
-            })
-            .collect();
         store.for_each_metric(id, |m| {
             let layer = match m.layer {
                 Some(l) => Some(i32::try_from(l).map_err(|_| {
@@ -156,8 +153,8 @@ pub(super) fn write_with(
                 }
             };
             cols.run_id.push(run_bytes.clone());
-            for (col, v) in cols.extra.iter_mut().zip(&values) {
-                col.push(v.clone());
+            for (col, all) in cols.extra.iter_mut().zip(&typed) {
+                col.push_from(all, i);
             }
             cols.step.push(step);
             cols.layer_def.push(i16::from(layer.is_some()));
@@ -189,36 +186,34 @@ fn write_row_group<W: Write + Send>(
         let k = cols.extra.len();
         match (index, col.untyped()) {
             (0, ColumnWriter::ByteArrayColumnWriter(w)) => {
-                w.write_batch(&cols.run_id, None, None)?
+                w.write_batch(&cols.run_id, None, None)?;
             }
-            (i, ColumnWriter::ByteArrayColumnWriter(w)) if i <= k => {
-                w.write_batch(&cols.extra[i - 1], None, None)?
-            }
+            (i, w) if (1..=k).contains(&i) => cols.extra[i - 1].write(w)?,
             (i, ColumnWriter::Int64ColumnWriter(w)) if i == k + 1 => {
-                w.write_batch(&cols.step, None, None)?
+                w.write_batch(&cols.step, None, None)?;
             }
             (i, ColumnWriter::Int32ColumnWriter(w)) if i == k + 2 => {
-                w.write_batch(&cols.layer, Some(&cols.layer_def), None)?
+                w.write_batch(&cols.layer, Some(&cols.layer_def), None)?;
             }
             (i, ColumnWriter::ByteArrayColumnWriter(w)) if i == k + 3 => {
-                w.write_batch(&cols.name, None, None)?
+                w.write_batch(&cols.name, None, None)?;
             }
             (i, ColumnWriter::DoubleColumnWriter(w)) if i == k + 4 => {
-                w.write_batch(&cols.value, None, None)?
+                w.write_batch(&cols.value, None, None)?;
             }
             _ => {
                 return Err(ParquetError::General(format!(
                     "unexpected column {index} in the export schema"
                 )))
             }
-        };
+        }
         col.close()?;
         index += 1;
     }
     group.close()?;
     // Keep the allocations for the next row group.
     cols.run_id.clear();
-    cols.extra.iter_mut().for_each(Vec::clear);
+    cols.extra.iter_mut().for_each(TableColumn::clear);
     cols.step.clear();
     cols.layer.clear();
     cols.layer_def.clear();
@@ -227,11 +222,100 @@ fn write_row_group<W: Write + Send>(
     Ok(())
 }
 
-/// One column of a small table (a `summarize` result).
+/// One column of a small table (a `summarize` result), or a row group's swept-key column.
+#[derive(Clone, Debug, PartialEq)]
 pub enum TableColumn {
     Str(Vec<String>),
     I64(Vec<i64>),
     F64(Vec<f64>),
+    Bool(Vec<bool>),
+}
+
+impl TableColumn {
+    /// A column of swept values (as the store records them, `format_value` text) typed as the
+    /// values are: whole numbers → INT64, any other numbers → DOUBLE, true/false → BOOLEAN,
+    /// anything else (strings, inline tables) → UTF8; so pandas sorts and groups `optim.lr`
+    /// numerically. Values written as floats but whole (`1.0` is recorded as `1`) read as
+    /// INT64 when every value of the column is whole.
+    pub fn typed(values: &[&str]) -> TableColumn {
+        let ints: Option<Vec<i64>> = values.iter().map(|v| v.parse().ok()).collect();
+        if let Some(v) = ints {
+            return TableColumn::I64(v);
+        }
+        let floats: Option<Vec<f64>> = values
+            .iter()
+            .map(|v| v.parse::<f64>().ok().filter(|_| !v.is_empty()))
+            .collect();
+        if let Some(v) = floats {
+            // "nan"/"inf" spelled as words stay numbers too: TOML writes them so.
+            return TableColumn::F64(v);
+        }
+        let bools: Option<Vec<bool>> = values.iter().map(|v| v.parse().ok()).collect();
+        if let Some(v) = bools {
+            return TableColumn::Bool(v);
+        }
+        TableColumn::Str(values.iter().map(|v| v.to_string()).collect())
+    }
+
+    fn physical(&self) -> (Physical, ConvertedType) {
+        match self {
+            TableColumn::Str(_) => (Physical::BYTE_ARRAY, ConvertedType::UTF8),
+            TableColumn::I64(_) => (Physical::INT64, ConvertedType::NONE),
+            TableColumn::F64(_) => (Physical::DOUBLE, ConvertedType::NONE),
+            TableColumn::Bool(_) => (Physical::BOOLEAN, ConvertedType::NONE),
+        }
+    }
+
+    /// An empty column of the same type (a row group's buffer).
+    fn empty_like(&self) -> TableColumn {
+        match self {
+            TableColumn::Str(_) => TableColumn::Str(Vec::new()),
+            TableColumn::I64(_) => TableColumn::I64(Vec::new()),
+            TableColumn::F64(_) => TableColumn::F64(Vec::new()),
+            TableColumn::Bool(_) => TableColumn::Bool(Vec::new()),
+        }
+    }
+
+    /// Appends element `i` of `from` (a column of the same type).
+    fn push_from(&mut self, from: &TableColumn, i: usize) {
+        match (self, from) {
+            (TableColumn::Str(a), TableColumn::Str(b)) => a.push(b[i].clone()),
+            (TableColumn::I64(a), TableColumn::I64(b)) => a.push(b[i]),
+            (TableColumn::F64(a), TableColumn::F64(b)) => a.push(b[i]),
+            (TableColumn::Bool(a), TableColumn::Bool(b)) => a.push(b[i]),
+            _ => unreachable!("buffers are made with empty_like"),
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            TableColumn::Str(v) => v.clear(),
+            TableColumn::I64(v) => v.clear(),
+            TableColumn::F64(v) => v.clear(),
+            TableColumn::Bool(v) => v.clear(),
+        }
+    }
+
+    /// Writes the whole column to a column writer of its type.
+    fn write(&self, col: &mut ColumnWriter<'_>) -> Result<(), ParquetError> {
+        match (self, col) {
+            (TableColumn::Str(v), ColumnWriter::ByteArrayColumnWriter(w)) => {
+                let bytes: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(s.as_str())).collect();
+                w.write_batch(&bytes, None, None)?;
+            }
+            (TableColumn::I64(v), ColumnWriter::Int64ColumnWriter(w)) => {
+                w.write_batch(v, None, None)?;
+            }
+            (TableColumn::F64(v), ColumnWriter::DoubleColumnWriter(w)) => {
+                w.write_batch(v, None, None)?;
+            }
+            (TableColumn::Bool(v), ColumnWriter::BoolColumnWriter(w)) => {
+                w.write_batch(v, None, None)?;
+            }
+            _ => return Err(ParquetError::General("column writer type mismatch".into())),
+        }
+        Ok(())
+    }
 }
 
 /// Writes a small table (one row group, all columns required) with any column names — a
@@ -240,16 +324,10 @@ pub fn write_table(
     out: &mut (dyn Write + Send),
     columns: &[(String, TableColumn)],
 ) -> Result<(), ParquetError> {
-    use ::parquet::basic::{ConvertedType, Repetition, Type as Physical};
-    use ::parquet::schema::types::Type;
     let fields = columns
         .iter()
         .map(|(name, col)| {
-            let (physical, converted) = match col {
-                TableColumn::Str(_) => (Physical::BYTE_ARRAY, ConvertedType::UTF8),
-                TableColumn::I64(_) => (Physical::INT64, ConvertedType::NONE),
-                TableColumn::F64(_) => (Physical::DOUBLE, ConvertedType::NONE),
-            };
+            let (physical, converted) = col.physical();
             Type::primitive_type_builder(name, physical)
                 .with_repetition(Repetition::REQUIRED)
                 .with_converted_type(converted)
@@ -269,23 +347,10 @@ pub fn write_table(
     let mut group = writer.next_row_group()?;
     let mut i = 0;
     while let Some(mut col) = group.next_column()? {
-        match (&columns[i].1, col.untyped()) {
-            (TableColumn::Str(v), ColumnWriter::ByteArrayColumnWriter(w)) => {
-                let bytes: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(s.as_str())).collect();
-                w.write_batch(&bytes, None, None)?
-            }
-            (TableColumn::I64(v), ColumnWriter::Int64ColumnWriter(w)) => {
-                w.write_batch(v, None, None)?
-            }
-            (TableColumn::F64(v), ColumnWriter::DoubleColumnWriter(w)) => {
-                w.write_batch(v, None, None)?
-            }
-            _ => {
-                return Err(ParquetError::General(format!(
-                    "column {i}: writer type mismatch"
-                )))
-            }
-        };
+        columns[i]
+            .1
+            .write(col.untyped())
+            .map_err(|e| ParquetError::General(format!("column {i}: {e}")))?;
         col.close()?;
         i += 1;
     }
@@ -380,6 +445,21 @@ mod tests {
         let mut buf = Vec::new();
         export(&s, &ids, ExportFormat::Parquet, &mut buf).unwrap();
         assert_eq!(buf, std::fs::read(&path).unwrap());
+    }
+
+    /// Swept values typed as they are: whole numbers, numbers, booleans, else text.
+    #[test]
+    fn swept_values_are_typed() {
+        use super::TableColumn as C;
+        assert_eq!(C::typed(&["64", "128"]), C::I64(vec![64, 128]));
+        assert_eq!(C::typed(&["3e-3", "0.03", "1"]), C::F64(vec![3e-3, 0.03, 1.0]));
+        assert_eq!(C::typed(&["true", "false"]), C::Bool(vec![true, false]));
+        assert_eq!(
+            C::typed(&["relu", "1"]),
+            C::Str(vec!["relu".into(), "1".into()])
+        );
+        assert_eq!(C::typed(&["{ init = 0.1 }"]), C::Str(vec!["{ init = 0.1 }".into()]));
+        assert_eq!(C::typed(&[""]), C::Str(vec!["".into()]));
     }
 
     #[test]

@@ -156,13 +156,21 @@ impl MarkovSpec {
         )?;
         let contexts = (self.vocab as f64).powi(self.order as i32);
         if contexts * self.vocab as f64 > 1e7 {
+            // Blame the vocabulary when it alone is too large (even at order 1), else the order.
+            let vocab_alone = (self.vocab as f64).powi(2) > 1e7;
             return Err(invalid(
-                k("order"),
+                k(if vocab_alone { "vocab" } else { "order" }),
                 format!(
-                    "vocab^(order+1) = {:.3e} transition probabilities is too many (limit 1e7)",
+                    "vocab^(order+1) = {}^{} = {:.3e} transition probabilities is too many (limit 1e7)",
+                    self.vocab,
+                    self.order + 1,
                     contexts * self.vocab as f64
                 ),
-                "lower the order or the vocabulary",
+                if vocab_alone {
+                    "lower the vocabulary (at most 3,162 tokens at order 1)"
+                } else {
+                    "lower the order or the vocabulary"
+                },
             ));
         }
         positive(

@@ -456,9 +456,14 @@ pub(crate) fn read_bytes(key: &str, base_dir: &Path, written: &Path) -> Result<V
             let mut hint = if written.is_absolute() {
                 "check the path".to_string()
             } else {
+                // An experiment file in the current folder has an empty parent: say so.
+                let folder = if base_dir.as_os_str().is_empty() {
+                    "the current folder".to_string()
+                } else {
+                    base_dir.display().to_string()
+                };
                 format!(
-                    "relative paths resolve against the experiment file's folder ({}); this one is written as '{}'",
-                    base_dir.display(),
+                    "relative paths resolve against the experiment file's folder ({folder}); this one is written as '{}'",
                     written.display()
                 )
             };

@@ -126,15 +126,15 @@ impl TextSpec {
                 hint: "use a longer text, a shorter seq_len or another val_fraction".into(),
             });
         }
+        // The tokenizer's name as the spec writes it; the path exactly as written.
+        let tokenizer = format!("{:?}", self.tokenizer).to_lowercase();
         let description = format!(
-            "text {} ({} tokens by {:?}, vocabulary {}): {} windows of {t}",
+            "text {} ({} tokens by {tokenizer}, vocabulary {}): {} windows of {t}",
             self.path.display(),
             ids.len(),
-            self.tokenizer,
             vocab.len(),
             counts(train.len(), test.len())
-        )
-        .to_lowercase();
+        );
         let info = SequenceInfo {
             vocab,
             seq_len: t,

@@ -36,16 +36,20 @@ def main():
     keys = expected["keys"]
     runs = expected["runs"]
 
-    # Parquet: the same rows in the same order, swept keys as columns, values bit for bit.
+    # Parquet: the same rows in the same order, swept keys as typed columns (numbers as
+    # numbers), each run's status, values bit for bit.
     table = pq.read_table(sys.argv[2])
     cols = table.column_names
-    assert cols == ["run_id"] + keys + ["step", "layer", "name", "value"], cols
+    assert cols == ["run_id"] + keys + ["status", "step", "layer", "name", "value"], cols
+    for k in keys:
+        assert str(table.schema.field(k).type) in ("double", "int64"), (k, table.schema)
     got = table.to_pylist()
-    want = [(r["id"], r["values"], row) for r in runs for row in r["rows"]]
+    want = [(r["id"], r["values"], r["status"], row) for r in runs for row in r["rows"]]
     assert len(got) == len(want), (len(got), len(want))
-    for g, (rid, vals, (step, layer, name, value)) in zip(got, want):
+    for g, (rid, vals, status, (step, layer, name, value)) in zip(got, want):
         assert g["run_id"] == rid, (g, rid)
-        assert [g[k] for k in keys] == vals, (g, vals)
+        assert [g[k] for k in keys] == [float(v) for v in vals], (g, vals)
+        assert g["status"] == status, (g, status)
         assert (g["step"], g["layer"], g["name"]) == (step, layer, name), (g, step, layer, name)
         assert same(g["value"], float(value)), (g, value)
 
