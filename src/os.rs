@@ -62,3 +62,28 @@ mod tests {
         }
     }
 }
+
+/// The width of the terminal on stdout, in columns: the terminal's own when stdout is one,
+/// else `$COLUMNS` when set (as shells export it), else `None` (a pipe or a file: no limit
+/// known).
+pub fn terminal_width() -> Option<usize> {
+    #[cfg(unix)]
+    {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass, which lives for the
+        // call; on a descriptor that is not a terminal it fails and writes nothing.
+        let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
+        if ok && ws.ws_col > 0 {
+            return Some(usize::from(ws.ws_col));
+        }
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|&c: &usize| c > 0)
+}

@@ -234,7 +234,10 @@ impl StoreError {
             ],
             StoreError::OlderReadOnly { .. } => h("open it once where it is writable (any command upgrades it), or read it with the cloudchamber release that wrote it"),
             StoreError::NotFound { .. } => h("list the runs in the store to see their ids and names"),
-            StoreError::Ambiguous { .. } => h("give more characters of the id, or the full id"),
+            StoreError::Ambiguous { query, .. } => vec![
+                "give the run's id, or a prefix of it that only one run has".into(),
+                format!("`cloudchamber ls --name {query}` lists those runs with the values that tell them apart; `run --name` gives a run its own name"),
+            ],
             StoreError::RunActive { .. } => h("wait for that run to finish or stop it, or use a new run id"),
             StoreError::DuplicateMetric { .. } => h("each (step, layer, name) may be recorded once per run"),
             StoreError::Invalid { .. } | StoreError::Io { .. } => vec![],

@@ -82,6 +82,11 @@ pub fn train(
 /// The memory a run of `spec` on `data` needs, estimated before anything is allocated: the
 /// model, its optimizer state and its buffers, the data as the loop holds it, and the f64
 /// twin that sharpness measures on.
+/// The model this spec trains on this data, in one line ([`model::describe`]).
+pub fn describe_model(spec: &Spec, data: &Dataset) -> String {
+    model::describe(&spec.model, data::shape(data))
+}
+
 pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
     let elem = match spec.model.dtype() {
         Dtype::F32 => 4,

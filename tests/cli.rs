@@ -234,9 +234,13 @@ fn summary_snapshot_with_times_masked() {
         })
         .collect();
     let text = masked.join("\n");
-    let want_prefix = "run <id> (s): teacher";
+    let want_prefix = "run <id> (s): teacher–student, teacher 8→[4 tanh]×1→1,";
     assert!(text.starts_with(want_prefix), "{text}");
-    let lines: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        text.lines().nth(1),
+        Some("model: MLP 8→[16 tanh]×2→1, pytorch init")
+    );
+    let lines: Vec<&str> = text.lines().skip(2).collect();
     assert_eq!(lines[0], "run <id>  s  completed  steps 60  wall <time>");
     assert_eq!(lines[1], "  metric                    final     step");
     let names: Vec<&str> = lines[2..lines.len() - 1]
@@ -1068,4 +1072,114 @@ fn a_full_disk_gets_an_io_hint() {
         source: std::fs::write("/dev/full", [0u8; 16]).unwrap_err(),
     };
     assert!(e.hints()[0].contains("free some space"), "{:?}", e.hints());
+}
+
+/// Run identity (issue 15, item 17): runs of one file with different `--set` share a name,
+/// and `ls` says what tells them apart; `run --name` names a run; `ls` filters by name, sweep,
+/// status and count; an ambiguous name points to `ls --name`; a sweep redefined by other
+/// `--set` says so.
+#[test]
+fn runs_sharing_a_name_are_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "s.toml", SMALL);
+    for lr in ["0.01", "0.02"] {
+        let o = run_in(dir.path(), &["run", "s.toml", "-q", "--set", &format!("optim.lr={lr}")]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = run_in(dir.path(), &["run", "s.toml", "-q", "--name", "mine", "--set", "seed=9"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ls = stdout(&run_in(dir.path(), &["ls"]));
+    assert!(ls.lines().next().unwrap().ends_with("differs"), "{ls}");
+    let lines: Vec<&str> = ls
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1) == Some("s"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{ls}");
+    assert!(lines.iter().any(|l| l.ends_with("optim.lr=0.01")), "{ls}");
+    assert!(lines.iter().any(|l| l.ends_with("optim.lr=0.02")), "{ls}");
+    // The named run alone under its name: nothing differs there.
+    let mine = stdout(&run_in(dir.path(), &["ls", "--name", "mine"]));
+    assert_eq!(mine.lines().count(), 2, "{mine}");
+    assert!(mine.lines().nth(1).unwrap().contains("mine"), "{mine}");
+    // -n 1: the most recent run.
+    let last = stdout(&run_in(dir.path(), &["ls", "-n", "1"]));
+    assert!(last.lines().nth(1).unwrap().contains("mine"), "{last}");
+    assert_eq!(
+        stdout(&run_in(dir.path(), &["ls", "--status", "diverged"])).trim(),
+        format!("no runs in cloudchamber.db match")
+    );
+    assert_eq!(run_in(dir.path(), &["ls", "--status", "done"]).status.code(), Some(2));
+    let o = run_in(dir.path(), &["show", "s"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("`cloudchamber ls --name s`"), "{}", stderr(&o));
+    // A sweep run again with other --set: said on stderr.
+    write(
+        dir.path(),
+        "w.toml",
+        &format!("{SMALL}\n[sweep]\nname = \"w\"\nseeds = 2\n"),
+    );
+    let first = run_in(dir.path(), &["sweep", "w.toml", "--set", "train.steps=20"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(!stderr(&first).contains("note: sweep w"), "{}", stderr(&first));
+    let again = run_in(dir.path(), &["sweep", "w.toml", "--set", "train.steps=30"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(
+        stderr(&again).contains("note: sweep w was recorded before with 2 runs, 0 of them among these 2"),
+        "{}",
+        stderr(&again)
+    );
+    let sweep_ls = stdout(&run_in(dir.path(), &["ls", "--sweep", "w"]));
+    assert_eq!(sweep_ls.lines().count(), 3, "{sweep_ls}");
+    assert!(sweep_ls.contains("train.steps=30"), "{sweep_ls}");
+}
+
+/// Numbers as people read them (issue 15, items 18 and 19): `summarize` and `sweep --dry-run`
+/// keep their columns in line whatever a value's length; `show`'s per-layer table fits the
+/// width it is given, splitting into blocks, with whole names; the run header labels the
+/// teacher and the trained model apart.
+#[test]
+fn tables_stay_in_line_and_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = format!(
+        "{}\n[sweep]\nname = \"lr\"\nseeds = 2\n[sweep.axes]\n\"optim.lr\" = {{ logspace = [3e-3, 0.3, 5] }}\n",
+        SMALL
+    );
+    write(dir.path(), "w.toml", &sweep);
+    let dry = stdout(&run_in(dir.path(), &["sweep", "w.toml", "--dry-run"]));
+    let runs: Vec<&str> = dry.lines().filter(|l| l.contains("seed=")).collect();
+    assert_eq!(runs.len(), 10, "{dry}");
+    let col = |l: &str| l.find("seed=").unwrap();
+    assert!(runs.iter().all(|l| col(l) == col(runs[0])), "{dry}");
+    // 0.03 is much shorter than 9.48683298050514e-3 (printed whole: it round-trips), yet the
+    // seeds line up.
+    assert!(dry.contains("optim.lr=0.03 "), "{dry}");
+    assert!(dry.contains("optim.lr=9.48683298050514e-3 "), "{dry}");
+    let o = run_in(dir.path(), &["sweep", "w.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&run_in(dir.path(), &["summarize", "lr", "--metric", "test_loss"]));
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "{table}");
+    assert!(
+        rows.iter().all(|l| l.chars().count() == rows[0].chars().count()),
+        "{table}"
+    );
+    // show: whole names, within the width given.
+    write(dir.path(), "s.toml", SMALL);
+    let o = run_in(dir.path(), &["run", "s.toml"]);
+    let header = stdout(&o);
+    assert!(header.contains("teacher–student, teacher 8→"), "{header}");
+    assert!(header.contains("\nmodel: MLP 8→[16 tanh]×2→1, "), "{header}");
+    for width in ["80", "200"] {
+        let o = bin()
+            .current_dir(dir.path())
+            .env("COLUMNS", width)
+            .args(["show", "s"])
+            .output()
+            .unwrap();
+        let out = stdout(&o);
+        let w: usize = width.parse().unwrap();
+        assert!(out.lines().all(|l| l.chars().count() <= w), "{out}");
+        assert!(out.contains("saturated_units"), "{out}");
+        assert!(!out.contains('…'), "{out}");
+    }
 }

@@ -70,7 +70,10 @@ fn runs(listing: &str) -> Vec<(String, String)> {
             let mut parts = l.trim_start().splitn(3, "  ");
             let index = parts.next()?;
             index.parse::<usize>().ok()?;
-            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+            let id = parts.next()?.to_string();
+            // The label's columns are padded to line up: one space between cells here.
+            let label = parts.next()?.split_whitespace().collect::<Vec<_>>().join(" ");
+            Some((id, label))
         })
         .collect()
 }

@@ -46,8 +46,8 @@ enum Command {
     Status(status::Args),
     /// Statistics over seeds for each configuration of a sweep.
     Summarize(summarize::Args),
-    /// List the runs in the store.
-    Ls,
+    /// List the runs in the store (filters: --sweep, --status, --name, -n).
+    Ls(inspect::LsArgs),
     /// Show one run: its spec, status and final metrics.
     Show(inspect::ShowArgs),
     /// Export metrics as tidy rows (run_id, step, layer, name, value).
@@ -81,7 +81,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Sweep(a) => sweep::run(&cli.store, a),
         Command::Status(a) => status::run(&cli.store, a),
         Command::Summarize(a) => summarize::run(&cli.store, a),
-        Command::Ls => inspect::ls(&cli.store),
+        Command::Ls(a) => inspect::ls(&cli.store, a),
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),
         Command::Bench(a) => bench::run(a),

@@ -27,6 +27,10 @@ pub struct Args {
     /// Check the spec and the data and print the run id and the memory estimate; train nothing.
     #[arg(long)]
     dry_run: bool,
+    /// The run's name in `ls` and `show` (default: the file's name without .toml), e.g. to
+    /// tell apart runs of one file with different `--set`.
+    #[arg(long)]
+    name: Option<String>,
 }
 
 pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
@@ -34,11 +38,21 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let loaded = spec::load(&a.file, &a.set)?;
     let spec = &loaded.spec;
     // A label: control characters in a file name are escaped before it is stored or shown.
-    let name = a
-        .file
-        .file_stem()
-        .map(|s| cloudchamber::names::shown(&s.to_string_lossy()))
-        .unwrap_or_default();
+    let name = match &a.name {
+        Some(n) if n.trim().is_empty() => {
+            return Err(Error::Invalid {
+                what: "--name".into(),
+                message: "is empty".into(),
+                hint: "give the run a label, e.g. --name lr-sweep-1".into(),
+            })
+        }
+        Some(n) => cloudchamber::names::shown(n),
+        None => a
+            .file
+            .file_stem()
+            .map(|s| cloudchamber::names::shown(&s.to_string_lossy()))
+            .unwrap_or_default(),
+    };
     if a.dry_run {
         let data = spec
             .task
@@ -47,6 +61,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         let m = cloudchamber::train::memory(spec, &data);
         let gib = cloudchamber::os::gib;
         println!("run {} ({name}): {}", spec.run_id(), data.description);
+        println!(
+            "model: {}",
+            cloudchamber::train::describe_model(spec, &data)
+        );
         println!(
             "memory: about {} (parameters and gradients {}, optimizer state {}, buffers and data {})",
             gib(m.total()),
@@ -78,6 +96,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     };
     if !a.quiet {
         println!("run {} ({name}): {}", p.id, p.data.description);
+        println!(
+            "model: {}",
+            cloudchamber::train::describe_model(spec, &p.data)
+        );
         if let Some(step) = p.resumed_from {
             println!("resuming from the checkpoint at step {step}");
         }

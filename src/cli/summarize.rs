@@ -186,23 +186,20 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         return Ok(());
     }
     let mut text = String::new();
+    let mut table: Vec<Vec<String>> = Vec::new();
     match a.format {
         Format::Table => {
             text.push_str(&format!(
                 "sweep {}: {} ({}) over seeds\n",
                 a.sweep, a.metric, a.at
             ));
-            text.push_str(
-                &header
-                    .iter()
-                    .map(|h| format!("{h:>12}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
+            table.push(header.iter().map(|h| h.to_string()).collect());
         }
-        _ => text.push_str(&csv_row(&header)),
+        _ => {
+            text.push_str(&csv_row(&header));
+            text.push('\n');
+        }
     }
-    text.push('\n');
     for (label, n, s5, diverged, missing) in &rows {
         let mut cells: Vec<String> = label.clone();
         cells.push(n.to_string());
@@ -215,22 +212,47 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
         cells.push(diverged.to_string());
         cells.push(missing.to_string());
-        let line = match a.format {
-            Format::Table => cells
-                .iter()
-                .map(|c| format!("{c:>12}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            _ => csv_row(&cells),
-        };
-        text.push_str(&line);
-        text.push('\n');
+        match a.format {
+            Format::Table => table.push(cells),
+            _ => {
+                text.push_str(&csv_row(&cells));
+                text.push('\n');
+            }
+        }
     }
+    // Each column as wide as its widest cell (a swept value prints whole, as it round-trips:
+    // 9.48683298050514e-3), so the columns stay in line.
+    text.push_str(&align(&table));
     match &a.output {
         Some(path) => std::fs::write(path, text).map_err(Error::io(path.clone()))?,
         None => print!("{text}"),
     }
     Ok(())
+}
+
+/// Right-aligned columns, each as wide as its widest cell, two spaces apart.
+fn align(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|j| {
+            rows.iter()
+                .filter_map(|r| r.get(j))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:>w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 /// One CSV line, each field quoted when it needs it.

@@ -157,8 +157,35 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         println!("  {:width$}  {}  ({})", "seed", s.join(" "), seeds.len());
     }
     let digits = (sw.runs.len().max(1) - 1).to_string().len();
-    for r in &sw.runs {
-        println!("{:>digits$}  {}  {}", r.index, r.id, r.label());
+    // `key=value` cells padded to the widest of their column, so the values line up.
+    let cells: Vec<Vec<String>> = sw
+        .runs
+        .iter()
+        .map(|r| {
+            r.values
+                .iter()
+                .map(|(k, v)| format!("{k}={}", format_value(v)))
+                .collect()
+        })
+        .collect();
+    let widths: Vec<usize> = (0..cells.iter().map(Vec::len).max().unwrap_or(0))
+        .map(|j| {
+            cells
+                .iter()
+                .filter_map(|c| c.get(j))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (r, c) in sw.runs.iter().zip(&cells) {
+        let label: Vec<String> = c
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:w$}"))
+            .collect();
+        let label = cloudchamber::names::shown(label.join("  ").trim_end());
+        println!("{:>digits$}  {}  {label}", r.index, r.id);
     }
     println!(
         "{} run{} (dry run: nothing was run)",
@@ -292,8 +319,31 @@ fn execute(
     Ok(())
 }
 
-/// Records the sweep's declaration and its runs in the store.
+/// Records the sweep's declaration and its runs in the store. A sweep of that name recorded
+/// with other runs (the same file with other `--set`, or an edited file) is redefined, and
+/// that is said on stderr: its earlier runs stay in the store, but `status`, `summarize` and
+/// `export --sweep` follow the new list.
 fn record(store: &mut Store, sw: &Sweep) -> Result<(), Error> {
+    let before: Vec<String> = store
+        .sweep_runs(&sw.name)
+        .map(|runs| runs.into_iter().map(|(id, _)| id).collect())
+        .unwrap_or_default();
+    if !before.is_empty() {
+        let now: std::collections::HashSet<&str> = sw.runs.iter().map(|r| r.id.as_str()).collect();
+        let common = before.iter().filter(|id| now.contains(id.as_str())).count();
+        if common != before.len() || common != now.len() {
+            eprintln!(
+                "note: sweep {} was recorded before with {} run{}, {common} of them among these {}; it now lists these. \
+                 The earlier runs stay in the store (`cloudchamber ls --name {}`); give the sweep another \
+                 [sweep] name to keep both lists",
+                sw.name,
+                before.len(),
+                if before.len() == 1 { "" } else { "s" },
+                now.len(),
+                sw.name
+            );
+        }
+    }
     let text = std::fs::read_to_string(&sw.path).map_err(Error::io(sw.path.clone()))?;
     let runs: Vec<(String, Vec<(String, String)>)> = sw
         .runs

@@ -93,6 +93,41 @@ pub trait Model<F: Float> {
 
 /// Builds the model `spec` describes for data of `shape`, with buffers for `capacity` samples,
 /// drawing its initial weights from `rng`. `loss` is the training loss of a feature-row model.
+/// The trained model in one line, for the run's header beside the data's (so a teacher–student
+/// run shows the student, labelled, next to its teacher): `MLP 64→[256 tanh]×3→1, pytorch
+/// init` or `GPT 2 layers, d_model 64, 4 heads, rotary positions, tied embeddings`.
+pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
+    // Enum values as the experiment file spells them.
+    let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    match (spec, shape) {
+        (ModelSpec::Mlp(s), Shape::Rows { input, output }) => {
+            let norm = match s.norm {
+                crate::nn::norm::Norm::None => String::new(),
+                n => format!(", {}", n.name()),
+            };
+            format!(
+                "MLP {input}→[{} {}]×{}→{output}{norm}, {} init",
+                s.width,
+                s.activation.name(),
+                s.depth,
+                word(serde_json::json!(s.init)),
+            )
+        }
+        (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => format!(
+            "GPT {} layer{}, d_model {}, {} head{}, {}, {} positions, {} embeddings, vocabulary {vocab}, context {context}",
+            gpt.n_layer,
+            if gpt.n_layer == 1 { "" } else { "s" },
+            gpt.d_model,
+            gpt.n_head,
+            if gpt.n_head == 1 { "" } else { "s" },
+            gpt.activation.name(),
+            word(serde_json::json!(gpt.positions)),
+            word(serde_json::json!(gpt.tying)),
+        ),
+        _ => "a model that does not fit this data".into(),
+    }
+}
+
 pub fn build<F: Float>(
     spec: &ModelSpec,
     shape: Shape,

@@ -304,7 +304,7 @@ impl TeacherStudentSpec {
                 out_dim: self.output_dim,
             },
             description: format!(
-                "teacher–student {}→{hidden}→{}, σ_w={} σ_b={}, train noise {}: {}",
+                "teacher–student, teacher {}→{hidden}→{}, σ_w={} σ_b={}, train noise {}: {}",
                 self.input_dim,
                 self.output_dim,
                 t.sigma_w,
@@ -349,7 +349,7 @@ mod tests {
         assert_eq!(d.target, Target::Regression { out_dim: 2 });
         assert_eq!(
             d.description,
-            "teacher–student 5→[7 tanh]×2→2, σ_w=1.3 σ_b=0.2, train noise 0: 40 train / 30 test"
+            "teacher–student, teacher 5→[7 tanh]×2→2, σ_w=1.3 σ_b=0.2, train noise 0: 40 train / 30 test"
         );
     }
 
