@@ -127,3 +127,58 @@ fn self_normalizing_calibration_in_a_model() {
         }
     }
 }
+
+fn cli(args: &[&str]) -> String {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_cloudchamber"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Theory at criticality (issue 15, item 20): relu at σ_w² = 2, σ_b² = 0 keeps every q, so q*
+/// is the q⁰ it keeps and every depth scale is infinite (never ±4503599627370495); tanh's
+/// calibration mean is 0, not −1e-16; `calibrate` takes the biased form; the phase diagram is
+/// a grid.
+#[test]
+fn theory_prints_criticality_as_it_is() {
+    let out = cli(&["theory", "--activation", "relu", "--sigma-w2", "2", "--q0", "3"]);
+    let field = |name: &str| {
+        out.lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l[name.len()..].trim().to_string())
+            .unwrap()
+    };
+    assert!(field("q* ").starts_with("3.0000000000"), "{out}");
+    for xi in ["xi_q ", "xi_c ", "xi_grad "] {
+        assert_eq!(field(xi), "inf", "{out}");
+    }
+    assert_eq!(field("phase "), "critical");
+    let cal = cli(&["calibrate", "tanh"]);
+    assert!(cal.contains("\nmu       0.0000000000000000\n"), "{cal}");
+    // The biased form: μ of 1·relu(z − 0.5) + 0.1 = φ(0.5) − 0.5·Φ(−0.5) + 0.1 (truncated normal).
+    let cal = cli(&["calibrate", "relu", "--b", "0.5", "--c", "0.1"]);
+    let mu: f64 = cal
+        .lines()
+        .find(|l| l.starts_with("mu "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pdf = (-0.125f64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let want = pdf - 0.5 * 0.308_537_538_725_986_9 + 0.1;
+    assert!((mu - want).abs() < 1e-12, "{mu} vs {want}");
+    let grid = cli(&[
+        "theory",
+        "--phase-diagram",
+        "--sigma-w2",
+        "0.5:4:8",
+        "--sigma-b2",
+        "0:0.5:6",
+    ]);
+    // A header, a column line, then 6 rows of 8 cells and the critical σ_w².
+    assert_eq!(grid.lines().count(), 8, "{grid}");
+    assert!(grid.lines().nth(2).unwrap().contains("1.000="), "{grid}");
+    assert_eq!(grid.lines().nth(3).unwrap().split_whitespace().count(), 10, "{grid}");
+}

@@ -33,12 +33,23 @@ pub struct Args {
     /// Print χ₁ and the phase over the σ_w² × σ_b² grid instead.
     #[arg(long)]
     phase_diagram: bool,
+    /// With --phase-diagram: one tab-separated row per grid point (for scripts) instead of
+    /// the grid.
+    #[arg(long, requires = "phase_diagram")]
+    list: bool,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct CalibrateArgs {
     /// Activation to calibrate (for `elu`, the SELU (α, λ) too).
     activation: String,
+    /// The biased form φ(x) = a·f(x − b) + c, as in `theory` and `model.act`.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    a: f64,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    b: f64,
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    c: f64,
 }
 
 /// An activation of the zoo by name, or `Error::Invalid` listing them.
@@ -95,6 +106,48 @@ fn parse_range(what: &str, s: &str) -> Result<Vec<f64>, Error> {
     }
 }
 
+/// The phase diagram as a grid: σ_b² down, σ_w² across, each cell χ₁ and its phase
+/// (`o` ordered, `=` critical, `x` chaotic), then the critical σ_w² of each row.
+fn print_grid(phi: Phi, w2s: &[f64], b2s: &[f64], rows: &[meanfield::PhaseRow]) {
+    let mark = |p: meanfield::Phase| match p {
+        meanfield::Phase::Ordered => 'o',
+        meanfield::Phase::Critical => '=',
+        meanfield::Phase::Chaotic => 'x',
+    };
+    println!(
+        "chi_1 over sigma_w2 (across) x sigma_b2 (down) for phi(x) = {}*{}(x - {}) + {}; o ordered, = critical, x chaotic",
+        phi.a,
+        phi.act.name(),
+        phi.b,
+        phi.c
+    );
+    let cell = 9;
+    let mut head = format!("{:>10}", "b2 \\ w2");
+    for w in w2s {
+        head += &format!(" {:>cell$}", format!("{w:.4}"));
+    }
+    println!("{head}  critical w2");
+    for b in b2s {
+        let mut line = format!("{:>10}", format!("{b:.4}"));
+        for w in w2s {
+            let r = rows
+                .iter()
+                .find(|r| r.sigma_w2 == *w && r.sigma_b2 == *b);
+            let text = match r {
+                Some(r) if r.chi1.is_finite() => format!("{:.3}{}", r.chi1, mark(r.phase)),
+                Some(r) => format!("{}{}", fmt(r.chi1), mark(r.phase)),
+                None => "-".into(),
+            };
+            line += &format!(" {text:>cell$}");
+        }
+        let crit = match meanfield::critical_sigma_w2(phi, *b) {
+            Ok(Some(c)) => format!("{c:.4}"),
+            _ => "none".into(),
+        };
+        println!("{line}  {crit:>11}");
+    }
+}
+
 fn fmt(v: f64) -> String {
     if v.is_infinite() {
         if v > 0.0 {
@@ -120,17 +173,21 @@ pub fn run(a: Args) -> Result<(), Error> {
         let w2s = parse_range("--sigma-w2", &a.sigma_w2)?;
         let b2s = parse_range("--sigma-b2", &a.sigma_b2)?;
         let rows = meanfield::phase_diagram(phi, &w2s, &b2s)?;
-        println!("sigma_w2\tsigma_b2\tq_star\tchi1\tphase");
-        for r in rows {
-            println!(
-                "{:.6}\t{:.6}\t{}\t{}\t{}",
-                r.sigma_w2,
-                r.sigma_b2,
-                fmt(r.q_star),
-                fmt(r.chi1),
-                r.phase.name()
-            );
+        if a.list {
+            println!("sigma_w2\tsigma_b2\tq_star\tchi1\tphase");
+            for r in rows {
+                println!(
+                    "{:.6}\t{:.6}\t{}\t{}\t{}",
+                    r.sigma_w2,
+                    r.sigma_b2,
+                    fmt(r.q_star),
+                    fmt(r.chi1),
+                    r.phase.name()
+                );
+            }
+            return Ok(());
         }
+        print_grid(phi, &w2s, &b2s, &rows);
         return Ok(());
     }
     let w2 = parse_number("--sigma-w2", &a.sigma_w2)?;
@@ -152,11 +209,23 @@ pub fn run(a: Args) -> Result<(), Error> {
         phi.b,
         phi.c
     );
-    println!("q*                {}", fmt(an.q_star));
+    // Where the length map is the identity around q⁰ (relu at σ_w² = 2, σ_b² = 0), every q is
+    // a fixed point: q* is the q the map keeps, q⁰, not the degenerate 0.
+    let keeps = (an.q_slope - 1.0).abs() <= 1e-9
+        && (m.length_map(a.q0) - a.q0).abs() <= 1e-12 * a.q0.max(1.0);
+    if keeps {
+        println!(
+            "q*                {}  (every q is a fixed point: the length map keeps q0)",
+            fmt(a.q0)
+        );
+    } else {
+        println!("q*                {}", fmt(an.q_star));
+    }
     println!("c*                {}", fmt(an.c_star));
     println!("chi_1             {}", fmt(an.chi1));
     println!("chi_c             {}", fmt(an.chi_c));
     println!("length-map slope  {}", fmt(an.q_slope));
+    // A depth scale at criticality is infinite, and printed so (`depth_scale`'s tolerance).
     println!("xi_q              {}", fmt(an.xi_q));
     println!("xi_c              {}", fmt(an.xi_c));
     println!("xi_grad           {}", fmt(an.xi_grad));
@@ -172,17 +241,35 @@ pub fn run(a: Args) -> Result<(), Error> {
     Ok(())
 }
 
+/// The Gaussian integrals are good to about 1e-13 (see `theory::gauss`): a mean below that
+/// is zero (tanh's is exactly 0 by symmetry; the rule gives −1e-16).
+const QUADRATURE_TOL: f64 = 1e-13;
+
 pub fn calibrate(a: CalibrateArgs) -> Result<(), Error> {
     let act = parse_activation(&a.activation)?;
-    let c = calibrate::self_normalize(Phi::plain(act))?;
-    println!(
-        "{}: g(x) = lambda*(f(x) - mu) has mean 0, variance 1 under N(0,1)",
-        act.name()
-    );
-    println!("mu       {:.16}", c.mean);
+    let phi = Phi {
+        act,
+        a: a.a,
+        b: a.b,
+        c: a.c,
+    };
+    let plain = phi == Phi::plain(act);
+    let c = calibrate::self_normalize(phi)?;
+    let f = if plain {
+        format!("{}(x)", act.name())
+    } else {
+        format!("{}*{}(x - {}) + {}", phi.a, act.name(), phi.b, phi.c)
+    };
+    println!("phi(x) = {f}: g(x) = lambda*(phi(x) - mu) has mean 0, variance 1 under N(0,1)");
+    let mean = if c.mean.abs() < QUADRATURE_TOL {
+        0.0
+    } else {
+        c.mean
+    };
+    println!("mu       {mean:.16}");
     println!("lambda   {:.16}", c.lambda);
-    println!("gamma    {:.16}  (NF-Net gain 1/std f(z))", c.gamma);
-    if act == Activation::Elu {
+    println!("gamma    {:.16}  (NF-Net gain 1/std phi(z))", c.gamma);
+    if act == Activation::Elu && plain {
         let (al, la) = calibrate::selu_alpha_lambda(calibrate::elu_constants_closed())?;
         println!("SELU: lambda*elu_alpha(z) has mean 0, second moment 1");
         println!("alpha    {al:.16}");

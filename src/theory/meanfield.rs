@@ -130,17 +130,17 @@ impl Phase {
     }
 }
 
-/// `ξ = −1/ln(χ)`, with `χ = 1 → +∞` (criticality), `χ ≤ 0` or NaN → NaN.
+/// `ξ = −1/ln(χ)`, with `χ ≤ 0` or NaN → NaN, and `+∞` at criticality: `|χ − 1| ≤ 1e-9`, the
+/// tolerance [`Phase::of`] calls critical (the integrals are good to ~1e-13, so a slope of
+/// 1 ± 1e-16 is 1, and `−1/ln` of it, ±4.5e15, would be noise printed as a depth).
 pub fn depth_scale(chi: f64) -> f64 {
     if chi.is_nan() || chi <= 0.0 {
         return f64::NAN;
     }
-    let l = chi.ln();
-    if l == 0.0 {
-        f64::INFINITY
-    } else {
-        -1.0 / l
+    if (chi - 1.0).abs() <= 1e-9 {
+        return f64::INFINITY;
     }
+    -1.0 / chi.ln()
 }
 
 fn check(what: &str, v: f64, nonneg: bool) -> Result<(), Error> {
@@ -664,9 +664,24 @@ mod tests {
         );
     }
 
+    /// relu at σ_w² = 2, σ_b² = 0 (He et al. 2015's initialization) is critical: the length map
+    /// is the identity, so every depth scale is infinite, never ±4.5e15 from rounding.
+    #[test]
+    fn relu_at_he_criticality_has_infinite_depth_scales() {
+        let a = mf(Activation::Relu, 2.0, 0.0).analyze();
+        assert_eq!(a.phase, Phase::Critical);
+        assert_eq!((a.xi_q, a.xi_c, a.xi_grad), (f64::INFINITY, f64::INFINITY, f64::INFINITY));
+        let m = mf(Activation::Relu, 2.0, 0.0);
+        for q in [0.5, 1.0, 3.0] {
+            assert!((m.length_map(q) - q).abs() < 1e-12 * q);
+        }
+    }
+
     #[test]
     fn depth_scales_at_the_edges() {
         assert_eq!(depth_scale(1.0), f64::INFINITY);
+        assert_eq!(depth_scale(1.0 + 2e-16), f64::INFINITY);
+        assert_eq!(depth_scale(1.0 - 1.1e-16), f64::INFINITY);
         assert!(depth_scale(0.0).is_nan());
         assert!(depth_scale(f64::NAN).is_nan());
         assert!((depth_scale((-0.1f64).exp()) - 10.0).abs() < 1e-12);
