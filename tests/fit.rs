@@ -113,6 +113,37 @@ fn fixed_parameter_stays_fixed() {
     assert!(rel(r.get("alpha").unwrap(), 0.34) < 1e-6);
 }
 
+/// Fit uncertainty that means nothing is flagged (issue 15, item 21): on a flat loss (no
+/// power law in it) the amplitude and exponent are not identified, each with its reason;
+/// on a clean power law over three decades every parameter is.
+#[test]
+fn unidentified_parameters_are_flagged() {
+    let flat = Data {
+        x: vec![10.0, 20.0, 40.0, 80.0],
+        d: vec![],
+        y: vec![1.0, 1.01, 0.99, 1.0],
+    };
+    let opts = Options {
+        bootstrap: 300,
+        ..Options::default()
+    };
+    let r = fit(Form::Power, &flat, &opts).unwrap();
+    let loose: Vec<&str> = r
+        .params
+        .iter()
+        .filter(|e| !e.identified)
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(loose.contains(&"alpha") && loose.contains(&"A"), "{:?}", r.params);
+    assert!(r.params.iter().all(|e| e.identified == e.why.is_none()));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["params"][2]["identified"], serde_json::json!(false));
+    let mut rng = Rng::new(4);
+    let clean = power_data(1.5, 3.0, 0.4, 0.002, &mut rng);
+    let r = fit(Form::Power, &clean, &opts).unwrap();
+    assert!(r.params.iter().all(|e| e.identified), "{:?}", r.params);
+}
+
 #[test]
 fn bad_input_is_invalid() {
     let data = Data {
@@ -428,6 +459,28 @@ seeds = 2
     }
 
     /// Bad CSV input: a missing column, a non-positive value, too few points.
+    /// Long work is not silent (issue 15, item 23): the Chinchilla fit of the shipped points
+    /// (over a second here, 1000 resamples) says so on stderr while stdout, piped, holds only
+    /// the result.
+    #[test]
+    fn a_slow_fit_says_so_on_stderr_and_keeps_stdout_clean() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let csv = root.join("examples/data/chinchilla.csv");
+        let o = run_in(
+            root,
+            &[
+                "fit", "--csv", csv.to_str().unwrap(), "--form", "chinchilla", "--x",
+                "Model Size", "--c", "Training FLOP", "--y", "loss", "--drop-highest", "5",
+            ],
+        );
+        let out = ok(&o);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("fitting chinchilla to 240 points (1000 bootstrap resamples)…"), "{err}");
+        assert!(err.contains("(1000 bootstrap resamples): "), "{err}");
+        assert!(!out.contains("fitting"), "{out}");
+        assert!(out.starts_with("points: "), "{out}");
+    }
+
     #[test]
     fn bad_csv_input_is_one_line_with_a_hint() {
         let dir = tempfile::tempdir().unwrap();

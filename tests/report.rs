@@ -198,6 +198,35 @@ fn reports_load_offline_in_chromium_with_no_errors() {
     assert!(phase_html.contains("Phase diagram"));
     let widths_html = std::fs::read_to_string(out.join("widths/index.html")).unwrap();
     assert!(widths_html.contains("Scaling") && widths_html.contains("alpha"));
+    // The report's scaling fit is `fit`'s (issue 15, item 22): parameters on x, seed means,
+    // the same options, so the same exponent to the bit.
+    assert!(
+        widths_html.contains("cloudchamber fit --sweep widths --form power --x model.params"),
+        "the page names the fit it shows"
+    );
+    {
+        let store = Store::open(&f.dir.join("cloudchamber.db")).unwrap();
+        let configs = cloudchamber::plot::figures::configs(&store, "widths").unwrap();
+        let s = cloudchamber::plot::figures::scaling(&store, "widths", &configs, "test_loss", "t")
+            .unwrap()
+            .expect("a scaling figure for a width sweep");
+        assert_eq!(s.x, "model.params");
+        assert_eq!(s.points, 4, "one point per width (seed means)");
+        let json = ok(
+            &f.dir,
+            &["fit", "--sweep", "widths", "--form", "power", "--x", "model.params", "--json"],
+        );
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let alpha = v["params"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "alpha")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap();
+        assert_eq!(s.fit.get("alpha").unwrap(), alpha);
+    }
     // Every run of the sweep has its page, linked from the index.
     let store = Store::open(&f.dir.join("cloudchamber.db")).unwrap();
     let phase_runs = store.sweep_runs("phase").unwrap();

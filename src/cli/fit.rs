@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use cloudchamber::fit::{self, input, Estimate, Form, Options};
 use cloudchamber::Error;
+use super::slow;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["csv", "sweep", "run"])))]
@@ -240,7 +241,15 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         at_compute: a.at_compute,
         ..Options::default()
     };
-    let r = fit::fit(form, &data, &opts)?;
+    let r = {
+        let _slow = slow::Slow::start(format!(
+            "fitting {} to {} points ({} bootstrap resamples)",
+            a.form,
+            data.y.len(),
+            a.bootstrap
+        ));
+        fit::fit(form, &data, &opts)?
+    };
     if let Some(path) = &a.plot {
         use cloudchamber::plot::{figures, Format};
         let format = match path.extension().and_then(|e| e.to_str()) {
@@ -300,12 +309,27 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         let ci = e
             .ci95
             .map_or("-".into(), |[lo, hi]| format!("[{lo:.5e}, {hi:.5e}]"));
-        println!("{:<16} {:>14.6e} {:>12} {:>30}", e.name, e.value, se, ci);
+        // A parameter the data do not pin down is marked, and said why below the table.
+        let mark = if e.identified { "" } else { "  *" };
+        println!("{:<16} {:>14.6e} {:>12} {:>30}{mark}", e.name, e.value, se, ci);
     };
     r.params.iter().for_each(line);
     if !r.derived.is_empty() {
         println!("derived (C = 6ND; N_opt = G (C/6)^a_exp, D_opt = G⁻¹ (C/6)^b_exp):");
         r.derived.iter().for_each(line);
+    }
+    let loose: Vec<&Estimate> = r
+        .params
+        .iter()
+        .chain(&r.derived)
+        .filter(|e| !e.identified)
+        .collect();
+    if !loose.is_empty() {
+        println!("* not identified by these data (the estimate is not a measurement):");
+        for e in loose {
+            println!("    {}: {}", e.name, e.why.as_deref().unwrap_or(""));
+        }
+        println!("  more points, a wider range of x, or fixing a parameter (--fix NAME=VALUE) can identify it");
     }
     Ok(())
 }

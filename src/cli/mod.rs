@@ -10,6 +10,7 @@ mod plot;
 mod report;
 mod run;
 mod run_one;
+mod slow;
 mod status;
 mod summarize;
 mod sweep;

@@ -95,7 +95,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         match a.figure {
             Kind::Seeds => figures::seed_curves(&store, &configs, metric, name)?,
             Kind::Phase => figures::phase_diagram(&store, &configs, metric, name)?,
-            _ => figures::scaling(&store, &configs, metric, name)?.map(|(f, _)| f),
+            _ => figures::scaling(&store, name, &configs, metric, name)?.map(|s| s.figure),
         }
     } else {
         let Some(q) = &a.run else {

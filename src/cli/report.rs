@@ -27,7 +27,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         };
         PathBuf::from(format!("report-{}", cloudchamber::names::component(&name)))
     });
-    let (index, pages) = report::write_report(&store, &target, &dir, &a.metric)?;
+    let (index, pages) = {
+        let _slow = super::slow::Slow::start(format!("writing the report into {}", dir.display()));
+        report::write_report(&store, &target, &dir, &a.metric)?
+    };
     if let Target::Run(r) = &target {
         if !report::finished(r) {
             eprintln!(

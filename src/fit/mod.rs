@@ -185,6 +185,55 @@ pub struct Estimate {
     pub stderr: Option<f64>,
     /// Bootstrap 95% percentile interval.
     pub ci95: Option<[f64; 2]>,
+    /// False when the data do not pin the parameter down ([`unidentified`] says why, in
+    /// `why`): then its estimate and interval are not a measurement.
+    pub identified: bool,
+    pub why: Option<String>,
+}
+
+/// Bootstrap failures past this fraction of the resamples flag every parameter.
+const MAX_FAILED: f64 = 0.1;
+/// A 95% interval wider than this ratio (two decades) of a positive quantity, or a standard
+/// error this many times the estimate, identifies nothing.
+const MAX_DECADES_RATIO: f64 = 100.0;
+const MAX_REL_STDERR: f64 = 10.0;
+
+/// Why a parameter is not identified by the data, or `None` when it is: its bootstrap interval
+/// spans more than two decades (or crosses zero for a quantity that has a sign), its standard
+/// error exceeds ten times its estimate, or too many resamples failed. Exponents and logs of
+/// positive scales are judged on the natural value; a fixed parameter is identified.
+pub fn unidentified(e: &Estimate, failed: usize, bootstrap: usize) -> Option<String> {
+    if e.fixed {
+        return None;
+    }
+    if bootstrap > 0 && failed as f64 > MAX_FAILED * bootstrap as f64 {
+        return Some(format!(
+            "{failed} of {bootstrap} bootstrap fits failed"
+        ));
+    }
+    if let (Some(se), true) = (e.stderr, e.value != 0.0) {
+        if se > MAX_REL_STDERR * e.value.abs() {
+            let ratio = se / e.value.abs();
+            let ratio = if ratio < 1e4 {
+                format!("{ratio:.0}")
+            } else {
+                format!("{ratio:.1e}")
+            };
+            return Some(format!("stderr {se:.2e} is {ratio}× the estimate"));
+        }
+    }
+    if let Some([lo, hi]) = e.ci95 {
+        if lo < 0.0 && hi > 0.0 && e.value != 0.0 {
+            return Some(format!("the 95% interval [{lo:.3e}, {hi:.3e}] spans zero"));
+        }
+        if lo > 0.0 && hi / lo > MAX_DECADES_RATIO {
+            return Some(format!(
+                "the 95% interval spans {:.1} decades",
+                (hi / lo).log10()
+            ));
+        }
+    }
+    None
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -595,6 +644,8 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
                 fixed: fixed[k].is_some(),
                 stderr,
                 ci95,
+                identified: true,
+                why: None,
             }
         })
         .collect();
@@ -612,19 +663,28 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
                     fixed: false,
                     stderr,
                     ci95,
+                    identified: true,
+                    why: None,
                 }
             })
             .collect()
     } else {
         vec![]
     };
+    let flag = |mut list: Vec<Estimate>| -> Vec<Estimate> {
+        for e in &mut list {
+            e.why = unidentified(e, failed, opts.bootstrap);
+            e.identified = e.why.is_none();
+        }
+        list
+    };
     Ok(FitResult {
         form,
         n_points: n,
         loss: best.f,
         delta: opts.delta,
-        params,
-        derived: derived_q,
+        params: flag(params),
+        derived: flag(derived_q),
         bootstrap: opts.bootstrap,
         bootstrap_failed: failed,
         samples: ok,

@@ -461,30 +461,63 @@ pub fn phase_diagram(
     })))
 }
 
-/// A scaling plot: the final metric against one numeric swept key on log–log axes, every seed
-/// as a point, with the fitted power law `E + A·x^(−α)` ([`crate::fit`]) and its 95% bootstrap
-/// band. None unless the sweep has exactly one numeric key with at least 3 values.
+/// The x quantity of a sweep's scaling figure and fit, with its axis label: the parameter
+/// count (`model.params`, what `cloudchamber fit` defaults to) when the runs recorded it, else
+/// the swept key itself.
+pub struct ScalingFit {
+    pub figure: Figure,
+    pub fit: FitResult,
+    /// `model.params` or the swept key: what to pass as `fit --x` for the same numbers.
+    pub x: String,
+    /// Seed means entering the fit (one point per configuration).
+    pub points: usize,
+}
+
+/// The scaling figure of a sweep over one numeric key: the final `metric` against the number
+/// of parameters, one point per configuration (the mean over its seeds; diverged runs left
+/// out), with the power law E + A·x^(−α) and its 95% bootstrap band. The points and the fit
+/// are exactly `cloudchamber fit --sweep NAME --form power --x model.params` (same reader,
+/// same options), so the report and `fit` agree; `None` for other sweeps.
 pub fn scaling(
     store: &Store,
+    sweep: &str,
     configs: &[Config],
     metric: &str,
     title: &str,
-) -> Result<Option<(Figure, FitResult)>, Error> {
+) -> Result<Option<ScalingFit>, Error> {
     if configs.len() < 3 || configs.iter().any(|c| c.values.len() != 1) {
         return Ok(None);
     }
     let key = configs[0].values[0].0.clone();
+    if configs.iter().any(|c| c.values[0].1.parse::<f64>().is_err()) {
+        return Ok(None);
+    }
+    let query = |x: &'static str, key: &str| -> Result<fit::input::StorePoints, Error> {
+        let x = if x.is_empty() { key } else { x };
+        fit::input::sweep_points(
+            store,
+            &fit::input::SweepQuery {
+                sweep,
+                metric,
+                at: fit::input::Pick::Final,
+                x,
+                d: None,
+                seeds: fit::input::Seeds::Mean,
+            },
+        )
+    };
+    let (points, x_name, x_label) = match query("model.params", &key) {
+        Ok(p) => (p, "model.params".to_string(), "parameters (model.params)".to_string()),
+        Err(_) => match query("", &key) {
+            Ok(p) => (p, key.clone(), key.clone()),
+            Err(_) => return Ok(None),
+        },
+    };
     let mut data = fit::Data::default();
-    for c in configs {
-        let Ok(x) = c.values[0].1.parse::<f64>() else {
-            return Ok(None);
-        };
-        for id in &c.runs {
-            let y = final_value(store, id, metric)?;
-            if y.is_finite() && y > 0.0 && x > 0.0 {
-                data.x.push(x);
-                data.y.push(y);
-            }
+    for (x, y) in points.x.iter().zip(&points.y) {
+        if x.is_finite() && y.is_finite() && *x > 0.0 && *y > 0.0 {
+            data.x.push(*x);
+            data.y.push(*y);
         }
     }
     let distinct = {
@@ -496,11 +529,10 @@ pub fn scaling(
     if distinct < 3 {
         return Ok(None);
     }
-    let opts = fit::Options {
-        bootstrap: 200,
-        ..fit::Options::default()
+    // `fit`'s own defaults (grid, Huber δ, 1000 resamples, seed 0): the same numbers.
+    let Ok(result) = fit::fit(Form::Power, &data, &fit::Options::default()) else {
+        return Ok(None);
     };
-    let result = fit::fit(Form::Power, &data, &opts)?;
     let (e, a, alpha) = (
         result.get("E").unwrap_or(f64::NAN),
         result.get("A").unwrap_or(f64::NAN),
@@ -509,8 +541,8 @@ pub fn scaling(
     let (curve, band) = law_with_band(Form::Power, &data.x, &result, 60);
     let figure = Figure::Lines(LineChart {
         title: title.into(),
-        x_label: key.clone(),
-        y_label: format!("final {metric}"),
+        x_label: x_label.clone(),
+        y_label: format!("final {metric} (mean over seeds)"),
         x_log: true,
         y_log: true,
         series: vec![
@@ -527,7 +559,7 @@ pub fn scaling(
                 ..Series::default()
             },
             Series {
-                label: "runs (each seed)".into(),
+                label: format!("configurations ({key}), seed means"),
                 points: data.x.iter().copied().zip(data.y.iter().copied()).collect(),
                 stroke: Stroke::Hidden,
                 color: SeriesColor::Palette(1),
@@ -536,7 +568,12 @@ pub fn scaling(
         ],
         ..LineChart::default()
     });
-    Ok(Some((figure, result)))
+    Ok(Some(ScalingFit {
+        figure,
+        fit: result,
+        x: x_name,
+        points: data.x.len(),
+    }))
 }
 
 /// The figure of a fit (`cloudchamber fit --plot`): for one-input forms the points, the fitted

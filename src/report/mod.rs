@@ -253,15 +253,17 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
             &format!("<b>Phase diagram.</b> Final {} (mean over seeds) for each pair of swept values; a grey cell with × is a configuration where at least one seed diverged.", esc(metric)),
         )?);
     }
-    if let Some((f, fit)) = figures::scaling(
+    if let Some(s) = figures::scaling(
         store,
+        sweep,
         &configs,
         metric,
         &format!("Scaling of final {metric}"),
     )? {
+        let fit = &s.fit;
         b.push_str(&html::figure(
-            &f,
-            &format!("<b>Scaling.</b> Final {} of every seed against the swept value (log–log), with the power law E + A·x<sup>−α</sup> fitted by Huber loss in log space (cloudchamber fit) and its 95% bootstrap band ({} resamples).", esc(metric), fit.bootstrap),
+            &s.figure,
+            &format!("<b>Scaling.</b> Final {} against <code>{}</code> (log–log), one point per configuration (the mean over its seeds; diverged runs left out, {} points), with the power law E + A·x<sup>−α</sup> fitted by Huber loss in log space and its 95% bootstrap band ({} resamples): the same points and fit as <code>cloudchamber fit --sweep {} --form power --x {}</code>.", esc(metric), esc(&s.x), s.points, fit.bootstrap, esc(sweep), esc(&s.x)),
         )?);
         let rows: Vec<Vec<String>> = fit
             .params
@@ -273,6 +275,9 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
                     e.stderr.map_or("—".into(), num),
                     e.ci95
                         .map_or("—".into(), |c| format!("[{}, {}]", num(c[0]), num(c[1]))),
+                    e.why
+                        .as_deref()
+                        .map_or("yes".into(), |w| format!("no: {}", esc(w))),
                 ]
             })
             .collect();
@@ -282,6 +287,7 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
                 "#estimate",
                 "#bootstrap stderr",
                 "#95% interval",
+                "identified by the data",
             ],
             &rows,
         ));
