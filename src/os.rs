@@ -51,18 +51,6 @@ pub fn gib(bytes: u64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn available_memory_is_read_on_linux() {
-        if cfg!(target_os = "linux") {
-            let m = super::available_memory().expect("MemAvailable is readable on Linux");
-            // Some memory is free, and no more than the machine has.
-            assert!(m > 1 << 20 && m < 1 << 50, "{m}");
-        }
-    }
-}
-
 /// The width of the terminal on stdout, in columns: the terminal's own when stdout is one,
 /// else `$COLUMNS` when set (as shells export it), else `None` (a pipe or a file: no limit
 /// known).
@@ -86,4 +74,16 @@ pub fn terminal_width() -> Option<usize> {
         .ok()
         .and_then(|c| c.trim().parse().ok())
         .filter(|&c: &usize| c > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn available_memory_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let m = super::available_memory().expect("MemAvailable is readable on Linux");
+            // Some memory is free, and no more than the machine has.
+            assert!(m > 1 << 20 && m < 1 << 50, "{m}");
+        }
+    }
 }

@@ -907,9 +907,10 @@ pub fn parse_table(
     one_task(&table, text, path)?;
     for o in overrides {
         // `--set task.moons.noise=…` on a teacher–student file would add a second task.
-        if let (Some(kind), Some(toml::Value::Table(task))) =
-            (o.key.strip_prefix("task.").and_then(|k| k.split_once('.')), table.get("task"))
-        {
+        if let (Some(kind), Some(toml::Value::Table(task))) = (
+            o.key.strip_prefix("task.").and_then(|k| k.split_once('.')),
+            table.get("task"),
+        ) {
             if let Some(have) = task.keys().next().filter(|h| **h != kind.0) {
                 return Err(o.error(&format!(
                     "the experiment's task is `task.{have}`, not `task.{}`: an override changes a key of that task, it cannot add a second one (e.g. `task.{have}.{}`)",

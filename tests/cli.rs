@@ -881,11 +881,17 @@ fn a_read_only_store_stays_readable() {
     let o = run_in(&src, &["run", "s.toml", "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let before = std::fs::read(src.join("cloudchamber.db")).unwrap();
-    let root = unsafe { libc::geteuid() } == 0; // SAFETY: geteuid has no preconditions.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
     let ro = if root {
         let ro = dir.path().join("ro");
         std::fs::create_dir(&ro).unwrap();
-        let mount = |args: &[&str]| Command::new("mount").args(args).status().is_ok_and(|s| s.success());
+        let mount = |args: &[&str]| {
+            Command::new("mount")
+                .args(args)
+                .status()
+                .is_ok_and(|s| s.success())
+        };
         let (s, r) = (src.to_str().unwrap(), ro.to_str().unwrap());
         if !(mount(&["--bind", s, r]) && mount(&["-o", "remount,ro,bind", r])) {
             let _ = Command::new("umount").arg(r).status();
@@ -931,7 +937,10 @@ fn a_read_only_store_stays_readable() {
 fn a_failed_store_write_leaves_no_orphan_folder() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
-    let o = run_in(dir.path(), &["run", "s.toml", "-q", "--set", "train.steps=1"]);
+    let o = run_in(
+        dir.path(),
+        &["run", "s.toml", "-q", "--set", "train.steps=1"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     std::fs::remove_dir_all(dir.path().join("runs")).unwrap();
     let c = rusqlite::Connection::open(dir.path().join("cloudchamber.db")).unwrap();
@@ -942,7 +951,11 @@ fn a_failed_store_write_leaves_no_orphan_folder() {
     drop(c);
     let o = run_in(dir.path(), &["run", "s.toml", "-q"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("disk full (simulated)"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("disk full (simulated)"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!dir.path().join("runs").exists(), "orphan runs/ folder");
 }
 
@@ -971,18 +984,27 @@ fn messages_name_the_key_the_line_and_a_fix() {
         (
             format!("{SMALL}\n[task.moons]\nnoise = 0.1\n"),
             vec![],
-            vec!["s.toml:23: `task.moons` is a second task", "hint: keep one [task.*]"],
+            vec![
+                "s.toml:23: `task.moons` is a second task",
+                "hint: keep one [task.*]",
+            ],
         ),
         (
             SMALL.to_string(),
             vec!["--set", "task.moons.noise=0.2"],
-            vec!["task is `task.teacher_student`, not `task.moons`", "task.teacher_student.noise"],
+            vec![
+                "task is `task.teacher_student`, not `task.moons`",
+                "task.teacher_student.noise",
+            ],
         ),
         // Types in words.
         (
             SMALL.to_string(),
             vec!["--set", "model.width=1.5"],
-            vec!["`model.width` has the wrong type", "expected a whole number"],
+            vec![
+                "`model.width` has the wrong type",
+                "expected a whole number",
+            ],
         ),
         (
             SMALL.to_string(),
@@ -993,13 +1015,19 @@ fn messages_name_the_key_the_line_and_a_fix() {
         (
             SMALL.replace("\"tanh\"", "\"swish\""),
             vec![],
-            vec!["s.toml:13: `model.activation` = \"swish\"", "did you mean \"silu\"?"],
+            vec![
+                "s.toml:13: `model.activation` = \"swish\"",
+                "did you mean \"silu\"?",
+            ],
         ),
         // The key that is too large.
         (
             markov(100_000, 1),
             vec![],
-            vec!["s.toml:3: `task.markov.vocab`", "hint: lower the vocabulary"],
+            vec![
+                "s.toml:3: `task.markov.vocab`",
+                "hint: lower the vocabulary",
+            ],
         ),
         (
             markov(2_000, 3),
@@ -1010,7 +1038,10 @@ fn messages_name_the_key_the_line_and_a_fix() {
         (
             gpt_on_rows,
             vec![],
-            vec!["`model.gpt` needs a token-sequence task", "hint: use [task.text]"],
+            vec![
+                "`model.gpt` needs a token-sequence task",
+                "hint: use [task.text]",
+            ],
         ),
         // A missing file: its line, its path as written, and the folder named.
         (
@@ -1053,13 +1084,21 @@ fn messages_name_the_key_the_line_and_a_fix() {
     assert!(stdout(&o).contains("text Data/My.TXT ("), "{}", stdout(&o));
     // A metric nobody recorded: did you mean.
     write(dir.path(), "m.toml", SMALL);
-    assert!(run_in(dir.path(), &["run", "m.toml", "-q"]).status.success());
+    assert!(run_in(dir.path(), &["run", "m.toml", "-q"])
+        .status
+        .success());
     let o = run_in(
         dir.path(),
-        &["plot", "m", "--figure", "layers", "--metric", "act_sdt", "-o", "x.svg"],
+        &[
+            "plot", "m", "--figure", "layers", "--metric", "act_sdt", "-o", "x.svg",
+        ],
     );
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("did you mean `act_std`?"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did you mean `act_std`?"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// A checkpoint that cannot be written for lack of space is an I/O error with an I/O hint
@@ -1083,10 +1122,16 @@ fn runs_sharing_a_name_are_told_apart() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "s.toml", SMALL);
     for lr in ["0.01", "0.02"] {
-        let o = run_in(dir.path(), &["run", "s.toml", "-q", "--set", &format!("optim.lr={lr}")]);
+        let o = run_in(
+            dir.path(),
+            &["run", "s.toml", "-q", "--set", &format!("optim.lr={lr}")],
+        );
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let o = run_in(dir.path(), &["run", "s.toml", "-q", "--name", "mine", "--set", "seed=9"]);
+    let o = run_in(
+        dir.path(),
+        &["run", "s.toml", "-q", "--name", "mine", "--set", "seed=9"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let ls = stdout(&run_in(dir.path(), &["ls"]));
     assert!(ls.lines().next().unwrap().ends_with("differs"), "{ls}");
@@ -1108,10 +1153,19 @@ fn runs_sharing_a_name_are_told_apart() {
         stdout(&run_in(dir.path(), &["ls", "--status", "diverged"])).trim(),
         format!("no runs in cloudchamber.db match")
     );
-    assert_eq!(run_in(dir.path(), &["ls", "--status", "done"]).status.code(), Some(2));
+    assert_eq!(
+        run_in(dir.path(), &["ls", "--status", "done"])
+            .status
+            .code(),
+        Some(2)
+    );
     let o = run_in(dir.path(), &["show", "s"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("`cloudchamber ls --name s`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("`cloudchamber ls --name s`"),
+        "{}",
+        stderr(&o)
+    );
     // A sweep run again with other --set: said on stderr.
     write(
         dir.path(),
@@ -1120,11 +1174,16 @@ fn runs_sharing_a_name_are_told_apart() {
     );
     let first = run_in(dir.path(), &["sweep", "w.toml", "--set", "train.steps=20"]);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(!stderr(&first).contains("note: sweep w"), "{}", stderr(&first));
+    assert!(
+        !stderr(&first).contains("note: sweep w"),
+        "{}",
+        stderr(&first)
+    );
     let again = run_in(dir.path(), &["sweep", "w.toml", "--set", "train.steps=30"]);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(
-        stderr(&again).contains("note: sweep w was recorded before with 2 runs, 0 of them among these 2"),
+        stderr(&again)
+            .contains("note: sweep w was recorded before with 2 runs, 0 of them among these 2"),
         "{}",
         stderr(&again)
     );
@@ -1156,11 +1215,15 @@ fn tables_stay_in_line_and_fit() {
     assert!(dry.contains("optim.lr=9.48683298050514e-3 "), "{dry}");
     let o = run_in(dir.path(), &["sweep", "w.toml"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let table = stdout(&run_in(dir.path(), &["summarize", "lr", "--metric", "test_loss"]));
+    let table = stdout(&run_in(
+        dir.path(),
+        &["summarize", "lr", "--metric", "test_loss"],
+    ));
     let rows: Vec<&str> = table.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "{table}");
     assert!(
-        rows.iter().all(|l| l.chars().count() == rows[0].chars().count()),
+        rows.iter()
+            .all(|l| l.chars().count() == rows[0].chars().count()),
         "{table}"
     );
     // show: whole names, within the width given.
@@ -1168,7 +1231,10 @@ fn tables_stay_in_line_and_fit() {
     let o = run_in(dir.path(), &["run", "s.toml"]);
     let header = stdout(&o);
     assert!(header.contains("teacher–student, teacher 8→"), "{header}");
-    assert!(header.contains("\nmodel: MLP 8→[16 tanh]×2→1, "), "{header}");
+    assert!(
+        header.contains("\nmodel: MLP 8→[16 tanh]×2→1, "),
+        "{header}"
+    );
     for width in ["80", "200"] {
         let o = bin()
             .current_dir(dir.path())

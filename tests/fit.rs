@@ -134,7 +134,11 @@ fn unidentified_parameters_are_flagged() {
         .filter(|e| !e.identified)
         .map(|e| e.name.as_str())
         .collect();
-    assert!(loose.contains(&"alpha") && loose.contains(&"A"), "{:?}", r.params);
+    assert!(
+        loose.contains(&"alpha") && loose.contains(&"A"),
+        "{:?}",
+        r.params
+    );
     assert!(r.params.iter().all(|e| e.identified == e.why.is_none()));
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["params"][2]["identified"], serde_json::json!(false));
@@ -469,13 +473,27 @@ seeds = 2
         let o = run_in(
             root,
             &[
-                "fit", "--csv", csv.to_str().unwrap(), "--form", "chinchilla", "--x",
-                "Model Size", "--c", "Training FLOP", "--y", "loss", "--drop-highest", "5",
+                "fit",
+                "--csv",
+                csv.to_str().unwrap(),
+                "--form",
+                "chinchilla",
+                "--x",
+                "Model Size",
+                "--c",
+                "Training FLOP",
+                "--y",
+                "loss",
+                "--drop-highest",
+                "5",
             ],
         );
         let out = ok(&o);
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains("fitting chinchilla to 240 points (1000 bootstrap resamples)…"), "{err}");
+        assert!(
+            err.contains("fitting chinchilla to 240 points (1000 bootstrap resamples)…"),
+            "{err}"
+        );
         assert!(err.contains("(1000 bootstrap resamples): "), "{err}");
         assert!(!out.contains("fitting"), "{out}");
         assert!(out.starts_with("points: "), "{out}");

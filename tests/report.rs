@@ -214,7 +214,16 @@ fn reports_load_offline_in_chromium_with_no_errors() {
         assert_eq!(s.points, 4, "one point per width (seed means)");
         let json = ok(
             &f.dir,
-            &["fit", "--sweep", "widths", "--form", "power", "--x", "model.params", "--json"],
+            &[
+                "fit",
+                "--sweep",
+                "widths",
+                "--form",
+                "power",
+                "--x",
+                "model.params",
+                "--json",
+            ],
         );
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         let alpha = v["params"]

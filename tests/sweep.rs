@@ -72,7 +72,11 @@ fn runs(listing: &str) -> Vec<(String, String)> {
             index.parse::<usize>().ok()?;
             let id = parts.next()?.to_string();
             // The label's columns are padded to line up: one space between cells here.
-            let label = parts.next()?.split_whitespace().collect::<Vec<_>>().join(" ");
+            let label = parts
+                .next()?
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             Some((id, label))
         })
         .collect()
@@ -623,7 +627,10 @@ seeds = 3
                 "{out}{}",
                 String::from_utf8_lossy(&o.stderr)
             );
-            assert!(out.contains("9 runs: 6 completed, 3 diverged, 0 failed"), "{out}");
+            assert!(
+                out.contains("9 runs: 6 completed, 3 diverged, 0 failed"),
+                "{out}"
+            );
             waited |= out.contains("running in another process");
             trained += out.lines().filter(|l| l.contains(" steps, ")).count();
         }
@@ -660,7 +667,15 @@ fn sweep_parquet_reads_typed_in_pandas_with_the_readme_recipe() {
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     let o = run_in(
         dir.path(),
-        &["export", "--sweep", "phase-diagram", "--format", "parquet", "-o", "phase.parquet"],
+        &[
+            "export",
+            "--sweep",
+            "phase-diagram",
+            "--format",
+            "parquet",
+            "-o",
+            "phase.parquet",
+        ],
     );
     assert!(o.status.success(), "{}", err(&o));
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();

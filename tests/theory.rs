@@ -143,7 +143,15 @@ fn cli(args: &[&str]) -> String {
 /// a grid.
 #[test]
 fn theory_prints_criticality_as_it_is() {
-    let out = cli(&["theory", "--activation", "relu", "--sigma-w2", "2", "--q0", "3"]);
+    let out = cli(&[
+        "theory",
+        "--activation",
+        "relu",
+        "--sigma-w2",
+        "2",
+        "--q0",
+        "3",
+    ]);
     let field = |name: &str| {
         out.lines()
             .find(|l| l.starts_with(name))
@@ -180,5 +188,9 @@ fn theory_prints_criticality_as_it_is() {
     // A header, a column line, then 6 rows of 8 cells and the critical σ_w².
     assert_eq!(grid.lines().count(), 8, "{grid}");
     assert!(grid.lines().nth(2).unwrap().contains("1.000="), "{grid}");
-    assert_eq!(grid.lines().nth(3).unwrap().split_whitespace().count(), 10, "{grid}");
+    assert_eq!(
+        grid.lines().nth(3).unwrap().split_whitespace().count(),
+        10,
+        "{grid}"
+    );
 }

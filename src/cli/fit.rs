@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::slow;
 use cloudchamber::fit::{self, input, Estimate, Form, Options};
 use cloudchamber::Error;
-use super::slow;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["csv", "sweep", "run"])))]
@@ -311,7 +311,10 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             .map_or("-".into(), |[lo, hi]| format!("[{lo:.5e}, {hi:.5e}]"));
         // A parameter the data do not pin down is marked, and said why below the table.
         let mark = if e.identified { "" } else { "  *" };
-        println!("{:<16} {:>14.6e} {:>12} {:>30}{mark}", e.name, e.value, se, ci);
+        println!(
+            "{:<16} {:>14.6e} {:>12} {:>30}{mark}",
+            e.name, e.value, se, ci
+        );
     };
     r.params.iter().for_each(line);
     if !r.derived.is_empty() {

@@ -54,7 +54,13 @@ pub fn ls(path: &Path, a: LsArgs) -> Result<(), Error> {
         }
     }
     let in_sweep: Option<std::collections::HashSet<String>> = match &a.sweep {
-        Some(name) => Some(store.sweep_runs(name)?.into_iter().map(|(id, _)| id).collect()),
+        Some(name) => Some(
+            store
+                .sweep_runs(name)?
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect(),
+        ),
         None => None,
     };
     let mut runs: Vec<&RunRecord> = all
@@ -119,8 +125,10 @@ fn differing_values(runs: &[RunRecord]) -> std::collections::HashMap<String, Str
     }
     let mut out = std::collections::HashMap::new();
     for group in by_name.values().filter(|g| g.len() > 1) {
-        let keys: std::collections::BTreeSet<&String> =
-            group.iter().flat_map(|(_, l)| l.iter().map(|(k, _)| k)).collect();
+        let keys: std::collections::BTreeSet<&String> = group
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|(k, _)| k))
+            .collect();
         let value = |leaves: &[(String, String)], k: &str| {
             leaves
                 .iter()
@@ -210,10 +218,12 @@ fn print_layers(store: &Store, rec: &RunRecord) -> Result<(), Error> {
         .iter()
         .map(|n| {
             let col = (0..=layers)
-                .map(|l| match last.iter().find(|m| m.layer == Some(l) && m.name == *n) {
-                    Some(m) => format!("{:.4e}", m.value),
-                    None => "-".into(),
-                })
+                .map(
+                    |l| match last.iter().find(|m| m.layer == Some(l) && m.name == *n) {
+                        Some(m) => format!("{:.4e}", m.value),
+                        None => "-".into(),
+                    },
+                )
                 .collect();
             (*n, col)
         })

@@ -126,18 +126,17 @@ fn must_exist(path: &std::path::Path) -> Result<(), Error> {
 
 /// Refuses a metric name no run of the store recorded (`--metric act_sdt`), with the nearest
 /// recorded one, instead of an empty table or figure.
-fn known_metric(
-    store: &cloudchamber::store::Store,
-    flag: &str,
-    metric: &str,
-) -> Result<(), Error> {
+fn known_metric(store: &cloudchamber::store::Store, flag: &str, metric: &str) -> Result<(), Error> {
     let names = store.metric_names()?;
     if names.is_empty() || names.iter().any(|n| n == metric) {
         return Ok(());
     }
     let nearest = cloudchamber::spec::nearest(metric, &names);
     Err(Error::Invalid {
-        what: format!("{flag} {}", cloudchamber::names::shown(&cloudchamber::spec::clip(metric))),
+        what: format!(
+            "{flag} {}",
+            cloudchamber::names::shown(&cloudchamber::spec::clip(metric))
+        ),
         message: format!(
             "no run in {} recorded this metric{}",
             store.path().display(),

@@ -130,9 +130,7 @@ fn print_grid(phi: Phi, w2s: &[f64], b2s: &[f64], rows: &[meanfield::PhaseRow]) 
     for b in b2s {
         let mut line = format!("{:>10}", format!("{b:.4}"));
         for w in w2s {
-            let r = rows
-                .iter()
-                .find(|r| r.sigma_w2 == *w && r.sigma_b2 == *b);
+            let r = rows.iter().find(|r| r.sigma_w2 == *w && r.sigma_b2 == *b);
             let text = match r {
                 Some(r) if r.chi1.is_finite() => format!("{:.3}{}", r.chi1, mark(r.phase)),
                 Some(r) => format!("{}{}", fmt(r.chi1), mark(r.phase)),

@@ -110,7 +110,12 @@ pub(super) fn write_with(
     let typed: Vec<TableColumn> = (0..keys.len())
         .map(|k| {
             let vals: Vec<&str> = (0..run_ids.len())
-                .map(|i| extra.get(i).and_then(|v| v.get(k)).map_or("", String::as_str))
+                .map(|i| {
+                    extra
+                        .get(i)
+                        .and_then(|v| v.get(k))
+                        .map_or("", String::as_str)
+                })
                 .collect();
             TableColumn::typed(&vals)
         })
@@ -452,13 +457,19 @@ mod tests {
     fn swept_values_are_typed() {
         use super::TableColumn as C;
         assert_eq!(C::typed(&["64", "128"]), C::I64(vec![64, 128]));
-        assert_eq!(C::typed(&["3e-3", "0.03", "1"]), C::F64(vec![3e-3, 0.03, 1.0]));
+        assert_eq!(
+            C::typed(&["3e-3", "0.03", "1"]),
+            C::F64(vec![3e-3, 0.03, 1.0])
+        );
         assert_eq!(C::typed(&["true", "false"]), C::Bool(vec![true, false]));
         assert_eq!(
             C::typed(&["relu", "1"]),
             C::Str(vec!["relu".into(), "1".into()])
         );
-        assert_eq!(C::typed(&["{ init = 0.1 }"]), C::Str(vec!["{ init = 0.1 }".into()]));
+        assert_eq!(
+            C::typed(&["{ init = 0.1 }"]),
+            C::Str(vec!["{ init = 0.1 }".into()])
+        );
         assert_eq!(C::typed(&[""]), C::Str(vec!["".into()]));
     }
 

@@ -207,9 +207,7 @@ pub fn unidentified(e: &Estimate, failed: usize, bootstrap: usize) -> Option<Str
         return None;
     }
     if bootstrap > 0 && failed as f64 > MAX_FAILED * bootstrap as f64 {
-        return Some(format!(
-            "{failed} of {bootstrap} bootstrap fits failed"
-        ));
+        return Some(format!("{failed} of {bootstrap} bootstrap fits failed"));
     }
     if let (Some(se), true) = (e.stderr, e.value != 0.0) {
         if se > MAX_REL_STDERR * e.value.abs() {

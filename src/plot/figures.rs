@@ -489,7 +489,10 @@ pub fn scaling(
         return Ok(None);
     }
     let key = configs[0].values[0].0.clone();
-    if configs.iter().any(|c| c.values[0].1.parse::<f64>().is_err()) {
+    if configs
+        .iter()
+        .any(|c| c.values[0].1.parse::<f64>().is_err())
+    {
         return Ok(None);
     }
     let query = |x: &'static str, key: &str| -> Result<fit::input::StorePoints, Error> {
@@ -507,7 +510,11 @@ pub fn scaling(
         )
     };
     let (points, x_name, x_label) = match query("model.params", &key) {
-        Ok(p) => (p, "model.params".to_string(), "parameters (model.params)".to_string()),
+        Ok(p) => (
+            p,
+            "model.params".to_string(),
+            "parameters (model.params)".to_string(),
+        ),
         Err(_) => match query("", &key) {
             Ok(p) => (p, key.clone(), key.clone()),
             Err(_) => return Ok(None),

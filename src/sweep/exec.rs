@@ -33,7 +33,10 @@ pub enum End {
     Failed(String),
     /// Another live process (e.g. the same sweep started twice) trains it now: left to that
     /// process and looked at again later, never reported as failed.
-    Busy { pid: u32, host: String },
+    Busy {
+        pid: u32,
+        host: String,
+    },
     /// Not started: the sweep was interrupted first.
     NotRun,
 }

@@ -281,7 +281,9 @@ pub fn run(store_path: &Path, sw: &Sweep, k: usize, job: Option<String>) -> Resu
         End::Busy { pid, host } => (
             RunStatus::Failed,
             None,
-            Some(format!("another process (pid {pid} on {host}) trains this run's shard")),
+            Some(format!(
+                "another process (pid {pid} on {host}) trains this run's shard"
+            )),
         ),
         End::NotRun => (RunStatus::Interrupted, None, None),
     };

@@ -670,7 +670,10 @@ mod tests {
     fn relu_at_he_criticality_has_infinite_depth_scales() {
         let a = mf(Activation::Relu, 2.0, 0.0).analyze();
         assert_eq!(a.phase, Phase::Critical);
-        assert_eq!((a.xi_q, a.xi_c, a.xi_grad), (f64::INFINITY, f64::INFINITY, f64::INFINITY));
+        assert_eq!(
+            (a.xi_q, a.xi_c, a.xi_grad),
+            (f64::INFINITY, f64::INFINITY, f64::INFINITY)
+        );
         let m = mf(Activation::Relu, 2.0, 0.0);
         for q in [0.5, 1.0, 3.0] {
             assert!((m.length_map(q) - q).abs() < 1e-12 * q);
