@@ -534,11 +534,28 @@ fn a_requeued_element_resumes_from_its_checkpoint() {
     // The shard's own status is the authority: a requeued element can drop out of squeue's
     // listing for a moment while the controller moves it, so wait for it too.
     let log_path = lab.path(&format!("shards/logs/rq-{job}_0.out"));
-    lab.until("the requeued run has completed", || {
-        lab.progress(&ids[0])
-            .is_some_and(|p| p["status"] == "completed")
-            && std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("completed in"))
-    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !(lab
+        .progress(&ids[0])
+        .is_some_and(|p| p["status"] == "completed")
+        && std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("completed in")))
+    {
+        // On a timeout, say what Slurm and the shard show, so a failure can be understood.
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until the requeued run has completed\nprogress: {:?}\nlog:\n{}\nscontrol: {}",
+            lab.progress(&ids[0]),
+            std::fs::read_to_string(&log_path).unwrap_or_default(),
+            Command::new("scontrol")
+                .env("SLURM_CONF", &lab.conf)
+                .args(["--oneliner", "show", "job", &element])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned()
+                    + &String::from_utf8_lossy(&o.stderr))
+                .unwrap_or_default(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("DUE TO JOB REQUEUE"), "{log}");
     let first = lab.progress(&ids[0]).unwrap();
