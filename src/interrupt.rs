@@ -25,6 +25,14 @@ pub fn request() {
     STOP.store(true, Ordering::Relaxed);
 }
 
+/// Clears a stop request once it has been honoured, for a process that goes on after it (the
+/// Python module: a notebook kernel interrupted once keeps running cells). The CLI exits
+/// instead.
+pub fn reset() {
+    STOP.store(false, Ordering::Relaxed);
+    SIGNAL.store(2, Ordering::Relaxed);
+}
+
 #[cfg(unix)]
 extern "C" fn on_signal(sig: libc::c_int) {
     if STOP.swap(true, Ordering::Relaxed) {

@@ -319,15 +319,12 @@ fn execute(
     Ok(())
 }
 
-/// Records the sweep's declaration and its runs in the store. A sweep of that name recorded
-/// with other runs (the same file with other `--set`, or an edited file) is redefined, and
-/// that is said on stderr: its earlier runs stay in the store, but `status`, `summarize` and
-/// `export --sweep` follow the new list.
+/// Records the sweep's declaration and its runs in the store ([`sweep::record`]). A sweep of
+/// that name recorded with other runs (the same file with other `--set`, or an edited file) is
+/// redefined, and that is said on stderr: its earlier runs stay in the store, but `status`,
+/// `summarize` and `export --sweep` follow the new list.
 fn record(store: &mut Store, sw: &Sweep) -> Result<(), Error> {
-    let before: Vec<String> = store
-        .sweep_runs(&sw.name)
-        .map(|runs| runs.into_iter().map(|(id, _)| id).collect())
-        .unwrap_or_default();
+    let before = sweep::record(store, sw)?;
     if !before.is_empty() {
         let now: std::collections::HashSet<&str> = sw.runs.iter().map(|r| r.id.as_str()).collect();
         let common = before.iter().filter(|id| now.contains(id.as_str())).count();
@@ -344,21 +341,6 @@ fn record(store: &mut Store, sw: &Sweep) -> Result<(), Error> {
             );
         }
     }
-    let text = std::fs::read_to_string(&sw.path).map_err(Error::io(sw.path.clone()))?;
-    let runs: Vec<(String, Vec<(String, String)>)> = sw
-        .runs
-        .iter()
-        .map(|r| {
-            (
-                r.id.clone(),
-                r.values
-                    .iter()
-                    .map(|(k, v)| (k.clone(), format_value(v)))
-                    .collect(),
-            )
-        })
-        .collect();
-    store.record_sweep(&sw.name, &sw.path.display().to_string(), &text, &runs)?;
     Ok(())
 }
 

@@ -86,6 +86,33 @@ pub fn format_value(v: &toml::Value) -> String {
     }
 }
 
+/// Records the sweep's declaration (its file's text) and its runs with their swept values in
+/// the store, so `status`, `summarize` and `export --sweep` know the sweep even while (or if) it
+/// is interrupted. Returns the run ids the sweep of that name listed before (empty for a new
+/// sweep): a caller says so when they differ, as the sweep is redefined.
+pub fn record(store: &mut crate::store::Store, sw: &Sweep) -> Result<Vec<String>, crate::Error> {
+    let before: Vec<String> = store
+        .sweep_runs(&sw.name)
+        .map(|runs| runs.into_iter().map(|(id, _)| id).collect())
+        .unwrap_or_default();
+    let text = std::fs::read_to_string(&sw.path).map_err(crate::Error::io(sw.path.clone()))?;
+    let runs: Vec<(String, Vec<(String, String)>)> = sw
+        .runs
+        .iter()
+        .map(|r| {
+            (
+                r.id.clone(),
+                r.values
+                    .iter()
+                    .map(|(k, v)| (k.clone(), format_value(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    store.record_sweep(&sw.name, &sw.path.display().to_string(), &text, &runs)?;
+    Ok(before)
+}
+
 /// Reads the sweep file and expands it (with `--set` overrides applied to the base experiment).
 pub fn load(path: &Path, overrides: &[String]) -> Result<Sweep, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
