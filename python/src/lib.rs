@@ -91,7 +91,9 @@ fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce() -> T + Send) -> Py
     match (out, interrupt) {
         (_, Some(e)) => Err(e),
         (Ok(v), None) => Ok(v),
-        (Err(_), None) => Err(CloudchamberError::new_err("cloudchamber: the work panicked")),
+        (Err(_), None) => Err(CloudchamberError::new_err(
+            "cloudchamber: the work panicked",
+        )),
     }
 }
 
@@ -128,8 +130,8 @@ impl Progress {
 /// in errors) with `--set`-style overrides.
 #[pyfunction]
 fn resolve(text: &str, label: &str, overrides: Vec<String>) -> PyResult<(String, String)> {
-    let spec =
-        cloudchamber::spec::parse(text, Path::new(label), &overrides).map_err(|e| py_err(e.into()))?;
+    let spec = cloudchamber::spec::parse(text, Path::new(label), &overrides)
+        .map_err(|e| py_err(e.into()))?;
     Ok((spec.run_id(), spec.to_json()))
 }
 
@@ -149,15 +151,17 @@ fn run(
     force: bool,
     progress: Option<PyObject>,
 ) -> PyResult<(String, bool)> {
-    let spec =
-        cloudchamber::spec::parse(text, Path::new(label), &overrides).map_err(|e| py_err(e.into()))?;
+    let spec = cloudchamber::spec::parse(text, Path::new(label), &overrides)
+        .map_err(|e| py_err(e.into()))?;
     let progress = Progress::new(progress);
     let result = interruptible(py, || -> Result<(String, bool), Error> {
         match runner::prepare(Path::new(store), &spec, Path::new(base_dir), name, force)? {
             Start::Done(rec) => Ok((rec.id, false)),
             Start::Ready(mut p) => {
                 let id = p.id.clone();
-                runner::execute(&mut p, &spec, &mut |step, loss| progress.call((step, loss), false))?;
+                runner::execute(&mut p, &spec, &mut |step, loss| {
+                    progress.call((step, loss), false)
+                })?;
                 Ok((id, true))
             }
         }
@@ -178,7 +182,8 @@ fn sweep(
     workers: usize,
     progress: Option<PyObject>,
 ) -> PyResult<Vec<(usize, String, String, String)>> {
-    let sw = cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
+    let sw =
+        cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
     let store_path = Path::new(store);
     let mut st = Store::open(store_path).map_err(|e| py_err(e.into()))?;
     cloudchamber::sweep::record(&mut st, &sw).map_err(py_err)?;
@@ -209,7 +214,9 @@ fn sweep(
             };
             let line = match end {
                 End::Failed(m) => format!("failed: {m}"),
-                End::Trained { steps, seconds, .. } => format!("{how} in {steps} steps, {seconds:.2} s"),
+                End::Trained { steps, seconds, .. } => {
+                    format!("{how} in {steps} steps, {seconds:.2} s")
+                }
                 _ => how.clone(),
             };
             (k, sw.runs[k].id.clone(), how, line)
@@ -221,7 +228,8 @@ fn sweep(
 /// id and the swept values as text.
 #[pyfunction]
 fn expand_sweep(path: &str, overrides: Vec<String>) -> PyResult<(String, Vec<(String, String)>)> {
-    let sw = cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
+    let sw =
+        cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
     let runs = sw.runs.iter().map(|r| (r.id.clone(), r.label())).collect();
     Ok((sw.name, runs))
 }
@@ -283,18 +291,20 @@ fn metrics_parquet(
     // Opened here so that it lives on the thread that reads it (a connection is not Sync).
     let st = open(store)?;
     let out = py
-        .allow_threads(move || -> Result<Vec<u8>, cloudchamber::export::ExportError> {
-            let mut out: Vec<u8> = Vec::new();
-            match (&sweep, &run_ids) {
-                (Some(s), _) => export::export_sweep(&st, s, ExportFormat::Parquet, &mut out)?,
-                (None, Some(ids)) => export::export(&st, ids, ExportFormat::Parquet, &mut out)?,
-                (None, None) => {
-                    let ids: Vec<String> = st.runs()?.into_iter().map(|r| r.id).collect();
-                    export::export(&st, &ids, ExportFormat::Parquet, &mut out)?
-                }
-            };
-            Ok(out)
-        })
+        .allow_threads(
+            move || -> Result<Vec<u8>, cloudchamber::export::ExportError> {
+                let mut out: Vec<u8> = Vec::new();
+                match (&sweep, &run_ids) {
+                    (Some(s), _) => export::export_sweep(&st, s, ExportFormat::Parquet, &mut out)?,
+                    (None, Some(ids)) => export::export(&st, ids, ExportFormat::Parquet, &mut out)?,
+                    (None, None) => {
+                        let ids: Vec<String> = st.runs()?.into_iter().map(|r| r.id).collect();
+                        export::export(&st, &ids, ExportFormat::Parquet, &mut out)?
+                    }
+                };
+                Ok(out)
+            },
+        )
         .map_err(|e| py_err(e.into()))?;
     Ok(PyBytes::new(py, &out).unbind())
 }
@@ -309,7 +319,10 @@ fn artifacts_dir(store: &str, run_id: &str) -> PyResult<String> {
 /// The tensors of a safetensors file: name, dtype (numpy's name), shape and raw little-endian
 /// bytes, in file order.
 #[pyfunction]
-fn read_tensors(py: Python<'_>, path: &str) -> PyResult<Vec<(String, String, Vec<usize>, Py<PyBytes>)>> {
+fn read_tensors(
+    py: Python<'_>,
+    path: &str,
+) -> PyResult<Vec<(String, String, Vec<usize>, Py<PyBytes>)>> {
     let bytes = std::fs::read(path).map_err(|e| py_err(Error::io(path)(e)))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         py_err(Error::Safetensors {
@@ -325,7 +338,9 @@ fn read_tensors(py: Python<'_>, path: &str) -> PyResult<Vec<(String, String, Vec
         .collect();
     names.sort();
     for (_, name) in names {
-        let v = st.tensor(&name).map_err(|e| CloudchamberError::new_err(e.to_string()))?;
+        let v = st
+            .tensor(&name)
+            .map_err(|e| CloudchamberError::new_err(e.to_string()))?;
         let dtype = match v.dtype() {
             safetensors::Dtype::F32 => "float32",
             safetensors::Dtype::F64 => "float64",
@@ -374,12 +389,26 @@ fn phi(activation: &str, a: f64, b: f64, c: f64) -> PyResult<meanfield::Phi> {
 /// Mean-field analysis at (σ_w², σ_b²) of φ = a·f(x − b) + c, as `cloudchamber theory`
 /// prints it: q*, c*, χ₁, χ_c, the length map's slope, depth scales and the phase (JSON).
 #[pyfunction]
-fn mean_field(activation: &str, a: f64, b: f64, c: f64, sigma_w2: f64, sigma_b2: f64) -> PyResult<String> {
-    let m = meanfield::MeanField::new(phi(activation, a, b, c)?, sigma_w2, sigma_b2).map_err(py_err)?;
+fn mean_field(
+    activation: &str,
+    a: f64,
+    b: f64,
+    c: f64,
+    sigma_w2: f64,
+    sigma_b2: f64,
+) -> PyResult<String> {
+    let m =
+        meanfield::MeanField::new(phi(activation, a, b, c)?, sigma_w2, sigma_b2).map_err(py_err)?;
     let an = m.analyze();
     // JSON has no infinity: a depth scale at criticality travels as the text "inf", which
     // Python's float() reads back.
-    let num = |v: f64| if v.is_finite() { serde_json::json!(v) } else { serde_json::json!(v.to_string()) };
+    let num = |v: f64| {
+        if v.is_finite() {
+            serde_json::json!(v)
+        } else {
+            serde_json::json!(v.to_string())
+        }
+    };
     Ok(serde_json::json!({
         "q_star": num(an.q_star),
         "c_star": num(an.c_star),
@@ -396,7 +425,13 @@ fn mean_field(activation: &str, a: f64, b: f64, c: f64, sigma_w2: f64, sigma_b2:
 
 /// The critical σ_w² at σ_b² (χ₁ = 1), or None when there is none in [1e-3, 1e3].
 #[pyfunction]
-fn critical_sigma_w2(activation: &str, a: f64, b: f64, c: f64, sigma_b2: f64) -> PyResult<Option<f64>> {
+fn critical_sigma_w2(
+    activation: &str,
+    a: f64,
+    b: f64,
+    c: f64,
+    sigma_b2: f64,
+) -> PyResult<Option<f64>> {
     meanfield::critical_sigma_w2(phi(activation, a, b, c)?, sigma_b2).map_err(py_err)
 }
 
@@ -431,7 +466,9 @@ fn fit_law(
         ..fit::Options::default()
     };
     let data = fit::Data { x, d, y };
-    let r = py.allow_threads(|| fit::fit(form, &data, &opts)).map_err(py_err)?;
+    let r = py
+        .allow_threads(|| fit::fit(form, &data, &opts))
+        .map_err(py_err)?;
     serde_json::to_string(&r).map_err(|e| CloudchamberError::new_err(e.to_string()))
 }
 

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from . import _native
 from ._native import CloudchamberError, DataError, SpecError, StoreError
 from . import theory
+from .theory import calibrate
 
 __all__ = [
     "run",
@@ -40,6 +41,7 @@ __all__ = [
     "fit",
     "FitResult",
     "theory",
+    "calibrate",
     "CloudchamberError",
     "SpecError",
     "DataError",
