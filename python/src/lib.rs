@@ -316,13 +316,15 @@ fn artifacts_dir(store: &str, run_id: &str) -> PyResult<String> {
     Ok(st.artifacts_dir(run_id).display().to_string())
 }
 
-/// The tensors of a safetensors file: name, dtype (numpy's name), shape and raw little-endian
-/// bytes, in file order.
+/// One tensor for numpy: name, dtype (numpy's name), shape and raw little-endian bytes.
+type Tensor = (String, String, Vec<usize>, Py<PyBytes>);
+
+/// The tensors of a safetensors file, in file order.
 #[pyfunction]
 fn read_tensors(
     py: Python<'_>,
     path: &str,
-) -> PyResult<Vec<(String, String, Vec<usize>, Py<PyBytes>)>> {
+) -> PyResult<Vec<Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| py_err(Error::io(path)(e)))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         py_err(Error::Safetensors {
