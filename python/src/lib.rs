@@ -321,10 +321,7 @@ type Tensor = (String, String, Vec<usize>, Py<PyBytes>);
 
 /// The tensors of a safetensors file, in file order.
 #[pyfunction]
-fn read_tensors(
-    py: Python<'_>,
-    path: &str,
-) -> PyResult<Vec<Tensor>> {
+fn read_tensors(py: Python<'_>, path: &str) -> PyResult<Vec<Tensor>> {
     let bytes = std::fs::read(path).map_err(|e| py_err(Error::io(path)(e)))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         py_err(Error::Safetensors {

@@ -59,6 +59,9 @@ enum Command {
     Theory(theory::Args),
     /// Self-normalizing shift and scale of an activation (and SELU's α, λ for `elu`).
     Calibrate(theory::CalibrateArgs),
+    /// In-context regression: each baseline's error against the number of in-context examples
+    /// (least squares, ridge, averaging, nearest neighbours, LASSO), with bootstrap intervals.
+    Baselines(theory::BaselinesArgs),
     /// Fit a scaling law (power, chinchilla, learning_curve, broken_power) with bootstrap
     /// uncertainty, from a CSV file, a sweep or a run.
     Fit(fit::Args),
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Bench(a) => bench::run(a),
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
+        Command::Baselines(a) => theory::baselines(a),
         Command::Fit(a) => fit::run(&cli.store, a),
         Command::RunOne(a) => run_one::run(&cli.store, a),
         Command::Collect(a) => collect::run(&cli.store, a),

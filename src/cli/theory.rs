@@ -275,3 +275,95 @@ pub fn calibrate(a: CalibrateArgs) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// `cloudchamber baselines`: the in-context algorithms on one function class.
+#[derive(clap::Args, Debug)]
+pub struct BaselinesArgs {
+    /// linear, sparse_linear, noisy_linear, relu2 or tree (Garg et al. 2022).
+    #[arg(long, default_value = "linear")]
+    class: String,
+    /// Input dimension d.
+    #[arg(long, default_value_t = 8)]
+    d: usize,
+    /// Largest number of in-context examples.
+    #[arg(long, default_value_t = 16)]
+    k_max: usize,
+    /// Prompts per k (the same prompts for every baseline).
+    #[arg(long, default_value_t = 1000)]
+    prompts: usize,
+    /// sparse_linear: nonzero coordinates.
+    #[arg(long, default_value_t = 3)]
+    s: usize,
+    /// noisy_linear: noise standard deviation.
+    #[arg(long, default_value_t = 0.5)]
+    sigma: f64,
+    /// relu2: hidden units.
+    #[arg(long, default_value_t = 100)]
+    hidden: usize,
+    /// tree: depth.
+    #[arg(long, default_value_t = 4)]
+    depth: usize,
+    /// Choose each prompt's examples as the query's nearest neighbours among this many draws
+    /// (retrieval) instead of at random.
+    #[arg(long)]
+    retrieve_from: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn baselines(a: BaselinesArgs) -> Result<(), Error> {
+    use cloudchamber::theory::icl::{curves, Baseline, Exemplars, FunctionClass};
+    let class = match a.class.as_str() {
+        "linear" => FunctionClass::Linear,
+        "sparse_linear" => FunctionClass::SparseLinear { s: a.s },
+        "noisy_linear" => FunctionClass::NoisyLinear { sigma: a.sigma },
+        "relu2" => FunctionClass::Relu2 { hidden: a.hidden },
+        "tree" => FunctionClass::Tree { depth: a.depth },
+        other => {
+            return Err(Error::Invalid {
+                what: format!("--class {}", cloudchamber::spec::clip(other)),
+                message: "unknown function class".into(),
+                hint: "one of: linear, sparse_linear, noisy_linear, relu2, tree".into(),
+            })
+        }
+    };
+    if a.d == 0 || a.prompts == 0 || a.depth > 16 {
+        return Err(Error::Invalid {
+            what: "baselines".into(),
+            message: "--d and --prompts must be at least 1, --depth at most 16".into(),
+            hint: "e.g. --d 8 --prompts 1000".into(),
+        });
+    }
+    let how = match a.retrieve_from {
+        Some(pool) => Exemplars::Nearest { pool },
+        None => Exemplars::Random,
+    };
+    let mut list = vec![
+        Baseline::LeastSquares,
+        Baseline::Averaging,
+        Baseline::NearestNeighbours { n: 3 },
+        Baseline::Lasso { alpha: 0.01 },
+    ];
+    if let FunctionClass::NoisyLinear { sigma } = class {
+        list.push(Baseline::BayesRidge { sigma });
+    }
+    let c = curves(class, a.d, a.k_max, a.prompts, how, &list, a.seed);
+    println!(
+        "# normalized squared error (÷ d) over {} prompts per k, mean [95% bootstrap interval]; class {}, d = {}, exemplars {}",
+        a.prompts,
+        a.class,
+        a.d,
+        match how {
+            Exemplars::Random => "random".to_string(),
+            Exemplars::Nearest { pool } => format!("nearest of {pool}"),
+        }
+    );
+    println!("k\tbaseline\tmean\tlo\thi");
+    for k in 0..=a.k_max {
+        for (b, curve) in list.iter().zip(&c) {
+            let p = &curve[k];
+            println!("{k}\t{}\t{:.6}\t{:.6}\t{:.6}", b.name(), p.mean, p.lo, p.hi);
+        }
+    }
+    Ok(())
+}
