@@ -33,18 +33,23 @@ pub(crate) fn write(
     }
     // Write to a temporary file and rename, so a killed run never leaves half a file.
     let tmp = path.with_extension("safetensors.tmp");
-    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| match e {
-        // A full disk or a read-only folder is an I/O failure, with an I/O hint.
+    safetensors::serialize_to_file(views, metadata, &tmp).map_err(|e| write_error(e, &tmp))?;
+    std::fs::rename(&tmp, path).map_err(Error::io(path.to_path_buf()))
+}
+
+/// A failed safetensors write as the error it is: a full disk or a read-only folder is an I/O
+/// failure, with an I/O hint; anything else is about the file's content.
+fn write_error(e: safetensors::SafeTensorError, path: &Path) -> Error {
+    match e {
         safetensors::SafeTensorError::IoError(source) => Error::Io {
-            path: tmp.clone(),
+            path: path.to_path_buf(),
             source,
         },
         e => Error::Safetensors {
-            path: tmp.clone(),
+            path: path.to_path_buf(),
             message: e.to_string(),
         },
-    })?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path.to_path_buf()))
+    }
 }
 
 /// Saves every parameter (and BatchNorm running statistics) under its PyTorch name.
@@ -172,4 +177,20 @@ pub fn load_params<F: Float>(params: &mut [Param<F>], path: &Path) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A write that fails for lack of space (issue 15, item 15) is an I/O error whose hint says
+    /// to free space, not one about safetensors files. /dev/full fails every write with ENOSPC.
+    #[test]
+    fn a_full_disk_is_an_io_error_with_an_io_hint() {
+        let enospc = std::fs::write("/dev/full", [0u8; 16]).unwrap_err();
+        let e = super::write_error(
+            safetensors::SafeTensorError::IoError(enospc),
+            std::path::Path::new("runs/x/checkpoint.safetensors.tmp"),
+        );
+        assert!(matches!(e, crate::Error::Io { .. }), "{e:?}");
+        assert!(e.hints()[0].contains("free some space"), "{:?}", e.hints());
+    }
 }

@@ -100,6 +100,20 @@ pub fn prepare(
     })))
 }
 
+/// The file in a run's folder that lists the overrides it was started with (`--set`, Python's
+/// `overrides=`), one `key=value` a line: what `ls` shows as how the run differs from its file.
+pub const OVERRIDES_FILE: &str = "overrides.txt";
+
+/// Records the overrides a run was started with beside its artifacts (none: no file).
+pub fn record_overrides(p: &Prepared, overrides: &[String]) -> Result<(), Error> {
+    if overrides.is_empty() {
+        return Ok(());
+    }
+    let path = p.artifacts.join(OVERRIDES_FILE);
+    let text: String = overrides.iter().map(|o| format!("{o}\n")).collect();
+    std::fs::write(&path, text).map_err(Error::io(path))
+}
+
 /// Trains a prepared run and records how it ended (a failure is recorded as `failed` with its
 /// message, then returned).
 pub fn execute(p: &mut Prepared, spec: &Spec, progress: ProgressFn<'_>) -> Result<Outcome, Error> {

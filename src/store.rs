@@ -428,11 +428,19 @@ impl Store {
                 .conn
                 .busy_timeout(Duration::from_secs(10))
                 .map_err(|e| store.err(e))?;
+            // The first read is where a missing shared-memory file shows.
             store.schema_version()?;
             Ok(store)
         };
+        // Immutable only when SQLite cannot open the file for want of write access to its
+        // folder (a WAL store's shared-memory file); any other error (busy, damaged) is raised,
+        // never read around: immutable mode ignores the WAL.
+        let cannot_open = |e: &StoreError| {
+            matches!(e, StoreError::Sqlite { source, .. }
+                if matches!(source.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)))
+        };
         let store = match open(&sqlite_uri(path, false)) {
-            Err(StoreError::Sqlite { .. }) => open(&sqlite_uri(path, true))?,
+            Err(e) if cannot_open(&e) => open(&sqlite_uri(path, true))?,
             other => other?,
         };
         let found = store.schema_version()?;

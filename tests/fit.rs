@@ -131,7 +131,7 @@ fn unidentified_parameters_are_flagged() {
     let loose: Vec<&str> = r
         .params
         .iter()
-        .filter(|e| !e.identified)
+        .filter(|e| e.identified == Some(false))
         .map(|e| e.name.as_str())
         .collect();
     assert!(
@@ -139,13 +139,23 @@ fn unidentified_parameters_are_flagged() {
         "{:?}",
         r.params
     );
-    assert!(r.params.iter().all(|e| e.identified == e.why.is_none()));
+    assert!(r
+        .params
+        .iter()
+        .all(|e| e.identified == Some(e.why.is_none())));
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["params"][2]["identified"], serde_json::json!(false));
     let mut rng = Rng::new(4);
     let clean = power_data(1.5, 3.0, 0.4, 0.002, &mut rng);
     let r = fit(Form::Power, &clean, &opts).unwrap();
-    assert!(r.params.iter().all(|e| e.identified), "{:?}", r.params);
+    assert!(
+        r.params.iter().all(|e| e.identified == Some(true)),
+        "{:?}",
+        r.params
+    );
+    // Without a bootstrap there is nothing to judge by.
+    let r = fit(Form::Power, &clean, &no_boot()).unwrap();
+    assert!(r.params.iter().all(|e| e.identified.is_none()));
 }
 
 #[test]

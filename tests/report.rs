@@ -235,6 +235,19 @@ fn reports_load_offline_in_chromium_with_no_errors() {
             .as_f64()
             .unwrap();
         assert_eq!(s.fit.get("alpha").unwrap(), alpha);
+        // A sweep that keeps the parameter count (here over the data) is fitted against its
+        // swept key, as `fit --x task.teacher_student.n_train` would.
+        let data = format!(
+            "{BASE}\n[sweep]\nname = \"data\"\n\n[sweep.axes]\n\"task.teacher_student.n_train\" = [64, 128, 256, 512]\n"
+        );
+        std::fs::write(f.dir.join("data-sweep.toml"), data).unwrap();
+        ok(&f.dir, &["--store", "data.db", "sweep", "data-sweep.toml"]);
+        let store = Store::open(&f.dir.join("data.db")).unwrap();
+        let configs = cloudchamber::plot::figures::configs(&store, "data").unwrap();
+        let s = cloudchamber::plot::figures::scaling(&store, "data", &configs, "test_loss", "t")
+            .unwrap()
+            .expect("a scaling figure for a data sweep");
+        assert_eq!(s.x, "task.teacher_student.n_train");
     }
     // Every run of the sweep has its page, linked from the index.
     let store = Store::open(&f.dir.join("cloudchamber.db")).unwrap();

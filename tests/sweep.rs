@@ -596,6 +596,17 @@ seeds = 3
             "{}",
             String::from_utf8_lossy(&o.stderr)
         );
+        // `status` counts the interrupted run as interrupted, the rest as pending (fault 12).
+        let st = bin()
+            .current_dir(dir.path())
+            .args(["status", "exec"])
+            .output()
+            .unwrap();
+        let st = String::from_utf8_lossy(&st.stdout);
+        assert!(
+            st.contains("0 incomplete, 8 pending, 1 interrupted"),
+            "{st}"
+        );
     }
 
     /// The same sweep started twice at once on one store (issue 15, fault 13): neither reports
@@ -693,7 +704,7 @@ assert str(df['seed'].dtype) == 'int64', df.dtypes\n\
 assert set(df.status) == {{'completed', 'diverged'}}, set(df.status)\n\
 assert (ok.status == 'completed').all()\n\
 lrs = sorted(df['optim.lr'].unique())\n\
-assert lrs[0] == 0.003 and lrs == sorted(lrs, key=float), lrs\n\
+assert lrs[0] == 0.003 and lrs[-1] == 0.3 and len(lrs) == 5, lrs\n\
 print('ok', df.run_id.nunique(), (df.groupby('status').run_id.nunique()).to_dict())\n"
     );
     let o = Command::new(&python)

@@ -310,7 +310,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             .ci95
             .map_or("-".into(), |[lo, hi]| format!("[{lo:.5e}, {hi:.5e}]"));
         // A parameter the data do not pin down is marked, and said why below the table.
-        let mark = if e.identified { "" } else { "  *" };
+        let mark = if e.identified == Some(false) {
+            "  *"
+        } else {
+            ""
+        };
         println!(
             "{:<16} {:>14.6e} {:>12} {:>30}{mark}",
             e.name, e.value, se, ci
@@ -325,7 +329,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         .params
         .iter()
         .chain(&r.derived)
-        .filter(|e| !e.identified)
+        .filter(|e| e.identified == Some(false))
         .collect();
     if !loose.is_empty() {
         println!("* not identified by these data (the estimate is not a measurement):");

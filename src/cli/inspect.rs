@@ -34,8 +34,39 @@ pub struct LsArgs {
 pub fn ls(path: &Path, a: LsArgs) -> Result<(), Error> {
     let store = super::open_existing(path)?;
     let all = store.runs()?;
-    // What tells apart runs that share a name: computed over all of them, before filtering.
-    let differs = differing_values(&all);
+    // How each run differs from its experiment file: a sweep run's swept values, else the
+    // overrides it was started with (recorded beside it), else — for runs recorded before
+    // overrides were — the values that tell it apart from other runs of its name.
+    let mut set: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for r in &all {
+        let path = store
+            .artifacts_dir(&r.id)
+            .join(cloudchamber::runner::OVERRIDES_FILE);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            set.insert(
+                r.id.clone(),
+                text.lines()
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+    }
+    for sweep in store.sweeps()? {
+        for (id, values) in store.sweep_runs(&sweep)? {
+            let entry = set.entry(id).or_default();
+            for (k, v) in values {
+                let kv = format!("{k}={v}");
+                if !entry.contains(&kv) {
+                    entry.push(kv);
+                }
+            }
+        }
+    }
+    let mut differs = differing_values(&all);
+    for (id, values) in set {
+        differs.insert(id, cloudchamber::names::shown(&values.join(" ")));
+    }
     let statuses = [
         "completed",
         "diverged",

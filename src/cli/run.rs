@@ -94,6 +94,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         }
         Start::Ready(p) => p,
     };
+    runner::record_overrides(&p, &a.set)?;
     if !a.quiet {
         println!("run {} ({name}): {}", p.id, p.data.description);
         println!(

@@ -186,8 +186,9 @@ pub struct Estimate {
     /// Bootstrap 95% percentile interval.
     pub ci95: Option<[f64; 2]>,
     /// False when the data do not pin the parameter down ([`unidentified`] says why, in
-    /// `why`): then its estimate and interval are not a measurement.
-    pub identified: bool,
+    /// `why`): then its estimate and interval are not a measurement. None without a bootstrap
+    /// (nothing to judge by) and for a fixed parameter.
+    pub identified: Option<bool>,
     pub why: Option<String>,
 }
 
@@ -224,10 +225,12 @@ pub fn unidentified(e: &Estimate, failed: usize, bootstrap: usize) -> Option<Str
         if lo < 0.0 && hi > 0.0 && e.value != 0.0 {
             return Some(format!("the 95% interval [{lo:.3e}, {hi:.3e}] spans zero"));
         }
-        if lo > 0.0 && hi / lo > MAX_DECADES_RATIO {
+        // A one-signed interval (positive or negative) spanning more than two decades.
+        let (a, b) = (lo.abs().min(hi.abs()), lo.abs().max(hi.abs()));
+        if lo * hi > 0.0 && b / a > MAX_DECADES_RATIO {
             return Some(format!(
                 "the 95% interval spans {:.1} decades",
-                (hi / lo).log10()
+                (b / a).log10()
             ));
         }
     }
@@ -642,7 +645,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
                 fixed: fixed[k].is_some(),
                 stderr,
                 ci95,
-                identified: true,
+                identified: None,
                 why: None,
             }
         })
@@ -661,7 +664,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
                     fixed: false,
                     stderr,
                     ci95,
-                    identified: true,
+                    identified: None,
                     why: None,
                 }
             })
@@ -672,7 +675,7 @@ pub fn fit(form: Form, data: &Data, opts: &Options) -> Result<FitResult, Error> 
     let flag = |mut list: Vec<Estimate>| -> Vec<Estimate> {
         for e in &mut list {
             e.why = unidentified(e, failed, opts.bootstrap);
-            e.identified = e.why.is_none();
+            e.identified = (opts.bootstrap > 0 && !e.fixed).then_some(e.why.is_none());
         }
         list
     };

@@ -509,13 +509,25 @@ pub fn scaling(
             },
         )
     };
+    let distinct = |xs: &[f64]| {
+        let mut v: Vec<f64> = xs
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite() && *x > 0.0)
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v.dedup();
+        v.len()
+    };
+    // Parameters when the swept key changes them (width, depth); else the swept key itself (a
+    // sweep over data, steps or learning rate keeps the parameter count fixed).
     let (points, x_name, x_label) = match query("model.params", &key) {
-        Ok(p) => (
+        Ok(p) if distinct(&p.x) >= 3 => (
             p,
             "model.params".to_string(),
             "parameters (model.params)".to_string(),
         ),
-        Err(_) => match query("", &key) {
+        _ => match query("", &key) {
             Ok(p) => (p, key.clone(), key.clone()),
             Err(_) => return Ok(None),
         },
@@ -527,13 +539,7 @@ pub fn scaling(
             data.y.push(*y);
         }
     }
-    let distinct = {
-        let mut v = data.x.clone();
-        v.sort_by(f64::total_cmp);
-        v.dedup();
-        v.len()
-    };
-    if distinct < 3 {
+    if distinct(&data.x) < 3 {
         return Ok(None);
     }
     // `fit`'s own defaults (grid, Huber δ, 1000 resamples, seed 0): the same numbers.

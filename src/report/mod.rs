@@ -275,9 +275,11 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
                     e.stderr.map_or("—".into(), num),
                     e.ci95
                         .map_or("—".into(), |c| format!("[{}, {}]", num(c[0]), num(c[1]))),
-                    e.why
-                        .as_deref()
-                        .map_or("yes".into(), |w| format!("no: {}", esc(w))),
+                    match (e.identified, e.why.as_deref()) {
+                        (Some(false), Some(w)) => format!("no: {}", esc(w)),
+                        (Some(_), _) => "yes".into(),
+                        (None, _) => "—".into(),
+                    },
                 ]
             })
             .collect();

@@ -56,6 +56,7 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
             match runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)? {
                 Start::Done(rec) => Ok(End::Skipped(rec.status)),
                 Start::Ready(mut p) => {
+                    runner::record_overrides(&p, &sw.overrides)?;
                     let out = runner::execute(&mut p, &r.spec, &mut |_, _| {})?;
                     Ok(End::Trained {
                         status: out.status,
@@ -81,6 +82,18 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
     }
 }
 
+/// Whether another live process still owns run `k` (a cheap look at the store, so a wait does
+/// not regenerate the run's data at every poll).
+fn owned_elsewhere(store_path: &Path, sw: &Sweep, k: usize) -> bool {
+    let Some(r) = sw.runs.get(k) else {
+        return false;
+    };
+    crate::store::Store::open_read_only(store_path)
+        .ok()
+        .and_then(|s| s.run(&r.id).ok().flatten())
+        .is_some_and(|rec| crate::store::Store::refuse_live(store_path, &rec).is_err())
+}
+
 /// [`run_one`], waiting while another live process trains the run: `report` hears the first
 /// [`End::Busy`] (to say so), then the run is looked at again until its owner ends it (then it
 /// is skipped as finished, or resumed here if the owner stopped). Ctrl-C ends the wait with
@@ -101,9 +114,14 @@ pub fn run_one_waiting(
             report(k, &end);
             told = true;
         }
-        std::thread::sleep(POLL);
-        if crate::interrupt::requested() {
-            return End::NotRun;
+        loop {
+            std::thread::sleep(POLL);
+            if crate::interrupt::requested() {
+                return End::NotRun;
+            }
+            if !owned_elsewhere(store_path, sw, k) {
+                break;
+            }
         }
     }
 }
@@ -156,6 +174,12 @@ impl Executor for Local {
                             break;
                         };
                         std::thread::sleep(POLL);
+                        if owned_elsewhere(store_path, sw, k) {
+                            if let Ok(mut w) = waiting.lock() {
+                                w.push_back(k);
+                            }
+                            continue;
+                        }
                         (k, run_one(store_path, sw, k))
                     };
                     if matches!(end, End::Busy { .. }) {

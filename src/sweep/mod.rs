@@ -31,6 +31,8 @@ pub struct Sweep {
     pub base_dir: PathBuf,
     pub decl: Decl,
     pub runs: Vec<SweepRun>,
+    /// The `--set` overrides applied to the base experiment (recorded beside each run).
+    pub overrides: Vec<String>,
 }
 
 /// One point of the sweep.
@@ -289,6 +291,7 @@ pub fn expand(text: &str, path: &Path, overrides: &[String]) -> Result<Sweep, Sp
         base_dir,
         decl,
         runs,
+        overrides: overrides.to_vec(),
     })
 }
 
