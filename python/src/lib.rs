@@ -153,11 +153,14 @@ fn run(
 ) -> PyResult<(String, bool)> {
     let spec = cloudchamber::spec::parse(text, Path::new(label), &overrides)
         .map_err(|e| py_err(e.into()))?;
+    // A label: control characters escaped before it is stored or shown, as the CLI does.
+    let name = cloudchamber::names::shown(name);
     let progress = Progress::new(progress);
     let result = interruptible(py, || -> Result<(String, bool), Error> {
-        match runner::prepare(Path::new(store), &spec, Path::new(base_dir), name, force)? {
+        match runner::prepare(Path::new(store), &spec, Path::new(base_dir), &name, force)? {
             Start::Done(rec) => Ok((rec.id, false)),
             Start::Ready(mut p) => {
+                runner::record_overrides(&p, &overrides)?;
                 let id = p.id.clone();
                 runner::execute(&mut p, &spec, &mut |step, loss| {
                     progress.call((step, loss), false)
@@ -169,24 +172,38 @@ fn run(
     result.map_err(py_err)
 }
 
-/// Runs a sweep file on `workers` threads (each run one thread), recording it in the store.
-/// Returns, per run: index, id, how it ended (`completed`, `diverged`, `skipped`, `failed`,
-/// `interrupted`, `not started`) and the line the CLI prints for it.
+/// One run's end: index, id, how it ended, the line the CLI prints.
+type RunEnd = (usize, String, String, String);
+
+/// Runs a sweep file on `workers` threads (each run one thread), recording it in the store;
+/// relative data paths resolve against `base_dir` when given (a sweep defined in Python),
+/// else against the file's folder. Returns, per run: index, id, how it ended (`completed`,
+/// `diverged`, `skipped`, `failed`, `interrupted`, `not started`) and the line the CLI prints
+/// for it; and the runs a sweep of that name listed before (it is redefined when they differ).
 #[pyfunction]
-#[pyo3(signature = (path, overrides, store, workers, progress=None))]
+#[pyo3(signature = (path, overrides, store, workers, base_dir=None, progress=None))]
 fn sweep(
     py: Python<'_>,
     path: &str,
     overrides: Vec<String>,
     store: &str,
     workers: usize,
+    base_dir: Option<String>,
     progress: Option<PyObject>,
-) -> PyResult<Vec<(usize, String, String, String)>> {
-    let sw =
+) -> PyResult<(Vec<RunEnd>, Vec<String>)> {
+    if workers == 0 {
+        return Err(SpecError::new_err(
+            "workers: must be at least 1\nhint: leave it out for one worker per core",
+        ));
+    }
+    let mut sw =
         cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
+    if let Some(dir) = base_dir {
+        sw.base_dir = dir.into();
+    }
     let store_path = Path::new(store);
     let mut st = Store::open(store_path).map_err(|e| py_err(e.into()))?;
-    cloudchamber::sweep::record(&mut st, &sw).map_err(py_err)?;
+    let before = cloudchamber::sweep::record(&mut st, &sw).map_err(py_err)?;
     drop(st);
     let done = std::sync::atomic::AtomicU64::new(0);
     let progress = Progress::new(progress);
@@ -197,12 +214,9 @@ fn sweep(
                 progress.call((n, f64::NAN), true);
             }
         };
-        exec::Local {
-            workers: workers.max(1),
-        }
-        .execute(store_path, &sw, &report)
+        exec::Local { workers }.execute(store_path, &sw, &report)
     })?;
-    Ok(ends
+    let ends = ends
         .iter()
         .enumerate()
         .map(|(k, end)| {
@@ -221,7 +235,8 @@ fn sweep(
             };
             (k, sw.runs[k].id.clone(), how, line)
         })
-        .collect())
+        .collect();
+    Ok((ends, before))
 }
 
 /// The sweep a file declares, expanded without running anything: its name and, per run, the
@@ -232,6 +247,21 @@ fn expand_sweep(path: &str, overrides: Vec<String>) -> PyResult<(String, Vec<(St
         cloudchamber::sweep::load(Path::new(path), &overrides).map_err(|e| py_err(e.into()))?;
     let runs = sw.runs.iter().map(|r| (r.id.clone(), r.label())).collect();
     Ok((sw.name, runs))
+}
+
+/// The name of the sweep that TOML `text` declares (validating every run first), without a
+/// file: `label` names the text in errors.
+#[pyfunction]
+fn sweep_name(text: &str, label: &str, overrides: Vec<String>) -> PyResult<String> {
+    let sw = cloudchamber::sweep::expand(text, Path::new(label), &overrides)
+        .map_err(|e| py_err(e.into()))?;
+    Ok(sw.name)
+}
+
+/// A name as one safe file-name component (what the CLI makes of names for folders).
+#[pyfunction]
+fn component(name: &str) -> String {
+    cloudchamber::names::component(name)
 }
 
 fn open(store: &str) -> PyResult<Store> {
@@ -482,6 +512,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(expand_sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep_name, m)?)?;
+    m.add_function(wrap_pyfunction!(component, m)?)?;
     m.add_function(wrap_pyfunction!(runs_json, m)?)?;
     m.add_function(wrap_pyfunction!(metrics_parquet, m)?)?;
     m.add_function(wrap_pyfunction!(artifacts_dir, m)?)?;

@@ -226,3 +226,37 @@ def test_the_example_notebook_runs_end_to_end(tmp_path: pathlib.Path) -> None:
     )
     assert "alpha" in outputs and "weights" in outputs, outputs
     assert (tmp_path / "lr-width.png").exists()
+
+
+def test_python_keeps_the_clis_protections(tmp_path: pathlib.Path) -> None:
+    store = tmp_path / "s.db"
+    # Names are labels: control characters escaped before they are stored.
+    r = cc.run(SMALL, store, name="x\x1b[2J", progress=False)
+    assert r.name == "x\\u{1b}[2J"
+    # A sweep from Python needs a name, is validated before anything is written, and
+    # workers=0 is refused, as on the CLI.
+    spec = json.loads(json.dumps(SMALL))
+    spec["train"]["steps"] = 20
+    spec["output"] = {}
+    spec["sweep"] = {"seeds": 2}
+    with pytest.raises(cc.SpecError, match="sweep.name"):
+        cc.sweep(spec, store, progress=False)
+    spec["sweep"]["name"] = "p"
+    with pytest.raises(cc.SpecError, match="at least 1"):
+        cc.sweep(spec, store, workers=0, progress=False)
+    spec["model"]["widht"] = 3
+    with pytest.raises(cc.SpecError, match="widht"):
+        cc.sweep(spec, store, progress=False)
+    assert not (tmp_path / "sweeps").exists()
+    del spec["model"]["widht"]
+    sw = cc.sweep(spec, store, progress=False)
+    assert (tmp_path / "sweeps" / "p.toml").exists() and len(sw.runs()) == 2
+    # Redefined by other overrides: a warning says so.
+    with pytest.warns(UserWarning, match="sweep p was recorded before with 2 runs, 0 of them"):
+        cc.sweep(spec, store, progress=False, train__steps=30)
+    # A run that fails inside a sweep: the sweep raises, with the sweep attached.
+    spec["sweep"]["name"] = "q"
+    spec["task"] = {"csv": {"path": "missing.csv", "task": "regression", "target": "y"}}
+    with pytest.raises(cc.CloudchamberError, match="2 of 2 runs failed") as e:
+        cc.sweep(spec, store, progress=False)
+    assert list(e.value.sweep.ends["ended"]) == ["failed", "failed"]

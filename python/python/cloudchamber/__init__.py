@@ -116,7 +116,9 @@ def _source(spec: Spec) -> tuple[str, str, pathlib.Path, str]:
     if isinstance(spec, Mapping):
         return _toml_doc(spec), "<dict>", pathlib.Path.cwd(), "python"
     if isinstance(spec, os.PathLike) or (
-        isinstance(spec, str) and "\n" not in spec and spec.strip().endswith(".toml")
+        isinstance(spec, str)
+        and "\n" not in spec
+        and (spec.strip().endswith(".toml") or os.path.isfile(spec))
     ):
         path = pathlib.Path(spec)
         try:
@@ -211,20 +213,27 @@ def sweep(
     at a time (default: the cores), skipping finished runs and resuming interrupted ones, as
     `cloudchamber sweep` does. A dict or TOML text is first written to `sweeps/<name>.toml`
     beside the store, so the store records the file that defined it."""
+    if workers is not None and workers < 1:
+        raise SpecError("workers: must be at least 1\nhint: leave it out for one worker per core")
     text, label, base, _ = _source(spec)
+    sets = _overrides(overrides, kw)
+    base_dir = None
     if label in ("<dict>", "<string>"):
-        try:
-            import tomllib  # Python ≥ 3.11
-            declared = tomllib.loads(text).get("sweep", {}).get("name")
-        except Exception:
-            declared = None
+        # Validated (every run expanded) before anything is written.
+        declared = _native.sweep_name(text, label, sets)
+        if declared in ("<dict>", "<string>"):
+            raise SpecError(
+                f"{label}: `sweep.name` is missing\n"
+                "hint: a sweep defined in Python needs a name, e.g. {'sweep': {'name': 'lr-scan', ...}}"
+            )
         folder = pathlib.Path(os.fspath(store)).resolve().parent / "sweeps"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', declared or 'python')}.toml"
+        path = folder / f"{_native.component(declared)}.toml"
         path.write_text(text)
+        # Relative data paths resolve as for cc.run(dict): against the current folder.
+        base_dir = str(base)
     else:
         path = pathlib.Path(label)
-    sets = _overrides(overrides, kw)
     name, runs = _native.expand_sweep(str(path), sets)
     bar = _bar(len(runs), f"sweep {name}", progress)
 
@@ -233,11 +242,32 @@ def sweep(
             bar.update(done - bar.n)
 
     try:
-        ends = _native.sweep(str(path), sets, os.fspath(store), workers or os.cpu_count() or 1, on_run)
+        ends, before = _native.sweep(
+            str(path), sets, os.fspath(store), workers or os.cpu_count() or 1, base_dir, on_run
+        )
     finally:
         if bar is not None:
             bar.close()
-    return Sweep(store, name, ends)
+    now = {e[1] for e in ends}
+    if before and set(before) != now:
+        import warnings
+
+        warnings.warn(
+            f"sweep {name} was recorded before with {len(before)} runs, "
+            f"{len(now & set(before))} of them among these {len(now)}; it now lists these. "
+            "The earlier runs stay in the store; give the sweep another name to keep both lists",
+            stacklevel=2,
+        )
+    result = Sweep(store, name, ends)
+    failed = result.ends[result.ends["ended"] == "failed"]
+    if len(failed):
+        err = CloudchamberError(
+            f"sweep {name}: {len(failed)} of {len(ends)} runs failed\n"
+            f"hint: {failed['line'].iloc[0]}"
+        )
+        err.sweep = result
+        raise err
+    return result
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +310,7 @@ class Store:
         for r in self._records():
             row = {k: v for k, v in r.items() if k not in ("spec", "sweeps")}
             row["sweep"] = r["sweeps"][0] if r["sweeps"] else None
+            row["sweeps"] = list(r["sweeps"])
             _flatten("", r["spec"], row)
             rows.append(row)
         df = pd.DataFrame(rows)
@@ -367,6 +398,8 @@ class Run:
     def weights(self, which: str = "final") -> dict[str, np.ndarray]:
         """The saved parameters (`output.save_weights`), `init` or `final`, as numpy arrays
         under their PyTorch names."""
+        if which not in ("init", "final"):
+            raise ValueError(f"which: {which!r} is neither 'init' nor 'final'")
         path = self.artifacts / f"weights_{which}.safetensors"
         if not path.exists():
             raise StoreError(
@@ -383,7 +416,7 @@ class Run:
 
     def report(self, directory: Union[str, os.PathLike, None] = None, metric: str = "test_loss") -> pathlib.Path:
         """Writes the run's HTML report; returns its index page."""
-        d = directory or f"report-{self.name}"
+        d = directory or f"report-{_native.component(self.name)}"
         return pathlib.Path(_native.report(self.store, self.id, os.fspath(d), metric))
 
 
@@ -404,10 +437,12 @@ class Sweep:
 
     def runs(self) -> pd.DataFrame:
         df = Store(self.store).runs()
-        return df[df["sweep"] == self.name].reset_index(drop=True)
+        if not len(df):
+            return df
+        return df[df["sweeps"].map(lambda s: self.name in s)].reset_index(drop=True)
 
     def report(self, directory=None, metric: str = "test_loss") -> pathlib.Path:
-        d = directory or f"report-{self.name}"
+        d = directory or f"report-{_native.component(self.name)}"
         return pathlib.Path(_native.report(self.store, self.name, os.fspath(d), metric))
 
 
