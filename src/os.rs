@@ -76,6 +76,40 @@ pub fn terminal_width() -> Option<usize> {
         .filter(|&c: &usize| c > 0)
 }
 
+/// The CPU as benchmark figures name it: model, core count and the vector ISA detected, e.g.
+/// `Intel(R) Xeon(R) Processor (family 6, model 207), 2 cores, avx512f avx2 fma`.
+pub fn cpu_description() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines()
+            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+    };
+    let model = field("model name").unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let family = match (field("cpu family"), field("model")) {
+        (Some(f), Some(m)) => format!(" (family {f}, model {m})"),
+        _ => String::new(),
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    #[cfg(target_arch = "x86_64")]
+    let isa: Vec<&str> = [
+        ("avx512f", std::is_x86_feature_detected!("avx512f")),
+        ("avx2", std::is_x86_feature_detected!("avx2")),
+        ("fma", std::is_x86_feature_detected!("fma")),
+    ]
+    .into_iter()
+    .filter_map(|(n, on)| on.then_some(n))
+    .collect();
+    #[cfg(not(target_arch = "x86_64"))]
+    let isa: Vec<&str> = Vec::new();
+    format!(
+        "{model}{family}, {cores} core{}, {}",
+        if cores == 1 { "" } else { "s" },
+        if isa.is_empty() { "no x86 vector ISA".to_string() } else { isa.join(" ") }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

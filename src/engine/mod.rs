@@ -14,4 +14,15 @@ pub mod rng;
 pub mod sgemm;
 
 pub use float::Float;
+
+/// The GEMM kernel a dtype runs on this CPU, as benchmark figures name it.
+pub fn gemm_kernel(f32: bool) -> &'static str {
+    if f32 && sgemm::available() {
+        "cloudchamber AVX-512 sgemm (12×32 tile)"
+    } else if f32 {
+        "matrixmultiply sgemm"
+    } else {
+        "matrixmultiply dgemm"
+    }
+}
 pub use rng::Rng;
