@@ -106,7 +106,11 @@ pub fn cpu_description() -> String {
     format!(
         "{model}{family}, {cores} core{}, {}",
         if cores == 1 { "" } else { "s" },
-        if isa.is_empty() { "no x86 vector ISA".to_string() } else { isa.join(" ") }
+        if isa.is_empty() {
+            "no x86 vector ISA".to_string()
+        } else {
+            isa.join(" ")
+        }
     )
 }
 

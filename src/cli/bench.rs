@@ -47,7 +47,9 @@ pub fn run(a: Args) -> Result<(), Error> {
     println!("cpu: {}", cloudchamber::os::cpu_description());
     println!(
         "gemm: {}",
-        cloudchamber::engine::gemm_kernel(!matches!(a.dtype, DtypeArg::F64) || a.gpt || a.ensemble.is_some())
+        cloudchamber::engine::gemm_kernel(
+            !matches!(a.dtype, DtypeArg::F64) || a.gpt || a.ensemble.is_some()
+        )
     );
     if a.gpt {
         let r = cloudchamber::bench_gpt::reference_gpt(a.warmup, a.steps, a.threads.max(1));

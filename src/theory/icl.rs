@@ -316,59 +316,20 @@ fn cholesky_solve(a: &[f64], b: &[f64], n: usize) -> Option<Vec<f64>> {
 }
 
 /// `(XᵀX + λI)⁻¹ Xᵀ y` (`λ > 0`), through the `k × k` system `(XXᵀ + λI) α = y`,
-/// `w = Xᵀα` when there are fewer examples than dimensions.
+/// `w = Xᵀα` when there are fewer examples than dimensions; zeros if the system is singular.
 fn ridge(xs: &[Vec<f64>], ys: &[f64], lambda: f64) -> Vec<f64> {
+    gram_solve(xs, ys, lambda).unwrap_or_else(|| vec![0.0; xs[0].len()])
+}
+
+/// The ridge solution for `λ ≥ 0` through the smaller Gram matrix (`λ = 0`: the
+/// minimum-norm least-squares solution); `None` when that matrix is singular.
+fn gram_solve(xs: &[Vec<f64>], ys: &[f64], lambda: f64) -> Option<Vec<f64>> {
     let (k, d) = (xs.len(), xs[0].len());
     if k < d {
         let mut g = vec![0.0; k * k];
         for i in 0..k {
             for j in 0..k {
                 g[i * k + j] = dot(&xs[i], &xs[j]) + if i == j { lambda } else { 0.0 };
-            }
-        }
-        let alpha = cholesky_solve(&g, ys, k).unwrap_or_else(|| vec![0.0; k]);
-        let mut w = vec![0.0; d];
-        for (a, x) in alpha.iter().zip(xs) {
-            for (wi, xi) in w.iter_mut().zip(x) {
-                *wi += a * xi;
-            }
-        }
-        w
-    } else {
-        let mut g = vec![0.0; d * d];
-        let mut r = vec![0.0; d];
-        for (x, y) in xs.iter().zip(ys) {
-            for i in 0..d {
-                r[i] += x[i] * y;
-                for j in 0..d {
-                    g[i * d + j] += x[i] * x[j];
-                }
-            }
-        }
-        for i in 0..d {
-            g[i * d + i] += lambda;
-        }
-        cholesky_solve(&g, &r, d).unwrap_or_else(|| vec![0.0; d])
-    }
-}
-
-/// Minimum-norm least squares: the limit λ → 0⁺ of ridge, solved exactly (λ = 0) through the
-/// smaller of the two Gram matrices; a rank-deficient system falls back to a λ of 1e-12 times
-/// the Gram matrix's scale.
-fn min_norm_least_squares(xs: &[Vec<f64>], ys: &[f64]) -> Vec<f64> {
-    ridge_exact(xs, ys).unwrap_or_else(|| {
-        let scale = xs.iter().map(|x| dot(x, x)).sum::<f64>() / xs.len().max(1) as f64;
-        ridge(xs, ys, 1e-12 * scale.max(1e-300))
-    })
-}
-
-fn ridge_exact(xs: &[Vec<f64>], ys: &[f64]) -> Option<Vec<f64>> {
-    let (k, d) = (xs.len(), xs[0].len());
-    if k < d {
-        let mut g = vec![0.0; k * k];
-        for i in 0..k {
-            for j in 0..k {
-                g[i * k + j] = dot(&xs[i], &xs[j]);
             }
         }
         let alpha = cholesky_solve(&g, ys, k)?;
@@ -390,8 +351,21 @@ fn ridge_exact(xs: &[Vec<f64>], ys: &[f64]) -> Option<Vec<f64>> {
                 }
             }
         }
+        for i in 0..d {
+            g[i * d + i] += lambda;
+        }
         cholesky_solve(&g, &r, d)
     }
+}
+
+/// Minimum-norm least squares: the limit λ → 0⁺ of ridge, solved exactly (λ = 0) through the
+/// smaller of the two Gram matrices; a rank-deficient system falls back to a λ of 1e-12 times
+/// the Gram matrix's scale.
+fn min_norm_least_squares(xs: &[Vec<f64>], ys: &[f64]) -> Vec<f64> {
+    gram_solve(xs, ys, 0.0).unwrap_or_else(|| {
+        let scale = xs.iter().map(|x| dot(x, x)).sum::<f64>() / xs.len().max(1) as f64;
+        ridge(xs, ys, 1e-12 * scale.max(1e-300))
+    })
 }
 
 /// LASSO by cyclic coordinate descent (Friedman, Hastie & Tibshirani 2010): each coordinate
