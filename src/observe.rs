@@ -65,7 +65,7 @@ type Make<F> = fn() -> Box<dyn Observable<F>>;
 /// families that record it when `observe.observables` is left out, and its constructor. The
 /// order of each family's default list is part of its resolved specs, and so of their run ids.
 #[rustfmt::skip]
-fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], Make<F>); 15] {
+fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], Make<F>); 16] {
     [
         ("preact", MLP, MLP, || Box::new(mlp::PreActivation)),
         ("act", MLP, MLP, || Box::new(mlp::ActivationStats)),
@@ -74,6 +74,8 @@ fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], 
         ("attn_entropy", GPT, GPT, || Box::new(gpt::AttnEntropy)),
         ("attn_logit_max", GPT, GPT, || Box::new(gpt::AttnLogitMax)),
         ("logits", GPT, GPT, || Box::new(gpt::Logits)),
+        // Not a default: listing it is a choice (and the resolved list is part of the run id).
+        ("induction", GPT, &[], || Box::new(gpt::Induction)),
         ("grad_norm", ALL, ALL, || Box::new(GradNorm)),
         ("weight_norm", ALL, ALL, || Box::new(WeightNorm)),
         ("update_ratio", ALL, ALL, || Box::new(UpdateRatio)),

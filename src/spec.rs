@@ -1354,7 +1354,7 @@ impl Spec {
                         "needs a token-sequence task (got task.{})",
                         self.task.kind()
                     ),
-                    "use [task.text], [task.markov], [task.pcfg] or [task.modular_sequence]",
+                    "use [task.text], [task.markov], [task.pcfg], [task.modular_sequence] or [task.repeated_tokens]",
                 ))
             }
             (ModelSpec::Mlp(_), true) => {

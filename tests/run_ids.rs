@@ -54,6 +54,8 @@ const PINNED: &[(&str, usize, &str)] = &[
     ("edge-of-stability.toml", 0, "31ec802a229e8005"),
     ("gpt-markov.toml", 0, "126bc95edf520d3d"),
     ("grokking.toml", 0, "3b515bb40ab268db"),
+    // Added after d38e787 (issue 17's induction-heads example), pinned from its first build.
+    ("induction-heads.toml", 0, "827a4ee1567c7e5d"),
     ("modular-addition.toml", 0, "db4412db5194e9bf"),
     ("multitask-sparse-parity.toml", 0, "e67b46b279d3f65c"),
     ("phase-diagram.toml", 0, "7a33149e55592450"),

@@ -159,8 +159,8 @@ fn mismatch(what: &str) -> Error {
     Error::Invalid {
         what: "task".into(),
         message: format!("the task yields {what}"),
-        hint: "pair [model.gpt] with [task.text], [task.markov], [task.pcfg] or \
-               [task.modular_sequence], and the MLP with any other task"
+        hint: "pair [model.gpt] with [task.text], [task.markov], [task.pcfg], \
+               [task.modular_sequence] or [task.repeated_tokens], and the MLP with any other task"
             .into(),
     }
 }

@@ -105,6 +105,105 @@ impl<F: Float> Observable<F> for Logits {
     }
 }
 
+/// Induction (Olsson et al. 2022), on the step's batch:
+/// - `prefix_match_h{h}` (per layer): the attention a query puts on the keys just after earlier
+///   occurrences of its own token — `Σ_{j ≤ i: x_{j−1} = x_i} P_ij` — averaged over the queries
+///   that have such a key (Olsson et al.'s prefix-matching score, on the data itself);
+/// - `loss_induction`: the mean next-token loss at the positions an induction head can predict
+///   (the current token occurred earlier, followed by the target), and `loss_other` at the rest
+///   (on repeated sequences: the repeated half and the first half).
+pub(super) struct Induction;
+impl<F: Float> Observable<F> for Induction {
+    fn name(&self) -> &'static str {
+        "induction"
+    }
+    fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
+        let crate::model::Batch::Tokens { x, y, seqs, seq } = *c.batch else {
+            return;
+        };
+        let m = gpt(c);
+        let heads = m.dims.h;
+        // Per query: the keys after earlier occurrences of its token.
+        let keys: Vec<Vec<usize>> = (0..seqs * seq)
+            .map(|q| {
+                let (b, i) = (q / seq, q % seq);
+                let w = &x[b * seq..(b + 1) * seq];
+                (1..=i).filter(|&j| w[j - 1] == w[i]).collect()
+            })
+            .collect();
+        // Per query: earlier positions holding its own token (duplicate-token attention).
+        let dups: Vec<Vec<usize>> = (0..seqs * seq)
+            .map(|q| {
+                let (b, i) = (q / seq, q % seq);
+                let w = &x[b * seq..(b + 1) * seq];
+                (0..i).filter(|&j| w[j] == w[i]).collect()
+            })
+            .collect();
+        // Mean attention on the given keys, over the queries that have any.
+        let score = |att: &[F], h: usize, sets: &[Vec<usize>]| -> Option<f64> {
+            let (mut sum, mut n) = (0.0, 0usize);
+            for (q, ks) in sets.iter().enumerate().filter(|(_, ks)| !ks.is_empty()) {
+                let (b, i) = (q / seq, q % seq);
+                let at = (b * heads + h) * seq * seq + i * seq;
+                sum += ks.iter().map(|&j| att[at + j].f64()).sum::<f64>();
+                n += 1;
+            }
+            (n > 0).then(|| sum / n as f64)
+        };
+        let previous: Vec<Vec<usize>> = (0..seqs * seq)
+            .map(|q| {
+                if q % seq > 0 {
+                    vec![q % seq - 1]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        for (l, buf) in m.bufs.iter().enumerate() {
+            for h in 0..heads {
+                for (name, sets) in [
+                    ("prefix_match", &keys),
+                    ("prev_token", &previous),
+                    ("dup_token", &dups),
+                ] {
+                    if let Some(v) = score(&buf.att, h, sets) {
+                        out.push(row(c.step, Some(l), &format!("{name}_h{h}"), v));
+                    }
+                }
+            }
+        }
+        // Next-token loss from the logits of this forward pass, split by predictability.
+        let vocab = m.dims.vocab;
+        let (mut ind, mut n_ind, mut other, mut n_other) = (0.0, 0usize, 0.0, 0usize);
+        for q in 0..seqs * seq {
+            let target = y[q];
+            if target == crate::model::IGNORE {
+                continue;
+            }
+            let (b, i) = (q / seq, q % seq);
+            let w = &x[b * seq..(b + 1) * seq];
+            let predictable = (0..i).any(|j| w[j] == w[i] && w[j + 1] == target);
+            let z = &m.logits[q * vocab..(q + 1) * vocab];
+            let max = z.iter().fold(f64::NEG_INFINITY, |a, v| a.max(v.f64()));
+            let lse = max + z.iter().map(|v| (v.f64() - max).exp()).sum::<f64>().ln();
+            let loss = lse - z[target].f64();
+            if predictable {
+                ind += loss;
+                n_ind += 1;
+            } else {
+                other += loss;
+                n_other += 1;
+            }
+        }
+        if n_ind > 0 {
+            out.push(row(c.step, None, "loss_induction", ind / n_ind as f64));
+        }
+        if n_other > 0 {
+            out.push(row(c.step, None, "loss_other", other / n_other as f64));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::registry;
@@ -185,5 +284,52 @@ mod tests {
             .unwrap()
             .value;
         assert!((got - direct).abs() < 1e-12);
+    }
+
+    /// With uniform attention over the past (zero q/k weights), a query's prefix-matching score
+    /// is (keys after earlier occurrences of its token)/(i + 1): for `a b a b`, 1/3 at i = 2 and
+    /// 1/4 at i = 3, mean 7/24. The split losses average to the model's own loss, recomputed.
+    #[test]
+    fn prefix_matching_and_split_losses() {
+        let spec = GptSpec {
+            n_layer: 1,
+            d_model: 8,
+            n_head: 2,
+            d_mlp: Some(8),
+            ..GptSpec::default()
+        };
+        let mut m = Gpt::<f64>::new(&spec, 1e-5, 5, 4, 1, &mut Rng::new(2));
+        let (qkv, c) = (m.blocks[0].qkv_w, 8);
+        m.params[qkv].value[..2 * c * c].fill(0.0);
+        m.params[m.blocks[0].qkv_b].value[..2 * c].fill(0.0);
+        let x = [1, 2, 1, 2];
+        let y = [2, 1, 2, 3];
+        let batch = Batch::Tokens {
+            x: &x,
+            y: &y,
+            seqs: 1,
+            seq: 4,
+        };
+        Model::forward(&mut m, &batch, Mode::Train);
+        let loss = Model::loss(&mut m, &batch, false).loss;
+        let ctx = Ctx {
+            step: 0,
+            model: &m,
+            batch: &batch,
+            before: &[],
+            lr: 0.1,
+            clip_coef: 1.0,
+        };
+        let mut rows = Vec::new();
+        for o in registry::<f64>(&["induction".to_string()], crate::spec::Family::Gpt) {
+            o.observe(&ctx, &mut rows);
+        }
+        let get = |n: &str| rows.iter().find(|r| r.name == n).unwrap().value;
+        assert!((get("prefix_match_h0") - 7.0 / 24.0).abs() < 1e-12);
+        assert!((get("prefix_match_h1") - 7.0 / 24.0).abs() < 1e-12);
+        // Position 2 (token 1, earlier followed by 2 = its target) is predictable; so is
+        // position 3? token 2 occurred at 1, followed by 1, not the target 3: no.
+        let all = (get("loss_induction") * 1.0 + get("loss_other") * 3.0) / 4.0;
+        assert!((all - loss).abs() < 1e-12, "{all} vs {loss}");
     }
 }

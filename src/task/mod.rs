@@ -27,6 +27,7 @@ pub mod modular;
 pub mod modular_sequence;
 pub mod parity;
 pub mod pcfg;
+pub mod repeated;
 pub mod sequence;
 pub mod teacher_student;
 pub mod text;
@@ -38,6 +39,7 @@ pub use modular::{ModOp, ModularSpec};
 pub use modular_sequence::ModularSequenceSpec;
 pub use parity::{MultitaskSparseParitySpec, SparseParitySpec};
 pub use pcfg::PcfgSpec;
+pub use repeated::RepeatedSpec;
 pub use sequence::{EntropyRate, SequenceInfo};
 pub use teacher_student::{Teacher, TeacherSpec, TeacherStudentSpec};
 pub use text::{TextSpec, Tokenizer};
@@ -111,6 +113,8 @@ pub enum TaskSpec {
     Markov(MarkovSpec),
     Pcfg(PcfgSpec),
     ModularSequence(ModularSequenceSpec),
+    /// Random halves repeated: where induction heads form.
+    RepeatedTokens(RepeatedSpec),
 }
 
 impl TaskSpec {
@@ -132,7 +136,8 @@ impl TaskSpec {
             TaskSpec::Text(_)
             | TaskSpec::Markov(_)
             | TaskSpec::Pcfg(_)
-            | TaskSpec::ModularSequence(_) => true,
+            | TaskSpec::ModularSequence(_)
+            | TaskSpec::RepeatedTokens(_) => true,
         }
     }
 
@@ -144,6 +149,7 @@ impl TaskSpec {
                 | TaskSpec::Markov(_)
                 | TaskSpec::Pcfg(_)
                 | TaskSpec::ModularSequence(_)
+                | TaskSpec::RepeatedTokens(_)
         )
     }
 
@@ -165,6 +171,7 @@ impl TaskSpec {
             TaskSpec::Markov(_) => "markov",
             TaskSpec::Pcfg(_) => "pcfg",
             TaskSpec::ModularSequence(_) => "modular_sequence",
+            TaskSpec::RepeatedTokens(_) => "repeated_tokens",
         }
     }
 
@@ -187,6 +194,7 @@ impl TaskSpec {
             TaskSpec::Markov(s) => s.validate(),
             TaskSpec::Pcfg(s) => s.validate(),
             TaskSpec::ModularSequence(s) => s.validate(),
+            TaskSpec::RepeatedTokens(s) => s.validate(),
         }
     }
 
@@ -210,6 +218,7 @@ impl TaskSpec {
             TaskSpec::Markov(s) => Ok(s.generate(seed)),
             TaskSpec::Pcfg(s) => s.generate(seed),
             TaskSpec::ModularSequence(s) => Ok(s.generate(seed)),
+            TaskSpec::RepeatedTokens(s) => Ok(s.generate(seed)),
         }
     }
 }
