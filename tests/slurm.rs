@@ -12,6 +12,14 @@ use std::time::{Duration, Instant};
 
 use cloudchamber::store::{RunStatus, Store};
 
+/// The tests share one single-node cluster: run one at a time, so a requeued element is not
+/// launched while five other tests' jobs crowd the node (under that load a relaunch failed
+/// at once, exit 1 with no output, and the test timed out).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The cluster's configuration, when a cluster answers.
 fn slurm(test: &str) -> Option<PathBuf> {
     let conf = std::env::var_os("SLURM_CONF")
@@ -272,6 +280,7 @@ log_every = 10
 
 #[test]
 fn a_slurm_sweep_collects_to_the_store_of_the_same_local_sweep() {
+    let _one = one_at_a_time();
     let Some(conf) = slurm("a_slurm_sweep_collects_to_the_store_of_the_same_local_sweep") else {
         return;
     };
@@ -328,6 +337,7 @@ fn a_slurm_sweep_collects_to_the_store_of_the_same_local_sweep() {
 
 #[test]
 fn cancelled_elements_are_resubmitted_and_every_run_ends_exactly_once() {
+    let _one = one_at_a_time();
     let Some(conf) = slurm("cancelled_elements_are_resubmitted_and_every_run_ends_exactly_once")
     else {
         return;
@@ -413,6 +423,7 @@ fn cancelled_elements_are_resubmitted_and_every_run_ends_exactly_once() {
 
 #[test]
 fn a_killed_shard_writer_is_ignored_by_collect_and_the_resubmission_completes_it() {
+    let _one = one_at_a_time();
     let Some(conf) =
         slurm("a_killed_shard_writer_is_ignored_by_collect_and_the_resubmission_completes_it")
     else {
@@ -489,6 +500,7 @@ fn a_killed_shard_writer_is_ignored_by_collect_and_the_resubmission_completes_it
 
 #[test]
 fn a_requeued_element_resumes_from_its_checkpoint() {
+    let _one = one_at_a_time();
     let Some(conf) = slurm("a_requeued_element_resumes_from_its_checkpoint") else {
         return;
     };
@@ -572,6 +584,7 @@ fn a_requeued_element_resumes_from_its_checkpoint() {
 
 #[test]
 fn cancel_stops_this_sweeps_jobs_only() {
+    let _one = one_at_a_time();
     let Some(conf) = slurm("cancel_stops_this_sweeps_jobs_only") else {
         return;
     };
@@ -647,6 +660,7 @@ fn cancel_stops_this_sweeps_jobs_only() {
 /// stay inside the store's `shards/` folder.
 #[test]
 fn a_sweep_name_cannot_place_files_outside_the_store() {
+    let _one = one_at_a_time();
     let Some(conf) = slurm("a_sweep_name_cannot_place_files_outside_the_store") else {
         return;
     };
