@@ -376,23 +376,8 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
-        let mut store = Store {
-            conn,
-            path: path.to_path_buf(),
-        };
-        store
-            .conn
-            .busy_timeout(Duration::from_secs(10))
-            .map_err(|e| store.err(e))?;
         // Read the version before changing anything, so a foreign file is left untouched.
-        let found = store.schema_version()?;
-        if found > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: store.path.clone(),
-                found,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        let (mut store, found) = Store::checked(conn, path)?;
         // A store that cannot switch to WAL (read-only copy, odd filesystem) still works
         // with the rollback journal, which is just as crash-safe; so ignore a failure here.
         let _ = store
@@ -410,39 +395,17 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens an existing store for reading only, as every command that only reads results
-    /// does: nothing in the file or its folder changes, so archived results on a read-only
-    /// folder or mount stay readable. A WAL store whose folder is read-only cannot get its
-    /// shared-memory file, so it is then read as immutable (nothing can write it there).
-    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let open = |target: &str| -> Result<Store, StoreError> {
-            let conn = Connection::open_with_flags(target, flags).map_err(|e| sql_err(path, e))?;
-            let store = Store {
-                conn,
-                path: path.to_path_buf(),
-            };
-            store
-                .conn
-                .busy_timeout(Duration::from_secs(10))
-                .map_err(|e| store.err(e))?;
-            // The first read is where a missing shared-memory file shows.
-            store.schema_version()?;
-            Ok(store)
+    /// A store over `conn` with its busy timeout, and the schema version it holds; a version
+    /// newer than this build's is refused (both ways of opening share this).
+    fn checked(conn: Connection, path: &Path) -> Result<(Store, u32), StoreError> {
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
         };
-        // Immutable only when SQLite cannot open the file for want of write access to its
-        // folder (a WAL store's shared-memory file); any other error (busy, damaged) is raised,
-        // never read around: immutable mode ignores the WAL.
-        let cannot_open = |e: &StoreError| {
-            matches!(e, StoreError::Sqlite { source, .. }
-                if matches!(source.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)))
-        };
-        let store = match open(&sqlite_uri(path, false)) {
-            Err(e) if cannot_open(&e) => open(&sqlite_uri(path, true))?,
-            other => other?,
-        };
+        store
+            .conn
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(|e| store.err(e))?;
         let found = store.schema_version()?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
@@ -451,6 +414,33 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
+        Ok((store, found))
+    }
+
+    /// Opens an existing store for reading only, as every command that only reads results
+    /// does: nothing in the file or its folder changes, so archived results on a read-only
+    /// folder or mount stay readable. A WAL store whose folder is read-only cannot get its
+    /// shared-memory file, so it is then read as immutable (nothing can write it there).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // The first read (the version) is where a missing shared-memory file shows.
+        let open = |target: &str| {
+            let conn = Connection::open_with_flags(target, flags).map_err(|e| sql_err(path, e))?;
+            Store::checked(conn, path)
+        };
+        // Immutable only when SQLite cannot open the file for want of write access to its
+        // folder (a WAL store's shared-memory file); any other error (busy, damaged) is raised,
+        // never read around: immutable mode ignores the WAL.
+        let cannot_open = |e: &StoreError| {
+            matches!(e, StoreError::Sqlite { source, .. }
+                if matches!(source.sqlite_error_code(), Some(ErrorCode::CannotOpen | ErrorCode::ReadOnly)))
+        };
+        let (store, found) = match open(&sqlite_uri(path, false)) {
+            Err(e) if cannot_open(&e) => open(&sqlite_uri(path, true))?,
+            other => other?,
+        };
         if found < SCHEMA_VERSION {
             // An older store is upgraded where it is writable, as any command would.
             drop(store);

@@ -11,12 +11,8 @@ pub struct Args {
     /// Base activation f of φ(x) = a·f(x − b) + c.
     #[arg(long, default_value = "tanh")]
     activation: String,
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    a: f64,
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    b: f64,
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    c: f64,
+    #[command(flatten)]
+    phi: PhiArgs,
     /// σ_w²: a number, or START:STOP:COUNT (evenly spaced, both ends included) with
     /// --phase-diagram.
     #[arg(long = "sigma-w2", default_value = "1.0", allow_hyphen_values = true)]
@@ -39,17 +35,24 @@ pub struct Args {
     list: bool,
 }
 
+/// `--a --b --c` of the biased form φ(x) = a·f(x − b) + c, as `model.act` writes it (shared by
+/// `theory` and `calibrate`).
 #[derive(clap::Args, Debug)]
-pub struct CalibrateArgs {
-    /// Activation to calibrate (for `elu`, the SELU (α, λ) too).
-    activation: String,
-    /// The biased form φ(x) = a·f(x − b) + c, as in `theory` and `model.act`.
+struct PhiArgs {
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     a: f64,
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     b: f64,
     #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     c: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CalibrateArgs {
+    /// Activation to calibrate (for `elu`, the SELU (α, λ) too).
+    activation: String,
+    #[command(flatten)]
+    phi: PhiArgs,
 }
 
 /// An activation of the zoo by name, or `Error::Invalid` listing them.
@@ -163,9 +166,9 @@ fn fmt(v: f64) -> String {
 pub fn run(a: Args) -> Result<(), Error> {
     let phi = Phi {
         act: parse_activation(&a.activation)?,
-        a: a.a,
-        b: a.b,
-        c: a.c,
+        a: a.phi.a,
+        b: a.phi.b,
+        c: a.phi.c,
     };
     if a.phase_diagram {
         let w2s = parse_range("--sigma-w2", &a.sigma_w2)?;
@@ -247,9 +250,9 @@ pub fn calibrate(a: CalibrateArgs) -> Result<(), Error> {
     let act = parse_activation(&a.activation)?;
     let phi = Phi {
         act,
-        a: a.a,
-        b: a.b,
-        c: a.c,
+        a: a.phi.a,
+        b: a.phi.b,
+        c: a.phi.c,
     };
     let plain = phi == Phi::plain(act);
     let c = calibrate::self_normalize(phi)?;
