@@ -72,6 +72,15 @@ fn analytic(m: &mut Gpt<f64>, x: &[usize], y: &[usize]) -> Vec<Vec<f64>> {
 
 /// Worst relative error over all trainable elements, with the name of the worst parameter.
 fn worst_error(m: &mut Gpt<f64>, grads: &[Vec<f64>], x: &[usize], y: &[usize]) -> (f64, String) {
+    worst_error_of(m, grads, &mut |m| loss(m, x, y))
+}
+
+/// [`worst_error`] for any loss of the model's parameters.
+fn worst_error_of(
+    m: &mut Gpt<f64>,
+    grads: &[Vec<f64>],
+    loss: &mut dyn FnMut(&mut Gpt<f64>) -> f64,
+) -> (f64, String) {
     let h = 1e-5;
     let (mut worst, mut at) = (0.0f64, String::new());
     for i in 0..m.params.len() {
@@ -81,9 +90,9 @@ fn worst_error(m: &mut Gpt<f64>, grads: &[Vec<f64>], x: &[usize], y: &[usize]) -
         for j in 0..m.params[i].value.len() {
             let orig = m.params[i].value[j];
             m.params[i].value[j] = orig + h;
-            let lp = loss(m, x, y);
+            let lp = loss(m);
             m.params[i].value[j] = orig - h;
-            let lm = loss(m, x, y);
+            let lm = loss(m);
             m.params[i].value[j] = orig;
             let fd = (lp - lm) / (2.0 * h);
             let an = grads[i][j];
@@ -202,4 +211,53 @@ fn a_wrong_gradient_is_caught() {
     let (err, at) = worst_error(&mut m, &g, &x, &y);
     assert!(err > 1e-3, "a 1% error went unnoticed ({err:.2e})");
     assert!(at.starts_with("transformer.h.1.attn.c_attn.weight"), "{at}");
+}
+
+/// The in-context regression variant: the read-in of interleaved (x, y) vectors, the positions,
+/// the blocks and the scalar read-out, under the squared error at the x positions; with learned
+/// and rotary positions, pre- and post-norm.
+#[test]
+fn prompt_model_matches_finite_differences() {
+    const DIM: usize = 3;
+    const POINTS: usize = 4;
+    let mut rng = Rng::new(5);
+    let x: Vec<f64> = (0..BATCH * POINTS * DIM).map(|_| rng.normal()).collect();
+    let y: Vec<f64> = (0..BATCH * POINTS).map(|_| rng.normal()).collect();
+    let loss = |m: &mut Gpt<f64>| {
+        m.forward_prompts(&x, &y, BATCH, POINTS);
+        gpt::prompt_mse(&m.logits[..BATCH * 2 * POINTS], &y, None).loss
+    };
+    for (placement, positions) in [
+        (Placement::Pre, Positions::Learned),
+        (Placement::Post, Positions::Rotary),
+    ] {
+        let s = spec(Norm::Layernorm, placement, Tying::Untied, positions);
+        let mut m = Gpt::<f64>::new_prompts(&s, 1e-5, DIM, POINTS, BATCH, &mut Rng::new(7));
+        let mut nudge = Rng::new(3);
+        for p in m.params.iter_mut().filter(|p| p.trainable) {
+            for v in p.value.iter_mut() {
+                *v += 0.2 * nudge.normal();
+            }
+        }
+        let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
+        for want in ["read_in.weight", "read_in.bias", "read_out.weight", "read_out.bias"] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        m.forward_prompts(&x, &y, BATCH, POINTS);
+        let n = BATCH * 2 * POINTS;
+        let l = gpt::prompt_mse(&m.logits[..n], &y, Some(&mut m.d_logits[..n]));
+        assert_eq!(l.counted, BATCH * POINTS);
+        m.backward_prompts();
+        let g: Vec<Vec<f64>> = m.params.iter().map(|p| p.grad.clone()).collect();
+        let (err, at) = worst_error_of(&mut m, &g, &mut |m| loss(m));
+        assert!(err < TOL, "{placement:?} {positions:?}: {err:.2e} at {at}");
+        // The prediction of y_i never sees y_i: changing the last y moves no prediction.
+        m.forward_prompts(&x, &y, BATCH, POINTS);
+        let before: Vec<f64> = m.predictions().collect();
+        let mut y2 = y.clone();
+        y2[POINTS - 1] += 1.0;
+        m.forward_prompts(&x, &y2, BATCH, POINTS);
+        let after: Vec<f64> = m.predictions().collect();
+        assert_eq!(before, after, "a prediction saw its own target");
+    }
 }

@@ -23,6 +23,14 @@
 //! when the embedding is tied. No dropout (the lab trains at dropout 0, GPT-2's fine-tuning and
 //! nanoGPT's small-data default). Loss: cross-entropy over the vocabulary at every position whose
 //! target carries a loss (targets [`IGNORE`]d are not), averaged over those positions.
+//!
+//! The same blocks also read continuous prompts ([`Ends::Prompts`], in-context regression as in
+//! Garg, Tsipras, Liang & Valiant 2022): a prompt of `K` points `(x_i, y_i)`, `x_i ∈ R^d`, becomes
+//! the `T = 2K` vectors `z = (x_1, ỹ_1, x_2, ỹ_2, …)` with `ỹ_i = (y_i, 0, …, 0)`, read in by a
+//! linear layer `z·W_inᵀ + b_in` (plus `wpe[t]`) in place of the token table; the read-out
+//! `xf·W_outᵀ + b_out` gives one scalar per position, and the prediction of `y_i` is the one at
+//! `x_i`'s position `2i` (it sees the `i` earlier pairs, not `y_i`). Loss: the squared error
+//! averaged over the `B·K` predictions (Garg et al.'s `mean_squared_error`).
 
 use std::any::Any;
 
@@ -48,6 +56,13 @@ use super::{
 // ---------------------------------------------------------------------------------------------
 
 pub use super::NormIdx;
+
+/// The input end while the parameters are drawn (the output end is drawn last).
+enum InputEnd {
+    Wte(usize),
+    /// `dim`, (read-in weight, bias).
+    ReadIn(usize, (usize, usize)),
+}
 
 /// Indices into [`Gpt::params`] of one block.
 #[derive(Clone, Copy, Debug)]
@@ -112,24 +127,47 @@ pub struct GptDims {
     pub context: usize,
 }
 
+/// What enters the residual stream and what leaves it (indices into [`Gpt::params`]).
+#[derive(Clone, Copy, Debug)]
+pub enum Ends {
+    /// Token ids: `wte` `[V, C]` in; logits over the vocabulary out, through the untied `head`
+    /// `[V, C]` or, when `None`, through `wte` (tied).
+    Tokens { wte: usize, head: Option<usize> },
+    /// Continuous prompts of `dim`-dimensional points: `read_in` (weight `[C, d]`, bias `[C]`)
+    /// in, `read_out` (weight `[1, C]`, bias `[1]`) out.
+    Prompts {
+        dim: usize,
+        read_in: (usize, usize),
+        read_out: (usize, usize),
+    },
+}
+
+/// What a model reads: token ids over a vocabulary, or prompts of points in `dim` dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    Tokens { vocab: usize },
+    Prompts { dim: usize },
+}
+
 pub struct Gpt<F> {
     pub params: Vec<Param<F>>,
+    /// `vocab` is the head's output width: the vocabulary, or 1 for prompts.
     pub dims: GptDims,
     pub spec: GptSpec,
     pub eps: F,
-    pub wte: usize,
+    pub ends: Ends,
     pub wpe: Option<usize>,
     pub blocks: Vec<BlockIdx>,
     pub ln_f: NormIdx,
-    /// The untied head; `None` when tied (the head is `wte`).
-    pub head: Option<usize>,
+    /// Prompts only: the interleaved input vectors `z` `[BT, d]` (empty for tokens).
+    pub z: Vec<F>,
     /// Residual stream entering block `l` (`l = n_layer`: leaving the last) `[BT, C]`.
     pub resid: Vec<Vec<F>>,
     pub bufs: Vec<BlockBuffers<F>>,
     /// Final norm output (the head's input) `[BT, C]`.
     pub xf: Vec<F>,
     pub cache_f: NormCache<F>,
-    /// `[BT, V]`.
+    /// `[BT, V]` (prompts: `[BT, 1]`, the read-out at every position).
     pub logits: Vec<F>,
     pub d_logits: Vec<F>,
     /// Backward scratch: ∂L/∂(residual-width buffers), the MLP width, qkv; `g_att` holds
@@ -159,6 +197,37 @@ impl<F: Float> Gpt<F> {
         capacity: usize,
         rng: &mut Rng,
     ) -> Self {
+        Gpt::with_input(spec, eps, Input::Tokens { vocab }, context, capacity, rng)
+    }
+
+    /// Builds the in-context regression model for prompts of up to `points` points in `dim`
+    /// dimensions (context `2·points`), with buffers for `capacity` prompts.
+    pub fn new_prompts(
+        spec: &GptSpec,
+        eps: f64,
+        dim: usize,
+        points: usize,
+        capacity: usize,
+        rng: &mut Rng,
+    ) -> Self {
+        let input = Input::Prompts { dim };
+        Gpt::with_input(spec, eps, input, 2 * points, capacity, rng)
+    }
+
+    /// Builds the model for `input` (`context`: the longest sequence, `2·points` for prompts),
+    /// drawing the parameters in their order in [`Gpt::params`].
+    pub fn with_input(
+        spec: &GptSpec,
+        eps: f64,
+        input: Input,
+        context: usize,
+        capacity: usize,
+        rng: &mut Rng,
+    ) -> Self {
+        let vocab = match input {
+            Input::Tokens { vocab } => vocab,
+            Input::Prompts { .. } => 1,
+        };
         let (c, h, m, nl) = (spec.d_model, spec.n_head, spec.mlp_width(), spec.n_layer);
         let hd = c / h;
         let dims = GptDims {
@@ -197,16 +266,24 @@ impl<F: Float> Gpt<F> {
             NormIdx::push(params, spec.norm, name, layer, c)
         };
 
-        // Embeddings (layer 0 in the tidy rows; the head counts as layer n_layer).
+        // Embeddings (layer 0 in the tidy rows; the head counts as layer n_layer). The read-in
+        // and read-out are torch.nn.Linear layers at its default init, as Garg et al.'s
+        // `_read_in` and `_read_out` are (GPT-2's init covers their backbone only).
         let emb = (0, Role::Embedding);
-        let table = normal(rng, vocab * c, std);
-        let wte = push_param(
-            &mut params,
-            "transformer.wte.weight".into(),
-            vec![vocab, c],
-            table,
-            emb,
-        );
+        let input_end = match input {
+            Input::Tokens { vocab } => {
+                let table = normal(rng, vocab * c, std);
+                let name = "transformer.wte.weight".into();
+                InputEnd::Wte(push_param(&mut params, name, vec![vocab, c], table, emb))
+            }
+            Input::Prompts { dim } => {
+                let (w, b) = init::linear(&InitParams::PYTORCH, c, dim, rng);
+                let wi = push_param(&mut params, "read_in.weight".into(), vec![c, dim], w, emb);
+                let bias = (0, Role::Bias);
+                let bi = push_param(&mut params, "read_in.bias".into(), vec![c], b, bias);
+                InputEnd::ReadIn(dim, (wi, bi))
+            }
+        };
         let wpe = (spec.positions == Positions::Learned).then(|| {
             let table = normal(rng, context * c, std);
             push_param(
@@ -274,23 +351,37 @@ impl<F: Float> Gpt<F> {
         } else {
             NormIdx::default()
         };
-        let head = (spec.tying == Tying::Untied).then(|| {
-            let w = match spec.init {
-                GptInit::Gpt2 => normal(rng, vocab * c, std),
-                // torch.nn.Linear's default for a bias-free layer.
-                GptInit::Pytorch => {
-                    let b = 1.0 / (c as f64).sqrt();
-                    (0..vocab * c).map(|_| rng.uniform_in(-b, b)).collect()
+        let ends = match input_end {
+            InputEnd::Wte(wte) => {
+                let head = (spec.tying == Tying::Untied).then(|| {
+                    let w = match spec.init {
+                        GptInit::Gpt2 => normal(rng, vocab * c, std),
+                        // torch.nn.Linear's default for a bias-free layer.
+                        GptInit::Pytorch => {
+                            let b = 1.0 / (c as f64).sqrt();
+                            (0..vocab * c).map(|_| rng.uniform_in(-b, b)).collect()
+                        }
+                    };
+                    push_param(
+                        &mut params,
+                        "lm_head.weight".into(),
+                        vec![vocab, c],
+                        w,
+                        (nl, Role::Weight),
+                    )
+                });
+                Ends::Tokens { wte, head }
+            }
+            InputEnd::ReadIn(dim, read_in) => {
+                let (w, b) = init::linear(&InitParams::PYTORCH, 1, c, rng);
+                let (wo, bo) = push_linear(&mut params, "read_out", nl, (1, c), (w, Some(b)));
+                Ends::Prompts {
+                    dim,
+                    read_in,
+                    read_out: (wo, bo.expect("a bias was given")),
                 }
-            };
-            push_param(
-                &mut params,
-                "lm_head.weight".into(),
-                vec![vocab, c],
-                w,
-                (nl, Role::Weight),
-            )
-        });
+            }
+        };
 
         // Buffers, sized once.
         let bt = capacity * context;
@@ -319,16 +410,20 @@ impl<F: Float> Gpt<F> {
             .collect();
         let rotary = spec.positions == Positions::Rotary;
         let rope = Rope::new(if rotary { context } else { 0 }, hd, ROPE_BASE);
+        let z_len = match ends {
+            Ends::Prompts { dim, .. } => bt * dim,
+            Ends::Tokens { .. } => 0,
+        };
         Gpt {
             params,
             dims,
             spec: spec.clone(),
             eps: F::of(eps),
-            wte,
+            ends,
             wpe,
             blocks,
             ln_f,
-            head,
+            z: z(z_len),
             resid: (0..=nl).map(|_| z(bt * c)).collect(),
             bufs,
             xf: z(bt * c),
@@ -347,20 +442,71 @@ impl<F: Float> Gpt<F> {
         }
     }
 
-    fn head_index(&self) -> usize {
-        self.head.unwrap_or(self.wte)
-    }
-
     /// Forward pass. `tokens: [B, T]` (ids `< vocab`, `T ≤ context`, `B ≤ capacity`) →
     /// [`Self::logits`] `[B·T, V]`. Norms always use their per-row statistics (`mode` only
     /// matters for batchnorm, which the spec refuses).
     pub fn forward(&mut self, tokens: &[usize], batch: usize, seq: usize) {
+        let Ends::Tokens { wte, .. } = self.ends else {
+            panic!("gpt forward: this model reads prompts, not tokens")
+        };
+        self.start(batch, seq, tokens.len() >= batch * seq);
+        let (bt, c) = (batch * seq, self.dims.c);
+        // x₀ = wte[token] (+ wpe[t]).
+        let p = &self.params;
+        let wpe = self.wpe.map(|i| p[i].value.as_slice());
+        let x0 = &mut self.resid[0][..bt * c];
+        embedding::forward(&tokens[..bt], &p[wte].value, wpe, seq, c, x0);
+        self.forward_blocks();
+    }
+
+    /// Forward pass over prompts. `x: [B, K, d]` points, `y: [B, K]` their values (`K ≤
+    /// points`, `B ≤ capacity`) → [`Self::logits`] `[B·2K, 1]`, the prediction of `y_i` at row
+    /// `b·2K + 2i` ([`Self::predictions`]).
+    pub fn forward_prompts(&mut self, x: &[F], y: &[F], batch: usize, points: usize) {
+        let Ends::Prompts { dim, read_in, .. } = self.ends else {
+            panic!("gpt forward_prompts: this model reads tokens, not prompts")
+        };
+        let seq = 2 * points;
+        let fits = x.len() >= batch * points * dim && y.len() >= batch * points;
+        self.start(batch, seq, fits);
+        let (bt, c) = (batch * seq, self.dims.c);
+        // z = (x_1, (y_1, 0, …), x_2, …); x₀ = z·W_inᵀ + b_in (+ wpe[t]).
+        let z = &mut self.z[..bt * dim];
+        z.fill(F::zero());
+        for (r, zr) in z.chunks_exact_mut(2 * dim).enumerate() {
+            zr[..dim].copy_from_slice(&x[r * dim..(r + 1) * dim]);
+            zr[dim] = y[r];
+        }
+        let p = &self.params;
+        let x0 = &mut self.resid[0][..bt * c];
+        let (w, b) = (&p[read_in.0].value, &p[read_in.1].value);
+        linear::forward(z, w, b, (bt, c, dim), F::zero(), x0);
+        if let Some(i) = self.wpe {
+            embedding::add_positions(&p[i].value, seq, c, x0);
+        }
+        self.forward_blocks();
+    }
+
+    /// The predictions of the last [`Self::forward_prompts`]: `[B, K]`, `y_i`'s at `x_i`'s
+    /// position.
+    pub fn predictions(&self) -> impl Iterator<Item = F> + '_ {
+        let bt = self.batch * self.seq;
+        self.logits[..bt].iter().step_by(2).copied()
+    }
+
+    /// Checks a batch's size and records it for the passes that follow.
+    fn start(&mut self, batch: usize, seq: usize, data_fits: bool) {
         assert!(
-            batch <= self.capacity && seq <= self.dims.context && tokens.len() >= batch * seq,
+            batch <= self.capacity && seq <= self.dims.context && data_fits,
             "gpt forward: batch exceeds capacity"
         );
         self.batch = batch;
         self.seq = seq;
+    }
+
+    /// The blocks and the head, from the residual stream's start `resid[0]` to `logits`.
+    fn forward_blocks(&mut self) {
+        let (batch, seq) = (self.batch, self.seq);
         let GptDims {
             c, h, hd, m, vocab, ..
         } = self.dims;
@@ -372,16 +518,6 @@ impl<F: Float> Gpt<F> {
         );
         let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
         let p = &self.params;
-        // x₀ = wte[token] (+ wpe[t]).
-        let wpe = self.wpe.map(|i| p[i].value.as_slice());
-        embedding::forward(
-            &tokens[..bt],
-            &p[self.wte].value,
-            wpe,
-            seq,
-            c,
-            &mut self.resid[0][..n],
-        );
         for l in 0..self.dims.n_layer {
             let bi = self.blocks[l];
             let (done, rest) = self.resid.split_at_mut(l + 1);
@@ -444,14 +580,62 @@ impl<F: Float> Gpt<F> {
         } else {
             self.xf[..n].copy_from_slice(xl);
         }
-        let w_head = &p[self.head_index()].value;
         let logits = &mut self.logits[..bt * vocab];
-        linear::forward_no_bias(&self.xf[..n], w_head, (bt, vocab, c), F::zero(), logits);
+        match self.ends {
+            Ends::Tokens { wte, head } => {
+                let w_head = &p[head.unwrap_or(wte)].value;
+                linear::forward_no_bias(&self.xf[..n], w_head, (bt, vocab, c), F::zero(), logits);
+            }
+            Ends::Prompts { read_out, .. } => {
+                let (w, b) = (&p[read_out.0].value, &p[read_out.1].value);
+                linear::forward(&self.xf[..n], w, b, (bt, 1, c), F::zero(), logits);
+            }
+        }
     }
 
     /// Backward from [`Self::d_logits`] (set by the loss) to every parameter gradient
-    /// (overwritten). Needs the last forward's buffers and its `tokens`.
+    /// (overwritten). Needs the last forward's buffers and its `tokens` (for prompts:
+    /// [`Self::backward_prompts`]).
     pub fn backward(&mut self, tokens: &[usize]) {
+        let Ends::Tokens { wte, .. } = self.ends else {
+            panic!("gpt backward: this model reads prompts, not tokens")
+        };
+        self.backward_blocks();
+        // Embeddings (a tied head's gradient is already in wte's).
+        let (bt, c) = (self.batch * self.seq, self.dims.c);
+        let params = &mut self.params;
+        let (wte, wpe) = match self.wpe {
+            Some(i) => {
+                let (te, pe) = pair_mut(params, wte, i);
+                (&mut te.grad, Some(&mut pe.grad[..]))
+            }
+            None => (&mut params[wte].grad, None),
+        };
+        let g = &self.g[0][..bt * c];
+        embedding::backward(&tokens[..bt], g, wte, wpe, self.seq, c);
+    }
+
+    /// Backward of [`Self::forward_prompts`] from [`Self::d_logits`] to every parameter
+    /// gradient (overwritten).
+    pub fn backward_prompts(&mut self) {
+        let Ends::Prompts { dim, read_in, .. } = self.ends else {
+            panic!("gpt backward_prompts: this model reads tokens, not prompts")
+        };
+        self.backward_blocks();
+        let (bt, c) = (self.batch * self.seq, self.dims.c);
+        let g = &self.g[0][..bt * c];
+        let (pw, pb) = pair_mut(&mut self.params, read_in.0, read_in.1);
+        let z = &self.z[..bt * dim];
+        let partial = &mut self.partial;
+        linear::backward_params(g, z, (bt, c, dim), &mut pw.grad, Some(&mut pb.grad), partial);
+        if let Some(i) = self.wpe {
+            embedding::backward_positions(g, &mut self.params[i].grad, self.seq, c);
+        }
+    }
+
+    /// Backward through the head and the blocks, zeroing every gradient first: leaves
+    /// `∂L/∂resid[0]` in `g[0]`.
+    fn backward_blocks(&mut self) {
         let GptDims {
             c, h, hd, m, vocab, ..
         } = self.dims;
@@ -465,18 +649,22 @@ impl<F: Float> Gpt<F> {
         let partial = &mut self.partial;
         let params = &mut self.params;
         let [ga, gb, gc] = &mut self.g;
-        // Head: dW_head = dlogitsᵀ·xf; ga = dlogits·W_head = ∂L/∂xf.
+        // Head: dW_head = dlogitsᵀ·xf (and the read-out's bias); ga = dlogits·W_head = ∂L/∂xf.
         let dl = &self.d_logits[..bt * vocab];
-        let head = self.head.unwrap_or(self.wte);
         let dims = (bt, vocab, c);
-        linear::backward_params(
-            dl,
-            &self.xf[..n],
-            dims,
-            &mut params[head].grad,
-            None,
-            partial,
-        );
+        let xf = &self.xf[..n];
+        let head = match self.ends {
+            Ends::Tokens { wte, head } => {
+                let head = head.unwrap_or(wte);
+                linear::backward_params(dl, xf, dims, &mut params[head].grad, None, partial);
+                head
+            }
+            Ends::Prompts { read_out, .. } => {
+                let (pw, pb) = pair_mut(params, read_out.0, read_out.1);
+                linear::backward_params(dl, xf, dims, &mut pw.grad, Some(&mut pb.grad), partial);
+                read_out.0
+            }
+        };
         linear::backward_input(dl, &params[head].value, dims, &mut ga[..n]);
         // ga = ∂L/∂x_L.
         if pre {
@@ -585,15 +773,6 @@ impl<F: Float> Gpt<F> {
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
             ops::add_assign(&mut ga[..n], &gb[..n], c);
         }
-        // Embeddings (a tied head's gradient is already in wte's).
-        let (wte, wpe) = match self.wpe {
-            Some(i) => {
-                let (te, pe) = pair_mut(params, self.wte, i);
-                (&mut te.grad, Some(&mut pe.grad[..]))
-            }
-            None => (&mut params[self.wte].grad, None),
-        };
-        embedding::backward(&tokens[..bt], &ga[..n], wte, wpe, seq, c);
     }
 }
 
@@ -715,6 +894,30 @@ fn linear_backward<F: Float>(
     linear::backward_input(g, &pw.value, dims, dx);
 }
 
+/// The prompt loss: `out: [B·2K]` read-outs (the prediction of `y_i` at even rows), `y: [B·K]`
+/// targets; the mean squared error over the `B·K` predictions, and with `grad` its gradient
+/// `2(ŷ − y)/(B·K)` at even rows and 0 at odd ones.
+pub fn prompt_mse<F: Float>(out: &[F], y: &[F], grad: Option<&mut [F]>) -> LossValue {
+    let n = y.len();
+    let inv = 1.0 / n.max(1) as f64;
+    let mut sum = 0.0;
+    for (pair, &t) in out.chunks_exact(2).zip(y) {
+        let d = pair[0].f64() - t.f64();
+        sum += d * d;
+    }
+    if let Some(g) = grad {
+        for (pair, (o, &t)) in g.chunks_exact_mut(2).zip(out.chunks_exact(2).zip(y)) {
+            pair[0] = F::of(2.0 * (o[0].f64() - t.f64()) * inv);
+            pair[1] = F::zero();
+        }
+    }
+    LossValue {
+        loss: sum * inv,
+        correct: None,
+        counted: n,
+    }
+}
+
 /// Two distinct elements of `v`, both mutable.
 fn pair_mut<T>(v: &mut [T], i: usize, j: usize) -> (&mut T, &mut T) {
     assert_ne!(i, j, "pair_mut needs two distinct elements");
@@ -737,29 +940,47 @@ impl<F: Float> Model<F> for Gpt<F> {
     fn capacity(&self) -> usize {
         self.capacity
     }
-    /// `Tokens { x: [B, T], .. }` → [`Gpt::logits`] `[B·T, V]` (norms are per row: `mode` does
-    /// not matter).
+    /// `Tokens { x: [B, T], .. }` → [`Gpt::logits`] `[B·T, V]`; `Prompts { x: [B, K, d], y:
+    /// [B, K], .. }` → `[B·2K, 1]` (norms are per row: `mode` does not matter).
     fn forward(&mut self, batch: &Batch<'_, F>, _mode: Mode) {
-        let Batch::Tokens { x, seqs, seq, .. } = *batch else {
-            unreachable!("model::build pairs a GPT with token windows")
-        };
-        Gpt::forward(self, x, seqs, seq);
+        match *batch {
+            Batch::Tokens { x, seqs, seq, .. } => Gpt::forward(self, x, seqs, seq),
+            Batch::Prompts {
+                x,
+                y,
+                seqs,
+                points,
+                ..
+            } => Gpt::forward_prompts(self, x, y, seqs, points),
+            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+        }
     }
-    /// Cross-entropy of the next token at every position whose target is not [`IGNORE`].
+    /// Tokens: cross-entropy of the next token at every position whose target is not
+    /// [`IGNORE`]. Prompts: the squared error of every prediction, averaged.
     fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
-        let Batch::Tokens { y, seqs, seq, .. } = *batch else {
-            unreachable!("model::build pairs a GPT with token windows")
-        };
-        let rows = seqs * seq;
-        let vocab = self.dims.vocab;
-        let g = grad.then_some(&mut self.d_logits[..rows * vocab]);
-        cross_entropy(&self.logits[..rows * vocab], y, rows, vocab, g)
+        match *batch {
+            Batch::Tokens { y, seqs, seq, .. } => {
+                let rows = seqs * seq;
+                let vocab = self.dims.vocab;
+                let g = grad.then_some(&mut self.d_logits[..rows * vocab]);
+                cross_entropy(&self.logits[..rows * vocab], y, rows, vocab, g)
+            }
+            Batch::Prompts {
+                y, seqs, points, ..
+            } => {
+                let rows = seqs * 2 * points;
+                let g = grad.then_some(&mut self.d_logits[..rows]);
+                prompt_mse(&self.logits[..rows], &y[..seqs * points], g)
+            }
+            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+        }
     }
     fn backward(&mut self, batch: &Batch<'_, F>) {
-        let Batch::Tokens { x, .. } = *batch else {
-            unreachable!("model::build pairs a GPT with token windows")
-        };
-        Gpt::backward(self, x);
+        match *batch {
+            Batch::Tokens { x, .. } => Gpt::backward(self, x),
+            Batch::Prompts { .. } => Gpt::backward_prompts(self),
+            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+        }
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -768,7 +989,7 @@ impl<F: Float> Model<F> for Gpt<F> {
     /// the context of each next token), up to the model's context length.
     fn generate(&mut self, prompt: &[usize], len: usize, rng: &mut Rng) -> Option<Vec<usize>> {
         let (vocab, t) = (self.dims.vocab, self.dims.context);
-        if prompt.is_empty() {
+        if prompt.is_empty() || matches!(self.ends, Ends::Prompts { .. }) {
             return None;
         }
         let mut toks = prompt.to_vec();

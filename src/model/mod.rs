@@ -33,6 +33,15 @@ pub enum Batch<'a, F> {
         seqs: usize,
         seq: usize,
     },
+    /// In-context regression prompts: `x: [seqs, points, dim]` points and `y: [seqs, points]`
+    /// their values, which the model reads interleaved (`x_1, y_1, x_2, …`) and predicts.
+    Prompts {
+        x: &'a [F],
+        y: &'a [F],
+        seqs: usize,
+        points: usize,
+        dim: usize,
+    },
 }
 
 pub use crate::nn::loss::IGNORE;
@@ -42,7 +51,7 @@ impl<F> Batch<'_, F> {
     pub fn len(&self) -> usize {
         match self {
             Batch::Rows { rows, .. } => *rows,
-            Batch::Tokens { seqs, .. } => *seqs,
+            Batch::Tokens { seqs, .. } | Batch::Prompts { seqs, .. } => *seqs,
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -55,6 +64,8 @@ impl<F> Batch<'_, F> {
 pub enum Shape {
     Rows { input: usize, output: usize },
     Tokens { vocab: usize, context: usize },
+    /// Prompts of up to `points` points in `dim` dimensions.
+    Prompts { dim: usize, points: usize },
 }
 
 /// A trainable model: named parameters, a forward pass over a batch into named buffers, the
@@ -124,6 +135,16 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
             word(serde_json::json!(gpt.positions)),
             word(serde_json::json!(gpt.tying)),
         ),
+        (ModelSpec::Gpt { gpt, .. }, Shape::Prompts { dim, points }) => format!(
+            "GPT {} layer{}, d_model {}, {} head{}, {}, {} positions, on prompts of up to {points} points in {dim} dimensions",
+            gpt.n_layer,
+            if gpt.n_layer == 1 { "" } else { "s" },
+            gpt.d_model,
+            gpt.n_head,
+            if gpt.n_head == 1 { "" } else { "s" },
+            gpt.activation.name(),
+            word(serde_json::json!(gpt.positions)),
+        ),
         _ => "a model that does not fit this data".into(),
     }
 }
@@ -142,9 +163,24 @@ pub fn build<F: Float>(
         (ModelSpec::Gpt { gpt, norm_eps, .. }, Shape::Tokens { vocab, context }) => {
             Box::new(Gpt::new(gpt, *norm_eps, vocab, context, capacity, rng))
         }
+        (ModelSpec::Gpt { gpt, norm_eps, .. }, Shape::Prompts { dim, points }) => {
+            if gpt.tying == gpt::Tying::Tied {
+                return Err(Error::Invalid {
+                    what: "model.gpt.tying".into(),
+                    message: "a prompt model has no token table to tie its read-out to".into(),
+                    hint: "leave `tying` out (untied) for [task.in_context]".into(),
+                });
+            }
+            Box::new(Gpt::new_prompts(gpt, *norm_eps, dim, points, capacity, rng))
+        }
         (ModelSpec::Mlp(_), Shape::Tokens { .. }) => {
             return Err(mismatch(
                 "token windows, which need a transformer ([model.gpt])",
+            ))
+        }
+        (ModelSpec::Mlp(_), Shape::Prompts { .. }) => {
+            return Err(mismatch(
+                "in-context prompts, which need a transformer ([model.gpt])",
             ))
         }
         (ModelSpec::Gpt { .. }, Shape::Rows { .. }) => {
@@ -160,7 +196,8 @@ fn mismatch(what: &str) -> Error {
         what: "task".into(),
         message: format!("the task yields {what}"),
         hint: "pair [model.gpt] with [task.text], [task.markov], [task.pcfg], \
-               [task.modular_sequence] or [task.repeated_tokens], and the MLP with any other task"
+               [task.modular_sequence], [task.repeated_tokens] or [task.in_context], and the MLP \
+               with any other task"
             .into(),
     }
 }
@@ -526,6 +563,13 @@ pub fn memory(
         }
         (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => {
             gpt::elements(gpt, vocab, context, capacity)
+        }
+        // The read-in counts like a table of `dim` rows and the read-out like a vocabulary of
+        // one, plus the interleaved input `[BT, dim]`.
+        (ModelSpec::Gpt { gpt, .. }, Shape::Prompts { dim, points }) => {
+            let (p, b) = gpt::elements(gpt, dim.max(1), 2 * points, capacity);
+            let z = (capacity as u64).saturating_mul(2 * points as u64 * dim as u64);
+            (p, b.saturating_add(z))
         }
         // `build` refuses the pair before anything is allocated.
         _ => (0, 0),

@@ -27,6 +27,18 @@ pub fn forward<F: Float>(
     });
 }
 
+/// `x[b·T + t] += wpe[t]`: positions added onto an input already in `x` (a read-in layer's
+/// output), in row blocks over the pool. `x: [B·T, C]`.
+pub fn add_positions<F: Float>(wpe: &[F], seq: usize, c: usize, x: &mut [F]) {
+    let rows = x.len() / c;
+    par::for_row_blocks(rows, par::rows(x, c), |_, r, block| {
+        for (row, i) in block.chunks_exact_mut(c).zip(r) {
+            let t = i % seq;
+            add(row, &wpe[t * c..(t + 1) * c]);
+        }
+    });
+}
+
 /// Items of the backward pass: each owns a block of table rows (token ids or positions) and
 /// scans every token, so a few suffice.
 const ITEMS: usize = 8;
@@ -54,18 +66,25 @@ pub fn backward<F: Float>(
         }
     });
     if let Some(dwpe) = dwpe {
-        let per = seq.div_ceil(ITEMS);
-        let batch = rows / seq.max(1);
-        par::for_items(ITEMS, par::rows(dwpe, per * c), |blk, table| {
-            for t in blk * per..((blk + 1) * per).min(seq) {
-                let row = &mut table[(t - blk * per) * c..(t - blk * per + 1) * c];
-                for b in 0..batch {
-                    let r = b * seq + t;
-                    add(row, &g[r * c..(r + 1) * c]);
-                }
-            }
-        });
+        backward_positions(g, dwpe, seq, c);
     }
+}
+
+/// `dwpe[t] += g[r]` for every row `r` at position `t`, summed in row order per position
+/// whatever the thread count. `g: [B·T, C]`.
+pub fn backward_positions<F: Float>(g: &[F], dwpe: &mut [F], seq: usize, c: usize) {
+    let rows = g.len() / c;
+    let per = seq.div_ceil(ITEMS);
+    let batch = rows / seq.max(1);
+    par::for_items(ITEMS, par::rows(dwpe, per * c), |blk, table| {
+        for t in blk * per..((blk + 1) * per).min(seq) {
+            let row = &mut table[(t - blk * per) * c..(t - blk * per + 1) * c];
+            for b in 0..batch {
+                let r = b * seq + t;
+                add(row, &g[r * c..(r + 1) * c]);
+            }
+        }
+    });
 }
 
 fn add<F: Float>(acc: &mut [F], x: &[F]) {

@@ -20,7 +20,7 @@ fn mlp<'a, F: Float>(c: &Ctx<'a, F>) -> &'a Mlp<F> {
 fn input<'a, F>(c: &Ctx<'a, F>) -> &'a [F] {
     match *c.batch {
         crate::model::Batch::Rows { x, .. } => x,
-        crate::model::Batch::Tokens { .. } => &[],
+        crate::model::Batch::Tokens { .. } | crate::model::Batch::Prompts { .. } => &[],
     }
 }
 

@@ -98,6 +98,23 @@ impl Sharpness {
                 }
             }
             Batch::Tokens { x, y, seqs, seq } => Batch::Tokens { x, y, seqs, seq },
+            Batch::Prompts {
+                x,
+                y,
+                seqs,
+                points,
+                dim,
+            } => {
+                x64 = x.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                y64 = y.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                Batch::Prompts {
+                    x: &x64,
+                    y: &y64,
+                    seqs,
+                    points,
+                    dim,
+                }
+            }
         };
         Ok(self.top_eigenvalue(&mut *twin, &batch64, iters, rng))
     }
