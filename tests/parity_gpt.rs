@@ -1,6 +1,7 @@
 //! Parity of the GPT against an independent implementation: for a covering set of tiny f64
 //! GPTs (every norm in both placements, learned and rotary positions, tied and untied heads, a
-//! few activations and the biased form), train K steps with the library (forward,
+//! few activations and the biased form, and the continuous-input variant that reads in-context
+//! regression prompts), train K steps with the library (forward,
 //! cross-entropy with ignored targets, explicit backward, AdamW with weight decay), write the
 //! initial weights, the batches, the per-step losses, the first step's gradients and the final
 //! weights to one safetensors file per case, and have `tests/parity/gpt_parity.py` redo the same
@@ -94,6 +95,16 @@ fn cases() -> Vec<GptSpec> {
     ]
 }
 
+/// The continuous-input variant (in-context regression): both placements, both kinds of
+/// positions.
+fn prompt_cases() -> Vec<GptSpec> {
+    use Norm::{Layernorm as Ln, Rmsnorm as Rms};
+    vec![
+        spec(Ln, Placement::Pre, Positions::Learned, Tying::Untied, Activation::Gelu),
+        spec(Rms, Placement::Post, Positions::Rotary, Tying::Untied, Activation::Relu),
+    ]
+}
+
 /// What the description claims differently from what Rust did (only to show that the check can
 /// fail).
 #[derive(Clone, Copy)]
@@ -143,9 +154,29 @@ fn tying_name(t: Tying) -> &'static str {
     }
 }
 
+/// In-context regression prompts of this many points in this many dimensions.
+const POINTS: usize = 4;
+const DIM: usize = 3;
+
+/// What a case's model reads.
+#[derive(Clone, Copy, PartialEq)]
+enum Reads {
+    Tokens,
+    /// Prompts of [`POINTS`] points in [`DIM`] dimensions (the continuous-input variant).
+    Prompts,
+}
+
 /// Trains one case for [`STEPS`] steps and writes its case file.
 fn run_case(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie) -> PathBuf {
-    let mut m = Gpt::<f64>::new(spec, NORM_EPS, VOCAB, SEQ, BATCH, &mut Rng::new(seed));
+    run_case_reading(spec, seed, dir, lie, Reads::Tokens)
+}
+
+fn run_case_reading(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie, reads: Reads) -> PathBuf {
+    let mut rng = Rng::new(seed);
+    let mut m = match reads {
+        Reads::Tokens => Gpt::<f64>::new(spec, NORM_EPS, VOCAB, SEQ, BATCH, &mut rng),
+        Reads::Prompts => Gpt::<f64>::new_prompts(spec, NORM_EPS, DIM, POINTS, BATCH, &mut rng),
+    };
     // Every parameter nudged off its initial value: norm weights of exactly 1 and biases of
     // exactly 0 would hide mistakes (a bias wrongly left out of weight decay, say).
     let mut nudge = Rng::new(seed ^ 0x9d9e);
@@ -178,6 +209,25 @@ fn run_case(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie) -> PathBuf {
             .collect()
     };
     for k in 0..STEPS {
+        if reads == Reads::Prompts {
+            let x: Vec<f64> = (0..BATCH * POINTS * DIM).map(|_| data.normal()).collect();
+            let y: Vec<f64> = (0..BATCH * POINTS).map(|_| data.normal()).collect();
+            m.forward_prompts(&x, &y, BATCH, POINTS);
+            let rows = BATCH * 2 * POINTS;
+            let l = gpt::prompt_mse(&m.logits[..rows], &y, Some(&mut m.d_logits[..rows]));
+            m.backward_prompts();
+            if k == 0 {
+                tensors.extend(m.params.iter().filter(|p| p.trainable).map(|p| {
+                    let name = format!("rust.grad.{}", p.name);
+                    (name, p.shape.clone(), p.grad.clone())
+                }));
+            }
+            opt.step(&mut m.params, &hyper, LR);
+            tensors.push((format!("batch.{k}.x"), vec![BATCH, POINTS, DIM], x));
+            tensors.push((format!("batch.{k}.y"), vec![BATCH, POINTS], y));
+            losses.push(l.loss);
+            continue;
+        }
         let tokens: Vec<usize> = (0..n).map(|_| data.below(VOCAB as u64) as usize).collect();
         // About one target in four is not trained on (a prompt position).
         let targets: Vec<usize> = (0..n)
@@ -237,14 +287,21 @@ fn run_case(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie) -> PathBuf {
         Lie::NoDecayOnBiases => " (declared: no weight decay on biases)".into(),
         Lie::Placement(p) => format!(" (declared: {}-norm)", placement_name(p)),
     };
+    let (input, vocab, context, what) = match reads {
+        Reads::Tokens => ("tokens", VOCAB, SEQ, ""),
+        Reads::Prompts => ("prompts", 1, 2 * POINTS, ", prompts"),
+    };
     let meta = serde_json::json!({
-        "name": name(spec) + &claim,
+        "name": name(spec) + what + &claim,
+        "input": input,
+        "dim": DIM,
+        "points": POINTS,
         "n_layer": spec.n_layer,
         "d_model": spec.d_model,
         "n_head": spec.n_head,
         "d_mlp": spec.mlp_width(),
-        "vocab": VOCAB,
-        "context": SEQ,
+        "vocab": vocab,
+        "context": context,
         "activation": spec.activation.name(),
         "norm": spec.norm.name(),
         "norm_eps": NORM_EPS,
@@ -282,6 +339,9 @@ fn gpt_training_matches_jax() {
         .iter()
         .enumerate()
         .map(|(i, s)| run_case(s, i as u64 + 1, dir, Lie::None))
+        .chain(prompt_cases().iter().enumerate().map(|(i, s)| {
+            run_case_reading(s, 50 + i as u64, dir, Lie::None, Reads::Prompts)
+        }))
         .collect();
     let (status, text) = check_with_jax("gpt_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");

@@ -12,7 +12,10 @@ Each case file is written by `tests/parity_gpt.rs` and holds, in f64:
   `transformer.h.{l}.mlp.act.{a,b,c}`, `transformer.h.{l}.mlp.c_proj.*`, `transformer.ln_f.*`,
   `lm_head.weight` [V, C]); Linear weights are [out, in] as in `torch.nn.Linear`;
 - the K training batches `batch.{k}.tokens` [B, T] and `batch.{k}.targets` [B, T] (token ids;
-  -1 marks a position that is not trained on, `ignore_index` in torch terms);
+  -1 marks a position that is not trained on, `ignore_index` in torch terms); for a prompt case
+  (`"input": "prompts"` in the description) `batch.{k}.x` [B, K, d] and `batch.{k}.y` [B, K]
+  instead, with `read_in.{weight,bias}` and `read_out.{weight,bias}` in place of the token table
+  and the head;
 - what Rust computed: `rust.loss` [K] (each step's loss, before its update), `rust.grad.{name}`
   (the gradients of the first step) and `rust.final.{name}` (every parameter after K steps);
 - a JSON description of the case in the safetensors metadata under `case`.
@@ -37,7 +40,11 @@ from the Rust code:
   (x / sqrt(mean(x²) + eps) · w), DyT (Zhu et al. 2025: w · tanh(α x) + b, α a learned scalar),
   or none;
 - loss: `torch.nn.functional.cross_entropy(logits, targets, ignore_index=-1)` (mean over the
-  positions that are trained on).
+  positions that are trained on);
+- prompts (Garg, Tsipras, Liang & Valiant 2022, their `TransformerModel`): `_combine` interleaves
+  x_i and y_i padded with zeros to d, `_read_in` is a Linear(d, C) in place of the token table,
+  `_read_out` a Linear(C, 1) in place of the head, the predictions are the read-outs at the x
+  positions (`[:, ::2, 0]`), and the loss is their mean squared error.
 
 Gradients come from `jax.grad`; the update is `torch.optim.AdamW` as written in the pseudocode of
 the PyTorch documentation, with weight decay applied exactly to the tensors listed in the case's
@@ -184,9 +191,18 @@ def rotary(x, base):
     return jnp.stack([out_re, out_im], axis=-1).reshape(x.shape)
 
 
-def forward(case, p, tokens):
-    """Logits [B, T, V] for tokens [B, T]."""
-    B, T = tokens.shape
+def combine(xs, ys):
+    """Garg et al.'s `_combine`: [B, K, d] points and [B, K] values → [B, 2K, d] vectors
+    x_1, (y_1, 0, …, 0), x_2, …"""
+    B, K, d = xs.shape
+    ys_wide = jnp.concatenate([ys[..., None], jnp.zeros((B, K, d - 1))], axis=-1)
+    return jnp.stack([xs, ys_wide], axis=2).reshape(B, 2 * K, d)
+
+
+def forward(case, p, tokens=None, zs=None):
+    """Logits [B, T, V] for tokens [B, T]; for prompts, read-outs [B, T, 1] for the combined
+    vectors zs [B, T, d]."""
+    B, T = tokens.shape if tokens is not None else zs.shape[:2]
     C, H = case["d_model"], case["n_head"]
     hd = C // H
     eps = case["norm_eps"]
@@ -233,7 +249,10 @@ def forward(case, p, tokens):
             h = f(u)
         return linear(f"{pre}.mlp.c_proj", h)
 
-    x = p["transformer.wte.weight"][tokens]
+    if tokens is not None:
+        x = p["transformer.wte.weight"][tokens]
+    else:
+        x = zs @ p["read_in.weight"].T + p["read_in.bias"]
     if case["positions"] == "learned":
         x = x + p["transformer.wpe.weight"][:T]
     elif case["positions"] != "rotary":
@@ -250,6 +269,8 @@ def forward(case, p, tokens):
             raise ValueError(f"unknown placement {case['placement']!r}")
     if case["placement"] == "pre":
         x = apply_norm("transformer.ln_f", x)
+    if tokens is None:
+        return x @ p["read_out.weight"].T + p["read_out.bias"]
     if case["tying"] == "tied":
         w_head = p["transformer.wte.weight"]
     elif case["tying"] == "untied":
@@ -328,9 +349,14 @@ def rel_error(rust, ref, floor):
 
 
 def describe(case):
+    reads = (
+        f"prompts of {case['points']} points in {case['dim']} dimensions"
+        if case.get("input") == "prompts"
+        else f"vocab {case['vocab']}"
+    )
     return (
         f"{case['n_layer']} layers, d_model {case['d_model']}, {case['n_head']} heads, "
-        f"d_mlp {case['d_mlp']}, vocab {case['vocab']}, {case['norm']} {case['placement']}-norm, "
+        f"d_mlp {case['d_mlp']}, {reads}, {case['norm']} {case['placement']}-norm, "
         f"{case['positions']} positions, {case['tying']} head, {case['activation']}; "
         f"AdamW wd {case['optimizer']['weight_decay']} on {len(case['decay'])} tensors"
     )
@@ -365,8 +391,15 @@ def run_case(path, tol):
     opt = AdamW(case["optimizer"], trainable, case["decay"])
     used = set()
 
+    prompts = case.get("input") == "prompts"
+
     def objective(tp, tokens, targets):
-        return cross_entropy(forward(case, Params({**fixed, **tp}, used), tokens), targets)
+        p = Params({**fixed, **tp}, used)
+        if prompts:
+            xs, ys = tokens, targets
+            pred = forward(case, p, zs=combine(xs, ys))[:, ::2, 0]
+            return jnp.mean((pred - ys) ** 2)
+        return cross_entropy(forward(case, p, tokens), targets)
 
     value_and_grad = jax.value_and_grad(objective)
 
@@ -374,8 +407,12 @@ def run_case(path, tol):
     losses, grads0 = [], None
     try:
         for k in range(K):
-            tokens = jnp.asarray(tensors[f"batch.{k}.tokens"]).astype(jnp.int64)
-            targets = jnp.asarray(tensors[f"batch.{k}.targets"]).astype(jnp.int64)
+            if prompts:
+                tokens = jnp.asarray(tensors[f"batch.{k}.x"])
+                targets = jnp.asarray(tensors[f"batch.{k}.y"])
+            else:
+                tokens = jnp.asarray(tensors[f"batch.{k}.tokens"]).astype(jnp.int64)
+                targets = jnp.asarray(tensors[f"batch.{k}.targets"]).astype(jnp.int64)
             loss, grads = value_and_grad(params, tokens, targets)
             losses.append(float(loss))
             if k == 0:
