@@ -1331,8 +1331,10 @@ impl Spec {
             (ModelSpec::Gpt { gpt, norm_eps, .. }, true) => {
                 gpt.validate()?;
                 check_norm_eps(*norm_eps)?;
+                // Prompts are regression (squared error); tokens are classified.
+                let prompts = matches!(self.task, TaskSpec::InContext(_));
                 reject(
-                    self.train.loss == Some(LossKind::Mse),
+                    self.train.loss == Some(LossKind::Mse) && !prompts,
                     "train.loss",
                     "a language model trains with cross_entropy",
                     "drop train.loss or set it to \"cross_entropy\"",
@@ -1354,7 +1356,7 @@ impl Spec {
                         "needs a token-sequence task (got task.{})",
                         self.task.kind()
                     ),
-                    "use [task.text], [task.markov], [task.pcfg], [task.modular_sequence] or [task.repeated_tokens]",
+                    "use [task.text], [task.markov], [task.pcfg], [task.modular_sequence], [task.repeated_tokens] or [task.in_context]",
                 ))
             }
             (ModelSpec::Mlp(_), true) => {

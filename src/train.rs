@@ -4,6 +4,7 @@
 //! the interface or an observable.
 
 mod data;
+mod in_context;
 mod sequence;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::task::{Dataset, Target};
 use crate::theory::curvature::Sharpness;
 
 use data::{Part, Split};
+use in_context::PromptReport;
 use sequence::SequenceReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
@@ -92,7 +94,7 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
         Dtype::F32 => 4,
         Dtype::F64 => 8,
     };
-    let batch = batch_rows(&spec.train, data.n_train().max(1));
+    let batch = batch_for(&spec.train, data, data.n_train().max(1));
     let slots = match spec.optim.optimizer {
         optim::Optimizer::Sgd => 0,
         optim::Optimizer::Momentum | optim::Optimizer::Nesterov => 1,
@@ -157,7 +159,7 @@ fn train_typed<F: Float>(
     if n == 0 {
         return Err(empty_training_set());
     }
-    let batch = batch_rows(tr, n);
+    let batch = batch_for(tr, data, n);
 
     // Model: built from its spec for this data (a mismatch is an error, not a panic).
     let loss_kind = tr.loss.unwrap_or(match data.target {
@@ -173,6 +175,7 @@ fn train_typed<F: Float>(
         }
         None => None,
     };
+    let prompts = PromptReport::<F>::new(data);
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
     }
@@ -219,6 +222,9 @@ fn train_typed<F: Float>(
         if let Some(s) = &sequence {
             s.start(&mut rows);
         }
+        if let Some(p) = &prompts {
+            p.start(&mut rows);
+        }
         rows.push(metric(0, "n_params", model.n_params() as f64));
     }
 
@@ -262,6 +268,9 @@ fn train_typed<F: Float>(
             if let Some(s) = &sequence {
                 s.after_eval(step, test.0, &mut *model, &mut rows)?;
             }
+            if let Some(p) = &prompts {
+                p.after_eval(step, &mut *model, &mut rows);
+            }
             last_eval = Some(step);
         }
 
@@ -269,8 +278,10 @@ fn train_typed<F: Float>(
         let lr = lr_at(opt_spec, step, tr.steps);
 
         // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
-        // (DataLoader's drop_last = False).
-        let b = if batch == n {
+        // (DataLoader's drop_last = False). Prompt tasks draw fresh prompts every step.
+        let b = if train_set.is_fresh() {
+            train_set.fresh(step, batch, &mut gathered)
+        } else if batch == n {
             train_set.slice(0, n)
         } else {
             let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
@@ -400,6 +411,9 @@ fn train_typed<F: Float>(
         if let Some(s) = &sequence {
             s.after_eval(steps_done, r.1 .0, &mut *model, &mut rows)?;
         }
+        if let Some(p) = &prompts {
+            p.after_eval(steps_done, &mut *model, &mut rows);
+        }
         r
     };
     sink.write(&rows)?;
@@ -521,6 +535,15 @@ fn empty_training_set() -> Error {
         what: "task".into(),
         message: "the training set is empty".into(),
         hint: "check the task's size settings or data file".into(),
+    }
+}
+
+/// Samples per batch: [`batch_rows`], except for fresh prompts, which have no set to cap at
+/// (`"full"`: as many as the `n` evaluation prompts).
+fn batch_for(tr: &TrainSpec, data: &Dataset, n: usize) -> usize {
+    match (&data.prompts, tr.batch_size) {
+        (Some(_), BatchSize::Size(b)) => b,
+        _ => batch_rows(tr, n),
     }
 }
 

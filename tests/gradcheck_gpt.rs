@@ -240,7 +240,12 @@ fn prompt_model_matches_finite_differences() {
             }
         }
         let names: Vec<&str> = m.params.iter().map(|p| p.name.as_str()).collect();
-        for want in ["read_in.weight", "read_in.bias", "read_out.weight", "read_out.bias"] {
+        for want in [
+            "read_in.weight",
+            "read_in.bias",
+            "read_out.weight",
+            "read_out.bias",
+        ] {
             assert!(names.contains(&want), "{want} missing from {names:?}");
         }
         m.forward_prompts(&x, &y, BATCH, POINTS);

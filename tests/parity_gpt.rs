@@ -100,8 +100,20 @@ fn cases() -> Vec<GptSpec> {
 fn prompt_cases() -> Vec<GptSpec> {
     use Norm::{Layernorm as Ln, Rmsnorm as Rms};
     vec![
-        spec(Ln, Placement::Pre, Positions::Learned, Tying::Untied, Activation::Gelu),
-        spec(Rms, Placement::Post, Positions::Rotary, Tying::Untied, Activation::Relu),
+        spec(
+            Ln,
+            Placement::Pre,
+            Positions::Learned,
+            Tying::Untied,
+            Activation::Gelu,
+        ),
+        spec(
+            Rms,
+            Placement::Post,
+            Positions::Rotary,
+            Tying::Untied,
+            Activation::Relu,
+        ),
     ]
 }
 
@@ -339,9 +351,12 @@ fn gpt_training_matches_jax() {
         .iter()
         .enumerate()
         .map(|(i, s)| run_case(s, i as u64 + 1, dir, Lie::None))
-        .chain(prompt_cases().iter().enumerate().map(|(i, s)| {
-            run_case_reading(s, 50 + i as u64, dir, Lie::None, Reads::Prompts)
-        }))
+        .chain(
+            prompt_cases()
+                .iter()
+                .enumerate()
+                .map(|(i, s)| run_case_reading(s, 50 + i as u64, dir, Lie::None, Reads::Prompts)),
+        )
         .collect();
     let (status, text) = check_with_jax("gpt_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");

@@ -627,7 +627,14 @@ impl<F: Float> Gpt<F> {
         let (pw, pb) = pair_mut(&mut self.params, read_in.0, read_in.1);
         let z = &self.z[..bt * dim];
         let partial = &mut self.partial;
-        linear::backward_params(g, z, (bt, c, dim), &mut pw.grad, Some(&mut pb.grad), partial);
+        linear::backward_params(
+            g,
+            z,
+            (bt, c, dim),
+            &mut pw.grad,
+            Some(&mut pb.grad),
+            partial,
+        );
         if let Some(i) = self.wpe {
             embedding::backward_positions(g, &mut self.params[i].grad, self.seq, c);
         }
@@ -946,11 +953,7 @@ impl<F: Float> Model<F> for Gpt<F> {
         match *batch {
             Batch::Tokens { x, seqs, seq, .. } => Gpt::forward(self, x, seqs, seq),
             Batch::Prompts {
-                x,
-                y,
-                seqs,
-                points,
-                ..
+                x, y, seqs, points, ..
             } => Gpt::forward_prompts(self, x, y, seqs, points),
             Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
         }

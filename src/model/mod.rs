@@ -62,10 +62,19 @@ impl<F> Batch<'_, F> {
 /// What the data looks like to a model: its width or its vocabulary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
-    Rows { input: usize, output: usize },
-    Tokens { vocab: usize, context: usize },
+    Rows {
+        input: usize,
+        output: usize,
+    },
+    Tokens {
+        vocab: usize,
+        context: usize,
+    },
     /// Prompts of up to `points` points in `dim` dimensions.
-    Prompts { dim: usize, points: usize },
+    Prompts {
+        dim: usize,
+        points: usize,
+    },
 }
 
 /// A trainable model: named parameters, a forward pass over a batch into named buffers, the

@@ -720,3 +720,118 @@ fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v.sort_by(|a, b| a.0.total_cmp(&b.0));
     v
 }
+
+/// The in-context curves a run recorded (`icl_{who}{exemplars}_k{k}`, see `train::in_context`):
+/// for each `who` (`error` for the model, or a baseline), the `(k, value at the last step)`
+/// points and their `(k, lo, hi)` interval. `nearest` picks the retrieval-chosen exemplars.
+pub fn icl_curves(
+    d: &RunData,
+    nearest: bool,
+) -> BTreeMap<String, (Vec<(f64, f64)>, Vec<(f64, f64, f64)>)> {
+    let mut out: BTreeMap<String, (Vec<(f64, f64)>, Vec<(f64, f64, f64)>)> = BTreeMap::new();
+    let last = |name: &str| d.get(name, None).and_then(|s| s.last()).map(|p| p.1);
+    for (name, layer) in d.series.keys() {
+        let Some(rest) = name.strip_prefix("icl_") else {
+            continue;
+        };
+        let Some((who, k)) = rest.rsplit_once("_k") else {
+            continue;
+        };
+        let Ok(k) = k.parse::<usize>() else {
+            continue;
+        };
+        let who = match (who.strip_suffix("_nearest"), nearest) {
+            (Some(w), true) => w,
+            (None, false) => who,
+            _ => continue,
+        };
+        if layer.is_some() {
+            continue;
+        }
+        let (Some(v), lo, hi) = (
+            last(name),
+            last(&format!("{name}_lo")),
+            last(&format!("{name}_hi")),
+        ) else {
+            continue;
+        };
+        let e = out.entry(who.to_string()).or_default();
+        e.0.push((k as f64, v));
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            e.1.push((k as f64, lo, hi));
+        }
+    }
+    for (points, band) in out.values_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        band.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    out
+}
+
+/// Garg et al.'s figure: normalized squared error against the number of in-context examples,
+/// the trained model (at its last evaluation, solid, with its 95% bootstrap band) beside every
+/// baseline on the same prompts (dashed).
+pub fn icl_error_vs_examples(d: &RunData, nearest: bool, title: &str) -> Option<Figure> {
+    let curves = icl_curves(d, nearest);
+    let (model, band) = curves.get("error")?;
+    let mut series = vec![Series {
+        label: "transformer".into(),
+        points: model.clone(),
+        band: band.clone(),
+        markers: true,
+        color: SeriesColor::Palette(0),
+        ..Series::default()
+    }];
+    for (i, (who, (points, _))) in curves.iter().filter(|(w, _)| *w != "error").enumerate() {
+        series.push(Series {
+            label: who.replace('_', " "),
+            points: points.clone(),
+            stroke: Stroke::Dashed,
+            color: SeriesColor::Palette(i + 1),
+            ..Series::default()
+        });
+    }
+    Some(Figure::Lines(LineChart {
+        title: title.into(),
+        x_label: "in-context examples".into(),
+        x_integer: true,
+        y_label: "squared error / d".into(),
+        series,
+        ..LineChart::default()
+    }))
+}
+
+/// The model's in-context error over training, one line per number of examples `k` (viridis
+/// from none to the most).
+pub fn icl_error_over_training(d: &RunData, title: &str) -> Option<Figure> {
+    let mut ks: Vec<usize> = d
+        .series
+        .keys()
+        .filter_map(|(n, _)| n.strip_prefix("icl_error_k")?.parse().ok())
+        .collect();
+    ks.sort_unstable();
+    let n = ks.len();
+    let series: Vec<Series> = ks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            d.get(&format!("icl_error_k{k}"), None).map(|p| Series {
+                label: format!("k = {k}"),
+                points: p.to_vec(),
+                markers: p.len() <= 40,
+                color: SeriesColor::Ordered(i, n),
+                ..Series::default()
+            })
+        })
+        .collect();
+    (!series.is_empty()).then(|| {
+        Figure::Lines(LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: "squared error / d".into(),
+            y_log: true,
+            series,
+            ..LineChart::default()
+        })
+    })
+}

@@ -65,7 +65,8 @@ pub fn run_page(
     b.push_str("<h2>Summary</h2>\n");
     let mut rows = Vec::new();
     for ((name, layer), s) in &d.series {
-        if layer.is_some() {
+        // In-context curves (one series per number of examples) get their own table below.
+        if layer.is_some() || name.starts_with("icl_") {
             continue;
         }
         let Some(&(step, last)) = s.last() else {
@@ -113,6 +114,8 @@ pub fn run_page(
             esc(&run.id)
         );
     }
+
+    icl_table(&d, &mut b);
 
     // Figures, each only when the run recorded what it needs.
     b.push_str("<h2>Figures</h2>\n");
@@ -188,6 +191,19 @@ pub fn run_page(
             &mut b,
         )?;
     }
+    for (nearest, how) in [(false, "drawn at random"), (true, "chosen by retrieval")] {
+        let title = format!("In-context error, exemplars {how}");
+        add(
+            figures::icl_error_vs_examples(&d, nearest, &title),
+            &format!("<b>In-context regression, exemplars {how}.</b> Squared error ÷ d of the prediction for a query against the number of in-context examples, on the same held-out prompts: the transformer at its last evaluation (band: 95% bootstrap interval over prompts) and each baseline (dashed), as in Garg et al. (2022), figure 2."),
+            &mut b,
+        )?;
+    }
+    add(
+        figures::icl_error_over_training(&d, "In-context error over training"),
+        "<b>In-context error over training</b>, one line per number of examples k (dark: none, light: the most), exemplars drawn at random.",
+        &mut b,
+    )?;
     add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
@@ -204,6 +220,55 @@ pub fn run_page(
         &b,
         &generator(),
     ))
+}
+
+/// The in-context error at each number of examples (the last evaluation's, with its 95%
+/// bootstrap interval) for the model and every baseline, random and retrieval-chosen exemplars
+/// side by side; nothing when the run recorded none.
+fn icl_table(d: &RunData, b: &mut String) {
+    let random = figures::icl_curves(d, false);
+    if random.is_empty() {
+        return;
+    }
+    let nearest = figures::icl_curves(d, true);
+    let mut header = vec!["#k".to_string()];
+    let mut cols = Vec::new();
+    for (label, curves) in [("random", &random), ("retrieval", &nearest)] {
+        // The model first, then the baselines in name order.
+        let mut who: Vec<&String> = curves.keys().collect();
+        who.sort_by_key(|w| (w.as_str() != "error", w.as_str()));
+        for w in who {
+            let name = if w == "error" { "transformer" } else { w };
+            header.push(format!("#{} ({label})", name.replace('_', " ")));
+            cols.push(&curves[w]);
+        }
+    }
+    let ks: Vec<f64> = random
+        .get("error")
+        .or_else(|| random.values().next())
+        .map(|c| c.0.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
+    let rows: Vec<Vec<String>> = ks
+        .iter()
+        .map(|&k| {
+            let mut row = vec![format!("{k}")];
+            for (points, band) in &cols {
+                let v = points.iter().find(|p| p.0 == k).map(|p| p.1);
+                let ci = band.iter().find(|p| p.0 == k);
+                row.push(match (v, ci) {
+                    (Some(v), Some(&(_, lo, hi))) => {
+                        format!("{} [{}, {}]", num(v), num(lo), num(hi))
+                    }
+                    (Some(v), None) => num(v),
+                    _ => String::new(),
+                });
+            }
+            row
+        })
+        .collect();
+    b.push_str("<h2>In-context regression</h2>\n<p class=\"note\">Squared error ÷ d against the number of in-context examples k, on the same held-out prompts for the transformer (its last evaluation) and every baseline, with 95% bootstrap intervals over prompts.</p>\n");
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    b.push_str(&html::table(&header, &rows));
 }
 
 /// The sweep's index page: status counts, sweep figures and the configuration table with links

@@ -22,6 +22,7 @@ use ndarray::Array2;
 use serde::{Deserialize, Serialize};
 
 pub mod files;
+pub mod in_context;
 pub mod markov;
 pub mod modular;
 pub mod modular_sequence;
@@ -34,6 +35,7 @@ pub mod text;
 pub mod toy2d;
 
 pub use files::{Column, Columns, CsvSpec, FileTask, IdxSpec, NpySpec, SafetensorsSpec};
+pub use in_context::{CurriculumSpec, FunctionKind, InContextSpec, PromptInfo};
 pub use markov::MarkovSpec;
 pub use modular::{ModOp, ModularSpec};
 pub use modular_sequence::ModularSequenceSpec;
@@ -59,6 +61,9 @@ pub struct Dataset {
     pub description: String,
     /// For token-sequence tasks (language models): the vocabulary and the source's entropy.
     pub sequence: Option<SequenceInfo>,
+    /// For in-context regression prompts: the generator of fresh training prompts. The splits
+    /// then hold `[n, points·dim]` points and `[n, points]` values.
+    pub prompts: Option<PromptInfo>,
 }
 
 /// What the network predicts.
@@ -115,6 +120,8 @@ pub enum TaskSpec {
     ModularSequence(ModularSequenceSpec),
     /// Random halves repeated: where induction heads form.
     RepeatedTokens(RepeatedSpec),
+    /// In-context regression prompts (for `[model.gpt]`).
+    InContext(InContextSpec),
 }
 
 impl TaskSpec {
@@ -122,7 +129,7 @@ impl TaskSpec {
     /// read), which decides the default loss.
     pub fn is_classification(&self) -> bool {
         match self {
-            TaskSpec::TeacherStudent(_) => false,
+            TaskSpec::TeacherStudent(_) | TaskSpec::InContext(_) => false,
             TaskSpec::Csv(s) => s.task == FileTask::Classification,
             TaskSpec::Npy(s) => s.task == FileTask::Classification,
             TaskSpec::Safetensors(s) => s.task == FileTask::Classification,
@@ -150,6 +157,7 @@ impl TaskSpec {
                 | TaskSpec::Pcfg(_)
                 | TaskSpec::ModularSequence(_)
                 | TaskSpec::RepeatedTokens(_)
+                | TaskSpec::InContext(_)
         )
     }
 
@@ -172,6 +180,7 @@ impl TaskSpec {
             TaskSpec::Pcfg(_) => "pcfg",
             TaskSpec::ModularSequence(_) => "modular_sequence",
             TaskSpec::RepeatedTokens(_) => "repeated_tokens",
+            TaskSpec::InContext(_) => "in_context",
         }
     }
 
@@ -195,6 +204,7 @@ impl TaskSpec {
             TaskSpec::Pcfg(s) => s.validate(),
             TaskSpec::ModularSequence(s) => s.validate(),
             TaskSpec::RepeatedTokens(s) => s.validate(),
+            TaskSpec::InContext(s) => s.validate(),
         }
     }
 
@@ -219,6 +229,7 @@ impl TaskSpec {
             TaskSpec::Pcfg(s) => s.generate(seed),
             TaskSpec::ModularSequence(s) => Ok(s.generate(seed)),
             TaskSpec::RepeatedTokens(s) => Ok(s.generate(seed)),
+            TaskSpec::InContext(s) => Ok(s.generate(seed)),
         }
     }
 }

@@ -238,6 +238,7 @@ impl SparseParitySpec {
         let (test_x, test_y) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
+            prompts: None,
             train_x,
             train_y,
             test_x,
@@ -350,6 +351,7 @@ impl MultitaskSparseParitySpec {
         let (test_x, test_y) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
+            prompts: None,
             train_x,
             train_y,
             test_x,

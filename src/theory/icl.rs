@@ -266,7 +266,7 @@ pub fn curves(
 }
 
 /// 95% percentile-bootstrap interval of the mean.
-fn bootstrap_mean_interval(v: &[f64], resamples: usize, rng: &mut Rng) -> (f64, f64) {
+pub(crate) fn bootstrap_mean_interval(v: &[f64], resamples: usize, rng: &mut Rng) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
     }

@@ -3,7 +3,7 @@
 
 use crate::engine::Float;
 use crate::model::{Batch, Shape, IGNORE};
-use crate::task::Dataset;
+use crate::task::{in_context, Dataset, PromptInfo};
 
 /// One split: `n` samples of `x` (`xw` values each) and `y` (`yw` each), row-major.
 pub(crate) struct Samples<X, Y> {
@@ -54,6 +54,14 @@ pub(crate) enum Split<F> {
     Rows(Samples<F, F>),
     /// `x, y: [n, seq]` token ids.
     Tokens(Samples<usize, usize>),
+    /// In-context prompts: `x: [n, points·dim]`, `y: [n, points]`; `fresh` (the training
+    /// split): the generator of each step's prompts, the stored ones being for evaluation.
+    Prompts {
+        s: Samples<F, F>,
+        dim: usize,
+        points: usize,
+        fresh: Option<PromptInfo>,
+    },
 }
 
 /// Preallocated buffers of one gathered batch.
@@ -76,6 +84,20 @@ impl<F: Float> Split<F> {
             Part::Test => (&data.test_x, &data.test_y),
         };
         let (n, xw, yw) = (x.nrows(), x.ncols(), y.ncols());
+        if let Some(info) = &data.prompts {
+            return Split::Prompts {
+                s: Samples {
+                    x: x.iter().map(|&v| F::of(v)).collect(),
+                    y: y.iter().map(|&v| F::of(v)).collect(),
+                    n,
+                    xw,
+                    yw,
+                },
+                dim: info.spec.dim,
+                points: info.spec.points,
+                fresh: matches!(part, Part::Train).then(|| info.clone()),
+            };
+        }
         match &data.sequence {
             // Token ids are exact integers; positions without a loss become IGNORE.
             Some(info) => Split::Tokens(Samples {
@@ -106,7 +128,7 @@ impl<F: Float> Split<F> {
     /// Samples: rows or windows.
     pub(crate) fn len(&self) -> usize {
         match self {
-            Split::Rows(s) => s.n,
+            Split::Rows(s) | Split::Prompts { s, .. } => s.n,
             Split::Tokens(s) => s.n,
         }
     }
@@ -116,13 +138,16 @@ impl<F: Float> Split<F> {
         match self {
             Split::Rows(s) => rows(s.slice(start, len), len),
             Split::Tokens(s) => tokens(s.slice(start, len), len, s.xw),
+            Split::Prompts { s, dim, points, .. } => {
+                prompts(s.slice(start, len), len, *points, *dim)
+            }
         }
     }
 
     /// Buffers for a gathered batch of up to `cap` samples.
     pub(crate) fn buffers(&self, cap: usize) -> Gathered<F> {
         match self {
-            Split::Rows(s) => Gathered::Rows(s.buffers(cap)),
+            Split::Rows(s) | Split::Prompts { s, .. } => Gathered::Rows(s.buffers(cap)),
             Split::Tokens(s) => Gathered::Tokens(s.buffers(cap)),
         }
     }
@@ -134,15 +159,50 @@ impl<F: Float> Split<F> {
             (Split::Tokens(s), Gathered::Tokens(b)) => {
                 tokens(s.gather(picked, b), picked.len(), s.xw)
             }
+            (Split::Prompts { s, dim, points, .. }, Gathered::Rows(b)) => {
+                prompts(s.gather(picked, b), picked.len(), *points, *dim)
+            }
             _ => unreachable!("buffers come from the same split"),
         }
+    }
+
+    /// Whether training batches are drawn fresh each step ([`Split::fresh`]) rather than
+    /// gathered from the stored samples.
+    pub(crate) fn is_fresh(&self) -> bool {
+        matches!(self, Split::Prompts { fresh: Some(_), .. })
+    }
+
+    /// The `batch` training prompts of `step`, drawn into `into` from the seed and the step
+    /// alone (a resumed run draws the same), at the curriculum's size for that step.
+    pub(crate) fn fresh<'a>(
+        &self,
+        step: u64,
+        batch: usize,
+        into: &'a mut Gathered<F>,
+    ) -> Batch<'a, F> {
+        let (
+            Split::Prompts {
+                dim,
+                fresh: Some(info),
+                ..
+            },
+            Gathered::Rows((bx, by)),
+        ) = (self, into)
+        else {
+            unreachable!("fresh batches come from a prompt task's training split")
+        };
+        let (active, points) = info.spec.at(step);
+        let mut rng = in_context::step_rng(info.seed, step);
+        let (x, y) = (&mut bx[..batch * points * dim], &mut by[..batch * points]);
+        info.spec.fill(active, points, &mut rng, x, y);
+        prompts((x, y), batch, points, *dim)
     }
 
     /// The first token of the split (where samples of a language model start).
     pub(crate) fn first_token(&self) -> usize {
         match self {
             Split::Tokens(s) => s.x.first().copied().unwrap_or(0),
-            Split::Rows(_) => 0,
+            Split::Rows(_) | Split::Prompts { .. } => 0,
         }
     }
 
@@ -151,7 +211,7 @@ impl<F: Float> Split<F> {
     /// since a language corpus can be far larger than what an evaluation needs.
     pub(crate) fn eval_count(&self, test_n: usize, cap: usize) -> usize {
         match self {
-            Split::Rows(s) => s.n,
+            Split::Rows(s) | Split::Prompts { s, .. } => s.n,
             Split::Tokens(s) => s.n.min(test_n.max(cap)),
         }
     }
@@ -165,8 +225,29 @@ fn tokens<'a, F>((x, y): (&'a [usize], &'a [usize]), seqs: usize, seq: usize) ->
     Batch::Tokens { x, y, seqs, seq }
 }
 
+fn prompts<'a, F>(
+    (x, y): (&'a [F], &'a [F]),
+    seqs: usize,
+    points: usize,
+    dim: usize,
+) -> Batch<'a, F> {
+    Batch::Prompts {
+        x,
+        y,
+        seqs,
+        points,
+        dim,
+    }
+}
+
 /// The data's shape as models see it (`context`: the window length).
 pub(crate) fn shape(data: &Dataset) -> Shape {
+    if let Some(p) = &data.prompts {
+        return Shape::Prompts {
+            dim: p.spec.dim,
+            points: p.spec.points,
+        };
+    }
     match &data.sequence {
         Some(info) => Shape::Tokens {
             vocab: info.vocab.len(),
