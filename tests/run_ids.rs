@@ -54,6 +54,9 @@ const PINNED: &[(&str, usize, &str)] = &[
     ("edge-of-stability.toml", 0, "31ec802a229e8005"),
     ("gpt-markov.toml", 0, "126bc95edf520d3d"),
     ("grokking.toml", 0, "3b515bb40ab268db"),
+    // Added with issue 17's in-context regression (continuous-input GPT), pinned from its
+    // first build.
+    ("in-context-linear.toml", 0, "560731c98803996c"),
     // Added after d38e787 (issue 17's induction-heads example), pinned from its first build.
     ("induction-heads.toml", 0, "827a4ee1567c7e5d"),
     ("modular-addition.toml", 0, "db4412db5194e9bf"),

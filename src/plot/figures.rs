@@ -782,10 +782,28 @@ pub fn icl_error_vs_examples(d: &RunData, nearest: bool, title: &str) -> Option<
         color: SeriesColor::Palette(0),
         ..Series::default()
     }];
+    // A baseline far above the model (averaging with one example, least squares at its
+    // interpolation peak k = d on nonlinear classes) would flatten every other curve: points
+    // above 3× the model's worst are left out (the line breaks there), and the legend says so.
+    let cap = 3.0 * model.iter().map(|p| p.1).fold(0.0, f64::max);
     for (i, (who, (points, _))) in curves.iter().filter(|(w, _)| *w != "error").enumerate() {
+        let clipped = points.iter().any(|p| p.1 > cap);
+        let label = who.replace('_', " ");
         series.push(Series {
-            label: who.replace('_', " "),
-            points: points.clone(),
+            label: if clipped {
+                format!("{label} (off the chart above {cap:.2})")
+            } else {
+                label
+            },
+            // Trailing points off the chart are dropped, interior ones break the line (a line
+            // ending in non-finite values would be drawn as diverged).
+            points: {
+                let keep = points.iter().rposition(|p| p.1 <= cap).map_or(0, |i| i + 1);
+                points[..keep]
+                    .iter()
+                    .map(|&(k, v)| (k, if v > cap { f64::NAN } else { v }))
+                    .collect()
+            },
             stroke: Stroke::Dashed,
             color: SeriesColor::Palette(i + 1),
             ..Series::default()
