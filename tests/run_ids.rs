@@ -57,6 +57,7 @@ const PINNED: &[(&str, usize, &str)] = &[
     // Added with issue 17's in-context regression (continuous-input GPT), pinned from its
     // first build.
     ("in-context-linear.toml", 0, "560731c98803996c"),
+    ("in-context-retrieval.toml", 0, "4bc8e29251d31d1f"),
     // Added after d38e787 (issue 17's induction-heads example), pinned from its first build.
     ("induction-heads.toml", 0, "827a4ee1567c7e5d"),
     ("modular-addition.toml", 0, "db4412db5194e9bf"),
