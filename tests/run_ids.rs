@@ -58,8 +58,9 @@ const PINNED: &[(&str, usize, &str)] = &[
     // first build.
     ("in-context-linear.toml", 0, "560731c98803996c"),
     ("in-context-retrieval.toml", 0, "4bc8e29251d31d1f"),
-    // Added after d38e787 (issue 17's induction-heads example), pinned from its first build.
-    ("induction-heads.toml", 0, "827a4ee1567c7e5d"),
+    // Added after d38e787 (issue 17's induction-heads example); its model changed to one
+    // rotary head per layer (the textbook circuit), a new experiment with a new id.
+    ("induction-heads.toml", 0, "c9ff294e63b94542"),
     ("modular-addition.toml", 0, "db4412db5194e9bf"),
     ("multitask-sparse-parity.toml", 0, "e67b46b279d3f65c"),
     ("phase-diagram.toml", 0, "7a33149e55592450"),

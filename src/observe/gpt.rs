@@ -109,10 +109,21 @@ impl<F: Float> Observable<F> for Logits {
 /// - `prefix_match_h{h}` (per layer): the attention a query puts on the keys just after earlier
 ///   occurrences of its own token — `Σ_{j ≤ i: x_{j−1} = x_i} P_ij` — averaged over the queries
 ///   that have such a key (Olsson et al.'s prefix-matching score, on the data itself);
+/// - `offset_match_h{h}` and `offset_match_lag_h{h}`: the same score for keys `c` positions after
+///   an earlier occurrence (`x_{j−c} = x_i`), at the lag `c ∈ 1..=`[`MAX_LAG`] where it is
+///   largest, and that lag. Prefix matching is lag 1; a circuit whose first layer gathers the
+///   token `c` back instead of the previous one (a "previous-token" head at offset `c`) matches
+///   at lag `c`, which the lag-1 score misses;
+/// - `lookback_h{h}` and `lookback_mass_h{h}`: the distance `i − j` on which the head puts the
+///   most attention (summed over queries with a key that far back) and the mean attention there:
+///   a previous-token head has lookback 1 and mass near 1;
 /// - `loss_induction`: the mean next-token loss at the positions an induction head can predict
 ///   (the current token occurred earlier, followed by the target), and `loss_other` at the rest
 ///   (on repeated sequences: the repeated half and the first half).
 pub(super) struct Induction;
+
+/// The largest lag `offset_match` looks at.
+pub const MAX_LAG: usize = 8;
 impl<F: Float> Observable<F> for Induction {
     fn name(&self) -> &'static str {
         "induction"
@@ -159,6 +170,18 @@ impl<F: Float> Observable<F> for Induction {
                 }
             })
             .collect();
+        // Per lag c: per query, the keys c after earlier occurrences of its token.
+        let lagged: Vec<Vec<Vec<usize>>> = (1..=MAX_LAG)
+            .map(|lag| {
+                (0..seqs * seq)
+                    .map(|q| {
+                        let (b, i) = (q / seq, q % seq);
+                        let w = &x[b * seq..(b + 1) * seq];
+                        (lag..=i).filter(|&j| w[j - lag] == w[i]).collect()
+                    })
+                    .collect()
+            })
+            .collect();
         for (l, buf) in m.bufs.iter().enumerate() {
             for h in 0..heads {
                 for (name, sets) in [
@@ -169,6 +192,42 @@ impl<F: Float> Observable<F> for Induction {
                     if let Some(v) = score(&buf.att, h, sets) {
                         out.push(row(c.step, Some(l), &format!("{name}_h{h}"), v));
                     }
+                }
+                // Ties go to the shortest lag.
+                let best = lagged
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(c, sets)| score(&buf.att, h, sets).map(|v| (c + 1, v)))
+                    .fold(None, |acc: Option<(usize, f64)>, x| match acc {
+                        Some(a) if a.1 >= x.1 => Some(a),
+                        _ => Some(x),
+                    });
+                if let Some((lag, v)) = best {
+                    out.push(row(c.step, Some(l), &format!("offset_match_h{h}"), v));
+                    let name = format!("offset_match_lag_h{h}");
+                    out.push(row(c.step, Some(l), &name, lag as f64));
+                }
+                // Attention by distance, summed over queries; the mean at the favourite one.
+                let mut by_dist = vec![(0.0f64, 0usize); seq];
+                for q in 0..seqs * seq {
+                    let (b, i) = (q / seq, q % seq);
+                    let at = (b * heads + h) * seq * seq + i * seq;
+                    for (dist, slot) in by_dist.iter_mut().enumerate().take(i + 1) {
+                        slot.0 += buf.att[at + i - dist].f64();
+                        slot.1 += 1;
+                    }
+                }
+                let favourite = by_dist.iter().enumerate().fold(
+                    None,
+                    |acc: Option<(usize, &(f64, usize))>, x| match acc {
+                        Some(a) if a.1 .0 >= x.1 .0 => Some(a),
+                        _ => Some(x),
+                    },
+                );
+                if let Some((dist, &(sum, n))) = favourite {
+                    out.push(row(c.step, Some(l), &format!("lookback_h{h}"), dist as f64));
+                    let mass = sum / n.max(1) as f64;
+                    out.push(row(c.step, Some(l), &format!("lookback_mass_h{h}"), mass));
                 }
             }
         }
@@ -327,6 +386,14 @@ mod tests {
         let get = |n: &str| rows.iter().find(|r| r.name == n).unwrap().value;
         assert!((get("prefix_match_h0") - 7.0 / 24.0).abs() < 1e-12);
         assert!((get("prefix_match_h1") - 7.0 / 24.0).abs() < 1e-12);
+        // Lag 2 (keys j with x_{j−2} = x_i): i = 2 has j = 2 (1/3), i = 3 has j = 3 (1/4): 7/24
+        // too, a tie that the first (lag 1) wins.
+        assert!((get("offset_match_h0") - 7.0 / 24.0).abs() < 1e-12);
+        assert_eq!(get("offset_match_lag_h0"), 1.0);
+        // Uniform attention: the total over queries at distance 0 is 1 + 1/2 + 1/3 + 1/4, the
+        // most; its mean over the 4 queries.
+        assert_eq!(get("lookback_h1"), 0.0);
+        assert!((get("lookback_mass_h1") - (1.0 + 0.5 + 1.0 / 3.0 + 0.25) / 4.0).abs() < 1e-12);
         // Position 2 (token 1, earlier followed by 2 = its target) is predictable; so is
         // position 3? token 2 occurred at 1, followed by 1, not the target 3: no.
         let all = (get("loss_induction") * 1.0 + get("loss_other") * 3.0) / 4.0;
