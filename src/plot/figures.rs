@@ -853,3 +853,50 @@ pub fn icl_error_over_training(d: &RunData, title: &str) -> Option<Figure> {
         })
     })
 }
+
+/// The induction phase change: each head's prefix-matching score (left axis, one line per
+/// layer and head) against the next-token loss at the positions an induction head can predict
+/// and at the rest (right axis).
+pub fn induction_view(d: &RunData, title: &str) -> Option<Figure> {
+    let ind = d.get("loss_induction", None)?;
+    let mut heads: Vec<(u32, String)> = d
+        .series
+        .keys()
+        .filter(|(n, l)| n.starts_with("prefix_match_h") && l.is_some())
+        .map(|(n, l)| (l.unwrap_or(0), n.clone()))
+        .collect();
+    heads.sort();
+    let n = heads.len();
+    let mut series: Vec<Series> = heads
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (l, name))| {
+            d.get(name, Some(*l)).map(|p| Series {
+                label: format!("layer {l} head {} (left)", &name["prefix_match_h".len()..]),
+                points: p.to_vec(),
+                color: SeriesColor::Ordered(i, n),
+                ..Series::default()
+            })
+        })
+        .collect();
+    series.push(Series {
+        secondary: true,
+        stroke: Stroke::Dashed,
+        ..line("loss, copyable positions (right)", ind, 1)
+    });
+    if let Some(other) = d.get("loss_other", None) {
+        series.push(Series {
+            secondary: true,
+            stroke: Stroke::Dashed,
+            ..line("loss, other positions (right)", other, 6)
+        });
+    }
+    Some(Figure::Lines(LineChart {
+        title: title.into(),
+        x_label: "step".into(),
+        y_label: "prefix-matching score".into(),
+        y2_label: "next-token loss (nats)".into(),
+        series,
+        ..LineChart::default()
+    }))
+}

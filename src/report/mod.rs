@@ -205,6 +205,11 @@ pub fn run_page(
         &mut b,
     )?;
     add(
+        figures::induction_view(&d, "Induction heads"),
+        "<b>Induction heads</b> (Olsson et al. 2022): each head's prefix-matching score — its attention on the key just after an earlier occurrence of the query's token — one line per layer and head, against the next-token loss at the positions an induction head can predict (copyable) and at the rest (right axis). A circuit at another lag shows in <code>offset_match</code> instead (see the README).",
+        &mut b,
+    )?;
+    add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
         &mut b,
