@@ -3,6 +3,7 @@
 //! observe, checkpoint). Every model family trains here; what differs between them is behind
 //! the interface or an observable.
 
+pub mod attention;
 mod data;
 mod in_context;
 mod sequence;
@@ -419,6 +420,10 @@ fn train_typed<F: Float>(
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_final.safetensors"))?;
+    }
+    // What the trained transformer's heads look at, on the first held-out sample.
+    if let Some(dir) = artifacts {
+        attention::save(&mut *model, &test_set, &dir.join(attention::FILE))?;
     }
     // The run is over: its checkpoint has nothing left to resume.
     if let Some(path) = &ckpt_path {

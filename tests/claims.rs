@@ -85,7 +85,10 @@ fn xavier_init_halves_relu_second_moment_per_layer() {
 fn an_induction_head_forms_as_the_copyable_loss_falls() {
     use std::path::Path;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/induction-heads.toml");
-    let over = ["train.steps=800".to_string(), "train.eval_every=400".to_string()];
+    let over = [
+        "train.steps=800".to_string(),
+        "train.eval_every=400".to_string(),
+    ];
     let spec = cloudchamber::spec::load(&path, &over).unwrap().spec;
     let data = spec.task.generate(spec.seed, Path::new(".")).unwrap();
     let mut rows: Vec<cloudchamber::store::MetricRow> = Vec::new();
@@ -99,12 +102,18 @@ fn an_induction_head_forms_as_the_copyable_loss_falls() {
     for step in [0, 100, 200, 275] {
         let pm = at(step, "prefix_match_h0", Some(1));
         let loss = at(step, "loss_induction", None);
-        assert!(pm < 0.2 && loss > 3.5, "step {step}: prefix match {pm}, loss {loss}");
+        assert!(
+            pm < 0.2 && loss > 3.5,
+            "step {step}: prefix match {pm}, loss {loss}"
+        );
     }
     for step in [700, 775] {
         let pm = at(step, "prefix_match_h0", Some(1));
         let loss = at(step, "loss_induction", None);
-        assert!(pm > 0.6 && loss < 1.5, "step {step}: prefix match {pm}, loss {loss}");
+        assert!(
+            pm > 0.6 && loss < 1.5,
+            "step {step}: prefix match {pm}, loss {loss}"
+        );
         assert_eq!(at(step, "lookback_h0", Some(0)), 1.0, "step {step}");
         assert!(at(step, "loss_other", None) > 4.0);
     }

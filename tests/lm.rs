@@ -281,4 +281,18 @@ save_data = true
         assert_eq!(&row[..2], [-100, -100]);
         assert_eq!(row[2] as f64, data.train_y[[i, 2]]);
     }
+
+    // The trained model's attention on the first test window: causal rows summing to 1, and
+    // the window's tokens.
+    let att = cloudchamber::interop::load_f64(&dir.path().join("attention.safetensors")).unwrap();
+    let (shape, p) = &att["layer.0"];
+    assert_eq!(shape, &[2, 3, 3]);
+    for row in p.chunks_exact(3).enumerate().map(|(r, v)| (r % 3, v)) {
+        let (i, v) = row;
+        assert!((v[..=i].iter().sum::<f64>() - 1.0).abs() < 1e-12, "{v:?}");
+        assert!(v[i + 1..].iter().all(|&a| a == 0.0), "{v:?}");
+    }
+    let (_, tokens) = &att["tokens"];
+    let first: Vec<f64> = data.test_x.row(0).iter().copied().collect();
+    assert_eq!(tokens, &first);
 }

@@ -204,6 +204,14 @@ pub fn run_page(
         "<b>In-context error over training</b>, one line per number of examples k (dark: none, light: the most), exemplars drawn at random.",
         &mut b,
     )?;
+    let maps = attention_maps(store, &run.id);
+    if let Some((first, _)) = maps.first() {
+        let _ = first;
+        b.push_str("<p class=\"note\">Attention of the trained transformer on the first held-out sample, one map per layer and head (row: query position, column: key; each row sums to 1 over the keys up to the query). The maps are in <code>attention.safetensors</code> in the run's folder.</p>\n");
+    }
+    for (fig, caption) in maps {
+        add(Some(fig), &caption, &mut b)?;
+    }
     add(
         figures::induction_view(&d, "Induction heads"),
         "<b>Induction heads</b> (Olsson et al. 2022): each head's prefix-matching score — its attention on the key just after an earlier occurrence of the query's token — one line per layer and head, against the next-token loss at the positions an induction head can predict (copyable) and at the rest (right axis). A circuit at another lag shows in <code>offset_match</code> instead (see the README).",
@@ -225,6 +233,79 @@ pub fn run_page(
         &b,
         &generator(),
     ))
+}
+
+/// The most attention maps a page shows (the first layers' heads first): a large model's every
+/// head would bury the rest of the page; all of them stay in the file.
+const MAX_MAPS: usize = 16;
+
+/// Heatmaps of the attention the run saved (`train::attention`), labelled with the sample's
+/// tokens (through the run's `vocab.json`) or its prompt positions; none when there is no file.
+fn attention_maps(store: &Store, run_id: &str) -> Vec<(crate::plot::Figure, String)> {
+    let dir = store.artifacts_dir(run_id);
+    let Ok(t) = crate::interop::load_f64(&dir.join(crate::train::attention::FILE)) else {
+        return Vec::new();
+    };
+    let labels: Vec<String> = if let Some((_, tokens)) = t.get("tokens") {
+        let vocab: Vec<String> = fs::read_to_string(dir.join("vocab.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default();
+        tokens
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let tok = vocab
+                    .get(v as usize)
+                    .cloned()
+                    .unwrap_or_else(|| format!("{v}"));
+                format!("{i}:{tok}")
+            })
+            .collect()
+    } else if let Some((shape, _)) = t.get("y") {
+        (0..shape.first().copied().unwrap_or(0))
+            .flat_map(|i| [format!("x{}", i + 1), format!("y{}", i + 1)])
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    for l in 0.. {
+        let Some((shape, values)) = t.get(&format!("layer.{l}")) else {
+            break;
+        };
+        let &[heads, n, _] = shape.as_slice() else {
+            break;
+        };
+        let labels: Vec<String> = if labels.len() == n {
+            labels.clone()
+        } else {
+            (0..n).map(|i| i.to_string()).collect()
+        };
+        for h in 0..heads {
+            if out.len() == MAX_MAPS {
+                return out;
+            }
+            let rows = (0..n)
+                .map(|i| values[(h * n + i) * n..(h * n + i + 1) * n].to_vec())
+                .collect();
+            let fig = crate::plot::Figure::Heatmap(crate::plot::Heatmap {
+                title: format!("Attention, layer {l} head {h}"),
+                x_label: "key".into(),
+                y_label: "query".into(),
+                columns: labels.clone(),
+                rows: labels.clone(),
+                values: rows,
+                color_label: "attention".into(),
+                log_color: false,
+                annotate: false,
+            });
+            let caption =
+                format!("<b>Attention of layer {l}, head {h}</b> on the first held-out sample.");
+            out.push((fig, caption));
+        }
+    }
+    out
 }
 
 /// The in-context error at each number of examples (the last evaluation's, with its 95%
