@@ -98,6 +98,20 @@ pub struct InContextSpec {
     /// 0.01: LASSO's penalty for the sparse class's baseline (small: the data are noiseless).
     #[serde(default = "d_lasso_alpha")]
     pub lasso_alpha: f64,
+    /// The ReLU class's two-layer network baseline: 100 hidden units (the class's own width).
+    #[serde(default = "d_net_hidden")]
+    pub net_hidden: usize,
+    /// 1,000 full-batch Adam steps per fit: past them the training error of ≤ 40 examples no
+    /// longer falls much.
+    #[serde(default = "d_net_steps")]
+    pub net_steps: usize,
+    /// 0.01: Adam's learning rate for the fit.
+    #[serde(default = "d_net_lr")]
+    pub net_lr: f64,
+    /// 100 prompts for that baseline (one fit per prompt and number of examples): the others
+    /// use all `n_test`.
+    #[serde(default = "d_net_prompts")]
+    pub net_prompts: usize,
     /// No curriculum: every prompt at the full `dim` and `points`.
     #[serde(default)]
     pub curriculum: Option<CurriculumSpec>,
@@ -133,6 +147,18 @@ fn d_pool() -> usize {
 fn d_lasso_alpha() -> f64 {
     0.01
 }
+fn d_net_hidden() -> usize {
+    100
+}
+fn d_net_steps() -> usize {
+    1000
+}
+fn d_net_lr() -> f64 {
+    0.01
+}
+fn d_net_prompts() -> usize {
+    100
+}
 
 impl Default for InContextSpec {
     fn default() -> Self {
@@ -147,6 +173,10 @@ impl Default for InContextSpec {
             n_test: d_n_test(),
             pool: d_pool(),
             lasso_alpha: d_lasso_alpha(),
+            net_hidden: d_net_hidden(),
+            net_steps: d_net_steps(),
+            net_lr: d_net_lr(),
+            net_prompts: d_net_prompts(),
             curriculum: None,
         }
     }
@@ -203,6 +233,9 @@ impl InContextSpec {
             FunctionKind::Linear => {}
         }
         positive(k("lasso_alpha"), self.lasso_alpha, "a positive penalty")?;
+        at_least(k("net_hidden"), self.net_hidden, 1, "at least one unit")?;
+        at_least(k("net_prompts"), self.net_prompts, 1, "at least one prompt")?;
+        positive(k("net_lr"), self.net_lr, "a positive learning rate")?;
         super::size_ok(
             "in_context",
             self.n_test.saturating_mul(2),
@@ -256,7 +289,8 @@ impl InContextSpec {
 
     /// The algorithms the model is compared with on this class: least squares, averaging and
     /// 3-nearest neighbours always (Garg et al.'s), LASSO for sparse functions, the
-    /// Bayes-optimal ridge for noisy ones.
+    /// Bayes-optimal ridge for noisy ones, a two-layer ReLU network fitted by gradient descent
+    /// for the ReLU class.
     pub fn baselines(&self) -> Vec<Baseline> {
         let mut b = vec![
             Baseline::LeastSquares,
@@ -268,6 +302,11 @@ impl InContextSpec {
                 alpha: self.lasso_alpha,
             }),
             FunctionKind::NoisyLinear => b.push(Baseline::BayesRidge { sigma: self.noise }),
+            FunctionKind::Relu2 => b.push(Baseline::TwoLayerNet {
+                hidden: self.net_hidden,
+                steps: self.net_steps,
+                lr: self.net_lr,
+            }),
             _ => {}
         }
         b

@@ -76,12 +76,18 @@ impl<F: Float> PromptReport<F> {
     }
 
     /// Step 0, once: every baseline's curve on the random and the nearest prompts.
+    /// The two-layer network (a thousand Adam steps per prompt and `k`) is scored on the first
+    /// `net_prompts` prompts only.
     pub(crate) fn start(&self, rows: &mut Vec<MetricRow>) {
         for b in self.spec.baselines() {
             let name = format!("icl_{}", id(b));
-            let random = self.errors_of(&|p: &Prompt| b.predict(p), false);
+            let n = match b {
+                Baseline::TwoLayerNet { .. } => self.spec.net_prompts,
+                _ => usize::MAX,
+            };
+            let random = self.errors_of(&|p: &Prompt| b.predict(p), false, n);
             self.push_curve(0, &name, &random, rows);
-            let nearest = self.errors_of(&|p: &Prompt| b.predict(p), true);
+            let nearest = self.errors_of(&|p: &Prompt| b.predict(p), true, n);
             self.push_curve(0, &format!("{name}_nearest"), &nearest, rows);
         }
     }
@@ -120,11 +126,16 @@ impl<F: Float> PromptReport<F> {
         self.push_curve(step, "icl_error_nearest", &nearest, rows);
     }
 
-    /// Per `k`: the normalized squared errors of `predict` over the prompts, random (the test
-    /// prompts' prefixes) or nearest.
-    fn errors_of(&self, predict: &dyn Fn(&Prompt) -> f64, nearest: bool) -> Vec<Vec<f64>> {
+    /// Per `k`: the normalized squared errors of `predict` over the first `limit` prompts,
+    /// random (the test prompts' prefixes) or nearest.
+    fn errors_of(
+        &self,
+        predict: &dyn Fn(&Prompt) -> f64,
+        nearest: bool,
+        limit: usize,
+    ) -> Vec<Vec<f64>> {
         let (k_max, d) = (self.spec.points, self.spec.dim);
-        let n = self.y.len() / k_max;
+        let n = (self.y.len() / k_max).min(limit);
         let point = |x: &[F], j: usize| -> Vec<f64> {
             x[j * d..(j + 1) * d].iter().map(|v| v.f64()).collect()
         };
@@ -179,6 +190,7 @@ fn id(b: Baseline) -> &'static str {
         Baseline::Averaging => "averaging",
         Baseline::NearestNeighbours { .. } => "nearest_neighbours",
         Baseline::Lasso { .. } => "lasso",
+        Baseline::TwoLayerNet { .. } => "two_layer_net",
     }
 }
 
