@@ -117,6 +117,11 @@ impl<F: Float> Observable<F> for Logits {
 /// - `lookback_h{h}` and `lookback_mass_h{h}`: the distance `i − j` on which the head puts the
 ///   most attention (summed over queries with a key that far back) and the mean attention there:
 ///   a previous-token head has lookback 1 and mass near 1;
+/// - `copying_h{h}`: Elhage et al.'s (2021) copying score of the head's OV circuit on tokens,
+///   `Σλ / Σ|λ|` over the eigenvalues of `W_U W_O W_V W_E` (computed as those of the small
+///   `W_V W_E W_U W_O`), ignoring the norms and MLPs as their attention-only analysis does: near
+///   1 when attending to a token raises that token's logit (a head that copies), near −1 when
+///   it suppresses it;
 /// - `loss_induction`: the mean next-token loss at the positions an induction head can predict
 ///   (the current token occurred earlier, followed by the target), and `loss_other` at the rest
 ///   (on repeated sequences: the repeated half and the first half).
@@ -231,6 +236,10 @@ impl<F: Float> Observable<F> for Induction {
                 }
             }
         }
+        // Copying scores from the weights alone.
+        for (l, h, v) in copying_scores(m) {
+            out.push(row(c.step, Some(l), &format!("copying_h{h}"), v));
+        }
         // Next-token loss from the logits of this forward pass, split by predictability.
         let vocab = m.dims.vocab;
         let (mut ind, mut n_ind, mut other, mut n_other) = (0.0, 0usize, 0.0, 0usize);
@@ -261,6 +270,63 @@ impl<F: Float> Observable<F> for Induction {
             out.push(row(c.step, None, "loss_other", other / n_other as f64));
         }
     }
+}
+
+/// `(layer, head, Σλ/Σ|λ|)` of every head's OV circuit on tokens (none for a prompt model).
+pub fn copying_scores<F: Float>(m: &Gpt<F>) -> Vec<(usize, usize, f64)> {
+    let crate::model::gpt::Ends::Tokens { wte, head } = m.ends else {
+        return Vec::new();
+    };
+    let crate::model::gpt::GptDims {
+        c, h, hd, vocab, ..
+    } = m.dims;
+    let p = &m.params;
+    let (e, u) = (&p[wte].value, &p[head.unwrap_or(wte)].value);
+    // G = W_E W_U = wteᵀ·head, [C, C].
+    let mut g = vec![0.0f64; c * c];
+    for v in 0..vocab {
+        for a in 0..c {
+            let ea = e[v * c + a].f64();
+            for b in 0..c {
+                g[a * c + b] += ea * u[v * c + b].f64();
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (l, bi) in m.blocks.iter().enumerate() {
+        let (wqkv, wproj) = (&p[bi.qkv_w].value, &p[bi.proj_w].value);
+        for head_i in 0..h {
+            // W_V^h: rows 2C + h·hd … of c_attn ([hd, C]); W_O^h: its columns of c_proj ([C, hd]).
+            let wv = |i: usize, a: usize| wqkv[(2 * c + head_i * hd + i) * c + a].f64();
+            let wo = |b: usize, j: usize| wproj[b * c + head_i * hd + j].f64();
+            // T = W_V G [hd, C], then N = T W_O [hd, hd].
+            let mut t = vec![0.0f64; hd * c];
+            for i in 0..hd {
+                for a in 0..c {
+                    let x = wv(i, a);
+                    for b in 0..c {
+                        t[i * c + b] += x * g[a * c + b];
+                    }
+                }
+            }
+            let mut n = vec![0.0f64; hd * hd];
+            for i in 0..hd {
+                for b in 0..c {
+                    for j in 0..hd {
+                        n[i * hd + j] += t[i * c + b] * wo(b, j);
+                    }
+                }
+            }
+            if let Some(ev) = crate::theory::eigen::eigenvalues(&n, hd) {
+                let sum: f64 = ev.iter().map(|v| v.0).sum();
+                let abs: f64 = ev.iter().map(|v| v.0.hypot(v.1)).sum();
+                if abs > 0.0 {
+                    out.push((l, head_i, sum / abs));
+                }
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -398,5 +464,35 @@ mod tests {
         // position 3? token 2 occurred at 1, followed by 1, not the target 3: no.
         let all = (get("loss_induction") * 1.0 + get("loss_other") * 3.0) / 4.0;
         assert!((all - loss).abs() < 1e-12, "{all} vs {loss}");
+    }
+
+    /// The copying score of a head built to copy is 1, and of one built to suppress −1: with
+    /// W_V = I, W_O = ±I (one head, hd = C) and a tied head (W_U = wte, so W_E W_U = wteᵀwte is
+    /// positive definite), every eigenvalue of ±wteᵀwte has the sign of W_O.
+    #[test]
+    fn copying_score_has_the_sign_of_the_ov_circuit() {
+        let spec = GptSpec {
+            n_layer: 1,
+            d_model: 4,
+            n_head: 1,
+            d_mlp: Some(4),
+            tying: crate::spec::gpt::Tying::Tied,
+            ..GptSpec::default()
+        };
+        let mut m = Gpt::<f64>::new(&spec, 1e-5, 7, 3, 1, &mut Rng::new(5));
+        let c = 4;
+        for sign in [1.0, -1.0] {
+            let (qkv, proj) = (m.blocks[0].qkv_w, m.blocks[0].proj_w);
+            for i in 0..c {
+                for a in 0..c {
+                    let id = if i == a { 1.0 } else { 0.0 };
+                    m.params[qkv].value[(2 * c + i) * c + a] = id;
+                    m.params[proj].value[i * c + a] = sign * id;
+                }
+            }
+            let s = copying_scores(&m);
+            assert_eq!(s.len(), 1);
+            assert!((s[0].2 - sign).abs() < 1e-12, "{s:?}");
+        }
     }
 }

@@ -721,14 +721,14 @@ fn sorted(mut v: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     v
 }
 
+/// One in-context curve: `(k, value)` points and `(k, lo, hi)` intervals.
+pub type IclCurve = (Vec<(f64, f64)>, Vec<(f64, f64, f64)>);
+
 /// The in-context curves a run recorded (`icl_{who}{exemplars}_k{k}`, see `train::in_context`):
 /// for each `who` (`error` for the model, or a baseline), the `(k, value at the last step)`
 /// points and their `(k, lo, hi)` interval. `nearest` picks the retrieval-chosen exemplars.
-pub fn icl_curves(
-    d: &RunData,
-    nearest: bool,
-) -> BTreeMap<String, (Vec<(f64, f64)>, Vec<(f64, f64, f64)>)> {
-    let mut out: BTreeMap<String, (Vec<(f64, f64)>, Vec<(f64, f64, f64)>)> = BTreeMap::new();
+pub fn icl_curves(d: &RunData, nearest: bool) -> BTreeMap<String, IclCurve> {
+    let mut out: BTreeMap<String, IclCurve> = BTreeMap::new();
     let last = |name: &str| d.get(name, None).and_then(|s| s.last()).map(|p| p.1);
     for (name, layer) in d.series.keys() {
         let Some(rest) = name.strip_prefix("icl_") else {
