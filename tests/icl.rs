@@ -17,6 +17,7 @@ seed = 3
 dim = 3
 points = 7
 n_test = 1000
+ridge_lambdas = [0.5]
 [model.gpt]
 n_layer = 3
 d_model = 32
@@ -106,6 +107,19 @@ fn baseline_rows_match_their_closed_forms_and_the_model_learns_in_context() {
             "k={k}: model {e} vs averaging {avg}"
         );
     }
+    // Ridge (λ = 0.5) once k ≥ d: biased towards 0, so above least squares' 0, below averaging,
+    // and falling as examples outweigh the penalty.
+    let ridge: Vec<f64> = (3..7)
+        .map(|k| at(&rows, 0, &format!("icl_ridge_0.5_k{k}")))
+        .collect();
+    for (k, r) in (3..7usize).zip(&ridge) {
+        let avg = at(&rows, 0, &format!("icl_averaging_k{k}"));
+        assert!(
+            *r > 1e-6 && *r < 0.5 * avg,
+            "ridge k={k}: {r} (averaging {avg})"
+        );
+    }
+    assert!(ridge.windows(2).all(|w| w[1] < w[0]), "{ridge:?}");
     // Retrieval-chosen exemplars are scored too, for the model and the baselines.
     assert!(rows
         .iter()

@@ -95,6 +95,13 @@ pub struct InContextSpec {
     /// 100 candidates per query from which retrieval picks the nearest exemplars.
     #[serde(default = "d_pool")]
     pub pool: usize,
+    /// 3 neighbours for the nearest-neighbours baseline: Garg et al.'s.
+    #[serde(default = "d_neighbours")]
+    pub neighbours: usize,
+    /// Ridge baselines at these penalties λ (each as `ridge_{λ}`), beside least squares (λ → 0);
+    /// none by default (the noisy class gets its Bayes-optimal λ = σ² as `bayes_ridge`).
+    #[serde(default)]
+    pub ridge_lambdas: Vec<f64>,
     /// 0.01: LASSO's penalty for the sparse class's baseline (small: the data are noiseless).
     #[serde(default = "d_lasso_alpha")]
     pub lasso_alpha: f64,
@@ -144,6 +151,9 @@ fn d_n_test() -> usize {
 fn d_pool() -> usize {
     100
 }
+fn d_neighbours() -> usize {
+    3
+}
 fn d_lasso_alpha() -> f64 {
     0.01
 }
@@ -172,6 +182,8 @@ impl Default for InContextSpec {
             depth: d_depth(),
             n_test: d_n_test(),
             pool: d_pool(),
+            neighbours: d_neighbours(),
+            ridge_lambdas: Vec::new(),
             lasso_alpha: d_lasso_alpha(),
             net_hidden: d_net_hidden(),
             net_steps: d_net_steps(),
@@ -233,6 +245,19 @@ impl InContextSpec {
             FunctionKind::Linear => {}
         }
         positive(k("lasso_alpha"), self.lasso_alpha, "a positive penalty")?;
+        at_least(
+            k("neighbours"),
+            self.neighbours,
+            1,
+            "at least one neighbour",
+        )?;
+        for &l in &self.ridge_lambdas {
+            positive(
+                k("ridge_lambdas"),
+                l,
+                "penalties > 0 (λ → 0 is least squares)",
+            )?;
+        }
         at_least(k("net_hidden"), self.net_hidden, 1, "at least one unit")?;
         at_least(k("net_prompts"), self.net_prompts, 1, "at least one prompt")?;
         positive(k("net_lr"), self.net_lr, "a positive learning rate")?;
@@ -288,15 +313,20 @@ impl InContextSpec {
     }
 
     /// The algorithms the model is compared with on this class: least squares, averaging and
-    /// 3-nearest neighbours always (Garg et al.'s), LASSO for sparse functions, the
+    /// nearest neighbours always (Garg et al.'s), ridge at each of `ridge_lambdas`, LASSO for sparse functions, the
     /// Bayes-optimal ridge for noisy ones, a two-layer ReLU network fitted by gradient descent
     /// for the ReLU class.
     pub fn baselines(&self) -> Vec<Baseline> {
         let mut b = vec![
             Baseline::LeastSquares,
             Baseline::Averaging,
-            Baseline::NearestNeighbours { n: 3 },
+            Baseline::NearestNeighbours { n: self.neighbours },
         ];
+        b.extend(
+            self.ridge_lambdas
+                .iter()
+                .map(|&lambda| Baseline::Ridge { lambda }),
+        );
         match self.function {
             FunctionKind::SparseLinear => b.push(Baseline::Lasso {
                 alpha: self.lasso_alpha,

@@ -181,8 +181,15 @@ impl<F: Float> PromptReport<F> {
     }
 }
 
-/// A baseline's name in row names.
-fn id(b: Baseline) -> &'static str {
+/// A baseline's name in row names (ridge with its penalty: `ridge_0.1`).
+fn id(b: Baseline) -> String {
+    match b {
+        Baseline::Ridge { lambda } => format!("ridge_{lambda}"),
+        b => plain_id(b).into(),
+    }
+}
+
+fn plain_id(b: Baseline) -> &'static str {
     match b {
         Baseline::LeastSquares => "least_squares",
         Baseline::Ridge { .. } => "ridge",
