@@ -119,6 +119,19 @@ pub trait Model<F: Float> {
 pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
     // Enum values as the experiment file spells them.
     let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    // The transformer's blocks, whatever it reads.
+    let trunk = |gpt: &gpt::GptSpec| {
+        format!(
+            "GPT {} layer{}, d_model {}, {} head{}, {}, {} positions",
+            gpt.n_layer,
+            if gpt.n_layer == 1 { "" } else { "s" },
+            gpt.d_model,
+            gpt.n_head,
+            if gpt.n_head == 1 { "" } else { "s" },
+            gpt.activation.name(),
+            word(serde_json::json!(gpt.positions)),
+        )
+    };
     match (spec, shape) {
         (ModelSpec::Mlp(s), Shape::Rows { input, output }) => {
             let norm = match s.norm {
@@ -134,25 +147,13 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
             )
         }
         (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => format!(
-            "GPT {} layer{}, d_model {}, {} head{}, {}, {} positions, {} embeddings, vocabulary {vocab}, context {context}",
-            gpt.n_layer,
-            if gpt.n_layer == 1 { "" } else { "s" },
-            gpt.d_model,
-            gpt.n_head,
-            if gpt.n_head == 1 { "" } else { "s" },
-            gpt.activation.name(),
-            word(serde_json::json!(gpt.positions)),
+            "{}, {} embeddings, vocabulary {vocab}, context {context}",
+            trunk(gpt),
             word(serde_json::json!(gpt.tying)),
         ),
         (ModelSpec::Gpt { gpt, .. }, Shape::Prompts { dim, points }) => format!(
-            "GPT {} layer{}, d_model {}, {} head{}, {}, {} positions, on prompts of up to {points} points in {dim} dimensions",
-            gpt.n_layer,
-            if gpt.n_layer == 1 { "" } else { "s" },
-            gpt.d_model,
-            gpt.n_head,
-            if gpt.n_head == 1 { "" } else { "s" },
-            gpt.activation.name(),
-            word(serde_json::json!(gpt.positions)),
+            "{}, on prompts of up to {points} points in {dim} dimensions",
+            trunk(gpt)
         ),
         _ => "a model that does not fit this data".into(),
     }
