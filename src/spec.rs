@@ -1331,8 +1331,15 @@ impl Spec {
             (ModelSpec::Gpt { gpt, norm_eps, .. }, true) => {
                 gpt.validate()?;
                 check_norm_eps(*norm_eps)?;
-                // Prompts are regression (squared error); tokens are classified.
+                // Prompts are regression (squared error); tokens are classified. A prompt model's
+                // read-out has no token table to share.
                 let prompts = matches!(self.task, TaskSpec::InContext(_));
+                reject(
+                    prompts && gpt.tying == crate::spec::gpt::Tying::Tied,
+                    "model.gpt.tying",
+                    "a prompt model has no token table to tie its read-out to",
+                    "leave `tying` out (untied) for [task.in_context]",
+                )?;
                 reject(
                     self.train.loss == Some(LossKind::Mse) && !prompts,
                     "train.loss",
@@ -1360,11 +1367,15 @@ impl Spec {
                 ))
             }
             (ModelSpec::Mlp(_), true) => {
+                let (what, example) = match self.task {
+                    TaskSpec::InContext(_) => ("in-context prompts", "in-context-linear.toml"),
+                    _ => ("token sequences", "gpt-markov.toml"),
+                };
                 return Err(invalid(
                     &format!("task.{}", self.task.kind()),
-                    "yields token sequences, which need a transformer",
-                    "add a [model.gpt] section (see examples/gpt-markov.toml)",
-                ))
+                    &format!("yields {what}, which need a transformer"),
+                    &format!("add a [model.gpt] section (see examples/{example})"),
+                ));
             }
         }
         let o = &self.optim;

@@ -7,6 +7,7 @@ pub mod attention;
 mod data;
 mod in_context;
 mod sequence;
+mod subtasks;
 
 use std::path::Path;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use crate::theory::curvature::Sharpness;
 use data::{Part, Split};
 use in_context::PromptReport;
 use sequence::SequenceReport;
+use subtasks::SubtaskReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
 /// backed by a database writes one transaction per logged step.
@@ -104,7 +106,11 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
     let shape = data::shape(data);
     let mut m = model::memory(&spec.model, shape, batch, slots, elem);
     let values = [&data.train_x, &data.train_y, &data.test_x, &data.test_y];
-    let data_values: usize = values.iter().map(|a| a.len()).sum();
+    let mut data_values: usize = values.iter().map(|a| a.len()).sum();
+    // In-context runs also hold their retrieval-chosen evaluation prompts.
+    if let Some(p) = &data.prompts {
+        data_values = data_values.saturating_add(p.spec.eval_values());
+    }
     m.activations = m
         .activations
         // 8 bytes a value: token ids are usize, and f32 rows take less (an upper bound).
@@ -177,6 +183,10 @@ fn train_typed<F: Float>(
         None => None,
     };
     let prompts = PromptReport::<F>::new(data);
+    let mut subtasks = data
+        .subtasks
+        .as_ref()
+        .map(|s| SubtaskReport::new(s, &test_set, batch));
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
     }
@@ -226,6 +236,9 @@ fn train_typed<F: Float>(
         if let Some(p) = &prompts {
             p.start(&mut rows);
         }
+        if let Some(s) = &subtasks {
+            s.start(&mut rows);
+        }
         rows.push(metric(0, "n_params", model.n_params() as f64));
     }
 
@@ -271,6 +284,9 @@ fn train_typed<F: Float>(
             }
             if let Some(p) = &prompts {
                 p.after_eval(step, &mut *model, &mut rows);
+            }
+            if let Some(s) = &mut subtasks {
+                s.after_eval(step, &mut *model, &test_set, &mut rows);
             }
             last_eval = Some(step);
         }
@@ -414,6 +430,9 @@ fn train_typed<F: Float>(
         }
         if let Some(p) = &prompts {
             p.after_eval(steps_done, &mut *model, &mut rows);
+        }
+        if let Some(s) = &mut subtasks {
+            s.after_eval(steps_done, &mut *model, &test_set, &mut rows);
         }
         r
     };

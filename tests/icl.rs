@@ -164,8 +164,9 @@ fn fresh_prompts_are_reproducible() {
     assert_ne!(loss(&a), loss(&c));
 }
 
-/// Keys are checked with the key named: a sparse class sparser than its dimension, a
-/// curriculum past the full size, a tied read-out.
+/// Keys are checked with the key named: a sparse class sparser than its dimension, a penalty
+/// listed twice (its rows would collide), a retrieval pool past the bound, a tied read-out, a
+/// classification loss.
 #[test]
 fn bad_keys_are_named() {
     let err = |text: &str, over: &[&str]| {
@@ -191,6 +192,13 @@ fn bad_keys_are_named() {
         ],
     );
     assert!(e.contains("task.in_context.sparsity"), "{e}");
+    let e = err(ICL, &["task.in_context.ridge_lambdas=[0.1, 0.10]"]);
+    assert!(
+        e.contains("task.in_context.ridge_lambdas") && e.contains("twice"),
+        "{e}"
+    );
+    let e = err(ICL, &["task.in_context.pool=1000000"]);
+    assert!(e.contains("task.in_context.pool"), "{e}");
     let e = err(ICL, &["model.gpt.tying=\"tied\""]);
     assert!(e.contains("model.gpt.tying"), "{e}");
     let e = err(ICL, &["train.loss=\"cross_entropy\""]);

@@ -62,7 +62,7 @@ const PINNED: &[(&str, usize, &str)] = &[
     // rotary head per layer (the textbook circuit), a new experiment with a new id.
     ("induction-heads.toml", 0, "c9ff294e63b94542"),
     ("modular-addition.toml", 0, "db4412db5194e9bf"),
-    ("multitask-sparse-parity.toml", 0, "e67b46b279d3f65c"),
+    ("multitask-sparse-parity.toml", 0, "fade2e4e72bcc94d"),
     ("phase-diagram.toml", 0, "7a33149e55592450"),
     ("phase-diagram.toml", 1, "f6c06ecf5206782b"),
     ("phase-diagram.toml", 2, "9bef71a97e52a215"),

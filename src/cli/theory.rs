@@ -352,7 +352,7 @@ pub fn baselines(a: BaselinesArgs) -> Result<(), Error> {
     }
     let c = curves(class, a.d, a.k_max, a.prompts, how, &list, a.seed);
     println!(
-        "# normalized squared error (÷ d) over {} prompts per k, mean [95% bootstrap interval]; class {}, d = {}, exemplars {}",
+        "# normalized squared error (÷ E f(x)²: d, the sparsity, or 1 for trees) over {} prompts per k, mean [95% bootstrap interval]; class {}, d = {}, exemplars {}",
         a.prompts,
         a.class,
         a.d,

@@ -29,7 +29,7 @@
 //! the `T = 2K` vectors `z = (x_1, ỹ_1, x_2, ỹ_2, …)` with `ỹ_i = (y_i, 0, …, 0)`, read in by a
 //! linear layer `z·W_inᵀ + b_in` (plus `wpe[t]`) in place of the token table; the read-out
 //! `xf·W_outᵀ + b_out` gives one scalar per position, and the prediction of `y_i` is the one at
-//! `x_i`'s position `2i` (it sees the `i` earlier pairs, not `y_i`). Loss: the squared error
+//! `x_i`'s position `2(i − 1)` (it sees the `i − 1` earlier pairs, not `y_i`). Loss: the squared error
 //! averaged over the `B·K` predictions (Garg et al.'s `mean_squared_error`).
 
 use std::any::Any;
@@ -460,8 +460,8 @@ impl<F: Float> Gpt<F> {
     }
 
     /// Forward pass over prompts. `x: [B, K, d]` points, `y: [B, K]` their values (`K ≤
-    /// points`, `B ≤ capacity`) → [`Self::logits`] `[B·2K, 1]`, the prediction of `y_i` at row
-    /// `b·2K + 2i` ([`Self::predictions`]).
+    /// points`, `B ≤ capacity`) → [`Self::logits`] `[B·2K, 1]`, the prediction of point `i`'s
+    /// value (0-based, from the `i` pairs before it) at row `b·2K + 2i` ([`Self::predictions`]).
     pub fn forward_prompts(&mut self, x: &[F], y: &[F], batch: usize, points: usize) {
         let Ends::Prompts { dim, read_in, .. } = self.ends else {
             panic!("gpt forward_prompts: this model reads tokens, not prompts")

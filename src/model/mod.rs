@@ -574,10 +574,10 @@ pub fn memory(
         (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => {
             gpt::elements(gpt, vocab, context, capacity)
         }
-        // The read-in counts like a table of `dim` rows and the read-out like a vocabulary of
-        // one, plus the interleaved input `[BT, dim]`.
+        // The read-in and read-out count like two tables of `dim + 1` rows (weights and a bias,
+        // an upper bound for the read-out's one row), plus the interleaved input `[BT, dim]`.
         (ModelSpec::Gpt { gpt, .. }, Shape::Prompts { dim, points }) => {
-            let (p, b) = gpt::elements(gpt, dim.max(1), 2 * points, capacity);
+            let (p, b) = gpt::elements(gpt, dim.saturating_add(1), 2 * points, capacity);
             let z = (capacity as u64).saturating_mul(2 * points as u64 * dim as u64);
             (p, b.saturating_add(z))
         }

@@ -813,7 +813,7 @@ pub fn icl_error_vs_examples(d: &RunData, nearest: bool, title: &str) -> Option<
         title: title.into(),
         x_label: "in-context examples".into(),
         x_integer: true,
-        y_label: "squared error / d".into(),
+        y_label: "normalized squared error".into(),
         series,
         ..LineChart::default()
     }))
@@ -846,7 +846,7 @@ pub fn icl_error_over_training(d: &RunData, title: &str) -> Option<Figure> {
         Figure::Lines(LineChart {
             title: title.into(),
             x_label: "step".into(),
-            y_label: "squared error / d".into(),
+            y_label: "normalized squared error".into(),
             y_log: true,
             series,
             ..LineChart::default()
@@ -899,4 +899,48 @@ pub fn induction_view(d: &RunData, title: &str) -> Option<Figure> {
         series,
         ..LineChart::default()
     }))
+}
+
+/// The quanta view (Michaud et al. 2023): each subtask's held-out `what` (`loss` or `acc`) over
+/// training, one line per subtask coloured by its frequency rank (dark: the most frequent).
+pub fn subtask_curves(d: &RunData, what: &str, title: &str) -> Option<Figure> {
+    let freq = |t: usize| {
+        d.get(&format!("subtask_freq_{t}"), None)
+            .and_then(|s| s.first())
+            .map(|p| p.1)
+    };
+    let mut tasks: Vec<(usize, f64)> = (0..).map_while(|t| freq(t).map(|f| (t, f))).collect();
+    if tasks.is_empty() {
+        return None;
+    }
+    tasks.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let n = tasks.len();
+    let series: Vec<Series> = tasks
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, &(t, f))| {
+            d.get(&format!("subtask_{what}_{t}"), None).map(|p| Series {
+                // A legend of every subtask would cover the chart: the most frequent few and the
+                // rarest name the colour scale.
+                label: if rank < 4 || rank + 1 == n {
+                    format!("subtask {t} ({:.1}%)", 100.0 * f)
+                } else {
+                    String::new()
+                },
+                points: p.to_vec(),
+                color: SeriesColor::Ordered(rank, n),
+                ..Series::default()
+            })
+        })
+        .collect();
+    (!series.is_empty()).then(|| {
+        Figure::Lines(LineChart {
+            title: title.into(),
+            x_label: "step".into(),
+            y_label: format!("held-out {}", if what == "acc" { "accuracy" } else { what }),
+            y_log: what == "loss",
+            series,
+            ..LineChart::default()
+        })
+    })
 }

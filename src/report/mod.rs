@@ -66,7 +66,7 @@ pub fn run_page(
     let mut rows = Vec::new();
     for ((name, layer), s) in &d.series {
         // In-context curves (one series per number of examples) get their own table below.
-        if layer.is_some() || name.starts_with("icl_") {
+        if layer.is_some() || name.starts_with("icl_") || name.starts_with("subtask_") {
             continue;
         }
         let Some(&(step, last)) = s.last() else {
@@ -195,7 +195,7 @@ pub fn run_page(
         let title = format!("In-context error, exemplars {how}");
         add(
             figures::icl_error_vs_examples(&d, nearest, &title),
-            &format!("<b>In-context regression, exemplars {how}.</b> Squared error ÷ d of the prediction for a query against the number of in-context examples, on the same held-out prompts: the transformer at its last evaluation (band: 95% bootstrap interval over prompts) and each baseline (dashed), as in Garg et al. (2022), figure 2."),
+            &format!("<b>In-context regression, exemplars {how}.</b> Squared error of the prediction for a query, in units of the error of predicting 0 (÷ d; ÷ the sparsity for sparse functions, ÷ 1 for trees), against the number of in-context examples, on the same held-out prompts: the transformer at its last evaluation (band: 95% bootstrap interval over prompts) and each baseline (dashed), as in Garg et al. (2022), figure 2."),
             &mut b,
         )?;
     }
@@ -205,12 +205,18 @@ pub fn run_page(
         &mut b,
     )?;
     let maps = attention_maps(store, &run.id);
-    if let Some((first, _)) = maps.first() {
-        let _ = first;
+    if !maps.is_empty() {
         b.push_str("<p class=\"note\">Attention of the trained transformer on the first held-out sample, one map per layer and head (row: query position, column: key; each row sums to 1 over the keys up to the query). The maps are in <code>attention.safetensors</code> in the run's folder.</p>\n");
     }
     for (fig, caption) in maps {
         add(Some(fig), &caption, &mut b)?;
+    }
+    for (what, word) in [("loss", "loss"), ("acc", "accuracy")] {
+        add(
+            figures::subtask_curves(&d, what, &format!("Subtask {word} by frequency")),
+            &format!("<b>Subtasks (quanta, Michaud et al. 2023)</b>: each subtask's held-out {word} over training, one line per subtask, coloured by frequency (dark: the most frequent); the legend gives each subtask's share of the examples."),
+            &mut b,
+        )?;
     }
     add(
         figures::induction_view(&d, "Induction heads"),
@@ -352,7 +358,7 @@ fn icl_table(d: &RunData, b: &mut String) {
             row
         })
         .collect();
-    b.push_str("<h2>In-context regression</h2>\n<p class=\"note\">Squared error ÷ d against the number of in-context examples k, on the same held-out prompts for the transformer (its last evaluation) and every baseline, with 95% bootstrap intervals over prompts.</p>\n");
+    b.push_str("<h2>In-context regression</h2>\n<p class=\"note\">Squared error (in units of the error of predicting 0: ÷ d, ÷ the sparsity for sparse functions, ÷ 1 for trees) against the number of in-context examples k, on the same held-out prompts for the transformer (its last evaluation) and every baseline, with 95% bootstrap intervals over prompts.</p>\n");
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     b.push_str(&html::table(&header, &rows));
 }

@@ -419,6 +419,7 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
     };
     Ok(Dataset {
         sequence: None,
+        subtasks: None,
         prompts: None,
         description: format!(
             "{} {}: {what}, {} inputs: {}",

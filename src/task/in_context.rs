@@ -251,20 +251,48 @@ impl InContextSpec {
             1,
             "at least one neighbour",
         )?;
+        let mut seen = Vec::new();
         for &l in &self.ridge_lambdas {
             positive(
                 k("ridge_lambdas"),
                 l,
                 "penalties > 0 (λ → 0 is least squares)",
             )?;
+            // Each penalty names its rows (`ridge_{λ}`): two equal names would collide.
+            let name = format!("{l}");
+            if seen.contains(&name) {
+                return Err(super::invalid(
+                    k("ridge_lambdas"),
+                    format!("lists {name} twice"),
+                    "list each penalty once",
+                ));
+            }
+            seen.push(name);
+        }
+        // Work and memory bounds: per held-out prompt and number of examples, retrieval draws
+        // `pool` candidates; the ReLU class draws `hidden` units per prompt and the network
+        // baseline fits `net_hidden` units.
+        for (field, got, max) in [
+            ("pool", self.pool, 100_000),
+            ("hidden", self.hidden, 100_000),
+            ("net_hidden", self.net_hidden, 10_000),
+            ("net_steps", self.net_steps, 1_000_000),
+        ] {
+            if got > max {
+                return Err(super::invalid(
+                    k(field),
+                    format!("must be ≤ {} (got {got})", super::thousands(max)),
+                    "a smaller value; larger ones take hours or exhaust memory",
+                ));
+            }
         }
         at_least(k("net_hidden"), self.net_hidden, 1, "at least one unit")?;
         at_least(k("net_prompts"), self.net_prompts, 1, "at least one prompt")?;
         positive(k("net_lr"), self.net_lr, "a positive learning rate")?;
         super::size_ok(
             "in_context",
-            self.n_test.saturating_mul(2),
-            self.points.saturating_mul(self.dim + 1),
+            self.n_test,
+            self.eval_values() / self.n_test.max(1),
             "n_test, points or dim",
         )?;
         if let Some(c) = &self.curriculum {
@@ -297,6 +325,17 @@ impl InContextSpec {
             }
         }
         Ok(())
+    }
+
+    /// Values the evaluation prompts hold: the two stored splits (`2·K·(d + 1)` per prompt) and
+    /// the retrieval-chosen prompts of every `k` (`Σ_k (k + 1)(d + 1)` per prompt).
+    pub fn eval_values(&self) -> usize {
+        let (k, d1) = (self.points, self.dim.saturating_add(1));
+        let per_prompt = k
+            .saturating_mul(2)
+            .saturating_add(k.saturating_mul(k.saturating_add(1)) / 2)
+            .saturating_mul(d1);
+        self.n_test.saturating_mul(per_prompt)
     }
 
     /// The function class as the theory module draws it.
@@ -416,6 +455,7 @@ impl InContextSpec {
                 counts(n, n)
             ),
             sequence: None,
+            subtasks: None,
             prompts: Some(PromptInfo {
                 spec: self.clone(),
                 seed,

@@ -64,6 +64,20 @@ pub struct Dataset {
     /// For in-context regression prompts: the generator of fresh training prompts. The splits
     /// then hold `[n, points·dim]` points and `[n, points]` values.
     pub prompts: Option<PromptInfo>,
+    /// For multitask data: which subtask each example belongs to, and each subtask's frequency.
+    pub subtasks: Option<Subtasks>,
+}
+
+/// The subtask of every example of a multitask dataset (the quanta of Michaud et al. 2023), so
+/// the loop can score each subtask on its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subtasks {
+    /// Subtask index of each training example.
+    pub train: Vec<usize>,
+    /// Subtask index of each test example.
+    pub test: Vec<usize>,
+    /// The probability with which an example belongs to each subtask (index order).
+    pub frequency: Vec<f64>,
 }
 
 /// What the network predicts.

@@ -211,6 +211,7 @@ impl ModularSpec {
         let (test_x, test_y) = encode(&pairs[n_train..]);
         Dataset {
             sequence: None,
+            subtasks: None,
             prompts: None,
             train_x,
             train_y,

@@ -100,6 +100,7 @@ impl ModularSequenceSpec {
                 entropy: None,
                 trained: Trained::Last,
             }),
+            subtasks: None,
             prompts: None,
         }
     }

@@ -238,6 +238,7 @@ impl SparseParitySpec {
         let (test_x, test_y) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
+            subtasks: None,
             prompts: None,
             train_x,
             train_y,
@@ -331,6 +332,7 @@ impl MultitaskSparseParitySpec {
             let mut words = Vec::new();
             let mut x = vec![0.0; n * width];
             let mut y = Vec::with_capacity(n);
+            let mut tasks = Vec::with_capacity(n);
             for (i, row) in x.chunks_exact_mut(width).enumerate().take(n) {
                 let u = rng.uniform();
                 // Inverse CDF; the clamp guards against the last cdf entry rounding below 1.
@@ -344,13 +346,19 @@ impl MultitaskSparseParitySpec {
                 }
                 debug_assert_eq!(y.len(), i);
                 y.push(parity(&words, &secrets[t]));
+                tasks.push(t);
             }
-            (matrix(n, width, x), label_column(&y))
+            (matrix(n, width, x), label_column(&y), tasks)
         };
-        let (train_x, train_y) = sample("task/train_inputs", self.n_train);
-        let (test_x, test_y) = sample("task/test_inputs", self.n_test);
+        let (train_x, train_y, train_tasks) = sample("task/train_inputs", self.n_train);
+        let (test_x, test_y, test_tasks) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
+            subtasks: Some(super::Subtasks {
+                train: train_tasks,
+                test: test_tasks,
+                frequency: probs.clone(),
+            }),
             prompts: None,
             train_x,
             train_y,

@@ -101,6 +101,7 @@ pub(crate) fn dataset(
         },
         description,
         sequence: Some(info),
+        subtasks: None,
         prompts: None,
     }
 }

@@ -296,6 +296,7 @@ impl TeacherStudentSpec {
         };
         Dataset {
             sequence: None,
+            subtasks: None,
             prompts: None,
             train_x,
             train_y,

@@ -221,6 +221,7 @@ fn dataset(
     let (test_x, test_y) = sample(seed, "task/test_inputs", n_test, n_classes, &mut point);
     Dataset {
         sequence: None,
+        subtasks: None,
         prompts: None,
         train_x,
         train_y,

@@ -12,6 +12,9 @@ pub fn eigenvalues(a: &[f64], n: usize) -> Option<Vec<(f64, f64)>> {
     if a.iter().any(|v| !v.is_finite()) {
         return None;
     }
+    if n == 0 {
+        return Some(Vec::new());
+    }
     let mut h: Vec<Vec<f64>> = a.chunks_exact(n).map(<[f64]>::to_vec).collect();
     hessenberg(&mut h);
     hqr(&mut h)

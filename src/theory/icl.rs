@@ -75,6 +75,21 @@ impl FunctionClass {
         }
     }
 
+    /// `E f(x)²` over the class, the error of predicting 0, which normalizes squared errors so
+    /// that predicting 0 scores 1 in every class: `d` for (noisy) linear functions and for the
+    /// ReLU networks (He-scaled, see [`FunctionClass::Relu2`]), `s` for `s`-sparse ones, 1 for
+    /// trees (leaves `N(0, 1)`) — Garg et al.'s normalizations (their code divides by the
+    /// dimension, the sparsity, and nothing for trees).
+    pub fn error_scale(self, d: usize) -> f64 {
+        match self {
+            FunctionClass::Linear
+            | FunctionClass::NoisyLinear { .. }
+            | FunctionClass::Relu2 { .. } => d as f64,
+            FunctionClass::SparseLinear { s } => s.min(d) as f64,
+            FunctionClass::Tree { .. } => 1.0,
+        }
+    }
+
     /// The standard deviation of the noise on in-context targets.
     pub fn noise(self) -> f64 {
         match self {
@@ -233,7 +248,8 @@ impl Baseline {
     }
 }
 
-/// Normalized squared error (÷ d) of a baseline against the number of in-context examples:
+/// Normalized squared error (÷ [`FunctionClass::error_scale`]) of a baseline against the number
+/// of in-context examples:
 /// `(k, mean, 95% bootstrap interval over prompts)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CurvePoint {
@@ -264,7 +280,7 @@ pub fn curves(
         for (b, curve) in baselines.iter().zip(&mut out) {
             let errs: Vec<f64> = prompts
                 .iter()
-                .map(|p| (b.predict(p) - p.target).powi(2) / d as f64)
+                .map(|p| (b.predict(p) - p.target).powi(2) / class.error_scale(d))
                 .collect();
             let mut boot = Rng::stream(seed, &format!("icl-bootstrap-k{k}"));
             let (lo, hi) = bootstrap_mean_interval(&errs, 1000, &mut boot);

@@ -3,8 +3,9 @@
 //! prompts (Garg et al. 2022, figure 2), with in-context examples drawn at random and chosen by
 //! retrieval.
 //!
-//! Rows (errors are squared errors ÷ `dim`, Garg et al.'s normalization; `k` is the number of
-//! in-context examples; `_lo`/`_hi` bound a 95% percentile-bootstrap interval over prompts):
+//! Rows (errors are squared errors ÷ the class's `E f(x)²`, so that predicting 0 scores 1:
+//! `dim`, the sparsity, or 1 for trees, Garg et al.'s normalizations
+//! ([`crate::theory::icl::FunctionClass::error_scale`]); `k` is the number of in-context examples; `_lo`/`_hi` bound a 95% percentile-bootstrap interval over prompts):
 //! - `icl_error_k{k}` (and `_lo`, `_hi`): the model at each evaluation, random exemplars: on the
 //!   test prompts, the prediction of `y_{k+1}` from the `k` pairs before it;
 //! - `icl_error_nearest_k{k}`: the same on prompts whose `k` examples are the nearest of `pool`
@@ -101,12 +102,13 @@ impl<F: Float> PromptReport<F> {
     ) {
         let (k_max, d) = (self.spec.points, self.spec.dim);
         let n = self.y.len() / k_max;
+        let scale = self.spec.class().error_scale(d);
         // Random exemplars: one pass scores every k (the prediction at point k sees k pairs).
         let preds = predict(model, &self.x, &self.y, n, k_max, d);
         let random: Vec<Vec<f64>> = (0..k_max)
             .map(|k| {
                 (0..n)
-                    .map(|i| sq_err(preds[i * k_max + k], self.y[i * k_max + k].f64(), d))
+                    .map(|i| sq_err(preds[i * k_max + k], self.y[i * k_max + k].f64(), scale))
                     .collect()
             })
             .collect();
@@ -119,7 +121,7 @@ impl<F: Float> PromptReport<F> {
             .map(|(k, (x, y))| {
                 let p = predict(model, x, y, n, k + 1, d);
                 (0..n)
-                    .map(|i| sq_err(p[i * (k + 1) + k], y[i * (k + 1) + k].f64(), d))
+                    .map(|i| sq_err(p[i * (k + 1) + k], y[i * (k + 1) + k].f64(), scale))
                     .collect()
             })
             .collect();
@@ -136,6 +138,7 @@ impl<F: Float> PromptReport<F> {
     ) -> Vec<Vec<f64>> {
         let (k_max, d) = (self.spec.points, self.spec.dim);
         let n = (self.y.len() / k_max).min(limit);
+        let scale = self.spec.class().error_scale(d);
         let point = |x: &[F], j: usize| -> Vec<f64> {
             x[j * d..(j + 1) * d].iter().map(|v| v.f64()).collect()
         };
@@ -161,7 +164,7 @@ impl<F: Float> PromptReport<F> {
                             query: point(x, at),
                             target: y[at].f64(),
                         };
-                        sq_err(predict(&p), p.target, d)
+                        sq_err(predict(&p), p.target, scale)
                     })
                     .collect()
             })
@@ -201,8 +204,9 @@ fn plain_id(b: Baseline) -> &'static str {
     }
 }
 
-fn sq_err(pred: f64, target: f64, d: usize) -> f64 {
-    (pred - target).powi(2) / d as f64
+/// The squared error in units of the class's `E f(x)²`.
+fn sq_err(pred: f64, target: f64, scale: f64) -> f64 {
+    (pred - target).powi(2) / scale
 }
 
 /// The model's predictions `[n, points]` on prompts `x: [n, points·d]`, `y: [n, points]`, in
