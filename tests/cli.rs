@@ -1237,3 +1237,25 @@ fn tables_stay_in_line_and_fit() {
         assert!(!out.contains('…'), "{out}");
     }
 }
+
+/// `bench --tiny` runs the peers' tiny sweep through `cloudchamber sweep` and reports each
+/// repeat's wall time, with the CPU beside it.
+#[test]
+fn bench_tiny_times_the_tiny_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(
+        dir.path(),
+        &["bench", "--tiny", "--repeat", "1", "--workers", "2"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("cpu: "), "{out}");
+    assert!(out.contains("64 seeds × 2,000 Adam steps"), "{out}");
+    let wall: f64 = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("median"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no median in {out}"));
+    assert!(wall > 0.0 && wall < 120.0, "{wall}");
+}

@@ -27,6 +27,100 @@ pub struct Args {
     /// GEMM threads for `--gpt`.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Instead: the tiny-run sweep of the peers' `tiny-sweep.toml` (64 seeds of a width-16,
+    /// depth-2 MLP, 2,000 Adam steps each) as `cloudchamber sweep` runs it on `--workers`
+    /// workers, timed end to end (process start, data, training, store) on a fresh store.
+    #[arg(long)]
+    tiny: bool,
+    /// Timed repeats of `--tiny`.
+    #[arg(long, default_value_t = 3, value_parser = super::positive)]
+    repeat: usize,
+}
+
+/// `shared/bench/peers/tiny-sweep.toml` as the peers run it (`tiny_jax.py` trains the same 64
+/// models under `jax.vmap`).
+const TINY_SWEEP: &str = r#"# W7: many tiny runs. 64 seeds of a width-16 MLP, 2000 Adam steps each.
+seed = 0
+[task.teacher_student]
+input_dim = 8
+n_train = 1024
+[model]
+width = 16
+depth = 2
+activation = "tanh"
+[optim]
+optimizer = "adam"
+lr = 3e-3
+[train]
+steps = 2000
+batch_size = 64
+[observe]
+log_every = 100
+[sweep]
+name = "tiny"
+seeds = 64
+"#;
+
+/// Model-steps of [`TINY_SWEEP`]: 64 runs × 2,000 steps.
+const TINY_MODEL_STEPS: f64 = 64.0 * 2000.0;
+
+/// Runs [`TINY_SWEEP`] `repeat` times with `cloudchamber sweep --workers W` (this binary), each
+/// on a fresh store in a scratch folder; prints every wall time and the median.
+fn tiny(workers: usize, repeat: usize) -> Result<(), Error> {
+    let exe = std::env::current_exe().map_err(|e| Error::Io {
+        path: "the cloudchamber binary".into(),
+        source: e,
+    })?;
+    println!(
+        "tiny-run sweep: 64 seeds × 2,000 Adam steps of a width-16, depth-2 tanh MLP (433 parameters, batch 64), `cloudchamber sweep --workers {workers}`, end to end"
+    );
+    let mut walls = Vec::with_capacity(repeat);
+    for r in 0..repeat {
+        let dir = std::env::temp_dir().join(format!(
+            "cloudchamber-bench-tiny-{}-{r}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(Error::io(dir.clone()))?;
+        let file = dir.join("tiny-sweep.toml");
+        std::fs::write(&file, TINY_SWEEP).map_err(Error::io(file.clone()))?;
+        let start = std::time::Instant::now();
+        let out = std::process::Command::new(&exe)
+            .arg("--store")
+            .arg(dir.join("tiny.db"))
+            .arg("sweep")
+            .arg(&file)
+            .arg("--workers")
+            .arg(workers.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(Error::io(exe.clone()))?;
+        let wall = start.elapsed().as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        if !out.status.success() {
+            return Err(Error::Invalid {
+                what: "bench --tiny".into(),
+                message: format!(
+                    "the sweep failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                hint: "run `cloudchamber sweep` on the peers' tiny-sweep.toml to see why".into(),
+            });
+        }
+        println!("  repeat {}: {wall:>7.3} s", r + 1);
+        walls.push(wall);
+    }
+    walls.sort_by(f64::total_cmp);
+    let median = walls[walls.len() / 2];
+    println!("  median        {median:>7.3} s  (of {repeat})");
+    println!(
+        "  per model-step {:>6.2} µs of wall time ({:.2} µs of one worker's)",
+        1e6 * median / TINY_MODEL_STEPS,
+        1e6 * median * workers as f64 / TINY_MODEL_STEPS
+    );
+    Ok(())
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -51,6 +145,17 @@ pub fn run(a: Args) -> Result<(), Error> {
             !matches!(a.dtype, DtypeArg::F64) || a.gpt || a.ensemble.is_some()
         )
     );
+    if a.tiny {
+        let workers = a
+            .workers
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|c| c.get())
+                    .unwrap_or(1)
+            })
+            .max(1);
+        return tiny(workers, a.repeat);
+    }
     if a.gpt {
         let r = cloudchamber::bench_gpt::reference_gpt(a.warmup, a.steps, a.threads.max(1));
         println!(
