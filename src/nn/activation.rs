@@ -255,13 +255,15 @@ pub fn forward_bias_value_only<F: Float>(
     let Some(b) = bias else {
         return forward_value_only(act, z, h);
     };
+    // Zipped iterators, not indices: without bounds checks LLVM vectorizes the row (with
+    // indices it kept a scalar loop, 42% of a width-16 MLP's step).
     macro_rules! run {
         ($a:expr) => {
             for (zr, hr) in z.chunks_exact_mut(width).zip(h.chunks_exact_mut(width)) {
-                for j in 0..width {
-                    let v = zr[j] + b[j];
-                    zr[j] = v;
-                    hr[j] = $a.value_and_slope(v).0;
+                for ((zv, hv), &bv) in zr.iter_mut().zip(hr.iter_mut()).zip(&b[..width]) {
+                    let v = *zv + bv;
+                    *zv = v;
+                    *hv = $a.value_and_slope(v).0;
                 }
             }
         };
