@@ -361,15 +361,20 @@ fn biased_kernel<F: Float>(
                 .zip(h.chunks_exact_mut(width).zip(d.chunks_exact_mut(width)))
                 .enumerate()
             {
-                for j in 0..width {
-                    let (f, s) = $act.value_and_slope(zr[j] - b[j]);
-                    hr[j] = a[j] * f + c[j];
-                    dr[j] = a[j] * s;
+                // Zipped iterators, not indices, so the row vectorizes (as in
+                // `forward_bias_value_only`).
+                let abc = a[..width].iter().zip(&b[..width]).zip(&c[..width]);
+                for (((hv, dv), &zv), ((&aj, &bj), &cj)) in
+                    hr.iter_mut().zip(dr.iter_mut()).zip(zr).zip(abc)
+                {
+                    let (f, s) = $act.value_and_slope(zv - bj);
+                    *hv = aj * f + cj;
+                    *dv = aj * s;
                 }
                 if let Some(fu) = fu.as_deref_mut() {
                     let fr = &mut fu[r * width..(r + 1) * width];
-                    for j in 0..width {
-                        fr[j] = $act.value_and_slope(zr[j] - b[j]).0;
+                    for ((fv, &zv), &bj) in fr.iter_mut().zip(zr).zip(&b[..width]) {
+                        *fv = $act.value_and_slope(zv - bj).0;
                     }
                 }
             }
