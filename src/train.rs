@@ -109,7 +109,7 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
     let mut data_values: usize = values.iter().map(|a| a.len()).sum();
     // In-context runs also hold their retrieval-chosen evaluation prompts.
     if let Some(p) = &data.prompts {
-        data_values = data_values.saturating_add(p.spec.eval_values());
+        data_values = data_values.saturating_add(p.spec.retrieval_values());
     }
     m.activations = m
         .activations
@@ -186,7 +186,7 @@ fn train_typed<F: Float>(
     let mut subtasks = data
         .subtasks
         .as_ref()
-        .map(|s| SubtaskReport::new(s, &test_set, batch));
+        .map(|s| SubtaskReport::new(s, &test_set, model.capacity()));
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
     }
@@ -494,23 +494,14 @@ fn evaluate<F: Float>(
         if n == 0 {
             continue;
         }
-        let (mut loss_sum, mut counted, mut correct, mut any_acc) = (0.0, 0usize, 0usize, false);
+        let mut tally = Tally::default();
         let mut start = 0;
         while start < n {
             let b = cap.min(n - start);
-            let batch = split.slice(start, b);
-            model.forward(&batch, Mode::Eval);
-            let v = model.loss(&batch, false);
-            loss_sum += v.loss * v.counted as f64;
-            counted += v.counted;
-            if let Some(c) = v.correct {
-                correct += c;
-                any_acc = true;
-            }
+            tally.add(model, &split.slice(start, b));
             start += b;
         }
-        let loss = loss_sum / counted.max(1) as f64;
-        let acc = any_acc.then(|| correct as f64 / counted.max(1) as f64);
+        let (loss, acc) = tally.result();
         rows.push(metric(step, name_loss, loss));
         if let Some(a) = acc {
             rows.push(metric(step, name_acc, a));
@@ -518,6 +509,38 @@ fn evaluate<F: Float>(
         results[k] = (loss, acc);
     }
     (results[0], results[1])
+}
+
+/// Eval-mode loss and accuracy summed over batches: means over the counted samples.
+#[derive(Default)]
+pub(crate) struct Tally {
+    loss_sum: f64,
+    counted: usize,
+    correct: usize,
+    any_acc: bool,
+}
+
+impl Tally {
+    /// Runs the model on `batch` (eval mode) and adds its loss and correct count.
+    pub(crate) fn add<F: Float>(&mut self, model: &mut dyn Model<F>, batch: &model::Batch<'_, F>) {
+        model.forward(batch, Mode::Eval);
+        let v = model.loss(batch, false);
+        self.loss_sum += v.loss * v.counted as f64;
+        self.counted += v.counted;
+        if let Some(c) = v.correct {
+            self.correct += c;
+            self.any_acc = true;
+        }
+    }
+
+    /// `(mean loss, accuracy when the loss counts correct answers)`.
+    pub(crate) fn result(&self) -> (f64, Option<f64>) {
+        let n = self.counted.max(1) as f64;
+        (
+            self.loss_sum / n,
+            self.any_acc.then(|| self.correct as f64 / n),
+        )
+    }
 }
 
 // The phases that do not depend on the model.

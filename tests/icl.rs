@@ -203,6 +203,13 @@ fn bad_keys_are_named() {
     assert!(e.contains("model.gpt.tying"), "{e}");
     let e = err(ICL, &["train.loss=\"cross_entropy\""]);
     assert!(e.contains("train.loss"), "{e}");
+    // An MLP cannot read prompts: the error names the task and what it yields.
+    let mlp = ICL.replace("[model.gpt]\nn_layer = 3\nd_model = 32\nn_head = 2\n", "");
+    let e = err(&mlp, &[]);
+    assert!(
+        e.contains("task.in_context") && e.contains("in-context prompts"),
+        "{e}"
+    );
 }
 
 /// A run stopped mid-way (the interrupt flag raised from the progress callback at step 37) and

@@ -18,7 +18,7 @@ pub struct Args {
     /// thread (f32), in ms per model-step.
     #[arg(long, value_name = "K")]
     ensemble: Option<usize>,
-    /// Worker threads for `--ensemble` (default: the number of cores).
+    /// Worker threads for `--ensemble` and `--tiny` (default: the number of cores).
     #[arg(long, value_parser = super::positive)]
     workers: Option<usize>,
     /// Instead: the reference tiny GPT of `torch_bench.py gpt` (f32, AdamW).
@@ -30,7 +30,7 @@ pub struct Args {
     /// Instead: the tiny-run sweep of the peers' `tiny-sweep.toml` (64 seeds of a width-16,
     /// depth-2 MLP, 2,000 Adam steps each) as `cloudchamber sweep` runs it on `--workers`
     /// workers, timed end to end (process start, data, training, store) on a fresh store.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads"])]
     tiny: bool,
     /// Timed repeats of `--tiny`.
     #[arg(long, default_value_t = 3, value_parser = super::positive)]

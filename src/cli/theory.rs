@@ -330,10 +330,10 @@ pub fn baselines(a: BaselinesArgs) -> Result<(), Error> {
             })
         }
     };
-    if a.d == 0 || a.prompts == 0 || a.depth > 16 {
+    if a.d == 0 || a.prompts == 0 || a.s == 0 || a.depth > 16 {
         return Err(Error::Invalid {
             what: "baselines".into(),
-            message: "--d and --prompts must be at least 1, --depth at most 16".into(),
+            message: "--d, --prompts and --s must be at least 1, --depth at most 16".into(),
             hint: "e.g. --d 8 --prompts 1000".into(),
         });
     }

@@ -174,13 +174,8 @@ pub fn build<F: Float>(
             Box::new(Gpt::new(gpt, *norm_eps, vocab, context, capacity, rng))
         }
         (ModelSpec::Gpt { gpt, norm_eps, .. }, Shape::Prompts { dim, points }) => {
-            if gpt.tying == gpt::Tying::Tied {
-                return Err(Error::Invalid {
-                    what: "model.gpt.tying".into(),
-                    message: "a prompt model has no token table to tie its read-out to".into(),
-                    hint: "leave `tying` out (untied) for [task.in_context]".into(),
-                });
-            }
+            // `Spec::validate` refuses a tied read-out before a run starts; a prompt model's
+            // read-out is its own whatever `tying` says.
             Box::new(Gpt::new_prompts(gpt, *norm_eps, dim, points, capacity, rng))
         }
         (ModelSpec::Mlp(_), Shape::Tokens { .. }) => {

@@ -292,7 +292,7 @@ impl InContextSpec {
         super::size_ok(
             "in_context",
             self.n_test,
-            self.eval_values() / self.n_test.max(1),
+            self.eval_values_per_prompt(),
             "n_test, points or dim",
         )?;
         if let Some(c) = &self.curriculum {
@@ -327,15 +327,25 @@ impl InContextSpec {
         Ok(())
     }
 
-    /// Values the evaluation prompts hold: the two stored splits (`2·K·(d + 1)` per prompt) and
-    /// the retrieval-chosen prompts of every `k` (`Σ_k (k + 1)(d + 1)` per prompt).
-    pub fn eval_values(&self) -> usize {
+    /// Values one held-out prompt's evaluation holds: its two stored copies (train-eval and
+    /// test, `2·K·(d + 1)`) and its retrieval-chosen twins for every `k`.
+    fn eval_values_per_prompt(&self) -> usize {
         let (k, d1) = (self.points, self.dim.saturating_add(1));
-        let per_prompt = k
-            .saturating_mul(2)
-            .saturating_add(k.saturating_mul(k.saturating_add(1)) / 2)
-            .saturating_mul(d1);
-        self.n_test.saturating_mul(per_prompt)
+        k.saturating_mul(2)
+            .saturating_mul(d1)
+            .saturating_add(self.retrieval_values_per_prompt())
+    }
+
+    /// Values the retrieval-chosen twins of one held-out prompt hold: `Σ_k (k + 1)(d + 1)`.
+    fn retrieval_values_per_prompt(&self) -> usize {
+        let (k, d1) = (self.points, self.dim.saturating_add(1));
+        (k.saturating_mul(k.saturating_add(1)) / 2).saturating_mul(d1)
+    }
+
+    /// Values the retrieval-chosen evaluation prompts hold, beyond the stored splits.
+    pub fn retrieval_values(&self) -> usize {
+        self.n_test
+            .saturating_mul(self.retrieval_values_per_prompt())
     }
 
     /// The function class as the theory module draws it.

@@ -72,8 +72,6 @@ pub struct Dataset {
 /// the loop can score each subtask on its own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subtasks {
-    /// Subtask index of each training example.
-    pub train: Vec<usize>,
     /// Subtask index of each test example.
     pub test: Vec<usize>,
     /// The probability with which an example belongs to each subtask (index order).

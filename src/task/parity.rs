@@ -350,12 +350,11 @@ impl MultitaskSparseParitySpec {
             }
             (matrix(n, width, x), label_column(&y), tasks)
         };
-        let (train_x, train_y, train_tasks) = sample("task/train_inputs", self.n_train);
+        let (train_x, train_y, _) = sample("task/train_inputs", self.n_train);
         let (test_x, test_y, test_tasks) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
             subtasks: Some(super::Subtasks {
-                train: train_tasks,
                 test: test_tasks,
                 frequency: probs.clone(),
             }),

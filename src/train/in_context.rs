@@ -5,7 +5,8 @@
 //!
 //! Rows (errors are squared errors ÷ the class's `E f(x)²`, so that predicting 0 scores 1:
 //! `dim`, the sparsity, or 1 for trees, Garg et al.'s normalizations
-//! ([`crate::theory::icl::FunctionClass::error_scale`]); `k` is the number of in-context examples; `_lo`/`_hi` bound a 95% percentile-bootstrap interval over prompts):
+//! ([`crate::theory::icl::FunctionClass::error_scale`]); `k` is the number of in-context
+//! examples; `_lo`/`_hi` bound a 95% percentile-bootstrap interval over prompts):
 //! - `icl_error_k{k}` (and `_lo`, `_hi`): the model at each evaluation, random exemplars: on the
 //!   test prompts, the prediction of `y_{k+1}` from the `k` pairs before it;
 //! - `icl_error_nearest_k{k}`: the same on prompts whose `k` examples are the nearest of `pool`

@@ -8,12 +8,11 @@
 
 use crate::engine::Float;
 use crate::model::Model;
-use crate::nn::norm::Mode;
 use crate::store::MetricRow;
 use crate::task::Subtasks;
 
 use super::data::{Gathered, Split};
-use super::metric;
+use super::{metric, Tally};
 
 pub(crate) struct SubtaskReport<F> {
     frequency: Vec<f64>,
@@ -46,7 +45,7 @@ impl<F: Float> SubtaskReport<F> {
     }
 
     /// After an evaluation at `step`: each subtask's held-out loss and accuracy (eval mode, in
-    /// chunks of the model's capacity).
+    /// chunks of the model's capacity, which the buffers were sized for).
     pub(crate) fn after_eval(
         &mut self,
         step: u64,
@@ -59,26 +58,14 @@ impl<F: Float> SubtaskReport<F> {
             if m.is_empty() {
                 continue;
             }
-            let (mut loss, mut counted, mut correct, mut any_acc) = (0.0, 0usize, 0usize, false);
+            let mut tally = Tally::default();
             for chunk in m.chunks(cap) {
-                let b = test.gather(chunk, &mut self.buf);
-                model.forward(&b, Mode::Eval);
-                let v = model.loss(&b, false);
-                loss += v.loss * v.counted as f64;
-                counted += v.counted;
-                if let Some(c) = v.correct {
-                    correct += c;
-                    any_acc = true;
-                }
+                tally.add(model, &test.gather(chunk, &mut self.buf));
             }
-            let n = counted.max(1) as f64;
-            rows.push(metric(step, &format!("subtask_loss_{t}"), loss / n));
-            if any_acc {
-                rows.push(metric(
-                    step,
-                    &format!("subtask_acc_{t}"),
-                    correct as f64 / n,
-                ));
+            let (loss, acc) = tally.result();
+            rows.push(metric(step, &format!("subtask_loss_{t}"), loss));
+            if let Some(a) = acc {
+                rows.push(metric(step, &format!("subtask_acc_{t}"), a));
             }
         }
     }
