@@ -145,15 +145,16 @@ pub fn run(a: Args) -> Result<(), Error> {
             !matches!(a.dtype, DtypeArg::F64) || a.gpt || a.ensemble.is_some()
         )
     );
+    // `--workers`, or one per core.
+    let workers = a
+        .workers
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|c| c.get())
+                .unwrap_or(1)
+        })
+        .max(1);
     if a.tiny {
-        let workers = a
-            .workers
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|c| c.get())
-                    .unwrap_or(1)
-            })
-            .max(1);
         return tiny(workers, a.repeat);
     }
     if a.gpt {
@@ -172,14 +173,6 @@ pub fn run(a: Args) -> Result<(), Error> {
         return Ok(());
     }
     if let Some(k) = a.ensemble {
-        let workers = a
-            .workers
-            .unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|c| c.get())
-                    .unwrap_or(1)
-            })
-            .max(1);
         if k == 0 {
             return Err(Error::Invalid {
                 what: "--ensemble".into(),
