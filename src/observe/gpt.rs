@@ -139,14 +139,20 @@ impl<F: Float> Observable<F> for Induction {
         };
         let m = gpt(c);
         let heads = m.dims.h;
-        // Per query: the keys after earlier occurrences of its token.
-        let keys: Vec<Vec<usize>> = (0..seqs * seq)
-            .map(|q| {
-                let (b, i) = (q / seq, q % seq);
-                let w = &x[b * seq..(b + 1) * seq];
-                (1..=i).filter(|&j| w[j - 1] == w[i]).collect()
+        // Per lag c: per query, the keys c after earlier occurrences of its token; lag 1 is
+        // prefix matching (the key just after an earlier occurrence).
+        let lagged: Vec<Vec<Vec<usize>>> = (1..=MAX_LAG)
+            .map(|lag| {
+                (0..seqs * seq)
+                    .map(|q| {
+                        let (b, i) = (q / seq, q % seq);
+                        let w = &x[b * seq..(b + 1) * seq];
+                        (lag..=i).filter(|&j| w[j - lag] == w[i]).collect()
+                    })
+                    .collect()
             })
             .collect();
+        let keys = &lagged[0];
         // Per query: earlier positions holding its own token (duplicate-token attention).
         let dups: Vec<Vec<usize>> = (0..seqs * seq)
             .map(|q| {
@@ -175,22 +181,10 @@ impl<F: Float> Observable<F> for Induction {
                 }
             })
             .collect();
-        // Per lag c: per query, the keys c after earlier occurrences of its token.
-        let lagged: Vec<Vec<Vec<usize>>> = (1..=MAX_LAG)
-            .map(|lag| {
-                (0..seqs * seq)
-                    .map(|q| {
-                        let (b, i) = (q / seq, q % seq);
-                        let w = &x[b * seq..(b + 1) * seq];
-                        (lag..=i).filter(|&j| w[j - lag] == w[i]).collect()
-                    })
-                    .collect()
-            })
-            .collect();
         for (l, buf) in m.bufs.iter().enumerate() {
             for h in 0..heads {
                 for (name, sets) in [
-                    ("prefix_match", &keys),
+                    ("prefix_match", keys),
                     ("prev_token", &previous),
                     ("dup_token", &dups),
                 ] {
