@@ -6,11 +6,13 @@
 
 pub mod bench;
 pub mod bench_gpt;
+pub mod bench_sampler;
 pub mod checkpoint;
 pub mod engine;
 pub mod error;
 pub mod export;
 pub mod fit;
+pub mod generative;
 pub mod interop;
 pub mod interrupt;
 pub mod model;

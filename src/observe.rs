@@ -54,8 +54,9 @@ pub(crate) fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> Me
     }
 }
 
-const ALL: &[Family] = &[Family::Mlp, Family::Gpt];
-const MLP: &[Family] = &[Family::Mlp];
+const ALL: &[Family] = &[Family::Mlp, Family::Gpt, Family::Denoiser];
+/// The MLP's observables also read a denoiser's network (same rows, same meaning).
+const MLP: &[Family] = &[Family::Mlp, Family::Denoiser];
 const GPT: &[Family] = &[Family::Gpt];
 
 /// An observable's constructor.

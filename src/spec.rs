@@ -17,7 +17,9 @@ use crate::nn::norm::{Norm, NormPosition};
 use crate::optim::{Optimizer, Schedule};
 use crate::task::TaskSpec;
 
+pub mod denoiser;
 pub mod gpt;
+pub use denoiser::DenoiserSpec;
 pub use gpt::GptSpec;
 
 // ---------------------------------------------------------------------------------------------
@@ -65,6 +67,12 @@ pub enum ModelSpec {
         dtype: Dtype,
         norm_eps: f64,
     },
+    /// A PFGM++/diffusion denoiser: the MLP of the flat keys as its network, `[model.denoiser]`
+    /// for the rest.
+    Denoiser {
+        net: MlpSpec,
+        denoiser: DenoiserSpec,
+    },
 }
 
 impl Default for ModelSpec {
@@ -86,6 +94,7 @@ pub(crate) fn all_defaults<T: serde::de::DeserializeOwned>() -> T {
 pub enum Family {
     Mlp,
     Gpt,
+    Denoiser,
 }
 
 impl ModelSpec {
@@ -93,18 +102,19 @@ impl ModelSpec {
         match self {
             ModelSpec::Mlp(_) => Family::Mlp,
             ModelSpec::Gpt { .. } => Family::Gpt,
+            ModelSpec::Denoiser { .. } => Family::Denoiser,
         }
     }
     pub fn dtype(&self) -> Dtype {
         match self {
-            ModelSpec::Mlp(m) => m.dtype,
+            ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.dtype,
             ModelSpec::Gpt { dtype, .. } => *dtype,
         }
     }
     /// The norms' ε.
     pub fn norm_eps(&self) -> f64 {
         match self {
-            ModelSpec::Mlp(m) => m.norm_eps,
+            ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.norm_eps,
             ModelSpec::Gpt { norm_eps, .. } => *norm_eps,
         }
     }
@@ -128,8 +138,15 @@ impl Serialize for ModelSpec {
             flat: MlpSpec,
             gpt: &'a GptSpec,
         }
+        #[derive(Serialize)]
+        struct WithDenoiser<'a> {
+            #[serde(flatten)]
+            net: &'a MlpSpec,
+            denoiser: &'a DenoiserSpec,
+        }
         match self {
             ModelSpec::Mlp(m) => m.serialize(s),
+            ModelSpec::Denoiser { net, denoiser } => WithDenoiser { net, denoiser }.serialize(s),
             ModelSpec::Gpt {
                 gpt,
                 dtype,
@@ -154,14 +171,28 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 f.write_str("a [model] table")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
-                let (mut gpt, mut seen) = (None, Vec::new());
+                let (mut gpt, mut denoiser, mut seen) = (None, None, Vec::new());
                 let flat = MlpSpec::deserialize(de::value::MapAccessDeserializer::new(TakeGpt {
                     inner: map,
                     gpt: &mut gpt,
+                    denoiser: &mut denoiser,
                     seen: &mut seen,
                 }))?;
-                let Some(gpt) = gpt else {
-                    return Ok(ModelSpec::Mlp(flat));
+                let gpt = match (gpt, denoiser) {
+                    (Some(_), Some(_)) => {
+                        return Err(de::Error::custom(
+                            "[model.gpt] and [model.denoiser] together: a model is one or the \
+                             other",
+                        ))
+                    }
+                    (None, Some(denoiser)) => {
+                        return Ok(ModelSpec::Denoiser {
+                            net: flat,
+                            denoiser,
+                        })
+                    }
+                    (None, None) => return Ok(ModelSpec::Mlp(flat)),
+                    (Some(gpt), None) => gpt,
                 };
                 // The MLP's own keys mean nothing to a transformer: refuse them, never ignore
                 // them — except the form earlier versions stored (every key, at its default).
@@ -195,10 +226,11 @@ impl<'de> Deserialize<'de> for ModelSpec {
 /// How the refusal of MLP keys beside `[model.gpt]` starts (`classify` recognizes it).
 const NOT_FOR_GPT: &str = "keys of the MLP beside [model.gpt]: ";
 
-/// A `[model]` table's entries less `gpt`, which goes to `gpt` as it passes.
+/// A `[model]` table's entries less `gpt` and `denoiser`, which go to their fields as they pass.
 struct TakeGpt<'a, A> {
     inner: A,
     gpt: &'a mut Option<GptSpec>,
+    denoiser: &'a mut Option<DenoiserSpec>,
     /// The other keys, in file order.
     seen: &'a mut Vec<String>,
 }
@@ -213,6 +245,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
         while let Some(key) = self.inner.next_key::<String>()? {
             if key == "gpt" {
                 *self.gpt = Some(self.inner.next_value()?);
+                continue;
+            }
+            if key == "denoiser" {
+                *self.denoiser = Some(self.inner.next_value()?);
                 continue;
             }
             self.seen.push(key.clone());
@@ -1301,7 +1337,9 @@ impl Spec {
             self.optim.weight_decay = Some(self.optim.optimizer.default_weight_decay());
         }
         if self.train.loss.is_none() {
-            self.train.loss = Some(if self.task.is_classification() {
+            // A denoiser trains on EDM's weighted squared error whatever its data's labels.
+            let denoiser = matches!(self.model, ModelSpec::Denoiser { .. });
+            self.train.loss = Some(if self.task.is_classification() && !denoiser {
                 LossKind::CrossEntropy
             } else {
                 LossKind::Mse
@@ -1355,6 +1393,33 @@ impl Spec {
                     "must be ≥ 2 with batchnorm (batch statistics need two samples)",
                     "raise the batch size or pick another norm",
                 )?;
+            }
+            (ModelSpec::Denoiser { net, denoiser }, false) => {
+                net.validate()?;
+                denoiser.validate()?;
+                reject(
+                    net.norm == Norm::Batchnorm && self.train.batch_size == BatchSize::Size(1),
+                    "train.batch_size",
+                    "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                    "raise the batch size or pick another norm",
+                )?;
+                reject(
+                    self.train.loss != Some(LossKind::Mse),
+                    "train.loss",
+                    "a denoiser trains on EDM's weighted squared error",
+                    "drop train.loss or set it to \"mse\"",
+                )?;
+            }
+            (ModelSpec::Denoiser { .. }, true) => {
+                return Err(invalid(
+                    "model.denoiser",
+                    format!(
+                        "generates points, not sequences (got task.{})",
+                        self.task.kind()
+                    ),
+                    "use a task of points: [task.gaussian_mixture], [task.moons], \
+                     [task.spirals], [task.rings], [task.checkerboard], or a file task's inputs",
+                ))
             }
             (ModelSpec::Gpt { .. }, false) => {
                 return Err(invalid(
@@ -1523,7 +1588,7 @@ impl Spec {
     /// `[model]` shows only what applies to it (`dtype`, `norm_eps` and `[model.gpt]`).
     pub fn to_toml(&self) -> String {
         let rendered = match &self.model {
-            ModelSpec::Mlp(_) => toml::to_string(self),
+            ModelSpec::Mlp(_) | ModelSpec::Denoiser { .. } => toml::to_string(self),
             ModelSpec::Gpt { .. } => toml::Value::try_from(self).and_then(|mut v| {
                 if let Some(toml::Value::Table(m)) = v.get_mut("model") {
                     m.retain(|k, _| ["dtype", "norm_eps", "gpt"].contains(&&k[..]));

@@ -5,6 +5,7 @@
 
 pub mod attention;
 mod data;
+pub mod generative;
 mod in_context;
 mod sequence;
 mod subtasks;
@@ -15,18 +16,20 @@ use std::time::Instant;
 use crate::checkpoint;
 use crate::engine::{Float, Rng};
 use crate::error::Error;
+use crate::generative::Kernel;
 use crate::interop;
 use crate::model::{self, Model, Param};
 use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
 use crate::observe::{self, Ctx};
 use crate::optim::{self, Hyper, OptimState};
-use crate::spec::{BatchSize, Dtype, LossKind, OptimSpec, Spec, TrainSpec};
+use crate::spec::{BatchSize, Dtype, LossKind, ModelSpec, OptimSpec, Spec, TrainSpec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
 use crate::theory::curvature::Sharpness;
 
 use data::{Part, Split};
+use generative::GenerativeReport;
 use in_context::PromptReport;
 use sequence::SequenceReport;
 use subtasks::SubtaskReport;
@@ -159,9 +162,21 @@ fn train_typed<F: Float>(
     let start = Instant::now();
     let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
 
-    // Data: each split as feature rows in the model's precision, or as token windows.
-    let train_set = Split::<F>::new(data, Part::Train);
-    let test_set = Split::<F>::new(data, Part::Test);
+    // Data: each split as feature rows in the model's precision, as token windows, or as a
+    // denoiser's noisy points.
+    let (train_set, test_set) = match &spec.model {
+        ModelSpec::Denoiser { denoiser, .. } => {
+            let kernel = Kernel::new(denoiser, data.input_dim());
+            (
+                Split::<F>::noisy(data, Part::Train, kernel, spec.seed),
+                Split::<F>::noisy(data, Part::Test, kernel, spec.seed),
+            )
+        }
+        _ => (
+            Split::<F>::new(data, Part::Train),
+            Split::<F>::new(data, Part::Test),
+        ),
+    };
     let n = train_set.len();
     if n == 0 {
         return Err(empty_training_set());
@@ -183,6 +198,12 @@ fn train_typed<F: Float>(
         None => None,
     };
     let prompts = PromptReport::<F>::new(data);
+    let mut generative = match &spec.model {
+        ModelSpec::Denoiser { denoiser, .. } => {
+            Some(GenerativeReport::new(denoiser, data, spec.seed))
+        }
+        _ => None,
+    };
     let mut subtasks = data
         .subtasks
         .as_ref()
@@ -239,6 +260,9 @@ fn train_typed<F: Float>(
         if let Some(s) = &subtasks {
             s.start(&mut rows);
         }
+        if let Some(g) = &mut generative {
+            g.start(&mut rows);
+        }
         rows.push(metric(0, "n_params", model.n_params() as f64));
     }
 
@@ -288,6 +312,9 @@ fn train_typed<F: Float>(
             if let Some(s) = &mut subtasks {
                 s.after_eval(step, &mut *model, &test_set, &mut rows);
             }
+            if let Some(g) = &mut generative {
+                g.after_eval(step, &mut *model, &mut rows);
+            }
             last_eval = Some(step);
         }
 
@@ -298,11 +325,11 @@ fn train_typed<F: Float>(
         // (DataLoader's drop_last = False). Prompt tasks draw fresh prompts every step.
         let b = if train_set.is_fresh() {
             train_set.fresh(step, batch, &mut gathered)
-        } else if batch == n {
+        } else if batch == n && !train_set.perturbs() {
             train_set.slice(0, n)
         } else {
             let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
-            train_set.gather(&order[picked], &mut gathered)
+            train_set.gather(&order[picked], step, &mut gathered)
         };
 
         // Forward and loss (which also seeds the output gradient).
@@ -434,11 +461,18 @@ fn train_typed<F: Float>(
         if let Some(s) = &mut subtasks {
             s.after_eval(steps_done, &mut *model, &test_set, &mut rows);
         }
+        if let Some(g) = &mut generative {
+            g.after_eval(steps_done, &mut *model, &mut rows);
+        }
         r
     };
     sink.write(&rows)?;
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_final.safetensors"))?;
+    }
+    // What the trained denoiser generates, with its trajectories and the reference points.
+    if let (Some(dir), Some(g)) = (artifacts, &generative) {
+        g.save(&dir.join(generative::FILE))?;
     }
     // What the trained transformer's heads look at, on the first held-out sample.
     if let Some(dir) = artifacts {

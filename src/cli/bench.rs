@@ -32,7 +32,16 @@ pub struct Args {
     /// workers, timed end to end (process start, data, training, store) on a fresh store.
     #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads"])]
     tiny: bool,
-    /// Timed repeats of `--tiny`.
+    /// Instead: samples per second of EDM's Heun sampler (18 steps) with two reference
+    /// denoisers (the 2-D toy's and the 1000-dimensional mixture's networks), on 1 and 2 GEMM
+    /// threads, beside the same network and sampler in PyTorch (`benches/peers/torch_heun.py`,
+    /// run by `--peer-python` or $CLOUDCHAMBER_TORCH_PYTHON when given).
+    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads", "tiny"])]
+    sampler: bool,
+    /// A Python with torch, numpy and safetensors, for the PyTorch side of `--sampler`.
+    #[arg(long, value_name = "PYTHON")]
+    peer_python: Option<std::path::PathBuf>,
+    /// Timed repeats of `--tiny` and `--sampler`.
     #[arg(long, default_value_t = 3, value_parser = super::positive)]
     repeat: usize,
 }
@@ -123,6 +132,81 @@ fn tiny(workers: usize, repeat: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// The peer script, shipped in the crate (so `bench` finds it from any folder).
+const TORCH_HEUN: &str = include_str!("../../benches/peers/torch_heun.py");
+
+/// `--sampler`: our Heun sampler on each preset at 1 and 2 threads, then the PyTorch peer on the
+/// same weights and prior draws when a Python with torch is named.
+fn sampler(repeat: usize, peer: Option<std::path::PathBuf>) -> Result<(), Error> {
+    use cloudchamber::bench_sampler::{run, PRESETS};
+    let peer = peer.or_else(|| std::env::var_os("CLOUDCHAMBER_TORCH_PYTHON").map(Into::into));
+    let dir =
+        std::env::temp_dir().join(format!("cloudchamber-bench-sampler-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io(dir.clone()))?;
+    let script = dir.join("torch_heun.py");
+    std::fs::write(&script, TORCH_HEUN).map_err(Error::io(script.clone()))?;
+    println!("EDM Heun sampler, 18 steps (35 denoiser calls), f32 network, median of {repeat}");
+    for p in &PRESETS {
+        let file = dir.join(format!("{}.safetensors", p.dim));
+        for threads in [1, 2] {
+            let r = run(p, threads, repeat, (threads == 1).then_some(file.as_path()))?;
+            println!(
+                "  {:<18} {} samples, {} params, {threads} thread(s): cloudchamber {:>10.0} samples/s ({:.3} s)",
+                p.name, p.samples, r.n_params, r.samples_per_s, r.seconds
+            );
+            let Some(py) = &peer else { continue };
+            let out = std::process::Command::new(py)
+                .arg(&script)
+                .arg(&file)
+                .args([
+                    "--width",
+                    &p.width.to_string(),
+                    "--depth",
+                    &p.depth.to_string(),
+                ])
+                .args([
+                    "--threads",
+                    &threads.to_string(),
+                    "--repeat",
+                    &repeat.to_string(),
+                ])
+                .output()
+                .map_err(Error::io(py.clone()))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() {
+                return Err(Error::Invalid {
+                    what: "bench --sampler".into(),
+                    message: format!(
+                        "the PyTorch peer failed ({}): {}{}",
+                        out.status,
+                        text.trim(),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    hint: "--peer-python needs torch, numpy and safetensors".into(),
+                });
+            }
+            // The peer prints `samples_per_s=<v> max_abs_diff=<v>`.
+            let field = |k: &str| {
+                text.split_whitespace()
+                    .find_map(|w| w.strip_prefix(k))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            match (field("samples_per_s="), field("max_abs_diff=")) {
+                (Some(sps), Some(diff)) => println!(
+                    "  {:<18} {} samples, {threads} thread(s): PyTorch eager  {:>10.0} samples/s — ratio {:.2}× (samples differ by ≤ {diff:.1e})",
+                    "", p.samples, sps, r.samples_per_s / sps
+                ),
+                _ => println!("  PyTorch peer printed: {}", text.trim()),
+            }
+        }
+    }
+    if peer.is_none() {
+        println!("  (PyTorch peer not run: pass --peer-python or set CLOUDCHAMBER_TORCH_PYTHON)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DtypeArg {
     F32,
@@ -156,6 +240,9 @@ pub fn run(a: Args) -> Result<(), Error> {
         .max(1);
     if a.tiny {
         return tiny(workers, a.repeat);
+    }
+    if a.sampler {
+        return sampler(a.repeat, a.peer_python);
     }
     if a.gpt {
         let r = cloudchamber::bench_gpt::reference_gpt(a.warmup, a.steps, a.threads.max(1));

@@ -955,7 +955,9 @@ impl<F: Float> Model<F> for Gpt<F> {
             Batch::Prompts {
                 x, y, seqs, points, ..
             } => Gpt::forward_prompts(self, x, y, seqs, points),
-            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+            Batch::Rows { .. } | Batch::Denoise { .. } => {
+                unreachable!("model::build pairs a GPT with sequences")
+            }
         }
     }
     /// Tokens: cross-entropy of the next token at every position whose target is not
@@ -975,14 +977,18 @@ impl<F: Float> Model<F> for Gpt<F> {
                 let g = grad.then_some(&mut self.d_logits[..rows]);
                 prompt_mse(&self.logits[..rows], &y[..seqs * points], g)
             }
-            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+            Batch::Rows { .. } | Batch::Denoise { .. } => {
+                unreachable!("model::build pairs a GPT with sequences")
+            }
         }
     }
     fn backward(&mut self, batch: &Batch<'_, F>) {
         match *batch {
             Batch::Tokens { x, .. } => Gpt::backward(self, x),
             Batch::Prompts { .. } => Gpt::backward_prompts(self),
-            Batch::Rows { .. } => unreachable!("model::build pairs a GPT with sequences"),
+            Batch::Rows { .. } | Batch::Denoise { .. } => {
+                unreachable!("model::build pairs a GPT with sequences")
+            }
         }
     }
     fn as_any(&self) -> &dyn Any {

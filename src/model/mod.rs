@@ -4,9 +4,11 @@
 //! A new family is one file here implementing [`Model`], one variant of
 //! [`crate::spec::ModelSpec`] and one arm in [`build`].
 
+pub mod denoiser;
 pub mod gpt;
 pub mod mlp;
 
+pub use denoiser::Denoiser;
 pub use gpt::Gpt;
 pub use mlp::Mlp;
 
@@ -42,6 +44,15 @@ pub enum Batch<'a, F> {
         points: usize,
         dim: usize,
     },
+    /// Noisy points for a denoiser: `x: [rows, dim]` perturbed from the clean `y: [rows, dim]`
+    /// at the noise levels `sigma: [rows]`.
+    Denoise {
+        x: &'a [F],
+        sigma: &'a [F],
+        y: &'a [F],
+        rows: usize,
+        dim: usize,
+    },
 }
 
 pub use crate::nn::loss::IGNORE;
@@ -50,7 +61,7 @@ impl<F> Batch<'_, F> {
     /// Samples in the batch: rows, or sequences.
     pub fn len(&self) -> usize {
         match self {
-            Batch::Rows { rows, .. } => *rows,
+            Batch::Rows { rows, .. } | Batch::Denoise { rows, .. } => *rows,
             Batch::Tokens { seqs, .. } | Batch::Prompts { seqs, .. } => *seqs,
         }
     }
@@ -100,6 +111,11 @@ pub trait Model<F: Float> {
     /// `prompt` (not empty) and continues it at temperature 1 (language models only).
     fn generate(&mut self, _prompt: &[usize], _len: usize, _rng: &mut Rng) -> Option<Vec<usize>> {
         None
+    }
+    /// `D(x, σ)` of a denoiser for the rows of `x` (f64, any count) into `out`, in eval mode;
+    /// `false` for a model that is not one.
+    fn denoise(&mut self, _x: &[f64], _sigma: f64, _out: &mut [f64]) -> bool {
+        false
     }
     /// Trainable scalar count.
     fn n_params(&self) -> usize {
@@ -155,6 +171,24 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
             "{}, on prompts of up to {points} points in {dim} dimensions",
             trunk(gpt)
         ),
+        (ModelSpec::Denoiser { net, denoiser }, Shape::Rows { input, .. }) => {
+            let norm = match net.norm {
+                crate::nn::norm::Norm::None => String::new(),
+                n => format!(", {}", n.name()),
+            };
+            format!(
+                "denoiser D(x, σ), PFGM++ D = {}: MLP {}+{}→[{} {}]×{}→{input}{norm}, {} noise \
+                 features, EDM preconditioning σ_data = {}",
+                denoiser.aug_dim.label(),
+                input,
+                denoiser.embed_dim,
+                net.width,
+                net.activation.name(),
+                net.depth,
+                word(serde_json::json!(denoiser.embedding)),
+                denoiser.sigma_data,
+            )
+        }
         _ => "a model that does not fit this data".into(),
     }
 }
@@ -177,6 +211,14 @@ pub fn build<F: Float>(
             // `Spec::validate` refuses a tied read-out before a run starts; a prompt model's
             // read-out is its own whatever `tying` says.
             Box::new(Gpt::new_prompts(gpt, *norm_eps, dim, points, capacity, rng))
+        }
+        (ModelSpec::Denoiser { net, denoiser }, Shape::Rows { input, .. }) => {
+            Box::new(Denoiser::new(net, denoiser, input, capacity, rng))
+        }
+        (ModelSpec::Denoiser { .. }, _) => {
+            return Err(mismatch(
+                "sequences; [model.denoiser] generates points (feature rows)",
+            ))
         }
         (ModelSpec::Mlp(_), Shape::Tokens { .. }) => {
             return Err(mismatch(
@@ -226,6 +268,9 @@ pub enum Role {
     /// BatchNorm running statistics: state, not trained, but saved with the weights.
     RunningMean,
     RunningVar,
+    /// A fixed tensor the model computes with (a denoiser's noise-embedding frequencies): saved
+    /// with the weights, never trained.
+    Fixed,
 }
 
 /// One named tensor of a model: its value, its gradient and what it is.
@@ -568,6 +613,9 @@ pub fn memory(
         }
         (ModelSpec::Gpt { gpt, .. }, Shape::Tokens { vocab, context }) => {
             gpt::elements(gpt, vocab, context, capacity)
+        }
+        (ModelSpec::Denoiser { net, denoiser }, Shape::Rows { input, .. }) => {
+            denoiser::elements(net, denoiser, input, capacity)
         }
         // The read-in and read-out count like two tables of `dim + 1` rows (weights and a bias,
         // an upper bound for the read-out's one row), plus the interleaved input `[BT, dim]`.

@@ -3,23 +3,38 @@
 
 use crate::engine::ops;
 use crate::engine::Float;
-use crate::model::{Mlp, Role};
+use crate::model::{Denoiser, Mlp, Role};
 use crate::store::MetricRow;
 
 use super::{row, Ctx, Observable};
 
-/// The MLP behind the context (these observables are registered for the MLP only).
+/// The MLP behind the context: the model itself, or a denoiser's network (these observables are
+/// registered for the MLP and the denoiser only).
 fn mlp<'a, F: Float>(c: &Ctx<'a, F>) -> &'a Mlp<F> {
-    c.model
-        .as_any()
-        .downcast_ref::<Mlp<F>>()
-        .expect("registered for the MLP only")
+    let any = c.model.as_any();
+    match any.downcast_ref::<Mlp<F>>() {
+        Some(m) => m,
+        None => {
+            &denoiser(c)
+                .expect("registered for the MLP and the denoiser only")
+                .net
+        }
+    }
+}
+
+fn denoiser<'a, F: Float>(c: &Ctx<'a, F>) -> Option<&'a Denoiser<F>> {
+    c.model.as_any().downcast_ref::<Denoiser<F>>()
 }
 
 /// The step's input batch `[rows, input]`.
-fn input<'a, F>(c: &Ctx<'a, F>) -> &'a [F] {
+fn input<'a, F: Float>(c: &Ctx<'a, F>) -> &'a [F] {
     match *c.batch {
         crate::model::Batch::Rows { x, .. } => x,
+        // A denoiser's network reads `[c_in·x, noise features]`, which the model keeps.
+        crate::model::Batch::Denoise { rows, .. } => match denoiser(c) {
+            Some(d) => &d.input[..rows * d.net.dims[0]],
+            None => &[],
+        },
         crate::model::Batch::Tokens { .. } | crate::model::Batch::Prompts { .. } => &[],
     }
 }

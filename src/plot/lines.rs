@@ -198,7 +198,7 @@ pub(super) fn draw<DB: DrawingBackend>(
             let dashed = match series.stroke {
                 Stroke::Solid => false,
                 Stroke::Dashed => true,
-                Stroke::Hidden => break,
+                Stroke::Hidden | Stroke::Dots => break,
             };
             let anno = match (dashed, series.secondary) {
                 (false, false) => chart
@@ -237,9 +237,13 @@ pub(super) fn draw<DB: DrawingBackend>(
                 labelled = true;
             }
         }
-        if series.markers || series.stroke == Stroke::Hidden {
+        if series.markers || matches!(series.stroke, Stroke::Hidden | Stroke::Dots) {
             let pts: Vec<(f64, f64)> = segments.concat();
-            let r = px(3.5);
+            let r = px(if series.stroke == Stroke::Dots {
+                1.6
+            } else {
+                3.5
+            });
             let marks = pts.into_iter().map(|p| Circle::new(p, r, col.filled()));
             let anno = if series.secondary {
                 chart.draw_secondary_series(marks).map_err(e)?

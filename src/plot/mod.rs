@@ -6,6 +6,7 @@
 
 pub mod axis;
 pub mod figures;
+pub mod generative;
 mod heatmap;
 mod lines;
 pub mod style;
@@ -47,6 +48,8 @@ pub enum Stroke {
     Dashed,
     /// Markers only (measured points next to a fitted curve).
     Hidden,
+    /// Small dots only: a scatter of many points (samples beside data).
+    Dots,
 }
 
 #[derive(Clone, Copy, Debug, Default)]

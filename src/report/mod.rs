@@ -223,6 +223,7 @@ pub fn run_page(
         "<b>Induction heads</b> (Olsson et al. 2022): each head's prefix-matching score — its attention on the key just after an earlier occurrence of the query's token — one line per layer and head, against the next-token loss at the positions an induction head can predict (copyable) and at the rest (right axis). A circuit at another lag shows in <code>offset_match</code> instead (see the README).",
         &mut b,
     )?;
+    generative_figures(store, &run.id, &d, &mut b, &mut add)?;
     add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
@@ -239,6 +240,63 @@ pub fn run_page(
         &b,
         &generator(),
     ))
+}
+
+/// A denoiser run's figures: sample quality over training, samples beside data, trajectories,
+/// and the loss and excess error per noise level.
+fn generative_figures(
+    store: &Store,
+    run_id: &str,
+    d: &RunData,
+    b: &mut String,
+    add: &mut dyn FnMut(Option<crate::plot::Figure>, &str, &mut String) -> Result<(), Error>,
+) -> Result<(), Error> {
+    use crate::plot::generative as g;
+    if !d.has("sample_mmd") {
+        return Ok(());
+    }
+    for (metric, what) in [
+        ("mmd", "MMD² (biased estimate) with Gaussian kernels at the listed bandwidths × the held-out data's mean squared distance"),
+        ("swd", "sliced Wasserstein-2 distance"),
+        ("energy", "energy distance"),
+    ] {
+        add(
+            g::quality_over_training(d, metric),
+            &format!("<b>Sample quality over training</b>: the {what} between the trained denoiser's samples and held-out data, beside the same metric for draws from the prior (nothing learned), for the ideal denoiser's samples (the perfect network, Gaussian mixtures only) and for training points (the estimator's own floor)."),
+            b,
+        )?;
+    }
+    let t = crate::interop::load_f64(
+        &store
+            .artifacts_dir(run_id)
+            .join(crate::train::generative::FILE),
+    )
+    .ok();
+    if let Some(t) = &t {
+        add(
+            g::samples_scatter(t),
+            "<b>Samples beside data</b>: the last evaluation's samples, the ideal denoiser's (when the data is a known mixture) and held-out points; beyond two dimensions, projected on the held-out data's two leading principal axes. The points are in <code>samples.safetensors</code>.",
+            b,
+        )?;
+        for which in ["samples", "ideal"] {
+            add(
+                g::trajectories(t, which),
+                &format!("<b>Sampling trajectories</b> of the {} through the sampler's noise levels, projected as above.", if which == "ideal" { "ideal denoiser" } else { "trained denoiser" }),
+                b,
+            )?;
+        }
+    }
+    add(
+        g::per_sigma(d, "sigma_loss", "Loss per noise level", "EDM-weighted loss"),
+        "<b>Loss per noise level over training</b>: EDM's weighted loss λ(σ)‖D − y‖²/N on held-out points perturbed at each level, one line per evaluation (dark: early, light: late), and the ideal denoiser's (dashed).",
+        b,
+    )?;
+    add(
+        g::per_sigma(d, "sigma_excess", "Excess over the ideal denoiser", "λ(σ)‖D_θ − D*‖²/N"),
+        "<b>Excess error over the ideal denoiser</b> per noise level, one line per evaluation: how far the learned denoiser is from the exact posterior mean E[y | x̃] (Gaussian mixtures only).",
+        b,
+    )?;
+    Ok(())
 }
 
 /// The most attention maps a page shows (the first layers' heads first): a large model's every

@@ -420,6 +420,7 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
     Ok(Dataset {
         sequence: None,
         subtasks: None,
+        mixture: None,
         prompts: None,
         description: format!(
             "{} {}: {what}, {} inputs: {}",

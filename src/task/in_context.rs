@@ -466,6 +466,7 @@ impl InContextSpec {
             ),
             sequence: None,
             subtasks: None,
+            mixture: None,
             prompts: Some(PromptInfo {
                 spec: self.clone(),
                 seed,

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub mod files;
 pub mod in_context;
 pub mod markov;
+pub mod mixture;
 pub mod modular;
 pub mod modular_sequence;
 pub mod parity;
@@ -37,6 +38,7 @@ pub mod toy2d;
 pub use files::{Column, Columns, CsvSpec, FileTask, IdxSpec, NpySpec, SafetensorsSpec};
 pub use in_context::{CurriculumSpec, FunctionKind, InContextSpec, PromptInfo};
 pub use markov::MarkovSpec;
+pub use mixture::GaussianMixtureSpec;
 pub use modular::{ModOp, ModularSpec};
 pub use modular_sequence::ModularSequenceSpec;
 pub use parity::{MultitaskSparseParitySpec, SparseParitySpec};
@@ -45,7 +47,7 @@ pub use repeated::RepeatedSpec;
 pub use sequence::{EntropyRate, SequenceInfo};
 pub use teacher_student::{Teacher, TeacherSpec, TeacherStudentSpec};
 pub use text::{TextSpec, Tokenizer};
-pub use toy2d::{Centers, GaussiansSpec, MoonsSpec, SpiralsSpec};
+pub use toy2d::{Centers, CheckerboardSpec, GaussiansSpec, MoonsSpec, RingsSpec, SpiralsSpec};
 
 /// A train/test pair of arrays, ready to train on.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +68,9 @@ pub struct Dataset {
     pub prompts: Option<PromptInfo>,
     /// For multitask data: which subtask each example belongs to, and each subtask's frequency.
     pub subtasks: Option<Subtasks>,
+    /// For a Gaussian mixture: the distribution itself, whose ideal denoiser a generative run
+    /// measures its network against.
+    pub mixture: Option<crate::generative::Mixture>,
 }
 
 /// The subtask of every example of a multitask dataset (the quanta of Michaud et al. 2023), so
@@ -121,6 +126,10 @@ pub enum TaskSpec {
     Spirals(SpiralsSpec),
     Moons(MoonsSpec),
     Gaussians(GaussiansSpec),
+    Rings(RingsSpec),
+    Checkerboard(CheckerboardSpec),
+    /// A Gaussian mixture in N dimensions, optionally embedded in more (generative models).
+    GaussianMixture(GaussianMixtureSpec),
     Csv(CsvSpec),
     Npy(NpySpec),
     Safetensors(SafetensorsSpec),
@@ -151,6 +160,9 @@ impl TaskSpec {
             | TaskSpec::Spirals(_)
             | TaskSpec::Moons(_)
             | TaskSpec::Gaussians(_)
+            | TaskSpec::Rings(_)
+            | TaskSpec::Checkerboard(_)
+            | TaskSpec::GaussianMixture(_)
             | TaskSpec::Idx(_) => true,
             TaskSpec::Text(_)
             | TaskSpec::Markov(_)
@@ -183,6 +195,9 @@ impl TaskSpec {
             TaskSpec::Spirals(_) => "spirals",
             TaskSpec::Moons(_) => "moons",
             TaskSpec::Gaussians(_) => "gaussians",
+            TaskSpec::Rings(_) => "rings",
+            TaskSpec::Checkerboard(_) => "checkerboard",
+            TaskSpec::GaussianMixture(_) => "gaussian_mixture",
             TaskSpec::Csv(_) => "csv",
             TaskSpec::Npy(_) => "npy",
             TaskSpec::Safetensors(_) => "safetensors",
@@ -207,6 +222,9 @@ impl TaskSpec {
             TaskSpec::Spirals(s) => s.validate(),
             TaskSpec::Moons(s) => s.validate(),
             TaskSpec::Gaussians(s) => s.validate(),
+            TaskSpec::Rings(s) => s.validate(),
+            TaskSpec::Checkerboard(s) => s.validate(),
+            TaskSpec::GaussianMixture(s) => s.validate(),
             TaskSpec::Csv(s) => s.validate(),
             TaskSpec::Npy(s) => s.validate(),
             TaskSpec::Safetensors(s) => s.validate(),
@@ -232,6 +250,9 @@ impl TaskSpec {
             TaskSpec::Spirals(s) => Ok(s.generate(seed)),
             TaskSpec::Moons(s) => Ok(s.generate(seed)),
             TaskSpec::Gaussians(s) => Ok(s.generate(seed)),
+            TaskSpec::Rings(s) => Ok(s.generate(seed)),
+            TaskSpec::Checkerboard(s) => Ok(s.generate(seed)),
+            TaskSpec::GaussianMixture(s) => Ok(s.generate(seed)),
             TaskSpec::Csv(s) => s.load(seed, base_dir),
             TaskSpec::Npy(s) => s.load(seed, base_dir),
             TaskSpec::Safetensors(s) => s.load(seed, base_dir),
@@ -580,6 +601,9 @@ mod tests {
             "[task.spirals]",
             "[task.moons]",
             "[task.gaussians]\ncenters = \"random\"",
+            "[task.rings]",
+            "[task.checkerboard]",
+            "[task.gaussian_mixture]\nembed = 100",
             "[task.csv]\npath = \"d.csv\"\ntask = \"regression\"\ntarget = [\"label\", 0]\ndelimiter = \"\\t\"",
             "[task.csv]\npath = \"d.csv\"\ntest_path = \"t.csv\"\ntask = \"regression\"\ntarget = \"y\"",
             "[task.npy]\ntrain_x = \"x.npy\"\ntrain_y = \"y.npy\"\ntask = \"regression\"\ntest_fraction = 0.1",

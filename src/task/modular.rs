@@ -212,6 +212,7 @@ impl ModularSpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            mixture: None,
             prompts: None,
             train_x,
             train_y,

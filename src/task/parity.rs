@@ -239,6 +239,7 @@ impl SparseParitySpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            mixture: None,
             prompts: None,
             train_x,
             train_y,
@@ -354,6 +355,7 @@ impl MultitaskSparseParitySpec {
         let (test_x, test_y, test_tasks) = sample("task/test_inputs", self.n_test);
         Dataset {
             sequence: None,
+            mixture: None,
             subtasks: Some(super::Subtasks {
                 test: test_tasks,
                 frequency: probs.clone(),

@@ -102,6 +102,7 @@ pub(crate) fn dataset(
         description,
         sequence: Some(info),
         subtasks: None,
+        mixture: None,
         prompts: None,
     }
 }

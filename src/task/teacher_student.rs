@@ -297,6 +297,7 @@ impl TeacherStudentSpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            mixture: None,
             prompts: None,
             train_x,
             train_y,

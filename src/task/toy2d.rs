@@ -222,6 +222,7 @@ fn dataset(
     Dataset {
         sequence: None,
         subtasks: None,
+        mixture: None,
         prompts: None,
         train_x,
         train_y,
@@ -273,6 +274,132 @@ impl SpiralsSpec {
                 [
                     t * theta.cos() + noise * rng.normal(),
                     t * theta.sin() + noise * rng.normal(),
+                ]
+            },
+        )
+    }
+}
+
+/// `[task.rings]`: `n_rings` concentric circles, ring `c` of radius `(c + 1)/n_rings` (one class
+/// each, points uniform in angle), with isotropic Gaussian noise of std `noise`. A 2-D target for
+/// generative models whose support has holes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RingsSpec {
+    /// Two rings: the classic "circles" toy.
+    #[serde(default = "default_n_rings")]
+    pub n_rings: usize,
+    /// 0.03: a tenth of the gap between two rings' radii at n_rings = 3, so rings stay apart.
+    #[serde(default = "default_ring_noise")]
+    pub noise: f64,
+    #[serde(default = "default_n_train")]
+    pub n_train: usize,
+    #[serde(default = "default_n_test")]
+    pub n_test: usize,
+}
+
+fn default_n_rings() -> usize {
+    2
+}
+fn default_ring_noise() -> f64 {
+    0.03
+}
+
+/// `[task.checkerboard]`: points uniform on the dark cells (`i + j` even) of a `cells × cells`
+/// board covering [−1, 1]²; class = the dark cell (example `i` in cell `i mod cells²/2`,
+/// rounded up). A generative model must put no mass on the light cells.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckerboardSpec {
+    /// 4 × 4: the board of the flow-matching and score-model toys (8 dark cells).
+    #[serde(default = "default_cells")]
+    pub cells: usize,
+    #[serde(default = "default_n_train")]
+    pub n_train: usize,
+    #[serde(default = "default_n_test")]
+    pub n_test: usize,
+}
+
+fn default_cells() -> usize {
+    4
+}
+
+impl RingsSpec {
+    pub fn validate(&self) -> Result<(), TaskError> {
+        at_least(key("rings", "n_rings"), self.n_rings, 1, "e.g. n_rings = 2")?;
+        finite_nonneg(
+            key("rings", "noise"),
+            self.noise,
+            "the std of the noise; 0 for clean circles",
+        )?;
+        classes_fit("rings", "n_rings", self.n_rings, self.n_train)?;
+        check_counts("rings", self.n_train, self.n_test)
+    }
+
+    /// Assumes [`Self::validate`] passed.
+    pub fn generate(&self, seed: u64) -> Dataset {
+        let (k, noise) = (self.n_rings, self.noise);
+        dataset(
+            seed,
+            self.n_train,
+            self.n_test,
+            k,
+            format!("{k} rings: noise {noise}"),
+            |rng, c| {
+                let r = (c + 1) as f64 / k as f64;
+                let a = 2.0 * PI * rng.uniform();
+                [
+                    r * a.cos() + noise * rng.normal(),
+                    r * a.sin() + noise * rng.normal(),
+                ]
+            },
+        )
+    }
+}
+
+impl CheckerboardSpec {
+    /// Dark cells, in row-major order.
+    fn dark(&self) -> Vec<(usize, usize)> {
+        let c = self.cells;
+        (0..c * c)
+            .map(|k| (k / c, k % c))
+            .filter(|(i, j)| (i + j) % 2 == 0)
+            .collect()
+    }
+
+    pub fn validate(&self) -> Result<(), TaskError> {
+        at_least(
+            key("checkerboard", "cells"),
+            self.cells,
+            2,
+            "e.g. cells = 4",
+        )?;
+        if self.cells > 1000 {
+            return Err(invalid(
+                key("checkerboard", "cells"),
+                format!("must be at most 1000 (got {})", self.cells),
+                "e.g. cells = 4",
+            ));
+        }
+        classes_fit("checkerboard", "cells", self.dark().len(), self.n_train)?;
+        check_counts("checkerboard", self.n_train, self.n_test)
+    }
+
+    /// Assumes [`Self::validate`] passed.
+    pub fn generate(&self, seed: u64) -> Dataset {
+        let dark = self.dark();
+        let side = 2.0 / self.cells as f64;
+        dataset(
+            seed,
+            self.n_train,
+            self.n_test,
+            dark.len(),
+            format!("{0}×{0} checkerboard", self.cells),
+            |rng, c| {
+                let (i, j) = dark[c];
+                [
+                    -1.0 + side * (j as f64 + rng.uniform()),
+                    -1.0 + side * (i as f64 + rng.uniform()),
                 ]
             },
         )

@@ -86,7 +86,7 @@ impl Sharpness {
                 *a = b.f64();
             }
         }
-        let (x64, y64);
+        let (x64, y64, s64);
         let batch64 = match *batch {
             Batch::Rows { x, y, rows } => {
                 x64 = x.iter().map(|v| v.f64()).collect::<Vec<f64>>();
@@ -98,6 +98,24 @@ impl Sharpness {
                 }
             }
             Batch::Tokens { x, y, seqs, seq } => Batch::Tokens { x, y, seqs, seq },
+            Batch::Denoise {
+                x,
+                sigma,
+                y,
+                rows,
+                dim,
+            } => {
+                x64 = x.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                y64 = y.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                s64 = sigma.iter().map(|v| v.f64()).collect::<Vec<f64>>();
+                Batch::Denoise {
+                    x: &x64,
+                    sigma: &s64,
+                    y: &y64,
+                    rows,
+                    dim,
+                }
+            }
             Batch::Prompts {
                 x,
                 y,

@@ -61,7 +61,7 @@ pub(crate) fn save<F: Float>(
             let by = f64s(&mut y[..points].iter().map(|v| v.f64()));
             tensors.push(("y".into(), Dtype::F64, vec![points], by));
         }
-        Batch::Rows { .. } => {}
+        Batch::Rows { .. } | Batch::Denoise { .. } => {}
     }
     interop::write(tensors, path, None)
 }

@@ -1,7 +1,8 @@
 //! The data as the training loop feeds it to a model: one split as feature rows in the model's
 //! precision, or as token windows; batches gathered into preallocated buffers.
 
-use crate::engine::Float;
+use crate::engine::{Float, Rng};
+use crate::generative::Kernel;
 use crate::model::{Batch, Shape, IGNORE};
 use crate::task::{in_context, Dataset, PromptInfo};
 
@@ -62,12 +63,64 @@ pub(crate) enum Split<F> {
         points: usize,
         fresh: Option<PromptInfo>,
     },
+    /// A denoiser's points: `clean: [n, dim]`, with one fixed perturbation each (`noisy`, at
+    /// `sigma`) for evaluation; training batches (`fresh`) are perturbed anew at every step.
+    Noisy(Box<Noisy<F>>),
+}
+
+pub(crate) struct Noisy<F> {
+    clean: Vec<F>,
+    noisy: Vec<F>,
+    sigma: Vec<F>,
+    n: usize,
+    dim: usize,
+    kernel: Kernel,
+    /// The run's seed, for the per-step perturbations of training batches.
+    fresh: Option<u64>,
 }
 
 /// Preallocated buffers of one gathered batch.
 pub(crate) enum Gathered<F> {
     Rows((Vec<F>, Vec<F>)),
     Tokens((Vec<usize>, Vec<usize>)),
+    /// Clean rows, their perturbations and levels.
+    Noisy([Vec<F>; 3]),
+}
+
+/// The stream of step `step`'s training perturbations: a function of the seed and the step
+/// alone, so a resumed run and any thread count draw the same.
+pub(crate) fn perturb_rng(seed: u64, step: u64) -> Rng {
+    Rng::stream(
+        seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        "denoise-train",
+    )
+}
+
+/// Draws a level for each row of `clean` (`[rows, dim]`) and perturbs it into `noisy`.
+fn perturb_rows<F: Float>(
+    kernel: &Kernel,
+    clean: &[F],
+    noisy: &mut [F],
+    sigma: &mut [F],
+    rng: &mut Rng,
+) {
+    let dim = kernel.n;
+    let (mut y, mut x) = (vec![0.0; dim], vec![0.0; dim]);
+    for ((c, o), s) in clean
+        .chunks_exact(dim)
+        .zip(noisy.chunks_exact_mut(dim))
+        .zip(sigma.iter_mut())
+    {
+        let level = kernel.draw_sigma(rng);
+        for (a, &b) in y.iter_mut().zip(c) {
+            *a = b.f64();
+        }
+        kernel.perturb(level, &y, &mut x, rng);
+        for (a, &b) in o.iter_mut().zip(&x) {
+            *a = F::of(b);
+        }
+        *s = F::of(level);
+    }
 }
 
 /// Which split of a dataset.
@@ -125,11 +178,47 @@ impl<F: Float> Split<F> {
         }
     }
 
+    /// A denoiser's split: the points of `part`, each with one fixed perturbation (stream
+    /// `"denoise-{train,test}-eval"`) for evaluation; the training split perturbs its batches
+    /// anew at each step ([`Split::gather`]).
+    pub(crate) fn noisy(data: &Dataset, part: Part, kernel: Kernel, seed: u64) -> Self {
+        let (x, label) = match part {
+            Part::Train => (&data.train_x, "denoise-train-eval"),
+            Part::Test => (&data.test_x, "denoise-test-eval"),
+        };
+        let (n, dim) = (x.nrows(), x.ncols());
+        let clean: Vec<F> = x.iter().map(|&v| F::of(v)).collect();
+        let (mut noisy, mut sigma) = (vec![F::zero(); n * dim], vec![F::zero(); n]);
+        perturb_rows(
+            &kernel,
+            &clean,
+            &mut noisy,
+            &mut sigma,
+            &mut Rng::stream(seed, label),
+        );
+        Split::Noisy(Box::new(Noisy {
+            clean,
+            noisy,
+            sigma,
+            n,
+            dim,
+            kernel,
+            fresh: matches!(part, Part::Train).then_some(seed),
+        }))
+    }
+
+    /// Whether training batches are perturbed anew at every step (so the whole training split
+    /// is never fed as it is stored).
+    pub(crate) fn perturbs(&self) -> bool {
+        matches!(self, Split::Noisy(s) if s.fresh.is_some())
+    }
+
     /// Samples: rows or windows.
     pub(crate) fn len(&self) -> usize {
         match self {
             Split::Rows(s) | Split::Prompts { s, .. } => s.n,
             Split::Tokens(s) => s.n,
+            Split::Noisy(s) => s.n,
         }
     }
 
@@ -141,6 +230,16 @@ impl<F: Float> Split<F> {
             Split::Prompts { s, dim, points, .. } => {
                 prompts(s.slice(start, len), len, *points, *dim)
             }
+            Split::Noisy(s) => {
+                let (a, b) = (start * s.dim, (start + len) * s.dim);
+                Batch::Denoise {
+                    x: &s.noisy[a..b],
+                    sigma: &s.sigma[start..start + len],
+                    y: &s.clean[a..b],
+                    rows: len,
+                    dim: s.dim,
+                }
+            }
         }
     }
 
@@ -149,12 +248,49 @@ impl<F: Float> Split<F> {
         match self {
             Split::Rows(s) | Split::Prompts { s, .. } => Gathered::Rows(s.buffers(cap)),
             Split::Tokens(s) => Gathered::Tokens(s.buffers(cap)),
+            Split::Noisy(s) => Gathered::Noisy([
+                vec![F::zero(); cap * s.dim],
+                vec![F::zero(); cap * s.dim],
+                vec![F::zero(); cap],
+            ]),
         }
     }
 
-    /// The samples at `picked`, copied into `into` (from [`Split::buffers`]).
-    pub(crate) fn gather<'a>(&self, picked: &[usize], into: &'a mut Gathered<F>) -> Batch<'a, F> {
+    /// The samples at `picked`, copied into `into` (from [`Split::buffers`]). A denoiser's
+    /// training split perturbs them with step `step`'s stream ([`perturb_rng`]); its other
+    /// splits copy their fixed perturbations.
+    pub(crate) fn gather<'a>(
+        &self,
+        picked: &[usize],
+        step: u64,
+        into: &'a mut Gathered<F>,
+    ) -> Batch<'a, F> {
         match (self, into) {
+            (Split::Noisy(s), Gathered::Noisy([clean, noisy, sigma])) => {
+                let (b, d) = (picked.len(), s.dim);
+                for (k, &i) in picked.iter().enumerate() {
+                    clean[k * d..(k + 1) * d].copy_from_slice(&s.clean[i * d..(i + 1) * d]);
+                    noisy[k * d..(k + 1) * d].copy_from_slice(&s.noisy[i * d..(i + 1) * d]);
+                    sigma[k] = s.sigma[i];
+                }
+                if let Some(seed) = s.fresh {
+                    let mut rng = perturb_rng(seed, step);
+                    perturb_rows(
+                        &s.kernel,
+                        &clean[..b * d],
+                        &mut noisy[..b * d],
+                        &mut sigma[..b],
+                        &mut rng,
+                    );
+                }
+                Batch::Denoise {
+                    x: &noisy[..b * d],
+                    sigma: &sigma[..b],
+                    y: &clean[..b * d],
+                    rows: b,
+                    dim: d,
+                }
+            }
             (Split::Rows(s), Gathered::Rows(b)) => rows(s.gather(picked, b), picked.len()),
             (Split::Tokens(s), Gathered::Tokens(b)) => {
                 tokens(s.gather(picked, b), picked.len(), s.xw)
@@ -202,7 +338,7 @@ impl<F: Float> Split<F> {
     pub(crate) fn first_token(&self) -> usize {
         match self {
             Split::Tokens(s) => s.x.first().copied().unwrap_or(0),
-            Split::Rows(_) | Split::Prompts { .. } => 0,
+            Split::Rows(_) | Split::Prompts { .. } | Split::Noisy(_) => 0,
         }
     }
 
@@ -212,6 +348,7 @@ impl<F: Float> Split<F> {
     pub(crate) fn eval_count(&self, test_n: usize, cap: usize) -> usize {
         match self {
             Split::Rows(s) | Split::Prompts { s, .. } => s.n,
+            Split::Noisy(s) => s.n,
             Split::Tokens(s) => s.n.min(test_n.max(cap)),
         }
     }

@@ -60,7 +60,7 @@ impl<F: Float> SubtaskReport<F> {
             }
             let mut tally = Tally::default();
             for chunk in m.chunks(cap) {
-                tally.add(model, &test.gather(chunk, &mut self.buf));
+                tally.add(model, &test.gather(chunk, 0, &mut self.buf));
             }
             let (loss, acc) = tally.result();
             rows.push(metric(step, &format!("subtask_loss_{t}"), loss));
