@@ -118,6 +118,11 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
         .activations
         // 8 bytes a value: token ids are usize, and f32 rows take less (an upper bound).
         .saturating_add(data_values as u64 * 8);
+    // A denoiser's evaluation holds its samples, level sets and distance matrices.
+    if let ModelSpec::Denoiser { denoiser, .. } = &spec.model {
+        let g = GenerativeReport::bytes(denoiser, data.input_dim(), data.n_test());
+        m.activations = m.activations.saturating_add(g);
+    }
     if spec.observe.sharpness_every > 0 {
         let twin = model::memory(&spec.model, shape, batch, 0, 8);
         m.activations = m.activations.saturating_add(twin.params + twin.activations);

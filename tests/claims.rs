@@ -190,3 +190,39 @@ fn spearman(pairs: &[(f64, f64)]) -> f64 {
     let vy: f64 = ry.iter().map(|b| (b - my).powi(2)).sum();
     cov / (vx * vy).sqrt()
 }
+
+/// PFGM++'s high-dimensional toy (the check): two Gaussians on a random 10-plane of
+/// R^1000, a denoiser trained on the D = 100 kernel for 1,500 steps of
+/// `examples/pfgm-gmm-1000d.toml`, then sampled with EDM's Heun sampler: the samples' unbiased
+/// MMD² to held-out data is below a tenth of the prior's (nothing learned), and their energy
+/// distance below a thousandth of the prior's; the ideal denoiser's samples sit at the
+/// estimator's floor. Measured on this machine (seed 0): sample MMD² 0.0107 (biased) against
+/// the prior's 0.294; energy 0.0116 against 1487; ideal 0.0021 (biased), 0.0001 (energy).
+#[test]
+fn pfgm_denoiser_samples_far_closer_to_data_than_the_prior() {
+    use std::path::Path;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/pfgm-gmm-1000d.toml");
+    let over = [
+        "train.steps=1500".to_string(),
+        "train.eval_every=1500".to_string(),
+        "train.threads=2".to_string(),
+    ];
+    let spec = cloudchamber::spec::load(&path, &over).unwrap().spec;
+    let data = spec.task.generate(spec.seed, Path::new(".")).unwrap();
+    let mut rows: Vec<cloudchamber::store::MetricRow> = Vec::new();
+    cloudchamber::train::train(&spec, &data, &mut rows, None, false, &mut |_, _| {}).unwrap();
+    let at = |step: u64, name: &str| {
+        rows.iter()
+            .find(|r| r.step == step && r.name == name)
+            .unwrap_or_else(|| panic!("no {name} at {step}"))
+            .value
+    };
+    let (model, prior) = (at(1500, "sample_mmd_unbiased"), at(0, "prior_mmd_unbiased"));
+    assert!(model < prior / 10.0, "MMD² {model} vs the prior's {prior}");
+    let (e_model, e_prior) = (at(1500, "sample_energy"), at(0, "prior_energy"));
+    assert!(e_model < e_prior / 1000.0, "energy {e_model} vs {e_prior}");
+    // The perfect network: at the floor, and the trained one above it.
+    let ideal = at(0, "ideal_mmd_unbiased");
+    assert!(ideal.abs() < 2e-3 && model > ideal, "ideal {ideal}, model {model}");
+    assert!(at(0, "sample_mmd_unbiased") > prior / 2.0, "the untrained network is no better than the prior");
+}

@@ -1259,3 +1259,26 @@ fn bench_tiny_times_the_tiny_sweep() {
         .unwrap_or_else(|| panic!("no median in {out}"));
     assert!(wall > 0.0 && wall < 120.0, "{wall}");
 }
+
+/// A denoiser's bad keys: each error names the file, line and key with a hint, exits 2 and
+/// creates no store; a denoiser on token sequences is refused the same way.
+#[test]
+fn denoiser_bad_input_names_the_key() {
+    let cases = [
+        ("[task.moons]\n[model.denoiser]\naug_dim = -3\n", "bad.toml:3: `model.denoiser.aug_dim` must be > 0 or \"inf\" (got -3)"),
+        ("[task.moons]\n[model.denoiser]\naug_dim = \"infinite\"\n", "`model.denoiser.aug_dim` has the wrong type: expected a number > 0 or \"inf\", got \"infinite\""),
+        ("[task.moons]\n[model.denoiser]\nsigma_dta = 1\n", "unknown key `model.denoiser.sigma_dta` (did you mean `sigma_data`?)"),
+        ("[task.moons]\n[model.denoiser.sampler]\nsigma_max = 0.001\n", "`model.denoiser.sampler.sigma_max` needs 0 < sigma_min < sigma_max (got 0.002 and 0.001)"),
+        ("[task.markov]\n[model.denoiser]\n", "`model.denoiser` generates points, not sequences (got task.markov)"),
+        ("[task.moons]\n[model.denoiser]\n[model.gpt]\n", "[model.gpt] and [model.denoiser] together"),
+    ];
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "bad.toml", text);
+        let o = run_in(dir.path(), &["run", "bad.toml"]);
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("hint:"), "{text}: {}", stderr(&o));
+        assert!(!dir.path().join("cloudchamber.db").exists(), "{text}");
+    }
+}

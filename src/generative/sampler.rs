@@ -3,7 +3,7 @@
 //! are with σ = r/√D (Xu et al. 2023, §4): the ODE `dx/dσ = (x − D(x, σ))/σ` from the prior at
 //! σ_max down to σ = 0.
 
-use crate::engine::Rng;
+use crate::engine::{par, Rng};
 use crate::spec::denoiser::{Method, SamplerSpec};
 
 /// EDM's schedule (Eq. 5): `σ_i = (σ_max^(1/ρ) + i/(n−1)·(σ_min^(1/ρ) − σ_max^(1/ρ)))^ρ` for
@@ -49,6 +49,7 @@ pub fn sample(
     keep: &mut Vec<f64>,
 ) {
     let len = x.len();
+    let rows = len / n.max(1);
     let (mut d, mut d2, mut next) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
     keep.clear();
     keep.extend_from_slice(&x[..keep_rows * n]);
@@ -59,23 +60,33 @@ pub fn sample(
                 *v += s.noise * sc * rng.normal();
             }
         }
-        // Euler: d = (x − D(x, σ_i))/σ_i, x' = x + (σ_{i+1} − σ_i)·d.
+        // Euler: d = (x − D(x, σ_i))/σ_i, x' = x + (σ_{i+1} − σ_i)·d. (Elementwise, in row
+        // blocks over the pool: the same values whoever computes them.)
         denoise(x, sc, &mut d);
-        for (di, &xi) in d.iter_mut().zip(x.iter()) {
-            *di = (xi - *di) / sc;
-        }
-        for ((nx, &xi), &di) in next.iter_mut().zip(x.iter()).zip(&d) {
-            *nx = xi + (sn - sc) * di;
+        let h = sn - sc;
+        {
+            let x: &[f64] = x;
+            par::for_row_blocks(rows, (par::rows(&mut d, n), par::rows(&mut next, n)), |_, r, (d, nx)| {
+                let xs = &x[r.start * n..r.end * n];
+                for ((di, nxi), &xi) in d.iter_mut().zip(nx.iter_mut()).zip(xs) {
+                    *di = (xi - *di) / sc;
+                    *nxi = xi + h * *di;
+                }
+            });
         }
         // Heun's correction, except on the last step (σ = 0 has no slope).
         if s.method == Method::Heun && sn > 0.0 {
             denoise(&next, sn, &mut d2);
-            for (d2i, &ni) in d2.iter_mut().zip(next.iter()) {
-                *d2i = (ni - *d2i) / sn;
-            }
-            for (((nx, &xi), &di), &d2i) in next.iter_mut().zip(x.iter()).zip(&d).zip(&d2) {
-                *nx = xi + (sn - sc) * 0.5 * (di + d2i);
-            }
+            let (x, d): (&[f64], &[f64]) = (x, &d);
+            par::for_row_blocks(rows, (par::rows(&mut d2, n), par::rows(&mut next, n)), |_, r, (d2, nx)| {
+                let span = r.start * n..r.end * n;
+                for (((d2i, nxi), &xi), &di) in
+                    d2.iter_mut().zip(nx.iter_mut()).zip(&x[span.clone()]).zip(&d[span])
+                {
+                    let slope = (*nxi - *d2i) / sn;
+                    *nxi = xi + h * 0.5 * (di + slope);
+                }
+            });
         }
         x.copy_from_slice(&next);
         keep.extend_from_slice(&x[..keep_rows * n]);

@@ -124,20 +124,32 @@ impl<F: Float> Denoiser<F> {
             NoiseEmbedding::Positional => 1.0,
         };
         let freqs = &self.net.params[self.freqs].value;
+        let mut c_in = F::zero();
         for r in 0..rows {
-            let (c_skip, c_out, c_in, c_noise) = precondition(sigma[r].f64(), self.sigma_data);
-            self.c_skip[r] = F::of(c_skip);
-            self.c_out[r] = F::of(c_out);
-            let row = &mut self.input[r * w..(r + 1) * w];
-            let (xs, emb) = row.split_at_mut(n);
-            let c_in = F::of(c_in);
-            for (o, &v) in xs.iter_mut().zip(&x[r * n..(r + 1) * n]) {
-                *o = c_in * v;
+            let row = r * w..(r + 1) * w;
+            // A row at the previous row's level (every row, when sampling) copies its constants
+            // and features rather than recomputing 2·K sines and cosines.
+            if r > 0 && sigma[r] == sigma[r - 1] {
+                self.c_skip[r] = self.c_skip[r - 1];
+                self.c_out[r] = self.c_out[r - 1];
+                self.input.copy_within(row.start - e..row.start, row.start + n);
+            } else {
+                let (c_skip, c_out, ci, c_noise) = precondition(sigma[r].f64(), self.sigma_data);
+                self.c_skip[r] = F::of(c_skip);
+                self.c_out[r] = F::of(c_out);
+                c_in = F::of(ci);
+                let emb = &mut self.input[row.start + n..row.end];
+                for (k, f) in freqs.iter().enumerate() {
+                    let a = two_pi * f.f64() * c_noise;
+                    emb[k] = F::of(a.cos());
+                    emb[half + k] = F::of(a.sin());
+                }
             }
-            for (k, f) in freqs.iter().enumerate() {
-                let a = two_pi * f.f64() * c_noise;
-                emb[k] = F::of(a.cos());
-                emb[half + k] = F::of(a.sin());
+            for (o, &v) in self.input[row.start..row.start + n]
+                .iter_mut()
+                .zip(&x[r * n..(r + 1) * n])
+            {
+                *o = c_in * v;
             }
         }
         self.net.forward(&self.input[..rows * w], rows, mode);
@@ -152,28 +164,53 @@ impl<F: Float> Denoiser<F> {
     }
 
     /// `D_θ(x, σ)` in f64 for any number of rows at one level (eval mode, in chunks of the
-    /// capacity): what the sampler calls.
+    /// capacity): what the sampler calls. The state stays in f64 (`c_in·x` is rounded to the
+    /// network's precision on the way in, `c_skip·x + c_out·F` is formed in f64 on the way
+    /// out), and the level's constants and noise features are computed once per call.
     pub fn denoise(&mut self, x: &[f64], sigma: f64, out: &mut [f64]) {
-        let n = self.dim;
+        use crate::engine::par;
+        let (n, e) = (self.dim, self.embed_dim());
+        let w = n + e;
         let cap = self.c_skip.len();
         let rows = x.len() / n;
-        let mut xf = vec![F::zero(); cap.min(rows) * n];
-        let sf = vec![F::of(sigma); cap.min(rows)];
+        let (c_skip, c_out, c_in, c_noise) = precondition(sigma, self.sigma_data);
+        let two_pi = match self.embedding {
+            NoiseEmbedding::Fourier => 2.0 * std::f64::consts::PI,
+            NoiseEmbedding::Positional => 1.0,
+        };
+        let freqs = &self.net.params[self.freqs].value;
+        let half = freqs.len();
+        let mut emb = vec![F::zero(); e];
+        for (k, f) in freqs.iter().enumerate() {
+            let a = two_pi * f.f64() * c_noise;
+            emb[k] = F::of(a.cos());
+            emb[half + k] = F::of(a.sin());
+        }
         let mut start = 0;
         while start < rows {
             let b = cap.min(rows - start);
-            for (d, &v) in xf.iter_mut().zip(&x[start * n..(start + b) * n]) {
-                *d = F::of(v);
-            }
-            self.forward_rows(&xf[..b * n], &sf[..b], b, Mode::Eval);
-            for (o, d) in out[start * n..(start + b) * n]
-                .iter_mut()
-                .zip(&self.denoised[..b * n])
-            {
-                *o = d.f64();
-            }
+            let xs = &x[start * n..(start + b) * n];
+            par::for_row_blocks(b, par::rows(&mut self.input[..b * w], w), |_, r, inp| {
+                for (row, i) in inp.chunks_exact_mut(w).zip(r) {
+                    let (a, f) = row.split_at_mut(n);
+                    for (o, &v) in a.iter_mut().zip(&xs[i * n..(i + 1) * n]) {
+                        *o = F::of(c_in * v);
+                    }
+                    f.copy_from_slice(&emb);
+                }
+            });
+            self.net.forward(&self.input[..b * w], b, Mode::Eval);
+            let net_out = &self.net.output[..b * n];
+            let dst = &mut out[start * n..(start + b) * n];
+            par::for_row_blocks(b, par::rows(dst, n), |_, r, o| {
+                let span = r.start * n..r.end * n;
+                for ((o, &xv), &f) in o.iter_mut().zip(&xs[span.clone()]).zip(&net_out[span]) {
+                    *o = c_skip * xv + c_out * f.f64();
+                }
+            });
             start += b;
         }
+        self.rows = 0;
     }
 }
 

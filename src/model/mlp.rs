@@ -274,9 +274,12 @@ impl<F: Float> Mlp<F> {
             let input = layer_input(x, done.last(), rows * in_dim, post_norm);
             let hp = &self.hidden[l];
             // Linear: z = x·Wᵀ + b.
+            // Only the value is needed when the backward pass derives the slope from the output,
+            // or when there is no backward pass (eval mode) and the activation is plain.
+            let value_only = self.slope_from_output || (mode == Mode::Eval && hp.act.is_none());
             // With a plain activation straight after the linear map, the bias is added in the
             // activation's pass (one memory pass fewer); otherwise the GEMM accumulates onto it.
-            let fuse_bias = self.slope_from_output && !pre_norm;
+            let fuse_bias = value_only && !pre_norm;
             if !fuse_bias {
                 let bias = hp.bias.map(|i| self.params[i].value.as_slice());
                 ops::fill_rows(&mut buf.pre[..n], width, bias);
@@ -324,7 +327,7 @@ impl<F: Float> Mlp<F> {
                     &mut pre[..n],
                     &mut act[..n],
                 );
-            } else if self.slope_from_output {
+            } else if value_only {
                 let u: &[F] = if pre_norm { &normed[..n] } else { &pre[..n] };
                 activation::forward_value_only(self.activation, u, &mut act[..n]);
             } else {

@@ -489,6 +489,10 @@ pub fn scaling(
         return Ok(None);
     }
     let key = configs[0].values[0].0.clone();
+    // PFGM++'s D is a physical parameter, not a scale: its own figure (`versus_d`) shows it.
+    if key == super::generative::AUG_DIM_KEY {
+        return Ok(None);
+    }
     if configs
         .iter()
         .any(|c| c.values[0].1.parse::<f64>().is_err())

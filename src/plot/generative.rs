@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use super::figures::RunData;
+use super::figures::{final_value, mean_stderr, Config, RunData};
+use crate::store::Store;
+use crate::Error;
 use super::{Figure, LineChart, Series, SeriesColor, Stroke};
 
 /// Points `[rows, n]` as plotted: the two coordinates of 2-D data, else the projections on the
@@ -321,4 +323,84 @@ pub fn quality_over_training(d: &RunData, metric: &str) -> Option<Figure> {
         series,
         ..LineChart::default()
     }))
+}
+
+/// The swept key that is PFGM++'s augmented dimension.
+pub const AUG_DIM_KEY: &str = "model.denoiser.aug_dim";
+
+/// Final `metric` against D for a sweep over `model.denoiser.aug_dim` alone (others may vary
+/// too: one line per value of the rest), mean ± stderr over seeds, log D; D = ∞ (diffusion) is
+/// drawn past the largest finite D and named in the legend. `None` unless D is swept.
+pub fn versus_d(store: &Store, configs: &[Config], metric: &str) -> Result<Option<Figure>, Error> {
+    let Some(k) = configs
+        .first()
+        .and_then(|c| c.values.iter().position(|(key, _)| key == AUG_DIM_KEY))
+    else {
+        return Ok(None);
+    };
+    let d_of = |c: &Config| -> f64 { c.values[k].1.parse::<f64>().unwrap_or(f64::NAN) };
+    let max_finite = configs
+        .iter()
+        .map(d_of)
+        .filter(|d| d.is_finite())
+        .fold(f64::NAN, f64::max);
+    if !max_finite.is_finite() {
+        return Ok(None);
+    }
+    let inf_at = 4.0 * max_finite;
+    // One line per combination of the other swept values.
+    let mut lines: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    for c in configs {
+        let rest: Vec<String> = c
+            .values
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != k)
+            .map(|(_, (key, v))| format!("{}={v}", super::figures::short_key(key)))
+            .collect();
+        let label = if rest.is_empty() { metric.to_string() } else { rest.join(", ") };
+        let mut vals = Vec::new();
+        for id in &c.runs {
+            let v = final_value(store, id, metric)?;
+            if v.is_finite() {
+                vals.push(v);
+            }
+        }
+        if vals.is_empty() {
+            continue;
+        }
+        let (m, se) = mean_stderr(&vals);
+        let d = d_of(c);
+        let x = if d.is_infinite() { inf_at } else { d };
+        match lines.iter_mut().find(|l| l.0 == label) {
+            Some(l) => l.1.push((x, m, se)),
+            None => lines.push((label, vec![(x, m, se)])),
+        }
+    }
+    let n = lines.len();
+    let series: Vec<Series> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, mut pts))| {
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series {
+                label,
+                points: pts.iter().map(|p| (p.0, p.1)).collect(),
+                band: pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
+                markers: true,
+                color: if n > 1 { SeriesColor::Ordered(i, n) } else { SeriesColor::Palette(0) },
+                ..Series::default()
+            }
+        })
+        .collect();
+    let log = series.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
+    Ok(Some(Figure::Lines(LineChart {
+        title: format!("Final {metric} against D"),
+        x_label: format!("augmented dimension D (D = ∞, diffusion, drawn at {})", super::axis::format_number(inf_at)),
+        y_label: format!("final {metric} (mean ± stderr over seeds)"),
+        x_log: true,
+        y_log: log,
+        series,
+        ..LineChart::default()
+    })))
 }

@@ -468,6 +468,12 @@ pub fn sweep_page(store: &Store, sweep: &str, metric: &str) -> Result<String, Er
             &format!("<b>Phase diagram.</b> Final {} (mean over seeds) for each pair of swept values; a grey cell with × is a configuration where at least one seed diverged.", esc(metric)),
         )?);
     }
+    if let Some(f) = crate::plot::generative::versus_d(store, &configs, metric)? {
+        b.push_str(&html::figure(
+            &f,
+            &format!("<b>{} against PFGM++'s augmented dimension D</b>: the mean over seeds (band: ± one standard error) of each configuration's final value, one line per value of the other swept keys. Small D is Poisson-flow-like (heavy-tailed perturbations), D = ∞ is diffusion.", esc(metric)),
+        )?);
+    }
     if let Some(s) = figures::scaling(
         store,
         sweep,

@@ -7,7 +7,8 @@
 //! `level_points` test points, perturbed once):
 //! - step 0, once: `sigma_level_l{l}` (the level σ_l), `sigma_ideal_l{l}` (the ideal
 //!   denoiser's loss), `data_std` (per-coordinate std of the training points, to set σ_data
-//!   by), `prior_{m}` (prior draws vs held-out data: the scale of "nothing learned"), `data_{m}`
+//!   by), `sample_count` and `reference_count` (the sizes of the generated and held-out samples
+//!   the metrics compare), `prior_{m}` (prior draws vs held-out data: the scale of "nothing learned"), `data_{m}`
 //!   (training vs held-out points: the estimator's floor), `ideal_{m}` (samples of the ideal
 //!   denoiser, same prior draws and sampler: the "perfect network"), for each metric `m` of
 //!   `mmd`, `mmd_unbiased`, `swd`, `energy`;
@@ -57,6 +58,23 @@ pub(crate) struct GenerativeReport {
 }
 
 impl GenerativeReport {
+    /// Bytes the report holds for `n`-dimensional data with `n_test` held-out points: the level
+    /// sets (clean, noisy, ideal), reference, training and prior points, the sampler's state
+    /// and buffers, kept trajectories (model and ideal), and the metrics' distance matrices.
+    pub(crate) fn bytes(spec: &DenoiserSpec, n: usize, n_test: usize) -> u64 {
+        let e = &spec.eval;
+        let (n, m) = (n as u64, e.samples as u64);
+        let p = e.level_points.min(n_test) as u64;
+        let levels = e.sigma_levels as u64;
+        let traj = (spec.sampler.steps as u64 + 1) * e.trajectories as u64 * n;
+        let values = levels * p * n * 3 // level sets
+            + 3 * m * n // reference, training points, prior
+            + 6 * m * n // sampler state, slopes, next, output, model and ideal samples
+            + 2 * traj
+            + 3 * m * m; // metric distance matrices
+        values.saturating_mul(8)
+    }
+
     pub(crate) fn new(spec: &DenoiserSpec, data: &Dataset, seed: u64) -> Self {
         let n = data.input_dim();
         let kernel = Kernel::new(spec, n);
@@ -169,6 +187,9 @@ impl GenerativeReport {
         }
         let (_, var) = moments(&self.train_points);
         rows.push(metric(0, "data_std", var.sqrt()));
+        // The sample sizes every metric below rests on (the reference is capped by the data).
+        rows.push(metric(0, "sample_count", (self.prior.len() / self.n) as f64));
+        rows.push(metric(0, "reference_count", (self.reference.len() / self.n) as f64));
         Self::push_quality(rows, 0, "prior", self.compare(&self.prior));
         Self::push_quality(rows, 0, "data", self.compare(&self.train_points));
         if let Some((samples, _)) = &self.ideal {
