@@ -223,6 +223,12 @@ fn pfgm_denoiser_samples_far_closer_to_data_than_the_prior() {
     assert!(e_model < e_prior / 1000.0, "energy {e_model} vs {e_prior}");
     // The perfect network: at the floor, and the trained one above it.
     let ideal = at(0, "ideal_mmd_unbiased");
-    assert!(ideal.abs() < 2e-3 && model > ideal, "ideal {ideal}, model {model}");
-    assert!(at(0, "sample_mmd_unbiased") > prior / 2.0, "the untrained network is no better than the prior");
+    assert!(
+        ideal.abs() < 2e-3 && model > ideal,
+        "ideal {ideal}, model {model}"
+    );
+    assert!(
+        at(0, "sample_mmd_unbiased") > prior / 2.0,
+        "the untrained network is no better than the prior"
+    );
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import math
 import pathlib
 import subprocess
 import sys
@@ -260,3 +261,25 @@ def test_python_keeps_the_clis_protections(tmp_path: pathlib.Path) -> None:
     with pytest.raises(cc.CloudchamberError, match="2 of 2 runs failed") as e:
         cc.sweep(spec, store, progress=False)
     assert list(e.value.sweep.ends["ended"]) == ["failed", "failed"]
+
+
+def test_a_denoiser_run_reads_from_python(tmp_path: pathlib.Path) -> None:
+    """A PFGM++ denoiser at D = ∞ and D = 8 on rings: sample metrics as rows, the samples as
+    arrays, and D a numeric column with ∞ for diffusion."""
+    spec = {
+        "task": {"rings": {"n_train": 500, "n_test": 300}},
+        "model": {"width": 32, "depth": 2, "activation": "silu", "denoiser": {"aug_dim": "inf", "eval": {"samples": 200, "sigma_levels": 3}}},
+        "optim": {"optimizer": "adam", "lr": 2e-3},
+        "train": {"steps": 200, "batch_size": 64, "eval_every": 100},
+    }
+    store = tmp_path / "g.db"
+    r = cc.run(spec, store, progress=False)
+    cc.run(spec, store, model__denoiser__aug_dim=8, progress=False)
+    m = r.metrics(names=["sample_mmd", "prior_mmd"])
+    assert list(m[m.name == "sample_mmd"]["step"]) == [0, 100, 200]
+    assert m[m.name == "prior_mmd"]["value"].iloc[0] > m[m.name == "sample_mmd"]["value"].iloc[-1]
+    s = r.samples()
+    assert s["samples"].shape == (200, 2) and s["reference"].shape == (200, 2)
+    assert s["samples_trajectory"].shape == (19, 16, 2) and s["sigmas"][-1] == 0.0
+    d = cc.Store(store).runs()["model.denoiser.aug_dim"]
+    assert d.dtype.kind == "f" and sorted(d.tolist()) == [8.0, math.inf]

@@ -149,7 +149,13 @@ pub unsafe fn sgemm(
                             // SAFETY: each task writes panels `mine` only, at their offset in
                             // the `panels·kc·NR` buffer `with_pack` sized.
                             unsafe {
-                                pack_b(&op, p0, kc, mine.clone(), shared.get().add(mine.start * kc * NR))
+                                pack_b(
+                                    &op,
+                                    p0,
+                                    kc,
+                                    mine.clone(),
+                                    shared.get().add(mine.start * kc * NR),
+                                )
                             };
                         }
                     });

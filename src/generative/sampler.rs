@@ -25,6 +25,9 @@ pub fn schedule(s: &SamplerSpec) -> Vec<f64> {
     out
 }
 
+/// A denoiser as the sampler calls it: `D(x, σ)` for every row of `x` into the output.
+pub type DenoiseFn<'a> = dyn FnMut(&[f64], f64, &mut [f64]) + 'a;
+
 /// Denoiser calls one sampling run makes: Heun's two per step, one on the last (to σ = 0).
 pub fn calls(s: &SamplerSpec) -> usize {
     match s.method {
@@ -43,7 +46,7 @@ pub fn sample(
     sigmas: &[f64],
     n: usize,
     x: &mut [f64],
-    denoise: &mut dyn FnMut(&[f64], f64, &mut [f64]),
+    denoise: &mut DenoiseFn<'_>,
     rng: &mut Rng,
     keep_rows: usize,
     keep: &mut Vec<f64>,
@@ -66,27 +69,38 @@ pub fn sample(
         let h = sn - sc;
         {
             let x: &[f64] = x;
-            par::for_row_blocks(rows, (par::rows(&mut d, n), par::rows(&mut next, n)), |_, r, (d, nx)| {
-                let xs = &x[r.start * n..r.end * n];
-                for ((di, nxi), &xi) in d.iter_mut().zip(nx.iter_mut()).zip(xs) {
-                    *di = (xi - *di) / sc;
-                    *nxi = xi + h * *di;
-                }
-            });
+            par::for_row_blocks(
+                rows,
+                (par::rows(&mut d, n), par::rows(&mut next, n)),
+                |_, r, (d, nx)| {
+                    let xs = &x[r.start * n..r.end * n];
+                    for ((di, nxi), &xi) in d.iter_mut().zip(nx.iter_mut()).zip(xs) {
+                        *di = (xi - *di) / sc;
+                        *nxi = xi + h * *di;
+                    }
+                },
+            );
         }
         // Heun's correction, except on the last step (σ = 0 has no slope).
         if s.method == Method::Heun && sn > 0.0 {
             denoise(&next, sn, &mut d2);
             let (x, d): (&[f64], &[f64]) = (x, &d);
-            par::for_row_blocks(rows, (par::rows(&mut d2, n), par::rows(&mut next, n)), |_, r, (d2, nx)| {
-                let span = r.start * n..r.end * n;
-                for (((d2i, nxi), &xi), &di) in
-                    d2.iter_mut().zip(nx.iter_mut()).zip(&x[span.clone()]).zip(&d[span])
-                {
-                    let slope = (*nxi - *d2i) / sn;
-                    *nxi = xi + h * 0.5 * (di + slope);
-                }
-            });
+            par::for_row_blocks(
+                rows,
+                (par::rows(&mut d2, n), par::rows(&mut next, n)),
+                |_, r, (d2, nx)| {
+                    let span = r.start * n..r.end * n;
+                    for (((d2i, nxi), &xi), &di) in d2
+                        .iter_mut()
+                        .zip(nx.iter_mut())
+                        .zip(&x[span.clone()])
+                        .zip(&d[span])
+                    {
+                        let slope = (*nxi - *d2i) / sn;
+                        *nxi = xi + h * 0.5 * (di + slope);
+                    }
+                },
+            );
         }
         x.copy_from_slice(&next);
         keep.extend_from_slice(&x[..keep_rows * n]);

@@ -132,7 +132,8 @@ impl<F: Float> Denoiser<F> {
             if r > 0 && sigma[r] == sigma[r - 1] {
                 self.c_skip[r] = self.c_skip[r - 1];
                 self.c_out[r] = self.c_out[r - 1];
-                self.input.copy_within(row.start - e..row.start, row.start + n);
+                self.input
+                    .copy_within(row.start - e..row.start, row.start + n);
             } else {
                 let (c_skip, c_out, ci, c_noise) = precondition(sigma[r].f64(), self.sigma_data);
                 self.c_skip[r] = F::of(c_skip);

@@ -263,9 +263,11 @@ pub fn forward_bias_value_only<F: Float>(
     let rows = z.len() / width.max(1);
     if z.len() >= PARALLEL_ELEMENTS && crate::engine::ops::threads() > 1 {
         use crate::engine::par;
-        par::for_row_blocks(rows, (par::rows(z, width), par::rows(h, width)), |_, _, (z, h)| {
-            bias_value_rows(act, width, b, z, h)
-        });
+        par::for_row_blocks(
+            rows,
+            (par::rows(z, width), par::rows(h, width)),
+            |_, _, (z, h)| bias_value_rows(act, width, b, z, h),
+        );
         return;
     }
     bias_value_rows(act, width, b, z, h)

@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 
 use super::figures::{final_value, mean_stderr, Config, RunData};
+use super::{Figure, LineChart, Series, SeriesColor, Stroke};
 use crate::store::Store;
 use crate::Error;
-use super::{Figure, LineChart, Series, SeriesColor, Stroke};
 
 /// Points `[rows, n]` as plotted: the two coordinates of 2-D data, else the projections on the
 /// reference data's two leading principal axes.
@@ -349,7 +349,9 @@ pub fn versus_d(store: &Store, configs: &[Config], metric: &str) -> Result<Optio
     }
     let inf_at = 4.0 * max_finite;
     // One line per combination of the other swept values.
-    let mut lines: Vec<(String, Vec<(f64, f64, f64)>)> = Vec::new();
+    // (label, [(D, mean, stderr)]).
+    type Line = (String, Vec<(f64, f64, f64)>);
+    let mut lines: Vec<Line> = Vec::new();
     for c in configs {
         let rest: Vec<String> = c
             .values
@@ -358,7 +360,11 @@ pub fn versus_d(store: &Store, configs: &[Config], metric: &str) -> Result<Optio
             .filter(|(i, _)| *i != k)
             .map(|(_, (key, v))| format!("{}={v}", super::figures::short_key(key)))
             .collect();
-        let label = if rest.is_empty() { metric.to_string() } else { rest.join(", ") };
+        let label = if rest.is_empty() {
+            metric.to_string()
+        } else {
+            rest.join(", ")
+        };
         let mut vals = Vec::new();
         for id in &c.runs {
             let v = final_value(store, id, metric)?;
@@ -388,7 +394,11 @@ pub fn versus_d(store: &Store, configs: &[Config], metric: &str) -> Result<Optio
                 points: pts.iter().map(|p| (p.0, p.1)).collect(),
                 band: pts.iter().map(|p| (p.0, p.1 - p.2, p.1 + p.2)).collect(),
                 markers: true,
-                color: if n > 1 { SeriesColor::Ordered(i, n) } else { SeriesColor::Palette(0) },
+                color: if n > 1 {
+                    SeriesColor::Ordered(i, n)
+                } else {
+                    SeriesColor::Palette(0)
+                },
                 ..Series::default()
             }
         })
@@ -396,7 +406,10 @@ pub fn versus_d(store: &Store, configs: &[Config], metric: &str) -> Result<Optio
     let log = series.iter().all(|s| s.points.iter().all(|p| p.1 > 0.0));
     Ok(Some(Figure::Lines(LineChart {
         title: format!("Final {metric} against D"),
-        x_label: format!("augmented dimension D (D = ∞, diffusion, drawn at {})", super::axis::format_number(inf_at)),
+        x_label: format!(
+            "augmented dimension D (D = ∞, diffusion, drawn at {})",
+            super::axis::format_number(inf_at)
+        ),
         y_label: format!("final {metric} (mean ± stderr over seeds)"),
         x_log: true,
         y_log: log,

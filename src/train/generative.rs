@@ -45,7 +45,7 @@ pub(crate) struct GenerativeReport {
     n: usize,
     levels: Vec<f64>,
     /// Per level: clean points, their perturbations `[P, N]`, the ideal denoiser's output.
-    level_sets: Vec<(Vec<f64>, Vec<f64>, Option<Vec<f64>>)>,
+    level_sets: Vec<LevelSet>,
     /// Held-out points the samples are compared with `[M, N]`.
     reference: Vec<f64>,
     /// Training points of the same count: the estimator's floor.
@@ -107,7 +107,11 @@ impl GenerativeReport {
                     m.denoise(kernel.aug, sigma, &noisy, &mut out);
                     out
                 });
-                (clean, noisy, ideal)
+                LevelSet {
+                    clean,
+                    noisy,
+                    ideal,
+                }
             })
             .collect();
         let m = e.samples.min(data.n_test()).min(data.n_train());
@@ -164,7 +168,7 @@ impl GenerativeReport {
 
     /// Runs the sampler from the fixed prior draws with `denoise`; returns the samples and the
     /// kept trajectories `[levels, T, N]`.
-    fn sample(&self, denoise: &mut dyn FnMut(&[f64], f64, &mut [f64])) -> (Vec<f64>, Vec<f64>) {
+    fn sample(&self, denoise: &mut sampler::DenoiseFn<'_>) -> (Vec<f64>, Vec<f64>) {
         let s = &self.spec.sampler;
         let sigmas = sampler::schedule(s);
         let mut x = self.prior.clone();
@@ -180,16 +184,25 @@ impl GenerativeReport {
     pub(crate) fn start(&mut self, rows: &mut Vec<MetricRow>) {
         for (l, &sigma) in self.levels.iter().enumerate() {
             rows.push(metric(0, &format!("sigma_level_l{l}"), sigma));
-            if let (clean, _, Some(ideal)) = &self.level_sets[l] {
-                let loss = weighted_mse(ideal, clean, sigma, self.spec.sigma_data, self.n);
+            let set = &self.level_sets[l];
+            if let Some(ideal) = &set.ideal {
+                let loss = weighted_mse(ideal, &set.clean, sigma, self.spec.sigma_data, self.n);
                 rows.push(metric(0, &format!("sigma_ideal_l{l}"), loss));
             }
         }
         let (_, var) = moments(&self.train_points);
         rows.push(metric(0, "data_std", var.sqrt()));
         // The sample sizes every metric below rests on (the reference is capped by the data).
-        rows.push(metric(0, "sample_count", (self.prior.len() / self.n) as f64));
-        rows.push(metric(0, "reference_count", (self.reference.len() / self.n) as f64));
+        rows.push(metric(
+            0,
+            "sample_count",
+            (self.prior.len() / self.n) as f64,
+        ));
+        rows.push(metric(
+            0,
+            "reference_count",
+            (self.reference.len() / self.n) as f64,
+        ));
         Self::push_quality(rows, 0, "prior", self.compare(&self.prior));
         Self::push_quality(rows, 0, "data", self.compare(&self.train_points));
         if let Some((samples, _)) = &self.ideal {
@@ -206,7 +219,11 @@ impl GenerativeReport {
     ) {
         let sd = self.spec.sigma_data;
         for (l, &sigma) in self.levels.iter().enumerate() {
-            let (clean, noisy, ideal) = &self.level_sets[l];
+            let LevelSet {
+                clean,
+                noisy,
+                ideal,
+            } = &self.level_sets[l];
             let mut out = vec![0.0; noisy.len()];
             model.denoise(noisy, sigma, &mut out);
             let loss = weighted_mse(&out, clean, sigma, sd, self.n);
@@ -284,6 +301,14 @@ impl GenerativeReport {
         }
         crate::interop::write(tensors, path, None)
     }
+}
+
+/// Held-out points perturbed at one level, `[P, N]` each.
+struct LevelSet {
+    clean: Vec<f64>,
+    noisy: Vec<f64>,
+    /// The ideal denoiser's output (Gaussian mixtures only).
+    ideal: Option<Vec<f64>>,
 }
 
 /// EDM's weighted loss at one level: `λ(σ)·mean over rows of ‖a − b‖²/N`, `λ = 1/c_out²`.

@@ -279,6 +279,9 @@ def _flatten(prefix: str, v: Any, out: dict) -> None:
     if isinstance(v, dict):
         for k, x in v.items():
             _flatten(f"{prefix}.{k}" if prefix else k, x, out)
+    elif v == "inf":
+        # PFGM++'s D = ∞ (`aug_dim = "inf"`) as the number it is, so the column stays numeric.
+        out[prefix] = float("inf")
     else:
         out[prefix] = v
 
@@ -412,6 +415,16 @@ class Run:
         path = self.artifacts / "data.safetensors"
         if not path.exists():
             raise StoreError(f"{path}: not saved\nhint: set output.save_data = true in the experiment")
+        return _tensors(path)
+
+    def samples(self) -> dict[str, np.ndarray]:
+        """A denoiser run's points (`samples.safetensors`), float64: `samples` [M, N] (the last
+        evaluation's), `samples_trajectory` [levels, T, N], `sigmas` [levels], `reference`
+        (held-out points), `prior` (the draws sampling starts from) and, for a Gaussian
+        mixture, `ideal` and `ideal_trajectory` (the ideal denoiser's)."""
+        path = self.artifacts / "samples.safetensors"
+        if not path.exists():
+            raise StoreError(f"{path}: not written\nhint: only [model.denoiser] runs generate samples")
         return _tensors(path)
 
     def report(self, directory: Union[str, os.PathLike, None] = None, metric: str = "test_loss") -> pathlib.Path:
