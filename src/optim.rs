@@ -124,7 +124,23 @@ impl<F: Float> OptimState<F> {
             if !p.trainable {
                 continue;
             }
+            // The parametrization's learning-rate factor, with weight decay divided by it (as
+            // `mup`'s optimizers do): `lr·wd` per step stays what the spec says.
+            let mult = match h.optimizer {
+                Optimizer::Adam | Optimizer::Adamw => p.lr_mult.adam,
+                Optimizer::Sgd | Optimizer::Momentum | Optimizer::Nesterov => p.lr_mult.sgd,
+            };
+            let (lr_f, step_size) = if mult == 1.0 {
+                (lr_f, step_size)
+            } else {
+                (F::of(lr * mult), F::of(lr * mult / bc1))
+            };
             let decay = if p.decay { wd } else { F::zero() };
+            let decay = if mult == 1.0 {
+                decay
+            } else {
+                F::of(h.weight_decay / mult)
+            };
             let (w, g) = (&mut p.value, &p.grad);
             match h.optimizer {
                 Optimizer::Sgd => {

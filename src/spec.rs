@@ -205,7 +205,10 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 let all = serde_json::to_value(&base)
                     .ok()
                     .and_then(|v| v.as_object().map(|o| o.len()));
-                let stored_form = flat == base && Some(extra.len() + 2) == all;
+                // Stored by this version (every key) or by one before the later keys.
+                let stored_form = flat == base
+                    && (Some(extra.len() + 2) == all
+                        || Some(extra.len() + 2 + LATER_MLP_KEYS) == all);
                 if !extra.is_empty() && !stored_form {
                     return Err(de::Error::custom(format!(
                         "{NOT_FOR_GPT}{}",
@@ -314,6 +317,19 @@ pub struct MlpSpec {
     /// f32: the training precision; f64 is for gradient checks and theory comparisons.
     #[serde(default = "d_dtype")]
     pub dtype: Dtype,
+    /// SP: PyTorch's defaults, nothing scaled with width (what every earlier run used).
+    #[serde(default = "d_parametrization")]
+    pub parametrization: crate::nn::parametrization::Parametrization,
+    /// 256, the reference MLP's width: at the base width every parametrization is SP.
+    #[serde(default = "d_base_width")]
+    pub base_width: usize,
+}
+
+fn d_parametrization() -> crate::nn::parametrization::Parametrization {
+    crate::nn::parametrization::Parametrization::Sp
+}
+fn d_base_width() -> usize {
+    256
 }
 
 impl Default for MlpSpec {
@@ -1299,6 +1315,12 @@ impl MlpSpec {
         }
         check_norm_eps(m.norm_eps)?;
         reject(
+            m.base_width == 0 || m.base_width > 1 << 16,
+            "model.base_width",
+            format!("must be between 1 and 65536 (got {})", m.base_width),
+            "the width at which every parametrization is SP, e.g. base_width = 64",
+        )?;
+        reject(
             m.calibrate == Calibrate::SelfNormalizing && m.act.a.init == 0.0,
             "model.calibrate",
             "needs a nonzero model.act.a (a constant activation has no variance to normalize)",
@@ -1621,7 +1643,14 @@ pub type LaterKey = (&'static str, fn() -> serde_json::Value);
 /// Every key added since run ids were first defined. A run whose value of such a key equals the
 /// default hashes as if the key did not exist, so adding a key (with a default that keeps the
 /// old behaviour) changes no stored run's id. Append a new key here, with its dotted path.
-pub const LATER_KEYS: &[LaterKey] = &[];
+pub const LATER_KEYS: &[LaterKey] = &[
+    ("model.parametrization", || serde_json::json!("sp")),
+    ("model.base_width", || serde_json::json!(256)),
+];
+
+/// Keys of the flat `[model]` table added after the first release (the last entries of
+/// [`MlpSpec`]): a GPT's stored spec from before them lacks them.
+const LATER_MLP_KEYS: usize = 2;
 
 /// The run id of a spec's JSON (object keys in struct order), ignoring the keys of `later` that
 /// sit at their default.

@@ -8,6 +8,7 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
+use cloudchamber::nn::parametrization::Parametrization;
 use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable};
 
 const IN: usize = 5;
@@ -188,6 +189,37 @@ fn cases() -> Vec<Case> {
             spec: MlpSpec {
                 activation: act,
                 act: fixed,
+                ..base()
+            },
+            loss: LossKind::Mse,
+        });
+    }
+    // Every width parametrization away from its base width (m = 4 and m = 1/2: μP's readout
+    // multiplier and rescaled inits change the forward and backward passes), with both losses
+    // and with a norm.
+    for par in [
+        Parametrization::Sp,
+        Parametrization::Ntk,
+        Parametrization::Mup,
+    ] {
+        for (base_width, loss) in [(1, LossKind::Mse), (8, LossKind::CrossEntropy)] {
+            cases.push(Case {
+                label: format!("{} base width {base_width} {loss:?}", par.name()),
+                spec: MlpSpec {
+                    parametrization: par,
+                    base_width,
+                    activation: Activation::Gelu,
+                    ..base()
+                },
+                loss,
+            });
+        }
+        cases.push(Case {
+            label: format!("{} layernorm", par.name()),
+            spec: MlpSpec {
+                parametrization: par,
+                base_width: 2,
+                norm: Norm::Layernorm,
                 ..base()
             },
             loss: LossKind::Mse,

@@ -16,6 +16,7 @@ use cloudchamber::model::Mlp;
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::loss;
 use cloudchamber::nn::norm::{Mode, Norm, NormPosition};
+use cloudchamber::nn::parametrization::Parametrization;
 use cloudchamber::optim::{lr_at, Hyper, OptimState, Optimizer, Schedule};
 use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, LossKind, MlpSpec, Trainable};
 
@@ -82,6 +83,12 @@ impl Case {
         self.spec.bias = false;
         self
     }
+    /// A width parametrization at `base_width` (the cases' width is 7).
+    fn param(mut self, p: Parametrization, base_width: usize) -> Self {
+        self.spec.parametrization = p;
+        self.spec.base_width = base_width;
+        self
+    }
 }
 
 fn learned(init: f64, per: Granularity) -> ActParamSpec {
@@ -97,8 +104,29 @@ fn cases() -> Vec<Case> {
     use LossKind::{CrossEntropy as Ce, Mse};
     use NormPosition::{AfterActivation as After, BeforeActivation as Before};
     use Optimizer as O;
+    use Parametrization as P;
     vec![
         Case::new("tanh mse adam", A::Tanh, Mse, O::Adam, 1e-2),
+        // Width parametrizations away from their base width: μP's readout multiplier and every
+        // per-tensor learning-rate factor (and weight decay ÷ it), under Adam-like and SGD-like
+        // optimizers.
+        Case::new("mup gelu ce adamw wd", A::Gelu, Ce, O::Adamw, 1e-2)
+            .param(P::Mup, 2)
+            .wd(0.1),
+        Case::new("mup tanh mse sgd wd", A::Tanh, Mse, O::Sgd, 0.05)
+            .param(P::Mup, 3)
+            .wd(1e-2),
+        Case::new(
+            "mup silu mse momentum layernorm",
+            A::Silu,
+            Mse,
+            O::Momentum,
+            0.05,
+        )
+        .param(P::Mup, 14)
+        .norm(Norm::Layernorm, Before),
+        Case::new("ntk relu ce adam", A::Relu, Ce, O::Adam, 1e-2).param(P::Ntk, 2),
+        Case::new("ntk tanh mse sgd", A::Tanh, Mse, O::Sgd, 0.1).param(P::Ntk, 3),
         Case::new(
             "sigmoid biased a,b,c per-layer mse adam",
             A::Sigmoid,
@@ -307,6 +335,9 @@ fn run_case(case: &Case, seed: u64, dir: &Path, claimed_wd: Option<f64>) -> Path
             NormPosition::AfterActivation => "after_activation",
         },
         "norm_eps": case.spec.norm_eps,
+        "parametrization": case.spec.parametrization.name(),
+        "width": case.spec.width,
+        "base_width": case.spec.base_width,
         "loss": match case.loss { LossKind::Mse => "mse", LossKind::CrossEntropy => "cross_entropy" },
         "optimizer": {
             "kind": opt_name(case.optimizer),

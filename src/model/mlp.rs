@@ -12,6 +12,7 @@ use crate::nn::init::{self, InitParams};
 use crate::nn::linear;
 use crate::nn::loss::{self, LossValue};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
+use crate::nn::parametrization::Place;
 use crate::spec::{LossKind, MlpSpec, Trainable};
 use std::any::Any;
 
@@ -83,6 +84,8 @@ pub struct Mlp<F> {
     pub init: InitParams,
     /// The training loss ([`Mlp::with_loss`]; MSE until set).
     pub loss: LossKind,
+    /// The factor on the output layer's input (μP's 1/m; 1 otherwise).
+    pub out_mult: F,
 }
 
 impl<F: Float> Mlp<F> {
@@ -161,6 +164,26 @@ impl<F: Float> Mlp<F> {
             hidden.push(hp);
         }
         let (out_weight, out_bias) = linear(&mut params, spec.depth, dims[spec.depth], output, rng);
+        // The width parametrization: initial values and learning rates scaled by place, after
+        // drawing (so SP, all factors 1, draws and holds exactly what it always did).
+        let m = if spec.depth == 0 {
+            1.0
+        } else {
+            spec.width as f64 / spec.base_width as f64
+        };
+        for p in params.iter_mut().filter(|p| p.trainable) {
+            let s = spec.parametrization.scales(place(p, spec.depth), m);
+            if s.init != 1.0 {
+                for v in p.value.iter_mut() {
+                    *v = F::of(v.f64() * s.init);
+                }
+            }
+            p.lr_mult = super::LrMult {
+                adam: s.lr_adam,
+                sgd: s.lr_sgd,
+            };
+        }
+        let out_mult = F::of(spec.parametrization.output_multiplier(m));
 
         let max_width = dims.iter().copied().max().unwrap_or(1);
         let zeros = |n: usize| vec![F::zero(); n];
@@ -210,6 +233,7 @@ impl<F: Float> Mlp<F> {
             capacity,
             init: ip,
             loss: LossKind::Mse,
+            out_mult,
         }
     }
 
@@ -373,7 +397,8 @@ impl<F: Float> Mlp<F> {
         let bias = self.out_bias.map(|i| self.params[i].value.as_slice());
         ops::fill_rows(&mut self.output[..rows * out_dim], out_dim, bias);
         let (w, dims) = (&self.params[self.out_weight].value, (rows, out_dim, in_dim));
-        linear::forward_no_bias(input, w, dims, F::one(), &mut self.output[..rows * out_dim]);
+        let out = &mut self.output[..rows * out_dim];
+        linear::forward_scaled(input, w, dims, self.out_mult, F::one(), out);
     }
 
     /// Backward pass from [`Self::d_output`] (set by the loss) to every parameter gradient.
@@ -393,9 +418,11 @@ impl<F: Float> Mlp<F> {
             let g = &self.d_output[..rows * out_dim];
             let dims = (rows, out_dim, in_dim);
             let w = &mut self.params[self.out_weight];
-            linear::backward_weight(g, input, dims, &mut w.grad);
+            let a = self.out_mult;
+            linear::backward_weight_scaled(g, input, dims, a, &mut w.grad);
             if depth > 0 {
-                linear::backward_input(g, &w.value, dims, &mut self.grad[0][..rows * in_dim]);
+                let dx = &mut self.grad[0][..rows * in_dim];
+                linear::backward_input_scaled(g, &w.value, dims, a, dx);
             }
             if let Some(bi) = self.out_bias {
                 ops::column_sums_by_columns(g, out_dim, &mut self.params[bi].grad);
@@ -505,6 +532,28 @@ impl<F: Float> Model<F> for Mlp<F> {
     }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// Where a parameter sits, for the width parametrization.
+fn place<F>(p: &Param<F>, depth: usize) -> Place {
+    let vector = |p: &Param<F>| {
+        if p.value.len() > 1 {
+            Place::WidthVector
+        } else {
+            Place::Scalar
+        }
+    };
+    match p.role {
+        Role::Weight if p.layer == 0 && depth > 0 => Place::InputWeight,
+        Role::Weight if p.layer < depth => Place::HiddenWeight,
+        Role::Weight => Place::OutputWeight,
+        Role::Bias if p.layer < depth => Place::HiddenBias {
+            fan_in_is_width: p.layer > 0,
+        },
+        Role::Bias => Place::OutputBias,
+        Role::ActA | Role::ActB | Role::ActC | Role::NormWeight | Role::NormBias => vector(p),
+        _ => Place::Scalar,
     }
 }
 

@@ -289,6 +289,26 @@ pub struct Param<F> {
     pub trainable: bool,
     /// Subject to weight decay and the weight-norm constraint: [`Role::decays`].
     pub decay: bool,
+    /// The parametrization's factor on this tensor's learning rate, for Adam-like and SGD-like
+    /// optimizers ([`crate::nn::parametrization`]; 1 under SP). Weight decay is divided by it,
+    /// so the decay per step is unchanged.
+    pub lr_mult: LrMult,
+}
+
+/// A tensor's learning-rate factors.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LrMult {
+    pub adam: f64,
+    pub sgd: f64,
+}
+
+impl Default for LrMult {
+    fn default() -> Self {
+        LrMult {
+            adam: 1.0,
+            sgd: 1.0,
+        }
+    }
 }
 
 impl Role {
@@ -319,6 +339,7 @@ impl<F: crate::engine::Float> Param<F> {
             role,
             trainable,
             decay,
+            lr_mult: LrMult::default(),
         }
     }
 }

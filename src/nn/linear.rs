@@ -34,14 +34,20 @@ pub fn forward<F: Float>(
 
 /// `y ← x·Wᵀ + β·y`, no bias (a bias-free layer, or one whose bias is already in `y` or comes
 /// in a later fused pass).
-pub fn forward_no_bias<F: Float>(
+pub fn forward_no_bias<F: Float>(x: &[F], w: &[F], dims: Dims, beta: F, y: &mut [F]) {
+    forward_scaled(x, w, dims, F::one(), beta, y);
+}
+
+/// `y ← α·x·Wᵀ + β·y`: a layer read through a forward multiplier α (μP's readout).
+pub fn forward_scaled<F: Float>(
     x: &[F],
     w: &[F],
     (rows, fan_out, fan_in): Dims,
+    alpha: F,
     beta: F,
     y: &mut [F],
 ) {
-    ops::gemm(Op::N, Op::T, rows, fan_out, fan_in, F::one(), x, w, beta, y);
+    ops::gemm(Op::N, Op::T, rows, fan_out, fan_in, alpha, x, w, beta, y);
 }
 
 /// Parameter gradients from `g = ∂L/∂y`: `dW = gᵀ·x` and `db = Σ_rows g` (when there is a
@@ -62,14 +68,25 @@ pub fn backward_params<F: Float>(
 }
 
 /// `dW = gᵀ·x`, overwritten.
-pub fn backward_weight<F: Float>(g: &[F], x: &[F], (rows, fan_out, fan_in): Dims, dw: &mut [F]) {
+pub fn backward_weight<F: Float>(g: &[F], x: &[F], dims: Dims, dw: &mut [F]) {
+    backward_weight_scaled(g, x, dims, F::one(), dw)
+}
+
+/// `dW = α·gᵀ·x`, overwritten (the layer of [`forward_scaled`]).
+pub fn backward_weight_scaled<F: Float>(
+    g: &[F],
+    x: &[F],
+    (rows, fan_out, fan_in): Dims,
+    alpha: F,
+    dw: &mut [F],
+) {
     ops::gemm(
         Op::T,
         Op::N,
         fan_out,
         fan_in,
         rows,
-        F::one(),
+        alpha,
         g,
         x,
         F::zero(),
@@ -78,14 +95,25 @@ pub fn backward_weight<F: Float>(g: &[F], x: &[F], (rows, fan_out, fan_in): Dims
 }
 
 /// `dx = g·W`, overwritten.
-pub fn backward_input<F: Float>(g: &[F], w: &[F], (rows, fan_out, fan_in): Dims, dx: &mut [F]) {
+pub fn backward_input<F: Float>(g: &[F], w: &[F], dims: Dims, dx: &mut [F]) {
+    backward_input_scaled(g, w, dims, F::one(), dx)
+}
+
+/// `dx = α·g·W`, overwritten (the layer of [`forward_scaled`]).
+pub fn backward_input_scaled<F: Float>(
+    g: &[F],
+    w: &[F],
+    (rows, fan_out, fan_in): Dims,
+    alpha: F,
+    dx: &mut [F],
+) {
     ops::gemm(
         Op::N,
         Op::N,
         rows,
         fan_in,
         fan_out,
-        F::one(),
+        alpha,
         g,
         w,
         F::zero(),

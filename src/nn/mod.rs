@@ -7,3 +7,4 @@ pub mod init;
 pub mod linear;
 pub mod loss;
 pub mod norm;
+pub mod parametrization;

@@ -169,7 +169,49 @@ def forward(case, p, x):
             h = f(z)
         if norm != "none" and pos == "after_activation":
             h = apply_norm(l, h)
-    return linear(depth, h), bn_stats
+    # muP reads its readout through 1/m (Tensor Programs V, Table 8; mup's MuReadout).
+    return linear(depth, h * output_multiplier(case)), bn_stats
+
+
+def width_mult(case):
+    # m = width / base_width; a network without hidden layers has no width.
+    if case["depth"] == 0:
+        return 1.0
+    return case.get("width", 1) / case.get("base_width", 1)
+
+
+def output_multiplier(case):
+    return 1.0 / width_mult(case) if case.get("parametrization", "sp") == "mup" else 1.0
+
+
+def lr_factor(case, name, size):
+    """A tensor's learning-rate factor, from the rules of Tensor Programs V (Table 3) as the mup
+    package applies them (MuAdam: tensors with two width dimensions / m; MuSGD: tensors with one
+    width dimension * m, square hidden weights 1) and, for NTK, from reading each weight through
+    1/sqrt(fan_in) (SGD: / m, Adam: / sqrt(m) for layers whose fan-in is the width)."""
+    par = case.get("parametrization", "sp")
+    if par == "sp":
+        return 1.0
+    m = width_mult(case)
+    depth = case["depth"]
+    parts = name.split(".")
+    layer, kind = int(parts[1]), ".".join(parts[2:])
+    adam = case["optimizer"]["kind"] in ("adam", "adamw")
+    if kind == "weight":
+        place = "input" if layer == 0 and depth > 0 else ("hidden" if layer < depth else "output")
+    elif kind == "bias":
+        place = "width_vector" if layer < depth else "fixed"
+    else:  # norm and activation parameters: per neuron (width-sized) or per layer
+        place = "width_vector" if size > 1 else "fixed"
+    if par == "ntk":
+        if place in ("hidden", "output"):
+            return 1.0 / math.sqrt(m) if adam else 1.0 / m
+        return 1.0
+    if par == "mup":
+        if adam:
+            return 1.0 / m if place == "hidden" else 1.0
+        return m if place in ("input", "output", "width_vector") else 1.0
+    raise ValueError(f"unknown parametrization {par!r}")
 
 
 def loss_fn(case, out, y):
@@ -193,8 +235,11 @@ def loss_fn(case, out, y):
 
 
 class Optim:
-    def __init__(self, hyper, names, decay):
+    def __init__(self, hyper, names, decay, factors=None):
         self.h = hyper
+        # Per-tensor learning-rate factors (width parametrizations); weight decay / factor, as
+        # the mup optimizers scale it.
+        self.factors = factors or {}
         self.kind = hyper["kind"]
         self.decay = set(decay)
         self.t = 0
@@ -204,9 +249,12 @@ class Optim:
         self.t += 1
         t = self.t
         h = self.h
+        base_lr = lr
         for name, g in grads.items():
             theta = params[name]
-            lam = h["weight_decay"] if name in self.decay else 0.0
+            f = self.factors.get(name, 1.0)
+            lr = base_lr * f
+            lam = h["weight_decay"] / f if name in self.decay else 0.0
             st = self.state[name]
             if self.kind in ("sgd", "momentum", "nesterov"):
                 # torch.optim.SGD(momentum=mu, dampening=0, nesterov=...)
@@ -276,7 +324,8 @@ def run_case(path, tol):
     params = {n: init[n] for n in trainable}
     fixed = {n: init[n] for n in state_names if not n.endswith(("running_mean", "running_var"))}
     running = {n: init[n] for n in state_names if n.endswith(("running_mean", "running_var"))}
-    opt = Optim(case["optimizer"], trainable, case["decay"])
+    factors = {n: lr_factor(case, n, int(np.prod(init[n].shape))) for n in trainable}
+    opt = Optim(case["optimizer"], trainable, case["decay"], factors)
 
     def objective(tp, x, y):
         out, stats = forward(case, {**fixed, **tp}, x)
