@@ -8,6 +8,7 @@ pub mod bench;
 pub mod bench_gpt;
 pub mod bench_sampler;
 pub mod checkpoint;
+pub mod coordcheck;
 pub mod engine;
 pub mod error;
 pub mod export;

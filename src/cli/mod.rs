@@ -3,6 +3,7 @@
 mod bench;
 mod cancel;
 mod collect;
+mod coordcheck;
 mod export;
 mod fit;
 mod inspect;
@@ -55,6 +56,9 @@ enum Command {
     Export(export::Args),
     /// Time the reference MLP step against the GEMM ceiling measured in the same process.
     Bench(bench::Args),
+    /// Coordinate check: each layer's mean |activation| against width over the first steps,
+    /// with its log–log slope beside the parametrization's predicted exponent.
+    Coordcheck(coordcheck::Args),
     /// Mean-field theory: q*, c*, χ₁, depth scales, critical line, or a phase diagram.
     Theory(theory::Args),
     /// Self-normalizing shift and scale of an activation (and SELU's α, λ for `elu`).
@@ -89,6 +93,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Show(a) => inspect::show(&cli.store, a),
         Command::Export(a) => export::run(&cli.store, a),
         Command::Bench(a) => bench::run(a),
+        Command::Coordcheck(a) => coordcheck::run(a),
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
         Command::Baselines(a) => theory::baselines(a),

@@ -62,7 +62,9 @@ impl<F: Float> Observable<F> for PreActivation {
     }
 }
 
-/// `act_mean`, `act_std` of each hidden layer's output.
+/// `act_mean`, `act_std` of each hidden layer's output, and `act_abs`, the mean |value| of each
+/// layer's output, the readout's (`layer` = depth) included: the coordinate size a coordinate
+/// check compares across widths (Yang et al. 2022, Tensor Programs V, §D).
 pub(super) struct ActivationStats;
 impl<F: Float> Observable<F> for ActivationStats {
     fn name(&self) -> &'static str {
@@ -70,11 +72,17 @@ impl<F: Float> Observable<F> for ActivationStats {
     }
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
         let m = mlp(c);
+        let mean_abs =
+            |v: &[F]| v.iter().map(|x| x.f64().abs()).sum::<f64>() / v.len().max(1) as f64;
         for l in 0..m.depth() {
-            let (mean, std) = ops::mean_std(m.layer_output(l));
+            let h = m.layer_output(l);
+            let (mean, std) = ops::mean_std(h);
             out.push(row(c.step, Some(l), "act_mean", mean));
             out.push(row(c.step, Some(l), "act_std", std));
+            out.push(row(c.step, Some(l), "act_abs", mean_abs(h)));
         }
+        let y = &m.output[..m.rows * m.output_dim()];
+        out.push(row(c.step, Some(m.depth()), "act_abs", mean_abs(y)));
     }
 }
 
