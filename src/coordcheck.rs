@@ -72,7 +72,7 @@ pub fn log_slope(x: &[f64], y: &[f64]) -> f64 {
     cov / var
 }
 
-/// Runs the check: `spec` (an MLP) at each of `widths`, `seeds` seeds from `spec.seed`, for
+/// Runs the check: `spec` (an MLP, or a GPT whose `d_model` takes the widths) at each of `widths`, `seeds` seeds from `spec.seed`, for
 /// `steps` updates, recording `act_abs` at steps `0..=steps`. `data(seed)` gives the data.
 pub fn run(
     spec: &Spec,
@@ -81,16 +81,20 @@ pub fn run(
     seeds: usize,
     data: &dyn Fn(u64) -> Result<Dataset, Error>,
 ) -> Result<CoordCheck, Error> {
-    let ModelSpec::Mlp(mlp) = &spec.model else {
-        return Err(Error::Invalid {
-            what: "coordcheck".into(),
-            message: "coordinate checks are implemented for the MLP ([model] without gpt or \
-                      denoiser) so far"
-                .into(),
-            hint: "use an MLP experiment, e.g. examples/mup-transfer.toml".into(),
-        });
+    // The MLP's hidden width, or the transformer's d_model; the observable that records
+    // `act_abs` for that family.
+    let (depth, par, observable, first_is_input) = match &spec.model {
+        ModelSpec::Mlp(m) => (m.depth, m.parametrization, "act", true),
+        ModelSpec::Gpt { gpt, .. } => (gpt.n_layer, gpt.parametrization, "resid_norm", false),
+        ModelSpec::Denoiser { .. } => {
+            return Err(Error::Invalid {
+                what: "coordcheck".into(),
+                message: "coordinate checks take an MLP or a GPT experiment".into(),
+                hint: "e.g. examples/mup-coordcheck.toml or examples/mup-coordcheck-gpt.toml"
+                    .into(),
+            })
+        }
     };
-    let depth = mlp.depth;
     let steps_n = steps as usize;
     let mut abs = vec![vec![vec![0.0; widths.len()]; depth + 1]; steps_n + 1];
     for s in 0..seeds {
@@ -99,8 +103,10 @@ pub fn run(
         for (wi, &w) in widths.iter().enumerate() {
             let mut sp = spec.clone();
             sp.seed = seed;
-            if let ModelSpec::Mlp(m) = &mut sp.model {
-                m.width = w;
+            match &mut sp.model {
+                ModelSpec::Mlp(m) => m.width = w,
+                ModelSpec::Gpt { gpt, .. } => gpt.d_model = w,
+                ModelSpec::Denoiser { .. } => {}
             }
             // One more step than updates: the forward of step t sees t updates.
             sp.train.steps = steps + 1;
@@ -108,7 +114,7 @@ pub fn run(
             sp.train.target_loss = None;
             sp.observe.log_every = 1;
             sp.observe.sharpness_every = 0;
-            sp.observe.observables = Some(vec!["act".to_string()]);
+            sp.observe.observables = Some(vec![observable.to_string()]);
             sp.output.save_weights = false;
             sp.output.save_data = false;
             let mut rows: Vec<MetricRow> = Vec::new();
@@ -130,8 +136,16 @@ pub fn run(
         spec.optim.optimizer,
         crate::optim::Optimizer::Adam | crate::optim::Optimizer::Adamw
     );
+    // A GPT's first reported layer is a block (its embedding is not reported): every block is
+    // a hidden layer of the rules.
     let predicted = (0..=depth)
-        .map(|l| predicted_update_exponent(mlp.parametrization, adam, l, depth))
+        .map(|l| {
+            if first_is_input || l == depth {
+                predicted_update_exponent(par, adam, l, depth)
+            } else {
+                predicted_update_exponent(par, adam, 1, usize::MAX)
+            }
+        })
         .collect();
     Ok(CoordCheck {
         widths: widths.to_vec(),
@@ -140,7 +154,7 @@ pub fn run(
         abs,
         slope,
         predicted,
-        parametrization: mlp.parametrization,
+        parametrization: par,
         adam,
     })
 }

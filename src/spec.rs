@@ -1646,6 +1646,10 @@ pub type LaterKey = (&'static str, fn() -> serde_json::Value);
 pub const LATER_KEYS: &[LaterKey] = &[
     ("model.parametrization", || serde_json::json!("sp")),
     ("model.base_width", || serde_json::json!(256)),
+    ("model.gpt.parametrization", || serde_json::json!("sp")),
+    ("model.gpt.base_d_model", || serde_json::json!(128)),
+    ("model.gpt.zero_readout", || serde_json::json!(false)),
+    ("model.gpt.zero_query", || serde_json::json!(false)),
 ];
 
 /// Keys of the flat `[model]` table added after the first release (the last entries of

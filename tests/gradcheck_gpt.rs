@@ -184,6 +184,36 @@ fn activations_and_biased_form_match_finite_differences() {
     }
 }
 
+/// Width parametrizations away from their base width (d_model 8 against bases 2 and 32): μP's
+/// 1/d attention scale and 1/m head multiplier change the forward and backward passes; tied and
+/// untied heads, learned and rotary positions.
+#[test]
+fn parametrizations_match_finite_differences() {
+    use cloudchamber::nn::parametrization::Parametrization;
+    let (x, y) = data();
+    for par in [Parametrization::Mup, Parametrization::Ntk] {
+        for base in [2, 32] {
+            for (tying, positions) in [
+                (Tying::Untied, Positions::Learned),
+                (Tying::Tied, Positions::Rotary),
+            ] {
+                let s = GptSpec {
+                    parametrization: par,
+                    base_d_model: base,
+                    ..spec(Norm::Layernorm, Placement::Pre, tying, positions)
+                };
+                let mut m = model(&s);
+                let g = analytic(&mut m, &x, &y);
+                let (err, at) = worst_error(&mut m, &g, &x, &y);
+                assert!(
+                    err < TOL,
+                    "{par:?} base {base} {tying:?} {positions:?}: {err:.2e} at {at}"
+                );
+            }
+        }
+    }
+}
+
 /// The check has teeth: a gradient off by 1% in one element of the attention weights is caught.
 #[test]
 fn a_wrong_gradient_is_caught() {

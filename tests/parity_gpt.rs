@@ -21,6 +21,7 @@ use cloudchamber::model::gpt::{
 };
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::norm::Norm;
+use cloudchamber::nn::parametrization::Parametrization;
 use cloudchamber::optim::{Hyper, OptimState, Optimizer};
 use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, Trainable};
 
@@ -92,6 +93,32 @@ fn cases() -> Vec<GptSpec> {
             init: GptInit::Pytorch,
             ..spec(Rms, Pre, Learned, Untied, A::Softplus)
         },
+        // Width parametrizations away from their base width: μP's 1/d attention scale, 1/m
+        // head multiplier and per-tensor learning rates (weight decay ÷ them), with and without
+        // a zero-initialized head and queries; NTK's learning rates.
+        GptSpec {
+            parametrization: Parametrization::Mup,
+            base_d_model: 4,
+            ..spec(Ln, Pre, Learned, Untied, A::Gelu)
+        },
+        GptSpec {
+            parametrization: Parametrization::Mup,
+            base_d_model: 16,
+            zero_query: true,
+            ..spec(Rms, Pre, Rotary, Tied, A::Silu)
+        },
+        GptSpec {
+            parametrization: Parametrization::Mup,
+            base_d_model: 2,
+            zero_readout: true,
+            init: GptInit::Pytorch,
+            ..spec(Ln, Post, Rotary, Untied, A::Gelu)
+        },
+        GptSpec {
+            parametrization: Parametrization::Ntk,
+            base_d_model: 4,
+            ..spec(Ln, Pre, Learned, Untied, A::Gelu)
+        },
     ]
 }
 
@@ -114,6 +141,17 @@ fn prompt_cases() -> Vec<GptSpec> {
             Tying::Untied,
             Activation::Relu,
         ),
+        GptSpec {
+            parametrization: Parametrization::Mup,
+            base_d_model: 4,
+            ..spec(
+                Ln,
+                Placement::Pre,
+                Positions::Rotary,
+                Tying::Untied,
+                Activation::Gelu,
+            )
+        },
     ]
 }
 
@@ -136,6 +174,9 @@ fn name(s: &GptSpec) -> String {
         s.norm.name(),
         s.activation.name()
     );
+    if s.parametrization != Parametrization::Sp {
+        n += &format!(" {} (base {})", s.parametrization.name(), s.base_d_model);
+    }
     if !s.act.is_plain() {
         n += " biased a,b,c";
     }
@@ -321,6 +362,8 @@ fn run_case_reading(spec: &GptSpec, seed: u64, dir: &Path, lie: Lie, reads: Read
         "positions": positions_name(spec.positions),
         "rope_base": ROPE_BASE,
         "tying": tying_name(spec.tying),
+        "parametrization": spec.parametrization.name(),
+        "base_d_model": spec.base_d_model,
         "optimizer": {
             "kind": "adamw",
             "beta1": hyper.beta1,

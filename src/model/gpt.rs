@@ -42,6 +42,7 @@ use crate::nn::init::{self, InitParams};
 use crate::nn::loss::LossValue;
 pub use crate::nn::loss::{token_cross_entropy as cross_entropy, IGNORE};
 use crate::nn::norm::{self, Mode, NormCache};
+use crate::nn::parametrization::{Parametrization, Place};
 use crate::nn::{embedding, linear};
 pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_BASE};
 use crate::spec::Trainable;
@@ -180,10 +181,53 @@ pub struct Gpt<F> {
     partial: Vec<F>,
     /// Rotary tables (empty unless positions are rotary).
     rope: Rope<F>,
+    /// The attention logits' scale: `1/√hd` (SP, NTK), `√hd_base/hd` (μP).
+    pub att_scale: F,
+    /// The head's (or read-out's) forward multiplier: μP's `1/m`, 1 otherwise.
+    pub out_mult: F,
     /// Sequences and tokens per sequence of the last forward pass.
     pub batch: usize,
     pub seq: usize,
     capacity: usize,
+}
+
+/// Where a GPT parameter sits, for the width parametrization: embeddings and the read-in are
+/// input weights (fan-in fixed), the blocks' matrices hidden weights, the head and read-out the
+/// readout.
+fn gpt_place(name: &str, len: usize) -> Place {
+    let vector = if len > 1 {
+        Place::WidthVector
+    } else {
+        Place::Scalar
+    };
+    if name == "transformer.wte.weight"
+        || name == "transformer.wpe.weight"
+        || name == "read_in.weight"
+    {
+        Place::InputWeight
+    } else if name == "read_in.bias" {
+        Place::HiddenBias {
+            fan_in_is_width: false,
+        }
+    } else if name == "lm_head.weight" || name == "read_out.weight" {
+        Place::OutputWeight
+    } else if name == "read_out.bias" {
+        Place::OutputBias
+    } else if name.ends_with("c_attn.weight")
+        || name.ends_with("c_proj.weight")
+        || name.ends_with("c_fc.weight")
+    {
+        Place::HiddenWeight
+    } else if name.ends_with("c_attn.bias")
+        || name.ends_with("c_proj.bias")
+        || name.ends_with("c_fc.bias")
+    {
+        Place::HiddenBias {
+            fan_in_is_width: true,
+        }
+    } else {
+        vector
+    }
 }
 
 impl<F: Float> Gpt<F> {
@@ -383,6 +427,47 @@ impl<F: Float> Gpt<F> {
             }
         };
 
+        // The width parametrization: initial values and learning rates scaled by place, after
+        // drawing (SP: every factor 1, the model drawn exactly as before).
+        let par = spec.parametrization;
+        let mw = c as f64 / spec.base_d_model as f64;
+        for p in params.iter_mut().filter(|p| p.trainable) {
+            let place = gpt_place(&p.name, p.value.len());
+            let mut s = par.scales(place, mw);
+            // GPT-2's init draws a fixed std whatever the width; the rules assume variance ∝
+            // 1/fan-in, so under another parametrization the matrices drawn that way get
+            // ×1/√m (equal at the base width).
+            if par != Parametrization::Sp
+                && spec.init == GptInit::Gpt2
+                && matches!(place, Place::HiddenWeight | Place::OutputWeight)
+            {
+                s.init /= mw.sqrt();
+            }
+            if s.init != 1.0 {
+                for v in p.value.iter_mut() {
+                    *v = F::of(v.f64() * s.init);
+                }
+            }
+            p.lr_mult = super::LrMult {
+                adam: s.lr_adam,
+                sgd: s.lr_sgd,
+            };
+            // A tied head is the token table: zeroing it would zero the embedding too, so
+            // `zero_readout` applies to an untied head (and the read-out) only.
+            if spec.zero_readout && place == Place::OutputWeight {
+                p.value.fill(F::zero());
+            }
+            // The query block: the first C rows of each c_attn weight `[3C, C]`.
+            if spec.zero_query && p.name.ends_with(".attn.c_attn.weight") {
+                p.value[..c * c].fill(F::zero());
+            }
+        }
+        let out_mult = F::of(par.output_multiplier(mw));
+        let att_scale = F::of(match par {
+            Parametrization::Mup => (spec.base_d_model as f64 / h as f64).sqrt() / hd as f64,
+            Parametrization::Sp | Parametrization::Ntk => attention::default_scale(hd),
+        });
+
         // Buffers, sized once.
         let bt = capacity * context;
         let z = |n: usize| vec![F::zero(); n];
@@ -436,6 +521,8 @@ impl<F: Float> Gpt<F> {
             g_att: z(capacity * h * context * context),
             partial: z(norm::partial_len(bt, c).max(bt.div_ceil(ops::ROW_BLOCK) * (3 * c).max(m))),
             rope,
+            att_scale,
+            out_mult,
             batch: 0,
             seq: 0,
             capacity,
@@ -545,7 +632,7 @@ impl<F: Float> Gpt<F> {
                 bh_max: &mut b.bh_max,
                 logit_max: &mut b.logit_max,
             };
-            attention::forward(heads, batch, seq, h, hd, rope);
+            attention::forward(heads, batch, seq, h, hd, rope, self.att_scale);
             b.s1[..n].copy_from_slice(x);
             let (w, bias) = (&p[bi.proj_w].value, &p[bi.proj_b].value);
             linear::forward(&b.y[..n], w, bias, (bt, c, c), F::one(), &mut b.s1[..n]);
@@ -584,11 +671,32 @@ impl<F: Float> Gpt<F> {
         match self.ends {
             Ends::Tokens { wte, head } => {
                 let w_head = &p[head.unwrap_or(wte)].value;
-                linear::forward_no_bias(&self.xf[..n], w_head, (bt, vocab, c), F::zero(), logits);
+                let dims = (bt, vocab, c);
+                linear::forward_scaled(
+                    &self.xf[..n],
+                    w_head,
+                    dims,
+                    self.out_mult,
+                    F::zero(),
+                    logits,
+                );
             }
             Ends::Prompts { read_out, .. } => {
                 let (w, b) = (&p[read_out.0].value, &p[read_out.1].value);
-                linear::forward(&self.xf[..n], w, b, (bt, 1, c), F::zero(), logits);
+                if self.out_mult == F::one() {
+                    linear::forward(&self.xf[..n], w, b, (bt, 1, c), F::zero(), logits);
+                } else {
+                    // μP's read-out multiplier on the matrix product, not the bias.
+                    ops::fill_rows(logits, 1, Some(b));
+                    linear::forward_scaled(
+                        &self.xf[..n],
+                        w,
+                        (bt, 1, c),
+                        self.out_mult,
+                        F::one(),
+                        logits,
+                    );
+                }
             }
         }
     }
@@ -660,19 +768,23 @@ impl<F: Float> Gpt<F> {
         let dl = &self.d_logits[..bt * vocab];
         let dims = (bt, vocab, c);
         let xf = &self.xf[..n];
+        // The head's forward multiplier (μP's 1/m; 1 otherwise) scales its weight's gradient
+        // and the gradient it passes back, not its bias's.
+        let a = self.out_mult;
         let head = match self.ends {
             Ends::Tokens { wte, head } => {
                 let head = head.unwrap_or(wte);
-                linear::backward_params(dl, xf, dims, &mut params[head].grad, None, partial);
+                linear::backward_weight_scaled(dl, xf, dims, a, &mut params[head].grad);
                 head
             }
             Ends::Prompts { read_out, .. } => {
                 let (pw, pb) = pair_mut(params, read_out.0, read_out.1);
-                linear::backward_params(dl, xf, dims, &mut pw.grad, Some(&mut pb.grad), partial);
+                linear::backward_weight_scaled(dl, xf, dims, a, &mut pw.grad);
+                ops::column_sums_par(dl, dims.1, &mut pb.grad, partial);
                 read_out.0
             }
         };
-        linear::backward_input(dl, &params[head].value, dims, &mut ga[..n]);
+        linear::backward_input_scaled(dl, &params[head].value, dims, a, &mut ga[..n]);
         // ga = ∂L/∂x_L.
         if pre {
             let x = &self.resid[self.dims.n_layer][..n];
@@ -765,6 +877,7 @@ impl<F: Float> Gpt<F> {
                 h,
                 hd,
                 rope,
+                self.att_scale,
                 &gc[..n],
                 g_qkv,
                 &mut self.g_att,

@@ -61,6 +61,13 @@ pub struct Buffers<'a, F> {
     pub logit_max: &'a mut [F],
 }
 
+/// The attention scale `1/√hd` (Vaswani et al. 2017); μP's is `∝ 1/hd` (Tensor Programs V,
+/// §4), set by the model.
+pub fn default_scale(hd: usize) -> f64 {
+    1.0 / (hd as f64).sqrt()
+}
+
+/// `q·k` is multiplied by `scale` before the softmax (`forward` and `backward` take it).
 #[allow(clippy::too_many_arguments)]
 pub fn forward<F: Float>(
     buf: Buffers<'_, F>,
@@ -69,6 +76,7 @@ pub fn forward<F: Float>(
     h: usize,
     hd: usize,
     rotary: Option<&Rope<F>>,
+    scale: F,
 ) {
     let c = h * hd;
     let tt = seq * seq;
@@ -79,7 +87,6 @@ pub fn forward<F: Float>(
         bh_max,
         logit_max,
     } = buf;
-    let scale = F::of(1.0 / (hd as f64).sqrt());
     let parts = (
         par::rows(&mut qkv[..batch * seq * 3 * c], seq * 3 * c),
         par::rows(&mut att[..batch * h * tt], h * tt),
@@ -190,13 +197,13 @@ pub fn backward<F: Float>(
     h: usize,
     hd: usize,
     rotary: Option<&Rope<F>>,
+    scale: F,
     dy: &[F],
     dqkv: &mut [F],
     dp: &mut [F],
 ) {
     let c = h * hd;
     let tt = seq * seq;
-    let scale = F::of(1.0 / (hd as f64).sqrt());
     let parts = (
         par::rows(&mut dqkv[..batch * seq * 3 * c], seq * 3 * c),
         par::rows(&mut dp[..batch * h * tt], h * tt),

@@ -33,6 +33,25 @@ impl<F: Float> Observable<F> for ResidNorm {
                 / bt.max(1) as f64;
             out.push(row(c.step, Some(l), "resid_norm", mean));
         }
+        // `act_abs`: the mean |value| of each block's output stream (layer l: after block l)
+        // and of the logits (layer n_layer), the coordinate sizes a coordinate check compares.
+        let mean_abs =
+            |v: &[F]| v.iter().map(|x| x.f64().abs()).sum::<f64>() / v.len().max(1) as f64;
+        for l in 0..m.dims.n_layer {
+            out.push(row(
+                c.step,
+                Some(l),
+                "act_abs",
+                mean_abs(&m.resid[l + 1][..bt * width]),
+            ));
+        }
+        let logits = &m.logits[..bt * m.dims.vocab];
+        out.push(row(
+            c.step,
+            Some(m.dims.n_layer),
+            "act_abs",
+            mean_abs(logits),
+        ));
     }
 }
 

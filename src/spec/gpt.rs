@@ -93,6 +93,26 @@ pub struct GptSpec {
     /// 0.02: GPT-2's standard deviation for weights and embeddings.
     #[serde(default = "d_init_std")]
     pub init_std: f64,
+    /// SP: GPT-2 as published, nothing scaled with width (what every earlier run used).
+    #[serde(default = "d_parametrization")]
+    pub parametrization: crate::nn::parametrization::Parametrization,
+    /// 128, the reference tiny GPT's width: at `d_model = base_d_model` every parametrization is
+    /// SP.
+    #[serde(default = "d_base_d_model")]
+    pub base_d_model: usize,
+    /// Zero-initialized head (μP's recommended option, Tensor Programs V §D.2); off: drawn.
+    #[serde(default)]
+    pub zero_readout: bool,
+    /// Zero-initialized query weights (Tensor Programs V §D.2); off: drawn.
+    #[serde(default)]
+    pub zero_query: bool,
+}
+
+fn d_parametrization() -> crate::nn::parametrization::Parametrization {
+    crate::nn::parametrization::Parametrization::Sp
+}
+fn d_base_d_model() -> usize {
+    128
 }
 
 fn d_n_layer() -> usize {
@@ -141,6 +161,33 @@ impl GptSpec {
     /// Ranges and consistency: `(key, message, hint)` with keys under `model.gpt.`.
     pub fn validate(&self) -> Result<(), (String, String, String)> {
         let bad = |k: &str, m: String, h: &str| Err((format!("model.gpt.{k}"), m, h.to_string()));
+        if self.base_d_model == 0 || self.base_d_model > 1 << 14 {
+            return bad(
+                "base_d_model",
+                format!("must be between 1 and 16384 (got {})", self.base_d_model),
+                "the width at which every parametrization is SP, e.g. base_d_model = 64",
+            );
+        }
+        if self.zero_readout && self.tying == Tying::Tied {
+            return bad(
+                "zero_readout",
+                "a tied head is the token table: zeroing it would zero the embeddings".into(),
+                "untie the head (tying = \"untied\") or drop zero_readout",
+            );
+        }
+        if self.parametrization != crate::nn::parametrization::Parametrization::Sp
+            && !self.base_d_model.is_multiple_of(self.n_head.max(1))
+        {
+            return bad(
+                "base_d_model",
+                format!(
+                    "must be a multiple of n_head = {} (got {}): μP's attention scale uses the \
+                     base head width",
+                    self.n_head, self.base_d_model
+                ),
+                "e.g. base_d_model = 64 with n_head = 4",
+            );
+        }
         if self.n_layer == 0 || self.n_layer > 1024 {
             return bad(
                 "n_layer",

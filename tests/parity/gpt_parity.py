@@ -234,7 +234,7 @@ def forward(case, p, tokens=None, zs=None):
         q, k, v = (heads(qkv[..., i * C:(i + 1) * C]) for i in range(3))
         if case["positions"] == "rotary":
             q, k = rotary(q, case["rope_base"]), rotary(k, case["rope_base"])
-        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(hd)
+        scores = (q @ k.transpose(0, 1, 3, 2)) * attention_scale(case, hd)
         scores = jnp.where(causal, scores, -jnp.inf)
         att = jax.nn.softmax(scores, axis=-1)
         y = (att @ v).transpose(0, 2, 1, 3).reshape(B, T, C)
@@ -269,15 +269,54 @@ def forward(case, p, tokens=None, zs=None):
             raise ValueError(f"unknown placement {case['placement']!r}")
     if case["placement"] == "pre":
         x = apply_norm("transformer.ln_f", x)
+    mult = head_multiplier(case)
     if tokens is None:
-        return x @ p["read_out.weight"].T + p["read_out.bias"]
+        return (x * mult) @ p["read_out.weight"].T + p["read_out.bias"]
     if case["tying"] == "tied":
         w_head = p["transformer.wte.weight"]
     elif case["tying"] == "untied":
         w_head = p["lm_head.weight"]
     else:
         raise ValueError(f"unknown tying {case['tying']!r}")
-    return x @ w_head.T
+    return (x * mult) @ w_head.T
+
+
+# ------------------------------------------------------------------------------------------------
+# Width parametrizations (Tensor Programs V, Tables 3 and 8; the mup package's MuReadout and
+# MuAdam; NTK read through 1/sqrt(fan_in)), relative to the base width at which they are SP.
+# ------------------------------------------------------------------------------------------------
+
+
+def width_mult(case):
+    return case["d_model"] / case.get("base_d_model", case["d_model"])
+
+
+def attention_scale(case, hd):
+    # muP: logits scaled by 1/d_head (times sqrt(base head width), so that it equals SP's
+    # 1/sqrt(d_head) at the base width); otherwise 1/sqrt(d_head).
+    if case.get("parametrization", "sp") == "mup":
+        base_hd = case["base_d_model"] / case["n_head"]
+        return math.sqrt(base_hd) / hd
+    return 1.0 / math.sqrt(hd)
+
+
+def head_multiplier(case):
+    return 1.0 / width_mult(case) if case.get("parametrization", "sp") == "mup" else 1.0
+
+
+def adam_lr_factor(case, name):
+    """Hidden matrices (both dimensions grow with width) get lr / m under muP (MuAdam); under
+    NTK every matrix read through 1/sqrt(fan_in) with fan-in the width (hidden and head) gets
+    lr / sqrt(m). Embeddings, the read-in, vectors and scalars keep lr."""
+    par = case.get("parametrization", "sp")
+    m = width_mult(case)
+    hidden = name.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight"))
+    head = name in ("lm_head.weight", "read_out.weight")
+    if par == "mup":
+        return 1.0 / m if hidden else 1.0
+    if par == "ntk":
+        return 1.0 / math.sqrt(m) if hidden or head else 1.0
+    return 1.0
 
 
 def cross_entropy(logits, targets):
@@ -302,7 +341,10 @@ class AdamW:
     elementwise op). Also accumulates, per element, Σ_t lr_t / (sqrt(v̂_t) + eps): how strongly a
     gradient error moves the parameter (see `run_case`)."""
 
-    def __init__(self, hyper, names, decay):
+    def __init__(self, hyper, names, decay, factors=None):
+        # Per-tensor learning-rate factors; weight decay / factor (mup's MuAdamW), so lr * wd
+        # per step is unchanged.
+        self.factors = factors or {}
         if hyper["kind"] != "adamw":
             raise ValueError(f"only adamw is described here (got {hyper['kind']!r})")
         self.b1, self.b2 = hyper["beta1"], hyper["beta2"]
@@ -320,15 +362,17 @@ class AdamW:
         for name, g in grads.items():
             g = np.asarray(g)
             theta = params[name]
-            lam = self.wd if name in self.decay else 0.0
-            theta = theta - lr * lam * theta  # θ_t ← θ_{t−1} − γ λ θ_{t−1}
+            f = self.factors.get(name, 1.0)
+            lr_p = lr * f
+            lam = self.wd / f if name in self.decay else 0.0
+            theta = theta - lr_p * lam * theta  # θ_t ← θ_{t−1} − γ λ θ_{t−1}
             self.m[name] = self.b1 * self.m[name] + (1 - self.b1) * g
             self.v[name] = self.b2 * self.v[name] + (1 - self.b2) * g * g
             m_hat = self.m[name] / (1 - self.b1**t)
             v_hat = self.v[name] / (1 - self.b2**t)
             denom = np.sqrt(v_hat) + self.eps
-            params[name] = theta - lr * m_hat / denom
-            self.sensitivity[name] = self.sensitivity[name] + lr / denom
+            params[name] = theta - lr_p * m_hat / denom
+            self.sensitivity[name] = self.sensitivity[name] + lr_p / denom
 
 
 # ------------------------------------------------------------------------------------------------
@@ -388,7 +432,7 @@ def run_case(path, tol):
         raise ValueError(f"{path}: decayed tensors that are not trained: {sorted(unknown_decay)}")
     params = {n: init[n] for n in trainable}
     fixed = {n: jnp.asarray(v) for n, v in init.items() if n not in params}
-    opt = AdamW(case["optimizer"], trainable, case["decay"])
+    opt = AdamW(case["optimizer"], trainable, case["decay"], {n: adam_lr_factor(case, n) for n in trainable})
     used = set()
 
     prompts = case.get("input") == "prompts"
