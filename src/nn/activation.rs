@@ -219,6 +219,27 @@ impl Activation {
     }
 }
 
+/// `match act { Activation::X => $run!(Activation::X), … }` over every activation: a loop
+/// written once as a local `run!` macro is monomorphized per activation (constants folded, the
+/// unused slope dropped, the loop vectorized).
+macro_rules! each_activation {
+    ($act:expr, $run:ident) => {
+        match $act {
+            Activation::Identity => $run!(Activation::Identity),
+            Activation::Relu => $run!(Activation::Relu),
+            Activation::LeakyRelu => $run!(Activation::LeakyRelu),
+            Activation::Elu => $run!(Activation::Elu),
+            Activation::Selu => $run!(Activation::Selu),
+            Activation::Gelu => $run!(Activation::Gelu),
+            Activation::GeluTanh => $run!(Activation::GeluTanh),
+            Activation::Silu => $run!(Activation::Silu),
+            Activation::Tanh => $run!(Activation::Tanh),
+            Activation::Sigmoid => $run!(Activation::Sigmoid),
+            Activation::Softplus => $run!(Activation::Softplus),
+        }
+    };
+}
+
 /// `h = f(z)` only, for activations whose slope the backward pass derives from `h`, and for any
 /// plain activation in eval mode (no backward pass).
 pub fn forward_value_only<F: Float>(act: Activation, z: &[F], h: &mut [F]) {
@@ -292,19 +313,7 @@ fn bias_value_rows<F: Float>(act: Activation, width: usize, b: &[F], z: &mut [F]
             }
         };
     }
-    match act {
-        Activation::Identity => run!(Activation::Identity),
-        Activation::Relu => run!(Activation::Relu),
-        Activation::LeakyRelu => run!(Activation::LeakyRelu),
-        Activation::Tanh => run!(Activation::Tanh),
-        Activation::Sigmoid => run!(Activation::Sigmoid),
-        Activation::Silu => run!(Activation::Silu),
-        Activation::Gelu => run!(Activation::Gelu),
-        Activation::GeluTanh => run!(Activation::GeluTanh),
-        Activation::Elu => run!(Activation::Elu),
-        Activation::Selu => run!(Activation::Selu),
-        Activation::Softplus => run!(Activation::Softplus),
-    }
+    each_activation!(act, run)
 }
 
 /// `∂L/∂z = ∂L/∂h · f′`, with `f′` derived from the output `h = f(z)`, in place.
@@ -353,19 +362,7 @@ fn plain_kernel<F: Float>(act: Activation, z: &[F], h: &mut [F], d: &mut [F]) {
             }
         };
     }
-    match act {
-        Activation::Identity => run!(Activation::Identity),
-        Activation::Relu => run!(Activation::Relu),
-        Activation::LeakyRelu => run!(Activation::LeakyRelu),
-        Activation::Elu => run!(Activation::Elu),
-        Activation::Selu => run!(Activation::Selu),
-        Activation::Gelu => run!(Activation::Gelu),
-        Activation::GeluTanh => run!(Activation::GeluTanh),
-        Activation::Silu => run!(Activation::Silu),
-        Activation::Tanh => run!(Activation::Tanh),
-        Activation::Sigmoid => run!(Activation::Sigmoid),
-        Activation::Softplus => run!(Activation::Softplus),
-    }
+    each_activation!(act, run)
 }
 
 /// The biased fused kernel over a `[rows, width]` buffer with per-column `a, b, c`:
@@ -409,19 +406,7 @@ fn biased_kernel<F: Float>(
             }
         };
     }
-    match act {
-        Activation::Identity => run!(Activation::Identity),
-        Activation::Relu => run!(Activation::Relu),
-        Activation::LeakyRelu => run!(Activation::LeakyRelu),
-        Activation::Elu => run!(Activation::Elu),
-        Activation::Selu => run!(Activation::Selu),
-        Activation::Gelu => run!(Activation::Gelu),
-        Activation::GeluTanh => run!(Activation::GeluTanh),
-        Activation::Silu => run!(Activation::Silu),
-        Activation::Tanh => run!(Activation::Tanh),
-        Activation::Sigmoid => run!(Activation::Sigmoid),
-        Activation::Softplus => run!(Activation::Softplus),
-    }
+    each_activation!(act, run)
 }
 
 /// Per-column parameters of the biased form, already broadcast to the layer width.
