@@ -538,6 +538,10 @@ fn a_requeued_element_resumes_from_its_checkpoint() {
             .iter()
             .any(|(_, st)| st == "PENDING")
     });
+    // slurmd refuses a job credential issued in the same second as the kill that revoked the
+    // job's last one ("Job credential revoked", the restart exits at once): measured when the
+    // release came 0.35 s after the requeue. Let a second pass first.
+    std::thread::sleep(Duration::from_secs(2));
     lab.tool(
         "scontrol",
         &["update", &format!("JobId={element}"), "StartTime=now"],
