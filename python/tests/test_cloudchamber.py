@@ -162,11 +162,12 @@ def test_ctrl_c_checkpoints_and_the_next_call_resumes_bit_identically(tmp_path: 
     import signal
 
     spec = json.loads(json.dumps(SMALL))
-    # Long enough (about 4 s here) that the interrupt lands mid-run even when a loaded machine
-    # slows the polling below: at 40,000 steps a busy CI machine once let the run finish first.
+    # Long enough (about 4 s here) that the interrupt lands mid-run, and logged rarely enough
+    # (a transaction every ~0.1 s) that the polling reader below is not starved by the writer:
+    # twice in CI the interrupt came only after the run had finished.
     spec["train"] = {"steps": 200000, "batch_size": 32, "eval_every": 5000, "checkpoint_every": 20000}
     spec["model"]["width"] = 48
-    spec["observe"] = {"log_every": 500}
+    spec["observe"] = {"log_every": 5000}
     spec["output"] = {}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     ref = cc.run(spec, tmp_path / "ref.db", progress=False)
@@ -183,7 +184,7 @@ def test_ctrl_c_checkpoints_and_the_next_call_resumes_bit_identically(tmp_path: 
         time.sleep(0.05)
         try:
             m = cc.Store(tmp_path / "cut.db").metrics(names=["train_loss"])
-            if len(m) > 30:
+            if len(m) > 3:
                 break
         except Exception:
             pass
