@@ -178,7 +178,16 @@ def test_ctrl_c_checkpoints_and_the_next_call_resumes_bit_identically(tmp_path: 
         "except KeyboardInterrupt:\n"
         "    print('KeyboardInterrupt'); sys.exit(7)\n"
     )
-    p = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    # The child gets SIGINT's default disposition whatever this process inherited: a shell
+    # that starts a command in the background ignores SIGINT for it, and a Python started with
+    # SIGINT ignored installs no KeyboardInterrupt handler (the run would then just finish).
+    p = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 60
     while True:
         time.sleep(0.05)
