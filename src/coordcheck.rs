@@ -43,14 +43,15 @@ pub struct CoordCheck {
 /// (layer `depth` the readout), under `p` with an Adam-like (`adam`) or SGD-like optimizer
 /// (derivation in the module doc): Adam — SP (0, 1, …, 1, readout 1.5), NTK (0, ½, …, ½,
 /// readout 1), μP (0, …, 0); SGD — SP (−½, ½, …, ½, readout 1), NTK (−½, …, −½, readout 0),
-/// μP (0, …, 0).
+/// μP and mean field (0, …, 0).
 pub fn predicted_update_exponent(p: Parametrization, adam: bool, l: usize, depth: usize) -> f64 {
     let (input, hidden, output) = match (p, adam) {
         (Parametrization::Sp, true) => (0.0, 1.0, 1.5),
         (Parametrization::Ntk, true) => (0.0, 0.5, 1.0),
         (Parametrization::Sp, false) => (-0.5, 0.5, 1.0),
         (Parametrization::Ntk, false) => (-0.5, -0.5, 0.0),
-        (Parametrization::Mup, _) => (0.0, 0.0, 0.0),
+        // Mean field is μP in other coordinates (same function, same updates).
+        (Parametrization::Mup | Parametrization::MeanField, _) => (0.0, 0.0, 0.0),
     };
     if l == depth {
         output

@@ -201,6 +201,7 @@ fn cases() -> Vec<Case> {
         Parametrization::Sp,
         Parametrization::Ntk,
         Parametrization::Mup,
+        Parametrization::MeanField,
     ] {
         for (base_width, loss) in [(1, LossKind::Mse), (8, LossKind::CrossEntropy)] {
             cases.push(Case {

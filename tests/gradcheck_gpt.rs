@@ -191,7 +191,11 @@ fn activations_and_biased_form_match_finite_differences() {
 fn parametrizations_match_finite_differences() {
     use cloudchamber::nn::parametrization::Parametrization;
     let (x, y) = data();
-    for par in [Parametrization::Mup, Parametrization::Ntk] {
+    for par in [
+        Parametrization::Mup,
+        Parametrization::Ntk,
+        Parametrization::MeanField,
+    ] {
         for base in [2, 32] {
             for (tying, positions) in [
                 (Tying::Untied, Positions::Learned),

@@ -126,6 +126,11 @@ fn cases() -> Vec<Case> {
         .param(P::Mup, 14)
         .norm(Norm::Layernorm, Before),
         Case::new("ntk relu ce adam", A::Relu, Ce, O::Adam, 1e-2).param(P::Ntk, 2),
+        // Mean field: the hidden layer's 1/√m multiplier and its own learning-rate factors.
+        Case::new("mean_field gelu ce adam wd", A::Gelu, Ce, O::Adamw, 1e-2)
+            .param(P::MeanField, 2)
+            .wd(0.1),
+        Case::new("mean_field tanh mse sgd", A::Tanh, Mse, O::Sgd, 0.05).param(P::MeanField, 3),
         Case::new("ntk tanh mse sgd", A::Tanh, Mse, O::Sgd, 0.1).param(P::Ntk, 3),
         Case::new(
             "sigmoid biased a,b,c per-layer mse adam",

@@ -119,6 +119,12 @@ fn cases() -> Vec<GptSpec> {
             base_d_model: 4,
             ..spec(Ln, Pre, Learned, Untied, A::Gelu)
         },
+        // Mean field: the blocks' matrices read through 1/√m, with their own Adam rates.
+        GptSpec {
+            parametrization: Parametrization::MeanField,
+            base_d_model: 2,
+            ..spec(Rms, Pre, Rotary, Untied, A::Gelu)
+        },
     ]
 }
 

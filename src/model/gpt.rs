@@ -185,6 +185,8 @@ pub struct Gpt<F> {
     pub att_scale: F,
     /// The head's (or read-out's) forward multiplier: μP's `1/m`, 1 otherwise.
     pub out_mult: F,
+    /// The blocks' matrices' forward multiplier: mean field's `1/√m`, 1 otherwise.
+    pub hidden_mult: F,
     /// Sequences and tokens per sequence of the last forward pass.
     pub batch: usize,
     pub seq: usize,
@@ -463,9 +465,11 @@ impl<F: Float> Gpt<F> {
             }
         }
         let out_mult = F::of(par.output_multiplier(mw));
-        let att_scale = F::of(match par {
-            Parametrization::Mup => (spec.base_d_model as f64 / h as f64).sqrt() / hd as f64,
-            Parametrization::Sp | Parametrization::Ntk => attention::default_scale(hd),
+        let hidden_mult = F::of(par.hidden_multiplier(mw));
+        let att_scale = F::of(if par.attention_one_over_d() {
+            (spec.base_d_model as f64 / h as f64).sqrt() / hd as f64
+        } else {
+            attention::default_scale(hd)
         });
 
         // Buffers, sized once.
@@ -523,6 +527,7 @@ impl<F: Float> Gpt<F> {
             rope,
             att_scale,
             out_mult,
+            hidden_mult,
             batch: 0,
             seq: 0,
             capacity,
@@ -617,11 +622,13 @@ impl<F: Float> Gpt<F> {
             }
             let u = if pre { &b.n1[..n] } else { x };
             let (w, bias) = (&p[bi.qkv_w].value, &p[bi.qkv_b].value);
-            linear::forward(
+            let a = self.hidden_mult;
+            linear::forward_mult(
                 u,
                 w,
                 bias,
                 (bt, 3 * c, c),
+                a,
                 F::zero(),
                 &mut b.qkv[..bt * 3 * c],
             );
@@ -635,7 +642,8 @@ impl<F: Float> Gpt<F> {
             attention::forward(heads, batch, seq, h, hd, rope, self.att_scale);
             b.s1[..n].copy_from_slice(x);
             let (w, bias) = (&p[bi.proj_w].value, &p[bi.proj_b].value);
-            linear::forward(&b.y[..n], w, bias, (bt, c, c), F::one(), &mut b.s1[..n]);
+            let s1 = &mut b.s1[..n];
+            linear::forward_mult(&b.y[..n], w, bias, (bt, c, c), a, F::one(), s1);
             // MLP on v = norm2(s1) (pre) or n1 = norm1(s1) (post): fc1, then a·f(u − b) + c.
             if pre {
                 bi.ln_2
@@ -646,14 +654,15 @@ impl<F: Float> Gpt<F> {
             }
             let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
             let (w, bias) = (&p[bi.fc_w].value, &p[bi.fc_b].value);
-            linear::forward(v, w, bias, (bt, m, c), F::zero(), &mut b.pre[..bt * m]);
+            let pre_act = &mut b.pre[..bt * m];
+            linear::forward_mult(v, w, bias, (bt, m, c), a, F::zero(), pre_act);
             activation_forward(self.spec.activation, p, bi.act, b, bt, m);
             // s2 = base + fc2(act); x' = s2 (pre) or norm2(s2) (post).
             let base = if pre { &b.s1[..n] } else { &b.n1[..n] };
             let s2: &mut [F] = if pre { &mut *x_out } else { &mut b.s2[..n] };
             s2.copy_from_slice(base);
             let (w, bias) = (&p[bi.fc2_w].value, &p[bi.fc2_b].value);
-            linear::forward(&b.act[..bt * m], w, bias, (bt, c, m), F::one(), s2);
+            linear::forward_mult(&b.act[..bt * m], w, bias, (bt, c, m), a, F::one(), s2);
             if !pre {
                 bi.ln_2
                     .forward(norm, eps, c, p, &b.s2[..n], x_out, &mut b.cache2);
@@ -771,6 +780,7 @@ impl<F: Float> Gpt<F> {
         // The head's forward multiplier (μP's 1/m; 1 otherwise) scales its weight's gradient
         // and the gradient it passes back, not its bias's.
         let a = self.out_mult;
+        let hm = self.hidden_mult;
         let head = match self.ends {
             Ends::Tokens { wte, head } => {
                 let head = head.unwrap_or(wte);
@@ -816,6 +826,7 @@ impl<F: Float> Gpt<F> {
                 &ga[..n],
                 &b.act[..bt * m],
                 (bt, c, m),
+                hm,
                 gm,
                 partial,
             );
@@ -828,6 +839,7 @@ impl<F: Float> Gpt<F> {
                 gm,
                 v,
                 (bt, m, c),
+                hm,
                 &mut gb[..n],
                 partial,
             );
@@ -865,6 +877,7 @@ impl<F: Float> Gpt<F> {
                 &ga[..n],
                 &b.y[..n],
                 (bt, c, c),
+                hm,
                 &mut gc[..n],
                 partial,
             );
@@ -885,7 +898,8 @@ impl<F: Float> Gpt<F> {
             // qkv: gb = ∂L/∂u, through norm1 (pre) to ∂L/∂x.
             let u = if pre { &b.n1[..n] } else { x };
             let qkv = (bi.qkv_w, bi.qkv_b);
-            linear_backward(params, qkv, g_qkv, u, (bt, 3 * c, c), &mut gb[..n], partial);
+            let dims = (bt, 3 * c, c);
+            linear_backward(params, qkv, g_qkv, u, dims, hm, &mut gb[..n], partial);
             if pre {
                 bi.ln_1
                     .backward(norm, c, params, x, &mut gb[..n], &b.cache1, partial);
@@ -1006,12 +1020,14 @@ fn linear_backward<F: Float>(
     g: &[F],
     x: &[F],
     dims: linear::Dims,
+    mult: F,
     dx: &mut [F],
     partial: &mut [F],
 ) {
     let (pw, pb) = pair_mut(params, w, b);
-    linear::backward_params(g, x, dims, &mut pw.grad, Some(&mut pb.grad), partial);
-    linear::backward_input(g, &pw.value, dims, dx);
+    linear::backward_weight_scaled(g, x, dims, mult, &mut pw.grad);
+    ops::column_sums_par(g, dims.1, &mut pb.grad, partial);
+    linear::backward_input_scaled(g, &pw.value, dims, mult, dx);
 }
 
 /// The prompt loss: `out: [B·2K]` read-outs (the prediction of `y_i` at even rows), `y: [B·K]`

@@ -86,6 +86,8 @@ pub struct Mlp<F> {
     pub loss: LossKind,
     /// The factor on the output layer's input (μP's 1/m; 1 otherwise).
     pub out_mult: F,
+    /// The hidden (width × width) layers' forward multiplier: mean field's `1/√m`, 1 otherwise.
+    pub hidden_mult: F,
 }
 
 impl<F: Float> Mlp<F> {
@@ -184,6 +186,7 @@ impl<F: Float> Mlp<F> {
             };
         }
         let out_mult = F::of(spec.parametrization.output_multiplier(m));
+        let hidden_mult = F::of(spec.parametrization.hidden_multiplier(m));
 
         let max_width = dims.iter().copied().max().unwrap_or(1);
         let zeros = |n: usize| vec![F::zero(); n];
@@ -234,6 +237,7 @@ impl<F: Float> Mlp<F> {
             init: ip,
             loss: LossKind::Mse,
             out_mult,
+            hidden_mult,
         }
     }
 
@@ -310,7 +314,9 @@ impl<F: Float> Mlp<F> {
             }
             let beta = if fuse_bias { F::zero() } else { F::one() };
             let w = &self.params[hp.weight].value;
-            linear::forward_no_bias(input, w, (rows, width, in_dim), beta, &mut buf.pre[..n]);
+            // The input layer's fan-in is fixed: only width × width layers get the multiplier.
+            let a = if l == 0 { F::one() } else { self.hidden_mult };
+            linear::forward_scaled(input, w, (rows, width, in_dim), a, beta, &mut buf.pre[..n]);
             // Norm before the activation.
             if pre_norm {
                 norm_forward(
@@ -485,13 +491,15 @@ impl<F: Float> Mlp<F> {
             // Linear: dW = gᵀ·x, db = Σ_rows g, dx = g·W.
             let input = layer_input(x, done.last(), rows * in_dim, post_norm);
             let dims = (rows, width, in_dim);
-            linear::backward_weight(g, input, dims, &mut self.params[hp.weight].grad);
+            // The input layer's fan-in is fixed: only width × width layers get the multiplier.
+            let a = if l == 0 { F::one() } else { self.hidden_mult };
+            linear::backward_weight_scaled(g, input, dims, a, &mut self.params[hp.weight].grad);
             if let Some(bi) = hp.bias {
                 ops::column_sums_by_columns(g, width, &mut self.params[bi].grad);
             }
             if l > 0 {
                 let w = &self.params[hp.weight].value;
-                linear::backward_input(g, w, dims, &mut next_buf[..rows * in_dim]);
+                linear::backward_input_scaled(g, w, dims, a, &mut next_buf[..rows * in_dim]);
                 self.grad.swap(0, 1);
             }
         }

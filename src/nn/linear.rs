@@ -9,11 +9,18 @@ pub type Dims = (usize, usize, usize);
 
 /// `y ← x·Wᵀ + b + β·y`: β = 0 for a layer's output, 1 for a residual branch added onto its
 /// stream (the bias rides in the GEMM's epilogue).
-pub fn forward<F: Float>(
+pub fn forward<F: Float>(x: &[F], w: &[F], b: &[F], dims: Dims, beta: F, y: &mut [F]) {
+    forward_mult(x, w, b, dims, F::one(), beta, y);
+}
+
+/// `y ← α·x·Wᵀ + b + β·y`: a layer with a bias read through a forward multiplier α on its
+/// weight only (mean field's hidden layers).
+pub fn forward_mult<F: Float>(
     x: &[F],
     w: &[F],
     b: &[F],
     (rows, fan_out, fan_in): Dims,
+    alpha: F,
     beta: F,
     y: &mut [F],
 ) {
@@ -23,7 +30,7 @@ pub fn forward<F: Float>(
         rows,
         fan_out,
         fan_in,
-        F::one(),
+        alpha,
         (x, fan_in),
         (w, fan_in),
         beta,

@@ -6,13 +6,13 @@
 //! With `m = width / base_width`, per tensor of an MLP (input layer: fan-in fixed, fan-out
 //! width; hidden: width × width; output: fan-in width, fan-out fixed):
 //!
-//! | tensor | SP | NTK | μP |
-//! | --- | --- | --- | --- |
-//! | input weight | — | — | LR ×m (SGD) |
-//! | hidden weight | — | LR ×1/√m (Adam), ×1/m (SGD) | LR ×1/m (Adam) |
-//! | output weight | — | LR ×1/√m (Adam), ×1/m (SGD) | forward ×1/m, init ×√m, LR ×m (SGD) |
-//! | width-sized vectors (biases, norm and activation parameters of hidden layers) | — | — | LR ×m (SGD); hidden biases init ×√m |
-//! | output bias, per-layer scalars | — | — | — (output bias init ×√m) |
+//! | tensor | SP | NTK | μP | mean field |
+//! | --- | --- | --- | --- | --- |
+//! | input weight | — | — | LR ×m (SGD) | as μP |
+//! | hidden weight | — | LR ×1/√m (Adam), ×1/m (SGD) | LR ×1/m (Adam) | init ×√m, forward ×1/√m, LR ×1/√m (Adam), ×m (SGD) |
+//! | output weight | — | LR ×1/√m (Adam), ×1/m (SGD) | forward ×1/m, init ×√m, LR ×m (SGD) | as μP |
+//! | width-sized vectors (biases, norm and activation parameters of hidden layers) | — | — | LR ×m (SGD); hidden biases init ×√m | as μP |
+//! | output bias, per-layer scalars | — | — | — (output bias init ×√m) | as μP |
 //!
 //! (— : as SP.) μP's output multiplier with the init ×√m is `MuReadout`'s form (effective init
 //! variance ∝ 1/width², Table 3's `1/fan_in²`); its learning rates are `MuAdam`'s (matrix-like
@@ -22,6 +22,17 @@
 //! and scales the effective learning rate of every layer whose fan-in is the width by `1/m`
 //! under SGD and `1/√m` under Adam (an entrywise-normalized step of size η moves the effective
 //! weight by η/√fan_in).
+//!
+//! Mean field (Mei, Montanari & Nguyen 2018 and Chizat & Bach 2018 for one hidden layer; Geiger,
+//! Spigler, Jacot & Wyart 2020, "Disentangling feature and lazy training in deep neural
+//! networks", for deep ones) stores every weight with width-independent entries and puts the
+//! width into forward multipliers — `1/√fan_in` on hidden layers, `1/fan_in` on the readout —
+//! with SGD's learning rate ×width. Relative to SP at the base width that is the table's column:
+//! hidden weights drawn ×√m and read ×1/√m (the same function at initialization), SGD's rate ×m
+//! everywhere. Tensor Programs IV (§3 and its abc-symmetry `(a, b, c) → (a + θ, b − θ, c − 2θ)`)
+//! shows this is μP in other coordinates: under SGD the two train the same function step for
+//! step (tested). Adam's symmetry is `c − θ`, which gives the hidden weights' Adam rate 1/√m.
+//! With one hidden layer there is no hidden weight and the two coincide exactly.
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +46,9 @@ pub enum Parametrization {
     /// The maximal-update parametrization (Yang & Hu 2021): every layer's features move by
     /// Θ(1) whatever the width, so the best learning rate transfers.
     Mup,
+    /// The mean-field parametrization: width-independent weights, width in the forward
+    /// multipliers (`1/√n` hidden, `1/n` readout); μP up to an abc-symmetry.
+    MeanField,
 }
 
 /// Where a tensor sits, for the rules above.
@@ -83,6 +97,14 @@ impl Parametrization {
                 },
                 _ => ONE,
             },
+            Parametrization::MeanField => match place {
+                HiddenWeight => Scales {
+                    init: m.sqrt(),
+                    lr_adam: 1.0 / m.sqrt(),
+                    lr_sgd: m,
+                },
+                _ => Parametrization::Mup.scales(place, m),
+            },
             Parametrization::Mup => match place {
                 InputWeight => Scales { lr_sgd: m, ..ONE },
                 HiddenWeight => Scales {
@@ -109,11 +131,29 @@ impl Parametrization {
         }
     }
 
-    /// The factor on the output layer's input (μP's `1/m`; 1 otherwise).
+    /// The factor on the output layer's input (μP's and mean field's `1/m`; 1 otherwise).
     pub fn output_multiplier(self, m: f64) -> f64 {
         match self {
-            Parametrization::Mup => 1.0 / m,
+            Parametrization::Mup | Parametrization::MeanField => 1.0 / m,
             Parametrization::Sp | Parametrization::Ntk => 1.0,
+        }
+    }
+
+    /// The forward multiplier of hidden (width × width) weights: mean field's `1/√m`, 1
+    /// otherwise.
+    pub fn hidden_multiplier(self, m: f64) -> f64 {
+        match self {
+            Parametrization::MeanField => 1.0 / m.sqrt(),
+            Parametrization::Sp | Parametrization::Ntk | Parametrization::Mup => 1.0,
+        }
+    }
+
+    /// Whether attention logits are scaled by `1/d_head` (μP's rule, Tensor Programs V §4)
+    /// rather than `1/√d_head`.
+    pub fn attention_one_over_d(self) -> bool {
+        match self {
+            Parametrization::Mup | Parametrization::MeanField => true,
+            Parametrization::Sp | Parametrization::Ntk => false,
         }
     }
 
@@ -123,6 +163,7 @@ impl Parametrization {
             Parametrization::Sp => "sp",
             Parametrization::Ntk => "ntk",
             Parametrization::Mup => "mup",
+            Parametrization::MeanField => "mean_field",
         }
     }
 }
@@ -149,8 +190,10 @@ mod tests {
             Parametrization::Sp,
             Parametrization::Ntk,
             Parametrization::Mup,
+            Parametrization::MeanField,
         ] {
             assert_eq!(p.output_multiplier(1.0), 1.0);
+            assert_eq!(p.hidden_multiplier(1.0), 1.0);
             for place in places {
                 assert_eq!(p.scales(place, 1.0), ONE, "{p:?} {place:?}");
             }

@@ -210,8 +210,8 @@ def forward(case, p, tokens=None, zs=None):
     f = ACTIVATIONS[case["activation"]]
 
     def linear(name, x):
-        # torch.nn.Linear: x Wᵀ + b.
-        return x @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+        # torch.nn.Linear: x Wᵀ + b (the blocks' matrices, read through mean field's multiplier).
+        return (x @ p[f"{name}.weight"].T) * block_multiplier(case) + p[f"{name}.bias"]
 
     def apply_norm(name, x):
         if norm == "none":
@@ -294,14 +294,21 @@ def width_mult(case):
 def attention_scale(case, hd):
     # muP: logits scaled by 1/d_head (times sqrt(base head width), so that it equals SP's
     # 1/sqrt(d_head) at the base width); otherwise 1/sqrt(d_head).
-    if case.get("parametrization", "sp") == "mup":
+    if case.get("parametrization", "sp") in ("mup", "mean_field"):
         base_hd = case["base_d_model"] / case["n_head"]
         return math.sqrt(base_hd) / hd
     return 1.0 / math.sqrt(hd)
 
 
 def head_multiplier(case):
-    return 1.0 / width_mult(case) if case.get("parametrization", "sp") == "mup" else 1.0
+    par = case.get("parametrization", "sp")
+    return 1.0 / width_mult(case) if par in ("mup", "mean_field") else 1.0
+
+
+def block_multiplier(case):
+    # Mean field reads the blocks' matrices through 1/sqrt(m) (Geiger et al. 2020).
+    par = case.get("parametrization", "sp")
+    return 1.0 / math.sqrt(width_mult(case)) if par == "mean_field" else 1.0
 
 
 def adam_lr_factor(case, name):
@@ -316,6 +323,10 @@ def adam_lr_factor(case, name):
         return 1.0 / m if hidden else 1.0
     if par == "ntk":
         return 1.0 / math.sqrt(m) if hidden or head else 1.0
+    if par == "mean_field":
+        # muP's Adam rates moved by the abc-symmetry (Tensor Programs IV) to weights read through
+        # 1/sqrt(m): the hidden matrices' rate is 1/sqrt(m).
+        return 1.0 / math.sqrt(m) if hidden else 1.0
     return 1.0
 
 

@@ -137,7 +137,8 @@ def forward(case, p, x):
     bn_stats = {}
 
     def linear(l, h):
-        z = h @ p[f"layers.{l}.weight"].T
+        # Mean field reads its width x width weights through 1/sqrt(m) (Geiger et al. 2020).
+        z = (h @ p[f"layers.{l}.weight"].T) * (hidden_multiplier(case) if 0 < l < depth else 1.0)
         if f"layers.{l}.bias" in p:
             z = z + p[f"layers.{l}.bias"]
         return z
@@ -181,7 +182,13 @@ def width_mult(case):
 
 
 def output_multiplier(case):
-    return 1.0 / width_mult(case) if case.get("parametrization", "sp") == "mup" else 1.0
+    par = case.get("parametrization", "sp")
+    return 1.0 / width_mult(case) if par in ("mup", "mean_field") else 1.0
+
+
+def hidden_multiplier(case):
+    par = case.get("parametrization", "sp")
+    return 1.0 / math.sqrt(width_mult(case)) if par == "mean_field" else 1.0
 
 
 def lr_factor(case, name, size):
@@ -210,6 +217,14 @@ def lr_factor(case, name, size):
     if par == "mup":
         if adam:
             return 1.0 / m if place == "hidden" else 1.0
+        return m if place in ("input", "output", "width_vector") else 1.0
+    if par == "mean_field":
+        # Every weight O(1) and SGD's rate x m (Mei et al. 2018; Geiger et al. 2020); Adam's by
+        # the abc-symmetry from muP (Tensor Programs IV): hidden 1/sqrt(m), the rest as muP.
+        if place == "hidden":
+            return 1.0 / math.sqrt(m) if adam else m
+        if adam:
+            return 1.0
         return m if place in ("input", "output", "width_vector") else 1.0
     raise ValueError(f"unknown parametrization {par!r}")
 
