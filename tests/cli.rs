@@ -1282,3 +1282,73 @@ fn denoiser_bad_input_names_the_key() {
         assert!(!dir.path().join("cloudchamber.db").exists(), "{text}");
     }
 }
+
+/// `cloudchamber quanta` beside a small multitask-sparse-parity width sweep: one row per run
+/// with its learned subtasks, and the quanta model's loss for that count recomputed here from
+/// the Zipf frequencies; a sweep of another task is refused with exit code 2.
+#[test]
+fn quanta_reads_a_multitask_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "q.toml",
+        r#"
+seed = 0
+[task.multitask_sparse_parity]
+n_tasks = 6
+n_bits = 10
+k = 2
+zipf_exponent = 1.4
+n_train = 20000
+n_test = 3000
+[model]
+width = 4
+depth = 1
+activation = "relu"
+[optim]
+optimizer = "adam"
+lr = 3e-3
+[train]
+steps = 1500
+batch_size = 128
+eval_every = 500
+[observe]
+log_every = 500
+[sweep]
+name = "q"
+[sweep.axes]
+"model.width" = [4, 64]
+"#,
+    );
+    let o = run_in(dir.path(), &["sweep", "q.toml", "--workers", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_in(dir.path(), &["quanta", "--sweep", "q", "--x", "model.width"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // L(n) = ln 2 · Σ_{k>n} p_k, p_k ∝ k^−1.4 over 6 subtasks.
+    let w: Vec<f64> = (1..=6).map(|k| (k as f64).powf(-1.4)).collect();
+    let total: f64 = w.iter().sum();
+    let tail = |n: usize| std::f64::consts::LN_2 * w[n..].iter().sum::<f64>() / total;
+    let mut learned = Vec::new();
+    for width in ["4", "64"] {
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(width))
+            .unwrap_or_else(|| panic!("no row for width {width}:\n{out}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        let n: usize = f[3].parse().unwrap();
+        let l: f64 = f[4].parse().unwrap();
+        assert!((l - tail(n)).abs() < 1e-4, "{row}: L({n}) should be {}", tail(n));
+        learned.push(n);
+    }
+    assert!(learned[1] > learned[0], "width 64 learned no more than 4:\n{out}");
+    assert!(out.contains("measured: test loss ∝ x^−"), "{out}");
+    assert!(out.contains("predicted (asymptotic"), "{out}");
+
+    write(dir.path(), "ts.toml", &format!("{SMALL}\n[sweep]\nname = \"ts\"\n[sweep.axes]\n\"model.width\" = [4, 8]\n"));
+    let o = run_in(dir.path(), &["sweep", "ts.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run_in(dir.path(), &["quanta", "--sweep", "ts"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not multitask sparse parity"), "{}", stderr(&o));
+}

@@ -8,6 +8,7 @@ mod export;
 mod fit;
 mod inspect;
 mod plot;
+mod quanta;
 mod report;
 mod run;
 mod run_one;
@@ -66,6 +67,9 @@ enum Command {
     /// In-context regression: each baseline's error against the number of in-context examples
     /// (least squares, ridge, averaging, nearest neighbours, LASSO), with bootstrap intervals.
     Baselines(theory::BaselinesArgs),
+    /// The quantization model of scaling beside a multitask-sparse-parity sweep: learned quanta
+    /// per run, measured exponents, and the exponents predicted from the Zipf exponent.
+    Quanta(quanta::Args),
     /// Fit a scaling law (power, chinchilla, learning_curve, broken_power) with bootstrap
     /// uncertainty, from a CSV file, a sweep or a run.
     Fit(fit::Args),
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> Result<(), Error> {
         Command::Theory(a) => theory::run(a),
         Command::Calibrate(a) => theory::calibrate(a),
         Command::Baselines(a) => theory::baselines(a),
+        Command::Quanta(a) => quanta::run(&cli.store, a),
         Command::Fit(a) => fit::run(&cli.store, a),
         Command::RunOne(a) => run_one::run(&cli.store, a),
         Command::Collect(a) => collect::run(&cli.store, a),

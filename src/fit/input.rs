@@ -276,7 +276,7 @@ pub struct StorePoints {
 
 /// The value of a named quantity for one run: `model.params` (its parameter count, recorded at
 /// step 0 as `n_params`), a swept key, or any numeric key of its resolved spec.
-fn run_quantity(
+pub fn run_quantity(
     store: &Store,
     run_id: &str,
     swept: &[(String, String)],
