@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod conv;
 pub mod embedding;
 pub mod init;
 pub mod linear;
