@@ -2,6 +2,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod channel;
 pub mod conv;
 pub mod embedding;
 pub mod init;
@@ -9,3 +10,4 @@ pub mod linear;
 pub mod loss;
 pub mod norm;
 pub mod parametrization;
+pub mod resample;

@@ -9,7 +9,9 @@ tensor in f64 (row-major, PyTorch's layouts), images NCHW:
 
 - the initial parameters under their PyTorch names (listed below with the models). Every tensor
   whose name starts neither with `batch.` nor with `rust.` is one. The trainable parameters are
-  all of them except BatchNorm's state `{prefix}.running_mean` and `{prefix}.running_var`;
+  those the description lists under `trainable`, or, without that field, all of them except
+  BatchNorm's state `{prefix}.running_mean` and `{prefix}.running_var`; the others (fixed
+  biased-activation parameters, say) are read by the forward pass and never change;
 - the K training batches, k = 0..K−1: `batch.{k}.x` [B, C_in, H, W] and `batch.{k}.y`, for a
   U-Net [B, H, W] per-pixel targets (class indices 0..out_channels−1 for "cross_entropy" and for
   multi-class "dice"; 0 or 1 for the binary losses), for the classifier [B] class indices
@@ -38,6 +40,7 @@ tensor in f64 (row-major, PyTorch's layouts), images NCHW:
                      one number (constant) or a list of K numbers (step k uses lr[k]); an
                      optional "kind" must be "adamw"
       decay          list of the parameter names that get weight decay (all trainable)
+      trainable      optional list of the trained parameter names (see above)
       momentum       BatchNorm's running-statistics momentum (torch's default 0.1)
       steps          K
 
@@ -108,7 +111,8 @@ that are zero up to rounding (a conv bias feeding a BatchNorm) are judged agains
 model. For final parameters, floor = the larger of 1e-6 × the largest |jax| final tensor and the
 gradient floor times Σ_t lr_t / (sqrt(v̂_t) + eps) of that element, how far a gradient error of
 the size the gradient check accepts can move it through Adam (a bias before BatchNorm has a
-gradient of pure rounding noise, which Adam divides by eps). A parameter the description does not
+gradient of pure rounding noise, which Adam divides by eps); a BatchNorm's running mean, which
+follows the bias of the conv feeding it one for one, gets that bias's Σ_t. A parameter the description does not
 use, one it needs that Rust does not have, or one of another shape is a mismatch too. The check
 fails when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree, 1 a mismatch,
 2 the environment lacks jax/numpy/safetensors or a file is malformed.
@@ -350,21 +354,24 @@ class Params:
 
 
 class Layers:
-    """The named layers of one forward pass; collects BatchNorm's batch statistics (mean, biased
-    variance) and element counts n = B·H·W by prefix."""
+    """The named layers of one forward pass. Collects BatchNorm's batch statistics (mean, biased
+    variance) by prefix, and in `bn_info` (filled while tracing: static, not traced values) each
+    BatchNorm's element count n = B·H·W and the bias of the conv that feeds it."""
 
-    def __init__(self, case, p, bn_counts):
+    def __init__(self, case, p, bn_info):
         self.case = case
         self.p = p
         self.norm = case["norm"]
         self.f = ACTIVATIONS[case["activation"]]
         self.bn_stats = {}
-        self.bn_counts = bn_counts
+        self.bn_info = bn_info
+        self.last_conv_bias = None
 
     def conv(self, name, x, c_out, k, padding):
         c_in = x.shape[1]
         w = self.p.take(f"{name}.weight", (c_out, c_in, k, k))
         b = self.p.take(f"{name}.bias", (c_out,))
+        self.last_conv_bias = f"{name}.bias"
         return conv2d(x, w, b, padding=padding)
 
     def conv_transpose(self, name, x, c_out, k, stride):
@@ -384,7 +391,7 @@ class Layers:
         if norm == "batchnorm":
             y, stats = batchnorm2d_train(x, w, b, eps)
             self.bn_stats[name] = stats
-            self.bn_counts[name] = x.shape[0] * x.shape[2] * x.shape[3]
+            self.bn_info[name] = (x.shape[0] * x.shape[2] * x.shape[3], self.last_conv_bias)
             return y
         if norm == "groupnorm":
             return groupnorm(x, case["groups"], w, b, eps)
@@ -643,7 +650,10 @@ def run_case(path, tol):
         if not k.startswith(("rust.", "batch."))
     }
     is_state = lambda n: n.endswith((".running_mean", ".running_var"))  # noqa: E731
-    trainable = [n for n in init if not is_state(n)]
+    trainable = list(case.get("trainable", [n for n in init if not is_state(n)]))
+    for n in trainable:
+        if n not in init or is_state(n):
+            raise ValueError(f"{path}: trainable `{n}` is not an initial parameter")
     unknown_decay = set(case["decay"]) - set(trainable)
     if unknown_decay:
         raise ValueError(f"{path}: decayed tensors that are not trained: {sorted(unknown_decay)}")
@@ -656,15 +666,16 @@ def run_case(path, tol):
         raise ValueError(f"{path}: gradients of tensors that are not trained: {stray}")
     params = {n: init[n] for n in trainable}
     running = {n: init[n] for n in init if is_state(n)}
+    fixed = {n: jnp.asarray(v) for n, v in init.items() if n not in params and n not in running}
     opt = AdamW(hyper, trainable, case["decay"])
     momentum = case.get("momentum", 0.1)
     used = set()
     forward = unet_forward if case["model"] == "unet" else cnn_forward
 
-    bn_counts = {}  # filled while tracing: static shapes, not traced values
+    bn_info = {}  # BatchNorm prefix → (n, feeding conv's bias), filled while tracing
 
     def objective(tp, x, y):
-        L = Layers(case, Params(tp, used), bn_counts)
+        L = Layers(case, Params({**fixed, **tp}, used), bn_info)
         out = forward(case, L, x)
         if case["model"] == "unet":
             loss = segmentation_loss(case, out, y)
@@ -686,7 +697,7 @@ def run_case(path, tol):
                 grads0 = {n: np.asarray(g) for n, g in grads.items()}
             # BatchNorm running statistics (torch: unbiased variance for the estimate).
             for pre, (mean, var) in stats.items():
-                n = bn_counts[pre]
+                n = bn_info[pre][0]
                 rm, rv = f"{pre}.running_mean", f"{pre}.running_var"
                 if rm not in running or rv not in running:
                     raise DescriptionMismatch(f"Rust has no running statistics for the BatchNorm `{pre}`")
@@ -718,13 +729,19 @@ def run_case(path, tol):
             rows.append((f"grad step 0 {n}", rel_error(tensors[key], grads0[n], gfloor)))
 
     # Final parameters: the floor includes Adam's amplification of gradient errors (see the top).
-    final = {**running, **params}
+    final = {**fixed, **running, **params}
+    # A BatchNorm's running mean follows the bias of the conv feeding it one for one, and that
+    # bias has a gradient of pure rounding noise: it gets that bias's Adam sensitivity.
+    sensitivity = dict(opt.sensitivity)
+    for pre, (_, bias) in bn_info.items():
+        if bias is not None and bias in sensitivity:
+            sensitivity[f"{pre}.running_mean"] = sensitivity[bias]
     pscale = max((float(np.max(np.abs(v))) for v in final.values() if v.size), default=0.0)
     for n in sorted(final):
         key = f"rust.final.{n}"
         if key not in tensors:
             raise ValueError(f"{path}: missing {key}")
-        floor = np.maximum(1e-6 * pscale, gfloor * opt.sensitivity.get(n, 0.0))
+        floor = np.maximum(1e-6 * pscale, gfloor * sensitivity.get(n, 0.0))
         err = rel_error(tensors[key], final[n], floor)
         plain = rel_error(tensors[key], final[n], 1e-6 * pscale)
         note = f" (plain {plain:.2e}: Adam-amplified rounding)" if plain > tol >= err else ""

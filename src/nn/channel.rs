@@ -1,0 +1,386 @@
+//! Per-channel operations on NCHW images (`[n, c, plane]`, plane = h·w): the normalizations of
+//! convolutional nets and the biased activation `a·f(x − b) + c` with per-channel parameters.
+//!
+//! Normalizations (affine weight γ and bias β per channel, ε inside the square root, biased
+//! variance for normalizing):
+//! - [`ChanNorm::Batch`]: `torch.nn.BatchNorm2d` — statistics per channel over `(n, h, w)` in
+//!   training (running mean and unbiased running variance updated with momentum 0.1), the
+//!   running statistics in evaluation;
+//! - [`ChanNorm::Group`]: `torch.nn.GroupNorm(G, C)` (Wu & He 2018) — per image and group of
+//!   `C/G` channels, over those channels and the plane (a contiguous block in NCHW);
+//! - [`ChanNorm::Layer`]: layer norm over the channels at each pixel (ConvNeXt's
+//!   channels-first `LayerNorm`, Liu et al. 2022).
+//!
+//! All share one backward: within a normalization set `S`, with `x̂ = (x − μ)·r`, `r = 1/√(σ² +
+//! ε)` and `ĝ = γ·g`, `∂L/∂x = r·(ĝ − mean_S ĝ − x̂·mean_S(ĝ·x̂))`. Statistics accumulate in
+//! f64.
+
+use crate::engine::Float;
+use crate::nn::activation::Activation;
+use crate::nn::norm::Mode;
+
+/// A normalization over channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChanNorm {
+    None,
+    Batch,
+    /// Groups of channels (`C` must be a multiple).
+    Group(usize),
+    Layer,
+}
+
+/// BatchNorm's running-statistics momentum (PyTorch's default).
+pub const MOMENTUM: f64 = 0.1;
+
+/// What the backward pass needs: `x̂` and `r` per normalization set.
+#[derive(Clone, Debug, Default)]
+pub struct Cache<F> {
+    pub xhat: Vec<F>,
+    pub rstd: Vec<f64>,
+}
+
+impl<F: Float> Cache<F> {
+    /// Buffers for up to `n` images of `c` channels of `plane` pixels.
+    pub fn new(norm: ChanNorm, n: usize, c: usize, plane: usize) -> Cache<F> {
+        let sets = match norm {
+            ChanNorm::None => 0,
+            ChanNorm::Batch => c,
+            ChanNorm::Group(g) => n * g,
+            ChanNorm::Layer => n * plane,
+        };
+        Cache {
+            xhat: vec![F::zero(); if norm == ChanNorm::None { 0 } else { n * c * plane }],
+            rstd: vec![0.0; sets],
+        }
+    }
+}
+
+/// Normalization sets as `(offset, stride, count)` runs: the element indices of set `s` are
+/// `offset + j·stride` over the runs of a set. Returned as a closure-free enumeration per kind.
+fn for_each_set(
+    norm: ChanNorm,
+    n: usize,
+    c: usize,
+    plane: usize,
+    mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize))),
+) {
+    match norm {
+        ChanNorm::None => {}
+        ChanNorm::Batch => {
+            for ch in 0..c {
+                f(ch, &mut |visit| {
+                    for i in 0..n {
+                        let base = (i * c + ch) * plane;
+                        for p in 0..plane {
+                            visit(base + p);
+                        }
+                    }
+                });
+            }
+        }
+        ChanNorm::Group(g) => {
+            let len = c / g * plane;
+            for s in 0..n * g {
+                f(s, &mut |visit| {
+                    for j in 0..len {
+                        visit(s * len + j);
+                    }
+                });
+            }
+        }
+        ChanNorm::Layer => {
+            for i in 0..n {
+                for p in 0..plane {
+                    f(i * plane + p, &mut |visit| {
+                        for ch in 0..c {
+                            visit((i * c + ch) * plane + p);
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The forward pass over `n` images: `y ← γ·x̂ + β`. In training BatchNorm also updates
+/// `running` (mean, variance); in evaluation it normalizes by them.
+#[allow(clippy::too_many_arguments)]
+pub fn forward<F: Float>(
+    norm: ChanNorm,
+    mode: Mode,
+    eps: f64,
+    (n, c, plane): (usize, usize, usize),
+    x: &[F],
+    (gamma, beta): (&[F], &[F]),
+    running: Option<(&mut [F], &mut [F])>,
+    y: &mut [F],
+    cache: &mut Cache<F>,
+) {
+    let len = n * c * plane;
+    if norm == ChanNorm::None {
+        y[..len].copy_from_slice(&x[..len]);
+        return;
+    }
+    if norm == ChanNorm::Batch && mode == Mode::Eval {
+        let (rm, rv) = running.expect("batch norm has running statistics");
+        for i in 0..n {
+            for ch in 0..c {
+                let r = 1.0 / (rv[ch].f64() + eps).sqrt();
+                let (m, gm, bt) = (rm[ch].f64(), gamma[ch].f64(), beta[ch].f64());
+                let base = (i * c + ch) * plane;
+                for p in base..base + plane {
+                    y[p] = F::of(gm * (x[p].f64() - m) * r + bt);
+                }
+            }
+        }
+        return;
+    }
+    let mut stats = Vec::with_capacity(cache.rstd.len());
+    for_each_set(norm, n, c, plane, |s, each| {
+        let (mut sum, mut count) = (0.0, 0usize);
+        each(&mut |i| {
+            sum += x[i].f64();
+            count += 1;
+        });
+        let mean = sum / count as f64;
+        let mut sq = 0.0;
+        each(&mut |i| {
+            let d = x[i].f64() - mean;
+            sq += d * d;
+        });
+        let var = sq / count as f64;
+        let r = 1.0 / (var + eps).sqrt();
+        cache.rstd[s] = r;
+        each(&mut |i| cache.xhat[i] = F::of((x[i].f64() - mean) * r));
+        stats.push((mean, var, count));
+    });
+    for i in 0..len {
+        let ch = (i / plane) % c;
+        y[i] = gamma[ch] * cache.xhat[i] + beta[ch];
+    }
+    if let (ChanNorm::Batch, Some((rm, rv))) = (norm, running) {
+        for (ch, &(mean, var, count)) in stats.iter().enumerate() {
+            let unbiased = var * count as f64 / (count.max(2) - 1) as f64;
+            rm[ch] = F::of((1.0 - MOMENTUM) * rm[ch].f64() + MOMENTUM * mean);
+            rv[ch] = F::of((1.0 - MOMENTUM) * rv[ch].f64() + MOMENTUM * unbiased);
+        }
+    }
+}
+
+/// The backward pass: `g` (∂L/∂y in, ∂L/∂x out) and the parameter gradients (overwritten).
+pub fn backward<F: Float>(
+    norm: ChanNorm,
+    (n, c, plane): (usize, usize, usize),
+    gamma: &[F],
+    g: &mut [F],
+    (dgamma, dbeta): (&mut [F], &mut [F]),
+    cache: &Cache<F>,
+) {
+    if norm == ChanNorm::None {
+        return;
+    }
+    let len = n * c * plane;
+    let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+    for i in 0..len {
+        let ch = (i / plane) % c;
+        dg[ch] += g[i].f64() * cache.xhat[i].f64();
+        db[ch] += g[i].f64();
+    }
+    for ch in 0..c {
+        dgamma[ch] = F::of(dg[ch]);
+        dbeta[ch] = F::of(db[ch]);
+    }
+    let gm = |i: usize| gamma[(i / plane) % c].f64();
+    for_each_set(norm, n, c, plane, |s, each| {
+        let (mut m1, mut m2, mut count) = (0.0, 0.0, 0usize);
+        each(&mut |i| {
+            let gh = g[i].f64() * gm(i);
+            m1 += gh;
+            m2 += gh * cache.xhat[i].f64();
+            count += 1;
+        });
+        let (m1, m2, r) = (m1 / count as f64, m2 / count as f64, cache.rstd[s]);
+        each(&mut |i| {
+            let gh = g[i].f64() * gm(i);
+            g[i] = F::of(r * (gh - m1 - cache.xhat[i].f64() * m2));
+        });
+    });
+}
+
+/// The biased activation `h = a·f(z − b) + c` per channel (`a, b, c: [c]`, or `None` for the
+/// plain `f`), writing `d = a·f′(z − b)` and, when given, `fu = f(z − b)` for the backward pass.
+#[allow(clippy::too_many_arguments)]
+pub fn act_forward<F: Float>(
+    act: Activation,
+    (n, c, plane): (usize, usize, usize),
+    abc: Option<(&[F], &[F], &[F])>,
+    z: &[F],
+    h: &mut [F],
+    d: &mut [F],
+    mut fu: Option<&mut [F]>,
+) {
+    for i in 0..n {
+        for ch in 0..c {
+            let base = (i * c + ch) * plane;
+            let (a, b, cc) = match abc {
+                Some((a, b, cc)) => (a[ch], b[ch], cc[ch]),
+                None => (F::one(), F::zero(), F::zero()),
+            };
+            for p in base..base + plane {
+                let (v, s) = act.value_and_slope(z[p] - b);
+                h[p] = a * v + cc;
+                d[p] = a * s;
+                if let Some(fu) = fu.as_deref_mut() {
+                    fu[p] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The biased activation's parameter gradients, accumulated per channel (`∂L/∂a += Σ g·f(u)`,
+/// `∂L/∂b −= Σ g·d`, `∂L/∂c += Σ g`), then `g ← g·d` (∂L/∂z).
+pub fn act_backward<F: Float>(
+    (n, c, plane): (usize, usize, usize),
+    g: &mut [F],
+    d: &[F],
+    params: Option<(&[F], &mut [F], &mut [F], &mut [F])>,
+) {
+    if let Some((fu, ga, gb, gc)) = params {
+        for i in 0..n {
+            for ch in 0..c {
+                let base = (i * c + ch) * plane;
+                let (mut sa, mut sb, mut sc) = (F::zero(), F::zero(), F::zero());
+                for p in base..base + plane {
+                    sa += g[p] * fu[p];
+                    sb += g[p] * d[p];
+                    sc += g[p];
+                }
+                ga[ch] += sa;
+                gb[ch] -= sb;
+                gc[ch] += sc;
+            }
+        }
+    }
+    for (gv, &dv) in g.iter_mut().zip(d) {
+        *gv *= dv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rng;
+
+    fn rand(n: usize, rng: &mut Rng) -> Vec<f64> {
+        (0..n).map(|_| rng.normal()).collect()
+    }
+
+    /// Every normalization's backward against central differences of `Σ r ⊙ y` (inputs, γ, β).
+    #[test]
+    fn norm_gradients_match_finite_differences() {
+        let mut rng = Rng::new(11);
+        let (n, c, plane) = (3, 4, 5);
+        for norm in [ChanNorm::Batch, ChanNorm::Group(2), ChanNorm::Group(4), ChanNorm::Layer] {
+            let x = rand(n * c * plane, &mut rng);
+            let gamma: Vec<f64> = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
+            let beta = rand(c, &mut rng);
+            let r = rand(n * c * plane, &mut rng);
+            let f = |x: &[f64], gamma: &[f64], beta: &[f64]| {
+                let mut y = vec![0.0; x.len()];
+                let mut cache = Cache::new(norm, n, c, plane);
+                let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+                forward(norm, Mode::Train, 1e-5, (n, c, plane), x, (gamma, beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+                y.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
+            };
+            let mut y = vec![0.0; x.len()];
+            let mut cache = Cache::new(norm, n, c, plane);
+            let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+            forward(norm, Mode::Train, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+            let mut g = r.clone();
+            let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
+            backward(norm, (n, c, plane), &gamma, &mut g, (&mut dg, &mut db), &cache);
+            let h = 1e-6;
+            for i in 0..x.len() {
+                let (mut a, mut b) = (x.clone(), x.clone());
+                a[i] += h;
+                b[i] -= h;
+                let fd = (f(&a, &gamma, &beta) - f(&b, &gamma, &beta)) / (2.0 * h);
+                assert!((fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} x[{i}]: {} vs {fd}", g[i]);
+            }
+            for ch in 0..c {
+                let (mut a, mut b) = (gamma.clone(), gamma.clone());
+                a[ch] += h;
+                b[ch] -= h;
+                let fd = (f(&x, &a, &beta) - f(&x, &b, &beta)) / (2.0 * h);
+                assert!((fd - dg[ch]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} γ[{ch}]");
+                let (mut a, mut b) = (beta.clone(), beta.clone());
+                a[ch] += h;
+                b[ch] -= h;
+                let fd = (f(&x, &gamma, &a) - f(&x, &gamma, &b)) / (2.0 * h);
+                assert!((fd - db[ch]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} β[{ch}]");
+            }
+        }
+    }
+
+    /// BatchNorm's running statistics after one training pass: 0.9·old + 0.1·(batch mean,
+    /// unbiased batch variance), PyTorch's update; evaluation then normalizes by them.
+    #[test]
+    fn batch_norm_running_statistics_follow_pytorch() {
+        let (n, c, plane) = (2, 1, 2);
+        let x = [1.0f64, 2.0, 3.0, 6.0];
+        let (mut rm, mut rv) = (vec![0.0f64], vec![1.0f64]);
+        let mut y = vec![0.0f64; 4];
+        let mut cache = Cache::new(ChanNorm::Batch, n, c, plane);
+        let (gamma, beta) = ([1.0f64], [0.0f64]);
+        forward(ChanNorm::Batch, Mode::Train, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+        // mean 3, biased var 3.5, unbiased 14/3.
+        assert!((rm[0] - 0.3).abs() < 1e-12);
+        assert!((rv[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-12);
+        forward(ChanNorm::Batch, Mode::Eval, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+        let want = (6.0 - rm[0]) / (rv[0] + 1e-5).sqrt();
+        assert!((y[3] - want).abs() < 1e-12);
+    }
+
+    /// The per-channel biased activation's gradients (input, a, b, c) against central
+    /// differences.
+    #[test]
+    fn biased_activation_gradients_match_finite_differences() {
+        let mut rng = Rng::new(12);
+        let (n, c, plane) = (2, 3, 4);
+        for act in [Activation::Tanh, Activation::Gelu, Activation::Silu] {
+            let z = rand(n * c * plane, &mut rng);
+            let (a, b, cc) = (rand(c, &mut rng), rand(c, &mut rng), rand(c, &mut rng));
+            let r = rand(n * c * plane, &mut rng);
+            let f = |z: &[f64], a: &[f64], b: &[f64], cc: &[f64]| {
+                let (mut h, mut d) = (vec![0.0; z.len()], vec![0.0; z.len()]);
+                act_forward(act, (n, c, plane), Some((a, b, cc)), z, &mut h, &mut d, None);
+                h.iter().zip(&r).map(|(x, y)| x * y).sum::<f64>()
+            };
+            let (mut h, mut d, mut fu) = (vec![0.0; z.len()], vec![0.0; z.len()], vec![0.0; z.len()]);
+            act_forward(act, (n, c, plane), Some((&a, &b, &cc)), &z, &mut h, &mut d, Some(&mut fu));
+            let mut g = r.clone();
+            let (mut ga, mut gb, mut gc) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+            act_backward((n, c, plane), &mut g, &d, Some((&fu, &mut ga, &mut gb, &mut gc)));
+            let e = 1e-6;
+            for i in 0..z.len() {
+                let (mut p, mut m) = (z.clone(), z.clone());
+                p[i] += e;
+                m[i] -= e;
+                let fd = (f(&p, &a, &b, &cc) - f(&m, &a, &b, &cc)) / (2.0 * e);
+                assert!((fd - g[i]).abs() < 1e-6, "{act:?} z[{i}]");
+            }
+            for (which, grad) in [(0, &ga), (1, &gb), (2, &gc)] {
+                for ch in 0..c {
+                    let bump = |s: f64| {
+                        let mut v = [a.clone(), b.clone(), cc.clone()];
+                        v[which][ch] += s;
+                        f(&z, &v[0], &v[1], &v[2])
+                    };
+                    let fd = (bump(e) - bump(-e)) / (2.0 * e);
+                    assert!((fd - grad[ch]).abs() < 1e-6, "{act:?} param {which}[{ch}]");
+                }
+            }
+        }
+    }
+}
