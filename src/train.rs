@@ -190,7 +190,8 @@ fn train_typed<F: Float>(
 
     // Model: built from its spec for this data (a mismatch is an error, not a panic).
     let loss_kind = tr.loss.unwrap_or(match data.target {
-        Target::Classes { .. } => LossKind::CrossEntropy,
+        // A segmentation model's loss is its own (`model.unet.loss`).
+        Target::Classes { .. } | Target::Masks { .. } => LossKind::CrossEntropy,
         Target::Regression { .. } => LossKind::Mse,
     });
     let mut rng = Rng::stream(spec.seed, "init");

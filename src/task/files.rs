@@ -416,10 +416,12 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
                 .join(", ")
         ),
         (Target::Classes { n_classes }, _) => format!("{n_classes} classes"),
+        (Target::Masks { n_classes }, _) => format!("{n_classes} classes per pixel"),
     };
     Ok(Dataset {
         sequence: None,
         subtasks: None,
+        image: None,
         mixture: None,
         prompts: None,
         description: format!(

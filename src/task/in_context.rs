@@ -466,6 +466,7 @@ impl InContextSpec {
             ),
             sequence: None,
             subtasks: None,
+            image: None,
             mixture: None,
             prompts: Some(PromptInfo {
                 spec: self.clone(),

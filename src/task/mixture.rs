@@ -199,6 +199,7 @@ impl GaussianMixtureSpec {
             sequence: None,
             prompts: None,
             subtasks: None,
+            image: None,
             mixture: Some(mix),
         }
     }

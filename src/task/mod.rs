@@ -29,6 +29,7 @@ pub mod modular;
 pub mod modular_sequence;
 pub mod parity;
 pub mod pcfg;
+pub mod shapes;
 pub mod repeated;
 pub mod sequence;
 pub mod teacher_student;
@@ -43,6 +44,7 @@ pub use modular::{ModOp, ModularSpec};
 pub use modular_sequence::ModularSequenceSpec;
 pub use parity::{MultitaskSparseParitySpec, SparseParitySpec};
 pub use pcfg::PcfgSpec;
+pub use shapes::{ShapeKind, ShapesSpec};
 pub use repeated::RepeatedSpec;
 pub use sequence::{EntropyRate, SequenceInfo};
 pub use teacher_student::{Teacher, TeacherSpec, TeacherStudentSpec};
@@ -71,6 +73,16 @@ pub struct Dataset {
     /// For a Gaussian mixture: the distribution itself, whose ideal denoiser a generative run
     /// measures its network against.
     pub mixture: Option<crate::generative::Mixture>,
+    /// For images: each row of `x` is one `[channels, height, width]` image (NCHW).
+    pub image: Option<ImageInfo>,
+}
+
+/// The shape of the images a dataset's rows hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
 }
 
 /// The subtask of every example of a multitask dataset (the quanta of Michaud et al. 2023), so
@@ -88,6 +100,8 @@ pub struct Subtasks {
 pub enum Target {
     Regression { out_dim: usize },
     Classes { n_classes: usize },
+    /// Segmentation: `y` is `[n, height·width]`, a class index per pixel.
+    Masks { n_classes: usize },
 }
 
 impl Dataset {
@@ -100,7 +114,7 @@ impl Dataset {
     pub fn output_dim(&self) -> usize {
         match self.target {
             Target::Regression { out_dim } => out_dim,
-            Target::Classes { n_classes } => n_classes,
+            Target::Classes { n_classes } | Target::Masks { n_classes } => n_classes,
         }
     }
 
@@ -128,6 +142,8 @@ pub enum TaskSpec {
     Gaussians(GaussiansSpec),
     Rings(RingsSpec),
     Checkerboard(CheckerboardSpec),
+    /// Synthetic segmentation: textured images with shapes and their masks.
+    Shapes(ShapesSpec),
     /// A Gaussian mixture in N dimensions, optionally embedded in more (generative models).
     GaussianMixture(GaussianMixtureSpec),
     Csv(CsvSpec),
@@ -163,6 +179,7 @@ impl TaskSpec {
             | TaskSpec::Rings(_)
             | TaskSpec::Checkerboard(_)
             | TaskSpec::GaussianMixture(_)
+            | TaskSpec::Shapes(_)
             | TaskSpec::Idx(_) => true,
             TaskSpec::Text(_)
             | TaskSpec::Markov(_)
@@ -197,6 +214,7 @@ impl TaskSpec {
             TaskSpec::Gaussians(_) => "gaussians",
             TaskSpec::Rings(_) => "rings",
             TaskSpec::Checkerboard(_) => "checkerboard",
+            TaskSpec::Shapes(_) => "shapes",
             TaskSpec::GaussianMixture(_) => "gaussian_mixture",
             TaskSpec::Csv(_) => "csv",
             TaskSpec::Npy(_) => "npy",
@@ -224,6 +242,7 @@ impl TaskSpec {
             TaskSpec::Gaussians(s) => s.validate(),
             TaskSpec::Rings(s) => s.validate(),
             TaskSpec::Checkerboard(s) => s.validate(),
+            TaskSpec::Shapes(s) => s.validate(),
             TaskSpec::GaussianMixture(s) => s.validate(),
             TaskSpec::Csv(s) => s.validate(),
             TaskSpec::Npy(s) => s.validate(),
@@ -252,6 +271,7 @@ impl TaskSpec {
             TaskSpec::Gaussians(s) => Ok(s.generate(seed)),
             TaskSpec::Rings(s) => Ok(s.generate(seed)),
             TaskSpec::Checkerboard(s) => Ok(s.generate(seed)),
+            TaskSpec::Shapes(s) => Ok(s.generate(seed)),
             TaskSpec::GaussianMixture(s) => Ok(s.generate(seed)),
             TaskSpec::Csv(s) => s.load(seed, base_dir),
             TaskSpec::Npy(s) => s.load(seed, base_dir),

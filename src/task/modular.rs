@@ -212,6 +212,7 @@ impl ModularSpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            image: None,
             mixture: None,
             prompts: None,
             train_x,

@@ -101,6 +101,7 @@ impl ModularSequenceSpec {
                 trained: Trained::Last,
             }),
             subtasks: None,
+            image: None,
             mixture: None,
             prompts: None,
         }

@@ -239,6 +239,7 @@ impl SparseParitySpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            image: None,
             mixture: None,
             prompts: None,
             train_x,
@@ -360,6 +361,7 @@ impl MultitaskSparseParitySpec {
                 test: test_tasks,
                 frequency: probs.clone(),
             }),
+            image: None,
             prompts: None,
             train_x,
             train_y,

@@ -102,6 +102,7 @@ pub(crate) fn dataset(
         description,
         sequence: Some(info),
         subtasks: None,
+        image: None,
         mixture: None,
         prompts: None,
     }

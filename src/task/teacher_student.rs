@@ -297,6 +297,7 @@ impl TeacherStudentSpec {
         Dataset {
             sequence: None,
             subtasks: None,
+            image: None,
             mixture: None,
             prompts: None,
             train_x,

@@ -222,6 +222,7 @@ fn dataset(
     Dataset {
         sequence: None,
         subtasks: None,
+        image: None,
         mixture: None,
         prompts: None,
         train_x,
