@@ -19,6 +19,7 @@ use crate::task::TaskSpec;
 
 pub mod denoiser;
 pub mod gpt;
+pub mod unet;
 pub use denoiser::DenoiserSpec;
 pub use gpt::GptSpec;
 

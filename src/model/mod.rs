@@ -7,10 +7,12 @@
 pub mod denoiser;
 pub mod gpt;
 pub mod mlp;
+pub mod unet;
 
 pub use denoiser::Denoiser;
 pub use gpt::Gpt;
 pub use mlp::Mlp;
+pub use unet::Unet;
 
 use std::any::Any;
 
@@ -116,6 +118,11 @@ pub trait Model<F: Float> {
     /// `false` for a model that is not one.
     fn denoise(&mut self, _x: &[f64], _sigma: f64, _out: &mut [f64]) -> bool {
         false
+    }
+    /// A segmentation model's last forward pass: its logits `[n, channels, plane]`, the
+    /// channels per pixel (1: one binary logit) and the pixels per image; `None` otherwise.
+    fn segmentation(&self) -> Option<(&[F], usize, usize)> {
+        None
     }
     /// Trainable scalar count.
     fn n_params(&self) -> usize {

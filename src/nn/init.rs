@@ -106,6 +106,49 @@ pub fn linear(
     (w, b)
 }
 
+/// Draws a convolution's `weights` values and `biases` biases by `p`'s scheme, with PyTorch's
+/// fans for convolutions (`torch.nn.init._calculate_fan_in_and_fan_out`: `fan_in =
+/// weight.size(1)·k²`, `fan_out = weight.size(0)·k²`, biases `U(±1/√fan_in)` for the default
+/// scheme). Orthogonal and mean-field draws are the linear layer's only.
+pub fn conv(
+    p: &InitParams,
+    weights: usize,
+    (fan_in, fan_out): (usize, usize),
+    biases: usize,
+    rng: &mut Rng,
+) -> (Vec<f64>, Vec<f64>) {
+    let (fi, fo) = (fan_in as f64, fan_out as f64);
+    let fan = match p.fan_mode {
+        FanMode::FanIn => fi,
+        FanMode::FanOut => fo,
+    };
+    let normal = |rng: &mut Rng, std: f64| (0..weights).map(|_| std * rng.normal()).collect::<Vec<_>>();
+    let uniform = |rng: &mut Rng, bound: f64| {
+        (0..weights)
+            .map(|_| rng.uniform_in(-bound, bound))
+            .collect::<Vec<_>>()
+    };
+    let mut w = match p.init {
+        Init::Pytorch => uniform(rng, 1.0 / fi.sqrt()),
+        Init::XavierNormal => normal(rng, (2.0 / (fi + fo)).sqrt()),
+        Init::XavierUniform => uniform(rng, (6.0 / (fi + fo)).sqrt()),
+        Init::LecunNormal => normal(rng, (1.0 / fi).sqrt()),
+        Init::LecunUniform => uniform(rng, (3.0 / fi).sqrt()),
+        Init::HeNormal | Init::Orthogonal | Init::MeanField => normal(rng, (2.0 / fan).sqrt()),
+        Init::HeUniform => uniform(rng, (6.0 / fan).sqrt()),
+    };
+    for v in &mut w {
+        *v *= p.scale;
+    }
+    let b = match p.init {
+        Init::Pytorch => (0..biases)
+            .map(|_| rng.uniform_in(-1.0 / fi.sqrt(), 1.0 / fi.sqrt()))
+            .collect(),
+        _ => vec![0.0; biases],
+    };
+    (w, b)
+}
+
 /// The mean-field variances of a `[fan_out, fan_in]` layer drawn by [`linear`]:
 /// `σ_w² = fan_in·Var(W)` and `σ_b² = Var(b)`, from each scheme's formula (orthogonal rows have
 /// unit norm, so `Var(W) = 1/fan_in` when `fan_out ≤ fan_in`, else `1/fan_out`).

@@ -11,3 +11,4 @@ pub mod loss;
 pub mod norm;
 pub mod parametrization;
 pub mod resample;
+pub mod seg_loss;

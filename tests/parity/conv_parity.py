@@ -1,6 +1,5 @@
 #!/usr/bin/env python3
-"""Parity check of cloudchamber's convolutional networks (U-Net, CNN classifier) against an
-independent JAX implementation.
+"""Parity check of cloudchamber's conv nets (U-Net, CNN classifier) against independent JAX ones.
 
 Usage: conv_parity.py CASE.safetensors [CASE.safetensors ...] [--tol 1e-9]
 
@@ -429,8 +428,9 @@ def unet_forward(case, L, x):
     depth = case["depth"]
 
     def block(name, h, c_out):
-        h = L.activate(f"{name}.act1", L.normalize(f"{name}.norm1", L.conv(f"{name}.conv1", h, c_out, 3, 1)))
-        h = L.activate(f"{name}.act2", L.normalize(f"{name}.norm2", L.conv(f"{name}.conv2", h, c_out, 3, 1)))
+        for i in (1, 2):
+            h = L.conv(f"{name}.conv{i}", h, c_out, 3, 1)
+            h = L.activate(f"{name}.act{i}", L.normalize(f"{name}.norm{i}", h))
         return h
 
     skips = [block("enc.0", x, ch[0])]
@@ -731,7 +731,7 @@ def run_case(path, tol):
     for k in range(K):
         rows.append((f"loss[step {k}] (jax {losses[k]:.6f})", rel_error(rust_loss[k], losses[k], 0.0)))
 
-    gscale = max((float(np.max(np.abs(g))) for g in grads0.values() if g.size), default=0.0) if grads0 else 0.0
+    gscale = max((float(np.max(np.abs(g))) for g in (grads0 or {}).values() if g.size), default=0.0)
     gfloor = 1e-5 * gscale
     if K:
         for n in trainable:

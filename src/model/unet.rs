@@ -1,0 +1,591 @@
+//! The U-Net (Ronneberger, Fischer & Brox 2015): an encoder of convolution blocks and 2×2 max
+//! pools, a decoder that doubles the resolution and concatenates the encoder's output at the
+//! same level (the skip), and a 1×1 head giving per-pixel logits. Layers from `nn/`: `conv`,
+//! `channel` (norms and the biased activation), `resample` (pooling, upsampling, concat) and
+//! `seg_loss`.
+//!
+//! With `c_l = base_channels · channel_mult^l` and `block(c_in → c_out)` = conv 3×3 (padding 1)
+//! → norm → activation → conv 3×3 → norm → activation:
+//! - `enc.0 = block(in → c_0)(x)`, `enc.l = block(c_{l−1} → c_l)(maxpool₂(enc.{l−1}))`;
+//! - for `l = depth−1 … 0`: `u = up.l(h_{l+1})` (`h_depth = enc.depth`), `h_l = dec.l =
+//!   block(2c_l → c_l)([enc.l, u])`, the skip's channels first;
+//! - `up.l`: a 2×2 transposed convolution with stride 2 (`c_{l+1} → c_l`), or ×2 nearest or
+//!   bilinear upsampling then a 1×1 convolution;
+//! - `head`: a 1×1 convolution `c_0 → k` (k = classes for cross-entropy, 1 for the binary
+//!   losses).
+//!
+//! Parameter names are PyTorch's for that module tree (`enc.0.conv1.weight`, `enc.0.norm1.bias`,
+//! `enc.0.norm1.running_mean`, `enc.0.act1.a`, `up.0.weight`, `dec.0.conv2.bias`,
+//! `head.weight`), which `benches/peers/torch_unet.py` and `tests/parity/conv_parity.py` build
+//! independently.
+
+use std::any::Any;
+
+use super::{Batch, Model, Param, Role};
+use crate::engine::{par, Float, Rng};
+use crate::nn::activation::Activation;
+use crate::nn::channel::{self, ChanNorm};
+use crate::nn::conv::Conv;
+use crate::nn::init::{self, InitParams};
+use crate::nn::loss::LossValue;
+use crate::nn::norm::Mode;
+use crate::nn::resample::{self, Pool, Upsample};
+use crate::nn::seg_loss;
+use crate::spec::unet::{ChannelNorm, UnetSpec, Upsampling};
+use crate::spec::BiasedActSpec;
+
+/// A convolution's geometry and parameter indices.
+#[derive(Clone, Copy, Debug)]
+struct ConvIdx {
+    geom: Conv,
+    w: usize,
+    b: usize,
+}
+
+/// conv → norm → activation, with the buffers its backward pass needs.
+struct Stage<F> {
+    conv: ConvIdx,
+    norm: ChanNorm,
+    /// γ, β and (BatchNorm) the running mean and variance.
+    gamma: Option<usize>,
+    beta: Option<usize>,
+    running: Option<(usize, usize)>,
+    act: Activation,
+    /// The biased form's a, b, c (absent when plain).
+    abc: Option<[usize; 3]>,
+    /// im2col of the input, per image.
+    cols: Vec<F>,
+    /// Convolution output `[n, c, plane]`.
+    z: Vec<F>,
+    /// Normalized `z` (empty without a norm).
+    zn: Vec<F>,
+    /// The stage's output.
+    h: Vec<F>,
+    /// `a·f′(z − b)`.
+    d: Vec<F>,
+    /// `f(z − b)` (only when `a` is learned).
+    fu: Vec<F>,
+    cache: channel::Cache<F>,
+    /// a, b, c broadcast per channel.
+    abc_c: [Vec<F>; 3],
+}
+
+impl<F: Float> Stage<F> {
+    fn channels(&self) -> usize {
+        self.conv.geom.c_out
+    }
+    fn plane(&self) -> usize {
+        self.conv.geom.oh * self.conv.geom.ow
+    }
+
+    /// `input: [n, c_in, h, w]` → `self.h: [n, c_out, h, w]`.
+    fn forward(&mut self, params: &mut [Param<F>], input: &[F], n: usize, mode: Mode, eps: f64) {
+        let (c, plane) = (self.channels(), self.plane());
+        let len = n * c * plane;
+        let g = self.conv.geom;
+        g.forward(n, input, &params[self.conv.w].value, Some(&params[self.conv.b].value), &mut self.z, &mut self.cols);
+        let normed: &[F] = if self.norm == ChanNorm::None {
+            &self.z[..len]
+        } else {
+            // Running statistics are taken out of the parameter list while γ, β are read.
+            let mut running = self.running.map(|(m, v)| (std::mem::take(&mut params[m].value), std::mem::take(&mut params[v].value)));
+            let (gi, bi) = (self.gamma.expect("a norm has γ"), self.beta.expect("a norm has β"));
+            channel::forward(
+                self.norm,
+                mode,
+                eps,
+                (n, c, plane),
+                &self.z,
+                (&params[gi].value, &params[bi].value),
+                running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
+                &mut self.zn,
+                &mut self.cache,
+            );
+            if let (Some((m, v)), Some((mi, vi))) = (running, self.running) {
+                params[mi].value = m;
+                params[vi].value = v;
+            }
+            &self.zn[..len]
+        };
+        let abc = self.abc.map(|idx| {
+            for (k, &i) in idx.iter().enumerate() {
+                let v = &params[i].value;
+                if v.len() == 1 {
+                    self.abc_c[k].fill(v[0]);
+                } else {
+                    self.abc_c[k].copy_from_slice(v);
+                }
+            }
+            (&self.abc_c[0][..], &self.abc_c[1][..], &self.abc_c[2][..])
+        });
+        let fu = if self.fu.is_empty() { None } else { Some(&mut self.fu[..len]) };
+        channel::act_forward(self.act, (n, c, plane), abc, normed, &mut self.h[..len], &mut self.d[..len], fu);
+    }
+
+    /// From `g = ∂L/∂h` (consumed): every parameter gradient, and `∂L/∂input` into `dx` when
+    /// given. Gradients of a, b, c accumulate (zeroed by the caller); the rest are overwritten.
+    fn backward(&mut self, params: &mut [Param<F>], g: &mut [F], n: usize, dx: Option<&mut [F]>, partial: &mut [F]) {
+        let (c, plane) = (self.channels(), self.plane());
+        let len = n * c * plane;
+        let g = &mut g[..len];
+        match self.abc {
+            Some([ia, ib, ic]) => {
+                // f(u) is kept whenever the form has parameters (see `Unet::new`).
+                let (mut ga, mut gb, mut gc) = (vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]);
+                let grads = Some((&self.fu[..len], &mut ga[..], &mut gb[..], &mut gc[..]));
+                channel::act_backward((n, c, plane), g, &self.d[..len], grads);
+                for (i, grad) in [(ia, ga), (ib, gb), (ic, gc)] {
+                    let p = &mut params[i].grad;
+                    if p.len() == 1 {
+                        p[0] += grad.iter().fold(F::zero(), |s, &v| s + v);
+                    } else {
+                        for (d, v) in p.iter_mut().zip(grad) {
+                            *d += v;
+                        }
+                    }
+                }
+            }
+            None => channel::act_backward((n, c, plane), g, &self.d[..len], None),
+        }
+        if self.norm != ChanNorm::None {
+            let (gi, bi) = (self.gamma.expect("a norm has γ"), self.beta.expect("a norm has β"));
+            let mut dgamma = std::mem::take(&mut params[gi].grad);
+            let mut dbeta = std::mem::take(&mut params[bi].grad);
+            channel::backward(self.norm, (n, c, plane), &params[gi].value, g, (&mut dgamma, &mut dbeta), &self.cache);
+            params[gi].grad = dgamma;
+            params[bi].grad = dbeta;
+        }
+        let (wi, bi) = (self.conv.w, self.conv.b);
+        let mut dw = std::mem::take(&mut params[wi].grad);
+        let mut db = std::mem::take(&mut params[bi].grad);
+        self.conv.geom.backward(n, g, &params[wi].value, &mut self.cols, &mut dw, Some(&mut db), dx, partial);
+        params[wi].grad = dw;
+        params[bi].grad = db;
+    }
+}
+
+/// The decoder's upsampling from level `l + 1` to `l`.
+struct Up<F> {
+    conv: ConvIdx,
+    mode: Upsampling,
+    /// The ×2 upsampled input (nearest and bilinear), `[n, c_{l+1}, plane_l]`.
+    upsampled: Vec<F>,
+    out: Vec<F>,
+    cols: Vec<F>,
+}
+
+/// What the model is fitted to.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    /// Head channels: `classes`, or 1 for the binary losses.
+    out_ch: usize,
+    h: usize,
+    w: usize,
+}
+
+pub struct Unet<F: Float> {
+    params: Vec<Param<F>>,
+    spec: UnetSpec,
+    eps: f64,
+    dims: Dims,
+    capacity: usize,
+    /// Images of the last forward pass.
+    n: usize,
+    enc: Vec<[Stage<F>; 2]>,
+    dec: Vec<[Stage<F>; 2]>,
+    up: Vec<Up<F>>,
+    /// `pooled[l − 1]`: the max-pooled `enc.{l−1}` that `enc.l` reads, and the pool's argmax.
+    pooled: Vec<(Vec<F>, Vec<u32>)>,
+    /// `cats[l]`: `[enc.l, up.l]` along channels.
+    cats: Vec<Vec<F>>,
+    head: ConvIdx,
+    head_cols: Vec<F>,
+    /// `[n, out_ch, h, w]` logits of the last forward pass, and the loss's gradient.
+    pub logits: Vec<F>,
+    pub d_logits: Vec<F>,
+    /// `g_enc[l]`: ∂L/∂enc.l (skip and pool paths summed).
+    g_enc: Vec<Vec<F>>,
+    /// Scratch gradients, each the size of the largest activation.
+    scratch: [Vec<F>; 3],
+    partial: Vec<F>,
+}
+
+/// Appends a convolution's weight and bias; returns the indices.
+#[allow(clippy::too_many_arguments)]
+fn push_conv<F: Float>(
+    params: &mut Vec<Param<F>>,
+    name: &str,
+    layer: usize,
+    geom: Conv,
+    transposed: bool,
+    ip: &InitParams,
+    rng: &mut Rng,
+) -> ConvIdx {
+    let area = geom.kh * geom.kw;
+    // PyTorch's fans from the weight's own shape: Conv2d [c_out, c_in/g, k, k], ConvTranspose2d
+    // [c_in, c_out/g, k, k] (here `geom` is the transposed layer's dual, so its c_out is the
+    // layer's c_in).
+    let (rows, cols) = (geom.c_out, geom.c_in / geom.groups);
+    let shape = vec![rows, cols, geom.kh, geom.kw];
+    let (fan_in, fan_out) = (cols * area, rows * area);
+    let biases = if transposed { geom.c_in } else { geom.c_out };
+    let (w, b) = init::conv(ip, geom.weight_len(), (fan_in, fan_out), biases, rng);
+    let w = super::push_param(params, format!("{name}.weight"), shape, w, (layer, Role::Weight));
+    let b = super::push_param(params, format!("{name}.bias"), vec![biases], b, (layer, Role::Bias));
+    ConvIdx { geom, w, b }
+}
+
+impl<F: Float> Unet<F> {
+    /// A U-Net for `[in_ch, h, w]` images of `classes` classes, buffers for `capacity` images.
+    /// `h` and `w` must be multiples of `2^depth` (checked by the spec).
+    pub fn new(spec: &UnetSpec, eps: f64, (in_ch, h, w): (usize, usize, usize), classes: usize, capacity: usize, rng: &mut Rng) -> Self {
+        let depth = spec.depth;
+        let out_ch = spec.loss.channels(classes);
+        let ip = InitParams {
+            init: spec.init,
+            fan_mode: spec.fan_mode,
+            ..InitParams::PYTORCH
+        };
+        let mut params: Vec<Param<F>> = Vec::new();
+        let size = |l: usize| (h >> l, w >> l);
+        let norm_of = |c: usize| match spec.norm {
+            ChannelNorm::None => ChanNorm::None,
+            ChannelNorm::Batchnorm => ChanNorm::Batch,
+            ChannelNorm::Groupnorm => ChanNorm::Group(spec.groups_for(c)),
+            ChannelNorm::Layernorm => ChanNorm::Layer,
+        };
+        // The biased activation must keep f(u) whenever it has parameters, so that b's and c's
+        // gradients (and a's, when learned) come out of one pass.
+        let act_spec: BiasedActSpec = spec.act.clone();
+        let mut layer = 0;
+        let stage = |params: &mut Vec<Param<F>>, name: &str, idx: usize, c_in: usize, c_out: usize, (sh, sw): (usize, usize), rng: &mut Rng, layer: usize| {
+            let geom = Conv::new(c_in, c_out, 3, 1, 1, 1, 1, (sh, sw)).expect("3×3 convolution with padding 1 keeps the size");
+            let conv = push_conv(params, &format!("{name}.conv{idx}"), layer, geom, false, &ip, rng);
+            let norm = norm_of(c_out);
+            let (mut gamma, mut beta, mut running) = (None, None, None);
+            if norm != ChanNorm::None {
+                let nm = format!("{name}.norm{idx}");
+                gamma = Some(super::push_param(params, format!("{nm}.weight"), vec![c_out], vec![1.0; c_out], (layer, Role::NormWeight)));
+                beta = Some(super::push_param(params, format!("{nm}.bias"), vec![c_out], vec![0.0; c_out], (layer, Role::NormBias)));
+                if norm == ChanNorm::Batch {
+                    let m = super::push_param(params, format!("{nm}.running_mean"), vec![c_out], vec![0.0; c_out], (layer, Role::RunningMean));
+                    let v = super::push_param(params, format!("{nm}.running_var"), vec![c_out], vec![1.0; c_out], (layer, Role::RunningVar));
+                    params[m].trainable = false;
+                    params[v].trainable = false;
+                    running = Some((m, v));
+                }
+            }
+            let abc = super::push_act_params(params, &act_spec, &format!("{name}.act{idx}"), layer, c_out);
+            let plane = sh * sw;
+            let n = capacity * c_out * plane;
+            let zeros = |k: usize| vec![F::zero(); k];
+            Stage {
+                conv,
+                norm,
+                gamma,
+                beta,
+                running,
+                act: spec.activation,
+                abc,
+                cols: zeros(capacity * geom.col_len()),
+                z: zeros(n),
+                zn: zeros(if norm == ChanNorm::None { 0 } else { n }),
+                h: zeros(n),
+                d: zeros(n),
+                fu: zeros(if abc.is_some() { n } else { 0 }),
+                cache: channel::Cache::new(norm, capacity, c_out, plane),
+                abc_c: [zeros(c_out), zeros(c_out), zeros(c_out)],
+            }
+        };
+        let mut enc = Vec::new();
+        for l in 0..=depth {
+            let c_in = if l == 0 { in_ch } else { spec.channels(l - 1) };
+            let c = spec.channels(l);
+            let name = format!("enc.{l}");
+            let s1 = stage(&mut params, &name, 1, c_in, c, size(l), rng, layer);
+            let s2 = stage(&mut params, &name, 2, c, c, size(l), rng, layer);
+            enc.push([s1, s2]);
+            layer += 1;
+        }
+        let mut up = Vec::new();
+        let mut dec_rev = Vec::new();
+        for l in (0..depth).rev() {
+            let (c_hi, c) = (spec.channels(l + 1), spec.channels(l));
+            let (hl, wl) = size(l);
+            let plane = hl * wl;
+            let (conv, upsampled) = match spec.upsampling {
+                Upsampling::Transposed => {
+                    let geom = Conv::transposed(c_hi, c, 2, 2, 0, 1, 1, size(l + 1)).expect("2×2 stride-2 transposed convolution doubles the size");
+                    (push_conv(&mut params, &format!("up.{l}"), layer, geom, true, &ip, rng), Vec::new())
+                }
+                Upsampling::Nearest | Upsampling::Bilinear => {
+                    let geom = Conv::new(c_hi, c, 1, 1, 0, 1, 1, (hl, wl)).expect("1×1 convolution");
+                    (push_conv(&mut params, &format!("up.{l}"), layer, geom, false, &ip, rng), vec![F::zero(); capacity * c_hi * plane])
+                }
+            };
+            up.push(Up {
+                conv,
+                mode: spec.upsampling,
+                upsampled,
+                out: vec![F::zero(); capacity * c * plane],
+                cols: vec![F::zero(); capacity * conv.geom.col_len()],
+            });
+            let name = format!("dec.{l}");
+            let s1 = stage(&mut params, &name, 1, 2 * c, c, (hl, wl), rng, layer);
+            let s2 = stage(&mut params, &name, 2, c, c, (hl, wl), rng, layer);
+            dec_rev.push([s1, s2]);
+            layer += 1;
+        }
+        up.reverse();
+        dec_rev.reverse();
+        let dec = dec_rev;
+        let head_geom = Conv::new(spec.channels(0), out_ch, 1, 1, 0, 1, 1, (h, w)).expect("1×1 head");
+        let head = push_conv(&mut params, "head", layer, head_geom, false, &ip, rng);
+
+        let plane0 = h * w;
+        let pooled = (1..=depth)
+            .map(|l| {
+                let (hl, wl) = size(l);
+                let n = capacity * spec.channels(l - 1) * hl * wl;
+                (vec![F::zero(); n], vec![0u32; n])
+            })
+            .collect();
+        let cats = (0..depth).map(|l| {
+            let (hl, wl) = size(l);
+            vec![F::zero(); capacity * 2 * spec.channels(l) * hl * wl]
+        }).collect();
+        // The largest activation: a level's concatenation, or its block output.
+        let biggest = (0..=depth)
+            .map(|l| {
+                let (hl, wl) = size(l);
+                2 * spec.channels(l) * hl * wl
+            })
+            .chain([in_ch * plane0, out_ch * plane0])
+            .max()
+            .unwrap_or(1);
+        let max_weight = params.iter().filter(|p| p.role == Role::Weight).map(|p| p.value.len()).max().unwrap_or(1);
+        let g_enc = (0..=depth).map(|l| {
+            let (hl, wl) = size(l);
+            vec![F::zero(); capacity * spec.channels(l) * hl * wl]
+        }).collect();
+        Unet {
+            params,
+            spec: spec.clone(),
+            eps,
+            dims: Dims { out_ch, h, w },
+            capacity,
+            n: 0,
+            enc,
+            dec,
+            up,
+            pooled,
+            cats,
+            head,
+            head_cols: vec![F::zero(); capacity * head_geom.col_len()],
+            logits: vec![F::zero(); capacity * out_ch * plane0],
+            d_logits: vec![F::zero(); capacity * out_ch * plane0],
+            g_enc,
+            scratch: [vec![F::zero(); capacity * biggest], vec![F::zero(); capacity * biggest], vec![F::zero(); capacity * biggest]],
+            partial: vec![F::zero(); capacity * max_weight],
+        }
+    }
+
+    /// Logit channels per pixel.
+    pub fn out_channels(&self) -> usize {
+        self.dims.out_ch
+    }
+    /// Pixels per image.
+    pub fn plane(&self) -> usize {
+        self.dims.h * self.dims.w
+    }
+
+    /// Forward over `n` images `x: [n, in_ch, h, w]` into [`Self::logits`]
+    /// (`[n, out_ch, h, w]`).
+    pub fn forward_images(&mut self, x: &[F], n: usize, mode: Mode) {
+        assert!(n <= self.capacity, "unet: {n} images exceed the capacity {}", self.capacity);
+        self.n = n;
+        let depth = self.spec.depth;
+        let eps = self.eps;
+        let params = &mut self.params;
+        for l in 0..=depth {
+            let (done, rest) = self.enc.split_at_mut(l);
+            let [s1, s2] = &mut rest[0];
+            let input: &[F] = if l == 0 {
+                x
+            } else {
+                let prev = &done[l - 1][1];
+                let (c, g) = (prev.channels(), prev.conv.geom);
+                let (buf, arg) = &mut self.pooled[l - 1];
+                resample::pool_forward(Pool::Max, 2, n * c, (g.oh, g.ow), &prev.h, buf, arg);
+                buf
+            };
+            s1.forward(params, input, n, mode, eps);
+            s2.forward(params, &s1.h, n, mode, eps);
+        }
+        for l in (0..depth).rev() {
+            let below: &[F] = if l + 1 == depth { &self.enc[depth][1].h } else { &self.dec[l + 1][1].h };
+            let u = &mut self.up[l];
+            let g = u.conv.geom;
+            let (w, b) = (&params[u.conv.w].value, &params[u.conv.b].value);
+            let c_hi = if u.mode == Upsampling::Transposed { g.c_out } else { g.c_in };
+            match u.mode {
+                Upsampling::Transposed => g.transposed_forward(n, below, w, Some(b), &mut u.out, &mut u.cols),
+                Upsampling::Nearest | Upsampling::Bilinear => {
+                    let mode = if u.mode == Upsampling::Nearest { Upsample::Nearest } else { Upsample::Bilinear };
+                    resample::upsample_forward(mode, 2, n * c_hi, (g.h / 2, g.w / 2), below, &mut u.upsampled);
+                    g.forward(n, &u.upsampled, w, Some(b), &mut u.out, &mut u.cols);
+                }
+            }
+            let c = self.spec.channels(l);
+            let plane = (self.dims.h >> l) * (self.dims.w >> l);
+            resample::concat_channels(n, plane, (&self.enc[l][1].h, c), (&u.out, c), &mut self.cats[l]);
+            let [s1, s2] = &mut self.dec[l];
+            s1.forward(params, &self.cats[l], n, mode, eps);
+            s2.forward(params, &s1.h, n, mode, eps);
+        }
+        let top: &[F] = if depth == 0 { &self.enc[0][1].h } else { &self.dec[0][1].h };
+        let hd = self.head;
+        hd.geom.forward(n, top, &params[hd.w].value, Some(&params[hd.b].value), &mut self.logits, &mut self.head_cols);
+    }
+
+    /// Backward from [`Self::d_logits`] to every parameter gradient (overwritten).
+    pub fn backward_images(&mut self) {
+        let (n, depth) = (self.n, self.spec.depth);
+        par::for_each_mut(&mut self.params, |p| p.grad.fill(F::zero()));
+        let params = &mut self.params;
+        let partial = &mut self.partial;
+        let [ga, gb, gc] = &mut self.scratch;
+        // Head: ga = ∂L/∂h_0.
+        let hd = self.head;
+        {
+            let (mut dw, mut db) = (std::mem::take(&mut params[hd.w].grad), std::mem::take(&mut params[hd.b].grad));
+            hd.geom.backward(n, &self.d_logits, &params[hd.w].value, &mut self.head_cols, &mut dw, Some(&mut db), Some(&mut ga[..]), partial);
+            params[hd.w].grad = dw;
+            params[hd.b].grad = db;
+        }
+        for g in self.g_enc.iter_mut() {
+            g.fill(F::zero());
+        }
+        if depth == 0 {
+            let len = self.g_enc[0].len().min(ga.len());
+            self.g_enc[0][..len].copy_from_slice(&ga[..len]);
+        }
+        for l in 0..depth {
+            let c = self.spec.channels(l);
+            let plane = (self.dims.h >> l) * (self.dims.w >> l);
+            // dec.l: ga = ∂L/∂dec.l's output → gc = ∂L/∂[enc.l, up.l].
+            let [s1, s2] = &mut self.dec[l];
+            s2.backward(params, ga, n, Some(&mut gb[..]), partial);
+            s1.backward(params, gb, n, Some(&mut gc[..]), partial);
+            // Split: the skip's share into g_enc[l], the upsampled's into gb.
+            resample::split_channels(n, plane, &gc[..n * 2 * c * plane], (&mut self.g_enc[l], c), (&mut gb[..n * c * plane], c));
+            // up.l: gb → ga = ∂L/∂h_{l+1}.
+            let u = &mut self.up[l];
+            let g = u.conv.geom;
+            let (mut dw, mut db) = (std::mem::take(&mut params[u.conv.w].grad), std::mem::take(&mut params[u.conv.b].grad));
+            let below: &[F] = if l + 1 == depth { &self.enc[depth][1].h } else { &self.dec[l + 1][1].h };
+            match u.mode {
+                Upsampling::Transposed => {
+                    g.transposed_backward(n, &gb[..], below, &params[u.conv.w].value, &mut u.cols, &mut dw, Some(&mut db), Some(&mut ga[..]), partial);
+                }
+                Upsampling::Nearest | Upsampling::Bilinear => {
+                    g.backward(n, &gb[..], &params[u.conv.w].value, &mut u.cols, &mut dw, Some(&mut db), Some(&mut u.upsampled), partial);
+                    let mode = if u.mode == Upsampling::Nearest { Upsample::Nearest } else { Upsample::Bilinear };
+                    resample::upsample_backward(mode, 2, n * g.c_in, (g.h / 2, g.w / 2), &u.upsampled, &mut ga[..]);
+                }
+            }
+            params[u.conv.w].grad = dw;
+            params[u.conv.b].grad = db;
+            if l + 1 == depth {
+                let len = self.g_enc[depth].len().min(n * self.spec.channels(depth) * (self.dims.h >> depth) * (self.dims.w >> depth));
+                for (d, &v) in self.g_enc[depth][..len].iter_mut().zip(&ga[..len]) {
+                    *d += v;
+                }
+            }
+        }
+        for l in (0..=depth).rev() {
+            let [s1, s2] = &mut self.enc[l];
+            let len = n * s2.channels() * s2.plane();
+            ga[..len].copy_from_slice(&self.g_enc[l][..len]);
+            s2.backward(params, ga, n, Some(&mut gb[..]), partial);
+            if l == 0 {
+                s1.backward(params, gb, n, None, partial);
+            } else {
+                s1.backward(params, gb, n, Some(&mut gc[..]), partial);
+                // Through the pool to ∂L/∂enc.{l−1}, added to its skip share.
+                let prev = &self.enc[l - 1][1];
+                let (c, pg) = (prev.channels(), prev.conv.geom);
+                let plen = n * c * pg.oh * pg.ow;
+                resample::pool_backward(Pool::Max, 2, n * c, (pg.oh, pg.ow), &gc[..], &self.pooled[l - 1].1, &mut gb[..plen]);
+                for (d, &v) in self.g_enc[l - 1][..plen].iter_mut().zip(&gb[..plen]) {
+                    *d += v;
+                }
+            }
+        }
+    }
+
+    /// Elements of parameters and buffers for the memory estimate (an upper bound).
+    pub fn elements(spec: &UnetSpec, (in_ch, h, w): (usize, usize, usize), classes: usize, capacity: usize) -> (u64, u64) {
+        let cap = capacity as u64;
+        let (mut params, mut buffers) = (0u64, 0u64);
+        let out = spec.loss.channels(classes) as u64;
+        let act = if spec.act.is_plain() { 0 } else { 1 };
+        for l in 0..=spec.depth {
+            let plane = ((h >> l) * (w >> l)) as u64;
+            let c = spec.channels(l) as u64;
+            let c_in = if l == 0 { in_ch as u64 } else { spec.channels(l - 1) as u64 };
+            // Encoder and decoder blocks (the decoder's at levels below depth).
+            let blocks: &[(u64, u64)] = if l < spec.depth { &[(c_in, c), (2 * c, c)] } else { &[(c_in, c)] };
+            for &(ci, co) in blocks {
+                params += 9 * ci * co + co + 9 * co * co + co + 8 * co;
+                // Per stage: cols, z, zn, h, d, fu, xhat.
+                buffers += cap * plane * (9 * ci + 9 * co + 2 * (5 + act) * co);
+            }
+            buffers += cap * plane * c * 4; // pooled, cats, up out, upsampled, g_enc
+            params += 4 * c * c * 2 + c;
+        }
+        let plane0 = (h * w) as u64;
+        params += spec.channels(0) as u64 * out + out;
+        buffers += cap * plane0 * (2 * out + spec.channels(0) as u64);
+        buffers += 3 * cap * plane0 * (2 * spec.channels(0) as u64).max(in_ch as u64).max(out);
+        (params, buffers)
+    }
+}
+
+impl<F: Float> Model<F> for Unet<F> {
+    fn params(&self) -> &[Param<F>] {
+        &self.params
+    }
+    fn params_mut(&mut self) -> &mut [Param<F>] {
+        &mut self.params
+    }
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// `Batch::Rows { x: [n, in_ch·h·w] images, y: [n, h·w] class per pixel }`.
+    fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode) {
+        match *batch {
+            Batch::Rows { x, rows, .. } => self.forward_images(x, rows, mode),
+            _ => panic!("unet: images come as feature rows"),
+        }
+    }
+    fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
+        let Batch::Rows { y, rows, .. } = *batch else {
+            panic!("unet: images come as feature rows")
+        };
+        let (k, plane) = (self.dims.out_ch, self.plane());
+        let dims = (rows, k, plane);
+        let z = &self.logits[..rows * k * plane];
+        let g = grad.then_some(&mut self.d_logits[..rows * k * plane]);
+        seg_loss::loss(self.spec.loss, self.spec.dice_weight, dims, z, y, g)
+    }
+    fn backward(&mut self, _batch: &Batch<'_, F>) {
+        self.backward_images();
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn segmentation(&self) -> Option<(&[F], usize, usize)> {
+        Some((&self.logits[..self.n * self.dims.out_ch * self.plane()], self.dims.out_ch, self.plane()))
+    }
+}

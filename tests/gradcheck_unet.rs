@@ -1,0 +1,177 @@
+//! Finite-difference gradient checks of the U-Net (f64): every trainable parameter's analytic
+//! gradient against five-point central differences of the training loss, over every norm, every
+//! upsampling mode, every segmentation loss, odd image sizes where the pooling allows, and the
+//! learned biased activation per channel and per layer.
+
+use cloudchamber::engine::Rng;
+use cloudchamber::model::{Batch, Model, Unet};
+use cloudchamber::nn::activation::Activation;
+use cloudchamber::nn::norm::Mode;
+use cloudchamber::spec::unet::{ChannelNorm, SegLoss, UnetSpec, Upsampling};
+use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, Trainable};
+
+/// The five-point stencil's step: truncation O(H⁴), rounding O(ε/H); small, so that a max
+/// pool rarely switches its maximum within the stencil.
+const H: f64 = 1e-5;
+const TOL: f64 = 2e-6;
+
+struct Case {
+    label: String,
+    spec: UnetSpec,
+    in_ch: usize,
+    size: (usize, usize),
+    classes: usize,
+    eps: f64,
+}
+
+fn learned(init: f64, per: Granularity) -> ActParamSpec {
+    ActParamSpec {
+        init,
+        mode: Trainable::Learned,
+        per,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let base = UnetSpec {
+        depth: 2,
+        base_channels: 2,
+        channel_mult: 2,
+        activation: Activation::Tanh,
+        ..UnetSpec::default()
+    };
+    let mut v = Vec::new();
+    for norm in [ChannelNorm::None, ChannelNorm::Batchnorm, ChannelNorm::Groupnorm, ChannelNorm::Layernorm] {
+        for up in [Upsampling::Transposed, Upsampling::Nearest, Upsampling::Bilinear] {
+            v.push(Case {
+                label: format!("{} {up:?}", norm.name()),
+                // Three channels at the top level: a layer norm over two channels is ±1 almost
+                // everywhere (a step), which finite differences cannot follow.
+                spec: UnetSpec { norm, upsampling: up, groups: 2, base_channels: 3, ..base.clone() },
+                in_ch: 2,
+                size: (8, 12),
+                classes: 3,
+                // A layer norm over a few channels is steep where they nearly agree (slope up to
+                // 1/√ε); a larger ε keeps the stencil's truncation error small there.
+                eps: if norm == ChannelNorm::Layernorm { 1e-2 } else { 1e-5 },
+            });
+        }
+    }
+    for loss in [SegLoss::Bce, SegLoss::Dice, SegLoss::BceDice] {
+        v.push(Case {
+            label: format!("{} binary", loss.name()),
+            spec: UnetSpec { loss, dice_weight: 0.5, ..base.clone() },
+            in_ch: 1,
+            size: (8, 8),
+            classes: 2,
+            eps: 1e-5,
+        });
+    }
+    v.push(Case {
+        label: "dice three classes".into(),
+        spec: UnetSpec { loss: SegLoss::Dice, ..base.clone() },
+        in_ch: 1,
+        size: (4, 8),
+        classes: 3,
+        eps: 1e-5,
+    });
+    for per in [Granularity::Neuron, Granularity::Layer] {
+        v.push(Case {
+            label: format!("learned a·f(x − b) + c per {per:?}, gelu, groupnorm"),
+            spec: UnetSpec {
+                activation: Activation::Gelu,
+                norm: ChannelNorm::Groupnorm,
+                groups: 2,
+                act: BiasedActSpec {
+                    a: learned(1.2, per),
+                    b: learned(0.1, per),
+                    c: learned(-0.05, per),
+                },
+                ..base.clone()
+            },
+            in_ch: 1,
+            size: (8, 4),
+            classes: 2,
+            eps: 1e-5,
+        });
+    }
+    v.push(Case {
+        // 6×10 pools to 3×5: odd sizes at the coarse level. (ReLU's kink is left to the
+        // activation's own tests: with thousands of pre-activations some always sit within a
+        // stencil's width of 0.)
+        label: "depth 1, 6×10 → 3×5, silu, he_normal".into(),
+        spec: UnetSpec {
+            depth: 1,
+            activation: Activation::Silu,
+            init: cloudchamber::nn::init::Init::HeNormal,
+            ..base.clone()
+        },
+        in_ch: 1,
+        size: (6, 10),
+        classes: 2,
+        eps: 1e-5,
+    });
+    v.push(Case {
+        label: "depth 0 (no pooling), 5×7".into(),
+        spec: UnetSpec { depth: 0, ..base.clone() },
+        in_ch: 1,
+        size: (5, 7),
+        classes: 2,
+        eps: 1e-5,
+    });
+    v
+}
+
+fn data(c: &Case, n: usize, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+    let (h, w) = c.size;
+    let x = (0..n * c.in_ch * h * w).map(|_| rng.normal()).collect();
+    let y = (0..n * h * w).map(|_| rng.below(c.classes as u64) as f64).collect();
+    (x, y)
+}
+
+#[test]
+fn unet_gradients_match_finite_differences() {
+    let n = 3;
+    for c in cases() {
+        let mut rng = Rng::new(1);
+        let (h, w) = c.size;
+        let mut m = Unet::<f64>::new(&c.spec, c.eps, (c.in_ch, h, w), c.classes, n, &mut rng);
+        // Move the norms and biases off their initial values so every path matters.
+        for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
+            for v in p.value.iter_mut() {
+                *v += 0.1 * rng.normal();
+            }
+        }
+        let (x, y) = data(&c, n, &mut rng);
+        let batch = Batch::Rows { x: &x, y: &y, rows: n };
+        m.forward(&batch, Mode::Train);
+        m.loss(&batch, true);
+        m.backward(&batch);
+        let grads: Vec<Vec<f64>> = m.params().iter().map(|p| p.grad.clone()).collect();
+        let mut worst = (0.0f64, String::new());
+        for (pi, g) in grads.iter().enumerate() {
+            if !m.params()[pi].trainable {
+                continue;
+            }
+            let len = g.len();
+            // Every element of small tensors; a spread of 12 from larger ones.
+            let picks: Vec<usize> = if len <= 24 { (0..len).collect() } else { (0..12).map(|k| k * len / 12 + k % 3).collect() };
+            for i in picks {
+                let orig = m.params()[pi].value[i];
+                let mut loss_at = |v: f64| {
+                    m.params_mut()[pi].value[i] = v;
+                    m.forward(&batch, Mode::Train);
+                    m.loss(&batch, false).loss
+                };
+                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H)) - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H))) / (12.0 * H);
+                m.params_mut()[pi].value[i] = orig;
+                let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
+                if err > worst.0 {
+                    worst = (err, format!("{}[{i}]: analytic {} vs {fd}", m.params()[pi].name, g[i]));
+                }
+            }
+        }
+        eprintln!("{}: worst relative error {:.1e} ({})", c.label, worst.0, worst.1);
+        assert!(worst.0 < TOL, "{}: {:.2e} at {}", c.label, worst.0, worst.1);
+    }
+}
