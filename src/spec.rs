@@ -22,6 +22,7 @@ pub mod gpt;
 pub mod unet;
 pub use denoiser::DenoiserSpec;
 pub use gpt::GptSpec;
+pub use unet::UnetSpec;
 
 // ---------------------------------------------------------------------------------------------
 // The spec
@@ -74,6 +75,12 @@ pub enum ModelSpec {
         net: MlpSpec,
         denoiser: DenoiserSpec,
     },
+    /// A U-Net for segmentation (`[model.unet]`, with `dtype` and `norm_eps` in `[model]`).
+    Unet {
+        unet: UnetSpec,
+        dtype: Dtype,
+        norm_eps: f64,
+    },
 }
 
 impl Default for ModelSpec {
@@ -96,6 +103,7 @@ pub enum Family {
     Mlp,
     Gpt,
     Denoiser,
+    Unet,
 }
 
 impl ModelSpec {
@@ -104,19 +112,20 @@ impl ModelSpec {
             ModelSpec::Mlp(_) => Family::Mlp,
             ModelSpec::Gpt { .. } => Family::Gpt,
             ModelSpec::Denoiser { .. } => Family::Denoiser,
+            ModelSpec::Unet { .. } => Family::Unet,
         }
     }
     pub fn dtype(&self) -> Dtype {
         match self {
             ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.dtype,
-            ModelSpec::Gpt { dtype, .. } => *dtype,
+            ModelSpec::Gpt { dtype, .. } | ModelSpec::Unet { dtype, .. } => *dtype,
         }
     }
     /// The norms' ε.
     pub fn norm_eps(&self) -> f64 {
         match self {
             ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.norm_eps,
-            ModelSpec::Gpt { norm_eps, .. } => *norm_eps,
+            ModelSpec::Gpt { norm_eps, .. } | ModelSpec::Unet { norm_eps, .. } => *norm_eps,
         }
     }
 }
@@ -140,6 +149,12 @@ impl Serialize for ModelSpec {
             gpt: &'a GptSpec,
         }
         #[derive(Serialize)]
+        struct WithUnet<'a> {
+            #[serde(flatten)]
+            flat: MlpSpec,
+            unet: &'a UnetSpec,
+        }
+        #[derive(Serialize)]
         struct WithDenoiser<'a> {
             #[serde(flatten)]
             net: &'a MlpSpec,
@@ -148,6 +163,15 @@ impl Serialize for ModelSpec {
         match self {
             ModelSpec::Mlp(m) => m.serialize(s),
             ModelSpec::Denoiser { net, denoiser } => WithDenoiser { net, denoiser }.serialize(s),
+            ModelSpec::Unet {
+                unet,
+                dtype,
+                norm_eps,
+            } => WithUnet {
+                flat: gpt_flat(*dtype, *norm_eps),
+                unet,
+            }
+            .serialize(s),
             ModelSpec::Gpt {
                 gpt,
                 dtype,
@@ -172,28 +196,36 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 f.write_str("a [model] table")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
-                let (mut gpt, mut denoiser, mut seen) = (None, None, Vec::new());
+                let (mut gpt, mut denoiser, mut unet, mut seen) = (None, None, None, Vec::new());
                 let flat = MlpSpec::deserialize(de::value::MapAccessDeserializer::new(TakeGpt {
                     inner: map,
                     gpt: &mut gpt,
                     denoiser: &mut denoiser,
+                    unet: &mut unet,
                     seen: &mut seen,
                 }))?;
-                let gpt = match (gpt, denoiser) {
-                    (Some(_), Some(_)) => {
-                        return Err(de::Error::custom(
-                            "[model.gpt] and [model.denoiser] together: a model is one or the \
-                             other",
-                        ))
-                    }
-                    (None, Some(denoiser)) => {
-                        return Ok(ModelSpec::Denoiser {
-                            net: flat,
-                            denoiser,
-                        })
-                    }
+                let sections = [gpt.is_some(), denoiser.is_some(), unet.is_some()];
+                if sections.iter().filter(|&&b| b).count() > 1 {
+                    return Err(de::Error::custom(
+                        "two of [model.gpt], [model.denoiser] and [model.unet] together: a \
+                         model is one of them",
+                    ));
+                }
+                if let Some(denoiser) = denoiser {
+                    return Ok(ModelSpec::Denoiser {
+                        net: flat,
+                        denoiser,
+                    });
+                }
+                // A U-Net, like a GPT, takes only `dtype` and `norm_eps` from the flat keys.
+                enum Other {
+                    Gpt(GptSpec),
+                    Unet(UnetSpec),
+                }
+                let other = match (gpt, unet) {
+                    (Some(g), _) => Other::Gpt(g),
+                    (None, Some(u)) => Other::Unet(u),
                     (None, None) => return Ok(ModelSpec::Mlp(flat)),
-                    (Some(gpt), None) => gpt,
                 };
                 // The MLP's own keys mean nothing to a transformer: refuse them, never ignore
                 // them — except the form earlier versions stored (every key, at its default).
@@ -211,15 +243,23 @@ impl<'de> Deserialize<'de> for ModelSpec {
                     && (Some(extra.len() + 2) == all
                         || Some(extra.len() + 2 + LATER_MLP_KEYS) == all);
                 if !extra.is_empty() && !stored_form {
-                    return Err(de::Error::custom(format!(
-                        "{NOT_FOR_GPT}{}",
-                        extra.join(", ")
-                    )));
+                    let message = match other {
+                        Other::Gpt(_) => format!("{NOT_FOR_GPT}{}", extra.join(", ")),
+                        Other::Unet(_) => format!("{NOT_FOR_UNET}{}", extra.join(", ")),
+                    };
+                    return Err(de::Error::custom(message));
                 }
-                Ok(ModelSpec::Gpt {
-                    gpt,
-                    dtype: flat.dtype,
-                    norm_eps: flat.norm_eps,
+                Ok(match other {
+                    Other::Gpt(gpt) => ModelSpec::Gpt {
+                        gpt,
+                        dtype: flat.dtype,
+                        norm_eps: flat.norm_eps,
+                    },
+                    Other::Unet(unet) => ModelSpec::Unet {
+                        unet,
+                        dtype: flat.dtype,
+                        norm_eps: flat.norm_eps,
+                    },
                 })
             }
         }
@@ -229,12 +269,15 @@ impl<'de> Deserialize<'de> for ModelSpec {
 
 /// How the refusal of MLP keys beside `[model.gpt]` starts (`classify` recognizes it).
 const NOT_FOR_GPT: &str = "keys of the MLP beside [model.gpt]: ";
+/// The same beside `[model.unet]`.
+const NOT_FOR_UNET: &str = "keys of the MLP beside [model.unet]: ";
 
 /// A `[model]` table's entries less `gpt` and `denoiser`, which go to their fields as they pass.
 struct TakeGpt<'a, A> {
     inner: A,
     gpt: &'a mut Option<GptSpec>,
     denoiser: &'a mut Option<DenoiserSpec>,
+    unet: &'a mut Option<UnetSpec>,
     /// The other keys, in file order.
     seen: &'a mut Vec<String>,
 }
@@ -253,6 +296,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
             }
             if key == "denoiser" {
                 *self.denoiser = Some(self.inner.next_value()?);
+                continue;
+            }
+            if key == "unet" {
+                *self.unet = Some(self.inner.next_value()?);
                 continue;
             }
             self.seen.push(key.clone());
@@ -1142,6 +1189,17 @@ fn classify(
                 .into(),
         };
     }
+    if let Some(keys) = msg.strip_prefix(NOT_FOR_UNET) {
+        let key = keys.split(", ").next().unwrap_or("model").to_string();
+        return SpecError::Invalid {
+            location: locate(&key),
+            message: format!("does not apply to a U-Net (set beside [model.unet]: {keys})"),
+            key,
+            hint: "remove it: with [model.unet] only model.dtype and model.norm_eps apply, and \
+                   the U-Net's own keys go in [model.unet]"
+                .into(),
+        };
+    }
     SpecError::WrongType {
         location: locate(&path),
         key: path,
@@ -1408,6 +1466,62 @@ impl Spec {
                     "drop train.loss or set it to \"cross_entropy\"",
                 )?;
             }
+            (ModelSpec::Unet { unet, norm_eps, .. }, false) => {
+                unet.validate()?;
+                check_norm_eps(*norm_eps)?;
+                let TaskSpec::Shapes(shapes) = &self.task else {
+                    return Err(invalid(
+                        "model.unet",
+                        format!("segments images (got task.{})", self.task.kind()),
+                        "use [task.shapes] (see examples/unet-shapes.toml)",
+                    ));
+                };
+                let step = 1usize << unet.depth;
+                reject(
+                    !shapes.size.is_multiple_of(step),
+                    "model.unet.depth",
+                    &format!(
+                        "pools {} times, which needs the image size to be a multiple of {step} (task.shapes.size = {})",
+                        unet.depth, shapes.size
+                    ),
+                    "lower the depth or pick a size that halves that often, e.g. size = 64",
+                )?;
+                reject(
+                    shapes.classes != 2
+                        && matches!(unet.loss, unet::SegLoss::Bce | unet::SegLoss::BceDice),
+                    "model.unet.loss",
+                    &format!("is binary, but the task has {} classes", shapes.classes),
+                    "use loss = \"cross_entropy\" or \"dice\" for more than two classes",
+                )?;
+                // `resolve` writes the task's default (cross-entropy) into train.loss; anything
+                // else was asked for, and a U-Net's loss is its own key.
+                reject(
+                    self.train.loss != Some(LossKind::CrossEntropy),
+                    "train.loss",
+                    "does not apply to a U-Net, whose loss is model.unet.loss",
+                    "drop train.loss and set model.unet.loss",
+                )?;
+                reject(
+                    unet.norm == unet::ChannelNorm::Batchnorm && self.train.batch_size == BatchSize::Size(1),
+                    "train.batch_size",
+                    "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                    "raise the batch size or pick another norm",
+                )?;
+            }
+            (ModelSpec::Unet { .. }, true) => {
+                return Err(invalid(
+                    "model.unet",
+                    format!("segments images, not sequences (got task.{})", self.task.kind()),
+                    "use [task.shapes]",
+                ))
+            }
+            (_, false) if matches!(self.task, TaskSpec::Shapes(_)) => {
+                return Err(invalid(
+                    "task.shapes",
+                    "yields images with a class per pixel, which need a segmentation model",
+                    "add a [model.unet] section (see examples/unet-shapes.toml)",
+                ))
+            }
             (ModelSpec::Mlp(mlp), false) => {
                 mlp.validate()?;
                 reject(
@@ -1612,9 +1726,9 @@ impl Spec {
     pub fn to_toml(&self) -> String {
         let rendered = match &self.model {
             ModelSpec::Mlp(_) | ModelSpec::Denoiser { .. } => toml::to_string(self),
-            ModelSpec::Gpt { .. } => toml::Value::try_from(self).and_then(|mut v| {
+            ModelSpec::Gpt { .. } | ModelSpec::Unet { .. } => toml::Value::try_from(self).and_then(|mut v| {
                 if let Some(toml::Value::Table(m)) = v.get_mut("model") {
-                    m.retain(|k, _| ["dtype", "norm_eps", "gpt"].contains(&&k[..]));
+                    m.retain(|k, _| ["dtype", "norm_eps", "gpt", "unet"].contains(&&k[..]));
                 }
                 toml::to_string(&v)
             }),

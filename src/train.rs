@@ -8,6 +8,7 @@ mod data;
 pub mod generative;
 mod in_context;
 mod sequence;
+mod segmentation;
 mod subtasks;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ use data::{Part, Split};
 use generative::GenerativeReport;
 use in_context::PromptReport;
 use sequence::SequenceReport;
+use segmentation::SegmentationReport;
 use subtasks::SubtaskReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
@@ -214,6 +216,7 @@ fn train_typed<F: Float>(
         .subtasks
         .as_ref()
         .map(|s| SubtaskReport::new(s, &test_set, model.capacity()));
+    let mut segmentation = SegmentationReport::new(data);
     if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
         interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
     }
@@ -269,6 +272,9 @@ fn train_typed<F: Float>(
         if let Some(g) = &mut generative {
             g.start(&mut rows);
         }
+        if let Some(s) = &segmentation {
+            s.start(data, &mut rows);
+        }
         rows.push(metric(0, "n_params", model.n_params() as f64));
     }
 
@@ -320,6 +326,9 @@ fn train_typed<F: Float>(
             }
             if let Some(g) = &mut generative {
                 g.after_eval(step, &mut *model, &mut rows);
+            }
+            if let Some(s) = &mut segmentation {
+                s.after_eval(step, &mut *model, &test_set, &mut rows);
             }
             last_eval = Some(step);
         }
@@ -470,6 +479,9 @@ fn train_typed<F: Float>(
         if let Some(g) = &mut generative {
             g.after_eval(steps_done, &mut *model, &mut rows);
         }
+        if let Some(s) = &mut segmentation {
+            s.after_eval(steps_done, &mut *model, &test_set, &mut rows);
+        }
         r
     };
     sink.write(&rows)?;
@@ -479,6 +491,10 @@ fn train_typed<F: Float>(
     // What the trained denoiser generates, with its trajectories and the reference points.
     if let (Some(dir), Some(g)) = (artifacts, &generative) {
         g.save(&dir.join(generative::FILE))?;
+    }
+    // Held-out images, masks and the trained model's predictions.
+    if let (Some(dir), Some(s)) = (artifacts, &segmentation) {
+        s.save(data, &dir.join(segmentation::FILE))?;
     }
     // What the trained transformer's heads look at, on the first held-out sample.
     if let Some(dir) = artifacts {

@@ -88,6 +88,14 @@ pub enum Shape {
         dim: usize,
         points: usize,
     },
+    /// Images `[channels, height, width]` (as feature rows), each pixel labelled with one of
+    /// `classes` classes.
+    Images {
+        channels: usize,
+        height: usize,
+        width: usize,
+        classes: usize,
+    },
 }
 
 /// A trainable model: named parameters, a forward pass over a batch into named buffers, the
@@ -196,6 +204,26 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
                 denoiser.sigma_data,
             )
         }
+        (
+            ModelSpec::Unet { unet, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+            },
+        ) => {
+            let chans: Vec<String> = (0..=unet.depth).map(|l| unet.channels(l).to_string()).collect();
+            format!(
+                "U-Net depth {}, channels {}, {} norm, {}, {} upsampling, {} loss, on {channels}×{height}×{width} images of {classes} classes",
+                unet.depth,
+                chans.join("→"),
+                unet.norm.name(),
+                unet.activation.name(),
+                word(serde_json::json!(unet.upsampling)),
+                unet.loss.name(),
+            )
+        }
         _ => "a model that does not fit this data".into(),
     }
 }
@@ -221,6 +249,25 @@ pub fn build<F: Float>(
         }
         (ModelSpec::Denoiser { net, denoiser }, Shape::Rows { input, .. }) => {
             Box::new(Denoiser::new(net, denoiser, input, capacity, rng))
+        }
+        (
+            ModelSpec::Unet { unet, norm_eps, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+            },
+        ) => Box::new(Unet::new(unet, *norm_eps, (channels, height, width), classes, capacity, rng)),
+        (ModelSpec::Unet { .. }, _) => {
+            return Err(mismatch(
+                "no images; [model.unet] segments images ([task.shapes])",
+            ))
+        }
+        (_, Shape::Images { .. }) => {
+            return Err(mismatch(
+                "images with a mask per pixel, which need a segmentation model ([model.unet])",
+            ))
         }
         (ModelSpec::Denoiser { .. }, _) => {
             return Err(mismatch(
@@ -652,6 +699,15 @@ pub fn memory(
             let z = (capacity as u64).saturating_mul(2 * points as u64 * dim as u64);
             (p, b.saturating_add(z))
         }
+        (
+            ModelSpec::Unet { unet, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+            },
+        ) => Unet::<f32>::elements(unet, (channels, height, width), classes, capacity),
         // `build` refuses the pair before anything is allocated.
         _ => (0, 0),
     };

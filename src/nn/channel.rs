@@ -55,50 +55,22 @@ impl<F: Float> Cache<F> {
     }
 }
 
-/// Normalization sets as `(offset, stride, count)` runs: the element indices of set `s` are
-/// `offset + j·stride` over the runs of a set. Returned as a closure-free enumeration per kind.
-fn for_each_set(
-    norm: ChanNorm,
-    n: usize,
-    c: usize,
-    plane: usize,
-    mut f: impl FnMut(usize, &mut dyn FnMut(&mut dyn FnMut(usize))),
-) {
+/// The normalization sets of BatchNorm and GroupNorm as lists of planes (plane `q = i·c + ch`
+/// holds channel `ch` of image `i`): per channel across images, or per image and group. Layer
+/// norm's sets run across planes at each pixel and are handled on their own.
+fn plane_sets(norm: ChanNorm, n: usize, c: usize) -> Vec<Vec<usize>> {
     match norm {
-        ChanNorm::None => {}
-        ChanNorm::Batch => {
-            for ch in 0..c {
-                f(ch, &mut |visit| {
-                    for i in 0..n {
-                        let base = (i * c + ch) * plane;
-                        for p in 0..plane {
-                            visit(base + p);
-                        }
-                    }
-                });
-            }
-        }
+        ChanNorm::Batch => (0..c).map(|ch| (0..n).map(|i| i * c + ch).collect()).collect(),
         ChanNorm::Group(g) => {
-            let len = c / g * plane;
-            for s in 0..n * g {
-                f(s, &mut |visit| {
-                    for j in 0..len {
-                        visit(s * len + j);
-                    }
-                });
-            }
+            let cg = c / g;
+            (0..n * g)
+                .map(|s| {
+                    let (i, gi) = (s / g, s % g);
+                    (0..cg).map(|j| i * c + gi * cg + j).collect()
+                })
+                .collect()
         }
-        ChanNorm::Layer => {
-            for i in 0..n {
-                for p in 0..plane {
-                    f(i * plane + p, &mut |visit| {
-                        for ch in 0..c {
-                            visit((i * c + ch) * plane + p);
-                        }
-                    });
-                }
-            }
-        }
+        ChanNorm::None | ChanNorm::Layer => Vec::new(),
     }
 }
 
@@ -123,43 +95,81 @@ pub fn forward<F: Float>(
     }
     if norm == ChanNorm::Batch && mode == Mode::Eval {
         let (rm, rv) = running.expect("batch norm has running statistics");
+        for q in 0..n * c {
+            let ch = q % c;
+            let r = 1.0 / (rv[ch].f64() + eps).sqrt();
+            let (scale, shift) = (gamma[ch].f64() * r, beta[ch].f64() - gamma[ch].f64() * r * rm[ch].f64());
+            let (scale, shift) = (F::of(scale), F::of(shift));
+            for (yv, &xv) in y[q * plane..(q + 1) * plane].iter_mut().zip(&x[q * plane..(q + 1) * plane]) {
+                *yv = scale * xv + shift;
+            }
+        }
+        return;
+    }
+    if norm == ChanNorm::Layer {
+        // Per image: statistics over the channels at each pixel, accumulated plane by plane.
+        let (mut mean, mut sq) = (vec![0.0f64; plane], vec![0.0f64; plane]);
         for i in 0..n {
+            mean.fill(0.0);
+            sq.fill(0.0);
             for ch in 0..c {
-                let r = 1.0 / (rv[ch].f64() + eps).sqrt();
-                let (m, gm, bt) = (rm[ch].f64(), gamma[ch].f64(), beta[ch].f64());
-                let base = (i * c + ch) * plane;
-                for p in base..base + plane {
-                    y[p] = F::of(gm * (x[p].f64() - m) * r + bt);
+                for (m, &v) in mean.iter_mut().zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane]) {
+                    *m += v.f64();
+                }
+            }
+            for m in mean.iter_mut() {
+                *m /= c as f64;
+            }
+            for ch in 0..c {
+                for ((s2, &m), &v) in sq.iter_mut().zip(&mean).zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane]) {
+                    let d = v.f64() - m;
+                    *s2 += d * d;
+                }
+            }
+            let r = &mut cache.rstd[i * plane..(i + 1) * plane];
+            for (rv, &s2) in r.iter_mut().zip(&sq) {
+                *rv = 1.0 / (s2 / c as f64 + eps).sqrt();
+            }
+            for ch in 0..c {
+                let o = (i * c + ch) * plane;
+                let (gm, bt) = (gamma[ch], beta[ch]);
+                for p in 0..plane {
+                    let xh = F::of((x[o + p].f64() - mean[p]) * r[p]);
+                    cache.xhat[o + p] = xh;
+                    y[o + p] = gm * xh + bt;
                 }
             }
         }
         return;
     }
+    let count = (n * c * plane) as f64 / cache.rstd.len() as f64;
     let mut stats = Vec::with_capacity(cache.rstd.len());
-    for_each_set(norm, n, c, plane, |s, each| {
-        let (mut sum, mut count) = (0.0, 0usize);
-        each(&mut |i| {
-            sum += x[i].f64();
-            count += 1;
-        });
-        let mean = sum / count as f64;
-        let mut sq = 0.0;
-        each(&mut |i| {
-            let d = x[i].f64() - mean;
-            sq += d * d;
-        });
-        let var = sq / count as f64;
+    for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
+        let sum: f64 = planes.iter().map(|&q| x[q * plane..(q + 1) * plane].iter().map(|v| v.f64()).sum::<f64>()).sum();
+        let mean = sum / count;
+        let sq: f64 = planes
+            .iter()
+            .map(|&q| x[q * plane..(q + 1) * plane].iter().map(|v| (v.f64() - mean) * (v.f64() - mean)).sum::<f64>())
+            .sum();
+        let var = sq / count;
         let r = 1.0 / (var + eps).sqrt();
         cache.rstd[s] = r;
-        each(&mut |i| cache.xhat[i] = F::of((x[i].f64() - mean) * r));
-        stats.push((mean, var, count));
-    });
-    for i in 0..len {
-        let ch = (i / plane) % c;
-        y[i] = gamma[ch] * cache.xhat[i] + beta[ch];
+        let (mf, rf) = (F::of(mean), F::of(r));
+        for &q in planes {
+            let ch = q % c;
+            let (gm, bt) = (gamma[ch], beta[ch]);
+            let o = q * plane;
+            for p in o..o + plane {
+                let xh = (x[p] - mf) * rf;
+                cache.xhat[p] = xh;
+                y[p] = gm * xh + bt;
+            }
+        }
+        stats.push((mean, var));
     }
     if let (ChanNorm::Batch, Some((rm, rv))) = (norm, running) {
-        for (ch, &(mean, var, count)) in stats.iter().enumerate() {
+        let count = count as usize;
+        for (ch, &(mean, var)) in stats.iter().enumerate() {
             let unbiased = var * count as f64 / (count.max(2) - 1) as f64;
             rm[ch] = F::of((1.0 - MOMENTUM) * rm[ch].f64() + MOMENTUM * mean);
             rv[ch] = F::of((1.0 - MOMENTUM) * rv[ch].f64() + MOMENTUM * unbiased);
@@ -179,32 +189,61 @@ pub fn backward<F: Float>(
     if norm == ChanNorm::None {
         return;
     }
-    let len = n * c * plane;
     let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-    for i in 0..len {
-        let ch = (i / plane) % c;
-        dg[ch] += g[i].f64() * cache.xhat[i].f64();
-        db[ch] += g[i].f64();
+    for q in 0..n * c {
+        let ch = q % c;
+        let (gs, xs) = (&g[q * plane..(q + 1) * plane], &cache.xhat[q * plane..(q + 1) * plane]);
+        dg[ch] += gs.iter().zip(xs).map(|(a, b)| a.f64() * b.f64()).sum::<f64>();
+        db[ch] += gs.iter().map(|a| a.f64()).sum::<f64>();
     }
     for ch in 0..c {
         dgamma[ch] = F::of(dg[ch]);
         dbeta[ch] = F::of(db[ch]);
     }
-    let gm = |i: usize| gamma[(i / plane) % c].f64();
-    for_each_set(norm, n, c, plane, |s, each| {
-        let (mut m1, mut m2, mut count) = (0.0, 0.0, 0usize);
-        each(&mut |i| {
-            let gh = g[i].f64() * gm(i);
-            m1 += gh;
-            m2 += gh * cache.xhat[i].f64();
-            count += 1;
-        });
-        let (m1, m2, r) = (m1 / count as f64, m2 / count as f64, cache.rstd[s]);
-        each(&mut |i| {
-            let gh = g[i].f64() * gm(i);
-            g[i] = F::of(r * (gh - m1 - cache.xhat[i].f64() * m2));
-        });
-    });
+    if norm == ChanNorm::Layer {
+        let (mut m1, mut m2) = (vec![0.0f64; plane], vec![0.0f64; plane]);
+        for i in 0..n {
+            m1.fill(0.0);
+            m2.fill(0.0);
+            for ch in 0..c {
+                let o = (i * c + ch) * plane;
+                let gm = gamma[ch].f64();
+                for p in 0..plane {
+                    let gh = g[o + p].f64() * gm;
+                    m1[p] += gh;
+                    m2[p] += gh * cache.xhat[o + p].f64();
+                }
+            }
+            let r = &cache.rstd[i * plane..(i + 1) * plane];
+            for ch in 0..c {
+                let o = (i * c + ch) * plane;
+                let gm = gamma[ch].f64();
+                for p in 0..plane {
+                    let gh = g[o + p].f64() * gm;
+                    g[o + p] = F::of(r[p] * (gh - m1[p] / c as f64 - cache.xhat[o + p].f64() * m2[p] / c as f64));
+                }
+            }
+        }
+        return;
+    }
+    let count = (n * c * plane) as f64 / cache.rstd.len() as f64;
+    for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
+        let (mut m1, mut m2) = (0.0, 0.0);
+        for &q in planes {
+            let gm = gamma[q % c].f64();
+            let (gs, xs) = (&g[q * plane..(q + 1) * plane], &cache.xhat[q * plane..(q + 1) * plane]);
+            m1 += gm * gs.iter().map(|a| a.f64()).sum::<f64>();
+            m2 += gm * gs.iter().zip(xs).map(|(a, b)| a.f64() * b.f64()).sum::<f64>();
+        }
+        let (m1, m2, r) = (m1 / count, m2 / count, cache.rstd[s]);
+        for &q in planes {
+            let gm = F::of(gamma[q % c].f64() * r);
+            let (a, b) = (F::of(r * m1), F::of(r * m2));
+            for p in q * plane..(q + 1) * plane {
+                g[p] = gm * g[p] - a - cache.xhat[p] * b;
+            }
+        }
+    }
 }
 
 /// The biased activation `h = a·f(z − b) + c` per channel (`a, b, c: [c]`, or `None` for the

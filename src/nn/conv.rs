@@ -138,14 +138,26 @@ impl Conv {
                     let (xlo, xhi) = self.valid(b, self.w, self.ow);
                     let r = (ci * self.kh + a) * self.kw + b;
                     let row = &mut col[r * p..(r + 1) * p];
-                    row.fill(F::zero());
+                    // Rows of the output grid whose input row is padding are zero.
+                    row[..ylo * self.ow].fill(F::zero());
+                    row[yhi * self.ow..].fill(F::zero());
+                    let base = b * self.dil;
                     for oy in ylo..yhi {
                         let iy = oy * self.stride + a * self.dil - self.pad;
                         let dst = &mut row[oy * self.ow..(oy + 1) * self.ow];
                         let src = &xc[iy * self.w..(iy + 1) * self.w];
-                        let base = b * self.dil;
-                        for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
-                            *d = src[ox * self.stride + base - self.pad];
+                        dst[..xlo].fill(F::zero());
+                        dst[xhi..].fill(F::zero());
+                        if xlo < xhi {
+                            if self.stride == 1 {
+                                // One contiguous run: ox + base − pad for ox in xlo..xhi.
+                                let s0 = xlo + base - self.pad;
+                                dst[xlo..xhi].copy_from_slice(&src[s0..s0 + (xhi - xlo)]);
+                            } else {
+                                for (ox, d) in dst.iter_mut().enumerate().take(xhi).skip(xlo) {
+                                    *d = src[ox * self.stride + base - self.pad];
+                                }
+                            }
                         }
                     }
                 }
@@ -164,13 +176,23 @@ impl Conv {
                     let (xlo, xhi) = self.valid(b, self.w, self.ow);
                     let r = (ci * self.kh + a) * self.kw + b;
                     let row = &col[r * p..(r + 1) * p];
+                    let base = b * self.dil;
                     for oy in ylo..yhi {
                         let iy = oy * self.stride + a * self.dil - self.pad;
                         let src = &row[oy * self.ow..(oy + 1) * self.ow];
                         let dst = &mut xc[iy * self.w..(iy + 1) * self.w];
-                        let base = b * self.dil;
-                        for (ox, &v) in src.iter().enumerate().take(xhi).skip(xlo) {
-                            dst[ox * self.stride + base - self.pad] += v;
+                        if xlo >= xhi {
+                            continue;
+                        }
+                        if self.stride == 1 {
+                            let s0 = xlo + base - self.pad;
+                            for (d, &v) in dst[s0..s0 + (xhi - xlo)].iter_mut().zip(&src[xlo..xhi]) {
+                                *d += v;
+                            }
+                        } else {
+                            for (ox, &v) in src.iter().enumerate().take(xhi).skip(xlo) {
+                                dst[ox * self.stride + base - self.pad] += v;
+                            }
                         }
                     }
                 }

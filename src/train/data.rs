@@ -385,6 +385,14 @@ pub(crate) fn shape(data: &Dataset) -> Shape {
             points: p.spec.points,
         };
     }
+    if let (Some(img), crate::task::Target::Masks { n_classes }) = (&data.image, data.target) {
+        return Shape::Images {
+            channels: img.channels,
+            height: img.height,
+            width: img.width,
+            classes: n_classes,
+        };
+    }
     match &data.sequence {
         Some(info) => Shape::Tokens {
             vocab: info.vocab.len(),

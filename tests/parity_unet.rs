@@ -1,0 +1,205 @@
+//! Parity of the U-Net against an independent implementation: small f64 U-Nets (every channel
+//! norm, every upsampling mode, every segmentation loss, the learned biased activation) train
+//! K steps with the library (forward, loss, explicit backward, AdamW with weight decay, BatchNorm
+//! running statistics); the initial weights, batches, per-step losses, first-step gradients and
+//! final weights go to one safetensors file per case, and `tests/parity/conv_parity.py` redoes
+//! the training in JAX (`lax.conv_general_dilated`, autodiff, `torch.optim.AdamW` written from
+//! PyTorch's documentation).
+//!
+//! Needs a Python with numpy, jax and safetensors (see `tests/common/parity.rs`).
+//! `CLOUDCHAMBER_PARITY_DIR=dir` keeps the case files there.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use cloudchamber::engine::Rng;
+use cloudchamber::model::{Batch, Model, Unet};
+use cloudchamber::nn::activation::Activation;
+use cloudchamber::nn::norm::Mode;
+use cloudchamber::optim::{Hyper, OptimState, Optimizer};
+use cloudchamber::spec::unet::{ChannelNorm, SegLoss, UnetSpec, Upsampling};
+use cloudchamber::spec::{ActParamSpec, BiasedActSpec, Granularity, Trainable};
+
+mod common;
+use common::parity::{check_with_jax, save, Tensor};
+
+const BATCH: usize = 2;
+const STEPS: usize = 3;
+const LR: f64 = 1e-2;
+const WEIGHT_DECAY: f64 = 0.1;
+
+struct Case {
+    spec: UnetSpec,
+    in_ch: usize,
+    size: (usize, usize),
+    classes: usize,
+    eps: f64,
+}
+
+fn cases() -> Vec<Case> {
+    // Three channels at the top: a layer norm over two channels is a step function (see
+    // `conv_parity.py`'s notes).
+    let base = UnetSpec {
+        depth: 2,
+        base_channels: 3,
+        channel_mult: 2,
+        groups: 3,
+        activation: Activation::Tanh,
+        ..UnetSpec::default()
+    };
+    let case = |spec: UnetSpec, in_ch: usize, size: (usize, usize), classes: usize| Case {
+        spec,
+        in_ch,
+        size,
+        classes,
+        eps: 1e-5,
+    };
+    let learned = |init: f64, per: Granularity| ActParamSpec {
+        init,
+        mode: Trainable::Learned,
+        per,
+    };
+    let fixed = |init: f64| ActParamSpec {
+        init,
+        mode: Trainable::Fixed,
+        per: Granularity::Layer,
+    };
+    vec![
+        case(UnetSpec { norm: ChannelNorm::Batchnorm, ..base.clone() }, 2, (8, 8), 3),
+        case(UnetSpec { norm: ChannelNorm::Groupnorm, upsampling: Upsampling::Nearest, ..base.clone() }, 1, (8, 4), 3),
+        case(UnetSpec { norm: ChannelNorm::Layernorm, upsampling: Upsampling::Bilinear, ..base.clone() }, 1, (4, 8), 2),
+        case(UnetSpec { norm: ChannelNorm::None, loss: SegLoss::Bce, activation: Activation::Gelu, ..base.clone() }, 1, (8, 8), 2),
+        case(UnetSpec { loss: SegLoss::Dice, depth: 1, ..base.clone() }, 1, (6, 6), 2),
+        case(UnetSpec { loss: SegLoss::Dice, ..base.clone() }, 1, (4, 4), 3),
+        case(
+            UnetSpec {
+                loss: SegLoss::BceDice,
+                dice_weight: 0.5,
+                upsampling: Upsampling::Bilinear,
+                activation: Activation::Silu,
+                act: BiasedActSpec {
+                    a: learned(1.1, Granularity::Neuron),
+                    b: learned(0.1, Granularity::Layer),
+                    c: fixed(0.05),
+                },
+                ..base.clone()
+            },
+            1,
+            (8, 8),
+            2,
+        ),
+        case(UnetSpec { depth: 0, ..base.clone() }, 1, (5, 7), 2),
+    ]
+}
+
+/// Trains one case for [`STEPS`] AdamW steps and writes its case file.
+fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampling>) -> PathBuf {
+    let mut rng = Rng::new(seed);
+    let (h, w) = c.size;
+    let mut m = Unet::<f64>::new(&c.spec, c.eps, (c.in_ch, h, w), c.classes, BATCH, &mut rng);
+    // Off their initial values: norm weights of exactly 1 and biases of 0 hide mistakes.
+    let mut nudge = Rng::new(seed ^ 0x9d9e);
+    for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
+        for v in p.value.iter_mut() {
+            *v += 0.2 * nudge.normal();
+        }
+    }
+    let mut tensors: Vec<Tensor> = m.params().iter().map(|p| (p.name.clone(), p.shape.clone(), p.value.clone())).collect();
+    let hyper = Hyper {
+        optimizer: Optimizer::Adamw,
+        momentum: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: WEIGHT_DECAY,
+    };
+    let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
+    let mut data = Rng::new(seed ^ 0x5eed);
+    let mut losses = Vec::new();
+    let out_classes = if c.spec.loss.channels(c.classes) == 1 { 2 } else { c.classes };
+    for k in 0..STEPS {
+        let x: Vec<f64> = (0..BATCH * c.in_ch * h * w).map(|_| data.normal()).collect();
+        let y: Vec<f64> = (0..BATCH * h * w).map(|_| data.below(out_classes as u64) as f64).collect();
+        let batch = Batch::Rows { x: &x, y: &y, rows: BATCH };
+        m.forward(&batch, Mode::Train);
+        let l = m.loss(&batch, true);
+        m.backward(&batch);
+        if k == 0 {
+            tensors.extend(m.params().iter().filter(|p| p.trainable).map(|p| (format!("rust.grad.{}", p.name), p.shape.clone(), p.grad.clone())));
+        }
+        opt.step(m.params_mut(), &hyper, LR);
+        tensors.push((format!("batch.{k}.x"), vec![BATCH, c.in_ch, h, w], x));
+        tensors.push((format!("batch.{k}.y"), vec![BATCH, h, w], y));
+        losses.push(l.loss);
+    }
+    tensors.push(("rust.loss".into(), vec![STEPS], losses));
+    tensors.extend(m.params().iter().map(|p| (format!("rust.final.{}", p.name), p.shape.clone(), p.value.clone())));
+    let up = declared_upsampling.unwrap_or(c.spec.upsampling);
+    let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let label = format!(
+        "unet depth {} base {} {} {} {} {} {}×{}{}",
+        c.spec.depth,
+        c.spec.base_channels,
+        c.spec.norm.name(),
+        word(serde_json::json!(c.spec.upsampling)),
+        c.spec.loss.name(),
+        c.spec.activation.name(),
+        h,
+        w,
+        if c.spec.act.is_plain() { "" } else { " biased a,b,c" }
+    ) + &declared_upsampling.map(|u| format!(" (declared: {})", word(serde_json::json!(u)))).unwrap_or_default();
+    let meta = serde_json::json!({
+        "label": label,
+        "model": "unet",
+        "depth": c.spec.depth,
+        "base_channels": c.spec.base_channels,
+        "channel_mult": c.spec.channel_mult,
+        "upsampling": word(serde_json::json!(up)),
+        "in_channels": c.in_ch,
+        "out_channels": c.spec.loss.channels(c.classes),
+        "loss": c.spec.loss.name(),
+        "dice_weight": c.spec.dice_weight,
+        "norm": c.spec.norm.name(),
+        "norm_eps": c.eps,
+        "groups": c.spec.groups_for(c.spec.base_channels),
+        "activation": c.spec.activation.name(),
+        "act": !c.spec.act.is_plain(),
+        "optimizer": {
+            "kind": "adamw",
+            "lr": LR,
+            "beta1": hyper.beta1,
+            "beta2": hyper.beta2,
+            "eps": hyper.eps,
+            "weight_decay": hyper.weight_decay,
+        },
+        "decay": m.params().iter().filter(|p| p.decay && p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "trainable": m.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
+        "momentum": cloudchamber::nn::channel::MOMENTUM,
+        "steps": STEPS,
+    });
+    let file = dir.join(format!("unet{seed:02}.safetensors"));
+    save(&file, &tensors, HashMap::from([("case".to_string(), meta.to_string())]));
+    file
+}
+
+#[test]
+fn unet_training_matches_jax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    let files: Vec<PathBuf> = cases().iter().enumerate().map(|(i, c)| run_case(c, i as u64 + 1, dir, None)).collect();
+    let (status, text) = check_with_jax("conv_parity.py", &files);
+    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    println!("{text}");
+}
+
+/// The check can fail: a bilinear U-Net declared nearest is reported as a mismatch.
+#[test]
+fn a_wrong_description_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cases().into_iter().find(|c| c.spec.upsampling == Upsampling::Bilinear).expect("a bilinear case");
+    let file = run_case(&c, 99, dir.path(), Some(Upsampling::Nearest));
+    let (status, text) = check_with_jax("conv_parity.py", &[file]);
+    assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
+    assert!(text.contains("MISMATCH"), "{text}");
+}
