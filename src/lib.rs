@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod bench_gpt;
 pub mod bench_sampler;
+pub mod bench_unet;
 pub mod checkpoint;
 pub mod coordcheck;
 pub mod engine;

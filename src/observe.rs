@@ -16,6 +16,7 @@
 
 mod gpt;
 mod mlp;
+mod unet;
 
 use crate::engine::ops;
 use crate::engine::Float;
@@ -58,6 +59,7 @@ const ALL: &[Family] = &[Family::Mlp, Family::Gpt, Family::Denoiser, Family::Une
 /// The MLP's observables also read a denoiser's network (same rows, same meaning).
 const MLP: &[Family] = &[Family::Mlp, Family::Denoiser];
 const GPT: &[Family] = &[Family::Gpt];
+const UNET: &[Family] = &[Family::Unet];
 
 /// An observable's constructor.
 type Make<F> = fn() -> Box<dyn Observable<F>>;
@@ -66,7 +68,7 @@ type Make<F> = fn() -> Box<dyn Observable<F>>;
 /// families that record it when `observe.observables` is left out, and its constructor. The
 /// order of each family's default list is part of its resolved specs, and so of their run ids.
 #[rustfmt::skip]
-fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], Make<F>); 16] {
+fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], Make<F>); 17] {
     [
         ("preact", MLP, MLP, || Box::new(mlp::PreActivation)),
         ("act", MLP, MLP, || Box::new(mlp::ActivationStats)),
@@ -85,6 +87,7 @@ fn entries<F: Float>() -> [(&'static str, &'static [Family], &'static [Family], 
         ("lr", ALL, ALL, || Box::new(LearningRate)),
         ("theory", MLP, MLP, || Box::new(mlp::TheoryQ)),
         ("loss_spike", ALL, GPT, || Box::<LossSpikes>::default()),
+        ("channels", UNET, UNET, || Box::new(unet::Channels)),
     ]
 }
 

@@ -1270,7 +1270,7 @@ fn denoiser_bad_input_names_the_key() {
         ("[task.moons]\n[model.denoiser]\nsigma_dta = 1\n", "unknown key `model.denoiser.sigma_dta` (did you mean `sigma_data`?)"),
         ("[task.moons]\n[model.denoiser.sampler]\nsigma_max = 0.001\n", "`model.denoiser.sampler.sigma_max` needs 0 < sigma_min < sigma_max (got 0.002 and 0.001)"),
         ("[task.markov]\n[model.denoiser]\n", "`model.denoiser` generates points, not sequences (got task.markov)"),
-        ("[task.moons]\n[model.denoiser]\n[model.gpt]\n", "[model.gpt] and [model.denoiser] together"),
+        ("[task.moons]\n[model.denoiser]\n[model.gpt]\n", "two of [model.gpt], [model.denoiser] and [model.unet] together"),
     ];
     for (text, want) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -1278,6 +1278,72 @@ fn denoiser_bad_input_names_the_key() {
         let o = run_in(dir.path(), &["run", "bad.toml"]);
         assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
         assert!(stderr(&o).contains(want), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("hint:"), "{text}: {}", stderr(&o));
+        assert!(!dir.path().join("cloudchamber.db").exists(), "{text}");
+    }
+}
+
+/// A small U-Net end to end: it trains, and the store holds the segmentation rows (Dice and IoU
+/// per evaluation, the threshold baseline at step 0), the per-stage channel observables, and
+/// the artifacts hold the held-out images, masks and predictions.
+#[test]
+fn a_unet_run_records_overlap_and_channels() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "u.toml",
+        r#"
+seed = 1
+[task.shapes]
+size = 16
+n_train = 32
+n_test = 8
+min_radius = 2
+max_radius = 5
+[model.unet]
+depth = 1
+base_channels = 4
+loss = "bce_dice"
+[train]
+steps = 12
+batch_size = 8
+eval_every = 6
+[observe]
+log_every = 6
+"#,
+    );
+    let o = run_in(dir.path(), &["run", "u.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = export_csv(dir.path(), "cloudchamber.db");
+    for name in ["dice_1", "iou_1", "dice", "threshold_dice", "threshold_value", "act_abs", "chan_mean_spread", "dead_channels", "test_acc"] {
+        assert!(csv.contains(&format!(",{name},")), "no {name} rows:\n{}", &csv[..csv.len().min(2000)]);
+    }
+    // Four stages of depth 1 (enc.0 ×2, enc.1 ×2) plus the decoder's two: layers 0..5.
+    assert!(csv.contains(",5,act_abs,"), "{}", &csv[..csv.len().min(2000)]);
+    let runs = std::fs::read_dir(dir.path().join("runs")).unwrap().next().unwrap().unwrap().path();
+    assert!(runs.join("segmentation.safetensors").exists());
+}
+
+/// A U-Net's bad input: each error names the file, line and key with a hint, exits 2 and
+/// creates no store.
+#[test]
+fn unet_bad_input_names_the_key() {
+    let cases = [
+        ("[task.moons]\n[model.unet]\n", "`model.unet` segments images (got task.moons)"),
+        ("[task.shapes]\nsize = 36\n[model.unet]\ndepth = 3\n", "`model.unet.depth` pools 3 times, which needs the image size to be a multiple of 8 (task.shapes.size = 36)"),
+        ("[task.shapes]\nclasses = 4\n[model.unet]\nloss = \"bce\"\n", "`model.unet.loss` is binary, but the task has 4 classes"),
+        ("[task.shapes]\n[model.unet]\nbase_chanels = 8\n", "unknown key `model.unet.base_chanels` (did you mean `base_channels`?)"),
+        ("[task.shapes]\n[model]\nwidth = 64\n[model.unet]\n", "`model.width` does not apply to a U-Net"),
+        ("[task.shapes]\n[model]\nwidth = 64\n", "`task.shapes` yields images with a class per pixel, which need a segmentation model"),
+        ("[task.shapes]\nclasses = 3\n[model.unet]\n", "`task.shapes.classes` must be 2"),
+    ];
+    for (text, want) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "bad.toml", text);
+        let o = run_in(dir.path(), &["run", "bad.toml"]);
+        assert_eq!(o.status.code(), Some(2), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{text}: {}", stderr(&o));
+        assert!(stderr(&o).contains("bad.toml"), "{text}: {}", stderr(&o));
         assert!(stderr(&o).contains("hint:"), "{text}: {}", stderr(&o));
         assert!(!dir.path().join("cloudchamber.db").exists(), "{text}");
     }

@@ -38,7 +38,14 @@ pub struct Args {
     /// run by `--peer-python` or $CLOUDCHAMBER_TORCH_PYTHON when given).
     #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads", "tiny"])]
     sampler: bool,
-    /// A Python with torch, numpy and safetensors, for the PyTorch side of `--sampler`.
+    /// Instead: the U-Net's training step (the `unet-shapes` example's network, 16 images of
+    /// 64×64, Adam, f32) on 1 and 2 threads, beside PyTorch eager (`benches/peers/torch_unet.py`,
+    /// run by `--peer-python` or $CLOUDCHAMBER_TORCH_PYTHON when given) on the same weights and
+    /// batch.
+    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "dtype", "tiny", "sampler"])]
+    unet: bool,
+    /// A Python with torch, numpy and safetensors, for the PyTorch side of `--sampler` and
+    /// `--unet`.
     #[arg(long, value_name = "PYTHON")]
     peer_python: Option<std::path::PathBuf>,
     /// Timed repeats of `--tiny` and `--sampler`.
@@ -207,6 +214,60 @@ fn sampler(repeat: usize, peer: Option<std::path::PathBuf>) -> Result<(), Error>
     Ok(())
 }
 
+const TORCH_UNET: &str = include_str!("../../benches/peers/torch_unet.py");
+
+/// `--unet`: our U-Net step at 1 and 2 threads, then PyTorch eager's on the same weights and
+/// batch.
+fn unet(warmup: usize, steps: usize, peer: Option<std::path::PathBuf>) -> Result<(), Error> {
+    use cloudchamber::bench_unet::{run, BATCH, SIZE};
+    let peer = peer.or_else(|| std::env::var_os("CLOUDCHAMBER_TORCH_PYTHON").map(Into::into));
+    let dir = std::env::temp_dir().join(format!("cloudchamber-bench-unet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(Error::io(dir.clone()))?;
+    let script = dir.join("torch_unet.py");
+    std::fs::write(&script, TORCH_UNET).map_err(Error::io(script.clone()))?;
+    let file = dir.join("unet.safetensors");
+    println!("cpu: {}", cloudchamber::os::cpu_description());
+    println!("GEMM kernel: {}", cloudchamber::engine::gemm_kernel(true));
+    println!(
+        "U-Net training step: depth 2, 16→32→64 channels, batchnorm, relu, transposed up-convolutions, bce_dice, {BATCH} images of 1×{SIZE}×{SIZE}, Adam, f32; {steps} timed steps after {warmup}"
+    );
+    for threads in [1, 2] {
+        let r = run(threads, warmup, steps, (threads == 1).then_some(file.as_path()))?;
+        println!(
+            "  {threads} thread(s): cloudchamber  median {:>7.1} ms (min {:.1}, max {:.1}), {} params, loss {:.4} → {:.4}",
+            r.median_ms, r.min_ms, r.max_ms, r.n_params, r.loss_first, r.loss_last
+        );
+        let Some(py) = &peer else { continue };
+        let out = std::process::Command::new(py)
+            .arg(&script)
+            .args(["--weights", &file.to_string_lossy(), "--loss", "bce_dice"])
+            .args(["--threads", &threads.to_string(), "--steps", &steps.to_string(), "--warmup", &warmup.to_string()])
+            .output()
+            .map_err(Error::io(py.clone()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(Error::Invalid {
+                what: "bench --unet".into(),
+                message: format!("the PyTorch peer failed ({}): {}{}", out.status, text.trim(), String::from_utf8_lossy(&out.stderr).trim()),
+                hint: "--peer-python needs torch, numpy and safetensors".into(),
+            });
+        }
+        let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+        match (field("step_ms_median="), field("loss_first="), field("loss_last=")) {
+            (Some(ms), Some(l0), Some(l1)) => println!(
+                "  {threads} thread(s): PyTorch eager median {ms:>7.1} ms, loss {l0:.4} → {l1:.4} — cloudchamber is {:.2}× its speed",
+                ms / r.median_ms
+            ),
+            _ => println!("  PyTorch peer printed: {}", text.trim()),
+        }
+    }
+    if peer.is_none() {
+        println!("  (PyTorch peer not run: pass --peer-python or set CLOUDCHAMBER_TORCH_PYTHON)");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 enum DtypeArg {
     F32,
@@ -243,6 +304,9 @@ pub fn run(a: Args) -> Result<(), Error> {
     }
     if a.sampler {
         return sampler(a.repeat, a.peer_python);
+    }
+    if a.unet {
+        return unet(a.warmup.min(5), a.steps.min(30), a.peer_python);
     }
     if a.gpt {
         let r = cloudchamber::bench_gpt::reference_gpt(a.warmup, a.steps, a.threads.max(1));

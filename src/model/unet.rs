@@ -390,6 +390,32 @@ impl<F: Float> Unet<F> {
         }
     }
 
+    /// Every conv → norm → activation stage in forward order (encoder levels, then decoder
+    /// levels from the coarsest), as `(name, output [n, c, plane], c, plane)` of the last
+    /// forward pass: what the per-channel observables read.
+    pub fn stages(&self) -> Vec<(String, &[F], usize, usize)> {
+        fn one<F: Float>(name: String, s: &Stage<F>, n: usize) -> (String, &[F], usize, usize) {
+            let (c, plane) = (s.channels(), s.plane());
+            (name, &s.h[..n * c * plane], c, plane)
+        }
+        let n = self.n;
+        let mut out = Vec::new();
+        for (l, b) in self.enc.iter().enumerate() {
+            out.push(one(format!("enc.{l}.act1"), &b[0], n));
+            out.push(one(format!("enc.{l}.act2"), &b[1], n));
+        }
+        for (l, b) in self.dec.iter().enumerate().rev() {
+            out.push(one(format!("dec.{l}.act1"), &b[0], n));
+            out.push(one(format!("dec.{l}.act2"), &b[1], n));
+        }
+        out
+    }
+
+    /// The activation of every stage.
+    pub fn activation(&self) -> Activation {
+        self.spec.activation
+    }
+
     /// Logit channels per pixel.
     pub fn out_channels(&self) -> usize {
         self.dims.out_ch
