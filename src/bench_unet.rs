@@ -38,22 +38,48 @@ pub struct UnetReport {
 
 /// Times `steps` training steps after `warmup` on `threads` threads; with `save`, writes the
 /// initial weights and the batch (`bench.x`, `bench.y`) there for the peer.
-pub fn run(threads: usize, warmup: usize, steps: usize, save: Option<&Path>) -> Result<UnetReport, Error> {
+pub fn run(
+    threads: usize,
+    warmup: usize,
+    steps: usize,
+    save: Option<&Path>,
+) -> Result<UnetReport, Error> {
     ops::with_threads(threads, || {
         let mut rng = Rng::new(0);
         let mut m = Unet::<f32>::new(&spec(), 1e-5, (1, SIZE, SIZE), 2, BATCH, &mut rng);
         let mut data = Rng::new(1);
-        let x: Vec<f32> = (0..BATCH * SIZE * SIZE).map(|_| data.normal() as f32).collect();
-        let y: Vec<f32> = (0..BATCH * SIZE * SIZE).map(|_| data.below(2) as f32).collect();
+        let x: Vec<f32> = (0..BATCH * SIZE * SIZE)
+            .map(|_| data.normal() as f32)
+            .collect();
+        let y: Vec<f32> = (0..BATCH * SIZE * SIZE)
+            .map(|_| data.below(2) as f32)
+            .collect();
         if let Some(path) = save {
             let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = m
                 .params()
                 .iter()
-                .map(|p| (p.name.clone(), Dtype::F32, p.shape.clone(), p.value.iter().flat_map(|v| v.to_le_bytes()).collect()))
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        Dtype::F32,
+                        p.shape.clone(),
+                        p.value.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                    )
+                })
                 .collect();
             let bytes = |v: &[f32]| v.iter().flat_map(|a| a.to_le_bytes()).collect::<Vec<u8>>();
-            tensors.push(("bench.x".into(), Dtype::F32, vec![BATCH, 1, SIZE, SIZE], bytes(&x)));
-            tensors.push(("bench.y".into(), Dtype::F32, vec![BATCH, SIZE, SIZE], bytes(&y)));
+            tensors.push((
+                "bench.x".into(),
+                Dtype::F32,
+                vec![BATCH, 1, SIZE, SIZE],
+                bytes(&x),
+            ));
+            tensors.push((
+                "bench.y".into(),
+                Dtype::F32,
+                vec![BATCH, SIZE, SIZE],
+                bytes(&y),
+            ));
             crate::interop::write(tensors, path, None)?;
         }
         let hyper = Hyper {
@@ -65,7 +91,11 @@ pub fn run(threads: usize, warmup: usize, steps: usize, save: Option<&Path>) -> 
             weight_decay: 0.0,
         };
         let mut opt = OptimState::new(m.params(), Optimizer::Adam);
-        let batch = Batch::Rows { x: &x, y: &y, rows: BATCH };
+        let batch = Batch::Rows {
+            x: &x,
+            y: &y,
+            rows: BATCH,
+        };
         let mut times = Vec::with_capacity(steps);
         let (mut first, mut last) = (f64::NAN, f64::NAN);
         for s in 0..warmup + steps {
@@ -83,7 +113,11 @@ pub fn run(threads: usize, warmup: usize, steps: usize, save: Option<&Path>) -> 
             last = l.loss;
         }
         times.sort_by(f64::total_cmp);
-        let median = if times.is_empty() { f64::NAN } else { times[times.len() / 2] };
+        let median = if times.is_empty() {
+            f64::NAN
+        } else {
+            times[times.len() / 2]
+        };
         Ok(UnetReport {
             median_ms: median,
             min_ms: times.first().copied().unwrap_or(f64::NAN),

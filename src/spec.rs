@@ -1726,12 +1726,14 @@ impl Spec {
     pub fn to_toml(&self) -> String {
         let rendered = match &self.model {
             ModelSpec::Mlp(_) | ModelSpec::Denoiser { .. } => toml::to_string(self),
-            ModelSpec::Gpt { .. } | ModelSpec::Unet { .. } => toml::Value::try_from(self).and_then(|mut v| {
-                if let Some(toml::Value::Table(m)) = v.get_mut("model") {
-                    m.retain(|k, _| ["dtype", "norm_eps", "gpt", "unet"].contains(&&k[..]));
-                }
-                toml::to_string(&v)
-            }),
+            ModelSpec::Gpt { .. } | ModelSpec::Unet { .. } => {
+                toml::Value::try_from(self).and_then(|mut v| {
+                    if let Some(toml::Value::Table(m)) = v.get_mut("model") {
+                        m.retain(|k, _| ["dtype", "norm_eps", "gpt", "unet"].contains(&&k[..]));
+                    }
+                    toml::to_string(&v)
+                })
+            }
         };
         rendered.unwrap_or_else(|e| format!("# could not render the spec as TOML: {e}\n"))
     }

@@ -7,8 +7,8 @@ pub mod attention;
 mod data;
 pub mod generative;
 mod in_context;
-mod sequence;
 mod segmentation;
+mod sequence;
 mod subtasks;
 
 use std::path::Path;
@@ -32,8 +32,8 @@ use crate::theory::curvature::Sharpness;
 use data::{Part, Split};
 use generative::GenerativeReport;
 use in_context::PromptReport;
-use sequence::SequenceReport;
 use segmentation::SegmentationReport;
+use sequence::SequenceReport;
 use subtasks::SubtaskReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink

@@ -365,7 +365,10 @@ fn mean_field_trains_the_same_function_as_mup() {
         let (same, other) = (worst(&mf, &mup), worst(&ntk, &mup));
         eprintln!("{optimizer}: mean field vs μP {same:.1e}, NTK vs μP {other:.1e}");
         assert!(same < tol, "{optimizer}: mean field vs μP {same:.2e}");
-        assert!(other > 50.0 * same, "{optimizer}: NTK vs μP only {other:.2e}");
+        assert!(
+            other > 50.0 * same,
+            "{optimizer}: NTK vs μP only {other:.2e}"
+        );
         assert!(mup[29] < mup[0], "{optimizer}: μP did not train: {mup:?}");
     }
 }

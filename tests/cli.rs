@@ -1315,12 +1315,35 @@ log_every = 6
     let o = run_in(dir.path(), &["run", "u.toml"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = export_csv(dir.path(), "cloudchamber.db");
-    for name in ["dice_1", "iou_1", "dice", "threshold_dice", "threshold_value", "act_abs", "chan_mean_spread", "dead_channels", "test_acc"] {
-        assert!(csv.contains(&format!(",{name},")), "no {name} rows:\n{}", &csv[..csv.len().min(2000)]);
+    for name in [
+        "dice_1",
+        "iou_1",
+        "dice",
+        "threshold_dice",
+        "threshold_value",
+        "act_abs",
+        "chan_mean_spread",
+        "dead_channels",
+        "test_acc",
+    ] {
+        assert!(
+            csv.contains(&format!(",{name},")),
+            "no {name} rows:\n{}",
+            &csv[..csv.len().min(2000)]
+        );
     }
     // Four stages of depth 1 (enc.0 ×2, enc.1 ×2) plus the decoder's two: layers 0..5.
-    assert!(csv.contains(",5,act_abs,"), "{}", &csv[..csv.len().min(2000)]);
-    let runs = std::fs::read_dir(dir.path().join("runs")).unwrap().next().unwrap().unwrap().path();
+    assert!(
+        csv.contains(",5,act_abs,"),
+        "{}",
+        &csv[..csv.len().min(2000)]
+    );
+    let runs = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     assert!(runs.join("segmentation.safetensors").exists());
 }
 
@@ -1388,7 +1411,10 @@ name = "q"
     );
     let o = run_in(dir.path(), &["sweep", "q.toml", "--workers", "2"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run_in(dir.path(), &["quanta", "--sweep", "q", "--x", "model.width"]);
+    let o = run_in(
+        dir.path(),
+        &["quanta", "--sweep", "q", "--x", "model.width"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     // L(n) = ln 2 · Σ_{k>n} p_k, p_k ∝ k^−1.4 over 6 subtasks.
@@ -1404,17 +1430,32 @@ name = "q"
         let f: Vec<&str> = row.split_whitespace().collect();
         let n: usize = f[3].parse().unwrap();
         let l: f64 = f[4].parse().unwrap();
-        assert!((l - tail(n)).abs() < 1e-4, "{row}: L({n}) should be {}", tail(n));
+        assert!(
+            (l - tail(n)).abs() < 1e-4,
+            "{row}: L({n}) should be {}",
+            tail(n)
+        );
         learned.push(n);
     }
-    assert!(learned[1] > learned[0], "width 64 learned no more than 4:\n{out}");
+    assert!(
+        learned[1] > learned[0],
+        "width 64 learned no more than 4:\n{out}"
+    );
     assert!(out.contains("measured: test loss ∝ x^−"), "{out}");
     assert!(out.contains("predicted (asymptotic"), "{out}");
 
-    write(dir.path(), "ts.toml", &format!("{SMALL}\n[sweep]\nname = \"ts\"\n[sweep.axes]\n\"model.width\" = [4, 8]\n"));
+    write(
+        dir.path(),
+        "ts.toml",
+        &format!("{SMALL}\n[sweep]\nname = \"ts\"\n[sweep.axes]\n\"model.width\" = [4, 8]\n"),
+    );
     let o = run_in(dir.path(), &["sweep", "ts.toml"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run_in(dir.path(), &["quanta", "--sweep", "ts"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("not multitask sparse parity"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("not multitask sparse parity"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -41,26 +41,49 @@ fn cases() -> Vec<Case> {
         ..UnetSpec::default()
     };
     let mut v = Vec::new();
-    for norm in [ChannelNorm::None, ChannelNorm::Batchnorm, ChannelNorm::Groupnorm, ChannelNorm::Layernorm] {
-        for up in [Upsampling::Transposed, Upsampling::Nearest, Upsampling::Bilinear] {
+    for norm in [
+        ChannelNorm::None,
+        ChannelNorm::Batchnorm,
+        ChannelNorm::Groupnorm,
+        ChannelNorm::Layernorm,
+    ] {
+        for up in [
+            Upsampling::Transposed,
+            Upsampling::Nearest,
+            Upsampling::Bilinear,
+        ] {
             v.push(Case {
                 label: format!("{} {up:?}", norm.name()),
                 // Three channels at the top level: a layer norm over two channels is ±1 almost
                 // everywhere (a step), which finite differences cannot follow.
-                spec: UnetSpec { norm, upsampling: up, groups: 2, base_channels: 3, ..base.clone() },
+                spec: UnetSpec {
+                    norm,
+                    upsampling: up,
+                    groups: 2,
+                    base_channels: 3,
+                    ..base.clone()
+                },
                 in_ch: 2,
                 size: (8, 12),
                 classes: 3,
                 // A layer norm over a few channels is steep where they nearly agree (slope up to
                 // 1/√ε); a larger ε keeps the stencil's truncation error small there.
-                eps: if norm == ChannelNorm::Layernorm { 1e-2 } else { 1e-5 },
+                eps: if norm == ChannelNorm::Layernorm {
+                    1e-2
+                } else {
+                    1e-5
+                },
             });
         }
     }
     for loss in [SegLoss::Bce, SegLoss::Dice, SegLoss::BceDice] {
         v.push(Case {
             label: format!("{} binary", loss.name()),
-            spec: UnetSpec { loss, dice_weight: 0.5, ..base.clone() },
+            spec: UnetSpec {
+                loss,
+                dice_weight: 0.5,
+                ..base.clone()
+            },
             in_ch: 1,
             size: (8, 8),
             classes: 2,
@@ -69,7 +92,10 @@ fn cases() -> Vec<Case> {
     }
     v.push(Case {
         label: "dice three classes".into(),
-        spec: UnetSpec { loss: SegLoss::Dice, ..base.clone() },
+        spec: UnetSpec {
+            loss: SegLoss::Dice,
+            ..base.clone()
+        },
         in_ch: 1,
         size: (4, 8),
         classes: 3,
@@ -113,7 +139,10 @@ fn cases() -> Vec<Case> {
     });
     v.push(Case {
         label: "depth 0 (no pooling), 5×7".into(),
-        spec: UnetSpec { depth: 0, ..base.clone() },
+        spec: UnetSpec {
+            depth: 0,
+            ..base.clone()
+        },
         in_ch: 1,
         size: (5, 7),
         classes: 2,
@@ -125,7 +154,9 @@ fn cases() -> Vec<Case> {
 fn data(c: &Case, n: usize, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
     let (h, w) = c.size;
     let x = (0..n * c.in_ch * h * w).map(|_| rng.normal()).collect();
-    let y = (0..n * h * w).map(|_| rng.below(c.classes as u64) as f64).collect();
+    let y = (0..n * h * w)
+        .map(|_| rng.below(c.classes as u64) as f64)
+        .collect();
     (x, y)
 }
 
@@ -143,7 +174,11 @@ fn unet_gradients_match_finite_differences() {
             }
         }
         let (x, y) = data(&c, n, &mut rng);
-        let batch = Batch::Rows { x: &x, y: &y, rows: n };
+        let batch = Batch::Rows {
+            x: &x,
+            y: &y,
+            rows: n,
+        };
         m.forward(&batch, Mode::Train);
         m.loss(&batch, true);
         m.backward(&batch);
@@ -155,7 +190,11 @@ fn unet_gradients_match_finite_differences() {
             }
             let len = g.len();
             // Every element of small tensors; a spread of 12 from larger ones.
-            let picks: Vec<usize> = if len <= 24 { (0..len).collect() } else { (0..12).map(|k| k * len / 12 + k % 3).collect() };
+            let picks: Vec<usize> = if len <= 24 {
+                (0..len).collect()
+            } else {
+                (0..12).map(|k| k * len / 12 + k % 3).collect()
+            };
             for i in picks {
                 let orig = m.params()[pi].value[i];
                 let mut loss_at = |v: f64| {
@@ -163,15 +202,23 @@ fn unet_gradients_match_finite_differences() {
                     m.forward(&batch, Mode::Train);
                     m.loss(&batch, false).loss
                 };
-                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H)) - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H))) / (12.0 * H);
+                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H))
+                    - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H)))
+                    / (12.0 * H);
                 m.params_mut()[pi].value[i] = orig;
                 let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
                 if err > worst.0 {
-                    worst = (err, format!("{}[{i}]: analytic {} vs {fd}", m.params()[pi].name, g[i]));
+                    worst = (
+                        err,
+                        format!("{}[{i}]: analytic {} vs {fd}", m.params()[pi].name, g[i]),
+                    );
                 }
             }
         }
-        eprintln!("{}: worst relative error {:.1e} ({})", c.label, worst.0, worst.1);
+        eprintln!(
+            "{}: worst relative error {:.1e} ({})",
+            c.label, worst.0, worst.1
+        );
         assert!(worst.0 < TOL, "{}: {:.2e} at {}", c.label, worst.0, worst.1);
     }
 }

@@ -65,12 +65,65 @@ fn cases() -> Vec<Case> {
         per: Granularity::Layer,
     };
     vec![
-        case(UnetSpec { norm: ChannelNorm::Batchnorm, ..base.clone() }, 2, (8, 8), 3),
-        case(UnetSpec { norm: ChannelNorm::Groupnorm, upsampling: Upsampling::Nearest, ..base.clone() }, 1, (8, 4), 3),
-        case(UnetSpec { norm: ChannelNorm::Layernorm, upsampling: Upsampling::Bilinear, ..base.clone() }, 1, (4, 8), 2),
-        case(UnetSpec { norm: ChannelNorm::None, loss: SegLoss::Bce, activation: Activation::Gelu, ..base.clone() }, 1, (8, 8), 2),
-        case(UnetSpec { loss: SegLoss::Dice, depth: 1, ..base.clone() }, 1, (6, 6), 2),
-        case(UnetSpec { loss: SegLoss::Dice, ..base.clone() }, 1, (4, 4), 3),
+        case(
+            UnetSpec {
+                norm: ChannelNorm::Batchnorm,
+                ..base.clone()
+            },
+            2,
+            (8, 8),
+            3,
+        ),
+        case(
+            UnetSpec {
+                norm: ChannelNorm::Groupnorm,
+                upsampling: Upsampling::Nearest,
+                ..base.clone()
+            },
+            1,
+            (8, 4),
+            3,
+        ),
+        case(
+            UnetSpec {
+                norm: ChannelNorm::Layernorm,
+                upsampling: Upsampling::Bilinear,
+                ..base.clone()
+            },
+            1,
+            (4, 8),
+            2,
+        ),
+        case(
+            UnetSpec {
+                norm: ChannelNorm::None,
+                loss: SegLoss::Bce,
+                activation: Activation::Gelu,
+                ..base.clone()
+            },
+            1,
+            (8, 8),
+            2,
+        ),
+        case(
+            UnetSpec {
+                loss: SegLoss::Dice,
+                depth: 1,
+                ..base.clone()
+            },
+            1,
+            (6, 6),
+            2,
+        ),
+        case(
+            UnetSpec {
+                loss: SegLoss::Dice,
+                ..base.clone()
+            },
+            1,
+            (4, 4),
+            3,
+        ),
         case(
             UnetSpec {
                 loss: SegLoss::BceDice,
@@ -88,7 +141,15 @@ fn cases() -> Vec<Case> {
             (8, 8),
             2,
         ),
-        case(UnetSpec { depth: 0, ..base.clone() }, 1, (5, 7), 2),
+        case(
+            UnetSpec {
+                depth: 0,
+                ..base.clone()
+            },
+            1,
+            (5, 7),
+            2,
+        ),
     ]
 }
 
@@ -104,7 +165,11 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
             *v += 0.2 * nudge.normal();
         }
     }
-    let mut tensors: Vec<Tensor> = m.params().iter().map(|p| (p.name.clone(), p.shape.clone(), p.value.clone())).collect();
+    let mut tensors: Vec<Tensor> = m
+        .params()
+        .iter()
+        .map(|p| (p.name.clone(), p.shape.clone(), p.value.clone()))
+        .collect();
     let hyper = Hyper {
         optimizer: Optimizer::Adamw,
         momentum: 0.0,
@@ -116,16 +181,34 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
     let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
     let mut data = Rng::new(seed ^ 0x5eed);
     let mut losses = Vec::new();
-    let out_classes = if c.spec.loss.channels(c.classes) == 1 { 2 } else { c.classes };
+    let out_classes = if c.spec.loss.channels(c.classes) == 1 {
+        2
+    } else {
+        c.classes
+    };
     for k in 0..STEPS {
-        let x: Vec<f64> = (0..BATCH * c.in_ch * h * w).map(|_| data.normal()).collect();
-        let y: Vec<f64> = (0..BATCH * h * w).map(|_| data.below(out_classes as u64) as f64).collect();
-        let batch = Batch::Rows { x: &x, y: &y, rows: BATCH };
+        let x: Vec<f64> = (0..BATCH * c.in_ch * h * w)
+            .map(|_| data.normal())
+            .collect();
+        let y: Vec<f64> = (0..BATCH * h * w)
+            .map(|_| data.below(out_classes as u64) as f64)
+            .collect();
+        let batch = Batch::Rows {
+            x: &x,
+            y: &y,
+            rows: BATCH,
+        };
         m.forward(&batch, Mode::Train);
         let l = m.loss(&batch, true);
         m.backward(&batch);
         if k == 0 {
-            tensors.extend(m.params().iter().filter(|p| p.trainable).map(|p| (format!("rust.grad.{}", p.name), p.shape.clone(), p.grad.clone())));
+            tensors.extend(m.params().iter().filter(|p| p.trainable).map(|p| {
+                (
+                    format!("rust.grad.{}", p.name),
+                    p.shape.clone(),
+                    p.grad.clone(),
+                )
+            }));
         }
         opt.step(m.params_mut(), &hyper, LR);
         tensors.push((format!("batch.{k}.x"), vec![BATCH, c.in_ch, h, w], x));
@@ -133,7 +216,13 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
         losses.push(l.loss);
     }
     tensors.push(("rust.loss".into(), vec![STEPS], losses));
-    tensors.extend(m.params().iter().map(|p| (format!("rust.final.{}", p.name), p.shape.clone(), p.value.clone())));
+    tensors.extend(m.params().iter().map(|p| {
+        (
+            format!("rust.final.{}", p.name),
+            p.shape.clone(),
+            p.value.clone(),
+        )
+    }));
     let up = declared_upsampling.unwrap_or(c.spec.upsampling);
     let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
     let label = format!(
@@ -146,8 +235,14 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
         c.spec.activation.name(),
         h,
         w,
-        if c.spec.act.is_plain() { "" } else { " biased a,b,c" }
-    ) + &declared_upsampling.map(|u| format!(" (declared: {})", word(serde_json::json!(u)))).unwrap_or_default();
+        if c.spec.act.is_plain() {
+            ""
+        } else {
+            " biased a,b,c"
+        }
+    ) + &declared_upsampling
+        .map(|u| format!(" (declared: {})", word(serde_json::json!(u))))
+        .unwrap_or_default();
     let meta = serde_json::json!({
         "label": label,
         "model": "unet",
@@ -178,7 +273,11 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
         "steps": STEPS,
     });
     let file = dir.join(format!("unet{seed:02}.safetensors"));
-    save(&file, &tensors, HashMap::from([("case".to_string(), meta.to_string())]));
+    save(
+        &file,
+        &tensors,
+        HashMap::from([("case".to_string(), meta.to_string())]),
+    );
     file
 }
 
@@ -187,7 +286,11 @@ fn unet_training_matches_jax() {
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
     let dir = keep.as_deref().unwrap_or(tmp.path());
-    let files: Vec<PathBuf> = cases().iter().enumerate().map(|(i, c)| run_case(c, i as u64 + 1, dir, None)).collect();
+    let files: Vec<PathBuf> = cases()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| run_case(c, i as u64 + 1, dir, None))
+        .collect();
     let (status, text) = check_with_jax("conv_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
     println!("{text}");
@@ -197,7 +300,10 @@ fn unet_training_matches_jax() {
 #[test]
 fn a_wrong_description_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let c = cases().into_iter().find(|c| c.spec.upsampling == Upsampling::Bilinear).expect("a bilinear case");
+    let c = cases()
+        .into_iter()
+        .find(|c| c.spec.upsampling == Upsampling::Bilinear)
+        .expect("a bilinear case");
     let file = run_case(&c, 99, dir.path(), Some(Upsampling::Nearest));
     let (status, text) = check_with_jax("conv_parity.py", &[file]);
     assert_eq!(status, Some(1), "expected a mismatch:\n{text}");

@@ -526,7 +526,7 @@ const PINNED: &[(&str, usize, &str)] = &[
     ("theory-vs-width.toml", 29, "c69aeaf58d3f9449"),
     ("theory-vs-width.toml", 30, "9995084735dfe301"),
     ("theory-vs-width.toml", 31, "49fc2163efd07d8b"),
-    ("unet-shapes.toml", 0, "1b279b1ddf2184a2"),
+    ("unet-shapes.toml", 0, "82c4f0121f90c929"),
     ("width-scaling.toml", 0, "93b5d11ce1e82cb4"),
     ("width-scaling.toml", 1, "b33c20f10d5cb3d8"),
     ("width-scaling.toml", 2, "b9fcd0ac36f09a8e"),

@@ -232,7 +232,12 @@ fn unet(warmup: usize, steps: usize, peer: Option<std::path::PathBuf>) -> Result
         "U-Net training step: depth 2, 16→32→64 channels, batchnorm, relu, transposed up-convolutions, bce_dice, {BATCH} images of 1×{SIZE}×{SIZE}, Adam, f32; {steps} timed steps after {warmup}"
     );
     for threads in [1, 2] {
-        let r = run(threads, warmup, steps, (threads == 1).then_some(file.as_path()))?;
+        let r = run(
+            threads,
+            warmup,
+            steps,
+            (threads == 1).then_some(file.as_path()),
+        )?;
         println!(
             "  {threads} thread(s): cloudchamber  median {:>7.1} ms (min {:.1}, max {:.1}), {} params, loss {:.4} → {:.4}",
             r.median_ms, r.min_ms, r.max_ms, r.n_params, r.loss_first, r.loss_last
@@ -241,18 +246,34 @@ fn unet(warmup: usize, steps: usize, peer: Option<std::path::PathBuf>) -> Result
         let out = std::process::Command::new(py)
             .arg(&script)
             .args(["--weights", &file.to_string_lossy(), "--loss", "bce_dice"])
-            .args(["--threads", &threads.to_string(), "--steps", &steps.to_string(), "--warmup", &warmup.to_string()])
+            .args([
+                "--threads",
+                &threads.to_string(),
+                "--steps",
+                &steps.to_string(),
+                "--warmup",
+                &warmup.to_string(),
+            ])
             .output()
             .map_err(Error::io(py.clone()))?;
         let text = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() {
             return Err(Error::Invalid {
                 what: "bench --unet".into(),
-                message: format!("the PyTorch peer failed ({}): {}{}", out.status, text.trim(), String::from_utf8_lossy(&out.stderr).trim()),
+                message: format!(
+                    "the PyTorch peer failed ({}): {}{}",
+                    out.status,
+                    text.trim(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
                 hint: "--peer-python needs torch, numpy and safetensors".into(),
             });
         }
-        let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
+        let field = |k: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
         match (field("step_ms_median="), field("loss_first="), field("loss_last=")) {
             (Some(ms), Some(l0), Some(l1)) => println!(
                 "  {threads} thread(s): PyTorch eager median {ms:>7.1} ms, loss {l0:.4} → {l1:.4} — cloudchamber is {:.2}× its speed",

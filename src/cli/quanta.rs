@@ -98,7 +98,11 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             continue;
         }
         let spec: serde_json::Value = serde_json::from_str(&rec.spec_json).map_err(|e| {
-            invalid(id, format!("stored spec is not JSON: {e}"), "the store may be damaged")
+            invalid(
+                id,
+                format!("stored spec is not JSON: {e}"),
+                "the store may be damaged",
+            )
         })?;
         let Some(mt) = spec.pointer("/task/multitask_sparse_parity") else {
             return Err(invalid(

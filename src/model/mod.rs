@@ -213,7 +213,9 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
                 classes,
             },
         ) => {
-            let chans: Vec<String> = (0..=unet.depth).map(|l| unet.channels(l).to_string()).collect();
+            let chans: Vec<String> = (0..=unet.depth)
+                .map(|l| unet.channels(l).to_string())
+                .collect();
             format!(
                 "U-Net depth {}, channels {}, {} norm, {}, {} upsampling, {} loss, on {channels}×{height}×{width} images of {classes} classes",
                 unet.depth,
@@ -258,7 +260,14 @@ pub fn build<F: Float>(
                 width,
                 classes,
             },
-        ) => Box::new(Unet::new(unet, *norm_eps, (channels, height, width), classes, capacity, rng)),
+        ) => Box::new(Unet::new(
+            unet,
+            *norm_eps,
+            (channels, height, width),
+            classes,
+            capacity,
+            rng,
+        )),
         (ModelSpec::Unet { .. }, _) => {
             return Err(mismatch(
                 "no images; [model.unet] segments images ([task.shapes])",

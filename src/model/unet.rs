@@ -83,13 +83,28 @@ impl<F: Float> Stage<F> {
         let (c, plane) = (self.channels(), self.plane());
         let len = n * c * plane;
         let g = self.conv.geom;
-        g.forward(n, input, &params[self.conv.w].value, Some(&params[self.conv.b].value), &mut self.z, &mut self.cols);
+        g.forward(
+            n,
+            input,
+            &params[self.conv.w].value,
+            Some(&params[self.conv.b].value),
+            &mut self.z,
+            &mut self.cols,
+        );
         let normed: &[F] = if self.norm == ChanNorm::None {
             &self.z[..len]
         } else {
             // Running statistics are taken out of the parameter list while γ, β are read.
-            let mut running = self.running.map(|(m, v)| (std::mem::take(&mut params[m].value), std::mem::take(&mut params[v].value)));
-            let (gi, bi) = (self.gamma.expect("a norm has γ"), self.beta.expect("a norm has β"));
+            let mut running = self.running.map(|(m, v)| {
+                (
+                    std::mem::take(&mut params[m].value),
+                    std::mem::take(&mut params[v].value),
+                )
+            });
+            let (gi, bi) = (
+                self.gamma.expect("a norm has γ"),
+                self.beta.expect("a norm has β"),
+            );
             channel::forward(
                 self.norm,
                 mode,
@@ -97,7 +112,9 @@ impl<F: Float> Stage<F> {
                 (n, c, plane),
                 &self.z,
                 (&params[gi].value, &params[bi].value),
-                running.as_mut().map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
+                running
+                    .as_mut()
+                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
                 &mut self.zn,
                 &mut self.cache,
             );
@@ -118,20 +135,40 @@ impl<F: Float> Stage<F> {
             }
             (&self.abc_c[0][..], &self.abc_c[1][..], &self.abc_c[2][..])
         });
-        let fu = if self.fu.is_empty() { None } else { Some(&mut self.fu[..len]) };
-        channel::act_forward(self.act, (n, c, plane), abc, normed, &mut self.h[..len], &mut self.d[..len], fu);
+        let fu = if self.fu.is_empty() {
+            None
+        } else {
+            Some(&mut self.fu[..len])
+        };
+        channel::act_forward(
+            self.act,
+            (n, c, plane),
+            abc,
+            normed,
+            &mut self.h[..len],
+            &mut self.d[..len],
+            fu,
+        );
     }
 
     /// From `g = ∂L/∂h` (consumed): every parameter gradient, and `∂L/∂input` into `dx` when
     /// given. Gradients of a, b, c accumulate (zeroed by the caller); the rest are overwritten.
-    fn backward(&mut self, params: &mut [Param<F>], g: &mut [F], n: usize, dx: Option<&mut [F]>, partial: &mut [F]) {
+    fn backward(
+        &mut self,
+        params: &mut [Param<F>],
+        g: &mut [F],
+        n: usize,
+        dx: Option<&mut [F]>,
+        partial: &mut [F],
+    ) {
         let (c, plane) = (self.channels(), self.plane());
         let len = n * c * plane;
         let g = &mut g[..len];
         match self.abc {
             Some([ia, ib, ic]) => {
                 // f(u) is kept whenever the form has parameters (see `Unet::new`).
-                let (mut ga, mut gb, mut gc) = (vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]);
+                let (mut ga, mut gb, mut gc) =
+                    (vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]);
                 let grads = Some((&self.fu[..len], &mut ga[..], &mut gb[..], &mut gc[..]));
                 channel::act_backward((n, c, plane), g, &self.d[..len], grads);
                 for (i, grad) in [(ia, ga), (ib, gb), (ic, gc)] {
@@ -148,17 +185,36 @@ impl<F: Float> Stage<F> {
             None => channel::act_backward((n, c, plane), g, &self.d[..len], None),
         }
         if self.norm != ChanNorm::None {
-            let (gi, bi) = (self.gamma.expect("a norm has γ"), self.beta.expect("a norm has β"));
+            let (gi, bi) = (
+                self.gamma.expect("a norm has γ"),
+                self.beta.expect("a norm has β"),
+            );
             let mut dgamma = std::mem::take(&mut params[gi].grad);
             let mut dbeta = std::mem::take(&mut params[bi].grad);
-            channel::backward(self.norm, (n, c, plane), &params[gi].value, g, (&mut dgamma, &mut dbeta), &self.cache);
+            channel::backward(
+                self.norm,
+                (n, c, plane),
+                &params[gi].value,
+                g,
+                (&mut dgamma, &mut dbeta),
+                &self.cache,
+            );
             params[gi].grad = dgamma;
             params[bi].grad = dbeta;
         }
         let (wi, bi) = (self.conv.w, self.conv.b);
         let mut dw = std::mem::take(&mut params[wi].grad);
         let mut db = std::mem::take(&mut params[bi].grad);
-        self.conv.geom.backward(n, g, &params[wi].value, &mut self.cols, &mut dw, Some(&mut db), dx, partial);
+        self.conv.geom.backward(
+            n,
+            g,
+            &params[wi].value,
+            &mut self.cols,
+            &mut dw,
+            Some(&mut db),
+            dx,
+            partial,
+        );
         params[wi].grad = dw;
         params[bi].grad = db;
     }
@@ -230,15 +286,34 @@ fn push_conv<F: Float>(
     let (fan_in, fan_out) = (cols * area, rows * area);
     let biases = if transposed { geom.c_in } else { geom.c_out };
     let (w, b) = init::conv(ip, geom.weight_len(), (fan_in, fan_out), biases, rng);
-    let w = super::push_param(params, format!("{name}.weight"), shape, w, (layer, Role::Weight));
-    let b = super::push_param(params, format!("{name}.bias"), vec![biases], b, (layer, Role::Bias));
+    let w = super::push_param(
+        params,
+        format!("{name}.weight"),
+        shape,
+        w,
+        (layer, Role::Weight),
+    );
+    let b = super::push_param(
+        params,
+        format!("{name}.bias"),
+        vec![biases],
+        b,
+        (layer, Role::Bias),
+    );
     ConvIdx { geom, w, b }
 }
 
 impl<F: Float> Unet<F> {
     /// A U-Net for `[in_ch, h, w]` images of `classes` classes, buffers for `capacity` images.
     /// `h` and `w` must be multiples of `2^depth` (checked by the spec).
-    pub fn new(spec: &UnetSpec, eps: f64, (in_ch, h, w): (usize, usize, usize), classes: usize, capacity: usize, rng: &mut Rng) -> Self {
+    pub fn new(
+        spec: &UnetSpec,
+        eps: f64,
+        (in_ch, h, w): (usize, usize, usize),
+        classes: usize,
+        capacity: usize,
+        rng: &mut Rng,
+    ) -> Self {
         let depth = spec.depth;
         let out_ch = spec.loss.channels(classes);
         let ip = InitParams {
@@ -258,24 +333,70 @@ impl<F: Float> Unet<F> {
         // gradients (and a's, when learned) come out of one pass.
         let act_spec: BiasedActSpec = spec.act.clone();
         let mut layer = 0;
-        let stage = |params: &mut Vec<Param<F>>, name: &str, idx: usize, c_in: usize, c_out: usize, (sh, sw): (usize, usize), rng: &mut Rng, layer: usize| {
-            let geom = Conv::new(c_in, c_out, 3, 1, 1, 1, 1, (sh, sw)).expect("3×3 convolution with padding 1 keeps the size");
-            let conv = push_conv(params, &format!("{name}.conv{idx}"), layer, geom, false, &ip, rng);
+        let stage = |params: &mut Vec<Param<F>>,
+                     name: &str,
+                     idx: usize,
+                     c_in: usize,
+                     c_out: usize,
+                     (sh, sw): (usize, usize),
+                     rng: &mut Rng,
+                     layer: usize| {
+            let geom = Conv::new(c_in, c_out, 3, 1, 1, 1, 1, (sh, sw))
+                .expect("3×3 convolution with padding 1 keeps the size");
+            let conv = push_conv(
+                params,
+                &format!("{name}.conv{idx}"),
+                layer,
+                geom,
+                false,
+                &ip,
+                rng,
+            );
             let norm = norm_of(c_out);
             let (mut gamma, mut beta, mut running) = (None, None, None);
             if norm != ChanNorm::None {
                 let nm = format!("{name}.norm{idx}");
-                gamma = Some(super::push_param(params, format!("{nm}.weight"), vec![c_out], vec![1.0; c_out], (layer, Role::NormWeight)));
-                beta = Some(super::push_param(params, format!("{nm}.bias"), vec![c_out], vec![0.0; c_out], (layer, Role::NormBias)));
+                gamma = Some(super::push_param(
+                    params,
+                    format!("{nm}.weight"),
+                    vec![c_out],
+                    vec![1.0; c_out],
+                    (layer, Role::NormWeight),
+                ));
+                beta = Some(super::push_param(
+                    params,
+                    format!("{nm}.bias"),
+                    vec![c_out],
+                    vec![0.0; c_out],
+                    (layer, Role::NormBias),
+                ));
                 if norm == ChanNorm::Batch {
-                    let m = super::push_param(params, format!("{nm}.running_mean"), vec![c_out], vec![0.0; c_out], (layer, Role::RunningMean));
-                    let v = super::push_param(params, format!("{nm}.running_var"), vec![c_out], vec![1.0; c_out], (layer, Role::RunningVar));
+                    let m = super::push_param(
+                        params,
+                        format!("{nm}.running_mean"),
+                        vec![c_out],
+                        vec![0.0; c_out],
+                        (layer, Role::RunningMean),
+                    );
+                    let v = super::push_param(
+                        params,
+                        format!("{nm}.running_var"),
+                        vec![c_out],
+                        vec![1.0; c_out],
+                        (layer, Role::RunningVar),
+                    );
                     params[m].trainable = false;
                     params[v].trainable = false;
                     running = Some((m, v));
                 }
             }
-            let abc = super::push_act_params(params, &act_spec, &format!("{name}.act{idx}"), layer, c_out);
+            let abc = super::push_act_params(
+                params,
+                &act_spec,
+                &format!("{name}.act{idx}"),
+                layer,
+                c_out,
+            );
             let plane = sh * sw;
             let n = capacity * c_out * plane;
             let zeros = |k: usize| vec![F::zero(); k];
@@ -315,12 +436,28 @@ impl<F: Float> Unet<F> {
             let plane = hl * wl;
             let (conv, upsampled) = match spec.upsampling {
                 Upsampling::Transposed => {
-                    let geom = Conv::transposed(c_hi, c, 2, 2, 0, 1, 1, size(l + 1)).expect("2×2 stride-2 transposed convolution doubles the size");
-                    (push_conv(&mut params, &format!("up.{l}"), layer, geom, true, &ip, rng), Vec::new())
+                    let geom = Conv::transposed(c_hi, c, 2, 2, 0, 1, 1, size(l + 1))
+                        .expect("2×2 stride-2 transposed convolution doubles the size");
+                    (
+                        push_conv(&mut params, &format!("up.{l}"), layer, geom, true, &ip, rng),
+                        Vec::new(),
+                    )
                 }
                 Upsampling::Nearest | Upsampling::Bilinear => {
-                    let geom = Conv::new(c_hi, c, 1, 1, 0, 1, 1, (hl, wl)).expect("1×1 convolution");
-                    (push_conv(&mut params, &format!("up.{l}"), layer, geom, false, &ip, rng), vec![F::zero(); capacity * c_hi * plane])
+                    let geom =
+                        Conv::new(c_hi, c, 1, 1, 0, 1, 1, (hl, wl)).expect("1×1 convolution");
+                    (
+                        push_conv(
+                            &mut params,
+                            &format!("up.{l}"),
+                            layer,
+                            geom,
+                            false,
+                            &ip,
+                            rng,
+                        ),
+                        vec![F::zero(); capacity * c_hi * plane],
+                    )
                 }
             };
             up.push(Up {
@@ -339,7 +476,8 @@ impl<F: Float> Unet<F> {
         up.reverse();
         dec_rev.reverse();
         let dec = dec_rev;
-        let head_geom = Conv::new(spec.channels(0), out_ch, 1, 1, 0, 1, 1, (h, w)).expect("1×1 head");
+        let head_geom =
+            Conv::new(spec.channels(0), out_ch, 1, 1, 0, 1, 1, (h, w)).expect("1×1 head");
         let head = push_conv(&mut params, "head", layer, head_geom, false, &ip, rng);
 
         let plane0 = h * w;
@@ -350,10 +488,12 @@ impl<F: Float> Unet<F> {
                 (vec![F::zero(); n], vec![0u32; n])
             })
             .collect();
-        let cats = (0..depth).map(|l| {
-            let (hl, wl) = size(l);
-            vec![F::zero(); capacity * 2 * spec.channels(l) * hl * wl]
-        }).collect();
+        let cats = (0..depth)
+            .map(|l| {
+                let (hl, wl) = size(l);
+                vec![F::zero(); capacity * 2 * spec.channels(l) * hl * wl]
+            })
+            .collect();
         // The largest activation: a level's concatenation, or its block output.
         let biggest = (0..=depth)
             .map(|l| {
@@ -363,11 +503,18 @@ impl<F: Float> Unet<F> {
             .chain([in_ch * plane0, out_ch * plane0])
             .max()
             .unwrap_or(1);
-        let max_weight = params.iter().filter(|p| p.role == Role::Weight).map(|p| p.value.len()).max().unwrap_or(1);
-        let g_enc = (0..=depth).map(|l| {
-            let (hl, wl) = size(l);
-            vec![F::zero(); capacity * spec.channels(l) * hl * wl]
-        }).collect();
+        let max_weight = params
+            .iter()
+            .filter(|p| p.role == Role::Weight)
+            .map(|p| p.value.len())
+            .max()
+            .unwrap_or(1);
+        let g_enc = (0..=depth)
+            .map(|l| {
+                let (hl, wl) = size(l);
+                vec![F::zero(); capacity * spec.channels(l) * hl * wl]
+            })
+            .collect();
         Unet {
             params,
             spec: spec.clone(),
@@ -385,7 +532,11 @@ impl<F: Float> Unet<F> {
             logits: vec![F::zero(); capacity * out_ch * plane0],
             d_logits: vec![F::zero(); capacity * out_ch * plane0],
             g_enc,
-            scratch: [vec![F::zero(); capacity * biggest], vec![F::zero(); capacity * biggest], vec![F::zero(); capacity * biggest]],
+            scratch: [
+                vec![F::zero(); capacity * biggest],
+                vec![F::zero(); capacity * biggest],
+                vec![F::zero(); capacity * biggest],
+            ],
             partial: vec![F::zero(); capacity * max_weight],
         }
     }
@@ -428,7 +579,11 @@ impl<F: Float> Unet<F> {
     /// Forward over `n` images `x: [n, in_ch, h, w]` into [`Self::logits`]
     /// (`[n, out_ch, h, w]`).
     pub fn forward_images(&mut self, x: &[F], n: usize, mode: Mode) {
-        assert!(n <= self.capacity, "unet: {n} images exceed the capacity {}", self.capacity);
+        assert!(
+            n <= self.capacity,
+            "unet: {n} images exceed the capacity {}",
+            self.capacity
+        );
         self.n = n;
         let depth = self.spec.depth;
         let eps = self.eps;
@@ -449,29 +604,67 @@ impl<F: Float> Unet<F> {
             s2.forward(params, &s1.h, n, mode, eps);
         }
         for l in (0..depth).rev() {
-            let below: &[F] = if l + 1 == depth { &self.enc[depth][1].h } else { &self.dec[l + 1][1].h };
+            let below: &[F] = if l + 1 == depth {
+                &self.enc[depth][1].h
+            } else {
+                &self.dec[l + 1][1].h
+            };
             let u = &mut self.up[l];
             let g = u.conv.geom;
             let (w, b) = (&params[u.conv.w].value, &params[u.conv.b].value);
-            let c_hi = if u.mode == Upsampling::Transposed { g.c_out } else { g.c_in };
+            let c_hi = if u.mode == Upsampling::Transposed {
+                g.c_out
+            } else {
+                g.c_in
+            };
             match u.mode {
-                Upsampling::Transposed => g.transposed_forward(n, below, w, Some(b), &mut u.out, &mut u.cols),
+                Upsampling::Transposed => {
+                    g.transposed_forward(n, below, w, Some(b), &mut u.out, &mut u.cols)
+                }
                 Upsampling::Nearest | Upsampling::Bilinear => {
-                    let mode = if u.mode == Upsampling::Nearest { Upsample::Nearest } else { Upsample::Bilinear };
-                    resample::upsample_forward(mode, 2, n * c_hi, (g.h / 2, g.w / 2), below, &mut u.upsampled);
+                    let mode = if u.mode == Upsampling::Nearest {
+                        Upsample::Nearest
+                    } else {
+                        Upsample::Bilinear
+                    };
+                    resample::upsample_forward(
+                        mode,
+                        2,
+                        n * c_hi,
+                        (g.h / 2, g.w / 2),
+                        below,
+                        &mut u.upsampled,
+                    );
                     g.forward(n, &u.upsampled, w, Some(b), &mut u.out, &mut u.cols);
                 }
             }
             let c = self.spec.channels(l);
             let plane = (self.dims.h >> l) * (self.dims.w >> l);
-            resample::concat_channels(n, plane, (&self.enc[l][1].h, c), (&u.out, c), &mut self.cats[l]);
+            resample::concat_channels(
+                n,
+                plane,
+                (&self.enc[l][1].h, c),
+                (&u.out, c),
+                &mut self.cats[l],
+            );
             let [s1, s2] = &mut self.dec[l];
             s1.forward(params, &self.cats[l], n, mode, eps);
             s2.forward(params, &s1.h, n, mode, eps);
         }
-        let top: &[F] = if depth == 0 { &self.enc[0][1].h } else { &self.dec[0][1].h };
+        let top: &[F] = if depth == 0 {
+            &self.enc[0][1].h
+        } else {
+            &self.dec[0][1].h
+        };
         let hd = self.head;
-        hd.geom.forward(n, top, &params[hd.w].value, Some(&params[hd.b].value), &mut self.logits, &mut self.head_cols);
+        hd.geom.forward(
+            n,
+            top,
+            &params[hd.w].value,
+            Some(&params[hd.b].value),
+            &mut self.logits,
+            &mut self.head_cols,
+        );
     }
 
     /// Backward from [`Self::d_logits`] to every parameter gradient (overwritten).
@@ -484,8 +677,20 @@ impl<F: Float> Unet<F> {
         // Head: ga = ∂L/∂h_0.
         let hd = self.head;
         {
-            let (mut dw, mut db) = (std::mem::take(&mut params[hd.w].grad), std::mem::take(&mut params[hd.b].grad));
-            hd.geom.backward(n, &self.d_logits, &params[hd.w].value, &mut self.head_cols, &mut dw, Some(&mut db), Some(&mut ga[..]), partial);
+            let (mut dw, mut db) = (
+                std::mem::take(&mut params[hd.w].grad),
+                std::mem::take(&mut params[hd.b].grad),
+            );
+            hd.geom.backward(
+                n,
+                &self.d_logits,
+                &params[hd.w].value,
+                &mut self.head_cols,
+                &mut dw,
+                Some(&mut db),
+                Some(&mut ga[..]),
+                partial,
+            );
             params[hd.w].grad = dw;
             params[hd.b].grad = db;
         }
@@ -504,26 +709,71 @@ impl<F: Float> Unet<F> {
             s2.backward(params, ga, n, Some(&mut gb[..]), partial);
             s1.backward(params, gb, n, Some(&mut gc[..]), partial);
             // Split: the skip's share into g_enc[l], the upsampled's into gb.
-            resample::split_channels(n, plane, &gc[..n * 2 * c * plane], (&mut self.g_enc[l], c), (&mut gb[..n * c * plane], c));
+            resample::split_channels(
+                n,
+                plane,
+                &gc[..n * 2 * c * plane],
+                (&mut self.g_enc[l], c),
+                (&mut gb[..n * c * plane], c),
+            );
             // up.l: gb → ga = ∂L/∂h_{l+1}.
             let u = &mut self.up[l];
             let g = u.conv.geom;
-            let (mut dw, mut db) = (std::mem::take(&mut params[u.conv.w].grad), std::mem::take(&mut params[u.conv.b].grad));
-            let below: &[F] = if l + 1 == depth { &self.enc[depth][1].h } else { &self.dec[l + 1][1].h };
+            let (mut dw, mut db) = (
+                std::mem::take(&mut params[u.conv.w].grad),
+                std::mem::take(&mut params[u.conv.b].grad),
+            );
+            let below: &[F] = if l + 1 == depth {
+                &self.enc[depth][1].h
+            } else {
+                &self.dec[l + 1][1].h
+            };
             match u.mode {
                 Upsampling::Transposed => {
-                    g.transposed_backward(n, &gb[..], below, &params[u.conv.w].value, &mut u.cols, &mut dw, Some(&mut db), Some(&mut ga[..]), partial);
+                    g.transposed_backward(
+                        n,
+                        &gb[..],
+                        below,
+                        &params[u.conv.w].value,
+                        &mut u.cols,
+                        &mut dw,
+                        Some(&mut db),
+                        Some(&mut ga[..]),
+                        partial,
+                    );
                 }
                 Upsampling::Nearest | Upsampling::Bilinear => {
-                    g.backward(n, &gb[..], &params[u.conv.w].value, &mut u.cols, &mut dw, Some(&mut db), Some(&mut u.upsampled), partial);
-                    let mode = if u.mode == Upsampling::Nearest { Upsample::Nearest } else { Upsample::Bilinear };
-                    resample::upsample_backward(mode, 2, n * g.c_in, (g.h / 2, g.w / 2), &u.upsampled, &mut ga[..]);
+                    g.backward(
+                        n,
+                        &gb[..],
+                        &params[u.conv.w].value,
+                        &mut u.cols,
+                        &mut dw,
+                        Some(&mut db),
+                        Some(&mut u.upsampled),
+                        partial,
+                    );
+                    let mode = if u.mode == Upsampling::Nearest {
+                        Upsample::Nearest
+                    } else {
+                        Upsample::Bilinear
+                    };
+                    resample::upsample_backward(
+                        mode,
+                        2,
+                        n * g.c_in,
+                        (g.h / 2, g.w / 2),
+                        &u.upsampled,
+                        &mut ga[..],
+                    );
                 }
             }
             params[u.conv.w].grad = dw;
             params[u.conv.b].grad = db;
             if l + 1 == depth {
-                let len = self.g_enc[depth].len().min(n * self.spec.channels(depth) * (self.dims.h >> depth) * (self.dims.w >> depth));
+                let len = self.g_enc[depth].len().min(
+                    n * self.spec.channels(depth) * (self.dims.h >> depth) * (self.dims.w >> depth),
+                );
                 for (d, &v) in self.g_enc[depth][..len].iter_mut().zip(&ga[..len]) {
                     *d += v;
                 }
@@ -542,7 +792,15 @@ impl<F: Float> Unet<F> {
                 let prev = &self.enc[l - 1][1];
                 let (c, pg) = (prev.channels(), prev.conv.geom);
                 let plen = n * c * pg.oh * pg.ow;
-                resample::pool_backward(Pool::Max, 2, n * c, (pg.oh, pg.ow), &gc[..], &self.pooled[l - 1].1, &mut gb[..plen]);
+                resample::pool_backward(
+                    Pool::Max,
+                    2,
+                    n * c,
+                    (pg.oh, pg.ow),
+                    &gc[..],
+                    &self.pooled[l - 1].1,
+                    &mut gb[..plen],
+                );
                 for (d, &v) in self.g_enc[l - 1][..plen].iter_mut().zip(&gb[..plen]) {
                     *d += v;
                 }
@@ -551,7 +809,12 @@ impl<F: Float> Unet<F> {
     }
 
     /// Elements of parameters and buffers for the memory estimate (an upper bound).
-    pub fn elements(spec: &UnetSpec, (in_ch, h, w): (usize, usize, usize), classes: usize, capacity: usize) -> (u64, u64) {
+    pub fn elements(
+        spec: &UnetSpec,
+        (in_ch, h, w): (usize, usize, usize),
+        classes: usize,
+        capacity: usize,
+    ) -> (u64, u64) {
         let cap = capacity as u64;
         let (mut params, mut buffers) = (0u64, 0u64);
         let out = spec.loss.channels(classes) as u64;
@@ -559,9 +822,17 @@ impl<F: Float> Unet<F> {
         for l in 0..=spec.depth {
             let plane = ((h >> l) * (w >> l)) as u64;
             let c = spec.channels(l) as u64;
-            let c_in = if l == 0 { in_ch as u64 } else { spec.channels(l - 1) as u64 };
+            let c_in = if l == 0 {
+                in_ch as u64
+            } else {
+                spec.channels(l - 1) as u64
+            };
             // Encoder and decoder blocks (the decoder's at levels below depth).
-            let blocks: &[(u64, u64)] = if l < spec.depth { &[(c_in, c), (2 * c, c)] } else { &[(c_in, c)] };
+            let blocks: &[(u64, u64)] = if l < spec.depth {
+                &[(c_in, c), (2 * c, c)]
+            } else {
+                &[(c_in, c)]
+            };
             for &(ci, co) in blocks {
                 params += 9 * ci * co + co + 9 * co * co + co + 8 * co;
                 // Per stage: cols, z, zn, h, d, fu, xhat.
@@ -612,6 +883,10 @@ impl<F: Float> Model<F> for Unet<F> {
         self
     }
     fn segmentation(&self) -> Option<(&[F], usize, usize)> {
-        Some((&self.logits[..self.n * self.dims.out_ch * self.plane()], self.dims.out_ch, self.plane()))
+        Some((
+            &self.logits[..self.n * self.dims.out_ch * self.plane()],
+            self.dims.out_ch,
+            self.plane(),
+        ))
     }
 }

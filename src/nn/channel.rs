@@ -49,7 +49,14 @@ impl<F: Float> Cache<F> {
             ChanNorm::Layer => n * plane,
         };
         Cache {
-            xhat: vec![F::zero(); if norm == ChanNorm::None { 0 } else { n * c * plane }],
+            xhat: vec![
+                F::zero();
+                if norm == ChanNorm::None {
+                    0
+                } else {
+                    n * c * plane
+                }
+            ],
             rstd: vec![0.0; sets],
         }
     }
@@ -60,7 +67,9 @@ impl<F: Float> Cache<F> {
 /// norm's sets run across planes at each pixel and are handled on their own.
 fn plane_sets(norm: ChanNorm, n: usize, c: usize) -> Vec<Vec<usize>> {
     match norm {
-        ChanNorm::Batch => (0..c).map(|ch| (0..n).map(|i| i * c + ch).collect()).collect(),
+        ChanNorm::Batch => (0..c)
+            .map(|ch| (0..n).map(|i| i * c + ch).collect())
+            .collect(),
         ChanNorm::Group(g) => {
             let cg = c / g;
             (0..n * g)
@@ -98,9 +107,15 @@ pub fn forward<F: Float>(
         for q in 0..n * c {
             let ch = q % c;
             let r = 1.0 / (rv[ch].f64() + eps).sqrt();
-            let (scale, shift) = (gamma[ch].f64() * r, beta[ch].f64() - gamma[ch].f64() * r * rm[ch].f64());
+            let (scale, shift) = (
+                gamma[ch].f64() * r,
+                beta[ch].f64() - gamma[ch].f64() * r * rm[ch].f64(),
+            );
             let (scale, shift) = (F::of(scale), F::of(shift));
-            for (yv, &xv) in y[q * plane..(q + 1) * plane].iter_mut().zip(&x[q * plane..(q + 1) * plane]) {
+            for (yv, &xv) in y[q * plane..(q + 1) * plane]
+                .iter_mut()
+                .zip(&x[q * plane..(q + 1) * plane])
+            {
                 *yv = scale * xv + shift;
             }
         }
@@ -113,7 +128,10 @@ pub fn forward<F: Float>(
             mean.fill(0.0);
             sq.fill(0.0);
             for ch in 0..c {
-                for (m, &v) in mean.iter_mut().zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane]) {
+                for (m, &v) in mean
+                    .iter_mut()
+                    .zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane])
+                {
                     *m += v.f64();
                 }
             }
@@ -121,7 +139,11 @@ pub fn forward<F: Float>(
                 *m /= c as f64;
             }
             for ch in 0..c {
-                for ((s2, &m), &v) in sq.iter_mut().zip(&mean).zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane]) {
+                for ((s2, &m), &v) in sq
+                    .iter_mut()
+                    .zip(&mean)
+                    .zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane])
+                {
                     let d = v.f64() - m;
                     *s2 += d * d;
                 }
@@ -145,11 +167,24 @@ pub fn forward<F: Float>(
     let count = (n * c * plane) as f64 / cache.rstd.len() as f64;
     let mut stats = Vec::with_capacity(cache.rstd.len());
     for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
-        let sum: f64 = planes.iter().map(|&q| x[q * plane..(q + 1) * plane].iter().map(|v| v.f64()).sum::<f64>()).sum();
+        let sum: f64 = planes
+            .iter()
+            .map(|&q| {
+                x[q * plane..(q + 1) * plane]
+                    .iter()
+                    .map(|v| v.f64())
+                    .sum::<f64>()
+            })
+            .sum();
         let mean = sum / count;
         let sq: f64 = planes
             .iter()
-            .map(|&q| x[q * plane..(q + 1) * plane].iter().map(|v| (v.f64() - mean) * (v.f64() - mean)).sum::<f64>())
+            .map(|&q| {
+                x[q * plane..(q + 1) * plane]
+                    .iter()
+                    .map(|v| (v.f64() - mean) * (v.f64() - mean))
+                    .sum::<f64>()
+            })
             .sum();
         let var = sq / count;
         let r = 1.0 / (var + eps).sqrt();
@@ -192,8 +227,15 @@ pub fn backward<F: Float>(
     let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
     for q in 0..n * c {
         let ch = q % c;
-        let (gs, xs) = (&g[q * plane..(q + 1) * plane], &cache.xhat[q * plane..(q + 1) * plane]);
-        dg[ch] += gs.iter().zip(xs).map(|(a, b)| a.f64() * b.f64()).sum::<f64>();
+        let (gs, xs) = (
+            &g[q * plane..(q + 1) * plane],
+            &cache.xhat[q * plane..(q + 1) * plane],
+        );
+        dg[ch] += gs
+            .iter()
+            .zip(xs)
+            .map(|(a, b)| a.f64() * b.f64())
+            .sum::<f64>();
         db[ch] += gs.iter().map(|a| a.f64()).sum::<f64>();
     }
     for ch in 0..c {
@@ -220,7 +262,9 @@ pub fn backward<F: Float>(
                 let gm = gamma[ch].f64();
                 for p in 0..plane {
                     let gh = g[o + p].f64() * gm;
-                    g[o + p] = F::of(r[p] * (gh - m1[p] / c as f64 - cache.xhat[o + p].f64() * m2[p] / c as f64));
+                    g[o + p] = F::of(
+                        r[p] * (gh - m1[p] / c as f64 - cache.xhat[o + p].f64() * m2[p] / c as f64),
+                    );
                 }
             }
         }
@@ -231,9 +275,16 @@ pub fn backward<F: Float>(
         let (mut m1, mut m2) = (0.0, 0.0);
         for &q in planes {
             let gm = gamma[q % c].f64();
-            let (gs, xs) = (&g[q * plane..(q + 1) * plane], &cache.xhat[q * plane..(q + 1) * plane]);
+            let (gs, xs) = (
+                &g[q * plane..(q + 1) * plane],
+                &cache.xhat[q * plane..(q + 1) * plane],
+            );
             m1 += gm * gs.iter().map(|a| a.f64()).sum::<f64>();
-            m2 += gm * gs.iter().zip(xs).map(|(a, b)| a.f64() * b.f64()).sum::<f64>();
+            m2 += gm
+                * gs.iter()
+                    .zip(xs)
+                    .map(|(a, b)| a.f64() * b.f64())
+                    .sum::<f64>();
         }
         let (m1, m2, r) = (m1 / count, m2 / count, cache.rstd[s]);
         for &q in planes {
@@ -320,7 +371,12 @@ mod tests {
     fn norm_gradients_match_finite_differences() {
         let mut rng = Rng::new(11);
         let (n, c, plane) = (3, 4, 5);
-        for norm in [ChanNorm::Batch, ChanNorm::Group(2), ChanNorm::Group(4), ChanNorm::Layer] {
+        for norm in [
+            ChanNorm::Batch,
+            ChanNorm::Group(2),
+            ChanNorm::Group(4),
+            ChanNorm::Layer,
+        ] {
             let x = rand(n * c * plane, &mut rng);
             let gamma: Vec<f64> = (0..c).map(|_| 1.0 + 0.3 * rng.normal()).collect();
             let beta = rand(c, &mut rng);
@@ -329,35 +385,72 @@ mod tests {
                 let mut y = vec![0.0; x.len()];
                 let mut cache = Cache::new(norm, n, c, plane);
                 let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-                forward(norm, Mode::Train, 1e-5, (n, c, plane), x, (gamma, beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+                forward(
+                    norm,
+                    Mode::Train,
+                    1e-5,
+                    (n, c, plane),
+                    x,
+                    (gamma, beta),
+                    Some((&mut rm, &mut rv)),
+                    &mut y,
+                    &mut cache,
+                );
                 y.iter().zip(&r).map(|(a, b)| a * b).sum::<f64>()
             };
             let mut y = vec![0.0; x.len()];
             let mut cache = Cache::new(norm, n, c, plane);
             let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
-            forward(norm, Mode::Train, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+            forward(
+                norm,
+                Mode::Train,
+                1e-5,
+                (n, c, plane),
+                &x,
+                (&gamma, &beta),
+                Some((&mut rm, &mut rv)),
+                &mut y,
+                &mut cache,
+            );
             let mut g = r.clone();
             let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-            backward(norm, (n, c, plane), &gamma, &mut g, (&mut dg, &mut db), &cache);
+            backward(
+                norm,
+                (n, c, plane),
+                &gamma,
+                &mut g,
+                (&mut dg, &mut db),
+                &cache,
+            );
             let h = 1e-6;
             for i in 0..x.len() {
                 let (mut a, mut b) = (x.clone(), x.clone());
                 a[i] += h;
                 b[i] -= h;
                 let fd = (f(&a, &gamma, &beta) - f(&b, &gamma, &beta)) / (2.0 * h);
-                assert!((fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} x[{i}]: {} vs {fd}", g[i]);
+                assert!(
+                    (fd - g[i]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{norm:?} x[{i}]: {} vs {fd}",
+                    g[i]
+                );
             }
             for ch in 0..c {
                 let (mut a, mut b) = (gamma.clone(), gamma.clone());
                 a[ch] += h;
                 b[ch] -= h;
                 let fd = (f(&x, &a, &beta) - f(&x, &b, &beta)) / (2.0 * h);
-                assert!((fd - dg[ch]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} γ[{ch}]");
+                assert!(
+                    (fd - dg[ch]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{norm:?} γ[{ch}]"
+                );
                 let (mut a, mut b) = (beta.clone(), beta.clone());
                 a[ch] += h;
                 b[ch] -= h;
                 let fd = (f(&x, &gamma, &a) - f(&x, &gamma, &b)) / (2.0 * h);
-                assert!((fd - db[ch]).abs() < 1e-6 * (1.0 + fd.abs()), "{norm:?} β[{ch}]");
+                assert!(
+                    (fd - db[ch]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "{norm:?} β[{ch}]"
+                );
             }
         }
     }
@@ -372,11 +465,31 @@ mod tests {
         let mut y = vec![0.0f64; 4];
         let mut cache = Cache::new(ChanNorm::Batch, n, c, plane);
         let (gamma, beta) = ([1.0f64], [0.0f64]);
-        forward(ChanNorm::Batch, Mode::Train, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+        forward(
+            ChanNorm::Batch,
+            Mode::Train,
+            1e-5,
+            (n, c, plane),
+            &x,
+            (&gamma, &beta),
+            Some((&mut rm, &mut rv)),
+            &mut y,
+            &mut cache,
+        );
         // mean 3, biased var 3.5, unbiased 14/3.
         assert!((rm[0] - 0.3).abs() < 1e-12);
         assert!((rv[0] - (0.9 + 0.1 * 14.0 / 3.0)).abs() < 1e-12);
-        forward(ChanNorm::Batch, Mode::Eval, 1e-5, (n, c, plane), &x, (&gamma, &beta), Some((&mut rm, &mut rv)), &mut y, &mut cache);
+        forward(
+            ChanNorm::Batch,
+            Mode::Eval,
+            1e-5,
+            (n, c, plane),
+            &x,
+            (&gamma, &beta),
+            Some((&mut rm, &mut rv)),
+            &mut y,
+            &mut cache,
+        );
         let want = (6.0 - rm[0]) / (rv[0] + 1e-5).sqrt();
         assert!((y[3] - want).abs() < 1e-12);
     }
@@ -393,14 +506,36 @@ mod tests {
             let r = rand(n * c * plane, &mut rng);
             let f = |z: &[f64], a: &[f64], b: &[f64], cc: &[f64]| {
                 let (mut h, mut d) = (vec![0.0; z.len()], vec![0.0; z.len()]);
-                act_forward(act, (n, c, plane), Some((a, b, cc)), z, &mut h, &mut d, None);
+                act_forward(
+                    act,
+                    (n, c, plane),
+                    Some((a, b, cc)),
+                    z,
+                    &mut h,
+                    &mut d,
+                    None,
+                );
                 h.iter().zip(&r).map(|(x, y)| x * y).sum::<f64>()
             };
-            let (mut h, mut d, mut fu) = (vec![0.0; z.len()], vec![0.0; z.len()], vec![0.0; z.len()]);
-            act_forward(act, (n, c, plane), Some((&a, &b, &cc)), &z, &mut h, &mut d, Some(&mut fu));
+            let (mut h, mut d, mut fu) =
+                (vec![0.0; z.len()], vec![0.0; z.len()], vec![0.0; z.len()]);
+            act_forward(
+                act,
+                (n, c, plane),
+                Some((&a, &b, &cc)),
+                &z,
+                &mut h,
+                &mut d,
+                Some(&mut fu),
+            );
             let mut g = r.clone();
             let (mut ga, mut gb, mut gc) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
-            act_backward((n, c, plane), &mut g, &d, Some((&fu, &mut ga, &mut gb, &mut gc)));
+            act_backward(
+                (n, c, plane),
+                &mut g,
+                &d,
+                Some((&fu, &mut ga, &mut gb, &mut gc)),
+            );
             let e = 1e-6;
             for i in 0..z.len() {
                 let (mut p, mut m) = (z.clone(), z.clone());

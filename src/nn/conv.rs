@@ -85,7 +85,9 @@ impl Conv {
         groups: usize,
         (h, w): (usize, usize),
     ) -> Option<Conv> {
-        let side = |n: usize| ((n.checked_sub(1)?) * stride + dil * (k.checked_sub(1)?) + 1).checked_sub(2 * pad);
+        let side = |n: usize| {
+            ((n.checked_sub(1)?) * stride + dil * (k.checked_sub(1)?) + 1).checked_sub(2 * pad)
+        };
         let (oh, ow) = (side(h)?, side(w)?);
         let c = Conv::new(c_out, c_in, k, stride, pad, dil, groups, (oh, ow))?;
         (c.oh == h && c.ow == w).then_some(c)
@@ -186,7 +188,8 @@ impl Conv {
                         }
                         if self.stride == 1 {
                             let s0 = xlo + base - self.pad;
-                            for (d, &v) in dst[s0..s0 + (xhi - xlo)].iter_mut().zip(&src[xlo..xhi]) {
+                            for (d, &v) in dst[s0..s0 + (xhi - xlo)].iter_mut().zip(&src[xlo..xhi])
+                            {
                                 *d += v;
                             }
                         } else {
@@ -269,10 +272,18 @@ impl Conv {
         y: &mut [F],
         cols: &mut [F],
     ) {
-        let (il, ol, cl, p) = (self.in_len(), self.out_len(), self.col_len(), self.oh * self.ow);
+        let (il, ol, cl, p) = (
+            self.in_len(),
+            self.out_len(),
+            self.col_len(),
+            self.oh * self.ow,
+        );
         par::for_items(
             n,
-            (par::rows(&mut y[..n * ol], ol), par::rows(&mut cols[..n * cl], cl)),
+            (
+                par::rows(&mut y[..n * ol], ol),
+                par::rows(&mut cols[..n * cl], cl),
+            ),
             |i, (yi, col)| {
                 self.im2col(&x[i * il..(i + 1) * il], col);
                 self.weight_times_col(wt, col, yi, false);
@@ -302,10 +313,18 @@ impl Conv {
         dx: Option<&mut [F]>,
         partial: &mut [F],
     ) {
-        let (il, ol, cl, wl) = (self.in_len(), self.out_len(), self.col_len(), self.weight_len());
+        let (il, ol, cl, wl) = (
+            self.in_len(),
+            self.out_len(),
+            self.col_len(),
+            self.weight_len(),
+        );
         par::for_items(
             n,
-            (par::rows(&mut partial[..n * wl], wl), par::rows(&mut cols[..n * cl], cl)),
+            (
+                par::rows(&mut partial[..n * wl], wl),
+                par::rows(&mut cols[..n * cl], cl),
+            ),
             |i, (pw, col)| self.grad_weight(&g[i * ol..(i + 1) * ol], col, pw),
         );
         sum_partials(&partial[..n * wl], dw);
@@ -315,7 +334,10 @@ impl Conv {
         if let Some(dx) = dx {
             par::for_items(
                 n,
-                (par::rows(&mut dx[..n * il], il), par::rows(&mut cols[..n * cl], cl)),
+                (
+                    par::rows(&mut dx[..n * il], il),
+                    par::rows(&mut cols[..n * cl], cl),
+                ),
                 |i, (dxi, col)| {
                     self.weight_t_times(wt, &g[i * ol..(i + 1) * ol], col);
                     dxi.fill(F::zero());
@@ -336,10 +358,18 @@ impl Conv {
         y: &mut [F],
         cols: &mut [F],
     ) {
-        let (il, ol, cl, plane) = (self.in_len(), self.out_len(), self.col_len(), self.h * self.w);
+        let (il, ol, cl, plane) = (
+            self.in_len(),
+            self.out_len(),
+            self.col_len(),
+            self.h * self.w,
+        );
         par::for_items(
             n,
-            (par::rows(&mut y[..n * il], il), par::rows(&mut cols[..n * cl], cl)),
+            (
+                par::rows(&mut y[..n * il], il),
+                par::rows(&mut cols[..n * cl], cl),
+            ),
             |i, (yi, col)| {
                 self.weight_t_times(wt, &x[i * ol..(i + 1) * ol], col);
                 match bias {
@@ -371,11 +401,19 @@ impl Conv {
         dx: Option<&mut [F]>,
         partial: &mut [F],
     ) {
-        let (il, ol, cl, wl) = (self.in_len(), self.out_len(), self.col_len(), self.weight_len());
+        let (il, ol, cl, wl) = (
+            self.in_len(),
+            self.out_len(),
+            self.col_len(),
+            self.weight_len(),
+        );
         // col = im2col(g); dW (as this geometry's weight) = x·colᵀ.
         par::for_items(
             n,
-            (par::rows(&mut partial[..n * wl], wl), par::rows(&mut cols[..n * cl], cl)),
+            (
+                par::rows(&mut partial[..n * wl], wl),
+                par::rows(&mut cols[..n * cl], cl),
+            ),
             |i, (pw, col)| {
                 self.im2col(&g[i * il..(i + 1) * il], col);
                 self.grad_weight(&x[i * ol..(i + 1) * ol], col, pw);
@@ -388,7 +426,10 @@ impl Conv {
         if let Some(dx) = dx {
             par::for_items(
                 n,
-                (par::rows(&mut dx[..n * ol], ol), par::rows(&mut cols[..n * cl], cl)),
+                (
+                    par::rows(&mut dx[..n * ol], ol),
+                    par::rows(&mut cols[..n * cl], cl),
+                ),
                 |_, (dxi, col)| self.weight_times_col(wt, col, dxi, false),
             );
         }
@@ -443,7 +484,8 @@ mod tests {
                                 if iy < 0 || ix < 0 || iy >= c.h as isize || ix >= c.w as isize {
                                     continue;
                                 }
-                                let xv = x[((g * cig + ci) * c.h + iy as usize) * c.w + ix as usize];
+                                let xv =
+                                    x[((g * cig + ci) * c.h + iy as usize) * c.w + ix as usize];
                                 s += wt[((co * cig + ci) * c.kh + a) * c.kw + bb] * xv;
                             }
                         }
@@ -536,19 +578,35 @@ mod tests {
                 };
                 let mut y = vec![0.0; n * xout];
                 let mut cols = vec![0.0; n * c.col_len()];
-                let (mut dw, mut db, mut dx) =
-                    (vec![0.0; c.weight_len()], vec![0.0; bias_len], vec![0.0; n * xin]);
+                let (mut dw, mut db, mut dx) = (
+                    vec![0.0; c.weight_len()],
+                    vec![0.0; bias_len],
+                    vec![0.0; n * xin],
+                );
                 let mut partial = vec![0.0; n * c.weight_len()];
                 if transposed {
                     c.transposed_forward(n, &x, &wt, Some(&b), &mut y, &mut cols);
                     c.transposed_backward(
-                        n, &r, &x, &wt, &mut cols, &mut dw, Some(&mut db), Some(&mut dx),
+                        n,
+                        &r,
+                        &x,
+                        &wt,
+                        &mut cols,
+                        &mut dw,
+                        Some(&mut db),
+                        Some(&mut dx),
                         &mut partial,
                     );
                 } else {
                     c.forward(n, &x, &wt, Some(&b), &mut y, &mut cols);
                     c.backward(
-                        n, &r, &wt, &mut cols, &mut dw, Some(&mut db), Some(&mut dx),
+                        n,
+                        &r,
+                        &wt,
+                        &mut cols,
+                        &mut dw,
+                        Some(&mut db),
+                        Some(&mut dx),
                         &mut partial,
                     );
                 }
@@ -587,7 +645,13 @@ mod tests {
         let c = Conv::new(1, 1, 3, 2, 1, 1, 1, (7, 7)).unwrap();
         assert_eq!((c.oh, c.ow), (4, 4));
         let t = Conv::transposed(4, 2, 2, 2, 0, 1, 1, (5, 5)).unwrap();
-        assert_eq!((t.h, t.w, t.oh, t.ow, t.c_in, t.c_out), (10, 10, 5, 5, 2, 4));
-        assert!(Conv::new(3, 4, 3, 1, 0, 1, 2, (5, 5)).is_none(), "3 channels in 2 groups");
+        assert_eq!(
+            (t.h, t.w, t.oh, t.ow, t.c_in, t.c_out),
+            (10, 10, 5, 5, 2, 4)
+        );
+        assert!(
+            Conv::new(3, 4, 3, 1, 0, 1, 2, (5, 5)).is_none(),
+            "3 channels in 2 groups"
+        );
     }
 }

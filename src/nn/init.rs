@@ -122,7 +122,8 @@ pub fn conv(
         FanMode::FanIn => fi,
         FanMode::FanOut => fo,
     };
-    let normal = |rng: &mut Rng, std: f64| (0..weights).map(|_| std * rng.normal()).collect::<Vec<_>>();
+    let normal =
+        |rng: &mut Rng, std: f64| (0..weights).map(|_| std * rng.normal()).collect::<Vec<_>>();
     let uniform = |rng: &mut Rng, bound: f64| {
         (0..weights)
             .map(|_| rng.uniform_in(-bound, bound))

@@ -32,7 +32,10 @@ pub fn pool_forward<F: Float>(
     let inv = F::of(1.0 / (k * k) as f64);
     par::for_row_blocks(
         planes,
-        (par::rows(&mut y[..planes * op], op), par::rows(&mut arg[..planes * op], op)),
+        (
+            par::rows(&mut y[..planes * op], op),
+            par::rows(&mut arg[..planes * op], op),
+        ),
         |_, r, (y, arg)| {
             for (j, p) in r.enumerate() {
                 let xp = &x[p * ip..(p + 1) * ip];
@@ -203,7 +206,13 @@ pub fn upsample_backward<F: Float>(
 
 /// `y: [n, ca + cb, plane]` ← `a: [n, ca, plane]` then `b: [n, cb, plane]` along channels
 /// (`torch.cat([a, b], dim=1)`).
-pub fn concat_channels<F: Float>(n: usize, plane: usize, (a, ca): (&[F], usize), (b, cb): (&[F], usize), y: &mut [F]) {
+pub fn concat_channels<F: Float>(
+    n: usize,
+    plane: usize,
+    (a, ca): (&[F], usize),
+    (b, cb): (&[F], usize),
+    y: &mut [F],
+) {
     let (la, lb) = (ca * plane, cb * plane);
     for i in 0..n {
         let yi = &mut y[i * (la + lb)..(i + 1) * (la + lb)];
@@ -213,7 +222,13 @@ pub fn concat_channels<F: Float>(n: usize, plane: usize, (a, ca): (&[F], usize),
 }
 
 /// The split of a concatenation's gradient: `ga += g[:, :ca]`, `gb ← g[:, ca:]`.
-pub fn split_channels<F: Float>(n: usize, plane: usize, g: &[F], (ga, ca): (&mut [F], usize), (gb, cb): (&mut [F], usize)) {
+pub fn split_channels<F: Float>(
+    n: usize,
+    plane: usize,
+    g: &[F],
+    (ga, ca): (&mut [F], usize),
+    (gb, cb): (&mut [F], usize),
+) {
     let (la, lb) = (ca * plane, cb * plane);
     for i in 0..n {
         let gi = &g[i * (la + lb)..(i + 1) * (la + lb)];
@@ -263,10 +278,18 @@ mod tests {
                     a[i] += 1e-6;
                     b[i] -= 1e-6;
                     let fd = (f(&a) - f(&b)) / 2e-6;
-                    assert!((fd - dx[i]).abs() < 1e-6, "{kind:?} {k} {h}x{w} [{i}]: {} vs {fd}", dx[i]);
+                    assert!(
+                        (fd - dx[i]).abs() < 1e-6,
+                        "{kind:?} {k} {h}x{w} [{i}]: {} vs {fd}",
+                        dx[i]
+                    );
                 }
             }
-            for (s, mode) in [(2, Upsample::Nearest), (2, Upsample::Bilinear), (3, Upsample::Bilinear)] {
+            for (s, mode) in [
+                (2, Upsample::Nearest),
+                (2, Upsample::Bilinear),
+                (3, Upsample::Bilinear),
+            ] {
                 let x = rand(planes * h * w, &mut rng);
                 let r = rand(planes * h * w * s * s, &mut rng);
                 let f = |x: &[f64]| {
@@ -281,7 +304,11 @@ mod tests {
                     a[i] += 1e-6;
                     b[i] -= 1e-6;
                     let fd = (f(&a) - f(&b)) / 2e-6;
-                    assert!((fd - dx[i]).abs() < 1e-6, "{mode:?} {s} [{i}]: {} vs {fd}", dx[i]);
+                    assert!(
+                        (fd - dx[i]).abs() < 1e-6,
+                        "{mode:?} {s} [{i}]: {} vs {fd}",
+                        dx[i]
+                    );
                 }
             }
         }

@@ -34,9 +34,13 @@ pub fn loss<F: Float>(
     }
     let mut total = 0.0;
     match kind {
-        SegLoss::CrossEntropy => total += cross_entropy(n, k, plane, z, y, grad.as_deref_mut(), 1.0),
+        SegLoss::CrossEntropy => {
+            total += cross_entropy(n, k, plane, z, y, grad.as_deref_mut(), 1.0)
+        }
         SegLoss::Bce => total += bce(n, plane, z, y, grad.as_deref_mut(), 1.0),
-        SegLoss::Dice if k > 1 => total += dice_softmax(n, k, plane, z, y, grad.as_deref_mut(), 1.0),
+        SegLoss::Dice if k > 1 => {
+            total += dice_softmax(n, k, plane, z, y, grad.as_deref_mut(), 1.0)
+        }
         SegLoss::Dice => total += dice_binary(n, plane, z, y, grad.as_deref_mut(), 1.0),
         SegLoss::BceDice => {
             total += bce(n, plane, z, y, grad.as_deref_mut(), 1.0);
@@ -76,7 +80,15 @@ fn correct<F: Float>(n: usize, k: usize, plane: usize, z: &[F], y: &[F]) -> usiz
 }
 
 /// Mean softmax cross-entropy; adds `scale·∂/∂z` to `grad`.
-fn cross_entropy<F: Float>(n: usize, k: usize, plane: usize, z: &[F], y: &[F], grad: Option<&mut [F]>, scale: f64) -> f64 {
+fn cross_entropy<F: Float>(
+    n: usize,
+    k: usize,
+    plane: usize,
+    z: &[F],
+    y: &[F],
+    grad: Option<&mut [F]>,
+    scale: f64,
+) -> f64 {
     let inv = 1.0 / (n * plane) as f64;
     let mut sum = 0.0;
     let mut grad = grad;
@@ -84,7 +96,9 @@ fn cross_entropy<F: Float>(n: usize, k: usize, plane: usize, z: &[F], y: &[F], g
     for i in 0..n {
         for p in 0..plane {
             let at = |c: usize| (i * k + c) * plane + p;
-            let m = (0..k).map(|c| z[at(c)].f64()).fold(f64::NEG_INFINITY, f64::max);
+            let m = (0..k)
+                .map(|c| z[at(c)].f64())
+                .fold(f64::NEG_INFINITY, f64::max);
             let mut s = 0.0;
             for c in 0..k {
                 e[c] = (z[at(c)].f64() - m).exp();
@@ -113,7 +127,14 @@ fn sigmoid(x: f64) -> f64 {
 }
 
 /// Mean binary cross-entropy on logits; adds `scale·∂/∂z`.
-fn bce<F: Float>(n: usize, plane: usize, z: &[F], y: &[F], grad: Option<&mut [F]>, scale: f64) -> f64 {
+fn bce<F: Float>(
+    n: usize,
+    plane: usize,
+    z: &[F],
+    y: &[F],
+    grad: Option<&mut [F]>,
+    scale: f64,
+) -> f64 {
     let inv = 1.0 / (n * plane) as f64;
     let mut sum = 0.0;
     let mut grad = grad;
@@ -128,18 +149,31 @@ fn bce<F: Float>(n: usize, plane: usize, z: &[F], y: &[F], grad: Option<&mut [F]
 }
 
 /// Binary soft Dice loss `1 − (2I + 1)/(S + 1)` with `p = σ(z)`; adds `scale·∂/∂z`.
-fn dice_binary<F: Float>(n: usize, plane: usize, z: &[F], y: &[F], grad: Option<&mut [F]>, scale: f64) -> f64 {
+fn dice_binary<F: Float>(
+    n: usize,
+    plane: usize,
+    z: &[F],
+    y: &[F],
+    grad: Option<&mut [F]>,
+    scale: f64,
+) -> f64 {
     let len = n * plane;
     let (mut inter, mut s) = (0.0, 0.0);
     for i in 0..len {
-        let (p, t) = (sigmoid(z[i].f64()), if y[i].f64() >= 0.5 { 1.0 } else { 0.0 });
+        let (p, t) = (
+            sigmoid(z[i].f64()),
+            if y[i].f64() >= 0.5 { 1.0 } else { 0.0 },
+        );
         inter += p * t;
         s += p + t;
     }
     let (num, den) = (2.0 * inter + 1.0, s + 1.0);
     if let Some(g) = grad {
         for i in 0..len {
-            let (p, t) = (sigmoid(z[i].f64()), if y[i].f64() >= 0.5 { 1.0 } else { 0.0 });
+            let (p, t) = (
+                sigmoid(z[i].f64()),
+                if y[i].f64() >= 0.5 { 1.0 } else { 0.0 },
+            );
             let dp = -(2.0 * t * den - num) / (den * den);
             g[i] += F::of(scale * dp * p * (1.0 - p));
         }
@@ -149,13 +183,23 @@ fn dice_binary<F: Float>(n: usize, plane: usize, z: &[F], y: &[F], grad: Option<
 
 /// Multi-class soft Dice loss over the foreground classes with `p = softmax(z)`; adds
 /// `scale·∂/∂z`.
-fn dice_softmax<F: Float>(n: usize, k: usize, plane: usize, z: &[F], y: &[F], grad: Option<&mut [F]>, scale: f64) -> f64 {
+fn dice_softmax<F: Float>(
+    n: usize,
+    k: usize,
+    plane: usize,
+    z: &[F],
+    y: &[F],
+    grad: Option<&mut [F]>,
+    scale: f64,
+) -> f64 {
     // Softmax probabilities, [n, k, plane].
     let mut prob = vec![0.0; n * k * plane];
     for i in 0..n {
         for p in 0..plane {
             let at = |c: usize| (i * k + c) * plane + p;
-            let m = (0..k).map(|c| z[at(c)].f64()).fold(f64::NEG_INFINITY, f64::max);
+            let m = (0..k)
+                .map(|c| z[at(c)].f64())
+                .fold(f64::NEG_INFINITY, f64::max);
             let s: f64 = (0..k).map(|c| (z[at(c)].f64() - m).exp()).sum();
             for c in 0..k {
                 prob[at(c)] = (z[at(c)].f64() - m).exp() / s;
@@ -175,7 +219,10 @@ fn dice_softmax<F: Float>(n: usize, k: usize, plane: usize, z: &[F], y: &[F], gr
             }
         }
     }
-    let mean_dice: f64 = (1..k).map(|c| (2.0 * inter[c] + 1.0) / (sum[c] + 1.0)).sum::<f64>() / fg as f64;
+    let mean_dice: f64 = (1..k)
+        .map(|c| (2.0 * inter[c] + 1.0) / (sum[c] + 1.0))
+        .sum::<f64>()
+        / fg as f64;
     if let Some(g) = grad {
         let mut dp = vec![0.0; k];
         for i in 0..n {
@@ -216,15 +263,23 @@ mod tests {
             (SegLoss::BceDice, 1, 2),
         ] {
             let z: Vec<f64> = (0..n * k * plane).map(|_| rng.normal()).collect();
-            let y: Vec<f64> = (0..n * plane).map(|_| rng.below(classes as u64) as f64).collect();
+            let y: Vec<f64> = (0..n * plane)
+                .map(|_| rng.below(classes as u64) as f64)
+                .collect();
             let mut g = vec![0.0; z.len()];
             loss(kind, 0.7, (n, k, plane), &z, &y, Some(&mut g));
             for i in 0..z.len() {
                 let (mut a, mut b) = (z.clone(), z.clone());
                 a[i] += 1e-6;
                 b[i] -= 1e-6;
-                let fd = (loss(kind, 0.7, (n, k, plane), &a, &y, None).loss - loss(kind, 0.7, (n, k, plane), &b, &y, None).loss) / 2e-6;
-                assert!((fd - g[i]).abs() < 1e-7, "{kind:?} k={k} [{i}]: {} vs {fd}", g[i]);
+                let fd = (loss(kind, 0.7, (n, k, plane), &a, &y, None).loss
+                    - loss(kind, 0.7, (n, k, plane), &b, &y, None).loss)
+                    / 2e-6;
+                assert!(
+                    (fd - g[i]).abs() < 1e-7,
+                    "{kind:?} k={k} [{i}]: {} vs {fd}",
+                    g[i]
+                );
             }
         }
     }
@@ -236,13 +291,29 @@ mod tests {
     fn closed_forms() {
         let y = [1.0, 0.0, 1.0, 1.0];
         let z0 = vec![0.0; 12];
-        assert!((loss(SegLoss::CrossEntropy, 1.0, (1, 3, 4), &z0, &y, None).loss - 3f64.ln()).abs() < 1e-12);
-        assert!((loss(SegLoss::Bce, 1.0, (1, 1, 4), &z0[..4], &y, None).loss - 2f64.ln()).abs() < 1e-12);
-        let perfect: Vec<f64> = y.iter().map(|&t| if t == 1.0 { 40.0 } else { -40.0 }).collect();
-        assert!(loss(SegLoss::Dice, 1.0, (1, 1, 4), &perfect, &y, None).loss.abs() < 1e-12);
+        assert!(
+            (loss(SegLoss::CrossEntropy, 1.0, (1, 3, 4), &z0, &y, None).loss - 3f64.ln()).abs()
+                < 1e-12
+        );
+        assert!(
+            (loss(SegLoss::Bce, 1.0, (1, 1, 4), &z0[..4], &y, None).loss - 2f64.ln()).abs() < 1e-12
+        );
+        let perfect: Vec<f64> = y
+            .iter()
+            .map(|&t| if t == 1.0 { 40.0 } else { -40.0 })
+            .collect();
+        assert!(
+            loss(SegLoss::Dice, 1.0, (1, 1, 4), &perfect, &y, None)
+                .loss
+                .abs()
+                < 1e-12
+        );
         let empty = vec![-40.0; 4];
         let l = loss(SegLoss::Dice, 1.0, (1, 1, 4), &empty, &y, None).loss;
         assert!((l - (1.0 - 1.0 / 4.0)).abs() < 1e-12, "{l}");
-        assert_eq!(loss(SegLoss::Bce, 1.0, (1, 1, 4), &perfect, &y, None).correct, Some(4));
+        assert_eq!(
+            loss(SegLoss::Bce, 1.0, (1, 1, 4), &perfect, &y, None).correct,
+            Some(4)
+        );
     }
 }

@@ -43,17 +43,29 @@ impl<F: Float> Observable<F> for Channels {
             let chan_means: Vec<f64> = (0..ch)
                 .map(|k| {
                     (0..n)
-                        .map(|i| h[(i * ch + k) * plane..(i * ch + k + 1) * plane].iter().map(|v| v.f64()).sum::<f64>())
+                        .map(|i| {
+                            h[(i * ch + k) * plane..(i * ch + k + 1) * plane]
+                                .iter()
+                                .map(|v| v.f64())
+                                .sum::<f64>()
+                        })
                         .sum::<f64>()
                         / (n * plane) as f64
                 })
                 .collect();
             let mu = chan_means.iter().sum::<f64>() / ch as f64;
-            let spread = (chan_means.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / ch as f64).sqrt();
+            let spread =
+                (chan_means.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / ch as f64).sqrt();
             out.push(row(c.step, Some(l), "chan_mean_spread", spread));
             if let Some(kind) = act.inactive_kind() {
                 let inactive = (0..ch)
-                    .filter(|&k| (0..n).all(|i| h[(i * ch + k) * plane..(i * ch + k + 1) * plane].iter().all(|v| act.is_inactive(v.f64()))))
+                    .filter(|&k| {
+                        (0..n).all(|i| {
+                            h[(i * ch + k) * plane..(i * ch + k + 1) * plane]
+                                .iter()
+                                .all(|v| act.is_inactive(v.f64()))
+                        })
+                    })
                     .count();
                 let name = match kind {
                     crate::nn::activation::InactiveKind::Dead => "dead_channels",

@@ -948,3 +948,41 @@ pub fn subtask_curves(d: &RunData, what: &str, title: &str) -> Option<Figure> {
         })
     })
 }
+
+/// A segmentation run's overlap over training: `dice_{k}` and `iou_{k}` per foreground class,
+/// and the threshold baseline's Dice (`threshold_dice`, recorded at step 0) as a dashed level
+/// across the evaluations; `None` for other runs.
+pub fn segmentation_overlap(d: &RunData) -> Option<Figure> {
+    if !d.has("dice") {
+        return None;
+    }
+    let mut series = Vec::new();
+    let mut k = 1;
+    let mut steps: Vec<f64> = Vec::new();
+    while let Some(p) = d.get(&format!("dice_{k}"), None) {
+        let mut s = line(&format!("Dice, class {k}"), p, 2 * (k - 1));
+        s.markers = p.len() <= 40;
+        series.push(s);
+        if let Some(q) = d.get(&format!("iou_{k}"), None) {
+            let mut s = line(&format!("IoU, class {k}"), q, 2 * (k - 1) + 1);
+            s.markers = q.len() <= 40;
+            series.push(s);
+        }
+        steps = p.iter().map(|x| x.0).collect();
+        k += 1;
+    }
+    if let (Some(t), Some((&first, &last))) = (d.get("threshold_dice", None), steps.first().zip(steps.last())) {
+        if let Some(&(_, v)) = t.first() {
+            let mut s = line("best intensity threshold, Dice", &[(first, v), (last, v)], 7);
+            s.stroke = crate::plot::Stroke::Dashed;
+            series.push(s);
+        }
+    }
+    Some(Figure::Lines(LineChart {
+        title: "Held-out overlap".into(),
+        x_label: "step".into(),
+        y_label: "Dice, IoU".into(),
+        series,
+        ..LineChart::default()
+    }))
+}

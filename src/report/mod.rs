@@ -225,6 +225,11 @@ pub fn run_page(
     )?;
     generative_figures(store, &run.id, &d, &mut b, &mut add)?;
     add(
+        figures::segmentation_overlap(&d),
+        "<b>Overlap on held-out images</b>: Dice and IoU per foreground class at each evaluation (mean over images; an image where the class is absent from mask and prediction scores 1), beside the best single intensity threshold's Dice (dashed), chosen on the held-out images themselves. Pixel accuracy is the accuracy figure's test line.",
+        &mut b,
+    )?;
+    add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
         &mut b,

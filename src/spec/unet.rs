@@ -169,14 +169,21 @@ impl UnetSpec {
 
     /// Group norm's groups for `c` channels: the largest divisor of `c` not above `groups`.
     pub fn groups_for(&self, c: usize) -> usize {
-        (1..=self.groups.min(c)).rev().find(|g| c % g == 0).unwrap_or(1)
+        (1..=self.groups.min(c))
+            .rev()
+            .find(|g| c % g == 0)
+            .unwrap_or(1)
     }
 
     /// Ranges: `(key, message, hint)` with keys under `model.unet.`.
     pub fn validate(&self) -> Result<(), (String, String, String)> {
         let bad = |k: &str, m: String, h: &str| Err((format!("model.unet.{k}"), m, h.to_string()));
         if self.depth > 6 {
-            return bad("depth", format!("must be at most 6 (got {})", self.depth), "e.g. depth = 2");
+            return bad(
+                "depth",
+                format!("must be at most 6 (got {})", self.depth),
+                "e.g. depth = 2",
+            );
         }
         if self.base_channels == 0 || self.base_channels > 1024 {
             return bad(
@@ -190,7 +197,8 @@ impl UnetSpec {
                 "channel_mult",
                 format!(
                     "gives {} channels at the coarsest level (at most 16384, at least 1)",
-                    self.base_channels.saturating_mul(self.channel_mult.saturating_pow(self.depth as u32))
+                    self.base_channels
+                        .saturating_mul(self.channel_mult.saturating_pow(self.depth as u32))
                 ),
                 "e.g. channel_mult = 2",
             );

@@ -29,9 +29,9 @@ pub mod modular;
 pub mod modular_sequence;
 pub mod parity;
 pub mod pcfg;
-pub mod shapes;
 pub mod repeated;
 pub mod sequence;
+pub mod shapes;
 pub mod teacher_student;
 pub mod text;
 pub mod toy2d;
@@ -44,9 +44,9 @@ pub use modular::{ModOp, ModularSpec};
 pub use modular_sequence::ModularSequenceSpec;
 pub use parity::{MultitaskSparseParitySpec, SparseParitySpec};
 pub use pcfg::PcfgSpec;
-pub use shapes::{ShapeKind, ShapesSpec};
 pub use repeated::RepeatedSpec;
 pub use sequence::{EntropyRate, SequenceInfo};
+pub use shapes::{ShapeKind, ShapesSpec};
 pub use teacher_student::{Teacher, TeacherSpec, TeacherStudentSpec};
 pub use text::{TextSpec, Tokenizer};
 pub use toy2d::{Centers, CheckerboardSpec, GaussiansSpec, MoonsSpec, RingsSpec, SpiralsSpec};
@@ -98,10 +98,16 @@ pub struct Subtasks {
 /// What the network predicts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Target {
-    Regression { out_dim: usize },
-    Classes { n_classes: usize },
+    Regression {
+        out_dim: usize,
+    },
+    Classes {
+        n_classes: usize,
+    },
     /// Segmentation: `y` is `[n, height·width]`, a class index per pixel.
-    Masks { n_classes: usize },
+    Masks {
+        n_classes: usize,
+    },
 }
 
 impl Dataset {

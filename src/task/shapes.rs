@@ -23,7 +23,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{at_least, counts, finite_nonneg, invalid, key, matrix, size_ok, Dataset, ImageInfo, Target, TaskError};
+use super::{
+    at_least, counts, finite_nonneg, invalid, key, matrix, size_ok, Dataset, ImageInfo, Target,
+    TaskError,
+};
 use crate::engine::Rng;
 
 /// Shape kinds.
@@ -142,14 +145,26 @@ impl ShapesSpec {
     pub fn validate(&self) -> Result<(), TaskError> {
         at_least(key(KIND, "size"), self.size, 4, "e.g. size = 64")?;
         if self.size > 4096 {
-            return Err(invalid(key(KIND, "size"), format!("must be at most 4096 (got {})", self.size), "e.g. size = 64"));
+            return Err(invalid(
+                key(KIND, "size"),
+                format!("must be at most 4096 (got {})", self.size),
+                "e.g. size = 64",
+            ));
         }
         at_least(key(KIND, "channels"), self.channels, 1, "e.g. channels = 1")?;
         if self.channels > 64 {
-            return Err(invalid(key(KIND, "channels"), format!("must be at most 64 (got {})", self.channels), "e.g. channels = 1"));
+            return Err(invalid(
+                key(KIND, "channels"),
+                format!("must be at most 64 (got {})", self.channels),
+                "e.g. channels = 1",
+            ));
         }
         if self.kinds.is_empty() {
-            return Err(invalid(key(KIND, "kinds"), "is empty", "e.g. kinds = [\"circle\", \"rectangle\", \"blob\"]"));
+            return Err(invalid(
+                key(KIND, "kinds"),
+                "is empty",
+                "e.g. kinds = [\"circle\", \"rectangle\", \"blob\"]",
+            ));
         }
         let per_kind = 1 + self.kinds.len();
         if self.classes != 2 && self.classes != per_kind {
@@ -159,7 +174,12 @@ impl ShapesSpec {
                 "e.g. classes = 2",
             ));
         }
-        at_least(key(KIND, "max_shapes"), self.max_shapes, self.min_shapes.max(1), "at least min_shapes and 1")?;
+        at_least(
+            key(KIND, "max_shapes"),
+            self.max_shapes,
+            self.min_shapes.max(1),
+            "at least min_shapes and 1",
+        )?;
         for (k, v) in [
             ("min_radius", self.min_radius),
             ("max_radius", self.max_radius),
@@ -174,16 +194,31 @@ impl ShapesSpec {
         if self.min_radius <= 0.0 || self.max_radius < self.min_radius {
             return Err(invalid(
                 key(KIND, "max_radius"),
-                format!("needs 0 < min_radius ≤ max_radius (got {} and {})", self.min_radius, self.max_radius),
+                format!(
+                    "needs 0 < min_radius ≤ max_radius (got {} and {})",
+                    self.min_radius, self.max_radius
+                ),
                 "e.g. min_radius = 5, max_radius = 14",
             ));
         }
         if self.jitter >= 1.0 {
-            return Err(invalid(key(KIND, "jitter"), format!("must be below 1 (got {})", self.jitter), "e.g. jitter = 0.4"));
+            return Err(invalid(
+                key(KIND, "jitter"),
+                format!("must be below 1 (got {})", self.jitter),
+                "e.g. jitter = 0.4",
+            ));
         }
         at_least(key(KIND, "n_train"), self.n_train, 1, "e.g. n_train = 1000")?;
-        let pixels = self.channels.saturating_mul(self.size).saturating_mul(self.size);
-        size_ok(KIND, self.n_train.saturating_add(self.n_test), pixels.saturating_add(self.size * self.size), "n_train, n_test or size")
+        let pixels = self
+            .channels
+            .saturating_mul(self.size)
+            .saturating_mul(self.size);
+        size_ok(
+            KIND,
+            self.n_train.saturating_add(self.n_test),
+            pixels.saturating_add(self.size * self.size),
+            "n_train, n_test or size",
+        )
     }
 
     /// One image `[channels, size, size]` and its mask `[size, size]` from `rng`.
@@ -207,22 +242,40 @@ impl ShapesSpec {
                 clean[y * s + x] = self.texture
                     * waves
                         .iter()
-                        .map(|&(fx, fy, ph, a)| a * (std::f64::consts::TAU * (fx * u + fy * v) / sf + ph).sin())
+                        .map(|&(fx, fy, ph, a)| {
+                            a * (std::f64::consts::TAU * (fx * u + fy * v) / sf + ph).sin()
+                        })
                         .sum::<f64>();
             }
         }
         let mut mask = vec![0.0; s * s];
-        let count = self.min_shapes + rng.below((self.max_shapes - self.min_shapes + 1) as u64) as usize;
+        let count =
+            self.min_shapes + rng.below((self.max_shapes - self.min_shapes + 1) as u64) as usize;
         for _ in 0..count {
             let k = rng.below(self.kinds.len() as u64) as usize;
             let kind = self.kinds[k];
             let (cx, cy) = (rng.uniform_in(0.0, sf), rng.uniform_in(0.0, sf));
             let r = rng.uniform_in(self.min_radius, self.max_radius);
             let bright = self.contrast * rng.uniform_in(1.0 - self.jitter, 1.0 + self.jitter);
-            let class = if self.classes == 2 { 1.0 } else { (k + 1) as f64 };
+            let class = if self.classes == 2 {
+                1.0
+            } else {
+                (k + 1) as f64
+            };
             // Kind-specific draws, always made (so every kind consumes the same stream).
-            let (ha, hb, rot) = (r * rng.uniform_in(0.5, 1.0), r * rng.uniform_in(0.5, 1.0), rng.uniform_in(0.0, std::f64::consts::PI));
-            let harmonics: Vec<(f64, f64)> = (2..=4).map(|_| (rng.uniform_in(-0.2, 0.2), rng.uniform_in(0.0, std::f64::consts::TAU))).collect();
+            let (ha, hb, rot) = (
+                r * rng.uniform_in(0.5, 1.0),
+                r * rng.uniform_in(0.5, 1.0),
+                rng.uniform_in(0.0, std::f64::consts::PI),
+            );
+            let harmonics: Vec<(f64, f64)> = (2..=4)
+                .map(|_| {
+                    (
+                        rng.uniform_in(-0.2, 0.2),
+                        rng.uniform_in(0.0, std::f64::consts::TAU),
+                    )
+                })
+                .collect();
             let inside = |u: f64, v: f64| -> bool {
                 let (dx, dy) = (u - cx, v - cy);
                 match kind {
@@ -233,13 +286,25 @@ impl ShapesSpec {
                     }
                     ShapeKind::Blob => {
                         let theta = dy.atan2(dx);
-                        let rr = r * (1.0 + harmonics.iter().enumerate().map(|(m, &(c, ph))| c * ((m + 2) as f64 * theta + ph).cos()).sum::<f64>());
+                        let rr = r
+                            * (1.0
+                                + harmonics
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(m, &(c, ph))| c * ((m + 2) as f64 * theta + ph).cos())
+                                    .sum::<f64>());
                         dx * dx + dy * dy <= rr * rr
                     }
                 }
             };
-            let (x0, x1) = (((cx - 1.5 * r).floor().max(0.0)) as usize, ((cx + 1.5 * r).ceil().min(sf)) as usize);
-            let (y0, y1) = (((cy - 1.5 * r).floor().max(0.0)) as usize, ((cy + 1.5 * r).ceil().min(sf)) as usize);
+            let (x0, x1) = (
+                ((cx - 1.5 * r).floor().max(0.0)) as usize,
+                ((cx + 1.5 * r).ceil().min(sf)) as usize,
+            );
+            let (y0, y1) = (
+                ((cy - 1.5 * r).floor().max(0.0)) as usize,
+                ((cy + 1.5 * r).ceil().min(sf)) as usize,
+            );
             for y in y0..y1 {
                 for x in x0..x1 {
                     if inside(x as f64 + 0.5, y as f64 + 0.5) {
@@ -262,7 +327,10 @@ impl ShapesSpec {
 
     pub fn generate(&self, seed: u64) -> Dataset {
         let split = |part: &str, n: usize| {
-            let (mut xs, mut ys) = (Vec::with_capacity(n * self.channels * self.size * self.size), Vec::with_capacity(n * self.size * self.size));
+            let (mut xs, mut ys) = (
+                Vec::with_capacity(n * self.channels * self.size * self.size),
+                Vec::with_capacity(n * self.size * self.size),
+            );
             for i in 0..n {
                 let mut rng = Rng::stream(seed, &format!("task/{part}/{i}"));
                 let (x, y) = self.image(&mut rng);
@@ -323,20 +391,26 @@ fn blur(img: &[f64], s: usize, sigma: f64) -> Vec<f64> {
         return img.to_vec();
     }
     let r = (3.0 * sigma).ceil() as isize;
-    let k: Vec<f64> = (-r..=r).map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp()).collect();
+    let k: Vec<f64> = (-r..=r)
+        .map(|i| (-(i * i) as f64 / (2.0 * sigma * sigma)).exp())
+        .collect();
     let total: f64 = k.iter().sum();
     let k: Vec<f64> = k.into_iter().map(|v| v / total).collect();
     let clamp = |i: isize| i.clamp(0, s as isize - 1) as usize;
     let mut tmp = vec![0.0; s * s];
     for y in 0..s {
         for x in 0..s {
-            tmp[y * s + x] = (-r..=r).map(|d| k[(d + r) as usize] * img[y * s + clamp(x as isize + d)]).sum();
+            tmp[y * s + x] = (-r..=r)
+                .map(|d| k[(d + r) as usize] * img[y * s + clamp(x as isize + d)])
+                .sum();
         }
     }
     let mut out = vec![0.0; s * s];
     for y in 0..s {
         for x in 0..s {
-            out[y * s + x] = (-r..=r).map(|d| k[(d + r) as usize] * tmp[clamp(y as isize + d) * s + x]).sum();
+            out[y * s + x] = (-r..=r)
+                .map(|d| k[(d + r) as usize] * tmp[clamp(y as isize + d) * s + x])
+                .sum();
         }
     }
     out
@@ -350,10 +424,19 @@ mod tests {
     /// on average than the background.
     #[test]
     fn images_are_reproducible_nested_and_labelled() {
-        let spec = ShapesSpec { n_train: 20, n_test: 5, size: 32, ..ShapesSpec::default() };
+        let spec = ShapesSpec {
+            n_train: 20,
+            n_test: 5,
+            size: 32,
+            ..ShapesSpec::default()
+        };
         let a = spec.generate(3);
         assert_eq!(a, spec.generate(3));
-        let more = ShapesSpec { n_train: 30, ..spec.clone() }.generate(3);
+        let more = ShapesSpec {
+            n_train: 30,
+            ..spec.clone()
+        }
+        .generate(3);
         assert_eq!(a.train_x.row(7), more.train_x.row(7));
         assert_eq!(a.test_x, more.test_x);
         let (mut fg, mut bg, mut nf, mut nb) = (0.0, 0.0, 0, 0);

@@ -57,7 +57,10 @@ impl Quanta {
     /// minus the least-squares slope of `ln L(n)` against `ln n` at 32 log-spaced counts.
     pub fn effective_exponent(&self, lo: usize, hi: usize) -> f64 {
         let hi = hi.min(self.p.len().saturating_sub(1));
-        assert!(1 <= lo && lo < hi, "effective_exponent needs 1 ≤ lo < hi < T");
+        assert!(
+            1 <= lo && lo < hi,
+            "effective_exponent needs 1 ≤ lo < hi < T"
+        );
         let mut ns: Vec<usize> = (0..32)
             .map(|i| {
                 let t = i as f64 / 31.0;

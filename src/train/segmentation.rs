@@ -59,7 +59,10 @@ impl Counts {
         if den == 0 {
             return (1.0, 1.0);
         }
-        (2.0 * self.tp as f64 / den as f64, self.tp as f64 / (self.tp + self.fp + self.fn_) as f64)
+        (
+            2.0 * self.tp as f64 / den as f64,
+            self.tp as f64 / (self.tp + self.fp + self.fn_) as f64,
+        )
     }
 }
 
@@ -125,7 +128,13 @@ impl SegmentationReport {
 
     /// After an evaluation at `step`: Dice and IoU per foreground class over the held-out
     /// images (eval mode, in chunks of the model's capacity).
-    pub(crate) fn after_eval<F: Float>(&mut self, step: u64, model: &mut dyn Model<F>, test: &Split<F>, rows: &mut Vec<MetricRow>) {
+    pub(crate) fn after_eval<F: Float>(
+        &mut self,
+        step: u64,
+        model: &mut dyn Model<F>,
+        test: &Split<F>,
+        rows: &mut Vec<MetricRow>,
+    ) {
         let (n, cap, k) = (test.len(), model.capacity(), self.classes);
         if n == 0 {
             return;
@@ -138,7 +147,9 @@ impl SegmentationReport {
             let batch = test.slice(start, b);
             model.forward(&batch, Mode::Eval);
             let Batch::Rows { y, .. } = batch else { return };
-            let Some((z, ch, plane)) = model.segmentation() else { return };
+            let Some((z, ch, plane)) = model.segmentation() else {
+                return;
+            };
             for i in 0..b {
                 let mut counts = vec![Counts::default(); k];
                 for q in 0..plane {
@@ -185,12 +196,28 @@ impl SegmentationReport {
         let x = data.test_x.as_slice().expect("datasets are contiguous");
         let y = data.test_y.as_slice().expect("datasets are contiguous");
         let (c, p) = (img.channels, self.plane);
-        let bytes = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|a| (*a as f32).to_le_bytes()).collect() };
+        let bytes =
+            |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|a| (*a as f32).to_le_bytes()).collect() };
         let pred: Vec<f64> = self.shown.iter().take(m * p).map(|&v| v as f64).collect();
         let tensors = vec![
-            ("images".to_string(), Dtype::F32, vec![m, c, img.height, img.width], bytes(&x[..m * c * p])),
-            ("masks".to_string(), Dtype::F32, vec![m, img.height, img.width], bytes(&y[..m * p])),
-            ("predictions".to_string(), Dtype::F32, vec![pred.len() / p.max(1), img.height, img.width], bytes(&pred)),
+            (
+                "images".to_string(),
+                Dtype::F32,
+                vec![m, c, img.height, img.width],
+                bytes(&x[..m * c * p]),
+            ),
+            (
+                "masks".to_string(),
+                Dtype::F32,
+                vec![m, img.height, img.width],
+                bytes(&y[..m * p]),
+            ),
+            (
+                "predictions".to_string(),
+                Dtype::F32,
+                vec![pred.len() / p.max(1), img.height, img.width],
+                bytes(&pred),
+            ),
         ];
         crate::interop::write(tensors, path, None)
     }
