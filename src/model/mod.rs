@@ -7,6 +7,7 @@
 pub mod denoiser;
 pub mod gpt;
 pub mod mlp;
+pub(crate) mod stage;
 pub mod unet;
 
 pub use denoiser::Denoiser;

@@ -21,204 +21,19 @@
 
 use std::any::Any;
 
+use super::stage::{push_conv, ConvIdx, Stage};
 use super::{Batch, Model, Param, Role};
 use crate::engine::{par, Float, Rng};
 use crate::nn::activation::Activation;
-use crate::nn::channel::{self, ChanNorm};
+use crate::nn::channel::ChanNorm;
 use crate::nn::conv::Conv;
-use crate::nn::init::{self, InitParams};
+use crate::nn::init::InitParams;
 use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
 use crate::nn::resample::{self, Pool, Upsample};
 use crate::nn::seg_loss;
 use crate::spec::unet::{ChannelNorm, UnetSpec, Upsampling};
 use crate::spec::BiasedActSpec;
-
-/// A convolution's geometry and parameter indices.
-#[derive(Clone, Copy, Debug)]
-struct ConvIdx {
-    geom: Conv,
-    w: usize,
-    b: usize,
-}
-
-/// conv → norm → activation, with the buffers its backward pass needs.
-struct Stage<F> {
-    conv: ConvIdx,
-    norm: ChanNorm,
-    /// γ, β and (BatchNorm) the running mean and variance.
-    gamma: Option<usize>,
-    beta: Option<usize>,
-    running: Option<(usize, usize)>,
-    act: Activation,
-    /// The biased form's a, b, c (absent when plain).
-    abc: Option<[usize; 3]>,
-    /// im2col of the input, per image.
-    cols: Vec<F>,
-    /// Convolution output `[n, c, plane]`.
-    z: Vec<F>,
-    /// Normalized `z` (empty without a norm).
-    zn: Vec<F>,
-    /// The stage's output.
-    h: Vec<F>,
-    /// `a·f′(z − b)`.
-    d: Vec<F>,
-    /// `f(z − b)` (only when `a` is learned).
-    fu: Vec<F>,
-    cache: channel::Cache<F>,
-    /// a, b, c broadcast per channel.
-    abc_c: [Vec<F>; 3],
-}
-
-impl<F: Float> Stage<F> {
-    fn channels(&self) -> usize {
-        self.conv.geom.c_out
-    }
-    fn plane(&self) -> usize {
-        self.conv.geom.oh * self.conv.geom.ow
-    }
-
-    /// `input: [n, c_in, h, w]` → `self.h: [n, c_out, h, w]`.
-    fn forward(&mut self, params: &mut [Param<F>], input: &[F], n: usize, mode: Mode, eps: f64) {
-        let (c, plane) = (self.channels(), self.plane());
-        let len = n * c * plane;
-        let g = self.conv.geom;
-        g.forward(
-            n,
-            input,
-            &params[self.conv.w].value,
-            Some(&params[self.conv.b].value),
-            &mut self.z,
-            &mut self.cols,
-        );
-        let normed: &[F] = if self.norm == ChanNorm::None {
-            &self.z[..len]
-        } else {
-            // Running statistics are taken out of the parameter list while γ, β are read.
-            let mut running = self.running.map(|(m, v)| {
-                (
-                    std::mem::take(&mut params[m].value),
-                    std::mem::take(&mut params[v].value),
-                )
-            });
-            let (gi, bi) = (
-                self.gamma.expect("a norm has γ"),
-                self.beta.expect("a norm has β"),
-            );
-            channel::forward(
-                self.norm,
-                mode,
-                eps,
-                (n, c, plane),
-                &self.z,
-                (&params[gi].value, &params[bi].value),
-                running
-                    .as_mut()
-                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
-                &mut self.zn,
-                &mut self.cache,
-            );
-            if let (Some((m, v)), Some((mi, vi))) = (running, self.running) {
-                params[mi].value = m;
-                params[vi].value = v;
-            }
-            &self.zn[..len]
-        };
-        let abc = self.abc.map(|idx| {
-            for (k, &i) in idx.iter().enumerate() {
-                let v = &params[i].value;
-                if v.len() == 1 {
-                    self.abc_c[k].fill(v[0]);
-                } else {
-                    self.abc_c[k].copy_from_slice(v);
-                }
-            }
-            (&self.abc_c[0][..], &self.abc_c[1][..], &self.abc_c[2][..])
-        });
-        let fu = if self.fu.is_empty() {
-            None
-        } else {
-            Some(&mut self.fu[..len])
-        };
-        channel::act_forward(
-            self.act,
-            (n, c, plane),
-            abc,
-            normed,
-            &mut self.h[..len],
-            &mut self.d[..len],
-            fu,
-        );
-    }
-
-    /// From `g = ∂L/∂h` (consumed): every parameter gradient, and `∂L/∂input` into `dx` when
-    /// given. Gradients of a, b, c accumulate (zeroed by the caller); the rest are overwritten.
-    fn backward(
-        &mut self,
-        params: &mut [Param<F>],
-        g: &mut [F],
-        n: usize,
-        dx: Option<&mut [F]>,
-        partial: &mut [F],
-    ) {
-        let (c, plane) = (self.channels(), self.plane());
-        let len = n * c * plane;
-        let g = &mut g[..len];
-        match self.abc {
-            Some([ia, ib, ic]) => {
-                // f(u) is kept whenever the form has parameters (see `Unet::new`).
-                let (mut ga, mut gb, mut gc) =
-                    (vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]);
-                let grads = Some((&self.fu[..len], &mut ga[..], &mut gb[..], &mut gc[..]));
-                channel::act_backward((n, c, plane), g, &self.d[..len], grads);
-                for (i, grad) in [(ia, ga), (ib, gb), (ic, gc)] {
-                    let p = &mut params[i].grad;
-                    if p.len() == 1 {
-                        p[0] += grad.iter().fold(F::zero(), |s, &v| s + v);
-                    } else {
-                        for (d, v) in p.iter_mut().zip(grad) {
-                            *d += v;
-                        }
-                    }
-                }
-            }
-            None => channel::act_backward((n, c, plane), g, &self.d[..len], None),
-        }
-        if self.norm != ChanNorm::None {
-            let (gi, bi) = (
-                self.gamma.expect("a norm has γ"),
-                self.beta.expect("a norm has β"),
-            );
-            let mut dgamma = std::mem::take(&mut params[gi].grad);
-            let mut dbeta = std::mem::take(&mut params[bi].grad);
-            channel::backward(
-                self.norm,
-                (n, c, plane),
-                &params[gi].value,
-                g,
-                (&mut dgamma, &mut dbeta),
-                &self.cache,
-            );
-            params[gi].grad = dgamma;
-            params[bi].grad = dbeta;
-        }
-        let (wi, bi) = (self.conv.w, self.conv.b);
-        let mut dw = std::mem::take(&mut params[wi].grad);
-        let mut db = std::mem::take(&mut params[bi].grad);
-        self.conv.geom.backward(
-            n,
-            g,
-            &params[wi].value,
-            &mut self.cols,
-            &mut dw,
-            Some(&mut db),
-            dx,
-            partial,
-        );
-        params[wi].grad = dw;
-        params[bi].grad = db;
-    }
-}
 
 /// The decoder's upsampling from level `l + 1` to `l`.
 struct Up<F> {
@@ -266,43 +81,6 @@ pub struct Unet<F: Float> {
     partial: Vec<F>,
 }
 
-/// Appends a convolution's weight and bias; returns the indices.
-#[allow(clippy::too_many_arguments)]
-fn push_conv<F: Float>(
-    params: &mut Vec<Param<F>>,
-    name: &str,
-    layer: usize,
-    geom: Conv,
-    transposed: bool,
-    ip: &InitParams,
-    rng: &mut Rng,
-) -> ConvIdx {
-    let area = geom.kh * geom.kw;
-    // PyTorch's fans from the weight's own shape: Conv2d [c_out, c_in/g, k, k], ConvTranspose2d
-    // [c_in, c_out/g, k, k] (here `geom` is the transposed layer's dual, so its c_out is the
-    // layer's c_in).
-    let (rows, cols) = (geom.c_out, geom.c_in / geom.groups);
-    let shape = vec![rows, cols, geom.kh, geom.kw];
-    let (fan_in, fan_out) = (cols * area, rows * area);
-    let biases = if transposed { geom.c_in } else { geom.c_out };
-    let (w, b) = init::conv(ip, geom.weight_len(), (fan_in, fan_out), biases, rng);
-    let w = super::push_param(
-        params,
-        format!("{name}.weight"),
-        shape,
-        w,
-        (layer, Role::Weight),
-    );
-    let b = super::push_param(
-        params,
-        format!("{name}.bias"),
-        vec![biases],
-        b,
-        (layer, Role::Bias),
-    );
-    ConvIdx { geom, w, b }
-}
-
 impl<F: Float> Unet<F> {
     /// A U-Net for `[in_ch, h, w]` images of `classes` classes, buffers for `capacity` images.
     /// `h` and `w` must be multiples of `2^depth` (checked by the spec).
@@ -338,85 +116,25 @@ impl<F: Float> Unet<F> {
                      idx: usize,
                      c_in: usize,
                      c_out: usize,
-                     (sh, sw): (usize, usize),
+                     size: (usize, usize),
                      rng: &mut Rng,
                      layer: usize| {
-            let geom = Conv::new(c_in, c_out, 3, 1, 1, 1, 1, (sh, sw))
-                .expect("3×3 convolution with padding 1 keeps the size");
-            let conv = push_conv(
+            let names = (
+                format!("{name}.conv{idx}"),
+                format!("{name}.norm{idx}"),
+                format!("{name}.act{idx}"),
+            );
+            Stage::new(
                 params,
-                &format!("{name}.conv{idx}"),
+                &names,
                 layer,
-                geom,
-                false,
+                (c_in, c_out, size),
+                norm_of(c_out),
+                (spec.activation, &act_spec),
                 &ip,
+                capacity,
                 rng,
-            );
-            let norm = norm_of(c_out);
-            let (mut gamma, mut beta, mut running) = (None, None, None);
-            if norm != ChanNorm::None {
-                let nm = format!("{name}.norm{idx}");
-                gamma = Some(super::push_param(
-                    params,
-                    format!("{nm}.weight"),
-                    vec![c_out],
-                    vec![1.0; c_out],
-                    (layer, Role::NormWeight),
-                ));
-                beta = Some(super::push_param(
-                    params,
-                    format!("{nm}.bias"),
-                    vec![c_out],
-                    vec![0.0; c_out],
-                    (layer, Role::NormBias),
-                ));
-                if norm == ChanNorm::Batch {
-                    let m = super::push_param(
-                        params,
-                        format!("{nm}.running_mean"),
-                        vec![c_out],
-                        vec![0.0; c_out],
-                        (layer, Role::RunningMean),
-                    );
-                    let v = super::push_param(
-                        params,
-                        format!("{nm}.running_var"),
-                        vec![c_out],
-                        vec![1.0; c_out],
-                        (layer, Role::RunningVar),
-                    );
-                    params[m].trainable = false;
-                    params[v].trainable = false;
-                    running = Some((m, v));
-                }
-            }
-            let abc = super::push_act_params(
-                params,
-                &act_spec,
-                &format!("{name}.act{idx}"),
-                layer,
-                c_out,
-            );
-            let plane = sh * sw;
-            let n = capacity * c_out * plane;
-            let zeros = |k: usize| vec![F::zero(); k];
-            Stage {
-                conv,
-                norm,
-                gamma,
-                beta,
-                running,
-                act: spec.activation,
-                abc,
-                cols: zeros(capacity * geom.col_len()),
-                z: zeros(n),
-                zn: zeros(if norm == ChanNorm::None { 0 } else { n }),
-                h: zeros(n),
-                d: zeros(n),
-                fu: zeros(if abc.is_some() { n } else { 0 }),
-                cache: channel::Cache::new(norm, capacity, c_out, plane),
-                abc_c: [zeros(c_out), zeros(c_out), zeros(c_out)],
-            }
+            )
         };
         let mut enc = Vec::new();
         for l in 0..=depth {

@@ -971,9 +971,16 @@ pub fn segmentation_overlap(d: &RunData) -> Option<Figure> {
         steps = p.iter().map(|x| x.0).collect();
         k += 1;
     }
-    if let (Some(t), Some((&first, &last))) = (d.get("threshold_dice", None), steps.first().zip(steps.last())) {
+    if let (Some(t), Some((&first, &last))) = (
+        d.get("threshold_dice", None),
+        steps.first().zip(steps.last()),
+    ) {
         if let Some(&(_, v)) = t.first() {
-            let mut s = line("best intensity threshold, Dice", &[(first, v), (last, v)], 7);
+            let mut s = line(
+                "best intensity threshold, Dice",
+                &[(first, v), (last, v)],
+                7,
+            );
             s.stroke = crate::plot::Stroke::Dashed;
             series.push(s);
         }
