@@ -87,7 +87,7 @@ pub fn run(
     let (depth, par, observable, first_is_input) = match &spec.model {
         ModelSpec::Mlp(m) => (m.depth, m.parametrization, "act", true),
         ModelSpec::Gpt { gpt, .. } => (gpt.n_layer, gpt.parametrization, "resid_norm", false),
-        ModelSpec::Denoiser { .. } | ModelSpec::Unet { .. } => {
+        ModelSpec::Denoiser { .. } | ModelSpec::Unet { .. } | ModelSpec::Cnn { .. } => {
             return Err(Error::Invalid {
                 what: "coordcheck".into(),
                 message: "coordinate checks take an MLP or a GPT experiment".into(),
@@ -107,7 +107,7 @@ pub fn run(
             match &mut sp.model {
                 ModelSpec::Mlp(m) => m.width = w,
                 ModelSpec::Gpt { gpt, .. } => gpt.d_model = w,
-                ModelSpec::Denoiser { .. } | ModelSpec::Unet { .. } => {}
+                ModelSpec::Denoiser { .. } | ModelSpec::Unet { .. } | ModelSpec::Cnn { .. } => {}
             }
             // One more step than updates: the forward of step t sees t updates.
             sp.train.steps = steps + 1;

@@ -55,7 +55,13 @@ pub(crate) fn row(step: u64, layer: Option<usize>, name: &str, value: f64) -> Me
     }
 }
 
-const ALL: &[Family] = &[Family::Mlp, Family::Gpt, Family::Denoiser, Family::Unet];
+const ALL: &[Family] = &[
+    Family::Mlp,
+    Family::Gpt,
+    Family::Denoiser,
+    Family::Unet,
+    Family::Cnn,
+];
 /// The MLP's observables also read a denoiser's network (same rows, same meaning).
 const MLP: &[Family] = &[Family::Mlp, Family::Denoiser];
 const GPT: &[Family] = &[Family::Gpt];

@@ -17,9 +17,11 @@ use crate::nn::norm::{Norm, NormPosition};
 use crate::optim::{Optimizer, Schedule};
 use crate::task::TaskSpec;
 
+pub mod cnn;
 pub mod denoiser;
 pub mod gpt;
 pub mod unet;
+pub use cnn::CnnSpec;
 pub use denoiser::DenoiserSpec;
 pub use gpt::GptSpec;
 pub use unet::UnetSpec;
@@ -81,6 +83,12 @@ pub enum ModelSpec {
         dtype: Dtype,
         norm_eps: f64,
     },
+    /// A convolutional classifier (`[model.cnn]`, with `dtype` and `norm_eps` in `[model]`).
+    Cnn {
+        cnn: CnnSpec,
+        dtype: Dtype,
+        norm_eps: f64,
+    },
 }
 
 impl Default for ModelSpec {
@@ -104,6 +112,7 @@ pub enum Family {
     Gpt,
     Denoiser,
     Unet,
+    Cnn,
 }
 
 impl ModelSpec {
@@ -113,19 +122,24 @@ impl ModelSpec {
             ModelSpec::Gpt { .. } => Family::Gpt,
             ModelSpec::Denoiser { .. } => Family::Denoiser,
             ModelSpec::Unet { .. } => Family::Unet,
+            ModelSpec::Cnn { .. } => Family::Cnn,
         }
     }
     pub fn dtype(&self) -> Dtype {
         match self {
             ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.dtype,
-            ModelSpec::Gpt { dtype, .. } | ModelSpec::Unet { dtype, .. } => *dtype,
+            ModelSpec::Gpt { dtype, .. }
+            | ModelSpec::Unet { dtype, .. }
+            | ModelSpec::Cnn { dtype, .. } => *dtype,
         }
     }
     /// The norms' ε.
     pub fn norm_eps(&self) -> f64 {
         match self {
             ModelSpec::Mlp(m) | ModelSpec::Denoiser { net: m, .. } => m.norm_eps,
-            ModelSpec::Gpt { norm_eps, .. } | ModelSpec::Unet { norm_eps, .. } => *norm_eps,
+            ModelSpec::Gpt { norm_eps, .. }
+            | ModelSpec::Unet { norm_eps, .. }
+            | ModelSpec::Cnn { norm_eps, .. } => *norm_eps,
         }
     }
 }
@@ -155,6 +169,12 @@ impl Serialize for ModelSpec {
             unet: &'a UnetSpec,
         }
         #[derive(Serialize)]
+        struct WithCnn<'a> {
+            #[serde(flatten)]
+            flat: MlpSpec,
+            cnn: &'a CnnSpec,
+        }
+        #[derive(Serialize)]
         struct WithDenoiser<'a> {
             #[serde(flatten)]
             net: &'a MlpSpec,
@@ -170,6 +190,15 @@ impl Serialize for ModelSpec {
             } => WithUnet {
                 flat: gpt_flat(*dtype, *norm_eps),
                 unet,
+            }
+            .serialize(s),
+            ModelSpec::Cnn {
+                cnn,
+                dtype,
+                norm_eps,
+            } => WithCnn {
+                flat: gpt_flat(*dtype, *norm_eps),
+                cnn,
             }
             .serialize(s),
             ModelSpec::Gpt {
@@ -196,19 +225,26 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 f.write_str("a [model] table")
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ModelSpec, A::Error> {
-                let (mut gpt, mut denoiser, mut unet, mut seen) = (None, None, None, Vec::new());
+                let (mut gpt, mut denoiser, mut unet, mut cnn, mut seen) =
+                    (None, None, None, None, Vec::new());
                 let flat = MlpSpec::deserialize(de::value::MapAccessDeserializer::new(TakeGpt {
                     inner: map,
                     gpt: &mut gpt,
                     denoiser: &mut denoiser,
                     unet: &mut unet,
+                    cnn: &mut cnn,
                     seen: &mut seen,
                 }))?;
-                let sections = [gpt.is_some(), denoiser.is_some(), unet.is_some()];
+                let sections = [
+                    gpt.is_some(),
+                    denoiser.is_some(),
+                    unet.is_some(),
+                    cnn.is_some(),
+                ];
                 if sections.iter().filter(|&&b| b).count() > 1 {
                     return Err(de::Error::custom(
-                        "two of [model.gpt], [model.denoiser] and [model.unet] together: a \
-                         model is one of them",
+                        "two of [model.gpt], [model.denoiser], [model.unet] and [model.cnn] \
+                         together: a model is one of them",
                     ));
                 }
                 if let Some(denoiser) = denoiser {
@@ -221,11 +257,13 @@ impl<'de> Deserialize<'de> for ModelSpec {
                 enum Other {
                     Gpt(GptSpec),
                     Unet(UnetSpec),
+                    Cnn(CnnSpec),
                 }
-                let other = match (gpt, unet) {
-                    (Some(g), _) => Other::Gpt(g),
-                    (None, Some(u)) => Other::Unet(u),
-                    (None, None) => return Ok(ModelSpec::Mlp(flat)),
+                let other = match (gpt, unet, cnn) {
+                    (Some(g), _, _) => Other::Gpt(g),
+                    (None, Some(u), _) => Other::Unet(u),
+                    (None, None, Some(c)) => Other::Cnn(c),
+                    (None, None, None) => return Ok(ModelSpec::Mlp(flat)),
                 };
                 // The MLP's own keys mean nothing to a transformer: refuse them, never ignore
                 // them — except the form earlier versions stored (every key, at its default).
@@ -246,6 +284,7 @@ impl<'de> Deserialize<'de> for ModelSpec {
                     let message = match other {
                         Other::Gpt(_) => format!("{NOT_FOR_GPT}{}", extra.join(", ")),
                         Other::Unet(_) => format!("{NOT_FOR_UNET}{}", extra.join(", ")),
+                        Other::Cnn(_) => format!("{NOT_FOR_CNN}{}", extra.join(", ")),
                     };
                     return Err(de::Error::custom(message));
                 }
@@ -260,6 +299,11 @@ impl<'de> Deserialize<'de> for ModelSpec {
                         dtype: flat.dtype,
                         norm_eps: flat.norm_eps,
                     },
+                    Other::Cnn(cnn) => ModelSpec::Cnn {
+                        cnn,
+                        dtype: flat.dtype,
+                        norm_eps: flat.norm_eps,
+                    },
                 })
             }
         }
@@ -271,6 +315,8 @@ impl<'de> Deserialize<'de> for ModelSpec {
 const NOT_FOR_GPT: &str = "keys of the MLP beside [model.gpt]: ";
 /// The same beside `[model.unet]`.
 const NOT_FOR_UNET: &str = "keys of the MLP beside [model.unet]: ";
+/// The same beside `[model.cnn]`.
+const NOT_FOR_CNN: &str = "keys of the MLP beside [model.cnn]: ";
 
 /// A `[model]` table's entries less `gpt` and `denoiser`, which go to their fields as they pass.
 struct TakeGpt<'a, A> {
@@ -278,6 +324,7 @@ struct TakeGpt<'a, A> {
     gpt: &'a mut Option<GptSpec>,
     denoiser: &'a mut Option<DenoiserSpec>,
     unet: &'a mut Option<UnetSpec>,
+    cnn: &'a mut Option<CnnSpec>,
     /// The other keys, in file order.
     seen: &'a mut Vec<String>,
 }
@@ -300,6 +347,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for TakeGpt<'_, A> {
             }
             if key == "unet" {
                 *self.unet = Some(self.inner.next_value()?);
+                continue;
+            }
+            if key == "cnn" {
+                *self.cnn = Some(self.inner.next_value()?);
                 continue;
             }
             self.seen.push(key.clone());
@@ -1189,6 +1240,17 @@ fn classify(
                 .into(),
         };
     }
+    if let Some(keys) = msg.strip_prefix(NOT_FOR_CNN) {
+        let key = keys.split(", ").next().unwrap_or("model").to_string();
+        return SpecError::Invalid {
+            location: locate(&key),
+            message: format!("does not apply to a CNN (set beside [model.cnn]: {keys})"),
+            key,
+            hint: "remove it: with [model.cnn] only model.dtype and model.norm_eps apply, and \
+                   the CNN's own keys go in [model.cnn]"
+                .into(),
+        };
+    }
     if let Some(keys) = msg.strip_prefix(NOT_FOR_UNET) {
         let key = keys.split(", ").next().unwrap_or("model").to_string();
         return SpecError::Invalid {
@@ -1476,6 +1538,12 @@ impl Spec {
                         "use [task.shapes] (see examples/unet-shapes.toml)",
                     ));
                 };
+                reject(
+                    shapes.target != crate::task::shapes::ShapesTarget::Mask,
+                    "task.shapes.target",
+                    "must be \"mask\" for a segmentation model",
+                    "drop target (masks are the default), or use [model.cnn] to classify images",
+                )?;
                 let step = 1usize << unet.depth;
                 reject(
                     !shapes.size.is_multiple_of(step),
@@ -1515,11 +1583,54 @@ impl Spec {
                     "use [task.shapes]",
                 ))
             }
+            (ModelSpec::Cnn { cnn, norm_eps, .. }, false) => {
+                cnn.validate()?;
+                check_norm_eps(*norm_eps)?;
+                let TaskSpec::Shapes(shapes) = &self.task else {
+                    return Err(invalid(
+                        "model.cnn",
+                        format!("classifies images (got task.{})", self.task.kind()),
+                        "use [task.shapes] with target = \"kind\" (see examples/cnn-shapes.toml)",
+                    ));
+                };
+                reject(
+                    shapes.target != crate::task::shapes::ShapesTarget::Kind,
+                    "task.shapes.target",
+                    "must be \"kind\" for a classifier (one label per image)",
+                    "set target = \"kind\" and max_shapes = 1, or use [model.unet] for masks",
+                )?;
+                let stages = cnn.channels.len();
+                reject(
+                    shapes.size >> stages == 0,
+                    "model.cnn.channels",
+                    &format!("{stages} stages pool a {0}×{0} image away", shapes.size),
+                    "use fewer stages or larger images",
+                )?;
+                reject(
+                    self.train.loss != Some(LossKind::CrossEntropy),
+                    "train.loss",
+                    "a classifier trains with cross_entropy",
+                    "drop train.loss",
+                )?;
+                reject(
+                    cnn.norm == unet::ChannelNorm::Batchnorm && self.train.batch_size == BatchSize::Size(1),
+                    "train.batch_size",
+                    "must be ≥ 2 with batchnorm (batch statistics need two samples)",
+                    "raise the batch size or pick another norm",
+                )?;
+            }
+            (ModelSpec::Cnn { .. }, true) => {
+                return Err(invalid(
+                    "model.cnn",
+                    format!("classifies images, not sequences (got task.{})", self.task.kind()),
+                    "use [task.shapes] with target = \"kind\"",
+                ))
+            }
             (_, false) if matches!(self.task, TaskSpec::Shapes(_)) => {
                 return Err(invalid(
                     "task.shapes",
-                    "yields images with a class per pixel, which need a segmentation model",
-                    "add a [model.unet] section (see examples/unet-shapes.toml)",
+                    "yields images, which need a conv net",
+                    "add a [model.unet] section for masks (see examples/unet-shapes.toml) or [model.cnn] for labels (examples/cnn-shapes.toml)",
                 ))
             }
             (ModelSpec::Mlp(mlp), false) => {
@@ -1726,10 +1837,12 @@ impl Spec {
     pub fn to_toml(&self) -> String {
         let rendered = match &self.model {
             ModelSpec::Mlp(_) | ModelSpec::Denoiser { .. } => toml::to_string(self),
-            ModelSpec::Gpt { .. } | ModelSpec::Unet { .. } => {
+            ModelSpec::Gpt { .. } | ModelSpec::Unet { .. } | ModelSpec::Cnn { .. } => {
                 toml::Value::try_from(self).and_then(|mut v| {
                     if let Some(toml::Value::Table(m)) = v.get_mut("model") {
-                        m.retain(|k, _| ["dtype", "norm_eps", "gpt", "unet"].contains(&&k[..]));
+                        m.retain(|k, _| {
+                            ["dtype", "norm_eps", "gpt", "unet", "cnn"].contains(&&k[..])
+                        });
                     }
                     toml::to_string(&v)
                 })

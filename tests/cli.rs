@@ -1270,7 +1270,7 @@ fn denoiser_bad_input_names_the_key() {
         ("[task.moons]\n[model.denoiser]\nsigma_dta = 1\n", "unknown key `model.denoiser.sigma_dta` (did you mean `sigma_data`?)"),
         ("[task.moons]\n[model.denoiser.sampler]\nsigma_max = 0.001\n", "`model.denoiser.sampler.sigma_max` needs 0 < sigma_min < sigma_max (got 0.002 and 0.001)"),
         ("[task.markov]\n[model.denoiser]\n", "`model.denoiser` generates points, not sequences (got task.markov)"),
-        ("[task.moons]\n[model.denoiser]\n[model.gpt]\n", "two of [model.gpt], [model.denoiser] and [model.unet] together"),
+        ("[task.moons]\n[model.denoiser]\n[model.gpt]\n", "two of [model.gpt], [model.denoiser], [model.unet] and [model.cnn] together"),
     ];
     for (text, want) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -1357,7 +1357,7 @@ fn unet_bad_input_names_the_key() {
         ("[task.shapes]\nclasses = 4\n[model.unet]\nloss = \"bce\"\n", "`model.unet.loss` is binary, but the task has 4 classes"),
         ("[task.shapes]\n[model.unet]\nbase_chanels = 8\n", "unknown key `model.unet.base_chanels` (did you mean `base_channels`?)"),
         ("[task.shapes]\n[model]\nwidth = 64\n[model.unet]\n", "`model.width` does not apply to a U-Net"),
-        ("[task.shapes]\n[model]\nwidth = 64\n", "`task.shapes` yields images with a class per pixel, which need a segmentation model"),
+        ("[task.shapes]\n[model]\nwidth = 64\n", "`task.shapes` yields images, which need a conv net"),
         ("[task.shapes]\nclasses = 3\n[model.unet]\n", "`task.shapes.classes` must be 2"),
     ];
     for (text, want) in cases {

@@ -222,3 +222,98 @@ fn unet_gradients_match_finite_differences() {
         assert!(worst.0 < TOL, "{}: {:.2e} at {}", c.label, worst.0, worst.1);
     }
 }
+
+/// The CNN classifier: every parameter against five-point differences, over every norm, both
+/// pools, odd sizes (7×9 pools to 3×4, then 1×2) and the learned biased activation.
+#[test]
+fn cnn_gradients_match_finite_differences() {
+    use cloudchamber::model::Cnn;
+    use cloudchamber::spec::cnn::{CnnSpec, PoolKind};
+    let n = 3;
+    let mut cases = Vec::new();
+    for norm in [
+        ChannelNorm::None,
+        ChannelNorm::Batchnorm,
+        ChannelNorm::Groupnorm,
+        ChannelNorm::Layernorm,
+    ] {
+        for pool in [PoolKind::Max, PoolKind::Avg] {
+            cases.push(CnnSpec {
+                channels: vec![3, 4],
+                pool,
+                norm,
+                groups: 2,
+                activation: Activation::Tanh,
+                ..CnnSpec::default()
+            });
+        }
+    }
+    cases.push(CnnSpec {
+        channels: vec![3, 4],
+        activation: Activation::Silu,
+        norm: ChannelNorm::Groupnorm,
+        act: BiasedActSpec {
+            a: learned(1.2, Granularity::Neuron),
+            b: learned(0.1, Granularity::Layer),
+            c: learned(-0.05, Granularity::Neuron),
+        },
+        ..CnnSpec::default()
+    });
+    for spec in cases {
+        let mut rng = Rng::new(2);
+        let (in_ch, h, w, classes) = (2, 7, 9, 3);
+        let eps = if spec.norm == ChannelNorm::Layernorm {
+            1e-2
+        } else {
+            1e-5
+        };
+        let mut m = Cnn::<f64>::new(&spec, eps, (in_ch, h, w), classes, n, &mut rng);
+        for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
+            for v in p.value.iter_mut() {
+                *v += 0.1 * rng.normal();
+            }
+        }
+        let x: Vec<f64> = (0..n * in_ch * h * w).map(|_| rng.normal()).collect();
+        let y: Vec<f64> = (0..n).map(|_| rng.below(classes as u64) as f64).collect();
+        let batch = Batch::Rows {
+            x: &x,
+            y: &y,
+            rows: n,
+        };
+        m.forward(&batch, Mode::Train);
+        m.loss(&batch, true);
+        m.backward(&batch);
+        let grads: Vec<Vec<f64>> = m.params().iter().map(|p| p.grad.clone()).collect();
+        let mut worst = (0.0f64, String::new());
+        for (pi, g) in grads.iter().enumerate() {
+            if !m.params()[pi].trainable {
+                continue;
+            }
+            for i in 0..g.len() {
+                let orig = m.params()[pi].value[i];
+                let mut loss_at = |v: f64| {
+                    m.params_mut()[pi].value[i] = v;
+                    m.forward(&batch, Mode::Train);
+                    m.loss(&batch, false).loss
+                };
+                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H))
+                    - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H)))
+                    / (12.0 * H);
+                m.params_mut()[pi].value[i] = orig;
+                let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
+                if err > worst.0 {
+                    worst = (
+                        err,
+                        format!("{}[{i}]: {} vs {fd}", m.params()[pi].name, g[i]),
+                    );
+                }
+            }
+        }
+        let label = format!("{} {:?} {:?}", spec.norm.name(), spec.pool, spec.activation);
+        eprintln!(
+            "cnn {label}: worst relative error {:.1e} ({})",
+            worst.0, worst.1
+        );
+        assert!(worst.0 < TOL, "cnn {label}: {:.2e} at {}", worst.0, worst.1);
+    }
+}

@@ -309,3 +309,149 @@ fn a_wrong_description_is_caught() {
     assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
     assert!(text.contains("MISMATCH"), "{text}");
 }
+
+/// The CNN classifier against the same JAX script (`model = "cnn"`): every norm, both pools,
+/// the learned biased activation, odd image sizes.
+#[test]
+fn cnn_training_matches_jax() {
+    use cloudchamber::model::Cnn;
+    use cloudchamber::spec::cnn::{CnnSpec, PoolKind};
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    let learned = |init: f64, per: Granularity| ActParamSpec {
+        init,
+        mode: Trainable::Learned,
+        per,
+    };
+    let specs = vec![
+        CnnSpec {
+            channels: vec![3, 4],
+            pool: PoolKind::Max,
+            norm: ChannelNorm::Batchnorm,
+            activation: Activation::Tanh,
+            ..CnnSpec::default()
+        },
+        CnnSpec {
+            channels: vec![4, 4],
+            pool: PoolKind::Avg,
+            norm: ChannelNorm::Groupnorm,
+            groups: 2,
+            activation: Activation::Gelu,
+            ..CnnSpec::default()
+        },
+        CnnSpec {
+            channels: vec![3],
+            pool: PoolKind::Max,
+            norm: ChannelNorm::Layernorm,
+            activation: Activation::Silu,
+            ..CnnSpec::default()
+        },
+        CnnSpec {
+            channels: vec![3, 6],
+            pool: PoolKind::Max,
+            norm: ChannelNorm::None,
+            activation: Activation::Tanh,
+            act: BiasedActSpec {
+                a: learned(1.1, Granularity::Neuron),
+                b: learned(0.1, Granularity::Layer),
+                c: learned(0.0, Granularity::Neuron),
+            },
+            ..CnnSpec::default()
+        },
+    ];
+    let (in_ch, h, w, classes) = (2, 7, 9, 3);
+    let mut files = Vec::new();
+    for (ci, spec) in specs.iter().enumerate() {
+        let seed = 40 + ci as u64;
+        let mut rng = Rng::new(seed);
+        let mut m = Cnn::<f64>::new(spec, 1e-5, (in_ch, h, w), classes, BATCH, &mut rng);
+        let mut nudge = Rng::new(seed ^ 0x9d9e);
+        for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
+            for v in p.value.iter_mut() {
+                *v += 0.2 * nudge.normal();
+            }
+        }
+        let mut tensors: Vec<Tensor> = m
+            .params()
+            .iter()
+            .map(|p| (p.name.clone(), p.shape.clone(), p.value.clone()))
+            .collect();
+        let hyper = Hyper {
+            optimizer: Optimizer::Adamw,
+            momentum: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: WEIGHT_DECAY,
+        };
+        let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
+        let mut data = Rng::new(seed ^ 0x5eed);
+        let mut losses = Vec::new();
+        for k in 0..STEPS {
+            let x: Vec<f64> = (0..BATCH * in_ch * h * w).map(|_| data.normal()).collect();
+            let y: Vec<f64> = (0..BATCH)
+                .map(|_| data.below(classes as u64) as f64)
+                .collect();
+            let batch = Batch::Rows {
+                x: &x,
+                y: &y,
+                rows: BATCH,
+            };
+            m.forward(&batch, Mode::Train);
+            let l = m.loss(&batch, true);
+            m.backward(&batch);
+            if k == 0 {
+                tensors.extend(m.params().iter().filter(|p| p.trainable).map(|p| {
+                    (
+                        format!("rust.grad.{}", p.name),
+                        p.shape.clone(),
+                        p.grad.clone(),
+                    )
+                }));
+            }
+            opt.step(m.params_mut(), &hyper, LR);
+            tensors.push((format!("batch.{k}.x"), vec![BATCH, in_ch, h, w], x));
+            tensors.push((format!("batch.{k}.y"), vec![BATCH], y));
+            losses.push(l.loss);
+        }
+        tensors.push(("rust.loss".into(), vec![STEPS], losses));
+        tensors.extend(m.params().iter().map(|p| {
+            (
+                format!("rust.final.{}", p.name),
+                p.shape.clone(),
+                p.value.clone(),
+            )
+        }));
+        let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+        let meta = serde_json::json!({
+            "label": format!("cnn {:?} {} {} {}", spec.channels, word(serde_json::json!(spec.pool)), spec.norm.name(), spec.activation.name()),
+            "model": "cnn",
+            "channels": spec.channels,
+            "pool": word(serde_json::json!(spec.pool)),
+            "in_channels": in_ch,
+            "classes": classes,
+            "loss": "cross_entropy",
+            "norm": spec.norm.name(),
+            "norm_eps": 1e-5,
+            "groups": spec.groups_for(spec.channels[0]),
+            "activation": spec.activation.name(),
+            "act": !spec.act.is_plain(),
+            "optimizer": {"kind": "adamw", "lr": LR, "beta1": hyper.beta1, "beta2": hyper.beta2, "eps": hyper.eps, "weight_decay": hyper.weight_decay},
+            "decay": m.params().iter().filter(|p| p.decay && p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "trainable": m.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
+            "momentum": cloudchamber::nn::channel::MOMENTUM,
+            "steps": STEPS,
+        });
+        let file = dir.join(format!("cnn{seed:02}.safetensors"));
+        save(
+            &file,
+            &tensors,
+            HashMap::from([("case".to_string(), meta.to_string())]),
+        );
+        files.push(file);
+    }
+    let (status, text) = check_with_jax("conv_parity.py", &files);
+    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    println!("{text}");
+}

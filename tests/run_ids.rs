@@ -12,6 +12,7 @@ use cloudchamber::sweep;
 #[rustfmt::skip]
 const PINNED: &[(&str, usize, &str)] = &[
     ("activation-bias.toml", 0, "67b9e595cbdcfa35"),
+    ("cnn-shapes.toml", 0, "4064453e783dadd3"),
     ("depth-scale.toml", 0, "bb29ca3835b40cf7"),
     ("depth-scale.toml", 1, "9c3bc68faf4c91d5"),
     ("depth-scale.toml", 2, "fc2828bd08995ecf"),
@@ -526,7 +527,7 @@ const PINNED: &[(&str, usize, &str)] = &[
     ("theory-vs-width.toml", 29, "c69aeaf58d3f9449"),
     ("theory-vs-width.toml", 30, "9995084735dfe301"),
     ("theory-vs-width.toml", 31, "49fc2163efd07d8b"),
-    ("unet-shapes.toml", 0, "82c4f0121f90c929"),
+    ("unet-shapes.toml", 0, "8c2c8f83f17922d1"),
     ("width-scaling.toml", 0, "93b5d11ce1e82cb4"),
     ("width-scaling.toml", 1, "b33c20f10d5cb3d8"),
     ("width-scaling.toml", 2, "b9fcd0ac36f09a8e"),

@@ -4,12 +4,14 @@
 //! A new family is one file here implementing [`Model`], one variant of
 //! [`crate::spec::ModelSpec`] and one arm in [`build`].
 
+pub mod cnn;
 pub mod denoiser;
 pub mod gpt;
 pub mod mlp;
 pub(crate) mod stage;
 pub mod unet;
 
+pub use cnn::Cnn;
 pub use denoiser::Denoiser;
 pub use gpt::Gpt;
 pub use mlp::Mlp;
@@ -89,13 +91,14 @@ pub enum Shape {
         dim: usize,
         points: usize,
     },
-    /// Images `[channels, height, width]` (as feature rows), each pixel labelled with one of
-    /// `classes` classes.
+    /// Images `[channels, height, width]` (as feature rows), labelled with one of `classes`
+    /// classes per pixel (`dense`, segmentation) or per image.
     Images {
         channels: usize,
         height: usize,
         width: usize,
         classes: usize,
+        dense: bool,
     },
 }
 
@@ -206,12 +209,29 @@ pub fn describe(spec: &ModelSpec, shape: Shape) -> String {
             )
         }
         (
+            ModelSpec::Cnn { cnn, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+                dense: false,
+            },
+        ) => format!(
+            "CNN channels {:?}, {} pooling, {} norm, {}, global average pool, linear head, on {channels}×{height}×{width} images of {classes} classes",
+            cnn.channels,
+            word(serde_json::json!(cnn.pool)),
+            cnn.norm.name(),
+            cnn.activation.name(),
+        ),
+        (
             ModelSpec::Unet { unet, .. },
             Shape::Images {
                 channels,
                 height,
                 width,
                 classes,
+                dense: true,
             },
         ) => {
             let chans: Vec<String> = (0..=unet.depth)
@@ -254,12 +274,35 @@ pub fn build<F: Float>(
             Box::new(Denoiser::new(net, denoiser, input, capacity, rng))
         }
         (
+            ModelSpec::Cnn { cnn, norm_eps, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+                dense: false,
+            },
+        ) => Box::new(Cnn::new(
+            cnn,
+            *norm_eps,
+            (channels, height, width),
+            classes,
+            capacity,
+            rng,
+        )),
+        (ModelSpec::Cnn { .. }, _) => {
+            return Err(mismatch(
+                "no labelled images; [model.cnn] classifies images ([task.shapes] with target = \"kind\")",
+            ))
+        }
+        (
             ModelSpec::Unet { unet, norm_eps, .. },
             Shape::Images {
                 channels,
                 height,
                 width,
                 classes,
+                dense: true,
             },
         ) => Box::new(Unet::new(
             unet,
@@ -276,7 +319,7 @@ pub fn build<F: Float>(
         }
         (_, Shape::Images { .. }) => {
             return Err(mismatch(
-                "images with a mask per pixel, which need a segmentation model ([model.unet])",
+                "images, which need a conv net ([model.unet] for masks, [model.cnn] for labels)",
             ))
         }
         (ModelSpec::Denoiser { .. }, _) => {
@@ -716,8 +759,19 @@ pub fn memory(
                 height,
                 width,
                 classes,
+                dense: true,
             },
         ) => Unet::<f32>::elements(unet, (channels, height, width), classes, capacity),
+        (
+            ModelSpec::Cnn { cnn, .. },
+            Shape::Images {
+                channels,
+                height,
+                width,
+                classes,
+                dense: false,
+            },
+        ) => cnn::elements(cnn, (channels, height, width), classes, capacity),
         // `build` refuses the pair before anything is allocated.
         _ => (0, 0),
     };

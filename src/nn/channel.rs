@@ -83,6 +83,16 @@ fn plane_sets(norm: ChanNorm, n: usize, c: usize) -> Vec<Vec<usize>> {
     }
 }
 
+/// Elements of one normalization set of BatchNorm (every image's plane of a channel) or
+/// GroupNorm (one image's planes of a group), for `n` images (the cache may hold more).
+fn set_size(norm: ChanNorm, c: usize, plane: usize, n: usize) -> f64 {
+    match norm {
+        ChanNorm::Batch => (n * plane) as f64,
+        ChanNorm::Group(g) => (c / g * plane) as f64,
+        ChanNorm::None | ChanNorm::Layer => c as f64,
+    }
+}
+
 /// The forward pass over `n` images: `y ← γ·x̂ + β`. In training BatchNorm also updates
 /// `running` (mean, variance); in evaluation it normalizes by them.
 #[allow(clippy::too_many_arguments)]
@@ -164,8 +174,8 @@ pub fn forward<F: Float>(
         }
         return;
     }
-    let count = (n * c * plane) as f64 / cache.rstd.len() as f64;
-    let mut stats = Vec::with_capacity(cache.rstd.len());
+    let count = set_size(norm, c, plane, n);
+    let mut stats = Vec::with_capacity(c);
     for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
         let sum: f64 = planes
             .iter()
@@ -270,7 +280,7 @@ pub fn backward<F: Float>(
         }
         return;
     }
-    let count = (n * c * plane) as f64 / cache.rstd.len() as f64;
+    let count = set_size(norm, c, plane, n);
     for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
         let (mut m1, mut m2) = (0.0, 0.0);
         for &q in planes {
@@ -452,6 +462,36 @@ mod tests {
                     "{norm:?} β[{ch}]"
                 );
             }
+        }
+    }
+
+    /// A pass over fewer images than the buffers hold (an evaluation's last chunk) normalizes
+    /// exactly as one over buffers of its own size.
+    #[test]
+    fn a_partial_batch_normalizes_like_a_full_one() {
+        let mut rng = Rng::new(13);
+        let (n, c, plane) = (2, 4, 3);
+        let x: Vec<f64> = (0..n * c * plane).map(|_| rng.normal()).collect();
+        let (gamma, beta) = (vec![1.0; c], vec![0.0; c]);
+        for norm in [ChanNorm::Batch, ChanNorm::Group(2), ChanNorm::Layer] {
+            let run = |capacity: usize| {
+                let mut y = vec![0.0; capacity * c * plane];
+                let mut cache = Cache::new(norm, capacity, c, plane);
+                let (mut rm, mut rv) = (vec![0.0; c], vec![1.0; c]);
+                forward(
+                    norm,
+                    Mode::Train,
+                    1e-5,
+                    (n, c, plane),
+                    &x,
+                    (&gamma, &beta),
+                    Some((&mut rm, &mut rv)),
+                    &mut y,
+                    &mut cache,
+                );
+                (y[..n * c * plane].to_vec(), rm, rv)
+            };
+            assert_eq!(run(n), run(5), "{norm:?}");
         }
     }
 

@@ -38,6 +38,17 @@ pub enum ShapeKind {
     Blob,
 }
 
+/// What an image is labelled with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShapesTarget {
+    /// A class per pixel (segmentation).
+    Mask,
+    /// The kind of the image's one shape (classification; needs `max_shapes = 1` and
+    /// `classes = len(kinds)`).
+    Kind,
+}
+
 /// `[task.shapes]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,6 +96,13 @@ pub struct ShapesSpec {
     /// 200 held-out images.
     #[serde(default = "d_n_test")]
     pub n_test: usize,
+    /// Masks, for segmentation.
+    #[serde(default = "d_target")]
+    pub target: ShapesTarget,
+}
+
+fn d_target() -> ShapesTarget {
+    ShapesTarget::Mask
 }
 
 fn d_size() -> usize {
@@ -167,7 +185,22 @@ impl ShapesSpec {
             ));
         }
         let per_kind = 1 + self.kinds.len();
-        if self.classes != 2 && self.classes != per_kind {
+        if self.target == ShapesTarget::Kind {
+            if self.classes != self.kinds.len() {
+                return Err(invalid(
+                    key(KIND, "classes"),
+                    format!("must be the number of kinds, {}, when each image is labelled with its shape's kind (got {})", self.kinds.len(), self.classes),
+                    &format!("set classes = {}", self.kinds.len()),
+                ));
+            }
+            if self.max_shapes != 1 || self.min_shapes != 1 {
+                return Err(invalid(
+                    key(KIND, "max_shapes"),
+                    format!("must be 1 (with min_shapes = 1) when each image is labelled with its shape's kind (got {}..={})", self.min_shapes, self.max_shapes),
+                    "set min_shapes = 1 and max_shapes = 1",
+                ));
+            }
+        } else if self.classes != 2 && self.classes != per_kind {
             return Err(invalid(
                 key(KIND, "classes"),
                 format!("must be 2 (shape or background) or {per_kind} (one class per kind, plus the background) (got {})", self.classes),
@@ -221,8 +254,9 @@ impl ShapesSpec {
         )
     }
 
-    /// One image `[channels, size, size]` and its mask `[size, size]` from `rng`.
-    fn image(&self, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+    /// One image `[channels, size, size]`, its mask `[size, size]` and the kind of its last
+    /// shape, from `rng`.
+    fn image(&self, rng: &mut Rng) -> (Vec<f64>, Vec<f64>, usize) {
         let s = self.size;
         let sf = s as f64;
         // Background texture: six plane waves.
@@ -251,8 +285,10 @@ impl ShapesSpec {
         let mut mask = vec![0.0; s * s];
         let count =
             self.min_shapes + rng.below((self.max_shapes - self.min_shapes + 1) as u64) as usize;
+        let mut last_kind = 0;
         for _ in 0..count {
             let k = rng.below(self.kinds.len() as u64) as usize;
+            last_kind = k;
             let kind = self.kinds[k];
             let (cx, cy) = (rng.uniform_in(0.0, sf), rng.uniform_in(0.0, sf));
             let r = rng.uniform_in(self.min_radius, self.max_radius);
@@ -322,24 +358,30 @@ impl ShapesSpec {
         for _ in 0..self.channels {
             img.extend(blurred.iter().map(|&v| v + self.noise * rng.normal()));
         }
-        (img, mask)
+        (img, mask, last_kind)
     }
 
     pub fn generate(&self, seed: u64) -> Dataset {
+        let kind = self.target == ShapesTarget::Kind;
+        let y_cols = if kind { 1 } else { self.size * self.size };
         let split = |part: &str, n: usize| {
             let (mut xs, mut ys) = (
                 Vec::with_capacity(n * self.channels * self.size * self.size),
-                Vec::with_capacity(n * self.size * self.size),
+                Vec::with_capacity(n * y_cols),
             );
             for i in 0..n {
                 let mut rng = Rng::stream(seed, &format!("task/{part}/{i}"));
-                let (x, y) = self.image(&mut rng);
+                let (x, y, k) = self.image(&mut rng);
                 xs.extend(x);
-                ys.extend(y);
+                if kind {
+                    ys.push(k as f64);
+                } else {
+                    ys.extend(y);
+                }
             }
             (
                 matrix(n, self.channels * self.size * self.size, xs),
-                matrix(n, self.size * self.size, ys),
+                matrix(n, y_cols, ys),
             )
         };
         let (train_x, train_y) = split("train", self.n_train);
@@ -358,8 +400,14 @@ impl ShapesSpec {
             train_y,
             test_x,
             test_y,
-            target: Target::Masks {
-                n_classes: self.classes,
+            target: if kind {
+                Target::Classes {
+                    n_classes: self.classes,
+                }
+            } else {
+                Target::Masks {
+                    n_classes: self.classes,
+                }
             },
             description: format!(
                 "shapes {}×{}×{}, {} classes, noise {}, blur {}, texture {}: {}",

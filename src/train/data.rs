@@ -385,12 +385,18 @@ pub(crate) fn shape(data: &Dataset) -> Shape {
             points: p.spec.points,
         };
     }
-    if let (Some(img), crate::task::Target::Masks { n_classes }) = (&data.image, data.target) {
+    if let Some(img) = &data.image {
+        let (classes, dense) = match data.target {
+            crate::task::Target::Masks { n_classes } => (n_classes, true),
+            crate::task::Target::Classes { n_classes } => (n_classes, false),
+            crate::task::Target::Regression { out_dim } => (out_dim, false),
+        };
         return Shape::Images {
             channels: img.channels,
             height: img.height,
             width: img.width,
-            classes: n_classes,
+            classes,
+            dense,
         };
     }
     match &data.sequence {
