@@ -160,6 +160,43 @@ fn data(c: &Case, n: usize, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
     (x, y)
 }
 
+/// The largest relative error between `m`'s analytic gradients (of its last backward pass) and
+/// five-point differences of its training loss on `batch`, over the elements `picks(len)` of
+/// each trainable tensor; with where it occurred.
+fn worst_error(
+    m: &mut dyn Model<f64>,
+    batch: &Batch<'_, f64>,
+    picks: impl Fn(usize) -> Vec<usize>,
+) -> (f64, String) {
+    let grads: Vec<Vec<f64>> = m.params().iter().map(|p| p.grad.clone()).collect();
+    let mut worst = (0.0f64, String::new());
+    for (pi, g) in grads.iter().enumerate() {
+        if !m.params()[pi].trainable {
+            continue;
+        }
+        for i in picks(g.len()) {
+            let orig = m.params()[pi].value[i];
+            let mut loss_at = |v: f64| {
+                m.params_mut()[pi].value[i] = v;
+                m.forward(batch, Mode::Train);
+                m.loss(batch, false).loss
+            };
+            let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H))
+                - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H)))
+                / (12.0 * H);
+            m.params_mut()[pi].value[i] = orig;
+            let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
+            if err > worst.0 {
+                worst = (
+                    err,
+                    format!("{}[{i}]: analytic {} vs {fd}", m.params()[pi].name, g[i]),
+                );
+            }
+        }
+    }
+    worst
+}
+
 #[test]
 fn unet_gradients_match_finite_differences() {
     let n = 3;
@@ -182,39 +219,14 @@ fn unet_gradients_match_finite_differences() {
         m.forward(&batch, Mode::Train);
         m.loss(&batch, true);
         m.backward(&batch);
-        let grads: Vec<Vec<f64>> = m.params().iter().map(|p| p.grad.clone()).collect();
-        let mut worst = (0.0f64, String::new());
-        for (pi, g) in grads.iter().enumerate() {
-            if !m.params()[pi].trainable {
-                continue;
-            }
-            let len = g.len();
-            // Every element of small tensors; a spread of 12 from larger ones.
-            let picks: Vec<usize> = if len <= 24 {
+        // Every element of small tensors; a spread of 12 from larger ones.
+        let worst = worst_error(&mut m, &batch, |len| {
+            if len <= 24 {
                 (0..len).collect()
             } else {
                 (0..12).map(|k| k * len / 12 + k % 3).collect()
-            };
-            for i in picks {
-                let orig = m.params()[pi].value[i];
-                let mut loss_at = |v: f64| {
-                    m.params_mut()[pi].value[i] = v;
-                    m.forward(&batch, Mode::Train);
-                    m.loss(&batch, false).loss
-                };
-                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H))
-                    - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H)))
-                    / (12.0 * H);
-                m.params_mut()[pi].value[i] = orig;
-                let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
-                if err > worst.0 {
-                    worst = (
-                        err,
-                        format!("{}[{i}]: analytic {} vs {fd}", m.params()[pi].name, g[i]),
-                    );
-                }
             }
-        }
+        });
         eprintln!(
             "{}: worst relative error {:.1e} ({})",
             c.label, worst.0, worst.1
@@ -283,32 +295,7 @@ fn cnn_gradients_match_finite_differences() {
         m.forward(&batch, Mode::Train);
         m.loss(&batch, true);
         m.backward(&batch);
-        let grads: Vec<Vec<f64>> = m.params().iter().map(|p| p.grad.clone()).collect();
-        let mut worst = (0.0f64, String::new());
-        for (pi, g) in grads.iter().enumerate() {
-            if !m.params()[pi].trainable {
-                continue;
-            }
-            for i in 0..g.len() {
-                let orig = m.params()[pi].value[i];
-                let mut loss_at = |v: f64| {
-                    m.params_mut()[pi].value[i] = v;
-                    m.forward(&batch, Mode::Train);
-                    m.loss(&batch, false).loss
-                };
-                let fd = (8.0 * (loss_at(orig + H) - loss_at(orig - H))
-                    - (loss_at(orig + 2.0 * H) - loss_at(orig - 2.0 * H)))
-                    / (12.0 * H);
-                m.params_mut()[pi].value[i] = orig;
-                let err = (fd - g[i]).abs() / (1e-3 + fd.abs().max(g[i].abs()));
-                if err > worst.0 {
-                    worst = (
-                        err,
-                        format!("{}[{i}]: {} vs {fd}", m.params()[pi].name, g[i]),
-                    );
-                }
-            }
-        }
+        let worst = worst_error(&mut m, &batch, |len| (0..len).collect());
         let label = format!("{} {:?} {:?}", spec.norm.name(), spec.pool, spec.activation);
         eprintln!(
             "cnn {label}: worst relative error {:.1e} ({})",

@@ -153,12 +153,18 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-/// Trains one case for [`STEPS`] AdamW steps and writes its case file.
-fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampling>) -> PathBuf {
-    let mut rng = Rng::new(seed);
-    let (h, w) = c.size;
-    let mut m = Unet::<f64>::new(&c.spec, c.eps, (c.in_ch, h, w), c.classes, BATCH, &mut rng);
-    // Off their initial values: norm weights of exactly 1 and biases of 0 hide mistakes.
+/// Nudges `m`'s trainable parameters off their initial values (norm weights of exactly 1 and
+/// biases of 0 hide mistakes), trains [`STEPS`] AdamW steps on random batches (normal images of
+/// `x_shape`, targets of `y_shape` drawn below `classes`) and writes the case file: initial
+/// weights, batches, losses, first-step gradients, final weights, and `meta` completed with the
+/// optimizer, the decayed and trained tensors, BatchNorm's momentum and the step count.
+fn record(
+    m: &mut dyn Model<f64>,
+    seed: u64,
+    (x_shape, y_shape, classes): (Vec<usize>, Vec<usize>, usize),
+    mut meta: serde_json::Value,
+    file: PathBuf,
+) -> PathBuf {
     let mut nudge = Rng::new(seed ^ 0x9d9e);
     for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
         for v in p.value.iter_mut() {
@@ -181,17 +187,12 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
     let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
     let mut data = Rng::new(seed ^ 0x5eed);
     let mut losses = Vec::new();
-    let out_classes = if c.spec.loss.channels(c.classes) == 1 {
-        2
-    } else {
-        c.classes
-    };
     for k in 0..STEPS {
-        let x: Vec<f64> = (0..BATCH * c.in_ch * h * w)
+        let x: Vec<f64> = (0..x_shape.iter().product::<usize>())
             .map(|_| data.normal())
             .collect();
-        let y: Vec<f64> = (0..BATCH * h * w)
-            .map(|_| data.below(out_classes as u64) as f64)
+        let y: Vec<f64> = (0..y_shape.iter().product::<usize>())
+            .map(|_| data.below(classes as u64) as f64)
             .collect();
         let batch = Batch::Rows {
             x: &x,
@@ -211,8 +212,8 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
             }));
         }
         opt.step(m.params_mut(), &hyper, LR);
-        tensors.push((format!("batch.{k}.x"), vec![BATCH, c.in_ch, h, w], x));
-        tensors.push((format!("batch.{k}.y"), vec![BATCH, h, w], y));
+        tensors.push((format!("batch.{k}.x"), x_shape.clone(), x));
+        tensors.push((format!("batch.{k}.y"), y_shape.clone(), y));
         losses.push(l.loss);
     }
     tensors.push(("rust.loss".into(), vec![STEPS], losses));
@@ -223,6 +224,49 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
             p.value.clone(),
         )
     }));
+    let names = |keep: &dyn Fn(&cloudchamber::model::Param<f64>) -> bool| {
+        m.params()
+            .iter()
+            .filter(|p| keep(p))
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
+    let extra = serde_json::json!({
+        "optimizer": {
+            "kind": "adamw",
+            "lr": LR,
+            "beta1": hyper.beta1,
+            "beta2": hyper.beta2,
+            "eps": hyper.eps,
+            "weight_decay": hyper.weight_decay,
+        },
+        "decay": names(&|p| p.decay && p.trainable),
+        "trainable": names(&|p| p.trainable),
+        "momentum": cloudchamber::nn::channel::MOMENTUM,
+        "steps": STEPS,
+    });
+    if let (Some(meta), Some(extra)) = (meta.as_object_mut(), extra.as_object()) {
+        meta.extend(extra.clone());
+    }
+    save(
+        &file,
+        &tensors,
+        HashMap::from([("case".to_string(), meta.to_string())]),
+    );
+    file
+}
+
+/// Trains one U-Net case and writes its case file (`declared_upsampling`: what the
+/// description claims instead, to show that the check can fail).
+fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampling>) -> PathBuf {
+    let mut rng = Rng::new(seed);
+    let (h, w) = c.size;
+    let mut m = Unet::<f64>::new(&c.spec, c.eps, (c.in_ch, h, w), c.classes, BATCH, &mut rng);
+    let out_classes = if c.spec.loss.channels(c.classes) == 1 {
+        2
+    } else {
+        c.classes
+    };
     let up = declared_upsampling.unwrap_or(c.spec.upsampling);
     let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
     let label = format!(
@@ -259,26 +303,15 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
         "groups": c.spec.groups_for(c.spec.base_channels),
         "activation": c.spec.activation.name(),
         "act": !c.spec.act.is_plain(),
-        "optimizer": {
-            "kind": "adamw",
-            "lr": LR,
-            "beta1": hyper.beta1,
-            "beta2": hyper.beta2,
-            "eps": hyper.eps,
-            "weight_decay": hyper.weight_decay,
-        },
-        "decay": m.params().iter().filter(|p| p.decay && p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
-        "trainable": m.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
-        "momentum": cloudchamber::nn::channel::MOMENTUM,
-        "steps": STEPS,
     });
-    let file = dir.join(format!("unet{seed:02}.safetensors"));
-    save(
-        &file,
-        &tensors,
-        HashMap::from([("case".to_string(), meta.to_string())]),
-    );
-    file
+    let shapes = (vec![BATCH, c.in_ch, h, w], vec![BATCH, h, w], out_classes);
+    record(
+        &mut m,
+        seed,
+        shapes,
+        meta,
+        dir.join(format!("unet{seed:02}.safetensors")),
+    )
 }
 
 #[test]
@@ -366,63 +399,6 @@ fn cnn_training_matches_jax() {
         let seed = 40 + ci as u64;
         let mut rng = Rng::new(seed);
         let mut m = Cnn::<f64>::new(spec, 1e-5, (in_ch, h, w), classes, BATCH, &mut rng);
-        let mut nudge = Rng::new(seed ^ 0x9d9e);
-        for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
-            for v in p.value.iter_mut() {
-                *v += 0.2 * nudge.normal();
-            }
-        }
-        let mut tensors: Vec<Tensor> = m
-            .params()
-            .iter()
-            .map(|p| (p.name.clone(), p.shape.clone(), p.value.clone()))
-            .collect();
-        let hyper = Hyper {
-            optimizer: Optimizer::Adamw,
-            momentum: 0.0,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: WEIGHT_DECAY,
-        };
-        let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
-        let mut data = Rng::new(seed ^ 0x5eed);
-        let mut losses = Vec::new();
-        for k in 0..STEPS {
-            let x: Vec<f64> = (0..BATCH * in_ch * h * w).map(|_| data.normal()).collect();
-            let y: Vec<f64> = (0..BATCH)
-                .map(|_| data.below(classes as u64) as f64)
-                .collect();
-            let batch = Batch::Rows {
-                x: &x,
-                y: &y,
-                rows: BATCH,
-            };
-            m.forward(&batch, Mode::Train);
-            let l = m.loss(&batch, true);
-            m.backward(&batch);
-            if k == 0 {
-                tensors.extend(m.params().iter().filter(|p| p.trainable).map(|p| {
-                    (
-                        format!("rust.grad.{}", p.name),
-                        p.shape.clone(),
-                        p.grad.clone(),
-                    )
-                }));
-            }
-            opt.step(m.params_mut(), &hyper, LR);
-            tensors.push((format!("batch.{k}.x"), vec![BATCH, in_ch, h, w], x));
-            tensors.push((format!("batch.{k}.y"), vec![BATCH], y));
-            losses.push(l.loss);
-        }
-        tensors.push(("rust.loss".into(), vec![STEPS], losses));
-        tensors.extend(m.params().iter().map(|p| {
-            (
-                format!("rust.final.{}", p.name),
-                p.shape.clone(),
-                p.value.clone(),
-            )
-        }));
         let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
         let meta = serde_json::json!({
             "label": format!("cnn {:?} {} {} {}", spec.channels, word(serde_json::json!(spec.pool)), spec.norm.name(), spec.activation.name()),
@@ -437,17 +413,14 @@ fn cnn_training_matches_jax() {
             "groups": spec.groups_for(spec.channels[0]),
             "activation": spec.activation.name(),
             "act": !spec.act.is_plain(),
-            "optimizer": {"kind": "adamw", "lr": LR, "beta1": hyper.beta1, "beta2": hyper.beta2, "eps": hyper.eps, "weight_decay": hyper.weight_decay},
-            "decay": m.params().iter().filter(|p| p.decay && p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
-            "trainable": m.params().iter().filter(|p| p.trainable).map(|p| p.name.clone()).collect::<Vec<_>>(),
-            "momentum": cloudchamber::nn::channel::MOMENTUM,
-            "steps": STEPS,
         });
-        let file = dir.join(format!("cnn{seed:02}.safetensors"));
-        save(
-            &file,
-            &tensors,
-            HashMap::from([("case".to_string(), meta.to_string())]),
+        let shapes = (vec![BATCH, in_ch, h, w], vec![BATCH], classes);
+        let file = record(
+            &mut m,
+            seed,
+            shapes,
+            meta,
+            dir.join(format!("cnn{seed:02}.safetensors")),
         );
         files.push(file);
     }
