@@ -162,42 +162,23 @@ fn sampler(repeat: usize, peer: Option<std::path::PathBuf>) -> Result<(), Error>
                 p.name, p.samples, r.n_params, r.samples_per_s, r.seconds
             );
             let Some(py) = &peer else { continue };
-            let out = std::process::Command::new(py)
-                .arg(&script)
-                .arg(&file)
-                .args([
-                    "--width",
-                    &p.width.to_string(),
-                    "--depth",
-                    &p.depth.to_string(),
-                ])
-                .args([
-                    "--threads",
-                    &threads.to_string(),
-                    "--repeat",
-                    &repeat.to_string(),
-                ])
-                .output()
-                .map_err(Error::io(py.clone()))?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if !out.status.success() {
-                return Err(Error::Invalid {
-                    what: "bench --sampler".into(),
-                    message: format!(
-                        "the PyTorch peer failed ({}): {}{}",
-                        out.status,
-                        text.trim(),
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                    hint: "--peer-python needs torch, numpy and safetensors".into(),
-                });
-            }
+            let w = (p.width.to_string(), p.depth.to_string());
+            let (t, r2) = (threads.to_string(), repeat.to_string());
+            let args = [
+                file.as_os_str(),
+                "--width".as_ref(),
+                w.0.as_ref(),
+                "--depth".as_ref(),
+                w.1.as_ref(),
+                "--threads".as_ref(),
+                t.as_ref(),
+                "--repeat".as_ref(),
+                r2.as_ref(),
+            ];
             // The peer prints `samples_per_s=<v> max_abs_diff=<v>`.
-            let field = |k: &str| {
-                text.split_whitespace()
-                    .find_map(|w| w.strip_prefix(k))
-                    .and_then(|v| v.parse::<f64>().ok())
-            };
+            let peer_out = run_peer(py, &script, &args, "bench --sampler")?;
+            let field = |k: &str| peer_out.field(k);
+            let text = &peer_out.text;
             match (field("samples_per_s="), field("max_abs_diff=")) {
                 (Some(sps), Some(diff)) => println!(
                     "  {:<18} {} samples, {threads} thread(s): PyTorch eager  {:>10.0} samples/s — ratio {:.2}× (samples differ by ≤ {diff:.1e})",
@@ -215,6 +196,50 @@ fn sampler(repeat: usize, peer: Option<std::path::PathBuf>) -> Result<(), Error>
 }
 
 const TORCH_UNET: &str = include_str!("../../benches/peers/torch_unet.py");
+
+/// Runs a PyTorch peer script with `args`; returns a reader of the `key=value` fields it
+/// printed (an error naming `what` if it failed).
+fn run_peer(
+    py: &std::path::Path,
+    script: &std::path::Path,
+    args: &[&std::ffi::OsStr],
+    what: &str,
+) -> Result<PeerOutput, Error> {
+    let out = std::process::Command::new(py)
+        .arg(script)
+        .args(args)
+        .output()
+        .map_err(Error::io(py.to_path_buf()))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(Error::Invalid {
+            what: what.into(),
+            message: format!(
+                "the PyTorch peer failed ({}): {}{}",
+                out.status,
+                text.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            hint: "--peer-python needs torch, numpy and safetensors".into(),
+        });
+    }
+    Ok(PeerOutput { text })
+}
+
+/// What a peer printed.
+struct PeerOutput {
+    text: String,
+}
+
+impl PeerOutput {
+    /// The number after `key` (e.g. `step_ms_median=`).
+    fn field(&self, key: &str) -> Option<f64> {
+        self.text
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse::<f64>().ok())
+    }
+}
 
 /// `--unet`: our U-Net step at 1 and 2 threads, then PyTorch eager's on the same weights and
 /// batch.
@@ -243,37 +268,22 @@ fn unet(warmup: usize, steps: usize, peer: Option<std::path::PathBuf>) -> Result
             r.median_ms, r.min_ms, r.max_ms, r.n_params, r.loss_first, r.loss_last
         );
         let Some(py) = &peer else { continue };
-        let out = std::process::Command::new(py)
-            .arg(&script)
-            .args(["--weights", &file.to_string_lossy(), "--loss", "bce_dice"])
-            .args([
-                "--threads",
-                &threads.to_string(),
-                "--steps",
-                &steps.to_string(),
-                "--warmup",
-                &warmup.to_string(),
-            ])
-            .output()
-            .map_err(Error::io(py.clone()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(Error::Invalid {
-                what: "bench --unet".into(),
-                message: format!(
-                    "the PyTorch peer failed ({}): {}{}",
-                    out.status,
-                    text.trim(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-                hint: "--peer-python needs torch, numpy and safetensors".into(),
-            });
-        }
-        let field = |k: &str| {
-            text.split_whitespace()
-                .find_map(|w| w.strip_prefix(k))
-                .and_then(|v| v.parse::<f64>().ok())
-        };
+        let (t, st, wu) = (threads.to_string(), steps.to_string(), warmup.to_string());
+        let args = [
+            "--weights".as_ref(),
+            file.as_os_str(),
+            "--loss".as_ref(),
+            "bce_dice".as_ref(),
+            "--threads".as_ref(),
+            t.as_ref(),
+            "--steps".as_ref(),
+            st.as_ref(),
+            "--warmup".as_ref(),
+            wu.as_ref(),
+        ];
+        let peer_out = run_peer(py, &script, &args, "bench --unet")?;
+        let field = |k: &str| peer_out.field(k);
+        let text = &peer_out.text;
         match (field("step_ms_median="), field("loss_first="), field("loss_last=")) {
             (Some(ms), Some(l0), Some(l1)) => println!(
                 "  {threads} thread(s): PyTorch eager median {ms:>7.1} ms, loss {l0:.4} → {l1:.4} — cloudchamber is {:.2}× its speed",
