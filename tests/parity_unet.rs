@@ -357,7 +357,7 @@ fn cnn_training_matches_jax() {
         mode: Trainable::Learned,
         per,
     };
-    let specs = vec![
+    let specs = [
         CnnSpec {
             channels: vec![3, 4],
             pool: PoolKind::Max,

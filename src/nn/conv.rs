@@ -50,7 +50,12 @@ impl Conv {
         groups: usize,
         (h, w): (usize, usize),
     ) -> Option<Conv> {
-        if groups == 0 || c_in % groups != 0 || c_out % groups != 0 || stride == 0 || dil == 0 {
+        if groups == 0
+            || !c_in.is_multiple_of(groups)
+            || !c_out.is_multiple_of(groups)
+            || stride == 0
+            || dil == 0
+        {
             return None;
         }
         let span = dil * (k.checked_sub(1)?) + 1;

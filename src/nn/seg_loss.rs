@@ -44,7 +44,7 @@ pub fn loss<F: Float>(
         SegLoss::Dice => total += dice_binary(n, plane, z, y, grad.as_deref_mut(), 1.0),
         SegLoss::BceDice => {
             total += bce(n, plane, z, y, grad.as_deref_mut(), 1.0);
-            total += dice_weight * dice_binary(n, plane, z, y, grad.as_deref_mut(), dice_weight);
+            total += dice_weight * dice_binary(n, plane, z, y, grad, dice_weight);
         }
     }
     LossValue {

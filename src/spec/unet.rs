@@ -171,7 +171,7 @@ impl UnetSpec {
     pub fn groups_for(&self, c: usize) -> usize {
         (1..=self.groups.min(c))
             .rev()
-            .find(|g| c % g == 0)
+            .find(|&g| c.is_multiple_of(g))
             .unwrap_or(1)
     }
 

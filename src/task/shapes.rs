@@ -190,7 +190,7 @@ impl ShapesSpec {
                 return Err(invalid(
                     key(KIND, "classes"),
                     format!("must be the number of kinds, {}, when each image is labelled with its shape's kind (got {})", self.kinds.len(), self.classes),
-                    &format!("set classes = {}", self.kinds.len()),
+                    format!("set classes = {}", self.kinds.len()),
                 ));
             }
             if self.max_shapes != 1 || self.min_shapes != 1 {
