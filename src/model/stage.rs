@@ -42,7 +42,7 @@ pub(crate) struct Stage<F> {
     /// `f(z − b)` (only when `a` is learned).
     fu: Vec<F>,
     cache: channel::Cache<F>,
-    /// a, b, c broadcast per channel.
+    /// a, b, c broadcast per channel (forward), then their per-channel gradients (backward).
     abc_c: [Vec<F>; 3],
 }
 
@@ -229,16 +229,20 @@ impl<F: Float> Stage<F> {
         match self.abc {
             Some([ia, ib, ic]) => {
                 // f(u) is kept whenever the form has parameters (see `Unet::new`).
-                let (mut ga, mut gb, mut gc) =
-                    (vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]);
+                // The per-channel a, b, c of the forward pass are spent (d and f(u) hold what
+                // backward needs), so their buffers take the per-channel gradients.
+                let [ga, gb, gc] = &mut self.abc_c;
+                for v in [&mut *ga, &mut *gb, &mut *gc] {
+                    v.fill(F::zero());
+                }
                 let grads = Some((&self.fu[..len], &mut ga[..], &mut gb[..], &mut gc[..]));
                 channel::act_backward((n, c, plane), g, &self.d[..len], grads);
-                for (i, grad) in [(ia, ga), (ib, gb), (ic, gc)] {
+                for (i, grad) in [(ia, &*ga), (ib, &*gb), (ic, &*gc)] {
                     let p = &mut params[i].grad;
                     if p.len() == 1 {
                         p[0] += grad.iter().fold(F::zero(), |s, &v| s + v);
                     } else {
-                        for (d, v) in p.iter_mut().zip(grad) {
+                        for (d, &v) in p.iter_mut().zip(grad) {
                             *d += v;
                         }
                     }
@@ -259,7 +263,7 @@ impl<F: Float> Stage<F> {
                 &params[gi].value,
                 g,
                 (&mut dgamma, &mut dbeta),
-                &self.cache,
+                &mut self.cache,
             );
             params[gi].grad = dgamma;
             params[bi].grad = dbeta;

@@ -37,6 +37,8 @@ pub const MOMENTUM: f64 = 0.1;
 pub struct Cache<F> {
     pub xhat: Vec<F>,
     pub rstd: Vec<f64>,
+    /// Layer norm's per-pixel sums, `[2, plane]` (preallocated: no allocation per pass).
+    scratch: Vec<f64>,
 }
 
 impl<F: Float> Cache<F> {
@@ -58,28 +60,39 @@ impl<F: Float> Cache<F> {
                 }
             ],
             rstd: vec![0.0; sets],
+            scratch: vec![
+                0.0;
+                if norm == ChanNorm::Layer {
+                    2 * plane
+                } else {
+                    0
+                }
+            ],
         }
     }
 }
 
-/// The normalization sets of BatchNorm and GroupNorm as lists of planes (plane `q = i·c + ch`
-/// holds channel `ch` of image `i`): per channel across images, or per image and group. Layer
-/// norm's sets run across planes at each pixel and are handled on their own.
-fn plane_sets(norm: ChanNorm, n: usize, c: usize) -> Vec<Vec<usize>> {
-    match norm {
-        ChanNorm::Batch => (0..c)
-            .map(|ch| (0..n).map(|i| i * c + ch).collect())
-            .collect(),
+/// The planes of normalization set `s` of BatchNorm or GroupNorm (plane `q = i·c + ch` holds
+/// channel `ch` of image `i`): channel `s` across the `n` images, or image `s / g`'s group
+/// `s % g`. Layer norm's sets run across planes at each pixel and are handled on their own.
+fn set_planes(norm: ChanNorm, n: usize, c: usize, s: usize) -> impl Iterator<Item = usize> {
+    let (start, stride, count) = match norm {
+        ChanNorm::Batch => (s, c, n),
         ChanNorm::Group(g) => {
             let cg = c / g;
-            (0..n * g)
-                .map(|s| {
-                    let (i, gi) = (s / g, s % g);
-                    (0..cg).map(|j| i * c + gi * cg + j).collect()
-                })
-                .collect()
+            ((s / g) * c + (s % g) * cg, 1, cg)
         }
-        ChanNorm::None | ChanNorm::Layer => Vec::new(),
+        ChanNorm::None | ChanNorm::Layer => (0, 1, 0),
+    };
+    (0..count).map(move |j| start + j * stride)
+}
+
+/// How many sets [`set_planes`] numbers for `n` images.
+fn sets(norm: ChanNorm, n: usize, c: usize) -> usize {
+    match norm {
+        ChanNorm::Batch => c,
+        ChanNorm::Group(g) => n * g,
+        ChanNorm::None | ChanNorm::Layer => 0,
     }
 }
 
@@ -133,7 +146,7 @@ pub fn forward<F: Float>(
     }
     if norm == ChanNorm::Layer {
         // Per image: statistics over the channels at each pixel, accumulated plane by plane.
-        let (mut mean, mut sq) = (vec![0.0f64; plane], vec![0.0f64; plane]);
+        let (mean, sq) = cache.scratch.split_at_mut(plane);
         for i in 0..n {
             mean.fill(0.0);
             sq.fill(0.0);
@@ -151,7 +164,7 @@ pub fn forward<F: Float>(
             for ch in 0..c {
                 for ((s2, &m), &v) in sq
                     .iter_mut()
-                    .zip(&mean)
+                    .zip(mean.iter())
                     .zip(&x[(i * c + ch) * plane..(i * c + ch + 1) * plane])
                 {
                     let d = v.f64() - m;
@@ -159,7 +172,7 @@ pub fn forward<F: Float>(
                 }
             }
             let r = &mut cache.rstd[i * plane..(i + 1) * plane];
-            for (rv, &s2) in r.iter_mut().zip(&sq) {
+            for (rv, &s2) in r.iter_mut().zip(sq.iter()) {
                 *rv = 1.0 / (s2 / c as f64 + eps).sqrt();
             }
             for ch in 0..c {
@@ -175,11 +188,10 @@ pub fn forward<F: Float>(
         return;
     }
     let count = set_size(norm, c, plane, n);
-    let mut stats = Vec::with_capacity(c);
-    for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
-        let sum: f64 = planes
-            .iter()
-            .map(|&q| {
+    let mut running = running;
+    for s in 0..sets(norm, n, c) {
+        let sum: f64 = set_planes(norm, n, c, s)
+            .map(|q| {
                 x[q * plane..(q + 1) * plane]
                     .iter()
                     .map(|v| v.f64())
@@ -187,9 +199,8 @@ pub fn forward<F: Float>(
             })
             .sum();
         let mean = sum / count;
-        let sq: f64 = planes
-            .iter()
-            .map(|&q| {
+        let sq: f64 = set_planes(norm, n, c, s)
+            .map(|q| {
                 x[q * plane..(q + 1) * plane]
                     .iter()
                     .map(|v| (v.f64() - mean) * (v.f64() - mean))
@@ -200,7 +211,7 @@ pub fn forward<F: Float>(
         let r = 1.0 / (var + eps).sqrt();
         cache.rstd[s] = r;
         let (mf, rf) = (F::of(mean), F::of(r));
-        for &q in planes {
+        for q in set_planes(norm, n, c, s) {
             let ch = q % c;
             let (gm, bt) = (gamma[ch], beta[ch]);
             let o = q * plane;
@@ -210,14 +221,11 @@ pub fn forward<F: Float>(
                 y[p] = gm * xh + bt;
             }
         }
-        stats.push((mean, var));
-    }
-    if let (ChanNorm::Batch, Some((rm, rv))) = (norm, running) {
-        let count = count as usize;
-        for (ch, &(mean, var)) in stats.iter().enumerate() {
-            let unbiased = var * count as f64 / (count.max(2) - 1) as f64;
-            rm[ch] = F::of((1.0 - MOMENTUM) * rm[ch].f64() + MOMENTUM * mean);
-            rv[ch] = F::of((1.0 - MOMENTUM) * rv[ch].f64() + MOMENTUM * unbiased);
+        // BatchNorm's set `s` is channel `s`: its running statistics move toward this batch's.
+        if let (ChanNorm::Batch, Some((rm, rv))) = (norm, running.as_mut()) {
+            let unbiased = var * count / (count - 1.0).max(1.0);
+            rm[s] = F::of((1.0 - MOMENTUM) * rm[s].f64() + MOMENTUM * mean);
+            rv[s] = F::of((1.0 - MOMENTUM) * rv[s].f64() + MOMENTUM * unbiased);
         }
     }
 }
@@ -229,31 +237,31 @@ pub fn backward<F: Float>(
     gamma: &[F],
     g: &mut [F],
     (dgamma, dbeta): (&mut [F], &mut [F]),
-    cache: &Cache<F>,
+    cache: &mut Cache<F>,
 ) {
     if norm == ChanNorm::None {
         return;
     }
-    let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-    for q in 0..n * c {
-        let ch = q % c;
-        let (gs, xs) = (
-            &g[q * plane..(q + 1) * plane],
-            &cache.xhat[q * plane..(q + 1) * plane],
-        );
-        dg[ch] += gs
-            .iter()
-            .zip(xs)
-            .map(|(a, b)| a.f64() * b.f64())
-            .sum::<f64>();
-        db[ch] += gs.iter().map(|a| a.f64()).sum::<f64>();
-    }
     for ch in 0..c {
-        dgamma[ch] = F::of(dg[ch]);
-        dbeta[ch] = F::of(db[ch]);
+        let (mut dg, mut db) = (0.0, 0.0);
+        for i in 0..n {
+            let q = i * c + ch;
+            let (gs, xs) = (
+                &g[q * plane..(q + 1) * plane],
+                &cache.xhat[q * plane..(q + 1) * plane],
+            );
+            dg += gs
+                .iter()
+                .zip(xs)
+                .map(|(a, b)| a.f64() * b.f64())
+                .sum::<f64>();
+            db += gs.iter().map(|a| a.f64()).sum::<f64>();
+        }
+        dgamma[ch] = F::of(dg);
+        dbeta[ch] = F::of(db);
     }
     if norm == ChanNorm::Layer {
-        let (mut m1, mut m2) = (vec![0.0f64; plane], vec![0.0f64; plane]);
+        let (m1, m2) = cache.scratch.split_at_mut(plane);
         for i in 0..n {
             m1.fill(0.0);
             m2.fill(0.0);
@@ -281,9 +289,9 @@ pub fn backward<F: Float>(
         return;
     }
     let count = set_size(norm, c, plane, n);
-    for (s, planes) in plane_sets(norm, n, c).iter().enumerate() {
+    for s in 0..sets(norm, n, c) {
         let (mut m1, mut m2) = (0.0, 0.0);
-        for &q in planes {
+        for q in set_planes(norm, n, c, s) {
             let gm = gamma[q % c].f64();
             let (gs, xs) = (
                 &g[q * plane..(q + 1) * plane],
@@ -297,7 +305,7 @@ pub fn backward<F: Float>(
                     .sum::<f64>();
         }
         let (m1, m2, r) = (m1 / count, m2 / count, cache.rstd[s]);
-        for &q in planes {
+        for q in set_planes(norm, n, c, s) {
             let gm = F::of(gamma[q % c].f64() * r);
             let (a, b) = (F::of(r * m1), F::of(r * m2));
             for p in q * plane..(q + 1) * plane {
@@ -430,7 +438,7 @@ mod tests {
                 &gamma,
                 &mut g,
                 (&mut dg, &mut db),
-                &cache,
+                &mut cache,
             );
             let h = 1e-6;
             for i in 0..x.len() {
