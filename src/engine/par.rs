@@ -127,6 +127,24 @@ pub fn for_items<P: Piece>(items: usize, parts: P, f: impl Fn(usize, P::Out) + S
     });
 }
 
+/// [`for_items`] over the pool only when `parallel` (a pass big enough to pay for a pool call);
+/// otherwise in order on this thread. Same results either way.
+pub fn for_items_if<P: Piece>(
+    parallel: bool,
+    items: usize,
+    parts: P,
+    f: impl Fn(usize, P::Out) + Sync,
+) {
+    if parallel {
+        return for_items(items, parts, f);
+    }
+    for i in 0..items {
+        // SAFETY: each item is named once, in turn.
+        let pieces = unsafe { parts.piece(i, i..i + 1) };
+        f(i, pieces)
+    }
+}
+
 /// `f` on each element of `items` in parallel, one item per task.
 pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     let n = items.len();

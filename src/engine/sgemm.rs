@@ -52,6 +52,34 @@ pub fn available() -> bool {
     })
 }
 
+/// Bytes of one core's L2 cache, from sysfs (`/sys/devices/system/cpu/cpu0/cache`), read once;
+/// 1 MiB where it cannot be read (the smallest L2 of the AVX-512 cores: Skylake-SP to
+/// Ice Lake-SP have 1–1.25 MiB, Sapphire Rapids 2 MiB, Zen 4 1 MiB).
+pub fn l2_bytes() -> usize {
+    static L2: OnceLock<usize> = OnceLock::new();
+    *L2.get_or_init(|| detect_l2().unwrap_or(1 << 20))
+}
+
+fn detect_l2() -> Option<usize> {
+    let root = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
+    for entry in std::fs::read_dir(root).ok()?.flatten() {
+        let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).ok();
+        if read("level")?.trim() != "2" || read("type")?.trim() == "Instruction" {
+            continue;
+        }
+        let size = read("size")?;
+        let size = size.trim();
+        let (digits, unit) = size.split_at(size.find(|c: char| !c.is_ascii_digit())?);
+        let k: usize = digits.parse().ok()?;
+        return match unit {
+            "K" => Some(k << 10),
+            "M" => Some(k << 20),
+            _ => None,
+        };
+    }
+    None
+}
+
 thread_local! {
     static PACK_A: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
     static PACK_B: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -229,32 +257,39 @@ unsafe fn block(
     if rows.is_empty() {
         return;
     }
+    // BLIS's `NC` loop: the panels go in chunks whose packed B fits in half the L2, so every
+    // row tile after the first finds its chunk there (a 16-channel convolution's 256×4096 B is
+    // 4 MiB: unchunked, each of its two row tiles streamed it from L3).
+    let chunk = (l2_bytes() / 2 / (kc * NR * 4)).max(1);
     let run = |rows: std::ops::Range<usize>,
                ap_of: &dyn Fn(usize, usize) -> (*const f32, isize)| {
-        // Tile-major: one A tile stays in L1 while the panels of B (in L2) pass it, and each
-        // row of C is written front to back.
-        let mut i0 = rows.start;
-        while i0 < rows.end {
-            let mr = MR.min(rows.end - i0);
-            let (ap, a_ps) = ap_of(i0, mr);
-            for (pi, jp) in panels.clone().enumerate() {
-                let j0 = jp * NR;
-                let tile = Tile {
-                    kc,
-                    a: ap,
-                    a_ps,
-                    b: bp.add(pi * kc * NR),
-                    c: op.c.add(i0 * op.ldc + j0),
-                    ldc: op.ldc,
-                    cols: NR.min(op.n - j0),
-                    alpha: op.alpha,
-                    beta: op.beta,
-                    bias: op.bias.map(|bv| bv.add(j0)),
-                    first: p0 == 0,
-                };
-                micro(mr, &tile);
+        for c0 in panels.clone().step_by(chunk) {
+            let chunk = c0..(c0 + chunk).min(panels.end);
+            // Tile-major: one A tile stays in L1 while the panels of B (in L2) pass it, and
+            // each row of C is written front to back.
+            let mut i0 = rows.start;
+            while i0 < rows.end {
+                let mr = MR.min(rows.end - i0);
+                let (ap, a_ps) = ap_of(i0, mr);
+                for jp in chunk.clone() {
+                    let j0 = jp * NR;
+                    let tile = Tile {
+                        kc,
+                        a: ap,
+                        a_ps,
+                        b: bp.add((jp - panels.start) * kc * NR),
+                        c: op.c.add(i0 * op.ldc + j0),
+                        ldc: op.ldc,
+                        cols: NR.min(op.n - j0),
+                        alpha: op.alpha,
+                        beta: op.beta,
+                        bias: op.bias.map(|bv| bv.add(j0)),
+                        first: p0 == 0,
+                    };
+                    micro(mr, &tile);
+                }
+                i0 += mr;
             }
-            i0 += mr;
         }
     };
     // MC rows at a time, so the block's A (MC×kc, 120 KiB) and the packed B stay in L2 while

@@ -173,7 +173,7 @@ impl<F: Float> Cnn<F> {
     }
 
     /// Backward from [`Self::d_logits`] to every parameter gradient (overwritten).
-    pub fn backward_images(&mut self) {
+    pub fn backward_images(&mut self, x: &[F]) {
         let n = self.n;
         par::for_each_mut(&mut self.params, |p| p.grad.fill(F::zero()));
         let last = self.stages.len() - 1;
@@ -221,7 +221,15 @@ impl<F: Float> Cnn<F> {
                 &mut self.g_a[..len],
             );
             let dx = (i > 0).then_some(&mut self.g_b[..]);
-            s.backward(&mut self.params, &mut self.g_a, n, dx, &mut self.partial);
+            let input: &[F] = if i == 0 { x } else { &self.pooled[i - 1].0 };
+            s.backward(
+                &mut self.params,
+                input,
+                &mut self.g_a,
+                n,
+                dx,
+                &mut self.partial,
+            );
         }
     }
 }
@@ -258,8 +266,11 @@ impl<F: Float> Model<F> for Cnn<F> {
             g,
         )
     }
-    fn backward(&mut self, _batch: &Batch<'_, F>) {
-        self.backward_images();
+    fn backward(&mut self, batch: &Batch<'_, F>) {
+        match *batch {
+            Batch::Rows { x, .. } => self.backward_images(x),
+            _ => panic!("cnn: images come as feature rows"),
+        }
     }
     fn as_any(&self) -> &dyn Any {
         self

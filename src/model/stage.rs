@@ -2,6 +2,7 @@
 //! (biased) activation, with the buffers its backward pass needs (`nn::conv`, `nn::channel`).
 
 use super::{Param, Role};
+
 use crate::engine::{Float, Rng};
 use crate::nn::activation::Activation;
 use crate::nn::channel::{self, ChanNorm};
@@ -33,8 +34,6 @@ pub(crate) struct Stage<F> {
     cols: Vec<F>,
     /// Convolution output `[n, c, plane]`.
     z: Vec<F>,
-    /// Normalized `z` (empty without a norm).
-    zn: Vec<F>,
     /// The stage's output.
     pub(crate) h: Vec<F>,
     /// `a·f′(z − b)`.
@@ -117,7 +116,6 @@ impl<F: Float> Stage<F> {
             abc,
             cols: zeros(capacity * geom.col_len()),
             z: zeros(n),
-            zn: zeros(if norm == ChanNorm::None { 0 } else { n }),
             h: zeros(n),
             d: zeros(n),
             fu: zeros(if abc.is_some() { n } else { 0 }),
@@ -153,39 +151,13 @@ impl<F: Float> Stage<F> {
             &mut self.z,
             &mut self.cols,
         );
-        let normed: &[F] = if self.norm == ChanNorm::None {
-            &self.z[..len]
-        } else {
-            // Running statistics are taken out of the parameter list while γ, β are read.
-            let mut running = self.running.map(|(m, v)| {
-                (
-                    std::mem::take(&mut params[m].value),
-                    std::mem::take(&mut params[v].value),
-                )
-            });
-            let (gi, bi) = (
-                self.gamma.expect("a norm has γ"),
-                self.beta.expect("a norm has β"),
-            );
-            channel::forward(
-                self.norm,
-                mode,
-                eps,
-                (n, c, plane),
-                &self.z,
-                (&params[gi].value, &params[bi].value),
-                running
-                    .as_mut()
-                    .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
-                &mut self.zn,
-                &mut self.cache,
-            );
-            if let (Some((m, v)), Some((mi, vi))) = (running, self.running) {
-                params[mi].value = m;
-                params[vi].value = v;
-            }
-            &self.zn[..len]
-        };
+        // Running statistics are taken out of the parameter list while γ, β are read.
+        let mut running = self.running.map(|(m, v)| {
+            (
+                std::mem::take(&mut params[m].value),
+                std::mem::take(&mut params[v].value),
+            )
+        });
         let abc = self.abc.map(|idx| {
             for (k, &i) in idx.iter().enumerate() {
                 let v = &params[i].value;
@@ -202,22 +174,43 @@ impl<F: Float> Stage<F> {
         } else {
             Some(&mut self.fu[..len])
         };
-        channel::act_forward(
-            self.act,
+        let affine: (&[F], &[F]) = match (self.gamma, self.beta) {
+            (Some(gi), Some(bi)) => (&params[gi].value, &params[bi].value),
+            _ => (&[], &[]),
+        };
+        channel::forward(
+            self.norm,
+            mode,
+            eps,
             (n, c, plane),
-            abc,
-            normed,
-            &mut self.h[..len],
-            &mut self.d[..len],
-            fu,
+            &self.z,
+            affine,
+            running
+                .as_mut()
+                .map(|(m, v)| (m.as_mut_slice(), v.as_mut_slice())),
+            channel::ActOut {
+                act: self.act,
+                abc,
+                h: &mut self.h[..len],
+                d: &mut self.d[..len],
+                fu,
+            },
+            &mut self.cache,
         );
+        if let (Some((m, v)), Some((mi, vi))) = (running, self.running) {
+            params[mi].value = m;
+            params[vi].value = v;
+        }
     }
 
-    /// From `g = ∂L/∂h` (consumed): every parameter gradient, and `∂L/∂input` into `dx` when
-    /// given. Gradients of a, b, c accumulate (zeroed by the caller); the rest are overwritten.
+    /// From `g = ∂L/∂h` (consumed) and the forward's `input`: every parameter gradient, and
+    /// `∂L/∂input` into `dx` when given. Gradients of a, b, c accumulate (zeroed by the
+    /// caller); the rest are overwritten.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn backward(
         &mut self,
         params: &mut [Param<F>],
+        input: &[F],
         g: &mut [F],
         n: usize,
         dx: Option<&mut [F]>,
@@ -226,45 +219,56 @@ impl<F: Float> Stage<F> {
         let (c, plane) = (self.channels(), self.plane());
         let len = n * c * plane;
         let g = &mut g[..len];
-        match self.abc {
-            Some([ia, ib, ic]) => {
-                // f(u) is kept whenever the form has parameters (see `Unet::new`).
-                // The per-channel a, b, c of the forward pass are spent (d and f(u) hold what
-                // backward needs), so their buffers take the per-channel gradients.
-                let [ga, gb, gc] = &mut self.abc_c;
-                for v in [&mut *ga, &mut *gb, &mut *gc] {
-                    v.fill(F::zero());
-                }
-                let grads = Some((&self.fu[..len], &mut ga[..], &mut gb[..], &mut gc[..]));
-                channel::act_backward((n, c, plane), g, &self.d[..len], grads);
-                for (i, grad) in [(ia, &*ga), (ib, &*gb), (ic, &*gc)] {
-                    let p = &mut params[i].grad;
-                    if p.len() == 1 {
-                        p[0] += grad.iter().fold(F::zero(), |s, &v| s + v);
-                    } else {
-                        for (d, &v) in p.iter_mut().zip(grad) {
-                            *d += v;
-                        }
+        let (mut dgamma, mut dbeta) = match (self.gamma, self.beta) {
+            (Some(gi), Some(bi)) => (
+                std::mem::take(&mut params[gi].grad),
+                std::mem::take(&mut params[bi].grad),
+            ),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let gamma: &[F] = self.gamma.map_or(&[], |gi| &params[gi].value);
+        // The per-channel a, b, c of the forward pass are spent (d and f(u) hold what backward
+        // needs), so their buffers take the per-channel gradients; f(u) is kept whenever the
+        // form has parameters (see `Unet::new`).
+        let [ga, gb, gc] = &mut self.abc_c;
+        let act = self.abc.map(|_| {
+            for v in [&mut *ga, &mut *gb, &mut *gc] {
+                v.fill(F::zero());
+            }
+            channel::ActGrads {
+                fu: &self.fu[..len],
+                ga: &mut ga[..],
+                gb: &mut gb[..],
+                gc: &mut gc[..],
+            }
+        });
+        channel::backward(
+            self.norm,
+            (n, c, plane),
+            gamma,
+            g,
+            &self.d[..len],
+            act,
+            (&mut dgamma, &mut dbeta),
+            &mut self.cache,
+        );
+        if let Some([ia, ib, ic]) = self.abc {
+            for (i, grad) in [
+                (ia, &self.abc_c[0]),
+                (ib, &self.abc_c[1]),
+                (ic, &self.abc_c[2]),
+            ] {
+                let p = &mut params[i].grad;
+                if p.len() == 1 {
+                    p[0] += grad.iter().fold(F::zero(), |s, &v| s + v);
+                } else {
+                    for (d, &v) in p.iter_mut().zip(grad) {
+                        *d += v;
                     }
                 }
             }
-            None => channel::act_backward((n, c, plane), g, &self.d[..len], None),
         }
-        if self.norm != ChanNorm::None {
-            let (gi, bi) = (
-                self.gamma.expect("a norm has γ"),
-                self.beta.expect("a norm has β"),
-            );
-            let mut dgamma = std::mem::take(&mut params[gi].grad);
-            let mut dbeta = std::mem::take(&mut params[bi].grad);
-            channel::backward(
-                self.norm,
-                (n, c, plane),
-                &params[gi].value,
-                g,
-                (&mut dgamma, &mut dbeta),
-                &mut self.cache,
-            );
+        if let (Some(gi), Some(bi)) = (self.gamma, self.beta) {
             params[gi].grad = dgamma;
             params[bi].grad = dbeta;
         }
@@ -273,6 +277,7 @@ impl<F: Float> Stage<F> {
         let mut db = std::mem::take(&mut params[bi].grad);
         self.conv.geom.backward(
             n,
+            input,
             g,
             &params[wi].value,
             &mut self.cols,

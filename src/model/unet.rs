@@ -386,7 +386,7 @@ impl<F: Float> Unet<F> {
     }
 
     /// Backward from [`Self::d_logits`] to every parameter gradient (overwritten).
-    pub fn backward_images(&mut self) {
+    pub fn backward_images(&mut self, x: &[F]) {
         let (n, depth) = (self.n, self.spec.depth);
         par::for_each_mut(&mut self.params, |p| p.grad.fill(F::zero()));
         let params = &mut self.params;
@@ -399,8 +399,14 @@ impl<F: Float> Unet<F> {
                 std::mem::take(&mut params[hd.w].grad),
                 std::mem::take(&mut params[hd.b].grad),
             );
+            let top: &[F] = if depth == 0 {
+                &self.enc[0][1].h
+            } else {
+                &self.dec[0][1].h
+            };
             hd.geom.backward(
                 n,
+                top,
                 &self.d_logits,
                 &params[hd.w].value,
                 &mut self.head_cols,
@@ -424,8 +430,8 @@ impl<F: Float> Unet<F> {
             let plane = (self.dims.h >> l) * (self.dims.w >> l);
             // dec.l: ga = ∂L/∂dec.l's output → gc = ∂L/∂[enc.l, up.l].
             let [s1, s2] = &mut self.dec[l];
-            s2.backward(params, ga, n, Some(&mut gb[..]), partial);
-            s1.backward(params, gb, n, Some(&mut gc[..]), partial);
+            s2.backward(params, &s1.h, ga, n, Some(&mut gb[..]), partial);
+            s1.backward(params, &self.cats[l], gb, n, Some(&mut gc[..]), partial);
             // Split: the skip's share into g_enc[l], the upsampled's into gb.
             resample::split_channels(
                 n,
@@ -463,12 +469,15 @@ impl<F: Float> Unet<F> {
                 Upsampling::Nearest | Upsampling::Bilinear => {
                     g.backward(
                         n,
+                        &u.upsampled,
                         &gb[..],
                         &params[u.conv.w].value,
                         &mut u.cols,
                         &mut dw,
                         Some(&mut db),
-                        Some(&mut u.upsampled),
+                        // gc is spent (split above); it has the concatenation's size, which is
+                        // the upsampled input's.
+                        Some(&mut gc[..]),
                         partial,
                     );
                     let mode = if u.mode == Upsampling::Nearest {
@@ -481,7 +490,7 @@ impl<F: Float> Unet<F> {
                         2,
                         n * g.c_in,
                         (g.h / 2, g.w / 2),
-                        &u.upsampled,
+                        &gc[..],
                         &mut ga[..],
                     );
                 }
@@ -501,11 +510,18 @@ impl<F: Float> Unet<F> {
             let [s1, s2] = &mut self.enc[l];
             let len = n * s2.channels() * s2.plane();
             ga[..len].copy_from_slice(&self.g_enc[l][..len]);
-            s2.backward(params, ga, n, Some(&mut gb[..]), partial);
+            s2.backward(params, &s1.h, ga, n, Some(&mut gb[..]), partial);
             if l == 0 {
-                s1.backward(params, gb, n, None, partial);
+                s1.backward(params, x, gb, n, None, partial);
             } else {
-                s1.backward(params, gb, n, Some(&mut gc[..]), partial);
+                s1.backward(
+                    params,
+                    &self.pooled[l - 1].0,
+                    gb,
+                    n,
+                    Some(&mut gc[..]),
+                    partial,
+                );
                 // Through the pool to ∂L/∂enc.{l−1}, added to its skip share.
                 let prev = &self.enc[l - 1][1];
                 let (c, pg) = (prev.channels(), prev.conv.geom);
@@ -594,8 +610,11 @@ impl<F: Float> Model<F> for Unet<F> {
         let g = grad.then_some(&mut self.d_logits[..rows * k * plane]);
         seg_loss::loss(self.spec.loss, self.spec.dice_weight, dims, z, y, g)
     }
-    fn backward(&mut self, _batch: &Batch<'_, F>) {
-        self.backward_images();
+    fn backward(&mut self, batch: &Batch<'_, F>) {
+        match *batch {
+            Batch::Rows { x, .. } => self.backward_images(x),
+            _ => panic!("unet: images come as feature rows"),
+        }
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -240,6 +240,8 @@ macro_rules! each_activation {
     };
 }
 
+pub(crate) use each_activation;
+
 /// `h = f(z)` only, for activations whose slope the backward pass derives from `h`, and for any
 /// plain activation in eval mode (no backward pass).
 pub fn forward_value_only<F: Float>(act: Activation, z: &[F], h: &mut [F]) {

@@ -16,6 +16,7 @@
 //! and weight gradients are summed over images in a fixed order from per-image partials, so
 //! results are bit-identical for any thread count.
 
+use crate::engine::direct::{self, Taps};
 use crate::engine::ops::{self, Op};
 use crate::engine::{par, Float};
 
@@ -117,6 +118,65 @@ impl Conv {
     /// Columns of one group's GEMM (`c_in/groups · kh · kw`).
     fn k_group(&self) -> usize {
         self.c_in / self.groups * self.kh * self.kw
+    }
+
+    /// The direct kernel's view of this convolution's forward map (one group), when it runs
+    /// here: stride 1, square kernel, f32 on AVX-512, output rows a multiple of 16.
+    fn direct_forward<F: Float>(&self) -> Option<Taps> {
+        let t = Taps {
+            c_in: self.c_in / self.groups,
+            k: self.kh,
+            dil: self.dil,
+            off: -(self.pad as isize),
+            in_hw: (self.h, self.w),
+            out_hw: (self.oh, self.ow),
+        };
+        (self.stride == 1 && self.kh == self.kw && direct::available::<F>(&t)).then_some(t)
+    }
+
+    /// The same for the input gradient of a stride-1 convolution: a correlation of `g` with the
+    /// flipped, transposed kernel (`dx[ci, y, x] = Σ W[co, ci, a, b]·g[co, y − a·d + p, x − b·d
+    /// + p]`, so tap `a′ = k − 1 − a` sits at offset `p − (k − 1)·d`).
+    fn direct_input_grad<F: Float>(&self) -> Option<Taps> {
+        let t = Taps {
+            c_in: self.c_out / self.groups,
+            k: self.kh,
+            dil: self.dil,
+            off: self.pad as isize - ((self.kh - 1) * self.dil) as isize,
+            in_hw: (self.oh, self.ow),
+            out_hw: (self.h, self.w),
+        };
+        (self.stride == 1 && self.kh == self.kw && direct::available::<F>(&t)).then_some(t)
+    }
+
+    /// The weights packed for the direct kernel, group by group: as stored (forward), or
+    /// flipped and transposed to `[c_in/g][c_out/g][k][k]` per group (input gradient).
+    fn packed<F: Float>(&self, wt: &[F], flipped: bool) -> Vec<F> {
+        let (cig, cog, kk) = (
+            self.c_in / self.groups,
+            self.c_out / self.groups,
+            self.kh * self.kw,
+        );
+        let kg = cig * kk;
+        let mut out = vec![F::zero(); self.weight_len()];
+        let mut flip = vec![F::zero(); if flipped { cog * kg } else { 0 }];
+        for g in 0..self.groups {
+            let w = &wt[g * cog * kg..(g + 1) * cog * kg];
+            let dst = &mut out[g * cog * kg..(g + 1) * cog * kg];
+            if flipped {
+                for co in 0..cog {
+                    for ci in 0..cig {
+                        for t in 0..kk {
+                            flip[(ci * cog + co) * kk + (kk - 1 - t)] = w[(co * cig + ci) * kk + t];
+                        }
+                    }
+                }
+                direct::pack(&flip, cig, cog * kk, dst);
+            } else {
+                direct::pack(w, cog, kg, dst);
+            }
+        }
+        out
     }
 
     /// For kernel offset `a` along a side of `n` input pixels and `on` outputs: the outputs
@@ -283,6 +343,26 @@ impl Conv {
             self.col_len(),
             self.oh * self.ow,
         );
+        if let Some(taps) = self.direct_forward::<F>() {
+            // No columns: the weight gradient reads x itself.
+            let (cig, cog, plane) = (taps.c_in, self.c_out / self.groups, self.h * self.w);
+            let wp = self.packed(wt, false);
+            let kg = self.k_group();
+            par::for_items(n, par::rows(&mut y[..n * ol], ol), |i, yi| {
+                let xi = &x[i * il..(i + 1) * il];
+                for g in 0..self.groups {
+                    direct::correlate(
+                        &taps,
+                        cog,
+                        &xi[g * cig * plane..],
+                        &wp[g * cog * kg..],
+                        bias.map(|b| &b[g * cog..]),
+                        &mut yi[g * cog * p..],
+                    );
+                }
+            });
+            return;
+        }
         par::for_items(
             n,
             (
@@ -303,19 +383,21 @@ impl Conv {
         );
     }
 
-    /// Convolution backward over `n` images from `g = ∂L/∂y` and the forward's `cols`:
-    /// overwrites `dw`, `db` and `dx` (when given). `cols` is overwritten (it holds `Wᵀ·g`
-    /// afterwards); `partial: [n, weight_len]` is scratch.
+    /// Convolution backward over `n` images from `g = ∂L/∂y`, the forward's input `x` and its
+    /// `cols`: overwrites `dw`, `db` and `dx` (when given). `cols` is overwritten (it holds
+    /// `Wᵀ·g` afterwards; the direct kernels use neither); `partial: [n, weight_len]` is
+    /// scratch.
     #[allow(clippy::too_many_arguments)]
     pub fn backward<F: Float>(
         &self,
         n: usize,
+        x: &[F],
         g: &[F],
         wt: &[F],
         cols: &mut [F],
         dw: &mut [F],
         db: Option<&mut [F]>,
-        dx: Option<&mut [F]>,
+        mut dx: Option<&mut [F]>,
         partial: &mut [F],
     ) {
         let (il, ol, cl, wl) = (
@@ -324,17 +406,53 @@ impl Conv {
             self.col_len(),
             self.weight_len(),
         );
-        par::for_items(
-            n,
-            (
-                par::rows(&mut partial[..n * wl], wl),
-                par::rows(&mut cols[..n * cl], cl),
-            ),
-            |i, (pw, col)| self.grad_weight(&g[i * ol..(i + 1) * ol], col, pw),
-        );
+        if let Some(taps) = self.direct_forward::<F>() {
+            let (cig, cog, kg) = (taps.c_in, self.c_out / self.groups, self.k_group());
+            let (plane_in, plane) = (self.h * self.w, self.oh * self.ow);
+            par::for_items(n, par::rows(&mut partial[..n * wl], wl), |i, pw| {
+                let (xi, gi) = (&x[i * il..(i + 1) * il], &g[i * ol..(i + 1) * ol]);
+                for gr in 0..self.groups {
+                    direct::weight_grad(
+                        &taps,
+                        cog,
+                        &xi[gr * cig * plane_in..],
+                        &gi[gr * cog * plane..],
+                        &mut pw[gr * cog * kg..],
+                    );
+                }
+            });
+        } else {
+            par::for_items(
+                n,
+                (
+                    par::rows(&mut partial[..n * wl], wl),
+                    par::rows(&mut cols[..n * cl], cl),
+                ),
+                |i, (pw, col)| self.grad_weight(&g[i * ol..(i + 1) * ol], col, pw),
+            );
+        }
         sum_partials(&partial[..n * wl], dw);
         if let Some(db) = db {
             channel_sums(g, n, self.c_out, self.oh * self.ow, db);
+        }
+        if let (Some(dx), Some(taps)) = (dx.as_deref_mut(), self.direct_input_grad::<F>()) {
+            let (cog, cig) = (taps.c_in, self.c_in / self.groups);
+            let (plane, kg) = (self.oh * self.ow, cog * self.kh * self.kw);
+            let wp = self.packed(wt, true);
+            par::for_items(n, par::rows(&mut dx[..n * il], il), |i, dxi| {
+                let gi = &g[i * ol..(i + 1) * ol];
+                for gr in 0..self.groups {
+                    direct::correlate(
+                        &taps,
+                        cig,
+                        &gi[gr * cog * plane..],
+                        &wp[gr * cig * kg..],
+                        None,
+                        &mut dxi[gr * cig * self.h * self.w..],
+                    );
+                }
+            });
+            return;
         }
         if let Some(dx) = dx {
             par::for_items(
@@ -606,6 +724,7 @@ mod tests {
                     c.forward(n, &x, &wt, Some(&b), &mut y, &mut cols);
                     c.backward(
                         n,
+                        &x,
                         &r,
                         &wt,
                         &mut cols,
@@ -639,6 +758,85 @@ mod tests {
                     x2[i] += e;
                     run(&x2, &wt, &b)
                 });
+            }
+        }
+    }
+
+    /// The f32 direct kernel (stride 1, output rows of 16) gives the f64 im2col path's forward
+    /// output and gradients to f32 rounding, with groups, dilation and no padding (whose input
+    /// gradient, 18 wide, takes the im2col path).
+    #[test]
+    fn f32_direct_path_matches_the_f64_path() {
+        let mut rng = Rng::new(4);
+        for c in [
+            Conv::new(3, 16, 3, 1, 1, 1, 1, (5, 16)).unwrap(),
+            Conv::new(4, 26, 3, 1, 2, 2, 2, (4, 32)).unwrap(),
+            Conv::new(2, 5, 3, 1, 0, 1, 1, (6, 18)).unwrap(),
+            Conv::new(16, 1, 1, 1, 0, 1, 1, (2, 16)).unwrap(),
+        ] {
+            let n = 3;
+            let x = rand(n * c.in_len(), &mut rng);
+            let wt = rand(c.weight_len(), &mut rng);
+            let b = rand(c.c_out, &mut rng);
+            let r = rand(n * c.out_len(), &mut rng);
+            let run = |x: &[f64], wt: &[f64], b: &[f64], r: &[f64]| {
+                let mut y = vec![0.0; n * c.out_len()];
+                let mut cols = vec![0.0; n * c.col_len()];
+                let (mut dw, mut db, mut dx) = (
+                    vec![0.0; c.weight_len()],
+                    vec![0.0; c.c_out],
+                    vec![0.0; n * c.in_len()],
+                );
+                let mut partial = vec![0.0; n * c.weight_len()];
+                c.forward(n, x, wt, Some(b), &mut y, &mut cols);
+                c.backward(
+                    n,
+                    x,
+                    r,
+                    wt,
+                    &mut cols,
+                    &mut dw,
+                    Some(&mut db),
+                    Some(&mut dx),
+                    &mut partial,
+                );
+                [y, dw, db, dx]
+            };
+            let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+            let want = run(&x, &wt, &b, &r);
+            let (x, wt, b, r) = (f32s(&x), f32s(&wt), f32s(&b), f32s(&r));
+            let mut y = vec![0.0f32; n * c.out_len()];
+            let mut cols = vec![0.0f32; n * c.col_len()];
+            let (mut dw, mut db, mut dx) = (
+                vec![0.0f32; c.weight_len()],
+                vec![0.0f32; c.c_out],
+                vec![0.0f32; n * c.in_len()],
+            );
+            let mut partial = vec![0.0f32; n * c.weight_len()];
+            c.forward(n, &x, &wt, Some(&b), &mut y, &mut cols);
+            c.backward(
+                n,
+                &x,
+                &r,
+                &wt,
+                &mut cols,
+                &mut dw,
+                Some(&mut db),
+                Some(&mut dx),
+                &mut partial,
+            );
+            for (name, got, want) in [
+                ("y", &y, &want[0]),
+                ("dw", &dw, &want[1]),
+                ("db", &db, &want[2]),
+                ("dx", &dx, &want[3]),
+            ] {
+                for (i, (&g, &e)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        (g as f64 - e).abs() < 1e-4 * (1.0 + e.abs()),
+                        "{c:?} {name}[{i}]: {g} vs {e}"
+                    );
+                }
             }
         }
     }
