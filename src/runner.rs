@@ -51,6 +51,7 @@ pub fn prepare(
 ) -> Result<Start, Error> {
     let data = spec.task.generate(spec.seed, base_dir)?;
     // Refused before the store or the run's folder is touched.
+    spec.check_data(&data)?;
     train::check_memory(spec, &data)?;
     let id = spec.run_id();
     let mut store = Store::open(store_path)?;

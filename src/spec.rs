@@ -15,7 +15,7 @@ use crate::nn::activation::Activation;
 use crate::nn::init::{FanMode, Init};
 use crate::nn::norm::{Norm, NormPosition};
 use crate::optim::{Optimizer, Schedule};
-use crate::task::TaskSpec;
+use crate::task::{Dataset, TaskError, TaskSpec};
 
 pub mod cnn;
 pub mod denoiser;
@@ -1494,6 +1494,72 @@ impl Spec {
         }
     }
 
+    /// The checks that need the data itself, run once the task is built and before any model
+    /// is: a file task's image shape against a conv net (a U-Net's poolings need the height and
+    /// width to halve `depth` times; a CNN's stages must not pool the image away, and it needs
+    /// images, not feature rows). Errors name the model key, so the CLI points at its line.
+    pub fn check_data(&self, data: &Dataset) -> Result<(), TaskError> {
+        let fail = |key: &str, msg: String, hint: String| {
+            Err(TaskError::Shape {
+                key: key.to_string(),
+                msg,
+                hint,
+            })
+        };
+        match &self.model {
+            ModelSpec::Unet { unet, .. } => {
+                let Some(img) = data.image else {
+                    return fail(
+                        "model.unet",
+                        format!("segments images, but task.{} yields none", self.task.kind()),
+                        "use [task.shapes] or [task.images]".into(),
+                    );
+                };
+                let step = 1usize << unet.depth;
+                if !img.height.is_multiple_of(step) || !img.width.is_multiple_of(step) {
+                    return fail(
+                        "model.unet.depth",
+                        format!(
+                            "pools {} times, which needs the image height and width to be multiples of {step} (the images of task.{} are {}×{})",
+                            unet.depth,
+                            self.task.kind(),
+                            img.height,
+                            img.width
+                        ),
+                        format!(
+                            "lower the depth, or crop or pad the images to multiples of {step}"
+                        ),
+                    );
+                }
+            }
+            ModelSpec::Cnn { cnn, .. } => {
+                let Some(img) = data.image else {
+                    return fail(
+                        format!("task.{}", self.task.kind()).as_str(),
+                        format!(
+                            "yields rows of {} features, not images: [model.cnn] needs images",
+                            data.input_dim()
+                        ),
+                        "give IDX images of shape [n, h, w] or [n, c, h, w], or use an MLP".into(),
+                    );
+                };
+                let stages = cnn.channels.len();
+                if img.height >> stages == 0 || img.width >> stages == 0 {
+                    return fail(
+                        "model.cnn.channels",
+                        format!(
+                            "{stages} stages pool a {}×{} image away",
+                            img.height, img.width
+                        ),
+                        "use fewer stages or larger images".into(),
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Checks ranges and consistency before any work. Returns (key, message, hint).
     pub fn validate(&self) -> Result<(), Invalid> {
         self.task.validate().map_err(|e| {
@@ -1531,34 +1597,41 @@ impl Spec {
             (ModelSpec::Unet { unet, norm_eps, .. }, false) => {
                 unet.validate()?;
                 check_norm_eps(*norm_eps)?;
-                let TaskSpec::Shapes(shapes) = &self.task else {
-                    return Err(invalid(
-                        "model.unet",
-                        format!("segments images (got task.{})", self.task.kind()),
-                        "use [task.shapes] (see examples/unet-shapes.toml)",
-                    ));
+                let classes = match &self.task {
+                    TaskSpec::Shapes(shapes) => {
+                        reject(
+                            shapes.target != crate::task::shapes::ShapesTarget::Mask,
+                            "task.shapes.target",
+                            "must be \"mask\" for a segmentation model",
+                            "drop target (masks are the default), or use [model.cnn] to classify images",
+                        )?;
+                        let step = 1usize << unet.depth;
+                        reject(
+                            !shapes.size.is_multiple_of(step),
+                            "model.unet.depth",
+                            &format!(
+                                "pools {} times, which needs the image size to be a multiple of {step} (task.shapes.size = {})",
+                                unet.depth, shapes.size
+                            ),
+                            "lower the depth or pick a size that halves that often, e.g. size = 64",
+                        )?;
+                        shapes.classes
+                    }
+                    // The image size is known once the files are read (`check_data`).
+                    TaskSpec::Images(images) => images.classes,
+                    _ => {
+                        return Err(invalid(
+                            "model.unet",
+                            format!("segments images (got task.{})", self.task.kind()),
+                            "use [task.shapes] (see examples/unet-shapes.toml) or a folder of images and masks, [task.images]",
+                        ))
+                    }
                 };
                 reject(
-                    shapes.target != crate::task::shapes::ShapesTarget::Mask,
-                    "task.shapes.target",
-                    "must be \"mask\" for a segmentation model",
-                    "drop target (masks are the default), or use [model.cnn] to classify images",
-                )?;
-                let step = 1usize << unet.depth;
-                reject(
-                    !shapes.size.is_multiple_of(step),
-                    "model.unet.depth",
-                    &format!(
-                        "pools {} times, which needs the image size to be a multiple of {step} (task.shapes.size = {})",
-                        unet.depth, shapes.size
-                    ),
-                    "lower the depth or pick a size that halves that often, e.g. size = 64",
-                )?;
-                reject(
-                    shapes.classes != 2
+                    classes != 2
                         && matches!(unet.loss, unet::SegLoss::Bce | unet::SegLoss::BceDice),
                     "model.unet.loss",
-                    &format!("is binary, but the task has {} classes", shapes.classes),
+                    &format!("is binary, but the task has {classes} classes"),
                     "use loss = \"cross_entropy\" or \"dice\" for more than two classes",
                 )?;
                 // `resolve` writes the task's default (cross-entropy) into train.loss; anything
@@ -1580,32 +1653,45 @@ impl Spec {
                 return Err(invalid(
                     "model.unet",
                     format!("segments images, not sequences (got task.{})", self.task.kind()),
-                    "use [task.shapes]",
+                    "use [task.shapes] or [task.images]",
                 ))
             }
             (ModelSpec::Cnn { cnn, norm_eps, .. }, false) => {
                 cnn.validate()?;
                 check_norm_eps(*norm_eps)?;
-                let TaskSpec::Shapes(shapes) = &self.task else {
-                    return Err(invalid(
-                        "model.cnn",
-                        format!("classifies images (got task.{})", self.task.kind()),
-                        "use [task.shapes] with target = \"kind\" (see examples/cnn-shapes.toml)",
-                    ));
-                };
-                reject(
-                    shapes.target != crate::task::shapes::ShapesTarget::Kind,
-                    "task.shapes.target",
-                    "must be \"kind\" for a classifier (one label per image)",
-                    "set target = \"kind\" and max_shapes = 1, or use [model.unet] for masks",
-                )?;
-                let stages = cnn.channels.len();
-                reject(
-                    shapes.size >> stages == 0,
-                    "model.cnn.channels",
-                    &format!("{stages} stages pool a {0}×{0} image away", shapes.size),
-                    "use fewer stages or larger images",
-                )?;
+                match &self.task {
+                    TaskSpec::Shapes(shapes) => {
+                        reject(
+                            shapes.target != crate::task::shapes::ShapesTarget::Kind,
+                            "task.shapes.target",
+                            "must be \"kind\" for a classifier (one label per image)",
+                            "set target = \"kind\" and max_shapes = 1, or use [model.unet] for masks",
+                        )?;
+                        let stages = cnn.channels.len();
+                        reject(
+                            shapes.size >> stages == 0,
+                            "model.cnn.channels",
+                            &format!("{stages} stages pool a {0}×{0} image away", shapes.size),
+                            "use fewer stages or larger images",
+                        )?;
+                    }
+                    // The image shape is known once the files are read (`check_data`).
+                    TaskSpec::Idx(_) => {}
+                    TaskSpec::Images(_) => {
+                        return Err(invalid(
+                            "model.cnn",
+                            "classifies whole images, but task.images labels every pixel",
+                            "use [model.unet] for masks",
+                        ))
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "model.cnn",
+                            format!("classifies images (got task.{})", self.task.kind()),
+                            "use [task.shapes] with target = \"kind\" (see examples/cnn-shapes.toml) or MNIST-format images, [task.idx]",
+                        ))
+                    }
+                }
                 reject(
                     self.train.loss != Some(LossKind::CrossEntropy),
                     "train.loss",
@@ -1623,7 +1709,7 @@ impl Spec {
                 return Err(invalid(
                     "model.cnn",
                     format!("classifies images, not sequences (got task.{})", self.task.kind()),
-                    "use [task.shapes] with target = \"kind\"",
+                    "use [task.shapes] with target = \"kind\", or [task.idx]",
                 ))
             }
             (_, false) if matches!(self.task, TaskSpec::Shapes(_)) => {
@@ -1631,6 +1717,13 @@ impl Spec {
                     "task.shapes",
                     "yields images, which need a conv net",
                     "add a [model.unet] section for masks (see examples/unet-shapes.toml) or [model.cnn] for labels (examples/cnn-shapes.toml)",
+                ))
+            }
+            (_, false) if matches!(self.task, TaskSpec::Images(_)) => {
+                return Err(invalid(
+                    "task.images",
+                    "yields images and masks, which need a segmentation net",
+                    "add a [model.unet] section (see examples/unet-shapes.toml)",
                 ))
             }
             (ModelSpec::Mlp(mlp), false) => {

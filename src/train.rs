@@ -82,6 +82,8 @@ pub fn train(
     resume: bool,
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
+    // A file task's image size against a conv net's poolings (known only now).
+    spec.check_data(data)?;
     // GEMMs split over `train.threads` threads; results are bit-identical for any count.
     crate::engine::ops::with_threads(spec.train.threads, || match spec.model.dtype() {
         Dtype::F32 => train_typed::<f32>(spec, data, sink, artifacts, resume, progress),
@@ -94,7 +96,7 @@ pub fn train(
 /// twin that sharpness measures on.
 /// The model this spec trains on this data, in one line ([`model::describe`]).
 pub fn describe_model(spec: &Spec, data: &Dataset) -> String {
-    model::describe(&spec.model, data::shape(data))
+    model::describe(&spec.model, data::shape(&spec.model, data))
 }
 
 pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
@@ -108,7 +110,7 @@ pub fn memory(spec: &Spec, data: &Dataset) -> model::Memory {
         optim::Optimizer::Momentum | optim::Optimizer::Nesterov => 1,
         optim::Optimizer::Adam | optim::Optimizer::Adamw => 2,
     };
-    let shape = data::shape(data);
+    let shape = data::shape(&spec.model, data);
     let mut m = model::memory(&spec.model, shape, batch, slots, elem);
     let values = [&data.train_x, &data.train_y, &data.test_x, &data.test_y];
     let mut data_values: usize = values.iter().map(|a| a.len()).sum();
@@ -197,7 +199,13 @@ fn train_typed<F: Float>(
         Target::Regression { .. } => LossKind::Mse,
     });
     let mut rng = Rng::stream(spec.seed, "init");
-    let mut model = model::build::<F>(&spec.model, data::shape(data), loss_kind, batch, &mut rng)?;
+    let mut model = model::build::<F>(
+        &spec.model,
+        data::shape(&spec.model, data),
+        loss_kind,
+        batch,
+        &mut rng,
+    )?;
     let sequence = match &data.sequence {
         Some(info) => {
             let prompt = test_set.first_token();
@@ -397,7 +405,7 @@ fn train_typed<F: Float>(
             );
             let s = Sharpness::default().measure(
                 &spec.model,
-                data::shape(data),
+                data::shape(&spec.model, data),
                 loss_kind,
                 &*model,
                 &b,

@@ -1345,6 +1345,86 @@ log_every = 6
         .unwrap()
         .path();
     assert!(runs.join("segmentation.safetensors").exists());
+
+    // The report shows the held-out images beside their masks, predictions and errors as one
+    // inline PNG that decodes to four rows of 16×16 images zoomed ×6, four tiles a row.
+    let id = runs.file_name().unwrap().to_str().unwrap().to_string();
+    let o = run_in(dir.path(), &["report", &id, "-o", "rep"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.path().join("rep/index.html")).unwrap();
+    assert!(
+        html.contains("Held-out images and predictions"),
+        "no image figure"
+    );
+    for heading in ["image", "true mask", "prediction", "errors"] {
+        assert!(
+            html.contains(&format!("<span>{heading}</span>")),
+            "{heading}"
+        );
+    }
+    let start = html
+        .find("src=\"data:image/png;base64,")
+        .expect("an inline PNG")
+        + "src=\"data:image/png;base64,".len();
+    let end = start + html[start..].find('"').unwrap();
+    let png = decode_base64(&html[start..end]);
+    let img = image::load_from_memory_with_format(&png, image::ImageFormat::Png)
+        .unwrap()
+        .to_rgb8();
+    assert_eq!(img.dimensions(), (4 * 96 + 3 * 2, 4 * 96 + 3 * 2));
+    // A gap between tiles is white; a mask tile holds only black and white (two classes).
+    assert_eq!(img.get_pixel(96, 50).0, [255, 255, 255]);
+    for y in 0..96 {
+        for x in 98..194 {
+            let p = img.get_pixel(x, y).0;
+            assert!(p == [0, 0, 0] || p == [255, 255, 255], "mask pixel {p:?}");
+        }
+    }
+    // A missing or malformed artifact leaves a note in its place, and the report still works.
+    let artifact = runs.join("segmentation.safetensors");
+    std::fs::write(&artifact, b"not a safetensors file").unwrap();
+    let o = run_in(dir.path(), &["report", &id, "-o", "rep"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.path().join("rep/index.html")).unwrap();
+    assert!(
+        html.contains("could not be read"),
+        "no note for a malformed file"
+    );
+    assert!(!html.contains("data:image/png"));
+    std::fs::remove_file(&artifact).unwrap();
+    let o = run_in(dir.path(), &["report", &id, "-o", "rep"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let html = std::fs::read_to_string(dir.path().join("rep/index.html")).unwrap();
+    assert!(
+        html.contains("the run&#39;s folder has no <code>segmentation.safetensors</code>")
+            || html.contains("the run's folder has no <code>segmentation.safetensors</code>"),
+        "no note for a missing file"
+    );
+    assert!(html.contains("Held-out overlap"), "the other figures stay");
+}
+
+/// Standard base64 with padding (the report's inline images).
+fn decode_base64(s: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|&&c| c == b'=').count();
+        let n = chunk
+            .iter()
+            .map(|&c| if c == b'=' { 0 } else { value(c) })
+            .fold(0u32, |n, v| (n << 6) | v);
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    out
 }
 
 /// A U-Net's bad input: each error names the file, line and key with a hint, exits 2 and
@@ -1370,6 +1450,216 @@ fn unet_bad_input_names_the_key() {
         assert!(stderr(&o).contains("hint:"), "{text}: {}", stderr(&o));
         assert!(!dir.path().join("cloudchamber.db").exists(), "{text}");
     }
+}
+
+/// An IDX file of unsigned bytes with the given dimensions (LeCun's MNIST format).
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend(d.to_be_bytes());
+    }
+    out.extend(data);
+    out
+}
+
+/// `n` 8×8 images and their labels: class `i mod 2` is bright on the left (0) or on the right
+/// (1) half, over deterministic pixel noise.
+fn halves(n: u32) -> (Vec<u8>, Vec<u8>) {
+    let (mut pixels, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let class = (i % 2) as u8;
+        for y in 0..8u32 {
+            for x in 0..8u32 {
+                let noise = ((i * 31 + y * 7 + x * 13) % 40) as u8;
+                let bright = (x >= 4) == (class == 1);
+                pixels.push(if bright { 200 + noise / 2 } else { noise });
+            }
+        }
+        labels.push(class);
+    }
+    (pixels, labels)
+}
+
+/// A small CNN end to end on MNIST-format IDX images (`[n, 8, 8]`, generated): the dry run
+/// describes it on 1×8×8 images, it trains and records its accuracy; an MLP on the same files
+/// reads them as 64 flattened inputs; a CNN whose stages pool the images away is refused once
+/// the files are read, naming the key and its line, with exit code 2.
+#[test]
+fn a_cnn_trains_on_idx_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train_x, train_y) = halves(48);
+    let (test_x, test_y) = halves(16);
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx_bytes(&[48, 8, 8], &train_x)),
+        ("train-labels-idx1-ubyte", idx_bytes(&[48], &train_y)),
+        ("t10k-images-idx3-ubyte", idx_bytes(&[16, 8, 8], &test_x)),
+        ("t10k-labels-idx1-ubyte", idx_bytes(&[16], &test_y)),
+    ] {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+    }
+    let cnn = r#"
+seed = 0
+[task.idx]
+[model.cnn]
+channels = [4, 8]
+norm = "layernorm"
+[optim]
+optimizer = "adam"
+lr = 1e-2
+[train]
+steps = 40
+batch_size = 16
+eval_every = 20
+[observe]
+log_every = 20
+"#;
+    write(dir.path(), "c.toml", cnn);
+    let o = run_in(dir.path(), &["run", "c.toml", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("on 1×8×8 images of 2 classes"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run_in(dir.path(), &["run", "c.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = export_csv(dir.path(), "cloudchamber.db");
+    assert!(
+        csv.contains(",test_acc,"),
+        "no test_acc rows:\n{}",
+        &csv[..csv.len().min(2000)]
+    );
+
+    // The same files for an MLP: flattened rows.
+    write(
+        dir.path(),
+        "m.toml",
+        "seed = 0\n[task.idx]\n[model]\nwidth = 8\ndepth = 1\n[train]\nsteps = 10\nbatch_size = 16\n",
+    );
+    let o = run_in(dir.path(), &["run", "m.toml", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("MLP 64→"), "{}", stdout(&o));
+    let o = run_in(dir.path(), &["run", "m.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Four stages pool 8×8 away: known only once the files are read.
+    write(
+        dir.path(),
+        "bad.toml",
+        &cnn.replace("channels = [4, 8]", "channels = [4, 4, 4, 4]"),
+    );
+    for args in [
+        &["run", "bad.toml", "--dry-run"][..],
+        &["run", "bad.toml"][..],
+    ] {
+        let o = run_in(dir.path(), args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("bad.toml:5")
+                && err.contains("model.cnn.channels")
+                && err.contains("4 stages pool a 8×8 image away")
+                && err.contains("hint:"),
+            "{err}"
+        );
+    }
+}
+
+/// A one-channel 8-bit PNG.
+fn gray_png(w: u32, h: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().unwrap();
+        writer.write_image_data(data).unwrap();
+        writer.finish().unwrap();
+    }
+    out
+}
+
+/// A small U-Net end to end on a folder of PNG images with 0/255 masks (`[task.images]`): it
+/// trains and records its overlap scores; a depth that the 8×8 images do not allow is refused
+/// once the files are read, naming the key and its line, with exit code 2.
+#[test]
+fn a_unet_trains_on_a_folder_of_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("images")).unwrap();
+    std::fs::create_dir_all(data.join("masks")).unwrap();
+    for i in 0..24u32 {
+        // A bright 3×3 square that moves with i, over pixel noise.
+        let (x0, y0) = (i % 5, (i / 5) % 5);
+        let (mut img, mut mask) = (vec![0u8; 64], vec![0u8; 64]);
+        for y in 0..8u32 {
+            for x in 0..8u32 {
+                let inside = (x0..x0 + 3).contains(&x) && (y0..y0 + 3).contains(&y);
+                let noise = ((i * 17 + y * 5 + x * 11) % 50) as u8;
+                let at = (y * 8 + x) as usize;
+                img[at] = if inside { 180 + noise } else { noise };
+                mask[at] = if inside { 255 } else { 0 };
+            }
+        }
+        std::fs::write(
+            data.join(format!("images/{i:02}.png")),
+            gray_png(8, 8, &img),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join(format!("masks/{i:02}.png")),
+            gray_png(8, 8, &mask),
+        )
+        .unwrap();
+    }
+    let unet = r#"
+seed = 1
+[task.images]
+dir = "data"
+classes = 2
+[model.unet]
+depth = 1
+base_channels = 4
+loss = "bce_dice"
+[train]
+steps = 8
+batch_size = 6
+eval_every = 4
+[observe]
+log_every = 4
+"#;
+    write(dir.path(), "u.toml", unet);
+    let o = run_in(dir.path(), &["run", "u.toml", "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("18 train / 6 test"), "{out}");
+    assert!(out.contains("on 1×8×8 images of 2 classes"), "{out}");
+    let o = run_in(dir.path(), &["run", "u.toml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = export_csv(dir.path(), "cloudchamber.db");
+    for name in ["dice_1", "iou", "test_acc"] {
+        assert!(
+            csv.contains(&format!(",{name},")),
+            "no {name} rows:\n{}",
+            &csv[..csv.len().min(2000)]
+        );
+    }
+
+    write(
+        dir.path(),
+        "bad.toml",
+        &unet.replace("depth = 1", "depth = 4"),
+    );
+    let o = run_in(dir.path(), &["run", "bad.toml"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.toml:7")
+            && err.contains("model.unet.depth")
+            && err.contains("multiples of 16")
+            && err.contains("8×8"),
+        "{err}"
+    );
 }
 
 /// `cloudchamber quanta` beside a small multitask-sparse-parity width sweep: one row per run

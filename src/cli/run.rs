@@ -58,6 +58,8 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
             .task
             .generate(spec.seed, &loaded.base_dir)
             .map_err(|e| Error::from(e).located(&a.file))?;
+        spec.check_data(&data)
+            .map_err(|e| Error::from(e).located(&a.file))?;
         let m = cloudchamber::train::memory(spec, &data);
         let gib = cloudchamber::os::gib;
         println!("run {} ({name}): {}", spec.run_id(), data.description);

@@ -1,5 +1,6 @@
-//! Data files: CSV, NPY, safetensors and MNIST-format IDX. Parsed here, without extra
-//! dependencies beyond `safetensors`; nothing is ever downloaded.
+//! Data files: CSV, NPY, safetensors, MNIST-format IDX, and folders of PNG or NPY images with
+//! their masks. Parsed here, without extra dependencies beyond `safetensors` and `png`; nothing
+//! is ever downloaded.
 //!
 //! Shared conventions:
 //! - paths resolve against the experiment file's folder;
@@ -15,9 +16,9 @@
 //!   the rows a larger one keeps — what a data-scaling sweep needs;
 //! - non-finite values (NaN, ±inf) in inputs or targets are errors, not silently trained on.
 //!
-//! One file per format — [`csv`], [`npy`], [`safetensors`], [`idx`] — each with its spec, its
-//! parser and its tests; this file holds what they share: the target/split/subset pipeline and
-//! the element types of binary arrays.
+//! One file per format — [`csv`], [`npy`], [`safetensors`], [`idx`], [`images`] — each with its
+//! spec, its parser and its tests; this file holds what they share: the target/split/subset
+//! pipeline and the element types of binary arrays.
 
 use std::path::{Path, PathBuf};
 
@@ -31,11 +32,13 @@ use crate::engine::rng::Rng;
 
 pub mod csv;
 pub mod idx;
+pub mod images;
 pub mod npy;
 pub mod safetensors;
 
 pub use self::csv::{Column, Columns, CsvSpec};
 pub use self::idx::IdxSpec;
+pub use self::images::{ImagesSpec, PixelScale};
 pub use self::npy::NpySpec;
 pub use self::safetensors::SafetensorsSpec;
 
@@ -341,65 +344,18 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
     let test_y = if ys.len() == 2 { ys.pop() } else { None };
     let train_y = ys.pop().unwrap_or_else(|| Array2::zeros((0, 1)));
 
-    let (mut train_x, mut train_y, mut test_x, mut test_y) = match (test, test_y) {
-        (Some(t), Some(ty)) => (train.x, train_y, t.x, ty),
-        _ => {
-            let n = train.n();
-            let f = c.test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
-            if n < 2 {
-                return Err(shape_err(
-                    &key(c.kind, "test_fraction"),
-                    format!("cannot split {n} row into train and test"),
-                    "give a separate test set, or more data",
-                ));
-            }
-            let n_test = ((n as f64 * f).round() as usize).clamp(1, n - 1);
-            let perm = Rng::stream(seed, "task/split").permutation(n);
-            let (mut te, mut tr) = (perm[..n_test].to_vec(), perm[n_test..].to_vec());
-            te.sort_unstable();
-            tr.sort_unstable();
-            (
-                train.x.select(Axis(0), &tr),
-                train_y.select(Axis(0), &tr),
-                train.x.select(Axis(0), &te),
-                train_y.select(Axis(0), &te),
-            )
-        }
+    let test = match (test, test_y) {
+        (Some(t), Some(ty)) => Some((t.x, ty)),
+        _ => None,
     };
-
-    for (field, want, x, y, label) in [
-        (
-            "n_train",
-            c.n_train,
-            &mut train_x,
-            &mut train_y,
-            "task/subset_train",
-        ),
-        (
-            "n_test",
-            c.n_test,
-            &mut test_x,
-            &mut test_y,
-            "task/subset_test",
-        ),
-    ] {
-        if let Some(m) = want {
-            if m > x.nrows() {
-                return Err(invalid(
-                    key(c.kind, field),
-                    format!(
-                        "asks for {m} rows but the {} set has {}",
-                        &field[2..],
-                        x.nrows()
-                    ),
-                    "lower it, or leave it out to use every row",
-                ));
-            }
-            let idx = subset(seed, label, x.nrows(), m);
-            *x = x.select(Axis(0), &idx);
-            *y = y.select(Axis(0), &idx);
-        }
-    }
+    let [train_x, train_y, test_x, test_y] = split_and_subset(
+        c.kind,
+        seed,
+        c.test_fraction,
+        (c.n_train, c.n_test),
+        (train.x, train_y),
+        test,
+    )?;
 
     let what = match (target, &class_names) {
         (Target::Regression { out_dim }, _) => format!(
@@ -437,6 +393,80 @@ fn assemble(c: &Common, seed: u64, train: Part, test: Option<Part>) -> Result<Da
         test_y,
         target,
     })
+}
+
+/// Holds out a test set when there is none (a seeded shuffle, stream `"task/split"`, of
+/// `test_fraction` of the rows; both sets keep file order), then keeps the `n_train` / `n_test`
+/// subsets (streams `"task/subset_train"`, `"task/subset_test"`, nested in `n`): how every file
+/// task splits and subsamples. Returns `[train_x, train_y, test_x, test_y]`.
+fn split_and_subset(
+    kind: &str,
+    seed: u64,
+    test_fraction: Option<f64>,
+    (n_train, n_test): (Option<usize>, Option<usize>),
+    (train_x, train_y): (Array2<f64>, Array2<f64>),
+    test: Option<(Array2<f64>, Array2<f64>)>,
+) -> Result<[Array2<f64>; 4], TaskError> {
+    let (mut train_x, mut train_y, mut test_x, mut test_y) = match test {
+        Some((tx, ty)) => (train_x, train_y, tx, ty),
+        None => {
+            let n = train_x.nrows();
+            let f = test_fraction.unwrap_or(DEFAULT_TEST_FRACTION);
+            if n < 2 {
+                return Err(shape_err(
+                    &key(kind, "test_fraction"),
+                    format!("cannot split {n} row into train and test"),
+                    "give a separate test set, or more data",
+                ));
+            }
+            let n_test = ((n as f64 * f).round() as usize).clamp(1, n - 1);
+            let perm = Rng::stream(seed, "task/split").permutation(n);
+            let (mut te, mut tr) = (perm[..n_test].to_vec(), perm[n_test..].to_vec());
+            te.sort_unstable();
+            tr.sort_unstable();
+            (
+                train_x.select(Axis(0), &tr),
+                train_y.select(Axis(0), &tr),
+                train_x.select(Axis(0), &te),
+                train_y.select(Axis(0), &te),
+            )
+        }
+    };
+
+    for (field, want, x, y, label) in [
+        (
+            "n_train",
+            n_train,
+            &mut train_x,
+            &mut train_y,
+            "task/subset_train",
+        ),
+        (
+            "n_test",
+            n_test,
+            &mut test_x,
+            &mut test_y,
+            "task/subset_test",
+        ),
+    ] {
+        if let Some(m) = want {
+            if m > x.nrows() {
+                return Err(invalid(
+                    key(kind, field),
+                    format!(
+                        "asks for {m} rows but the {} set has {}",
+                        &field[2..],
+                        x.nrows()
+                    ),
+                    "lower it, or leave it out to use every row",
+                ));
+            }
+            let idx = subset(seed, label, x.nrows(), m);
+            *x = x.select(Axis(0), &idx);
+            *y = y.select(Axis(0), &idx);
+        }
+    }
+    Ok([train_x, train_y, test_x, test_y])
 }
 
 /// Checks shared by every file spec.

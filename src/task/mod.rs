@@ -36,7 +36,9 @@ pub mod teacher_student;
 pub mod text;
 pub mod toy2d;
 
-pub use files::{Column, Columns, CsvSpec, FileTask, IdxSpec, NpySpec, SafetensorsSpec};
+pub use files::{
+    Column, Columns, CsvSpec, FileTask, IdxSpec, ImagesSpec, NpySpec, PixelScale, SafetensorsSpec,
+};
 pub use in_context::{CurriculumSpec, FunctionKind, InContextSpec, PromptInfo};
 pub use markov::MarkovSpec;
 pub use mixture::GaussianMixtureSpec;
@@ -156,6 +158,8 @@ pub enum TaskSpec {
     Npy(NpySpec),
     Safetensors(SafetensorsSpec),
     Idx(IdxSpec),
+    /// A folder of images and their masks (PNG or NPY), for segmentation.
+    Images(ImagesSpec),
     /// Token sequences for language models (`[model.gpt]`).
     Text(TextSpec),
     Markov(MarkovSpec),
@@ -186,7 +190,8 @@ impl TaskSpec {
             | TaskSpec::Checkerboard(_)
             | TaskSpec::GaussianMixture(_)
             | TaskSpec::Shapes(_)
-            | TaskSpec::Idx(_) => true,
+            | TaskSpec::Idx(_)
+            | TaskSpec::Images(_) => true,
             TaskSpec::Text(_)
             | TaskSpec::Markov(_)
             | TaskSpec::Pcfg(_)
@@ -226,6 +231,7 @@ impl TaskSpec {
             TaskSpec::Npy(_) => "npy",
             TaskSpec::Safetensors(_) => "safetensors",
             TaskSpec::Idx(_) => "idx",
+            TaskSpec::Images(_) => "images",
             TaskSpec::Text(_) => "text",
             TaskSpec::Markov(_) => "markov",
             TaskSpec::Pcfg(_) => "pcfg",
@@ -254,6 +260,7 @@ impl TaskSpec {
             TaskSpec::Npy(s) => s.validate(),
             TaskSpec::Safetensors(s) => s.validate(),
             TaskSpec::Idx(s) => s.validate(),
+            TaskSpec::Images(s) => s.validate(),
             TaskSpec::Text(s) => s.validate(),
             TaskSpec::Markov(s) => s.validate(),
             TaskSpec::Pcfg(s) => s.validate(),
@@ -283,6 +290,7 @@ impl TaskSpec {
             TaskSpec::Npy(s) => s.load(seed, base_dir),
             TaskSpec::Safetensors(s) => s.load(seed, base_dir),
             TaskSpec::Idx(s) => s.load(seed, base_dir),
+            TaskSpec::Images(s) => s.load(seed, base_dir),
             TaskSpec::Text(s) => s.load(base_dir),
             TaskSpec::Markov(s) => Ok(s.generate(seed)),
             TaskSpec::Pcfg(s) => s.generate(seed),
@@ -635,6 +643,8 @@ mod tests {
             "[task.npy]\ntrain_x = \"x.npy\"\ntrain_y = \"y.npy\"\ntask = \"regression\"\ntest_fraction = 0.1",
             "[task.safetensors]\npath = \"d.safetensors\"\ntask = \"classification\"\nn_classes = 10",
             "[task.idx]\ndir = \"mnist\"\nn_train = 1000",
+            "[task.images]\nclasses = 2",
+            "[task.images]\ndir = \"data\"\nclasses = 3\ntest_images = \"t/i\"\ntest_masks = \"t/m\"\nscale = \"standardize\"\nn_train = 10",
         ];
         for text in specs {
             let e: Experiment = toml::from_str(text).unwrap_or_else(|err| panic!("{text}: {err}"));

@@ -4,6 +4,7 @@
 use crate::engine::{Float, Rng};
 use crate::generative::Kernel;
 use crate::model::{Batch, Shape, IGNORE};
+use crate::spec::ModelSpec;
 use crate::task::{in_context, Dataset, PromptInfo};
 
 /// One split: `n` samples of `x` (`xw` values each) and `y` (`yw` each), row-major.
@@ -377,15 +378,19 @@ fn prompts<'a, F>(
     }
 }
 
-/// The data's shape as models see it (`context`: the window length).
-pub(crate) fn shape(data: &Dataset) -> Shape {
+/// The data's shape as `model` sees it (`context`: the window length). Labelled images (IDX
+/// files, `[task.shapes]` with `target = "kind"`) are images to a conv net and flattened rows to
+/// an MLP or a denoiser; masks are images to every model.
+pub(crate) fn shape(model: &ModelSpec, data: &Dataset) -> Shape {
     if let Some(p) = &data.prompts {
         return Shape::Prompts {
             dim: p.spec.dim,
             points: p.spec.points,
         };
     }
-    if let Some(img) = &data.image {
+    let conv = matches!(model, ModelSpec::Cnn { .. } | ModelSpec::Unet { .. });
+    let masks = matches!(data.target, crate::task::Target::Masks { .. });
+    if let (Some(img), true) = (&data.image, conv || masks) {
         let (classes, dense) = match data.target {
             crate::task::Target::Masks { n_classes } => (n_classes, true),
             crate::task::Target::Classes { n_classes } => (n_classes, false),

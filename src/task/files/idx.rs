@@ -1,6 +1,9 @@
 //! MNIST-format IDX files (LeCun et al., "The MNIST database of handwritten digits"): an images
 //! file (magic 0x00000803) and a labels file (magic 0x00000801) per split, unsigned-byte data,
-//! uncompressed. Images are flattened and pixels scaled to `[0, 1]`.
+//! uncompressed. Images are flattened and pixels scaled to `[0, 1]`. Images files of shape
+//! `[n, h, w]` (MNIST's) or `[n, c, h, w]` record their image shape (`Dataset::image`), as
+//! `[task.shapes]` does, so a `[model.cnn]` can classify them; an MLP reads the same rows
+//! flattened.
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,7 @@ use super::{
     assemble, element_count, parse_err, shape_err, validate_common, Common, Fail, FileTask, Labels,
     Part,
 };
-use crate::task::{key, matrix, read_bytes, resolve, Dataset, TaskError};
+use crate::task::{key, matrix, read_bytes, resolve, Dataset, ImageInfo, TaskError};
 
 /// `[task.idx]`: MNIST-format IDX files (uncompressed, unsigned-byte data). Images are flattened
 /// and pixels scaled to `[0, 1]` (divided by 255); labels are classes.
@@ -226,7 +229,34 @@ impl IdxSpec {
     pub(crate) fn load(&self, seed: u64, base_dir: &Path) -> Result<Dataset, TaskError> {
         let (train, image_dims) =
             self.part(base_dir, "train", &self.train_images, &self.train_labels)?;
-        let (test, _) = self.part(base_dir, "test", &self.test_images, &self.test_labels)?;
+        let (test, test_dims) =
+            self.part(base_dir, "test", &self.test_images, &self.test_labels)?;
+        if test_dims != image_dims {
+            let shown = |d: &[usize]| d.iter().map(usize::to_string).collect::<Vec<_>>().join("×");
+            return Err(shape_err(
+                &key("idx", "test_images"),
+                format!(
+                    "test images are {} but training images are {}",
+                    shown(&test_dims[..]),
+                    shown(&image_dims[..])
+                ),
+                "train and test images must have one shape",
+            ));
+        }
+        // `[h, w]` is one channel; `[c, h, w]` is channels first (NCHW rows).
+        let image = match *image_dims.as_slice() {
+            [height, width] => Some(ImageInfo {
+                channels: 1,
+                height,
+                width,
+            }),
+            [channels, height, width] => Some(ImageInfo {
+                channels,
+                height,
+                width,
+            }),
+            _ => None,
+        };
         let dims = image_dims
             .iter()
             .map(usize::to_string)
@@ -242,7 +272,9 @@ impl IdxSpec {
             n_test: self.n_test,
             source: &source,
         };
-        assemble(&common, seed, train, Some(test))
+        let mut data = assemble(&common, seed, train, Some(test))?;
+        data.image = image;
+        Ok(data)
     }
 }
 
@@ -310,6 +342,16 @@ mod tests {
             ds.description,
             "idx . (2×3 images, pixels/255): 10 classes, 6 inputs: 40 train / 12 test"
         );
+        // [n, h, w] images record their shape, as [task.shapes] does, for a CNN.
+        assert_eq!(
+            ds.image,
+            Some(ImageInfo {
+                channels: 1,
+                height: 2,
+                width: 3
+            })
+        );
+        assert_eq!(ds.target, crate::task::Target::Classes { n_classes: 10 });
 
         // n_train keeps a seeded subset in file order; a smaller one is nested in a larger one.
         let take = |n| {
@@ -342,6 +384,48 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.key(), Some("task.idx.n_test"));
+    }
+
+    /// `[n, c, h, w]` is channels first; `[n, d]` rows are no images; train and test images
+    /// must share one shape.
+    #[test]
+    fn idx_image_shapes() {
+        let d = dir();
+        let p = d.path();
+        let pixels = |n: u32| (0..n).map(|i| (i % 251) as u8).collect::<Vec<_>>();
+        write(p, "x4", idx(4, &[3, 2, 4, 5], &pixels(3 * 40)));
+        write(p, "x2", idx(2, &[3, 40], &pixels(3 * 40)));
+        write(p, "x3", idx(3, &[3, 8, 5], &pixels(3 * 40)));
+        write(p, "y", idx(1, &[3], &[0, 1, 0]));
+        let spec = |train: &str, test: &str| IdxSpec {
+            train_images: train.into(),
+            train_labels: "y".into(),
+            test_images: test.into(),
+            test_labels: "y".into(),
+            ..idx_spec()
+        };
+        let ds = gen(TaskSpec::Idx(spec("x4", "x4")), p).unwrap();
+        assert_eq!(
+            ds.image,
+            Some(ImageInfo {
+                channels: 2,
+                height: 4,
+                width: 5
+            })
+        );
+        assert_eq!(ds.input_dim(), 40);
+        let ds = gen(TaskSpec::Idx(spec("x2", "x2")), p).unwrap();
+        assert_eq!((ds.image, ds.input_dim()), (None, 40));
+        // Same 40 pixels, another shape.
+        let err = gen(TaskSpec::Idx(spec("x4", "x3")), p).unwrap_err();
+        assert!(
+            matches!(err, TaskError::Shape { .. }) && err.key() == Some("task.idx.test_images"),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("8×5") && err.to_string().contains("2×4×5"),
+            "{err}"
+        );
     }
 
     #[test]

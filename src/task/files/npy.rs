@@ -137,6 +137,12 @@ const NPY_SAVE_HINT: &str =
 
 /// Parses NPY bytes (format v1–v3). Errors are `(message, hint)`.
 fn parse_npy(b: &[u8]) -> Result<NdArray, Fail> {
+    parse_npy_typed(b).map(|(a, _)| a)
+}
+
+/// [`parse_npy`], with the element type the file stored (the images task scales 8- and 16-bit
+/// pixels by it).
+pub(super) fn parse_npy_typed(b: &[u8]) -> Result<(NdArray, Elem), Fail> {
     let err = |m: String, h: &str| Err((m, h.to_string()));
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return err(
@@ -265,10 +271,13 @@ fn parse_npy(b: &[u8]) -> Result<NdArray, Fail> {
             "the file is damaged or was not written by numpy.save",
         );
     }
-    Ok(NdArray {
-        shape,
-        data: elem.decode(data),
-    })
+    Ok((
+        NdArray {
+            shape,
+            data: elem.decode(data),
+        },
+        elem,
+    ))
 }
 
 fn read_npy(k: &str, base_dir: &Path, written: &Path) -> Result<(NdArray, PathBuf), TaskError> {
