@@ -3,11 +3,14 @@
 //! ([`style`]). A [`Figure`] is plain data; [`figures`] builds them from the store, and
 //! [`Figure::render`] draws one as SVG text (for the report: no font needed, the browser
 //! picks one) or as PNG (rendered with an embedded font, so no system font is needed).
+//! [`images`] composes raster figures (a segmentation run's images beside their masks) pixel by
+//! pixel.
 
 pub mod axis;
 pub mod figures;
 pub mod generative;
 mod heatmap;
+pub mod images;
 mod lines;
 pub mod style;
 

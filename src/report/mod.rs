@@ -1,6 +1,7 @@
 //! `cloudchamber report`: a self-contained static HTML page for a run, or for a sweep an index
-//! page plus one page per run (`runs/<id>.html`). Spec, summary table and figures (inline SVG);
-//! no script and no external request, so it works offline and prints (A4) cleanly.
+//! page plus one page per run (`runs/<id>.html`). Spec, summary table and figures (inline SVG, and
+//! inline PNG for a segmentation run's images and masks); no script and no external request, so
+//! it works offline and prints (A4) cleanly.
 
 pub mod html;
 
@@ -229,6 +230,7 @@ pub fn run_page(
         "<b>Overlap on held-out images</b>: Dice and IoU per foreground class at each evaluation (mean over images; an image where the class is absent from mask and prediction scores 1), beside the best single intensity threshold's Dice (dashed), chosen on the held-out images themselves. Pixel accuracy is the accuracy figure's test line.",
         &mut b,
     )?;
+    b.push_str(&segmentation_images(store, run, &d));
     add(
         figures::theory_vs_measured(&d, "Mean-field theory vs measurement"),
         "<b>Signal propagation at initialization.</b> The mean-field recursion for qˡ (Poole et al. 2016), iterated from the measured input, against the measured pre-activation second moment.",
@@ -302,6 +304,139 @@ fn generative_figures(
         b,
     )?;
     Ok(())
+}
+
+/// The file the training loop writes in a segmentation run's folder (`train::segmentation::FILE`,
+/// private to `train`).
+const SEGMENTATION_FILE: &str = "segmentation.safetensors";
+/// The held-out images a run's page shows (the file keeps up to eight).
+const SEGMENTATION_ROWS: usize = 4;
+
+/// A segmentation run's first held-out images beside their true mask, the trained model's
+/// predicted mask and its errors, as one inline PNG; when the artifact is missing or malformed,
+/// a note that says so instead. Nothing for a run that is no segmentation (no `dice` rows).
+fn segmentation_images(store: &Store, run: &RunRecord, d: &RunData) -> String {
+    use crate::plot::images::{self, Column, Panels, CLASS_COLOR_NAMES};
+    let Some(dice) = d.get("dice", None) else {
+        return String::new();
+    };
+    let skip = |why: String| {
+        format!("<p class=\"note\">No figure of held-out images and predictions: {why}.</p>\n")
+    };
+    let file = format!("<code>{SEGMENTATION_FILE}</code>");
+    let path = store.artifacts_dir(&run.id).join(SEGMENTATION_FILE);
+    if !path.exists() {
+        let why = if finished(run) {
+            String::new()
+        } else {
+            format!(", and this run is {}", run.display_status())
+        };
+        return skip(format!(
+            "the run's folder has no {file} (the training loop writes it when training ends{why})"
+        ));
+    }
+    let tensors = match crate::interop::load_f64(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            // Not the whole error: it names the file by its absolute path on this machine.
+            let message = match &e {
+                Error::Safetensors { message, .. } => message.clone(),
+                Error::Io { source, .. } => source.to_string(),
+                other => other.to_string(),
+            };
+            return skip(format!("{file} could not be read ({})", esc(&message)));
+        }
+    };
+    let p = match Panels::from_tensors(&tensors) {
+        Ok(p) => p,
+        Err(why) => return skip(format!("{file} is malformed: {}", esc(&why))),
+    };
+    // The run's classes: one per recorded `dice_{k}`, plus the background.
+    let recorded = (1usize..)
+        .take_while(|k| d.has(&format!("dice_{k}")))
+        .count();
+    let classes = if recorded > 0 {
+        recorded + 1
+    } else {
+        p.classes_seen()
+    };
+    let columns = [
+        Column::Image,
+        Column::Mask,
+        Column::Prediction,
+        Column::Errors,
+    ];
+    let rgb = images::compose(&p, classes, SEGMENTATION_ROWS, &columns);
+    let png = match images::encode_png(&rgb) {
+        Ok(png) => png,
+        Err(why) => return skip(format!("the PNG could not be encoded ({})", esc(&why))),
+    };
+
+    let rows = SEGMENTATION_ROWS.min(p.count);
+    let (up, down) = images::zoom(p.height, p.width);
+    let size = if up > 1 {
+        format!("{}×{} pixels, shown ×{up}", p.height, p.width)
+    } else if down > 1 {
+        format!(
+            "{}×{} pixels, shown at 1/{down} (one pixel in {down})",
+            p.height, p.width
+        )
+    } else {
+        format!("{}×{} pixels", p.height, p.width)
+    };
+    let input = match p.channels {
+        1 => "grey".to_string(),
+        3 => "RGB".to_string(),
+        c => format!("the mean of its {c} channels in grey"),
+    };
+    let masks = if classes <= 2 {
+        "background black, foreground white".to_string()
+    } else {
+        let each: Vec<String> = (1..classes)
+            .map(|k| {
+                format!(
+                    "{k} {}",
+                    CLASS_COLOR_NAMES[(k - 1) % CLASS_COLOR_NAMES.len()]
+                )
+            })
+            .collect();
+        format!("background black, class {}", each.join(", "))
+    };
+    let wrong = if classes > 2 {
+        ", yellow: another foreground class"
+    } else {
+        ""
+    };
+    let at = dice
+        .last()
+        .map_or(String::new(), |&(step, _)| format!(", at step {step}"));
+    let dice_rows: Vec<String> = p.dice_per_image(classes)[..rows]
+        .iter()
+        .map(|&v| num(v))
+        .collect();
+    let invalid = p.invalid_labels(classes);
+    let invalid = if invalid > 0 {
+        format!(" Magenta marks the {invalid} mask or prediction pixels whose label is none of the classes 0…{}.", classes - 1)
+    } else {
+        String::new()
+    };
+    let caption = format!(
+        "<b>Held-out images and predictions</b>: the first {rows} held-out images (of the {} in {file}; {size}), each min–max scaled on its own ({input}), beside its true mask, the trained model's predicted mask (the last evaluation{at}: the argmax over the class logits, or probability > 0.5 for a single-logit binary loss) and the errors (vermillion: false positive, foreground predicted on the background; sky blue: false negative, foreground missed{wrong}; grey: correct foreground; black: correct background). Masks: {masks}. Dice of each row, top to bottom (mean over the foreground classes, as in the overlap figure): {}.{invalid}",
+        p.stored,
+        dice_rows.join(", "),
+    );
+    let headings: Vec<&str> = columns.iter().map(|c| c.heading()).collect();
+    html::raster_figure(
+        &png,
+        (rgb.width, rgb.height),
+        &headings,
+        images::GAP,
+        &format!(
+            "The first {rows} held-out images of run {}, their true masks, the predicted masks and the errors",
+            run.name
+        ),
+        &caption,
+    )
 }
 
 /// The most attention maps a page shows (the first layers' heads first): a large model's every
