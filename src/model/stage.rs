@@ -114,7 +114,7 @@ impl<F: Float> Stage<F> {
             running,
             act,
             abc,
-            cols: zeros(capacity * geom.col_len()),
+            cols: zeros(geom.cols_len::<F>(capacity)),
             z: zeros(n),
             h: zeros(n),
             d: zeros(n),

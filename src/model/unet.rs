@@ -183,7 +183,14 @@ impl<F: Float> Unet<F> {
                 mode: spec.upsampling,
                 upsampled,
                 out: vec![F::zero(); capacity * c * plane],
-                cols: vec![F::zero(); capacity * conv.geom.col_len()],
+                cols: vec![
+                    F::zero();
+                    if spec.upsampling == Upsampling::Transposed {
+                        capacity * conv.geom.col_len()
+                    } else {
+                        conv.geom.cols_len::<F>(capacity)
+                    }
+                ],
             });
             let name = format!("dec.{l}");
             let s1 = stage(&mut params, &name, 1, 2 * c, c, (hl, wl), rng, layer);
@@ -246,7 +253,7 @@ impl<F: Float> Unet<F> {
             pooled,
             cats,
             head,
-            head_cols: vec![F::zero(); capacity * head_geom.col_len()],
+            head_cols: vec![F::zero(); head_geom.cols_len::<F>(capacity)],
             logits: vec![F::zero(); capacity * out_ch * plane0],
             d_logits: vec![F::zero(); capacity * out_ch * plane0],
             g_enc,

@@ -116,35 +116,43 @@ fn set_size(norm: ChanNorm, c: usize, plane: usize, n: usize) -> f64 {
 /// costs a few microseconds, a pass over 2¹⁵ floats tens).
 const PARALLEL_ELEMENTS: usize = 1 << 15;
 
-/// Σ x in f64 over eight lanes (the loop vectorizes; a fixed order, so the same on any thread).
-fn lane_sum<F: Float>(x: &[F]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for l in 0..8 {
-            acc[l] += c[l].f64();
+/// Independent f64 accumulators of the partial sums: four zmm registers' worth, so the adds
+/// are not one dependency chain (8 lanes ran at a quarter of the adder's rate).
+const LANES: usize = 32;
+
+/// `Σ_i Π_k xs[k][i]`-style sums over [`LANES`] lanes: `f(acc, i)` adds element `i` into the
+/// lane accumulators; returns their sums (a fixed order, so the same on any thread).
+#[inline(always)]
+fn lanes<const S: usize>(len: usize, f: impl Fn(&mut [f64; S], usize)) -> [f64; S] {
+    let mut acc = [[0.0f64; S]; LANES];
+    let full = len / LANES * LANES;
+    for o in (0..full).step_by(LANES) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            f(a, o + l);
         }
     }
-    let tail: f64 = chunks.remainder().iter().map(|v| v.f64()).sum();
-    acc.iter().sum::<f64>() + tail
+    let mut tail = [0.0f64; S];
+    for i in full..len {
+        f(&mut tail, i);
+    }
+    let mut out = [0.0f64; S];
+    for (k, o) in out.iter_mut().enumerate() {
+        *o = acc.iter().map(|a| a[k]).sum::<f64>() + tail[k];
+    }
+    out
 }
 
-/// Σ (x − m)² in f64 over eight lanes.
+/// Σ x in f64.
+fn lane_sum<F: Float>(x: &[F]) -> f64 {
+    lanes::<1>(x.len(), |a, i| a[0] += x[i].f64())[0]
+}
+
+/// Σ (x − m)² in f64.
 fn lane_sq_dev<F: Float>(x: &[F], m: f64) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for l in 0..8 {
-            let d = c[l].f64() - m;
-            acc[l] += d * d;
-        }
-    }
-    let tail: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|v| (v.f64() - m) * (v.f64() - m))
-        .sum();
-    acc.iter().sum::<f64>() + tail
+    lanes::<1>(x.len(), |a, i| {
+        let d = x[i].f64() - m;
+        a[0] += d * d
+    })[0]
 }
 
 /// The activation after the norm, fused into the norm's last pass: its per-channel `a, b, c`
@@ -433,34 +441,27 @@ pub fn backward<F: Float>(
         (par::rows(g, plane), par::rows(part, K)),
         |q, (gs, p)| {
             let ds = &d[q * plane..(q + 1) * plane];
+            // Equal lengths up front, so the indexed loops below keep no bounds checks.
+            let gs = &mut gs[..plane];
             if let Some(fu) = fu {
                 let fs = &fu[q * plane..(q + 1) * plane];
-                let (mut sa, mut sb, mut sc) = ([0.0f64; 8], [0.0f64; 8], [0.0f64; 8]);
-                for ((gc, dc), fc) in gs.chunks(8).zip(ds.chunks(8)).zip(fs.chunks(8)) {
-                    for l in 0..gc.len() {
-                        sa[l] += (gc[l] * fc[l]).f64();
-                        sb[l] += (gc[l] * dc[l]).f64();
-                        sc[l] += gc[l].f64();
-                    }
-                }
-                p[0] = sa.iter().sum();
-                p[1] = sb.iter().sum();
-                p[2] = sc.iter().sum();
+                let [sa, sb, sc] = lanes::<3>(plane, |a, i| {
+                    a[0] += (gs[i] * fs[i]).f64();
+                    a[1] += (gs[i] * ds[i]).f64();
+                    a[2] += gs[i].f64();
+                });
+                (p[0], p[1], p[2]) = (sa, sb, sc);
             }
             for (gv, &dv) in gs.iter_mut().zip(ds) {
                 *gv *= dv;
             }
             if has_norm {
                 let xs = &xhat[q * plane..(q + 1) * plane];
-                let (mut s1, mut s2) = ([0.0f64; 8], [0.0f64; 8]);
-                for (gc, xc) in gs.chunks(8).zip(xs.chunks(8)) {
-                    for l in 0..gc.len() {
-                        s1[l] += gc[l].f64();
-                        s2[l] += gc[l].f64() * xc[l].f64();
-                    }
-                }
-                p[3] = s1.iter().sum();
-                p[4] = s2.iter().sum();
+                let [s1, s2] = lanes::<2>(plane, |a, i| {
+                    a[0] += gs[i].f64();
+                    a[1] += gs[i].f64() * xs[i].f64();
+                });
+                (p[3], p[4]) = (s1, s2);
             }
         },
     );

@@ -149,6 +149,16 @@ impl Conv {
         (self.stride == 1 && self.kh == self.kw && direct::available::<F>(&t)).then_some(t)
     }
 
+    /// Elements of the per-image column buffer `forward`/`backward` need for `n` images: none
+    /// when the direct kernels run every pass (f32 on AVX-512, stride 1, output rows of 16).
+    pub fn cols_len<F: Float>(&self, n: usize) -> usize {
+        if self.direct_forward::<F>().is_some() && self.direct_input_grad::<F>().is_some() {
+            0
+        } else {
+            n * self.col_len()
+        }
+    }
+
     /// The weights packed for the direct kernel, group by group: as stored (forward), or
     /// flipped and transposed to `[c_in/g][c_out/g][k][k]` per group (input gradient).
     fn packed<F: Float>(&self, wt: &[F], flipped: bool) -> Vec<F> {
