@@ -57,14 +57,25 @@ pub fn available() -> bool {
 /// Ice Lake-SP have 1–1.25 MiB, Sapphire Rapids 2 MiB, Zen 4 1 MiB).
 pub fn l2_bytes() -> usize {
     static L2: OnceLock<usize> = OnceLock::new();
-    *L2.get_or_init(|| detect_l2().unwrap_or(1 << 20))
+    *L2.get_or_init(|| cache_bytes(2).unwrap_or(1 << 20))
 }
 
-fn detect_l2() -> Option<usize> {
+/// Bytes of one core's L1 data cache, read once; 32 KiB where it cannot be read (Skylake's;
+/// Ice Lake and later have 48 KiB).
+pub fn l1d_bytes() -> usize {
+    static L1: OnceLock<usize> = OnceLock::new();
+    *L1.get_or_init(|| cache_bytes(1).unwrap_or(32 << 10))
+}
+
+/// The size of cpu0's data (or unified) cache at `level`, from sysfs.
+fn cache_bytes(level: u32) -> Option<usize> {
     let root = std::path::Path::new("/sys/devices/system/cpu/cpu0/cache");
     for entry in std::fs::read_dir(root).ok()?.flatten() {
         let read = |f: &str| std::fs::read_to_string(entry.path().join(f)).ok();
-        if read("level")?.trim() != "2" || read("type")?.trim() == "Instruction" {
+        let (Some(lv), Some(kind)) = (read("level"), read("type")) else {
+            continue;
+        };
+        if lv.trim() != level.to_string() || kind.trim() == "Instruction" {
             continue;
         }
         let size = read("size")?;
