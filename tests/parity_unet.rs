@@ -4,7 +4,10 @@
 //! running statistics); the initial weights, batches, per-step losses, first-step gradients and
 //! final weights go to one safetensors file per case, and `tests/parity/conv_parity.py` redoes
 //! the training in JAX (`lax.conv_general_dilated`, autodiff, `torch.optim.AdamW` written from
-//! PyTorch's documentation).
+//! PyTorch's documentation). After training, the model also runs in evaluation mode (BatchNorm
+//! normalizing by its running statistics) on a held-out batch; its logits and loss are checked
+//! against JAX's evaluation forward from the exported final weights and running statistics, and
+//! the running statistics against PyTorch's update rule recomputed from the training batches.
 //!
 //! Needs a Python with numpy, jax and safetensors (see `tests/common/parity.rs`).
 //! `CLOUDCHAMBER_PARITY_DIR=dir` keeps the case files there.
@@ -13,7 +16,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cloudchamber::engine::Rng;
-use cloudchamber::model::{Batch, Model, Unet};
+use cloudchamber::model::{Batch, Cnn, Model, Unet};
 use cloudchamber::nn::activation::Activation;
 use cloudchamber::nn::norm::Mode;
 use cloudchamber::optim::{Hyper, OptimState, Optimizer};
@@ -25,6 +28,9 @@ use common::parity::{check_with_jax, save, Tensor};
 
 const BATCH: usize = 2;
 const STEPS: usize = 3;
+/// Steps of the evaluation-mode cases: the running statistics 1 − 0.9^12 = 72% of the way
+/// from their initial 0 and 1 to the batches'.
+const EVAL_STEPS: usize = 12;
 const LR: f64 = 1e-2;
 const WEIGHT_DECAY: f64 = 0.1;
 
@@ -154,16 +160,21 @@ fn cases() -> Vec<Case> {
 }
 
 /// Nudges `m`'s trainable parameters off their initial values (norm weights of exactly 1 and
-/// biases of 0 hide mistakes), trains [`STEPS`] AdamW steps on random batches (normal images of
-/// `x_shape`, targets of `y_shape` drawn below `classes`) and writes the case file: initial
-/// weights, batches, losses, first-step gradients, final weights, and `meta` completed with the
-/// optimizer, the decayed and trained tensors, BatchNorm's momentum and the step count.
+/// biases of 0 hide mistakes), trains `steps` AdamW steps on random batches (normal images of
+/// `x_shape`, targets of `y_shape` drawn below `classes`), then runs the trained model once in
+/// `eval_mode` (`Mode::Eval` for the check; `Mode::Train`, batch statistics, to show that the
+/// check tells them apart) on a held-out batch drawn the same way, and writes the case file:
+/// initial weights, batches, losses, first-step gradients, final weights (BatchNorm's running
+/// statistics included), the held-out batch with the logits and loss of that pass, and `meta`
+/// completed with the optimizer, the decayed and trained tensors, BatchNorm's momentum and the
+/// step count.
 fn record(
     m: &mut dyn Model<f64>,
     seed: u64,
     (x_shape, y_shape, classes): (Vec<usize>, Vec<usize>, usize),
     mut meta: serde_json::Value,
     file: PathBuf,
+    (steps, eval_mode): (usize, Mode),
 ) -> PathBuf {
     let mut nudge = Rng::new(seed ^ 0x9d9e);
     for p in m.params_mut().iter_mut().filter(|p| p.trainable) {
@@ -187,7 +198,7 @@ fn record(
     let mut opt = OptimState::new(m.params(), Optimizer::Adamw);
     let mut data = Rng::new(seed ^ 0x5eed);
     let mut losses = Vec::new();
-    for k in 0..STEPS {
+    for k in 0..steps {
         let x: Vec<f64> = (0..x_shape.iter().product::<usize>())
             .map(|_| data.normal())
             .collect();
@@ -216,7 +227,7 @@ fn record(
         tensors.push((format!("batch.{k}.y"), y_shape.clone(), y));
         losses.push(l.loss);
     }
-    tensors.push(("rust.loss".into(), vec![STEPS], losses));
+    tensors.push(("rust.loss".into(), vec![steps], losses));
     tensors.extend(m.params().iter().map(|p| {
         (
             format!("rust.final.{}", p.name),
@@ -224,6 +235,51 @@ fn record(
             p.value.clone(),
         )
     }));
+    // BatchNorm's running statistics are state, exported with the weights, never trained.
+    let is_state = |n: &str| n.ends_with(".running_mean") || n.ends_with(".running_var");
+    for p in m.params().iter().filter(|p| is_state(p.name.as_str())) {
+        assert!(
+            !p.trainable,
+            "`{}` is state, not a trained parameter",
+            p.name
+        );
+    }
+
+    // The trained model on a held-out batch, in `eval_mode`.
+    let x: Vec<f64> = (0..x_shape.iter().product::<usize>())
+        .map(|_| data.normal())
+        .collect();
+    let y: Vec<f64> = (0..y_shape.iter().product::<usize>())
+        .map(|_| data.below(classes as u64) as f64)
+        .collect();
+    let batch = Batch::Rows {
+        x: &x,
+        y: &y,
+        rows: BATCH,
+    };
+    let before: Vec<Vec<f64>> = m.params().iter().map(|p| p.value.clone()).collect();
+    m.forward(&batch, eval_mode);
+    let eval_loss = m.loss(&batch, false).loss;
+    let (logit_shape, logits) = if let Some((z, channels, _)) = m.segmentation() {
+        (vec![BATCH, channels, x_shape[2], x_shape[3]], z.to_vec())
+    } else {
+        let cnn = m
+            .as_any()
+            .downcast_ref::<Cnn<f64>>()
+            .expect("a U-Net or a CNN");
+        (vec![BATCH, classes], cnn.logits[..BATCH * classes].to_vec())
+    };
+    assert_eq!(logits.len(), logit_shape.iter().product::<usize>());
+    if eval_mode == Mode::Eval {
+        // Evaluation reads the running statistics and changes nothing.
+        for (p, v) in m.params().iter().zip(&before) {
+            assert!(p.value == *v, "an evaluation pass changed `{}`", p.name);
+        }
+    }
+    tensors.push(("eval.x".into(), x_shape.clone(), x));
+    tensors.push(("eval.y".into(), y_shape.clone(), y));
+    tensors.push(("rust.eval.logits".into(), logit_shape, logits));
+    tensors.push(("rust.eval.loss".into(), vec![1], vec![eval_loss]));
     let names = |keep: &dyn Fn(&cloudchamber::model::Param<f64>) -> bool| {
         m.params()
             .iter()
@@ -243,7 +299,7 @@ fn record(
         "decay": names(&|p| p.decay && p.trainable),
         "trainable": names(&|p| p.trainable),
         "momentum": cloudchamber::nn::channel::MOMENTUM,
-        "steps": STEPS,
+        "steps": steps,
     });
     if let (Some(meta), Some(extra)) = (meta.as_object_mut(), extra.as_object()) {
         meta.extend(extra.clone());
@@ -256,9 +312,15 @@ fn record(
     file
 }
 
-/// Trains one U-Net case and writes its case file (`declared_upsampling`: what the
-/// description claims instead, to show that the check can fail).
-fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampling>) -> PathBuf {
+/// Trains one U-Net case for `steps` steps and writes its case file (`declared_upsampling`:
+/// what the description claims instead, to show that the check can fail).
+fn run_case(
+    c: &Case,
+    seed: u64,
+    steps: usize,
+    dir: &Path,
+    declared_upsampling: Option<Upsampling>,
+) -> PathBuf {
     let mut rng = Rng::new(seed);
     let (h, w) = c.size;
     let mut m = Unet::<f64>::new(&c.spec, c.eps, (c.in_ch, h, w), c.classes, BATCH, &mut rng);
@@ -311,6 +373,7 @@ fn run_case(c: &Case, seed: u64, dir: &Path, declared_upsampling: Option<Upsampl
         shapes,
         meta,
         dir.join(format!("unet{seed:02}.safetensors")),
+        (steps, Mode::Eval),
     )
 }
 
@@ -322,7 +385,7 @@ fn unet_training_matches_jax() {
     let files: Vec<PathBuf> = cases()
         .iter()
         .enumerate()
-        .map(|(i, c)| run_case(c, i as u64 + 1, dir, None))
+        .map(|(i, c)| run_case(c, i as u64 + 1, STEPS, dir, None))
         .collect();
     let (status, text) = check_with_jax("conv_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
@@ -337,27 +400,73 @@ fn a_wrong_description_is_caught() {
         .into_iter()
         .find(|c| c.spec.upsampling == Upsampling::Bilinear)
         .expect("a bilinear case");
-    let file = run_case(&c, 99, dir.path(), Some(Upsampling::Nearest));
+    let file = run_case(&c, 99, STEPS, dir.path(), Some(Upsampling::Nearest));
     let (status, text) = check_with_jax("conv_parity.py", &[file]);
     assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
     assert!(text.contains("MISMATCH"), "{text}");
 }
 
-/// The CNN classifier against the same JAX script (`model = "cnn"`): every norm, both pools,
-/// the learned biased activation, odd image sizes.
-#[test]
-fn cnn_training_matches_jax() {
-    use cloudchamber::model::Cnn;
+/// Trains one CNN classifier case (2-channel 7×9 images, 3 classes) for `steps` steps and
+/// writes its case file; `eval_mode` is the mode of the held-out pass (`Mode::Train` only to
+/// show that the check catches an evaluation with batch statistics).
+fn run_cnn_case(
+    spec: &cloudchamber::spec::cnn::CnnSpec,
+    seed: u64,
+    steps: usize,
+    dir: &Path,
+    eval_mode: Mode,
+) -> PathBuf {
+    let (in_ch, h, w, classes) = (2, 7, 9, 3);
+    let mut rng = Rng::new(seed);
+    let mut m = Cnn::<f64>::new(spec, 1e-5, (in_ch, h, w), classes, BATCH, &mut rng);
+    let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let declared = if eval_mode == Mode::Eval {
+        ""
+    } else {
+        " (held-out pass with batch statistics)"
+    };
+    let meta = serde_json::json!({
+        "label": format!("cnn {:?} {} {} {}{declared}", spec.channels, word(serde_json::json!(spec.pool)), spec.norm.name(), spec.activation.name()),
+        "model": "cnn",
+        "channels": spec.channels,
+        "pool": word(serde_json::json!(spec.pool)),
+        "in_channels": in_ch,
+        "classes": classes,
+        "loss": "cross_entropy",
+        "norm": spec.norm.name(),
+        "norm_eps": 1e-5,
+        "groups": spec.groups_for(spec.channels[0]),
+        "activation": spec.activation.name(),
+        "act": !spec.act.is_plain(),
+    });
+    let shapes = (vec![BATCH, in_ch, h, w], vec![BATCH], classes);
+    record(
+        &mut m,
+        seed,
+        shapes,
+        meta,
+        dir.join(format!("cnn{seed:02}.safetensors")),
+        (steps, eval_mode),
+    )
+}
+
+/// The CNN with BatchNorm (the first of [`cnn_specs`]).
+fn cnn_batchnorm() -> cloudchamber::spec::cnn::CnnSpec {
+    cnn_specs()
+        .into_iter()
+        .find(|s| s.norm == ChannelNorm::Batchnorm)
+        .expect("a batchnorm CNN")
+}
+
+/// Every norm, both pools, the learned biased activation.
+fn cnn_specs() -> Vec<cloudchamber::spec::cnn::CnnSpec> {
     use cloudchamber::spec::cnn::{CnnSpec, PoolKind};
-    let tmp = tempfile::tempdir().unwrap();
-    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
-    let dir = keep.as_deref().unwrap_or(tmp.path());
     let learned = |init: f64, per: Granularity| ActParamSpec {
         init,
         mode: Trainable::Learned,
         per,
     };
-    let specs = [
+    vec![
         CnnSpec {
             channels: vec![3, 4],
             pool: PoolKind::Max,
@@ -392,39 +501,62 @@ fn cnn_training_matches_jax() {
             },
             ..CnnSpec::default()
         },
-    ];
-    let (in_ch, h, w, classes) = (2, 7, 9, 3);
-    let mut files = Vec::new();
-    for (ci, spec) in specs.iter().enumerate() {
-        let seed = 40 + ci as u64;
-        let mut rng = Rng::new(seed);
-        let mut m = Cnn::<f64>::new(spec, 1e-5, (in_ch, h, w), classes, BATCH, &mut rng);
-        let word = |v: serde_json::Value| v.as_str().unwrap_or("?").to_string();
-        let meta = serde_json::json!({
-            "label": format!("cnn {:?} {} {} {}", spec.channels, word(serde_json::json!(spec.pool)), spec.norm.name(), spec.activation.name()),
-            "model": "cnn",
-            "channels": spec.channels,
-            "pool": word(serde_json::json!(spec.pool)),
-            "in_channels": in_ch,
-            "classes": classes,
-            "loss": "cross_entropy",
-            "norm": spec.norm.name(),
-            "norm_eps": 1e-5,
-            "groups": spec.groups_for(spec.channels[0]),
-            "activation": spec.activation.name(),
-            "act": !spec.act.is_plain(),
-        });
-        let shapes = (vec![BATCH, in_ch, h, w], vec![BATCH], classes);
-        let file = record(
-            &mut m,
-            seed,
-            shapes,
-            meta,
-            dir.join(format!("cnn{seed:02}.safetensors")),
-        );
-        files.push(file);
-    }
+    ]
+}
+
+/// The CNN classifier against the same JAX script (`model = "cnn"`): every norm, both pools,
+/// the learned biased activation, odd image sizes; training, then evaluation mode.
+#[test]
+fn cnn_training_matches_jax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    let files: Vec<PathBuf> = cnn_specs()
+        .iter()
+        .enumerate()
+        .map(|(ci, spec)| run_cnn_case(spec, 40 + ci as u64, STEPS, dir, Mode::Eval))
+        .collect();
     let (status, text) = check_with_jax("conv_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
     println!("{text}");
+}
+
+/// Evaluation mode on its own: the BatchNorm CNN and the BatchNorm U-Net, trained longer
+/// ([`EVAL_STEPS`] steps each), then evaluated with their running statistics. The script
+/// checks the eval logits and loss against JAX's eval forward of the exported weights and
+/// running statistics, and the running statistics against PyTorch's rule (from 0 and 1,
+/// momentum 0.1, unbiased variance) recomputed from the training batches.
+#[test]
+fn batchnorm_eval_mode_matches_jax() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
+    let dir = keep.as_deref().unwrap_or(tmp.path());
+    let unet = cases()
+        .into_iter()
+        .find(|c| c.spec.norm == ChannelNorm::Batchnorm)
+        .expect("a batchnorm U-Net");
+    let files = vec![
+        run_cnn_case(&cnn_batchnorm(), 70, EVAL_STEPS, dir, Mode::Eval),
+        run_case(&unet, 71, EVAL_STEPS, dir, None),
+    ];
+    let (status, text) = check_with_jax("conv_parity.py", &files);
+    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    for needle in ["eval logits", "torch rule", "running statistics"] {
+        assert!(text.contains(needle), "no `{needle}` row:\n{text}");
+    }
+    println!("{text}");
+}
+
+/// The eval check can fail: held-out logits computed with batch statistics (train mode)
+/// instead of the running ones are reported as a mismatch.
+#[test]
+fn an_eval_pass_with_batch_statistics_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = run_cnn_case(&cnn_batchnorm(), 72, STEPS, dir.path(), Mode::Train);
+    let (status, text) = check_with_jax("conv_parity.py", &[file]);
+    assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
+    assert!(
+        text.contains("MISMATCH") && text.contains("eval logits"),
+        "{text}"
+    );
 }

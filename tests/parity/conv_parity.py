@@ -3,11 +3,11 @@
 
 Usage: conv_parity.py CASE.safetensors [CASE.safetensors ...] [--tol 1e-9]
 
-Each case file is written by the Rust conv parity test (`tests/parity_conv.rs`) and holds, every
+Each case file is written by the Rust conv parity test (`tests/parity_unet.rs`) and holds, every
 tensor in f64 (row-major, PyTorch's layouts), images NCHW:
 
 - the initial parameters under their PyTorch names (listed below with the models). Every tensor
-  whose name starts neither with `batch.` nor with `rust.` is one. The trainable parameters are
+  whose name starts with none of `batch.`, `eval.` and `rust.` is one. The trainable parameters are
   those the description lists under `trainable`, or, without that field, all of them except
   BatchNorm's state `{prefix}.running_mean` and `{prefix}.running_var`; the others (fixed
   biased-activation parameters, say) are read by the forward pass and never change;
@@ -19,6 +19,10 @@ tensor in f64 (row-major, PyTorch's layouts), images NCHW:
   `rust.grad.{name}` (the gradient of the first step's loss, for every trainable parameter, same
   shape as the parameter, and for nothing else) and `rust.final.{name}` (every initial tensor,
   BatchNorm's running statistics included, after K steps);
+- optionally, a held-out batch `eval.x`, `eval.y` (shaped as a training batch) and what Rust
+  computed on it with the trained model in evaluation mode (BatchNorm normalizing by its running
+  statistics): `rust.eval.logits` (CNN [B, classes], U-Net [B, out_channels, H, W]) and
+  `rust.eval.loss` [1] (the model's loss against `eval.y`). All four or none;
 - a JSON description of the case, a string in the safetensors metadata under the key `case`:
 
       label          string, names the case in the report
@@ -61,8 +65,10 @@ convolutions; the helpers below take the general arguments):
   variance over N, H, W; `{prefix}.weight`, `{prefix}.bias` [C], state `{prefix}.running_mean`,
   `{prefix}.running_var` [C], updated after each step's forward as
   running ← (1 − momentum)·running + momentum·batch statistic, the variance unbiased by
-  n/(n − 1), n = B·H·W); "groupnorm" = GroupNorm(groups, C) (per sample, mean and biased variance
-  over each group of C/groups consecutive channels and H, W; weight, bias [C]); "layernorm" =
+  n/(n − 1), n = B·H·W; in evaluation mode it normalizes by the running statistics instead,
+  (x − running_mean)/sqrt(running_var + eps)·weight + bias); "groupnorm" = GroupNorm(groups, C)
+  (per sample, mean and biased variance over each group of C/groups consecutive channels and
+  H, W; weight, bias [C]); "layernorm" =
   ConvNeXt's channels-first LayerNorm (per (n, h, w), mean and biased variance over C; weight,
   bias [C]); "none" = no norm and no parameters. Always (x − mean)/sqrt(var + eps)·weight + bias;
 - activation: f(x) or, with `act`, the biased form a·f(x − b) + c, where `{prefix}.a`, `.b`, `.c`
@@ -116,8 +122,19 @@ implementation. A BatchNorm's running mean, which follows the bias of the conv f
 for one, gets that bias's Σ_t. Rows that pass only thanks to this are marked with their plain
 error (floor 1e-6 × the largest final tensor). A parameter the description does not use, one it
 needs that Rust does not have, or one of another shape than the description implies is a
-mismatch too. The check fails when any error exceeds --tol (default 1e-9). Exit status: 0 all
-cases agree, 1 a mismatch, 2 the environment lacks jax/numpy/safetensors or a file is malformed.
+mismatch too.
+
+BatchNorm's running statistics are checked twice: as final tensors, updated along the JAX
+training with the description's momentum; and by PyTorch's rule with PyTorch's constants alone —
+initial values 0 and 1 (checked: absolute error), running ← 0.9·running + 0.1·statistic of each
+training step's BatchNorm input, the variance unbiased (numpy's ddof=1) — with the final
+tensors' floors. The held-out pass is recomputed in evaluation mode from Rust's final tensors
+(so training drift plays no part): the logits with floor 1e-5 × the largest |jax| logit, the loss
+with floor 0. For a BatchNorm case the report also says how far the same logits computed with
+batch statistics are, to show that the check tells the two modes apart.
+
+The check fails when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree,
+1 a mismatch, 2 the environment lacks jax/numpy/safetensors or a file is malformed.
 
 Choosing cases: the channel LayerNorm of 2 channels is degenerate — at each pixel it maps the
 pair to ±d/sqrt(d² + eps)·w + b, whose slope is 1/sqrt(eps) where the two channels nearly agree
@@ -126,70 +143,27 @@ pair to ±d/sqrt(d² + eps)·w + b, whose slope is 1/sqrt(eps) where the two cha
 least 3 channels with "layernorm".
 """
 
-import json
+import functools
 import math
+import os
 import sys
 
-try:
-    import numpy as np
-    import jax
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-except ImportError as e:  # pragma: no cover - environment problem, not a parity failure
-    print(
-        f"conv_parity.py: missing Python dependency ({e}).\n"
-        "Install the parity environment with `bash scripts/test` (it creates .venv with numpy, "
-        "jax and safetensors), or `python3 -m venv .venv && .venv/bin/pip install numpy jax "
-        "safetensors`.",
-        file=sys.stderr,
-    )
-    sys.exit(2)
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_platforms", "cpu")
-import jax.numpy as jnp  # noqa: E402
-from jax.scipy.special import erf  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_common import (  # noqa: E402
+    ACTIVATIONS,
+    AdamW,
+    DescriptionMismatch,
+    biased,
+    jax,
+    jnp,
+    load_case,
+    np,
+    rel_error,
+    sigmoid,
+)
 
 HIGHEST = jax.lax.Precision.HIGHEST
-
-# ------------------------------------------------------------------------------------------------
-# Activations: the definitions of the torch.nn modules of the same name.
-# ------------------------------------------------------------------------------------------------
-
-SELU_ALPHA = 1.6732632423543772848170429916717  # torch.nn.SELU
-SELU_SCALE = 1.0507009873554804934193349852946
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + jnp.exp(-x))
-
-
-def _elu(x, alpha=1.0):
-    # torch.nn.ELU: x if x > 0 else alpha * (exp(x) - 1). The min keeps the unused branch finite.
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
-
-
-def _softplus(x, beta=1.0, threshold=20.0):
-    # torch.nn.Softplus: 1/beta * log(1 + exp(beta x)), linear where beta x > threshold.
-    bx = beta * x
-    safe = jnp.minimum(bx, threshold)
-    return jnp.where(bx > threshold, x, jnp.log1p(jnp.exp(safe)) / beta)
-
-
-ACTIVATIONS = {
-    "identity": lambda x: x,
-    "relu": lambda x: jnp.where(x > 0, x, 0.0),
-    "leaky_relu": lambda x: jnp.where(x > 0, x, 0.01 * x),  # torch.nn.LeakyReLU() slope 0.01
-    "elu": _elu,
-    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
-    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda x: 0.5 * x * (1.0 + jnp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
-    "silu": lambda x: x * _sigmoid(x),
-    "tanh": jnp.tanh,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
-}
+TORCH_BN_MOMENTUM = 0.1  # torch.nn.BatchNorm2d's default
 
 # ------------------------------------------------------------------------------------------------
 # Layers on NCHW images, as the torch.nn modules define them.
@@ -292,6 +266,13 @@ def upsample_bilinear2(x):
     return rows[:, :, :, w0] * wl0 + rows[:, :, :, w1] * wl1
 
 
+def batchnorm2d_eval(x, w, b, running_mean, running_var, eps):
+    """BatchNorm2d in evaluation mode: (x − running_mean)/sqrt(running_var + eps)·w + b per
+    channel; the batch plays no part."""
+    mean, var = running_mean[None, :, None, None], running_var[None, :, None, None]
+    return (x - mean) / jnp.sqrt(var + eps) * w[None, :, None, None] + b[None, :, None, None]
+
+
 def batchnorm2d_train(x, w, b, eps):
     """BatchNorm2d in training mode: per channel over N, H, W, biased variance. Also returns the
     batch mean and biased variance (for the running statistics)."""
@@ -322,10 +303,6 @@ def layernorm_channels(x, w, b, eps):
 # ------------------------------------------------------------------------------------------------
 # The networks.
 # ------------------------------------------------------------------------------------------------
-
-
-class DescriptionMismatch(Exception):
-    """The description and Rust's parameter set disagree."""
 
 
 class Params:
@@ -362,16 +339,21 @@ class Params:
 
 
 class Layers:
-    """The named layers of one forward pass. Collects BatchNorm's batch statistics (mean, biased
-    variance) by prefix, and in `bn_info` (filled while tracing: static, not traced values) each
-    BatchNorm's element count n = B·H·W and the bias of the conv that feeds it."""
+    """The named layers of one forward pass, in training mode (BatchNorm with batch statistics)
+    or, with `eval_mode`, in evaluation mode (BatchNorm with `{prefix}.running_mean` and
+    `{prefix}.running_var` read from the parameters). In training mode it collects BatchNorm's
+    batch statistics (mean, biased variance) and its input by prefix, and in `bn_info` (filled
+    while tracing: static, not traced values) each BatchNorm's element count n = B·H·W and the
+    bias of the conv that feeds it."""
 
-    def __init__(self, case, p, bn_info):
+    def __init__(self, case, p, bn_info, eval_mode=False):
         self.case = case
         self.p = p
         self.norm = case["norm"]
         self.f = ACTIVATIONS[case["activation"]]
+        self.eval_mode = eval_mode
         self.bn_stats = {}
+        self.bn_inputs = {}
         self.bn_info = bn_info
         self.last_conv_bias = None
 
@@ -396,9 +378,14 @@ class Layers:
         w = self.p.take(f"{name}.weight", (c,))
         b = self.p.take(f"{name}.bias", (c,))
         eps = case["norm_eps"]
+        if norm == "batchnorm" and self.eval_mode:
+            rm = self.p.take(f"{name}.running_mean", (c,))
+            rv = self.p.take(f"{name}.running_var", (c,))
+            return batchnorm2d_eval(x, w, b, rm, rv, eps)
         if norm == "batchnorm":
             y, stats = batchnorm2d_train(x, w, b, eps)
             self.bn_stats[name] = stats
+            self.bn_inputs[name] = x
             self.bn_info[name] = (x.shape[0] * x.shape[2] * x.shape[3], self.last_conv_bias)
             return y
         if norm == "groupnorm":
@@ -411,7 +398,7 @@ class Layers:
         if self.case["act"]:
             c = x.shape[1]
             a, b, cc = (self.p.take_act(f"{name}.{k}", c) for k in "abc")
-            return a * self.f(x - b) + cc
+            return biased(self.f, x, a, b, cc)
         return self.f(x)
 
 
@@ -507,65 +494,15 @@ def segmentation_loss(case, z, y):
     if loss == "bce":
         return bce_with_logits(z0, y)
     if loss == "dice":
-        return 1.0 - dice_score(_sigmoid(z0), y)
+        return 1.0 - dice_score(sigmoid(z0), y)
     if loss == "bce_dice":
-        return bce_with_logits(z0, y) + case["dice_weight"] * (1.0 - dice_score(_sigmoid(z0), y))
+        return bce_with_logits(z0, y) + case["dice_weight"] * (1.0 - dice_score(sigmoid(z0), y))
     raise ValueError(f"unknown loss {loss!r}")
-
-
-# ------------------------------------------------------------------------------------------------
-# torch.optim.AdamW, from the pseudocode of its documentation (maximize=False, amsgrad=False).
-# ------------------------------------------------------------------------------------------------
-
-
-class AdamW:
-    """Runs on numpy arrays. Also accumulates, per element, Σ_t lr_t / (sqrt(v̂_t) + eps): how
-    strongly a gradient error moves the parameter (see `run_case`)."""
-
-    def __init__(self, hyper, names, decay):
-        if hyper.get("kind", "adamw") != "adamw":
-            raise ValueError(f"only adamw is described here (got {hyper['kind']!r})")
-        self.b1, self.b2 = hyper["beta1"], hyper["beta2"]
-        self.eps = hyper["eps"]
-        self.wd = hyper["weight_decay"]
-        self.decay = set(decay)
-        self.t = 0
-        self.m = {n: 0.0 for n in names}
-        self.v = {n: 0.0 for n in names}
-        self.sensitivity = {n: 0.0 for n in names}
-
-    def step(self, params, grads, lr):
-        self.t += 1
-        t = self.t
-        for name, g in grads.items():
-            g = np.asarray(g)
-            theta = params[name]
-            lam = self.wd if name in self.decay else 0.0
-            theta = theta - lr * lam * theta  # θ_t ← θ_{t−1} − γ λ θ_{t−1}
-            self.m[name] = self.b1 * self.m[name] + (1 - self.b1) * g
-            self.v[name] = self.b2 * self.v[name] + (1 - self.b2) * g * g
-            m_hat = self.m[name] / (1 - self.b1**t)
-            v_hat = self.v[name] / (1 - self.b2**t)
-            denom = np.sqrt(v_hat) + self.eps
-            params[name] = theta - lr * m_hat / denom
-            self.sensitivity[name] = self.sensitivity[name] + lr / denom
 
 
 # ------------------------------------------------------------------------------------------------
 # The check.
 # ------------------------------------------------------------------------------------------------
-
-
-def rel_error(rust, ref, floor):
-    rust = np.asarray(rust, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if rust.shape != ref.shape:
-        return math.inf
-    if rust.size == 0:
-        return 0.0
-    denom = np.maximum(np.abs(ref), floor)
-    denom = np.where(denom > 0, denom, 1.0)
-    return float(np.max(np.abs(rust - ref) / denom))
 
 
 def describe(case, x_shape):
@@ -586,6 +523,25 @@ def describe(case, x_shape):
         f"{arch}, {norm}, {act}; images {images}, {case['steps']} steps of AdamW "
         f"wd {case['optimizer']['weight_decay']} on {len(case['decay'])} tensors"
     )
+
+
+def check_batch(case, x, y, name, classes):
+    """Raises ValueError where the images `{name}.x` or the targets `{name}.y` are malformed."""
+    model = case["model"]
+    if x.ndim != 4 or x.shape[1] != case["in_channels"]:
+        raise ValueError(f"{name}.x has shape {list(x.shape)}, not [B, {case['in_channels']}, H, W]")
+    B, _, H, W = x.shape
+    if model == "unet":
+        want = (B, H, W)
+        s = 2 ** case["depth"]
+        if H % s or W % s:
+            raise ValueError(f"images {H}×{W} are not divisible by 2^depth = {s}")
+    else:
+        want = (B,)
+    if tuple(y.shape) != want:
+        raise ValueError(f"{name}.y has shape {list(y.shape)}, expected {list(want)}")
+    if not (np.all(y == np.round(y)) and np.all(y >= 0) and np.all(y < classes)):
+        raise ValueError(f"{name}.y holds values that are not class indices 0..{classes - 1}")
 
 
 def check_description(case, tensors, K):
@@ -618,30 +574,28 @@ def check_description(case, tensors, K):
         if bad:
             raise ValueError(f"groups {case['groups']} does not divide channel counts {bad}")
     for k in range(K):
-        x, y = tensors[f"batch.{k}.x"], tensors[f"batch.{k}.y"]
-        if x.ndim != 4 or x.shape[1] != case["in_channels"]:
-            raise ValueError(f"batch.{k}.x has shape {list(x.shape)}, not [B, {case['in_channels']}, H, W]")
-        B, _, H, W = x.shape
-        if model == "unet":
-            want = (B, H, W)
-            s = 2 ** case["depth"]
-            if H % s or W % s:
-                raise ValueError(f"images {H}×{W} are not divisible by 2^depth = {s}")
-        else:
-            want = (B,)
-        if tuple(y.shape) != want:
-            raise ValueError(f"batch.{k}.y has shape {list(y.shape)}, expected {list(want)}")
-        if not (np.all(y == np.round(y)) and np.all(y >= 0) and np.all(y < classes)):
-            raise ValueError(f"batch.{k}.y holds values that are not class indices 0..{classes - 1}")
+        check_batch(case, tensors[f"batch.{k}.x"], tensors[f"batch.{k}.y"], f"batch.{k}", classes)
+    held_out = [k for k in ("eval.x", "eval.y", "rust.eval.logits", "rust.eval.loss") if k in tensors]
+    if held_out and len(held_out) != 4:
+        raise ValueError(
+            "the held-out pass needs eval.x, eval.y, rust.eval.logits and rust.eval.loss "
+            f"(got {held_out})"
+        )
+    if held_out:
+        check_batch(case, tensors["eval.x"], tensors["eval.y"], "eval", classes)
+        if tensors["rust.eval.loss"].shape != (1,):
+            raise ValueError("`rust.eval.loss` must be [1]")
+
+
+def model_loss(case, out, y):
+    """The training loss of the model's output `out` against the targets `y` (f64 class indices)."""
+    if case["model"] == "unet":
+        return segmentation_loss(case, out, y)
+    return cross_entropy(out, y.astype(jnp.int64))
 
 
 def run_case(path, tol):
-    with safe_open(path, framework="numpy") as f:
-        meta = f.metadata() or {}
-    if "case" not in meta:
-        raise ValueError(f"{path}: no `case` metadata")
-    case = json.loads(meta["case"])
-    tensors = load_file(path)
+    case, tensors = load_case(path)
     label = case["label"]
     K = case["steps"]
     hyper = case["optimizer"]
@@ -659,7 +613,7 @@ def run_case(path, tol):
     init = {
         k: np.asarray(v, dtype=np.float64)
         for k, v in tensors.items()
-        if not k.startswith(("rust.", "batch."))
+        if not k.startswith(("rust.", "batch.", "eval."))
     }
     is_state = lambda n: n.endswith((".running_mean", ".running_var"))  # noqa: E731
     trainable = list(case.get("trainable", [n for n in init if not is_state(n)]))
@@ -689,21 +643,20 @@ def run_case(path, tol):
     def objective(tp, x, y):
         L = Layers(case, Params({**fixed, **tp}, used), bn_info)
         out = forward(case, L, x)
-        if case["model"] == "unet":
-            loss = segmentation_loss(case, out, y)
-        else:
-            loss = cross_entropy(out, y.astype(jnp.int64))
-        return loss, L.bn_stats
+        return model_loss(case, out, y), (L.bn_stats, L.bn_inputs)
 
     value_and_grad = jax.jit(jax.value_and_grad(objective, has_aux=True))
 
     x0_shape = tensors["batch.0.x"].shape if K else ()
     losses, grads0 = [], None
+    # BatchNorm prefix → (running mean, running variance) by torch's rule and constants alone,
+    # from the reset values 0 and 1 and each step's BatchNorm input (see the top).
+    torch_running = {}
     try:
         for k in range(K):
             x = jnp.asarray(tensors[f"batch.{k}.x"])
             y = jnp.asarray(tensors[f"batch.{k}.y"])
-            (loss, stats), grads = value_and_grad(params, x, y)
+            (loss, (stats, bn_inputs)), grads = value_and_grad(params, x, y)
             losses.append(float(loss))
             if k == 0:
                 grads0 = {n: np.asarray(g) for n, g in grads.items()}
@@ -716,6 +669,14 @@ def run_case(path, tol):
                 used.update((rm, rv))
                 running[rm] = (1 - momentum) * running[rm] + momentum * np.asarray(mean)
                 running[rv] = (1 - momentum) * running[rv] + momentum * np.asarray(var) * n / (n - 1)
+            for pre, u in bn_inputs.items():
+                u = np.asarray(u)
+                c = u.shape[1]
+                rm, rv = torch_running.get(pre, (np.zeros(c), np.ones(c)))
+                torch_running[pre] = (
+                    (1 - TORCH_BN_MOMENTUM) * rm + TORCH_BN_MOMENTUM * u.mean(axis=(0, 2, 3)),
+                    (1 - TORCH_BN_MOMENTUM) * rv + TORCH_BN_MOMENTUM * u.var(axis=(0, 2, 3), ddof=1),
+                )
             opt.step(params, grads, lrs[k])
     except DescriptionMismatch as e:
         print(f"== {label}: MISMATCH (max relative error inf, tolerance {tol:.0e})")
@@ -766,10 +727,67 @@ def run_case(path, tol):
     if extra:
         raise ValueError(f"{path}: final parameters without an initial value: {extra}")
 
+    # The running statistics once more, by PyTorch's rule with PyTorch's constants rather than
+    # the description's: reset to 0 and 1, momentum 0.1, the unbiased variance of each training
+    # step's BatchNorm input (numpy's ddof=1). Same floors as the final parameters.
+    for pre in sorted(torch_running):
+        for kind, ref, reset in zip(("running_mean", "running_var"), torch_running[pre], (0.0, 1.0)):
+            n = f"{pre}.{kind}"
+            rows.append((
+                f"initial {n} = {reset:g} (torch's reset value)",
+                rel_error(init[n], np.full_like(ref, reset), 1.0),
+            ))
+            floor = np.maximum(1e-6 * pscale, gfloor * sensitivity.get(n, 0.0))
+            rows.append((
+                f"torch rule: {n} after {K} steps (momentum {TORCH_BN_MOMENTUM}, unbiased variance)",
+                rel_error(tensors[f"rust.final.{n}"], ref, floor),
+            ))
+
+    # The held-out pass: the trained model in evaluation mode, rebuilt from Rust's final tensors
+    # (BatchNorm's running statistics included), so only the evaluation forward is compared.
+    notes = []
+    if "eval.x" in tensors:
+        ex, ey = jnp.asarray(tensors["eval.x"]), jnp.asarray(tensors["eval.y"])
+        trained = {n: jnp.asarray(tensors[f"rust.final.{n}"]) for n in final}
+
+        @functools.partial(jax.jit, static_argnames="eval_mode")
+        def run_held_out(values, x, eval_mode):
+            return forward(case, Layers(case, Params(values, set()), {}, eval_mode=eval_mode), x)
+
+        def held_out(eval_mode):
+            return run_held_out(trained, ex, eval_mode=eval_mode)
+
+        what = "running statistics" if case["norm"] == "batchnorm" else "no batch statistics"
+        try:
+            z = held_out(True)
+            eval_loss = float(model_loss(case, z, ey))
+            z = np.asarray(z)
+            zfloor = 1e-5 * (float(np.max(np.abs(z))) if z.size else 0.0)
+            shape = "×".join(str(d) for d in z.shape)
+            rows.append((
+                f"eval logits [{shape}] ({what}, Rust's final tensors)",
+                rel_error(tensors["rust.eval.logits"], z, zfloor),
+            ))
+            rows.append((
+                f"eval loss (jax {eval_loss:.6f})",
+                rel_error(tensors["rust.eval.loss"][0], eval_loss, 0.0),
+            ))
+            if case["norm"] == "batchnorm":
+                zb = np.asarray(held_out(False))
+                gap = float(np.max(np.abs(zb - z))) / max(float(np.max(np.abs(z))), 1e-300)
+                notes.append(
+                    f"the same logits with batch statistics differ by {gap:.2e} (of the largest): "
+                    "the eval check tells the two apart"
+                )
+        except DescriptionMismatch as e:
+            rows.append((f"eval logits: {e}", math.inf))
+
     worst = max((e for _, e in rows), default=0.0)
     ok = worst <= tol
     print(f"== {label}: {'ok' if ok else 'MISMATCH'} (max relative error {worst:.2e}, tolerance {tol:.0e})")
     print(f"   {describe(case, x0_shape)}")
+    for note in notes:
+        print(f"   {note}")
     if not ok:
         bad = sorted((r for r in rows if r[1] > tol), key=lambda r: -r[1])
         print(f"   worst: {'; '.join(f'{lab} {e:.2e}' for lab, e in bad[:5])}")

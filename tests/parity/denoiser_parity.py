@@ -23,23 +23,12 @@ Exit status: 0 all cases agree within --tol (default 1e-9, relative with a floor
 scale), 1 a mismatch, 2 a missing dependency.
 """
 
-import json
 import math
+import os
 import sys
 
-try:
-    import numpy as np
-    import jax
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-except ImportError as e:  # pragma: no cover
-    print(f"denoiser_parity.py: missing Python dependency ({e}); run `bash scripts/test`", file=sys.stderr)
-    sys.exit(2)
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_platforms", "cpu")
-import jax.numpy as jnp  # noqa: E402
-from jax.scipy.special import erf  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_common import ACTIVATIONS, Optim, jax, jnp, load_case, np, rel_error  # noqa: E402
 
 TOL = 1e-9
 for a in sys.argv[1:]:
@@ -49,15 +38,10 @@ files = [a for a in sys.argv[1:] if not a.startswith("--")]
 
 
 def activation(name, x):
-    if name == "silu":
-        return x / (1.0 + jnp.exp(-x))
-    if name == "tanh":
-        return jnp.tanh(x)
-    if name == "gelu":  # torch.nn.GELU(approximate='none')
-        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-    if name == "relu":
-        return jnp.maximum(x, 0.0)
-    raise SystemExit(f"denoiser_parity.py: activation {name} not covered here")
+    # The torch.nn module of that name (the shared table).
+    if name not in ACTIVATIONS:
+        raise SystemExit(f"denoiser_parity.py: unknown activation {name}")
+    return ACTIVATIONS[name](x)
 
 
 def layernorm(z, w, b, eps):  # torch.nn.LayerNorm over the last axis, biased variance
@@ -89,14 +73,8 @@ def loss_fn(params, case, x, sigma, y):
     return jnp.mean(lam * (d - y) ** 2)
 
 
-def rel_err(got, want, floor):
-    return float(np.max(np.abs(got - want) / np.maximum(np.abs(want), floor))) if want.size else 0.0
-
-
 def check(path):
-    with safe_open(path, "np") as f:
-        case = json.loads(f.metadata()["case"])
-    t = load_file(path)
+    case, t = load_case(path)
     names = [k for k in t if not k.startswith(("rust.", "batch."))]
     trainable = [k for k in names if f"rust.grad.{k}" in t]
     params = {k: jnp.asarray(t[k]) for k in names}
@@ -107,25 +85,17 @@ def check(path):
     report = [f"loss {loss:.12e} vs rust {float(t['rust.loss'][0]):.12e}"]
     gscale = max(float(np.max(np.abs(np.asarray(g)))) for g in grads.values())
     for k in trainable:
-        e = rel_err(t[f"rust.grad.{k}"], np.asarray(grads[k]), 1e-5 * gscale)
+        e = rel_error(t[f"rust.grad.{k}"], np.asarray(grads[k]), 1e-5 * gscale)
         worst = max(worst, e)
         if e > TOL:
             report.append(f"grad {k}: rel. error {e:.3e}")
-    # One Adam step (torch.optim.Adam pseudocode, t = 1, no weight decay).
-    b1, b2, eps, lr = 0.9, 0.999, 1e-8, case["lr"]
-    final = {}
-    for k in names:
-        if k in trainable:
-            g = np.asarray(grads[k])
-            m = (1 - b1) * g
-            v = (1 - b2) * g * g
-            mhat, vhat = m / (1 - b1), v / (1 - b2)
-            final[k] = np.asarray(params[k]) - lr * mhat / (np.sqrt(vhat) + eps)
-        else:
-            final[k] = np.asarray(params[k])
+    # One Adam step (torch.optim.Adam, no weight decay).
+    final = {k: np.asarray(params[k]) for k in names}
+    adam = {"kind": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
+    Optim(adam, trainable, []).step(final, grads, case["lr"])
     pscale = max(float(np.max(np.abs(v))) for v in final.values())
     for k in names:
-        e = rel_err(t[f"rust.final.{k}"], final[k], 1e-6 * pscale)
+        e = rel_error(t[f"rust.final.{k}"], final[k], 1e-6 * pscale)
         worst = max(worst, e)
         if e > TOL:
             report.append(f"final {k}: rel. error {e:.3e}")

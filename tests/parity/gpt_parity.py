@@ -65,69 +65,24 @@ that Rust does not have, is a mismatch too. The check fails when any error excee
 jax/numpy/safetensors or a file is malformed.
 """
 
-import json
 import math
+import os
 import sys
 
-try:
-    import numpy as np
-    import jax
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-except ImportError as e:  # pragma: no cover - environment problem, not a parity failure
-    print(
-        f"gpt_parity.py: missing Python dependency ({e}).\n"
-        "Install the parity environment with `bash scripts/test` (it creates .venv with numpy, "
-        "jax and safetensors), or `python3 -m venv .venv && .venv/bin/pip install numpy jax "
-        "safetensors`.",
-        file=sys.stderr,
-    )
-    sys.exit(2)
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_platforms", "cpu")
-import jax.numpy as jnp  # noqa: E402
-from jax.scipy.special import erf  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_common import (  # noqa: E402
+    ACTIVATIONS,
+    AdamW,
+    DescriptionMismatch,
+    biased,
+    jax,
+    jnp,
+    load_case,
+    np,
+    rel_error,
+)
 
 IGNORE_INDEX = -1
-
-# ------------------------------------------------------------------------------------------------
-# Activations: the definitions of the torch.nn modules of the same name.
-# ------------------------------------------------------------------------------------------------
-
-SELU_ALPHA = 1.6732632423543772848170429916717  # torch.nn.SELU
-SELU_SCALE = 1.0507009873554804934193349852946
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + jnp.exp(-x))
-
-
-def _elu(x, alpha=1.0):
-    # torch.nn.ELU: x if x > 0 else alpha (exp(x) − 1); the min keeps the unused branch finite.
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
-
-
-def _softplus(x, threshold=20.0):
-    # torch.nn.Softplus(beta=1, threshold=20): log(1 + exp(x)), linear beyond the threshold.
-    return jnp.where(x > threshold, x, jnp.log1p(jnp.exp(jnp.minimum(x, threshold))))
-
-
-ACTIVATIONS = {
-    "identity": lambda x: x,
-    "relu": lambda x: jnp.where(x > 0, x, 0.0),
-    "leaky_relu": lambda x: jnp.where(x > 0, x, 0.01 * x),
-    "elu": _elu,
-    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
-    # torch.nn.GELU(): x Φ(x) with the exact normal CDF.
-    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
-    # torch.nn.GELU(approximate="tanh").
-    "gelu_tanh": lambda x: 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))),
-    "silu": lambda x: x * _sigmoid(x),
-    "tanh": jnp.tanh,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
-}
 
 # ------------------------------------------------------------------------------------------------
 # Norms over the last axis.
@@ -149,10 +104,6 @@ def rmsnorm(x, w, eps):
 def dyt(x, w, b, alpha):
     # Dynamic Tanh (Zhu et al. 2025): w · tanh(α x) + b, α one learned scalar.
     return w * jnp.tanh(alpha * x) + b
-
-
-class DescriptionMismatch(Exception):
-    """The description and Rust's parameter set disagree."""
 
 
 class Params:
@@ -244,7 +195,7 @@ def forward(case, p, tokens=None, zs=None):
         u = linear(f"{pre}.mlp.c_fc", x)
         if f"{pre}.mlp.act.a" in p:
             a, b, c = (p[f"{pre}.mlp.act.{k}"] for k in "abc")
-            h = a * f(u - b) + c
+            h = biased(f, u, a, b, c)
         else:
             h = f(u)
         return linear(f"{pre}.mlp.c_proj", h)
@@ -343,64 +294,8 @@ def cross_entropy(logits, targets):
 
 
 # ------------------------------------------------------------------------------------------------
-# torch.optim.AdamW, from the pseudocode of its documentation (maximize=False, amsgrad=False).
-# ------------------------------------------------------------------------------------------------
-
-
-class AdamW:
-    """Runs on numpy arrays (the same f64 arithmetic as jax.numpy, without compiling every
-    elementwise op). Also accumulates, per element, Σ_t lr_t / (sqrt(v̂_t) + eps): how strongly a
-    gradient error moves the parameter (see `run_case`)."""
-
-    def __init__(self, hyper, names, decay, factors=None):
-        # Per-tensor learning-rate factors; weight decay / factor (mup's MuAdamW), so lr * wd
-        # per step is unchanged.
-        self.factors = factors or {}
-        if hyper["kind"] != "adamw":
-            raise ValueError(f"only adamw is described here (got {hyper['kind']!r})")
-        self.b1, self.b2 = hyper["beta1"], hyper["beta2"]
-        self.eps = hyper["eps"]
-        self.wd = hyper["weight_decay"]
-        self.decay = set(decay)
-        self.t = 0
-        self.m = {n: 0.0 for n in names}
-        self.v = {n: 0.0 for n in names}
-        self.sensitivity = {n: 0.0 for n in names}
-
-    def step(self, params, grads, lr):
-        self.t += 1
-        t = self.t
-        for name, g in grads.items():
-            g = np.asarray(g)
-            theta = params[name]
-            f = self.factors.get(name, 1.0)
-            lr_p = lr * f
-            lam = self.wd / f if name in self.decay else 0.0
-            theta = theta - lr_p * lam * theta  # θ_t ← θ_{t−1} − γ λ θ_{t−1}
-            self.m[name] = self.b1 * self.m[name] + (1 - self.b1) * g
-            self.v[name] = self.b2 * self.v[name] + (1 - self.b2) * g * g
-            m_hat = self.m[name] / (1 - self.b1**t)
-            v_hat = self.v[name] / (1 - self.b2**t)
-            denom = np.sqrt(v_hat) + self.eps
-            params[name] = theta - lr_p * m_hat / denom
-            self.sensitivity[name] = self.sensitivity[name] + lr_p / denom
-
-
-# ------------------------------------------------------------------------------------------------
 # The check.
 # ------------------------------------------------------------------------------------------------
-
-
-def rel_error(rust, ref, floor):
-    rust = np.asarray(rust, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if rust.shape != ref.shape:
-        return math.inf
-    if rust.size == 0:
-        return 0.0
-    denom = np.maximum(np.abs(ref), floor)
-    denom = np.where(denom > 0, denom, 1.0)
-    return float(np.max(np.abs(rust - ref) / denom))
 
 
 def describe(case):
@@ -418,12 +313,7 @@ def describe(case):
 
 
 def run_case(path, tol):
-    with safe_open(path, framework="numpy") as f:
-        meta = f.metadata() or {}
-    if "case" not in meta:
-        raise ValueError(f"{path}: no `case` metadata")
-    case = json.loads(meta["case"])
-    tensors = load_file(path)
+    case, tensors = load_case(path)
     name = case["name"]
     K = case["steps"]
     lrs = case["lr"]

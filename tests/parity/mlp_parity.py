@@ -30,68 +30,12 @@ when any error exceeds --tol (default 1e-9). Exit status: 0 all cases agree, 1 a
 environment lacks jax/numpy/safetensors or a file is malformed.
 """
 
-import json
 import math
+import os
 import sys
 
-try:
-    import numpy as np
-    import jax
-    from safetensors import safe_open
-    from safetensors.numpy import load_file
-except ImportError as e:  # pragma: no cover - environment problem, not a parity failure
-    print(
-        f"mlp_parity.py: missing Python dependency ({e}).\n"
-        "Install the parity environment with `bash scripts/test` (it creates .venv with numpy, "
-        "jax and safetensors), or `python3 -m venv .venv && .venv/bin/pip install numpy jax "
-        "safetensors`.",
-        file=sys.stderr,
-    )
-    sys.exit(2)
-
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_platforms", "cpu")
-import jax.numpy as jnp  # noqa: E402
-from jax.scipy.special import erf  # noqa: E402
-
-# ------------------------------------------------------------------------------------------------
-# Activations: the definitions of the torch.nn modules of the same name.
-# ------------------------------------------------------------------------------------------------
-
-SELU_ALPHA = 1.6732632423543772848170429916717  # torch.nn.SELU
-SELU_SCALE = 1.0507009873554804934193349852946
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _sigmoid(x):
-    return 1.0 / (1.0 + jnp.exp(-x))
-
-
-def _elu(x, alpha=1.0):
-    # torch.nn.ELU: x if x > 0 else alpha * (exp(x) - 1). The min keeps the unused branch finite.
-    return jnp.where(x > 0, x, alpha * jnp.expm1(jnp.minimum(x, 0.0)))
-
-
-def _softplus(x, beta=1.0, threshold=20.0):
-    # torch.nn.Softplus: 1/beta * log(1 + exp(beta x)), linear where beta x > threshold.
-    bx = beta * x
-    safe = jnp.minimum(bx, threshold)
-    return jnp.where(bx > threshold, x, jnp.log1p(jnp.exp(safe)) / beta)
-
-
-ACTIVATIONS = {
-    "identity": lambda x: x,
-    "relu": lambda x: jnp.where(x > 0, x, 0.0),
-    "leaky_relu": lambda x: jnp.where(x > 0, x, 0.01 * x),  # torch.nn.LeakyReLU() slope 0.01
-    "elu": _elu,
-    "selu": lambda x: SELU_SCALE * _elu(x, SELU_ALPHA),
-    "gelu": lambda x: 0.5 * x * (1.0 + erf(x / math.sqrt(2.0))),
-    "gelu_tanh": lambda x: 0.5 * x * (1.0 + jnp.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x**3))),
-    "silu": lambda x: x * _sigmoid(x),
-    "tanh": jnp.tanh,
-    "sigmoid": _sigmoid,
-    "softplus": _softplus,
-}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from parity_common import ACTIVATIONS, Optim, biased, jax, jnp, load_case, np, rel_error  # noqa: E402
 
 # ------------------------------------------------------------------------------------------------
 # Normalizations (train mode).
@@ -165,7 +109,7 @@ def forward(case, p, x):
         if f"layers.{l}.act.a" in p:
             # The biased form a * f(u - b) + c (scalars [] or per-neuron [width] broadcast).
             a, b, c = (p[f"layers.{l}.act.{k}"] for k in "abc")
-            h = a * f(z - b) + c
+            h = biased(f, z, a, b, c)
         else:
             h = f(z)
         if norm != "none" and pos == "after_activation":
@@ -243,88 +187,14 @@ def loss_fn(case, out, y):
 
 
 # ------------------------------------------------------------------------------------------------
-# Optimizers: the pseudocode of the torch.optim documentation, one tensor at a time. Weight decay
-# applies to the tensors listed in `decay` (Linear weights and biases), i.e. torch with two param
-# groups: {decay: weight_decay} and {others: 0}.
-# ------------------------------------------------------------------------------------------------
-
-
-class Optim:
-    def __init__(self, hyper, names, decay, factors=None):
-        self.h = hyper
-        # Per-tensor learning-rate factors (width parametrizations); weight decay / factor, as
-        # the mup optimizers scale it.
-        self.factors = factors or {}
-        self.kind = hyper["kind"]
-        self.decay = set(decay)
-        self.t = 0
-        self.state = {n: {} for n in names}
-
-    def step(self, params, grads, lr):
-        self.t += 1
-        t = self.t
-        h = self.h
-        base_lr = lr
-        for name, g in grads.items():
-            theta = params[name]
-            f = self.factors.get(name, 1.0)
-            lr = base_lr * f
-            lam = h["weight_decay"] / f if name in self.decay else 0.0
-            st = self.state[name]
-            if self.kind in ("sgd", "momentum", "nesterov"):
-                # torch.optim.SGD(momentum=mu, dampening=0, nesterov=...)
-                mu = 0.0 if self.kind == "sgd" else h["momentum"]
-                if lam != 0:
-                    g = g + lam * theta
-                if mu != 0:
-                    if t > 1:
-                        st["b"] = mu * st["b"] + g  # (1 - dampening) = 1
-                    else:
-                        st["b"] = g
-                    g = g + mu * st["b"] if self.kind == "nesterov" else st["b"]
-                params[name] = theta - lr * g
-            elif self.kind in ("adam", "adamw"):
-                b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
-                if self.kind == "adamw":
-                    theta = theta - lr * lam * theta  # decoupled: theta_t <- theta - gamma lambda theta
-                elif lam != 0:
-                    g = g + lam * theta  # Adam: L2 penalty added to the gradient
-                m = b1 * st.get("m", 0.0) + (1 - b1) * g
-                v = b2 * st.get("v", 0.0) + (1 - b2) * g * g
-                st["m"], st["v"] = m, v
-                m_hat = m / (1 - b1**t)
-                v_hat = v / (1 - b2**t)
-                params[name] = theta - lr * m_hat / (jnp.sqrt(v_hat) + eps)
-            else:
-                raise ValueError(f"unknown optimizer {self.kind!r}")
-
-
-# ------------------------------------------------------------------------------------------------
 # The check.
 # ------------------------------------------------------------------------------------------------
 
 BN_MOMENTUM = 0.1  # torch.nn.BatchNorm1d default
 
 
-def rel_errors(rust, ref, floor):
-    rust = np.asarray(rust, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
-    if rust.shape != ref.shape:
-        return math.inf
-    if rust.size == 0:
-        return 0.0
-    denom = np.maximum(np.abs(ref), floor)
-    denom = np.where(denom > 0, denom, 1.0)
-    return float(np.max(np.abs(rust - ref) / denom))
-
-
 def run_case(path, tol):
-    with safe_open(path, framework="numpy") as f:
-        meta = f.metadata() or {}
-    if "case" not in meta:
-        raise ValueError(f"{path}: no `case` metadata")
-    case = json.loads(meta["case"])
-    tensors = load_file(path)
+    case, tensors = load_case(path)
     name = case["name"]
     K = case["steps"]
     lrs = case["lr"]
@@ -370,21 +240,21 @@ def run_case(path, tol):
 
     rust_loss = tensors["rust.loss"]
     for k in range(K):
-        rows.append((f"loss[step {k}]", rel_errors(rust_loss[k], losses[k], 0.0)))
+        rows.append((f"loss[step {k}]", rel_error(rust_loss[k], losses[k], 0.0)))
 
     gscale = max(float(jnp.max(jnp.abs(g))) for g in grads0.values()) if grads0 else 0.0
     for n in trainable:
         key = f"rust.grad.{n}"
         if key not in tensors:
             raise ValueError(f"{path}: missing {key}")
-        rows.append((f"grad step 0 {n}", rel_errors(tensors[key], grads0[n], 1e-5 * gscale)))
+        rows.append((f"grad step 0 {n}", rel_error(tensors[key], grads0[n], 1e-5 * gscale)))
 
     pscale = max(float(jnp.max(jnp.abs(v))) for v in final.values() if v.size)
     for n in sorted(final):
         key = f"rust.final.{n}"
         if key not in tensors:
             raise ValueError(f"{path}: missing {key}")
-        rows.append((f"final {n}", rel_errors(tensors[key], final[n], 1e-6 * pscale)))
+        rows.append((f"final {n}", rel_error(tensors[key], final[n], 1e-6 * pscale)))
     extra = sorted(k[len("rust.final."):] for k in tensors if k.startswith("rust.final.") and k[len("rust.final."):] not in final)
     if extra:
         raise ValueError(f"{path}: Rust has parameters the description does not explain: {extra}")
