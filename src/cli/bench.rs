@@ -253,6 +253,7 @@ fn unet(warmup: usize, steps: usize, peer: Option<std::path::PathBuf>) -> Result
     let file = dir.join("unet.safetensors");
     println!("cpu: {}", cloudchamber::os::cpu_description());
     println!("GEMM kernel: {}", cloudchamber::engine::gemm_kernel(true));
+    println!("conv kernel: {}", cloudchamber::engine::direct::describe());
     println!(
         "U-Net training step: depth 2, 16→32→64 channels, batchnorm, relu, transposed up-convolutions, bce_dice, {BATCH} images of 1×{SIZE}×{SIZE}, Adam, f32; {steps} timed steps after {warmup}"
     );

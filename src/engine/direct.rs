@@ -49,6 +49,25 @@ pub fn available<F: Float>(t: &Taps) -> bool {
     F::IS_F32 && super::sgemm::available() && t.out_hw.1.is_multiple_of(16) && t.k > 0
 }
 
+/// The convolution kernel f32 runs here, with the cache sizes it was blocked for, as benchmark
+/// figures name it.
+pub fn describe() -> String {
+    let caches = format!(
+        "L1d {} KiB, L2 {} KiB",
+        super::sgemm::l1d_bytes() >> 10,
+        super::sgemm::l2_bytes() >> 10
+    );
+    if super::sgemm::available() {
+        format!(
+            "cloudchamber AVX-512 direct (implicit GEMM: 12 channels × 32 pixels forward and input \
+             gradient, 8 channels × 3 taps weight gradient; {caches}) for stride-1 convolutions \
+             with rows of 16k pixels, im2col + GEMM otherwise"
+        )
+    } else {
+        format!("im2col + {} ({caches})", super::gemm_kernel(true))
+    }
+}
+
 /// Packs `w: [c_out, depth]` (row-major) into `dst` as [`correlate`] reads it: 12-row tiles,
 /// each `[depth][rows]`.
 pub fn pack<F: Float>(w: &[F], c_out: usize, depth: usize, dst: &mut [F]) {
