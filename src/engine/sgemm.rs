@@ -156,6 +156,10 @@ pub unsafe fn sgemm(
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free.
+    if tasks == 1 && SMALL_PATH.with(|s| s.get()) && small_enough(m, n, k) {
+        small(&op, m, k);
+        return;
+    }
     let split_panels = rsa == 1 && n >= m && (panels.is_multiple_of(tasks) || panels >= 3 * tasks);
     if tasks == 1 || split_panels {
         let split = pool::split(panels, tasks, 1);
@@ -215,6 +219,142 @@ pub unsafe fn sgemm(
             });
         }
     }
+}
+
+/// Whether a one-thread call is small enough to skip packing: one `KC` block (so every element
+/// is the same single chain of FMAs as the packed path computes) and operands that sit in L1/L2
+/// anyway (a tiny MLP's 64×16×16 layers spent more in the packing machinery than in the FMAs).
+fn small_enough(m: usize, n: usize, k: usize) -> bool {
+    k <= KC && m.saturating_mul(n).saturating_mul(k) <= 1 << 18
+}
+
+thread_local! {
+    /// Tests switch the small path off to compare it with the packed one.
+    static SMALL_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// A small call without packing: A is broadcast from wherever its strides put it, B's rows are
+/// read in place when row-major (masked loads at the ragged edge) and packed only when
+/// transposed; only the 16-column halves that hold columns of C are computed. Per element the
+/// arithmetic is the packed kernel's (FMAs over `p` in order from zero, then the same
+/// epilogue), so results are bit-identical to it.
+unsafe fn small(op: &Operands, m: usize, k: usize) {
+    let panels = op.n.div_ceil(NR);
+    let run = |b_of: &dyn Fn(usize) -> *const f32, b_ps: isize| {
+        let mut i0 = 0;
+        while i0 < m {
+            let mr = MR.min(m - i0);
+            for jp in 0..panels {
+                let j0 = jp * NR;
+                let tile = SmallTile {
+                    k,
+                    a: op.a.offset(i0 as isize * op.rsa),
+                    a_rs: op.rsa,
+                    a_ps: op.csa,
+                    b: b_of(jp),
+                    b_ps,
+                    c: op.c.add(i0 * op.ldc + j0),
+                    ldc: op.ldc,
+                    cols: NR.min(op.n - j0),
+                    alpha: op.alpha,
+                    beta: op.beta,
+                    bias: op.bias.map(|bv| bv.add(j0)),
+                };
+                small_micro(mr, &tile);
+            }
+            i0 += mr;
+        }
+    };
+    if op.csb == 1 {
+        run(&|jp| op.b.add(jp * NR), op.rsb);
+    } else {
+        with_pack(&PACK_B, panels * k * NR, |bp| {
+            pack_b(op, 0, k, 0..panels, bp);
+            run(&|jp| bp.add(jp * k * NR) as *const f32, NR as isize);
+        });
+    }
+}
+
+/// One small tile: `A[r, p]` at `a + r·a_rs + p·a_ps`, row `p` of B's panel at `b + p·b_ps`.
+struct SmallTile {
+    k: usize,
+    a: *const f32,
+    a_rs: isize,
+    a_ps: isize,
+    b: *const f32,
+    b_ps: isize,
+    c: *mut f32,
+    ldc: usize,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+    bias: Option<*const f32>,
+}
+
+unsafe fn small_micro(mr: usize, t: &SmallTile) {
+    macro_rules! pick {
+        ($($r:literal)*) => {
+            match (mr, t.cols > 16) {
+                $(($r, false) => small_kernel::<$r, 1>(t),
+                  ($r, true) => small_kernel::<$r, 2>(t),)*
+                _ => unreachable!("tile rows are 1..=MR"),
+            }
+        };
+    }
+    pick!(1 2 3 4 5 6 7 8 9 10 11 12)
+}
+
+/// [`kernel`] over `H` live 16-column halves, with A and B read through their strides.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn small_kernel<const R: usize, const H: usize>(t: &SmallTile) {
+    let mask = |lo: usize| -> __mmask16 {
+        let live = t.cols.saturating_sub(lo).min(16);
+        ((1u32 << live) - 1) as __mmask16
+    };
+    let masks = [mask(0), mask(16)];
+    let mut acc = [[_mm512_setzero_ps(); R]; H];
+    let (mut ap, mut bp) = (t.a, t.b);
+    for _ in 0..t.k {
+        let mut bv = [_mm512_setzero_ps(); H];
+        for (h, v) in bv.iter_mut().enumerate() {
+            *v = _mm512_maskz_loadu_ps(masks[h], bp.wrapping_add(16 * h));
+        }
+        for r in 0..R {
+            let av = _mm512_set1_ps(*ap.offset(r as isize * t.a_rs));
+            for h in 0..H {
+                acc[h][r] = _mm512_fmadd_ps(av, bv[h], acc[h][r]);
+            }
+        }
+        bp = bp.wrapping_offset(t.b_ps);
+        ap = ap.wrapping_offset(t.a_ps);
+    }
+    // The packed kernel's epilogue for a first (and only) `KC` block.
+    let alpha = _mm512_set1_ps(t.alpha);
+    let beta = _mm512_set1_ps(t.beta);
+    for r in 0..R {
+        let row = t.c.add(r * t.ldc);
+        for (h, acc_h) in acc.iter().enumerate() {
+            let mk = masks[h];
+            if mk == 0 {
+                continue;
+            }
+            let dst = row.add(16 * h);
+            let mut v = _mm512_mul_ps(acc_h[r], alpha);
+            if t.beta != 0.0 {
+                v = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mk, dst), v);
+            }
+            if let Some(bias) = t.bias {
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias.add(16 * h)));
+            }
+            _mm512_mask_storeu_ps(dst, mk, v);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn small_kernel<const R: usize, const H: usize>(_: &SmallTile) {
+    unreachable!("sgemm::available() is false off x86_64")
 }
 
 /// The operands of one call, as [`sgemm`] received them.
@@ -652,6 +792,77 @@ mod tests {
                             );
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// The small path (no packing) gives the packed path's C bit for bit, over shapes, strides,
+    /// ragged edges and epilogues.
+    #[test]
+    fn the_small_path_is_bit_identical_to_the_packed_one() {
+        if !available() {
+            return;
+        }
+        for (si, &(m, n, k)) in [
+            (1, 1, 1),
+            (13, 16, 7),
+            (64, 16, 8),
+            (16, 8, 64),
+            (25, 40, 256),
+            (7, 33, 19),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
+                let (lda, ldb, ldc) = (k.max(m) + 3, k.max(n) + 5, n + 2);
+                let a: Vec<f32> = (0..lda * k.max(m))
+                    .map(|i| ((i * 7 + si) as f32 * 0.37).sin())
+                    .collect();
+                let b: Vec<f32> = (0..ldb * k.max(n))
+                    .map(|i| ((i * 3 + si) as f32 * 0.91).cos())
+                    .collect();
+                let (sa, sb) = (
+                    if ta { (1, lda) } else { (lda, 1) },
+                    if tb { (1, ldb) } else { (ldb, 1) },
+                );
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+                for (alpha, beta, with_bias) in
+                    [(1.0, 0.0, false), (0.5, 1.0, true), (2.0, -0.5, false)]
+                {
+                    let c0: Vec<f32> = (0..m * ldc).map(|i| (i as f32 * 0.13).sin()).collect();
+                    let run = |small_path: bool| {
+                        let mut c = c0.clone();
+                        SMALL_PATH.with(|s| s.set(small_path));
+                        // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
+                        unsafe {
+                            sgemm(
+                                m,
+                                n,
+                                k,
+                                alpha,
+                                a.as_ptr(),
+                                sa.0 as isize,
+                                sa.1 as isize,
+                                b.as_ptr(),
+                                sb.0 as isize,
+                                sb.1 as isize,
+                                beta,
+                                c.as_mut_ptr(),
+                                ldc,
+                                with_bias.then_some(bias.as_ptr()),
+                                1,
+                            )
+                        };
+                        SMALL_PATH.with(|s| s.set(true));
+                        c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
+                    };
+                    assert_eq!(
+                        run(true),
+                        run(false),
+                        "{m}x{n}x{k} ta={ta} tb={tb} α={alpha} β={beta}"
+                    );
                 }
             }
         }
