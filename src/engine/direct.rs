@@ -15,11 +15,59 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use super::Float;
 
 /// Output channels per register tile.
 const MR: usize = 12;
+
+thread_local! {
+    /// Per-thread scratch, so that no pass allocates: the packed weights ([`with_scratch`]),
+    /// the tap tables and the weight gradient's carried sums.
+    static SCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+    static TAPS: RefCell<Vec<(isize, u16, isize, u16)>> = const { RefCell::new(Vec::new()) };
+    static TABLE: RefCell<Vec<(isize, u16)>> = const { RefCell::new(Vec::new()) };
+    static ACC: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` elements of this thread's scratch (grown when needed, kept between calls;
+/// contents unspecified). A nested call gets a fresh buffer.
+pub fn with_scratch<F: Float, R>(len: usize, f: impl FnOnce(&mut [F]) -> R) -> R {
+    SCRATCH.with(|cell| {
+        let Ok(mut buf) = cell.try_borrow_mut() else {
+            return f(&mut vec![F::zero(); len]);
+        };
+        // f64 storage holds either float type: Float is implemented for f32 and f64 only,
+        // both at most 8 bytes wide and aligned.
+        let words = (len * std::mem::size_of::<F>()).div_ceil(8);
+        if buf.len() < words {
+            buf.resize(words, 0.0);
+        }
+        // SAFETY: the buffer holds at least `len·size_of::<F>()` initialized bytes, aligned to
+        // 8 ≥ align_of::<F>(), and any bit pattern is a valid f32 or f64; the RefCell borrow
+        // keeps it exclusive for `f`'s duration.
+        let view = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut F, len) };
+        f(view)
+    })
+}
+
+/// Runs `f` on this thread's buffer `key`, cleared and filled with `len` copies of `fill`.
+fn with_buf<T: Copy, R>(
+    key: &'static std::thread::LocalKey<RefCell<Vec<T>>>,
+    len: usize,
+    fill: T,
+    f: impl FnOnce(&mut [T]) -> R,
+) -> R {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            buf.resize(len, fill);
+            f(&mut buf)
+        }
+        Err(_) => f(&mut vec![fill; len]),
+    })
+}
 
 /// One stride-1 correlation `y[co, oy, ox] = bias[co] + Σ_(ci, a, b) W[co, ci, a, b] ·
 /// x[ci, oy + a·dil + off, ox + b·dil + off]`, zero outside the `in_hw` image.
@@ -113,52 +161,53 @@ pub fn correlate<F: Float>(
     let plane = oh * ow;
     // Per 32-pixel tile: for each half and tap, the offset into an input plane and the mask of
     // lanes inside the image.
-    let mut taps = vec![(0isize, 0u16, 0isize, 0u16); kk];
-    for p0 in (0..plane).step_by(32) {
-        for (h, half) in [p0, p0 + 16].into_iter().enumerate() {
-            for a in 0..t.k {
-                for b in 0..t.k {
-                    let (mut off, mut mask) = (0isize, 0u16);
-                    if half < plane {
-                        let (oy, ox) = ((half / ow) as isize, (half % ow) as isize);
-                        let iy = oy + (a * t.dil) as isize + t.off;
-                        let ix = ox + (b * t.dil) as isize + t.off;
-                        if iy >= 0 && iy < ih as isize {
-                            mask = lanes_inside(ix, iw);
-                            off = iy * iw as isize + ix;
+    with_buf(&TAPS, kk, (0isize, 0u16, 0isize, 0u16), |taps| {
+        for p0 in (0..plane).step_by(32) {
+            for (h, half) in [p0, p0 + 16].into_iter().enumerate() {
+                for a in 0..t.k {
+                    for b in 0..t.k {
+                        let (mut off, mut mask) = (0isize, 0u16);
+                        if half < plane {
+                            let (oy, ox) = ((half / ow) as isize, (half % ow) as isize);
+                            let iy = oy + (a * t.dil) as isize + t.off;
+                            let ix = ox + (b * t.dil) as isize + t.off;
+                            if iy >= 0 && iy < ih as isize {
+                                mask = lanes_inside(ix, iw);
+                                off = iy * iw as isize + ix;
+                            }
                         }
-                    }
-                    let e = &mut taps[a * t.k + b];
-                    if h == 0 {
-                        (e.0, e.1) = (off, mask);
-                    } else {
-                        (e.2, e.3) = (off, mask);
+                        let e = &mut taps[a * t.k + b];
+                        if h == 0 {
+                            (e.0, e.1) = (off, mask);
+                        } else {
+                            (e.2, e.3) = (off, mask);
+                        }
                     }
                 }
             }
+            let store = [0xffffu16, if p0 + 16 < plane { 0xffff } else { 0 }];
+            for t0 in (0..c_out).step_by(MR) {
+                let rows = MR.min(c_out - t0);
+                let tile = Tile {
+                    a: wp[t0 * depth..].as_ptr() as *const f32,
+                    x: x.as_ptr() as *const f32,
+                    plane_in: ih * iw,
+                    c_in: t.c_in,
+                    taps,
+                    y: y[t0 * plane + p0..].as_mut_ptr() as *mut f32,
+                    ldy: plane,
+                    bias: bias.map(|b| b[t0..].as_ptr() as *const f32),
+                    store,
+                };
+                // SAFETY: F is f32 (`available`), so the casts are identities. The asserts above
+                // bound the reads: A holds `rows·depth` floats from `t0·depth`; every unmasked lane
+                // of an x load lies inside channel ci's plane (the masks were built from the image
+                // bounds); y's tile rows `t0 + i` at pixels `p0 … p0 + 31` are inside `[c_out,
+                // plane]`, the second half stored only when it exists.
+                unsafe { micro(rows, &tile) };
+            }
         }
-        let store = [0xffffu16, if p0 + 16 < plane { 0xffff } else { 0 }];
-        for t0 in (0..c_out).step_by(MR) {
-            let rows = MR.min(c_out - t0);
-            let tile = Tile {
-                a: wp[t0 * depth..].as_ptr() as *const f32,
-                x: x.as_ptr() as *const f32,
-                plane_in: ih * iw,
-                c_in: t.c_in,
-                taps: &taps,
-                y: y[t0 * plane + p0..].as_mut_ptr() as *mut f32,
-                ldy: plane,
-                bias: bias.map(|b| b[t0..].as_ptr() as *const f32),
-                store,
-            };
-            // SAFETY: F is f32 (`available`), so the casts are identities. The asserts above
-            // bound the reads: A holds `rows·depth` floats from `t0·depth`; every unmasked lane
-            // of an x load lies inside channel ci's plane (the masks were built from the image
-            // bounds); y's tile rows `t0 + i` at pixels `p0 … p0 + 31` are inside `[c_out,
-            // plane]`, the second half stored only when it exists.
-            unsafe { micro(rows, &tile) };
-        }
-    }
+    });
 }
 
 /// `dw: [c_out, depth] ←` the weight gradient of the correlation `t` for one image: `dw[co, (ci,
@@ -204,72 +253,72 @@ fn weight_grad_blocked<F: Float>(
     // Per 16-pixel vector and tap: the offset into an input plane and the mask of lanes inside
     // the image (0 for a row outside it).
     let vectors = plane / 16;
-    let mut table = vec![(0isize, 0u16); vectors * kk];
-    for v in 0..vectors {
-        let (oy, ox) = (((v * 16) / ow) as isize, ((v * 16) % ow) as isize);
-        for a in 0..t.k {
-            for b in 0..t.k {
-                let iy = oy + (a * t.dil) as isize + t.off;
-                let ix = ox + (b * t.dil) as isize + t.off;
-                let mask = if iy >= 0 && iy < ih as isize {
-                    lanes_inside(ix, iw)
-                } else {
-                    0
-                };
-                table[v * kk + a * t.k + b] = (iy * iw as isize + ix, mask);
+    with_buf(&TABLE, vectors * kk, (0isize, 0u16), |table| {
+        for v in 0..vectors {
+            let (oy, ox) = (((v * 16) / ow) as isize, ((v * 16) % ow) as isize);
+            for a in 0..t.k {
+                for b in 0..t.k {
+                    let iy = oy + (a * t.dil) as isize + t.off;
+                    let ix = ox + (b * t.dil) as isize + t.off;
+                    let mask = if iy >= 0 && iy < ih as isize {
+                        lanes_inside(ix, iw)
+                    } else {
+                        0
+                    };
+                    table[v * kk + a * t.k + b] = (iy * iw as isize + ix, mask);
+                }
             }
         }
-    }
-    // Pixels go in blocks of `block` vectors, whose rows of g stay in L1 while every tap tile
-    // passes over them; each tile's 24 accumulators are kept in `acc` between blocks.
-    let blocks = vectors.div_ceil(block);
-    let r_tiles = depth.div_ceil(WG_R);
-    let mut acc = vec![
-        0.0f32;
-        if blocks > 1 {
+        // Pixels go in blocks of `block` vectors, whose rows of g stay in L1 while every tap tile
+        // passes over them; each tile's 24 accumulators are kept in `acc` between blocks.
+        let blocks = vectors.div_ceil(block);
+        let r_tiles = depth.div_ceil(WG_R);
+        let acc_len = if blocks > 1 {
             r_tiles * WG_CO * WG_R * 16
         } else {
             0
-        }
-    ];
-    for co0 in (0..c_out).step_by(WG_CO) {
-        let cos = WG_CO.min(c_out - co0);
-        for blk in 0..blocks {
-            let vs = blk * block..((blk + 1) * block).min(vectors);
-            for (ti, r0) in (0..depth).step_by(WG_R).enumerate() {
-                let rs = WG_R.min(depth - r0);
-                let mut taps = [(0usize, 0usize); WG_R];
-                for (j, tap) in taps.iter_mut().enumerate().take(rs) {
-                    *tap = ((r0 + j) / kk, (r0 + j) % kk);
+        };
+        with_buf(&ACC, acc_len, 0.0f32, |acc| {
+            for co0 in (0..c_out).step_by(WG_CO) {
+                let cos = WG_CO.min(c_out - co0);
+                for blk in 0..blocks {
+                    let vs = blk * block..((blk + 1) * block).min(vectors);
+                    for (ti, r0) in (0..depth).step_by(WG_R).enumerate() {
+                        let rs = WG_R.min(depth - r0);
+                        let mut taps = [(0usize, 0usize); WG_R];
+                        for (j, tap) in taps.iter_mut().enumerate().take(rs) {
+                            *tap = ((r0 + j) / kk, (r0 + j) % kk);
+                        }
+                        let tile = WgTile {
+                            g: g[co0 * plane..].as_ptr() as *const f32,
+                            ldg: plane,
+                            x: x.as_ptr() as *const f32,
+                            plane_in: ih * iw,
+                            taps,
+                            table,
+                            kk,
+                            vectors: vs.clone(),
+                            acc: if blocks > 1 {
+                                acc[ti * WG_CO * WG_R * 16..].as_mut_ptr()
+                            } else {
+                                std::ptr::null_mut()
+                            },
+                            first: blk == 0,
+                            last: blk + 1 == blocks,
+                            out: dw[co0 * depth + r0..].as_mut_ptr() as *mut f32,
+                            ld_out: depth,
+                        };
+                        // SAFETY: F is f32 (`available`). g's rows `co0 … co0 + cos` hold `plane =
+                        // 16·vectors` floats each; every unmasked lane of an x load lies inside channel
+                        // ci's plane (the table's masks come from the image bounds, ci < c_in); `acc`
+                        // holds this tile's `WG_CO·WG_R` vectors whenever it is read; the outputs
+                        // `dw[co0 + i, r0 + j]` for i < cos, j < rs lie inside `[c_out, depth]`.
+                        unsafe { wg_pick(cos, rs, &tile) };
+                    }
                 }
-                let tile = WgTile {
-                    g: g[co0 * plane..].as_ptr() as *const f32,
-                    ldg: plane,
-                    x: x.as_ptr() as *const f32,
-                    plane_in: ih * iw,
-                    taps,
-                    table: &table,
-                    kk,
-                    vectors: vs.clone(),
-                    acc: if blocks > 1 {
-                        acc[ti * WG_CO * WG_R * 16..].as_mut_ptr()
-                    } else {
-                        std::ptr::null_mut()
-                    },
-                    first: blk == 0,
-                    last: blk + 1 == blocks,
-                    out: dw[co0 * depth + r0..].as_mut_ptr() as *mut f32,
-                    ld_out: depth,
-                };
-                // SAFETY: F is f32 (`available`). g's rows `co0 … co0 + cos` hold `plane =
-                // 16·vectors` floats each; every unmasked lane of an x load lies inside channel
-                // ci's plane (the table's masks come from the image bounds, ci < c_in); `acc`
-                // holds this tile's `WG_CO·WG_R` vectors whenever it is read; the outputs
-                // `dw[co0 + i, r0 + j]` for i < cos, j < rs lie inside `[c_out, depth]`.
-                unsafe { wg_pick(cos, rs, &tile) };
             }
-        }
-    }
+        });
+    });
 }
 
 /// Output channels and taps of the weight gradient's register tile.

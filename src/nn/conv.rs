@@ -160,16 +160,16 @@ impl Conv {
     }
 
     /// The weights packed for the direct kernel, group by group: as stored (forward), or
-    /// flipped and transposed to `[c_in/g][c_out/g][k][k]` per group (input gradient).
-    fn packed<F: Float>(&self, wt: &[F], flipped: bool) -> Vec<F> {
+    /// flipped and transposed to `[c_in/g][c_out/g][k][k]` per group (input gradient). `buf`
+    /// holds `2·weight_len` (the packed weights, then the flip's scratch); returns the first.
+    fn pack_into<'b, F: Float>(&self, wt: &[F], flipped: bool, buf: &'b mut [F]) -> &'b [F] {
         let (cig, cog, kk) = (
             self.c_in / self.groups,
             self.c_out / self.groups,
             self.kh * self.kw,
         );
         let kg = cig * kk;
-        let mut out = vec![F::zero(); self.weight_len()];
-        let mut flip = vec![F::zero(); if flipped { cog * kg } else { 0 }];
+        let (out, flip) = buf.split_at_mut(self.weight_len());
         for g in 0..self.groups {
             let w = &wt[g * cog * kg..(g + 1) * cog * kg];
             let dst = &mut out[g * cog * kg..(g + 1) * cog * kg];
@@ -181,7 +181,7 @@ impl Conv {
                         }
                     }
                 }
-                direct::pack(&flip, cig, cog * kk, dst);
+                direct::pack(&flip[..cog * kg], cig, cog * kk, dst);
             } else {
                 direct::pack(w, cog, kg, dst);
             }
@@ -356,20 +356,23 @@ impl Conv {
         if let Some(taps) = self.direct_forward::<F>() {
             // No columns: the weight gradient reads x itself.
             let (cig, cog, plane) = (taps.c_in, self.c_out / self.groups, self.h * self.w);
-            let wp = self.packed(wt, false);
             let kg = self.k_group();
-            par::for_items(n, par::rows(&mut y[..n * ol], ol), |i, yi| {
-                let xi = &x[i * il..(i + 1) * il];
-                for g in 0..self.groups {
-                    direct::correlate(
-                        &taps,
-                        cog,
-                        &xi[g * cig * plane..],
-                        &wp[g * cog * kg..],
-                        bias.map(|b| &b[g * cog..]),
-                        &mut yi[g * cog * p..],
-                    );
-                }
+            // The packed weights live in a per-thread scratch: nothing is allocated per step.
+            direct::with_scratch(2 * self.weight_len(), |buf: &mut [F]| {
+                let wp = self.pack_into(wt, false, buf);
+                par::for_items(n, par::rows(&mut y[..n * ol], ol), |i, yi| {
+                    let xi = &x[i * il..(i + 1) * il];
+                    for g in 0..self.groups {
+                        direct::correlate(
+                            &taps,
+                            cog,
+                            &xi[g * cig * plane..],
+                            &wp[g * cog * kg..],
+                            bias.map(|b| &b[g * cog..]),
+                            &mut yi[g * cog * p..],
+                        );
+                    }
+                });
             });
             return;
         }
@@ -448,19 +451,21 @@ impl Conv {
         if let (Some(dx), Some(taps)) = (dx.as_deref_mut(), self.direct_input_grad::<F>()) {
             let (cog, cig) = (taps.c_in, self.c_in / self.groups);
             let (plane, kg) = (self.oh * self.ow, cog * self.kh * self.kw);
-            let wp = self.packed(wt, true);
-            par::for_items(n, par::rows(&mut dx[..n * il], il), |i, dxi| {
-                let gi = &g[i * ol..(i + 1) * ol];
-                for gr in 0..self.groups {
-                    direct::correlate(
-                        &taps,
-                        cig,
-                        &gi[gr * cog * plane..],
-                        &wp[gr * cig * kg..],
-                        None,
-                        &mut dxi[gr * cig * self.h * self.w..],
-                    );
-                }
+            direct::with_scratch(2 * self.weight_len(), |buf: &mut [F]| {
+                let wp = self.pack_into(wt, true, buf);
+                par::for_items(n, par::rows(&mut dx[..n * il], il), |i, dxi| {
+                    let gi = &g[i * ol..(i + 1) * ol];
+                    for gr in 0..self.groups {
+                        direct::correlate(
+                            &taps,
+                            cig,
+                            &gi[gr * cog * plane..],
+                            &wp[gr * cig * kg..],
+                            None,
+                            &mut dxi[gr * cig * self.h * self.w..],
+                        );
+                    }
+                });
             });
             return;
         }
