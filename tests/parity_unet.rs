@@ -199,12 +199,7 @@ fn record(
     let mut data = Rng::new(seed ^ 0x5eed);
     let mut losses = Vec::new();
     for k in 0..steps {
-        let x: Vec<f64> = (0..x_shape.iter().product::<usize>())
-            .map(|_| data.normal())
-            .collect();
-        let y: Vec<f64> = (0..y_shape.iter().product::<usize>())
-            .map(|_| data.below(classes as u64) as f64)
-            .collect();
+        let (x, y) = random_batch(&mut data, &x_shape, &y_shape, classes);
         let batch = Batch::Rows {
             x: &x,
             y: &y,
@@ -246,12 +241,7 @@ fn record(
     }
 
     // The trained model on a held-out batch, in `eval_mode`.
-    let x: Vec<f64> = (0..x_shape.iter().product::<usize>())
-        .map(|_| data.normal())
-        .collect();
-    let y: Vec<f64> = (0..y_shape.iter().product::<usize>())
-        .map(|_| data.below(classes as u64) as f64)
-        .collect();
+    let (x, y) = random_batch(&mut data, &x_shape, &y_shape, classes);
     let batch = Batch::Rows {
         x: &x,
         y: &y,
@@ -310,6 +300,23 @@ fn record(
         HashMap::from([("case".to_string(), meta.to_string())]),
     );
     file
+}
+
+/// A batch drawn from `data`: normal images of `x_shape`, then targets of `y_shape` below
+/// `classes`, so training and held-out batches come from one stream.
+fn random_batch(
+    data: &mut Rng,
+    x_shape: &[usize],
+    y_shape: &[usize],
+    classes: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let x = (0..x_shape.iter().product::<usize>())
+        .map(|_| data.normal())
+        .collect();
+    let y = (0..y_shape.iter().product::<usize>())
+        .map(|_| data.below(classes as u64) as f64)
+        .collect();
+    (x, y)
 }
 
 /// Trains one U-Net case for `steps` steps and writes its case file (`declared_upsampling`:
@@ -377,33 +384,50 @@ fn run_case(
     )
 }
 
-#[test]
-fn unet_training_matches_jax() {
+/// The first of [`cases`] whose spec has `property`; `what` names it when none has.
+fn case_with(property: impl Fn(&UnetSpec) -> bool, what: &str) -> Case {
+    cases().into_iter().find(|c| property(&c.spec)).expect(what)
+}
+
+/// Writes the case files with `write` (into a temporary folder, or `$CLOUDCHAMBER_PARITY_DIR`
+/// to keep them) and checks them with `conv_parity.py`, which must pass: its output.
+fn jax_passes(write: impl FnOnce(&Path) -> Vec<PathBuf>) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
-    let dir = keep.as_deref().unwrap_or(tmp.path());
-    let files: Vec<PathBuf> = cases()
-        .iter()
-        .enumerate()
-        .map(|(i, c)| run_case(c, i as u64 + 1, STEPS, dir, None))
-        .collect();
+    let files = write(keep.as_deref().unwrap_or(tmp.path()));
     let (status, text) = check_with_jax("conv_parity.py", &files);
     assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    text
+}
+
+/// Writes one case file with `write` into a temporary folder and checks it with
+/// `conv_parity.py`, which must report a mismatch: its output.
+fn jax_catches(write: impl FnOnce(&Path) -> PathBuf) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path());
+    let (status, text) = check_with_jax("conv_parity.py", &[file]);
+    assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
+    assert!(text.contains("MISMATCH"), "{text}");
+    text
+}
+
+#[test]
+fn unet_training_matches_jax() {
+    let text = jax_passes(|dir| {
+        cases()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| run_case(c, i as u64 + 1, STEPS, dir, None))
+            .collect()
+    });
     println!("{text}");
 }
 
 /// The check can fail: a bilinear U-Net declared nearest is reported as a mismatch.
 #[test]
 fn a_wrong_description_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = cases()
-        .into_iter()
-        .find(|c| c.spec.upsampling == Upsampling::Bilinear)
-        .expect("a bilinear case");
-    let file = run_case(&c, 99, STEPS, dir.path(), Some(Upsampling::Nearest));
-    let (status, text) = check_with_jax("conv_parity.py", &[file]);
-    assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
-    assert!(text.contains("MISMATCH"), "{text}");
+    let c = case_with(|s| s.upsampling == Upsampling::Bilinear, "a bilinear case");
+    jax_catches(|dir| run_case(&c, 99, STEPS, dir, Some(Upsampling::Nearest)));
 }
 
 /// Trains one CNN classifier case (2-channel 7×9 images, 3 classes) for `steps` steps and
@@ -508,16 +532,13 @@ fn cnn_specs() -> Vec<cloudchamber::spec::cnn::CnnSpec> {
 /// the learned biased activation, odd image sizes; training, then evaluation mode.
 #[test]
 fn cnn_training_matches_jax() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
-    let dir = keep.as_deref().unwrap_or(tmp.path());
-    let files: Vec<PathBuf> = cnn_specs()
-        .iter()
-        .enumerate()
-        .map(|(ci, spec)| run_cnn_case(spec, 40 + ci as u64, STEPS, dir, Mode::Eval))
-        .collect();
-    let (status, text) = check_with_jax("conv_parity.py", &files);
-    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    let text = jax_passes(|dir| {
+        cnn_specs()
+            .iter()
+            .enumerate()
+            .map(|(ci, spec)| run_cnn_case(spec, 40 + ci as u64, STEPS, dir, Mode::Eval))
+            .collect()
+    });
     println!("{text}");
 }
 
@@ -528,19 +549,13 @@ fn cnn_training_matches_jax() {
 /// momentum 0.1, unbiased variance) recomputed from the training batches.
 #[test]
 fn batchnorm_eval_mode_matches_jax() {
-    let tmp = tempfile::tempdir().unwrap();
-    let keep = std::env::var_os("CLOUDCHAMBER_PARITY_DIR").map(PathBuf::from);
-    let dir = keep.as_deref().unwrap_or(tmp.path());
-    let unet = cases()
-        .into_iter()
-        .find(|c| c.spec.norm == ChannelNorm::Batchnorm)
-        .expect("a batchnorm U-Net");
-    let files = vec![
-        run_cnn_case(&cnn_batchnorm(), 70, EVAL_STEPS, dir, Mode::Eval),
-        run_case(&unet, 71, EVAL_STEPS, dir, None),
-    ];
-    let (status, text) = check_with_jax("conv_parity.py", &files);
-    assert_eq!(status, Some(0), "JAX parity check failed:\n{text}");
+    let unet = case_with(|s| s.norm == ChannelNorm::Batchnorm, "a batchnorm U-Net");
+    let text = jax_passes(|dir| {
+        vec![
+            run_cnn_case(&cnn_batchnorm(), 70, EVAL_STEPS, dir, Mode::Eval),
+            run_case(&unet, 71, EVAL_STEPS, dir, None),
+        ]
+    });
     for needle in ["eval logits", "torch rule", "running statistics"] {
         assert!(text.contains(needle), "no `{needle}` row:\n{text}");
     }
@@ -551,12 +566,6 @@ fn batchnorm_eval_mode_matches_jax() {
 /// instead of the running ones are reported as a mismatch.
 #[test]
 fn an_eval_pass_with_batch_statistics_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = run_cnn_case(&cnn_batchnorm(), 72, STEPS, dir.path(), Mode::Train);
-    let (status, text) = check_with_jax("conv_parity.py", &[file]);
-    assert_eq!(status, Some(1), "expected a mismatch:\n{text}");
-    assert!(
-        text.contains("MISMATCH") && text.contains("eval logits"),
-        "{text}"
-    );
+    let text = jax_catches(|dir| run_cnn_case(&cnn_batchnorm(), 72, STEPS, dir, Mode::Train));
+    assert!(text.contains("eval logits"), "{text}");
 }

@@ -438,15 +438,7 @@ struct Tile<'a> {
 }
 
 unsafe fn micro(rows: usize, t: &Tile) {
-    macro_rules! pick {
-        ($($r:literal)*) => {
-            match rows {
-                $($r => kernel::<$r>(t),)*
-                _ => unreachable!("tile rows are 1..=MR"),
-            }
-        };
-    }
-    pick!(1 2 3 4 5 6 7 8 9 10 11 12)
+    super::sgemm::by_rows!(rows, kernel, t)
 }
 
 /// Per tap: two masked loads of 16 input pixels, `R` broadcasts of the packed weights, `2R`

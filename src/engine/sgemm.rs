@@ -600,16 +600,30 @@ struct Tile {
     first: bool,
 }
 
+/// `$kernel::<R>($tile)` for a runtime row count `R` in `1..=12` (the register tiles' rows).
+macro_rules! by_rows {
+    ($rows:expr, $kernel:ident, $tile:expr) => {
+        match $rows {
+            1 => $kernel::<1>($tile),
+            2 => $kernel::<2>($tile),
+            3 => $kernel::<3>($tile),
+            4 => $kernel::<4>($tile),
+            5 => $kernel::<5>($tile),
+            6 => $kernel::<6>($tile),
+            7 => $kernel::<7>($tile),
+            8 => $kernel::<8>($tile),
+            9 => $kernel::<9>($tile),
+            10 => $kernel::<10>($tile),
+            11 => $kernel::<11>($tile),
+            12 => $kernel::<12>($tile),
+            _ => unreachable!("tile rows are 1..=12"),
+        }
+    };
+}
+pub(crate) use by_rows;
+
 unsafe fn micro(mr: usize, t: &Tile) {
-    macro_rules! pick {
-        ($($r:literal)*) => {
-            match mr {
-                $($r => kernel::<$r>(t),)*
-                _ => unreachable!("tile rows are 1..=MR"),
-            }
-        };
-    }
-    pick!(1 2 3 4 5 6 7 8 9 10 11 12)
+    by_rows!(mr, kernel, t)
 }
 
 /// The 12×32 register tile (or fewer rows): per step of `p`, two loads of B, `R` broadcasts
@@ -710,6 +724,8 @@ mod tests {
         out
     }
 
+    /// Every path against the f64 reference; and on one thread the small path (no packing)
+    /// against the packed one, bit for bit.
     #[test]
     fn matches_f64_reference_over_shapes_strides_and_epilogues() {
         if !available() {
@@ -724,6 +740,9 @@ mod tests {
             (64, 64, 32),
             (7, 5, 600),
             (100, 17, 3),
+            // A tiny MLP's layers (the small path's case).
+            (64, 16, 8),
+            (16, 8, 64),
         ];
         for (si, &(m, n, k)) in shapes.iter().enumerate() {
             for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
@@ -745,6 +764,7 @@ mod tests {
                     (0.5, 1.0, true, 2),
                     (2.0, -0.5, false, 3),
                     (1.0, 0.0, true, 2),
+                    (0.5, -1.0, true, 1),
                 ] {
                     let c0: Vec<f32> = (0..m * ldc).map(|i| (i as f32 * 0.13).sin()).collect();
                     let mut c = c0.clone();
@@ -756,26 +776,43 @@ mod tests {
                         }
                     }
                     let bias = with_bias.then_some(&bias[..]);
-                    // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
-                    unsafe {
-                        sgemm(
-                            m,
-                            n,
-                            k,
-                            alpha,
-                            a.as_ptr(),
-                            sa.0 as isize,
-                            sa.1 as isize,
-                            b.as_ptr(),
-                            sb.0 as isize,
-                            sb.1 as isize,
-                            beta,
-                            c.as_mut_ptr(),
-                            ldc,
-                            bias.map(|b| b.as_ptr()),
-                            threads,
-                        )
+                    let call = |c: &mut [f32], small_path: bool| {
+                        SMALL_PATH.with(|s| s.set(small_path));
+                        // SAFETY: the buffers hold the m×k, k×n and m×n operands at these
+                        // strides.
+                        unsafe {
+                            sgemm(
+                                m,
+                                n,
+                                k,
+                                alpha,
+                                a.as_ptr(),
+                                sa.0 as isize,
+                                sa.1 as isize,
+                                b.as_ptr(),
+                                sb.0 as isize,
+                                sb.1 as isize,
+                                beta,
+                                c.as_mut_ptr(),
+                                ldc,
+                                bias.map(|b| b.as_ptr()),
+                                threads,
+                            )
+                        };
+                        SMALL_PATH.with(|s| s.set(true));
                     };
+                    let c_before = c.clone();
+                    call(&mut c, true);
+                    if threads == 1 {
+                        let mut packed = c_before;
+                        call(&mut packed, false);
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(
+                            bits(&c),
+                            bits(&packed),
+                            "{m}x{n}x{k} ta={ta} tb={tb} small path"
+                        );
+                    }
                     let want = reference(m, n, k, alpha, &a, sa, &b, sb, beta, &c0, ldc, bias);
                     for i in 0..m {
                         for j in 0..ldc {
@@ -792,77 +829,6 @@ mod tests {
                             );
                         }
                     }
-                }
-            }
-        }
-    }
-
-    /// The small path (no packing) gives the packed path's C bit for bit, over shapes, strides,
-    /// ragged edges and epilogues.
-    #[test]
-    fn the_small_path_is_bit_identical_to_the_packed_one() {
-        if !available() {
-            return;
-        }
-        for (si, &(m, n, k)) in [
-            (1, 1, 1),
-            (13, 16, 7),
-            (64, 16, 8),
-            (16, 8, 64),
-            (25, 40, 256),
-            (7, 33, 19),
-        ]
-        .iter()
-        .enumerate()
-        {
-            for &(ta, tb) in &[(false, false), (true, false), (false, true), (true, true)] {
-                let (lda, ldb, ldc) = (k.max(m) + 3, k.max(n) + 5, n + 2);
-                let a: Vec<f32> = (0..lda * k.max(m))
-                    .map(|i| ((i * 7 + si) as f32 * 0.37).sin())
-                    .collect();
-                let b: Vec<f32> = (0..ldb * k.max(n))
-                    .map(|i| ((i * 3 + si) as f32 * 0.91).cos())
-                    .collect();
-                let (sa, sb) = (
-                    if ta { (1, lda) } else { (lda, 1) },
-                    if tb { (1, ldb) } else { (ldb, 1) },
-                );
-                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
-                for (alpha, beta, with_bias) in
-                    [(1.0, 0.0, false), (0.5, 1.0, true), (2.0, -0.5, false)]
-                {
-                    let c0: Vec<f32> = (0..m * ldc).map(|i| (i as f32 * 0.13).sin()).collect();
-                    let run = |small_path: bool| {
-                        let mut c = c0.clone();
-                        SMALL_PATH.with(|s| s.set(small_path));
-                        // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
-                        unsafe {
-                            sgemm(
-                                m,
-                                n,
-                                k,
-                                alpha,
-                                a.as_ptr(),
-                                sa.0 as isize,
-                                sa.1 as isize,
-                                b.as_ptr(),
-                                sb.0 as isize,
-                                sb.1 as isize,
-                                beta,
-                                c.as_mut_ptr(),
-                                ldc,
-                                with_bias.then_some(bias.as_ptr()),
-                                1,
-                            )
-                        };
-                        SMALL_PATH.with(|s| s.set(true));
-                        c.iter().map(|v| v.to_bits()).collect::<Vec<u32>>()
-                    };
-                    assert_eq!(
-                        run(true),
-                        run(false),
-                        "{m}x{n}x{k} ta={ta} tb={tb} α={alpha} β={beta}"
-                    );
                 }
             }
         }

@@ -611,6 +611,35 @@ mod tests {
         (h, d, fu, cache)
     }
 
+    /// The backward pass from `∂L/∂h = r` (with the activation's parameter gradients when
+    /// `fu` is given): `(∂L/∂x, dγ, dβ, [da, db, dc])`.
+    #[allow(clippy::type_complexity)]
+    fn bwd<F: Float>(
+        norm: ChanNorm,
+        (n, c, plane): (usize, usize, usize),
+        gamma: &[F],
+        r: &[F],
+        d: &[F],
+        fu: Option<&[F]>,
+        cache: &mut Cache<F>,
+    ) -> (Vec<F>, Vec<F>, Vec<F>, [Vec<F>; 3]) {
+        let mut g = r.to_vec();
+        let (mut dg, mut db) = (vec![F::zero(); c], vec![F::zero(); c]);
+        let mut gabc = [vec![F::zero(); c], vec![F::zero(); c], vec![F::zero(); c]];
+        let [ga, gb, gc] = &mut gabc;
+        backward(
+            norm,
+            (n, c, plane),
+            gamma,
+            &mut g,
+            d,
+            fu.map(|fu| ActGrads { fu, ga, gb, gc }),
+            (&mut dg, &mut db),
+            cache,
+        );
+        (g, dg, db, gabc)
+    }
+
     /// Every normalization, followed by the per-channel biased activation (or none), against
     /// central differences of `Σ r ⊙ h`: inputs, γ, β, and a, b, c.
     #[test]
@@ -664,23 +693,13 @@ mod tests {
                     (&mut rm, &mut rv),
                     n,
                 );
-                let mut g = r.clone();
-                let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-                let mut gabc = [vec![0.0; c], vec![0.0; c], vec![0.0; c]];
-                let [ga, gb, gc] = &mut gabc;
-                backward(
+                let (g, dg, db, gabc) = bwd(
                     norm,
                     (n, c, plane),
                     &gamma,
-                    &mut g,
+                    &r,
                     &d,
-                    biased.then_some(ActGrads {
-                        fu: &fu,
-                        ga,
-                        gb,
-                        gc,
-                    }),
-                    (&mut dg, &mut db),
+                    biased.then_some(&fu[..]),
                     &mut cache,
                 );
                 let h = 1e-6;
@@ -780,23 +799,13 @@ mod tests {
                         (&mut rm, &mut rv),
                         n,
                     );
-                    let mut g = r.clone();
-                    let (mut dg, mut db) = (vec![0.0; c], vec![0.0; c]);
-                    let mut gabc = [vec![0.0; c], vec![0.0; c], vec![0.0; c]];
-                    let [ga, gb, gc] = &mut gabc;
-                    backward(
+                    let (g, dg, db, gabc) = bwd(
                         norm,
                         (n, c, plane),
                         &gamma,
-                        &mut g,
+                        &r,
                         &d,
-                        Some(ActGrads {
-                            fu: &fu,
-                            ga,
-                            gb,
-                            gc,
-                        }),
-                        (&mut dg, &mut db),
+                        Some(&fu[..]),
                         &mut cache,
                     );
                     let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();

@@ -777,6 +777,31 @@ mod tests {
         }
     }
 
+    /// One convolution forward and backward over `n` images with `∂L/∂y = r`: `[y, dw, db, dx]`.
+    fn pass<F: Float>(c: &Conv, n: usize, x: &[F], wt: &[F], b: &[F], r: &[F]) -> [Vec<F>; 4] {
+        let mut y = vec![F::zero(); n * c.out_len()];
+        let mut cols = vec![F::zero(); n * c.col_len()];
+        let (mut dw, mut db, mut dx) = (
+            vec![F::zero(); c.weight_len()],
+            vec![F::zero(); c.c_out],
+            vec![F::zero(); n * c.in_len()],
+        );
+        let mut partial = vec![F::zero(); n * c.weight_len()];
+        c.forward(n, x, wt, Some(b), &mut y, &mut cols);
+        c.backward(
+            n,
+            x,
+            r,
+            wt,
+            &mut cols,
+            &mut dw,
+            Some(&mut db),
+            Some(&mut dx),
+            &mut partial,
+        );
+        [y, dw, db, dx]
+    }
+
     /// The f32 direct kernel (stride 1, output rows of 16) gives the f64 im2col path's forward
     /// output and gradients to f32 rounding, with groups, dilation and no padding (whose input
     /// gradient, 18 wide, takes the im2col path).
@@ -794,52 +819,9 @@ mod tests {
             let wt = rand(c.weight_len(), &mut rng);
             let b = rand(c.c_out, &mut rng);
             let r = rand(n * c.out_len(), &mut rng);
-            let run = |x: &[f64], wt: &[f64], b: &[f64], r: &[f64]| {
-                let mut y = vec![0.0; n * c.out_len()];
-                let mut cols = vec![0.0; n * c.col_len()];
-                let (mut dw, mut db, mut dx) = (
-                    vec![0.0; c.weight_len()],
-                    vec![0.0; c.c_out],
-                    vec![0.0; n * c.in_len()],
-                );
-                let mut partial = vec![0.0; n * c.weight_len()];
-                c.forward(n, x, wt, Some(b), &mut y, &mut cols);
-                c.backward(
-                    n,
-                    x,
-                    r,
-                    wt,
-                    &mut cols,
-                    &mut dw,
-                    Some(&mut db),
-                    Some(&mut dx),
-                    &mut partial,
-                );
-                [y, dw, db, dx]
-            };
             let f32s = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
-            let want = run(&x, &wt, &b, &r);
-            let (x, wt, b, r) = (f32s(&x), f32s(&wt), f32s(&b), f32s(&r));
-            let mut y = vec![0.0f32; n * c.out_len()];
-            let mut cols = vec![0.0f32; n * c.col_len()];
-            let (mut dw, mut db, mut dx) = (
-                vec![0.0f32; c.weight_len()],
-                vec![0.0f32; c.c_out],
-                vec![0.0f32; n * c.in_len()],
-            );
-            let mut partial = vec![0.0f32; n * c.weight_len()];
-            c.forward(n, &x, &wt, Some(&b), &mut y, &mut cols);
-            c.backward(
-                n,
-                &x,
-                &r,
-                &wt,
-                &mut cols,
-                &mut dw,
-                Some(&mut db),
-                Some(&mut dx),
-                &mut partial,
-            );
+            let want = pass(&c, n, &x, &wt, &b, &r);
+            let [y, dw, db, dx] = pass(&c, n, &f32s(&x), &f32s(&wt), &f32s(&b), &f32s(&r));
             for (name, got, want) in [
                 ("y", &y, &want[0]),
                 ("dw", &dw, &want[1]),

@@ -627,7 +627,7 @@ fn element_count(shape: &[usize]) -> Option<usize> {
 pub(super) mod test_util {
     use std::path::Path;
 
-    use crate::task::{Dataset, TaskError, TaskSpec};
+    use crate::task::{Dataset, ImageInfo, TaskError, TaskSpec};
 
     pub fn dir() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
@@ -643,6 +643,15 @@ pub(super) mod test_util {
 
     pub fn gen(spec: TaskSpec, d: &Path) -> Result<Dataset, TaskError> {
         spec.generate(0, d)
+    }
+
+    /// The image shape a dataset of `channels × height × width` images records.
+    pub fn image_shape(channels: usize, height: usize, width: usize) -> Option<ImageInfo> {
+        Some(ImageInfo {
+            channels,
+            height,
+            width,
+        })
     }
 }
 

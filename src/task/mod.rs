@@ -507,6 +507,23 @@ pub(crate) fn resolve(base_dir: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Where a path written as `written` points, for "not found" hints.
+pub(crate) fn where_hint(base_dir: &Path, written: &Path) -> String {
+    if written.is_absolute() {
+        return "check the path".into();
+    }
+    // An experiment file in the current folder has an empty parent: say so.
+    let folder = if base_dir.as_os_str().is_empty() {
+        "the current folder".to_string()
+    } else {
+        base_dir.display().to_string()
+    };
+    format!(
+        "relative paths resolve against the experiment file's folder ({folder}); this one is written as '{}'",
+        written.display()
+    )
+}
+
 /// Reads a whole data file, turning "not found" into [`TaskError::MissingFile`] with a hint that
 /// says where relative paths point and whether a gzipped copy sits next to the file. Only regular
 /// files are read (a FIFO would block forever, `/dev/zero` never ends), and only when they fit
@@ -540,20 +557,7 @@ pub(crate) fn read_bytes(key: &str, base_dir: &Path, written: &Path) -> Result<V
     match std::fs::read(&path) {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut hint = if written.is_absolute() {
-                "check the path".to_string()
-            } else {
-                // An experiment file in the current folder has an empty parent: say so.
-                let folder = if base_dir.as_os_str().is_empty() {
-                    "the current folder".to_string()
-                } else {
-                    base_dir.display().to_string()
-                };
-                format!(
-                    "relative paths resolve against the experiment file's folder ({folder}); this one is written as '{}'",
-                    written.display()
-                )
-            };
+            let mut hint = where_hint(base_dir, written);
             let mut gz = path.clone().into_os_string();
             gz.push(".gz");
             if Path::new(&gz).is_file() {

@@ -343,14 +343,7 @@ mod tests {
             "idx . (2×3 images, pixels/255): 10 classes, 6 inputs: 40 train / 12 test"
         );
         // [n, h, w] images record their shape, as [task.shapes] does, for a CNN.
-        assert_eq!(
-            ds.image,
-            Some(ImageInfo {
-                channels: 1,
-                height: 2,
-                width: 3
-            })
-        );
+        assert_eq!(ds.image, image_shape(1, 2, 3));
         assert_eq!(ds.target, crate::task::Target::Classes { n_classes: 10 });
 
         // n_train keeps a seeded subset in file order; a smaller one is nested in a larger one.
@@ -405,14 +398,7 @@ mod tests {
             ..idx_spec()
         };
         let ds = gen(TaskSpec::Idx(spec("x4", "x4")), p).unwrap();
-        assert_eq!(
-            ds.image,
-            Some(ImageInfo {
-                channels: 2,
-                height: 4,
-                width: 5
-            })
-        );
+        assert_eq!(ds.image, image_shape(2, 4, 5));
         assert_eq!(ds.input_dim(), 40);
         let ds = gen(TaskSpec::Idx(spec("x2", "x2")), p).unwrap();
         assert_eq!((ds.image, ds.input_dim()), (None, 40));

@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use super::npy::parse_npy_typed;
 use super::{parse_err, shape_err, split_and_subset, Elem, Fail};
 use crate::task::{
-    counts, invalid, key, matrix, open_fraction, read_bytes, resolve, size_ok, thousands, Dataset,
-    ImageInfo, Target, TaskError,
+    counts, invalid, key, matrix, open_fraction, read_bytes, resolve, size_ok, thousands,
+    where_hint, Dataset, ImageInfo, Target, TaskError,
 };
 
 const KIND: &str = "images";
@@ -148,22 +148,6 @@ struct Set {
     shape: (usize, usize, usize),
     /// The first image, named when another set's shape differs.
     first: PathBuf,
-}
-
-/// Where a relative path points, for "not found" hints.
-fn where_hint(base_dir: &Path, written: &Path) -> String {
-    if written.is_absolute() {
-        return "check the path".into();
-    }
-    let folder = if base_dir.as_os_str().is_empty() {
-        "the current folder".to_string()
-    } else {
-        base_dir.display().to_string()
-    };
-    format!(
-        "relative paths resolve against the experiment file's folder ({folder}); this one is written as '{}'",
-        written.display()
-    )
 }
 
 /// The PNG and NPY files of the folder `written` (key `field`), by stem in name order.
@@ -775,6 +759,7 @@ mod tests {
     use super::*;
     use crate::task::files::test_util::*;
     use crate::task::TaskSpec;
+    use png::{BitDepth, ColorType};
 
     /// Writes `bytes` to `root/rel`, creating folders.
     fn put(root: &Path, rel: &str, bytes: &[u8]) {
@@ -783,10 +768,12 @@ mod tests {
         std::fs::write(path, bytes).unwrap();
     }
 
-    fn png_file(
+    /// A PNG of `w × h` pixels from `data` as the encoder takes it (packed rows, 16-bit samples
+    /// big-endian), with `palette` for indexed colour.
+    fn encode_png(
         (w, h): (u32, u32),
-        color: png::ColorType,
-        depth: png::BitDepth,
+        color: ColorType,
+        depth: BitDepth,
         palette: Option<Vec<u8>>,
         data: &[u8],
     ) -> Vec<u8> {
@@ -805,12 +792,27 @@ mod tests {
         out
     }
 
-    fn gray8((w, h): (u32, u32), data: &[u8]) -> Vec<u8> {
-        png_file(
-            (w, h),
-            png::ColorType::Grayscale,
-            png::BitDepth::Eight,
-            None,
+    /// A PNG without a palette: every colour type but indexed.
+    fn png_file(size: (u32, u32), color: ColorType, depth: BitDepth, data: &[u8]) -> Vec<u8> {
+        encode_png(size, color, depth, None, data)
+    }
+
+    fn gray8(size: (u32, u32), data: &[u8]) -> Vec<u8> {
+        png_file(size, ColorType::Grayscale, BitDepth::Eight, data)
+    }
+
+    /// 16-bit samples as a PNG stores them: big-endian.
+    fn be16(v: &[u16]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_be_bytes()).collect()
+    }
+
+    /// An 8-bit palette PNG: `data` indexes the RGB triples of `palette`.
+    fn indexed8(size: (u32, u32), palette: &[u8], data: &[u8]) -> Vec<u8> {
+        encode_png(
+            size,
+            ColorType::Indexed,
+            BitDepth::Eight,
+            Some(palette.to_vec()),
             data,
         )
     }
@@ -877,67 +879,43 @@ mod tests {
             "images/a.png",
             &gray8((3, 2), &[0, 51, 102, 153, 204, 255]),
         );
-        let b16: Vec<u8> = [0u16, 1, 256, 4096, 65534, 65535]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect();
+        let b16 = be16(&[0, 1, 256, 4096, 65534, 65535]);
         put(
             p,
             "images/b.png",
-            &png_file(
-                (3, 2),
-                png::ColorType::Grayscale,
-                png::BitDepth::Sixteen,
-                None,
-                &b16,
-            ),
+            &png_file((3, 2), ColorType::Grayscale, BitDepth::Sixteen, &b16),
         );
         put(
             p,
             "images/c.npy",
             &npy("|u1", &[1, 2, 3], &[1, 2, 3, 4, 5, 255]),
         );
+        let ga = [10, 0, 20, 255, 30, 7, 40, 8, 50, 9, 60, 10];
         put(
             p,
             "images/e.png",
-            &png_file(
-                (3, 2),
-                png::ColorType::GrayscaleAlpha,
-                png::BitDepth::Eight,
-                None,
-                &[10, 0, 20, 255, 30, 7, 40, 8, 50, 9, 60, 10],
-            ),
+            &png_file((3, 2), ColorType::GrayscaleAlpha, BitDepth::Eight, &ga),
         );
         let f = [-1.5, 0.0, 0.25, 2.0, 3.5, 1e3];
         put(p, "images/f.npy", &npy("<f8", &[2, 3], &f64s(&f)));
         // Masks: 0/255 (→ 0/1); 1-bit gray; NPY int64; 8-bit palette indices; NPY bool [1, h, w].
         put(p, "masks/a.png", &gray8((3, 2), &[0, 255, 255, 0, 0, 1]));
+        let bits = [0b1010_0000, 0b0110_0000];
         put(
             p,
             "masks/b.png",
-            &png_file(
-                (3, 2),
-                png::ColorType::Grayscale,
-                png::BitDepth::One,
-                None,
-                &[0b1010_0000, 0b0110_0000],
-            ),
+            &png_file((3, 2), ColorType::Grayscale, BitDepth::One, &bits),
         );
         let m: Vec<u8> = [1i64, 1, 0, 0, 1, 0]
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect();
         put(p, "masks/c.npy", &npy("<i8", &[2, 3], &m));
+        let palette = [0, 0, 0, 200, 10, 10];
         put(
             p,
             "masks/e.png",
-            &png_file(
-                (3, 2),
-                png::ColorType::Indexed,
-                png::BitDepth::Eight,
-                Some(vec![0, 0, 0, 200, 10, 10]),
-                &[0, 1, 1, 0, 0, 1],
-            ),
+            &indexed8((3, 2), &palette, &[0, 1, 1, 0, 0, 1]),
         );
         put(
             p,
@@ -949,14 +927,7 @@ mod tests {
         put(p, "masks/.DS_Store", b"\0");
 
         let ds = load(both(2), p).unwrap();
-        assert_eq!(
-            ds.image,
-            Some(ImageInfo {
-                channels: 1,
-                height: 2,
-                width: 3
-            })
-        );
+        assert_eq!(ds.image, image_shape(1, 2, 3));
         assert_eq!(ds.target, Target::Masks { n_classes: 2 });
         assert_eq!((ds.n_train(), ds.n_test(), ds.input_dim()), (5, 5, 6));
         assert_eq!(ds.train_y.ncols(), 6);
@@ -989,55 +960,28 @@ mod tests {
     fn colour_images_are_channels_first() {
         let d = dir();
         let p = d.path();
+        let rgb = [255, 0, 51, 0, 102, 255];
         put(
             p,
             "images/1.png",
-            &png_file(
-                (2, 1),
-                png::ColorType::Rgb,
-                png::BitDepth::Eight,
-                None,
-                &[255, 0, 51, 0, 102, 255],
-            ),
+            &png_file((2, 1), ColorType::Rgb, BitDepth::Eight, &rgb),
         );
-        let rgba: Vec<u8> = [65535u16, 0, 0, 9, 0, 65535, 65535, 9]
-            .iter()
-            .flat_map(|v| v.to_be_bytes())
-            .collect();
+        let rgba = be16(&[65535, 0, 0, 9, 0, 65535, 65535, 9]);
         put(
             p,
             "images/2.png",
-            &png_file(
-                (2, 1),
-                png::ColorType::Rgba,
-                png::BitDepth::Sixteen,
-                None,
-                &rgba,
-            ),
+            &png_file((2, 1), ColorType::Rgba, BitDepth::Sixteen, &rgba),
         );
         put(
             p,
             "images/3.png",
-            &png_file(
-                (2, 1),
-                png::ColorType::Indexed,
-                png::BitDepth::Eight,
-                Some(vec![0, 51, 255, 255, 255, 0]),
-                &[1, 0],
-            ),
+            &indexed8((2, 1), &[0, 51, 255, 255, 255, 0], &[1, 0]),
         );
         for m in ["1", "2", "3"] {
             put(p, &format!("masks/{m}.png"), &gray8((2, 1), &[0, 2]));
         }
         let ds = load(both(3), p).unwrap();
-        assert_eq!(
-            ds.image,
-            Some(ImageInfo {
-                channels: 3,
-                height: 1,
-                width: 2
-            })
-        );
+        assert_eq!(ds.image, image_shape(3, 1, 2));
         // [r0, r1, g0, g1, b0, b1].
         assert_eq!(ds.train_x.row(0).to_vec(), [1.0, 0.0, 0.0, 0.4, 0.2, 1.0]);
         assert_eq!(ds.train_x.row(1).to_vec(), [1.0, 0.0, 0.0, 1.0, 0.0, 1.0]);
@@ -1210,13 +1154,7 @@ mod tests {
         put(
             p,
             "masks/img001.png",
-            &png_file(
-                (4, 4),
-                png::ColorType::Rgb,
-                png::BitDepth::Eight,
-                None,
-                &[1; 48],
-            ),
+            &png_file((4, 4), ColorType::Rgb, BitDepth::Eight, &[1; 48]),
         );
         let err = load(spec(2), p).unwrap_err();
         assert!(
