@@ -246,15 +246,11 @@ impl<F: Float> Model<F> for Cnn<F> {
     }
     /// `Batch::Rows { x: [n, in_ch·h·w] images, y: [n, 1] class indices }`.
     fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode) {
-        match *batch {
-            Batch::Rows { x, rows, .. } => self.forward_images(x, rows, mode),
-            _ => panic!("cnn: images come as feature rows"),
-        }
+        let (x, _, rows) = batch.image_rows("cnn");
+        self.forward_images(x, rows, mode);
     }
     fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
-        let Batch::Rows { y, rows, .. } = *batch else {
-            panic!("cnn: images come as feature rows")
-        };
+        let (_, y, rows) = batch.image_rows("cnn");
         let k = self.classes;
         let g = grad.then_some(&mut self.d_logits[..rows * k]);
         loss::loss(
@@ -267,10 +263,7 @@ impl<F: Float> Model<F> for Cnn<F> {
         )
     }
     fn backward(&mut self, batch: &Batch<'_, F>) {
-        match *batch {
-            Batch::Rows { x, .. } => self.backward_images(x),
-            _ => panic!("cnn: images come as feature rows"),
-        }
+        self.backward_images(batch.image_rows("cnn").0);
     }
     fn as_any(&self) -> &dyn Any {
         self

@@ -60,6 +60,17 @@ pub enum Batch<'a, F> {
     },
 }
 
+impl<'a, F: Copy> Batch<'a, F> {
+    /// A conv net's images as `(x, y, rows)` of [`Batch::Rows`]; panics naming `model` on any
+    /// other kind (the loop hands every model the kind its shape asks for).
+    pub fn image_rows(&self, model: &str) -> (&'a [F], &'a [F], usize) {
+        match *self {
+            Batch::Rows { x, y, rows } => (x, y, rows),
+            _ => panic!("{model}: images come as feature rows"),
+        }
+    }
+}
+
 pub use crate::nn::loss::IGNORE;
 
 impl<F> Batch<'_, F> {

@@ -602,15 +602,11 @@ impl<F: Float> Model<F> for Unet<F> {
     }
     /// `Batch::Rows { x: [n, in_ch·h·w] images, y: [n, h·w] class per pixel }`.
     fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode) {
-        match *batch {
-            Batch::Rows { x, rows, .. } => self.forward_images(x, rows, mode),
-            _ => panic!("unet: images come as feature rows"),
-        }
+        let (x, _, rows) = batch.image_rows("unet");
+        self.forward_images(x, rows, mode);
     }
     fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue {
-        let Batch::Rows { y, rows, .. } = *batch else {
-            panic!("unet: images come as feature rows")
-        };
+        let (_, y, rows) = batch.image_rows("unet");
         let (k, plane) = (self.dims.out_ch, self.plane());
         let dims = (rows, k, plane);
         let z = &self.logits[..rows * k * plane];
@@ -618,10 +614,7 @@ impl<F: Float> Model<F> for Unet<F> {
         seg_loss::loss(self.spec.loss, self.spec.dice_weight, dims, z, y, g)
     }
     fn backward(&mut self, batch: &Batch<'_, F>) {
-        match *batch {
-            Batch::Rows { x, .. } => self.backward_images(x),
-            _ => panic!("unet: images come as feature rows"),
-        }
+        self.backward_images(batch.image_rows("unet").0);
     }
     fn as_any(&self) -> &dyn Any {
         self
