@@ -156,7 +156,7 @@ pub unsafe fn sgemm(
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free.
-    if tasks == 1 && SMALL_PATH.with(|s| s.get()) && small_enough(m, n, k) {
+    if tasks == 1 && small_path_on() && small_enough(m, n, k) {
         small(&op, m, k);
         return;
     }
@@ -228,9 +228,19 @@ fn small_enough(m: usize, n: usize, k: usize) -> bool {
     k <= KC && m.saturating_mul(n).saturating_mul(k) <= 1 << 18
 }
 
+#[cfg(test)]
 thread_local! {
     /// Tests switch the small path off to compare it with the packed one.
     static SMALL_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Whether the small path may run: always, outside the tests that compare it with the packed
+/// one (so a real call pays no thread-local lookup).
+fn small_path_on() -> bool {
+    #[cfg(test)]
+    return SMALL_PATH.with(|s| s.get());
+    #[cfg(not(test))]
+    true
 }
 
 /// A small call without packing: A is broadcast from wherever its strides put it, B's rows are

@@ -271,8 +271,8 @@ impl<F: Float> Model<F> for Cnn<F> {
 }
 
 /// Elements of parameters and buffers for the memory estimate (an upper bound): per stage its
-/// weights, and its im2col, conv output, norm, activation, slope, f(u), cached x̂ and pooled
-/// buffers, and two scratch gradients.
+/// weights, and its im2col (none where the direct kernels run every pass), conv output,
+/// activation, slope, f(u), cached x̂ and pooled buffers, and two scratch gradients.
 pub fn elements(
     spec: &CnnSpec,
     (in_ch, h, w): (usize, usize, usize),

@@ -303,7 +303,7 @@ pub fn build<F: Float>(
         )),
         (ModelSpec::Cnn { .. }, _) => {
             return Err(mismatch(
-                "no labelled images; [model.cnn] classifies images ([task.shapes] with target = \"kind\")",
+                "no labelled images; [model.cnn] classifies images ([task.shapes] with target = \"kind\", or [task.idx])",
             ))
         }
         (
@@ -325,7 +325,7 @@ pub fn build<F: Float>(
         )),
         (ModelSpec::Unet { .. }, _) => {
             return Err(mismatch(
-                "no images; [model.unet] segments images ([task.shapes])",
+                "no images; [model.unet] segments images ([task.shapes] or [task.images])",
             ))
         }
         (_, Shape::Images { .. }) => {

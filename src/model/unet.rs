@@ -576,7 +576,8 @@ impl<F: Float> Unet<F> {
             };
             for &(ci, co) in blocks {
                 params += 9 * ci * co + co + 9 * co * co + co + 8 * co;
-                // Per stage: cols, z, zn, h, d, fu, xhat.
+                // Per stage: cols (none where the direct kernels run every pass, so this is an
+                // upper bound), z, h, d, fu, x̂.
                 buffers += cap * plane * (9 * ci + 9 * co + 2 * (5 + act) * co);
             }
             buffers += cap * plane * c * 4; // pooled, cats, up out, upsampled, g_enc

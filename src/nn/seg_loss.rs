@@ -96,14 +96,7 @@ fn cross_entropy<F: Float>(
     for i in 0..n {
         for p in 0..plane {
             let at = |c: usize| (i * k + c) * plane + p;
-            let m = (0..k)
-                .map(|c| z[at(c)].f64())
-                .fold(f64::NEG_INFINITY, f64::max);
-            let mut s = 0.0;
-            for c in 0..k {
-                e[c] = (z[at(c)].f64() - m).exp();
-                s += e[c];
-            }
+            let (m, s) = exp_shifted(z, (i, p), (k, plane), &mut e);
             let t = y[i * plane + p].f64() as usize;
             sum += m + s.ln() - z[at(t)].f64();
             if let Some(g) = grad.as_deref_mut() {
@@ -115,6 +108,26 @@ fn cross_entropy<F: Float>(
         }
     }
     sum * inv
+}
+
+/// Pixel `p` of image `i`: `e[c] = exp(z_c − m)` over the `k` channels, with `m = max_c z_c`;
+/// returns `(m, Σ_c e[c])` (so the softmax is `e/Σ` and the log-sum-exp `m + ln Σ`).
+fn exp_shifted<F: Float>(
+    z: &[F],
+    (i, p): (usize, usize),
+    (k, plane): (usize, usize),
+    e: &mut [f64],
+) -> (f64, f64) {
+    let at = |c: usize| (i * k + c) * plane + p;
+    let m = (0..k)
+        .map(|c| z[at(c)].f64())
+        .fold(f64::NEG_INFINITY, f64::max);
+    let mut s = 0.0;
+    for (c, ec) in e.iter_mut().enumerate().take(k) {
+        *ec = (z[at(c)].f64() - m).exp();
+        s += *ec;
+    }
+    (m, s)
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -192,27 +205,17 @@ fn dice_softmax<F: Float>(
     grad: Option<&mut [F]>,
     scale: f64,
 ) -> f64 {
-    // Softmax probabilities, [n, k, plane].
-    let mut prob = vec![0.0; n * k * plane];
-    for i in 0..n {
-        for p in 0..plane {
-            let at = |c: usize| (i * k + c) * plane + p;
-            let m = (0..k)
-                .map(|c| z[at(c)].f64())
-                .fold(f64::NEG_INFINITY, f64::max);
-            let s: f64 = (0..k).map(|c| (z[at(c)].f64() - m).exp()).sum();
-            for c in 0..k {
-                prob[at(c)] = (z[at(c)].f64() - m).exp() / s;
-            }
-        }
-    }
+    // Softmax per pixel, recomputed in the gradient pass rather than kept for the whole batch
+    // (no batch-sized buffer per step).
+    let mut e = vec![0.0; k];
     let fg = k - 1;
     let (mut inter, mut sum) = (vec![0.0; k], vec![0.0; k]);
     for i in 0..n {
         for p in 0..plane {
             let t = y[i * plane + p].f64() as usize;
+            let (_, s) = exp_shifted(z, (i, p), (k, plane), &mut e);
             for c in 1..k {
-                let pr = prob[(i * k + c) * plane + p];
+                let pr = e[c] / s;
                 let tc = if t == c { 1.0 } else { 0.0 };
                 inter[c] += pr * tc;
                 sum[c] += pr + tc;
@@ -234,9 +237,10 @@ fn dice_softmax<F: Float>(
                     let tc = if t == c { 1.0 } else { 0.0 };
                     dp[c] = -(2.0 * tc * den - num) / (den * den) / fg as f64;
                 }
-                let dot: f64 = (1..k).map(|c| prob[at(c)] * dp[c]).sum();
+                let (_, s) = exp_shifted(z, (i, p), (k, plane), &mut e);
+                let dot: f64 = (1..k).map(|c| e[c] / s * dp[c]).sum();
                 for c in 0..k {
-                    g[at(c)] += F::of(scale * prob[at(c)] * (dp[c] - dot));
+                    g[at(c)] += F::of(scale * (e[c] / s) * (dp[c] - dot));
                 }
             }
         }
