@@ -8,6 +8,8 @@ mod data;
 pub mod generative;
 mod in_context;
 mod segmentation;
+/// The artifact a segmentation run writes for the report's side-by-side figure.
+pub use segmentation::FILE as SEGMENTATION_FILE;
 mod sequence;
 mod subtasks;
 

@@ -306,9 +306,6 @@ fn generative_figures(
     Ok(())
 }
 
-/// The file the training loop writes in a segmentation run's folder (`train::segmentation::FILE`,
-/// private to `train`).
-const SEGMENTATION_FILE: &str = "segmentation.safetensors";
 /// The held-out images a run's page shows (the file keeps up to eight).
 const SEGMENTATION_ROWS: usize = 4;
 
@@ -323,8 +320,10 @@ fn segmentation_images(store: &Store, run: &RunRecord, d: &RunData) -> String {
     let skip = |why: String| {
         format!("<p class=\"note\">No figure of held-out images and predictions: {why}.</p>\n")
     };
-    let file = format!("<code>{SEGMENTATION_FILE}</code>");
-    let path = store.artifacts_dir(&run.id).join(SEGMENTATION_FILE);
+    let file = format!("<code>{}</code>", crate::train::SEGMENTATION_FILE);
+    let path = store
+        .artifacts_dir(&run.id)
+        .join(crate::train::SEGMENTATION_FILE);
     if !path.exists() {
         let why = if finished(run) {
             String::new()
