@@ -108,60 +108,24 @@ impl<F: Float> OptimState<F> {
     /// linear layers with the weight decay, norm and activation parameters with none.
     pub fn step(&mut self, params: &mut [Param<F>], h: &Hyper, lr: f64) {
         self.t += 1;
-        let lr_f = F::of(lr);
-        let wd = F::of(h.weight_decay);
-        let mom = F::of(h.momentum);
-        let (b1, b2) = (F::of(h.beta1), F::of(h.beta2));
-        let eps = F::of(h.eps);
-        let t = self.t as i32;
-        // torch.optim.Adam (non-fused): step_size = lr / bc1; denom = sqrt(v)/sqrt(bc2) + eps.
-        // The division by sqrt(bc2) is a multiplication by its reciprocal here (≤ 1 ulp apart):
-        // the update is bound by divider throughput, and this halves the divisions.
-        let bc1 = 1.0 - h.beta1.powi(t);
-        let inv_bc2_sqrt = F::of(1.0 / (1.0 - h.beta2.powi(t)).sqrt());
-        let step_size = F::of(lr / bc1);
         for (i, p) in params.iter_mut().enumerate() {
             if !p.trainable {
                 continue;
             }
-            // The parametrization's learning-rate factor, with weight decay divided by it (as
-            // `mup`'s optimizers do): `lr·wd` per step stays what the spec says.
-            let mult = match h.optimizer {
-                Optimizer::Adam | Optimizer::Adamw => p.lr_mult.adam,
-                Optimizer::Sgd | Optimizer::Momentum | Optimizer::Nesterov => p.lr_mult.sgd,
-            };
-            let (lr_f, step_size) = if mult == 1.0 {
-                (lr_f, step_size)
-            } else {
-                (F::of(lr * mult), F::of(lr * mult / bc1))
-            };
-            let decay = if p.decay { wd } else { F::zero() };
-            let decay = if mult == 1.0 {
-                decay
-            } else {
-                F::of(h.weight_decay / mult)
-            };
+            let c = Coeffs::new(h, self.t, lr, p.lr_mult, p.decay);
             let (w, g) = (&mut p.value, &p.grad);
             match h.optimizer {
                 Optimizer::Sgd => {
                     for (w, &g) in w.iter_mut().zip(g) {
-                        *w -= lr_f * (g + decay * *w);
+                        c.sgd(w, g);
                     }
                 }
                 Optimizer::Momentum | Optimizer::Nesterov => {
-                    let buf = &mut self.m[i];
-                    let first = self.t == 1;
-                    let nesterov = h.optimizer == Optimizer::Nesterov;
-                    for ((w, &g), b) in w.iter_mut().zip(g).zip(buf.iter_mut()) {
-                        let d = g + decay * *w;
-                        // torch initialises the buffer with the first gradient (no dampening).
-                        *b = if first { d } else { mom * *b + d };
-                        let upd = if nesterov { d + mom * *b } else { *b };
-                        *w -= lr_f * upd;
+                    for ((w, &g), b) in w.iter_mut().zip(g).zip(self.m[i].iter_mut()) {
+                        c.momentum(w, g, b);
                     }
                 }
                 Optimizer::Adam | Optimizer::Adamw => {
-                    let adamw = h.optimizer == Optimizer::Adamw;
                     let (m, v) = (&mut self.m[i], &mut self.v[i]);
                     // Elementwise, so blocks over the pool change nothing in the result.
                     let blocks = g.len().div_ceil(ADAM_CHUNK);
@@ -173,15 +137,7 @@ impl<F: Float> OptimState<F> {
                     par::for_row_blocks(blocks, parts, |_, r, (w, m, v)| {
                         let e = r.start * ADAM_CHUNK..(r.end * ADAM_CHUNK).min(g.len());
                         for (((w, &g), m), v) in w.iter_mut().zip(&g[e]).zip(m).zip(v) {
-                            let g = if adamw {
-                                *w *= F::one() - lr_f * decay;
-                                g
-                            } else {
-                                g + decay * *w
-                            };
-                            *m = b1 * *m + (F::one() - b1) * g;
-                            *v = b2 * *v + (F::one() - b2) * g * g;
-                            *w -= step_size * *m / (v.sqrt() * inv_bc2_sqrt + eps);
+                            c.adam(w, g, m, v);
                         }
                     });
                 }
@@ -190,8 +146,97 @@ impl<F: Float> OptimState<F> {
     }
 }
 
-/// Elements per row of the Adam update's blocks (a parameter is cut into `ops::ROW_BLOCK` rows
-/// of this many for the pool).
+/// One parameter tensor's update constants at one step, and the update of one element: shared
+/// by [`OptimState::step`] and the lockstep lanes ([`crate::model::lanes`]), so both compute
+/// the same bits.
+#[derive(Clone, Copy, Debug)]
+pub struct Coeffs<F> {
+    lr: F,
+    step_size: F,
+    decay: F,
+    mom: F,
+    b1: F,
+    b2: F,
+    eps: F,
+    inv_bc2_sqrt: F,
+    /// torch initialises the momentum buffer with the first gradient (no dampening).
+    first: bool,
+    nesterov: bool,
+    adamw: bool,
+}
+
+impl<F: Float> Coeffs<F> {
+    /// The constants of step `t` (counted from 1) for a tensor with learning-rate factors
+    /// `mult` that does (`decays`) or does not take weight decay.
+    #[inline]
+    pub fn new(h: &Hyper, t: u64, lr: f64, mult: crate::model::LrMult, decays: bool) -> Self {
+        let t_i = t as i32;
+        // torch.optim.Adam (non-fused): step_size = lr / bc1; denom = sqrt(v)/sqrt(bc2) + eps.
+        // The division by sqrt(bc2) is a multiplication by its reciprocal here (≤ 1 ulp apart):
+        // the update is bound by divider throughput, and this halves the divisions.
+        let bc1 = 1.0 - h.beta1.powi(t_i);
+        let inv_bc2_sqrt = F::of(1.0 / (1.0 - h.beta2.powi(t_i)).sqrt());
+        // The parametrization's learning-rate factor, with weight decay divided by it (as
+        // `mup`'s optimizers do): `lr·wd` per step stays what the spec says.
+        let mult = match h.optimizer {
+            Optimizer::Adam | Optimizer::Adamw => mult.adam,
+            Optimizer::Sgd | Optimizer::Momentum | Optimizer::Nesterov => mult.sgd,
+        };
+        let (lr_f, step_size) = if mult == 1.0 {
+            (F::of(lr), F::of(lr / bc1))
+        } else {
+            (F::of(lr * mult), F::of(lr * mult / bc1))
+        };
+        let decay = match (decays, mult == 1.0) {
+            (false, _) => F::zero(),
+            (true, true) => F::of(h.weight_decay),
+            (true, false) => F::of(h.weight_decay / mult),
+        };
+        Coeffs {
+            lr: lr_f,
+            step_size,
+            decay,
+            mom: F::of(h.momentum),
+            b1: F::of(h.beta1),
+            b2: F::of(h.beta2),
+            eps: F::of(h.eps),
+            inv_bc2_sqrt,
+            first: t == 1,
+            nesterov: h.optimizer == Optimizer::Nesterov,
+            adamw: h.optimizer == Optimizer::Adamw,
+        }
+    }
+
+    /// `torch.optim.SGD` without momentum.
+    #[inline(always)]
+    pub fn sgd(&self, w: &mut F, g: F) {
+        *w -= self.lr * (g + self.decay * *w);
+    }
+
+    /// `torch.optim.SGD` with momentum (heavy ball, or Nesterov), buffer `b`.
+    #[inline(always)]
+    pub fn momentum(&self, w: &mut F, g: F, b: &mut F) {
+        let d = g + self.decay * *w;
+        *b = if self.first { d } else { self.mom * *b + d };
+        let upd = if self.nesterov { d + self.mom * *b } else { *b };
+        *w -= self.lr * upd;
+    }
+
+    /// `torch.optim.Adam` / `AdamW`, moments `m` and `v`.
+    #[inline(always)]
+    pub fn adam(&self, w: &mut F, g: F, m: &mut F, v: &mut F) {
+        let g = if self.adamw {
+            *w *= F::one() - self.lr * self.decay;
+            g
+        } else {
+            g + self.decay * *w
+        };
+        *m = self.b1 * *m + (F::one() - self.b1) * g;
+        *v = self.b2 * *v + (F::one() - self.b2) * g * g;
+        *w -= self.step_size * *m / (v.sqrt() * self.inv_bc2_sqrt + self.eps);
+    }
+}
+
 const ADAM_CHUNK: usize = 64;
 
 /// The global L2 norm of all trainable gradients (accumulated in f64).

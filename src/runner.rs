@@ -161,3 +161,62 @@ pub fn execute(p: &mut Prepared, spec: &Spec, progress: ProgressFn<'_>) -> Resul
         }
     }
 }
+
+/// Trains prepared fresh runs of one lockstep group together ([`train::lockstep`]) and records
+/// how each ended, as [`execute`] does for one.
+pub fn execute_group(group: &mut [(Box<Prepared>, &Spec)]) -> Vec<Result<Outcome, Error>> {
+    let started = Instant::now();
+    let mut sinks: Vec<StoreSink<'_>> = Vec::with_capacity(group.len());
+    let mut rest: Vec<(&Spec, &Dataset, &Path)> = Vec::with_capacity(group.len());
+    for (p, spec) in group.iter_mut() {
+        let Prepared {
+            store,
+            id,
+            artifacts,
+            data,
+            ..
+        } = &mut **p;
+        sinks.push(StoreSink { store, id });
+        rest.push((*spec, &*data, artifacts.as_path()));
+    }
+    let members = sinks
+        .iter_mut()
+        .zip(&rest)
+        .map(|(sink, &(spec, data, artifacts))| train::lockstep::Member {
+            spec,
+            data,
+            sink,
+            artifacts: Some(artifacts),
+        })
+        .collect();
+    let results = train::lockstep::train_group(members);
+    drop(sinks);
+    group
+        .iter_mut()
+        .zip(results)
+        .map(|((p, _), result)| match result {
+            Ok(out) => {
+                p.store.finish_run(
+                    &p.id,
+                    out.status,
+                    out.steps,
+                    out.wall_seconds,
+                    out.diverged_step,
+                    out.message.as_deref(),
+                )?;
+                Ok(out)
+            }
+            Err(e) => {
+                let _ = p.store.finish_run(
+                    &p.id,
+                    RunStatus::Failed,
+                    0,
+                    started.elapsed().as_secs_f64(),
+                    None,
+                    Some(&e.to_string()),
+                );
+                Err(e)
+            }
+        })
+        .collect()
+}

@@ -10,33 +10,26 @@ mod in_context;
 mod segmentation;
 /// The artifact a segmentation run writes for the report's side-by-side figure.
 pub use segmentation::FILE as SEGMENTATION_FILE;
+pub mod lockstep;
+mod run;
 mod sequence;
 mod subtasks;
+pub(crate) use run::{Flow, Run};
 
 use std::path::Path;
-use std::time::Instant;
 
 use crate::checkpoint;
 use crate::engine::{Float, Rng};
 use crate::error::Error;
-use crate::generative::Kernel;
-use crate::interop;
 use crate::model::{self, Model, Param};
-use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
-use crate::observe::{self, Ctx};
 use crate::optim::{self, Hyper, OptimState};
-use crate::spec::{BatchSize, Dtype, LossKind, ModelSpec, OptimSpec, Spec, TrainSpec};
+use crate::spec::{BatchSize, Dtype, ModelSpec, OptimSpec, Spec, TrainSpec};
 use crate::store::{MetricRow, RunStatus};
-use crate::task::{Dataset, Target};
-use crate::theory::curvature::Sharpness;
+use crate::task::Dataset;
 
-use data::{Part, Split};
+use data::Split;
 use generative::GenerativeReport;
-use in_context::PromptReport;
-use segmentation::SegmentationReport;
-use sequence::SequenceReport;
-use subtasks::SubtaskReport;
 
 /// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
 /// backed by a database writes one transaction per logged step.
@@ -170,366 +163,15 @@ fn train_typed<F: Float>(
     resume: bool,
     progress: ProgressFn<'_>,
 ) -> Result<Outcome, Error> {
-    let start = Instant::now();
-    let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
-
-    // Data: each split as feature rows in the model's precision, as token windows, or as a
-    // denoiser's noisy points.
-    let (train_set, test_set) = match &spec.model {
-        ModelSpec::Denoiser { denoiser, .. } => {
-            let kernel = Kernel::new(denoiser, data.input_dim());
-            (
-                Split::<F>::noisy(data, Part::Train, kernel, spec.seed),
-                Split::<F>::noisy(data, Part::Test, kernel, spec.seed),
-            )
-        }
-        _ => (
-            Split::<F>::new(data, Part::Train),
-            Split::<F>::new(data, Part::Test),
-        ),
-    };
-    let n = train_set.len();
-    if n == 0 {
-        return Err(empty_training_set());
-    }
-    let batch = batch_for(tr, data, n);
-
-    // Model: built from its spec for this data (a mismatch is an error, not a panic).
-    let loss_kind = tr.loss.unwrap_or(match data.target {
-        // A segmentation model's loss is its own (`model.unet.loss`).
-        Target::Classes { .. } | Target::Masks { .. } => LossKind::CrossEntropy,
-        Target::Regression { .. } => LossKind::Mse,
-    });
-    let mut rng = Rng::stream(spec.seed, "init");
-    let mut model = model::build::<F>(
-        &spec.model,
-        data::shape(&spec.model, data),
-        loss_kind,
-        batch,
-        &mut rng,
-    )?;
-    let sequence = match &data.sequence {
-        Some(info) => {
-            let prompt = test_set.first_token();
-            Some(SequenceReport::new(info, artifacts, prompt, spec.seed)?)
-        }
-        None => None,
-    };
-    let prompts = PromptReport::<F>::new(data);
-    let mut generative = match &spec.model {
-        ModelSpec::Denoiser { denoiser, .. } => {
-            Some(GenerativeReport::new(denoiser, data, spec.seed))
-        }
-        _ => None,
-    };
-    let mut subtasks = data
-        .subtasks
-        .as_ref()
-        .map(|s| SubtaskReport::new(s, &test_set, model.capacity()));
-    let mut segmentation = SegmentationReport::new(data);
-    if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
-        interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
-    }
-    if let (Some(dir), true) = (artifacts, spec.output.save_data) {
-        interop::save_dataset(data, &dir.join("data.safetensors"))?;
-    }
-    let mut opt = OptimState::new(model.params(), opt_spec.optimizer);
-    let hyper = hyper(opt_spec);
-    let names = obs_spec.observables.as_deref().unwrap_or(&[]);
-    let mut observables = observe::registry::<F>(names, spec.model.family());
-
-    // Preallocated: the batch, the pre-update snapshot, the metric rows.
-    let mut order_rng = Rng::stream(spec.seed, "batches");
-    let mut order = order_rng.permutation(n);
-    let mut cursor = 0usize;
-    let mut gathered = train_set.buffers(batch);
-    let mut before: Vec<Vec<F>> = model.params().iter().map(|p| p.value.clone()).collect();
-    let mut rows: Vec<MetricRow> = Vec::with_capacity(1024);
-
-    let mut initial_loss: Option<f64> = None;
-    let mut last = LossValue::default();
-    let mut status = RunStatus::Completed;
-    let mut diverged_step = None;
-    let mut message = None;
-    let mut steps_done = 0u64;
-    let mut last_eval = None;
-
-    // Resume: restore the whole state the checkpoint holds.
-    let run_id = spec.run_id();
-    let ckpt_path = artifacts.map(|d| d.join(checkpoint::FILE));
-    if let (true, Some(path)) = (resume, &ckpt_path) {
-        if let Some(st) = resume_from(path, &run_id, model.params_mut(), &mut opt, &mut order)? {
-            steps_done = st.step;
-            cursor = st.cursor;
-            order_rng = st.order_rng;
-            initial_loss = st.initial_loss_bits.map(f64::from_bits);
-            last_eval = st.last_eval;
+    let mut run = Run::<F>::new(spec, data, sink, artifacts, resume)?;
+    for step in run.steps_done..spec.train.steps {
+        match run.step(step, progress)? {
+            Flow::Go => {}
+            Flow::Stop => break,
+            Flow::Interrupted(out) => return Ok(out),
         }
     }
-
-    // Once, at step 0: the parameter count (scaling fits read N from the store) and what the
-    // task knows (a sequence source's entropy rate).
-    if steps_done == 0 {
-        if let Some(s) = &sequence {
-            s.start(&mut rows);
-        }
-        if let Some(p) = &prompts {
-            p.start(&mut rows);
-        }
-        if let Some(s) = &subtasks {
-            s.start(&mut rows);
-        }
-        if let Some(g) = &mut generative {
-            g.start(&mut rows);
-        }
-        if let Some(s) = &segmentation {
-            s.start(data, &mut rows);
-        }
-        rows.push(metric(0, "n_params", model.n_params() as f64));
-    }
-
-    // The whole state as it stands before step `steps_done`, after flushing every row so far
-    // (so the store and the checkpoint agree).
-    macro_rules! save_checkpoint {
-        () => {
-            if let Some(path) = &ckpt_path {
-                let state = checkpoint::State {
-                    run_id: run_id.clone(),
-                    step: steps_done,
-                    optim_t: opt.t,
-                    cursor,
-                    order_rng: order_rng.clone(),
-                    initial_loss_bits: initial_loss.map(f64::to_bits),
-                    last_eval,
-                };
-                sink.write(&rows)?;
-                rows.clear();
-                checkpoint::save(path, &state, model.params(), &opt, &order)?;
-            }
-        };
-    }
-
-    let first_step = steps_done;
-    for step in first_step..tr.steps {
-        // Stop when asked (Ctrl-C): checkpoint where we are and report the run as interrupted.
-        if crate::interrupt::requested() {
-            save_checkpoint!();
-            sink.write(&rows)?;
-            return Ok(Outcome::interrupted(
-                steps_done,
-                last.loss,
-                start.elapsed().as_secs_f64(),
-                model.n_params(),
-            ));
-        }
-        // Eval: the parameters as they are before this step's update (step 0 = initialization).
-        if step % tr.eval_every == 0 {
-            let (_, test) = evaluate(&mut *model, &train_set, &test_set, step, &mut rows);
-            if let Some(s) = &sequence {
-                s.after_eval(step, test.0, &mut *model, &mut rows)?;
-            }
-            if let Some(p) = &prompts {
-                p.after_eval(step, &mut *model, &mut rows);
-            }
-            if let Some(s) = &mut subtasks {
-                s.after_eval(step, &mut *model, &test_set, &mut rows);
-            }
-            if let Some(g) = &mut generative {
-                g.after_eval(step, &mut *model, &mut rows);
-            }
-            if let Some(s) = &mut segmentation {
-                s.after_eval(step, &mut *model, &test_set, &mut rows);
-            }
-            last_eval = Some(step);
-        }
-
-        // Learning rate.
-        let lr = lr_at(opt_spec, step, tr.steps);
-
-        // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
-        // (DataLoader's drop_last = False). Prompt tasks draw fresh prompts every step.
-        let b = if train_set.is_fresh() {
-            train_set.fresh(step, batch, &mut gathered)
-        } else if batch == n && !train_set.perturbs() {
-            train_set.slice(0, n)
-        } else {
-            let picked = next_batch(&mut order_rng, &mut order, &mut cursor, n, batch);
-            train_set.gather(&order[picked], step, &mut gathered)
-        };
-
-        // Forward and loss (which also seeds the output gradient).
-        model.forward(&b, Mode::Train);
-        last = model.loss(&b, true);
-        let first = *initial_loss.get_or_insert(last.loss);
-        let reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
-        let log_now = step % obs_spec.log_every == 0 || step + 1 == tr.steps || reached_target;
-        let diverged = diverged(last.loss, first, tr.divergence_factor);
-        if log_now || diverged {
-            rows.push(metric(step, "train_loss", last.loss));
-            if let Some(c) = last.correct {
-                rows.push(metric(
-                    step,
-                    "train_acc",
-                    c as f64 / last.counted.max(1) as f64,
-                ));
-            }
-        }
-        // Every step's loss, for the observables that watch all of them (loss spikes).
-        for o in observables.iter_mut() {
-            o.every_step(step, last.loss, &mut rows);
-        }
-
-        // Divergence is a result: record where it happened and stop.
-        if diverged {
-            status = RunStatus::Diverged;
-            diverged_step = Some(step);
-            message = Some(divergence_message(
-                last.loss,
-                first,
-                tr.divergence_factor,
-                step,
-            ));
-            sink.write(&rows)?;
-            rows.clear();
-            break;
-        }
-
-        // Backward.
-        model.backward(&b);
-
-        // Sharpness of this batch's loss at the parameters before the update.
-        if obs_spec.sharpness_every > 0 && step % obs_spec.sharpness_every == 0 {
-            // A fresh start vector from a per-step stream (no warm start), so a resumed run
-            // measures exactly what an uninterrupted one does.
-            let mut rng = Rng::stream(
-                spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                "curvature",
-            );
-            let s = Sharpness::default().measure(
-                &spec.model,
-                data::shape(&spec.model, data),
-                loss_kind,
-                &*model,
-                &b,
-                obs_spec.sharpness_iters,
-                &mut rng,
-            )?;
-            rows.push(metric(step, "sharpness", s));
-        }
-
-        // Clip (global norm), keeping the factor so observables can report the raw gradient.
-        let clip_coef = clip(opt_spec, model.params_mut());
-
-        // Step (snapshot first on logged steps, for the update-to-weight ratio).
-        update(
-            opt_spec,
-            &hyper,
-            lr,
-            &mut opt,
-            model.params_mut(),
-            &mut before,
-            log_now,
-        );
-        steps_done = step + 1;
-
-        // Observe, then flush: one transaction per logged step.
-        if log_now {
-            let ctx = Ctx {
-                step,
-                model: &*model,
-                batch: &b,
-                before: &before,
-                lr,
-                clip_coef,
-            };
-            for o in &observables {
-                o.observe(&ctx, &mut rows);
-            }
-            sink.write(&rows)?;
-            rows.clear();
-        }
-        progress(steps_done, last.loss);
-
-        // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
-        if tr.checkpoint_every > 0
-            && steps_done.is_multiple_of(tr.checkpoint_every)
-            && steps_done < tr.steps
-        {
-            save_checkpoint!();
-        }
-
-        // Stop at the target loss (this step was logged in full).
-        if reached_target {
-            message = Some(target_message(tr, step));
-            break;
-        }
-    }
-
-    // Final evaluation of the trained parameters, at the step count reached — unless those very
-    // parameters were just evaluated (a run that diverged on an evaluation step).
-    let (train_eval, test_eval) = if last_eval == Some(steps_done) {
-        evaluate(
-            &mut *model,
-            &train_set,
-            &test_set,
-            steps_done,
-            &mut Vec::new(),
-        )
-    } else {
-        let r = evaluate(&mut *model, &train_set, &test_set, steps_done, &mut rows);
-        if let Some(s) = &sequence {
-            s.after_eval(steps_done, r.1 .0, &mut *model, &mut rows)?;
-        }
-        if let Some(p) = &prompts {
-            p.after_eval(steps_done, &mut *model, &mut rows);
-        }
-        if let Some(s) = &mut subtasks {
-            s.after_eval(steps_done, &mut *model, &test_set, &mut rows);
-        }
-        if let Some(g) = &mut generative {
-            g.after_eval(steps_done, &mut *model, &mut rows);
-        }
-        if let Some(s) = &mut segmentation {
-            s.after_eval(steps_done, &mut *model, &test_set, &mut rows);
-        }
-        r
-    };
-    sink.write(&rows)?;
-    if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
-        interop::save_params(model.params(), &dir.join("weights_final.safetensors"))?;
-    }
-    // What the trained denoiser generates, with its trajectories and the reference points.
-    if let (Some(dir), Some(g)) = (artifacts, &generative) {
-        g.save(&dir.join(generative::FILE))?;
-    }
-    // Held-out images, masks and the trained model's predictions.
-    if let (Some(dir), Some(s)) = (artifacts, &segmentation) {
-        s.save(data, &dir.join(segmentation::FILE))?;
-    }
-    // What the trained transformer's heads look at, on the first held-out sample.
-    if let Some(dir) = artifacts {
-        attention::save(&mut *model, &test_set, &dir.join(attention::FILE))?;
-    }
-    // The run is over: its checkpoint has nothing left to resume.
-    if let Some(path) = &ckpt_path {
-        remove_checkpoint(path)?;
-    }
-    if message.is_none() {
-        message = sequence.as_ref().and_then(|s| s.message(test_eval.0));
-    }
-    Ok(Outcome {
-        status,
-        steps: steps_done,
-        diverged_step,
-        message,
-        final_batch_loss: last.loss,
-        train_loss: train_eval.0,
-        train_acc: train_eval.1,
-        test_loss: test_eval.0,
-        test_acc: test_eval.1,
-        wall_seconds: start.elapsed().as_secs_f64(),
-        n_params: model.n_params(),
-    })
+    run.finish()
 }
 
 /// Eval-mode loss and accuracy over the splits (the training split as far as

@@ -214,7 +214,11 @@ fn sweep(
                 progress.call((n, f64::NAN), true);
             }
         };
-        exec::Local { workers }.execute(store_path, &sw, &report)
+        exec::Local {
+            workers,
+            lockstep: true,
+        }
+        .execute(store_path, &sw, &report)
     })?;
     let ends = ends
         .iter()

@@ -24,6 +24,10 @@ pub struct Args {
     /// Runs trained at once, each on one thread (default: the number of cores).
     #[arg(long, value_parser = super::positive)]
     workers: Option<usize>,
+    /// Train every run alone, one per worker: no lockstep groups (by default the seeds of a
+    /// small MLP train together in SIMD lanes, with the same results; README: Lockstep).
+    #[arg(long)]
+    no_lockstep: bool,
     /// Run only run K of the sweep (as a cluster job array element would).
     #[arg(long, value_name = "K")]
     index: Option<usize>,
@@ -114,7 +118,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     }
     if !a.dry_run {
         return match a.executor {
-            ExecutorKind::Local => execute(store_path, &sw, a.workers, a.index),
+            ExecutorKind::Local => execute(store_path, &sw, a.workers, a.index, !a.no_lockstep),
             ExecutorKind::Slurm => submit(store_path, &sw, &a.set, a.slurm),
         };
     }
@@ -203,6 +207,7 @@ fn execute(
     sw: &Sweep,
     workers: Option<usize>,
     index: Option<usize>,
+    lockstep: bool,
 ) -> Result<(), Error> {
     let n = sw.runs.len();
     if let Some(k) = index {
@@ -235,8 +240,23 @@ fn execute(
                 .map(|c| c.get())
                 .unwrap_or(1);
             let workers = workers.unwrap_or(cores).clamp(1, n.max(1));
+            let groups: Vec<usize> = exec::units(sw, lockstep)
+                .iter()
+                .map(Vec::len)
+                .filter(|&k| k > 1)
+                .collect();
+            let grouped = if groups.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} of them in {} lockstep group{}",
+                    groups.iter().sum::<usize>(),
+                    groups.len(),
+                    if groups.len() == 1 { "" } else { "s" }
+                )
+            };
             println!(
-                "sweep {}: {n} run{} on {workers} worker{}",
+                "sweep {}: {n} run{} on {workers} worker{}{grouped}",
                 sw.name,
                 if n == 1 { "" } else { "s" },
                 if workers == 1 { "" } else { "s" }
@@ -257,7 +277,7 @@ fn execute(
                     bar.inc(1);
                 }
             };
-            let ends = Local { workers }.execute(store_path, sw, &report);
+            let ends = Local { workers, lockstep }.execute(store_path, sw, &report);
             bar.finish_and_clear();
             ends
         }

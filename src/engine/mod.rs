@@ -8,6 +8,7 @@ pub mod direct;
 pub mod fastmath;
 pub mod float;
 pub mod hugepages;
+pub mod lanes;
 pub mod ops;
 pub mod par;
 pub mod pool;

@@ -35,7 +35,7 @@ const NR: usize = 32;
 /// Rows of A per L2-resident block (a multiple of `MR`).
 const MC: usize = 120;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
-const KC: usize = 256;
+pub const KC: usize = 256;
 
 /// Whether this CPU runs the AVX-512 kernel (detected once).
 pub fn available() -> bool {

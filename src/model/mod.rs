@@ -7,6 +7,7 @@
 pub mod cnn;
 pub mod denoiser;
 pub mod gpt;
+pub mod lanes;
 pub mod mlp;
 pub(crate) mod stage;
 pub mod unet;

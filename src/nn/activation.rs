@@ -320,34 +320,45 @@ fn bias_value_rows<F: Float>(act: Activation, width: usize, b: &[F], z: &mut [F]
 
 /// `∂L/∂z = ∂L/∂h · f′`, with `f′` derived from the output `h = f(z)`, in place.
 pub fn backward_from_output<F: Float>(act: Activation, g: &mut [F], h: &[F]) {
-    let (zero, one) = (F::zero(), F::one());
+    // One loop per activation, so each folds its `match` and vectorizes.
+    macro_rules! run {
+        ($a:expr) => {
+            for (gv, &hv) in g.iter_mut().zip(h) {
+                slope_from_output_one($a, gv, hv);
+            }
+        };
+    }
     match act {
         Activation::Identity => {}
-        Activation::Relu => {
-            for (gv, &hv) in g.iter_mut().zip(h) {
-                *gv = if hv > zero { *gv } else { zero };
-            }
-        }
-        Activation::LeakyRelu => {
-            let s = F::of(LEAKY_SLOPE);
-            for (gv, &hv) in g.iter_mut().zip(h) {
-                *gv = if hv > zero { *gv } else { *gv * s };
-            }
-        }
-        Activation::Tanh => {
-            for (gv, &hv) in g.iter_mut().zip(h) {
-                *gv *= one - hv * hv;
-            }
-        }
-        Activation::Sigmoid => {
-            for (gv, &hv) in g.iter_mut().zip(h) {
-                *gv *= hv * (one - hv);
-            }
-        }
+        Activation::Relu => run!(Activation::Relu),
+        Activation::LeakyRelu => run!(Activation::LeakyRelu),
+        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Sigmoid => run!(Activation::Sigmoid),
         other => panic!(
             "backward_from_output: {} needs its stored slope",
             other.name()
         ),
+    }
+}
+
+/// One element of [`backward_from_output`] (shared with the lockstep lanes, so both compute
+/// the same bits).
+#[inline(always)]
+pub fn slope_from_output_one<F: Float>(act: Activation, g: &mut F, h: F) {
+    let (zero, one) = (F::zero(), F::one());
+    match act {
+        Activation::Relu => *g = if h > zero { *g } else { zero },
+        Activation::LeakyRelu => {
+            *g = if h > zero {
+                *g
+            } else {
+                *g * F::of(LEAKY_SLOPE)
+            }
+        }
+        Activation::Tanh => *g *= one - h * h,
+        Activation::Sigmoid => *g *= h * (one - h),
+        // Identity, and (never called) the activations that keep their slope.
+        _ => {}
     }
 }
 

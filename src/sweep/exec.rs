@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use super::Sweep;
+use crate::engine::lanes::LANES;
 use crate::error::Error;
 use crate::runner::{self, Start};
 use crate::store::{RunStatus, StoreError};
@@ -58,29 +59,134 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
                 Start::Ready(mut p) => {
                     runner::record_overrides(&p, &sw.overrides)?;
                     let out = runner::execute(&mut p, &r.spec, &mut |_, _| {})?;
-                    Ok(End::Trained {
-                        status: out.status,
-                        steps: out.steps,
-                        seconds: out.wall_seconds,
-                        resumed_from: p.resumed_from,
-                    })
+                    Ok(trained(&out, p.resumed_from))
                 }
             }
         }));
     match attempt {
-        Ok(Ok(end)) => end,
-        Ok(Err(Error::Store(StoreError::RunActive { pid, host, .. }))) => End::Busy { pid, host },
-        Ok(Err(e)) => End::Failed(e.to_string()),
-        Err(panic) => End::Failed(format!(
-            "panic: {}",
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        )),
+        Ok(result) => ended(result),
+        Err(panic) => End::Failed(panic_message(&*panic)),
     }
 }
+
+fn trained(out: &crate::train::Outcome, resumed_from: Option<u64>) -> End {
+    End::Trained {
+        status: out.status,
+        steps: out.steps,
+        seconds: out.wall_seconds,
+        resumed_from,
+    }
+}
+
+fn ended(result: Result<End, Error>) -> End {
+    match result {
+        Ok(end) => end,
+        Err(Error::Store(StoreError::RunActive { pid, host, .. })) => End::Busy { pid, host },
+        Err(e) => End::Failed(e.to_string()),
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    format!(
+        "panic: {}",
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    )
+}
+
+/// Runs the points `ks` (one lockstep group, [`units`]) to their ends: each is prepared as
+/// [`run_one`] prepares it; those that start fresh train together
+/// ([`runner::execute_group`]), the others (finished, resumed, owned elsewhere) as alone.
+pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End)> {
+    let mut ends: Vec<(usize, End)> = Vec::with_capacity(ks.len());
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut fresh = Vec::new();
+        for &k in ks {
+            let Some(r) = sw.runs.get(k) else {
+                ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
+                continue;
+            };
+            let prepared = runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)
+                .and_then(|start| match start {
+                    Start::Ready(p) => runner::record_overrides(&p, &sw.overrides).map(|()| Ok(p)),
+                    Start::Done(rec) => Ok(Err(End::Skipped(rec.status))),
+                });
+            match prepared {
+                Ok(Ok(mut p)) if p.resumed_from.is_some() => {
+                    let out = runner::execute(&mut p, &r.spec, &mut |_, _| {});
+                    ends.push((k, ended(out.map(|o| trained(&o, p.resumed_from)))));
+                }
+                Ok(Ok(p)) => fresh.push((k, p)),
+                Ok(Err(end)) => ends.push((k, end)),
+                Err(e) => ends.push((k, ended(Err(e)))),
+            }
+        }
+        let mut group: Vec<_> = fresh
+            .into_iter()
+            .map(|(k, p)| (p, &sw.runs[k].spec))
+            .collect();
+        let order: Vec<usize> = ks
+            .iter()
+            .copied()
+            .filter(|k| !ends.iter().any(|(e, _)| e == k))
+            .collect();
+        let results = runner::execute_group(&mut group);
+        for (k, out) in order.into_iter().zip(results) {
+            ends.push((k, ended(out.map(|o| trained(&o, None)))));
+        }
+    }));
+    if let Err(panic) = attempt {
+        let message = panic_message(&*panic);
+        for &k in ks {
+            if !ends.iter().any(|(e, _)| *e == k) {
+                ends.push((k, End::Failed(message.clone())));
+            }
+        }
+    }
+    ends
+}
+
+/// The units a local sweep hands its workers: with `lockstep`, the runs that may train together
+/// ([`crate::train::lockstep::group_key`], small enough to gain: [`lockstep_gains`]) in groups of up to
+/// [`LANES`], each group where its first run stands; every other run alone.
+pub fn units(sw: &Sweep, lockstep: bool) -> Vec<Vec<usize>> {
+    let mut units: Vec<Vec<usize>> = Vec::new();
+    // Per group key: the unit it is filling.
+    let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for (k, r) in sw.runs.iter().enumerate() {
+        let key = if lockstep && lockstep_gains(&r.spec) {
+            crate::train::lockstep::group_key(&r.spec)
+        } else {
+            None
+        };
+        match key {
+            Some(key) => match open.get(&key) {
+                Some(&u) if units[u].len() < LANES => units[u].push(k),
+                _ => {
+                    open.insert(key, units.len());
+                    units.push(vec![k]);
+                }
+            },
+            None => units.push(vec![k]),
+        }
+    }
+    units
+}
+
+/// Whether the runs of `spec` train faster in lockstep than one per worker: the model's hidden
+/// width against the crossover measured by `cloudchamber bench --lanes`.
+pub fn lockstep_gains(spec: &crate::spec::Spec) -> bool {
+    match &spec.model {
+        crate::spec::ModelSpec::Mlp(m) => m.width <= LOCKSTEP_MAX_WIDTH,
+        _ => false,
+    }
+}
+
+/// The widest hidden layer that trains faster in lanes (see [`lockstep_gains`]).
+pub const LOCKSTEP_MAX_WIDTH: usize = 64;
 
 /// Whether another live process still owns run `k` (a cheap look at the store, so a wait does
 /// not regenerate the run's data at every poll).
@@ -142,6 +248,8 @@ pub trait Executor {
 /// single-threaded (its own `train.threads`).
 pub struct Local {
     pub workers: usize,
+    /// Train the seeds of small MLPs together in SIMD lanes ([`units`]).
+    pub lockstep: bool,
 }
 
 impl Executor for Local {
@@ -154,20 +262,24 @@ impl Executor for Local {
         report: &(dyn Fn(usize, &End) + Sync),
     ) -> Vec<End> {
         let n = sw.runs.len();
+        let units = units(sw, self.lockstep);
         let next = AtomicUsize::new(0);
         let ends: Mutex<Vec<Option<End>>> = Mutex::new(vec![None; n]);
         let waiting: Mutex<VecDeque<usize>> = Mutex::new(VecDeque::new());
         std::thread::scope(|scope| {
-            for _ in 0..self.workers.clamp(1, n.max(1)) {
+            for _ in 0..self.workers.clamp(1, units.len().max(1)) {
                 scope.spawn(|| loop {
                     // After Ctrl-C, start nothing new (running runs checkpoint and stop).
                     if crate::interrupt::requested() {
                         break;
                     }
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let first = k < n;
-                    let (k, end) = if first {
-                        (k, run_one(store_path, sw, k))
+                    let u = next.fetch_add(1, Ordering::SeqCst);
+                    let first = u < units.len();
+                    let done = if first {
+                        match units[u].as_slice() {
+                            &[k] => vec![(k, run_one(store_path, sw, k))],
+                            ks => run_group(store_path, sw, ks),
+                        }
                     } else {
                         // Every run taken: look again at one another process had.
                         let Some(k) = waiting.lock().ok().and_then(|mut w| w.pop_front()) else {
@@ -180,20 +292,22 @@ impl Executor for Local {
                             }
                             continue;
                         }
-                        (k, run_one(store_path, sw, k))
+                        vec![(k, run_one(store_path, sw, k))]
                     };
-                    if matches!(end, End::Busy { .. }) {
-                        if first {
-                            report(k, &end);
+                    for (k, end) in done {
+                        if matches!(end, End::Busy { .. }) {
+                            if first {
+                                report(k, &end);
+                            }
+                            if let Ok(mut w) = waiting.lock() {
+                                w.push_back(k);
+                            }
+                            continue;
                         }
-                        if let Ok(mut w) = waiting.lock() {
-                            w.push_back(k);
+                        report(k, &end);
+                        if let Ok(mut e) = ends.lock() {
+                            e[k] = Some(end);
                         }
-                        continue;
-                    }
-                    report(k, &end);
-                    if let Ok(mut e) = ends.lock() {
-                        e[k] = Some(end);
                     }
                 });
             }

@@ -124,6 +124,15 @@ fn perturb_rows<F: Float>(
     }
 }
 
+/// Which samples a step trains on ([`Split::view`]): the whole split as stored, the first
+/// `b` gathered samples, or step `step`'s fresh prompts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Picked {
+    Whole(usize),
+    Gathered(usize),
+    Fresh { step: u64, batch: usize },
+}
+
 /// Which split of a dataset.
 #[derive(Clone, Copy)]
 pub(crate) enum Part {
@@ -300,6 +309,53 @@ impl<F: Float> Split<F> {
                 prompts(s.gather(picked, b), picked.len(), *points, *dim)
             }
             _ => unreachable!("buffers come from the same split"),
+        }
+    }
+
+    /// The batch `picked` names, read back from `gathered` (which [`Split::gather`] or
+    /// [`Split::fresh`] filled for this step): the loop reads a step's batch more than once
+    /// without borrowing its buffer for the whole step.
+    pub(crate) fn view<'a>(&'a self, picked: Picked, gathered: &'a Gathered<F>) -> Batch<'a, F> {
+        match (picked, self, gathered) {
+            (Picked::Whole(n), ..) => self.slice(0, n),
+            (Picked::Gathered(b), Split::Rows(s), Gathered::Rows((bx, by))) => {
+                rows((&bx[..b * s.xw], &by[..b * s.yw]), b)
+            }
+            (Picked::Gathered(b), Split::Tokens(s), Gathered::Tokens((bx, by))) => {
+                tokens((&bx[..b * s.xw], &by[..b * s.yw]), b, s.xw)
+            }
+            (
+                Picked::Gathered(b),
+                Split::Prompts { s, dim, points, .. },
+                Gathered::Rows((bx, by)),
+            ) => prompts((&bx[..b * s.xw], &by[..b * s.yw]), b, *points, *dim),
+            (Picked::Gathered(b), Split::Noisy(s), Gathered::Noisy([clean, noisy, sigma])) => {
+                Batch::Denoise {
+                    x: &noisy[..b * s.dim],
+                    sigma: &sigma[..b],
+                    y: &clean[..b * s.dim],
+                    rows: b,
+                    dim: s.dim,
+                }
+            }
+            (
+                Picked::Fresh { step, batch },
+                Split::Prompts {
+                    dim,
+                    fresh: Some(info),
+                    ..
+                },
+                Gathered::Rows((bx, by)),
+            ) => {
+                let points = info.spec.at(step).1;
+                prompts(
+                    (&bx[..batch * points * dim], &by[..batch * points]),
+                    batch,
+                    points,
+                    *dim,
+                )
+            }
+            _ => unreachable!("a step's batch is read from the split that picked it"),
         }
     }
 

@@ -1,0 +1,530 @@
+//! Up to [`LANES`] same-shape MLPs trained in lockstep, one per SIMD lane
+//! ([`crate::engine::lanes`]): the K seeds of a sweep point as one computation. Tiny models are
+//! all fixed cost when trained one at a time — a width-16 layer is one vector per row, a width-4
+//! layer a quarter of one, and every call, pass and update is paid per model — while here each
+//! operation of the forward, backward and update covers K models at once.
+//!
+//! Every lane computes the bits its model computes alone ([`Mlp`]): the same GEMM arithmetic
+//! ([`lanes::gemm`]), the same activation and optimizer element functions
+//! ([`Activation::value_and_slope`], [`Coeffs`]), the same loss ([`loss::loss`], per lane). The
+//! lockstep driver ([`crate::train`]) checks it (its tests compare whole runs bit for bit).
+//!
+//! What it trains: dense MLPs (any depth and widths up to [`lanes::MAX_K`], with or without
+//! biases, any parametrization) with an activation whose slope follows from its output (identity,
+//! ReLU, leaky ReLU, tanh, sigmoid), no norm layers, any loss, any optimizer
+//! ([`LaneMlp::refuse`] says why not otherwise).
+
+use crate::engine::lanes::{self, Lanes, LANES};
+use crate::engine::ops::Op;
+use crate::nn::activation::{self, Activation};
+use crate::nn::loss::{self, LossValue};
+use crate::nn::norm::Norm;
+use crate::optim::{Coeffs, Hyper, OptimState, Optimizer};
+use crate::spec::LossKind;
+
+use super::{LrMult, Mlp, Param};
+
+/// One linear layer's parameter indices (into [`Mlp::params`]).
+#[derive(Clone, Copy, Debug)]
+struct Layer {
+    weight: usize,
+    bias: Option<usize>,
+}
+
+/// K MLPs of one shape, every tensor lane-major (`[elements][lane]`).
+pub struct LaneMlp {
+    /// `[input, width, …, width, output]`.
+    dims: Vec<usize>,
+    activation: Activation,
+    hidden_mult: f32,
+    out_mult: f32,
+    loss: LossKind,
+    /// Hidden layers, then the output layer.
+    layers: Vec<Layer>,
+    /// Per parameter tensor (the order of [`Mlp::params`]): values, gradients, optimizer moments.
+    values: Vec<Vec<Lanes>>,
+    grads: Vec<Vec<Lanes>>,
+    m: Vec<Vec<Lanes>>,
+    v: Vec<Vec<Lanes>>,
+    lr_mult: Vec<LrMult>,
+    decays: Vec<bool>,
+    optimizer: Optimizer,
+    /// Optimizer steps taken.
+    pub t: u64,
+    /// Per hidden layer: the pre-activation `z = x·Wᵀ + b` and the activation `h = f(z)`,
+    /// `[rows, width]`.
+    pre: Vec<Vec<Lanes>>,
+    act: Vec<Vec<Lanes>>,
+    /// `[rows, output]` and its gradient.
+    output: Vec<Lanes>,
+    d_output: Vec<Lanes>,
+    /// Ping-pong gradient buffers `[rows, max width]`.
+    grad: [Vec<Lanes>; 2],
+    /// The batch: `x: [rows, input]`, `y: [rows, y_cols]`.
+    x: Vec<Lanes>,
+    y: Vec<Lanes>,
+    y_cols: usize,
+    /// Per-lane scratch for the loss (one model's output, target and gradient).
+    scratch: [Vec<f32>; 3],
+    rows: usize,
+    capacity: usize,
+}
+
+impl LaneMlp {
+    /// Why this model cannot train in lanes with batches of up to `capacity` rows (`None`:
+    /// it can).
+    pub fn refuse(mlp: &Mlp<f32>, capacity: usize) -> Option<String> {
+        if !crate::engine::sgemm::available() {
+            return Some(
+                "lockstep lanes reproduce the AVX-512 GEMM kernels, which this CPU lacks".into(),
+            );
+        }
+        if mlp.norm != Norm::None {
+            return Some("the model has norm layers".into());
+        }
+        if mlp.hidden.iter().any(|h| h.act.is_some()) {
+            return Some("the activation is biased (a·f(x − b) + c)".into());
+        }
+        if !mlp.activation.slope_from_output() {
+            return Some(format!(
+                "the {} activation keeps its slope in a buffer",
+                mlp.activation.name()
+            ));
+        }
+        if mlp.params.iter().any(|p| !p.trainable) {
+            return Some("the model has state that is not trained".into());
+        }
+        let widest = mlp.dims.iter().copied().max().unwrap_or(0);
+        if widest.max(capacity) > lanes::MAX_K {
+            return Some(format!(
+                "a layer or the batch exceeds {} (the GEMM kernels' depth block)",
+                lanes::MAX_K
+            ));
+        }
+        None
+    }
+
+    /// Buffers for the models shaped like `template` (values are loaded per lane with
+    /// [`LaneMlp::load`]), batches of up to `capacity` rows with `y_cols` target columns.
+    pub fn new(template: &Mlp<f32>, capacity: usize, y_cols: usize, optimizer: Optimizer) -> Self {
+        let mut layers: Vec<Layer> = template
+            .hidden
+            .iter()
+            .map(|h| Layer {
+                weight: h.weight,
+                bias: h.bias,
+            })
+            .collect();
+        layers.push(Layer {
+            weight: template.out_weight,
+            bias: template.out_bias,
+        });
+        let ps = &template.params;
+        let sized = |on: bool| -> Vec<Vec<Lanes>> {
+            ps.iter()
+                .map(|p| lanes::zeros(if on { p.value.len() } else { 0 }))
+                .collect()
+        };
+        let slots = match optimizer {
+            Optimizer::Sgd => 0,
+            Optimizer::Momentum | Optimizer::Nesterov => 1,
+            Optimizer::Adam | Optimizer::Adamw => 2,
+        };
+        let dims = template.dims.clone();
+        let widest = dims.iter().copied().max().unwrap_or(1);
+        let out = *dims.last().unwrap_or(&1);
+        let hidden: Vec<usize> = dims[1..dims.len() - 1].to_vec();
+        LaneMlp {
+            activation: template.activation,
+            hidden_mult: template.hidden_mult,
+            out_mult: template.out_mult,
+            loss: template.loss,
+            layers,
+            values: sized(true),
+            grads: sized(true),
+            m: sized(slots >= 1),
+            v: sized(slots >= 2),
+            lr_mult: ps.iter().map(|p| p.lr_mult).collect(),
+            decays: ps.iter().map(|p| p.decay).collect(),
+            optimizer,
+            t: 0,
+            pre: hidden.iter().map(|&w| lanes::zeros(capacity * w)).collect(),
+            act: hidden.iter().map(|&w| lanes::zeros(capacity * w)).collect(),
+            output: lanes::zeros(capacity * out),
+            d_output: lanes::zeros(capacity * out),
+            grad: [
+                lanes::zeros(capacity * widest),
+                lanes::zeros(capacity * widest),
+            ],
+            x: lanes::zeros(capacity * dims[0]),
+            y: lanes::zeros(capacity * y_cols),
+            y_cols,
+            scratch: [
+                vec![0.0; capacity * out],
+                vec![0.0; capacity * y_cols],
+                vec![0.0; capacity * out],
+            ],
+            rows: 0,
+            capacity,
+            dims,
+        }
+    }
+
+    /// Lane `lane` takes one model's parameters and optimizer moments (the step count is the
+    /// group's: [`LaneMlp::t`]).
+    pub fn load(&mut self, lane: usize, params: &[Param<f32>], opt: &OptimState<f32>) {
+        for (i, p) in params.iter().enumerate() {
+            lanes::insert(&mut self.values[i], lane, &p.value);
+        }
+        for (dst, src) in [(&mut self.m, &opt.m), (&mut self.v, &opt.v)] {
+            for (d, s) in dst.iter_mut().zip(src) {
+                lanes::insert(d, lane, s);
+            }
+        }
+    }
+
+    /// Lane `lane`'s parameters and optimizer state, into one model's.
+    pub fn store(&self, lane: usize, params: &mut [Param<f32>], opt: &mut OptimState<f32>) {
+        for (i, p) in params.iter_mut().enumerate() {
+            lanes::extract(&self.values[i], lane, &mut p.value);
+        }
+        for (src, dst) in [(&self.m, &mut opt.m), (&self.v, &mut opt.v)] {
+            for (s, d) in src.iter().zip(dst.iter_mut()) {
+                lanes::extract(s, lane, d);
+            }
+        }
+        opt.t = self.t;
+    }
+
+    /// Lane `lane`'s batch: `x: [rows, input]`, `y: [rows, y_cols]`.
+    pub fn set_batch(&mut self, lane: usize, x: &[f32], y: &[f32], rows: usize) {
+        assert!(rows <= self.capacity, "set_batch: batch exceeds capacity");
+        self.rows = rows;
+        lanes::insert(&mut self.x[..rows * self.dims[0]], lane, x);
+        lanes::insert(&mut self.y[..rows * self.y_cols], lane, y);
+    }
+
+    fn depth(&self) -> usize {
+        self.dims.len() - 2
+    }
+
+    /// Forward pass of every lane on its batch: `x: [rows, input]` → `output: [rows, output]`,
+    /// as [`Mlp::forward`] computes it in training mode (the bias added in the activation's
+    /// pass, the output layer's bias filled in before its GEMM).
+    pub fn forward(&mut self) {
+        let rows = self.rows;
+        for l in 0..self.depth() {
+            let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
+            let n = rows * width;
+            let (done, rest) = self.act.split_at_mut(l);
+            let input: &[Lanes] = match done.last() {
+                Some(h) => &h[..rows * in_dim],
+                None => &self.x[..rows * in_dim],
+            };
+            let layer = self.layers[l];
+            let alpha = if l == 0 { 1.0 } else { self.hidden_mult };
+            let pre = &mut self.pre[l][..n];
+            let w = &self.values[layer.weight];
+            lanes::gemm(
+                Op::N,
+                Op::T,
+                (rows, width, in_dim),
+                alpha,
+                input,
+                w,
+                0.0,
+                pre,
+            );
+            let bias = layer.bias.map(|i| &self.values[i][..width]);
+            bias_activation(self.activation, width, bias, pre, &mut rest[0][..n]);
+        }
+        // Output layer: bias rows, then the GEMM onto them.
+        let depth = self.depth();
+        let (in_dim, out_dim) = (self.dims[depth], self.dims[depth + 1]);
+        let layer = self.layers[depth];
+        let out = &mut self.output[..rows * out_dim];
+        match layer.bias {
+            Some(i) => {
+                for row in out.chunks_exact_mut(out_dim) {
+                    row.copy_from_slice(&self.values[i][..out_dim]);
+                }
+            }
+            None => out.fill([0.0; LANES]),
+        }
+        let input: &[Lanes] = match self.act.last() {
+            Some(h) => &h[..rows * in_dim],
+            None => &self.x[..rows * in_dim],
+        };
+        let w = &self.values[layer.weight];
+        let dims = (rows, out_dim, in_dim);
+        lanes::gemm(Op::N, Op::T, dims, self.out_mult, input, w, 1.0, out);
+    }
+
+    /// Each lane's training loss ([`loss::loss`] on that model's output and targets), seeding
+    /// the output gradient.
+    pub fn loss(&mut self) -> [LossValue; LANES] {
+        let rows = self.rows;
+        let k = *self.dims.last().unwrap_or(&1);
+        let (n, ny) = (rows * k, rows * self.y_cols);
+        let [out, y, g] = &mut self.scratch;
+        std::array::from_fn(|lane| {
+            lanes::extract(&self.output[..n], lane, &mut out[..n]);
+            lanes::extract(&self.y[..ny], lane, &mut y[..ny]);
+            let v = loss::loss(self.loss, &out[..n], &y[..ny], rows, k, Some(&mut g[..n]));
+            lanes::insert(&mut self.d_output[..n], lane, &g[..n]);
+            v
+        })
+    }
+
+    /// Backward pass from the output gradient to every parameter gradient, as
+    /// [`Mlp::backward`] computes it.
+    pub fn backward(&mut self) {
+        let rows = self.rows;
+        let depth = self.depth();
+        // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
+        {
+            let (in_dim, out_dim) = (self.dims[depth], self.dims[depth + 1]);
+            let layer = self.layers[depth];
+            let input: &[Lanes] = match self.act.last() {
+                Some(h) => &h[..rows * in_dim],
+                None => &self.x[..rows * in_dim],
+            };
+            let g = &self.d_output[..rows * out_dim];
+            let a = self.out_mult;
+            let dw = &mut self.grads[layer.weight];
+            lanes::gemm(Op::T, Op::N, (out_dim, in_dim, rows), a, g, input, 0.0, dw);
+            if depth > 0 {
+                let w = &self.values[layer.weight];
+                let dx = &mut self.grad[0][..rows * in_dim];
+                lanes::gemm(Op::N, Op::N, (rows, in_dim, out_dim), a, g, w, 0.0, dx);
+            }
+            if let Some(bi) = layer.bias {
+                lanes::column_sums(g, out_dim, &mut self.grads[bi]);
+            }
+        }
+        for l in (0..depth).rev() {
+            let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
+            let n = rows * width;
+            let layer = self.layers[l];
+            let [g_buf, next_buf] = &mut self.grad;
+            let g = &mut g_buf[..n];
+            slope_from_output(self.activation, g, &self.act[l][..n]);
+            let input: &[Lanes] = match l {
+                0 => &self.x[..rows * in_dim],
+                _ => &self.act[l - 1][..rows * in_dim],
+            };
+            let a = if l == 0 { 1.0 } else { self.hidden_mult };
+            let dw = &mut self.grads[layer.weight];
+            lanes::gemm(Op::T, Op::N, (width, in_dim, rows), a, g, input, 0.0, dw);
+            if let Some(bi) = layer.bias {
+                lanes::column_sums(g, width, &mut self.grads[bi]);
+            }
+            if l > 0 {
+                let w = &self.values[layer.weight];
+                let dx = &mut next_buf[..rows * in_dim];
+                lanes::gemm(Op::N, Op::N, (rows, in_dim, width), a, g, w, 0.0, dx);
+                self.grad.swap(0, 1);
+            }
+        }
+    }
+
+    /// One optimizer step of every lane at learning rate `lr` ([`OptimState::step`]'s update).
+    pub fn step(&mut self, h: &Hyper, lr: f64) {
+        self.t += 1;
+        for i in 0..self.values.len() {
+            let c = Coeffs::<f32>::new(h, self.t, lr, self.lr_mult[i], self.decays[i]);
+            let (w, g) = (&mut self.values[i], &self.grads[i]);
+            match self.optimizer {
+                Optimizer::Sgd => {
+                    for (w, g) in w.iter_mut().zip(g) {
+                        for l in 0..LANES {
+                            c.sgd(&mut w[l], g[l]);
+                        }
+                    }
+                }
+                Optimizer::Momentum | Optimizer::Nesterov => {
+                    for ((w, g), b) in w.iter_mut().zip(g).zip(self.m[i].iter_mut()) {
+                        for l in 0..LANES {
+                            c.momentum(&mut w[l], g[l], &mut b[l]);
+                        }
+                    }
+                }
+                Optimizer::Adam | Optimizer::Adamw => {
+                    let (m, v) = (&mut self.m[i], &mut self.v[i]);
+                    for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
+                    {
+                        for l in 0..LANES {
+                            c.adam(&mut w[l], g[l], &mut m[l], &mut v[l]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `z += b` (per column, when there is a bias) and `h = f(z)`, lane by lane: the per-element
+/// arithmetic of [`crate::nn::activation::forward_bias_value_only`].
+fn bias_activation(
+    act: Activation,
+    width: usize,
+    bias: Option<&[Lanes]>,
+    z: &mut [Lanes],
+    h: &mut [Lanes],
+) {
+    macro_rules! run {
+        ($a:expr) => {
+            match bias {
+                Some(b) => {
+                    for (zr, hr) in z.chunks_exact_mut(width).zip(h.chunks_exact_mut(width)) {
+                        for ((zv, hv), bv) in zr.iter_mut().zip(hr.iter_mut()).zip(b) {
+                            for l in 0..LANES {
+                                let v = zv[l] + bv[l];
+                                zv[l] = v;
+                                hv[l] = $a.value_and_slope(v).0;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for (zv, hv) in z.iter().zip(h.iter_mut()) {
+                        for l in 0..LANES {
+                            hv[l] = $a.value_and_slope(zv[l]).0;
+                        }
+                    }
+                }
+            }
+        };
+    }
+    match act {
+        Activation::Identity => run!(Activation::Identity),
+        Activation::Relu => run!(Activation::Relu),
+        Activation::LeakyRelu => run!(Activation::LeakyRelu),
+        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Sigmoid => run!(Activation::Sigmoid),
+        other => unreachable!("LaneMlp::refuse keeps {} out", other.name()),
+    }
+}
+
+/// `∂L/∂z = ∂L/∂h · f′` with `f′` from the output, lane by lane
+/// ([`crate::nn::activation::backward_from_output`]'s arithmetic).
+fn slope_from_output(act: Activation, g: &mut [Lanes], h: &[Lanes]) {
+    macro_rules! run {
+        ($a:expr) => {
+            for (gv, hv) in g.iter_mut().zip(h) {
+                for l in 0..LANES {
+                    activation::slope_from_output_one($a, &mut gv[l], hv[l]);
+                }
+            }
+        };
+    }
+    match act {
+        Activation::Identity => {}
+        Activation::Relu => run!(Activation::Relu),
+        Activation::LeakyRelu => run!(Activation::LeakyRelu),
+        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Sigmoid => run!(Activation::Sigmoid),
+        other => unreachable!("LaneMlp::refuse keeps {} out", other.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rng;
+    use crate::nn::norm::Mode;
+    use crate::optim::{Hyper, OptimState, Optimizer};
+    use crate::spec::MlpSpec;
+
+    fn bits(x: &[f32]) -> Vec<u32> {
+        x.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// One model alone and the same model in every lane: output, loss, every gradient and the
+    /// updated parameters agree bit for bit, step after step.
+    #[test]
+    fn each_lane_is_its_model_alone() {
+        if !crate::engine::sgemm::available() {
+            return;
+        }
+        for (act, opt_kind, width, depth, input, output, rows) in [
+            (Activation::Tanh, Optimizer::Adam, 16, 2, 8, 1, 64),
+            (Activation::Relu, Optimizer::Momentum, 5, 3, 3, 2, 17),
+            (Activation::Sigmoid, Optimizer::Adamw, 33, 1, 1, 4, 40),
+        ] {
+            let spec = MlpSpec {
+                width,
+                depth,
+                activation: act,
+                ..MlpSpec::default()
+            };
+            let mut rng = Rng::stream(1, "lanes-model");
+            let mut models: Vec<Mlp<f32>> = (0..LANES as u64)
+                .map(|s| Mlp::new(&spec, input, output, rows, &mut Rng::stream(s, "init")))
+                .collect();
+            let mut opts: Vec<OptimState<f32>> = models
+                .iter()
+                .map(|m| OptimState::new(&m.params, opt_kind))
+                .collect();
+            let mut lanes = LaneMlp::new(&models[0], rows, output, opt_kind);
+            for (l, (m, o)) in models.iter().zip(&opts).enumerate() {
+                lanes.load(l, &m.params, o);
+            }
+            let h = Hyper {
+                optimizer: opt_kind,
+                momentum: 0.9,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            };
+            for step in 0..3 {
+                let xs: Vec<Vec<f32>> = (0..LANES)
+                    .map(|_| (0..rows * input).map(|_| rng.normal() as f32).collect())
+                    .collect();
+                let ys: Vec<Vec<f32>> = (0..LANES)
+                    .map(|_| (0..rows * output).map(|_| rng.normal() as f32).collect())
+                    .collect();
+                for l in 0..LANES {
+                    lanes.set_batch(l, &xs[l], &ys[l], rows);
+                }
+                lanes.forward();
+                let losses = lanes.loss();
+                lanes.backward();
+                lanes.step(&h, 0.01);
+                for (l, (m, o)) in models.iter_mut().zip(opts.iter_mut()).enumerate() {
+                    m.forward(&xs[l], rows, Mode::Train);
+                    let mut out = vec![0.0; rows * output];
+                    lanes::extract(&lanes.output, l, &mut out);
+                    let ctx = format!("{act:?} step {step} lane {l}");
+                    assert_eq!(
+                        bits(&m.output[..rows * output]),
+                        bits(&out),
+                        "{ctx}: output"
+                    );
+                    let v = loss::loss(
+                        LossKind::Mse,
+                        &m.output[..rows * output],
+                        &ys[l],
+                        rows,
+                        output,
+                        Some(&mut m.d_output[..rows * output]),
+                    );
+                    assert_eq!(v.loss.to_bits(), losses[l].loss.to_bits(), "{ctx}: loss");
+                    m.backward(&xs[l]);
+                    for (i, p) in m.params.iter().enumerate() {
+                        let mut g = vec![0.0; p.grad.len()];
+                        lanes::extract(&lanes.grads[i], l, &mut g);
+                        assert_eq!(bits(&p.grad), bits(&g), "{ctx}: gradient of {}", p.name);
+                    }
+                    o.step(&mut m.params, &h, 0.01);
+                    for (i, p) in m.params.iter().enumerate() {
+                        let mut w = vec![0.0; p.value.len()];
+                        lanes::extract(&lanes.values[i], l, &mut w);
+                        assert_eq!(bits(&p.value), bits(&w), "{ctx}: updated {}", p.name);
+                    }
+                }
+            }
+        }
+    }
+}

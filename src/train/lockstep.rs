@@ -1,0 +1,311 @@
+//! Lockstep: up to [`LANES`] runs that differ only in their seed, trained together — one per
+//! SIMD lane of a [`LaneMlp`] — by the same phases as a run alone ([`Run`]).
+//!
+//! An ordinary step (not evaluated, logged or checkpointed) takes each run's learning rate and
+//! batch from the run ([`Run::pick`]), computes every lane's forward pass, loss, backward pass
+//! and update at once, and hands each run its loss ([`Run::after_loss`]: the every-step
+//! observables, the divergence test) and the end of its step ([`Run::end_step`]). Any other step
+//! is the run's own ([`Run::step`]) on its own model, which holds exactly the lane's state: the
+//! lanes compute the bits each model computes alone, so whether a run trains alone or in a group
+//! changes nothing it records — metrics, checkpoints and artifacts are the same files and rows.
+//! A run that diverges or reaches its target loss leaves the group at that step, as it would
+//! stop alone.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::engine::lanes::LANES;
+use crate::error::Error;
+use crate::model::lanes::LaneMlp;
+use crate::model::{Batch, Mlp};
+use crate::nn::norm::{Mode, Norm};
+use crate::spec::{Dtype, ModelSpec, Spec};
+use crate::task::Dataset;
+
+use super::data::Split;
+use super::{Flow, MetricSink, Outcome, Run};
+
+/// One run of a group: what [`super::train`] takes for a run alone.
+pub struct Member<'a> {
+    pub spec: &'a Spec,
+    pub data: &'a Dataset,
+    pub sink: &'a mut dyn MetricSink,
+    pub artifacts: Option<&'a Path>,
+}
+
+/// Why runs of `spec` cannot train in lockstep, as far as the spec alone says (`None`: they
+/// can, unless the built model refuses: [`LaneMlp::refuse`]).
+pub fn refuse(spec: &Spec) -> Option<String> {
+    let ModelSpec::Mlp(mlp) = &spec.model else {
+        return Some("only MLPs train in lockstep".into());
+    };
+    if spec.model.dtype() != Dtype::F32 {
+        return Some("lockstep lanes are f32".into());
+    }
+    if spec.observe.sharpness_every > 0 {
+        return Some("sharpness is measured on one model".into());
+    }
+    if spec.optim.clip_grad_norm.is_some() || spec.optim.weight_norm.is_some() {
+        return Some("gradient clipping and the weight-norm constraint are per-model norms".into());
+    }
+    if mlp.norm != Norm::None {
+        return Some("the model has norm layers".into());
+    }
+    if !mlp.act.is_plain() {
+        return Some("the activation is biased (a·f(x − b) + c)".into());
+    }
+    if !mlp.activation.slope_from_output() {
+        return Some(format!(
+            "the {} activation keeps its slope in a buffer",
+            mlp.activation.name()
+        ));
+    }
+    None
+}
+
+/// The key runs share to train together: the resolved spec without its seed (`None` when
+/// [`refuse`] refuses).
+pub fn group_key(spec: &Spec) -> Option<String> {
+    if refuse(spec).is_some() {
+        return None;
+    }
+    let mut s = spec.clone();
+    s.seed = 0;
+    Some(s.to_json())
+}
+
+/// Trains `members` (at most [`LANES`], fresh runs of one [`group_key`]) together; each result
+/// is what [`super::train`] returns for that run alone. Runs the lanes cannot hold (a refused
+/// model, a data shape unlike the others') train alone, one after another.
+pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
+    assert!(members.len() <= LANES, "train_group: more runs than lanes");
+    let start = Instant::now();
+    let threads = members.first().map_or(1, |m| m.spec.train.threads);
+    crate::engine::ops::with_threads(threads, || {
+        let k = members.len();
+        let mut results: Vec<Option<Result<Outcome, Error>>> = (0..k).map(|_| None).collect();
+        let mut runs: Vec<Option<Run<'_, f32>>> = Vec::with_capacity(k);
+        for (i, m) in members.into_iter().enumerate() {
+            let built = m
+                .spec
+                .check_data(m.data)
+                .map_err(Error::from)
+                .and_then(|()| Run::<f32>::new(m.spec, m.data, m.sink, m.artifacts, false));
+            match built {
+                Ok(r) => runs.push(Some(r)),
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    runs.push(None);
+                }
+            }
+        }
+        // The lanes, shaped by the first run; any run unlike it trains alone.
+        let template = runs
+            .iter()
+            .flatten()
+            .next()
+            .and_then(|r| lane_model(r).ok());
+        let mut lanes = template.map(|(mlp, y_cols, r)| {
+            (
+                LaneMlp::new(mlp, r.batch, y_cols, r.spec.optim.optimizer),
+                (r.batch, r.n),
+            )
+        });
+        for (i, slot) in runs.iter_mut().enumerate() {
+            let fits = match (&lanes, slot.as_ref()) {
+                (Some((_, shape)), Some(r)) => lane_model(r).is_ok() && (r.batch, r.n) == *shape,
+                _ => false,
+            };
+            if !fits {
+                if let Some(r) = slot.take() {
+                    results[i] = Some(alone(r));
+                }
+            }
+        }
+        if let Some((lanes, _)) = &mut lanes {
+            for (lane, r) in runs.iter().enumerate() {
+                if let Some(r) = r {
+                    lanes.load(lane, r.model.params(), &r.opt);
+                    lanes.t = r.opt.t;
+                }
+            }
+            lockstep(lanes, &mut runs, &mut results);
+        }
+        let trained = results.iter().flatten().count().max(1);
+        let share = start.elapsed().as_secs_f64() / trained as f64;
+        results
+            .into_iter()
+            .map(|r| {
+                // A lockstep run's wall time is its share of the group's.
+                r.unwrap_or_else(|| {
+                    Err(Error::Io {
+                        path: Default::default(),
+                        source: std::io::Error::other("lockstep: a run was left without a result"),
+                    })
+                })
+                .map(|mut out| {
+                    out.wall_seconds = share;
+                    out
+                })
+            })
+            .collect()
+    })
+}
+
+/// The run's model as lanes see it: the MLP, its target columns, and the run (`Err`: why it
+/// trains alone).
+fn lane_model<'r, 'a>(
+    r: &'r Run<'a, f32>,
+) -> Result<(&'r Mlp<f32>, usize, &'r Run<'a, f32>), String> {
+    let Some(mlp) = r.model.as_any().downcast_ref::<Mlp<f32>>() else {
+        return Err("not an MLP".into());
+    };
+    if !matches!(r.train_set, Split::Rows(_)) || r.train_set.perturbs() || r.train_set.is_fresh() {
+        return Err("the data is not stored feature rows".into());
+    }
+    if let Some(why) = LaneMlp::refuse(mlp, r.batch) {
+        return Err(why);
+    }
+    Ok((mlp, r.y_cols(), r))
+}
+
+/// A run alone: [`super::train`]'s loop.
+fn alone(mut r: Run<'_, f32>) -> Result<Outcome, Error> {
+    for step in r.steps_done..r.spec.train.steps {
+        match r.step(step, &mut |_, _| {})? {
+            Flow::Go => {}
+            Flow::Stop => break,
+            Flow::Interrupted(out) => return Ok(out),
+        }
+    }
+    r.finish()
+}
+
+/// The group's steps. A run leaves `runs` when it ends (its result in `results`).
+fn lockstep(
+    lanes: &mut LaneMlp,
+    runs: &mut [Option<Run<'_, f32>>],
+    results: &mut [Option<Result<Outcome, Error>>],
+) {
+    let Some(first) = runs.iter().flatten().next() else {
+        return;
+    };
+    let tr = first.spec.train.clone();
+    let hyper = first.hyper;
+    let mut ended: Vec<(usize, Run<'_, f32>)> = Vec::new();
+    // A run leaves the group: finished later (after the loop) or with this error now.
+    macro_rules! leave {
+        ($lane:expr, $err:expr) => {{
+            runs[$lane] = None;
+            results[$lane] = Some(Err($err));
+        }};
+    }
+    for step in 0..tr.steps {
+        if runs.iter().all(Option::is_none) {
+            break;
+        }
+        let special = crate::interrupt::requested()
+            || step.is_multiple_of(tr.eval_every)
+            || runs
+                .iter()
+                .flatten()
+                .any(|r| r.logs(step) || r.checkpoints_after(step));
+        if special {
+            // The run's own step, on its own model (each starts from the group's step count).
+            let t = lanes.t;
+            for lane in 0..runs.len() {
+                let Some(r) = runs[lane].as_mut() else {
+                    continue;
+                };
+                let (params, opt) = (r.model.params_mut(), &mut r.opt);
+                lanes.store(lane, params, opt);
+                match r.step(step, &mut |_, _| {}) {
+                    Ok(Flow::Go) => lanes.load(lane, r.model.params(), &r.opt),
+                    Ok(Flow::Stop) => {
+                        if let Some(r) = runs[lane].take() {
+                            ended.push((lane, r));
+                        }
+                    }
+                    Ok(Flow::Interrupted(out)) => {
+                        runs[lane] = None;
+                        results[lane] = Some(Ok(out));
+                    }
+                    Err(e) => leave!(lane, e),
+                }
+                lanes.t = t;
+            }
+            lanes.t = t + 1;
+            continue;
+        }
+        // An ordinary step: every lane at once.
+        let mut lr = 0.0;
+        for lane in 0..runs.len() {
+            let Some(r) = runs[lane].as_mut() else {
+                continue;
+            };
+            r.pick(step);
+            lr = r.lr;
+            let Batch::Rows { x, y, rows } = r.train_set.view(r.picked, &r.gathered) else {
+                unreachable!("lane_model admits feature rows only")
+            };
+            lanes.set_batch(lane, x, y, rows);
+        }
+        lanes.forward();
+        let losses = lanes.loss();
+        for lane in 0..runs.len() {
+            let Some(r) = runs[lane].as_mut() else {
+                continue;
+            };
+            match r.after_loss(step, losses[lane]) {
+                Ok(Flow::Go) if r.needs_model() => {
+                    // The target loss: this step is logged in full, so it ends on the model.
+                    let (params, opt) = (r.model.params_mut(), &mut r.opt);
+                    lanes.store(lane, params, opt);
+                    let b = r.train_set.view(r.picked, &r.gathered);
+                    r.model.forward(&b, Mode::Train);
+                    let again = r.model.loss(&b, true);
+                    debug_assert_eq!(again.loss.to_bits(), losses[lane].loss.to_bits());
+                    match r.finish_step(step, &mut |_, _| {}) {
+                        Ok(_) => {
+                            if let Some(r) = runs[lane].take() {
+                                ended.push((lane, r));
+                            }
+                        }
+                        Err(e) => leave!(lane, e),
+                    }
+                }
+                Ok(Flow::Go) => {}
+                Ok(_) => {
+                    // Diverged: the run ends with the parameters it had before this step.
+                    let (params, opt) = (r.model.params_mut(), &mut r.opt);
+                    lanes.store(lane, params, opt);
+                    if let Some(r) = runs[lane].take() {
+                        ended.push((lane, r));
+                    }
+                }
+                Err(e) => leave!(lane, e),
+            }
+        }
+        lanes.backward();
+        lanes.step(&hyper, lr);
+        for lane in 0..runs.len() {
+            let Some(r) = runs[lane].as_mut() else {
+                continue;
+            };
+            if let Err(e) = r.end_step(step, &mut |_, _| {}) {
+                leave!(lane, e);
+            }
+        }
+    }
+    // The runs that went the distance take their final state from the lanes.
+    for lane in 0..runs.len() {
+        if let Some(mut r) = runs[lane].take() {
+            let (params, opt) = (r.model.params_mut(), &mut r.opt);
+            lanes.store(lane, params, opt);
+            ended.push((lane, r));
+        }
+    }
+    for (lane, r) in ended {
+        results[lane] = Some(r.finish());
+    }
+}

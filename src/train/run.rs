@@ -1,0 +1,568 @@
+//! One run's training state and the phases of its step, top to bottom (eval, lr, batch,
+//! forward, loss, divergence, backward, sharpness, clip, step, observe, checkpoint). The loop
+//! in [`super::train`] calls [`Run::step`] once per step; the lockstep driver
+//! ([`super::lockstep`]) calls the same phases, computing the forward, loss, backward and update
+//! of its runs' ordinary steps together, so a run means the same thing either way.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::checkpoint;
+use crate::engine::{Float, Rng};
+use crate::error::Error;
+use crate::generative::Kernel;
+use crate::interop;
+use crate::model::{self, Model};
+use crate::nn::loss::LossValue;
+use crate::nn::norm::Mode;
+use crate::observe::{self, Ctx, Observable};
+use crate::optim::{Hyper, OptimState};
+use crate::spec::{LossKind, ModelSpec, Spec};
+use crate::store::{MetricRow, RunStatus};
+use crate::task::{Dataset, Target};
+use crate::theory::curvature::Sharpness;
+
+use super::data::{self, Gathered, Part, Picked, Split};
+use super::generative::{self, GenerativeReport};
+use super::in_context::PromptReport;
+use super::segmentation::{self, SegmentationReport};
+use super::sequence::SequenceReport;
+use super::subtasks::SubtaskReport;
+use super::{
+    attention, batch_for, clip, diverged, divergence_message, empty_training_set, evaluate, hyper,
+    lr_at, metric, next_batch, remove_checkpoint, resume_from, target_message, update, MetricSink,
+    Outcome, ProgressFn,
+};
+
+/// What the loop does after a phase.
+pub(crate) enum Flow {
+    Go,
+    /// The run ended (diverged, or reached its target loss): finish it.
+    Stop,
+    /// Ctrl-C: the run is checkpointed and reported as interrupted.
+    Interrupted(Outcome),
+}
+
+/// A run between steps: its model, optimizer, data order, pending metric rows and how it
+/// stands.
+pub(crate) struct Run<'a, F: Float> {
+    pub(crate) spec: &'a Spec,
+    data: &'a Dataset,
+    sink: &'a mut dyn MetricSink,
+    artifacts: Option<&'a Path>,
+    start: Instant,
+    pub(crate) train_set: Split<F>,
+    test_set: Split<F>,
+    pub(crate) n: usize,
+    pub(crate) batch: usize,
+    loss_kind: LossKind,
+    pub(crate) model: Box<dyn Model<F>>,
+    sequence: Option<SequenceReport<'a>>,
+    prompts: Option<PromptReport<F>>,
+    generative: Option<GenerativeReport>,
+    subtasks: Option<SubtaskReport<F>>,
+    segmentation: Option<SegmentationReport>,
+    pub(crate) opt: OptimState<F>,
+    pub(crate) hyper: Hyper,
+    observables: Vec<Box<dyn Observable<F>>>,
+    order_rng: Rng,
+    order: Vec<usize>,
+    cursor: usize,
+    pub(crate) gathered: Gathered<F>,
+    /// This step's batch, and its learning rate.
+    pub(crate) picked: Picked,
+    pub(crate) lr: f64,
+    before: Vec<Vec<F>>,
+    rows: Vec<MetricRow>,
+    initial_loss: Option<f64>,
+    last: LossValue,
+    log_now: bool,
+    reached_target: bool,
+    status: RunStatus,
+    diverged_step: Option<u64>,
+    message: Option<String>,
+    pub(crate) steps_done: u64,
+    last_eval: Option<u64>,
+    run_id: String,
+    ckpt_path: Option<PathBuf>,
+}
+
+impl<'a, F: Float> Run<'a, F> {
+    /// Builds the run's data, model and optimizer; with `resume`, restores the checkpoint in
+    /// `artifacts` when there is one. Writes the initial weights and data when the spec asks.
+    pub(crate) fn new(
+        spec: &'a Spec,
+        data: &'a Dataset,
+        sink: &'a mut dyn MetricSink,
+        artifacts: Option<&'a Path>,
+        resume: bool,
+    ) -> Result<Self, Error> {
+        let start = Instant::now();
+        let (tr, opt_spec, obs_spec) = (&spec.train, &spec.optim, &spec.observe);
+
+        // Data: each split as feature rows in the model's precision, as token windows, or as a
+        // denoiser's noisy points.
+        let (train_set, test_set) = match &spec.model {
+            ModelSpec::Denoiser { denoiser, .. } => {
+                let kernel = Kernel::new(denoiser, data.input_dim());
+                (
+                    Split::<F>::noisy(data, Part::Train, kernel, spec.seed),
+                    Split::<F>::noisy(data, Part::Test, kernel, spec.seed),
+                )
+            }
+            _ => (
+                Split::<F>::new(data, Part::Train),
+                Split::<F>::new(data, Part::Test),
+            ),
+        };
+        let n = train_set.len();
+        if n == 0 {
+            return Err(empty_training_set());
+        }
+        let batch = batch_for(tr, data, n);
+
+        // Model: built from its spec for this data (a mismatch is an error, not a panic).
+        let loss_kind = tr.loss.unwrap_or(match data.target {
+            // A segmentation model's loss is its own (`model.unet.loss`).
+            Target::Classes { .. } | Target::Masks { .. } => LossKind::CrossEntropy,
+            Target::Regression { .. } => LossKind::Mse,
+        });
+        let mut rng = Rng::stream(spec.seed, "init");
+        let model = model::build::<F>(
+            &spec.model,
+            data::shape(&spec.model, data),
+            loss_kind,
+            batch,
+            &mut rng,
+        )?;
+        let sequence = match &data.sequence {
+            Some(info) => {
+                let prompt = test_set.first_token();
+                Some(SequenceReport::new(info, artifacts, prompt, spec.seed)?)
+            }
+            None => None,
+        };
+        let prompts = PromptReport::<F>::new(data);
+        let generative = match &spec.model {
+            ModelSpec::Denoiser { denoiser, .. } => {
+                Some(GenerativeReport::new(denoiser, data, spec.seed))
+            }
+            _ => None,
+        };
+        let subtasks = data
+            .subtasks
+            .as_ref()
+            .map(|s| SubtaskReport::new(s, &test_set, model.capacity()));
+        let segmentation = SegmentationReport::new(data);
+        if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
+            interop::save_params(model.params(), &dir.join("weights_init.safetensors"))?;
+        }
+        if let (Some(dir), true) = (artifacts, spec.output.save_data) {
+            interop::save_dataset(data, &dir.join("data.safetensors"))?;
+        }
+        let opt = OptimState::new(model.params(), opt_spec.optimizer);
+        let hyper = hyper(opt_spec);
+        let names = obs_spec.observables.as_deref().unwrap_or(&[]);
+        let observables = observe::registry::<F>(names, spec.model.family());
+
+        // Preallocated: the batch, the pre-update snapshot, the metric rows.
+        let mut order_rng = Rng::stream(spec.seed, "batches");
+        let mut order = order_rng.permutation(n);
+        let gathered = train_set.buffers(batch);
+        let before: Vec<Vec<F>> = model.params().iter().map(|p| p.value.clone()).collect();
+        let mut rows: Vec<MetricRow> = Vec::with_capacity(1024);
+
+        let mut run = Run {
+            spec,
+            data,
+            sink,
+            artifacts,
+            start,
+            train_set,
+            test_set,
+            n,
+            batch,
+            loss_kind,
+            model,
+            sequence,
+            prompts,
+            generative,
+            subtasks,
+            segmentation,
+            opt,
+            hyper,
+            observables,
+            order_rng: order_rng.clone(),
+            order: Vec::new(),
+            cursor: 0,
+            gathered,
+            picked: Picked::Whole(0),
+            lr: 0.0,
+            before,
+            rows: Vec::new(),
+            initial_loss: None,
+            last: LossValue::default(),
+            log_now: false,
+            reached_target: false,
+            status: RunStatus::Completed,
+            diverged_step: None,
+            message: None,
+            steps_done: 0,
+            last_eval: None,
+            run_id: spec.run_id(),
+            ckpt_path: artifacts.map(|d| d.join(checkpoint::FILE)),
+        };
+
+        // Resume: restore the whole state the checkpoint holds.
+        if let (true, Some(path)) = (resume, &run.ckpt_path) {
+            let (params, opt) = (run.model.params_mut(), &mut run.opt);
+            if let Some(st) = resume_from(path, &run.run_id, params, opt, &mut order)? {
+                run.steps_done = st.step;
+                run.cursor = st.cursor;
+                order_rng = st.order_rng;
+                run.initial_loss = st.initial_loss_bits.map(f64::from_bits);
+                run.last_eval = st.last_eval;
+            }
+        }
+        run.order = order;
+        run.order_rng = order_rng;
+
+        // Once, at step 0: the parameter count (scaling fits read N from the store) and what
+        // the task knows (a sequence source's entropy rate).
+        if run.steps_done == 0 {
+            if let Some(s) = &run.sequence {
+                s.start(&mut rows);
+            }
+            if let Some(p) = &run.prompts {
+                p.start(&mut rows);
+            }
+            if let Some(s) = &run.subtasks {
+                s.start(&mut rows);
+            }
+            if let Some(g) = &mut run.generative {
+                g.start(&mut rows);
+            }
+            if let Some(s) = &run.segmentation {
+                s.start(data, &mut rows);
+            }
+            rows.push(metric(0, "n_params", run.model.n_params() as f64));
+        }
+        run.rows = rows;
+        Ok(run)
+    }
+
+    /// Target columns of the training data.
+    pub(crate) fn y_cols(&self) -> usize {
+        self.data.train_y.ncols()
+    }
+
+    /// The whole state as it stands before step `steps_done`, after flushing every row so far
+    /// (so the store and the checkpoint agree).
+    fn save_checkpoint(&mut self) -> Result<(), Error> {
+        if let Some(path) = &self.ckpt_path {
+            let state = checkpoint::State {
+                run_id: self.run_id.clone(),
+                step: self.steps_done,
+                optim_t: self.opt.t,
+                cursor: self.cursor,
+                order_rng: self.order_rng.clone(),
+                initial_loss_bits: self.initial_loss.map(f64::to_bits),
+                last_eval: self.last_eval,
+            };
+            self.sink.write(&self.rows)?;
+            self.rows.clear();
+            checkpoint::save(path, &state, self.model.params(), &self.opt, &self.order)?;
+        }
+        Ok(())
+    }
+
+    /// One whole step.
+    pub(crate) fn step(&mut self, step: u64, progress: ProgressFn<'_>) -> Result<Flow, Error> {
+        if let Flow::Interrupted(out) = self.begin(step)? {
+            return Ok(Flow::Interrupted(out));
+        }
+        // Forward and loss (which also seeds the output gradient).
+        let b = self.train_set.view(self.picked, &self.gathered);
+        self.model.forward(&b, Mode::Train);
+        let last = self.model.loss(&b, true);
+        if let Flow::Stop = self.after_loss(step, last)? {
+            return Ok(Flow::Stop);
+        }
+        self.finish_step(step, progress)
+    }
+
+    /// Interrupt and eval, then [`Run::pick`].
+    pub(crate) fn begin(&mut self, step: u64) -> Result<Flow, Error> {
+        // Stop when asked (Ctrl-C): checkpoint where we are and report the run as interrupted.
+        if crate::interrupt::requested() {
+            self.save_checkpoint()?;
+            self.sink.write(&self.rows)?;
+            self.rows.clear();
+            return Ok(Flow::Interrupted(Outcome::interrupted(
+                self.steps_done,
+                self.last.loss,
+                self.start.elapsed().as_secs_f64(),
+                self.model.n_params(),
+            )));
+        }
+        // Eval: the parameters as they are before this step's update (step 0 = initialization).
+        if step.is_multiple_of(self.spec.train.eval_every) {
+            self.evaluate_all(step)?;
+            self.last_eval = Some(step);
+        }
+        self.pick(step);
+        Ok(Flow::Go)
+    }
+
+    /// This step's learning rate and batch ([`Run::picked`], gathered into [`Run::gathered`]).
+    pub(crate) fn pick(&mut self, step: u64) {
+        // Learning rate.
+        self.lr = lr_at(&self.spec.optim, step, self.spec.train.steps);
+
+        // Batch: a fresh permutation each epoch; the last batch of an epoch may be short
+        // (DataLoader's drop_last = False). Prompt tasks draw fresh prompts every step.
+        let (n, batch) = (self.n, self.batch);
+        self.picked = if self.train_set.is_fresh() {
+            self.train_set.fresh(step, batch, &mut self.gathered);
+            Picked::Fresh { step, batch }
+        } else if batch == n && !self.train_set.perturbs() {
+            Picked::Whole(n)
+        } else {
+            let (rng, order, cursor) = (&mut self.order_rng, &mut self.order, &mut self.cursor);
+            let picked = next_batch(rng, order, cursor, n, batch);
+            self.train_set
+                .gather(&self.order[picked.clone()], step, &mut self.gathered);
+            Picked::Gathered(picked.len())
+        };
+    }
+
+    /// The evaluation rows at `step` and what the task's reports measure after it.
+    fn evaluate_all(
+        &mut self,
+        step: u64,
+    ) -> Result<((f64, Option<f64>), (f64, Option<f64>)), Error> {
+        let model = &mut *self.model;
+        let rows = &mut self.rows;
+        let r = evaluate(model, &self.train_set, &self.test_set, step, rows);
+        if let Some(s) = &self.sequence {
+            s.after_eval(step, r.1 .0, model, rows)?;
+        }
+        if let Some(p) = &self.prompts {
+            p.after_eval(step, model, rows);
+        }
+        if let Some(s) = &mut self.subtasks {
+            s.after_eval(step, model, &self.test_set, rows);
+        }
+        if let Some(g) = &mut self.generative {
+            g.after_eval(step, model, rows);
+        }
+        if let Some(s) = &mut self.segmentation {
+            s.after_eval(step, model, &self.test_set, rows);
+        }
+        Ok(r)
+    }
+
+    /// Whether `step` is logged in full whatever its loss: the observables read the model's
+    /// buffers, so the lockstep driver trains such a step on the run's own model.
+    pub(crate) fn logs(&self, step: u64) -> bool {
+        step.is_multiple_of(self.spec.observe.log_every) || step + 1 == self.spec.train.steps
+    }
+
+    /// The loss rows, every-step observables and the divergence test for this step's loss;
+    /// [`Flow::Stop`] when the run diverged (recorded, rows flushed).
+    pub(crate) fn after_loss(&mut self, step: u64, last: LossValue) -> Result<Flow, Error> {
+        let (tr, obs_spec) = (&self.spec.train, &self.spec.observe);
+        self.last = last;
+        let first = *self.initial_loss.get_or_insert(last.loss);
+        self.reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
+        self.log_now =
+            step % obs_spec.log_every == 0 || step + 1 == tr.steps || self.reached_target;
+        let diverged = diverged(last.loss, first, tr.divergence_factor);
+        if self.log_now || diverged {
+            self.rows.push(metric(step, "train_loss", last.loss));
+            if let Some(c) = last.correct {
+                self.rows.push(metric(
+                    step,
+                    "train_acc",
+                    c as f64 / last.counted.max(1) as f64,
+                ));
+            }
+        }
+        // Every step's loss, for the observables that watch all of them (loss spikes).
+        for o in self.observables.iter_mut() {
+            o.every_step(step, last.loss, &mut self.rows);
+        }
+
+        // Divergence is a result: record where it happened and stop.
+        if diverged {
+            self.status = RunStatus::Diverged;
+            self.diverged_step = Some(step);
+            self.message = Some(divergence_message(
+                last.loss,
+                first,
+                tr.divergence_factor,
+                step,
+            ));
+            self.sink.write(&self.rows)?;
+            self.rows.clear();
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Whether this step must end in full on the run's own model (after [`Run::after_loss`]):
+    /// it logs, or reached the target loss.
+    pub(crate) fn needs_model(&self) -> bool {
+        self.log_now
+    }
+
+    /// Backward, sharpness, clip, update, observe, checkpoint, target.
+    pub(crate) fn finish_step(
+        &mut self,
+        step: u64,
+        progress: ProgressFn<'_>,
+    ) -> Result<Flow, Error> {
+        let (spec, obs_spec) = (self.spec, &self.spec.observe);
+        let b = self.train_set.view(self.picked, &self.gathered);
+        // Backward.
+        self.model.backward(&b);
+
+        // Sharpness of this batch's loss at the parameters before the update.
+        if obs_spec.sharpness_every > 0 && step.is_multiple_of(obs_spec.sharpness_every) {
+            // A fresh start vector from a per-step stream (no warm start), so a resumed run
+            // measures exactly what an uninterrupted one does.
+            let mut rng = Rng::stream(
+                spec.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                "curvature",
+            );
+            let s = Sharpness::default().measure(
+                &spec.model,
+                data::shape(&spec.model, self.data),
+                self.loss_kind,
+                &*self.model,
+                &b,
+                obs_spec.sharpness_iters,
+                &mut rng,
+            )?;
+            self.rows.push(metric(step, "sharpness", s));
+        }
+
+        // Clip (global norm), keeping the factor so observables can report the raw gradient.
+        let clip_coef = clip(&spec.optim, self.model.params_mut());
+
+        // Step (snapshot first on logged steps, for the update-to-weight ratio).
+        update(
+            &spec.optim,
+            &self.hyper,
+            self.lr,
+            &mut self.opt,
+            self.model.params_mut(),
+            &mut self.before,
+            self.log_now,
+        );
+
+        // Observe, then flush: one transaction per logged step.
+        if self.log_now {
+            let ctx = Ctx {
+                step,
+                model: &*self.model,
+                batch: &b,
+                before: &self.before,
+                lr: self.lr,
+                clip_coef,
+            };
+            for o in &self.observables {
+                o.observe(&ctx, &mut self.rows);
+            }
+            self.sink.write(&self.rows)?;
+            self.rows.clear();
+        }
+        self.end_step(step, progress)
+    }
+
+    /// After the update: the step count, progress, checkpoint and target loss.
+    pub(crate) fn end_step(&mut self, step: u64, progress: ProgressFn<'_>) -> Result<Flow, Error> {
+        let tr = &self.spec.train;
+        self.steps_done = step + 1;
+        progress(self.steps_done, self.last.loss);
+
+        // Checkpoint (after flushing every row so far, so the store and the checkpoint agree).
+        if tr.checkpoint_every > 0
+            && self.steps_done.is_multiple_of(tr.checkpoint_every)
+            && self.steps_done < tr.steps
+        {
+            self.save_checkpoint()?;
+        }
+
+        // Stop at the target loss (this step was logged in full).
+        if self.reached_target {
+            self.message = Some(target_message(tr, step));
+            return Ok(Flow::Stop);
+        }
+        Ok(Flow::Go)
+    }
+
+    /// Whether a checkpoint is due once step `step` is done.
+    pub(crate) fn checkpoints_after(&self, step: u64) -> bool {
+        let tr = &self.spec.train;
+        tr.checkpoint_every > 0
+            && (step + 1).is_multiple_of(tr.checkpoint_every)
+            && step + 1 < tr.steps
+    }
+
+    /// The final evaluation, the artifacts, and how the run ended.
+    pub(crate) fn finish(mut self) -> Result<Outcome, Error> {
+        let steps_done = self.steps_done;
+        // Final evaluation of the trained parameters, at the step count reached — unless those
+        // very parameters were just evaluated (a run that diverged on an evaluation step).
+        let (train_eval, test_eval) = if self.last_eval == Some(steps_done) {
+            evaluate(
+                &mut *self.model,
+                &self.train_set,
+                &self.test_set,
+                steps_done,
+                &mut Vec::new(),
+            )
+        } else {
+            self.evaluate_all(steps_done)?
+        };
+        self.sink.write(&self.rows)?;
+        let (artifacts, spec, data) = (self.artifacts, self.spec, self.data);
+        if let (Some(dir), true) = (artifacts, spec.output.save_weights) {
+            interop::save_params(self.model.params(), &dir.join("weights_final.safetensors"))?;
+        }
+        // What the trained denoiser generates, with its trajectories and the reference points.
+        if let (Some(dir), Some(g)) = (artifacts, &self.generative) {
+            g.save(&dir.join(generative::FILE))?;
+        }
+        // Held-out images, masks and the trained model's predictions.
+        if let (Some(dir), Some(s)) = (artifacts, &self.segmentation) {
+            s.save(data, &dir.join(segmentation::FILE))?;
+        }
+        // What the trained transformer's heads look at, on the first held-out sample.
+        if let Some(dir) = artifacts {
+            attention::save(&mut *self.model, &self.test_set, &dir.join(attention::FILE))?;
+        }
+        // The run is over: its checkpoint has nothing left to resume.
+        if let Some(path) = &self.ckpt_path {
+            remove_checkpoint(path)?;
+        }
+        let mut message = self.message;
+        if message.is_none() {
+            message = self.sequence.as_ref().and_then(|s| s.message(test_eval.0));
+        }
+        Ok(Outcome {
+            status: self.status,
+            steps: steps_done,
+            diverged_step: self.diverged_step,
+            message,
+            final_batch_loss: self.last.loss,
+            train_loss: train_eval.0,
+            train_acc: train_eval.1,
+            test_loss: test_eval.0,
+            test_acc: test_eval.1,
+            wall_seconds: self.start.elapsed().as_secs_f64(),
+            n_params: self.model.n_params(),
+        })
+    }
+}
