@@ -229,36 +229,22 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
     }
 }
 
-/// Ensemble layouts for K same-shape runs (the reference MLP, different seeds), as
-/// milliseconds per model-step:
-/// - `lockstep`: the K models in one thread, each layer of every model before the next layer —
-///   the "one batched computation" this engine can form (each model still has its own weights,
-///   so a layer is K GEMMs; what batching saves in a Python framework, the per-op dispatch,
-///   costs nothing here);
-/// - `workers`: the K runs spread over `workers` threads, each thread training its runs one after
-///   another — the sweep executor's layout.
+/// Lockstep lanes against runs alone, for the tiny MLPs sweeps are made of: `8 → w → w → 1`
+/// tanh, batch 64, Adam, f32, at each hidden width `w`. Microseconds per model-step (forward,
+/// loss, backward, update), one thread, medians of `repeats` timings of `steps` steps.
 #[derive(Clone, Debug)]
-pub struct EnsembleReport {
-    pub k: usize,
-    pub workers: usize,
-    pub single_ms: f64,
-    pub lockstep_ms: f64,
-    pub workers_ms: f64,
+pub struct LanesRow {
+    pub width: usize,
+    pub n_params: usize,
+    pub alone_us: f64,
+    pub lanes_us: f64,
 }
 
-fn ensemble_member(seed: u64) -> (Mlp<f32>, OptimState<f32>) {
-    let spec = MlpSpec {
-        width: 256,
-        depth: 3,
-        activation: Activation::Tanh,
-        ..MlpSpec::default()
-    };
-    let model = Mlp::<f32>::new(&spec, 64, 1, BATCH, &mut Rng::stream(seed, "init"));
-    let opt = OptimState::new(&model.params, Optimizer::Adam);
-    (model, opt)
-}
-
-fn member_step(m: &mut Mlp<f32>, opt: &mut OptimState<f32>, x: &[f32], y: &[f32]) {
+pub fn lanes(widths: &[usize], steps: usize, repeats: usize) -> Vec<LanesRow> {
+    use crate::engine::lanes::LANES;
+    use crate::model::lanes::LaneMlp;
+    const IN: usize = 8;
+    const ROWS: usize = 64;
     let hyper = Hyper {
         optimizer: Optimizer::Adam,
         momentum: 0.0,
@@ -267,62 +253,88 @@ fn member_step(m: &mut Mlp<f32>, opt: &mut OptimState<f32>, x: &[f32], y: &[f32]
         eps: 1e-8,
         weight_decay: 0.0,
     };
-    m.forward(x, BATCH, Mode::Train);
-    loss::loss(
-        LossKind::Mse,
-        &m.output[..BATCH],
-        y,
-        BATCH,
-        1,
-        Some(&mut m.d_output[..BATCH]),
-    );
-    m.backward(x);
-    opt.step(&mut m.params, &hyper, 1e-3);
-}
-
-/// Measures both layouts over `steps` steps (after a warm-up of 10).
-pub fn ensemble(k: usize, workers: usize, steps: usize) -> EnsembleReport {
-    let batches = data::<f32>();
-    let run = |members: &mut Vec<(Mlp<f32>, OptimState<f32>)>, steps: usize| {
-        for s in 0..steps {
-            let (x, y) = &batches[s % batches.len()];
-            for (m, o) in members.iter_mut() {
-                member_step(m, o, x, y);
+    let mut rng = Rng::stream(0, "bench/lanes");
+    // 8 batches per model, cycled.
+    let batches: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..LANES)
+        .map(|_| {
+            (0..8)
+                .map(|_| {
+                    let x: Vec<f32> = (0..ROWS * IN).map(|_| rng.normal() as f32).collect();
+                    let y: Vec<f32> = (0..ROWS).map(|_| rng.normal() as f32 * 0.3).collect();
+                    (x, y)
+                })
+                .collect()
+        })
+        .collect();
+    widths
+        .iter()
+        .map(|&width| {
+            let spec = MlpSpec {
+                width,
+                depth: 2,
+                activation: Activation::Tanh,
+                ..MlpSpec::default()
+            };
+            let mut models: Vec<(Mlp<f32>, OptimState<f32>)> = (0..LANES as u64)
+                .map(|s| {
+                    let m = Mlp::<f32>::new(&spec, IN, 1, ROWS, &mut Rng::stream(s, "init"));
+                    let o = OptimState::new(&m.params, Optimizer::Adam);
+                    (m, o)
+                })
+                .collect();
+            let n_params = models[0].0.params.iter().map(|p| p.value.len()).sum();
+            let mut lanes = LaneMlp::new(&models[0].0, ROWS, 1, Optimizer::Adam);
+            for (l, (m, o)) in models.iter().enumerate() {
+                lanes.load(l, &m.params, o);
             }
-        }
-    };
-    // One model alone, for reference.
-    let mut one = vec![ensemble_member(0)];
-    run(&mut one, 10);
-    let t = Instant::now();
-    run(&mut one, steps);
-    let single_ms = t.elapsed().as_secs_f64() * 1e3 / steps as f64;
-    // Lockstep: K models in one thread.
-    let mut all: Vec<_> = (0..k as u64).map(ensemble_member).collect();
-    run(&mut all, 10);
-    let t = Instant::now();
-    run(&mut all, steps);
-    let lockstep_ms = t.elapsed().as_secs_f64() * 1e3 / (steps * k) as f64;
-    // Workers: K models spread over `workers` threads, each thread stepping its own in turn.
-    let per = k.div_ceil(workers);
-    let t = Instant::now();
-    std::thread::scope(|scope| {
-        for w in 0..workers {
-            let run = &run;
-            scope.spawn(move || {
-                // Each worker trains its runs one after another, as the sweep executor does.
-                for i in (0..k as u64).filter(|i| (*i as usize) / per == w) {
-                    run(&mut vec![ensemble_member(i)], steps);
+            let alone_step = |(m, o): &mut (Mlp<f32>, OptimState<f32>), s: usize| {
+                let (x, y) = &batches[0][s % 8];
+                m.forward(x, ROWS, Mode::Train);
+                let k = ROWS;
+                loss::loss(
+                    LossKind::Mse,
+                    &m.output[..k],
+                    y,
+                    k,
+                    1,
+                    Some(&mut m.d_output[..k]),
+                );
+                m.backward(x);
+                o.step(&mut m.params, &hyper, 1e-3);
+            };
+            let mut alone = Vec::with_capacity(repeats);
+            let mut lane = Vec::with_capacity(repeats);
+            for r in 0..repeats + 1 {
+                // Interleaved, so a noisy neighbour slows both alike; the first round warms up.
+                let t = Instant::now();
+                for s in 0..steps {
+                    alone_step(&mut models[0], s);
                 }
-            });
-        }
-    });
-    let workers_ms = t.elapsed().as_secs_f64() * 1e3 / (steps * k) as f64;
-    EnsembleReport {
-        k,
-        workers,
-        single_ms,
-        lockstep_ms,
-        workers_ms,
-    }
+                let a = t.elapsed().as_secs_f64() * 1e6 / steps as f64;
+                let t = Instant::now();
+                let group_steps = steps.div_ceil(LANES).max(1);
+                for s in 0..group_steps {
+                    for (l, b) in batches.iter().enumerate() {
+                        let (x, y) = &b[s % 8];
+                        lanes.set_batch(l, x, y, ROWS);
+                    }
+                    lanes.forward();
+                    lanes.loss();
+                    lanes.backward();
+                    lanes.step(&hyper, 1e-3);
+                }
+                let l = t.elapsed().as_secs_f64() * 1e6 / (group_steps * LANES) as f64;
+                if r > 0 {
+                    alone.push(a);
+                    lane.push(l);
+                }
+            }
+            LanesRow {
+                width,
+                n_params,
+                alone_us: median(alone),
+                lanes_us: median(lane),
+            }
+        })
+        .collect()
 }

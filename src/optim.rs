@@ -207,6 +207,23 @@ impl<F: Float> Coeffs<F> {
         }
     }
 
+    /// The constants of [`Coeffs::adam`] for the lockstep lanes' vector copy of it.
+    pub fn adam_consts(&self) -> crate::engine::lanes::AdamConsts {
+        let f = |x: F| x.f64() as f32;
+        crate::engine::lanes::AdamConsts {
+            adamw: self.adamw,
+            decay: f(self.decay),
+            keep: f(F::one() - self.lr * self.decay),
+            b1: f(self.b1),
+            one_minus_b1: f(F::one() - self.b1),
+            b2: f(self.b2),
+            one_minus_b2: f(F::one() - self.b2),
+            step_size: f(self.step_size),
+            inv_bc2_sqrt: f(self.inv_bc2_sqrt),
+            eps: f(self.eps),
+        }
+    }
+
     /// `torch.optim.SGD` without momentum.
     #[inline(always)]
     pub fn sgd(&self, w: &mut F, g: F) {

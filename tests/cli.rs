@@ -700,7 +700,7 @@ fn force_on_a_live_run_touches_nothing() {
     assert!(ckpt.exists(), "the live run's checkpoint was deleted");
 }
 
-/// `--workers 0` is refused (exit 2), not quietly taken as 1, in `sweep` and `bench --ensemble`.
+/// `--workers 0` is refused (exit 2), not quietly taken as 1, in `sweep` and `bench`.
 #[test]
 fn zero_workers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -717,7 +717,7 @@ fn zero_workers_are_refused() {
             "0",
             "--dry-run",
         ],
-        vec!["bench", "--ensemble", "4", "--workers", "0"],
+        vec!["bench", "--lanes", "--workers", "0"],
     ] {
         let o = run_in(dir.path(), &args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -14,11 +14,12 @@ pub struct Args {
     warmup: usize,
     #[arg(long, value_enum, default_value = "f32")]
     dtype: DtypeArg,
-    /// Instead: K same-shape models trained in lockstep in one thread vs one model per worker
-    /// thread (f32), in ms per model-step.
-    #[arg(long, value_name = "K")]
-    ensemble: Option<usize>,
-    /// Worker threads for `--ensemble` and `--tiny` (default: the number of cores).
+    /// Instead: tiny MLPs (8 → w → w → 1, batch 64, Adam) trained 16 at a time in lockstep lanes
+    /// against one at a time, per model-step, over hidden widths from 2 to 256: where lanes
+    /// gain, and the crossover `sweep` uses.
+    #[arg(long)]
+    lanes: bool,
+    /// Worker threads for `--tiny` (default: the number of cores).
     #[arg(long, value_parser = super::positive)]
     workers: Option<usize>,
     /// Instead: the reference tiny GPT of `torch_bench.py gpt` (f32, AdamW).
@@ -30,19 +31,19 @@ pub struct Args {
     /// Instead: the tiny-run sweep of the peers' `tiny-sweep.toml` (64 seeds of a width-16,
     /// depth-2 MLP, 2,000 Adam steps each) as `cloudchamber sweep` runs it on `--workers`
     /// workers, timed end to end (process start, data, training, store) on a fresh store.
-    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads"])]
+    #[arg(long, conflicts_with_all = ["gpt", "lanes", "steps", "warmup", "dtype", "threads"])]
     tiny: bool,
     /// Instead: samples per second of EDM's Heun sampler (18 steps) with two reference
     /// denoisers (the 2-D toy's and the 1000-dimensional mixture's networks), on 1 and 2 GEMM
     /// threads, beside the same network and sampler in PyTorch (`benches/peers/torch_heun.py`,
     /// run by `--peer-python` or $CLOUDCHAMBER_TORCH_PYTHON when given).
-    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "steps", "warmup", "dtype", "threads", "tiny"])]
+    #[arg(long, conflicts_with_all = ["gpt", "lanes", "steps", "warmup", "dtype", "threads", "tiny"])]
     sampler: bool,
     /// Instead: the U-Net's training step (the `unet-shapes` example's network, 16 images of
     /// 64×64, Adam, f32) on 1 and 2 threads, beside PyTorch eager (`benches/peers/torch_unet.py`,
     /// run by `--peer-python` or $CLOUDCHAMBER_TORCH_PYTHON when given) on the same weights and
     /// batch.
-    #[arg(long, conflicts_with_all = ["gpt", "ensemble", "dtype", "tiny", "sampler"])]
+    #[arg(long, conflicts_with_all = ["gpt", "lanes", "dtype", "tiny", "sampler"])]
     unet: bool,
     /// A Python with torch, numpy and safetensors, for the PyTorch side of `--sampler` and
     /// `--unet`.
@@ -318,9 +319,7 @@ pub fn run(a: Args) -> Result<(), Error> {
     println!("cpu: {}", cloudchamber::os::cpu_description());
     println!(
         "gemm: {}",
-        cloudchamber::engine::gemm_kernel(
-            !matches!(a.dtype, DtypeArg::F64) || a.gpt || a.ensemble.is_some()
-        )
+        cloudchamber::engine::gemm_kernel(!matches!(a.dtype, DtypeArg::F64) || a.gpt || a.lanes)
     );
     // `--workers`, or one per core.
     let workers = a
@@ -355,39 +354,40 @@ pub fn run(a: Args) -> Result<(), Error> {
         println!("  loss {:.4} -> {:.4}", r.first_loss, r.last_loss);
         return Ok(());
     }
-    if let Some(k) = a.ensemble {
-        if k == 0 {
-            return Err(Error::Invalid {
-                what: "--ensemble".into(),
-                message: "must be ≥ 1".into(),
-                hint: "e.g. --ensemble 16".into(),
-            });
+    if a.lanes {
+        let widths = [2, 4, 8, 16, 32, 64, 128, 256];
+        let steps = a.steps.max(160);
+        let rows = bench::lanes(&widths, steps, a.repeat.max(3));
+        println!(
+            "tiny MLPs 8→w→w→1 tanh, batch 64, Adam, f32, 1 thread: µs per model-step, 16 models in lockstep lanes vs one at a time (medians of {} interleaved timings of {steps} steps)",
+            a.repeat.max(3)
+        );
+        println!(
+            "  {:>5}  {:>7}  {:>9}  {:>9}  {:>6}",
+            "width", "params", "alone", "lanes", "gain"
+        );
+        for r in &rows {
+            println!(
+                "  {:>5}  {:>7}  {:>9.2}  {:>9.2}  {:>5.2}×",
+                r.width,
+                r.n_params,
+                r.alone_us,
+                r.lanes_us,
+                r.alone_us / r.lanes_us
+            );
         }
-        let r = bench::ensemble(k, workers, a.steps);
-        println!(
-            "{k} reference MLPs (f32, batch 128, Adam), ms per model-step, mean over {} steps",
-            a.steps
-        );
-        println!("  one model alone            {:>8.3}", r.single_ms);
-        println!(
-            "  {k} in lockstep, 1 thread   {:>8.3}  ({:.2}× the single model's throughput)",
-            r.lockstep_ms,
-            r.single_ms / r.lockstep_ms
-        );
-        println!(
-            "  one per worker, {} threads  {:>8.3}  ({:.2}×)",
-            r.workers,
-            r.workers_ms,
-            r.single_ms / r.workers_ms
-        );
-        println!(
-            "  faster: {}",
-            if r.workers_ms < r.lockstep_ms {
-                "one run per worker (what `sweep` does)"
-            } else {
-                "lockstep"
-            }
-        );
+        let widest = rows
+            .iter()
+            .filter(|r| r.lanes_us < r.alone_us)
+            .map(|r| r.width)
+            .max();
+        match widest {
+            Some(w) => println!(
+                "  lanes gain up to width {w} here; `sweep` groups MLPs up to width {}",
+                cloudchamber::sweep::exec::LOCKSTEP_MAX_WIDTH
+            ),
+            None => println!("  lanes gain at no width here"),
+        }
         return Ok(());
     }
     let dtype = match a.dtype {

@@ -40,18 +40,7 @@
 /// NaN gives NaN, `tanh_f32(-0.0) = -0.0`.
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
-    // Numerator x + x³·(A0 + A1·x² + A2·x⁴ + A3·x⁶), Eigen's alpha[] (highest degree first there).
-    const A0: f32 = 1.340216100e-1;
-    const A1: f32 = 3.520756727e-3;
-    const A2: f32 = 2.102733560e-5;
-    const A3: f32 = 1.394553628e-8;
-    // Denominator 1 + B1·x² + … + B4·x⁸, Eigen's beta[].
-    const B1: f32 = 4.673548340e-1;
-    const B2: f32 = 2.597254514e-2;
-    const B3: f32 = 3.326951409e-4;
-    const B4: f32 = 8.015776984e-7;
-    const CLAMP: f32 = 7.90738964080810547;
-
+    use tanh_consts::*;
     // `clamp` keeps NaN (unlike `max`/`min`) and maps ±inf to ±CLAMP.
     let xc = x.clamp(-CLAMP, CLAMP);
     let x2 = xc * xc;
@@ -66,6 +55,21 @@ pub fn tanh_f32(x: f32) -> f32 {
     q = x2 * q + 1.0;
     // Cheap guarantee that tanh never leaves [-1, 1], whatever the rounding near the clamp.
     (p / q).clamp(-1.0, 1.0)
+}
+
+/// [`tanh_f32`]'s constants (shared with the lockstep lanes' vector copy of it).
+pub mod tanh_consts {
+    // Numerator x + x³·(A0 + A1·x² + A2·x⁴ + A3·x⁶), Eigen's alpha[] (highest degree first there).
+    pub const A0: f32 = 1.340216100e-1;
+    pub const A1: f32 = 3.520756727e-3;
+    pub const A2: f32 = 2.102733560e-5;
+    pub const A3: f32 = 1.394553628e-8;
+    // Denominator 1 + B1·x² + … + B4·x⁸, Eigen's beta[].
+    pub const B1: f32 = 4.673548340e-1;
+    pub const B2: f32 = 2.597254514e-2;
+    pub const B3: f32 = 3.326951409e-4;
+    pub const B4: f32 = 8.015776984e-7;
+    pub const CLAMP: f32 = 7.90738964080810547;
 }
 
 /// `e^x` for `f32`: Cephes `expf` (S. Moshier, Cephes Math Library): Cody–Waite range

@@ -51,15 +51,58 @@ pub fn gemm(
     }
     if k > 0 {
         // `gemm_ex`'s degenerate shapes, in its order.
+        #[cfg(target_arch = "x86_64")]
+        let fast = super::sgemm::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        let fast = false;
         if n == 1 && ta == Op::N {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B, C.
+                return unsafe { avx512::dot_rows(m, k, alpha, a, b, beta, c) };
+            }
             return dot_rows(m, k, alpha, a, b, beta, c);
         }
         if m == 1 && tb == Op::N {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: as above.
+                return unsafe { avx512::axpy(n, k, alpha, a, b, beta, c) };
+            }
             return axpy(n, k, alpha, a, b, beta, c);
         }
         if k == 1 {
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: as above.
+                return unsafe { avx512::outer(m, n, alpha, a, b, beta, c) };
+            }
             return outer(m, n, alpha, a, b, beta, c);
         }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        let (ars, aps) = match ta {
+            Op::N => (k, 1),
+            Op::T => (1, m),
+        };
+        let (bps, bjs) = match tb {
+            Op::N => (n, 1),
+            Op::T => (1, k),
+        };
+        // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C for
+        // these strides; `c` is a unique borrow.
+        unsafe {
+            avx512::chain(
+                (m, n, k),
+                alpha,
+                (a.as_ptr(), ars, aps),
+                (b.as_ptr(), bps, bjs),
+                beta,
+                c.as_mut_ptr(),
+            )
+        };
+        return;
     }
     // The kernels: A(i, p) and B(p, j) through the transposes.
     let a_at = |i: usize, p: usize| match ta {
@@ -176,6 +219,12 @@ fn outer(m: usize, n: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c:
 
 /// `acc[j] = Σ_r g[r, j]` in row order, as [`super::ops::column_sums_by_columns`] sums.
 pub fn column_sums(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
+    assert!(acc.len() >= width && width > 0);
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F is present (checked); `acc` holds `width` lanes (asserted).
+        return unsafe { avx512::column_sums(g, width, acc) };
+    }
     let acc = &mut acc[..width];
     acc.fill([0.0; LANES]);
     for row in g.chunks_exact(width) {
@@ -185,6 +234,29 @@ pub fn column_sums(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
             }
         }
     }
+}
+
+/// `torch.nn.MSELoss` of every lane over `out` and `y` (same shape, `n` elements each): each
+/// lane's sum of squared differences in f64 in element order (divide by `n` for the loss), and
+/// the gradient `g = (2/n)·(out − y)` — [`crate::nn::loss`]'s arithmetic.
+pub fn mse(out: &[Lanes], y: &[Lanes], g: &mut [Lanes]) -> [f64; LANES] {
+    let n = out.len();
+    assert!(y.len() >= n && g.len() >= n);
+    let scale = (2.0 / n as f64) as f32;
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F is present (checked); the assert bounds every index.
+        return unsafe { avx512::mse(out, y, scale, g) };
+    }
+    let mut sums = [0.0f64; LANES];
+    for ((o, t), gv) in out.iter().zip(y).zip(g.iter_mut()) {
+        for l in 0..LANES {
+            let d = o[l] - t[l];
+            sums[l] += d as f64 * d as f64;
+            gv[l] = scale * d;
+        }
+    }
+    sums
 }
 
 /// Element `e` of lane `lane`, for every element: one model's tensor out of the group.
@@ -198,6 +270,467 @@ pub fn extract(t: &[Lanes], lane: usize, out: &mut [f32]) {
 pub fn insert(t: &mut [Lanes], lane: usize, from: &[f32]) {
     for (v, &x) in t.iter_mut().zip(from) {
         v[lane] = x;
+    }
+}
+
+/// `h = tanh(z + b)` (the bias per column when given, written back into `z`), lane by lane
+/// with [`super::fastmath::tanh_f32`]'s arithmetic: the pass of
+/// [`crate::nn::activation::forward_bias_value_only`] for tanh.
+pub fn bias_tanh(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: &mut [Lanes]) {
+    assert!(h.len() >= z.len() && bias.is_none_or(|b| b.len() >= width) && width > 0);
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F is present (checked); the assert bounds every index the kernel reads.
+        return unsafe { avx512::bias_tanh(width, bias, z, h) };
+    }
+    let f = super::fastmath::tanh_f32;
+    match bias {
+        Some(b) => {
+            for (zr, hr) in z.chunks_exact_mut(width).zip(h.chunks_exact_mut(width)) {
+                for ((zv, hv), bv) in zr.iter_mut().zip(hr.iter_mut()).zip(b) {
+                    for l in 0..LANES {
+                        zv[l] += bv[l];
+                        hv[l] = f(zv[l]);
+                    }
+                }
+            }
+        }
+        None => {
+            for (zv, hv) in z.iter().zip(h.iter_mut()) {
+                for l in 0..LANES {
+                    hv[l] = f(zv[l]);
+                }
+            }
+        }
+    }
+}
+
+/// `g ← g·(1 − h²)`: tanh's slope from its output, as
+/// [`crate::nn::activation::backward_from_output`] computes it.
+pub fn tanh_slope(g: &mut [Lanes], h: &[Lanes]) {
+    assert!(h.len() >= g.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F is present (checked); `h` is at least as long as `g`.
+        return unsafe { avx512::tanh_slope(g, h) };
+    }
+    for (gv, hv) in g.iter_mut().zip(h) {
+        for l in 0..LANES {
+            gv[l] *= 1.0 - hv[l] * hv[l];
+        }
+    }
+}
+
+/// Adam's (`adamw`: AdamW's) update of every element with the constants `c`:
+/// [`crate::optim::Coeffs::adam`]'s arithmetic.
+pub fn adam(c: &AdamConsts, w: &mut [Lanes], g: &[Lanes], m: &mut [Lanes], v: &mut [Lanes]) {
+    assert!(g.len() >= w.len() && m.len() >= w.len() && v.len() >= w.len());
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX-512F is present (checked); the assert bounds every index.
+        return unsafe { avx512::adam(c, w, g, m, v) };
+    }
+    for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+        for l in 0..LANES {
+            let g = if c.adamw {
+                w[l] *= c.keep;
+                g[l]
+            } else {
+                g[l] + c.decay * w[l]
+            };
+            m[l] = c.b1 * m[l] + c.one_minus_b1 * g;
+            v[l] = c.b2 * v[l] + c.one_minus_b2 * g * g;
+            w[l] -= c.step_size * m[l] / (v[l].sqrt() * c.inv_bc2_sqrt + c.eps);
+        }
+    }
+}
+
+/// Adam's constants at one step, as [`crate::optim::Coeffs`] holds them (with `1 − β` and
+/// AdamW's `1 − lr·λ` formed once, as the element function's expressions give them).
+#[derive(Clone, Copy, Debug)]
+pub struct AdamConsts {
+    pub adamw: bool,
+    pub decay: f32,
+    pub keep: f32,
+    pub b1: f32,
+    pub one_minus_b1: f32,
+    pub b2: f32,
+    pub one_minus_b2: f32,
+    pub step_size: f32,
+    pub inv_bc2_sqrt: f32,
+    pub eps: f32,
+}
+
+/// The AVX-512 kernels: one zmm per [`Lanes`]. Each applies, per lane, the same IEEE operations
+/// in the same order as the portable code beside its caller (no operation is fused that is not
+/// fused there), so either path gives the same bits.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{AdamConsts, Lanes, LANES};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn ld(p: *const Lanes) -> __m512 {
+        _mm512_loadu_ps(p as *const f32)
+    }
+    #[inline(always)]
+    unsafe fn st(p: *mut Lanes, v: __m512) {
+        _mm512_storeu_ps(p as *mut f32, v)
+    }
+
+    /// `C(i, j) = α·Σ_p A(i, p)·B(p, j) (+ β·C)`, the sum one FMA chain from zero; `A(i, p)`
+    /// at `a + i·ars + p·aps`, `B(p, j)` at `b + p·bps + j·bjs`, `C` row-major `[m, n]`.
+    ///
+    /// SAFETY: AVX-512F; every address the strides reach for `i < m, j < n, p < k` is in
+    /// bounds, and `c` holds `m·n` lanes aliasing neither input.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn chain(
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, ars, aps): (*const Lanes, usize, usize),
+        (b, bps, bjs): (*const Lanes, usize, usize),
+        beta: f32,
+        c: *mut Lanes,
+    ) {
+        let t = Tile {
+            k,
+            n,
+            alpha,
+            beta,
+            ars,
+            aps,
+            bps,
+            bjs,
+        };
+        const I: usize = 4;
+        const J: usize = 6;
+        let mut i = 0;
+        while i < m {
+            let ir = I.min(m - i);
+            let mut j = 0;
+            while j < n {
+                let jr = J.min(n - j);
+                let (ap, bp, cp) = (a.add(i * ars), b.add(j * bjs), c.add(i * n + j));
+                macro_rules! pick {
+                    ($($ii:literal)*) => {
+                        match (ir, jr) {
+                            $(($ii, 6) => tile::<$ii, 6>(&t, ap, bp, cp),
+                              ($ii, 5) => tile::<$ii, 5>(&t, ap, bp, cp),
+                              ($ii, 4) => tile::<$ii, 4>(&t, ap, bp, cp),
+                              ($ii, 3) => tile::<$ii, 3>(&t, ap, bp, cp),
+                              ($ii, 2) => tile::<$ii, 2>(&t, ap, bp, cp),
+                              ($ii, 1) => tile::<$ii, 1>(&t, ap, bp, cp),)*
+                            _ => unreachable!("tiles are at most 4×6"),
+                        }
+                    };
+                }
+                pick!(1 2 3 4);
+                j += jr;
+            }
+            i += ir;
+        }
+    }
+
+    struct Tile {
+        k: usize,
+        n: usize,
+        alpha: f32,
+        beta: f32,
+        ars: usize,
+        aps: usize,
+        bps: usize,
+        bjs: usize,
+    }
+
+    /// One `I×J` block of C in registers.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const I: usize, const J: usize>(
+        t: &Tile,
+        a: *const Lanes,
+        b: *const Lanes,
+        c: *mut Lanes,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); J]; I];
+        for p in 0..t.k {
+            let mut bv = [_mm512_setzero_ps(); J];
+            for (jj, bv) in bv.iter_mut().enumerate() {
+                *bv = ld(b.add(p * t.bps + jj * t.bjs));
+            }
+            for (ii, acc) in acc.iter_mut().enumerate() {
+                let av = ld(a.add(ii * t.ars + p * t.aps));
+                for jj in 0..J {
+                    acc[jj] = _mm512_fmadd_ps(av, bv[jj], acc[jj]);
+                }
+            }
+        }
+        let (alpha, beta) = (_mm512_set1_ps(t.alpha), _mm512_set1_ps(t.beta));
+        for (ii, acc) in acc.iter().enumerate() {
+            for (jj, &v) in acc.iter().enumerate() {
+                let dst = c.add(ii * t.n + jj);
+                let mut v = _mm512_mul_ps(v, alpha);
+                if t.beta != 0.0 {
+                    v = _mm512_fmadd_ps(beta, ld(dst), v);
+                }
+                st(dst, v);
+            }
+        }
+    }
+
+    /// [`super::fastmath::tanh_f32`] on 16 lanes, operation for operation.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tanh(x: __m512) -> __m512 {
+        use crate::engine::fastmath::tanh_consts::*;
+        let s = _mm512_set1_ps;
+        // `clamp`: max(lo, x) and min(hi, ·) return x itself when it is NaN, as `clamp` does.
+        let xc = _mm512_min_ps(s(CLAMP), _mm512_max_ps(s(-CLAMP), x));
+        let x2 = _mm512_mul_ps(xc, xc);
+        let x3 = _mm512_mul_ps(x2, xc);
+        let mut p = _mm512_add_ps(_mm512_mul_ps(x2, s(A3)), s(A2));
+        p = _mm512_add_ps(_mm512_mul_ps(x2, p), s(A1));
+        p = _mm512_add_ps(_mm512_mul_ps(x2, p), s(A0));
+        let p = _mm512_add_ps(_mm512_mul_ps(x3, p), xc);
+        let mut q = _mm512_add_ps(_mm512_mul_ps(x2, s(B4)), s(B3));
+        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B2));
+        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B1));
+        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(1.0));
+        let r = _mm512_div_ps(p, q);
+        _mm512_min_ps(s(1.0), _mm512_max_ps(s(-1.0), r))
+    }
+
+    /// SAFETY: AVX-512F; `h.len() ≥ z.len()`, a bias holds `width` lanes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn bias_tanh(
+        width: usize,
+        bias: Option<&[Lanes]>,
+        z: &mut [Lanes],
+        h: &mut [Lanes],
+    ) {
+        let (zp, hp) = (z.as_mut_ptr(), h.as_mut_ptr());
+        match bias {
+            Some(b) => {
+                for r in 0..z.len() / width {
+                    for j in 0..width {
+                        let e = r * width + j;
+                        let v = _mm512_add_ps(ld(zp.add(e)), ld(b.as_ptr().add(j)));
+                        st(zp.add(e), v);
+                        st(hp.add(e), tanh(v));
+                    }
+                }
+            }
+            None => {
+                for e in 0..z.len() {
+                    st(hp.add(e), tanh(ld(zp.add(e))));
+                }
+            }
+        }
+    }
+
+    /// SAFETY: AVX-512F; `h.len() ≥ g.len()`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tanh_slope(g: &mut [Lanes], h: &[Lanes]) {
+        let one = _mm512_set1_ps(1.0);
+        for (gv, hv) in g.iter_mut().zip(h) {
+            let hv = ld(hv);
+            let s = _mm512_sub_ps(one, _mm512_mul_ps(hv, hv));
+            st(gv, _mm512_mul_ps(ld(gv), s));
+        }
+    }
+
+    /// SAFETY: AVX-512F; `g`, `m`, `v` at least as long as `w`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn adam(
+        c: &AdamConsts,
+        w: &mut [Lanes],
+        g: &[Lanes],
+        m: &mut [Lanes],
+        v: &mut [Lanes],
+    ) {
+        let s = _mm512_set1_ps;
+        let (decay, keep, b1, omb1) = (s(c.decay), s(c.keep), s(c.b1), s(c.one_minus_b1));
+        let (b2, omb2, step, inv, eps) = (
+            s(c.b2),
+            s(c.one_minus_b2),
+            s(c.step_size),
+            s(c.inv_bc2_sqrt),
+            s(c.eps),
+        );
+        for e in 0..w.len() {
+            let (wp, mp, vp) = (
+                w.as_mut_ptr().add(e),
+                m.as_mut_ptr().add(e),
+                v.as_mut_ptr().add(e),
+            );
+            let mut wv = ld(wp);
+            let gv = ld(g.as_ptr().add(e));
+            let gv = if c.adamw {
+                wv = _mm512_mul_ps(wv, keep);
+                gv
+            } else {
+                _mm512_add_ps(gv, _mm512_mul_ps(decay, wv))
+            };
+            let mv = _mm512_add_ps(_mm512_mul_ps(b1, ld(mp)), _mm512_mul_ps(omb1, gv));
+            let vv = _mm512_add_ps(
+                _mm512_mul_ps(b2, ld(vp)),
+                _mm512_mul_ps(_mm512_mul_ps(omb2, gv), gv),
+            );
+            let den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vv), inv), eps);
+            let upd = _mm512_div_ps(_mm512_mul_ps(step, mv), den);
+            st(wp, _mm512_sub_ps(wv, upd));
+            st(mp, mv);
+            st(vp, vv);
+        }
+    }
+
+    /// [`super::dot_rows`]. SAFETY: AVX-512F; `a` holds `m·k`, `b` `k`, `c` `m` lanes.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dot_rows(
+        m: usize,
+        k: usize,
+        alpha: f32,
+        a: &[Lanes],
+        b: &[Lanes],
+        beta: f32,
+        c: &mut [Lanes],
+    ) {
+        let whole = k / 8 * 8;
+        let (al, be) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for i in 0..m {
+            let row = a.as_ptr().add(i * k);
+            let mut acc = [_mm512_setzero_ps(); 8];
+            let mut p = 0;
+            while p < whole {
+                for (q, acc) in acc.iter_mut().enumerate() {
+                    let prod = _mm512_mul_ps(ld(row.add(p + q)), ld(b.as_ptr().add(p + q)));
+                    *acc = _mm512_add_ps(*acc, prod);
+                }
+                p += 8;
+            }
+            let mut tail = _mm512_setzero_ps();
+            for p in whole..k {
+                let prod = _mm512_mul_ps(ld(row.add(p)), ld(b.as_ptr().add(p)));
+                tail = _mm512_add_ps(tail, prod);
+            }
+            // `fold_lanes`: ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7)), then the tail.
+            let lo = _mm512_add_ps(_mm512_add_ps(acc[0], acc[4]), _mm512_add_ps(acc[1], acc[5]));
+            let hi = _mm512_add_ps(_mm512_add_ps(acc[2], acc[6]), _mm512_add_ps(acc[3], acc[7]));
+            let d = _mm512_add_ps(_mm512_add_ps(lo, hi), tail);
+            let cp = c.as_mut_ptr().add(i);
+            let v = _mm512_mul_ps(al, d);
+            if beta == 0.0 {
+                st(cp, v);
+            } else {
+                st(cp, _mm512_add_ps(v, _mm512_mul_ps(be, ld(cp))));
+            }
+        }
+    }
+
+    /// [`super::axpy`]. SAFETY: AVX-512F; `a` holds `k`, `b` `k·n`, `c` `n` lanes.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn axpy(
+        n: usize,
+        k: usize,
+        alpha: f32,
+        a: &[Lanes],
+        b: &[Lanes],
+        beta: f32,
+        c: &mut [Lanes],
+    ) {
+        let (al, be) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        let cp = c.as_mut_ptr();
+        for j in 0..n {
+            if beta == 0.0 {
+                st(cp.add(j), _mm512_setzero_ps());
+            } else if beta != 1.0 {
+                st(cp.add(j), _mm512_mul_ps(ld(cp.add(j)), be));
+            }
+        }
+        for p in 0..k {
+            let ap = _mm512_mul_ps(al, ld(a.as_ptr().add(p)));
+            for j in 0..n {
+                let prod = _mm512_mul_ps(ap, ld(b.as_ptr().add(p * n + j)));
+                st(cp.add(j), _mm512_add_ps(ld(cp.add(j)), prod));
+            }
+        }
+    }
+
+    /// [`super::outer`]. SAFETY: AVX-512F; `a` holds `m`, `b` `n`, `c` `m·n` lanes.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn outer(
+        m: usize,
+        n: usize,
+        alpha: f32,
+        a: &[Lanes],
+        b: &[Lanes],
+        beta: f32,
+        c: &mut [Lanes],
+    ) {
+        let (al, be) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
+        for i in 0..m {
+            let ai = _mm512_mul_ps(al, ld(a.as_ptr().add(i)));
+            for j in 0..n {
+                let cp = c.as_mut_ptr().add(i * n + j);
+                let v = _mm512_mul_ps(ai, ld(b.as_ptr().add(j)));
+                if beta == 0.0 {
+                    st(cp, v);
+                } else {
+                    st(cp, _mm512_add_ps(v, _mm512_mul_ps(be, ld(cp))));
+                }
+            }
+        }
+    }
+
+    /// [`super::column_sums`], eight columns at a time (independent sums, so the adds
+    /// overlap): SAFETY: AVX-512F; `acc` holds `width` lanes, `g` whole rows.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn column_sums(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
+        let rows = g.len() / width;
+        let mut j0 = 0;
+        while j0 < width {
+            let w = 8.min(width - j0);
+            let mut s = [_mm512_setzero_ps(); 8];
+            for r in 0..rows {
+                let row = g.as_ptr().add(r * width + j0);
+                for (q, s) in s.iter_mut().enumerate().take(w) {
+                    *s = _mm512_add_ps(*s, ld(row.add(q)));
+                }
+            }
+            for (q, &s) in s.iter().enumerate().take(w) {
+                st(acc.as_mut_ptr().add(j0 + q), s);
+            }
+            j0 += w;
+        }
+    }
+
+    /// [`super::mse`]. SAFETY: AVX-512F; `out`, `y`, `g` hold `n` lanes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn mse(
+        out: &[Lanes],
+        y: &[Lanes],
+        scale: f32,
+        g: &mut [Lanes],
+    ) -> [f64; LANES] {
+        let sc = _mm512_set1_ps(scale);
+        let (mut lo, mut hi) = (_mm512_setzero_pd(), _mm512_setzero_pd());
+        for e in 0..out.len() {
+            let d = _mm512_sub_ps(ld(out.as_ptr().add(e)), ld(y.as_ptr().add(e)));
+            // The square and the sum in f64, as `loss::mse` takes them.
+            let dl = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+            let dh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(d),
+                1,
+            )));
+            lo = _mm512_add_pd(lo, _mm512_mul_pd(dl, dl));
+            hi = _mm512_add_pd(hi, _mm512_mul_pd(dh, dh));
+            st(g.as_mut_ptr().add(e), _mm512_mul_ps(sc, d));
+        }
+        let mut sums = [0.0f64; LANES];
+        _mm512_storeu_pd(sums.as_mut_ptr(), lo);
+        _mm512_storeu_pd(sums.as_mut_ptr().add(8), hi);
+        sums
     }
 }
 

@@ -266,6 +266,15 @@ impl LaneMlp {
         let rows = self.rows;
         let k = *self.dims.last().unwrap_or(&1);
         let (n, ny) = (rows * k, rows * self.y_cols);
+        if self.loss == LossKind::Mse && ny == n {
+            // Regression targets: every lane at once.
+            let sums = lanes::mse(&self.output[..n], &self.y[..n], &mut self.d_output[..n]);
+            return sums.map(|sum| LossValue {
+                loss: sum / n as f64,
+                correct: None,
+                counted: rows,
+            });
+        }
         let [out, y, g] = &mut self.scratch;
         std::array::from_fn(|lane| {
             lanes::extract(&self.output[..n], lane, &mut out[..n]);
@@ -331,8 +340,15 @@ impl LaneMlp {
     /// One optimizer step of every lane at learning rate `lr` ([`OptimState::step`]'s update).
     pub fn step(&mut self, h: &Hyper, lr: f64) {
         self.t += 1;
+        // Tensors share their constants unless their factors differ (the powers are not free).
+        let mut last: Option<(LrMult, bool, Coeffs<f32>)> = None;
         for i in 0..self.values.len() {
-            let c = Coeffs::<f32>::new(h, self.t, lr, self.lr_mult[i], self.decays[i]);
+            let (mult, decays) = (self.lr_mult[i], self.decays[i]);
+            let c = match last {
+                Some((m, d, c)) if m == mult && d == decays => c,
+                _ => Coeffs::<f32>::new(h, self.t, lr, mult, decays),
+            };
+            last = Some((mult, decays, c));
             let (w, g) = (&mut self.values[i], &self.grads[i]);
             match self.optimizer {
                 Optimizer::Sgd => {
@@ -350,13 +366,7 @@ impl LaneMlp {
                     }
                 }
                 Optimizer::Adam | Optimizer::Adamw => {
-                    let (m, v) = (&mut self.m[i], &mut self.v[i]);
-                    for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut())
-                    {
-                        for l in 0..LANES {
-                            c.adam(&mut w[l], g[l], &mut m[l], &mut v[l]);
-                        }
-                    }
+                    lanes::adam(&c.adam_consts(), w, g, &mut self.m[i], &mut self.v[i]);
                 }
             }
         }
@@ -400,7 +410,7 @@ fn bias_activation(
         Activation::Identity => run!(Activation::Identity),
         Activation::Relu => run!(Activation::Relu),
         Activation::LeakyRelu => run!(Activation::LeakyRelu),
-        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Tanh => lanes::bias_tanh(width, bias, z, h),
         Activation::Sigmoid => run!(Activation::Sigmoid),
         other => unreachable!("LaneMlp::refuse keeps {} out", other.name()),
     }
@@ -422,7 +432,7 @@ fn slope_from_output(act: Activation, g: &mut [Lanes], h: &[Lanes]) {
         Activation::Identity => {}
         Activation::Relu => run!(Activation::Relu),
         Activation::LeakyRelu => run!(Activation::LeakyRelu),
-        Activation::Tanh => run!(Activation::Tanh),
+        Activation::Tanh => lanes::tanh_slope(g, h),
         Activation::Sigmoid => run!(Activation::Sigmoid),
         other => unreachable!("LaneMlp::refuse keeps {} out", other.name()),
     }
@@ -526,5 +536,16 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod profile {
+    /// `perf record cargo test --release --lib lanes::profile -- --ignored`: the lanes at width 16.
+    #[test]
+    #[ignore]
+    fn width_16_for_profiling() {
+        let rows = crate::bench::lanes(&[16], 40_000, 1);
+        eprintln!("{rows:?}");
     }
 }
