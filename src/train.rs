@@ -232,7 +232,11 @@ impl Tally {
     /// Runs the model on `batch` (eval mode) and adds its loss and correct count.
     pub(crate) fn add<F: Float>(&mut self, model: &mut dyn Model<F>, batch: &model::Batch<'_, F>) {
         model.forward(batch, Mode::Eval);
-        let v = model.loss(batch, false);
+        self.add_value(model.loss(batch, false));
+    }
+
+    /// One pass's loss, however it was computed.
+    pub(crate) fn add_value(&mut self, v: crate::nn::loss::LossValue) {
         self.loss_sum += v.loss * v.counted as f64;
         self.counted += v.counted;
         if let Some(c) = v.correct {

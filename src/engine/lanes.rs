@@ -28,6 +28,61 @@ pub fn zeros(n: usize) -> Vec<Lanes> {
     vec![[0.0; LANES]; n]
 }
 
+/// `h = tanh(α·op(A)·op(B) + bias)` for every lane, with no pre-activation buffer: [`gemm`]
+/// (β = 0) then [`bias_tanh`] in one pass, the same bits. `false` (nothing done) where this
+/// CPU or shape takes another path: call those two instead.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_tanh(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: &[Lanes],
+    b: &[Lanes],
+    bias: Option<&[Lanes]>,
+    h: &mut [Lanes],
+) -> bool {
+    let degenerate = k <= 1 || (n == 1 && ta == Op::N) || (m == 1 && tb == Op::N);
+    if degenerate || !super::sgemm::available() {
+        return false;
+    }
+    assert!(
+        k <= MAX_K
+            && a.len() >= m * k
+            && b.len() >= k * n
+            && h.len() >= m * n
+            && bias.is_none_or(|b| b.len() >= n),
+        "lanes::gemm_bias_tanh: shapes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (ars, aps) = match ta {
+            Op::N => (k, 1),
+            Op::T => (1, m),
+        };
+        let (bps, bjs) = match tb {
+            Op::N => (n, 1),
+            Op::T => (1, k),
+        };
+        // SAFETY: AVX-512F is present (checked); the assert bounds A, B, the bias and `h` for
+        // these strides; `h` is a unique borrow.
+        unsafe {
+            avx512::chain(
+                (m, n, k),
+                alpha,
+                (a.as_ptr(), ars, aps),
+                (b.as_ptr(), bps, bjs),
+                0.0,
+                h.as_mut_ptr(),
+                avx512::Epi::Tanh(bias.map(|b| b.as_ptr())),
+            )
+        };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// `C ← α·op(A)·op(B) + β·C` for every lane, dense row-major operands (`op(A): [m, k]`,
 /// `op(B): [k, n]`, `C: [m, n]`), with the bits [`super::ops::gemm_ex`] gives each lane's
 /// model alone on an AVX-512 machine. `k ≤ MAX_K`.
@@ -100,6 +155,7 @@ pub fn gemm(
                 (b.as_ptr(), bps, bjs),
                 beta,
                 c.as_mut_ptr(),
+                avx512::Epi::Store,
             )
         };
         return;
@@ -392,6 +448,7 @@ mod avx512 {
         (b, bps, bjs): (*const Lanes, usize, usize),
         beta: f32,
         c: *mut Lanes,
+        epi: Epi,
     ) {
         let t = Tile {
             k,
@@ -402,6 +459,7 @@ mod avx512 {
             aps,
             bps,
             bjs,
+            epi,
         };
         const I: usize = 4;
         const J: usize = 6;
@@ -412,15 +470,22 @@ mod avx512 {
             while j < n {
                 let jr = J.min(n - j);
                 let (ap, bp, cp) = (a.add(i * ars), b.add(j * bjs), c.add(i * n + j));
+                let t = &Tile {
+                    epi: match t.epi {
+                        Epi::Tanh(Some(bias)) => Epi::Tanh(Some(bias.add(j))),
+                        e => e,
+                    },
+                    ..t
+                };
                 macro_rules! pick {
                     ($($ii:literal)*) => {
                         match (ir, jr) {
-                            $(($ii, 6) => tile::<$ii, 6>(&t, ap, bp, cp),
-                              ($ii, 5) => tile::<$ii, 5>(&t, ap, bp, cp),
-                              ($ii, 4) => tile::<$ii, 4>(&t, ap, bp, cp),
-                              ($ii, 3) => tile::<$ii, 3>(&t, ap, bp, cp),
-                              ($ii, 2) => tile::<$ii, 2>(&t, ap, bp, cp),
-                              ($ii, 1) => tile::<$ii, 1>(&t, ap, bp, cp),)*
+                            $(($ii, 6) => tile::<$ii, 6>(t, ap, bp, cp),
+                              ($ii, 5) => tile::<$ii, 5>(t, ap, bp, cp),
+                              ($ii, 4) => tile::<$ii, 4>(t, ap, bp, cp),
+                              ($ii, 3) => tile::<$ii, 3>(t, ap, bp, cp),
+                              ($ii, 2) => tile::<$ii, 2>(t, ap, bp, cp),
+                              ($ii, 1) => tile::<$ii, 1>(t, ap, bp, cp),)*
                             _ => unreachable!("tiles are at most 4×6"),
                         }
                     };
@@ -432,6 +497,7 @@ mod avx512 {
         }
     }
 
+    #[derive(Clone, Copy)]
     struct Tile {
         k: usize,
         n: usize,
@@ -441,6 +507,15 @@ mod avx512 {
         aps: usize,
         bps: usize,
         bjs: usize,
+        epi: Epi,
+    }
+
+    /// What a tile does with `α·acc (+ β·C)`: store it, or (β = 0) add the bias of its column
+    /// and store its tanh (the layer's activation, straight from registers).
+    #[derive(Clone, Copy)]
+    pub(super) enum Epi {
+        Store,
+        Tanh(Option<*const Lanes>),
     }
 
     /// One `I×J` block of C in registers.
@@ -472,7 +547,15 @@ mod avx512 {
                 if t.beta != 0.0 {
                     v = _mm512_fmadd_ps(beta, ld(dst), v);
                 }
-                st(dst, v);
+                match t.epi {
+                    Epi::Store => st(dst, v),
+                    Epi::Tanh(bias) => {
+                        if let Some(bias) = bias {
+                            v = _mm512_add_ps(v, ld(bias.add(jj)));
+                        }
+                        st(dst, tanh(v));
+                    }
+                }
             }
         }
     }

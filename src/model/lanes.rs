@@ -196,12 +196,49 @@ impl LaneMlp {
         opt.t = self.t;
     }
 
+    /// Every lane's batch at once (`None`: a lane without a run), `x: [rows, input]`,
+    /// `y: [rows, y_cols]`: one pass over the lane tensors, a row of lanes at a time.
+    pub fn set_batches(&mut self, batches: &[Option<(&[f32], &[f32])>], rows: usize) {
+        assert!(
+            rows <= self.capacity && batches.len() <= LANES,
+            "set_batches: batch exceeds capacity"
+        );
+        self.rows = rows;
+        let (nx, ny) = (rows * self.dims[0], rows * self.y_cols);
+        assert!(
+            batches
+                .iter()
+                .flatten()
+                .all(|(x, y)| x.len() >= nx && y.len() >= ny),
+            "set_batches: short batch"
+        );
+        for (e, row) in self.x[..nx].iter_mut().enumerate() {
+            for (lane, b) in batches.iter().enumerate() {
+                if let Some((x, _)) = b {
+                    row[lane] = x[e];
+                }
+            }
+        }
+        for (e, row) in self.y[..ny].iter_mut().enumerate() {
+            for (lane, b) in batches.iter().enumerate() {
+                if let Some((_, y)) = b {
+                    row[lane] = y[e];
+                }
+            }
+        }
+    }
+
     /// Lane `lane`'s batch: `x: [rows, input]`, `y: [rows, y_cols]`.
     pub fn set_batch(&mut self, lane: usize, x: &[f32], y: &[f32], rows: usize) {
         assert!(rows <= self.capacity, "set_batch: batch exceeds capacity");
         self.rows = rows;
         lanes::insert(&mut self.x[..rows * self.dims[0]], lane, x);
         lanes::insert(&mut self.y[..rows * self.y_cols], lane, y);
+    }
+
+    /// Rows a pass holds.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     fn depth(&self) -> usize {
@@ -223,20 +260,19 @@ impl LaneMlp {
             };
             let layer = self.layers[l];
             let alpha = if l == 0 { 1.0 } else { self.hidden_mult };
-            let pre = &mut self.pre[l][..n];
             let w = &self.values[layer.weight];
-            lanes::gemm(
-                Op::N,
-                Op::T,
-                (rows, width, in_dim),
-                alpha,
-                input,
-                w,
-                0.0,
-                pre,
-            );
             let bias = layer.bias.map(|i| &self.values[i][..width]);
-            bias_activation(self.activation, width, bias, pre, &mut rest[0][..n]);
+            let dims = (rows, width, in_dim);
+            let h = &mut rest[0][..n];
+            // Tanh straight from the GEMM's registers where the kernels allow.
+            if self.activation == Activation::Tanh
+                && lanes::gemm_bias_tanh(Op::N, Op::T, dims, alpha, input, w, bias, h)
+            {
+                continue;
+            }
+            let pre = &mut self.pre[l][..n];
+            lanes::gemm(Op::N, Op::T, dims, alpha, input, w, 0.0, pre);
+            bias_activation(self.activation, width, bias, pre, h);
         }
         // Output layer: bias rows, then the GEMM onto them.
         let depth = self.depth();

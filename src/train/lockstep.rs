@@ -23,7 +23,7 @@ use crate::spec::{Dtype, ModelSpec, Spec};
 use crate::task::Dataset;
 
 use super::data::Split;
-use super::{Flow, MetricSink, Outcome, Run};
+use super::{Flow, MetricSink, Outcome, Run, Tally};
 
 /// One run of a group: what [`super::train`] takes for a run alone.
 pub struct Member<'a> {
@@ -204,6 +204,11 @@ fn lockstep(
         if runs.iter().all(Option::is_none) {
             break;
         }
+        // Evaluation, every lane at once, before anything else of the step (as a run alone
+        // evaluates first).
+        if step.is_multiple_of(tr.eval_every) && !crate::interrupt::requested() {
+            evaluate(lanes, runs, step);
+        }
         let special = crate::interrupt::requested()
             || step.is_multiple_of(tr.eval_every)
             || runs
@@ -239,17 +244,25 @@ fn lockstep(
         }
         // An ordinary step: every lane at once.
         let mut lr = 0.0;
-        for lane in 0..runs.len() {
-            let Some(r) = runs[lane].as_mut() else {
-                continue;
-            };
+        for r in runs.iter_mut().flatten() {
             r.pick(step);
             lr = r.lr;
-            let Batch::Rows { x, y, rows } = r.train_set.view(r.picked, &r.gathered) else {
-                unreachable!("lane_model admits feature rows only")
-            };
-            lanes.set_batch(lane, x, y, rows);
         }
+        let mut rows = 0;
+        let batches: Vec<Option<(&[f32], &[f32])>> = runs
+            .iter()
+            .map(|r| {
+                r.as_ref().map(|r| {
+                    let Batch::Rows { x, y, rows: b } = r.train_set.view(r.picked, &r.gathered)
+                    else {
+                        unreachable!("lane_model admits feature rows only")
+                    };
+                    rows = b;
+                    (x, y)
+                })
+            })
+            .collect();
+        lanes.set_batches(&batches, rows);
         lanes.forward();
         let losses = lanes.loss();
         for lane in 0..runs.len() {
@@ -307,5 +320,60 @@ fn lockstep(
     }
     for (lane, r) in ended {
         results[lane] = Some(r.finish());
+    }
+}
+
+/// Step `step`'s evaluation of every run whose evaluation is the loss and accuracy alone
+/// ([`Run::plain_eval`]), in lanes: the passes and tallies of [`super::evaluate`], per lane.
+/// Runs it does not take evaluate themselves in their step.
+fn evaluate(lanes: &mut LaneMlp, runs: &mut [Option<Run<'_, f32>>], step: u64) {
+    let cap = lanes.capacity();
+    let taken: Vec<usize> = (0..runs.len())
+        .filter(|&l| runs[l].as_ref().is_some_and(|r| r.plain_eval()))
+        .collect();
+    let Some(&first) = taken.first() else { return };
+    let sizes = |r: &Run<'_, f32>| r.eval_splits(cap).map(|(_, n)| n);
+    let n = runs[first].as_ref().map(sizes).unwrap_or_default();
+    if taken
+        .iter()
+        .any(|&l| runs[l].as_ref().map(sizes) != Some(n))
+    {
+        return;
+    }
+    let mut results = vec![[None, None]; runs.len()];
+    for (part, &count) in n.iter().enumerate() {
+        if count == 0 {
+            continue;
+        }
+        let mut tallies: Vec<Tally> = (0..runs.len()).map(|_| Tally::default()).collect();
+        let mut start = 0;
+        while start < count {
+            let b = cap.min(count - start);
+            let batches: Vec<Option<(&[f32], &[f32])>> = (0..runs.len())
+                .map(|l| {
+                    let r = runs[l].as_ref().filter(|_| taken.contains(&l))?;
+                    let Batch::Rows { x, y, .. } = r.eval_splits(cap)[part].0.slice(start, b)
+                    else {
+                        unreachable!("lane_model admits feature rows only")
+                    };
+                    Some((x, y))
+                })
+                .collect();
+            lanes.set_batches(&batches, b);
+            lanes.forward();
+            let values = lanes.loss();
+            for &l in &taken {
+                tallies[l].add_value(values[l]);
+            }
+            start += b;
+        }
+        for &l in &taken {
+            results[l][part] = Some(tallies[l].result());
+        }
+    }
+    for &l in &taken {
+        if let Some(r) = runs[l].as_mut() {
+            r.evaluated(step, results[l]);
+        }
     }
 }

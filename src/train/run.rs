@@ -23,6 +23,9 @@ use crate::task::{Dataset, Target};
 use crate::theory::curvature::Sharpness;
 
 use super::data::{self, Gathered, Part, Picked, Split};
+
+/// Loss and accuracy of the training and test splits.
+type EvalPair = ((f64, Option<f64>), (f64, Option<f64>));
 use super::generative::{self, GenerativeReport};
 use super::in_context::PromptReport;
 use super::segmentation::{self, SegmentationReport};
@@ -83,6 +86,8 @@ pub(crate) struct Run<'a, F: Float> {
     message: Option<String>,
     pub(crate) steps_done: u64,
     last_eval: Option<u64>,
+    /// The last evaluation's losses and accuracies (train, test) and its step.
+    eval_result: Option<(u64, EvalPair)>,
     run_id: String,
     ckpt_path: Option<PathBuf>,
 }
@@ -209,6 +214,7 @@ impl<'a, F: Float> Run<'a, F> {
             message: None,
             steps_done: 0,
             last_eval: None,
+            eval_result: None,
             run_id: spec.run_id(),
             ckpt_path: artifacts.map(|d| d.join(checkpoint::FILE)),
         };
@@ -305,8 +311,9 @@ impl<'a, F: Float> Run<'a, F> {
                 self.model.n_params(),
             )));
         }
-        // Eval: the parameters as they are before this step's update (step 0 = initialization).
-        if step.is_multiple_of(self.spec.train.eval_every) {
+        // Eval: the parameters as they are before this step's update (step 0 = initialization),
+        // unless the lockstep driver already evaluated them ([`Run::evaluated`]).
+        if step.is_multiple_of(self.spec.train.eval_every) && self.last_eval != Some(step) {
             self.evaluate_all(step)?;
             self.last_eval = Some(step);
         }
@@ -336,14 +343,51 @@ impl<'a, F: Float> Run<'a, F> {
         };
     }
 
+    /// Whether the evaluation is the loss and accuracy alone (no task report measures the
+    /// model after it), so it may be computed elsewhere ([`Run::evaluated`]).
+    pub(crate) fn plain_eval(&self) -> bool {
+        self.sequence.is_none()
+            && self.prompts.is_none()
+            && self.subtasks.is_none()
+            && self.generative.is_none()
+            && self.segmentation.is_none()
+    }
+
+    /// The splits [`evaluate`] reads: the training split (as far as it reads it) and the test
+    /// split, with their sample counts.
+    pub(crate) fn eval_splits(&self, cap: usize) -> [(&Split<F>, usize); 2] {
+        let test_n = self.test_set.len();
+        [
+            (&self.train_set, self.train_set.eval_count(test_n, cap)),
+            (&self.test_set, test_n),
+        ]
+    }
+
+    /// Records step `step`'s evaluation computed by the lockstep lanes: the rows
+    /// [`evaluate`] writes, from the same tallies.
+    /// `None`: an empty split, for which `evaluate` writes nothing.
+    pub(crate) fn evaluated(&mut self, step: u64, results: [Option<(f64, Option<f64>)>; 2]) {
+        for (result, (name_loss, name_acc)) in results.into_iter().zip([
+            ("train_eval_loss", "train_eval_acc"),
+            ("test_loss", "test_acc"),
+        ]) {
+            let Some((loss, acc)) = result else { continue };
+            self.rows.push(metric(step, name_loss, loss));
+            if let Some(a) = acc {
+                self.rows.push(metric(step, name_acc, a));
+            }
+        }
+        self.last_eval = Some(step);
+        let [train, test] = results.map(|r| r.unwrap_or((f64::NAN, None)));
+        self.eval_result = Some((step, (train, test)));
+    }
+
     /// The evaluation rows at `step` and what the task's reports measure after it.
-    fn evaluate_all(
-        &mut self,
-        step: u64,
-    ) -> Result<((f64, Option<f64>), (f64, Option<f64>)), Error> {
+    fn evaluate_all(&mut self, step: u64) -> Result<EvalPair, Error> {
         let model = &mut *self.model;
         let rows = &mut self.rows;
         let r = evaluate(model, &self.train_set, &self.test_set, step, rows);
+        self.eval_result = Some((step, r));
         if let Some(s) = &self.sequence {
             s.after_eval(step, r.1 .0, model, rows)?;
         }
@@ -516,13 +560,16 @@ impl<'a, F: Float> Run<'a, F> {
         // Final evaluation of the trained parameters, at the step count reached — unless those
         // very parameters were just evaluated (a run that diverged on an evaluation step).
         let (train_eval, test_eval) = if self.last_eval == Some(steps_done) {
-            evaluate(
-                &mut *self.model,
-                &self.train_set,
-                &self.test_set,
-                steps_done,
-                &mut Vec::new(),
-            )
+            match self.eval_result {
+                Some((step, r)) if step == steps_done => r,
+                _ => evaluate(
+                    &mut *self.model,
+                    &self.train_set,
+                    &self.test_set,
+                    steps_done,
+                    &mut Vec::new(),
+                ),
+            }
         } else {
             self.evaluate_all(steps_done)?
         };
