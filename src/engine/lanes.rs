@@ -315,6 +315,17 @@ pub fn mse(out: &[Lanes], y: &[Lanes], g: &mut [Lanes]) -> [f64; LANES] {
     sums
 }
 
+/// Up to [`LANES`] tensors of `n` elements as one lane tensor (`None`, or a missing lane: zero).
+pub fn transpose(tensors: &[Option<&[f32]>], n: usize) -> Vec<Lanes> {
+    let mut out = zeros(n);
+    for (l, t) in tensors.iter().enumerate().take(LANES) {
+        if let Some(t) = t {
+            insert(&mut out, l, &t[..n]);
+        }
+    }
+    out
+}
+
 /// Element `e` of lane `lane`, for every element: one model's tensor out of the group.
 pub fn extract(t: &[Lanes], lane: usize, out: &mut [f32]) {
     for (o, v) in out.iter_mut().zip(t) {

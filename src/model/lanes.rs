@@ -212,17 +212,18 @@ impl LaneMlp {
                 .all(|(x, y)| x.len() >= nx && y.len() >= ny),
             "set_batches: short batch"
         );
-        for (e, row) in self.x[..nx].iter_mut().enumerate() {
-            for (lane, b) in batches.iter().enumerate() {
-                if let Some((x, _)) = b {
-                    row[lane] = x[e];
-                }
-            }
-        }
-        for (e, row) in self.y[..ny].iter_mut().enumerate() {
-            for (lane, b) in batches.iter().enumerate() {
-                if let Some((_, y)) = b {
-                    row[lane] = y[e];
+        // A lane without a run copies another's batch (lanes are independent, and it is
+        // never read), so the inner loop is the same sixteen loads for every row.
+        let Some(&Some(first)) = batches.iter().find(|b| b.is_some()) else {
+            return;
+        };
+        let pick = |l: usize| batches.get(l).copied().flatten().unwrap_or(first);
+        let xs: [&[f32]; LANES] = std::array::from_fn(|l| &pick(l).0[..nx]);
+        let ys: [&[f32]; LANES] = std::array::from_fn(|l| &pick(l).1[..ny]);
+        for (dst, src, n) in [(&mut self.x, xs, nx), (&mut self.y, ys, ny)] {
+            for (e, row) in dst[..n].iter_mut().enumerate() {
+                for l in 0..LANES {
+                    row[l] = src[l][e];
                 }
             }
         }
@@ -249,6 +250,19 @@ impl LaneMlp {
     /// as [`Mlp::forward`] computes it in training mode (the bias added in the activation's
     /// pass, the output layer's bias filled in before its GEMM).
     pub fn forward(&mut self) {
+        self.forward_on(None);
+    }
+
+    /// [`LaneMlp::forward`] on `rows` rows of a lane tensor held elsewhere (an evaluation's
+    /// split, laid out once: [`crate::engine::lanes::transpose`]).
+    pub fn forward_rows(&mut self, x: &[Lanes], rows: usize) {
+        assert!(rows <= self.capacity && x.len() >= rows * self.dims[0]);
+        self.rows = rows;
+        self.forward_on(Some(x));
+    }
+
+    fn forward_on(&mut self, x: Option<&[Lanes]>) {
+        let x = x.unwrap_or(&self.x);
         let rows = self.rows;
         for l in 0..self.depth() {
             let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
@@ -256,7 +270,7 @@ impl LaneMlp {
             let (done, rest) = self.act.split_at_mut(l);
             let input: &[Lanes] = match done.last() {
                 Some(h) => &h[..rows * in_dim],
-                None => &self.x[..rows * in_dim],
+                None => &x[..rows * in_dim],
             };
             let layer = self.layers[l];
             let alpha = if l == 0 { 1.0 } else { self.hidden_mult };
@@ -289,7 +303,7 @@ impl LaneMlp {
         }
         let input: &[Lanes] = match self.act.last() {
             Some(h) => &h[..rows * in_dim],
-            None => &self.x[..rows * in_dim],
+            None => &x[..rows * in_dim],
         };
         let w = &self.values[layer.weight];
         let dims = (rows, out_dim, in_dim);
@@ -299,12 +313,23 @@ impl LaneMlp {
     /// Each lane's training loss ([`loss::loss`] on that model's output and targets), seeding
     /// the output gradient.
     pub fn loss(&mut self) -> [LossValue; LANES] {
+        self.loss_on(None)
+    }
+
+    /// [`LaneMlp::loss`] against targets held elsewhere (`[rows, y_cols]`, as
+    /// [`LaneMlp::forward_rows`] reads its inputs).
+    pub fn loss_rows(&mut self, y: &[Lanes]) -> [LossValue; LANES] {
+        self.loss_on(Some(y))
+    }
+
+    fn loss_on(&mut self, y: Option<&[Lanes]>) -> [LossValue; LANES] {
+        let targets = y.unwrap_or(&self.y);
         let rows = self.rows;
         let k = *self.dims.last().unwrap_or(&1);
         let (n, ny) = (rows * k, rows * self.y_cols);
         if self.loss == LossKind::Mse && ny == n {
             // Regression targets: every lane at once.
-            let sums = lanes::mse(&self.output[..n], &self.y[..n], &mut self.d_output[..n]);
+            let sums = lanes::mse(&self.output[..n], &targets[..n], &mut self.d_output[..n]);
             return sums.map(|sum| LossValue {
                 loss: sum / n as f64,
                 correct: None,
@@ -314,7 +339,7 @@ impl LaneMlp {
         let [out, y, g] = &mut self.scratch;
         std::array::from_fn(|lane| {
             lanes::extract(&self.output[..n], lane, &mut out[..n]);
-            lanes::extract(&self.y[..ny], lane, &mut y[..ny]);
+            lanes::extract(&targets[..ny], lane, &mut y[..ny]);
             let v = loss::loss(self.loss, &out[..n], &y[..ny], rows, k, Some(&mut g[..n]));
             lanes::insert(&mut self.d_output[..n], lane, &g[..n]);
             v

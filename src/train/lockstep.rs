@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::engine::lanes::LANES;
+use crate::engine::lanes::{Lanes, LANES};
 use crate::error::Error;
 use crate::model::lanes::LaneMlp;
 use crate::model::{Batch, Mlp};
@@ -193,6 +193,7 @@ fn lockstep(
     let tr = first.spec.train.clone();
     let hyper = first.hyper;
     let mut ended: Vec<(usize, Run<'_, f32>)> = Vec::new();
+    let splits = eval_splits(lanes, runs);
     // A run leaves the group: finished later (after the loop) or with this error now.
     macro_rules! leave {
         ($lane:expr, $err:expr) => {{
@@ -207,7 +208,7 @@ fn lockstep(
         // Evaluation, every lane at once, before anything else of the step (as a run alone
         // evaluates first).
         if step.is_multiple_of(tr.eval_every) && !crate::interrupt::requested() {
-            evaluate(lanes, runs, step);
+            evaluate(lanes, runs, &splits, step);
         }
         let special = crate::interrupt::requested()
             || step.is_multiple_of(tr.eval_every)
@@ -310,7 +311,11 @@ fn lockstep(
             }
         }
     }
-    // The runs that went the distance take their final state from the lanes.
+    // The runs that went the distance: their final evaluation in lanes (the rows `finish`
+    // writes, from the same tallies), and their final state from the lanes.
+    if !crate::interrupt::requested() {
+        evaluate(lanes, runs, &splits, tr.steps);
+    }
     for lane in 0..runs.len() {
         if let Some(mut r) = runs[lane].take() {
             let (params, opt) = (r.model.params_mut(), &mut r.opt);
@@ -323,57 +328,84 @@ fn lockstep(
     }
 }
 
-/// Step `step`'s evaluation of every run whose evaluation is the loss and accuracy alone
-/// ([`Run::plain_eval`]), in lanes: the passes and tallies of [`super::evaluate`], per lane.
-/// Runs it does not take evaluate themselves in their step.
-fn evaluate(lanes: &mut LaneMlp, runs: &mut [Option<Run<'_, f32>>], step: u64) {
+/// The evaluation splits of a group's runs as lane tensors, laid out once: `(x, y, rows)` for
+/// the training and the test split (`None` where the runs' splits differ in size, or a run's
+/// evaluation is not plain loss and accuracy: those evaluate themselves).
+type EvalSplits = Option<[(Vec<Lanes>, Vec<Lanes>, usize); 2]>;
+
+fn eval_splits(lanes: &LaneMlp, runs: &[Option<Run<'_, f32>>]) -> EvalSplits {
     let cap = lanes.capacity();
-    let taken: Vec<usize> = (0..runs.len())
-        .filter(|&l| runs[l].as_ref().is_some_and(|r| r.plain_eval()))
-        .collect();
-    let Some(&first) = taken.first() else { return };
-    let sizes = |r: &Run<'_, f32>| r.eval_splits(cap).map(|(_, n)| n);
-    let n = runs[first].as_ref().map(sizes).unwrap_or_default();
-    if taken
-        .iter()
-        .any(|&l| runs[l].as_ref().map(sizes) != Some(n))
-    {
-        return;
+    if runs.iter().flatten().any(|r| !r.plain_eval()) {
+        return None;
     }
+    let first = runs.iter().flatten().next()?;
+    let sizes = |r: &Run<'_, f32>| r.eval_splits(cap).map(|(_, n)| n);
+    let n = sizes(first);
+    if runs.iter().flatten().any(|r| sizes(r) != n) {
+        return None;
+    }
+    let part = |p: usize| {
+        let rows = n[p];
+        let views: Vec<Option<(&[f32], &[f32])>> = runs
+            .iter()
+            .map(|r| {
+                r.as_ref()
+                    .map(|r| match r.eval_splits(cap)[p].0.slice(0, rows) {
+                        Batch::Rows { x, y, .. } => (x, y),
+                        _ => unreachable!("lane_model admits feature rows only"),
+                    })
+            })
+            .collect();
+        let (xw, yw) = views
+            .iter()
+            .flatten()
+            .next()
+            .map_or((0, 0), |(x, y)| (x.len(), y.len()));
+        let xs: Vec<Option<&[f32]>> = views.iter().map(|v| v.map(|v| v.0)).collect();
+        let ys: Vec<Option<&[f32]>> = views.iter().map(|v| v.map(|v| v.1)).collect();
+        (
+            crate::engine::lanes::transpose(&xs, xw),
+            crate::engine::lanes::transpose(&ys, yw),
+            rows,
+        )
+    };
+    Some([part(0), part(1)])
+}
+
+/// Step `step`'s evaluation of every run still in the group, in lanes: the passes and tallies
+/// of [`super::evaluate`], per lane. Without `splits` the runs evaluate themselves in their step.
+fn evaluate(
+    lanes: &mut LaneMlp,
+    runs: &mut [Option<Run<'_, f32>>],
+    splits: &EvalSplits,
+    step: u64,
+) {
+    let Some(splits) = splits else { return };
+    let cap = lanes.capacity();
     let mut results = vec![[None, None]; runs.len()];
-    for (part, &count) in n.iter().enumerate() {
-        if count == 0 {
+    for (part, (x, y, count)) in splits.iter().enumerate() {
+        if *count == 0 {
             continue;
         }
+        let (xw, yw) = (x.len() / count, y.len() / count);
         let mut tallies: Vec<Tally> = (0..runs.len()).map(|_| Tally::default()).collect();
         let mut start = 0;
-        while start < count {
+        while start < *count {
             let b = cap.min(count - start);
-            let batches: Vec<Option<(&[f32], &[f32])>> = (0..runs.len())
-                .map(|l| {
-                    let r = runs[l].as_ref().filter(|_| taken.contains(&l))?;
-                    let Batch::Rows { x, y, .. } = r.eval_splits(cap)[part].0.slice(start, b)
-                    else {
-                        unreachable!("lane_model admits feature rows only")
-                    };
-                    Some((x, y))
-                })
-                .collect();
-            lanes.set_batches(&batches, b);
-            lanes.forward();
-            let values = lanes.loss();
-            for &l in &taken {
-                tallies[l].add_value(values[l]);
+            lanes.forward_rows(&x[start * xw..(start + b) * xw], b);
+            let values = lanes.loss_rows(&y[start * yw..(start + b) * yw]);
+            for (t, v) in tallies.iter_mut().zip(values) {
+                t.add_value(v);
             }
             start += b;
         }
-        for &l in &taken {
-            results[l][part] = Some(tallies[l].result());
+        for (r, t) in results.iter_mut().zip(&tallies) {
+            r[part] = Some(t.result());
         }
     }
-    for &l in &taken {
-        if let Some(r) = runs[l].as_mut() {
-            r.evaluated(step, results[l]);
+    for (r, res) in runs.iter_mut().zip(results) {
+        if let Some(r) = r {
+            r.evaluated(step, res);
         }
     }
 }
