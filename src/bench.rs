@@ -314,10 +314,11 @@ pub fn lanes(widths: &[usize], steps: usize, repeats: usize) -> Vec<LanesRow> {
                 let t = Instant::now();
                 let group_steps = steps.div_ceil(LANES).max(1);
                 for s in 0..group_steps {
-                    for (l, b) in batches.iter().enumerate() {
-                        let (x, y) = &b[s % 8];
-                        lanes.set_batch(l, x, y, ROWS);
-                    }
+                    let views: Vec<Option<(&[f32], &[f32])>> = batches
+                        .iter()
+                        .map(|b| Some((b[s % 8].0.as_slice(), b[s % 8].1.as_slice())))
+                        .collect();
+                    lanes.set_batches(&views, ROWS);
                     lanes.forward();
                     lanes.loss();
                     lanes.backward();

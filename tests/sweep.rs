@@ -714,3 +714,82 @@ print('ok', df.run_id.nunique(), (df.groupby('status').run_id.nunique()).to_dict
     assert!(o.status.success(), "{}{}", out(&o), err(&o));
     assert!(out(&o).contains("ok 60"), "{}", out(&o));
 }
+
+/// Every metric row of a store, sorted, with values as bits.
+fn metric_rows(db: &Path) -> Vec<(String, i64, Option<i64>, String, u64)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut st = c
+        .prepare("SELECT run_id, step, layer, name, value FROM metrics")
+        .unwrap();
+    let mut rows: Vec<_> = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, f64>(4)?.to_bits(),
+            ))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The seeds of a small MLP train together in lockstep lanes (the header says so) and store
+/// exactly the rows they store trained alone (`--no-lockstep`); a sweep that finds some of its
+/// runs finished trains the rest together, with the same rows again.
+#[test]
+fn lockstep_groups_store_what_runs_alone_store() {
+    let base = BASE
+        .replace("n_train = 64", "n_train = 100")
+        .replace("steps = 5", "steps = 30")
+        .replace("eval_every = 5", "eval_every = 10")
+        .replace("width = 16", "width = 4");
+    let decl = |seeds: usize| format!("{base}\n[sweep]\nname = \"seeds\"\nseeds = {seeds}\n");
+    let dir = dir_with(&[("s.toml", &decl(12)), ("few.toml", &decl(5))]);
+    let d = dir.path();
+    let o = run_in(
+        d,
+        &["--store", "alone.db", "sweep", "s.toml", "--no-lockstep"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(!out(&o).contains("lockstep"), "{}", out(&o));
+    let o = run_in(
+        d,
+        &["--store", "lanes.db", "sweep", "s.toml", "--workers", "1"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    if !cloudchamber::engine::sgemm::available() {
+        // Lockstep reproduces the AVX-512 kernels only: elsewhere every run trains alone.
+        assert!(!out(&o).contains("lockstep"), "{}", out(&o));
+        return;
+    }
+    assert!(
+        out(&o).contains("12 runs on 1 worker, 12 of them in 1 lockstep group"),
+        "{}",
+        out(&o)
+    );
+    let alone = metric_rows(&d.join("alone.db"));
+    assert!(alone.len() > 12 * 20, "{}", alone.len());
+    assert_eq!(alone, metric_rows(&d.join("lanes.db")));
+    // Five of the twelve first (seeds 0–4 are the same runs), then all twelve: seven remain.
+    let o = run_in(
+        d,
+        &["--store", "mixed.db", "sweep", "few.toml", "--no-lockstep"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let o = run_in(
+        d,
+        &["--store", "mixed.db", "sweep", "s.toml", "--workers", "1"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("(5 were already in mixed.db)"),
+        "{}",
+        out(&o)
+    );
+    assert_eq!(alone, metric_rows(&d.join("mixed.db")));
+}

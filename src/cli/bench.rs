@@ -376,18 +376,12 @@ pub fn run(a: Args) -> Result<(), Error> {
                 r.alone_us / r.lanes_us
             );
         }
-        let widest = rows
-            .iter()
-            .filter(|r| r.lanes_us < r.alone_us)
-            .map(|r| r.width)
-            .max();
-        match widest {
-            Some(w) => println!(
-                "  lanes gain up to width {w} here; `sweep` groups MLPs up to width {}",
-                cloudchamber::sweep::exec::LOCKSTEP_MAX_WIDTH
-            ),
-            None => println!("  lanes gain at no width here"),
-        }
+        println!(
+            "  a group of K runs costs about 16 models in lanes, so it gains when K > 16 · lanes/alone;"
+        );
+        println!(
+            "  `sweep` groups by the ratios measured on the development machine (sweep::exec::LANES_OVER_ALONE)"
+        );
         return Ok(());
     }
     let dtype = match a.dtype {

@@ -888,6 +888,144 @@ mod tests {
         }
     }
 
+    /// The vector tanh (fused into the GEMM or not) against `tanh_f32` element by element,
+    /// special values included.
+    #[test]
+    fn tanh_kernels_match_the_scalar_tanh() {
+        let specials = [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-40,
+            7.9,
+            -8.0,
+            20.0,
+            0.5,
+            -3.25,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-20,
+            -2.0,
+        ];
+        let mut rng = Rng::stream(5, "lanes-tanh");
+        let width = 3;
+        let mut z: Vec<Lanes> = (0..4 * width)
+            .map(|_| std::array::from_fn(|_| (rng.normal() * 4.0) as f32))
+            .collect();
+        z[0] = specials;
+        let bias: Vec<Lanes> = (0..width)
+            .map(|_| std::array::from_fn(|_| rng.normal() as f32))
+            .collect();
+        for with_bias in [false, true] {
+            let b = with_bias.then_some(bias.as_slice());
+            let mut zz = z.clone();
+            let mut h = zeros(z.len());
+            bias_tanh(width, b, &mut zz, &mut h);
+            for (e, (hv, zv)) in h.iter().zip(&z).enumerate() {
+                for l in 0..LANES {
+                    let v = if with_bias {
+                        zv[l] + bias[e % width][l]
+                    } else {
+                        zv[l]
+                    };
+                    let want = crate::engine::fastmath::tanh_f32(v);
+                    assert_eq!(hv[l].to_bits(), want.to_bits(), "{v}: {} vs {want}", hv[l]);
+                }
+            }
+        }
+        // Fused into the GEMM: the same as the GEMM, then the pass.
+        let (m, n, k) = (9, width, 5);
+        let a: Vec<Lanes> = (0..m * k)
+            .map(|_| std::array::from_fn(|_| rng.normal() as f32))
+            .collect();
+        let w: Vec<Lanes> = (0..n * k)
+            .map(|_| std::array::from_fn(|_| rng.normal() as f32))
+            .collect();
+        let mut fused = zeros(m * n);
+        if gemm_bias_tanh(
+            Op::N,
+            Op::T,
+            (m, n, k),
+            0.75,
+            &a,
+            &w,
+            Some(&bias),
+            &mut fused,
+        ) {
+            let mut z = zeros(m * n);
+            gemm(Op::N, Op::T, (m, n, k), 0.75, &a, &w, 0.0, &mut z);
+            let mut h = zeros(m * n);
+            bias_tanh(n, Some(&bias), &mut z, &mut h);
+            assert_eq!(fused, h);
+        }
+    }
+
+    /// MSE and Adam in lanes against `loss::loss` and the optimizer's element function.
+    #[test]
+    fn mse_and_adam_match() {
+        use crate::optim::{Coeffs, Hyper, Optimizer};
+        let mut rng = Rng::stream(9, "lanes-mse-adam");
+        let n = 37;
+        let draw = |rng: &mut Rng| -> Vec<Lanes> {
+            (0..n)
+                .map(|_| std::array::from_fn(|_| rng.normal() as f32))
+                .collect()
+        };
+        let (out, y) = (draw(&mut rng), draw(&mut rng));
+        let mut g = zeros(n);
+        let sums = mse(&out, &y, &mut g);
+        for l in 0..LANES {
+            let one = |t: &[Lanes]| t.iter().map(|v| v[l]).collect::<Vec<f32>>();
+            let mut gl = vec![0.0; n];
+            let v = crate::nn::loss::loss(
+                crate::spec::LossKind::Mse,
+                &one(&out),
+                &one(&y),
+                n,
+                1,
+                Some(&mut gl),
+            );
+            assert_eq!((sums[l] / n as f64).to_bits(), v.loss.to_bits());
+            assert_eq!(gl, one(&g));
+        }
+        for optimizer in [Optimizer::Adam, Optimizer::Adamw] {
+            let h = Hyper {
+                optimizer,
+                momentum: 0.0,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.05,
+            };
+            let c = Coeffs::<f32>::new(&h, 3, 0.01, Default::default(), true);
+            let (mut w, g, mut m, mut v) = (
+                draw(&mut rng),
+                draw(&mut rng),
+                draw(&mut rng),
+                draw(&mut rng),
+            );
+            for x in v.iter_mut().flatten() {
+                *x = x.abs();
+            }
+            let (w0, m0, v0) = (w.clone(), m.clone(), v.clone());
+            adam(&c.adam_consts(), &mut w, &g, &mut m, &mut v);
+            for e in 0..n {
+                for l in 0..LANES {
+                    let (mut we, mut me, mut ve) = (w0[e][l], m0[e][l], v0[e][l]);
+                    c.adam(&mut we, g[e][l], &mut me, &mut ve);
+                    assert_eq!(
+                        (we.to_bits(), me.to_bits(), ve.to_bits()),
+                        (w[e][l].to_bits(), m[e][l].to_bits(), v[e][l].to_bits()),
+                        "{optimizer:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn column_sums_match() {
         let mut rng = Rng::stream(3, "lanes-colsum");

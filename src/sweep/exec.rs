@@ -150,43 +150,91 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
 }
 
 /// The units a local sweep hands its workers: with `lockstep`, the runs that may train together
-/// ([`crate::train::lockstep::group_key`], small enough to gain: [`lockstep_gains`]) in groups of up to
-/// [`LANES`], each group where its first run stands; every other run alone.
+/// ([`crate::train::lockstep::group_key`]) in groups of up to [`LANES`] (a point's seeds split
+/// evenly over as few groups as hold them), each group where its first run stands — where the
+/// group is large enough to gain ([`lockstep_gains`]); every other run alone.
 pub fn units(sw: &Sweep, lockstep: bool) -> Vec<Vec<usize>> {
+    use std::collections::HashMap;
+    let keys: Vec<Option<String>> = sw
+        .runs
+        .iter()
+        .map(|r| {
+            lockstep
+                .then(|| crate::train::lockstep::group_key(&r.spec))
+                .flatten()
+        })
+        .collect();
+    let mut members: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (k, key) in keys.iter().enumerate() {
+        if let Some(key) = key {
+            members.entry(key.as_str()).or_default().push(k);
+        }
+    }
+    // Each run's unit: its group's, or its own.
+    let mut unit_of: Vec<Option<usize>> = vec![None; sw.runs.len()];
     let mut units: Vec<Vec<usize>> = Vec::new();
-    // Per group key: the unit it is filling.
-    let mut open: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    for (k, r) in sw.runs.iter().enumerate() {
-        let key = if lockstep && lockstep_gains(&r.spec) {
-            crate::train::lockstep::group_key(&r.spec)
-        } else {
-            None
+    for (k, key) in keys.iter().enumerate() {
+        if unit_of[k].is_some() {
+            continue;
+        }
+        let group = key.as_deref().and_then(|key| members.get(key));
+        let Some(group) = group.filter(|g| g.len() > 1) else {
+            unit_of[k] = Some(units.len());
+            units.push(vec![k]);
+            continue;
         };
-        match key {
-            Some(key) => match open.get(&key) {
-                Some(&u) if units[u].len() < LANES => units[u].push(k),
-                _ => {
-                    open.insert(key, units.len());
-                    units.push(vec![k]);
+        let chunks = group.len().div_ceil(LANES);
+        let size = group.len().div_ceil(chunks);
+        for chunk in group.chunks(size) {
+            if lockstep_gains(&sw.runs[chunk[0]].spec, chunk.len()) {
+                for &m in chunk {
+                    unit_of[m] = Some(units.len());
                 }
-            },
-            None => units.push(vec![k]),
+                units.push(chunk.to_vec());
+            } else {
+                for &m in chunk {
+                    unit_of[m] = Some(units.len());
+                    units.push(vec![m]);
+                }
+            }
         }
     }
     units
 }
 
-/// Whether the runs of `spec` train faster in lockstep than one per worker: the model's hidden
-/// width against the crossover measured by `cloudchamber bench --lanes`.
-pub fn lockstep_gains(spec: &crate::spec::Spec) -> bool {
-    match &spec.model {
-        crate::spec::ModelSpec::Mlp(m) => m.width <= LOCKSTEP_MAX_WIDTH,
-        _ => false,
-    }
+/// Whether `k` runs of `spec` train faster together in lanes than one after another: a group
+/// costs about what [`LANES`] models cost in lanes whatever `k`, so it gains when `k` exceeds
+/// `LANES · lanes/alone`, the per-model-step ratio `cloudchamber bench --lanes` measures
+/// ([`LANES_OVER_ALONE`], interpolated over the hidden width; wider than the table: never).
+pub fn lockstep_gains(spec: &crate::spec::Spec, k: usize) -> bool {
+    let crate::spec::ModelSpec::Mlp(m) = &spec.model else {
+        return false;
+    };
+    let table = LANES_OVER_ALONE;
+    let Some(hi) = table.iter().position(|&(w, _)| w >= m.width) else {
+        return false;
+    };
+    // The larger ratio of the two measured widths around this one (the cautious side).
+    let ratio = match hi {
+        0 => table[0].1,
+        i => table[i].1.max(table[i - 1].1),
+    };
+    ratio < 1.0 && k as f64 >= LANES as f64 * ratio
 }
 
-/// The widest hidden layer that trains faster in lanes (see [`lockstep_gains`]).
-pub const LOCKSTEP_MAX_WIDTH: usize = 64;
+/// Per-model-step time of 16 tiny MLPs (`8 → w → w → 1` tanh, batch 64, Adam) in lockstep
+/// lanes over their time one at a time, by hidden width `w`: measured with
+/// `cloudchamber bench --lanes` on the development machine (2-core Xeon, AVX-512, 2026-12-02;
+/// README: Lockstep).
+pub const LANES_OVER_ALONE: [(usize, f64); 7] = [
+    (2, 0.17),
+    (4, 0.18),
+    (8, 0.41),
+    (16, 0.53),
+    (32, 0.99),
+    (64, 0.80),
+    (128, 1.05),
+];
 
 /// Whether another live process still owns run `k` (a cheap look at the store, so a wait does
 /// not regenerate the run's data at every poll).

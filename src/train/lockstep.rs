@@ -316,8 +316,8 @@ fn lockstep(
     if !crate::interrupt::requested() {
         evaluate(lanes, runs, &splits, tr.steps);
     }
-    for lane in 0..runs.len() {
-        if let Some(mut r) = runs[lane].take() {
+    for (lane, slot) in runs.iter_mut().enumerate() {
+        if let Some(mut r) = slot.take() {
             let (params, opt) = (r.model.params_mut(), &mut r.opt);
             lanes.store(lane, params, opt);
             ended.push((lane, r));

@@ -415,12 +415,11 @@ impl<'a, F: Float> Run<'a, F> {
     /// The loss rows, every-step observables and the divergence test for this step's loss;
     /// [`Flow::Stop`] when the run diverged (recorded, rows flushed).
     pub(crate) fn after_loss(&mut self, step: u64, last: LossValue) -> Result<Flow, Error> {
-        let (tr, obs_spec) = (&self.spec.train, &self.spec.observe);
+        let tr = &self.spec.train;
         self.last = last;
         let first = *self.initial_loss.get_or_insert(last.loss);
         self.reached_target = tr.target_loss.is_some_and(|t| last.loss <= t);
-        self.log_now =
-            step % obs_spec.log_every == 0 || step + 1 == tr.steps || self.reached_target;
+        self.log_now = self.logs(step) || self.reached_target;
         let diverged = diverged(last.loss, first, tr.divergence_factor);
         if self.log_now || diverged {
             self.rows.push(metric(step, "train_loss", last.loss));
