@@ -150,8 +150,6 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
         .iter()
         .map(|(x, y)| Batch::Rows { x, y, rows: BATCH })
         .collect();
-    let t = time_steps(&mut model, &batches, &mut opt, &hyper, warmup, steps);
-
     // The GEMM ceiling: the 11 GEMMs of the step with the model's exact operand layouts.
     let mut rng = Rng::new(9);
     let mut buf = |n: usize| (0..n).map(|_| F::of(rng.normal())).collect::<Vec<F>>();
@@ -162,7 +160,7 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
     let mut dxs: Vec<Vec<F>> = (0..4).map(|l| buf(BATCH * DIMS[l])).collect();
     let mut gemm_times = Vec::with_capacity(steps);
     let mut gemm_fwd = Vec::with_capacity(steps);
-    for s in 0..warmup + steps {
+    let mut gemm_set = |record: bool| {
         let t0 = Instant::now();
         for l in 0..4 {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
@@ -210,10 +208,38 @@ pub fn reference_mlp<F: Float>(warmup: usize, steps: usize) -> BenchReport {
             }
         }
         let dt = t0.elapsed().as_secs_f64() * 1e3;
-        if s >= warmup {
+        if record {
             gemm_times.push(dt);
             gemm_fwd.push(tf);
         }
+    };
+    // Steps and GEMM sets in alternating blocks (each block after its own short warm-up), so
+    // a neighbour's load that comes and goes during the run weighs on both alike.
+    const BLOCK: usize = 25;
+    let mut t = time_steps(&mut model, &batches, &mut opt, &hyper, warmup, 0);
+    for _ in 0..warmup {
+        gemm_set(false);
+    }
+    let mut done = 0;
+    while done < steps {
+        let n = BLOCK.min(steps - done);
+        let b = time_steps(
+            &mut model,
+            &batches[done % batches.len()..],
+            &mut opt,
+            &hyper,
+            3,
+            n,
+        );
+        t.steps.extend(b.steps);
+        for (all, part) in t.phases.iter_mut().zip(b.phases) {
+            all.extend(part);
+        }
+        t.last_loss = b.last_loss;
+        for i in 0..3 + n {
+            gemm_set(i >= 3);
+        }
+        done += n;
     }
     let [f, b, o] = t.phases;
     BenchReport {

@@ -223,17 +223,17 @@ pub fn lockstep_gains(spec: &crate::spec::Spec, k: usize) -> bool {
 }
 
 /// Per-model-step time of 16 tiny MLPs (`8 → w → w → 1` tanh, batch 64, Adam) in lockstep
-/// lanes over their time one at a time, by hidden width `w`: measured with
-/// `cloudchamber bench --lanes` on the development machine (2-core Xeon, AVX-512, 2026-12-02;
-/// README: Lockstep).
+/// lanes over their time one at a time, by hidden width `w`: the larger of two
+/// `cloudchamber bench --lanes` runs on the development machine (2-core Xeon, AVX-512,
+/// 2026-12-02; README: Lockstep). Wider than 32 they lose.
 pub const LANES_OVER_ALONE: [(usize, f64); 7] = [
     (2, 0.17),
     (4, 0.18),
     (8, 0.41),
     (16, 0.53),
     (32, 0.99),
-    (64, 0.80),
-    (128, 1.05),
+    (64, 1.23),
+    (128, 1.40),
 ];
 
 /// Whether another live process still owns run `k` (a cheap look at the store, so a wait does
