@@ -348,7 +348,7 @@ pub fn lanes(widths: &[usize], steps: usize, repeats: usize) -> Vec<LanesRow> {
                     lanes.forward();
                     lanes.loss();
                     lanes.backward();
-                    lanes.step(&hyper, 1e-3);
+                    lanes.step(&[hyper], &[1e-3]);
                 }
                 let l = t.elapsed().as_secs_f64() * 1e6 / (group_steps * LANES) as f64;
                 if r > 0 {

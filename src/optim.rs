@@ -207,20 +207,23 @@ impl<F: Float> Coeffs<F> {
         }
     }
 
-    /// The constants of [`Coeffs::adam`] for the lockstep lanes' vector copy of it.
-    pub fn adam_consts(&self) -> crate::engine::lanes::AdamConsts {
-        let f = |x: F| x.f64() as f32;
+    /// The constants of [`Coeffs::adam`], one set per lane, for the lockstep lanes' vector
+    /// copy of it (every lane Adam, or every lane AdamW: one group has one optimizer).
+    pub fn adam_consts(
+        cs: &[Self; crate::engine::lanes::LANES],
+    ) -> crate::engine::lanes::AdamConsts {
+        let f = |g: &dyn Fn(&Self) -> F| std::array::from_fn(|l| g(&cs[l]).f64() as f32);
         crate::engine::lanes::AdamConsts {
-            adamw: self.adamw,
-            decay: f(self.decay),
-            keep: f(F::one() - self.lr * self.decay),
-            b1: f(self.b1),
-            one_minus_b1: f(F::one() - self.b1),
-            b2: f(self.b2),
-            one_minus_b2: f(F::one() - self.b2),
-            step_size: f(self.step_size),
-            inv_bc2_sqrt: f(self.inv_bc2_sqrt),
-            eps: f(self.eps),
+            adamw: cs[0].adamw,
+            decay: f(&|c| c.decay),
+            keep: f(&|c| F::one() - c.lr * c.decay),
+            b1: f(&|c| c.b1),
+            one_minus_b1: f(&|c| F::one() - c.b1),
+            b2: f(&|c| c.b2),
+            one_minus_b2: f(&|c| F::one() - c.b2),
+            step_size: f(&|c| c.step_size),
+            inv_bc2_sqrt: f(&|c| c.inv_bc2_sqrt),
+            eps: f(&|c| c.eps),
         }
     }
 

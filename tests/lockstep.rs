@@ -28,10 +28,19 @@ fn key(r: &MetricRow) -> (u64, Option<u32>, String, u64) {
 
 /// Trains `seeds` alone and together; asserts they agree; returns the endings.
 fn same_alone_and_together(text: &str, seeds: std::ops::Range<u64>) -> Vec<Outcome> {
-    let specs = specs(text, seeds);
+    alone_and_together(specs(text, seeds))
+}
+
+/// [`same_alone_and_together`] for runs given as specs.
+fn alone_and_together(specs: Vec<Spec>) -> Vec<Outcome> {
     if let Some(why) = lockstep::refuse(&specs[0]) {
         panic!("refused: {why}");
     }
+    let group = lockstep::group_key(&specs[0]);
+    assert!(
+        specs.iter().all(|s| lockstep::group_key(s) == group),
+        "one group"
+    );
     let datas: Vec<Dataset> = specs
         .iter()
         .map(|s| s.task.generate(s.seed, Path::new(".")).unwrap())
@@ -239,4 +248,51 @@ fn refusals_say_why() {
         let r = lockstep::refuse(s).unwrap_or_default();
         assert!(r.contains(why), "{line}: {r}");
     }
+}
+
+/// Runs that share only their shapes and schedule of steps — not their learning rate, schedule,
+/// optimizer settings, initialization, data or divergence test — train together too.
+#[test]
+fn runs_differing_in_more_than_the_seed() {
+    if !cloudchamber::engine::sgemm::available() {
+        return;
+    }
+    let sets: [&[&str]; 6] = [
+        &["seed=1"],
+        &["seed=1", "optim.lr=0.02"],
+        &[
+            "seed=2",
+            "optim.weight_decay=0.1",
+            "optim.betas=[0.8, 0.99]",
+        ],
+        &["seed=3", "model.init_scale=2.0", "optim.eps=1e-6"],
+        &[
+            "seed=4",
+            "optim.schedule=\"warmup_cosine\"",
+            "optim.warmup_steps=9",
+        ],
+        &[
+            "seed=5",
+            "task.teacher_student.noise=0.3",
+            "train.divergence_factor=50.0",
+        ],
+    ];
+    let specs: Vec<Spec> = sets
+        .iter()
+        .map(|over| {
+            let over: Vec<String> = over.iter().map(|s| s.to_string()).collect();
+            spec::parse(TINY, Path::new("t.toml"), &over).unwrap()
+        })
+        .collect();
+    alone_and_together(specs);
+    // Momentum SGD with a momentum per run.
+    let text = TINY.replace("optimizer = \"adam\"", "optimizer = \"nesterov\"");
+    let specs: Vec<Spec> = [0.5, 0.9, 0.0]
+        .iter()
+        .map(|m| {
+            let over = vec![format!("optim.momentum={m}"), "optim.lr=0.05".to_string()];
+            spec::parse(&text, Path::new("t.toml"), &over).unwrap()
+        })
+        .collect();
+    alone_and_together(specs);
 }

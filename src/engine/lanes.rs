@@ -400,32 +400,33 @@ pub fn adam(c: &AdamConsts, w: &mut [Lanes], g: &[Lanes], m: &mut [Lanes], v: &m
     for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         for l in 0..LANES {
             let g = if c.adamw {
-                w[l] *= c.keep;
+                w[l] *= c.keep[l];
                 g[l]
             } else {
-                g[l] + c.decay * w[l]
+                g[l] + c.decay[l] * w[l]
             };
-            m[l] = c.b1 * m[l] + c.one_minus_b1 * g;
-            v[l] = c.b2 * v[l] + c.one_minus_b2 * g * g;
-            w[l] -= c.step_size * m[l] / (v[l].sqrt() * c.inv_bc2_sqrt + c.eps);
+            m[l] = c.b1[l] * m[l] + c.one_minus_b1[l] * g;
+            v[l] = c.b2[l] * v[l] + c.one_minus_b2[l] * g * g;
+            w[l] -= c.step_size[l] * m[l] / (v[l].sqrt() * c.inv_bc2_sqrt[l] + c.eps[l]);
         }
     }
 }
 
-/// Adam's constants at one step, as [`crate::optim::Coeffs`] holds them (with `1 − β` and
+/// Adam's constants at one step for every lane (each lane's run has its own learning rate,
+/// betas, eps and weight decay), as [`crate::optim::Coeffs`] holds them (with `1 − β` and
 /// AdamW's `1 − lr·λ` formed once, as the element function's expressions give them).
 #[derive(Clone, Copy, Debug)]
 pub struct AdamConsts {
     pub adamw: bool,
-    pub decay: f32,
-    pub keep: f32,
-    pub b1: f32,
-    pub one_minus_b1: f32,
-    pub b2: f32,
-    pub one_minus_b2: f32,
-    pub step_size: f32,
-    pub inv_bc2_sqrt: f32,
-    pub eps: f32,
+    pub decay: Lanes,
+    pub keep: Lanes,
+    pub b1: Lanes,
+    pub one_minus_b1: Lanes,
+    pub b2: Lanes,
+    pub one_minus_b2: Lanes,
+    pub step_size: Lanes,
+    pub inv_bc2_sqrt: Lanes,
+    pub eps: Lanes,
 }
 
 /// The AVX-512 kernels: one zmm per [`Lanes`]. Each applies, per lane, the same IEEE operations
@@ -640,14 +641,14 @@ mod avx512 {
         m: &mut [Lanes],
         v: &mut [Lanes],
     ) {
-        let s = _mm512_set1_ps;
-        let (decay, keep, b1, omb1) = (s(c.decay), s(c.keep), s(c.b1), s(c.one_minus_b1));
+        let s = |x: &Lanes| ld(x);
+        let (decay, keep, b1, omb1) = (s(&c.decay), s(&c.keep), s(&c.b1), s(&c.one_minus_b1));
         let (b2, omb2, step, inv, eps) = (
-            s(c.b2),
-            s(c.one_minus_b2),
-            s(c.step_size),
-            s(c.inv_bc2_sqrt),
-            s(c.eps),
+            s(&c.b2),
+            s(&c.one_minus_b2),
+            s(&c.step_size),
+            s(&c.inv_bc2_sqrt),
+            s(&c.eps),
         );
         for e in 0..w.len() {
             let (wp, mp, vp) = (
@@ -1000,7 +1001,10 @@ mod tests {
                 eps: 1e-8,
                 weight_decay: 0.05,
             };
-            let c = Coeffs::<f32>::new(&h, 3, 0.01, Default::default(), true);
+            // A learning rate per lane, as runs of one group may have.
+            let cs: [Coeffs<f32>; LANES] = std::array::from_fn(|l| {
+                Coeffs::new(&h, 3, 0.01 * (1.0 + l as f64), Default::default(), true)
+            });
             let (mut w, g, mut m, mut v) = (
                 draw(&mut rng),
                 draw(&mut rng),
@@ -1011,11 +1015,11 @@ mod tests {
                 *x = x.abs();
             }
             let (w0, m0, v0) = (w.clone(), m.clone(), v.clone());
-            adam(&c.adam_consts(), &mut w, &g, &mut m, &mut v);
+            adam(&Coeffs::adam_consts(&cs), &mut w, &g, &mut m, &mut v);
             for e in 0..n {
                 for l in 0..LANES {
                     let (mut we, mut me, mut ve) = (w0[e][l], m0[e][l], v0[e][l]);
-                    c.adam(&mut we, g[e][l], &mut me, &mut ve);
+                    cs[l].adam(&mut we, g[e][l], &mut me, &mut ve);
                     assert_eq!(
                         (we.to_bits(), me.to_bits(), ve.to_bits()),
                         (w[e][l].to_bits(), m[e][l].to_bits(), v[e][l].to_bits()),

@@ -398,16 +398,22 @@ impl LaneMlp {
         }
     }
 
-    /// One optimizer step of every lane at learning rate `lr` ([`OptimState::step`]'s update).
-    pub fn step(&mut self, h: &Hyper, lr: f64) {
+    /// One optimizer step of every lane, lane `l` with its run's settings `hypers[l]` and
+    /// learning rate `lrs[l]` ([`OptimState::step`]'s update). Lanes past `hypers` (no run)
+    /// take the last one's.
+    pub fn step(&mut self, hypers: &[Hyper], lrs: &[f64]) {
+        assert!(!hypers.is_empty() && hypers.len() == lrs.len() && hypers.len() <= LANES);
         self.t += 1;
+        let at = |l: usize| l.min(hypers.len() - 1);
         // Tensors share their constants unless their factors differ (the powers are not free).
-        let mut last: Option<(LrMult, bool, Coeffs<f32>)> = None;
+        let mut last: Option<(LrMult, bool, [Coeffs<f32>; LANES])> = None;
         for i in 0..self.values.len() {
             let (mult, decays) = (self.lr_mult[i], self.decays[i]);
             let c = match last {
                 Some((m, d, c)) if m == mult && d == decays => c,
-                _ => Coeffs::<f32>::new(h, self.t, lr, mult, decays),
+                _ => std::array::from_fn(|l| {
+                    Coeffs::<f32>::new(&hypers[at(l)], self.t, lrs[at(l)], mult, decays)
+                }),
             };
             last = Some((mult, decays, c));
             let (w, g) = (&mut self.values[i], &self.grads[i]);
@@ -415,19 +421,20 @@ impl LaneMlp {
                 Optimizer::Sgd => {
                     for (w, g) in w.iter_mut().zip(g) {
                         for l in 0..LANES {
-                            c.sgd(&mut w[l], g[l]);
+                            c[l].sgd(&mut w[l], g[l]);
                         }
                     }
                 }
                 Optimizer::Momentum | Optimizer::Nesterov => {
                     for ((w, g), b) in w.iter_mut().zip(g).zip(self.m[i].iter_mut()) {
                         for l in 0..LANES {
-                            c.momentum(&mut w[l], g[l], &mut b[l]);
+                            c[l].momentum(&mut w[l], g[l], &mut b[l]);
                         }
                     }
                 }
                 Optimizer::Adam | Optimizer::Adamw => {
-                    lanes::adam(&c.adam_consts(), w, g, &mut self.m[i], &mut self.v[i]);
+                    let consts = Coeffs::adam_consts(&c);
+                    lanes::adam(&consts, w, g, &mut self.m[i], &mut self.v[i]);
                 }
             }
         }
@@ -562,7 +569,7 @@ mod tests {
                 lanes.forward();
                 let losses = lanes.loss();
                 lanes.backward();
-                lanes.step(&h, 0.01);
+                lanes.step(&[h], &[0.01]);
                 for (l, (m, o)) in models.iter_mut().zip(opts.iter_mut()).enumerate() {
                     m.forward(&xs[l], rows, Mode::Train);
                     let mut out = vec![0.0; rows * output];

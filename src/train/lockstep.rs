@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::model::lanes::LaneMlp;
 use crate::model::{Batch, Mlp};
 use crate::nn::norm::{Mode, Norm};
+use crate::optim::Hyper;
 use crate::spec::{Dtype, ModelSpec, Spec};
 use crate::task::Dataset;
 
@@ -51,6 +52,9 @@ pub fn refuse(spec: &Spec) -> Option<String> {
     if mlp.norm != Norm::None {
         return Some("the model has norm layers".into());
     }
+    if mlp.calibrate != crate::spec::Calibrate::None {
+        return Some("a calibrated activation is biased (a·f(x − b) + c)".into());
+    }
     if !mlp.act.is_plain() {
         return Some("the activation is biased (a·f(x − b) + c)".into());
     }
@@ -63,15 +67,32 @@ pub fn refuse(spec: &Spec) -> Option<String> {
     None
 }
 
-/// The key runs share to train together: the resolved spec without its seed (`None` when
-/// [`refuse`] refuses).
+/// The key runs share to train together (`None` when [`refuse`] refuses): what the lanes hold
+/// in common — the model's shape, activation and width parametrization, the loss, the
+/// optimizer's kind, and the loop's steps, batch, evaluations and checkpoints. Everything else
+/// is each run's own: the seed and the data, the initialization, the learning rate, its
+/// schedule and the optimizer's other settings, the observables, the divergence test and the
+/// target loss. (Runs whose data turn out shaped differently train alone: [`train_group`].)
 pub fn group_key(spec: &Spec) -> Option<String> {
     if refuse(spec).is_some() {
         return None;
     }
-    let mut s = spec.clone();
-    s.seed = 0;
-    Some(s.to_json())
+    let ModelSpec::Mlp(m) = &spec.model else {
+        return None;
+    };
+    let (tr, o) = (&spec.train, &spec.optim);
+    let shared = serde_json::json!({
+        "model": [m.width, m.depth],
+        "bias": m.bias,
+        "activation": m.activation,
+        "parametrization": [serde_json::to_value(m.parametrization).ok(), Some(serde_json::Value::from(m.base_width))],
+        "loss": tr.loss,
+        "optimizer": o.optimizer,
+        "loop": [tr.steps, tr.eval_every, tr.checkpoint_every, tr.threads as u64],
+        "batch": serde_json::to_value(&tr.batch_size).ok(),
+        "task": spec.task.kind(),
+    });
+    Some(shared.to_string())
 }
 
 /// Trains `members` (at most [`LANES`], fresh runs of one [`group_key`]) together; each result
@@ -106,14 +127,17 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
             .next()
             .and_then(|r| lane_model(r).ok());
         let mut lanes = template.map(|(mlp, y_cols, r)| {
+            let shape = (r.batch, r.n, y_cols, mlp.dims.clone(), mlp.loss);
             (
                 LaneMlp::new(mlp, r.batch, y_cols, r.spec.optim.optimizer),
-                (r.batch, r.n),
+                shape,
             )
         });
         for (i, slot) in runs.iter_mut().enumerate() {
             let fits = match (&lanes, slot.as_ref()) {
-                (Some((_, shape)), Some(r)) => lane_model(r).is_ok() && (r.batch, r.n) == *shape,
+                (Some((_, shape)), Some(r)) => lane_model(r).is_ok_and(|(mlp, y_cols, r)| {
+                    (r.batch, r.n, y_cols, mlp.dims.clone(), mlp.loss) == *shape
+                }),
                 _ => false,
             };
             if !fits {
@@ -191,7 +215,6 @@ fn lockstep(
         return;
     };
     let tr = first.spec.train.clone();
-    let hyper = first.hyper;
     let mut ended: Vec<(usize, Run<'_, f32>)> = Vec::new();
     let splits = eval_splits(lanes, runs);
     // A run leaves the group: finished later (after the loop) or with this error now.
@@ -244,11 +267,17 @@ fn lockstep(
             continue;
         }
         // An ordinary step: every lane at once.
-        let mut lr = 0.0;
         for r in runs.iter_mut().flatten() {
             r.pick(step);
-            lr = r.lr;
         }
+        // Each lane's optimizer settings and learning rate (a lane without a run: another's).
+        let Some(any) = runs.iter().flatten().next().map(|r| (r.hyper, r.lr)) else {
+            break;
+        };
+        let (hypers, lrs): (Vec<Hyper>, Vec<f64>) = runs
+            .iter()
+            .map(|r| r.as_ref().map_or(any, |r| (r.hyper, r.lr)))
+            .unzip();
         let mut rows = 0;
         let batches: Vec<Option<(&[f32], &[f32])>> = runs
             .iter()
@@ -301,7 +330,7 @@ fn lockstep(
             }
         }
         lanes.backward();
-        lanes.step(&hyper, lr);
+        lanes.step(&hypers, &lrs);
         for lane in 0..runs.len() {
             let Some(r) = runs[lane].as_mut() else {
                 continue;
