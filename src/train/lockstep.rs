@@ -89,7 +89,7 @@ pub fn group_key(spec: &Spec) -> Option<String> {
         "loss": tr.loss,
         "optimizer": o.optimizer,
         "loop": [tr.steps, tr.eval_every, tr.checkpoint_every, tr.threads as u64],
-        "batch": serde_json::to_value(&tr.batch_size).ok(),
+        "batch": serde_json::to_value(tr.batch_size).ok(),
         "task": spec.task.kind(),
     });
     Some(shared.to_string())
