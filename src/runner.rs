@@ -135,6 +135,17 @@ pub fn execute(p: &mut Prepared, spec: &Spec, progress: ProgressFn<'_>) -> Resul
         resumed_from.is_some(),
         progress,
     );
+    record_end(store, id, result, started)
+}
+
+/// Records how a run ended (a failure as `failed` with its message; the original error is
+/// the one returned).
+fn record_end(
+    store: &mut Store,
+    id: &str,
+    result: Result<Outcome, Error>,
+    started: Instant,
+) -> Result<Outcome, Error> {
     match result {
         Ok(out) => {
             store.finish_run(
@@ -194,29 +205,6 @@ pub fn execute_group(group: &mut [(Box<Prepared>, &Spec)]) -> Vec<Result<Outcome
     group
         .iter_mut()
         .zip(results)
-        .map(|((p, _), result)| match result {
-            Ok(out) => {
-                p.store.finish_run(
-                    &p.id,
-                    out.status,
-                    out.steps,
-                    out.wall_seconds,
-                    out.diverged_step,
-                    out.message.as_deref(),
-                )?;
-                Ok(out)
-            }
-            Err(e) => {
-                let _ = p.store.finish_run(
-                    &p.id,
-                    RunStatus::Failed,
-                    0,
-                    started.elapsed().as_secs_f64(),
-                    None,
-                    Some(&e.to_string()),
-                );
-                Err(e)
-            }
-        })
+        .map(|((p, _), result)| record_end(&mut p.store, &p.id, result, started))
         .collect()
 }

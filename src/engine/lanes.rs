@@ -56,14 +56,7 @@ pub fn gemm_bias_tanh(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        let (ars, aps) = match ta {
-            Op::N => (k, 1),
-            Op::T => (1, m),
-        };
-        let (bps, bjs) = match tb {
-            Op::N => (n, 1),
-            Op::T => (1, k),
-        };
+        let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
         // SAFETY: AVX-512F is present (checked); the assert bounds A, B, the bias and `h` for
         // these strides; `h` is a unique borrow.
         unsafe {
@@ -81,6 +74,21 @@ pub fn gemm_bias_tanh(
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// The element strides of `op(A)(i, p)` over `i` and `p`, and of `op(B)(p, j)` over `p` and
+/// `j`, for dense row-major operands.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn strides(ta: Op, tb: Op, m: usize, n: usize, k: usize) -> ((usize, usize), (usize, usize)) {
+    let a = match ta {
+        Op::N => (k, 1),
+        Op::T => (1, m),
+    };
+    let b = match tb {
+        Op::N => (n, 1),
+        Op::T => (1, k),
+    };
+    (a, b)
 }
 
 /// `C ← α·op(A)·op(B) + β·C` for every lane, dense row-major operands (`op(A): [m, k]`,
@@ -137,14 +145,7 @@ pub fn gemm(
     }
     #[cfg(target_arch = "x86_64")]
     if super::sgemm::available() {
-        let (ars, aps) = match ta {
-            Op::N => (k, 1),
-            Op::T => (1, m),
-        };
-        let (bps, bjs) = match tb {
-            Op::N => (n, 1),
-            Op::T => (1, k),
-        };
+        let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
         // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C for
         // these strides; `c` is a unique borrow.
         unsafe {
