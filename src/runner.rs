@@ -173,32 +173,36 @@ fn record_end(
     }
 }
 
-/// Trains prepared fresh runs of one lockstep group together ([`train::lockstep`]) and records
+/// Trains prepared runs of one lockstep group together (fresh, or resuming from checkpoints of
+/// the same step) ([`train::lockstep`]) and records
 /// how each ended, as [`execute`] does for one.
 pub fn execute_group(group: &mut [(Box<Prepared>, &Spec)]) -> Vec<Result<Outcome, Error>> {
     let started = Instant::now();
     let mut sinks: Vec<StoreSink<'_>> = Vec::with_capacity(group.len());
-    let mut rest: Vec<(&Spec, &Dataset, &Path)> = Vec::with_capacity(group.len());
+    let mut rest: Vec<(&Spec, &Dataset, &Path, bool)> = Vec::with_capacity(group.len());
     for (p, spec) in group.iter_mut() {
         let Prepared {
             store,
             id,
             artifacts,
             data,
-            ..
+            resumed_from,
         } = &mut **p;
         sinks.push(StoreSink { store, id });
-        rest.push((*spec, &*data, artifacts.as_path()));
+        rest.push((*spec, &*data, artifacts.as_path(), resumed_from.is_some()));
     }
     let members = sinks
         .iter_mut()
         .zip(&rest)
-        .map(|(sink, &(spec, data, artifacts))| train::lockstep::Member {
-            spec,
-            data,
-            sink,
-            artifacts: Some(artifacts),
-        })
+        .map(
+            |(sink, &(spec, data, artifacts, resume))| train::lockstep::Member {
+                spec,
+                data,
+                sink,
+                artifacts: Some(artifacts),
+                resume,
+            },
+        )
         .collect();
     let results = train::lockstep::train_group(members);
     drop(sinks);

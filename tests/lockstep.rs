@@ -56,6 +56,7 @@ fn alone_and_together(specs: Vec<Spec>) -> Vec<Outcome> {
             data,
             sink,
             artifacts: None,
+            resume: false,
         })
         .collect();
     let together = lockstep::train_group(members);
@@ -250,8 +251,8 @@ fn refusals_say_why() {
     }
 }
 
-/// Runs that share only their shapes and schedule of steps — not their learning rate, schedule,
-/// optimizer settings, initialization, data or divergence test — train together too.
+/// Runs that share their shapes, task and loop but not their learning rate, schedule, optimizer
+/// settings, initialization, logging or divergence test train together too.
 #[test]
 fn runs_differing_in_more_than_the_seed() {
     if !cloudchamber::engine::sgemm::available() {
@@ -273,8 +274,8 @@ fn runs_differing_in_more_than_the_seed() {
         ],
         &[
             "seed=5",
-            "task.teacher_student.noise=0.3",
             "train.divergence_factor=50.0",
+            "observe.log_every=20",
         ],
     ];
     let specs: Vec<Spec> = sets

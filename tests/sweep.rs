@@ -793,3 +793,76 @@ fn lockstep_groups_store_what_runs_alone_store() {
     );
     assert_eq!(alone, metric_rows(&d.join("mixed.db")));
 }
+
+/// Ctrl-C stops a lockstep group like runs alone: every member checkpoints and is marked
+/// interrupted (exit 130), and the same command resumes the group, in lanes, to exactly the
+/// rows the runs store trained alone without a stop.
+#[test]
+fn an_interrupted_lockstep_group_resumes_bit_identically() {
+    if !cloudchamber::engine::sgemm::available() {
+        return;
+    }
+    let base = BASE
+        .replace("n_train = 64", "n_train = 100")
+        .replace("steps = 5", "steps = 200000\ncheckpoint_every = 20000")
+        .replace("eval_every = 5", "eval_every = 2000")
+        .replace("log_every = 5", "log_every = 1000")
+        .replace("width = 16", "width = 4");
+    let decl = format!("{base}\n[sweep]\nname = \"cut\"\nseeds = 4\n");
+    let dir = dir_with(&[("s.toml", &decl)]);
+    let d = dir.path();
+    let o = run_in(
+        d,
+        &["--store", "ref.db", "sweep", "s.toml", "--no-lockstep"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let child = Command::new(env!("CARGO_BIN_EXE_cloudchamber"))
+        .current_dir(d)
+        .args(["--store", "cut.db", "sweep", "s.toml", "--workers", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the group is well into training (rows past step 20,000 are in the store).
+    let db = d.join("cut.db");
+    let t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let far = rusqlite::Connection::open(&db)
+            .ok()
+            .and_then(|c| {
+                c.query_row("SELECT MAX(step) FROM metrics", [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+                .ok()
+                .flatten()
+            })
+            .is_some_and(|s| s > 20_000);
+        if far {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(60));
+    }
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", err(&o));
+    assert!(out(&o).contains("in 1 lockstep group"), "{}", out(&o));
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let interrupted: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(interrupted, 4, "{}", out(&o));
+    drop(c);
+    let o = run_in(
+        d,
+        &["--store", "cut.db", "sweep", "s.toml", "--workers", "1"],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("resumed"), "{}", out(&o));
+    assert_eq!(metric_rows(&d.join("ref.db")), metric_rows(&db));
+}

@@ -105,14 +105,15 @@ pub fn gemm(
     beta: f32,
     c: &mut [Lanes],
 ) {
+    // k = 0 (no model has an empty layer) is refused rather than given `gemm_ex`'s β·C.
     assert!(
-        k <= MAX_K && a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        (1..=MAX_K).contains(&k) && a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "lanes::gemm: shapes"
     );
     if m == 0 || n == 0 {
         return;
     }
-    if k > 0 {
+    {
         // `gemm_ex`'s degenerate shapes, in its order.
         #[cfg(target_arch = "x86_64")]
         let fast = super::sgemm::available();

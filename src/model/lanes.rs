@@ -183,6 +183,15 @@ impl LaneMlp {
         }
     }
 
+    /// Lane `lane` emptied: its parameters and moments zero (a lane without a model).
+    pub fn clear(&mut self, lane: usize) {
+        for t in self.values.iter_mut().chain(&mut self.m).chain(&mut self.v) {
+            for v in t.iter_mut() {
+                v[lane] = 0.0;
+            }
+        }
+    }
+
     /// Lane `lane`'s parameters and optimizer state, into one model's.
     pub fn store(&self, lane: usize, params: &mut [Param<f32>], opt: &mut OptimState<f32>) {
         for (i, p) in params.iter_mut().enumerate() {

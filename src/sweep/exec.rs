@@ -98,13 +98,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the points `ks` (one lockstep group, [`units`]) to their ends: each is prepared as
-/// [`run_one`] prepares it; those that start fresh train together
-/// ([`runner::execute_group`]), the others (finished, resumed, owned elsewhere) as alone.
+/// [`run_one`] prepares it, and those that train (fresh, or resuming from their checkpoints)
+/// train together ([`runner::execute_group`]); finished ones are skipped, ones another process
+/// owns are reported busy. After Ctrl-C nothing more is prepared or started.
 pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End)> {
     let mut ends: Vec<(usize, End)> = Vec::with_capacity(ks.len());
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut fresh = Vec::new();
+        let mut ready = Vec::new();
         for &k in ks {
+            if crate::interrupt::requested() {
+                ends.push((k, End::NotRun));
+                continue;
+            }
             let Some(r) = sw.runs.get(k) else {
                 ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
                 continue;
@@ -115,27 +120,20 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
                     Start::Done(rec) => Ok(Err(End::Skipped(rec.status))),
                 });
             match prepared {
-                Ok(Ok(mut p)) if p.resumed_from.is_some() => {
-                    let out = runner::execute(&mut p, &r.spec, &mut |_, _| {});
-                    ends.push((k, ended(out.map(|o| trained(&o, p.resumed_from)))));
-                }
-                Ok(Ok(p)) => fresh.push((k, p)),
+                Ok(Ok(p)) => ready.push((k, p)),
                 Ok(Err(end)) => ends.push((k, end)),
                 Err(e) => ends.push((k, ended(Err(e)))),
             }
         }
-        let mut group: Vec<_> = fresh
+        let order: Vec<(usize, Option<u64>)> =
+            ready.iter().map(|(k, p)| (*k, p.resumed_from)).collect();
+        let mut group: Vec<_> = ready
             .into_iter()
             .map(|(k, p)| (p, &sw.runs[k].spec))
             .collect();
-        let order: Vec<usize> = ks
-            .iter()
-            .copied()
-            .filter(|k| !ends.iter().any(|(e, _)| e == k))
-            .collect();
         let results = runner::execute_group(&mut group);
-        for (k, out) in order.into_iter().zip(results) {
-            ends.push((k, ended(out.map(|o| trained(&o, None)))));
+        for ((k, resumed_from), out) in order.into_iter().zip(results) {
+            ends.push((k, ended(out.map(|o| trained(&o, resumed_from)))));
         }
     }));
     if let Err(panic) = attempt {
@@ -155,6 +153,8 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
 /// group is large enough to gain ([`lockstep_gains`]); every other run alone.
 pub fn units(sw: &Sweep, lockstep: bool) -> Vec<Vec<usize>> {
     use std::collections::HashMap;
+    // The lanes reproduce the AVX-512 kernels: elsewhere every run trains alone.
+    let lockstep = lockstep && crate::engine::sgemm::available();
     let keys: Vec<Option<String>> = sw
         .runs
         .iter()

@@ -32,6 +32,9 @@ pub struct Member<'a> {
     pub data: &'a Dataset,
     pub sink: &'a mut dyn MetricSink,
     pub artifacts: Option<&'a Path>,
+    /// Resume from the run's checkpoint in `artifacts`, if there is one (a group interrupted
+    /// together resumes together).
+    pub resume: bool,
 }
 
 /// Why runs of `spec` cannot train in lockstep, as far as the spec alone says (`None`: they
@@ -42,6 +45,21 @@ pub fn refuse(spec: &Spec) -> Option<String> {
     };
     if spec.model.dtype() != Dtype::F32 {
         return Some("lockstep lanes are f32".into());
+    }
+    match spec.train.batch_size {
+        crate::spec::BatchSize::Size(b) if b <= crate::engine::lanes::MAX_K => {}
+        _ => {
+            return Some(format!(
+                "lockstep batches hold at most {} rows",
+                crate::engine::lanes::MAX_K
+            ))
+        }
+    }
+    if mlp.width > crate::engine::lanes::MAX_K {
+        return Some(format!(
+            "lockstep layers are at most {} wide",
+            crate::engine::lanes::MAX_K
+        ));
     }
     if spec.observe.sharpness_every > 0 {
         return Some("sharpness is measured on one model".into());
@@ -70,9 +88,11 @@ pub fn refuse(spec: &Spec) -> Option<String> {
 /// The key runs share to train together (`None` when [`refuse`] refuses): what the lanes hold
 /// in common — the model's shape, activation and width parametrization, the loss, the
 /// optimizer's kind, and the loop's steps, batch, evaluations and checkpoints. Everything else
-/// is each run's own: the seed and the data, the initialization, the learning rate, its
-/// schedule and the optimizer's other settings, the observables, the divergence test and the
-/// target loss. (Runs whose data turn out shaped differently train alone: [`train_group`].)
+/// is each run's own: the seed (so its data and initialization), the initialization's scheme
+/// and scale, the learning rate, its schedule and the optimizer's other settings, the
+/// observables, the divergence test and the target loss. The task's settings are shared, so
+/// that a group's data have one shape (a run whose data still differ trains alone:
+/// [`train_group`]).
 pub fn group_key(spec: &Spec) -> Option<String> {
     if refuse(spec).is_some() {
         return None;
@@ -90,7 +110,7 @@ pub fn group_key(spec: &Spec) -> Option<String> {
         "optimizer": o.optimizer,
         "loop": [tr.steps, tr.eval_every, tr.checkpoint_every, tr.threads as u64],
         "batch": serde_json::to_value(tr.batch_size).ok(),
-        "task": spec.task.kind(),
+        "task": serde_json::to_value(&spec.task).ok(),
     });
     Some(shared.to_string())
 }
@@ -111,7 +131,7 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
                 .spec
                 .check_data(m.data)
                 .map_err(Error::from)
-                .and_then(|()| Run::<f32>::new(m.spec, m.data, m.sink, m.artifacts, false));
+                .and_then(|()| Run::<f32>::new(m.spec, m.data, m.sink, m.artifacts, m.resume));
             match built {
                 Ok(r) => runs.push(Some(r)),
                 Err(e) => {
@@ -127,7 +147,14 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
             .next()
             .and_then(|r| lane_model(r).ok());
         let mut lanes = template.map(|(mlp, y_cols, r)| {
-            let shape = (r.batch, r.n, y_cols, mlp.dims.clone(), mlp.loss);
+            let shape = (
+                r.batch,
+                r.n,
+                y_cols,
+                mlp.dims.clone(),
+                mlp.loss,
+                r.steps_done,
+            );
             (
                 LaneMlp::new(mlp, r.batch, y_cols, r.spec.optim.optimizer),
                 shape,
@@ -136,7 +163,14 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
         for (i, slot) in runs.iter_mut().enumerate() {
             let fits = match (&lanes, slot.as_ref()) {
                 (Some((_, shape)), Some(r)) => lane_model(r).is_ok_and(|(mlp, y_cols, r)| {
-                    (r.batch, r.n, y_cols, mlp.dims.clone(), mlp.loss) == *shape
+                    (
+                        r.batch,
+                        r.n,
+                        y_cols,
+                        mlp.dims.clone(),
+                        mlp.loss,
+                        r.steps_done,
+                    ) == *shape
                 }),
                 _ => false,
             };
@@ -146,6 +180,7 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
                 }
             }
         }
+        let in_lanes: Vec<bool> = runs.iter().map(Option::is_some).collect();
         if let Some((lanes, _)) = &mut lanes {
             for (lane, r) in runs.iter().enumerate() {
                 if let Some(r) = r {
@@ -155,11 +190,12 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
             }
             lockstep(lanes, &mut runs, &mut results);
         }
-        let trained = results.iter().flatten().count().max(1);
+        let trained = in_lanes.iter().filter(|&&l| l).count().max(1);
         let share = start.elapsed().as_secs_f64() / trained as f64;
         results
             .into_iter()
-            .map(|r| {
+            .zip(in_lanes)
+            .map(|(r, in_lanes)| {
                 // A lockstep run's wall time is its share of the group's.
                 r.unwrap_or_else(|| {
                     Err(Error::Io {
@@ -168,7 +204,9 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
                     })
                 })
                 .map(|mut out| {
-                    out.wall_seconds = share;
+                    if in_lanes {
+                        out.wall_seconds = share;
+                    }
                     out
                 })
             })
@@ -224,9 +262,19 @@ fn lockstep(
             results[$lane] = Some(Err($err));
         }};
     }
-    for step in 0..tr.steps {
+    let first_step = first.steps_done;
+    // Lanes whose run left (or never came) hold zeros, so no NaN or subnormal from a diverged
+    // model slows the vector instructions every lane shares.
+    let mut cleared = [false; LANES];
+    for step in first_step..tr.steps {
         if runs.iter().all(Option::is_none) {
             break;
+        }
+        for (lane, r) in runs.iter().enumerate() {
+            if r.is_none() && !cleared[lane] {
+                lanes.clear(lane);
+                cleared[lane] = true;
+            }
         }
         // Evaluation, every lane at once, before anything else of the step (as a run alone
         // evaluates first).

@@ -26,6 +26,9 @@ use super::data::{self, Gathered, Part, Picked, Split};
 
 /// Loss and accuracy of the training and test splits.
 type EvalPair = ((f64, Option<f64>), (f64, Option<f64>));
+
+/// Per split (training, test), its loss and accuracy, or `None` when it is empty.
+pub(crate) type SplitResults = [Option<(f64, Option<f64>)>; 2];
 use super::generative::{self, GenerativeReport};
 use super::in_context::PromptReport;
 use super::segmentation::{self, SegmentationReport};
@@ -88,6 +91,9 @@ pub(crate) struct Run<'a, F: Float> {
     last_eval: Option<u64>,
     /// The last evaluation's losses and accuracies (train, test) and its step.
     eval_result: Option<(u64, EvalPair)>,
+    /// An evaluation the lockstep lanes computed, recorded when its step begins
+    /// ([`Run::evaluated`]).
+    pending_eval: Option<(u64, SplitResults)>,
     run_id: String,
     ckpt_path: Option<PathBuf>,
 }
@@ -215,6 +221,7 @@ impl<'a, F: Float> Run<'a, F> {
             steps_done: 0,
             last_eval: None,
             eval_result: None,
+            pending_eval: None,
             run_id: spec.run_id(),
             ckpt_path: artifacts.map(|d| d.join(checkpoint::FILE)),
         };
@@ -312,7 +319,8 @@ impl<'a, F: Float> Run<'a, F> {
             )));
         }
         // Eval: the parameters as they are before this step's update (step 0 = initialization),
-        // unless the lockstep driver already evaluated them ([`Run::evaluated`]).
+        // unless the lockstep lanes already evaluated them ([`Run::evaluated`]).
+        self.record_pending_eval(step);
         if step.is_multiple_of(self.spec.train.eval_every) && self.last_eval != Some(step) {
             self.evaluate_all(step)?;
             self.last_eval = Some(step);
@@ -363,10 +371,21 @@ impl<'a, F: Float> Run<'a, F> {
         ]
     }
 
-    /// Records step `step`'s evaluation computed by the lockstep lanes: the rows
-    /// [`evaluate`] writes, from the same tallies.
-    /// `None`: an empty split, for which `evaluate` writes nothing.
-    pub(crate) fn evaluated(&mut self, step: u64, results: [Option<(f64, Option<f64>)>; 2]) {
+    /// Step `step`'s evaluation, computed by the lockstep lanes with the passes and tallies of
+    /// [`evaluate`] (`None`: an empty split, for which `evaluate` writes nothing). It is
+    /// recorded when the step begins, after the interrupt test, as a run alone evaluates.
+    pub(crate) fn evaluated(&mut self, step: u64, results: SplitResults) {
+        self.pending_eval = Some((step, results));
+    }
+
+    /// Records the lanes' evaluation of `step`, if there is one: the rows [`evaluate`] writes.
+    fn record_pending_eval(&mut self, step: u64) {
+        let Some((at, results)) = self.pending_eval.take() else {
+            return;
+        };
+        if at != step {
+            return;
+        }
         for (result, (name_loss, name_acc)) in results.into_iter().zip([
             ("train_eval_loss", "train_eval_acc"),
             ("test_loss", "test_acc"),
@@ -556,6 +575,7 @@ impl<'a, F: Float> Run<'a, F> {
     /// The final evaluation, the artifacts, and how the run ended.
     pub(crate) fn finish(mut self) -> Result<Outcome, Error> {
         let steps_done = self.steps_done;
+        self.record_pending_eval(steps_done);
         // Final evaluation of the trained parameters, at the step count reached — unless those
         // very parameters were just evaluated (a run that diverged on an evaluation step).
         let (train_eval, test_eval) = if self.last_eval == Some(steps_done) {
