@@ -56,24 +56,47 @@ pub fn gemm_bias_tanh(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
-        // SAFETY: AVX-512F is present (checked); the assert bounds A, B, the bias and `h` for
-        // these strides; `h` is a unique borrow.
-        unsafe {
-            avx512::chain(
-                (m, n, k),
-                alpha,
-                (a.as_ptr(), ars, aps),
-                (b.as_ptr(), bps, bjs),
-                0.0,
-                h.as_mut_ptr(),
-                avx512::Epi::Tanh(bias.map(|b| b.as_ptr())),
-            )
-        };
+        let epi = avx512::Epi::Tanh(bias.map(|b| b.as_ptr()));
+        // SAFETY: AVX-512F is present (checked); the assert bounds A, B, the bias and `h`.
+        unsafe { chain(ta, tb, (m, n, k), alpha, a, b, 0.0, h, epi) };
         true
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// [`avx512::chain`] on dense row-major operands.
+///
+/// # Safety
+/// AVX-512F must be present, and `a`, `b`, `c` (and an epilogue's bias) must hold
+/// `op(A): [m, k]`, `op(B): [k, n]`, `C: [m, n]` (and `n` lanes).
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn chain(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: &[Lanes],
+    b: &[Lanes],
+    beta: f32,
+    c: &mut [Lanes],
+    epi: avx512::Epi,
+) {
+    let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
+    // SAFETY: the caller's contract: AVX-512F, and operands that hold these shapes, so every
+    // stride the kernel walks stays inside them; `c` is a unique borrow.
+    unsafe {
+        avx512::chain(
+            (m, n, k),
+            alpha,
+            (a.as_ptr(), ars, aps),
+            (b.as_ptr(), bps, bjs),
+            beta,
+            c.as_mut_ptr(),
+            epi,
+        )
+    }
 }
 
 /// The element strides of `op(A)(i, p)` over `i` and `p`, and of `op(B)(p, j)` over `p` and
@@ -146,20 +169,8 @@ pub fn gemm(
     }
     #[cfg(target_arch = "x86_64")]
     if super::sgemm::available() {
-        let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
-        // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C for
-        // these strides; `c` is a unique borrow.
-        unsafe {
-            avx512::chain(
-                (m, n, k),
-                alpha,
-                (a.as_ptr(), ars, aps),
-                (b.as_ptr(), bps, bjs),
-                beta,
-                c.as_mut_ptr(),
-                avx512::Epi::Store,
-            )
-        };
+        // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C.
+        unsafe { chain(ta, tb, (m, n, k), alpha, a, b, beta, c, avx512::Epi::Store) };
         return;
     }
     // The kernels: A(i, p) and B(p, j) through the transposes.

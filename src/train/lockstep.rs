@@ -147,31 +147,14 @@ pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
             .next()
             .and_then(|r| lane_model(r).ok());
         let mut lanes = template.map(|(mlp, y_cols, r)| {
-            let shape = (
-                r.batch,
-                r.n,
-                y_cols,
-                mlp.dims.clone(),
-                mlp.loss,
-                r.steps_done,
-            );
-            (
-                LaneMlp::new(mlp, r.batch, y_cols, r.spec.optim.optimizer),
-                shape,
-            )
+            let lanes = LaneMlp::new(mlp, r.batch, y_cols, r.spec.optim.optimizer);
+            (lanes, lane_shape(mlp, y_cols, r))
         });
         for (i, slot) in runs.iter_mut().enumerate() {
             let fits = match (&lanes, slot.as_ref()) {
-                (Some((_, shape)), Some(r)) => lane_model(r).is_ok_and(|(mlp, y_cols, r)| {
-                    (
-                        r.batch,
-                        r.n,
-                        y_cols,
-                        mlp.dims.clone(),
-                        mlp.loss,
-                        r.steps_done,
-                    ) == *shape
-                }),
+                (Some((_, shape)), Some(r)) => {
+                    lane_model(r).is_ok_and(|(mlp, y_cols, r)| lane_shape(mlp, y_cols, r) == *shape)
+                }
                 _ => false,
             };
             if !fits {
@@ -229,6 +212,21 @@ fn lane_model<'r, 'a>(
         return Err(why);
     }
     Ok((mlp, r.y_cols(), r))
+}
+
+/// What runs of one group must share beyond their key: the batch, the training set's size,
+/// the target columns, the layer widths, the loss, and the step they start from.
+type Shape = (usize, usize, usize, Vec<usize>, crate::spec::LossKind, u64);
+
+fn lane_shape(mlp: &Mlp<f32>, y_cols: usize, r: &Run<'_, f32>) -> Shape {
+    (
+        r.batch,
+        r.n,
+        y_cols,
+        mlp.dims.clone(),
+        mlp.loss,
+        r.steps_done,
+    )
 }
 
 /// A run alone: [`super::train`]'s loop.
