@@ -1,5 +1,6 @@
-//! Lockstep: up to [`LANES`] runs that differ only in their seed, trained together — one per
-//! SIMD lane of a [`LaneMlp`] — by the same phases as a run alone ([`Run`]).
+//! Lockstep: up to [`LANES`] runs of one shape, task and loop ([`group_key`]: they may differ
+//! in seed, learning rate, optimizer settings, initialization), trained together — one per SIMD
+//! lane of a [`LaneMlp`] — by the same phases as a run alone ([`Run`]).
 //!
 //! An ordinary step (not evaluated, logged or checkpointed) takes each run's learning rate and
 //! batch from the run ([`Run::pick`]), computes every lane's forward pass, loss, backward pass
@@ -115,9 +116,10 @@ pub fn group_key(spec: &Spec) -> Option<String> {
     Some(shared.to_string())
 }
 
-/// Trains `members` (at most [`LANES`], fresh runs of one [`group_key`]) together; each result
-/// is what [`super::train`] returns for that run alone. Runs the lanes cannot hold (a refused
-/// model, a data shape unlike the others') train alone, one after another.
+/// Trains `members` (at most [`LANES`] runs of one [`group_key`], fresh or resuming) together;
+/// each result is what [`super::train`] returns for that run alone. Runs the lanes cannot hold
+/// (a refused model, data shaped unlike the others', another starting step) train alone, one
+/// after another.
 pub fn train_group(members: Vec<Member<'_>>) -> Vec<Result<Outcome, Error>> {
     assert!(members.len() <= LANES, "train_group: more runs than lanes");
     let start = Instant::now();
