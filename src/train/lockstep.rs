@@ -62,6 +62,31 @@ pub fn refuse(spec: &Spec) -> Option<String> {
             crate::engine::lanes::MAX_K
         ));
     }
+    // The data must be small feature rows, known from the spec: file data and images can be
+    // wide (lanes hold layers up to 256) and large (a group holds 16 runs' data, and its
+    // evaluation splits once more in lanes).
+    use crate::task::TaskSpec as T;
+    match &spec.task {
+        T::TeacherStudent(t) if t.input_dim > crate::engine::lanes::MAX_K => {
+            return Some("the teacher's input is wider than lockstep layers".into())
+        }
+        T::TeacherStudent(_)
+        | T::Modular(_)
+        | T::SparseParity(_)
+        | T::MultitaskSparseParity(_)
+        | T::Spirals(_)
+        | T::Moons(_)
+        | T::Gaussians(_)
+        | T::Rings(_)
+        | T::Checkerboard(_)
+        | T::GaussianMixture(_) => {}
+        other => {
+            return Some(format!(
+                "[task.{}] data train alone (lockstep takes generated feature rows)",
+                other.kind()
+            ))
+        }
+    }
     if spec.observe.sharpness_every > 0 {
         return Some("sharpness is measured on one model".into());
     }
