@@ -238,14 +238,6 @@ impl LaneMlp {
         }
     }
 
-    /// Lane `lane`'s batch: `x: [rows, input]`, `y: [rows, y_cols]`.
-    pub fn set_batch(&mut self, lane: usize, x: &[f32], y: &[f32], rows: usize) {
-        assert!(rows <= self.capacity, "set_batch: batch exceeds capacity");
-        self.rows = rows;
-        lanes::insert(&mut self.x[..rows * self.dims[0]], lane, x);
-        lanes::insert(&mut self.y[..rows * self.y_cols], lane, y);
-    }
-
     /// Rows a pass holds.
     pub fn capacity(&self) -> usize {
         self.capacity
@@ -572,9 +564,10 @@ mod tests {
                 let ys: Vec<Vec<f32>> = (0..LANES)
                     .map(|_| (0..rows * output).map(|_| rng.normal() as f32).collect())
                     .collect();
-                for l in 0..LANES {
-                    lanes.set_batch(l, &xs[l], &ys[l], rows);
-                }
+                let views: Vec<Option<(&[f32], &[f32])>> = (0..LANES)
+                    .map(|l| Some((xs[l].as_slice(), ys[l].as_slice())))
+                    .collect();
+                lanes.set_batches(&views, rows);
                 lanes.forward();
                 let losses = lanes.loss();
                 lanes.backward();

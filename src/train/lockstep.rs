@@ -20,7 +20,6 @@ use crate::error::Error;
 use crate::model::lanes::LaneMlp;
 use crate::model::{Batch, Mlp};
 use crate::nn::norm::{Mode, Norm};
-use crate::optim::Hyper;
 use crate::spec::{Dtype, ModelSpec, Spec};
 use crate::task::Dataset;
 
@@ -347,24 +346,19 @@ fn lockstep(
         let Some(any) = runs.iter().flatten().next().map(|r| (r.hyper, r.lr)) else {
             break;
         };
-        let (hypers, lrs): (Vec<Hyper>, Vec<f64>) = runs
-            .iter()
-            .map(|r| r.as_ref().map_or(any, |r| (r.hyper, r.lr)))
-            .unzip();
+        // On the stack: an ordinary step allocates nothing.
+        let (mut hypers, mut lrs) = ([any.0; LANES], [any.1; LANES]);
+        let mut batches: [Option<(&[f32], &[f32])>; LANES] = [None; LANES];
         let mut rows = 0;
-        let batches: Vec<Option<(&[f32], &[f32])>> = runs
-            .iter()
-            .map(|r| {
-                r.as_ref().map(|r| {
-                    let Batch::Rows { x, y, rows: b } = r.train_set.view(r.picked, &r.gathered)
-                    else {
-                        unreachable!("lane_model admits feature rows only")
-                    };
-                    rows = b;
-                    (x, y)
-                })
-            })
-            .collect();
+        for (lane, r) in runs.iter().enumerate() {
+            let Some(r) = r else { continue };
+            (hypers[lane], lrs[lane]) = (r.hyper, r.lr);
+            let Batch::Rows { x, y, rows: b } = r.train_set.view(r.picked, &r.gathered) else {
+                unreachable!("lane_model admits feature rows only")
+            };
+            rows = b;
+            batches[lane] = Some((x, y));
+        }
         lanes.set_batches(&batches, rows);
         lanes.forward();
         let losses = lanes.loss();
