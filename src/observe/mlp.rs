@@ -113,11 +113,13 @@ impl<F: Float> Observable<F> for Inactive {
             };
             let mut inactive = 0usize;
             let mut always = vec![true; width];
+            let active_below = m.activation.surely_active_below();
             for r in u.chunks_exact(width) {
                 for j in 0..width {
-                    let off = m
-                        .activation
-                        .is_inactive(m.activation.eval(r[j].f64() - shift[j]));
+                    let x = r[j].f64() - shift[j];
+                    // NaN fails both tests, as `is_inactive(eval(NaN))` does.
+                    let off =
+                        x.abs() >= active_below && m.activation.is_inactive(m.activation.eval(x));
                     inactive += off as usize;
                     always[j] &= off;
                 }
