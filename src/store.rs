@@ -375,16 +375,23 @@ const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 /// well under a millisecond: with two workers recording tiny runs, those sleeps were most of
 /// the tiny-run sweep's wall time. So wait 50 µs, doubling to at most 2 ms.
 fn wait_for_lock(count: i32) -> bool {
+    match lock_nap(count) {
+        Some(nap) => {
+            std::thread::sleep(nap);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The nap before try `count + 1` at a lock, or `None` once [`LOCK_PATIENCE`] has been slept.
+fn lock_nap(count: i32) -> Option<Duration> {
     let count = count.max(0) as u32;
-    let nap = |n: u32| Duration::from_micros(50u64 << n.min(5)).min(Duration::from_millis(2));
+    let nap = |n: u32| Duration::from_micros(50u64 << n.min(6)).min(Duration::from_millis(2));
     // Time already slept: the doubling naps, then 2 ms each.
     let slept: Duration = (0..count.min(6)).map(nap).sum::<Duration>()
         + Duration::from_millis(2) * count.saturating_sub(6);
-    if slept >= LOCK_PATIENCE {
-        return false;
-    }
-    std::thread::sleep(nap(count));
-    true
+    (slept < LOCK_PATIENCE).then(|| nap(count))
 }
 
 impl Store {
@@ -1479,6 +1486,16 @@ fn owner_alive(pid: Option<u32>, host: Option<&str>, proc_start: Option<&str>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_busy_store_is_retried_in_short_naps_for_ten_seconds() {
+        let naps: Vec<Duration> = (0..).map_while(lock_nap).collect();
+        assert_eq!(naps[0], Duration::from_micros(50));
+        assert_eq!(naps[1], Duration::from_micros(100));
+        assert!(naps.iter().all(|&n| n <= Duration::from_millis(2)));
+        let total: Duration = naps.iter().sum();
+        assert!(total >= LOCK_PATIENCE && total < LOCK_PATIENCE + Duration::from_millis(2));
+    }
 
     fn row(step: u64, layer: Option<u32>, name: &str, value: f64) -> MetricRow {
         MetricRow {
