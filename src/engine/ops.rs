@@ -3,6 +3,7 @@
 //! replace.
 
 use super::pool::SendPtr;
+pub use super::sgemm::Part;
 use super::Float;
 
 /// Whether a GEMM operand is used as stored (`N`) or transposed (`T`).
@@ -65,6 +66,100 @@ pub fn gemm<F: Float>(
     );
 }
 
+/// Panics unless every index of a `[m, k]·[k, n]` product lies inside its buffer
+/// (`(len, row stride)` each); returns the stored column counts of A and B.
+fn check_operands(
+    (ta, tb): (Op, Op),
+    (m, n, k): (usize, usize, usize),
+    (a, lda): (usize, usize),
+    (b, ldb): (usize, usize),
+    (c, ldc): (usize, usize),
+) -> (usize, usize) {
+    // Stored shapes (rows × cols) of A and B, and the extent each buffer must cover.
+    let (ar, ac) = if ta == Op::N { (m, k) } else { (k, m) };
+    let (br, bc) = if tb == Op::N { (k, n) } else { (n, k) };
+    let extent = |rows: usize, cols: usize, ld: usize| {
+        if rows == 0 || cols == 0 {
+            0
+        } else {
+            (rows - 1) * ld + cols
+        }
+    };
+    assert!(
+        lda >= ac
+            && ldb >= bc
+            && ldc >= n
+            && a >= extent(ar, ac, lda)
+            && b >= extent(br, bc, ldb)
+            && c >= extent(m, n, ldc),
+        "gemm: buffer too small"
+    );
+    (ac, bc)
+}
+
+/// `C ← α·op(A)·op(B)` (as [`gemm_ex`] with `β = 0`, no bias) where only `part` of it is
+/// needed or nonzero: attention's causal products ([`Part`]). With the AVX-512 kernels only
+/// that part is computed, unpacked, with the values the whole product has there; elsewhere the
+/// whole product is.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_part<F: Float>(
+    part: Part,
+    ta: Op,
+    tb: Op,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: F,
+    (a, lda): (&[F], usize),
+    (b, ldb): (&[F], usize),
+    (c, ldc): (&mut [F], usize),
+) {
+    let fast = F::IS_F32 && super::sgemm::available() && super::sgemm::causal_fits(k);
+    if !fast || part == Part::Full {
+        gemm_ex(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha,
+            (a, lda),
+            (b, ldb),
+            F::zero(),
+            (c, ldc),
+            None,
+        );
+        return;
+    }
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), ldc),
+    );
+    let strides = |t: Op, ld: usize| match t {
+        Op::N => (ld as isize, 1),
+        Op::T => (1, ld as isize),
+    };
+    let ((rsa, csa), (rsb, csb)) = (strides(ta, lda), strides(tb, ldb));
+    // SAFETY: F is f32 (so the casts are identities); `check_operands` bounds every index the
+    // strides reach; `c` is a unique borrow, so it aliases nothing else.
+    unsafe {
+        super::sgemm::sgemm_part(
+            part,
+            m,
+            n,
+            k,
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, rsa, csa),
+            (b.as_ptr() as *const f32, rsb, csb),
+            c.as_mut_ptr() as *mut f32,
+            ldc,
+        )
+    };
+}
+
 /// [`gemm`] on sub-matrices of larger row-major buffers (BLAS's leading dimensions: each
 /// operand is `(buffer, row stride)`), plus an optional `bias[n]` added to every row of C —
 /// `C ← α·op(A)·op(B) + β·C + 1·biasᵀ`. Attention reads its heads straight out of the fused
@@ -86,26 +181,14 @@ pub fn gemm_ex<F: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    // Stored shapes (rows × cols) of A and B, and the extent each buffer must cover.
-    let (ar, ac) = if ta == Op::N { (m, k) } else { (k, m) };
-    let (br, bc) = if tb == Op::N { (k, n) } else { (n, k) };
-    let extent = |rows: usize, cols: usize, ld: usize| {
-        if rows == 0 || cols == 0 {
-            0
-        } else {
-            (rows - 1) * ld + cols
-        }
-    };
-    assert!(
-        lda >= ac
-            && ldb >= bc
-            && ldc >= n
-            && a.len() >= extent(ar, ac, lda)
-            && b.len() >= extent(br, bc, ldb)
-            && c.len() >= extent(m, n, ldc)
-            && bias.is_none_or(|b| b.len() >= n),
-        "gemm: buffer too small"
+    let (ac, bc) = check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), ldc),
     );
+    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: buffer too small");
     let dense = lda == ac && ldb == bc && ldc == n && bias.is_none();
     if dense && k > 0 && degenerate(ta, tb, m, n, k, alpha, a, b, beta, c) {
         return;

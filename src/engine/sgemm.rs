@@ -157,7 +157,7 @@ pub unsafe fn sgemm(
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free.
     if tasks == 1 && small_path_on() && small_enough(m, n, k) {
-        small(&op, m, k);
+        small(&op, m, k, Part::Full);
         return;
     }
     let split_panels = rsa == 1 && n >= m && (panels.is_multiple_of(tasks) || panels >= 3 * tasks);
@@ -248,24 +248,33 @@ fn small_path_on() -> bool {
 /// transposed; only the 16-column halves that hold columns of C are computed. Per element the
 /// arithmetic is the packed kernel's (FMAs over `p` in order from zero, then the same
 /// epilogue), so results are bit-identical to it.
-unsafe fn small(op: &Operands, m: usize, k: usize) {
+unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
     let panels = op.n.div_ceil(NR);
     let run = |b_of: &dyn Fn(usize) -> *const f32, b_ps: isize| {
         let mut i0 = 0;
         while i0 < m {
             let mr = MR.min(m - i0);
-            for jp in 0..panels {
+            // What the tile's rows need (see [`Part`]): columns `< end`, and `p` in `ks`.
+            let (end, ks) = match part {
+                Part::Full => (op.n, 0..k),
+                Part::Lower => (op.n.min(i0 + mr), 0..k),
+                Part::ALower => (op.n, 0..k.min(i0 + mr)),
+                Part::AUpper => (op.n, i0.min(k)..k),
+            };
+            for jp in 0..end.div_ceil(NR) {
                 let j0 = jp * NR;
                 let tile = SmallTile {
-                    k,
-                    a: op.a.offset(i0 as isize * op.rsa),
+                    k: ks.len(),
+                    a: op
+                        .a
+                        .offset(i0 as isize * op.rsa + ks.start as isize * op.csa),
                     a_rs: op.rsa,
                     a_ps: op.csa,
-                    b: b_of(jp),
+                    b: b_of(jp).offset(ks.start as isize * b_ps),
                     b_ps,
                     c: op.c.add(i0 * op.ldc + j0),
                     ldc: op.ldc,
-                    cols: NR.min(op.n - j0),
+                    cols: NR.min(end - j0),
                     alpha: op.alpha,
                     beta: op.beta,
                     bias: op.bias.map(|bv| bv.add(j0)),
@@ -283,6 +292,73 @@ unsafe fn small(op: &Operands, m: usize, k: usize) {
             run(&|jp| bp.add(jp * k * NR) as *const f32, NR as isize);
         });
     }
+}
+
+/// Which part of a product the small path computes. The causal parts serve attention, where
+/// half of every product is known zeros: computing only the other half, each element is still
+/// the same chain of FMAs from zero over the same `p` (a chain that skips only terms
+/// `0·b` added to `+0`, or added after the last nonzero term, which leave it unchanged but for
+/// the sign of an exact zero), so results equal the full product's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// All of C.
+    Full,
+    /// C's lower triangle, `j ≤ i` (the scores `q·kᵀ`, and `dy·vᵀ`): other elements are left
+    /// as they were, or computed where they share a tile with needed ones.
+    Lower,
+    /// `op(A)` is lower-triangular (`A[i, p] = 0` for `p > i`: the probabilities in `P·v`,
+    /// `dS·k`): row `i`'s sum stops after `p = i` (at the end of its tile of rows).
+    ALower,
+    /// `op(A)` is upper-triangular (`A[i, p] = 0` for `p < i`: `Pᵀ·dy`, `dSᵀ·q`): row `i`'s sum
+    /// starts at `p = i` (at the start of its tile of rows).
+    AUpper,
+}
+
+/// [`sgemm`] with `β = 0`, no bias and one thread, computing `part` of the product on the small
+/// path (no packing when B is row-major). The caller checks `k ≤ KC` ([`causal_fits`]), so the
+/// results equal [`sgemm`]'s (see [`Part`]).
+///
+/// # Safety
+/// As for [`sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_part(
+    part: Part,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    c: *mut f32,
+    ldc: usize,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        // Nothing is known-zero in an empty sum: leave those to the full call.
+        sgemm(
+            m, n, k, alpha, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, None, 1,
+        );
+        return;
+    }
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta: 0.0,
+        bias: None,
+        n,
+    };
+    small(&op, m, k, part);
+}
+
+/// Whether [`sgemm_part`] computes exactly what [`sgemm`] would: one `KC` block.
+pub fn causal_fits(k: usize) -> bool {
+    k <= KC
 }
 
 /// One small tile: `A[r, p]` at `a + r·a_rs + p·a_ps`, row `p` of B's panel at `b + p·b_ps`.

@@ -6,7 +6,7 @@
 //! (zero above the diagonal), output `y: [BT, C]` (heads side by side). Sequences go to pool
 //! threads as they come free, each computed the same way whichever thread runs it.
 
-use crate::engine::ops::{self, Op};
+use crate::engine::ops::{self, Op, Part};
 use crate::engine::{par, Float};
 
 /// Rotary tables `cos(t·θᵢ)`, `sin(t·θᵢ)` `[context, hd/2]`, `θᵢ = base^(−2i/hd)`.
@@ -105,7 +105,9 @@ pub fn forward<F: Float>(
                 &qkv[c + head * hd..],
                 &qkv[2 * c + head * hd..],
             );
-            ops::gemm_ex(
+            // Scores on and below the diagonal only; the softmax zeroes the rest.
+            ops::gemm_part(
+                Part::Lower,
                 Op::N,
                 Op::T,
                 seq,
@@ -114,12 +116,12 @@ pub fn forward<F: Float>(
                 scale,
                 (q, 3 * c),
                 (k, 3 * c),
-                F::zero(),
                 (&mut p[..], seq),
-                None,
             );
             maxes[head] = causal_softmax(p, seq);
-            ops::gemm_ex(
+            // Row t of P is zero past column t.
+            ops::gemm_part(
+                Part::ALower,
                 Op::N,
                 Op::N,
                 seq,
@@ -128,9 +130,7 @@ pub fn forward<F: Float>(
                 F::one(),
                 (&p[..], seq),
                 (v, 3 * c),
-                F::zero(),
                 (&mut y[head * hd..], c),
-                None,
             );
         }
     });
@@ -223,10 +223,13 @@ pub fn backward<F: Float>(
                 &mut dp[head * tt..(head + 1) * tt],
                 &dy[head * hd..],
             );
-            let gemm = |ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
-                ops::gemm_ex(ta, tb, seq, n, k_, alpha, a, b, F::zero(), out, None)
+            // Each product skips what causality makes zero (see `Part`): P and dS are
+            // lower-triangular.
+            let gemm = |part, ta, tb, n, k_, alpha, a, b, out: (&mut [F], usize)| {
+                ops::gemm_part(part, ta, tb, seq, n, k_, alpha, a, b, out)
             };
             gemm(
+                Part::AUpper,
                 Op::T,
                 Op::N,
                 hd,
@@ -237,6 +240,7 @@ pub fn backward<F: Float>(
                 (&mut g[2 * c + head * hd..], 3 * c),
             );
             gemm(
+                Part::Lower,
                 Op::N,
                 Op::T,
                 seq,
@@ -255,6 +259,7 @@ pub fn backward<F: Float>(
                 dr[i + 1..].fill(F::zero());
             }
             gemm(
+                Part::ALower,
                 Op::N,
                 Op::N,
                 hd,
@@ -265,6 +270,7 @@ pub fn backward<F: Float>(
                 (&mut g[head * hd..], 3 * c),
             );
             gemm(
+                Part::AUpper,
                 Op::T,
                 Op::N,
                 hd,
@@ -279,4 +285,204 @@ pub fn backward<F: Float>(
             rotate_qk(g, seq, h, hd, rope, true);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Rng;
+
+    /// Every product whole, as before the causal parts: one `gemm_ex` per product, upper
+    /// triangles included.
+    fn full_forward(
+        qkv: &[f32],
+        b: usize,
+        seq: usize,
+        h: usize,
+        hd: usize,
+        scale: f32,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (c, tt) = (h * hd, seq * seq);
+        let (mut att, mut y) = (vec![0.0; b * h * tt], vec![0.0; b * seq * c]);
+        for s in 0..b {
+            let x = &qkv[s * seq * 3 * c..];
+            for head in 0..h {
+                let p = &mut att[(s * h + head) * tt..(s * h + head + 1) * tt];
+                let (q, k, v) = (
+                    &x[head * hd..],
+                    &x[c + head * hd..],
+                    &x[2 * c + head * hd..],
+                );
+                ops::gemm_ex(
+                    Op::N,
+                    Op::T,
+                    seq,
+                    seq,
+                    hd,
+                    scale,
+                    (q, 3 * c),
+                    (k, 3 * c),
+                    0.0,
+                    (&mut p[..], seq),
+                    None,
+                );
+                causal_softmax(p, seq);
+                let out = &mut y[s * seq * c + head * hd..];
+                ops::gemm_ex(
+                    Op::N,
+                    Op::N,
+                    seq,
+                    hd,
+                    seq,
+                    1.0,
+                    (&p[..], seq),
+                    (v, 3 * c),
+                    0.0,
+                    (out, c),
+                    None,
+                );
+            }
+        }
+        (att, y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn full_backward(
+        qkv: &[f32],
+        att: &[f32],
+        dy: &[f32],
+        b: usize,
+        seq: usize,
+        h: usize,
+        hd: usize,
+        scale: f32,
+    ) -> Vec<f32> {
+        let (c, tt) = (h * hd, seq * seq);
+        let mut g = vec![0.0; b * seq * 3 * c];
+        let mut dp = vec![0.0; tt];
+        for s in 0..b {
+            let x = &qkv[s * seq * 3 * c..];
+            let g = &mut g[s * seq * 3 * c..];
+            for head in 0..h {
+                let p = &att[(s * h + head) * tt..(s * h + head + 1) * tt];
+                let dyh = &dy[s * seq * c + head * hd..];
+                let (q, k, v) = (
+                    &x[head * hd..],
+                    &x[c + head * hd..],
+                    &x[2 * c + head * hd..],
+                );
+                ops::gemm_ex(
+                    Op::T,
+                    Op::N,
+                    seq,
+                    hd,
+                    seq,
+                    1.0,
+                    (p, seq),
+                    (dyh, c),
+                    0.0,
+                    (&mut g[2 * c + head * hd..], 3 * c),
+                    None,
+                );
+                ops::gemm_ex(
+                    Op::N,
+                    Op::T,
+                    seq,
+                    seq,
+                    hd,
+                    1.0,
+                    (dyh, c),
+                    (v, 3 * c),
+                    0.0,
+                    (&mut dp[..], seq),
+                    None,
+                );
+                for i in 0..seq {
+                    let (pr, dr) = (&p[i * seq..(i + 1) * seq], &mut dp[i * seq..(i + 1) * seq]);
+                    let dot = ops::dot(&pr[..=i], &dr[..=i]);
+                    for j in 0..=i {
+                        dr[j] = pr[j] * (dr[j] - dot);
+                    }
+                    dr[i + 1..].fill(0.0);
+                }
+                ops::gemm_ex(
+                    Op::N,
+                    Op::N,
+                    seq,
+                    hd,
+                    seq,
+                    scale,
+                    (&dp[..], seq),
+                    (k, 3 * c),
+                    0.0,
+                    (&mut g[head * hd..], 3 * c),
+                    None,
+                );
+                ops::gemm_ex(
+                    Op::T,
+                    Op::N,
+                    seq,
+                    hd,
+                    seq,
+                    scale,
+                    (&dp[..], seq),
+                    (q, 3 * c),
+                    0.0,
+                    (&mut g[c + head * hd..], 3 * c),
+                    None,
+                );
+            }
+        }
+        g
+    }
+
+    /// The causal products (`Part`) give exactly the whole products' values: nothing computed
+    /// above the diagonal changed a bit below it (`==`, so only an exact zero's sign may differ).
+    #[test]
+    fn causal_products_equal_the_whole_ones() {
+        let mut rng = Rng::stream(7, "test/attention");
+        for (b, seq, h, hd) in [
+            (2, 1, 2, 8),
+            (2, 7, 2, 24),
+            (1, 13, 3, 16),
+            (2, 64, 4, 32),
+            (1, 100, 2, 40),
+        ] {
+            let c = h * hd;
+            let scale = default_scale(hd) as f32;
+            let qkv: Vec<f32> = (0..b * seq * 3 * c).map(|_| rng.normal() as f32).collect();
+            let dy: Vec<f32> = (0..b * seq * c).map(|_| rng.normal() as f32).collect();
+            let (want_att, want_y) = full_forward(&qkv, b, seq, h, hd, scale);
+            let want_g = full_backward(&qkv, &want_att, &dy, b, seq, h, hd, scale);
+            let mut x = qkv.clone();
+            let (mut att, mut y) = (
+                vec![f32::NAN; b * h * seq * seq],
+                vec![f32::NAN; b * seq * c],
+            );
+            let (mut bh_max, mut logit_max) = (vec![0.0; b * h], vec![0.0; h]);
+            let buf = Buffers {
+                qkv: &mut x,
+                att: &mut att,
+                y: &mut y,
+                bh_max: &mut bh_max,
+                logit_max: &mut logit_max,
+            };
+            forward(buf, b, seq, h, hd, None, scale);
+            let mut g = vec![f32::NAN; b * seq * 3 * c];
+            let mut dp = vec![f32::NAN; b * h * seq * seq];
+            backward((&x, &att), b, seq, h, hd, None, scale, &dy, &mut g, &mut dp);
+            for (what, got, want) in [
+                ("att", &att, &want_att),
+                ("y", &y, &want_y),
+                ("dqkv", &g, &want_g),
+            ] {
+                for (i, (a, w)) in got.iter().zip(want.iter()).enumerate() {
+                    assert!(
+                        a == w,
+                        "{what}[{i}] of B={b} T={seq} H={h} hd={hd}: {a} vs {w}"
+                    );
+                }
+            }
+        }
+    }
 }
