@@ -142,13 +142,18 @@ impl Rng {
     /// Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "Rng::below(0)");
-        let threshold = n.wrapping_neg() % n;
-        loop {
-            let m = (self.next_u64() as u128) * (n as u128);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
+        let mut m = (self.next_u64() as u128) * (n as u128);
+        // Lemire's rejection: a draw is kept when its low word is at least 2^64 mod n, which is
+        // below n; so one whose low word is at least n is kept without the 64-bit division that
+        // computes the threshold (most draws: a shuffle calls this once per element). The same
+        // draws are kept and rejected as when the threshold was computed first.
+        if (m as u64) < n {
+            let threshold = n.wrapping_neg() % n;
+            while (m as u64) < threshold {
+                m = (self.next_u64() as u128) * (n as u128);
             }
         }
+        (m >> 64) as u64
     }
 
     /// Fisher–Yates shuffle.
@@ -249,6 +254,24 @@ mod tests {
             (p35 - 4.6525e-4).abs() < 5.0 * (4.65e-4 / n as f64).sqrt(),
             "p35 {p35}"
         );
+    }
+
+    /// The fast path keeps exactly the draws the threshold-first loop kept, on the same stream.
+    #[test]
+    fn below_draws_as_the_threshold_first_loop() {
+        let (mut fast, mut slow) = (Rng::new(11), Rng::new(11));
+        for n in (1..200u64).chain([1 << 33, (1 << 63) + 7, u64::MAX]) {
+            for _ in 0..200 {
+                let threshold = n.wrapping_neg() % n;
+                let want = loop {
+                    let m = (slow.next_u64() as u128) * (n as u128);
+                    if (m as u64) >= threshold {
+                        break (m >> 64) as u64;
+                    }
+                };
+                assert_eq!(fast.below(n), want, "n = {n}");
+            }
+        }
     }
 
     #[test]
