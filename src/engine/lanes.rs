@@ -136,39 +136,37 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    {
-        // `gemm_ex`'s degenerate shapes, in its order.
+    // `gemm_ex`'s degenerate shapes, in its order.
+    #[cfg(target_arch = "x86_64")]
+    let fast = super::sgemm::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    let fast = false;
+    if n == 1 && ta == Op::N {
         #[cfg(target_arch = "x86_64")]
-        let fast = super::sgemm::available();
-        #[cfg(not(target_arch = "x86_64"))]
-        let fast = false;
-        if n == 1 && ta == Op::N {
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B, C.
-                return unsafe { avx512::dot_rows(m, k, alpha, a, b, beta, c) };
-            }
-            return dot_rows(m, k, alpha, a, b, beta, c);
+        if fast {
+            // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B, C.
+            return unsafe { avx512::dot_rows(m, k, alpha, a, b, beta, c) };
         }
-        if m == 1 && tb == Op::N {
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: as above.
-                return unsafe { avx512::axpy(n, k, alpha, a, b, beta, c) };
-            }
-            return axpy(n, k, alpha, a, b, beta, c);
+        return dot_rows(m, k, alpha, a, b, beta, c);
+    }
+    if m == 1 && tb == Op::N {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: as above.
+            return unsafe { avx512::axpy(n, k, alpha, a, b, beta, c) };
         }
-        if k == 1 {
-            #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: as above.
-                return unsafe { avx512::outer(m, n, alpha, a, b, beta, c) };
-            }
-            return outer(m, n, alpha, a, b, beta, c);
+        return axpy(n, k, alpha, a, b, beta, c);
+    }
+    if k == 1 {
+        #[cfg(target_arch = "x86_64")]
+        if fast {
+            // SAFETY: as above.
+            return unsafe { avx512::outer(m, n, alpha, a, b, beta, c) };
         }
+        return outer(m, n, alpha, a, b, beta, c);
     }
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if fast {
         // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C.
         unsafe { chain(ta, tb, (m, n, k), alpha, a, b, beta, c, avx512::Epi::Store) };
         return;

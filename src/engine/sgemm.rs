@@ -332,13 +332,8 @@ pub unsafe fn sgemm_part(
     c: *mut f32,
     ldc: usize,
 ) {
-    if m == 0 || n == 0 || k == 0 {
-        // Nothing is known-zero in an empty sum: leave those to the full call.
-        sgemm(
-            m, n, k, alpha, a, rsa, csa, b, rsb, csb, 0.0, c, ldc, None, 1,
-        );
-        return;
-    }
+    // Empty shapes need nothing special: no tiles, or tiles of an empty sum (zeros, as `sgemm`
+    // writes with β = 0).
     let op = Operands {
         a,
         rsa,

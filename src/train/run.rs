@@ -281,7 +281,7 @@ impl<'a, F: Float> Run<'a, F> {
     /// The whole state as it stands before step `steps_done`, after flushing every row so far
     /// (so the store and the checkpoint agree).
     fn save_checkpoint(&mut self) -> Result<(), Error> {
-        if let Some(path) = &self.ckpt_path {
+        if let Some(path) = self.ckpt_path.clone() {
             let state = checkpoint::State {
                 run_id: self.run_id.clone(),
                 step: self.steps_done,
@@ -291,10 +291,8 @@ impl<'a, F: Float> Run<'a, F> {
                 initial_loss_bits: self.initial_loss.map(f64::to_bits),
                 last_eval: self.last_eval,
             };
-            self.sink.write(&self.rows)?;
-            self.rows.clear();
-            self.flushed = Instant::now();
-            checkpoint::save(path, &state, self.model.params(), &self.opt, &self.order)?;
+            self.flush()?;
+            checkpoint::save(&path, &state, self.model.params(), &self.opt, &self.order)?;
         }
         Ok(())
     }
