@@ -337,6 +337,73 @@ pub fn transpose(tensors: &[Option<&[f32]>], n: usize) -> Vec<Lanes> {
     out
 }
 
+/// Rows of every lane's own split, gathered into one lane tensor: `dst[k·w + e][l] =
+/// src[l][(picks[l][k])·w + e]` for rows `k < rows` and `e < w` (`picks[l]` `None`: row `k`
+/// itself). A step's batches in one pass, with no per-model batch buffer: on AVX-512 each row
+/// is sixteen `w`-float loads and an 8×16 transpose in registers per eight columns.
+///
+/// Panics when a pick lies beyond its lane's split.
+pub fn gather_rows(
+    dst: &mut [Lanes],
+    w: usize,
+    rows: usize,
+    src: &[&[f32]; LANES],
+    picks: &[Option<&[usize]>; LANES],
+) {
+    assert!(
+        w > 0 && dst.len() >= rows * w && picks.iter().all(|p| p.is_none_or(|p| p.len() >= rows)),
+        "lanes::gather_rows: shapes"
+    );
+    // Each lane's row starts, bounds-checked here so the kernel reads only inside (the row
+    // counts divided out once: a division per element would cost more than the copy).
+    let n: [usize; LANES] = std::array::from_fn(|l| src[l].len() / w);
+    let start = |l: usize, k: usize| -> usize {
+        let i = picks[l].map_or(k, |p| p[k]);
+        assert!(
+            i < n[l],
+            "lanes::gather_rows: row {i} beyond a split of {} rows",
+            n[l]
+        );
+        i * w
+    };
+    #[cfg(target_arch = "x86_64")]
+    if w >= 2 && avx512vl() {
+        let base: [*const f32; LANES] = std::array::from_fn(|l| src[l].as_ptr());
+        for k in 0..rows {
+            // SAFETY: `start` checked the row lies inside lane l's split.
+            let at: [*const f32; LANES] =
+                std::array::from_fn(|l| unsafe { base[l].add(start(l, k)) });
+            // SAFETY: AVX-512F/VL present (checked); each `at[l]` heads `w` floats of its
+            // split (checked above), and `dst` holds rows·w lanes.
+            unsafe { avx512::gather_row(&at, w, dst[k * w..(k + 1) * w].as_mut_ptr()) };
+        }
+        return;
+    }
+    if w == 1 {
+        for (k, d) in dst[..rows].iter_mut().enumerate() {
+            *d = std::array::from_fn(|l| src[l][start(l, k)]);
+        }
+        return;
+    }
+    for k in 0..rows {
+        for l in 0..LANES {
+            let i = start(l, k);
+            for (d, &v) in dst[k * w..(k + 1) * w].iter_mut().zip(&src[l][i..i + w]) {
+                d[l] = v;
+            }
+        }
+    }
+}
+
+/// Whether this CPU has AVX-512F and VL (256-bit masked loads): [`gather_rows`]' kernel.
+#[cfg(target_arch = "x86_64")]
+fn avx512vl() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl")
+    })
+}
+
 /// Element `e` of lane `lane`, for every element: one model's tensor out of the group.
 pub fn extract(t: &[Lanes], lane: usize, out: &mut [f32]) {
     for (o, v) in out.iter_mut().zip(t) {
@@ -580,6 +647,62 @@ mod avx512 {
                     }
                 }
             }
+        }
+    }
+
+    /// One row of [`super::gather_rows`]: `dst[e][l] = at[l][e]` for `e < w`.
+    ///
+    /// SAFETY: AVX-512F and VL; each `at[l]` heads `w` readable floats, `dst` holds `w` lanes.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    pub(super) unsafe fn gather_row(at: &[*const f32; LANES], w: usize, dst: *mut Lanes) {
+        // Chunks [a.0, b.0, a.2, b.2] and [a.1, b.1, a.3, b.3] of 4 floats: the last step of
+        // two 8×8 transposes side by side.
+        let lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        let hi = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+        let mut e0 = 0;
+        while e0 < w {
+            let m = (w - e0).min(8);
+            let mask = ((1u32 << m) - 1) as __mmask8;
+            // z[j]: lane j's 8 floats, then lane j + 8's.
+            let z: [__m512; 8] = std::array::from_fn(|j| {
+                let a = _mm256_maskz_loadu_ps(mask, at[j].add(e0));
+                let b = _mm256_maskz_loadu_ps(mask, at[j + 8].add(e0));
+                _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                    _mm512_castpd256_pd512(_mm256_castps_pd(a)),
+                    _mm256_castps_pd(b),
+                ))
+            });
+            // Per 4-float chunk: pairs of lanes, then quadruples, per element.
+            let t: [__m512; 8] = std::array::from_fn(|i| {
+                let (a, b) = (z[2 * (i / 2)], z[2 * (i / 2) + 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // u[g·4 + e]: element e (and e + 4) of lanes 4g..4g + 3 (and 8 + 4g..), g = 0, 1.
+            let u: [__m512; 8] = std::array::from_fn(|i| {
+                let (g, e) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + e / 2], t[4 * g + 2 + e / 2]);
+                if e % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for e in 0..4 {
+                if e < m {
+                    st(dst.add(e0 + e), _mm512_permutex2var_ps(u[e], lo, u[4 + e]));
+                }
+                if e + 4 < m {
+                    st(
+                        dst.add(e0 + e + 4),
+                        _mm512_permutex2var_ps(u[e], hi, u[4 + e]),
+                    );
+                }
+            }
+            e0 += 8;
         }
     }
 
@@ -1039,6 +1162,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The transposing kernel puts every lane's picked row where the plain loop does, for
+    /// widths around its 8-column blocks.
+    #[test]
+    fn gather_rows_matches_the_plain_loop() {
+        let mut rng = crate::engine::Rng::stream(3, "gather");
+        for w in [1, 2, 3, 7, 8, 9, 16, 17] {
+            let n = 40;
+            let rows = 13;
+            let data: Vec<Vec<f32>> = (0..LANES)
+                .map(|_| (0..n * w).map(|_| rng.normal() as f32).collect())
+                .collect();
+            let perms: Vec<Vec<usize>> = (0..LANES).map(|_| rng.permutation(n)).collect();
+            let src: [&[f32]; LANES] = std::array::from_fn(|l| data[l].as_slice());
+            // Lane 5 reads its first rows in order.
+            let picks: [Option<&[usize]>; LANES] =
+                std::array::from_fn(|l| (l != 5).then(|| &perms[l][..rows]));
+            let mut got = zeros(rows * w);
+            gather_rows(&mut got, w, rows, &src, &picks);
+            for l in 0..LANES {
+                for k in 0..rows {
+                    let i = picks[l].map_or(k, |p| p[k]);
+                    for e in 0..w {
+                        assert_eq!(
+                            got[k * w + e][l],
+                            data[l][i * w + e],
+                            "w {w} lane {l} row {k}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "beyond a split")]
+    fn gather_rows_refuses_a_pick_beyond_the_split() {
+        let data = vec![0.0f32; 8 * 4];
+        let src: [&[f32]; LANES] = std::array::from_fn(|_| data.as_slice());
+        let bad = [4usize];
+        let picks: [Option<&[usize]>; LANES] = std::array::from_fn(|_| Some(&bad[..]));
+        gather_rows(&mut zeros(8), 8, 1, &src, &picks);
     }
 
     #[test]

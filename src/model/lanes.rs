@@ -31,6 +31,15 @@ struct Layer {
     bias: Option<usize>,
 }
 
+/// One lane's batch for [`LaneMlp::gather_batches`]: rows `picks` (`None`: the first rows, in
+/// order) of a split `x: [n, input]`, `y: [n, y_cols]`.
+#[derive(Clone, Copy)]
+pub struct LaneRows<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub picks: Option<&'a [usize]>,
+}
+
 /// K MLPs of one shape, every tensor lane-major (`[elements][lane]`).
 pub struct LaneMlp {
     /// `[input, width, …, width, output]`.
@@ -206,36 +215,35 @@ impl LaneMlp {
     }
 
     /// Every lane's batch at once (`None`: a lane without a run), `x: [rows, input]`,
-    /// `y: [rows, y_cols]`: one pass over the lane tensors, a row of lanes at a time.
+    /// `y: [rows, y_cols]`, each contiguous.
     pub fn set_batches(&mut self, batches: &[Option<(&[f32], &[f32])>], rows: usize) {
+        let rows_of: Vec<Option<LaneRows<'_>>> = batches
+            .iter()
+            .map(|b| b.map(|(x, y)| LaneRows { x, y, picks: None }))
+            .collect();
+        self.gather_batches(&rows_of, rows);
+    }
+
+    /// Every lane's batch gathered straight from its training split into the lane tensors
+    /// (`None`: a lane without a run) by [`lanes::gather_rows`]: a step copies each sample
+    /// once, with no per-run batch buffer between.
+    pub fn gather_batches(&mut self, batches: &[Option<LaneRows<'_>>], rows: usize) {
         assert!(
             rows <= self.capacity && batches.len() <= LANES,
-            "set_batches: batch exceeds capacity"
+            "gather_batches: batch exceeds capacity"
         );
         self.rows = rows;
-        let (nx, ny) = (rows * self.dims[0], rows * self.y_cols);
-        assert!(
-            batches
-                .iter()
-                .flatten()
-                .all(|(x, y)| x.len() >= nx && y.len() >= ny),
-            "set_batches: short batch"
-        );
-        // A lane without a run copies another's batch (lanes are independent, and it is
-        // never read), so the inner loop is the same sixteen loads for every row.
-        let Some(&Some(first)) = batches.iter().find(|b| b.is_some()) else {
+        // A lane without a run reads the first run's rows (lanes are independent, and it is
+        // never read into anything a run keeps), so every lane has a source.
+        let Some(first) = batches.iter().flatten().next().copied() else {
             return;
         };
-        let pick = |l: usize| batches.get(l).copied().flatten().unwrap_or(first);
-        let xs: [&[f32]; LANES] = std::array::from_fn(|l| &pick(l).0[..nx]);
-        let ys: [&[f32]; LANES] = std::array::from_fn(|l| &pick(l).1[..ny]);
-        for (dst, src, n) in [(&mut self.x, xs, nx), (&mut self.y, ys, ny)] {
-            for (e, row) in dst[..n].iter_mut().enumerate() {
-                for l in 0..LANES {
-                    row[l] = src[l][e];
-                }
-            }
-        }
+        let lane = |l: usize| batches.get(l).copied().flatten().unwrap_or(first);
+        let xs: [&[f32]; LANES] = std::array::from_fn(|l| lane(l).x);
+        let ys: [&[f32]; LANES] = std::array::from_fn(|l| lane(l).y);
+        let picks: [Option<&[usize]>; LANES] = std::array::from_fn(|l| lane(l).picks);
+        lanes::gather_rows(&mut self.x, self.dims[0], rows, &xs, &picks);
+        lanes::gather_rows(&mut self.y, self.y_cols, rows, &ys, &picks);
     }
 
     /// Rows a pass holds.

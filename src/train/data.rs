@@ -130,7 +130,16 @@ fn perturb_rows<F: Float>(
 pub(crate) enum Picked {
     Whole(usize),
     Gathered(usize),
-    Fresh { step: u64, batch: usize },
+    /// Rows `order[start..start + len]` of a stored split, not yet gathered
+    /// ([`super::Run::pick_rows`]): read where they lie, or gathered before a view.
+    Ordered {
+        start: usize,
+        len: usize,
+    },
+    Fresh {
+        step: u64,
+        batch: usize,
+    },
 }
 
 /// Which split of a dataset.
@@ -355,7 +364,19 @@ impl<F: Float> Split<F> {
                     *dim,
                 )
             }
+            (Picked::Ordered { .. }, ..) => {
+                unreachable!("an ordered batch is gathered (Run::gather_picked) before a view")
+            }
             _ => unreachable!("a step's batch is read from the split that picked it"),
+        }
+    }
+
+    /// A split of stored feature rows as stored: `(x: [n, xw], y: [n, yw], xw, yw)` (`None`
+    /// for other splits).
+    pub(crate) fn stored_rows(&self) -> Option<(&[F], &[F], usize, usize)> {
+        match self {
+            Split::Rows(s) => Some((&s.x, &s.y, s.xw, s.yw)),
+            _ => None,
         }
     }
 

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::engine::lanes::{Lanes, LANES};
 use crate::error::Error;
-use crate::model::lanes::LaneMlp;
+use crate::model::lanes::{LaneMlp, LaneRows};
 use crate::model::{Batch, Mlp};
 use crate::nn::norm::{Mode, Norm};
 use crate::spec::{Dtype, ModelSpec, Spec};
@@ -340,7 +340,7 @@ fn lockstep(
         }
         // An ordinary step: every lane at once.
         for r in runs.iter_mut().flatten() {
-            r.pick(step);
+            r.pick_rows(step);
         }
         // Each lane's optimizer settings and learning rate (a lane without a run: another's).
         let Some(any) = runs.iter().flatten().next().map(|r| (r.hyper, r.lr)) else {
@@ -348,18 +348,19 @@ fn lockstep(
         };
         // On the stack: an ordinary step allocates nothing.
         let (mut hypers, mut lrs) = ([any.0; LANES], [any.1; LANES]);
-        let mut batches: [Option<(&[f32], &[f32])>; LANES] = [None; LANES];
+        let mut batches: [Option<LaneRows<'_>>; LANES] = [None; LANES];
         let mut rows = 0;
         for (lane, r) in runs.iter().enumerate() {
             let Some(r) = r else { continue };
             (hypers[lane], lrs[lane]) = (r.hyper, r.lr);
-            let Batch::Rows { x, y, rows: b } = r.train_set.view(r.picked, &r.gathered) else {
-                unreachable!("lane_model admits feature rows only")
+            let Some((x, y, ..)) = r.train_set.stored_rows() else {
+                unreachable!("lane_model admits stored feature rows only")
             };
-            rows = b;
-            batches[lane] = Some((x, y));
+            let picks = r.picked_rows();
+            rows = picks.map_or(r.n, <[usize]>::len);
+            batches[lane] = Some(LaneRows { x, y, picks });
         }
-        lanes.set_batches(&batches, rows);
+        lanes.gather_batches(&batches, rows);
         lanes.forward();
         let losses = lanes.loss();
         for lane in 0..runs.len() {
@@ -371,6 +372,7 @@ fn lockstep(
                     // The target loss: this step is logged in full, so it ends on the model.
                     let (params, opt) = (r.model.params_mut(), &mut r.opt);
                     lanes.store(lane, params, opt);
+                    r.gather_picked(step);
                     let b = r.train_set.view(r.picked, &r.gathered);
                     r.model.forward(&b, Mode::Train);
                     let again = r.model.loss(&b, true);

@@ -346,6 +346,14 @@ impl<'a, F: Float> Run<'a, F> {
 
     /// This step's learning rate and batch ([`Run::picked`], gathered into [`Run::gathered`]).
     pub(crate) fn pick(&mut self, step: u64) {
+        self.pick_rows(step);
+        self.gather_picked(step);
+    }
+
+    /// [`Run::pick`] short of the gather: a batch of stored rows stays [`Picked::Ordered`]
+    /// ([`Run::picked_rows`] names them), for a caller that reads the rows where they lie (the
+    /// lockstep lanes gather every run's batch straight into their layout).
+    pub(crate) fn pick_rows(&mut self, step: u64) {
         // Learning rate.
         self.lr = lr_at(&self.spec.optim, step, self.spec.train.steps);
 
@@ -360,10 +368,29 @@ impl<'a, F: Float> Run<'a, F> {
         } else {
             let (rng, order, cursor) = (&mut self.order_rng, &mut self.order, &mut self.cursor);
             let picked = next_batch(rng, order, cursor, n, batch);
-            self.train_set
-                .gather(&self.order[picked.clone()], step, &mut self.gathered);
-            Picked::Gathered(picked.len())
+            Picked::Ordered {
+                start: picked.start,
+                len: picked.len(),
+            }
         };
+    }
+
+    /// Completes [`Run::pick_rows`]: an ordered batch gathered into [`Run::gathered`].
+    pub(crate) fn gather_picked(&mut self, step: u64) {
+        if let Picked::Ordered { start, len } = self.picked {
+            self.train_set
+                .gather(&self.order[start..start + len], step, &mut self.gathered);
+            self.picked = Picked::Gathered(len);
+        }
+    }
+
+    /// The training split's rows in this step's batch, before [`Run::gather_picked`]: their
+    /// indices, or `None` for the split's first rows in order (a whole-split batch).
+    pub(crate) fn picked_rows(&self) -> Option<&[usize]> {
+        match self.picked {
+            Picked::Ordered { start, len } => Some(&self.order[start..start + len]),
+            _ => None,
+        }
     }
 
     /// Whether the evaluation is the loss and accuracy alone (no task report measures the
