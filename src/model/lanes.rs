@@ -627,3 +627,84 @@ mod profile {
         eprintln!("{rows:?}");
     }
 }
+
+#[cfg(test)]
+mod phase_timing {
+    use super::*;
+    use crate::engine::Rng;
+    use crate::spec::MlpSpec;
+    use std::time::Instant;
+
+    #[test]
+    #[ignore]
+    fn phases() {
+        let spec = MlpSpec { width: 16, depth: 2, activation: Activation::Tanh, ..MlpSpec::default() };
+        let m = Mlp::<f32>::new(&spec, 8, 1, 64, &mut Rng::stream(1, "init"));
+        let o = OptimState::new(&m.params, Optimizer::Adam);
+        let mut lanes = LaneMlp::new(&m, 64, 1, Optimizer::Adam);
+        for l in 0..LANES { lanes.load(l, &m.params, &o); }
+        let mut rng = Rng::stream(2, "x");
+        let n = 1024;
+        let xs: Vec<Vec<f32>> = (0..LANES).map(|_| (0..n * 8).map(|_| rng.normal() as f32).collect()).collect();
+        let ys: Vec<Vec<f32>> = (0..LANES).map(|_| (0..n).map(|_| rng.normal() as f32 * 0.3).collect()).collect();
+        let picks: Vec<Vec<usize>> = (0..LANES).map(|_| rng.permutation(n)).collect();
+        let ex = lanes::zeros(11024 * 8);
+        let ey = lanes::zeros(11024);
+        let hyper = Hyper { optimizer: Optimizer::Adam, momentum: 0.0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+        for round in 0..3 {
+            let mut t = [0f64; 6];
+            let steps = 4000;
+            for s in 0..steps {
+                let c = Instant::now();
+                let st = (s % 16) * 64;
+                let b: Vec<Option<LaneRows<'_>>> = (0..LANES).map(|l| Some(LaneRows { x: &xs[l], y: &ys[l], picks: Some(&picks[l][st..st + 64]) })).collect();
+                lanes.gather_batches(&b, 64);
+                let c1 = Instant::now();
+                lanes.forward();
+                let _ = lanes.loss();
+                let c2 = Instant::now();
+                lanes.backward();
+                let c3 = Instant::now();
+                lanes.step(&[hyper; LANES], &[1e-3; LANES]);
+                let c4 = Instant::now();
+                t[0] += (c1 - c).as_secs_f64(); t[1] += (c2 - c1).as_secs_f64(); t[2] += (c3 - c2).as_secs_f64(); t[3] += (c4 - c3).as_secs_f64();
+            }
+            let evals = 10;
+            let c = Instant::now();
+            for _ in 0..evals {
+                let mut start = 0;
+                while start < 11024 {
+                    let b = 64.min(11024 - start);
+                    lanes.forward_rows(&ex[start * 8..(start + b) * 8], b);
+                    let _ = lanes.loss_rows(&ey[start..start + b]);
+                    start += b;
+                }
+            }
+            t[4] = c.elapsed().as_secs_f64();
+            let us = |x: f64| x * 1e6 / steps as f64;
+            eprintln!("round {round}: per group-step µs: gather {:.2} fwd+loss {:.2} bwd {:.2} adam {:.2} | eval per 11024-row pass {:.0} µs = {:.1} ns/row",
+                us(t[0]), us(t[1]), us(t[2]), us(t[3]), t[4] * 1e6 / evals as f64, t[4] * 1e9 / (evals * 11024) as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tanh_timing {
+    use crate::engine::lanes::{self, LANES};
+    use std::time::Instant;
+    #[test]
+    #[ignore]
+    fn tanh_throughput() {
+        let n = 1024;
+        let mut z = lanes::zeros(n);
+        for (i, v) in z.iter_mut().enumerate() { for l in 0..LANES { v[l] = ((i * 16 + l) as f32 * 0.001).sin() * 3.0; } }
+        let mut h = lanes::zeros(n);
+        for round in 0..3 {
+            let reps = 2000;
+            let t = Instant::now();
+            for _ in 0..reps { lanes::bias_tanh(16, None, &mut z, &mut h); std::hint::black_box(&h); }
+            let ns = t.elapsed().as_secs_f64() * 1e9 / (reps * n) as f64;
+            eprintln!("round {round}: {ns:.2} ns per 16-lane tanh");
+        }
+    }
+}
