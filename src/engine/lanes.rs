@@ -326,14 +326,26 @@ pub fn mse(out: &[Lanes], y: &[Lanes], g: &mut [Lanes]) -> [f64; LANES] {
     sums
 }
 
-/// Up to [`LANES`] tensors of `n` elements as one lane tensor (`None`, or a missing lane: zero).
+/// Up to [`LANES`] tensors of `n` elements as one lane tensor (`None`, or a missing lane: zero),
+/// by [`gather_rows`]' kernel: one row `n` wide.
 pub fn transpose(tensors: &[Option<&[f32]>], n: usize) -> Vec<Lanes> {
     let mut out = zeros(n);
-    for (l, t) in tensors.iter().enumerate().take(LANES) {
-        if let Some(t) = t {
-            insert(&mut out, l, &t[..n]);
-        }
+    if n == 0 {
+        return out;
     }
+    let zero = if tensors.len() < LANES || tensors.iter().any(Option::is_none) {
+        vec![0.0; n]
+    } else {
+        Vec::new()
+    };
+    let src: [&[f32]; LANES] = std::array::from_fn(|l| {
+        tensors
+            .get(l)
+            .copied()
+            .flatten()
+            .map_or(&zero[..], |t| &t[..n])
+    });
+    gather_rows(&mut out, n, 1, &src, &[None; LANES]);
     out
 }
 
