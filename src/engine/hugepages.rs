@@ -172,9 +172,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let sys = system_layout(layout);
         // SAFETY: `ptr` came from `alloc` with this layout, hence from the system with
         // `system_layout(layout)` (kept blocks included: they are kept by that layout).
-        let sys = system_layout(layout);
         unsafe {
             if sys == layout {
                 System.dealloc(ptr, sys)
