@@ -134,9 +134,11 @@ unsafe fn advise(ptr: *mut u8, len: usize) {
     let _ = (ptr, len);
 }
 
-// SAFETY: every method forwards to `System` with a layout at least as strict as the caller's
-// (`system_layout` only raises the alignment of large blocks), so the blocks are valid for the
-// caller's layout, and `dealloc`/`realloc` hand `System` back the same layout it allocated with.
+// SAFETY: every block comes from `System` with a layout at least as strict as the caller's
+// (`system_layout` only raises the alignment of large blocks and rounds their size up), so it
+// is valid for the caller's layout; a kept block is handed out again only for the very system
+// layout it was allocated with, and whatever goes back to `System` (freed or evicted) goes
+// with the layout it was allocated with.
 unsafe impl GlobalAlloc for HugePageAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let sys = system_layout(layout);
@@ -188,9 +190,14 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
             return std::ptr::null_mut();
         };
-        if system_layout(layout) == layout && system_layout(new_layout) == new_layout {
+        let (old_sys, new_sys) = (system_layout(layout), system_layout(new_layout));
+        if old_sys == layout && new_sys == new_layout {
             // SAFETY: both sizes are below the threshold: the system's own realloc applies.
             return unsafe { System.realloc(ptr, layout, new_size) };
+        }
+        if old_sys == new_sys {
+            // The same size class: the block already holds `new_size` bytes.
+            return ptr;
         }
         // Crossing into (or within) the huge class: a fresh aligned, advised block.
         // SAFETY: `new_layout` is valid; both blocks are live for the copy.
@@ -262,7 +269,14 @@ mod tests {
             a.dealloc(q, near);
             let again = a.alloc(layout);
             assert_eq!(again, p);
-            a.dealloc(again, layout);
+            // Growing within the size class keeps the block (and its contents).
+            *again = 7;
+            let grown = a.realloc(again, layout, layout.size() + 100);
+            assert_eq!((grown, *grown), (p, 7));
+            a.dealloc(
+                grown,
+                Layout::from_size_align(layout.size() + 100, 16).unwrap(),
+            );
 
             let huge = Layout::from_size_align(KEEP_BYTES + HUGE, 16).unwrap();
             let h = a.alloc(huge);

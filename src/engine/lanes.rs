@@ -363,9 +363,12 @@ pub fn gather_rows(
     picks: &[Option<&[usize]>; LANES],
 ) {
     assert!(
-        w > 0 && dst.len() >= rows * w && picks.iter().all(|p| p.is_none_or(|p| p.len() >= rows)),
+        dst.len() >= rows * w && picks.iter().all(|p| p.is_none_or(|p| p.len() >= rows)),
         "lanes::gather_rows: shapes"
     );
+    if w == 0 || rows == 0 {
+        return;
+    }
     // Each lane's row starts, bounds-checked here so the kernel reads only inside (the row
     // counts divided out once: a division per element would cost more than the copy).
     let n: [usize; LANES] = std::array::from_fn(|l| src[l].len() / w);

@@ -246,6 +246,11 @@ impl LaneMlp {
         lanes::gather_rows(&mut self.y, self.y_cols, rows, &ys, &picks);
     }
 
+    /// The input's width: the columns [`LaneMlp::gather_batches`] reads per row of `x`.
+    pub fn input_width(&self) -> usize {
+        self.dims[0]
+    }
+
     /// Rows a pass holds.
     pub fn capacity(&self) -> usize {
         self.capacity

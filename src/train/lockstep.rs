@@ -353,9 +353,10 @@ fn lockstep(
         for (lane, r) in runs.iter().enumerate() {
             let Some(r) = r else { continue };
             (hypers[lane], lrs[lane]) = (r.hyper, r.lr);
-            let Some((x, y, ..)) = r.train_set.stored_rows() else {
+            let Some((x, y, xw, yw)) = r.train_set.stored_rows() else {
                 unreachable!("lane_model admits stored feature rows only")
             };
+            debug_assert_eq!((xw, yw), (lanes.input_width(), r.y_cols()));
             let picks = r.picked_rows();
             rows = picks.map_or(r.n, <[usize]>::len);
             batches[lane] = Some(LaneRows { x, y, picks });

@@ -387,6 +387,8 @@ impl<'a, F: Float> Run<'a, F> {
     /// The training split's rows in this step's batch, before [`Run::gather_picked`]: their
     /// indices, or `None` for the split's first rows in order (a whole-split batch).
     pub(crate) fn picked_rows(&self) -> Option<&[usize]> {
+        // Rows read where they lie skip what a gather adds (a denoiser's perturbation).
+        debug_assert!(self.train_set.stored_rows().is_some());
         match self.picked {
             Picked::Ordered { start, len } => Some(&self.order[start..start + len]),
             _ => None,
