@@ -48,9 +48,12 @@ pub(crate) fn time_steps<F: Float>(
         model.forward(batch, Mode::Train);
         let l = model.loss(batch, true);
         let t1 = Instant::now();
-        model.backward(batch);
+        // As training takes an unlogged step: each tensor updated as soon as its gradient is
+        // final (the "backward" phase holds those updates; "optimizer" the rest).
+        let mut up = opt.begin(hyper, 1e-3, true);
+        model.backward_update(batch, &mut up);
         let t2 = Instant::now();
-        opt.step(model.params_mut(), hyper, 1e-3);
+        up.finish(model.params_mut());
         let t3 = Instant::now();
         let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
         if s >= warmup {

@@ -107,42 +107,148 @@ impl<F: Float> OptimState<F> {
     /// with `decay = true` (linear weights and biases) — in torch terms, two param groups: the
     /// linear layers with the weight decay, norm and activation parameters with none.
     pub fn step(&mut self, params: &mut [Param<F>], h: &Hyper, lr: f64) {
+        self.begin(h, lr, false).finish(params);
+    }
+
+    /// Starts a step taken tensor by tensor ([`Update`]); `eager` lets a model's backward update
+    /// each tensor as soon as its gradient is final ([`crate::model::Model::backward_update`]).
+    pub fn begin<'a>(&'a mut self, hyper: &'a Hyper, lr: f64, eager: bool) -> Update<'a, F> {
         self.t += 1;
-        for (i, p) in params.iter_mut().enumerate() {
-            if !p.trainable {
-                continue;
+        Update {
+            state: self,
+            hyper,
+            lr,
+            eager,
+            done: 0,
+            consts: None,
+        }
+    }
+
+    /// One tensor's update (tensor `i` of the parameter list).
+    fn update(&mut self, i: usize, p: &mut Param<F>, h: &Hyper, lr: f64) {
+        let c = Coeffs::new(h, self.t, lr, p.lr_mult, p.decay);
+        let (w, g) = (&mut p.value, &p.grad);
+        match h.optimizer {
+            Optimizer::Sgd => {
+                for (w, &g) in w.iter_mut().zip(g) {
+                    c.sgd(w, g);
+                }
             }
-            let c = Coeffs::new(h, self.t, lr, p.lr_mult, p.decay);
-            let (w, g) = (&mut p.value, &p.grad);
-            match h.optimizer {
-                Optimizer::Sgd => {
-                    for (w, &g) in w.iter_mut().zip(g) {
-                        c.sgd(w, g);
+            Optimizer::Momentum | Optimizer::Nesterov => {
+                for ((w, &g), b) in w.iter_mut().zip(g).zip(self.m[i].iter_mut()) {
+                    c.momentum(w, g, b);
+                }
+            }
+            Optimizer::Adam | Optimizer::Adamw => {
+                let (m, v) = (&mut self.m[i], &mut self.v[i]);
+                // Elementwise, so blocks over the pool change nothing in the result.
+                let blocks = g.len().div_ceil(ADAM_CHUNK);
+                let parts = (
+                    par::rows(w, ADAM_CHUNK),
+                    par::rows(m, ADAM_CHUNK),
+                    par::rows(v, ADAM_CHUNK),
+                );
+                par::for_row_blocks(blocks, parts, |_, r, (w, m, v)| {
+                    let e = r.start * ADAM_CHUNK..(r.end * ADAM_CHUNK).min(g.len());
+                    for (((w, &g), m), v) in w.iter_mut().zip(&g[e]).zip(m).zip(v) {
+                        c.adam(w, g, m, v);
                     }
-                }
-                Optimizer::Momentum | Optimizer::Nesterov => {
-                    for ((w, &g), b) in w.iter_mut().zip(g).zip(self.m[i].iter_mut()) {
-                        c.momentum(w, g, b);
-                    }
-                }
-                Optimizer::Adam | Optimizer::Adamw => {
-                    let (m, v) = (&mut self.m[i], &mut self.v[i]);
-                    // Elementwise, so blocks over the pool change nothing in the result.
-                    let blocks = g.len().div_ceil(ADAM_CHUNK);
-                    let parts = (
-                        par::rows(w, ADAM_CHUNK),
-                        par::rows(m, ADAM_CHUNK),
-                        par::rows(v, ADAM_CHUNK),
-                    );
-                    par::for_row_blocks(blocks, parts, |_, r, (w, m, v)| {
-                        let e = r.start * ADAM_CHUNK..(r.end * ADAM_CHUNK).min(g.len());
-                        for (((w, &g), m), v) in w.iter_mut().zip(&g[e]).zip(m).zip(v) {
-                            c.adam(w, g, m, v);
-                        }
-                    });
-                }
+                });
             }
         }
+    }
+}
+
+/// One optimizer step taken tensor by tensor: a model's backward may update each tensor as soon
+/// as its gradient is final (in cache; a weight's in its GEMM's epilogue, [`Update::fused`]),
+/// and [`Update::finish`] updates the rest. Each trainable tensor is updated once, from its own
+/// gradient, moments and the step's constants only, so the order changes no bit.
+pub struct Update<'a, F> {
+    state: &'a mut OptimState<F>,
+    hyper: &'a Hyper,
+    lr: f64,
+    eager: bool,
+    /// Tensors updated so far, one bit per tensor index (models have far fewer than 128
+    /// tensors per eagerly updated list; later indices wait for `finish`).
+    done: u128,
+    /// The fused path's constants (kept here: the GEMM reads them through a pointer).
+    consts: Option<crate::engine::lanes::AdamConsts>,
+}
+
+impl<F: Float> Update<'_, F> {
+    /// Whether the backward may update tensors as it goes (not when the whole gradient must be
+    /// seen first: clipping, sharpness, logged steps' observables).
+    pub fn eager(&self) -> bool {
+        self.eager
+    }
+
+    fn is_done(&self, i: usize) -> bool {
+        i < 128 && self.done >> i & 1 == 1
+    }
+
+    /// Updates tensor `i` now, if eager and not done yet.
+    pub fn tensor(&mut self, i: usize, p: &mut Param<F>) {
+        if self.eager && i < 128 && !self.is_done(i) {
+            if p.trainable {
+                self.state.update(i, p, self.hyper, self.lr);
+            }
+            self.done |= 1 << i;
+        }
+    }
+
+    /// Updates (if eager) every tensor of `params` that belongs to `layer`: a model calls this
+    /// once nothing left in its backward reads that layer's parameters.
+    pub fn layer(&mut self, params: &mut [Param<F>], layer: usize) {
+        if !self.eager {
+            return;
+        }
+        for (i, p) in params.iter_mut().enumerate() {
+            if p.layer == layer {
+                self.tensor(i, p);
+            }
+        }
+    }
+
+    /// Tensor `i`'s gradient and Adam step in one: `gemm(grad, tensor)` computes the gradient
+    /// into `grad` and updates `tensor` in the same pass ([`crate::engine::ops::gemm_adam`]),
+    /// returning whether it could. `true` when it did; `false` (nothing done: compute the
+    /// gradient the plain way) when the step is not eager, the optimizer is not Adam or AdamW,
+    /// the tensor is frozen or done, or the engine declined.
+    pub fn fused(
+        &mut self,
+        i: usize,
+        p: &mut Param<F>,
+        gemm: impl FnOnce(&mut [F], crate::engine::ops::AdamTensor<'_, F>) -> bool,
+    ) -> bool {
+        let adam = matches!(self.hyper.optimizer, Optimizer::Adam | Optimizer::Adamw);
+        if !self.eager || !adam || !p.trainable || i >= 128 || self.is_done(i) {
+            return false;
+        }
+        let c = Coeffs::<F>::new(self.hyper, self.state.t, self.lr, p.lr_mult, p.decay);
+        let consts = &*self
+            .consts
+            .insert(Coeffs::adam_consts(&[c; crate::engine::lanes::LANES]));
+        let t = crate::engine::ops::AdamTensor {
+            w: &mut p.value,
+            m: &mut self.state.m[i],
+            v: &mut self.state.v[i],
+            consts,
+        };
+        let did = gemm(&mut p.grad, t);
+        if did {
+            self.done |= 1 << i;
+        }
+        did
+    }
+
+    /// Updates every trainable tensor not updated yet, in order.
+    pub fn finish(mut self, params: &mut [Param<F>]) {
+        for (i, p) in params.iter_mut().enumerate() {
+            if p.trainable && !self.is_done(i) {
+                self.state.update(i, p, self.hyper, self.lr);
+            }
+        }
+        self.done = 0;
     }
 }
 

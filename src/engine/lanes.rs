@@ -526,7 +526,7 @@ pub struct AdamConsts {
 /// in the same order as the portable code beside its caller (no operation is fused that is not
 /// fused there), so either path gives the same bits.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(super) mod avx512 {
     use super::{AdamConsts, Lanes, LANES};
     use std::arch::x86_64::*;
 
@@ -783,6 +783,69 @@ mod avx512 {
         }
     }
 
+    /// Adam's constants in registers, for [`AdamRegs::step`]: the lanes' own, or one tensor's
+    /// broadcast to every lane (the GEMM epilogue of [`crate::engine::sgemm::sgemm_adam`]).
+    #[derive(Clone, Copy)]
+    pub(in crate::engine) struct AdamRegs {
+        adamw: bool,
+        decay: __m512,
+        keep: __m512,
+        b1: __m512,
+        omb1: __m512,
+        b2: __m512,
+        omb2: __m512,
+        step: __m512,
+        inv: __m512,
+        eps: __m512,
+    }
+
+    impl AdamRegs {
+        /// SAFETY: AVX-512F.
+        #[inline(always)]
+        pub(in crate::engine) unsafe fn load(c: &AdamConsts) -> Self {
+            let s = |x: &Lanes| ld(x);
+            AdamRegs {
+                adamw: c.adamw,
+                decay: s(&c.decay),
+                keep: s(&c.keep),
+                b1: s(&c.b1),
+                omb1: s(&c.one_minus_b1),
+                b2: s(&c.b2),
+                omb2: s(&c.one_minus_b2),
+                step: s(&c.step_size),
+                inv: s(&c.inv_bc2_sqrt),
+                eps: s(&c.eps),
+            }
+        }
+
+        /// One vector of [`crate::optim::Coeffs::adam`]: the new `(w, m, v)` from `w`, the
+        /// gradient `g` and the moments `m`, `v`, operation for operation (nothing fused).
+        ///
+        /// SAFETY: AVX-512F.
+        #[inline(always)]
+        pub(in crate::engine) unsafe fn step(
+            &self,
+            w: __m512,
+            g: __m512,
+            m: __m512,
+            v: __m512,
+        ) -> (__m512, __m512, __m512) {
+            let (w, g) = if self.adamw {
+                (_mm512_mul_ps(w, self.keep), g)
+            } else {
+                (w, _mm512_add_ps(g, _mm512_mul_ps(self.decay, w)))
+            };
+            let m = _mm512_add_ps(_mm512_mul_ps(self.b1, m), _mm512_mul_ps(self.omb1, g));
+            let v = _mm512_add_ps(
+                _mm512_mul_ps(self.b2, v),
+                _mm512_mul_ps(_mm512_mul_ps(self.omb2, g), g),
+            );
+            let den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(v), self.inv), self.eps);
+            let upd = _mm512_div_ps(_mm512_mul_ps(self.step, m), den);
+            (_mm512_sub_ps(w, upd), m, v)
+        }
+    }
+
     /// SAFETY: AVX-512F; `g`, `m`, `v` at least as long as `w`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn adam(
@@ -792,37 +855,15 @@ mod avx512 {
         m: &mut [Lanes],
         v: &mut [Lanes],
     ) {
-        let s = |x: &Lanes| ld(x);
-        let (decay, keep, b1, omb1) = (s(&c.decay), s(&c.keep), s(&c.b1), s(&c.one_minus_b1));
-        let (b2, omb2, step, inv, eps) = (
-            s(&c.b2),
-            s(&c.one_minus_b2),
-            s(&c.step_size),
-            s(&c.inv_bc2_sqrt),
-            s(&c.eps),
-        );
+        let regs = AdamRegs::load(c);
         for e in 0..w.len() {
             let (wp, mp, vp) = (
                 w.as_mut_ptr().add(e),
                 m.as_mut_ptr().add(e),
                 v.as_mut_ptr().add(e),
             );
-            let mut wv = ld(wp);
-            let gv = ld(g.as_ptr().add(e));
-            let gv = if c.adamw {
-                wv = _mm512_mul_ps(wv, keep);
-                gv
-            } else {
-                _mm512_add_ps(gv, _mm512_mul_ps(decay, wv))
-            };
-            let mv = _mm512_add_ps(_mm512_mul_ps(b1, ld(mp)), _mm512_mul_ps(omb1, gv));
-            let vv = _mm512_add_ps(
-                _mm512_mul_ps(b2, ld(vp)),
-                _mm512_mul_ps(_mm512_mul_ps(omb2, gv), gv),
-            );
-            let den = _mm512_add_ps(_mm512_mul_ps(_mm512_sqrt_ps(vv), inv), eps);
-            let upd = _mm512_div_ps(_mm512_mul_ps(step, mv), den);
-            st(wp, _mm512_sub_ps(wv, upd));
+            let (wv, mv, vv) = regs.step(ld(wp), ld(g.as_ptr().add(e)), ld(mp), ld(vp));
+            st(wp, wv);
             st(mp, mv);
             st(vp, vv);
         }

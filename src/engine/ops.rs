@@ -278,6 +278,83 @@ pub fn gemm_ex<F: Float>(
     });
 }
 
+/// Adam's state for one tensor, for [`gemm_adam`]: its values `w`, moments `m`, `v` (each as
+/// long as the product) and the step's constants (one tensor's, in every lane).
+pub struct AdamTensor<'a, F> {
+    pub w: &'a mut [F],
+    pub m: &'a mut [F],
+    pub v: &'a mut [F],
+    pub consts: &'a super::lanes::AdamConsts,
+}
+
+/// `C ← α·op(A)·op(B)` (dense, β = 0: a weight's gradient), with Adam's step on `t` from each
+/// element of C taken in the GEMM's epilogue ([`super::sgemm::sgemm_adam`]): the same bits as
+/// [`gemm`] followed by the update. `false`, with nothing done, where the engine has no such
+/// path (f64, no AVX-512, the shapes [`gemm`] computes another way or that gain nothing): the
+/// caller does the two steps itself.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_adam<F: Float>(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    c: &mut [F],
+    t: AdamTensor<'_, F>,
+) -> bool {
+    // [`degenerate`]'s shapes keep their own order of operations.
+    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+        return false;
+    }
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), n),
+    );
+    assert!(
+        t.w.len() >= m * n && t.m.len() >= m * n && t.v.len() >= m * n,
+        "gemm_adam: Adam's buffers are smaller than the product"
+    );
+    let (rsa, csa) = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let (rsb, csb) = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    let target = super::sgemm::AdamTarget {
+        w: t.w.as_mut_ptr() as *mut f32,
+        m: t.m.as_mut_ptr() as *mut f32,
+        v: t.v.as_mut_ptr() as *mut f32,
+        consts: t.consts,
+    };
+    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
+    // bound every index the strides reach in A, B, C and the target; C and the three target
+    // buffers are unique borrows, so none aliases another or an operand.
+    unsafe {
+        super::sgemm::sgemm_adam(
+            m,
+            n,
+            k,
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, rsa, csa),
+            (b.as_ptr() as *const f32, rsb, csb),
+            (c.as_mut_ptr() as *mut f32, n),
+            target,
+            threads,
+        )
+    }
+}
+
 /// Degenerate shapes (a width-1 output layer, outer products) of a dense, bias-free GEMM are
 /// memory-bound loops, several times faster than a packed GEMM kernel. Returns whether it
 /// handled the call.
@@ -510,6 +587,130 @@ pub fn scale<F: Float>(y: &mut [F], s: F) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`gemm_adam`] against [`gemm`] then [`crate::optim::Coeffs::adam`] element by element
+    /// (Adam and AdamW, weight decay on and off, one and several `KC` blocks, ragged edges, one
+    /// and two threads): the same gradient and updated tensors, bit for bit. Where the engine
+    /// has no fused path it must decline and touch nothing.
+    #[test]
+    fn gemm_adam_is_the_gemm_then_the_update() {
+        use crate::optim::{Coeffs, Hyper, Optimizer};
+        let lanes = crate::engine::lanes::LANES;
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, n, k, threads) in [(96, 80, 64, 1), (45, 77, 300, 1), (130, 64, 128, 2)] {
+            for (opt, wd) in [
+                (Optimizer::Adam, 0.0),
+                (Optimizer::Adam, 0.1),
+                (Optimizer::Adamw, 0.01),
+            ] {
+                let h = Hyper {
+                    optimizer: opt,
+                    momentum: 0.0,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: wd,
+                };
+                let mult = crate::model::LrMult {
+                    adam: 1.0,
+                    sgd: 1.0,
+                };
+                let c = Coeffs::<f32>::new(&h, 3, 1e-3, mult, true);
+                let consts = Coeffs::adam_consts(&[c; 16]);
+                assert_eq!(lanes, 16);
+                let a: Vec<f32> = (0..k * m).map(|_| next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let w0: Vec<f32> = (0..m * n).map(|_| next()).collect();
+                let m0: Vec<f32> = (0..m * n).map(|_| next() * 0.01).collect();
+                let v0: Vec<f32> = (0..m * n).map(|_| next().abs() * 1e-4).collect();
+                // The plain way: the gradient, then the update.
+                let mut g1 = vec![0.0f32; m * n];
+                with_threads(threads, || {
+                    gemm(Op::T, Op::N, m, n, k, 0.5, &a, &b, 0.0, &mut g1)
+                });
+                let (mut w1, mut m1, mut v1) = (w0.clone(), m0.clone(), v0.clone());
+                for e in 0..m * n {
+                    c.adam(&mut w1[e], g1[e], &mut m1[e], &mut v1[e]);
+                }
+                // Fused.
+                let mut g2 = vec![f32::NAN; m * n];
+                let (mut w2, mut m2, mut v2) = (w0.clone(), m0.clone(), v0.clone());
+                let t = AdamTensor {
+                    w: &mut w2,
+                    m: &mut m2,
+                    v: &mut v2,
+                    consts: &consts,
+                };
+                let did = with_threads(threads, || {
+                    gemm_adam(Op::T, Op::N, (m, n, k), 0.5, &a, &b, &mut g2, t)
+                });
+                let ctx = format!("{m}×{n}×{k} {opt:?} wd {wd} threads {threads}");
+                if !super::super::sgemm::available() {
+                    assert!(!did, "{ctx}: no AVX-512, yet fused");
+                    assert!(
+                        g2.iter().all(|x| x.is_nan()) && w2 == w0,
+                        "{ctx}: declined, yet wrote"
+                    );
+                    continue;
+                }
+                assert!(did, "{ctx}: declined");
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&g1), bits(&g2), "{ctx}: gradient");
+                assert_eq!(bits(&w1), bits(&w2), "{ctx}: weights");
+                assert_eq!(bits(&m1), bits(&m2), "{ctx}: first moment");
+                assert_eq!(bits(&v1), bits(&v2), "{ctx}: second moment");
+                assert_ne!(w1, w0, "{ctx}: nothing moved");
+            }
+        }
+        // Shapes `gemm` computes another way (here a vector of outputs) are declined.
+        let consts = crate::optim::Coeffs::adam_consts(
+            &[crate::optim::Coeffs::<f32>::new(
+                &Hyper {
+                    optimizer: Optimizer::Adam,
+                    momentum: 0.0,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.0,
+                },
+                1,
+                1e-3,
+                crate::model::LrMult {
+                    adam: 1.0,
+                    sgd: 1.0,
+                },
+                true,
+            ); 16],
+        );
+        let (mut w, mut mm, mut v, mut g) = (
+            vec![1.0f32; 64],
+            vec![0.0; 64],
+            vec![0.0; 64],
+            vec![0.0; 64],
+        );
+        let t = AdamTensor {
+            w: &mut w,
+            m: &mut mm,
+            v: &mut v,
+            consts: &consts,
+        };
+        let (a, b) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64]);
+        assert!(!gemm_adam(
+            Op::T,
+            Op::N,
+            (1, 64, 64),
+            1.0,
+            &b,
+            &a,
+            &mut g,
+            t
+        ));
+        assert!(w.iter().all(|&x| x == 1.0));
+    }
 
     /// The lane reductions against plain f64 loops, at every length around the 8-lane
     /// boundaries (tails included), plus max's contract: −∞ for none, NaN wins, ties and

@@ -15,7 +15,10 @@
 //! - the epilogue applies `α`, `β·C` and an optional bias broadcast over rows, so a linear
 //!   layer needs no separate pass to initialise its output; ragged edges use masked loads and
 //!   stores, so C is never touched outside `[m, n]`;
-//! - threads split the column panels (each packing its own B) or the rows (sharing B).
+//! - threads split the column panels (each packing its own B) or the rows (sharing B);
+//! - [`sgemm_adam`]'s epilogue also takes Adam's step on each tile of a weight gradient while
+//!   it is in registers, so the optimizer's divisions overlap the next tile's FMAs and the
+//!   gradient is never read back from memory.
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
@@ -121,6 +124,104 @@ pub unsafe fn sgemm(
     bias: Option<*const f32>,
     threads: usize,
 ) {
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta,
+        bias,
+        n,
+        k,
+        adam: None,
+    };
+    run(&op, m, threads);
+}
+
+/// Where [`sgemm_adam`] takes Adam's step: the weight `w` and its moments `m`, `v`, laid out
+/// as C (`[i·ldc + j]`), and the step's constants (one tensor's, the same in every lane).
+#[derive(Clone, Copy)]
+pub struct AdamTarget {
+    pub w: *mut f32,
+    pub m: *mut f32,
+    pub v: *mut f32,
+    pub consts: *const super::lanes::AdamConsts,
+}
+
+impl AdamTarget {
+    /// The target's elements from `[i, j]` of C on.
+    unsafe fn at(self, i: usize, j: usize, ldc: usize) -> Self {
+        let o = i * ldc + j;
+        AdamTarget {
+            w: self.w.add(o),
+            m: self.m.add(o),
+            v: self.v.add(o),
+            ..self
+        }
+    }
+}
+
+/// [`sgemm`] with `β = 0` and no bias, where the epilogue also applies Adam's update
+/// ([`crate::optim::Coeffs::adam`]'s arithmetic) to `target` with each finished element of C
+/// (the weight's gradient, still stored in C). The same bits as the GEMM followed by the
+/// update. `false`, having done nothing, where the call would take the unpacked small path
+/// (whose shapes gain nothing from the fusion): the caller does the two steps itself.
+///
+/// # Safety
+/// As for [`sgemm`]; and `target`'s three buffers hold `[m, ldc]` elements each, alias no
+/// operand nor each other, and its constants outlive the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_adam(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    (c, ldc): (*mut f32, usize),
+    target: AdamTarget,
+    threads: usize,
+) -> bool {
+    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
+    if m == 0 || n == 0 || k == 0 || (tasks == 1 && small_enough(m, n, k)) {
+        return false;
+    }
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta: 0.0,
+        bias: None,
+        n,
+        k,
+        adam: Some(target),
+    };
+    run(&op, m, threads);
+    true
+}
+
+/// [`sgemm`]'s body over `op` (`m` rows).
+unsafe fn run(op: &Operands, m: usize, threads: usize) {
+    let Operands {
+        c,
+        ldc,
+        beta,
+        bias,
+        n,
+        k,
+        ..
+    } = *op;
     if m == 0 || n == 0 {
         return;
     }
@@ -136,31 +237,18 @@ pub unsafe fn sgemm(
     }
     let panels = n.div_ceil(NR);
     let tasks = threads.min(panels.max(m.div_ceil(MR))).max(1);
-    let op = Operands {
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        c,
-        ldc,
-        alpha,
-        beta,
-        bias,
-        n,
-    };
     // Threads split the 32-column panels when A is read in place, B is the bigger operand
     // (n ≥ m: both have k rows) and there are enough panels: each packs its own panels of B
     // (the activations of a weight gradient), so nothing runs serially and there is one pool
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free.
-    if tasks == 1 && small_path_on() && small_enough(m, n, k) {
-        small(&op, m, k, Part::Full);
+    if tasks == 1 && op.adam.is_none() && small_path_on() && small_enough(m, n, k) {
+        small(op, m, k, Part::Full);
         return;
     }
-    let split_panels = rsa == 1 && n >= m && (panels.is_multiple_of(tasks) || panels >= 3 * tasks);
+    let split_panels =
+        op.rsa == 1 && n >= m && (panels.is_multiple_of(tasks) || panels >= 3 * tasks);
     if tasks == 1 || split_panels {
         let split = pool::split(panels, tasks, 1);
         pool::run(tasks, &|t| {
@@ -171,8 +259,8 @@ pub unsafe fn sgemm(
             for p0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - p0);
                 with_pack(&PACK_B, mine.len() * kc * NR, |bp| {
-                    pack_b(&op, p0, kc, mine.clone(), bp);
-                    block(&op, 0..m, mine.clone(), p0, kc, bp);
+                    pack_b(op, p0, kc, mine.clone(), bp);
+                    block(op, 0..m, mine.clone(), p0, kc, bp);
                 });
             }
         });
@@ -193,7 +281,7 @@ pub unsafe fn sgemm(
                             // the `panels·kc·NR` buffer `with_pack` sized.
                             unsafe {
                                 pack_b(
-                                    &op,
+                                    op,
                                     p0,
                                     kc,
                                     mine.clone(),
@@ -203,12 +291,12 @@ pub unsafe fn sgemm(
                         }
                     });
                 } else {
-                    pack_b(&op, p0, kc, 0..panels, bp);
+                    pack_b(op, p0, kc, 0..panels, bp);
                 }
                 let bp = SendPtr(bp);
                 pool::run_items(m.div_ceil(MC), tasks, &|i| {
                     block(
-                        &op,
+                        op,
                         i * MC..((i + 1) * MC).min(m),
                         0..panels,
                         p0,
@@ -347,6 +435,8 @@ pub unsafe fn sgemm_part(
         beta: 0.0,
         bias: None,
         n,
+        k,
+        adam: None,
     };
     small(&op, m, k, part);
 }
@@ -452,9 +542,12 @@ struct Operands {
     beta: f32,
     bias: Option<*const f32>,
     n: usize,
+    k: usize,
+    /// [`sgemm_adam`]'s target.
+    adam: Option<AdamTarget>,
 }
-// SAFETY: the pointers address the caller's A, B (read only) and C, which outlive the parallel
-// region; tasks write disjoint row or column blocks of C.
+// SAFETY: the pointers address the caller's A, B (read only) and C (and an Adam target), which
+// outlive the parallel region; tasks write disjoint row or column blocks of C (and the target).
 unsafe impl Sync for Operands {}
 
 /// Runs `f` on this thread's buffer `key`, grown to `len` floats and aligned to a cache line
@@ -517,6 +610,10 @@ unsafe fn block(
                         beta: op.beta,
                         bias: op.bias.map(|bv| bv.add(j0)),
                         first: p0 == 0,
+                        adam: op
+                            .adam
+                            .filter(|_| p0 + kc == op.k)
+                            .map(|t| t.at(i0, j0, op.ldc)),
                     };
                     micro(mr, &tile);
                 }
@@ -679,6 +776,8 @@ struct Tile {
     bias: Option<*const f32>,
     /// The first `KC` block applies β and the bias; later ones add onto C.
     first: bool,
+    /// Adam's step on the finished tile (the last `KC` block only).
+    adam: Option<AdamTarget>,
 }
 
 /// `$kernel::<R>($tile)` for a runtime row count `R` in `1..=12` (the register tiles' rows).
@@ -724,6 +823,14 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
         let row = t.c.add(r * t.ldc) as *const i8;
         _mm_prefetch::<_MM_HINT_T0>(row);
         _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+        // And Adam's operands: scattered 128-byte runs the hardware prefetcher does not see.
+        if let Some(a) = t.adam {
+            for p in [a.w, a.m, a.v] {
+                let row = p.add(r * t.ldc) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+            }
+        }
     }
     let (mut ap, mut bp) = (t.a, t.b);
     for _ in 0..t.kc {
@@ -739,6 +846,9 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     }
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);
+    let adam = t
+        .adam
+        .map(|a| (a, super::lanes::avx512::AdamRegs::load(&*a.consts)));
     for r in 0..R {
         let row = t.c.add(r * t.ldc);
         for (h, acc) in [acc0[r], acc1[r]].into_iter().enumerate() {
@@ -759,6 +869,19 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
                 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dst), v);
             }
             _mm512_mask_storeu_ps(dst, mk, v);
+            if let Some((a, regs)) = adam {
+                let o = r * t.ldc + 16 * h;
+                let (wp, mp, vp) = (a.w.add(o), a.m.add(o), a.v.add(o));
+                let (w, m, vv) = regs.step(
+                    _mm512_maskz_loadu_ps(mk, wp),
+                    v,
+                    _mm512_maskz_loadu_ps(mk, mp),
+                    _mm512_maskz_loadu_ps(mk, vp),
+                );
+                _mm512_mask_storeu_ps(wp, mk, w);
+                _mm512_mask_storeu_ps(mp, mk, m);
+                _mm512_mask_storeu_ps(vp, mk, vv);
+            }
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::nn::linear;
 use crate::nn::loss::{self, LossValue};
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormPosition};
 use crate::nn::parametrization::Place;
+use crate::optim::Update;
 use crate::spec::{LossKind, MlpSpec, Trainable};
 use std::any::Any;
 
@@ -410,6 +411,13 @@ impl<F: Float> Mlp<F> {
     /// Backward pass from [`Self::d_output`] (set by the loss) to every parameter gradient.
     /// Gradients are overwritten, not accumulated. Needs the last forward's buffers (train mode).
     pub fn backward(&mut self, x: &[F]) {
+        self.backward_with(x, None);
+    }
+
+    /// [`Self::backward`], and with `up`, each layer's optimizer step as soon as its input
+    /// gradient is out (nothing after reads its parameters): the weights' in their gradient
+    /// GEMMs' epilogues where the engine can ([`linear::backward_weight_update`]).
+    pub fn backward_with(&mut self, x: &[F], mut up: Option<&mut Update<'_, F>>) {
         let rows = self.rows;
         let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
         // Weight gradients are written whole by their GEMM (β = 0); the rest accumulate.
@@ -423,15 +431,18 @@ impl<F: Float> Mlp<F> {
             let input = layer_input(x, self.bufs.last(), rows * in_dim, post_norm);
             let g = &self.d_output[..rows * out_dim];
             let dims = (rows, out_dim, in_dim);
-            let w = &mut self.params[self.out_weight];
-            let a = self.out_mult;
-            linear::backward_weight_scaled(g, input, dims, a, &mut w.grad);
+            let (wi, a) = (self.out_weight, self.out_mult);
+            // ∂L/∂x first: after it, an eager step may change W.
             if depth > 0 {
                 let dx = &mut self.grad[0][..rows * in_dim];
-                linear::backward_input_scaled(g, &w.value, dims, a, dx);
+                linear::backward_input_scaled(g, &self.params[wi].value, dims, a, dx);
             }
+            weight_grad(g, input, dims, a, (wi, &mut self.params), up.as_deref_mut());
             if let Some(bi) = self.out_bias {
                 ops::column_sums_by_columns(g, out_dim, &mut self.params[bi].grad);
+            }
+            if let Some(up) = up.as_deref_mut() {
+                up.layer(&mut self.params, depth);
             }
         }
         for l in (0..depth).rev() {
@@ -493,13 +504,26 @@ impl<F: Float> Mlp<F> {
             let dims = (rows, width, in_dim);
             // The input layer's fan-in is fixed: only width × width layers get the multiplier.
             let a = if l == 0 { F::one() } else { self.hidden_mult };
-            linear::backward_weight_scaled(g, input, dims, a, &mut self.params[hp.weight].grad);
-            if let Some(bi) = hp.bias {
-                ops::column_sums_by_columns(g, width, &mut self.params[bi].grad);
-            }
+            // ∂L/∂x first: after it, an eager step may change W.
             if l > 0 {
                 let w = &self.params[hp.weight].value;
                 linear::backward_input_scaled(g, w, dims, a, &mut next_buf[..rows * in_dim]);
+            }
+            weight_grad(
+                g,
+                input,
+                dims,
+                a,
+                (hp.weight, &mut self.params),
+                up.as_deref_mut(),
+            );
+            if let Some(bi) = hp.bias {
+                ops::column_sums_by_columns(g, width, &mut self.params[bi].grad);
+            }
+            if let Some(up) = up.as_deref_mut() {
+                up.layer(&mut self.params, l);
+            }
+            if l > 0 {
                 self.grad.swap(0, 1);
             }
         }
@@ -538,8 +562,30 @@ impl<F: Float> Model<F> for Mlp<F> {
         };
         Mlp::backward(self, x);
     }
+    fn backward_update(&mut self, batch: &Batch<'_, F>, up: &mut Update<'_, F>) {
+        let Batch::Rows { x, .. } = *batch else {
+            unreachable!("model::build pairs an MLP with feature rows")
+        };
+        self.backward_with(x, Some(up));
+    }
     fn as_any(&self) -> &dyn Any {
         self
+    }
+}
+
+/// A linear layer's weight gradient into tensor `i` of `params`, with its optimizer step fused
+/// in when `up` is given (and the engine can).
+fn weight_grad<F: Float>(
+    g: &[F],
+    x: &[F],
+    dims: linear::Dims,
+    alpha: F,
+    (i, params): (usize, &mut [Param<F>]),
+    up: Option<&mut Update<'_, F>>,
+) {
+    match up {
+        Some(up) => linear::backward_weight_update(g, x, dims, alpha, (i, &mut params[i]), up),
+        None => linear::backward_weight_scaled(g, x, dims, alpha, &mut params[i].grad),
     }
 }
 
@@ -665,5 +711,115 @@ fn put_running<F: Float>(
     if let (Some([m, v]), Some((mean, var))) = (hp.running, running) {
         params[m].value = mean;
         params[v].value = var;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Hyper, OptimState, Optimizer};
+    use crate::spec::{ActParamSpec, Granularity};
+
+    fn bits<F: Float>(x: &[F]) -> Vec<u64> {
+        x.iter().map(|v| v.f64().to_bits()).collect()
+    }
+
+    /// Training with each layer updated during the backward pass (the weights' Adam steps in
+    /// their GEMM epilogues, where the engine fuses them) against the backward pass then the
+    /// whole step: every parameter and moment agrees bit for bit, step after step, with norms
+    /// and learned activation parameters in the layers, in f32 and f64. A parameter updated
+    /// before the backward pass last reads it (a misassigned layer) would show here.
+    #[test]
+    fn eager_updates_match_the_whole_step() {
+        let learned = ActParamSpec {
+            init: 0.1,
+            mode: Trainable::Learned,
+            per: Granularity::Neuron,
+        };
+        let cases = [
+            (Activation::Tanh, Norm::None, Optimizer::Adam, 96, 3, 20, 2),
+            (
+                Activation::Relu,
+                Norm::Layernorm,
+                Optimizer::Adamw,
+                80,
+                2,
+                7,
+                3,
+            ),
+            (
+                Activation::Gelu,
+                Norm::Rmsnorm,
+                Optimizer::Momentum,
+                72,
+                2,
+                9,
+                1,
+            ),
+        ];
+        for (act, norm, optimizer, width, depth, input, output) in cases {
+            let mut spec = MlpSpec {
+                width,
+                depth,
+                activation: act,
+                norm,
+                ..MlpSpec::default()
+            };
+            if norm != Norm::None {
+                spec.act.b = learned.clone();
+            }
+            let h = Hyper {
+                optimizer,
+                momentum: 0.9,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            };
+            let rows = 64;
+            let mut rng = Rng::stream(5, "eager");
+            let x: Vec<f64> = (0..rows * input).map(|_| rng.normal()).collect();
+            let y: Vec<f64> = (0..rows * output).map(|_| rng.normal()).collect();
+            fn run<F: Float>(
+                spec: &MlpSpec,
+                h: &Hyper,
+                (x, y, input, output, rows): (&[f64], &[f64], usize, usize, usize),
+                eager: bool,
+            ) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
+                let mut m = Mlp::<F>::new(spec, input, output, rows, &mut Rng::stream(1, "init"))
+                    .with_loss(LossKind::Mse);
+                let mut opt = OptimState::new(&m.params, h.optimizer);
+                let x: Vec<F> = x.iter().map(|&v| F::of(v)).collect();
+                let y: Vec<F> = y.iter().map(|&v| F::of(v)).collect();
+                let batch = Batch::Rows { x: &x, y: &y, rows };
+                for _ in 0..4 {
+                    m.forward(&x, rows, Mode::Train);
+                    Model::loss(&mut m, &batch, true);
+                    if eager {
+                        let mut up = opt.begin(h, 3e-3, true);
+                        Model::backward_update(&mut m, &batch, &mut up);
+                        up.finish(&mut m.params);
+                    } else {
+                        Model::backward(&mut m, &batch);
+                        opt.step(&mut m.params, h, 3e-3);
+                    }
+                }
+                let p = m.params.iter().map(|p| bits(&p.value)).collect();
+                let s = opt.m.iter().chain(&opt.v).map(|s| bits(s)).collect();
+                (p, s)
+            }
+            let data = (&x[..], &y[..], input, output, rows);
+            let ctx = format!("{act:?} {norm:?} {optimizer:?}");
+            assert_eq!(
+                run::<f32>(&spec, &h, data, true),
+                run::<f32>(&spec, &h, data, false),
+                "{ctx} f32"
+            );
+            assert_eq!(
+                run::<f64>(&spec, &h, data, true),
+                run::<f64>(&spec, &h, data, false),
+                "{ctx} f64"
+            );
+        }
     }
 }

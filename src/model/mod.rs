@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::nn::activation;
 use crate::nn::loss::LossValue;
 use crate::nn::norm::{self, Mode, Norm, NormCache, NormGrads, NormParams};
+use crate::optim::Update;
 use crate::spec::{BiasedActSpec, Granularity, LossKind, ModelSpec, Trainable};
 
 /// One batch, as a model reads it.
@@ -131,6 +132,13 @@ pub trait Model<F: Float> {
     /// Backward pass from the seeded output gradient: overwrites every parameter gradient.
     /// Needs the last forward pass (train mode) over the same batch.
     fn backward(&mut self, batch: &Batch<'_, F>);
+    /// [`Model::backward`], taking the optimizer's step `up` on each tensor as soon as its
+    /// gradient is final where the family does so (a weight's in its gradient GEMM's epilogue);
+    /// the caller's [`Update::finish`] updates the rest. By default, the backward alone.
+    fn backward_update(&mut self, batch: &Batch<'_, F>, up: &mut Update<'_, F>) {
+        let _ = up;
+        self.backward(batch);
+    }
     /// The concrete model, for observables that read one family's own buffers.
     fn as_any(&self) -> &dyn Any;
     /// A sequence of up to `len` tokens (capped at the model's context) that starts with

@@ -3,6 +3,8 @@
 
 use crate::engine::ops::{self, Op};
 use crate::engine::Float;
+use crate::model::Param;
+use crate::optim::Update;
 
 /// `(rows, fan_out, fan_in)`.
 pub type Dims = (usize, usize, usize);
@@ -99,6 +101,26 @@ pub fn backward_weight_scaled<F: Float>(
         F::zero(),
         dw,
     );
+}
+
+/// [`backward_weight_scaled`] into `p.grad`, then the optimizer's step on `p` (tensor `i` of
+/// `up`), in one pass where the engine can (Adam's step in the GEMM's epilogue, while each tile
+/// of the gradient is in registers); otherwise the gradient alone, the step left to `up`.
+pub fn backward_weight_update<F: Float>(
+    g: &[F],
+    x: &[F],
+    dims: Dims,
+    alpha: F,
+    (i, p): (usize, &mut Param<F>),
+    up: &mut Update<'_, F>,
+) {
+    let (rows, fan_out, fan_in) = dims;
+    let fused = up.fused(i, p, |grad, t| {
+        ops::gemm_adam(Op::T, Op::N, (fan_out, fan_in, rows), alpha, g, x, grad, t)
+    });
+    if !fused {
+        backward_weight_scaled(g, x, dims, alpha, &mut p.grad);
+    }
 }
 
 /// `dx = g·W`, overwritten.

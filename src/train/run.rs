@@ -16,7 +16,7 @@ use crate::model::{self, Model};
 use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
 use crate::observe::{self, Ctx, Observable};
-use crate::optim::{Hyper, OptimState};
+use crate::optim::{self, Hyper, OptimState};
 use crate::spec::{LossKind, ModelSpec, Spec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
@@ -529,11 +529,26 @@ impl<'a, F: Float> Run<'a, F> {
     ) -> Result<Flow, Error> {
         let (spec, obs_spec) = (self.spec, &self.spec.observe);
         let b = self.train_set.view(self.picked, &self.gathered);
+        let sharpness_now =
+            obs_spec.sharpness_every > 0 && step.is_multiple_of(obs_spec.sharpness_every);
+        // Backward and update in one pass, each tensor updated as soon as its gradient is final,
+        // unless something must see the whole gradient or the parameters before the update
+        // first: clipping, the sharpness, a logged step's observables. The same bits either way.
+        if spec.optim.clip_grad_norm.is_none() && !sharpness_now && !self.log_now {
+            let mut up = self.opt.begin(&self.hyper, self.lr, true);
+            self.model.backward_update(&b, &mut up);
+            up.finish(self.model.params_mut());
+            if let Some(target) = spec.optim.weight_norm {
+                optim::constrain_weight_norm(self.model.params_mut(), target);
+            }
+            return self.end_step(step, progress);
+        }
+
         // Backward.
         self.model.backward(&b);
 
         // Sharpness of this batch's loss at the parameters before the update.
-        if obs_spec.sharpness_every > 0 && step.is_multiple_of(obs_spec.sharpness_every) {
+        if sharpness_now {
             // A fresh start vector from a per-step stream (no warm start), so a resumed run
             // measures exactly what an uninterrupted one does.
             let mut rng = Rng::stream(
