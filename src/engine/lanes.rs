@@ -725,7 +725,7 @@ pub(super) mod avx512 {
 
     /// [`super::fastmath::tanh_f32`] on 16 lanes, operation for operation.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tanh(x: __m512) -> __m512 {
+    pub(in crate::engine) unsafe fn tanh(x: __m512) -> __m512 {
         use crate::engine::fastmath::tanh_consts::*;
         let s = _mm512_set1_ps;
         // `clamp`: max(lo, x) and min(hi, ·) return x itself when it is NaN, as `clamp` does.

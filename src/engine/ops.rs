@@ -278,6 +278,130 @@ pub fn gemm_ex<F: Float>(
     });
 }
 
+/// `c ← (α·op(A)·op(B)) ⊙ (1 − h²)` (dense, `[m, n]`): the gradient through a tanh layer from
+/// its output `h`, in the GEMM's epilogue where the engine can
+/// ([`super::sgemm::sgemm_tanh_slope`]): the same bits as [`gemm`] with β = 0, then
+/// `c · (1 − h·h)`. `false`, with nothing done, where it cannot (f64, no AVX-512, the shapes
+/// [`gemm`] computes another way or that gain nothing): the caller does the steps itself.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tanh_slope<F: Float>(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    c: &mut [F],
+    h: &[F],
+) -> bool {
+    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+        return false;
+    }
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), n),
+    );
+    assert!(
+        h.len() >= m * n,
+        "gemm_tanh_slope: h is smaller than the product"
+    );
+    let (rsa, csa) = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let (rsb, csb) = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
+    // bound every index the strides reach in A, B, c and h; c is a unique borrow, so it
+    // aliases nothing else.
+    unsafe {
+        super::sgemm::sgemm_tanh_slope(
+            m,
+            n,
+            k,
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, rsa, csa),
+            (b.as_ptr() as *const f32, rsb, csb),
+            (c.as_mut_ptr() as *mut f32, n),
+            h.as_ptr() as *const f32,
+            threads,
+        )
+    }
+}
+
+/// `z ← α·op(A)·op(B) + 1·biasᵀ` and `h ← tanh(z)` (dense, `[m, n]` each) in one pass where the
+/// engine can ([`super::sgemm::sgemm_bias_tanh`]): the same bits as [`gemm`] with β = 0, then
+/// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). `false`,
+/// with nothing done, where it cannot (f64, no AVX-512, the shapes [`gemm`] computes another way,
+/// one too small to gain or too deep for one block): the caller does the steps itself.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bias_tanh<F: Float>(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    bias: Option<&[F]>,
+    z: &mut [F],
+    h: &mut [F],
+) -> bool {
+    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+        return false;
+    }
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (z.len(), n),
+    );
+    assert!(
+        h.len() >= m * n && bias.is_none_or(|b| b.len() >= n),
+        "gemm_bias_tanh: buffer too small"
+    );
+    let (rsa, csa) = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let (rsb, csb) = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
+    // bound every index the strides reach in A, B, the bias, z and h; z and h are unique
+    // borrows, so neither aliases the other or an operand.
+    unsafe {
+        super::sgemm::sgemm_bias_tanh(
+            m,
+            n,
+            k,
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, rsa, csa),
+            (b.as_ptr() as *const f32, rsb, csb),
+            bias.map(|b| b.as_ptr() as *const f32),
+            (z.as_mut_ptr() as *mut f32, n),
+            h.as_mut_ptr() as *mut f32,
+            threads,
+        )
+    }
+}
+
 /// Adam's state for one tensor, for [`gemm_adam`]: its values `w`, moments `m`, `v` (each as
 /// long as the product) and the step's constants (one tensor's, in every lane).
 pub struct AdamTensor<'a, F> {
@@ -587,6 +711,112 @@ pub fn scale<F: Float>(y: &mut [F], s: F) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`gemm_tanh_slope`] against [`gemm`], then `g · (1 − h·h)` (one and two `KC` blocks,
+    /// ragged edges, one and two threads): the same gradient, bit for bit.
+    #[test]
+    fn gemm_tanh_slope_is_the_gemm_then_the_slope() {
+        let mut seed = 3u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, n, k, threads) in [(128, 256, 256, 1), (77, 45, 300, 1), (130, 70, 96, 2)] {
+            let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+            let h: Vec<f32> = (0..m * n).map(|_| 2.0 * next()).collect();
+            let mut g1 = vec![0.0f32; m * n];
+            with_threads(threads, || {
+                gemm(Op::N, Op::N, m, n, k, 0.3, &a, &b, 0.0, &mut g1)
+            });
+            for (g, &h) in g1.iter_mut().zip(&h) {
+                *g *= 1.0 - h * h;
+            }
+            let mut g2 = vec![f32::NAN; m * n];
+            let did = with_threads(threads, || {
+                gemm_tanh_slope(Op::N, Op::N, (m, n, k), 0.3, &a, &b, &mut g2, &h)
+            });
+            let ctx = format!("{m}×{n}×{k} threads {threads}");
+            if !super::super::sgemm::available() {
+                assert!(!did && g2.iter().all(|x| x.is_nan()), "{ctx}");
+                continue;
+            }
+            assert!(did, "{ctx}: declined");
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&g1), bits(&g2), "{ctx}");
+        }
+    }
+
+    /// [`gemm_bias_tanh`] against [`gemm`], then the bias, then [`super::fastmath::tanh_f32`]
+    /// (with and without a bias, ragged edges, one and two threads, values past tanh's clamp):
+    /// the same pre-activations and activations, bit for bit; declined (nothing written) where
+    /// the sum needs two `KC` blocks, and everywhere without AVX-512.
+    #[test]
+    fn gemm_bias_tanh_is_the_gemm_then_the_tanh() {
+        let mut seed = 11u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (m, n, k, threads, with_bias) in [
+            (128, 256, 64, 1, true),
+            (77, 45, 200, 1, false),
+            (130, 70, 96, 2, true),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|_| next() * 3.0).collect();
+            let b: Vec<f32> = (0..n * k).map(|_| next() * 3.0).collect();
+            let bias: Vec<f32> = (0..n).map(|_| next()).collect();
+            let bias = with_bias.then_some(&bias[..]);
+            let mut z1 = vec![0.0f32; m * n];
+            with_threads(threads, || {
+                gemm(Op::N, Op::T, m, n, k, 0.7, &a, &b, 0.0, &mut z1)
+            });
+            if let Some(bias) = bias {
+                for row in z1.chunks_mut(n) {
+                    for (z, &b) in row.iter_mut().zip(bias) {
+                        *z += b;
+                    }
+                }
+            }
+            let h1: Vec<f32> = z1
+                .iter()
+                .map(|&z| super::super::fastmath::tanh_f32(z))
+                .collect();
+            let (mut z2, mut h2) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            let did = with_threads(threads, || {
+                gemm_bias_tanh(Op::N, Op::T, (m, n, k), 0.7, &a, &b, bias, &mut z2, &mut h2)
+            });
+            let ctx = format!("{m}×{n}×{k} threads {threads} bias {with_bias}");
+            if !super::super::sgemm::available() {
+                assert!(!did && z2.iter().chain(&h2).all(|x| x.is_nan()), "{ctx}");
+                continue;
+            }
+            assert!(did, "{ctx}: declined");
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&z1), bits(&z2), "{ctx}: pre-activation");
+            assert_eq!(bits(&h1), bits(&h2), "{ctx}: tanh");
+            assert!(
+                z1.iter().any(|z| z.abs() > 7.9),
+                "{ctx}: nothing past the clamp"
+            );
+        }
+        // Two `KC` blocks: declined, nothing written.
+        let k = super::super::sgemm::KC + 1;
+        let (a, b) = (vec![0.5f32; 64 * k], vec![0.5f32; 64 * k]);
+        let (mut z, mut h) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
+        assert!(!gemm_bias_tanh(
+            Op::N,
+            Op::T,
+            (64, 64, k),
+            1.0,
+            &a,
+            &b,
+            None,
+            &mut z,
+            &mut h
+        ));
+        assert!(z.iter().chain(&h).all(|&x| x == 1.0));
+    }
 
     /// [`gemm_adam`] against [`gemm`] then [`crate::optim::Coeffs::adam`] element by element
     /// (Adam and AdamW, weight decay on and off, one and several `KC` blocks, ragged edges, one

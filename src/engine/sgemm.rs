@@ -18,7 +18,8 @@
 //! - threads split the column panels (each packing its own B) or the rows (sharing B);
 //! - [`sgemm_adam`]'s epilogue also takes Adam's step on each tile of a weight gradient while
 //!   it is in registers, so the optimizer's divisions overlap the next tile's FMAs and the
-//!   gradient is never read back from memory.
+//!   gradient is never read back from memory; [`sgemm_bias_tanh`]'s stores a layer's tanh
+//!   beside its pre-activation, saving the activation's pass over memory.
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
@@ -138,9 +139,122 @@ pub unsafe fn sgemm(
         bias,
         n,
         k,
-        adam: None,
+        extra: Extra::None,
     };
     run(&op, m, threads);
+}
+
+/// What a tile does besides storing C, once its last `KC` block is done.
+#[derive(Clone, Copy)]
+enum Extra {
+    None,
+    /// [`sgemm_adam`]: Adam's step on the target from each element of C.
+    Adam(AdamTarget),
+    /// [`sgemm_bias_tanh`]: `tanh(C)` stored at the same offsets from this pointer.
+    Tanh(*mut f32),
+    /// [`sgemm_tanh_slope`]: C multiplied by `1 − h²`, `h` at the same offsets from this
+    /// pointer, before it is stored.
+    TanhSlope(*const f32),
+}
+
+impl Extra {
+    /// The extra's operands from `[i, j]` of C on.
+    unsafe fn at(self, i: usize, j: usize, ldc: usize) -> Self {
+        match self {
+            Extra::None => Extra::None,
+            Extra::Adam(t) => Extra::Adam(t.at(i, j, ldc)),
+            Extra::Tanh(h) => Extra::Tanh(h.add(i * ldc + j)),
+            Extra::TanhSlope(h) => Extra::TanhSlope(h.add(i * ldc + j)),
+        }
+    }
+}
+
+/// `C ← (α·op(A)·op(B)) ⊙ (1 − h²)` (β = 0, `h` laid out as C): the gradient through a tanh
+/// layer from its output `h`, in the epilogue of the GEMM that brings the gradient in — the same
+/// bits as the GEMM, then the slope's pass. `false`, having done nothing, where the call would
+/// take the unpacked small path: the caller does the steps itself.
+///
+/// # Safety
+/// As for [`sgemm`]; and `h` holds `[m, ldc]` elements not aliasing C.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_tanh_slope(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    (c, ldc): (*mut f32, usize),
+    h: *const f32,
+    threads: usize,
+) -> bool {
+    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
+    if m == 0 || n == 0 || k == 0 || (tasks == 1 && small_enough(m, n, k)) {
+        return false;
+    }
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta: 0.0,
+        bias: None,
+        n,
+        k,
+        extra: Extra::TanhSlope(h),
+    };
+    run(&op, m, threads);
+    true
+}
+
+/// `C ← α·op(A)·op(B) + 1·biasᵀ` (β = 0) and `H ← tanh(C)` ([`super::fastmath::tanh_f32`],
+/// operation for operation), `H` laid out as C: a tanh layer's pre-activation and activation in
+/// one pass, the same bits as the GEMM, then the bias and the tanh. `false`, having done
+/// nothing, where the sum takes more than one `KC` block (the bias would join it in another
+/// order) or the call would take the unpacked small path: the caller does the steps itself.
+///
+/// # Safety
+/// As for [`sgemm`]; and `h` holds `[m, ldc]` elements aliasing no operand.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn sgemm_bias_tanh(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    (a, rsa, csa): (*const f32, isize, isize),
+    (b, rsb, csb): (*const f32, isize, isize),
+    bias: Option<*const f32>,
+    (c, ldc): (*mut f32, usize),
+    h: *mut f32,
+    threads: usize,
+) -> bool {
+    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
+    if m == 0 || n == 0 || k == 0 || k > KC || (tasks == 1 && small_enough(m, n, k)) {
+        return false;
+    }
+    let op = Operands {
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        c,
+        ldc,
+        alpha,
+        beta: 0.0,
+        bias,
+        n,
+        k,
+        extra: Extra::Tanh(h),
+    };
+    run(&op, m, threads);
+    true
 }
 
 /// Where [`sgemm_adam`] takes Adam's step: the weight `w` and its moments `m`, `v`, laid out
@@ -205,7 +319,7 @@ pub unsafe fn sgemm_adam(
         bias: None,
         n,
         k,
-        adam: Some(target),
+        extra: Extra::Adam(target),
     };
     run(&op, m, threads);
     true
@@ -243,7 +357,7 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free.
-    if tasks == 1 && op.adam.is_none() && small_path_on() && small_enough(m, n, k) {
+    if tasks == 1 && matches!(op.extra, Extra::None) && small_path_on() && small_enough(m, n, k) {
         small(op, m, k, Part::Full);
         return;
     }
@@ -436,7 +550,7 @@ pub unsafe fn sgemm_part(
         bias: None,
         n,
         k,
-        adam: None,
+        extra: Extra::None,
     };
     small(&op, m, k, part);
 }
@@ -543,8 +657,8 @@ struct Operands {
     bias: Option<*const f32>,
     n: usize,
     k: usize,
-    /// [`sgemm_adam`]'s target.
-    adam: Option<AdamTarget>,
+    /// The epilogue's extra work.
+    extra: Extra,
 }
 // SAFETY: the pointers address the caller's A, B (read only) and C (and an Adam target), which
 // outlive the parallel region; tasks write disjoint row or column blocks of C (and the target).
@@ -610,10 +724,11 @@ unsafe fn block(
                         beta: op.beta,
                         bias: op.bias.map(|bv| bv.add(j0)),
                         first: p0 == 0,
-                        adam: op
-                            .adam
-                            .filter(|_| p0 + kc == op.k)
-                            .map(|t| t.at(i0, j0, op.ldc)),
+                        extra: if p0 + kc == op.k {
+                            op.extra.at(i0, j0, op.ldc)
+                        } else {
+                            Extra::None
+                        },
                     };
                     micro(mr, &tile);
                 }
@@ -776,8 +891,8 @@ struct Tile {
     bias: Option<*const f32>,
     /// The first `KC` block applies β and the bias; later ones add onto C.
     first: bool,
-    /// Adam's step on the finished tile (the last `KC` block only).
-    adam: Option<AdamTarget>,
+    /// The extra work on the finished tile (the last `KC` block only).
+    extra: Extra,
 }
 
 /// `$kernel::<R>($tile)` for a runtime row count `R` in `1..=12` (the register tiles' rows).
@@ -823,12 +938,15 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
         let row = t.c.add(r * t.ldc) as *const i8;
         _mm_prefetch::<_MM_HINT_T0>(row);
         _mm_prefetch::<_MM_HINT_T0>(row.add(64));
-        // And Adam's operands: scattered 128-byte runs the hardware prefetcher does not see.
-        if let Some(a) = t.adam {
+        // And Adam's operands, this tile's and the next one's to the right (a tile's FMAs hide
+        // one miss, not a run of them): scattered 128-byte runs the hardware prefetcher does
+        // not see. A prefetch past the buffer's end does not fault.
+        if let Extra::Adam(a) = t.extra {
             for p in [a.w, a.m, a.v] {
                 let row = p.add(r * t.ldc) as *const i8;
-                _mm_prefetch::<_MM_HINT_T0>(row);
-                _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+                for o in [0, 64, 128, 192] {
+                    _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(o));
+                }
             }
         }
     }
@@ -846,9 +964,10 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     }
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);
-    let adam = t
-        .adam
-        .map(|a| (a, super::lanes::avx512::AdamRegs::load(&*a.consts)));
+    let adam = match t.extra {
+        Extra::Adam(a) => Some((a, super::lanes::avx512::AdamRegs::load(&*a.consts))),
+        _ => None,
+    };
     for r in 0..R {
         let row = t.c.add(r * t.ldc);
         for (h, acc) in [acc0[r], acc1[r]].into_iter().enumerate() {
@@ -868,7 +987,17 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
             } else {
                 v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dst), v);
             }
+            if let Extra::TanhSlope(hp) = t.extra {
+                // `g · (1 − h·h)`, as the slope's own pass computes it.
+                let hv = _mm512_maskz_loadu_ps(mk, hp.add(r * t.ldc + 16 * h));
+                let s = _mm512_sub_ps(_mm512_set1_ps(1.0), _mm512_mul_ps(hv, hv));
+                v = _mm512_mul_ps(v, s);
+            }
             _mm512_mask_storeu_ps(dst, mk, v);
+            if let Extra::Tanh(hp) = t.extra {
+                let o = r * t.ldc + 16 * h;
+                _mm512_mask_storeu_ps(hp.add(o), mk, super::lanes::avx512::tanh(v));
+            }
             if let Some((a, regs)) = adam {
                 let o = r * t.ldc + 16 * h;
                 let (wp, mp, vp) = (a.w.add(o), a.m.add(o), a.v.add(o));

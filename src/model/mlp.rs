@@ -309,14 +309,25 @@ impl<F: Float> Mlp<F> {
             // With a plain activation straight after the linear map, the bias is added in the
             // activation's pass (one memory pass fewer); otherwise the GEMM accumulates onto it.
             let fuse_bias = value_only && !pre_norm;
+            // The input layer's fan-in is fixed: only width × width layers get the multiplier.
+            let a = if l == 0 { F::one() } else { self.hidden_mult };
+            // A plain tanh straight after the map: where the engine can, its GEMM's epilogue adds
+            // the bias and stores the tanh too (the same bits, one pass over memory fewer).
+            if fuse_bias && self.activation == Activation::Tanh && !post_norm {
+                let HiddenBuffers { pre, act, .. } = buf;
+                let w = &self.params[hp.weight].value;
+                let bias = hp.bias.map(|i| self.params[i].value.as_slice());
+                let dims = (rows, width, in_dim);
+                if linear::forward_tanh(input, w, dims, a, bias, &mut pre[..n], &mut act[..n]) {
+                    continue;
+                }
+            }
             if !fuse_bias {
                 let bias = hp.bias.map(|i| self.params[i].value.as_slice());
                 ops::fill_rows(&mut buf.pre[..n], width, bias);
             }
             let beta = if fuse_bias { F::zero() } else { F::one() };
             let w = &self.params[hp.weight].value;
-            // The input layer's fan-in is fixed: only width × width layers get the multiplier.
-            let a = if l == 0 { F::one() } else { self.hidden_mult };
             linear::forward_scaled(input, w, (rows, width, in_dim), a, beta, &mut buf.pre[..n]);
             // Norm before the activation.
             if pre_norm {
@@ -425,6 +436,10 @@ impl<F: Float> Mlp<F> {
             p.grad.fill(F::zero());
         }
         let depth = self.depth();
+        // A plain tanh's slope (from its output) joins the epilogue of the GEMM that brings its
+        // gradient in, where the engine can; `slope_in` says the gradient arrived with it.
+        let tanh_in = self.slope_from_output && self.activation == Activation::Tanh && !post_norm;
+        let mut slope_in = false;
         // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
         {
             let (in_dim, out_dim) = (self.dims[depth], self.output_dim());
@@ -435,7 +450,12 @@ impl<F: Float> Mlp<F> {
             // ∂L/∂x first: after it, an eager step may change W.
             if depth > 0 {
                 let dx = &mut self.grad[0][..rows * in_dim];
-                linear::backward_input_scaled(g, &self.params[wi].value, dims, a, dx);
+                let w = &self.params[wi].value;
+                let h = &self.bufs[depth - 1].act[..rows * in_dim];
+                slope_in = tanh_in && linear::backward_input_tanh(g, w, dims, a, h, dx);
+                if !slope_in {
+                    linear::backward_input_scaled(g, w, dims, a, dx);
+                }
             }
             weight_grad(g, input, dims, a, (wi, &mut self.params), up.as_deref_mut());
             if let Some(bi) = self.out_bias {
@@ -484,7 +504,9 @@ impl<F: Float> Mlp<F> {
                 );
             }
             if self.slope_from_output {
-                activation::backward_from_output(self.activation, g, &buf.act[..n]);
+                if !slope_in {
+                    activation::backward_from_output(self.activation, g, &buf.act[..n]);
+                }
             } else {
                 activation::backward_input(g, &buf.slope[..n]);
             }
@@ -507,7 +529,12 @@ impl<F: Float> Mlp<F> {
             // ∂L/∂x first: after it, an eager step may change W.
             if l > 0 {
                 let w = &self.params[hp.weight].value;
-                linear::backward_input_scaled(g, w, dims, a, &mut next_buf[..rows * in_dim]);
+                let dx = &mut next_buf[..rows * in_dim];
+                let h = &done[l - 1].act[..rows * in_dim];
+                slope_in = tanh_in && linear::backward_input_tanh(g, w, dims, a, h, dx);
+                if !slope_in {
+                    linear::backward_input_scaled(g, w, dims, a, dx);
+                }
             }
             weight_grad(
                 g,

@@ -59,6 +59,21 @@ pub fn forward_scaled<F: Float>(
     ops::gemm(Op::N, Op::T, rows, fan_out, fan_in, alpha, x, w, beta, y);
 }
 
+/// `z = α·x·Wᵀ + b` and `h = tanh(z)` in one pass (the GEMM's epilogue), where the engine can
+/// ([`ops::gemm_bias_tanh`]): the same bits as [`forward_scaled`] then the bias and tanh.
+/// `false`, with nothing done, where it cannot.
+pub fn forward_tanh<F: Float>(
+    x: &[F],
+    w: &[F],
+    (rows, fan_out, fan_in): Dims,
+    alpha: F,
+    b: Option<&[F]>,
+    z: &mut [F],
+    h: &mut [F],
+) -> bool {
+    ops::gemm_bias_tanh(Op::N, Op::T, (rows, fan_out, fan_in), alpha, x, w, b, z, h)
+}
+
 /// Parameter gradients from `g = ∂L/∂y`: `dW = gᵀ·x` and `db = Σ_rows g` (when there is a
 /// bias), both overwritten; `partial` is the bias sum's per-row-block scratch
 /// ([`ops::column_sums_par`]).
@@ -121,6 +136,20 @@ pub fn backward_weight_update<F: Float>(
     if !fused {
         backward_weight_scaled(g, x, dims, alpha, &mut p.grad);
     }
+}
+
+/// `dx = (α·g·W) ⊙ (1 − h²)`: [`backward_input_scaled`] and the gradient through the tanh below
+/// (output `h`) in one pass, where the engine can ([`ops::gemm_tanh_slope`]); `false`, with
+/// nothing done, where it cannot.
+pub fn backward_input_tanh<F: Float>(
+    g: &[F],
+    w: &[F],
+    (rows, fan_out, fan_in): Dims,
+    alpha: F,
+    h: &[F],
+    dx: &mut [F],
+) -> bool {
+    ops::gemm_tanh_slope(Op::N, Op::N, (rows, fan_in, fan_out), alpha, g, w, dx, h)
 }
 
 /// `dx = g·W`, overwritten.
