@@ -555,6 +555,13 @@ pub(super) mod avx512 {
         c: *mut Lanes,
         epi: Epi,
     ) {
+        // Every operand is dense in one of its two directions (`strides`), so a tile's unit
+        // strides are compile-time constants: with all four strides in registers, LLVM spilled
+        // them and reloaded one per two FMAs.
+        assert!(
+            (ars == 1 || aps == 1) && (bps == 1 || bjs == 1),
+            "lanes::chain: an operand dense in neither direction"
+        );
         let t = Tile {
             k,
             n,
@@ -587,17 +594,22 @@ pub(super) mod avx512 {
                     ..t
                 };
                 macro_rules! pick {
-                    ($($ii:literal)*) => {
+                    ($at:literal, $bt:literal; $($ii:literal)*) => {
                         match (ir, jr) {
-                            $(($ii, 4) => tile::<$ii, 4>(t, ap, bp, cp),
-                              ($ii, 3) => tile::<$ii, 3>(t, ap, bp, cp),
-                              ($ii, 2) => tile::<$ii, 2>(t, ap, bp, cp),
-                              ($ii, 1) => tile::<$ii, 1>(t, ap, bp, cp),)*
+                            $(($ii, 4) => tile::<$ii, 4, $at, $bt>(t, ap, bp, cp),
+                              ($ii, 3) => tile::<$ii, 3, $at, $bt>(t, ap, bp, cp),
+                              ($ii, 2) => tile::<$ii, 2, $at, $bt>(t, ap, bp, cp),
+                              ($ii, 1) => tile::<$ii, 1, $at, $bt>(t, ap, bp, cp),)*
                             _ => unreachable!("tiles are at most 4×4"),
                         }
                     };
                 }
-                pick!(1 2 3 4);
+                match (ars == 1, bps == 1) {
+                    (false, false) => pick!(false, false; 1 2 3 4),
+                    (false, true) => pick!(false, true; 1 2 3 4),
+                    (true, false) => pick!(true, false; 1 2 3 4),
+                    (true, true) => pick!(true, true; 1 2 3 4),
+                }
                 j += jr;
             }
             i += ir;
@@ -625,22 +637,26 @@ pub(super) mod avx512 {
         Tanh(Option<*const Lanes>),
     }
 
-    /// One `I×J` block of C in registers.
+    /// One `I×J` block of C in registers. `AT`: A's rows are adjacent (`ars = 1`; otherwise its
+    /// steps over `p` are, `aps = 1`); `BT`: B's steps over `p` are adjacent (`bps = 1`;
+    /// otherwise its columns are, `bjs = 1`).
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const I: usize, const J: usize>(
+    unsafe fn tile<const I: usize, const J: usize, const AT: bool, const BT: bool>(
         t: &Tile,
         a: *const Lanes,
         b: *const Lanes,
         c: *mut Lanes,
     ) {
+        let (ars, aps) = if AT { (1, t.aps) } else { (t.ars, 1) };
+        let (bps, bjs) = if BT { (1, t.bjs) } else { (t.bps, 1) };
         let mut acc = [[_mm512_setzero_ps(); J]; I];
         for p in 0..t.k {
             let mut bv = [_mm512_setzero_ps(); J];
             for (jj, bv) in bv.iter_mut().enumerate() {
-                *bv = ld(b.add(p * t.bps + jj * t.bjs));
+                *bv = ld(b.add(p * bps + jj * bjs));
             }
             for (ii, acc) in acc.iter_mut().enumerate() {
-                let av = ld(a.add(ii * t.ars + p * t.aps));
+                let av = ld(a.add(ii * ars + p * aps));
                 for jj in 0..J {
                     acc[jj] = _mm512_fmadd_ps(av, bv[jj], acc[jj]);
                 }
