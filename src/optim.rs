@@ -86,6 +86,9 @@ pub struct OptimState<F> {
     pub v: Vec<Vec<F>>,
     /// Steps taken (Adam's bias correction uses it; it is 1 during the first step).
     pub t: u64,
+    /// The tensors an [`Update`] has updated so far (kept here so that a step allocates
+    /// nothing once the first has sized it).
+    done: Vec<bool>,
 }
 
 impl<F: Float> OptimState<F> {
@@ -100,7 +103,12 @@ impl<F: Float> OptimState<F> {
             Optimizer::Adam | Optimizer::Adamw => params.iter().map(zeros).collect(),
             _ => Vec::new(),
         };
-        OptimState { m, v, t: 0 }
+        OptimState {
+            m,
+            v,
+            t: 0,
+            done: vec![false; params.len()],
+        }
     }
 
     /// One update of every trainable parameter, in place. Weight decay applies to parameters
@@ -114,12 +122,12 @@ impl<F: Float> OptimState<F> {
     /// each tensor as soon as its gradient is final ([`crate::model::Model::backward_update`]).
     pub fn begin<'a>(&'a mut self, hyper: &'a Hyper, lr: f64, eager: bool) -> Update<'a, F> {
         self.t += 1;
+        self.done.fill(false);
         Update {
             state: self,
             hyper,
             lr,
             eager,
-            done: 0,
             consts: None,
         }
     }
@@ -168,9 +176,6 @@ pub struct Update<'a, F> {
     hyper: &'a Hyper,
     lr: f64,
     eager: bool,
-    /// Tensors updated so far, one bit per tensor index (models have far fewer than 128
-    /// tensors per eagerly updated list; later indices wait for `finish`).
-    done: u128,
     /// The fused path's constants (kept here: the GEMM reads them through a pointer).
     consts: Option<crate::engine::lanes::AdamConsts>,
 }
@@ -183,16 +188,24 @@ impl<F: Float> Update<'_, F> {
     }
 
     fn is_done(&self, i: usize) -> bool {
-        i < 128 && self.done >> i & 1 == 1
+        self.state.done.get(i).copied().unwrap_or(false)
+    }
+
+    fn mark_done(&mut self, i: usize) {
+        let done = &mut self.state.done;
+        if i >= done.len() {
+            done.resize(i + 1, false);
+        }
+        done[i] = true;
     }
 
     /// Updates tensor `i` now, if eager and not done yet.
     pub fn tensor(&mut self, i: usize, p: &mut Param<F>) {
-        if self.eager && i < 128 && !self.is_done(i) {
+        if self.eager && !self.is_done(i) {
             if p.trainable {
                 self.state.update(i, p, self.hyper, self.lr);
             }
-            self.done |= 1 << i;
+            self.mark_done(i);
         }
     }
 
@@ -221,7 +234,7 @@ impl<F: Float> Update<'_, F> {
         gemm: impl FnOnce(&mut [F], crate::engine::ops::AdamTensor<'_, F>) -> bool,
     ) -> bool {
         let adam = matches!(self.hyper.optimizer, Optimizer::Adam | Optimizer::Adamw);
-        if !self.eager || !adam || !p.trainable || i >= 128 || self.is_done(i) {
+        if !self.eager || !adam || !p.trainable || self.is_done(i) {
             return false;
         }
         let c = Coeffs::<F>::new(self.hyper, self.state.t, self.lr, p.lr_mult, p.decay);
@@ -236,19 +249,19 @@ impl<F: Float> Update<'_, F> {
         };
         let did = gemm(&mut p.grad, t);
         if did {
-            self.done |= 1 << i;
+            self.mark_done(i);
         }
         did
     }
 
     /// Updates every trainable tensor not updated yet, in order.
-    pub fn finish(mut self, params: &mut [Param<F>]) {
+    pub fn finish(self, params: &mut [Param<F>]) {
         for (i, p) in params.iter_mut().enumerate() {
             if p.trainable && !self.is_done(i) {
                 self.state.update(i, p, self.hyper, self.lr);
             }
         }
-        self.done = 0;
+        self.state.done.fill(false);
     }
 }
 

@@ -660,8 +660,9 @@ struct Operands {
     /// The epilogue's extra work.
     extra: Extra,
 }
-// SAFETY: the pointers address the caller's A, B (read only) and C (and an Adam target), which
-// outlive the parallel region; tasks write disjoint row or column blocks of C (and the target).
+// SAFETY: the pointers address the caller's A, B (read only) and C (and an epilogue's Adam
+// target or tanh output, laid out as C), which outlive the parallel region; tasks write
+// disjoint row or column blocks of C (and of the target or output).
 unsafe impl Sync for Operands {}
 
 /// Runs `f` on this thread's buffer `key`, grown to `len` floats and aligned to a cache line
@@ -937,7 +938,9 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     for r in 0..R {
         let row = t.c.add(r * t.ldc) as *const i8;
         _mm_prefetch::<_MM_HINT_T0>(row);
-        _mm_prefetch::<_MM_HINT_T0>(row.add(64));
+        // A narrow last tile's second line may lie past C: `wrapping_add` forms that address
+        // without claiming it is in bounds (a prefetch never faults).
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
         // And Adam's operands, this tile's and the next one's to the right (a tile's FMAs hide
         // one miss, not a run of them): scattered 128-byte runs the hardware prefetcher does
         // not see. A prefetch past the buffer's end does not fault.

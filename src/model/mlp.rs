@@ -844,6 +844,8 @@ mod tests {
                 9,
                 1,
             ),
+            // 142 tensors: past any fixed-size record of what was updated.
+            (Activation::Tanh, Norm::None, Optimizer::Adam, 8, 70, 3, 1),
         ];
         for (act, norm, optimizer, width, depth, input, output) in cases {
             let mut spec = MlpSpec {
