@@ -800,7 +800,7 @@ pub(super) mod avx512 {
     }
 
     /// Adam's constants in registers, for [`AdamRegs::step`]: the lanes' own, or one tensor's
-    /// broadcast to every lane (the GEMM epilogue of [`crate::engine::sgemm::sgemm_adam`]).
+    /// broadcast to every lane (the GEMM epilogue of [`crate::engine::sgemm::Extra::Adam`]).
     #[derive(Clone, Copy)]
     pub(in crate::engine) struct AdamRegs {
         adamw: bool,

@@ -278,9 +278,69 @@ pub fn gemm_ex<F: Float>(
     });
 }
 
+/// Whether the engine has an epilogue-fused path for `F`, this CPU and these shapes
+/// ([`degenerate`]'s shapes, which [`gemm`] computes in another order, have none).
+fn fusable<F: Float>(m: usize, n: usize, k: usize) -> bool {
+    F::IS_F32 && super::sgemm::available() && m > 1 && n > 1 && k > 1
+}
+
+/// The epilogue-fused GEMMs' shared call ([`super::sgemm::sgemm_fused`]), once [`fusable`]:
+/// checks that dense operands `a`, `b` and `c` hold `op(A): [m, k]`, `op(B): [k, n]` and
+/// `C: [m, n]`, and a bias `n` elements.
+///
+/// # Safety
+/// F is f32; `extra`'s buffers hold `[m, n]` elements each and alias no operand nor each other.
+#[allow(clippy::too_many_arguments)]
+unsafe fn fused_call<F: Float>(
+    (ta, tb): (Op, Op),
+    (m, n, k): (usize, usize, usize),
+    alpha: F,
+    (a, b): (&[F], &[F]),
+    bias: Option<&[F]>,
+    c: &mut [F],
+    extra: super::sgemm::Extra,
+) -> bool {
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), n),
+    );
+    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
+    let sa = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let sb = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    // SAFETY: F is f32 (the caller's contract), so the casts are identities; the checks above
+    // bound every index the strides reach in A, B, C and the bias, and the caller's contract
+    // bounds `extra`'s; C is a unique borrow.
+    unsafe {
+        super::sgemm::sgemm_fused(
+            (m, n, k),
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, sa.0, sa.1),
+            (b.as_ptr() as *const f32, sb.0, sb.1),
+            bias.map(|b| b.as_ptr() as *const f32),
+            (c.as_mut_ptr() as *mut f32, n),
+            extra,
+            threads,
+        )
+    }
+}
+
 /// `c ← (α·op(A)·op(B)) ⊙ (1 − h²)` (dense, `[m, n]`): the gradient through a tanh layer from
 /// its output `h`, in the GEMM's epilogue where the engine can
-/// ([`super::sgemm::sgemm_tanh_slope`]): the same bits as [`gemm`] with β = 0, then
+/// ([`super::sgemm::Extra::TanhSlope`]): the same bits as [`gemm`] with β = 0, then
 /// `c · (1 − h·h)`. `false`, with nothing done, where it cannot (f64, no AVX-512, the shapes
 /// [`gemm`] computes another way or that gain nothing): the caller does the steps itself.
 #[allow(clippy::too_many_arguments)]
@@ -294,53 +354,21 @@ pub fn gemm_tanh_slope<F: Float>(
     c: &mut [F],
     h: &[F],
 ) -> bool {
-    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+    if !fusable::<F>(m, n, k) {
         return false;
     }
-    let (lda, ldb) = (
-        if ta == Op::N { k } else { m },
-        if tb == Op::N { n } else { k },
-    );
-    check_operands(
-        (ta, tb),
-        (m, n, k),
-        (a.len(), lda),
-        (b.len(), ldb),
-        (c.len(), n),
-    );
     assert!(
         h.len() >= m * n,
         "gemm_tanh_slope: h is smaller than the product"
     );
-    let (rsa, csa) = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let (rsb, csb) = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
-    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
-    // bound every index the strides reach in A, B, c and h; c is a unique borrow, so it
-    // aliases nothing else.
-    unsafe {
-        super::sgemm::sgemm_tanh_slope(
-            m,
-            n,
-            k,
-            alpha.f64() as f32,
-            (a.as_ptr() as *const f32, rsa, csa),
-            (b.as_ptr() as *const f32, rsb, csb),
-            (c.as_mut_ptr() as *mut f32, n),
-            h.as_ptr() as *const f32,
-            threads,
-        )
-    }
+    let extra = super::sgemm::Extra::TanhSlope(h.as_ptr() as *const f32);
+    // SAFETY: F is f32 (`fusable`); h holds `[m, n]` (checked) and is only read, and C, a
+    // unique borrow, aliases it not.
+    unsafe { fused_call::<F>((ta, tb), (m, n, k), alpha, (a, b), None, c, extra) }
 }
 
 /// `z ← α·op(A)·op(B) + 1·biasᵀ` and `h ← tanh(z)` (dense, `[m, n]` each) in one pass where the
-/// engine can ([`super::sgemm::sgemm_bias_tanh`]): the same bits as [`gemm`] with β = 0, then
+/// engine can ([`super::sgemm::Extra::Tanh`]): the same bits as [`gemm`] with β = 0, then
 /// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). `false`,
 /// with nothing done, where it cannot (f64, no AVX-512, the shapes [`gemm`] computes another way,
 /// one too small to gain or too deep for one block): the caller does the steps itself.
@@ -356,50 +384,17 @@ pub fn gemm_bias_tanh<F: Float>(
     z: &mut [F],
     h: &mut [F],
 ) -> bool {
-    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+    if !fusable::<F>(m, n, k) {
         return false;
     }
-    let (lda, ldb) = (
-        if ta == Op::N { k } else { m },
-        if tb == Op::N { n } else { k },
-    );
-    check_operands(
-        (ta, tb),
-        (m, n, k),
-        (a.len(), lda),
-        (b.len(), ldb),
-        (z.len(), n),
-    );
     assert!(
-        h.len() >= m * n && bias.is_none_or(|b| b.len() >= n),
-        "gemm_bias_tanh: buffer too small"
+        h.len() >= m * n,
+        "gemm_bias_tanh: h is smaller than the product"
     );
-    let (rsa, csa) = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let (rsb, csb) = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
-    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
-    // bound every index the strides reach in A, B, the bias, z and h; z and h are unique
-    // borrows, so neither aliases the other or an operand.
-    unsafe {
-        super::sgemm::sgemm_bias_tanh(
-            m,
-            n,
-            k,
-            alpha.f64() as f32,
-            (a.as_ptr() as *const f32, rsa, csa),
-            (b.as_ptr() as *const f32, rsb, csb),
-            bias.map(|b| b.as_ptr() as *const f32),
-            (z.as_mut_ptr() as *mut f32, n),
-            h.as_mut_ptr() as *mut f32,
-            threads,
-        )
-    }
+    let extra = super::sgemm::Extra::Tanh(h.as_mut_ptr() as *mut f32);
+    // SAFETY: F is f32 (`fusable`); h holds `[m, n]` (checked) and, like z, is a unique
+    // borrow, so it aliases neither z nor an operand.
+    unsafe { fused_call::<F>((ta, tb), (m, n, k), alpha, (a, b), bias, z, extra) }
 }
 
 /// Adam's state for one tensor, for [`gemm_adam`]: its values `w`, moments `m`, `v` (each as
@@ -412,7 +407,7 @@ pub struct AdamTensor<'a, F> {
 }
 
 /// `C ← α·op(A)·op(B)` (dense, β = 0: a weight's gradient), with Adam's step on `t` from each
-/// element of C taken in the GEMM's epilogue ([`super::sgemm::sgemm_adam`]): the same bits as
+/// element of C taken in the GEMM's epilogue ([`super::sgemm::Extra::Adam`]): the same bits as
 /// [`gemm`] followed by the update. `false`, with nothing done, where the engine has no such
 /// path (f64, no AVX-512, the shapes [`gemm`] computes another way or that gain nothing): the
 /// caller does the two steps itself.
@@ -427,54 +422,30 @@ pub fn gemm_adam<F: Float>(
     c: &mut [F],
     t: AdamTensor<'_, F>,
 ) -> bool {
-    // [`degenerate`]'s shapes keep their own order of operations.
-    if !F::IS_F32 || !super::sgemm::available() || m <= 1 || n <= 1 || k <= 1 {
+    if !fusable::<F>(m, n, k) {
         return false;
     }
-    let (lda, ldb) = (
-        if ta == Op::N { k } else { m },
-        if tb == Op::N { n } else { k },
-    );
-    check_operands(
-        (ta, tb),
-        (m, n, k),
-        (a.len(), lda),
-        (b.len(), ldb),
-        (c.len(), n),
-    );
     assert!(
         t.w.len() >= m * n && t.m.len() >= m * n && t.v.len() >= m * n,
         "gemm_adam: Adam's buffers are smaller than the product"
     );
-    let (rsa, csa) = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let (rsb, csb) = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
     let target = super::sgemm::AdamTarget {
         w: t.w.as_mut_ptr() as *mut f32,
         m: t.m.as_mut_ptr() as *mut f32,
         v: t.v.as_mut_ptr() as *mut f32,
         consts: t.consts,
     };
-    // SAFETY: F is f32 (so the casts are identities) and AVX-512 is present; the checks above
-    // bound every index the strides reach in A, B, C and the target; C and the three target
-    // buffers are unique borrows, so none aliases another or an operand.
+    // SAFETY: F is f32 (`fusable`); the target's three buffers hold `[m, n]` (checked) and are
+    // unique borrows, so they alias no operand nor each other.
     unsafe {
-        super::sgemm::sgemm_adam(
-            m,
-            n,
-            k,
-            alpha.f64() as f32,
-            (a.as_ptr() as *const f32, rsa, csa),
-            (b.as_ptr() as *const f32, rsb, csb),
-            (c.as_mut_ptr() as *mut f32, n),
-            target,
-            threads,
+        fused_call::<F>(
+            (ta, tb),
+            (m, n, k),
+            alpha,
+            (a, b),
+            None,
+            c,
+            super::sgemm::Extra::Adam(target),
         )
     }
 }
@@ -749,8 +720,9 @@ mod tests {
 
     /// [`gemm_bias_tanh`] against [`gemm`], then the bias, then [`super::fastmath::tanh_f32`]
     /// (with and without a bias, ragged edges, one and two threads, values past tanh's clamp):
-    /// the same pre-activations and activations, bit for bit; declined (nothing written) where
-    /// the sum needs two `KC` blocks, and everywhere without AVX-512.
+    /// the same pre-activations and activations, bit for bit (without a bias, over two `KC`
+    /// blocks too); declined (nothing written) where a bias meets a sum of two `KC` blocks, and
+    /// everywhere without AVX-512.
     #[test]
     fn gemm_bias_tanh_is_the_gemm_then_the_tanh() {
         let mut seed = 11u32;
@@ -761,6 +733,7 @@ mod tests {
         for (m, n, k, threads, with_bias) in [
             (128, 256, 64, 1, true),
             (77, 45, 200, 1, false),
+            (40, 70, 300, 1, false),
             (130, 70, 96, 2, true),
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| next() * 3.0).collect();
@@ -800,10 +773,11 @@ mod tests {
                 "{ctx}: nothing past the clamp"
             );
         }
-        // Two `KC` blocks: declined, nothing written.
+        // A bias and two `KC` blocks: declined, nothing written.
         let k = super::super::sgemm::KC + 1;
         let (a, b) = (vec![0.5f32; 64 * k], vec![0.5f32; 64 * k]);
         let (mut z, mut h) = (vec![1.0f32; 64 * 64], vec![1.0f32; 64 * 64]);
+        let bias = vec![0.25f32; 64];
         assert!(!gemm_bias_tanh(
             Op::N,
             Op::T,
@@ -811,7 +785,7 @@ mod tests {
             1.0,
             &a,
             &b,
-            None,
+            Some(&bias),
             &mut z,
             &mut h
         ));

@@ -16,10 +16,9 @@
 //!   layer needs no separate pass to initialise its output; ragged edges use masked loads and
 //!   stores, so C is never touched outside `[m, n]`;
 //! - threads split the column panels (each packing its own B) or the rows (sharing B);
-//! - [`sgemm_adam`]'s epilogue also takes Adam's step on each tile of a weight gradient while
-//!   it is in registers, so the optimizer's divisions overlap the next tile's FMAs and the
-//!   gradient is never read back from memory; [`sgemm_bias_tanh`]'s stores a layer's tanh
-//!   beside its pre-activation, saving the activation's pass over memory.
+//! - [`sgemm_fused`]'s epilogue also does a layer's elementwise work on each tile while it is
+//!   in registers ([`Extra`]): Adam's step on a weight from its gradient, a layer's tanh beside
+//!   its pre-activation, or the gradient through a tanh; each saves a pass over memory.
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
@@ -144,16 +143,18 @@ pub unsafe fn sgemm(
     run(&op, m, threads);
 }
 
-/// What a tile does besides storing C, once its last `KC` block is done.
+/// What a tile does besides storing C, once its last `KC` block is done ([`sgemm_fused`]).
 #[derive(Clone, Copy)]
-enum Extra {
+pub enum Extra {
     None,
-    /// [`sgemm_adam`]: Adam's step on the target from each element of C.
+    /// Adam's step ([`crate::optim::Coeffs::adam`]'s arithmetic) on the target from each
+    /// element of C (a weight's gradient, which is stored too).
     Adam(AdamTarget),
-    /// [`sgemm_bias_tanh`]: `tanh(C)` stored at the same offsets from this pointer.
+    /// `tanh(C)` ([`super::fastmath::tanh_f32`], operation for operation) stored at the same
+    /// offsets from this pointer: a tanh layer's activation beside its pre-activation.
     Tanh(*mut f32),
-    /// [`sgemm_tanh_slope`]: C multiplied by `1 − h²`, `h` at the same offsets from this
-    /// pointer, before it is stored.
+    /// C multiplied by `1 − h²`, `h` at the same offsets from this pointer, before it is
+    /// stored: the gradient through a tanh layer from its output.
     TanhSlope(*const f32),
 }
 
@@ -169,95 +170,7 @@ impl Extra {
     }
 }
 
-/// `C ← (α·op(A)·op(B)) ⊙ (1 − h²)` (β = 0, `h` laid out as C): the gradient through a tanh
-/// layer from its output `h`, in the epilogue of the GEMM that brings the gradient in — the same
-/// bits as the GEMM, then the slope's pass. `false`, having done nothing, where the call would
-/// take the unpacked small path: the caller does the steps itself.
-///
-/// # Safety
-/// As for [`sgemm`]; and `h` holds `[m, ldc]` elements not aliasing C.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_tanh_slope(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    (a, rsa, csa): (*const f32, isize, isize),
-    (b, rsb, csb): (*const f32, isize, isize),
-    (c, ldc): (*mut f32, usize),
-    h: *const f32,
-    threads: usize,
-) -> bool {
-    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
-    if m == 0 || n == 0 || k == 0 || (tasks == 1 && small_enough(m, n, k)) {
-        return false;
-    }
-    let op = Operands {
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        c,
-        ldc,
-        alpha,
-        beta: 0.0,
-        bias: None,
-        n,
-        k,
-        extra: Extra::TanhSlope(h),
-    };
-    run(&op, m, threads);
-    true
-}
-
-/// `C ← α·op(A)·op(B) + 1·biasᵀ` (β = 0) and `H ← tanh(C)` ([`super::fastmath::tanh_f32`],
-/// operation for operation), `H` laid out as C: a tanh layer's pre-activation and activation in
-/// one pass, the same bits as the GEMM, then the bias and the tanh. `false`, having done
-/// nothing, where the sum takes more than one `KC` block (the bias would join it in another
-/// order) or the call would take the unpacked small path: the caller does the steps itself.
-///
-/// # Safety
-/// As for [`sgemm`]; and `h` holds `[m, ldc]` elements aliasing no operand.
-#[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_bias_tanh(
-    m: usize,
-    n: usize,
-    k: usize,
-    alpha: f32,
-    (a, rsa, csa): (*const f32, isize, isize),
-    (b, rsb, csb): (*const f32, isize, isize),
-    bias: Option<*const f32>,
-    (c, ldc): (*mut f32, usize),
-    h: *mut f32,
-    threads: usize,
-) -> bool {
-    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
-    if m == 0 || n == 0 || k == 0 || k > KC || (tasks == 1 && small_enough(m, n, k)) {
-        return false;
-    }
-    let op = Operands {
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        c,
-        ldc,
-        alpha,
-        beta: 0.0,
-        bias,
-        n,
-        k,
-        extra: Extra::Tanh(h),
-    };
-    run(&op, m, threads);
-    true
-}
-
-/// Where [`sgemm_adam`] takes Adam's step: the weight `w` and its moments `m`, `v`, laid out
+/// Where [`Extra::Adam`] takes Adam's step: the weight `w` and its moments `m`, `v`, laid out
 /// as C (`[i·ldc + j]`), and the step's constants (one tensor's, the same in every lane).
 #[derive(Clone, Copy)]
 pub struct AdamTarget {
@@ -280,29 +193,29 @@ impl AdamTarget {
     }
 }
 
-/// [`sgemm`] with `β = 0` and no bias, where the epilogue also applies Adam's update
-/// ([`crate::optim::Coeffs::adam`]'s arithmetic) to `target` with each finished element of C
-/// (the weight's gradient, still stored in C). The same bits as the GEMM followed by the
-/// update. `false`, having done nothing, where the call would take the unpacked small path
-/// (whose shapes gain nothing from the fusion): the caller does the two steps itself.
+/// [`sgemm`] with β = 0 and an epilogue that does `extra`'s work on each finished tile too (see
+/// [`Extra`]): the same bits as the GEMM (bias included) followed by that work as a separate
+/// pass. `false`, having done nothing, where the call would take the unpacked small path
+/// (shapes that gain nothing from the fusion), or where a bias meets a sum of more than one
+/// `KC` block (it would join the sum in another order): the caller does the steps itself.
 ///
 /// # Safety
-/// As for [`sgemm`]; and `target`'s three buffers hold `[m, ldc]` elements each, alias no
-/// operand nor each other, and its constants outlive the call.
+/// As for [`sgemm`]; and `extra`'s buffers hold `[m, ldc]` elements each, laid out as C, alias
+/// no operand nor each other, and an Adam target's constants outlive the call.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn sgemm_adam(
-    m: usize,
-    n: usize,
-    k: usize,
+pub unsafe fn sgemm_fused(
+    (m, n, k): (usize, usize, usize),
     alpha: f32,
     (a, rsa, csa): (*const f32, isize, isize),
     (b, rsb, csb): (*const f32, isize, isize),
+    bias: Option<*const f32>,
     (c, ldc): (*mut f32, usize),
-    target: AdamTarget,
+    extra: Extra,
     threads: usize,
 ) -> bool {
     let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
-    if m == 0 || n == 0 || k == 0 || (tasks == 1 && small_enough(m, n, k)) {
+    let small = tasks == 1 && small_enough(m, n, k);
+    if m == 0 || n == 0 || k == 0 || (bias.is_some() && k > KC) || small {
         return false;
     }
     let op = Operands {
@@ -316,10 +229,10 @@ pub unsafe fn sgemm_adam(
         ldc,
         alpha,
         beta: 0.0,
-        bias: None,
+        bias,
         n,
         k,
-        extra: Extra::Adam(target),
+        extra,
     };
     run(&op, m, threads);
     true
