@@ -181,12 +181,6 @@ pub struct Update<'a, F> {
 }
 
 impl<F: Float> Update<'_, F> {
-    /// Whether the backward may update tensors as it goes (not when the whole gradient must be
-    /// seen first: clipping, sharpness, logged steps' observables).
-    pub fn eager(&self) -> bool {
-        self.eager
-    }
-
     fn is_done(&self, i: usize) -> bool {
         self.state.done.get(i).copied().unwrap_or(false)
     }

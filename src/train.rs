@@ -423,6 +423,11 @@ fn update<F: Float>(
         }
     }
     opt.step(params, hyper, lr);
+    after_update(o, params);
+}
+
+/// What follows every optimizer step, however it was taken: the weight-norm constraint.
+pub(crate) fn after_update<F: Float>(o: &OptimSpec, params: &mut [Param<F>]) {
     if let Some(target) = o.weight_norm {
         optim::constrain_weight_norm(params, target);
     }

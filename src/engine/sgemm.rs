@@ -124,6 +124,28 @@ pub unsafe fn sgemm(
     bias: Option<*const f32>,
     threads: usize,
 ) {
+    let ops = ((a, rsa, csa), (b, rsb, csb), (c, ldc));
+    with_extra((m, n, k), alpha, ops, beta, bias, Extra::None, threads);
+}
+
+/// [`sgemm`] with the epilogue's `extra` work: what it and [`sgemm_fused`] run.
+///
+/// # Safety
+/// As for [`sgemm_fused`].
+#[allow(clippy::type_complexity)]
+unsafe fn with_extra(
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    ((a, rsa, csa), (b, rsb, csb), (c, ldc)): (
+        (*const f32, isize, isize),
+        (*const f32, isize, isize),
+        (*mut f32, usize),
+    ),
+    beta: f32,
+    bias: Option<*const f32>,
+    extra: Extra,
+    threads: usize,
+) {
     let op = Operands {
         a,
         rsa,
@@ -138,7 +160,7 @@ pub unsafe fn sgemm(
         bias,
         n,
         k,
-        extra: Extra::None,
+        extra,
     };
     run(&op, m, threads);
 }
@@ -218,23 +240,8 @@ pub unsafe fn sgemm_fused(
     if m == 0 || n == 0 || k == 0 || (bias.is_some() && k > KC) || small {
         return false;
     }
-    let op = Operands {
-        a,
-        rsa,
-        csa,
-        b,
-        rsb,
-        csb,
-        c,
-        ldc,
-        alpha,
-        beta: 0.0,
-        bias,
-        n,
-        k,
-        extra,
-    };
-    run(&op, m, threads);
+    let ops = ((a, rsa, csa), (b, rsb, csb), (c, ldc));
+    with_extra((m, n, k), alpha, ops, 0.0, bias, extra, threads);
     true
 }
 

@@ -16,7 +16,7 @@ use crate::model::{self, Model};
 use crate::nn::loss::LossValue;
 use crate::nn::norm::Mode;
 use crate::observe::{self, Ctx, Observable};
-use crate::optim::{self, Hyper, OptimState};
+use crate::optim::{Hyper, OptimState};
 use crate::spec::{LossKind, ModelSpec, Spec};
 use crate::store::{MetricRow, RunStatus};
 use crate::task::{Dataset, Target};
@@ -538,9 +538,7 @@ impl<'a, F: Float> Run<'a, F> {
             let mut up = self.opt.begin(&self.hyper, self.lr, true);
             self.model.backward_update(&b, &mut up);
             up.finish(self.model.params_mut());
-            if let Some(target) = spec.optim.weight_norm {
-                optim::constrain_weight_norm(self.model.params_mut(), target);
-            }
+            super::after_update(&spec.optim, self.model.params_mut());
             return self.end_step(step, progress);
         }
 
