@@ -371,7 +371,8 @@ pub fn gemm_tanh_slope<F: Float>(
 /// engine can ([`super::sgemm::Extra::Tanh`]): the same bits as [`gemm`] with β = 0, then
 /// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). `false`,
 /// with nothing done, where it cannot (f64, no AVX-512, the shapes [`gemm`] computes another way,
-/// one too small to gain or too deep for one block): the caller does the steps itself.
+/// one too small to gain, or a bias over more than one `KC` block): the caller does the steps
+/// itself.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_bias_tanh<F: Float>(
     ta: Op,
@@ -799,7 +800,23 @@ mod tests {
     #[test]
     fn gemm_adam_is_the_gemm_then_the_update() {
         use crate::optim::{Coeffs, Hyper, Optimizer};
-        let lanes = crate::engine::lanes::LANES;
+        // One tensor's constants at step `t`, in every lane.
+        let coeffs = |optimizer, weight_decay, t| {
+            let h = Hyper {
+                optimizer,
+                momentum: 0.0,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay,
+            };
+            let mult = crate::model::LrMult {
+                adam: 1.0,
+                sgd: 1.0,
+            };
+            let c = Coeffs::<f32>::new(&h, t, 1e-3, mult, true);
+            (c, Coeffs::adam_consts(&[c; crate::engine::lanes::LANES]))
+        };
         let mut seed = 7u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -811,21 +828,7 @@ mod tests {
                 (Optimizer::Adam, 0.1),
                 (Optimizer::Adamw, 0.01),
             ] {
-                let h = Hyper {
-                    optimizer: opt,
-                    momentum: 0.0,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: wd,
-                };
-                let mult = crate::model::LrMult {
-                    adam: 1.0,
-                    sgd: 1.0,
-                };
-                let c = Coeffs::<f32>::new(&h, 3, 1e-3, mult, true);
-                let consts = Coeffs::adam_consts(&[c; 16]);
-                assert_eq!(lanes, 16);
+                let (c, consts) = coeffs(opt, wd, 3);
                 let a: Vec<f32> = (0..k * m).map(|_| next()).collect();
                 let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
                 let w0: Vec<f32> = (0..m * n).map(|_| next()).collect();
@@ -871,25 +874,7 @@ mod tests {
             }
         }
         // Shapes `gemm` computes another way (here a vector of outputs) are declined.
-        let consts = crate::optim::Coeffs::adam_consts(
-            &[crate::optim::Coeffs::<f32>::new(
-                &Hyper {
-                    optimizer: Optimizer::Adam,
-                    momentum: 0.0,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: 0.0,
-                },
-                1,
-                1e-3,
-                crate::model::LrMult {
-                    adam: 1.0,
-                    sgd: 1.0,
-                },
-                true,
-            ); 16],
-        );
+        let (_, consts) = coeffs(Optimizer::Adam, 0.0, 1);
         let (mut w, mut mm, mut v, mut g) = (
             vec![1.0f32; 64],
             vec![0.0; 64],
