@@ -24,9 +24,18 @@
 //! CPU) without the cache, 11,000 and 0.08–0.12 s with it; what is left is the first group on
 //! each worker, which meets fresh memory whatever the allocator does.
 //!
+//! Tiny models are the exception ([`small_pages`]): a lockstep group's buffers and its runs'
+//! data are read in order, so huge pages bring them nothing, and a fresh one costs a whole
+//! 2 MiB of zeroing for a block of, say, 640 KiB — in a virtual machine, memory the host has
+//! never backed, faulted in there too. Measured on the development machine (a KVM guest, AMD
+//! Zen 5): the 64-run tiny sweep took 0.42 s with a group's blocks on small pages against
+//! 0.47 s on huge ones (medians of 15 interleaved runs; 0.44 s with no huge pages below 2 MiB
+//! for every model).
+//!
 //! The `cloudchamber` binary installs it (`#[global_allocator]` in `main.rs`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::Mutex;
 
 /// The huge-page size (x86-64).
@@ -44,10 +53,39 @@ const KEEP_BLOCKS: usize = 128;
 /// See the module documentation.
 pub struct HugePageAlloc;
 
-/// Freed large blocks `(address, system layout)`, and their bytes. A plain mutex: it never
-/// allocates, and nothing under it can panic.
+thread_local! {
+    /// Whether this thread's large blocks are advised against huge pages ([`small_pages`]).
+    static SMALL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with this thread's new large blocks on small pages (advised `MADV_NOHUGEPAGE`,
+/// kept blocks re-advised): for tiny models, whose buffers are read in order (see the module
+/// documentation). Blocks keep their size classes and alignment, so a block allocated inside
+/// may be freed or reused outside, and the other way round.
+pub fn small_pages<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SMALL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SMALL.with(|s| s.replace(true)));
+    f()
+}
+
+/// Whether this thread wants huge pages for its large blocks now.
+fn want_huge() -> bool {
+    // A thread being torn down has no flag left: the default.
+    !SMALL.try_with(Cell::get).unwrap_or(false)
+}
+
+/// A freed large block: its address and its system layout.
+type Block = (usize, Layout);
+
+/// Freed large blocks, and their bytes. A plain mutex: it never allocates, and nothing under
+/// it can panic.
 struct Kept {
-    blocks: [Option<(usize, Layout)>; KEEP_BLOCKS],
+    blocks: [Option<Block>; KEEP_BLOCKS],
     bytes: usize,
     /// The next slot to evict when full (round robin).
     evict: usize,
@@ -89,7 +127,7 @@ fn take_kept(sys: Layout) -> Option<*mut u8> {
 /// # Safety
 /// `ptr` heads a live block the system allocated with `sys`, which the caller gives up.
 unsafe fn keep(ptr: *mut u8, sys: Layout) {
-    let mut evicted: [Option<(usize, Layout)>; KEEP_BLOCKS] = [None; KEEP_BLOCKS];
+    let mut evicted: [Option<Block>; KEEP_BLOCKS] = [None; KEEP_BLOCKS];
     let mut kept_it = false;
     if sys.size() <= KEEP_BYTES {
         let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
@@ -120,15 +158,20 @@ unsafe fn keep(ptr: *mut u8, sys: Layout) {
     }
 }
 
-/// Advises huge pages for the 2 MiB pages that `[ptr, ptr + len)` touches; `ptr` is 2 MiB-aligned.
-/// The advice covers whole pages (a partial one would split the mapping and get none); past
-/// `len` it reaches only the slack of the same over-aligned system block, and advice never
-/// changes contents.
+/// Advises huge pages (or, under [`small_pages`], none) for the 2 MiB pages that
+/// `[ptr, ptr + len)` touches; `ptr` is 2 MiB-aligned. The advice covers whole pages (a partial
+/// one would split the mapping and get none); past `len` it reaches only the slack of the same
+/// over-aligned system block, and advice never changes contents.
 unsafe fn advise(ptr: *mut u8, len: usize) {
     #[cfg(target_os = "linux")]
     // SAFETY: the range is one live allocation of ours; the advice changes no contents.
     unsafe {
-        libc::madvise(ptr.cast(), len.next_multiple_of(HUGE), libc::MADV_HUGEPAGE);
+        let advice = if want_huge() {
+            libc::MADV_HUGEPAGE
+        } else {
+            libc::MADV_NOHUGEPAGE
+        };
+        libc::madvise(ptr.cast(), len.next_multiple_of(HUGE), advice);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (ptr, len);
@@ -144,6 +187,9 @@ unsafe impl GlobalAlloc for HugePageAlloc {
         let sys = system_layout(layout);
         if sys != layout {
             if let Some(ptr) = take_kept(sys) {
+                // Advised again: it may have been kept under the other mode ([`small_pages`]).
+                // SAFETY: `ptr` heads a kept block of `sys.size() ≥ layout.size()` bytes.
+                unsafe { advise(ptr, layout.size()) };
                 return ptr;
             }
         }
@@ -290,6 +336,34 @@ mod tests {
                 .flatten()
                 .all(|&(addr, _)| addr != h as usize));
         }
+    }
+
+    /// A block allocated under `small_pages` is a block of its size class like any other: freed
+    /// outside the scope, it comes back (aligned, contents intact until reused) inside it, and
+    /// the scope's mode ends with it, a panic included.
+    #[test]
+    fn small_page_blocks_share_the_size_classes() {
+        let a = HugePageAlloc;
+        // A size no other test uses.
+        let layout = Layout::from_size_align(3 * HUGE + 4321, 32).unwrap();
+        // SAFETY: each block is used within its layout and freed once, with its layout.
+        unsafe {
+            let p = small_pages(|| {
+                assert!(!want_huge());
+                let p = a.alloc(layout);
+                assert!(!p.is_null() && (p as usize).is_multiple_of(HUGE));
+                std::ptr::write_bytes(p, 7, layout.size());
+                p
+            });
+            assert!(want_huge());
+            a.dealloc(p, layout);
+            let q = small_pages(|| a.alloc_zeroed(layout));
+            assert!(!q.is_null() && (q as usize).is_multiple_of(HUGE));
+            assert!((0..layout.size()).step_by(4099).all(|i| *q.add(i) == 0));
+            a.dealloc(q, layout);
+        }
+        let caught = std::panic::catch_unwind(|| small_pages(|| panic!("inside")));
+        assert!(caught.is_err() && want_huge());
     }
 
     /// A block from the threshold on carries the kernel's huge-page advice (`hg` among its

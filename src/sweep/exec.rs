@@ -103,39 +103,44 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// owns are reported busy. After Ctrl-C nothing more is prepared or started.
 pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End)> {
     let mut ends: Vec<(usize, End)> = Vec::with_capacity(ks.len());
-    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut ready = Vec::new();
-        for &k in ks {
-            if crate::interrupt::requested() {
-                ends.push((k, End::NotRun));
-                continue;
+    // Tiny models: their data and lane buffers on small pages (`hugepages::small_pages`).
+    let attempt = crate::engine::hugepages::small_pages(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut ready = Vec::new();
+            for &k in ks {
+                if crate::interrupt::requested() {
+                    ends.push((k, End::NotRun));
+                    continue;
+                }
+                let Some(r) = sw.runs.get(k) else {
+                    ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
+                    continue;
+                };
+                let prepared = runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)
+                    .and_then(|start| match start {
+                        Start::Ready(p) => {
+                            runner::record_overrides(&p, &sw.overrides).map(|()| Ok(p))
+                        }
+                        Start::Done(rec) => Ok(Err(End::Skipped(rec.status))),
+                    });
+                match prepared {
+                    Ok(Ok(p)) => ready.push((k, p)),
+                    Ok(Err(end)) => ends.push((k, end)),
+                    Err(e) => ends.push((k, ended(Err(e)))),
+                }
             }
-            let Some(r) = sw.runs.get(k) else {
-                ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
-                continue;
-            };
-            let prepared = runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)
-                .and_then(|start| match start {
-                    Start::Ready(p) => runner::record_overrides(&p, &sw.overrides).map(|()| Ok(p)),
-                    Start::Done(rec) => Ok(Err(End::Skipped(rec.status))),
-                });
-            match prepared {
-                Ok(Ok(p)) => ready.push((k, p)),
-                Ok(Err(end)) => ends.push((k, end)),
-                Err(e) => ends.push((k, ended(Err(e)))),
+            let order: Vec<(usize, Option<u64>)> =
+                ready.iter().map(|(k, p)| (*k, p.resumed_from)).collect();
+            let mut group: Vec<_> = ready
+                .into_iter()
+                .map(|(k, p)| (p, &sw.runs[k].spec))
+                .collect();
+            let results = runner::execute_group(&mut group);
+            for ((k, resumed_from), out) in order.into_iter().zip(results) {
+                ends.push((k, ended(out.map(|o| trained(&o, resumed_from)))));
             }
-        }
-        let order: Vec<(usize, Option<u64>)> =
-            ready.iter().map(|(k, p)| (*k, p.resumed_from)).collect();
-        let mut group: Vec<_> = ready
-            .into_iter()
-            .map(|(k, p)| (p, &sw.runs[k].spec))
-            .collect();
-        let results = runner::execute_group(&mut group);
-        for ((k, resumed_from), out) in order.into_iter().zip(results) {
-            ends.push((k, ended(out.map(|o| trained(&o, resumed_from)))));
-        }
-    }));
+        }))
+    });
     if let Err(panic) = attempt {
         let message = panic_message(&*panic);
         for &k in ks {
