@@ -898,41 +898,53 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
             if mk == 0 {
                 continue;
             }
+            // Whole vectors (all but a narrow last tile's) load and store unmasked: on the
+            // development machine (Zen 5) a masked store cost more than a plain one, and the
+            // Adam epilogue does four per vector.
+            let ld = |p: *const f32| {
+                if mk == u16::MAX {
+                    _mm512_loadu_ps(p)
+                } else {
+                    _mm512_maskz_loadu_ps(mk, p)
+                }
+            };
+            let st = |p: *mut f32, v: __m512| {
+                if mk == u16::MAX {
+                    _mm512_storeu_ps(p, v)
+                } else {
+                    _mm512_mask_storeu_ps(p, mk, v)
+                }
+            };
             let dst = row.add(16 * h);
             let mut v = _mm512_mul_ps(acc, alpha);
             if t.first {
                 if t.beta != 0.0 {
-                    v = _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(mk, dst), v);
+                    v = _mm512_fmadd_ps(beta, ld(dst), v);
                 }
                 if let Some(bias) = t.bias {
-                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, bias.add(16 * h)));
+                    v = _mm512_add_ps(v, ld(bias.add(16 * h)));
                 }
             } else {
-                v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, dst), v);
+                v = _mm512_add_ps(ld(dst), v);
             }
             if let Extra::TanhSlope(hp) = t.extra {
                 // `g · (1 − h·h)`, as the slope's own pass computes it.
-                let hv = _mm512_maskz_loadu_ps(mk, hp.add(r * t.ldc + 16 * h));
+                let hv = ld(hp.add(r * t.ldc + 16 * h));
                 let s = _mm512_sub_ps(_mm512_set1_ps(1.0), _mm512_mul_ps(hv, hv));
                 v = _mm512_mul_ps(v, s);
             }
-            _mm512_mask_storeu_ps(dst, mk, v);
+            st(dst, v);
             if let Extra::Tanh(hp) = t.extra {
                 let o = r * t.ldc + 16 * h;
-                _mm512_mask_storeu_ps(hp.add(o), mk, super::lanes::avx512::tanh(v));
+                st(hp.add(o), super::lanes::avx512::tanh(v));
             }
             if let Some((a, regs)) = adam {
                 let o = r * t.ldc + 16 * h;
                 let (wp, mp, vp) = (a.w.add(o), a.m.add(o), a.v.add(o));
-                let (w, m, vv) = regs.step(
-                    _mm512_maskz_loadu_ps(mk, wp),
-                    v,
-                    _mm512_maskz_loadu_ps(mk, mp),
-                    _mm512_maskz_loadu_ps(mk, vp),
-                );
-                _mm512_mask_storeu_ps(wp, mk, w);
-                _mm512_mask_storeu_ps(mp, mk, m);
-                _mm512_mask_storeu_ps(vp, mk, vv);
+                let (w, m, vv) = regs.step(ld(wp), v, ld(mp), ld(vp));
+                st(wp, w);
+                st(mp, m);
+                st(vp, vv);
             }
         }
     }
