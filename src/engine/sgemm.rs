@@ -900,7 +900,8 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
             }
             // Whole vectors (all but a narrow last tile's) load and store unmasked: on the
             // development machine (Zen 5) a masked store cost more than a plain one, and the
-            // Adam epilogue does four per vector.
+            // Adam epilogue makes four per vector (the reference MLP step went from 89.3–92.1%
+            // to 91.2–92.6% of its GEMM ceiling, 6 paired runs).
             let ld = |p: *const f32| {
                 if mk == u16::MAX {
                     _mm512_loadu_ps(p)
