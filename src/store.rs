@@ -366,6 +366,51 @@ const RUN_COLUMNS: &str =
     "id, name, status, spec_json, spec_toml, created_at, started_at, ended_at, \
      wall_seconds, steps, diverged_step, message, tool_version, pid, host, proc_start";
 
+/// Rows per multi-row `INSERT` of samples ([`Store::append_metrics`]): 320 bound values, far
+/// below SQLite's limit (32,766), and a logged step of a small MLP (about 30 rows) fits one.
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT` of `n` samples: `(rid, nid, layer, step, value)` × `n`, numbered parameters.
+fn insert_values_sql(n: usize) -> String {
+    let mut sql = String::from("INSERT INTO metric_values (rid, nid, layer, step, value) VALUES ");
+    for i in 0..n {
+        let p = 5 * i;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+    }
+    sql
+}
+
+/// The first sample of `chunk` (`(nid, layer, step, value)` of run `rid`) whose key is already
+/// stored or repeats an earlier one of the chunk: the row a failed multi-row `INSERT` refused.
+fn duplicate_in(
+    tx: &rusqlite::Transaction<'_>,
+    rid: i64,
+    chunk: &[(i64, i64, i64, Option<f64>)],
+) -> rusqlite::Result<Option<usize>> {
+    let mut stored = tx.prepare_cached(
+        "SELECT 1 FROM metric_values WHERE rid = ?1 AND step = ?2 AND nid = ?3 AND layer = ?4",
+    )?;
+    for (i, &(nid, layer, step, _)) in chunk.iter().enumerate() {
+        let again = chunk[..i]
+            .iter()
+            .any(|&(n, l, s, _)| (n, l, s) == (nid, layer, step));
+        if again || stored.exists(params![rid, step, nid, layer])? {
+            return Ok(Some(i));
+        }
+    }
+    Ok(None)
+}
+
 /// How long a writer waits for another's write lock before the store reports it busy.
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -434,6 +479,9 @@ impl Store {
             .conn
             .busy_handler(Some(wait_for_lock))
             .map_err(|e| store.err(e))?;
+        // rusqlite keeps 16 statements; the store's queries and the multi-row inserts' shapes
+        // (`insert_values_sql`) are more, and a statement evicted is parsed again.
+        store.conn.set_prepared_statement_cache_capacity(64);
         let found = store.schema_version()?;
         if found > SCHEMA_VERSION {
             return Err(StoreError::NewerSchema {
@@ -650,9 +698,6 @@ impl Store {
             let mut get_nid = tx
                 .prepare_cached("SELECT nid FROM metric_names WHERE name = ?1")
                 .map_err(e)?;
-            let mut insert = tx
-                .prepare_cached("INSERT INTO metric_values (rid, nid, layer, step, value) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .map_err(e)?;
             let mut upsert_last = tx
                 .prepare_cached(
                     "INSERT INTO metric_last (rid, nid, layer, step, value) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -664,6 +709,7 @@ impl Store {
             let mut nids: HashMap<&str, i64> = HashMap::new();
             // The batch's latest sample per series, written to metric_last once at the end.
             let mut last: HashMap<(i64, i64), (i64, Option<f64>)> = HashMap::new();
+            let mut values: Vec<(i64, i64, i64, Option<f64>)> = Vec::with_capacity(rows.len());
             for row in rows {
                 let nid = match nids.get(row.name.as_str()) {
                     Some(&nid) => nid,
@@ -683,22 +729,47 @@ impl Store {
                 })?;
                 let layer = row.layer.map_or(-1, i64::from);
                 let value = (!row.value.is_nan()).then_some(row.value);
-                if let Err(err) = insert.execute(params![rid, nid, layer, step, value]) {
-                    return Err(match err.sqlite_error_code() {
-                        Some(ErrorCode::ConstraintViolation) => StoreError::DuplicateMetric {
-                            path: path.clone(),
-                            run_id: run_id.to_string(),
-                            step: row.step,
-                            layer: row.layer,
-                            name: row.name.clone(),
-                        },
-                        _ => sql_err(&path, err),
-                    });
-                }
+                values.push((nid, layer, step, value));
                 let latest = last.entry((nid, layer)).or_insert((step, value));
                 if step > latest.0 {
                     *latest = (step, value);
                 }
+            }
+            // Many rows per INSERT: a statement's fixed cost (step, reset, the bindings' calls)
+            // was most of a row's. Chunks of 64, 32, …, 1 rows, so at most seven statements.
+            let mut at = 0;
+            while at < values.len() {
+                let left = values.len() - at;
+                let n = INSERT_CHUNK.min(1 << left.ilog2());
+                let chunk = &values[at..at + n];
+                let mut insert = tx.prepare_cached(&insert_values_sql(n)).map_err(e)?;
+                for (i, &(nid, layer, step, value)) in chunk.iter().enumerate() {
+                    let p = 5 * i;
+                    insert.raw_bind_parameter(p + 1, rid).map_err(e)?;
+                    insert.raw_bind_parameter(p + 2, nid).map_err(e)?;
+                    insert.raw_bind_parameter(p + 3, layer).map_err(e)?;
+                    insert.raw_bind_parameter(p + 4, step).map_err(e)?;
+                    insert.raw_bind_parameter(p + 5, value).map_err(e)?;
+                }
+                if let Err(err) = insert.raw_execute() {
+                    return Err(match err.sqlite_error_code() {
+                        // Which row: the first of the chunk already stored (or repeated in it).
+                        Some(ErrorCode::ConstraintViolation) => {
+                            match duplicate_in(&tx, rid, chunk).map_err(e)? {
+                                Some(dup) => StoreError::DuplicateMetric {
+                                    path: path.clone(),
+                                    run_id: run_id.to_string(),
+                                    step: rows[at + dup].step,
+                                    layer: rows[at + dup].layer,
+                                    name: rows[at + dup].name.clone(),
+                                },
+                                None => sql_err(&path, err),
+                            }
+                        }
+                        _ => sql_err(&path, err),
+                    });
+                }
+                at += n;
             }
             for ((nid, layer), (step, value)) in last {
                 upsert_last
@@ -1670,6 +1741,34 @@ mod tests {
             s.begin_run("../x", "n", "", "", ""),
             Err(StoreError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn multi_row_inserts_keep_order_and_name_the_duplicate() {
+        let (_dir, mut s) = store();
+        s.begin_run("r", "n", "", "", "").unwrap();
+        // 100 rows: chunks of 64, 32 and 4.
+        let batch: Vec<MetricRow> = (0..100)
+            .map(|i| row(i, Some((i % 3) as u32), "loss", i as f64 * 0.5))
+            .collect();
+        s.append_metrics("r", &batch).unwrap();
+        let mut got = s.metrics("r").unwrap();
+        got.sort_by_key(|r| r.step);
+        assert_eq!(got, batch);
+        // A repeat inside one chunk, and a row already stored, in a later chunk.
+        for (dup, at) in [
+            (row(101, None, "x", 0.0), 101),
+            (row(7, Some(1), "loss", 3.0), 7),
+        ] {
+            let mut more: Vec<MetricRow> = (100..170).map(|i| row(i, None, "x", 1.0)).collect();
+            more.insert(66, dup);
+            let err = s.append_metrics("r", &more);
+            assert!(
+                matches!(&err, Err(StoreError::DuplicateMetric { step, .. }) if *step == at),
+                "{err:?}"
+            );
+            assert_eq!(s.metrics("r").unwrap().len(), 100);
+        }
     }
 
     #[test]

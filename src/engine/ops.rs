@@ -673,6 +673,45 @@ pub fn mean_std<F: Float>(x: &[F]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// A tensor's summary for the per-layer observables: mean and (population) standard deviation
+/// (as [`mean_std`]), mean square (as [`sum_squares`] over the count) and mean |value|.
+#[derive(Clone, Copy, Debug)]
+pub struct Moments {
+    pub mean: f64,
+    pub std: f64,
+    pub mean_sq: f64,
+    pub mean_abs: f64,
+}
+
+/// [`Moments`] in two passes where separate calls took four: the first sums `x`, `x²` and
+/// `|x|` side by side, each in element order from the same start as `Iterator::sum` (so the
+/// bits of its own pass), three independent chains where one pass each waited on every add's
+/// latency; the second is [`mean_std`]'s.
+pub fn moments<F: Float>(x: &[F]) -> Moments {
+    // `Iterator::sum`'s start for floats: −0.0, the identity of `+`.
+    let (mut s, mut ss, mut sa) = (-0.0f64, -0.0f64, -0.0f64);
+    for v in x {
+        let v = v.f64();
+        s += v;
+        ss += v * v;
+        sa += v.abs();
+    }
+    let count = x.len().max(1) as f64;
+    let (mean, std) = if x.is_empty() {
+        (f64::NAN, f64::NAN)
+    } else {
+        let mean = s / x.len() as f64;
+        let var = x.iter().map(|v| (v.f64() - mean).powi(2)).sum::<f64>() / x.len() as f64;
+        (mean, var.sqrt())
+    };
+    Moments {
+        mean,
+        std,
+        mean_sq: ss / count,
+        mean_abs: sa / count,
+    }
+}
+
 /// `y *= s`.
 pub fn scale<F: Float>(y: &mut [F], s: F) {
     for v in y {
@@ -683,6 +722,34 @@ pub fn scale<F: Float>(y: &mut [F], s: F) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`moments`] against the separate passes it replaces, bit for bit (signed zeros, an
+    /// empty tensor, a NaN and large and small magnitudes included).
+    #[test]
+    fn moments_are_the_separate_passes() {
+        let mut seed = 11u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.3
+        };
+        let random: Vec<f32> = (0..1037).map(|i| next() * 10f32.powi(i % 7 - 3)).collect();
+        let cases: [Vec<f32>; 5] = [
+            random,
+            vec![],
+            vec![-0.0, -0.0],
+            vec![1.0, f32::NAN, -2.0],
+            vec![3.5],
+        ];
+        for x in &cases {
+            let m = moments(x);
+            let (mean, std) = mean_std(x);
+            let count = x.len().max(1) as f64;
+            let mean_abs = x.iter().map(|v| (*v as f64).abs()).sum::<f64>() / count;
+            let want = [mean, std, sum_squares(x) / count, mean_abs];
+            let got = [m.mean, m.std, m.mean_sq, m.mean_abs];
+            assert_eq!(got.map(f64::to_bits), want.map(f64::to_bits), "{x:?}");
+        }
+    }
 
     /// [`gemm_tanh_slope`] against [`gemm`], then `g · (1 − h·h)` (one and two `KC` blocks,
     /// ragged edges, one and two threads): the same gradient, bit for bit.

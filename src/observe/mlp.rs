@@ -48,16 +48,10 @@ impl<F: Float> Observable<F> for PreActivation {
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
         let m = mlp(c);
         for l in 0..m.depth() {
-            let z = &m.bufs[l].pre[..m.rows * m.dims[l + 1]];
-            let (mean, std) = ops::mean_std(z);
-            out.push(row(c.step, Some(l), "preact_mean", mean));
-            out.push(row(c.step, Some(l), "preact_std", std));
-            out.push(row(
-                c.step,
-                Some(l),
-                "preact_m2",
-                ops::sum_squares(z) / z.len().max(1) as f64,
-            ));
+            let z = ops::moments(&m.bufs[l].pre[..m.rows * m.dims[l + 1]]);
+            out.push(row(c.step, Some(l), "preact_mean", z.mean));
+            out.push(row(c.step, Some(l), "preact_std", z.std));
+            out.push(row(c.step, Some(l), "preact_m2", z.mean_sq));
         }
     }
 }
@@ -72,17 +66,14 @@ impl<F: Float> Observable<F> for ActivationStats {
     }
     fn observe(&self, c: &Ctx<'_, F>, out: &mut Vec<MetricRow>) {
         let m = mlp(c);
-        let mean_abs =
-            |v: &[F]| v.iter().map(|x| x.f64().abs()).sum::<f64>() / v.len().max(1) as f64;
         for l in 0..m.depth() {
-            let h = m.layer_output(l);
-            let (mean, std) = ops::mean_std(h);
-            out.push(row(c.step, Some(l), "act_mean", mean));
-            out.push(row(c.step, Some(l), "act_std", std));
-            out.push(row(c.step, Some(l), "act_abs", mean_abs(h)));
+            let h = ops::moments(m.layer_output(l));
+            out.push(row(c.step, Some(l), "act_mean", h.mean));
+            out.push(row(c.step, Some(l), "act_std", h.std));
+            out.push(row(c.step, Some(l), "act_abs", h.mean_abs));
         }
-        let y = &m.output[..m.rows * m.output_dim()];
-        out.push(row(c.step, Some(m.depth()), "act_abs", mean_abs(y)));
+        let y = ops::moments(&m.output[..m.rows * m.output_dim()]);
+        out.push(row(c.step, Some(m.depth()), "act_abs", y.mean_abs));
     }
 }
 

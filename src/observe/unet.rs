@@ -34,11 +34,10 @@ impl<F: Float> Observable<F> for Channels {
             if h.is_empty() {
                 continue;
             }
-            let (mean, std) = ops::mean_std(h);
-            out.push(row(c.step, Some(l), "act_mean", mean));
-            out.push(row(c.step, Some(l), "act_std", std));
-            let abs = h.iter().map(|v| v.f64().abs()).sum::<f64>() / h.len() as f64;
-            out.push(row(c.step, Some(l), "act_abs", abs));
+            let moments = ops::moments(h);
+            out.push(row(c.step, Some(l), "act_mean", moments.mean));
+            out.push(row(c.step, Some(l), "act_std", moments.std));
+            out.push(row(c.step, Some(l), "act_abs", moments.mean_abs));
             let n = h.len() / (ch * plane);
             let chan_means: Vec<f64> = (0..ch)
                 .map(|k| {
