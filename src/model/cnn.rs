@@ -268,6 +268,9 @@ impl<F: Float> Model<F> for Cnn<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 /// Elements of parameters and buffers for the memory estimate (an upper bound): per stage its

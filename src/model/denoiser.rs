@@ -261,6 +261,9 @@ impl<F: Float> Model<F> for Denoiser<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
     fn denoise(&mut self, x: &[f64], sigma: f64, out: &mut [f64]) -> bool {
         Denoiser::denoise(self, x, sigma, out);
         true

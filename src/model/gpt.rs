@@ -1123,6 +1123,9 @@ impl<F: Float> Model<F> for Gpt<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
     /// Samples one token at a time at temperature 1 (the prompt and what was drawn so far are
     /// the context of each next token), up to the model's context length.
     fn generate(&mut self, prompt: &[usize], len: usize, rng: &mut Rng) -> Option<Vec<usize>> {

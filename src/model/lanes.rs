@@ -214,6 +214,38 @@ impl LaneMlp {
         opt.t = self.t;
     }
 
+    /// Lane `lane`'s parameter values into `out` (one tensor per parameter, as
+    /// [`Mlp::params`] orders them): a logged step's values before its update.
+    pub fn values_into(&self, lane: usize, out: &mut [Vec<f32>]) {
+        for (v, o) in self.values.iter().zip(out.iter_mut()) {
+            lanes::extract(v, lane, o);
+        }
+    }
+
+    /// Lane `lane`'s last step into one model's buffers, as the model's own step would leave
+    /// them for the observables: every parameter gradient, each hidden layer's pre-activation
+    /// (after [`LaneMlp::forward_keeping_pre`]) and activation, the output and its gradient,
+    /// and the row count. The values and optimizer state go by [`LaneMlp::store`].
+    pub fn export(&self, lane: usize, mlp: &mut Mlp<f32>) {
+        assert!(
+            mlp.dims == self.dims && mlp.params.len() == self.grads.len(),
+            "LaneMlp::export: another shape"
+        );
+        for (g, p) in self.grads.iter().zip(mlp.params.iter_mut()) {
+            lanes::extract(g, lane, &mut p.grad);
+        }
+        let rows = self.rows;
+        for (l, b) in mlp.bufs.iter_mut().enumerate() {
+            let n = rows * self.dims[l + 1];
+            lanes::extract(&self.pre[l][..n], lane, &mut b.pre[..n]);
+            lanes::extract(&self.act[l][..n], lane, &mut b.act[..n]);
+        }
+        let n = rows * self.dims[self.dims.len() - 1];
+        lanes::extract(&self.output[..n], lane, &mut mlp.output[..n]);
+        lanes::extract(&self.d_output[..n], lane, &mut mlp.d_output[..n]);
+        mlp.rows = rows;
+    }
+
     /// Every lane's batch at once (`None`: a lane without a run), `x: [rows, input]`,
     /// `y: [rows, y_cols]`, each contiguous.
     pub fn set_batches(&mut self, batches: &[Option<(&[f32], &[f32])>], rows: usize) {
@@ -264,7 +296,14 @@ impl LaneMlp {
     /// as [`Mlp::forward`] computes it in training mode (the bias added in the activation's
     /// pass, the output layer's bias filled in before its GEMM).
     pub fn forward(&mut self) {
-        self.forward_on(None);
+        self.forward_on(None, false);
+    }
+
+    /// [`LaneMlp::forward`] keeping each hidden layer's pre-activation, as a logged step's
+    /// observables read it ([`LaneMlp::export`]): the GEMM, then the bias and activation's
+    /// pass, never the epilogue that skips the buffer (the same bits either way).
+    pub fn forward_keeping_pre(&mut self) {
+        self.forward_on(None, true);
     }
 
     /// [`LaneMlp::forward`] on `rows` rows of a lane tensor held elsewhere (an evaluation's
@@ -272,10 +311,10 @@ impl LaneMlp {
     pub fn forward_rows(&mut self, x: &[Lanes], rows: usize) {
         assert!(rows <= self.capacity && x.len() >= rows * self.dims[0]);
         self.rows = rows;
-        self.forward_on(Some(x));
+        self.forward_on(Some(x), false);
     }
 
-    fn forward_on(&mut self, x: Option<&[Lanes]>) {
+    fn forward_on(&mut self, x: Option<&[Lanes]>, keep_pre: bool) {
         let x = x.unwrap_or(&self.x);
         let rows = self.rows;
         for l in 0..self.depth() {
@@ -294,6 +333,7 @@ impl LaneMlp {
             let h = &mut rest[0][..n];
             // Tanh straight from the GEMM's registers where the kernels allow.
             if self.activation == Activation::Tanh
+                && !keep_pre
                 && lanes::gemm_bias_tanh(Op::N, Op::T, dims, alpha, input, w, bias, h)
             {
                 continue;

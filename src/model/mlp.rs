@@ -598,6 +598,9 @@ impl<F: Float> Model<F> for Mlp<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
 }
 
 /// A linear layer's weight gradient into tensor `i` of `params`, with its optimizer step fused

@@ -141,6 +141,9 @@ pub trait Model<F: Float> {
     }
     /// The concrete model, for observables that read one family's own buffers.
     fn as_any(&self) -> &dyn Any;
+    /// [`Model::as_any`], to fill one family's buffers (the lockstep lanes hand a logged step
+    /// to each run's own model: [`crate::model::lanes::LaneMlp::export`]).
+    fn as_any_mut(&mut self) -> &mut dyn Any;
     /// A sequence of up to `len` tokens (capped at the model's context) that starts with
     /// `prompt` (not empty) and continues it at temperature 1 (language models only).
     fn generate(&mut self, _prompt: &[usize], _len: usize, _rng: &mut Rng) -> Option<Vec<usize>> {

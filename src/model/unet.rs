@@ -620,6 +620,9 @@ impl<F: Float> Model<F> for Unet<F> {
     fn as_any(&self) -> &dyn Any {
         self
     }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
     fn segmentation(&self) -> Option<(&[F], usize, usize)> {
         Some((
             &self.logits[..self.n * self.dims.out_ch * self.plane()],

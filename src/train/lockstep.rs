@@ -2,15 +2,19 @@
 //! in seed, learning rate, optimizer settings, initialization), trained together — one per SIMD
 //! lane of a [`LaneMlp`] — by the same phases as a run alone ([`Run`]).
 //!
-//! An ordinary step (not evaluated, logged or checkpointed) takes each run's learning rate and
-//! batch from the run ([`Run::pick`]), computes every lane's forward pass, loss, backward pass
-//! and update at once, and hands each run its loss ([`Run::after_loss`]: the every-step
-//! observables, the divergence test) and the end of its step ([`Run::end_step`]). Any other step
-//! is the run's own ([`Run::step`]) on its own model, which holds exactly the lane's state: the
-//! lanes compute the bits each model computes alone, so whether a run trains alone or in a group
-//! changes nothing it records — metrics, checkpoints and artifacts are the same files and rows.
-//! A run that diverges or reaches its target loss leaves the group at that step, as it would
-//! stop alone.
+//! Every step takes each run's learning rate and batch from the run ([`Run::begin_in_lanes`]),
+//! computes every lane's forward pass, loss, backward pass and update at once, and hands each run
+//! its loss ([`Run::after_loss`]: the every-step observables, the divergence test) and the end of
+//! its step ([`Run::end_step`]: the checkpoint, with the lane's state stored into the run first).
+//! An evaluation is computed in lanes before the step. A logged step keeps the pre-activations
+//! and hands each logged run its lane's passes, gradients and parameters before and after the
+//! update ([`LaneMlp::export`]), so the run's observables read its own model as its own step
+//! would have left it ([`Run::observe_in_lanes`]). Only after Ctrl-C (or for an evaluation the
+//! lanes cannot compute) does each run take the step on its own model ([`Run::step`]), which
+//! holds exactly the lane's state: the lanes compute the bits each model computes alone, so
+//! whether a run trains alone or in a group changes nothing it records — metrics, checkpoints
+//! and artifacts are the same files and rows. A run that diverges or reaches its target loss
+//! leaves the group at that step, as it would stop alone.
 
 use std::path::Path;
 use std::time::Instant;
@@ -302,17 +306,13 @@ fn lockstep(
         }
         // Evaluation, every lane at once, before anything else of the step (as a run alone
         // evaluates first).
-        if step.is_multiple_of(tr.eval_every) && !crate::interrupt::requested() {
+        let eval_now = step.is_multiple_of(tr.eval_every);
+        if eval_now && !crate::interrupt::requested() {
             evaluate(lanes, runs, &splits, step);
         }
-        let special = crate::interrupt::requested()
-            || step.is_multiple_of(tr.eval_every)
-            || runs
-                .iter()
-                .flatten()
-                .any(|r| r.logs(step) || r.checkpoints_after(step));
-        if special {
-            // The run's own step, on its own model (each starts from the group's step count).
+        // Each run's own step, on its own model: after Ctrl-C (each checkpoints and stops), or
+        // where the lanes do not compute the evaluation.
+        if crate::interrupt::requested() || (eval_now && splits.is_none()) {
             let t = lanes.t;
             for lane in 0..runs.len() {
                 let Some(r) = runs[lane].as_mut() else {
@@ -338,10 +338,11 @@ fn lockstep(
             lanes.t = t + 1;
             continue;
         }
-        // An ordinary step: every lane at once.
+        // Every lane at once: a logged step keeps what the observables read.
         for r in runs.iter_mut().flatten() {
-            r.pick_rows(step);
+            r.begin_in_lanes(step);
         }
+        let logged = runs.iter().flatten().any(|r| r.logs(step));
         // Each lane's optimizer settings and learning rate (a lane without a run: another's).
         let Some(any) = runs.iter().flatten().next().map(|r| (r.hyper, r.lr)) else {
             break;
@@ -362,15 +363,23 @@ fn lockstep(
             batches[lane] = Some(LaneRows { x, y, picks });
         }
         lanes.gather_batches(&batches, rows);
-        lanes.forward();
+        if logged {
+            lanes.forward_keeping_pre();
+        } else {
+            lanes.forward();
+        }
         let losses = lanes.loss();
+        // The runs whose step is logged in full, by their lanes.
+        let mut observed = [false; LANES];
         for lane in 0..runs.len() {
             let Some(r) = runs[lane].as_mut() else {
                 continue;
             };
             match r.after_loss(step, losses[lane]) {
+                Ok(Flow::Go) if r.needs_model() && logged => observed[lane] = true,
                 Ok(Flow::Go) if r.needs_model() => {
-                    // The target loss: this step is logged in full, so it ends on the model.
+                    // The target loss on a step the lanes passed without the pre-activations:
+                    // this step is logged in full on the run's own model, and ends it.
                     let (params, opt) = (r.model.params_mut(), &mut r.opt);
                     lanes.store(lane, params, opt);
                     r.gather_picked(step);
@@ -399,14 +408,47 @@ fn lockstep(
                 Err(e) => leave!(lane, e),
             }
         }
+        // The logged runs' parameters before the update (their update ratios).
+        for (lane, r) in runs.iter_mut().enumerate() {
+            if let (Some(r), true) = (r, observed[lane]) {
+                lanes.values_into(lane, r.before_mut());
+            }
+        }
         lanes.backward();
         lanes.step(&hypers, &lrs);
         for lane in 0..runs.len() {
             let Some(r) = runs[lane].as_mut() else {
                 continue;
             };
-            if let Err(e) = r.end_step(step, &mut |_, _| {}) {
-                leave!(lane, e);
+            // A logged step's model as its own step leaves it; a checkpoint's state.
+            if observed[lane] || r.checkpoints_after(step) {
+                let (params, opt) = (r.model.params_mut(), &mut r.opt);
+                lanes.store(lane, params, opt);
+            }
+            let flow = if observed[lane] {
+                match r.model.as_any_mut().downcast_mut::<Mlp<f32>>() {
+                    Some(mlp) => lanes.export(lane, mlp),
+                    None => unreachable!("lane_model admits MLPs only"),
+                }
+                r.observe_in_lanes(step)
+            } else {
+                r.end_step(step, &mut |_, _| {})
+            };
+            match flow {
+                Ok(Flow::Go) => {}
+                Ok(Flow::Stop) => {
+                    // The target loss, reached on a logged step: the run ends here.
+                    let (params, opt) = (r.model.params_mut(), &mut r.opt);
+                    lanes.store(lane, params, opt);
+                    if let Some(r) = runs[lane].take() {
+                        ended.push((lane, r));
+                    }
+                }
+                Ok(Flow::Interrupted(out)) => {
+                    runs[lane] = None;
+                    results[lane] = Some(Ok(out));
+                }
+                Err(e) => leave!(lane, e),
             }
         }
     }

@@ -579,24 +579,57 @@ impl<'a, F: Float> Run<'a, F> {
             self.log_now,
         );
 
-        // Observe, then flush: at most one transaction per FLUSH_EVERY.
         if self.log_now {
-            let ctx = Ctx {
-                step,
-                model: &*self.model,
-                batch: &b,
-                before: &self.before,
-                lr: self.lr,
-                clip_coef,
-            };
-            for o in &self.observables {
-                o.observe(&ctx, &mut self.rows);
-            }
-            if self.flushed.elapsed() >= FLUSH_EVERY {
-                self.flush()?;
-            }
+            self.observe(step, clip_coef)?;
         }
         self.end_step(step, progress)
+    }
+
+    /// A logged step's observables on the model as the step left it (its passes, gradients
+    /// and updated parameters; [`Run::before`] the parameters before), then a flush when
+    /// one is due: at most one transaction per [`FLUSH_EVERY`].
+    fn observe(&mut self, step: u64, clip_coef: f64) -> Result<(), Error> {
+        let b = self.train_set.view(self.picked, &self.gathered);
+        let ctx = Ctx {
+            step,
+            model: &*self.model,
+            batch: &b,
+            before: &self.before,
+            lr: self.lr,
+            clip_coef,
+        };
+        for o in &self.observables {
+            o.observe(&ctx, &mut self.rows);
+        }
+        if self.flushed.elapsed() >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The start of a step the lockstep lanes train: [`Run::begin`] past the interrupt test
+    /// (the lanes' evaluation recorded, none left to compute) and short of the gather.
+    pub(crate) fn begin_in_lanes(&mut self, step: u64) {
+        self.record_pending_eval(step);
+        debug_assert!(
+            !step.is_multiple_of(self.spec.train.eval_every) || self.last_eval == Some(step),
+            "the lanes evaluate every step they train"
+        );
+        self.pick_rows(step);
+    }
+
+    /// The parameters before this step's update, for the lanes to fill on a logged step.
+    pub(crate) fn before_mut(&mut self) -> &mut [Vec<F>] {
+        &mut self.before
+    }
+
+    /// The end of a logged step the lockstep lanes trained, once they have filled the model
+    /// (its passes, gradients, updated parameters and optimizer state) and [`Run::before_mut`]:
+    /// the batch gathered for the observables that read it, the observables, [`Run::end_step`].
+    pub(crate) fn observe_in_lanes(&mut self, step: u64) -> Result<Flow, Error> {
+        self.gather_picked(step);
+        self.observe(step, 1.0)?;
+        self.end_step(step, &mut |_, _| {})
     }
 
     /// After the update: the step count, progress, checkpoint and target loss.
