@@ -2,6 +2,7 @@
 //! it was interrupted, else start it; train; record how it ended. `cloudchamber run` and the
 //! sweep executor both go through here, so a run means the same thing in either.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -49,19 +50,76 @@ pub fn prepare(
     name: &str,
     force: bool,
 ) -> Result<Start, Error> {
+    let data = checked_data(spec, base_dir)?;
+    let mut store = Store::open(store_path)?;
+    Ok(match claim(&mut store, spec, data, name, force)? {
+        Claim::Done(rec) => Start::Done(rec),
+        Claim::Ready(c) => Start::Ready(Box::new(Prepared {
+            store,
+            id: c.id,
+            artifacts: c.artifacts,
+            data: c.data,
+            resumed_from: c.resumed_from,
+        })),
+    })
+}
+
+/// A run claimed in a store its caller holds open (a lockstep group's one connection, shared
+/// by its runs): [`Prepared`] without the store.
+pub struct Claimed {
+    pub id: String,
+    pub artifacts: PathBuf,
+    pub data: Dataset,
+    /// The checkpoint step it resumes from, if any.
+    pub resumed_from: Option<u64>,
+}
+
+/// What [`prepare_in`] found.
+pub enum Claim {
+    /// The store already holds this run, finished (`completed` or `diverged`).
+    Done(Box<RunRecord>),
+    Ready(Claimed),
+}
+
+/// [`prepare`] in an open store: a group's runs share one connection, so each skips opening
+/// the file, reading its schema and preparing its statements again.
+pub fn prepare_in(
+    store: &mut Store,
+    spec: &Spec,
+    base_dir: &Path,
+    name: &str,
+    force: bool,
+) -> Result<Claim, Error> {
+    let data = checked_data(spec, base_dir)?;
+    claim(store, spec, data, name, force)
+}
+
+/// The run's data, refused (too large, or unlike the model) before the store or the run's
+/// folder is touched.
+fn checked_data(spec: &Spec, base_dir: &Path) -> Result<Dataset, Error> {
     let data = spec.task.generate(spec.seed, base_dir)?;
-    // Refused before the store or the run's folder is touched.
     spec.check_data(&data)?;
     train::check_memory(spec, &data)?;
+    Ok(data)
+}
+
+/// Claims the run in `store`: skips a finished one unless `force`, resumes an interrupted one
+/// from its checkpoint, else starts it.
+fn claim(
+    store: &mut Store,
+    spec: &Spec,
+    data: Dataset,
+    name: &str,
+    force: bool,
+) -> Result<Claim, Error> {
     let id = spec.run_id();
-    let mut store = Store::open(store_path)?;
     let prev = store.run(&id)?;
     if let Some(prev) = &prev {
         if !force && matches!(prev.status, RunStatus::Completed | RunStatus::Diverged) {
-            return Ok(Start::Done(Box::new(prev.clone())));
+            return Ok(Claim::Done(Box::new(prev.clone())));
         }
         // Another live process trains it: refuse before touching its folder or checkpoint.
-        Store::refuse_live(store_path, prev)?;
+        Store::refuse_live(store.path(), prev)?;
     }
     let artifacts = store.artifacts_dir(&id);
     // An unfinished run of this spec with a checkpoint resumes from it; anything else starts
@@ -92,13 +150,12 @@ pub fn prepare(
         // A stale checkpoint (another run's, or one --force discards) goes.
         std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;
     }
-    Ok(Start::Ready(Box::new(Prepared {
-        store,
+    Ok(Claim::Ready(Claimed {
         id,
         artifacts,
         data,
         resumed_from: ckpt.map(|s| s.step),
-    })))
+    }))
 }
 
 /// The file in a run's folder that lists the overrides it was started with (`--set`, Python's
@@ -107,10 +164,15 @@ pub const OVERRIDES_FILE: &str = "overrides.txt";
 
 /// Records the overrides a run was started with beside its artifacts (none: no file).
 pub fn record_overrides(p: &Prepared, overrides: &[String]) -> Result<(), Error> {
+    record_overrides_in(&p.artifacts, overrides)
+}
+
+/// [`record_overrides`] in the run folder `artifacts`.
+pub fn record_overrides_in(artifacts: &Path, overrides: &[String]) -> Result<(), Error> {
     if overrides.is_empty() {
         return Ok(());
     }
-    let path = p.artifacts.join(OVERRIDES_FILE);
+    let path = artifacts.join(OVERRIDES_FILE);
     let text: String = overrides.iter().map(|o| format!("{o}\n")).collect();
     std::fs::write(&path, text).map_err(Error::io(path))
 }
@@ -173,42 +235,48 @@ fn record_end(
     }
 }
 
-/// Trains prepared runs of one lockstep group together (fresh, or resuming from checkpoints of
-/// the same step) ([`train::lockstep`]) and records
-/// how each ended, as [`execute`] does for one.
-pub fn execute_group(group: &mut [(Box<Prepared>, &Spec)]) -> Vec<Result<Outcome, Error>> {
+/// Trains claimed runs of one lockstep group together (fresh, or resuming from checkpoints of
+/// the same step) ([`train::lockstep`]), every run's rows through the group's one connection,
+/// and records how each ended, as [`execute`] does for one.
+pub fn execute_group(store: &mut Store, group: &[(Claimed, &Spec)]) -> Vec<Result<Outcome, Error>> {
     let started = Instant::now();
-    let mut sinks: Vec<StoreSink<'_>> = Vec::with_capacity(group.len());
-    let mut rest: Vec<(&Spec, &Dataset, &Path, bool)> = Vec::with_capacity(group.len());
-    for (p, spec) in group.iter_mut() {
-        let Prepared {
-            store,
-            id,
-            artifacts,
-            data,
-            resumed_from,
-        } = &mut **p;
-        sinks.push(StoreSink { store, id });
-        rest.push((*spec, &*data, artifacts.as_path(), resumed_from.is_some()));
-    }
+    let shared = RefCell::new(store);
+    let mut sinks: Vec<SharedSink<'_, '_>> = group
+        .iter()
+        .map(|(c, _)| SharedSink {
+            store: &shared,
+            id: &c.id,
+        })
+        .collect();
     let members = sinks
         .iter_mut()
-        .zip(&rest)
-        .map(
-            |(sink, &(spec, data, artifacts, resume))| train::lockstep::Member {
-                spec,
-                data,
-                sink,
-                artifacts: Some(artifacts),
-                resume,
-            },
-        )
+        .zip(group)
+        .map(|(sink, (c, spec))| train::lockstep::Member {
+            spec,
+            data: &c.data,
+            sink,
+            artifacts: Some(c.artifacts.as_path()),
+            resume: c.resumed_from.is_some(),
+        })
         .collect();
     let results = train::lockstep::train_group(members);
     drop(sinks);
+    let store = shared.into_inner();
     group
-        .iter_mut()
+        .iter()
         .zip(results)
-        .map(|((p, _), result)| record_end(&mut p.store, &p.id, result, started))
+        .map(|((c, _), result)| record_end(store, &c.id, result, started))
         .collect()
+}
+
+/// One run's rows into a store its group shares (each write borrows it for its transaction).
+struct SharedSink<'a, 's> {
+    store: &'a RefCell<&'s mut Store>,
+    id: &'a str,
+}
+
+impl MetricSink for SharedSink<'_, '_> {
+    fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error> {
+        Ok(self.store.borrow_mut().append_metrics(self.id, rows)?)
+    }
 }

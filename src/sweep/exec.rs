@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::Sweep;
 use crate::engine::lanes::LANES;
 use crate::error::Error;
-use crate::runner::{self, Start};
+use crate::runner::{self, Claim, Start};
 use crate::store::{RunStatus, StoreError};
 
 /// How often a run another process trains is looked at again: its owner's end shows in the
@@ -97,15 +97,25 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     )
 }
 
-/// Runs the points `ks` (one lockstep group, [`units`]) to their ends: each is prepared as
-/// [`run_one`] prepares it, and those that train (fresh, or resuming from their checkpoints)
-/// train together ([`runner::execute_group`]); finished ones are skipped, ones another process
-/// owns are reported busy. After Ctrl-C nothing more is prepared or started.
+/// Runs the points `ks` (one lockstep group, [`units`]) to their ends through one connection
+/// to the store: each is prepared as [`run_one`] prepares it ([`runner::prepare_in`]), and
+/// those that train (fresh, or resuming from their checkpoints) train together
+/// ([`runner::execute_group`]); finished ones are skipped, ones another process owns are
+/// reported busy. After Ctrl-C nothing more is prepared or started.
 pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End)> {
     let mut ends: Vec<(usize, End)> = Vec::with_capacity(ks.len());
     // Tiny models: their data and lane buffers on small pages (`hugepages::small_pages`).
     let attempt = crate::engine::hugepages::small_pages(|| {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // One connection for the whole group: its runs claim, write and finish through it.
+            let mut store = match crate::store::Store::open(store_path) {
+                Ok(s) => s,
+                Err(e) => {
+                    let e = Error::from(e).to_string();
+                    ends.extend(ks.iter().map(|&k| (k, End::Failed(e.clone()))));
+                    return;
+                }
+            };
             let mut ready = Vec::new();
             for &k in ks {
                 if crate::interrupt::requested() {
@@ -116,26 +126,28 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
                     ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
                     continue;
                 };
-                let prepared = runner::prepare(store_path, &r.spec, &sw.base_dir, &sw.name, false)
-                    .and_then(|start| match start {
-                        Start::Ready(p) => {
-                            runner::record_overrides(&p, &sw.overrides).map(|()| Ok(p))
-                        }
-                        Start::Done(rec) => Ok(Err(End::Skipped(rec.status))),
-                    });
-                match prepared {
-                    Ok(Ok(p)) => ready.push((k, p)),
+                let claimed =
+                    runner::prepare_in(&mut store, &r.spec, &sw.base_dir, &sw.name, false)
+                        .and_then(|claim| match claim {
+                            Claim::Ready(c) => {
+                                runner::record_overrides_in(&c.artifacts, &sw.overrides)
+                                    .map(|()| Ok(c))
+                            }
+                            Claim::Done(rec) => Ok(Err(End::Skipped(rec.status))),
+                        });
+                match claimed {
+                    Ok(Ok(c)) => ready.push((k, c)),
                     Ok(Err(end)) => ends.push((k, end)),
                     Err(e) => ends.push((k, ended(Err(e)))),
                 }
             }
             let order: Vec<(usize, Option<u64>)> =
-                ready.iter().map(|(k, p)| (*k, p.resumed_from)).collect();
-            let mut group: Vec<_> = ready
+                ready.iter().map(|(k, c)| (*k, c.resumed_from)).collect();
+            let group: Vec<_> = ready
                 .into_iter()
-                .map(|(k, p)| (p, &sw.runs[k].spec))
+                .map(|(k, c)| (c, &sw.runs[k].spec))
                 .collect();
-            let results = runner::execute_group(&mut group);
+            let results = runner::execute_group(&mut store, &group);
             for ((k, resumed_from), out) in order.into_iter().zip(results) {
                 ends.push((k, ended(out.map(|o| trained(&o, resumed_from)))));
             }
