@@ -69,7 +69,7 @@ pub fn lr_at(
 }
 
 /// Hyper-parameters of one optimizer step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Hyper {
     pub optimizer: Optimizer,
     pub momentum: f64,

@@ -405,6 +405,9 @@ impl LaneMlp {
     pub fn backward(&mut self) {
         let rows = self.rows;
         let depth = self.depth();
+        // Whether the gradient in `grad[0]` already went through its layer's tanh (fused into
+        // the GEMM that made it: `lanes::gemm_tanh_slope`).
+        let mut sloped = false;
         // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
         {
             let (in_dim, out_dim) = (self.dims[depth], self.dims[depth + 1]);
@@ -420,7 +423,12 @@ impl LaneMlp {
             if depth > 0 {
                 let w = &self.values[layer.weight];
                 let dx = &mut self.grad[0][..rows * in_dim];
-                lanes::gemm(Op::N, Op::N, (rows, in_dim, out_dim), a, g, w, 0.0, dx);
+                let dims = (rows, in_dim, out_dim);
+                sloped = self.activation == Activation::Tanh
+                    && lanes::gemm_tanh_slope(Op::N, Op::N, dims, a, g, w, input, dx);
+                if !sloped {
+                    lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
+                }
             }
             if let Some(bi) = layer.bias {
                 lanes::column_sums(g, out_dim, &mut self.grads[bi]);
@@ -432,7 +440,9 @@ impl LaneMlp {
             let layer = self.layers[l];
             let [g_buf, next_buf] = &mut self.grad;
             let g = &mut g_buf[..n];
-            slope_from_output(self.activation, g, &self.act[l][..n]);
+            if !sloped {
+                slope_from_output(self.activation, g, &self.act[l][..n]);
+            }
             let input: &[Lanes] = match l {
                 0 => &self.x[..rows * in_dim],
                 _ => &self.act[l - 1][..rows * in_dim],
@@ -446,7 +456,13 @@ impl LaneMlp {
             if l > 0 {
                 let w = &self.values[layer.weight];
                 let dx = &mut next_buf[..rows * in_dim];
-                lanes::gemm(Op::N, Op::N, (rows, in_dim, width), a, g, w, 0.0, dx);
+                let dims = (rows, in_dim, width);
+                // The slope of the layer below, in this GEMM's epilogue where it can.
+                sloped = self.activation == Activation::Tanh
+                    && lanes::gemm_tanh_slope(Op::N, Op::N, dims, a, g, w, input, dx);
+                if !sloped {
+                    lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
+                }
                 self.grad.swap(0, 1);
             }
         }
@@ -459,17 +475,41 @@ impl LaneMlp {
         assert!(!hypers.is_empty() && hypers.len() == lrs.len() && hypers.len() <= LANES);
         self.t += 1;
         let at = |l: usize| l.min(hypers.len() - 1);
-        // Tensors share their constants unless their factors differ (the powers are not free).
-        let mut last: Option<(LrMult, bool, [Coeffs<f32>; LANES])> = None;
+        // Each lane's constants for a tensor's factors, formed once per run of lanes that share
+        // their settings and learning rate (usually all 16: the powers are not free).
+        let t = self.t;
+        let coeffs = |mult: LrMult, decays: bool| -> [Coeffs<f32>; LANES] {
+            let first = Coeffs::<f32>::new(&hypers[0], t, lrs[0], mult, decays);
+            let mut c = [first; LANES];
+            for l in 1..LANES {
+                let (h, p) = (at(l), at(l - 1));
+                c[l] = if hypers[h] == hypers[p] && lrs[h] == lrs[p] {
+                    c[l - 1]
+                } else {
+                    Coeffs::<f32>::new(&hypers[h], t, lrs[h], mult, decays)
+                };
+            }
+            c
+        };
+        // Per distinct factors (a weight's and a bias's, usually), the constants and Adam's
+        // vector of them: on the stack, so a step allocates nothing.
+        type Memo = (LrMult, bool, [Coeffs<f32>; LANES], lanes::AdamConsts);
+        let mut memo: [Option<Memo>; 4] = [None; 4];
         for i in 0..self.values.len() {
             let (mult, decays) = (self.lr_mult[i], self.decays[i]);
-            let c = match last {
-                Some((m, d, c)) if m == mult && d == decays => c,
-                _ => std::array::from_fn(|l| {
-                    Coeffs::<f32>::new(&hypers[at(l)], self.t, lrs[at(l)], mult, decays)
-                }),
-            };
-            last = Some((mult, decays, c));
+            let found = memo
+                .iter()
+                .flatten()
+                .find(|(m, d, ..)| *m == mult && *d == decays)
+                .map(|&(_, _, c, a)| (c, a));
+            let (c, adam) = found.unwrap_or_else(|| {
+                let c = coeffs(mult, decays);
+                let a = Coeffs::adam_consts(&c);
+                if let Some(slot) = memo.iter_mut().find(|m| m.is_none()) {
+                    *slot = Some((mult, decays, c, a));
+                }
+                (c, a)
+            });
             let (w, g) = (&mut self.values[i], &self.grads[i]);
             match self.optimizer {
                 Optimizer::Sgd => {
@@ -487,8 +527,7 @@ impl LaneMlp {
                     }
                 }
                 Optimizer::Adam | Optimizer::Adamw => {
-                    let consts = Coeffs::adam_consts(&c);
-                    lanes::adam(&consts, w, g, &mut self.m[i], &mut self.v[i]);
+                    lanes::adam(&adam, w, g, &mut self.m[i], &mut self.v[i]);
                 }
             }
         }
