@@ -65,45 +65,6 @@ pub fn gemm_bias_tanh(
     false
 }
 
-/// `C = (α·op(A)·op(B)) · (1 − h²)` for every lane: [`gemm`] (β = 0) then [`tanh_slope`] with
-/// `h: [m, n]` in one pass, the same bits — the gradient through a tanh layer, in the epilogue
-/// of the GEMM that brings it in. `false` (nothing done) where this CPU or shape takes another
-/// path: call those two instead.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_tanh_slope(
-    ta: Op,
-    tb: Op,
-    (m, n, k): (usize, usize, usize),
-    alpha: f32,
-    a: &[Lanes],
-    b: &[Lanes],
-    h: &[Lanes],
-    c: &mut [Lanes],
-) -> bool {
-    let degenerate = (n == 1 && ta == Op::N) || (m == 1 && tb == Op::N);
-    if degenerate || k == 0 || !super::sgemm::available() {
-        return false;
-    }
-    assert!(
-        k <= MAX_K && a.len() >= m * k && b.len() >= k * n && c.len() >= m * n && h.len() >= m * n,
-        "lanes::gemm_tanh_slope: shapes"
-    );
-    #[cfg(target_arch = "x86_64")]
-    {
-        if k == 1 {
-            // SAFETY: AVX-512F is present (checked); the assert bounds A, B, C and `h`.
-            unsafe { avx512::outer(m, n, alpha, a, b, 0.0, c, Some(h)) };
-            return true;
-        }
-        let epi = avx512::Epi::Slope(h.as_ptr());
-        // SAFETY: AVX-512F is present (checked); the assert bounds A, B, C and `h`.
-        unsafe { chain(ta, tb, (m, n, k), alpha, a, b, 0.0, c, epi) };
-        true
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// [`avx512::chain`] on dense row-major operands.
 ///
 /// # Safety
@@ -200,7 +161,7 @@ pub fn gemm(
         #[cfg(target_arch = "x86_64")]
         if fast {
             // SAFETY: as above.
-            return unsafe { avx512::outer(m, n, alpha, a, b, beta, c, None) };
+            return unsafe { avx512::outer(m, n, alpha, a, b, beta, c) };
         }
         return outer(m, n, alpha, a, b, beta, c);
     }
@@ -664,7 +625,6 @@ pub(super) mod avx512 {
                 let t = &Tile {
                     epi: match t.epi {
                         Epi::Tanh(Some(bias)) => Epi::Tanh(Some(bias.add(j))),
-                        Epi::Slope(h) => Epi::Slope(h.add(i * n + j)),
                         e => e,
                     },
                     ..*t
@@ -715,8 +675,6 @@ pub(super) mod avx512 {
     pub(super) enum Epi {
         Store,
         Tanh(Option<*const Lanes>),
-        /// (β = 0) times `1 − h²`, `h` laid out as C: [`super::tanh_slope`] from registers.
-        Slope(*const Lanes),
     }
 
     /// One `I×J` block of C in registers. `AT`: A's rows are adjacent (`ars = 1`; otherwise its
@@ -769,11 +727,6 @@ pub(super) mod avx512 {
                 }
                 match t.epi {
                     Epi::Store => st(dst, v),
-                    Epi::Slope(h) => {
-                        let hv = ld(h.add(ii * t.n + jj));
-                        let s = _mm512_sub_ps(_mm512_set1_ps(1.0), _mm512_mul_ps(hv, hv));
-                        st(dst, _mm512_mul_ps(v, s));
-                    }
                     Epi::Tanh(bias) => {
                         if let Some(bias) = bias {
                             v = _mm512_add_ps(v, ld(bias.add(jj)));
@@ -1115,24 +1068,18 @@ pub(super) mod avx512 {
         b: &[Lanes],
         beta: f32,
         c: &mut [Lanes],
-        slope: Option<&[Lanes]>,
     ) {
         let (al, be) = (_mm512_set1_ps(alpha), _mm512_set1_ps(beta));
-        let one = _mm512_set1_ps(1.0);
         for i in 0..m {
             let ai = _mm512_mul_ps(al, ld(a.as_ptr().add(i)));
             for j in 0..n {
                 let cp = c.as_mut_ptr().add(i * n + j);
-                let mut v = _mm512_mul_ps(ai, ld(b.as_ptr().add(j)));
-                if beta != 0.0 {
-                    v = _mm512_add_ps(v, _mm512_mul_ps(be, ld(cp)));
+                let v = _mm512_mul_ps(ai, ld(b.as_ptr().add(j)));
+                if beta == 0.0 {
+                    st(cp, v);
+                } else {
+                    st(cp, _mm512_add_ps(v, _mm512_mul_ps(be, ld(cp))));
                 }
-                if let Some(h) = slope {
-                    // `tanh_slope`'s operations, in its order.
-                    let hv = ld(h.as_ptr().add(i * n + j));
-                    v = _mm512_mul_ps(v, _mm512_sub_ps(one, _mm512_mul_ps(hv, hv)));
-                }
-                st(cp, v);
             }
         }
     }
@@ -1194,55 +1141,6 @@ mod tests {
     use crate::engine::{ops, Rng};
 
     /// Every branch of `gemm` against `gemm_ex` on each lane's model alone, bit for bit.
-    /// [`gemm_tanh_slope`] against [`gemm`] (β = 0) then [`tanh_slope`], bit for bit: the
-    /// outer product (k = 1), one block and several blocks of the sum, ragged tiles, both
-    /// transposes.
-    #[test]
-    fn gemm_tanh_slope_is_the_gemm_then_the_slope() {
-        if !crate::engine::sgemm::available() {
-            eprintln!("skipped: lockstep lanes reproduce the AVX-512 kernels only");
-            return;
-        }
-        let mut rng = Rng::stream(9, "lanes-slope");
-        let draw = |rng: &mut Rng, len: usize, s: f64| -> Vec<Lanes> {
-            (0..len)
-                .map(|_| std::array::from_fn(|_| (s * rng.normal()) as f32))
-                .collect()
-        };
-        for &(m, n, k) in &[
-            (64, 16, 1),
-            (64, 16, 16),
-            (64, 8, 64),
-            (37, 19, 21),
-            (5, 3, 200),
-        ] {
-            for ta in [Op::N, Op::T] {
-                for tb in [Op::N, Op::T] {
-                    let (a, b) = (draw(&mut rng, m * k, 1.0), draw(&mut rng, k * n, 1.0));
-                    let h = draw(&mut rng, m * n, 0.5);
-                    let mut want = zeros(m * n);
-                    gemm(ta, tb, (m, n, k), 0.75, &a, &b, 0.0, &mut want);
-                    tanh_slope(&mut want, &h);
-                    let mut got = zeros(m * n);
-                    assert!(gemm_tanh_slope(
-                        ta,
-                        tb,
-                        (m, n, k),
-                        0.75,
-                        &a,
-                        &b,
-                        &h,
-                        &mut got
-                    ));
-                    let bits = |t: &[Lanes]| -> Vec<u32> {
-                        t.iter().flatten().map(|x| x.to_bits()).collect()
-                    };
-                    assert_eq!(bits(&got), bits(&want), "{ta:?}{tb:?} m{m} n{n} k{k}");
-                }
-            }
-        }
-    }
-
     #[test]
     fn gemm_matches_each_model_alone() {
         if !crate::engine::sgemm::available() {

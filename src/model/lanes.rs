@@ -405,9 +405,6 @@ impl LaneMlp {
     pub fn backward(&mut self) {
         let rows = self.rows;
         let depth = self.depth();
-        // Whether the gradient in `grad[0]` already went through its layer's tanh (fused into
-        // the GEMM that made it: `lanes::gemm_tanh_slope`).
-        let mut sloped = false;
         // Output layer: dW = gᵀ·h, db = Σ_rows g, dh = g·W.
         {
             let (in_dim, out_dim) = (self.dims[depth], self.dims[depth + 1]);
@@ -424,11 +421,7 @@ impl LaneMlp {
                 let w = &self.values[layer.weight];
                 let dx = &mut self.grad[0][..rows * in_dim];
                 let dims = (rows, in_dim, out_dim);
-                sloped = self.activation == Activation::Tanh
-                    && lanes::gemm_tanh_slope(Op::N, Op::N, dims, a, g, w, input, dx);
-                if !sloped {
-                    lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
-                }
+                lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
             }
             if let Some(bi) = layer.bias {
                 lanes::column_sums(g, out_dim, &mut self.grads[bi]);
@@ -440,9 +433,7 @@ impl LaneMlp {
             let layer = self.layers[l];
             let [g_buf, next_buf] = &mut self.grad;
             let g = &mut g_buf[..n];
-            if !sloped {
-                slope_from_output(self.activation, g, &self.act[l][..n]);
-            }
+            slope_from_output(self.activation, g, &self.act[l][..n]);
             let input: &[Lanes] = match l {
                 0 => &self.x[..rows * in_dim],
                 _ => &self.act[l - 1][..rows * in_dim],
@@ -457,12 +448,7 @@ impl LaneMlp {
                 let w = &self.values[layer.weight];
                 let dx = &mut next_buf[..rows * in_dim];
                 let dims = (rows, in_dim, width);
-                // The slope of the layer below, in this GEMM's epilogue where it can.
-                sloped = self.activation == Activation::Tanh
-                    && lanes::gemm_tanh_slope(Op::N, Op::N, dims, a, g, w, input, dx);
-                if !sloped {
-                    lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
-                }
+                lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
                 self.grad.swap(0, 1);
             }
         }
