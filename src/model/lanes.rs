@@ -420,8 +420,7 @@ impl LaneMlp {
             if depth > 0 {
                 let w = &self.values[layer.weight];
                 let dx = &mut self.grad[0][..rows * in_dim];
-                let dims = (rows, in_dim, out_dim);
-                lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
+                lanes::gemm(Op::N, Op::N, (rows, in_dim, out_dim), a, g, w, 0.0, dx);
             }
             if let Some(bi) = layer.bias {
                 lanes::column_sums(g, out_dim, &mut self.grads[bi]);
@@ -447,8 +446,7 @@ impl LaneMlp {
             if l > 0 {
                 let w = &self.values[layer.weight];
                 let dx = &mut next_buf[..rows * in_dim];
-                let dims = (rows, in_dim, width);
-                lanes::gemm(Op::N, Op::N, dims, a, g, w, 0.0, dx);
+                lanes::gemm(Op::N, Op::N, (rows, in_dim, width), a, g, w, 0.0, dx);
                 self.grad.swap(0, 1);
             }
         }
