@@ -155,7 +155,8 @@ impl Float for f64 {
     }
     #[inline(always)]
     fn tanh_(self) -> Self {
-        self.tanh()
+        // Our copy of glibc's: the same bits on every machine and libm.
+        super::tanh64::tanh(self)
     }
     #[inline(always)]
     fn exp_(self) -> Self {

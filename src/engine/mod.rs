@@ -14,6 +14,7 @@ pub mod par;
 pub mod pool;
 pub mod rng;
 pub mod sgemm;
+pub mod tanh64;
 
 pub use float::Float;
 

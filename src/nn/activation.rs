@@ -147,6 +147,15 @@ impl Activation {
         self.value_and_slope(x).0
     }
 
+    /// [`Activation::eval`] of every element of `z`, in place (the same bits): tanh eight at
+    /// a time where the CPU allows ([`crate::engine::tanh64::tanh_in_place`]).
+    pub fn eval_in_place(self, z: &mut ndarray::Array2<f64>) {
+        match (self, z.as_slice_memory_order_mut()) {
+            (Activation::Tanh, Some(s)) => crate::engine::tanh64::tanh_in_place(s),
+            _ => z.mapv_inplace(|v| self.eval(v)),
+        }
+    }
+
     /// `f′(x)` in f64.
     pub fn slope(self, x: f64) -> f64 {
         self.value_and_slope(x).1

@@ -151,8 +151,7 @@ impl Teacher {
         for (l, (w, b)) in self.layers.iter().enumerate() {
             let mut z = h.as_ref().unwrap_or(x).dot(&w.t()) + b;
             if l < last {
-                let act = self.activation;
-                z.mapv_inplace(|v| act.eval(v));
+                self.activation.eval_in_place(&mut z);
             }
             h = Some(z);
         }
