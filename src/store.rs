@@ -361,6 +361,9 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     gate: std::sync::Arc<Gate>,
+    /// Metric name ids this connection has seen committed (a name's id never changes: names
+    /// are only ever added), so a flush skips two statements per name it has met before.
+    nids: HashMap<String, i64>,
 }
 
 const RUN_COLUMNS: &str =
@@ -576,6 +579,7 @@ impl Store {
             conn,
             path: path.to_path_buf(),
             gate: Gate::of(path),
+            nids: HashMap::new(),
         };
         store
             .conn
@@ -784,6 +788,10 @@ impl Store {
     pub fn append_metrics(&mut self, run_id: &str, rows: &[MetricRow]) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = |e| sql_err(&path, e);
+        // The ids known from earlier commits; those this transaction finds join them once it
+        // commits (an error drops the cache, which only costs the lookups again).
+        let known = std::mem::take(&mut self.nids);
+        let mut found: Vec<(String, i64)> = Vec::new();
         let tx = self.write_tx()?;
         let rid: i64 = tx
             .query_row("SELECT rid FROM runs WHERE id = ?1", [run_id], |r| r.get(0))
@@ -807,18 +815,20 @@ impl Store {
                      WHERE excluded.step > metric_last.step",
                 )
                 .map_err(e)?;
-            // Name ids are only cached for this transaction, so a rollback cannot leave stale ids.
+            // Ids found in this transaction, kept for it alone until it commits, so a rollback
+            // cannot leave a stale id behind.
             let mut nids: HashMap<&str, i64> = HashMap::new();
             // The batch's latest sample per series, written to metric_last once at the end.
             let mut last: HashMap<(i64, i64), (i64, Option<f64>)> = HashMap::new();
             let mut values: Vec<(i64, i64, i64, Option<f64>)> = Vec::with_capacity(rows.len());
             for row in rows {
-                let nid = match nids.get(row.name.as_str()) {
+                let nid = match known.get(&row.name).or_else(|| nids.get(row.name.as_str())) {
                     Some(&nid) => nid,
                     None => {
                         add_name.execute([&row.name]).map_err(e)?;
                         let nid: i64 = get_nid.query_row([&row.name], |r| r.get(0)).map_err(e)?;
                         nids.insert(&row.name, nid);
+                        found.push((row.name.clone(), nid));
                         nid
                     }
                 };
@@ -879,7 +889,10 @@ impl Store {
                     .map_err(e)?;
             }
         }
-        tx.commit().map_err(e)
+        tx.commit().map_err(e)?;
+        self.nids = known;
+        self.nids.extend(found);
+        Ok(())
     }
 
     /// Records the final status of run `id`.
