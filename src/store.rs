@@ -711,8 +711,10 @@ impl Store {
             )));
         }
         let pid = std::process::id();
-        let host = hostname();
-        let proc_start = proc_identity(pid);
+        // This process's own: read once (three procfs files a run before).
+        static OWN: std::sync::OnceLock<(Option<String>, Option<String>)> =
+            std::sync::OnceLock::new();
+        let (host, proc_start) = OWN.get_or_init(|| (hostname(), proc_identity(pid))).clone();
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let old = tx
