@@ -468,7 +468,8 @@ struct Gate {
 }
 
 /// A turn at a [`Gate`], given back on drop (`None`: the wait outlasted [`LOCK_PATIENCE`], so
-/// SQLite's own lock decides, as without the gate).
+/// SQLite's own lock decides, as without the gate: a writer can so wait that long twice). A
+/// gate lives as long as the process, one per store file it wrote.
 struct Turn(Option<std::sync::Arc<Gate>>);
 
 impl Gate {
@@ -711,10 +712,23 @@ impl Store {
             )));
         }
         let pid = std::process::id();
-        // This process's own: read once (three procfs files a run before).
-        static OWN: std::sync::OnceLock<(Option<String>, Option<String>)> =
-            std::sync::OnceLock::new();
-        let (host, proc_start) = OWN.get_or_init(|| (hostname(), proc_identity(pid))).clone();
+        // This process's own: read once per pid (three procfs files a run before; a forked
+        // child reads its own).
+        type Own = (u32, Option<String>, Option<String>);
+        static OWN: std::sync::Mutex<Option<Own>> = std::sync::Mutex::new(None);
+        let (host, proc_start) = {
+            let mut own = OWN
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match own.as_ref() {
+                Some((p, h, s)) if *p == pid => (h.clone(), s.clone()),
+                _ => {
+                    let (h, s) = (hostname(), proc_identity(pid));
+                    *own = Some((pid, h.clone(), s.clone()));
+                    (h, s)
+                }
+            }
+        };
         let path = self.path.clone();
         let tx = self.write_tx()?;
         let old = tx
@@ -1052,6 +1066,7 @@ impl Store {
     /// stood for, and the batch script.
     pub fn record_slurm_job(&mut self, job: &SlurmJob) -> Result<(), StoreError> {
         let runs = serde_json::to_string(&job.runs).unwrap_or_else(|_| "[]".into());
+        let _turn = self.gate.enter();
         self.conn
             .execute(
                 &format!(

@@ -1,7 +1,8 @@
 //! The scalar types the engine is generic over: `f32` (fast, for training) and `f64` (exact, for
 //! gradient checks and theory). Elementwise transcendental functions go through this trait so that
 //! `f32` uses the vectorizable approximations of [`super::fastmath`] (documented error bounds) and
-//! `f64` uses the correctly rounded-ish libm functions.
+//! `f64` the correctly rounded-ish libm functions — except `tanh`, our copy of glibc's
+//! ([`super::tanh64`]), which the teacher–student data goes through: the same bits everywhere.
 
 use std::fmt::{Debug, Display};
 use std::iter::Sum;
