@@ -541,6 +541,18 @@ pub fn column_sums_by_columns<F: Float>(g: &[F], width: usize, acc: &mut [F]) {
     let groups = width.div_ceil(COLUMN_GROUP);
     super::par::for_items(groups, super::par::rows(acc, COLUMN_GROUP), |grp, acc| {
         let j0 = grp * COLUMN_GROUP;
+        if acc.len() == COLUMN_GROUP {
+            // A whole group's sums in registers, not reloaded and stored back every row.
+            let mut sums = [F::zero(); COLUMN_GROUP];
+            for r in 0..rows {
+                let row = &g[r * width + j0..r * width + j0 + COLUMN_GROUP];
+                for (a, &v) in sums.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc.copy_from_slice(&sums);
+            return;
+        }
         acc.fill(F::zero());
         for r in 0..rows {
             let row = &g[r * width + j0..r * width + j0 + acc.len()];
