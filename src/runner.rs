@@ -16,11 +16,7 @@ use crate::train::{self, MetricSink, Outcome, ProgressFn};
 /// A run ready to train: its row in the store says `running`.
 pub struct Prepared {
     pub store: Store,
-    pub id: String,
-    pub artifacts: PathBuf,
-    pub data: Dataset,
-    /// The checkpoint step it resumes from, if any.
-    pub resumed_from: Option<u64>,
+    pub run: Claimed,
 }
 
 /// What [`prepare`] found.
@@ -54,18 +50,11 @@ pub fn prepare(
     let mut store = Store::open(store_path)?;
     Ok(match claim(&mut store, spec, data, name, force)? {
         Claim::Done(rec) => Start::Done(rec),
-        Claim::Ready(c) => Start::Ready(Box::new(Prepared {
-            store,
-            id: c.id,
-            artifacts: c.artifacts,
-            data: c.data,
-            resumed_from: c.resumed_from,
-        })),
+        Claim::Ready(run) => Start::Ready(Box::new(Prepared { store, run })),
     })
 }
 
-/// A run claimed in a store its caller holds open (a lockstep group's one connection, shared
-/// by its runs): [`Prepared`] without the store.
+/// A run claimed in a store (for a lockstep group, the one connection its runs share).
 pub struct Claimed {
     pub id: String,
     pub artifacts: PathBuf,
@@ -164,7 +153,7 @@ pub const OVERRIDES_FILE: &str = "overrides.txt";
 
 /// Records the overrides a run was started with beside its artifacts (none: no file).
 pub fn record_overrides(p: &Prepared, overrides: &[String]) -> Result<(), Error> {
-    record_overrides_in(&p.artifacts, overrides)
+    record_overrides_in(&p.run.artifacts, overrides)
 }
 
 /// [`record_overrides`] in the run folder `artifacts`.
@@ -183,10 +172,13 @@ pub fn execute(p: &mut Prepared, spec: &Spec, progress: ProgressFn<'_>) -> Resul
     let started = Instant::now();
     let Prepared {
         store,
-        id,
-        artifacts,
-        data,
-        resumed_from,
+        run:
+            Claimed {
+                id,
+                artifacts,
+                data,
+                resumed_from,
+            },
     } = p;
     let mut sink = StoreSink { store, id };
     let result = train::train(

@@ -161,7 +161,7 @@ fn run(
             Start::Done(rec) => Ok((rec.id, false)),
             Start::Ready(mut p) => {
                 runner::record_overrides(&p, &overrides)?;
-                let id = p.id.clone();
+                let id = p.run.id.clone();
                 runner::execute(&mut p, &spec, &mut |step, loss| {
                     progress.call((step, loss), false)
                 })?;

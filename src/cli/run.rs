@@ -98,12 +98,12 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     };
     runner::record_overrides(&p, &a.set)?;
     if !a.quiet {
-        println!("run {} ({name}): {}", p.id, p.data.description);
+        println!("run {} ({name}): {}", p.run.id, p.run.data.description);
         println!(
             "model: {}",
-            cloudchamber::train::describe_model(spec, &p.data)
+            cloudchamber::train::describe_model(spec, &p.run.data)
         );
-        if let Some(step) = p.resumed_from {
+        if let Some(step) = p.run.resumed_from {
             println!("resuming from the checkpoint at step {step}");
         }
     }
@@ -134,7 +134,7 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
     let out = result?;
     if out.status == cloudchamber::store::RunStatus::Interrupted {
         return Err(Error::Interrupted {
-            what: format!("run {}", p.id),
+            what: format!("run {}", p.run.id),
             hint: format!(
                 "checkpointed before step {}; run the same command again to resume",
                 out.steps
@@ -142,16 +142,16 @@ pub fn run(store_path: &Path, a: Args) -> Result<(), Error> {
         });
     }
     if !a.quiet {
-        let rec = p.store.resolve(&p.id)?;
+        let rec = p.store.resolve(&p.run.id)?;
         super::inspect::print_summary(&p.store, &rec)?;
         // The rate of this segment: the steps it took over the time it took.
-        let steps = out.steps - p.resumed_from.unwrap_or(0);
+        let steps = out.steps - p.run.resumed_from.unwrap_or(0);
         println!(
             "{:.0} steps/s, {} parameters; metrics in {}, artifacts in {}",
             steps as f64 / out.wall_seconds.max(1e-9),
             out.n_params,
             store_path.display(),
-            p.artifacts.display()
+            p.run.artifacts.display()
         );
     }
     Ok(())

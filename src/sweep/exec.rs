@@ -59,7 +59,7 @@ pub fn run_one(store_path: &Path, sw: &Sweep, k: usize) -> End {
                 Start::Ready(mut p) => {
                     runner::record_overrides(&p, &sw.overrides)?;
                     let out = runner::execute(&mut p, &r.spec, &mut |_, _| {})?;
-                    Ok(trained(&out, p.resumed_from))
+                    Ok(trained(&out, p.run.resumed_from))
                 }
             }
         }));

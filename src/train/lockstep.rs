@@ -320,18 +320,11 @@ fn lockstep(
                 };
                 let (params, opt) = (r.model.params_mut(), &mut r.opt);
                 lanes.store(lane, params, opt);
-                match r.step(step, &mut |_, _| {}) {
-                    Ok(Flow::Go) => lanes.load(lane, r.model.params(), &r.opt),
-                    Ok(Flow::Stop) => {
-                        if let Some(r) = runs[lane].take() {
-                            ended.push((lane, r));
-                        }
+                let flow = r.step(step, &mut |_, _| {});
+                if settle(lane, flow, runs, results, &mut ended, |_| {}) {
+                    if let Some(r) = &runs[lane] {
+                        lanes.load(lane, r.model.params(), &r.opt);
                     }
-                    Ok(Flow::Interrupted(out)) => {
-                        runs[lane] = None;
-                        results[lane] = Some(Ok(out));
-                    }
-                    Err(e) => leave!(lane, e),
                 }
                 lanes.t = t;
             }
@@ -434,22 +427,10 @@ fn lockstep(
             } else {
                 r.end_step(step, &mut |_, _| {})
             };
-            match flow {
-                Ok(Flow::Go) => {}
-                Ok(Flow::Stop) => {
-                    // The target loss, reached on a logged step: the run ends here.
-                    let (params, opt) = (r.model.params_mut(), &mut r.opt);
-                    lanes.store(lane, params, opt);
-                    if let Some(r) = runs[lane].take() {
-                        ended.push((lane, r));
-                    }
-                }
-                Ok(Flow::Interrupted(out)) => {
-                    runs[lane] = None;
-                    results[lane] = Some(Ok(out));
-                }
-                Err(e) => leave!(lane, e),
-            }
+            // The target loss, reached on a logged step: the run ends with the lanes' state.
+            settle(lane, flow, runs, results, &mut ended, |r| {
+                lanes.store(lane, r.model.params_mut(), &mut r.opt)
+            });
         }
     }
     // The runs that went the distance: their final evaluation in lanes (the rows `finish`
@@ -467,6 +448,37 @@ fn lockstep(
     for (lane, r) in ended {
         results[lane] = Some(r.finish());
     }
+}
+
+/// A lane's run after its own step: `true` while it goes on; otherwise it leaves the group —
+/// stopped (`before_leaving` first), to be finished after the loop; interrupted, with its
+/// outcome; failed, with its error.
+fn settle<'a>(
+    lane: usize,
+    flow: Result<Flow, Error>,
+    runs: &mut [Option<Run<'a, f32>>],
+    results: &mut [Option<Result<Outcome, Error>>],
+    ended: &mut Vec<(usize, Run<'a, f32>)>,
+    before_leaving: impl FnOnce(&mut Run<'a, f32>),
+) -> bool {
+    match flow {
+        Ok(Flow::Go) => return true,
+        Ok(Flow::Stop) => {
+            if let Some(mut r) = runs[lane].take() {
+                before_leaving(&mut r);
+                ended.push((lane, r));
+            }
+        }
+        Ok(Flow::Interrupted(out)) => {
+            runs[lane] = None;
+            results[lane] = Some(Ok(out));
+        }
+        Err(e) => {
+            runs[lane] = None;
+            results[lane] = Some(Err(e));
+        }
+    }
+    false
 }
 
 /// The evaluation splits of a group's runs as lane tensors, laid out once: `(x, y, rows)` for
