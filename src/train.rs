@@ -359,7 +359,10 @@ fn next_batch(
     batch: usize,
 ) -> std::ops::Range<usize> {
     if *cursor >= n {
-        *order = order_rng.permutation(n);
+        // `permutation(n)`'s draws into the buffer the last epoch used.
+        order.clear();
+        order.extend(0..n);
+        order_rng.shuffle(order);
         *cursor = 0;
     }
     let b = batch.min(n - *cursor);

@@ -38,6 +38,7 @@ struct ZigTables {
     ratio: [f64; 128],
 }
 
+#[inline]
 fn zig_tables() -> &'static ZigTables {
     static TABLES: std::sync::OnceLock<ZigTables> = std::sync::OnceLock::new();
     TABLES.get_or_init(|| {
@@ -83,6 +84,7 @@ impl Rng {
         Rng::new(seed ^ fnv1a(label).rotate_left(17))
     }
 
+    #[inline]
     pub fn next_u64(&mut self) -> u64 {
         let s = &mut self.s;
         let result = s[0].wrapping_add(s[3]).rotate_left(23).wrapping_add(s[0]);
@@ -97,6 +99,7 @@ impl Rng {
     }
 
     /// Uniform in [0, 1) with 53 random bits.
+    #[inline]
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
@@ -109,23 +112,38 @@ impl Rng {
     /// Standard normal by the ziggurat method (Marsaglia & Tsang 2000, in Doornik's 2005 ZIGNOR
     /// form with 128 blocks): one 64-bit draw and no transcendental call in ~98.8% of cases, so
     /// initializing a 50-layer, 1024-wide network takes milliseconds, not seconds.
+    #[inline]
     pub fn normal(&mut self) -> f64 {
         let t = zig_tables();
+        let bits = self.next_u64();
+        let i = (bits & 0x7F) as usize;
+        // The top 53 bits as a uniform in (-1, 1).
+        let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+        if u.abs() < t.ratio[i] {
+            return u * t.x[i];
+        }
+        // By value, so the caller's generator need not live in memory for the call.
+        let (next, x) = self.clone().normal_rejected(i, u);
+        *self = next;
+        x
+    }
+
+    /// [`Self::normal`] past its first draw's fast path (~1.2% of calls): kept out of line so
+    /// the common case inlines into the caller's loop with the state in registers (as one
+    /// call each, the state's round trip through memory cost 8–10 ns per normal, 3× the draw).
+    #[cold]
+    #[inline(never)]
+    fn normal_rejected(mut self, mut i: usize, mut u: f64) -> (Self, f64) {
+        let t = zig_tables();
         loop {
-            let bits = self.next_u64();
-            let i = (bits & 0x7F) as usize;
-            // The top 53 bits as a uniform in (-1, 1).
-            let u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
-            if u.abs() < t.ratio[i] {
-                return u * t.x[i];
-            }
             if i == 0 {
                 // The base block's tail beyond R (Marsaglia 1964).
                 loop {
                     let x = (1.0 - self.uniform()).ln() / ZIG_R;
                     let y = (1.0 - self.uniform()).ln();
                     if -2.0 * y >= x * x {
-                        return if u < 0.0 { x - ZIG_R } else { ZIG_R - x };
+                        let x = if u < 0.0 { x - ZIG_R } else { ZIG_R - x };
+                        return (self, x);
                     }
                 }
             }
@@ -134,12 +152,32 @@ impl Rng {
             let f0 = (-0.5 * (t.x[i] * t.x[i] - x * x)).exp();
             let f1 = (-0.5 * (t.x[i + 1] * t.x[i + 1] - x * x)).exp();
             if f1 + self.uniform() * (f0 - f1) < 1.0 {
-                return x;
+                return (self, x);
+            }
+            let bits = self.next_u64();
+            i = (bits & 0x7F) as usize;
+            u = 2.0 * ((bits >> 11) as f64 * (1.0 / (1u64 << 53) as f64)) - 1.0;
+            if u.abs() < t.ratio[i] {
+                return (self, u * t.x[i]);
             }
         }
     }
 
+    /// `n` draws of [`Self::normal`], in order. Faster than calling it in a loop that also
+    /// stores: the generator is copied into a local the stores cannot alias, so its state stays
+    /// in registers (through `&mut self` every draw reloaded it: ~6 ns a normal, here ~3).
+    pub fn normals(&mut self, n: usize) -> Vec<f64> {
+        let mut r = self.clone();
+        let mut out = vec![0.0; n];
+        for o in out.iter_mut() {
+            *o = r.normal();
+        }
+        *self = r;
+        out
+    }
+
     /// Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
+    #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
         assert!(n > 0, "Rng::below(0)");
         let mut m = (self.next_u64() as u128) * (n as u128);
@@ -209,6 +247,18 @@ mod tests {
             Rng::stream(7, "init").next_u64(),
             Rng::stream(7, "data").next_u64()
         );
+    }
+
+    /// The batch form is the same stream: every draw (the rejected paths included: 10⁵ draws
+    /// take the wedge ~1,200 times and the tail ~25) and the state left behind.
+    #[test]
+    fn normals_are_the_draws_of_normal() {
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        let batch = a.normals(100_000);
+        let one: Vec<f64> = (0..100_000).map(|_| b.normal()).collect();
+        assert!(batch.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert_eq!(a, b);
+        assert!(batch.iter().any(|x| x.abs() > ZIG_R), "no draw from the tail");
     }
 
     #[test]

@@ -272,11 +272,7 @@ impl TeacherStudentSpec {
         let teacher = self.teacher(seed);
         let inputs = |label: &str, n: usize| {
             let mut rng = Rng::stream(seed, label);
-            matrix(
-                n,
-                self.input_dim,
-                (0..n * self.input_dim).map(|_| rng.normal()).collect(),
-            )
+            matrix(n, self.input_dim, rng.normals(n * self.input_dim))
         };
         let train_x = inputs("task/train_inputs", self.n_train);
         let test_x = inputs("task/test_inputs", self.n_test);

@@ -98,6 +98,16 @@ pub(crate) fn perturb_rng(seed: u64, step: u64) -> Rng {
 }
 
 /// Draws a level for each row of `clean` (`[rows, dim]`) and perturbs it into `noisy`.
+/// A matrix's elements in row-major order, converted: over the contiguous slice where the
+/// array is in standard layout (a loop the compiler vectorizes; ndarray's element iterator is
+/// not, and a test split is 10⁵ elements), else element by element.
+fn convert<F: Float>(a: &ndarray::Array2<f64>) -> Vec<F> {
+    match a.as_slice() {
+        Some(s) => s.iter().map(|&v| F::of(v)).collect(),
+        None => a.iter().map(|&v| F::of(v)).collect(),
+    }
+}
+
 fn perturb_rows<F: Float>(
     kernel: &Kernel,
     clean: &[F],
@@ -188,8 +198,8 @@ impl<F: Float> Split<F> {
                 yw,
             }),
             None => Split::Rows(Samples {
-                x: x.iter().map(|&v| F::of(v)).collect(),
-                y: y.iter().map(|&v| F::of(v)).collect(),
+                x: convert(x),
+                y: convert(y),
                 n,
                 xw,
                 yw,
