@@ -46,7 +46,7 @@ pub fn prepare(
     name: &str,
     force: bool,
 ) -> Result<Start, Error> {
-    let data = checked_data(spec, base_dir)?;
+    let data = checked_data(spec, base_dir, &mut train::MemoryBudget::read())?;
     let mut store = Store::open(store_path)?;
     Ok(match claim(&mut store, spec, data, name, force)? {
         Claim::Done(rec) => Start::Done(rec),
@@ -71,24 +71,30 @@ pub enum Claim {
 }
 
 /// [`prepare`] in an open store: a group's runs share one connection, so each skips opening
-/// the file, reading its schema and preparing its statements again.
+/// the file, reading its schema and preparing its statements again; and one memory budget, so
+/// each must fit beside the group's runs before it.
 pub fn prepare_in(
     store: &mut Store,
+    budget: &mut train::MemoryBudget,
     spec: &Spec,
     base_dir: &Path,
     name: &str,
     force: bool,
 ) -> Result<Claim, Error> {
-    let data = checked_data(spec, base_dir)?;
+    let data = checked_data(spec, base_dir, budget)?;
     claim(store, spec, data, name, force)
 }
 
-/// The run's data, refused (too large, or unlike the model) before the store or the run's
-/// folder is touched.
-fn checked_data(spec: &Spec, base_dir: &Path) -> Result<Dataset, Error> {
+/// The run's data, refused (too large for `budget`, or unlike the model) before the store or
+/// the run's folder is touched.
+fn checked_data(
+    spec: &Spec,
+    base_dir: &Path,
+    budget: &mut train::MemoryBudget,
+) -> Result<Dataset, Error> {
     let data = spec.task.generate(spec.seed, base_dir)?;
     spec.check_data(&data)?;
-    train::check_memory(spec, &data)?;
+    budget.admit(spec, &data)?;
     Ok(data)
 }
 

@@ -256,9 +256,15 @@ mod tests {
         let (mut a, mut b) = (Rng::new(7), Rng::new(7));
         let batch = a.normals(100_000);
         let one: Vec<f64> = (0..100_000).map(|_| b.normal()).collect();
-        assert!(batch.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
+        assert!(batch
+            .iter()
+            .zip(&one)
+            .all(|(x, y)| x.to_bits() == y.to_bits()));
         assert_eq!(a, b);
-        assert!(batch.iter().any(|x| x.abs() > ZIG_R), "no draw from the tail");
+        assert!(
+            batch.iter().any(|x| x.abs() > ZIG_R),
+            "no draw from the tail"
+        );
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
                 }
             };
             let mut ready = Vec::new();
+            // The group's runs are held at once: admitted against one reading of free memory.
+            let mut budget = crate::train::MemoryBudget::read();
             for &k in ks {
                 if crate::interrupt::requested() {
                     ends.push((k, End::NotRun));
@@ -126,15 +128,20 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
                     ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
                     continue;
                 };
-                let claimed =
-                    runner::prepare_in(&mut store, &r.spec, &sw.base_dir, &sw.name, false)
-                        .and_then(|claim| match claim {
-                            Claim::Ready(c) => {
-                                runner::record_overrides_in(&c.artifacts, &sw.overrides)
-                                    .map(|()| Ok(c))
-                            }
-                            Claim::Done(rec) => Ok(Err(End::Skipped(rec.status))),
-                        });
+                let claimed = runner::prepare_in(
+                    &mut store,
+                    &mut budget,
+                    &r.spec,
+                    &sw.base_dir,
+                    &sw.name,
+                    false,
+                )
+                .and_then(|claim| match claim {
+                    Claim::Ready(c) => {
+                        runner::record_overrides_in(&c.artifacts, &sw.overrides).map(|()| Ok(c))
+                    }
+                    Claim::Done(rec) => Ok(Err(End::Skipped(rec.status))),
+                });
                 match claimed {
                     Ok(Ok(c)) => ready.push((k, c)),
                     Ok(Err(end)) => ends.push((k, end)),
