@@ -382,10 +382,7 @@ fn next_batch(
     batch: usize,
 ) -> std::ops::Range<usize> {
     if *cursor >= n {
-        // `permutation(n)`'s draws into the buffer the last epoch used.
-        order.clear();
-        order.extend(0..n);
-        order_rng.shuffle(order);
+        order_rng.permutation_into(n, order);
         *cursor = 0;
     }
     let b = batch.min(n - *cursor);

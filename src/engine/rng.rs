@@ -205,9 +205,16 @@ impl Rng {
 
     /// A random permutation of 0..n.
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
-        let mut p: Vec<usize> = (0..n).collect();
-        self.shuffle(&mut p);
+        let mut p = Vec::new();
+        self.permutation_into(n, &mut p);
         p
+    }
+
+    /// [`Self::permutation`] into `p` (its buffer reused: an epoch's order, say).
+    pub fn permutation_into(&mut self, n: usize, p: &mut Vec<usize>) {
+        p.clear();
+        p.extend(0..n);
+        self.shuffle(p);
     }
 
     /// Sample from a Gamma(shape, 1) distribution (Marsaglia & Tsang 2000), used for Dirichlet draws.

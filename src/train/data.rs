@@ -169,8 +169,8 @@ impl<F: Float> Split<F> {
         if let Some(info) = &data.prompts {
             return Split::Prompts {
                 s: Samples {
-                    x: x.iter().map(|&v| F::of(v)).collect(),
-                    y: y.iter().map(|&v| F::of(v)).collect(),
+                    x: convert(x),
+                    y: convert(y),
                     n,
                     xw,
                     yw,
@@ -216,7 +216,7 @@ impl<F: Float> Split<F> {
             Part::Test => (&data.test_x, "denoise-test-eval"),
         };
         let (n, dim) = (x.nrows(), x.ncols());
-        let clean: Vec<F> = x.iter().map(|&v| F::of(v)).collect();
+        let clean: Vec<F> = convert(x);
         let (mut noisy, mut sigma) = (vec![F::zero(); n * dim], vec![F::zero(); n]);
         perturb_rows(
             &kernel,
