@@ -53,8 +53,8 @@ pub fn tanh_f32(x: f32) -> f32 {
     q = x2 * q + B2;
     q = x2 * q + B1;
     q = x2 * q + 1.0;
-    // Cheap guarantee that tanh never leaves [-1, 1], whatever the rounding near the clamp.
-    (p / q).clamp(-1.0, 1.0)
+    // Never outside [-1, 1]: checked for every input (test `the_ratio_never_leaves_the_unit_interval`).
+    p / q
 }
 
 /// [`tanh_f32`]'s constants (shared with the lockstep lanes' vector copy of it).
@@ -470,6 +470,22 @@ mod tests {
             assert!(y.abs() <= 1.0, "|tanh_f32({x:e})| = {y:e} > 1");
         }
         assert_monotone_on_grid("tanh_f32", tanh_f32, 2.9, 4.8e-7);
+    }
+
+    /// Why `tanh_f32` needs no clamp of its result to [-1, 1]: the ratio never leaves it.
+    /// Every `f32` from 0.5 to the input clamp is tried (beyond it the input is the clamp;
+    /// below 0.5 the result is within 3.7e-7 of tanh ≤ 0.47); negative inputs give exactly the
+    /// negated result (every step of the formula is odd or even in `x`, and IEEE rounding is
+    /// symmetric). Removing the clamp (two of the vector tanh's 23 instructions) made the
+    /// vector tanh 15% faster on Zen 5 (2.57 → 2.19 ns per 16 lanes) with the same bits.
+    #[test]
+    fn the_ratio_never_leaves_the_unit_interval() {
+        let (lo, hi) = (0.5f32.to_bits(), tanh_consts::CLAMP.to_bits());
+        let worst = (lo..=hi)
+            .map(|b| tanh_f32(f32::from_bits(b)))
+            .fold(0.0f32, f32::max);
+        assert_eq!(worst, 1.0, "the largest result from 0.5 to the clamp");
+        assert_eq!(tanh_f32(tanh_consts::CLAMP), 1.0);
     }
 
     #[test]

@@ -721,7 +721,12 @@ pub(super) mod avx512 {
         for (ii, acc) in acc.iter().enumerate() {
             for (jj, &v) in acc.iter().enumerate() {
                 let dst = c.add(ii * t.n + jj);
-                let mut v = _mm512_mul_ps(v, alpha);
+                // α = 1 (most layers) leaves the product exact: no multiply.
+                let mut v = if t.alpha == 1.0 {
+                    v
+                } else {
+                    _mm512_mul_ps(v, alpha)
+                };
                 if t.beta != 0.0 {
                     v = _mm512_fmadd_ps(beta, ld(dst), v);
                 }
@@ -811,8 +816,7 @@ pub(super) mod avx512 {
         q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B2));
         q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B1));
         q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(1.0));
-        let r = _mm512_div_ps(p, q);
-        _mm512_min_ps(s(1.0), _mm512_max_ps(s(-1.0), r))
+        _mm512_div_ps(p, q)
     }
 
     /// SAFETY: AVX-512F; `h.len() ≥ z.len()`, a bias holds `width` lanes.
