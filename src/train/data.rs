@@ -97,7 +97,6 @@ pub(crate) fn perturb_rng(seed: u64, step: u64) -> Rng {
     )
 }
 
-/// Draws a level for each row of `clean` (`[rows, dim]`) and perturbs it into `noisy`.
 /// A matrix's elements in row-major order, converted: over the contiguous slice where the
 /// array is in standard layout (a loop the compiler vectorizes; ndarray's element iterator is
 /// not, and a test split is 10⁵ elements), else element by element.
@@ -108,6 +107,7 @@ fn convert<F: Float>(a: &ndarray::Array2<f64>) -> Vec<F> {
     }
 }
 
+/// Draws a level for each row of `clean` (`[rows, dim]`) and perturbs it into `noisy`.
 fn perturb_rows<F: Float>(
     kernel: &Kernel,
     clean: &[F],
