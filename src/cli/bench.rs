@@ -380,7 +380,7 @@ pub fn run(a: Args) -> Result<(), Error> {
             "  a group of K runs costs about 16 models in lanes, so it gains when K > 16 · lanes/alone;"
         );
         println!(
-            "  `sweep` groups by the ratios measured on the development machine (sweep::exec::LANES_OVER_ALONE)"
+            "  `sweep` groups by the ratios measured on the development machines (sweep::exec::LANES_OVER_ALONE, and LANES_OVER_ALONE_AVX2 where the kernels are AVX2)"
         );
         return Ok(());
     }

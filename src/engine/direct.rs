@@ -94,7 +94,7 @@ impl Taps {
 /// Whether [`correlate`] runs for this dtype and geometry: f32 on an AVX-512 CPU, with output
 /// rows a multiple of 16 pixels (one vector never spans two rows).
 pub fn available<F: Float>(t: &Taps) -> bool {
-    F::IS_F32 && super::sgemm::available() && t.out_hw.1.is_multiple_of(16) && t.k > 0
+    F::IS_F32 && super::sgemm::avx512() && t.out_hw.1.is_multiple_of(16) && t.k > 0
 }
 
 /// The convolution kernel f32 runs here, with the cache sizes it was blocked for, as benchmark
@@ -105,7 +105,7 @@ pub fn describe() -> String {
         super::sgemm::l1d_bytes() >> 10,
         super::sgemm::l2_bytes() >> 10
     );
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         format!(
             "cloudchamber AVX-512 direct (implicit GEMM: 12 channels × 32 pixels forward and input \
              gradient, 8 channels × 3 taps weight gradient; {caches}) for stride-1 convolutions \

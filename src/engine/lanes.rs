@@ -6,12 +6,16 @@
 //! Each lane must compute exactly the bits the same model computes alone, so [`gemm`] follows
 //! [`super::ops::gemm_ex`]'s choices for dense operands step by step: its degenerate shapes
 //! (a dot product in eight partial sums, an axpy, an outer product, each with its own order of
-//! multiplies and adds), and otherwise the AVX-512 kernels' arithmetic — one fused multiply-add
+//! multiplies and adds), and otherwise the engine's kernels' arithmetic — one fused multiply-add
 //! chain over `k` from zero, then `α·acc`, then `β·C` fused onto it. That holds while `k` fits
 //! one of the kernels' `KC` blocks ([`MAX_K`]); callers check. The tests compare every branch
-//! bit for bit with `gemm_ex`.
+//! bit for bit with `gemm_ex`. The kernels come in AVX-512 (one zmm per [`Lanes`]) and, for
+//! CPUs without it, AVX2 with FMA (two ymm halves: `avx2`), with the same bits.
 
 use super::ops::Op;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Models per group: one AVX-512 vector of f32.
 pub const LANES: usize = 16;
@@ -56,8 +60,9 @@ pub fn gemm_bias_tanh(
     );
     #[cfg(target_arch = "x86_64")]
     {
-        let epi = avx512::Epi::Tanh(bias.map(|b| b.as_ptr()));
-        // SAFETY: AVX-512F is present (checked); the assert bounds A, B, the bias and `h`.
+        let epi = Epi::Tanh(bias.map(|b| b.as_ptr()));
+        // SAFETY: AVX-512F, or AVX2 and FMA, are present (checked); the assert bounds A, B, the
+        // bias and `h`.
         unsafe { chain(ta, tb, (m, n, k), alpha, a, b, 0.0, h, epi) };
         true
     }
@@ -65,10 +70,11 @@ pub fn gemm_bias_tanh(
     false
 }
 
-/// [`avx512::chain`] on dense row-major operands.
+/// [`avx512::chain`] (or [`avx2::chain`] where the CPU has AVX2 and FMA but not AVX-512) on
+/// dense row-major operands.
 ///
 /// # Safety
-/// AVX-512F must be present, and `a`, `b`, `c` (and an epilogue's bias) must hold
+/// [`super::sgemm::available`] must hold, and `a`, `b`, `c` (and an epilogue's bias) must hold
 /// `op(A): [m, k]`, `op(B): [k, n]`, `C: [m, n]` (and `n` lanes).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
@@ -81,13 +87,18 @@ unsafe fn chain(
     b: &[Lanes],
     beta: f32,
     c: &mut [Lanes],
-    epi: avx512::Epi,
+    epi: Epi,
 ) {
     let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
-    // SAFETY: the caller's contract: AVX-512F, and operands that hold these shapes, so every
-    // stride the kernel walks stays inside them; `c` is a unique borrow.
+    let kernel = if super::sgemm::avx512() {
+        avx512::chain
+    } else {
+        avx2::chain
+    };
+    // SAFETY: the caller's contract: the kernel's instruction set, and operands that hold these
+    // shapes, so every stride the kernel walks stays inside them; `c` is a unique borrow.
     unsafe {
-        avx512::chain(
+        kernel(
             (m, n, k),
             alpha,
             (a.as_ptr(), ars, aps),
@@ -138,9 +149,14 @@ pub fn gemm(
     }
     // `gemm_ex`'s degenerate shapes, in its order.
     #[cfg(target_arch = "x86_64")]
-    let fast = super::sgemm::available();
+    let fast = super::sgemm::avx512();
     #[cfg(not(target_arch = "x86_64"))]
     let fast = false;
+    #[cfg(target_arch = "x86_64")]
+    if !fast && super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert at the top bounds A, B and C.
+        return unsafe { avx2::gemm(ta, tb, (m, n, k), alpha, a, b, beta, c) };
+    }
     if n == 1 && ta == Op::N {
         #[cfg(target_arch = "x86_64")]
         if fast {
@@ -168,9 +184,25 @@ pub fn gemm(
     #[cfg(target_arch = "x86_64")]
     if fast {
         // SAFETY: AVX-512F is present (checked); the assert at the top bounds A, B and C.
-        unsafe { chain(ta, tb, (m, n, k), alpha, a, b, beta, c, avx512::Epi::Store) };
+        unsafe { chain(ta, tb, (m, n, k), alpha, a, b, beta, c, Epi::Store) };
         return;
     }
+    chains(ta, tb, (m, n, k), alpha, a, b, beta, c);
+}
+
+/// [`gemm`]'s general case, portable: one FMA chain per element over `p` from zero, then
+/// `α·acc (+ β·C)` fused.
+#[allow(clippy::too_many_arguments)]
+fn chains(
+    ta: Op,
+    tb: Op,
+    (m, n, k): (usize, usize, usize),
+    alpha: f32,
+    a: &[Lanes],
+    b: &[Lanes],
+    beta: f32,
+    c: &mut [Lanes],
+) {
     // The kernels: A(i, p) and B(p, j) through the transposes.
     let a_at = |i: usize, p: usize| match ta {
         Op::N => &a[i * k + p],
@@ -215,6 +247,7 @@ pub fn gemm(
 /// `n = 1`: each row of A dotted with B ([`super::ops::dot`]: eight partial sums of products
 /// in a fixed tree, then the tail), then `α·d (+ β·c)`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn dot_rows(m: usize, k: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c: &mut [Lanes]) {
     let whole = k / 8 * 8;
     for (i, cv) in c[..m].iter_mut().enumerate() {
@@ -246,6 +279,7 @@ fn dot_rows(m: usize, k: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32,
 
 /// `m = 1`: `C = β·C` (or zero), then `C += (α·a_p)·B[p, :]` for each `p` in order.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn axpy(n: usize, k: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c: &mut [Lanes]) {
     let c = &mut c[..n];
     if beta == 0.0 {
@@ -269,6 +303,7 @@ fn axpy(n: usize, k: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c: 
 
 /// `k = 1`: `C = (α·a_i)·b_j (+ β·C)`.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn outer(m: usize, n: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c: &mut [Lanes]) {
     for i in 0..m {
         let ai: Lanes = std::array::from_fn(|l| alpha * a[i][l]);
@@ -288,10 +323,22 @@ fn outer(m: usize, n: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c:
 pub fn column_sums(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
     assert!(acc.len() >= width && width > 0);
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         // SAFETY: AVX-512F is present (checked); `acc` holds `width` lanes (asserted).
         return unsafe { avx512::column_sums(g, width, acc) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert bounds every index.
+        return unsafe { avx2::column_sums(g, width, acc) };
+    }
+    column_sums_portable(g, width, acc)
+}
+
+/// [`column_sums`] without the instruction-set kernels (inlined into [`avx2::column_sums`]'s
+/// AVX2 and FMA code).
+#[inline(always)]
+fn column_sums_portable(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
     let acc = &mut acc[..width];
     acc.fill([0.0; LANES]);
     for row in g.chunks_exact(width) {
@@ -311,10 +358,22 @@ pub fn mse(out: &[Lanes], y: &[Lanes], g: &mut [Lanes]) -> [f64; LANES] {
     assert!(y.len() >= n && g.len() >= n);
     let scale = (2.0 / n as f64) as f32;
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index.
         return unsafe { avx512::mse(out, y, scale, g) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert bounds every index.
+        return unsafe { avx2::mse(out, y, scale, g) };
+    }
+    mse_portable(out, y, scale, g)
+}
+
+/// [`mse`] without the instruction-set kernels (inlined into [`avx2::mse`]'s
+/// AVX2 and FMA code).
+#[inline(always)]
+fn mse_portable(out: &[Lanes], y: &[Lanes], scale: f32, g: &mut [Lanes]) -> [f64; LANES] {
     let mut sums = [0.0f64; LANES];
     for ((o, t), gv) in out.iter().zip(y).zip(g.iter_mut()) {
         for l in 0..LANES {
@@ -382,15 +441,23 @@ pub fn gather_rows(
         i * w
     };
     #[cfg(target_arch = "x86_64")]
-    if w >= 2 && avx512vl() {
+    if w >= 2 && (avx512vl() || super::sgemm::available()) {
+        let wide = avx512vl();
         let base: [*const f32; LANES] = std::array::from_fn(|l| src[l].as_ptr());
         for k in 0..rows {
             // SAFETY: `start` checked the row lies inside lane l's split.
             let at: [*const f32; LANES] =
                 std::array::from_fn(|l| unsafe { base[l].add(start(l, k)) });
-            // SAFETY: AVX-512F/VL present (checked); each `at[l]` heads `w` floats of its
-            // split (checked above), and `dst` holds rows·w lanes.
-            unsafe { avx512::gather_row(&at, w, dst[k * w..(k + 1) * w].as_mut_ptr()) };
+            let d = dst[k * w..(k + 1) * w].as_mut_ptr();
+            // SAFETY: AVX-512F/VL, or else AVX2, present (checked); each `at[l]` heads `w`
+            // floats of its split (checked above), and `dst` holds rows·w lanes.
+            unsafe {
+                if wide {
+                    avx512::gather_row(&at, w, d)
+                } else {
+                    avx2::gather_row(&at, w, d)
+                }
+            };
         }
         return;
     }
@@ -439,10 +506,22 @@ pub fn insert(t: &mut [Lanes], lane: usize, from: &[f32]) {
 pub fn bias_tanh(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: &mut [Lanes]) {
     assert!(h.len() >= z.len() && bias.is_none_or(|b| b.len() >= width) && width > 0);
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index the kernel reads.
         return unsafe { avx512::bias_tanh(width, bias, z, h) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert bounds every index.
+        return unsafe { avx2::bias_tanh(width, bias, z, h) };
+    }
+    bias_tanh_portable(width, bias, z, h)
+}
+
+/// [`bias_tanh`] without the instruction-set kernels (inlined into [`avx2::bias_tanh`]'s
+/// AVX2 and FMA code).
+#[inline(always)]
+fn bias_tanh_portable(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: &mut [Lanes]) {
     let f = super::fastmath::tanh_f32;
     match bias {
         Some(b) => {
@@ -470,10 +549,22 @@ pub fn bias_tanh(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: &mut 
 pub fn tanh_slope(g: &mut [Lanes], h: &[Lanes]) {
     assert!(h.len() >= g.len());
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         // SAFETY: AVX-512F is present (checked); `h` is at least as long as `g`.
         return unsafe { avx512::tanh_slope(g, h) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert bounds every index.
+        return unsafe { avx2::tanh_slope(g, h) };
+    }
+    tanh_slope_portable(g, h)
+}
+
+/// [`tanh_slope`] without the instruction-set kernels (inlined into [`avx2::tanh_slope`]'s
+/// AVX2 and FMA code).
+#[inline(always)]
+fn tanh_slope_portable(g: &mut [Lanes], h: &[Lanes]) {
     for (gv, hv) in g.iter_mut().zip(h) {
         for l in 0..LANES {
             gv[l] *= 1.0 - hv[l] * hv[l];
@@ -486,10 +577,22 @@ pub fn tanh_slope(g: &mut [Lanes], h: &[Lanes]) {
 pub fn adam(c: &AdamConsts, w: &mut [Lanes], g: &[Lanes], m: &mut [Lanes], v: &mut [Lanes]) {
     assert!(g.len() >= w.len() && m.len() >= w.len() && v.len() >= w.len());
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::available() {
+    if super::sgemm::avx512() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index.
         return unsafe { avx512::adam(c, w, g, m, v) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if super::sgemm::available() {
+        // SAFETY: AVX2 and FMA are present (checked); the assert bounds every index.
+        return unsafe { avx2::adam(c, w, g, m, v) };
+    }
+    adam_portable(c, w, g, m, v)
+}
+
+/// [`adam`] without the instruction-set kernels (inlined into [`avx2::adam`]'s
+/// AVX2 and FMA code).
+#[inline(always)]
+fn adam_portable(c: &AdamConsts, w: &mut [Lanes], g: &[Lanes], m: &mut [Lanes], v: &mut [Lanes]) {
     for (((w, g), m), v) in w.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
         for l in 0..LANES {
             let g = if c.adamw {
@@ -522,12 +625,36 @@ pub struct AdamConsts {
     pub eps: Lanes,
 }
 
+/// What a GEMM tile does with `α·acc (+ β·C)`: store it, or (β = 0) add the bias of its column
+/// and store its tanh (the layer's activation, straight from registers).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum Epi {
+    Store,
+    Tanh(Option<*const Lanes>),
+}
+
+/// The depth of one block of the kernels' sum (`chain`): all of `k` while what the tiles reuse
+/// fits in half the L1 data cache — all of `op(B)` (read again for each row of tiles) and one
+/// row of tiles' 4 rows of `op(A)` (read again for each tile in it) — else the most steps that
+/// do (at least 8), in even blocks.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn k_block(n: usize, k: usize) -> usize {
+    let per_step = (n + 4) * std::mem::size_of::<Lanes>();
+    let fit = (crate::engine::sgemm::l1d_bytes() / 2 / per_step.max(1)).max(8);
+    if fit >= k {
+        k
+    } else {
+        k.div_ceil(k.div_ceil(fit))
+    }
+}
+
 /// The AVX-512 kernels: one zmm per [`Lanes`]. Each applies, per lane, the same IEEE operations
 /// in the same order as the portable code beside its caller (no operation is fused that is not
 /// fused there), so either path gives the same bits.
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx512 {
-    use super::{AdamConsts, Lanes, LANES};
+    use super::{AdamConsts, Epi, Lanes, LANES};
     use std::arch::x86_64::*;
 
     #[inline(always)]
@@ -567,7 +694,7 @@ pub(super) mod avx512 {
         // of FMAs, so the same bits. A width-16 weight gradient, `[16 × 64]ᵀ·[64 × 16]`, read its
         // operands 1 KiB apart per step, so 64 steps overfilled L1's sets: on Zen 5 it took
         // 5.1 µs, blocks of 16 steps 3.3–3.4 (the forward's GEMM of as many FMAs: 2.7).
-        let kb = if beta == 0.0 { k_block(n, k) } else { k };
+        let kb = if beta == 0.0 { super::k_block(n, k) } else { k };
         let mut p0 = 0;
         while p0 < k {
             let kc = kb.min(k - p0);
@@ -586,20 +713,6 @@ pub(super) mod avx512 {
             };
             tiles(&t, m, n, a.add(p0 * aps), b.add(p0 * bps), c);
             p0 += kc;
-        }
-    }
-
-    /// The depth of one block of [`chain`]'s sum: all of `k` while what the tiles reuse fits in
-    /// half the L1 data cache — all of `op(B)` (read again for each row of tiles) and one row
-    /// of tiles' 4 rows of `op(A)` (read again for each tile in it) — else the most steps that
-    /// do (at least 8), in even blocks.
-    fn k_block(n: usize, k: usize) -> usize {
-        let per_step = (n + 4) * std::mem::size_of::<Lanes>();
-        let fit = (crate::engine::sgemm::l1d_bytes() / 2 / per_step.max(1)).max(8);
-        if fit >= k {
-            k
-        } else {
-            k.div_ceil(k.div_ceil(fit))
         }
     }
 
@@ -667,14 +780,6 @@ pub(super) mod avx512 {
         resume: bool,
         /// The sum's last block: the epilogue follows (else the raw accumulators go to C).
         finish: bool,
-    }
-
-    /// What a tile does with `α·acc (+ β·C)`: store it, or (β = 0) add the bias of its column
-    /// and store its tanh (the layer's activation, straight from registers).
-    #[derive(Clone, Copy)]
-    pub(super) enum Epi {
-        Store,
-        Tanh(Option<*const Lanes>),
     }
 
     /// One `I×J` block of C in registers. `AT`: A's rows are adjacent (`ars = 1`; otherwise its

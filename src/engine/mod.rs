@@ -20,8 +20,10 @@ pub use float::Float;
 
 /// The GEMM kernel a dtype runs on this CPU, as benchmark figures name it.
 pub fn gemm_kernel(f32: bool) -> &'static str {
-    if f32 && sgemm::available() {
+    if f32 && sgemm::avx512() {
         "cloudchamber AVX-512 sgemm (12×32 tile)"
+    } else if f32 && sgemm::available() {
+        "cloudchamber AVX2+FMA sgemm (12×32 blocks of 6×16 tiles)"
     } else if f32 {
         "matrixmultiply sgemm"
     } else {

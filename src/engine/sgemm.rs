@@ -1,4 +1,4 @@
-//! The engine's own single-precision GEMM for CPUs with AVX-512 (BLIS's loop structure:
+//! The engine's own single-precision GEMM for CPUs with AVX-512 or AVX2+FMA (BLIS's loop structure:
 //! Van Zee & van de Geijn, "BLIS: A Framework for Rapidly Instantiating BLAS Functionality",
 //! ACM TOMS 2015).
 //!
@@ -22,7 +22,8 @@
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
-//! count.
+//! count, and between the AVX-512 kernels and their AVX2 twins ([`avx2`]: the same tiles cut
+//! into 6×16 sub-tiles for 16 ymm registers), so a model trains to the same bits on either.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -30,6 +31,9 @@ use std::cell::RefCell;
 use std::sync::OnceLock;
 
 use super::pool::{self, SendPtr};
+
+#[cfg(target_arch = "x86_64")]
+pub(in crate::engine) mod avx2;
 
 /// Rows of the register tile.
 const MR: usize = 12;
@@ -40,19 +44,64 @@ const MC: usize = 120;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
 pub const KC: usize = 256;
 
-/// Whether this CPU runs the AVX-512 kernel (detected once).
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
+/// The instruction sets the kernels come in: the same blocking, packing and per-element
+/// arithmetic in both, so the same bits (the AVX2 tiles are the AVX-512 tiles cut into 6×16
+/// sub-tiles: [`avx2`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 12×32 register tiles in 24 zmm accumulators.
+    Avx512,
+    /// AVX2 and FMA (no AVX-512): each 12×32 tile as 6×16 sub-tiles in 12 ymm accumulators.
+    Avx2,
+}
+
+/// The kernels' instruction set on this CPU (detected once); `None` where it has neither
+/// AVX-512F nor AVX2 with FMA (the portable path, `matrixmultiply`, runs there).
+pub fn isa() -> Option<Isa> {
+    static ISA: OnceLock<Option<Isa>> = OnceLock::new();
+    *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            std::is_x86_feature_detected!("avx512f")
+            if std::is_x86_feature_detected!("avx512f") {
+                return Some(Isa::Avx512);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Some(Isa::Avx2);
+            }
+            None
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            false
+            None
         }
     })
+}
+
+/// Whether this CPU runs the engine's own kernels ([`isa`]: AVX-512F, or AVX2 with FMA).
+pub fn available() -> bool {
+    isa().is_some()
+}
+
+/// Whether this CPU runs the AVX-512 kernels (the ones with no AVX2 twin check this: the
+/// direct convolution and the lockstep lanes' hand-written kernels).
+pub fn avx512() -> bool {
+    isa() == Some(Isa::Avx512)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests run the AVX2 kernels on an AVX-512 CPU, to compare the two bit for bit.
+    static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the micro-kernels run as AVX-512 here (else as AVX2).
+#[inline]
+fn zmm() -> bool {
+    #[cfg(test)]
+    if FORCE_AVX2.with(|f| f.get()) {
+        return false;
+    }
+    avx512()
 }
 
 /// Bytes of one core's L2 cache, from sysfs (`/sys/devices/system/cpu/cpu0/cache`), read once;
@@ -497,6 +546,10 @@ struct SmallTile {
 }
 
 unsafe fn small_micro(mr: usize, t: &SmallTile) {
+    #[cfg(target_arch = "x86_64")]
+    if !zmm() {
+        return avx2::small_micro(mr, t);
+    }
     macro_rules! pick {
         ($($r:literal)*) => {
             match (mr, t.cols > 16) {
@@ -730,8 +783,17 @@ unsafe fn pack_b(
 
 /// `dst[0..32] = src[0..cols]`, zero-padded.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
 unsafe fn copy_row(src: *const f32, dst: *mut f32, cols: usize) {
+    if zmm() {
+        copy_row_zmm(src, dst, cols)
+    } else {
+        avx2::copy_row(src, dst, cols)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_row_zmm(src: *const f32, dst: *mut f32, cols: usize) {
     let live = |lo: usize| ((1u32 << cols.saturating_sub(lo).min(16)) - 1) as __mmask16;
     _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(live(0), src));
     _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(live(16), src.add(16)));
@@ -839,6 +901,10 @@ macro_rules! by_rows {
 pub(crate) use by_rows;
 
 unsafe fn micro(mr: usize, t: &Tile) {
+    #[cfg(target_arch = "x86_64")]
+    if !zmm() {
+        return avx2::micro(mr, t);
+    }
     by_rows!(mr, kernel, t)
 }
 
@@ -998,7 +1064,7 @@ mod tests {
     #[test]
     fn matches_f64_reference_over_shapes_strides_and_epilogues() {
         if !available() {
-            eprintln!("no AVX-512 on this CPU: the kernel is not used here");
+            eprintln!("neither AVX-512 nor AVX2+FMA on this CPU: the kernels are not used here");
             return;
         }
         let shapes = [
@@ -1142,6 +1208,134 @@ mod tests {
                 .iter()
                 .zip(run(t))
                 .all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    /// The AVX2 sub-tiles give the AVX-512 tiles' bits, on every path (small, packed, threads,
+    /// several `KC` blocks, ragged edges, each epilogue): a model trains to the same bits on
+    /// either kind of CPU. Runs where the CPU has AVX-512 (the AVX2 kernels run there too).
+    #[test]
+    fn avx2_kernels_match_avx512_bit_for_bit() {
+        if !avx512() {
+            eprintln!("no AVX-512 on this CPU: nothing to compare the AVX2 kernels with");
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (si, &(m, n, k)) in [
+            (1, 1, 1),
+            (13, 33, 257),
+            (25, 70, 300),
+            (64, 16, 8),
+            (7, 5, 600),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for (ta, tb) in [(false, false), (true, true)] {
+                let a: Vec<f32> = (0..m * k)
+                    .map(|i| ((i * 7 + si) as f32 * 0.37).sin())
+                    .collect();
+                let b: Vec<f32> = (0..k * n)
+                    .map(|i| ((i * 3 + si) as f32 * 0.91).cos())
+                    .collect();
+                let sa = if ta { (1, m) } else { (k, 1) };
+                let sb = if tb { (1, k) } else { (n, 1) };
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+                for (alpha, beta, with_bias, threads, small) in [
+                    (1.0, 0.0, false, 1, true),
+                    (0.5, 1.0, true, 1, false),
+                    (2.0, -0.5, false, 2, false),
+                ] {
+                    let run = |avx2: bool| {
+                        let mut c: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.13).sin()).collect();
+                        FORCE_AVX2.with(|f| f.set(avx2));
+                        SMALL_PATH.with(|s| s.set(small));
+                        // SAFETY: the buffers hold the m×k, k×n and m×n operands at these
+                        // strides.
+                        unsafe {
+                            sgemm(
+                                m,
+                                n,
+                                k,
+                                alpha,
+                                a.as_ptr(),
+                                sa.0 as isize,
+                                sa.1 as isize,
+                                b.as_ptr(),
+                                sb.0 as isize,
+                                sb.1 as isize,
+                                beta,
+                                c.as_mut_ptr(),
+                                n,
+                                with_bias.then_some(bias.as_ptr()),
+                                threads,
+                            )
+                        };
+                        FORCE_AVX2.with(|f| f.set(false));
+                        SMALL_PATH.with(|s| s.set(true));
+                        c
+                    };
+                    assert_eq!(bits(&run(false)), bits(&run(true)), "{m}x{n}x{k} ta={ta}");
+                }
+                // The fused epilogues: tanh beside the pre-activation, the slope, Adam.
+                let consts = crate::engine::lanes::AdamConsts {
+                    adamw: si % 2 == 0,
+                    decay: [0.01; 16],
+                    keep: [0.999; 16],
+                    b1: [0.9; 16],
+                    one_minus_b1: [0.1; 16],
+                    b2: [0.999; 16],
+                    one_minus_b2: [0.001; 16],
+                    step_size: [1e-3; 16],
+                    inv_bc2_sqrt: [3.0; 16],
+                    eps: [1e-8; 16],
+                };
+                let fused = |avx2: bool, which: usize| {
+                    let mut c = vec![0.0f32; m * n];
+                    let mut h: Vec<f32> =
+                        (0..m * n).map(|i| (i as f32 * 0.29).cos() * 0.9).collect();
+                    let mut w: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.17).sin()).collect();
+                    let mut mm: Vec<f32> =
+                        (0..m * n).map(|i| (i as f32 * 0.11).sin() * 0.1).collect();
+                    let mut vv: Vec<f32> = (0..m * n)
+                        .map(|i| (i as f32 * 0.07).cos().abs() * 0.01)
+                        .collect();
+                    let extra = match which {
+                        0 => Extra::Tanh(h.as_mut_ptr()),
+                        1 => Extra::TanhSlope(h.as_ptr()),
+                        _ => Extra::Adam(AdamTarget {
+                            w: w.as_mut_ptr(),
+                            m: mm.as_mut_ptr(),
+                            v: vv.as_mut_ptr(),
+                            consts: &consts,
+                        }),
+                    };
+                    FORCE_AVX2.with(|f| f.set(avx2));
+                    // SAFETY: the operands hold m×k, k×n; C, h, w, m and v hold m×n each,
+                    // distinct buffers.
+                    let done = unsafe {
+                        sgemm_fused(
+                            (m, n, k),
+                            1.0,
+                            (a.as_ptr(), sa.0 as isize, sa.1 as isize),
+                            (b.as_ptr(), sb.0 as isize, sb.1 as isize),
+                            None,
+                            (c.as_mut_ptr(), n),
+                            extra,
+                            2,
+                        )
+                    };
+                    FORCE_AVX2.with(|f| f.set(false));
+                    [c, h, w, mm, vv].map(|x| if done { bits(&x) } else { Vec::new() })
+                };
+                for which in 0..3 {
+                    assert_eq!(
+                        fused(false, which),
+                        fused(true, which),
+                        "{m}x{n}x{k} extra {which}"
+                    );
+                }
+            }
         }
     }
 }

@@ -85,7 +85,8 @@ impl LaneMlp {
     pub fn refuse(mlp: &Mlp<f32>, capacity: usize) -> Option<String> {
         if !crate::engine::sgemm::available() {
             return Some(
-                "lockstep lanes reproduce the AVX-512 GEMM kernels, which this CPU lacks".into(),
+                "lockstep lanes reproduce the engine's GEMM kernels, which need AVX-512 or AVX2 with FMA"
+                    .into(),
             );
         }
         if mlp.norm != Norm::None {

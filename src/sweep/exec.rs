@@ -177,7 +177,8 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
 /// group is large enough to gain ([`lockstep_gains`]); every other run alone.
 pub fn units(sw: &Sweep, lockstep: bool) -> Vec<Vec<usize>> {
     use std::collections::HashMap;
-    // The lanes reproduce the AVX-512 kernels: elsewhere every run trains alone.
+    // The lanes reproduce the engine's kernels (AVX-512, or AVX2 with FMA): elsewhere every run
+    // trains alone.
     let lockstep = lockstep && crate::engine::sgemm::available();
     let keys: Vec<Option<String>> = sw
         .runs
@@ -229,12 +230,18 @@ pub fn units(sw: &Sweep, lockstep: bool) -> Vec<Vec<usize>> {
 /// Whether `k` runs of `spec` train faster together in lanes than one after another: a group
 /// costs about what [`LANES`] models cost in lanes whatever `k`, so it gains when `k` exceeds
 /// `LANES · lanes/alone`, the per-model-step ratio `cloudchamber bench --lanes` measures
-/// ([`LANES_OVER_ALONE`], interpolated over the hidden width; wider than the table: never).
+/// ([`LANES_OVER_ALONE`], or [`LANES_OVER_ALONE_AVX2`] on a CPU whose kernels are AVX2;
+/// interpolated over the hidden width; wider than the table: never).
 pub fn lockstep_gains(spec: &crate::spec::Spec, k: usize) -> bool {
     let crate::spec::ModelSpec::Mlp(m) = &spec.model else {
         return false;
     };
-    let table = LANES_OVER_ALONE;
+    use crate::engine::sgemm::{isa, Isa};
+    let table: &[(usize, f64)] = match isa() {
+        Some(Isa::Avx512) => &LANES_OVER_ALONE,
+        Some(Isa::Avx2) => &LANES_OVER_ALONE_AVX2,
+        None => return false,
+    };
     let Some(hi) = table.iter().position(|&(w, _)| w >= m.width) else {
         return false;
     };
@@ -258,6 +265,19 @@ pub const LANES_OVER_ALONE: [(usize, f64); 7] = [
     (32, 0.99),
     (64, 1.23),
     (128, 1.40),
+];
+
+/// [`LANES_OVER_ALONE`] for CPUs whose kernels are AVX2 (two ymm halves per lane vector, half
+/// the FMA width): the larger of two `cloudchamber bench --lanes` runs on an AMD EPYC (Zen 3,
+/// AVX2, 2 cores; 2026-12-03; README: Lockstep). Wider than 32 they lose.
+pub const LANES_OVER_ALONE_AVX2: [(usize, f64); 7] = [
+    (2, 0.18),
+    (4, 0.24),
+    (8, 0.38),
+    (16, 0.55),
+    (32, 0.79),
+    (64, 1.16),
+    (128, 1.25),
 ];
 
 /// Whether another live process still owns run `k` (a cheap look at the store, so a wait does

@@ -1,0 +1,326 @@
+//! The GEMM micro-kernels for CPUs with AVX2 and FMA but no AVX-512 (Haswell to Alder Lake,
+//! Zen 1–3): the same packed layouts, blocking and per-element arithmetic as the AVX-512
+//! kernels, so results are bit-identical to theirs (and a model trains to the same bits on
+//! either kind of machine).
+//!
+//! With 16 ymm registers a 12×32 tile does not fit, so each of the AVX-512 kernel's tiles is
+//! computed as up to four 6×16 sub-tiles (BLIS's Haswell micro-kernel shape: 12 accumulators,
+//! 2 loads of B and 6 broadcasts of A per step of `p`, 12 FMAs). A sub-tile reads rows
+//! `r0..r0 + 6` of the packed A tile and the 16-column half `h` of the packed B panel; each
+//! element of C is still one FMA chain over `p` in order from zero, then the same epilogue.
+
+use std::arch::x86_64::*;
+
+use super::{Extra, SmallTile, Tile, NR};
+use crate::engine::lanes::AdamConsts;
+
+/// Rows of one sub-tile.
+const SR: usize = 6;
+
+/// `$kernel::<R>(args)` for a runtime row count `R` in `1..=6`.
+macro_rules! by_sub_rows {
+    ($rows:expr, $kernel:ident, $($arg:expr),*) => {
+        match $rows {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            6 => $kernel::<6>($($arg),*),
+            _ => unreachable!("sub-tile rows are 1..=6"),
+        }
+    };
+}
+
+/// The lanes of an 8-float vector that lie before column `live` (all-ones where live): the
+/// masks of `vmaskmovps`, which neither reads nor writes (nor faults on) the others.
+#[inline(always)]
+unsafe fn live_mask(live: usize) -> __m256i {
+    let live = live.min(8) as i32;
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(live),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
+}
+
+/// [`super::micro`] on AVX2: the tile's live 6-row × 16-column sub-tiles.
+///
+/// # Safety
+/// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
+pub(super) unsafe fn micro(mr: usize, t: &Tile) {
+    let halves = if t.cols > 16 { 2 } else { 1 };
+    let mut r0 = 0;
+    while r0 < mr {
+        let rows = SR.min(mr - r0);
+        for h in 0..halves {
+            by_sub_rows!(rows, kernel, t, r0, h);
+        }
+        r0 += rows;
+    }
+}
+
+/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`Tile`] `t`.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
+    let cols = t.cols.saturating_sub(16 * h);
+    let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
+    let full = [cols >= 8, cols >= 16];
+    let c = t.c.add(r0 * t.ldc + 16 * h);
+    // Ask for the C sub-tile now, so its cache misses overlap the FMAs (as the AVX-512 kernel).
+    for r in 0..R {
+        let row = c.add(r * t.ldc) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        if let Extra::Adam(a) = t.extra {
+            let o = (r0 + r) * t.ldc + 16 * h;
+            for p in [a.w, a.m, a.v] {
+                let row = p.add(o) as *const i8;
+                _mm_prefetch::<_MM_HINT_T0>(row);
+                _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+            }
+        }
+    }
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (t.a.add(r0), t.b.add(16 * h));
+    for _ in 0..t.kc {
+        // The packed panel is cache-line aligned and `NR` floats wide: aligned loads.
+        let b0 = _mm256_load_ps(bp);
+        let b1 = _mm256_load_ps(bp.add(8));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_broadcast_ss(&*ap.add(r));
+            acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+        }
+        bp = bp.add(NR);
+        ap = ap.offset(t.a_ps);
+    }
+    let alpha = _mm256_set1_ps(t.alpha);
+    let beta = _mm256_set1_ps(t.beta);
+    let adam = match t.extra {
+        Extra::Adam(a) => Some((a, AdamRegs::load(&*a.consts))),
+        _ => None,
+    };
+    for (r, acc) in acc.iter().enumerate() {
+        let row = c.add(r * t.ldc);
+        for (q, &acc) in acc.iter().enumerate() {
+            if cols <= 8 * q {
+                continue;
+            }
+            let (mk, full) = (masks[q], full[q]);
+            let ld = |p: *const f32| {
+                if full {
+                    _mm256_loadu_ps(p)
+                } else {
+                    _mm256_maskload_ps(p, mk)
+                }
+            };
+            let st = |p: *mut f32, v: __m256| {
+                if full {
+                    _mm256_storeu_ps(p, v)
+                } else {
+                    _mm256_maskstore_ps(p, mk, v)
+                }
+            };
+            let dst = row.add(8 * q);
+            let mut v = _mm256_mul_ps(acc, alpha);
+            if t.first {
+                if t.beta != 0.0 {
+                    v = _mm256_fmadd_ps(beta, ld(dst), v);
+                }
+                if let Some(bias) = t.bias {
+                    v = _mm256_add_ps(v, ld(bias.add(16 * h + 8 * q)));
+                }
+            } else {
+                v = _mm256_add_ps(ld(dst), v);
+            }
+            let o = (r0 + r) * t.ldc + 16 * h + 8 * q;
+            if let Extra::TanhSlope(hp) = t.extra {
+                // `g · (1 − h·h)`, as the slope's own pass computes it.
+                let hv = ld(hp.add(o));
+                let s = _mm256_sub_ps(_mm256_set1_ps(1.0), _mm256_mul_ps(hv, hv));
+                v = _mm256_mul_ps(v, s);
+            }
+            st(dst, v);
+            if let Extra::Tanh(hp) = t.extra {
+                st(hp.add(o), tanh(v));
+            }
+            if let Some((a, regs)) = adam {
+                let (wp, mp, vp) = (a.w.add(o), a.m.add(o), a.v.add(o));
+                let (w, m, vv) = regs.step(ld(wp), v, ld(mp), ld(vp));
+                st(wp, w);
+                st(mp, m);
+                st(vp, vv);
+            }
+        }
+    }
+}
+
+/// [`super::small_micro`] on AVX2: the small tile's live 6-row × 16-column sub-tiles.
+///
+/// # Safety
+/// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
+pub(super) unsafe fn small_micro(mr: usize, t: &SmallTile) {
+    let halves = if t.cols > 16 { 2 } else { 1 };
+    let mut r0 = 0;
+    while r0 < mr {
+        let rows = SR.min(mr - r0);
+        for h in 0..halves {
+            by_sub_rows!(rows, small_kernel, t, r0, h);
+        }
+        r0 += rows;
+    }
+}
+
+/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`SmallTile`] `t`, A and B read through
+/// their strides (B's ragged edge by masked loads).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
+    let cols = t.cols.saturating_sub(16 * h);
+    let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
+    let ld = |q: usize, p: *const f32| {
+        if cols >= 8 * (q + 1) {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, masks[q])
+        }
+    };
+    let live1 = cols > 8;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let a0 = t.a.offset(r0 as isize * t.a_rs);
+    let (mut ap, mut bp) = (a0, t.b.add(16 * h));
+    for _ in 0..t.k {
+        let b0 = ld(0, bp);
+        let b1 = if live1 {
+            ld(1, bp.wrapping_add(8))
+        } else {
+            _mm256_setzero_ps()
+        };
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_ps(*ap.offset(r as isize * t.a_rs));
+            acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
+        }
+        bp = bp.wrapping_offset(t.b_ps);
+        ap = ap.wrapping_offset(t.a_ps);
+    }
+    // The packed kernel's epilogue for a first (and only) `KC` block.
+    let alpha = _mm256_set1_ps(t.alpha);
+    let beta = _mm256_set1_ps(t.beta);
+    for (r, acc) in acc.iter().enumerate() {
+        let row = t.c.add((r0 + r) * t.ldc + 16 * h);
+        for (q, &acc) in acc.iter().enumerate() {
+            if cols <= 8 * q {
+                continue;
+            }
+            let full = cols >= 8 * (q + 1);
+            let dst = row.add(8 * q);
+            let mut v = _mm256_mul_ps(acc, alpha);
+            if t.beta != 0.0 {
+                v = _mm256_fmadd_ps(beta, ld(q, dst), v);
+            }
+            if let Some(bias) = t.bias {
+                v = _mm256_add_ps(v, ld(q, bias.add(16 * h + 8 * q)));
+            }
+            if full {
+                _mm256_storeu_ps(dst, v)
+            } else {
+                _mm256_maskstore_ps(dst, masks[q], v)
+            }
+        }
+    }
+}
+
+/// [`super::copy_row`] on AVX2: `dst[0..32] = src[0..cols]`, zero-padded.
+///
+/// # Safety
+/// AVX2 present; `src` holds `cols ≤ 32` floats and `dst` 32.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn copy_row(src: *const f32, dst: *mut f32, cols: usize) {
+    for q in 0..NR / 8 {
+        let live = cols.saturating_sub(8 * q);
+        let v = if live >= 8 {
+            _mm256_loadu_ps(src.add(8 * q))
+        } else {
+            // Lanes past `cols` are neither read nor faulted on; they load as zero.
+            _mm256_maskload_ps(src.wrapping_add(8 * q), live_mask(live))
+        };
+        _mm256_storeu_ps(dst.add(8 * q), v);
+    }
+}
+
+/// [`crate::engine::fastmath::tanh_f32`] on 8 lanes, operation for operation (as the AVX-512
+/// lanes' copy of it).
+///
+/// # Safety
+/// AVX present.
+#[inline(always)]
+pub(in crate::engine) unsafe fn tanh(x: __m256) -> __m256 {
+    use crate::engine::fastmath::tanh_consts::*;
+    let s = _mm256_set1_ps;
+    // `clamp`: max(lo, x) and min(hi, ·) return x itself when it is NaN, as `clamp` does.
+    let xc = _mm256_min_ps(s(CLAMP), _mm256_max_ps(s(-CLAMP), x));
+    let x2 = _mm256_mul_ps(xc, xc);
+    let x3 = _mm256_mul_ps(x2, xc);
+    let mut p = _mm256_add_ps(_mm256_mul_ps(x2, s(A3)), s(A2));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), s(A1));
+    p = _mm256_add_ps(_mm256_mul_ps(x2, p), s(A0));
+    let p = _mm256_add_ps(_mm256_mul_ps(x3, p), xc);
+    let mut q = _mm256_add_ps(_mm256_mul_ps(x2, s(B4)), s(B3));
+    q = _mm256_add_ps(_mm256_mul_ps(x2, q), s(B2));
+    q = _mm256_add_ps(_mm256_mul_ps(x2, q), s(B1));
+    q = _mm256_add_ps(_mm256_mul_ps(x2, q), s(1.0));
+    _mm256_div_ps(p, q)
+}
+
+/// Adam's constants of one tensor broadcast to 8 lanes, for [`AdamRegs::step`].
+#[derive(Clone, Copy)]
+struct AdamRegs {
+    adamw: bool,
+    decay: __m256,
+    keep: __m256,
+    b1: __m256,
+    omb1: __m256,
+    b2: __m256,
+    omb2: __m256,
+    step: __m256,
+    inv: __m256,
+    eps: __m256,
+}
+
+impl AdamRegs {
+    /// The constants of lane 0 (an [`Extra::Adam`] target's are the same in every lane).
+    #[inline(always)]
+    unsafe fn load(c: &AdamConsts) -> Self {
+        let s = |x: &[f32; crate::engine::lanes::LANES]| _mm256_set1_ps(x[0]);
+        AdamRegs {
+            adamw: c.adamw,
+            decay: s(&c.decay),
+            keep: s(&c.keep),
+            b1: s(&c.b1),
+            omb1: s(&c.one_minus_b1),
+            b2: s(&c.b2),
+            omb2: s(&c.one_minus_b2),
+            step: s(&c.step_size),
+            inv: s(&c.inv_bc2_sqrt),
+            eps: s(&c.eps),
+        }
+    }
+
+    /// [`crate::optim::Coeffs::adam`] on 8 lanes, operation for operation (nothing fused), as
+    /// the AVX-512 `AdamRegs::step`.
+    #[inline(always)]
+    unsafe fn step(&self, w: __m256, g: __m256, m: __m256, v: __m256) -> (__m256, __m256, __m256) {
+        let (w, g) = if self.adamw {
+            (_mm256_mul_ps(w, self.keep), g)
+        } else {
+            (w, _mm256_add_ps(g, _mm256_mul_ps(self.decay, w)))
+        };
+        let m = _mm256_add_ps(_mm256_mul_ps(self.b1, m), _mm256_mul_ps(self.omb1, g));
+        let v = _mm256_add_ps(
+            _mm256_mul_ps(self.b2, v),
+            _mm256_mul_ps(_mm256_mul_ps(self.omb2, g), g),
+        );
+        let den = _mm256_add_ps(_mm256_mul_ps(_mm256_sqrt_ps(v), self.inv), self.eps);
+        let upd = _mm256_div_ps(_mm256_mul_ps(self.step, m), den);
+        (_mm256_sub_ps(w, upd), m, v)
+    }
+}
