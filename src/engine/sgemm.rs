@@ -35,11 +35,17 @@ use super::pool::{self, SendPtr};
 #[cfg(target_arch = "x86_64")]
 pub(in crate::engine) mod avx2;
 
-/// Rows of the register tile.
+/// Rows of the AVX-512 register tile.
 const MR: usize = 12;
-/// Columns of the register tile (two zmm registers).
+/// Columns of the AVX-512 register tile (two zmm registers).
 const NR: usize = 32;
-/// Rows of A per L2-resident block (a multiple of `MR`).
+/// Rows of the AVX2 register tile (12 ymm accumulators of 6×16), with packed A tiles and B
+/// panels of its own size: a 12×256 A tile beside a 256×32 B panel is 44 KiB, more than the
+/// 32 KiB L1 of most AVX2 cores, where 6×256 and 256×16 take 22.
+const MR_AVX2: usize = 6;
+/// Columns of the AVX2 register tile (two ymm registers).
+const NR_AVX2: usize = 16;
+/// Rows of A per L2-resident block (a multiple of `MR` and of `MR_AVX2`).
 const MC: usize = 120;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
 pub const KC: usize = 256;
@@ -210,6 +216,7 @@ unsafe fn with_extra(
         n,
         k,
         extra,
+        zmm: zmm(),
     };
     run(&op, m, threads);
 }
@@ -284,7 +291,8 @@ pub unsafe fn sgemm_fused(
     extra: Extra,
     threads: usize,
 ) -> bool {
-    let tasks = threads.min((n.div_ceil(NR)).max(m.div_ceil(MR))).max(1);
+    let (mr, nr) = if zmm() { (MR, NR) } else { (MR_AVX2, NR_AVX2) };
+    let tasks = threads.min((n.div_ceil(nr)).max(m.div_ceil(mr))).max(1);
     let small = tasks == 1 && small_enough(m, n, k);
     if m == 0 || n == 0 || k == 0 || (bias.is_some() && k > KC) || small {
         return false;
@@ -318,8 +326,9 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
         }
         return;
     }
-    let panels = n.div_ceil(NR);
-    let tasks = threads.min(panels.max(m.div_ceil(MR))).max(1);
+    let (mr, nr) = (op.mr(), op.nr());
+    let panels = n.div_ceil(nr);
+    let tasks = threads.min(panels.max(m.div_ceil(mr))).max(1);
     // Threads split the 32-column panels when A is read in place, B is the bigger operand
     // (n ≥ m: both have k rows) and there are enough panels: each packs its own panels of B
     // (the activations of a weight gradient), so nothing runs serially and there is one pool
@@ -341,7 +350,7 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
             }
             for p0 in (0..k).step_by(KC) {
                 let kc = KC.min(k - p0);
-                with_pack(&PACK_B, mine.len() * kc * NR, |bp| {
+                with_pack(&PACK_B, mine.len() * kc * nr, |bp| {
                     pack_b(op, p0, kc, mine.clone(), bp);
                     block(op, 0..m, mine.clone(), p0, kc, bp);
                 });
@@ -350,7 +359,7 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
     } else {
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
-            with_pack(&PACK_B, panels * kc * NR, |bp| {
+            with_pack(&PACK_B, panels * kc * nr, |bp| {
                 // The threads pack disjoint panel ranges of the shared B (serial, packing a
                 // 1024×1024 weight took 6% of a 2-thread sampling run); the result is the same
                 // bytes whoever packs them.
@@ -361,14 +370,14 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
                         let mine = split(t);
                         if !mine.is_empty() {
                             // SAFETY: each task writes panels `mine` only, at their offset in
-                            // the `panels·kc·NR` buffer `with_pack` sized.
+                            // the `panels·kc·nr` buffer `with_pack` sized.
                             unsafe {
                                 pack_b(
                                     op,
                                     p0,
                                     kc,
                                     mine.clone(),
-                                    shared.get().add(mine.start * kc * NR),
+                                    shared.get().add(mine.start * kc * nr),
                                 )
                             };
                         }
@@ -420,11 +429,12 @@ fn small_path_on() -> bool {
 /// arithmetic is the packed kernel's (FMAs over `p` in order from zero, then the same
 /// epilogue), so results are bit-identical to it.
 unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
-    let panels = op.n.div_ceil(NR);
+    let (mr_max, nr) = (op.mr(), op.nr());
+    let panels = op.n.div_ceil(nr);
     let run = |b_of: &dyn Fn(usize) -> *const f32, b_ps: isize| {
         let mut i0 = 0;
         while i0 < m {
-            let mr = MR.min(m - i0);
+            let mr = mr_max.min(m - i0);
             // What the tile's rows need (see [`Part`]): columns `< end`, and `p` in `ks`.
             let (end, ks) = match part {
                 Part::Full => (op.n, 0..k),
@@ -432,8 +442,8 @@ unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
                 Part::ALower => (op.n, 0..k.min(i0 + mr)),
                 Part::AUpper => (op.n, i0.min(k)..k),
             };
-            for jp in 0..end.div_ceil(NR) {
-                let j0 = jp * NR;
+            for jp in 0..end.div_ceil(nr) {
+                let j0 = jp * nr;
                 let tile = SmallTile {
                     k: ks.len(),
                     a: op
@@ -445,22 +455,22 @@ unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
                     b_ps,
                     c: op.c.add(i0 * op.ldc + j0),
                     ldc: op.ldc,
-                    cols: NR.min(end - j0),
+                    cols: nr.min(end - j0),
                     alpha: op.alpha,
                     beta: op.beta,
                     bias: op.bias.map(|bv| bv.add(j0)),
                 };
-                small_micro(mr, &tile);
+                small_micro(op.zmm, mr, &tile);
             }
             i0 += mr;
         }
     };
     if op.csb == 1 {
-        run(&|jp| op.b.add(jp * NR), op.rsb);
+        run(&|jp| op.b.add(jp * nr), op.rsb);
     } else {
-        with_pack(&PACK_B, panels * k * NR, |bp| {
+        with_pack(&PACK_B, panels * k * nr, |bp| {
             pack_b(op, 0, k, 0..panels, bp);
-            run(&|jp| bp.add(jp * k * NR) as *const f32, NR as isize);
+            run(&|jp| bp.add(jp * k * nr) as *const f32, nr as isize);
         });
     }
 }
@@ -520,6 +530,7 @@ pub unsafe fn sgemm_part(
         n,
         k,
         extra: Extra::None,
+        zmm: zmm(),
     };
     small(&op, m, k, part);
 }
@@ -545,9 +556,9 @@ struct SmallTile {
     bias: Option<*const f32>,
 }
 
-unsafe fn small_micro(mr: usize, t: &SmallTile) {
+unsafe fn small_micro(zmm: bool, mr: usize, t: &SmallTile) {
     #[cfg(target_arch = "x86_64")]
-    if !zmm() {
+    if !zmm {
         return avx2::small_micro(mr, t);
     }
     macro_rules! pick {
@@ -632,6 +643,28 @@ struct Operands {
     k: usize,
     /// The epilogue's extra work.
     extra: Extra,
+    /// The call's kernels are AVX-512 ([`zmm`], read once per call: the packing and the
+    /// kernels must agree on the tile, whichever thread runs them).
+    zmm: bool,
+}
+
+impl Operands {
+    /// Rows of the call's register tile (and of its packed A tiles).
+    fn mr(&self) -> usize {
+        if self.zmm {
+            MR
+        } else {
+            MR_AVX2
+        }
+    }
+    /// Columns of the call's register tile (and of its packed B panels).
+    fn nr(&self) -> usize {
+        if self.zmm {
+            NR
+        } else {
+            NR_AVX2
+        }
+    }
 }
 // SAFETY: the pointers address the caller's A, B (read only) and C (and an epilogue's Adam
 // target or tanh output, laid out as C), which outlive the parallel region; tasks write
@@ -673,7 +706,8 @@ unsafe fn block(
     // BLIS's `NC` loop: the panels go in chunks whose packed B fits in half the L2, so every
     // row tile after the first finds its chunk there (a 16-channel convolution's 256×4096 B is
     // 4 MiB: unchunked, each of its two row tiles streamed it from L3).
-    let chunk = (l2_bytes() / 2 / (kc * NR * 4)).max(1);
+    let (mr_max, nr) = (op.mr(), op.nr());
+    let chunk = (l2_bytes() / 2 / (kc * nr * 4)).max(1);
     let run = |rows: std::ops::Range<usize>,
                ap_of: &dyn Fn(usize, usize) -> (*const f32, isize)| {
         for c0 in panels.clone().step_by(chunk) {
@@ -682,18 +716,18 @@ unsafe fn block(
             // each row of C is written front to back.
             let mut i0 = rows.start;
             while i0 < rows.end {
-                let mr = MR.min(rows.end - i0);
+                let mr = mr_max.min(rows.end - i0);
                 let (ap, a_ps) = ap_of(i0, mr);
                 for jp in chunk.clone() {
-                    let j0 = jp * NR;
+                    let j0 = jp * nr;
                     let tile = Tile {
                         kc,
                         a: ap,
                         a_ps,
-                        b: bp.add((jp - panels.start) * kc * NR),
+                        b: bp.add((jp - panels.start) * kc * nr),
                         c: op.c.add(i0 * op.ldc + j0),
                         ldc: op.ldc,
-                        cols: NR.min(op.n - j0),
+                        cols: nr.min(op.n - j0),
                         alpha: op.alpha,
                         beta: op.beta,
                         bias: op.bias.map(|bv| bv.add(j0)),
@@ -704,7 +738,7 @@ unsafe fn block(
                             Extra::None
                         },
                     };
-                    micro(mr, &tile);
+                    micro(op.zmm, mr, &tile);
                 }
                 i0 += mr;
             }
@@ -723,7 +757,7 @@ unsafe fn block(
         with_pack(&PACK_A, rows.len() * kc, |pa| {
             let mut i0 = rows.start;
             while i0 < rows.end {
-                let mr = MR.min(rows.end - i0);
+                let mr = mr_max.min(rows.end - i0);
                 let src = op.a.offset(i0 as isize * op.rsa + p0 as isize * op.csa);
                 pack_a(kc, mr, src, op.rsa, op.csa, pa.add((i0 - rows.start) * kc));
                 i0 += mr;
@@ -744,15 +778,17 @@ unsafe fn pack_b(
     dst: *mut f32,
 ) {
     let b = op.b.offset(p0 as isize * op.rsb);
+    let nr = op.nr();
     for (pi, jp) in panels.enumerate() {
-        let j0 = jp * NR;
-        let cols = NR.min(op.n - j0);
-        let panel = dst.add(pi * kc * NR);
+        let j0 = jp * nr;
+        let cols = nr.min(op.n - j0);
+        let panel = dst.add(pi * kc * nr);
         if op.csb == 1 {
             for p in 0..kc {
                 copy_row(
+                    op.zmm,
                     b.offset(p as isize * op.rsb + j0 as isize),
-                    panel.add(p * NR),
+                    panel.add(p * nr),
                     cols,
                 );
             }
@@ -765,13 +801,13 @@ unsafe fn pack_b(
         if op.rsb == 1 {
             while jj + 4 <= cols {
                 let src = [col(jj), col(jj + 1), col(jj + 2), col(jj + 3)];
-                interleave4(src, kc, panel.add(jj), NR);
+                interleave4(src, kc, panel.add(jj), nr);
                 jj += 4;
             }
         }
-        for jj in jj..NR {
+        for jj in jj..nr {
             for p in 0..kc {
-                *panel.add(p * NR + jj) = if jj < cols {
+                *panel.add(p * nr + jj) = if jj < cols {
                     *col(jj).offset(p as isize * op.rsb)
                 } else {
                     0.0
@@ -781,10 +817,10 @@ unsafe fn pack_b(
     }
 }
 
-/// `dst[0..32] = src[0..cols]`, zero-padded.
+/// `dst[0..nr] = src[0..cols]`, zero-padded (`nr`: 32 for the AVX-512 kernels, 16 for AVX2).
 #[cfg(target_arch = "x86_64")]
-unsafe fn copy_row(src: *const f32, dst: *mut f32, cols: usize) {
-    if zmm() {
+unsafe fn copy_row(zmm: bool, src: *const f32, dst: *mut f32, cols: usize) {
+    if zmm {
         copy_row_zmm(src, dst, cols)
     } else {
         avx2::copy_row(src, dst, cols)
@@ -800,7 +836,7 @@ unsafe fn copy_row_zmm(src: *const f32, dst: *mut f32, cols: usize) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn copy_row(_: *const f32, _: *mut f32, _: usize) {
+unsafe fn copy_row(_: bool, _: *const f32, _: *mut f32, _: usize) {
     unreachable!("sgemm::available() is false off x86_64")
 }
 
@@ -900,9 +936,9 @@ macro_rules! by_rows {
 }
 pub(crate) use by_rows;
 
-unsafe fn micro(mr: usize, t: &Tile) {
+unsafe fn micro(zmm: bool, mr: usize, t: &Tile) {
     #[cfg(target_arch = "x86_64")]
-    if !zmm() {
+    if !zmm {
         return avx2::micro(mr, t);
     }
     by_rows!(mr, kernel, t)

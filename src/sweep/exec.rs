@@ -271,13 +271,13 @@ pub const LANES_OVER_ALONE: [(usize, f64); 7] = [
 /// the FMA width): the larger of two `cloudchamber bench --lanes` runs on an AMD EPYC (Zen 3,
 /// AVX2, 2 cores; 2026-12-03; README: Lockstep). Wider than 32 they lose.
 pub const LANES_OVER_ALONE_AVX2: [(usize, f64); 7] = [
-    (2, 0.18),
-    (4, 0.24),
-    (8, 0.38),
-    (16, 0.55),
-    (32, 0.79),
-    (64, 1.16),
-    (128, 1.25),
+    (2, 0.14),
+    (4, 0.18),
+    (8, 0.32),
+    (16, 0.50),
+    (32, 0.72),
+    (64, 1.01),
+    (128, 1.19),
 ];
 
 /// Whether another live process still owns run `k` (a cheap look at the store, so a wait does

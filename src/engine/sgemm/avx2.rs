@@ -3,19 +3,16 @@
 //! kernels, so results are bit-identical to theirs (and a model trains to the same bits on
 //! either kind of machine).
 //!
-//! With 16 ymm registers a 12×32 tile does not fit, so each of the AVX-512 kernel's tiles is
-//! computed as up to four 6×16 sub-tiles (BLIS's Haswell micro-kernel shape: 12 accumulators,
-//! 2 loads of B and 6 broadcasts of A per step of `p`, 12 FMAs). A sub-tile reads rows
-//! `r0..r0 + 6` of the packed A tile and the 16-column half `h` of the packed B panel; each
-//! element of C is still one FMA chain over `p` in order from zero, then the same epilogue.
+//! With 16 ymm registers a 12×32 tile does not fit, so the tile is 6×16 (BLIS's Haswell
+//! micro-kernel shape: 12 accumulators, 2 loads of B and 6 broadcasts of A per step of `p`, 12
+//! FMAs), over A tiles and B panels packed to that size (`MR_AVX2`, `NR_AVX2`) in the same `KC`
+//! blocks; each element of C is still one FMA chain over `p` in order from zero, then the same
+//! epilogue.
 
 use std::arch::x86_64::*;
 
-use super::{Extra, SmallTile, Tile, NR};
+use super::{Extra, SmallTile, Tile, MR_AVX2, NR_AVX2};
 use crate::engine::lanes::AdamConsts;
-
-/// Rows of one sub-tile.
-const SR: usize = 6;
 
 /// `$kernel::<R>(args)` for a runtime row count `R` in `1..=6`.
 macro_rules! by_sub_rows {
@@ -43,23 +40,18 @@ unsafe fn live_mask(live: usize) -> __m256i {
     )
 }
 
-/// [`super::micro`] on AVX2: the tile's live 6-row × 16-column sub-tiles.
+/// [`super::micro`] on AVX2: a tile of `mr ≤ 6` rows and up to 16 columns.
 ///
 /// # Safety
-/// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
+/// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel, with B's panel
+/// `NR_AVX2` wide.
 pub(super) unsafe fn micro(mr: usize, t: &Tile) {
-    let halves = if t.cols > 16 { 2 } else { 1 };
-    let mut r0 = 0;
-    while r0 < mr {
-        let rows = SR.min(mr - r0);
-        for h in 0..halves {
-            by_sub_rows!(rows, kernel, t, r0, h);
-        }
-        r0 += rows;
-    }
+    debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
+    by_sub_rows!(mr, kernel, t, 0, 0);
 }
 
-/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`Tile`] `t`.
+/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`Tile`] `t` (here always the whole tile:
+/// `r0 = h = 0`).
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
     let cols = t.cols.saturating_sub(16 * h);
@@ -82,7 +74,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (t.a.add(r0), t.b.add(16 * h));
     for _ in 0..t.kc {
-        // The packed panel is cache-line aligned and `NR` floats wide: aligned loads.
+        // The packed panel is cache-line aligned and `NR_AVX2` floats wide: aligned loads.
         let b0 = _mm256_load_ps(bp);
         let b1 = _mm256_load_ps(bp.add(8));
         for (r, acc) in acc.iter_mut().enumerate() {
@@ -90,7 +82,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
             acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
             acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
         }
-        bp = bp.add(NR);
+        bp = bp.add(NR_AVX2);
         ap = ap.offset(t.a_ps);
     }
     let alpha = _mm256_set1_ps(t.alpha);
@@ -154,20 +146,13 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
     }
 }
 
-/// [`super::small_micro`] on AVX2: the small tile's live 6-row × 16-column sub-tiles.
+/// [`super::small_micro`] on AVX2: a small tile of `mr ≤ 6` rows and up to 16 columns.
 ///
 /// # Safety
 /// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
 pub(super) unsafe fn small_micro(mr: usize, t: &SmallTile) {
-    let halves = if t.cols > 16 { 2 } else { 1 };
-    let mut r0 = 0;
-    while r0 < mr {
-        let rows = SR.min(mr - r0);
-        for h in 0..halves {
-            by_sub_rows!(rows, small_kernel, t, r0, h);
-        }
-        r0 += rows;
-    }
+    debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
+    by_sub_rows!(mr, small_kernel, t, 0, 0);
 }
 
 /// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`SmallTile`] `t`, A and B read through
@@ -229,13 +214,13 @@ unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
     }
 }
 
-/// [`super::copy_row`] on AVX2: `dst[0..32] = src[0..cols]`, zero-padded.
+/// [`super::copy_row`] on AVX2: `dst[0..16] = src[0..cols]`, zero-padded.
 ///
 /// # Safety
-/// AVX2 present; `src` holds `cols ≤ 32` floats and `dst` 32.
+/// AVX2 present; `src` holds `cols ≤ 16` floats and `dst` 16.
 #[target_feature(enable = "avx2")]
 pub(super) unsafe fn copy_row(src: *const f32, dst: *mut f32, cols: usize) {
-    for q in 0..NR / 8 {
+    for q in 0..NR_AVX2 / 8 {
         let live = cols.saturating_sub(8 * q);
         let v = if live >= 8 {
             _mm256_loadu_ps(src.add(8 * q))
