@@ -639,9 +639,9 @@ enum Epi {
 /// row of tiles' 4 rows of `op(A)` (read again for each tile in it) — else the most steps that
 /// do (at least 8), in even blocks.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-fn k_block(n: usize, k: usize) -> usize {
+fn k_block(n: usize, k: usize, budget: usize) -> usize {
     let per_step = (n + 4) * std::mem::size_of::<Lanes>();
-    let fit = (crate::engine::sgemm::l1d_bytes() / 2 / per_step.max(1)).max(8);
+    let fit = (budget / per_step.max(1)).max(8);
     if fit >= k {
         k
     } else {
@@ -694,7 +694,11 @@ pub(super) mod avx512 {
         // of FMAs, so the same bits. A width-16 weight gradient, `[16 × 64]ᵀ·[64 × 16]`, read its
         // operands 1 KiB apart per step, so 64 steps overfilled L1's sets: on Zen 5 it took
         // 5.1 µs, blocks of 16 steps 3.3–3.4 (the forward's GEMM of as many FMAs: 2.7).
-        let kb = if beta == 0.0 { super::k_block(n, k) } else { k };
+        let kb = if beta == 0.0 {
+            super::k_block(n, k, crate::engine::sgemm::l1d_bytes() / 2)
+        } else {
+            k
+        };
         let mut p0 = 0;
         while p0 < k {
             let kc = kb.min(k - p0);

@@ -82,7 +82,11 @@ pub(super) unsafe fn chain(
         (ars == 1 || aps == 1) && (bps == 1 || bjs == 1),
         "lanes::chain: an operand dense in neither direction"
     );
-    let kb = if beta == 0.0 { super::k_block(n, k) } else { k };
+    let kb = if beta == 0.0 {
+        super::k_block(n, k, crate::engine::sgemm::l1d_bytes())
+    } else {
+        k
+    };
     let mut p0 = 0;
     while p0 < k {
         let kc = kb.min(k - p0);
