@@ -23,7 +23,7 @@ pub fn gemm_kernel(f32: bool) -> &'static str {
     if f32 && sgemm::avx512() {
         "cloudchamber AVX-512 sgemm (12×32 tile)"
     } else if f32 && sgemm::available() {
-        "cloudchamber AVX2+FMA sgemm (12×32 blocks of 6×16 tiles)"
+        "cloudchamber AVX2+FMA sgemm (6×16 tile)"
     } else if f32 {
         "matrixmultiply sgemm"
     } else {

@@ -22,8 +22,9 @@
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
-//! count, and between the AVX-512 kernels and their AVX2 twins ([`avx2`]: the same tiles cut
-//! into 6×16 sub-tiles for 16 ymm registers), so a model trains to the same bits on either.
+//! count, and between the AVX-512 kernels and their AVX2 twins ([`avx2`]: 6×16 tiles for 16
+//! ymm registers, over operands packed to that size in the same `KC` blocks), so a model
+//! trains to the same bits on either.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -50,14 +51,13 @@ const MC: usize = 120;
 /// Depth of one packed block: a 12×256 A tile (12 KiB) stays in L1 beside the B panel row.
 pub const KC: usize = 256;
 
-/// The instruction sets the kernels come in: the same blocking, packing and per-element
-/// arithmetic in both, so the same bits (the AVX2 tiles are the AVX-512 tiles cut into 6×16
-/// sub-tiles: [`avx2`]).
+/// The instruction sets the kernels come in: the same `KC` blocks and per-element arithmetic
+/// in both (tiles and packing of each one's size), so the same bits ([`avx2`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     /// AVX-512F: 12×32 register tiles in 24 zmm accumulators.
     Avx512,
-    /// AVX2 and FMA (no AVX-512): each 12×32 tile as 6×16 sub-tiles in 12 ymm accumulators.
+    /// AVX2 and FMA (no AVX-512): 6×16 register tiles in 12 ymm accumulators.
     Avx2,
 }
 
@@ -1247,7 +1247,7 @@ mod tests {
         }
     }
 
-    /// The AVX2 sub-tiles give the AVX-512 tiles' bits, on every path (small, packed, threads,
+    /// The AVX2 tiles give the AVX-512 tiles' bits, on every path (small, packed, threads,
     /// several `KC` blocks, ragged edges, each epilogue): a model trains to the same bits on
     /// either kind of CPU. Runs where the CPU has AVX-512 (the AVX2 kernels run there too).
     #[test]
