@@ -9,7 +9,7 @@
 //! How: an allocation of at least 256 KiB is aligned to 2 MiB and its 2 MiB pages are advised
 //! `MADV_HUGEPAGE` before anything touches it, so that the kernel maps them with huge pages
 //! when its THP mode is `madvise` (the common default) or `always`. Smaller allocations go
-//! straight to the system allocator. The price is memory: a block between 256 KiB and 2 MiB
+//! to the system allocator (from 4 KiB on with at least 64-byte alignment: [`system_layout`]). The price is memory: a block between 256 KiB and 2 MiB
 //! occupies a whole 2 MiB page (the tiny GPT's 1 MiB activation buffers, its 256 KiB weight
 //! matrices and their Adam moments all qualify; on the development machine, lowering the
 //! threshold from 2 MiB to 1 MiB and then to 256 KiB each made the step faster again, 5 of 6

@@ -90,11 +90,7 @@ unsafe fn chain(
     epi: Epi,
 ) {
     let ((ars, aps), (bps, bjs)) = strides(ta, tb, m, n, k);
-    let kernel = if super::sgemm::avx512() {
-        avx512::chain
-    } else {
-        avx2::chain
-    };
+    let kernel = if zmm() { avx512::chain } else { avx2::chain };
     // SAFETY: the caller's contract: the kernel's instruction set, and operands that hold these
     // shapes, so every stride the kernel walks stays inside them; `c` is a unique borrow.
     unsafe {
@@ -149,7 +145,7 @@ pub fn gemm(
     }
     // `gemm_ex`'s degenerate shapes, in its order.
     #[cfg(target_arch = "x86_64")]
-    let fast = super::sgemm::avx512();
+    let fast = zmm();
     #[cfg(not(target_arch = "x86_64"))]
     let fast = false;
     #[cfg(target_arch = "x86_64")]
@@ -323,7 +319,7 @@ fn outer(m: usize, n: usize, alpha: f32, a: &[Lanes], b: &[Lanes], beta: f32, c:
 pub fn column_sums(g: &[Lanes], width: usize, acc: &mut [Lanes]) {
     assert!(acc.len() >= width && width > 0);
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::avx512() {
+    if zmm() {
         // SAFETY: AVX-512F is present (checked); `acc` holds `width` lanes (asserted).
         return unsafe { avx512::column_sums(g, width, acc) };
     }
@@ -358,7 +354,7 @@ pub fn mse(out: &[Lanes], y: &[Lanes], g: &mut [Lanes]) -> [f64; LANES] {
     assert!(y.len() >= n && g.len() >= n);
     let scale = (2.0 / n as f64) as f32;
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::avx512() {
+    if zmm() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index.
         return unsafe { avx512::mse(out, y, scale, g) };
     }
@@ -441,8 +437,9 @@ pub fn gather_rows(
         i * w
     };
     #[cfg(target_arch = "x86_64")]
-    if w >= 2 && (avx512vl() || super::sgemm::available()) {
-        let wide = avx512vl();
+    let wide = zmm() && avx512vl();
+    #[cfg(target_arch = "x86_64")]
+    if w >= 2 && (wide || (!zmm() && super::sgemm::available())) {
         let base: [*const f32; LANES] = std::array::from_fn(|l| src[l].as_ptr());
         for k in 0..rows {
             // SAFETY: `start` checked the row lies inside lane l's split.
@@ -477,6 +474,23 @@ pub fn gather_rows(
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests run the AVX2 kernels on an AVX-512 CPU, against the same references.
+    static FORCE_AVX2: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the lanes' AVX-512 kernels run (else, where [`super::sgemm::available`], their AVX2
+/// twins).
+#[inline]
+fn zmm() -> bool {
+    #[cfg(test)]
+    if FORCE_AVX2.with(|f| f.get()) {
+        return false;
+    }
+    super::sgemm::avx512()
+}
+
 /// Whether this CPU has AVX-512F and VL (256-bit masked loads): [`gather_rows`]' kernel.
 #[cfg(target_arch = "x86_64")]
 fn avx512vl() -> bool {
@@ -506,7 +520,7 @@ pub fn insert(t: &mut [Lanes], lane: usize, from: &[f32]) {
 pub fn bias_tanh(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: &mut [Lanes]) {
     assert!(h.len() >= z.len() && bias.is_none_or(|b| b.len() >= width) && width > 0);
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::avx512() {
+    if zmm() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index the kernel reads.
         return unsafe { avx512::bias_tanh(width, bias, z, h) };
     }
@@ -549,7 +563,7 @@ fn bias_tanh_portable(width: usize, bias: Option<&[Lanes]>, z: &mut [Lanes], h: 
 pub fn tanh_slope(g: &mut [Lanes], h: &[Lanes]) {
     assert!(h.len() >= g.len());
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::avx512() {
+    if zmm() {
         // SAFETY: AVX-512F is present (checked); `h` is at least as long as `g`.
         return unsafe { avx512::tanh_slope(g, h) };
     }
@@ -577,7 +591,7 @@ fn tanh_slope_portable(g: &mut [Lanes], h: &[Lanes]) {
 pub fn adam(c: &AdamConsts, w: &mut [Lanes], g: &[Lanes], m: &mut [Lanes], v: &mut [Lanes]) {
     assert!(g.len() >= w.len() && m.len() >= w.len() && v.len() >= w.len());
     #[cfg(target_arch = "x86_64")]
-    if super::sgemm::avx512() {
+    if zmm() {
         // SAFETY: AVX-512F is present (checked); the assert bounds every index.
         return unsafe { avx512::adam(c, w, g, m, v) };
     }
@@ -635,7 +649,7 @@ enum Epi {
 }
 
 /// The depth of one block of the kernels' sum (`chain`): all of `k` while what the tiles reuse
-/// fits in half the L1 data cache — all of `op(B)` (read again for each row of tiles) and one
+/// fits in `budget` bytes (half the L1 data cache for AVX-512, all of it for AVX2) — all of `op(B)` (read again for each row of tiles) and one
 /// row of tiles' 4 rows of `op(A)` (read again for each tile in it) — else the most steps that
 /// do (at least 8), in even blocks.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -1252,7 +1266,7 @@ mod tests {
     #[test]
     fn gemm_matches_each_model_alone() {
         if !crate::engine::sgemm::available() {
-            eprintln!("skipped: lockstep lanes reproduce the AVX-512 kernels only");
+            eprintln!("skipped: lockstep lanes need AVX-512 or AVX2+FMA");
             return;
         }
         let mut rng = Rng::stream(7, "lanes-test");
@@ -1505,5 +1519,22 @@ mod tests {
                 assert_eq!(want[j].to_bits(), acc[j][l].to_bits());
             }
         }
+    }
+
+    /// The AVX2 kernels pass the tests above on an AVX-512 CPU too (forced), against the same
+    /// references: each model alone on the AVX-512 GEMM, the scalar tanh, the plain loops.
+    #[test]
+    fn avx2_kernels_pass_the_same_tests() {
+        if !crate::engine::sgemm::avx512() {
+            eprintln!("no AVX-512 on this CPU: the tests above ran the AVX2 kernels already");
+            return;
+        }
+        FORCE_AVX2.with(|f| f.set(true));
+        gemm_matches_each_model_alone();
+        tanh_kernels_match_the_scalar_tanh();
+        mse_and_adam_match();
+        gather_rows_matches_the_plain_loop();
+        column_sums_match();
+        FORCE_AVX2.with(|f| f.set(false));
     }
 }

@@ -341,7 +341,7 @@ unsafe fn fused_call<F: Float>(
 /// `c ← (α·op(A)·op(B)) ⊙ (1 − h²)` (dense, `[m, n]`): the gradient through a tanh layer from
 /// its output `h`, in the GEMM's epilogue where the engine can
 /// ([`super::sgemm::Extra::TanhSlope`]): the same bits as [`gemm`] with β = 0, then
-/// `c · (1 − h·h)`. `false`, with nothing done, where it cannot (f64, no AVX-512, the shapes
+/// `c · (1 − h·h)`. `false`, with nothing done, where it cannot (f64, a CPU without the engine's kernels, the shapes
 /// [`gemm`] computes another way or that gain nothing): the caller does the steps itself.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_tanh_slope<F: Float>(
@@ -370,7 +370,7 @@ pub fn gemm_tanh_slope<F: Float>(
 /// `z ← α·op(A)·op(B) + 1·biasᵀ` and `h ← tanh(z)` (dense, `[m, n]` each) in one pass where the
 /// engine can ([`super::sgemm::Extra::Tanh`]): the same bits as [`gemm`] with β = 0, then
 /// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). `false`,
-/// with nothing done, where it cannot (f64, no AVX-512, the shapes [`gemm`] computes another way,
+/// with nothing done, where it cannot (f64, a CPU without the engine's kernels, the shapes [`gemm`] computes another way,
 /// one too small to gain, or a bias over more than one `KC` block): the caller does the steps
 /// itself.
 #[allow(clippy::too_many_arguments)]
@@ -410,7 +410,7 @@ pub struct AdamTensor<'a, F> {
 /// `C ← α·op(A)·op(B)` (dense, β = 0: a weight's gradient), with Adam's step on `t` from each
 /// element of C taken in the GEMM's epilogue ([`super::sgemm::Extra::Adam`]): the same bits as
 /// [`gemm`] followed by the update. `false`, with nothing done, where the engine has no such
-/// path (f64, no AVX-512, the shapes [`gemm`] computes another way or that gain nothing): the
+/// path (f64, a CPU without the engine's kernels, the shapes [`gemm`] computes another way or that gain nothing): the
 /// caller does the two steps itself.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_adam<F: Float>(
@@ -802,7 +802,7 @@ mod tests {
     /// (with and without a bias, ragged edges, one and two threads, values past tanh's clamp):
     /// the same pre-activations and activations, bit for bit (without a bias, over two `KC`
     /// blocks too); declined (nothing written) where a bias meets a sum of two `KC` blocks, and
-    /// everywhere without AVX-512.
+    /// everywhere without the engine's kernels (AVX-512 or AVX2+FMA).
     #[test]
     fn gemm_bias_tanh_is_the_gemm_then_the_tanh() {
         let mut seed = 11u32;
@@ -936,7 +936,7 @@ mod tests {
                 });
                 let ctx = format!("{m}×{n}×{k} {opt:?} wd {wd} threads {threads}");
                 if !super::super::sgemm::available() {
-                    assert!(!did, "{ctx}: no AVX-512, yet fused");
+                    assert!(!did, "{ctx}: no AVX-512 or AVX2+FMA, yet fused");
                     assert!(
                         g2.iter().all(|x| x.is_nan()) && w2 == w0,
                         "{ctx}: declined, yet wrote"

@@ -22,9 +22,10 @@
 //!
 //! Every element of C is the same chain of FMAs over `p` in order, followed by the same
 //! epilogue, whichever tile or thread computes it: results are bit-identical for any thread
-//! count, and between the AVX-512 kernels and their AVX2 twins ([`avx2`]: 6×16 tiles for 16
-//! ymm registers, over operands packed to that size in the same `KC` blocks), so a model
-//! trains to the same bits on either.
+//! count, and (for finite operands) between the AVX-512 kernels and their AVX2 twins ([`avx2`]:
+//! 6×16 tiles for 16 ymm registers, over operands packed to that size in the same `KC`
+//! blocks), so a model's GEMMs give the same bits on either. (The direct convolution has no
+//! AVX2 twin: a convolution sums otherwise there.)
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -88,8 +89,8 @@ pub fn available() -> bool {
     isa().is_some()
 }
 
-/// Whether this CPU runs the AVX-512 kernels (the ones with no AVX2 twin check this: the
-/// direct convolution and the lockstep lanes' hand-written kernels).
+/// Whether this CPU runs the AVX-512 kernels (the direct convolution, which has no AVX2 twin,
+/// and the choice between each kernel and its twin check this).
 pub fn avx512() -> bool {
     isa() == Some(Isa::Avx512)
 }
@@ -329,7 +330,7 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
     let (mr, nr) = (op.mr(), op.nr());
     let panels = n.div_ceil(nr);
     let tasks = threads.min(panels.max(m.div_ceil(mr))).max(1);
-    // Threads split the 32-column panels when A is read in place, B is the bigger operand
+    // Threads split the column panels when A is read in place, B is the bigger operand
     // (n ≥ m: both have k rows) and there are enough panels: each packs its own panels of B
     // (the activations of a weight gradient), so nothing runs serially and there is one pool
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
@@ -689,9 +690,9 @@ unsafe fn with_pack<R>(
 }
 
 /// C's rows `rows` × panels `panels` for the `kc`-deep block at `p0`; `bp` holds those panels
-/// of B packed (`[panel][kc][NR]`, from `panels.start`). A is read in place when it is column-
-/// major (`rsa = 1`: the 12 values of one `p` are contiguous); otherwise the block's row tiles
-/// are packed into that layout first.
+/// of B packed (`[panel][kc][nr]`, from `panels.start`; `nr`, `mr`: the call's tile). A is read
+/// in place when it is column-major (`rsa = 1`: a tile's `mr` values of one `p` are
+/// contiguous); otherwise the block's row tiles are packed into that layout first.
 unsafe fn block(
     op: &Operands,
     rows: std::ops::Range<usize>,
@@ -769,7 +770,8 @@ unsafe fn block(
     }
 }
 
-/// Panels `panels` of `op(B)[p0..p0 + kc, ·]` into `[panel][kc][NR]`, zero past column `n`.
+/// Panels `panels` of `op(B)[p0..p0 + kc, ·]` into `[panel][kc][nr]` (`nr`: the call's tile
+/// width), zero past column `n`.
 unsafe fn pack_b(
     op: &Operands,
     p0: usize,
@@ -896,7 +898,7 @@ unsafe fn transpose4(x0: &mut __m128, x1: &mut __m128, x2: &mut __m128, x3: &mut
 }
 
 /// One register tile's operands and epilogue: `A[r, p]` at `a + r + p·a_ps`, row `p` of the
-/// packed B panel at `b + 32·p` (of which `cols` columns are live).
+/// packed B panel at `b + nr·p` (`nr`: 32 for AVX-512, 16 for AVX2; `cols` columns are live).
 struct Tile {
     kc: usize,
     a: *const f32,
@@ -985,7 +987,8 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
             acc1[r] = _mm512_fmadd_ps(av, b1, acc1[r]);
         }
         bp = bp.add(NR);
-        ap = ap.offset(t.a_ps);
+        // Wrapping: after the last step, A read in place points past its buffer (never read).
+        ap = ap.wrapping_offset(t.a_ps);
     }
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);

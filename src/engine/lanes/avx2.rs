@@ -3,9 +3,9 @@
 //! of the portable code), so a group computes the same bits on either kind of CPU — the bits
 //! its models compute alone ([`crate::engine::sgemm`]'s AVX2 kernels match its AVX-512 ones).
 //!
-//! The GEMM is written out ([`chain`]: 4×3 tiles of half-vectors, 12 accumulators in the 16
-//! ymm registers, each half of the lanes in turn); the elementwise passes are the portable
-//! loops compiled here for AVX2 and FMA, where LLVM vectorizes their 16-lane inner loops.
+//! The GEMM is written out ([`chain`]: 3×2 tiles of lane vectors, both halves at once, 12
+//! accumulators in the 16 ymm registers); the elementwise passes are the portable loops
+//! compiled here for AVX2 and FMA, where LLVM vectorizes their 16-lane inner loops.
 
 use std::arch::x86_64::*;
 
@@ -62,7 +62,8 @@ pub(super) unsafe fn gemm(
 
 /// `C(i, j) = α·Σ_p A(i, p)·B(p, j) (+ β·C)`, the sum one FMA chain from zero; `A(i, p)` at
 /// `a + i·ars + p·aps`, `B(p, j)` at `b + p·bps + j·bjs`, `C` row-major `[m, n]` (the AVX-512
-/// `chain`, in the same blocks of the sum).
+/// `chain`; its blocks of the sum fill the whole L1, where the AVX-512 one's fill half: the
+/// raw sums pass through C between blocks exactly, so the bits do not depend on them).
 ///
 /// # Safety
 /// AVX2 and FMA; every address the strides reach for `i < m, j < n, p < k` is in bounds, and
@@ -132,7 +133,8 @@ struct Tile {
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tiles(t: &Tile, m: usize, n: usize, a: *const Lanes, b: *const Lanes, c: *mut Lanes) {
     let (ars, bjs) = (t.ars, t.bjs);
-    // 4×3: 12 accumulators, 3 B half-vectors and an A half-vector in the 16 registers.
+    // 3×2 lane vectors: 12 accumulators and B's 4 halves in the 16 registers, A's halves
+    // read as memory operands of the FMAs.
     const I: usize = 3;
     const J: usize = 2;
     let mut i = 0;
@@ -154,7 +156,7 @@ unsafe fn tiles(t: &Tile, m: usize, n: usize, a: *const Lanes, b: *const Lanes, 
                     match (ir, jr) {
                         $(($ii, 2) => tile::<$ii, 2, $at, $bt>(t, ap, bp, cp),
                           ($ii, 1) => tile::<$ii, 1, $at, $bt>(t, ap, bp, cp),)*
-                        _ => unreachable!("tiles are at most 4×3"),
+                        _ => unreachable!("tiles are at most 3×2"),
                     }
                 };
             }

@@ -1,7 +1,8 @@
 //! The GEMM micro-kernels for CPUs with AVX2 and FMA but no AVX-512 (Haswell to Alder Lake,
-//! Zen 1–3): the same packed layouts, blocking and per-element arithmetic as the AVX-512
-//! kernels, so results are bit-identical to theirs (and a model trains to the same bits on
-//! either kind of machine).
+//! Zen 1–3): the same `KC` blocks and per-element arithmetic as the AVX-512 kernels, over
+//! operands packed to their own tile, so results are bit-identical to theirs for finite
+//! operands (the causal parts of [`super::Part`] sum over tile-sized ranges of `p`, which can
+//! add `0·inf` terms on one and not the other).
 //!
 //! With 16 ymm registers a 12×32 tile does not fit, so the tile is 6×16 (BLIS's Haswell
 //! micro-kernel shape: 12 accumulators, 2 loads of B and 6 broadcasts of A per step of `p`, 12
@@ -83,7 +84,8 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
             acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
         }
         bp = bp.add(NR_AVX2);
-        ap = ap.offset(t.a_ps);
+        // Wrapping: after the last step, A read in place points past its buffer (never read).
+        ap = ap.wrapping_offset(t.a_ps);
     }
     let alpha = _mm256_set1_ps(t.alpha);
     let beta = _mm256_set1_ps(t.beta);
