@@ -15,17 +15,17 @@ use std::arch::x86_64::*;
 use super::{Extra, SmallTile, Tile, MR_AVX2, NR_AVX2};
 use crate::engine::lanes::AdamConsts;
 
-/// `$kernel::<R>(args)` for a runtime row count `R` in `1..=6`.
+/// `$kernel::<R>($tile)` for a runtime row count `R` in `1..=6`.
 macro_rules! by_sub_rows {
-    ($rows:expr, $kernel:ident, $($arg:expr),*) => {
+    ($rows:expr, $kernel:ident, $tile:expr) => {
         match $rows {
-            1 => $kernel::<1>($($arg),*),
-            2 => $kernel::<2>($($arg),*),
-            3 => $kernel::<3>($($arg),*),
-            4 => $kernel::<4>($($arg),*),
-            5 => $kernel::<5>($($arg),*),
-            6 => $kernel::<6>($($arg),*),
-            _ => unreachable!("sub-tile rows are 1..=6"),
+            1 => $kernel::<1>($tile),
+            2 => $kernel::<2>($tile),
+            3 => $kernel::<3>($tile),
+            4 => $kernel::<4>($tile),
+            5 => $kernel::<5>($tile),
+            6 => $kernel::<6>($tile),
+            _ => unreachable!("tile rows are 1..=6"),
         }
     };
 }
@@ -48,23 +48,22 @@ unsafe fn live_mask(live: usize) -> __m256i {
 /// `NR_AVX2` wide.
 pub(super) unsafe fn micro(mr: usize, t: &Tile) {
     debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
-    by_sub_rows!(mr, kernel, t, 0, 0);
+    by_sub_rows!(mr, kernel, t);
 }
 
-/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`Tile`] `t` (here always the whole tile:
-/// `r0 = h = 0`).
+/// Tile `t` of `R` rows.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
-    let cols = t.cols.saturating_sub(16 * h);
+unsafe fn kernel<const R: usize>(t: &Tile) {
+    let cols = t.cols;
     let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
     let full = [cols >= 8, cols >= 16];
-    let c = t.c.add(r0 * t.ldc + 16 * h);
+    let c = t.c;
     // Ask for the C sub-tile now, so its cache misses overlap the FMAs (as the AVX-512 kernel).
     for r in 0..R {
         let row = c.add(r * t.ldc) as *const i8;
         _mm_prefetch::<_MM_HINT_T0>(row);
         if let Extra::Adam(a) = t.extra {
-            let o = (r0 + r) * t.ldc + 16 * h;
+            let o = r * t.ldc;
             for p in [a.w, a.m, a.v] {
                 let row = p.add(o) as *const i8;
                 _mm_prefetch::<_MM_HINT_T0>(row);
@@ -73,7 +72,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
         }
     }
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let (mut ap, mut bp) = (t.a.add(r0), t.b.add(16 * h));
+    let (mut ap, mut bp) = (t.a, t.b);
     for _ in 0..t.kc {
         // The packed panel is cache-line aligned and `NR_AVX2` floats wide: aligned loads.
         let b0 = _mm256_load_ps(bp);
@@ -121,12 +120,12 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
                     v = _mm256_fmadd_ps(beta, ld(dst), v);
                 }
                 if let Some(bias) = t.bias {
-                    v = _mm256_add_ps(v, ld(bias.add(16 * h + 8 * q)));
+                    v = _mm256_add_ps(v, ld(bias.add(8 * q)));
                 }
             } else {
                 v = _mm256_add_ps(ld(dst), v);
             }
-            let o = (r0 + r) * t.ldc + 16 * h + 8 * q;
+            let o = r * t.ldc + 8 * q;
             if let Extra::TanhSlope(hp) = t.extra {
                 // `g · (1 − h·h)`, as the slope's own pass computes it.
                 let hv = ld(hp.add(o));
@@ -154,14 +153,14 @@ unsafe fn kernel<const R: usize>(t: &Tile, r0: usize, h: usize) {
 /// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
 pub(super) unsafe fn small_micro(mr: usize, t: &SmallTile) {
     debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
-    by_sub_rows!(mr, small_kernel, t, 0, 0);
+    by_sub_rows!(mr, small_kernel, t);
 }
 
-/// Rows `r0..r0 + R` and columns `16h..16h + 16` of [`SmallTile`] `t`, A and B read through
+/// Small tile `t` of `R` rows, A and B read through
 /// their strides (B's ragged edge by masked loads).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
-    let cols = t.cols.saturating_sub(16 * h);
+unsafe fn small_kernel<const R: usize>(t: &SmallTile) {
+    let cols = t.cols;
     let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
     let ld = |q: usize, p: *const f32| {
         if cols >= 8 * (q + 1) {
@@ -172,8 +171,7 @@ unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
     };
     let live1 = cols > 8;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
-    let a0 = t.a.offset(r0 as isize * t.a_rs);
-    let (mut ap, mut bp) = (a0, t.b.add(16 * h));
+    let (mut ap, mut bp) = (t.a, t.b);
     for _ in 0..t.k {
         let b0 = ld(0, bp);
         let b1 = if live1 {
@@ -193,7 +191,7 @@ unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
     let alpha = _mm256_set1_ps(t.alpha);
     let beta = _mm256_set1_ps(t.beta);
     for (r, acc) in acc.iter().enumerate() {
-        let row = t.c.add((r0 + r) * t.ldc + 16 * h);
+        let row = t.c.add(r * t.ldc);
         for (q, &acc) in acc.iter().enumerate() {
             if cols <= 8 * q {
                 continue;
@@ -205,7 +203,7 @@ unsafe fn small_kernel<const R: usize>(t: &SmallTile, r0: usize, h: usize) {
                 v = _mm256_fmadd_ps(beta, ld(q, dst), v);
             }
             if let Some(bias) = t.bias {
-                v = _mm256_add_ps(v, ld(q, bias.add(16 * h + 8 * q)));
+                v = _mm256_add_ps(v, ld(q, bias.add(8 * q)));
             }
             if full {
                 _mm256_storeu_ps(dst, v)
