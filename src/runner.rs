@@ -126,21 +126,24 @@ fn claim(
         checkpoint::peek(&ckpt_path)?.filter(|s| s.run_id == id)
     };
     let version = env!("CARGO_PKG_VERSION");
-    match &ckpt {
-        Some(st) => store.resume_run(
-            &id,
-            name,
-            &spec.to_json(),
-            &spec.to_toml(),
-            version,
-            st.step,
-        )?,
-        None => store.begin_run(&id, name, &spec.to_json(), &spec.to_toml(), version)?,
+    let (json, toml) = (spec.to_json(), spec.to_toml());
+    if force {
+        store.begin_run(&id, name, &json, &toml, version)?;
+    } else if let Some(done) = store.claim_run(
+        &id,
+        name,
+        &json,
+        &toml,
+        version,
+        ckpt.as_ref().map(|s| s.step),
+    )? {
+        // Another process finished it since `prev` was read (two sweeps of one file at once).
+        return Ok(Claim::Done(Box::new(done)));
     }
     // The run is recorded: only now its folder (a refused or failed claim leaves no orphan).
     std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;
     let spec_path = artifacts.join("spec.toml");
-    std::fs::write(&spec_path, spec.to_toml()).map_err(Error::io(spec_path))?;
+    std::fs::write(&spec_path, &toml).map_err(Error::io(spec_path))?;
     if ckpt.is_none() && ckpt_path.exists() {
         // A stale checkpoint (another run's, or one --force discards) goes.
         std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;

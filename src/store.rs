@@ -357,6 +357,15 @@ pub struct MetricRow {
     pub value: f64,
 }
 
+/// What [`Store::start_run`] keeps of a run the store already holds.
+#[derive(Clone, Copy)]
+struct Start {
+    /// Metrics of steps before this stay (a resumed run); `None`: all go.
+    keep_before: Option<u64>,
+    /// A finished run is left as it is and returned (a sweep's claim) instead of restarted.
+    keep_finished: bool,
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -672,7 +681,12 @@ impl Store {
         spec_toml: &str,
         tool_version: &str,
     ) -> Result<(), StoreError> {
-        self.start_run(id, name, spec_json, spec_toml, tool_version, None)
+        let how = Start {
+            keep_before: None,
+            keep_finished: false,
+        };
+        self.start_run(id, name, spec_json, spec_toml, tool_version, how)
+            .map(drop)
     }
 
     /// Like [`Store::begin_run`] for a run resumed from a checkpoint taken before `step`: the
@@ -687,7 +701,44 @@ impl Store {
         tool_version: &str,
         step: u64,
     ) -> Result<(), StoreError> {
-        self.start_run(id, name, spec_json, spec_toml, tool_version, Some(step))
+        self.start_run(
+            id,
+            name,
+            spec_json,
+            spec_toml,
+            tool_version,
+            Start {
+                keep_before: Some(step),
+                keep_finished: false,
+            },
+        )
+        .map(drop)
+    }
+
+    /// A sweep's claim: [`Store::begin_run`], or [`Store::resume_run`] from `resume_from`,
+    /// unless the run is found finished (`completed` or `diverged`) inside the same transaction:
+    /// then nothing changes and its record comes back. Another process may have finished the
+    /// run between the caller's look and this write; restarting it would train it twice.
+    pub fn claim_run(
+        &mut self,
+        id: &str,
+        name: &str,
+        spec_json: &str,
+        spec_toml: &str,
+        tool_version: &str,
+        resume_from: Option<u64>,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        self.start_run(
+            id,
+            name,
+            spec_json,
+            spec_toml,
+            tool_version,
+            Start {
+                keep_before: resume_from,
+                keep_finished: true,
+            },
+        )
     }
 
     fn start_run(
@@ -697,8 +748,12 @@ impl Store {
         spec_json: &str,
         spec_toml: &str,
         tool_version: &str,
-        keep_before: Option<u64>,
-    ) -> Result<(), StoreError> {
+        how: Start,
+    ) -> Result<Option<RunRecord>, StoreError> {
+        let Start {
+            keep_before,
+            keep_finished,
+        } = how;
         // Ids become directory names under runs/, so keep them to a safe alphabet.
         let id_ok = !id.is_empty()
             && id.len() <= 128
@@ -747,6 +802,11 @@ impl Store {
                             path: path.clone(),
                             what,
                         })?;
+                if keep_finished && matches!(old.status, RunStatus::Completed | RunStatus::Diverged)
+                {
+                    // Dropping the transaction rolls back nothing: nothing was written.
+                    return Ok(Some(old));
+                }
                 Store::refuse_live(&path, &old)?;
                 let delete = match keep_before {
                     None => format!(
@@ -797,7 +857,8 @@ impl Store {
                 .map_err(|e| sql_err(&path, e))?;
             }
         }
-        tx.commit().map_err(|e| sql_err(&path, e))
+        tx.commit().map_err(|e| sql_err(&path, e))?;
+        Ok(None)
     }
 
     /// Appends a batch of samples to run `run_id` in one transaction: all or nothing.
@@ -1998,6 +2059,51 @@ mod tests {
         assert!(s.metrics("r").unwrap().is_empty());
         assert!(s.last_values("r").unwrap().is_empty());
         assert_eq!(s.runs().unwrap().len(), 1);
+    }
+
+    /// Two sweeps of one file at once: one process looks at a run, the other finishes it, then
+    /// the first claims it. The claim must find the finished run inside its own transaction and
+    /// leave it (it once reset it and trained it again: 10 runs trained of 9 in
+    /// `tests/sweep.rs`'s two-sweeps test).
+    #[test]
+    fn a_claim_leaves_a_run_another_connection_finished_after_the_look() {
+        let (_dir, mut a) = store();
+        let mut b = Store::open(a.path()).unwrap();
+        assert!(a.run("r").unwrap().is_none(), "a looks: nothing yet");
+        assert!(b
+            .claim_run("r", "n", "{}", "", "t", None)
+            .unwrap()
+            .is_none());
+        b.append_metrics("r", &[row(0, None, "loss", 1.0)]).unwrap();
+        b.finish_run("r", RunStatus::Completed, 10, 1.0, None, None)
+            .unwrap();
+        for resume_from in [None, Some(5)] {
+            let done = a
+                .claim_run("r", "n", "{}", "", "t", resume_from)
+                .unwrap()
+                .expect("the finished run comes back");
+            assert_eq!((done.status, done.steps), (RunStatus::Completed, Some(10)));
+        }
+        assert_eq!(a.metrics("r").unwrap(), vec![row(0, None, "loss", 1.0)]);
+        // A diverged run is finished too; an interrupted one is claimed.
+        b.finish_run("r", RunStatus::Diverged, 3, 1.0, Some(3), Some("nan"))
+            .unwrap();
+        assert!(a
+            .claim_run("r", "n", "{}", "", "t", None)
+            .unwrap()
+            .is_some());
+        b.finish_run("r", RunStatus::Interrupted, 3, 1.0, None, None)
+            .unwrap();
+        assert!(a
+            .claim_run("r", "n", "{}", "", "t", Some(0))
+            .unwrap()
+            .is_none());
+        assert_eq!(a.run("r").unwrap().unwrap().status, RunStatus::Running);
+        // `--force` restarts a finished run: begin_run still resets it.
+        a.finish_run("r", RunStatus::Completed, 10, 1.0, None, None)
+            .unwrap();
+        a.begin_run("r", "n", "{}", "", "t").unwrap();
+        assert!(a.metrics("r").unwrap().is_empty());
     }
 
     #[test]
