@@ -99,7 +99,9 @@ fn checked_data(
 }
 
 /// Claims the run in `store`: skips a finished one unless `force`, resumes an interrupted one
-/// from its checkpoint, else starts it.
+/// from its checkpoint, else starts it. The first look is outside the store's write lock; the
+/// claim itself ([`Store::claim_run`]) looks again inside it, so a run another process
+/// finished in between is skipped, not trained twice.
 fn claim(
     store: &mut Store,
     spec: &Spec,

@@ -2074,7 +2074,9 @@ mod tests {
             .claim_run("r", "n", "{}", "", "t", None)
             .unwrap()
             .is_none());
-        b.append_metrics("r", &[row(0, None, "loss", 1.0)]).unwrap();
+        // A resumed claim from step 5 would drop the row of step 7.
+        let rows = [row(0, None, "loss", 1.0), row(7, None, "loss", 0.5)];
+        b.append_metrics("r", &rows).unwrap();
         b.finish_run("r", RunStatus::Completed, 10, 1.0, None, None)
             .unwrap();
         for resume_from in [None, Some(5)] {
@@ -2084,7 +2086,7 @@ mod tests {
                 .expect("the finished run comes back");
             assert_eq!((done.status, done.steps), (RunStatus::Completed, Some(10)));
         }
-        assert_eq!(a.metrics("r").unwrap(), vec![row(0, None, "loss", 1.0)]);
+        assert_eq!(a.metrics("r").unwrap(), rows.to_vec());
         // A diverged run is finished too; an interrupted one is claimed.
         b.finish_run("r", RunStatus::Diverged, 3, 1.0, Some(3), Some("nan"))
             .unwrap();
