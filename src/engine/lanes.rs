@@ -16,6 +16,9 @@ use super::ops::Op;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod buf;
+
+pub use buf::LaneBuf;
 
 /// Models per group: one AVX-512 vector of f32.
 pub const LANES: usize = 16;
@@ -27,9 +30,9 @@ pub type Lanes = [f32; LANES];
 /// add partial products per block).
 pub const MAX_K: usize = super::sgemm::KC;
 
-/// A tensor of `n` elements, zero.
-pub fn zeros(n: usize) -> Vec<Lanes> {
-    vec![[0.0; LANES]; n]
+/// A tensor of `n` elements, zero, on cache-line boundaries ([`LaneBuf`]).
+pub fn zeros(n: usize) -> LaneBuf {
+    LaneBuf::zeros(n)
 }
 
 /// `h = tanh(α·op(A)·op(B) + bias)` for every lane, with no pre-activation buffer: [`gemm`]
@@ -383,7 +386,7 @@ fn mse_portable(out: &[Lanes], y: &[Lanes], scale: f32, g: &mut [Lanes]) -> [f64
 
 /// Up to [`LANES`] tensors of `n` elements as one lane tensor (`None`, or a missing lane: zero),
 /// by [`gather_rows`]' kernel: one row `n` wide.
-pub fn transpose(tensors: &[Option<&[f32]>], n: usize) -> Vec<Lanes> {
+pub fn transpose(tensors: &[Option<&[f32]>], n: usize) -> LaneBuf {
     let mut out = zeros(n);
     if n == 0 {
         return out;

@@ -14,7 +14,7 @@
 //! ReLU, leaky ReLU, tanh, sigmoid), no norm layers, any loss, any optimizer
 //! ([`LaneMlp::refuse`] says why not otherwise).
 
-use crate::engine::lanes::{self, Lanes, LANES};
+use crate::engine::lanes::{self, LaneBuf, Lanes, LANES};
 use crate::engine::ops::Op;
 use crate::nn::activation::{self, Activation};
 use crate::nn::loss::{self, LossValue};
@@ -51,10 +51,10 @@ pub struct LaneMlp {
     /// Hidden layers, then the output layer.
     layers: Vec<Layer>,
     /// Per parameter tensor (the order of [`Mlp::params`]): values, gradients, optimizer moments.
-    values: Vec<Vec<Lanes>>,
-    grads: Vec<Vec<Lanes>>,
-    m: Vec<Vec<Lanes>>,
-    v: Vec<Vec<Lanes>>,
+    values: Vec<LaneBuf>,
+    grads: Vec<LaneBuf>,
+    m: Vec<LaneBuf>,
+    v: Vec<LaneBuf>,
     lr_mult: Vec<LrMult>,
     decays: Vec<bool>,
     optimizer: Optimizer,
@@ -62,16 +62,16 @@ pub struct LaneMlp {
     pub t: u64,
     /// Per hidden layer: the pre-activation `z = x·Wᵀ + b` and the activation `h = f(z)`,
     /// `[rows, width]`.
-    pre: Vec<Vec<Lanes>>,
-    act: Vec<Vec<Lanes>>,
+    pre: Vec<LaneBuf>,
+    act: Vec<LaneBuf>,
     /// `[rows, output]` and its gradient.
-    output: Vec<Lanes>,
-    d_output: Vec<Lanes>,
+    output: LaneBuf,
+    d_output: LaneBuf,
     /// Ping-pong gradient buffers `[rows, max width]`.
-    grad: [Vec<Lanes>; 2],
+    grad: [LaneBuf; 2],
     /// The batch: `x: [rows, input]`, `y: [rows, y_cols]`.
-    x: Vec<Lanes>,
-    y: Vec<Lanes>,
+    x: LaneBuf,
+    y: LaneBuf,
     y_cols: usize,
     /// Per-lane scratch for the loss (one model's output, target and gradient).
     scratch: [Vec<f32>; 3],
@@ -130,7 +130,7 @@ impl LaneMlp {
             bias: template.out_bias,
         });
         let ps = &template.params;
-        let sized = |on: bool| -> Vec<Vec<Lanes>> {
+        let sized = |on: bool| -> Vec<LaneBuf> {
             ps.iter()
                 .map(|p| lanes::zeros(if on { p.value.len() } else { 0 }))
                 .collect()

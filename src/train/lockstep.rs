@@ -19,7 +19,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use crate::engine::lanes::{Lanes, LANES};
+use crate::engine::lanes::{LaneBuf, LANES};
 use crate::error::Error;
 use crate::model::lanes::{LaneMlp, LaneRows};
 use crate::model::{Batch, Mlp};
@@ -484,7 +484,7 @@ fn settle<'a>(
 /// The evaluation splits of a group's runs as lane tensors, laid out once: `(x, y, rows)` for
 /// the training and the test split (`None` where the runs' splits differ in size, or a run's
 /// evaluation is not plain loss and accuracy: those evaluate themselves).
-type EvalSplits = Option<[(Vec<Lanes>, Vec<Lanes>, usize); 2]>;
+type EvalSplits = Option<[(LaneBuf, LaneBuf, usize); 2]>;
 
 fn eval_splits(lanes: &LaneMlp, runs: &[Option<Run<'_, f32>>]) -> EvalSplits {
     let cap = lanes.capacity();

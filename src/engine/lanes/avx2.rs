@@ -218,28 +218,48 @@ unsafe fn tile<const I: usize, const J: usize, const AT: bool, const BT: bool>(
         return;
     }
     let (alpha, beta) = (_mm256_set1_ps(t.alpha), _mm256_set1_ps(t.beta));
+    // `α·acc (+ β·C)`, as `gemm_ex`'s epilogue forms it (α = 1, most layers, leaves the product
+    // exact: no multiply).
+    let scaled = |v: __m256, dst: *const Lanes, half: usize| {
+        let v = if t.alpha == 1.0 {
+            v
+        } else {
+            _mm256_mul_ps(v, alpha)
+        };
+        if t.beta != 0.0 {
+            _mm256_fmadd_ps(beta, ld(dst, half), v)
+        } else {
+            v
+        }
+    };
+    if let Epi::Tanh(bias) = t.epi {
+        // One row at a time: its four vectors' tanh side by side (`tanh_lock`: the same
+        // operations, so the same bits, 1.17–1.31× the speed of one vector at a time here).
+        for (ii, acc) in acc.iter().enumerate() {
+            // A one-column tile's last two are zeros, computed and dropped.
+            let z: [__m256; 4] = std::array::from_fn(|q| {
+                let (jj, half) = (q / 2, q % 2);
+                if jj >= J {
+                    return _mm256_setzero_ps();
+                }
+                let v = scaled(acc[jj][half], c.add(ii * t.n + jj), half);
+                match bias {
+                    Some(bias) => _mm256_add_ps(v, ld(bias.add(jj), half)),
+                    None => v,
+                }
+            });
+            let h = crate::engine::sgemm::avx2::tanh_lock(z);
+            for (q, &h) in h.iter().enumerate().take(2 * J) {
+                st(c.add(ii * t.n + q / 2), q % 2, h);
+            }
+        }
+        return;
+    }
     for (ii, acc) in acc.iter().enumerate() {
         for (jj, v) in acc.iter().enumerate() {
             for (half, &v) in v.iter().enumerate() {
                 let dst = c.add(ii * t.n + jj);
-                // α = 1 (most layers) leaves the product exact: no multiply.
-                let mut v = if t.alpha == 1.0 {
-                    v
-                } else {
-                    _mm256_mul_ps(v, alpha)
-                };
-                if t.beta != 0.0 {
-                    v = _mm256_fmadd_ps(beta, ld(dst, half), v);
-                }
-                match t.epi {
-                    Epi::Store => st(dst, half, v),
-                    Epi::Tanh(bias) => {
-                        if let Some(bias) = bias {
-                            v = _mm256_add_ps(v, ld(bias.add(jj), half));
-                        }
-                        st(dst, half, crate::engine::sgemm::avx2::tanh(v));
-                    }
-                }
+                st(dst, half, scaled(v, dst, half));
             }
         }
     }
