@@ -1,12 +1,14 @@
 //! [`LaneBuf`]: a lane tensor whose elements start on cache-line boundaries.
 //!
 //! A [`Lanes`] is 64 bytes, one cache line, but `Vec<[f32; 16]>` is only 4-byte aligned and
-//! the allocator's 16 bytes leave three in four buffers straddling lines: every element then
-//! spans two, and on AVX2 half of the kernels' 32-byte loads split. Measured on an AMD EPYC
-//! (Zen 3) with `examples`-style interleaved timings of the width-16 MLP's GEMMs, aligned
-//! operands ran 1.11–1.36× faster than the same operands 16 bytes off a line, and the lockstep
-//! training step of sixteen width-16 MLPs 1.14–1.18× faster (`bench --lanes`' step, aligned
-//! against every buffer 16 bytes off, interleaved in one process).
+//! the system allocator's 16 bytes leave three in four buffers straddling lines: every element
+//! then spans two, and on AVX2 half of the kernels' 32-byte loads split. The `cloudchamber`
+//! binary's allocator ([`crate::engine::hugepages`]) already starts blocks from 4 KiB on a line;
+//! this type makes it hold for every lane tensor under any allocator (the Python module, the
+//! library in other programs, tests) and for the small ones (a width-16 bias is 1 KiB).
+//! Measured under the system allocator on an AMD EPYC (Zen 3), interleaved in one process:
+//! aligned operands ran the width-16 MLP's lanes GEMMs 1.11–1.36× faster than operands 16
+//! bytes off a line, and `bench --lanes`' width-16 step 1.14–1.18× faster.
 
 use std::ops::{Deref, DerefMut};
 
