@@ -111,7 +111,9 @@ fn huge(layout: Layout) -> bool {
 /// blocks from 4 KiB on at least 64-byte aligned. Why the latter: the lockstep lanes read
 /// 64-byte elements (`[f32; 16]`, whose own alignment is 4) half or whole per load, and at the
 /// system allocator's 16-byte alignment most of those loads straddle two cache lines (on a Zen
-/// 3, a width-16 layer's lanes GEMM ran at 30–36 GFLOP/s so, 44–49 aligned).
+/// 3, a width-16 layer's lanes GEMM ran at 30–36 GFLOP/s so, 44–49 aligned). The lanes' own
+/// tensors are now [`crate::engine::lanes::LaneBuf`]s, aligned under any allocator (and below
+/// 4 KiB).
 fn system_layout(layout: Layout) -> Layout {
     if !huge(layout) {
         if layout.size() >= LINE_FROM && layout.align() < LINE {

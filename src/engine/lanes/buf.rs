@@ -2,7 +2,8 @@
 //!
 //! A [`Lanes`] is 64 bytes, one cache line, but `Vec<[f32; 16]>` is only 4-byte aligned and
 //! the system allocator's 16 bytes leave three in four buffers straddling lines: every element
-//! then spans two, and on AVX2 half of the kernels' 32-byte loads split. The `cloudchamber`
+//! then spans two, and at 16 or 48 bytes off a line half of the AVX2 kernels' 32-byte loads
+//! split (every one of the AVX-512 kernels' 64-byte loads, at any offset). The `cloudchamber`
 //! binary's allocator ([`crate::engine::hugepages`]) already starts blocks from 4 KiB on a line;
 //! this type makes it hold for every lane tensor under any allocator (the Python module, the
 //! library in other programs, tests) and for the small ones (a width-16 bias is 1 KiB).

@@ -271,6 +271,7 @@ pub(in crate::engine) unsafe fn tanh_lock<const N: usize>(x: [__m256; N]) -> [__
     use crate::engine::fastmath::tanh_consts::*;
     let s = _mm256_set1_ps;
     let each = |f: &dyn Fn(usize) -> __m256| -> [__m256; N] { std::array::from_fn(f) };
+    // `clamp`: max(lo, x) and min(hi, ·) return x itself when it is NaN, as `clamp` does.
     let xc = each(&|i| _mm256_min_ps(s(CLAMP), _mm256_max_ps(s(-CLAMP), x[i])));
     let x2 = each(&|i| _mm256_mul_ps(xc[i], xc[i]));
     let x3 = each(&|i| _mm256_mul_ps(x2[i], xc[i]));
