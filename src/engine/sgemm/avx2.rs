@@ -48,12 +48,28 @@ unsafe fn live_mask(live: usize) -> __m256i {
 /// `NR_AVX2` wide.
 pub(super) unsafe fn micro(mr: usize, t: &Tile) {
     debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
-    by_sub_rows!(mr, kernel, t);
+    if t.a_rs == 1 {
+        by_sub_rows!(mr, packed, t);
+    } else {
+        by_sub_rows!(mr, in_place, t);
+    }
 }
 
-/// Tile `t` of `R` rows.
+/// [`kernel`] on a packed A tile (or a column-major A read in place): its rows adjacent.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize>(t: &Tile) {
+unsafe fn packed<const R: usize>(t: &Tile) {
+    kernel::<R, false>(t)
+}
+
+/// [`kernel`] on a row-major A read in place, its rows `a_rs` apart.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn in_place<const R: usize>(t: &Tile) {
+    kernel::<R, true>(t)
+}
+
+/// Tile `t` of `R` rows (`STRIDED`: A's rows `t.a_rs` apart, else adjacent).
+#[inline(always)]
+unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
     let cols = t.cols;
     let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
     let full = [cols >= 8, cols >= 16];
@@ -78,7 +94,11 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
         let b0 = _mm256_load_ps(bp);
         let b1 = _mm256_load_ps(bp.add(8));
         for (r, acc) in acc.iter_mut().enumerate() {
-            let av = _mm256_broadcast_ss(&*ap.add(r));
+            let av = if STRIDED {
+                _mm256_broadcast_ss(&*ap.offset(r as isize * t.a_rs))
+            } else {
+                _mm256_broadcast_ss(&*ap.add(r))
+            };
             acc[0] = _mm256_fmadd_ps(av, b0, acc[0]);
             acc[1] = _mm256_fmadd_ps(av, b1, acc[1]);
         }
