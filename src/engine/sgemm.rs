@@ -1221,6 +1221,43 @@ mod tests {
         }
     }
 
+    /// [`sgemm`] onto a C of 0.5s (β = 1, no bias): A `m×k` at strides `(rsa, csa)` (both
+    /// positive), B `k×n` row-major.
+    fn call(
+        (m, n, k): (usize, usize, usize),
+        alpha: f32,
+        (a, rsa, csa): (&[f32], isize, isize),
+        b: &[f32],
+        threads: usize,
+    ) -> Vec<f32> {
+        let (rs, cs) = (rsa as usize, csa as usize);
+        assert!(rsa > 0 && csa > 0 && a.len() > (m - 1) * rs + (k - 1) * cs);
+        assert!(b.len() >= k * n);
+        let mut c = vec![0.5f32; m * n];
+        // SAFETY: A's last element `(m−1)·rsa + (k−1)·csa` and B's `k·n` were checked above,
+        // and C holds m×n.
+        unsafe {
+            sgemm(
+                m,
+                n,
+                k,
+                alpha,
+                a.as_ptr(),
+                rsa,
+                csa,
+                b.as_ptr(),
+                n as isize,
+                1,
+                1.0,
+                c.as_mut_ptr(),
+                n,
+                None,
+                threads,
+            )
+        };
+        c
+    }
+
     /// Row splits over any thread count give bit-identical C (the engine's promise).
     #[test]
     fn any_thread_count_is_bit_identical() {
@@ -1230,30 +1267,7 @@ mod tests {
         let (m, n, k) = (203, 45, 530);
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
-        let run = |threads| {
-            let mut c = vec![0.5f32; m * n];
-            // SAFETY: the buffers hold the m×k, k×n and m×n operands at these strides.
-            unsafe {
-                sgemm(
-                    m,
-                    n,
-                    k,
-                    1.0,
-                    a.as_ptr(),
-                    k as isize,
-                    1,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    1.0,
-                    c.as_mut_ptr(),
-                    n,
-                    None,
-                    threads,
-                )
-            };
-            c
-        };
+        let run = |threads| call((m, n, k), 1.0, (&a, k as isize, 1), &b, threads);
         let one = run(1);
         for t in [2, 3, 7] {
             assert!(one
@@ -1275,33 +1289,9 @@ mod tests {
         let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
         let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
-        let run = |(a, rsa, csa): (&[f32], isize, isize), threads| {
-            let mut c = vec![0.5f32; m * n];
-            // SAFETY: `a` holds the m×k operand at strides (rsa, csa), `b` k×n, `c` m×n.
-            unsafe {
-                sgemm(
-                    m,
-                    n,
-                    k,
-                    0.7,
-                    a.as_ptr(),
-                    rsa,
-                    csa,
-                    b.as_ptr(),
-                    n as isize,
-                    1,
-                    1.0,
-                    c.as_mut_ptr(),
-                    n,
-                    None,
-                    threads,
-                )
-            };
-            c
-        };
         for threads in [1, 2] {
-            let rows = run((&a, k as isize, 1), threads);
-            let cols = run((&at, 1, m as isize), threads);
+            let rows = call((m, n, k), 0.7, (&a, k as isize, 1), &b, threads);
+            let cols = call((m, n, k), 0.7, (&at, 1, m as isize), &b, threads);
             assert!(rows
                 .iter()
                 .zip(&cols)
