@@ -443,6 +443,14 @@ unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
                 Part::ALower => (op.n, 0..k.min(i0 + mr)),
                 Part::AUpper => (op.n, i0.min(k)..k),
             };
+            // On AVX2 (no mask registers) a `Lower` tile's last panel is computed whole where C
+            // has the columns: its extra elements lie above the diagonal, which `Lower` leaves
+            // free, and a 16-wide tile runs the unmasked kernel.
+            let width = if part == Part::Lower && !op.zmm {
+                op.n
+            } else {
+                end
+            };
             for jp in 0..end.div_ceil(nr) {
                 let j0 = jp * nr;
                 let tile = SmallTile {
@@ -456,7 +464,7 @@ unsafe fn small(op: &Operands, m: usize, k: usize, part: Part) {
                     b_ps,
                     c: op.c.add(i0 * op.ldc + j0),
                     ldc: op.ldc,
-                    cols: nr.min(end - j0),
+                    cols: nr.min(width - j0),
                     alpha: op.alpha,
                     beta: op.beta,
                     bias: op.bias.map(|bv| bv.add(j0)),

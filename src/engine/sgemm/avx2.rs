@@ -200,23 +200,45 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
 /// AVX2 and FMA present; the tile's contract as for the AVX-512 kernel.
 pub(super) unsafe fn small_micro(mr: usize, t: &SmallTile) {
     debug_assert!(mr <= MR_AVX2 && t.cols <= NR_AVX2);
-    by_sub_rows!(mr, small_kernel, t);
+    if t.cols == NR_AVX2 {
+        by_sub_rows!(mr, small_full, t);
+    } else {
+        by_sub_rows!(mr, small_ragged, t);
+    }
 }
 
-/// Small tile `t` of `R` rows, A and B read through
-/// their strides (B's ragged edge by masked loads).
+/// [`small_kernel`] on a tile 16 columns wide: plain loads and stores. Its own copy because
+/// the masks, live across the loop, cost the registers that hold the accumulators: with them
+/// LLVM kept the 6-row tile's accumulators on the stack, a store per FMA.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn small_kernel<const R: usize>(t: &SmallTile) {
-    let cols = t.cols;
-    let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
+unsafe fn small_full<const R: usize>(t: &SmallTile) {
+    small_kernel::<R, true>(t)
+}
+
+/// [`small_kernel`] on a tile narrower than 16 columns.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn small_ragged<const R: usize>(t: &SmallTile) {
+    small_kernel::<R, false>(t)
+}
+
+/// Small tile `t` of `R` rows, A and B read through their strides (`FULL`: 16 columns;
+/// otherwise B's ragged edge by masked loads).
+#[inline(always)]
+unsafe fn small_kernel<const R: usize, const FULL: bool>(t: &SmallTile) {
+    let cols = if FULL { NR_AVX2 } else { t.cols };
+    let masks = if FULL {
+        [_mm256_setzero_si256(); 2]
+    } else {
+        [live_mask(cols), live_mask(cols.saturating_sub(8))]
+    };
     let ld = |q: usize, p: *const f32| {
-        if cols >= 8 * (q + 1) {
+        if FULL || cols >= 8 * (q + 1) {
             _mm256_loadu_ps(p)
         } else {
             _mm256_maskload_ps(p, masks[q])
         }
     };
-    let live1 = cols > 8;
+    let live1 = FULL || cols > 8;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (t.a, t.b);
     for _ in 0..t.k {
@@ -243,7 +265,7 @@ unsafe fn small_kernel<const R: usize>(t: &SmallTile) {
             if cols <= 8 * q {
                 continue;
             }
-            let full = cols >= 8 * (q + 1);
+            let full = FULL || cols >= 8 * (q + 1);
             let dst = row.add(8 * q);
             let mut v = _mm256_mul_ps(acc, alpha);
             if t.beta != 0.0 {
