@@ -494,7 +494,8 @@ pub enum Part {
     /// All of C.
     Full,
     /// C's lower triangle, `j ≤ i` (the scores `q·kᵀ`, and `dy·vᵀ`): other elements are left
-    /// as they were, or computed where they share a tile with needed ones.
+    /// as they were, or computed where they share a tile (on AVX2, a tile's rows of a 16-column
+    /// panel) with needed ones.
     Lower,
     /// `op(A)` is lower-triangular (`A[i, p] = 0` for `p > i`: the probabilities in `P·v`,
     /// `dS·k`): row `i`'s sum stops after `p = i` (at the end of its tile of rows).
