@@ -70,19 +70,64 @@ pub enum Claim {
     Ready(Claimed),
 }
 
-/// [`prepare`] in an open store: a group's runs share one connection, so each skips opening
-/// the file, reading its schema and preparing its statements again; and one memory budget, so
-/// each must fit beside the group's runs before it.
-pub fn prepare_in(
+/// What [`prepare_group`] found for each run, in the order given.
+pub type GroupClaims = Vec<Result<Claim, Error>>;
+
+/// [`prepare`] for a lockstep group's runs, in one open store: they share the connection, so
+/// each skips opening the file, reading its schema and preparing its statements again; and one
+/// memory budget, so each must fit beside the runs before it. Every run's data comes first,
+/// then every claim in one transaction (one handover of the write lock, where a claim each had
+/// the group's runs and another worker's queue for it in turn), then the runs' folders, as a
+/// run alone records itself before its folder. A batch that does not commit fails them all;
+/// none is then recorded.
+pub fn prepare_group(
     store: &mut Store,
     budget: &mut train::MemoryBudget,
-    spec: &Spec,
+    specs: &[&Spec],
     base_dir: &Path,
     name: &str,
-    force: bool,
-) -> Result<Claim, Error> {
-    let data = checked_data(spec, base_dir, budget)?;
-    claim(store, spec, data, name, force)
+) -> GroupClaims {
+    let data: Vec<Result<Dataset, Error>> = specs
+        .iter()
+        .map(|spec| checked_data(spec, base_dir, budget))
+        .collect();
+    let batched = data.iter().filter(|d| d.is_ok()).count() > 1 && store.begin_batch().is_ok();
+    let recorded: Vec<Result<(Record, Dataset), Error>> = specs
+        .iter()
+        .zip(data)
+        .map(|(spec, data)| {
+            let data = data?;
+            Ok((claim_record(store, spec, name, false)?, data))
+        })
+        .collect();
+    if batched {
+        if let Err(e) = store.end_batch() {
+            let e = e.to_string();
+            return recorded
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|_| {
+                        Err(Error::Io {
+                            path: store.path().to_path_buf(),
+                            source: std::io::Error::other(format!(
+                                "the group's claims were not recorded: {e}"
+                            )),
+                        })
+                    })
+                })
+                .collect();
+        }
+    }
+    recorded
+        .into_iter()
+        .map(|r| {
+            let (record, data) = r?;
+            Ok(match record {
+                Record::Done(rec) => Claim::Done(rec),
+                Record::Ready(r) => Claim::Ready(open_folder(r, data)?),
+            })
+        })
+        .collect()
 }
 
 /// The run's data, refused (too large for `budget`, or unlike the model) before the store or
@@ -109,11 +154,34 @@ fn claim(
     name: &str,
     force: bool,
 ) -> Result<Claim, Error> {
+    Ok(match claim_record(store, spec, name, force)? {
+        Record::Done(rec) => Claim::Done(rec),
+        Record::Ready(r) => Claim::Ready(open_folder(r, data)?),
+    })
+}
+
+/// A run's claim in the store ([`claim_record`]), before its folder ([`open_folder`]).
+enum Record {
+    Done(Box<RunRecord>),
+    Ready(Recorded),
+}
+
+/// A run recorded as started, and what its folder needs.
+struct Recorded {
+    id: String,
+    artifacts: PathBuf,
+    toml: String,
+    /// The checkpoint it resumes from (`None`: it starts afresh, and any other goes).
+    resumed_from: Option<u64>,
+}
+
+/// [`claim`]'s part in the store.
+fn claim_record(store: &mut Store, spec: &Spec, name: &str, force: bool) -> Result<Record, Error> {
     let id = spec.run_id();
     let prev = store.run(&id)?;
     if let Some(prev) = &prev {
         if !force && matches!(prev.status, RunStatus::Completed | RunStatus::Diverged) {
-            return Ok(Claim::Done(Box::new(prev.clone())));
+            return Ok(Record::Done(Box::new(prev.clone())));
         }
         // Another live process trains it: refuse before touching its folder or checkpoint.
         Store::refuse_live(store.path(), prev)?;
@@ -140,22 +208,39 @@ fn claim(
         ckpt.as_ref().map(|s| s.step),
     )? {
         // Another process finished it since `prev` was read (two sweeps of one file at once).
-        return Ok(Claim::Done(Box::new(done)));
+        return Ok(Record::Done(Box::new(done)));
     }
-    // The run is recorded: only now its folder (a refused or failed claim leaves no orphan).
+    Ok(Record::Ready(Recorded {
+        id,
+        artifacts,
+        toml,
+        resumed_from: ckpt.map(|s| s.step),
+    }))
+}
+
+/// [`claim`]'s part in the run's folder, once the run is recorded (a refused or failed claim
+/// leaves no orphan).
+fn open_folder(r: Recorded, data: Dataset) -> Result<Claimed, Error> {
+    let Recorded {
+        id,
+        artifacts,
+        toml,
+        resumed_from,
+    } = r;
     std::fs::create_dir_all(&artifacts).map_err(Error::io(artifacts.clone()))?;
     let spec_path = artifacts.join("spec.toml");
     std::fs::write(&spec_path, &toml).map_err(Error::io(spec_path))?;
-    if ckpt.is_none() && ckpt_path.exists() {
+    let ckpt_path = artifacts.join(checkpoint::FILE);
+    if resumed_from.is_none() && ckpt_path.exists() {
         // A stale checkpoint (another run's, or one --force discards) goes.
         std::fs::remove_file(&ckpt_path).map_err(Error::io(ckpt_path.clone()))?;
     }
-    Ok(Claim::Ready(Claimed {
+    Ok(Claimed {
         id,
         artifacts,
         data,
-        resumed_from: ckpt.map(|s| s.step),
-    }))
+        resumed_from,
+    })
 }
 
 /// The file in a run's folder that lists the overrides it was started with (`--set`, Python's
@@ -265,11 +350,30 @@ pub fn execute_group(store: &mut Store, group: &[(Claimed, &Spec)]) -> Vec<Resul
     let results = train::lockstep::train_group(members);
     drop(sinks);
     let store = shared.into_inner();
-    group
+    // The runs' final statuses in one transaction (a batch that does not open: one each).
+    // Lost together, they leave the runs as a crash here would: `running`, to train again.
+    let batched = store.begin_batch().is_ok();
+    let ends: Vec<Result<Outcome, Error>> = group
         .iter()
         .zip(results)
         .map(|((c, _), result)| record_end(store, &c.id, result, started))
-        .collect()
+        .collect();
+    match (batched, store.end_batch()) {
+        (true, Err(e)) => {
+            let e = e.to_string();
+            ends.into_iter()
+                .map(|_| {
+                    Err(Error::Io {
+                        path: store.path().to_path_buf(),
+                        source: std::io::Error::other(format!(
+                            "the runs' final statuses were not recorded: {e}"
+                        )),
+                    })
+                })
+                .collect()
+        }
+        _ => ends,
+    }
 }
 
 /// One run's rows into a store its group shares (each write borrows it for its transaction).
@@ -281,5 +385,13 @@ struct SharedSink<'a, 's> {
 impl MetricSink for SharedSink<'_, '_> {
     fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error> {
         Ok(self.store.borrow_mut().append_metrics(self.id, rows)?)
+    }
+
+    fn begin_batch(&mut self) -> Result<(), Error> {
+        Ok(self.store.borrow_mut().begin_batch()?)
+    }
+
+    fn end_batch(&mut self) -> Result<(), Error> {
+        Ok(self.store.borrow_mut().end_batch()?)
     }
 }

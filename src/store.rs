@@ -373,6 +373,8 @@ pub struct Store {
     /// Metric name ids this connection has seen committed (a name's id never changes: names
     /// are only ever added), so a flush skips two statements per name it has met before.
     nids: HashMap<String, i64>,
+    /// The open batch's turn at the gate ([`Store::begin_batch`]); `None` outside a batch.
+    batch: Option<Turn>,
 }
 
 const RUN_COLUMNS: &str =
@@ -419,7 +421,7 @@ fn insert_values_sql(n: usize) -> String {
 /// The first sample of `chunk` (`(nid, layer, step, value)` of run `rid`) whose key is already
 /// stored or repeats an earlier one of the chunk: the row a failed multi-row `INSERT` refused.
 fn duplicate_in(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     rid: i64,
     chunk: &[(i64, i64, i64, Option<f64>)],
 ) -> rusqlite::Result<Option<usize>> {
@@ -533,23 +535,36 @@ impl Drop for Turn {
     }
 }
 
-/// A write transaction with its turn at the store's [`Gate`] (the transaction ends first).
+/// A write transaction with its turn at the store's [`Gate`] (the transaction ends first); in
+/// a batch ([`Store::begin_batch`]), a savepoint of the batch's transaction, whose turn the
+/// batch holds.
 struct WriteTx<'c> {
-    tx: rusqlite::Transaction<'c>,
-    _turn: Turn,
+    scope: Scope<'c>,
+    _turn: Option<Turn>,
 }
 
-impl<'c> std::ops::Deref for WriteTx<'c> {
-    type Target = rusqlite::Transaction<'c>;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
+enum Scope<'c> {
+    Tx(rusqlite::Transaction<'c>),
+    Savepoint(rusqlite::Savepoint<'c>),
+}
+
+impl std::ops::Deref for WriteTx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &self.scope {
+            Scope::Tx(tx) => tx,
+            Scope::Savepoint(sp) => sp,
+        }
     }
 }
 
 impl WriteTx<'_> {
     fn commit(self) -> rusqlite::Result<()> {
-        let WriteTx { tx, _turn } = self;
-        tx.commit()
+        let WriteTx { scope, _turn } = self;
+        match scope {
+            Scope::Tx(tx) => tx.commit(),
+            Scope::Savepoint(sp) => sp.commit(),
+        }
     }
 }
 
@@ -590,6 +605,7 @@ impl Store {
             path: path.to_path_buf(),
             gate: Gate::of(path),
             nids: HashMap::new(),
+            batch: None,
         };
         store
             .conn
@@ -864,6 +880,22 @@ impl Store {
     /// Appends a batch of samples to run `run_id` in one transaction: all or nothing.
     pub fn append_metrics(&mut self, run_id: &str, rows: &[MetricRow]) -> Result<(), StoreError> {
         let path = self.path.clone();
+        // No rows: no write transaction (a run its group flushed just before its checkpoint),
+        // only the look that the run is there.
+        if rows.is_empty() {
+            let known = self
+                .conn
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                .and_then(|mut q| q.exists([run_id]))
+                .map_err(|e| sql_err(&path, e))?;
+            return match known {
+                true => Ok(()),
+                false => Err(StoreError::NotFound {
+                    path,
+                    query: run_id.to_string(),
+                }),
+            };
+        }
         let e = |e| sql_err(&path, e);
         // The ids known from earlier commits; those this transaction finds join them once it
         // commits (an error drops the cache, which only costs the lookups again).
@@ -992,7 +1024,7 @@ impl Store {
         };
         let steps = to_i64(steps)?;
         let diverged_step = diverged_step.map(to_i64).transpose()?;
-        let _turn = self.gate.enter();
+        let _turn = self.turn();
         let changed = self
             .conn
             .execute(
@@ -1127,7 +1159,7 @@ impl Store {
     /// stood for, and the batch script.
     pub fn record_slurm_job(&mut self, job: &SlurmJob) -> Result<(), StoreError> {
         let runs = serde_json::to_string(&job.runs).unwrap_or_else(|_| "[]".into());
-        let _turn = self.gate.enter();
+        let _turn = self.turn();
         self.conn
             .execute(
                 &format!(
@@ -1193,7 +1225,7 @@ impl Store {
         if r.status != RunStatus::Running || !(elsewhere || r.is_incomplete()) {
             return Ok(false);
         }
-        let _turn = self.gate.enter();
+        let _turn = self.turn();
         self.conn
             .execute(
                 "UPDATE runs SET status = 'interrupted', message = 'its process ended without finishing'
@@ -1536,15 +1568,70 @@ impl Store {
     }
 
     /// A transaction that takes the write lock when it begins (`BEGIN IMMEDIATE`), so writers
-    /// queue on the busy timeout instead of failing to upgrade a read lock.
+    /// queue on the busy timeout instead of failing to upgrade a read lock. In a batch, a
+    /// savepoint: it commits or rolls back alone, but is kept only when the batch commits.
     fn write_tx(&mut self) -> Result<WriteTx<'_>, StoreError> {
-        let turn = self.gate.enter();
         let path = &self.path;
+        if self.batch.is_some() {
+            let sp = self.conn.savepoint().map_err(|e| sql_err(path, e))?;
+            return Ok(WriteTx {
+                scope: Scope::Savepoint(sp),
+                _turn: None,
+            });
+        }
+        let turn = self.gate.enter();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| sql_err(path, e))?;
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(WriteTx {
+            scope: Scope::Tx(tx),
+            _turn: Some(turn),
+        })
+    }
+
+    /// A turn at the gate for one write statement; none in a batch, which holds its own.
+    fn turn(&self) -> Option<Turn> {
+        self.batch.is_none().then(|| self.gate.enter())
+    }
+
+    /// Opens a batch: every write until [`Store::end_batch`] goes into one transaction (each
+    /// as a savepoint in it, so one that fails still rolls back alone), which holds the write
+    /// lock throughout. One commit, one handover of the lock and one write of the pages the
+    /// writes share, where separate transactions took one each: a lockstep group's 16 runs
+    /// end with 16 flushes of their rows and 16 final statuses (README: Sweeps). Until it
+    /// commits nothing is durable or visible to other connections: a process killed inside
+    /// loses every write of the batch, so batch only writes whose loss leaves the store as a
+    /// crash just before the batch would (no file outside the store may depend on them). A
+    /// batch already open stays open.
+    pub fn begin_batch(&mut self) -> Result<(), StoreError> {
+        if self.batch.is_some() {
+            return Ok(());
+        }
+        let turn = self.gate.enter();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| self.err(e))?;
+        self.batch = Some(turn);
+        Ok(())
+    }
+
+    /// Commits the open batch (none open: nothing to do). On failure every write of the batch
+    /// is rolled back, and the error says so.
+    pub fn end_batch(&mut self) -> Result<(), StoreError> {
+        let Some(turn) = self.batch.take() else {
+            return Ok(());
+        };
+        let committed = self.conn.execute_batch("COMMIT");
+        if committed.is_err() {
+            // Name ids first seen in the batch were kept as committed: forget them all.
+            self.nids.clear();
+            if !self.conn.is_autocommit() {
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+        }
+        drop(turn);
+        committed.map_err(|e| self.err(e))
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -2034,6 +2121,56 @@ mod tests {
         s.append_metrics("r", &[row(2, None, "fresh", 3.0)])
             .unwrap();
         assert_eq!(s.series("r", "fresh", None).unwrap(), vec![(2, 3.0)]);
+    }
+
+    /// A batch: its writes are savepoints of one transaction (a failed one rolls back alone),
+    /// invisible to another connection until the batch commits, and all lost with a process
+    /// that never commits it.
+    #[test]
+    fn writes_in_a_batch_commit_together() {
+        let (dir, mut s) = store();
+        let path = dir.path().join("cc.db");
+        for id in ["a", "b"] {
+            s.begin_run(id, "n", "", "", "").unwrap();
+        }
+        s.begin_batch().unwrap();
+        s.begin_batch().unwrap(); // already open: stays open
+        s.append_metrics("a", &[row(1, None, "loss", 1.0)]).unwrap();
+        let err = s.append_metrics(
+            "b",
+            &[row(1, None, "fresh", 2.0), row(1, None, "fresh", 3.0)],
+        );
+        assert!(
+            matches!(err, Err(StoreError::DuplicateMetric { .. })),
+            "{err:?}"
+        );
+        s.append_metrics("b", &[row(1, None, "loss", 4.0)]).unwrap();
+        s.append_metrics("b", &[]).unwrap();
+        // A statement of its own (the gate's turn is the batch's: no wait for itself).
+        s.finish_run("a", RunStatus::Completed, 1, 0.5, None, None)
+            .unwrap();
+        let other = Store::open(&path).unwrap();
+        assert!(other.metrics("a").unwrap().is_empty());
+        assert_eq!(other.run("a").unwrap().unwrap().status, RunStatus::Running);
+        s.end_batch().unwrap();
+        s.end_batch().unwrap(); // none open: nothing to do
+        assert_eq!(other.metrics("a").unwrap(), vec![row(1, None, "loss", 1.0)]);
+        assert_eq!(other.metrics("b").unwrap(), vec![row(1, None, "loss", 4.0)]);
+        assert_eq!(
+            other.run("a").unwrap().unwrap().status,
+            RunStatus::Completed
+        );
+        // The name the failed write brought was rolled back with it, and is found again.
+        s.append_metrics("b", &[row(2, None, "fresh", 5.0)])
+            .unwrap();
+        assert_eq!(other.series("b", "fresh", None).unwrap(), vec![(2, 5.0)]);
+        // Never committed: gone with the connection.
+        s.begin_batch().unwrap();
+        s.append_metrics("b", &[row(3, None, "loss", 6.0)]).unwrap();
+        drop(s);
+        let s = Store::open(&path).unwrap();
+        assert_eq!(s.metrics("b").unwrap().len(), 2);
+        assert_eq!(s.series("b", "loss", None).unwrap(), vec![(1, 4.0)]);
     }
 
     #[test]

@@ -35,6 +35,18 @@ use generative::GenerativeReport;
 /// backed by a database writes one transaction per logged step.
 pub trait MetricSink {
     fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error>;
+
+    /// Opens a batch: the writes until [`MetricSink::end_batch`] commit together, or are all
+    /// lost (a sink shared by a lockstep group's runs: [`crate::store::Store::begin_batch`]).
+    /// A sink without batches writes at once.
+    fn begin_batch(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Commits the open batch; on failure none of its writes is kept.
+    fn end_batch(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 impl MetricSink for Vec<MetricRow> {

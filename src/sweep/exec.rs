@@ -119,24 +119,24 @@ pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End
             let mut ready = Vec::new();
             // The group's runs are held at once: admitted against one reading of free memory.
             let mut budget = crate::train::MemoryBudget::read();
+            let mut taken = Vec::with_capacity(ks.len());
             for &k in ks {
                 if crate::interrupt::requested() {
                     ends.push((k, End::NotRun));
                     continue;
                 }
-                let Some(r) = sw.runs.get(k) else {
-                    ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))));
-                    continue;
-                };
-                let claimed = runner::prepare_in(
-                    &mut store,
-                    &mut budget,
-                    &r.spec,
-                    &sw.base_dir,
-                    &sw.name,
-                    false,
-                )
-                .and_then(|claim| match claim {
+                match sw.runs.get(k) {
+                    Some(r) => taken.push((k, &r.spec)),
+                    None => {
+                        ends.push((k, End::Failed(format!("sweep {} has no run {k}", sw.name))))
+                    }
+                }
+            }
+            let specs: Vec<&crate::spec::Spec> = taken.iter().map(|&(_, spec)| spec).collect();
+            let claims =
+                runner::prepare_group(&mut store, &mut budget, &specs, &sw.base_dir, &sw.name);
+            for ((k, _), claim) in taken.into_iter().zip(claims) {
+                let claimed = claim.and_then(|claim| match claim {
                     Claim::Ready(c) => {
                         runner::record_overrides_in(&c.artifacts, &sw.overrides).map(|()| Ok(c))
                     }

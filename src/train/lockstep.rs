@@ -409,6 +409,9 @@ fn lockstep(
         }
         lanes.backward();
         lanes.step(&hypers, &lrs);
+        if runs.iter().flatten().any(|r| r.checkpoints_after(step)) {
+            flush_together(runs, results, |r| r.checkpoints_after(step));
+        }
         for lane in 0..runs.len() {
             let Some(r) = runs[lane].as_mut() else {
                 continue;
@@ -445,8 +448,78 @@ fn lockstep(
             ended.push((lane, r));
         }
     }
+    // Their final rows in one transaction, which the last run's sink commits (a batch that
+    // does not open: one each). Lost together, they fail every run of it.
+    let batched = ended.len() > 1
+        && ended
+            .first_mut()
+            .is_some_and(|(_, r)| r.begin_batch().is_ok());
+    let mut finished = [false; LANES];
+    let mut sink = None;
     for (lane, r) in ended {
-        results[lane] = Some(r.finish());
+        let (result, s) = r.finish_to_sink();
+        results[lane] = Some(result);
+        finished[lane] = true;
+        sink = Some(s);
+    }
+    if let (true, Some(sink)) = (batched, sink) {
+        if let Err(e) = sink.end_batch() {
+            for (lane, result) in results.iter_mut().enumerate() {
+                if finished[lane] {
+                    *result = Some(Err(rows_lost(&e)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the pending rows of the runs `due` picks in one transaction, before any of them
+/// checkpoints (each run's own flush then finds nothing left; fewer than two, or a batch that
+/// does not open: each flushes alone). A run whose rows the batch lost leaves the group with
+/// the error: its checkpoint must not get ahead of its stored rows.
+fn flush_together(
+    runs: &mut [Option<Run<'_, f32>>],
+    results: &mut [Option<Result<Outcome, Error>>],
+    due: impl Fn(&Run<'_, f32>) -> bool,
+) {
+    let mut picked = [false; LANES];
+    for (lane, r) in runs.iter().enumerate() {
+        picked[lane] = r.as_ref().is_some_and(&due);
+    }
+    let Some(first) = picked.iter().position(|&p| p) else {
+        return;
+    };
+    if picked.iter().filter(|&&p| p).count() < 2 {
+        return;
+    }
+    let opened = runs[first]
+        .as_mut()
+        .is_some_and(|r| r.begin_batch().is_ok());
+    if !opened {
+        return;
+    }
+    for (lane, r) in runs.iter_mut().enumerate() {
+        if let (true, Some(r)) = (picked[lane], r) {
+            // A write that fails keeps its rows: the run's own flush meets the error again.
+            let _ = r.flush();
+        }
+    }
+    let committed = runs[first].as_mut().map_or(Ok(()), |r| r.end_batch());
+    if let Err(e) = committed {
+        for (lane, slot) in runs.iter_mut().enumerate() {
+            if picked[lane] {
+                *slot = None;
+                results[lane] = Some(Err(rows_lost(&e)));
+            }
+        }
+    }
+}
+
+/// The error of a run whose rows a batch that failed to commit lost.
+fn rows_lost(e: &Error) -> Error {
+    Error::Io {
+        path: Default::default(),
+        source: std::io::Error::other(format!("the run's metric rows were not stored: {e}")),
     }
 }
 

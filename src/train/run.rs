@@ -298,7 +298,7 @@ impl<'a, F: Float> Run<'a, F> {
     }
 
     /// Writes the rows so far to the sink, in one transaction.
-    fn flush(&mut self) -> Result<(), Error> {
+    pub(crate) fn flush(&mut self) -> Result<(), Error> {
         self.sink.write(&self.rows)?;
         self.rows.clear();
         self.flushed = Instant::now();
@@ -662,8 +662,28 @@ impl<'a, F: Float> Run<'a, F> {
             && step + 1 < tr.steps
     }
 
+    /// Opens a batch on the run's sink ([`MetricSink::begin_batch`]).
+    pub(crate) fn begin_batch(&mut self) -> Result<(), Error> {
+        self.sink.begin_batch()
+    }
+
+    /// Commits the batch open on the run's sink ([`MetricSink::end_batch`]).
+    pub(crate) fn end_batch(&mut self) -> Result<(), Error> {
+        self.sink.end_batch()
+    }
+
     /// The final evaluation, the artifacts, and how the run ended.
-    pub(crate) fn finish(mut self) -> Result<Outcome, Error> {
+    pub(crate) fn finish(self) -> Result<Outcome, Error> {
+        self.finish_to_sink().0
+    }
+
+    /// [`Run::finish`], giving back the run's sink (to end a batch its group opened on it).
+    pub(crate) fn finish_to_sink(mut self) -> (Result<Outcome, Error>, &'a mut dyn MetricSink) {
+        let result = self.finish_in_place();
+        (result, self.sink)
+    }
+
+    fn finish_in_place(&mut self) -> Result<Outcome, Error> {
         let steps_done = self.steps_done;
         self.record_pending_eval(steps_done);
         // Final evaluation of the trained parameters, at the step count reached — unless those
@@ -703,7 +723,7 @@ impl<'a, F: Float> Run<'a, F> {
         if let Some(path) = &self.ckpt_path {
             remove_checkpoint(path)?;
         }
-        let mut message = self.message;
+        let mut message = self.message.take();
         if message.is_none() {
             message = self.sequence.as_ref().and_then(|s| s.message(test_eval.0));
         }
