@@ -103,17 +103,17 @@ pub fn prepare_group(
     if batched {
         if let Err(e) = store.end_batch() {
             let e = e.to_string();
+            // A run found finished was only read: it stays skipped.
             return recorded
                 .into_iter()
-                .map(|r| {
-                    r.and_then(|_| {
-                        Err(Error::Io {
-                            path: store.path().to_path_buf(),
-                            source: std::io::Error::other(format!(
-                                "the group's claims were not recorded: {e}"
-                            )),
-                        })
-                    })
+                .map(|r| match r? {
+                    (Record::Done(rec), _) => Ok(Claim::Done(rec)),
+                    (Record::Ready(_), _) => Err(Error::Io {
+                        path: store.path().to_path_buf(),
+                        source: std::io::Error::other(format!(
+                            "the group's claims were not recorded: {e}"
+                        )),
+                    }),
                 })
                 .collect();
         }

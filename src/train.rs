@@ -31,8 +31,9 @@ use crate::task::Dataset;
 use data::Split;
 use generative::GenerativeReport;
 
-/// Where metric rows go (the store, or a vector in tests). One call per logged step, so a sink
-/// backed by a database writes one transaction per logged step.
+/// Where metric rows go (the store, or a vector in tests). A run writes its pending rows at
+/// most every 0.5 s while it trains, before each checkpoint and at the end; a sink backed by a
+/// database writes one transaction per call, or one per batch ([`MetricSink::begin_batch`]).
 pub trait MetricSink {
     fn write(&mut self, rows: &[MetricRow]) -> Result<(), Error>;
 
