@@ -63,7 +63,7 @@ pub struct Claimed {
     pub resumed_from: Option<u64>,
 }
 
-/// What [`prepare_in`] found.
+/// What [`prepare_group`] found for a run.
 pub enum Claim {
     /// The store already holds this run, finished (`completed` or `diverged`).
     Done(Box<RunRecord>),

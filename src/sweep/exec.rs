@@ -98,7 +98,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the points `ks` (one lockstep group, [`units`]) to their ends through one connection
-/// to the store: each is prepared as [`run_one`] prepares it ([`runner::prepare_in`]), and
+/// to the store: they are prepared as [`run_one`] prepares one, claimed together ([`runner::prepare_group`]), and
 /// those that train (fresh, or resuming from their checkpoints) train together
 /// ([`runner::execute_group`]); finished ones are skipped, ones another process owns are
 /// reported busy. After Ctrl-C nothing more is prepared or started.
