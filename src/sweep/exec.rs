@@ -98,10 +98,10 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs the points `ks` (one lockstep group, [`units`]) to their ends through one connection
-/// to the store: they are prepared as [`run_one`] prepares one, claimed together ([`runner::prepare_group`]), and
-/// those that train (fresh, or resuming from their checkpoints) train together
-/// ([`runner::execute_group`]); finished ones are skipped, ones another process owns are
-/// reported busy. After Ctrl-C nothing more is prepared or started.
+/// to the store: they are prepared as [`run_one`] prepares one and claimed together
+/// ([`runner::prepare_group`]), and those that train (fresh, or resuming from their
+/// checkpoints) train together ([`runner::execute_group`]); finished ones are skipped, ones
+/// another process owns are reported busy. After Ctrl-C nothing more is prepared or started.
 pub fn run_group(store_path: &Path, sw: &Sweep, ks: &[usize]) -> Vec<(usize, End)> {
     let mut ends: Vec<(usize, End)> = Vec::with_capacity(ks.len());
     // Tiny models: their data and lane buffers on small pages (`hugepages::small_pages`).
