@@ -67,6 +67,16 @@ fn io_hint(e: &std::io::Error) -> &'static str {
 }
 
 impl Error {
+    /// A run's writes that a store batch lost when it failed to commit (`what`: which writes;
+    /// one error per run, the batch's error `e` in each).
+    pub fn batch_lost(what: &str, e: &dyn std::fmt::Display) -> Error {
+        Error::Failed {
+            what: what.to_string(),
+            message: format!("not stored, the transaction failed: {e}"),
+            hint: "run the sweep again: its runs train again from their last checkpoint".into(),
+        }
+    }
+
     /// `map_err(Error::io(path))`: an I/O failure on `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();

@@ -102,18 +102,12 @@ pub fn prepare_group(
         .collect();
     if batched {
         if let Err(e) = store.end_batch() {
-            let e = e.to_string();
             // A run found finished was only read: it stays skipped.
             return recorded
                 .into_iter()
                 .map(|r| match r? {
                     (Record::Done(rec), _) => Ok(Claim::Done(rec)),
-                    (Record::Ready(_), _) => Err(Error::Io {
-                        path: store.path().to_path_buf(),
-                        source: std::io::Error::other(format!(
-                            "the group's claims were not recorded: {e}"
-                        )),
-                    }),
+                    (Record::Ready(_), _) => Err(Error::batch_lost("the run's claim", &e)),
                 })
                 .collect();
         }
@@ -359,19 +353,10 @@ pub fn execute_group(store: &mut Store, group: &[(Claimed, &Spec)]) -> Vec<Resul
         .map(|((c, _), result)| record_end(store, &c.id, result, started))
         .collect();
     match (batched, store.end_batch()) {
-        (true, Err(e)) => {
-            let e = e.to_string();
-            ends.into_iter()
-                .map(|_| {
-                    Err(Error::Io {
-                        path: store.path().to_path_buf(),
-                        source: std::io::Error::other(format!(
-                            "the runs' final statuses were not recorded: {e}"
-                        )),
-                    })
-                })
-                .collect()
-        }
+        (true, Err(e)) => ends
+            .iter()
+            .map(|_| Err(Error::batch_lost("the run's final status", &e)))
+            .collect(),
         _ => ends,
     }
 }

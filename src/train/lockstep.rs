@@ -409,9 +409,7 @@ fn lockstep(
         }
         lanes.backward();
         lanes.step(&hypers, &lrs);
-        if runs.iter().flatten().any(|r| r.checkpoints_after(step)) {
-            flush_together(runs, results, |r| r.checkpoints_after(step));
-        }
+        flush_together(runs, results, |r| r.checkpoints_after(step));
         for lane in 0..runs.len() {
             let Some(r) = runs[lane].as_mut() else {
                 continue;
@@ -466,7 +464,7 @@ fn lockstep(
         if let Err(e) = sink.end_batch() {
             for (lane, result) in results.iter_mut().enumerate() {
                 if finished[lane] {
-                    *result = Some(Err(rows_lost(&e)));
+                    *result = Some(Err(Error::batch_lost("the run's final rows", &e)));
                 }
             }
         }
@@ -509,17 +507,9 @@ fn flush_together(
         for (lane, slot) in runs.iter_mut().enumerate() {
             if picked[lane] {
                 *slot = None;
-                results[lane] = Some(Err(rows_lost(&e)));
+                results[lane] = Some(Err(Error::batch_lost("the run's rows", &e)));
             }
         }
-    }
-}
-
-/// The error of a run whose rows a batch that failed to commit lost.
-fn rows_lost(e: &Error) -> Error {
-    Error::Io {
-        path: Default::default(),
-        source: std::io::Error::other(format!("the run's metric rows were not stored: {e}")),
     }
 }
 
