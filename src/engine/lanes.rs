@@ -934,14 +934,14 @@ pub(super) mod avx512 {
         let xc = _mm512_min_ps(s(CLAMP), _mm512_max_ps(s(-CLAMP), x));
         let x2 = _mm512_mul_ps(xc, xc);
         let x3 = _mm512_mul_ps(x2, xc);
-        let mut p = _mm512_add_ps(_mm512_mul_ps(x2, s(A3)), s(A2));
-        p = _mm512_add_ps(_mm512_mul_ps(x2, p), s(A1));
-        p = _mm512_add_ps(_mm512_mul_ps(x2, p), s(A0));
-        let p = _mm512_add_ps(_mm512_mul_ps(x3, p), xc);
-        let mut q = _mm512_add_ps(_mm512_mul_ps(x2, s(B4)), s(B3));
-        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B2));
-        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(B1));
-        q = _mm512_add_ps(_mm512_mul_ps(x2, q), s(1.0));
+        let mut p = _mm512_fmadd_ps(x2, s(A3), s(A2));
+        p = _mm512_fmadd_ps(x2, p, s(A1));
+        p = _mm512_fmadd_ps(x2, p, s(A0));
+        let p = _mm512_fmadd_ps(x3, p, xc);
+        let mut q = _mm512_fmadd_ps(x2, s(B4), s(B3));
+        q = _mm512_fmadd_ps(x2, q, s(B2));
+        q = _mm512_fmadd_ps(x2, q, s(B1));
+        q = _mm512_fmadd_ps(x2, q, s(1.0));
         _mm512_div_ps(p, q)
     }
 

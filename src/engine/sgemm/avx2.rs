@@ -307,7 +307,7 @@ pub(super) unsafe fn copy_row(src: *const f32, dst: *mut f32, cols: usize) {
 /// vector's chain after another's.
 ///
 /// # Safety
-/// AVX present.
+/// AVX and FMA present.
 #[inline(always)]
 pub(in crate::engine) unsafe fn tanh_lock<const N: usize>(x: [__m256; N]) -> [__m256; N] {
     use crate::engine::fastmath::tanh_consts::*;
@@ -317,14 +317,14 @@ pub(in crate::engine) unsafe fn tanh_lock<const N: usize>(x: [__m256; N]) -> [__
     let xc = each(&|i| _mm256_min_ps(s(CLAMP), _mm256_max_ps(s(-CLAMP), x[i])));
     let x2 = each(&|i| _mm256_mul_ps(xc[i], xc[i]));
     let x3 = each(&|i| _mm256_mul_ps(x2[i], xc[i]));
-    let mut p = each(&|i| _mm256_add_ps(_mm256_mul_ps(x2[i], s(A3)), s(A2)));
+    let mut p = each(&|i| _mm256_fmadd_ps(x2[i], s(A3), s(A2)));
     for c in [A1, A0] {
-        p = each(&|i| _mm256_add_ps(_mm256_mul_ps(x2[i], p[i]), s(c)));
+        p = each(&|i| _mm256_fmadd_ps(x2[i], p[i], s(c)));
     }
-    let p = each(&|i| _mm256_add_ps(_mm256_mul_ps(x3[i], p[i]), xc[i]));
-    let mut q = each(&|i| _mm256_add_ps(_mm256_mul_ps(x2[i], s(B4)), s(B3)));
+    let p = each(&|i| _mm256_fmadd_ps(x3[i], p[i], xc[i]));
+    let mut q = each(&|i| _mm256_fmadd_ps(x2[i], s(B4), s(B3)));
     for c in [B2, B1, 1.0] {
-        q = each(&|i| _mm256_add_ps(_mm256_mul_ps(x2[i], q[i]), s(c)));
+        q = each(&|i| _mm256_fmadd_ps(x2[i], q[i], s(c)));
     }
     each(&|i| _mm256_div_ps(p[i], q[i]))
 }
