@@ -34,7 +34,7 @@
 /// without FMA, it is cheaper (2 fewer multiply-adds) and more accurate (3.2e-7 vs 3.5e-7 max
 /// abs error on the tests' grid), and its `x + …` form is exact for tiny and subnormal `x`,
 /// where the old one needs a separate `|x| < 0.0004` select. The fused steps (8 FMAs in place of
-/// 8 multiplies and 8 adds) made the width-16 tiny sweep 11% faster (`bench --tiny`, 0.414 →
+/// 8 multiplies and 8 adds) made the width-16 tiny sweep 11% faster (`tiny-sweep.toml`, 0.414 →
 /// 0.369 s median of 7 interleaved runs, Intel Xeon family 6 model 167) and cut the error on
 /// the grid from 3.16e-7 to 2.62e-7.
 ///
