@@ -997,6 +997,12 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     let masks = [mask(0), mask(16)];
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
+    // Adam's operands to prefetch, if any: read once per tile (only for Adam tiles), not per
+    // row.
+    let adam_prefetch = match t.extra {
+        Extra::Adam(a) if prefetch_adam() => Some(a),
+        _ => None,
+    };
     // Ask for the C tile now, so its cache misses overlap the FMAs instead of the epilogue.
     for r in 0..R {
         let row = t.c.add(r * t.ldc) as *const i8;
@@ -1008,7 +1014,7 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
         // one miss, not a run of them): scattered 128-byte runs the hardware prefetcher does
         // not see. A prefetch past the buffer's end does not fault. Where this CPU does better
         // without them ([`prefetch_adam`]), none.
-        if let (Extra::Adam(a), true) = (t.extra, prefetch_adam()) {
+        if let Some(a) = adam_prefetch {
             for p in [a.w, a.m, a.v] {
                 let row = p.add(r * t.ldc) as *const i8;
                 for o in [0, 64, 128, 192] {
