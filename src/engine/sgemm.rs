@@ -354,8 +354,8 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
     // call per GEMM. Otherwise they split the rows and share one packed B per `KC` block, so
     // the big A is read once rather than once per thread (the GPT's 512×128 MLP weight
     // gradient ran 16–20% faster so); the `MC`-row blocks go to whichever thread is free. A
-    // weight gradient's `gᵀ` (column-major A) with more rows than columns splits its rows
-    // instead, each thread packing B for itself (below).
+    // weight gradient's `gᵀ` (column-major A) with more rows than columns, and any product over
+    // several `KC` blocks, split their rows instead, each thread packing B for itself (below).
     if tasks == 1 && matches!(op.extra, Extra::None) && small_path_on() && small_enough(m, n, k) {
         small(op, m, k, Part::Full);
         return;
@@ -377,13 +377,15 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
                 });
             }
         });
-    } else if op.rsa == 1 {
+    } else if op.rsa == 1 || k > KC {
         // A weight gradient with more outputs than inputs (`dW = gᵀ·x`, its `k` the batch's
-        // thousands of rows): each thread takes half the row tiles and packs all of B itself,
-        // `KC` block after block. Sharing one packed B per block took two pool calls per block
-        // (16 for a 2048-row batch) and left a thread idle on the odd `MC` block (the GPT's
-        // 384-row q/k/v gradient went as 120+120+120+24 rows): its weight gradients took
-        // 2.09–2.19 ms a step against 2.51–2.94 (3 paired runs, Intel family 6 model 167).
+        // thousands of rows), or any product over several `KC` blocks: each thread takes its
+        // share of the row tiles and packs all of B itself, `KC` block after block. Sharing one
+        // packed B per block took two pool calls per block (16 for a 2048-row batch) and left a
+        // thread idle on the odd `MC` block (the GPT's 384-row q/k/v gradient went as
+        // 120+120+120+24 rows): its weight gradients took 2.09–2.19 ms a step against
+        // 2.51–2.94, its input gradients over 384 and 512 outputs 1.62–1.67 and 2.10–2.15 ms
+        // against 1.72–1.76 and 2.21–2.23 (3 paired runs each, Intel family 6 model 167).
         let tiles = m.div_ceil(mr);
         let split = pool::split(tiles, tasks, 1);
         pool::run(tasks, &|t| {
@@ -1343,17 +1345,20 @@ mod tests {
         if !available() {
             return;
         }
-        let (m, n, k) = (203, 45, 530);
-        let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
-        let run = |threads| call((m, n, k), 1.0, (&a, k as isize, 1), &b, threads);
-        let one = run(1);
-        // The same A column-major: a weight gradient's split (rows by thread, B packed by each).
-        let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
-        let run_t = |threads| call((m, n, k), 1.0, (&at, 1, m as isize), &b, threads);
-        for t in [2, 3, 7] {
-            for c in [run(t), run_t(t)] {
-                assert!(one.iter().zip(c).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // Over several `KC` blocks (rows split by thread, B packed by each) and over one
+        // (row blocks to whichever thread is free, B packed once and shared).
+        for (m, n, k) in [(203, 45, 530), (203, 45, 200)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
+            let run = |threads| call((m, n, k), 1.0, (&a, k as isize, 1), &b, threads);
+            let one = run(1);
+            // The same A column-major: a weight gradient's split (rows by thread, B by each).
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let run_t = |threads| call((m, n, k), 1.0, (&at, 1, m as isize), &b, threads);
+            for t in [2, 3, 7] {
+                for c in [run(t), run_t(t)] {
+                    assert!(one.iter().zip(c).all(|(x, y)| x.to_bits() == y.to_bits()));
+                }
             }
         }
     }
