@@ -377,13 +377,14 @@ unsafe fn run(op: &Operands, m: usize, threads: usize) {
                 });
             }
         });
-    } else if op.rsa == 1 || k > KC {
+    } else if (op.rsa == 1 || k > KC) && m.div_ceil(mr) >= 2 * tasks {
         // A weight gradient with more outputs than inputs (`dW = gᵀ·x`, its `k` the batch's
-        // thousands of rows), or any product over several `KC` blocks: each thread takes its
-        // share of the row tiles and packs all of B itself, `KC` block after block. Sharing one
-        // packed B per block took two pool calls per block (16 for a 2048-row batch) and left a
-        // thread idle on the odd `MC` block (the GPT's 384-row q/k/v gradient went as
-        // 120+120+120+24 rows): its weight gradients took 2.09–2.19 ms a step against
+        // thousands of rows), or any product over several `KC` blocks, with two row tiles or
+        // more per thread (fewer rows keep the shared B, packed by all threads): each thread
+        // takes its share of the row tiles and packs all of B itself, `KC` block after block.
+        // Sharing one packed B per block took two pool calls per block (16 for a 2048-row
+        // batch) and left a thread idle on the odd `MC` block (the GPT's 384-row q/k/v gradient
+        // went as 120+120+120+24 rows): its weight gradients took 2.09–2.19 ms a step against
         // 2.51–2.94, its input gradients over 384 and 512 outputs 1.62–1.67 and 2.10–2.15 ms
         // against 1.72–1.76 and 2.21–2.23 (3 paired runs each, Intel family 6 model 167).
         let tiles = m.div_ceil(mr);
@@ -1345,9 +1346,10 @@ mod tests {
         if !available() {
             return;
         }
-        // Over several `KC` blocks (rows split by thread, B packed by each) and over one
-        // (row blocks to whichever thread is free, B packed once and shared).
-        for (m, n, k) in [(203, 45, 530), (203, 45, 200)] {
+        // Over several `KC` blocks (rows split by thread, B packed by each), over one (row
+        // blocks to whichever thread is free, B packed once and shared), and over several with
+        // too few rows to split (B shared).
+        for (m, n, k) in [(203, 45, 530), (203, 45, 200), (13, 70, 530)] {
             let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.91).cos()).collect();
             let run = |threads| call((m, n, k), 1.0, (&a, k as isize, 1), &b, threads);
