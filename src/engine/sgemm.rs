@@ -915,8 +915,10 @@ unsafe fn copy_row(_: bool, _: *const f32, _: *mut f32, _: usize) {
 /// `op(A)[0..mr, 0..kc]` into `[kc][mr]`. A row-major A (`csa = 1`) is transposed 4×4 at a
 /// time in SSE registers (half the cost of moving single floats).
 unsafe fn pack_a(kc: usize, mr: usize, a: *const f32, rsa: isize, csa: isize, dst: *mut f32) {
+    // Only AVX-512 calls pack a column-major A (see [`block`]); the check is the one the
+    // copy's instructions need.
     #[cfg(target_arch = "x86_64")]
-    if rsa == 1 && mr <= 16 && zmm() {
+    if rsa == 1 && mr <= 16 && avx512() {
         return pack_a_cols(kc, mr, a, csa, dst);
     }
     let mut r0 = 0;
