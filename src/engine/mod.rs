@@ -4,6 +4,7 @@
 //! over threads with the safe iterators of [`par`]. All of the crate's `unsafe` numerics live
 //! here, each block with its SAFETY note.
 
+pub mod attend;
 pub mod direct;
 pub mod fastmath;
 pub mod float;
