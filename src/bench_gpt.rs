@@ -40,6 +40,12 @@ pub fn reference_spec() -> GptSpec {
     }
 }
 
+/// The reference model's head width (`d_model / n_head`), which picks its attention kernel.
+pub fn head_width() -> usize {
+    let spec = reference_spec();
+    spec.d_model / spec.n_head
+}
+
 /// Runs `warmup + steps` steps on 16 fixed random batches (as the script does), GEMMs split
 /// over `threads` threads.
 pub fn reference_gpt(warmup: usize, steps: usize, threads: usize) -> GptBenchReport {

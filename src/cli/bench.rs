@@ -321,6 +321,12 @@ pub fn run(a: Args) -> Result<(), Error> {
         "gemm: {}",
         cloudchamber::engine::gemm_kernel(!matches!(a.dtype, DtypeArg::F64) || a.gpt || a.lanes)
     );
+    if a.gpt {
+        println!(
+            "attention: {}",
+            cloudchamber::engine::attend::describe(cloudchamber::bench_gpt::head_width())
+        );
+    }
     // `--workers`, or one per core.
     let workers = a
         .workers

@@ -36,6 +36,19 @@ pub fn available<F: Float>(hd: usize) -> bool {
     F::IS_F32 && super::sgemm::avx512() && hd.is_multiple_of(16) && (16..=64).contains(&hd)
 }
 
+/// The attention kernel f32 runs for heads of width `hd` on this CPU, as benchmark figures name
+/// it.
+pub fn describe(hd: usize) -> String {
+    if available::<f32>(hd) {
+        format!(
+            "cloudchamber fused causal attention, AVX-512 (head width {hd}: 6-row score blocks, \
+             in-register K/V transposes, dS in per-thread scratch)"
+        )
+    } else {
+        format!("per-head causal GEMMs (head width {hd}; the fused kernels need AVX-512 and 16–64 by 16)")
+    }
+}
+
 /// One sequence's attention shape: `seq` tokens, `heads` heads of width `hd`.
 #[derive(Clone, Copy, Debug)]
 pub struct Shape {
