@@ -3,10 +3,13 @@
 //! (lr 1e-3, weight decay 0.01), uniform random tokens — 421,632 parameters. One training step
 //! is forward + cross-entropy + backward + AdamW, timed phase by phase.
 
+use std::time::Instant;
+
 use crate::bench::time_steps;
 use crate::engine::{ops, Rng};
 use crate::model::gpt::{Gpt, GptInit, GptSpec};
 use crate::model::{Batch, Model};
+use crate::nn::attention;
 use crate::optim::{Hyper, OptimState, Optimizer};
 
 pub const VOCAB: usize = 65;
@@ -44,6 +47,67 @@ pub fn reference_spec() -> GptSpec {
 pub fn head_width() -> usize {
     let spec = reference_spec();
     spec.d_model / spec.n_head
+}
+
+/// One layer's attention of the reference model alone, per kernel: best milliseconds of the
+/// forward and of the backward pass.
+#[derive(Clone, Debug)]
+pub struct AttentionTimes {
+    pub kernel: attention::Kernel,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+}
+
+/// Times one layer's attention (the reference shapes, no rotary positions) on the fused kernels
+/// (where this CPU runs them) and on the GEMM path, `rounds` interleaved rounds on `threads`
+/// threads, best of each: the two kernels' ratio on this machine, beside the step.
+pub fn attention_alone(rounds: usize, threads: usize) -> Vec<AttentionTimes> {
+    let spec = reference_spec();
+    let (h, hd) = (spec.n_head, head_width());
+    let (b, t, c) = (BATCH, CONTEXT, spec.d_model);
+    let mut rng = Rng::stream(3, "bench/gpt/attention");
+    let mut normal = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+    let (mut qkv, dy) = (normal(b * t * 3 * c), normal(b * t * c));
+    let (mut att, mut y) = (vec![0.0; b * h * t * t], vec![0.0; b * t * c]);
+    let (mut bh_max, mut logit_max) = (vec![0.0; b * h], vec![0.0; h]);
+    let (mut g, mut dp) = (vec![0.0; b * t * 3 * c], vec![0.0; b * h * t * t]);
+    let scale = attention::default_scale(hd) as f32;
+    let mut kernels = vec![attention::Kernel::Gemm];
+    if attention::Kernel::best::<f32>(hd) == attention::Kernel::Fused {
+        kernels.insert(0, attention::Kernel::Fused);
+    }
+    let mut best: Vec<AttentionTimes> = kernels
+        .iter()
+        .map(|&kernel| AttentionTimes {
+            kernel,
+            forward_ms: f64::INFINITY,
+            backward_ms: f64::INFINITY,
+        })
+        .collect();
+    ops::with_threads(threads, || {
+        for _ in 0..rounds {
+            for r in best.iter_mut() {
+                let t0 = Instant::now();
+                let buf = attention::Buffers {
+                    qkv: &mut qkv,
+                    att: &mut att,
+                    y: &mut y,
+                    bh_max: &mut bh_max,
+                    logit_max: &mut logit_max,
+                };
+                attention::forward_with(r.kernel, buf, b, t, h, hd, None, scale);
+                let t1 = Instant::now();
+                let heads = (&qkv[..], &att[..]);
+                attention::backward_with(
+                    r.kernel, heads, b, t, h, hd, None, scale, &dy, &mut g, &mut dp,
+                );
+                let t2 = Instant::now();
+                r.forward_ms = r.forward_ms.min((t1 - t0).as_secs_f64() * 1e3);
+                r.backward_ms = r.backward_ms.min((t2 - t1).as_secs_f64() * 1e3);
+            }
+        }
+    });
+    best
 }
 
 /// Runs `warmup + steps` steps on 16 fixed random batches (as the script does), GEMMs split

@@ -358,6 +358,27 @@ pub fn run(a: Args) -> Result<(), Error> {
             [r.forward_ms, r.backward_ms, r.optim_ms],
         );
         println!("  loss {:.4} -> {:.4}", r.first_loss, r.last_loss);
+        let threads = a.threads.max(1);
+        let times = cloudchamber::bench_gpt::attention_alone(50, threads);
+        println!(
+            "one layer's attention alone (B 32, T 64, 4 heads of 32), {threads} thread(s), best of 50 interleaved:"
+        );
+        for t in &times {
+            println!(
+                "  {:<6} forward {:>7.3} ms   backward {:>7.3} ms",
+                format!("{:?}", t.kernel).to_lowercase(),
+                t.forward_ms,
+                t.backward_ms
+            );
+        }
+        if let [f, g] = &times[..] {
+            println!(
+                "  fused over GEMM path: forward {:.2}×, backward {:.2}×, both {:.2}×",
+                g.forward_ms / f.forward_ms,
+                g.backward_ms / f.backward_ms,
+                (g.forward_ms + g.backward_ms) / (f.forward_ms + f.backward_ms)
+            );
+        }
         return Ok(());
     }
     if a.lanes {

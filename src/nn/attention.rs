@@ -15,20 +15,32 @@
 use crate::engine::ops::{self, Op, Part};
 use crate::engine::{attend, par, Float};
 
-#[cfg(test)]
-thread_local! {
-    /// Tests switch the fused kernels off to check the GEMM path bit for bit.
-    static FUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+/// Which implementation runs attention; both compute the same function (to f32 rounding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// [`attend`]'s fused kernels: f32 on AVX-512, `hd` in 16..=64 by 16.
+    Fused,
+    /// Per-head causal GEMMs ([`ops::gemm_part`]) and row passes: every dtype and CPU.
+    Gemm,
 }
 
-/// Whether this call runs [`attend`]'s fused kernels (f32 on AVX-512, `hd` in 16..=64 by 16),
-/// decided on the calling thread; otherwise the per-head GEMMs below.
-fn fused<F: Float>(hd: usize) -> bool {
-    #[cfg(test)]
-    if !FUSED.with(|f| f.get()) {
-        return false;
+impl Kernel {
+    /// The fused kernels where they run, else the GEMM path.
+    pub fn best<F: Float>(hd: usize) -> Kernel {
+        if attend::available::<F>(hd) {
+            Kernel::Fused
+        } else {
+            Kernel::Gemm
+        }
     }
-    attend::available::<F>(hd)
+
+    /// Panics if this kernel cannot run for `F` and `hd` (the fused one off its domain).
+    fn check<F: Float>(self, hd: usize) {
+        assert!(
+            self == Kernel::Gemm || attend::available::<F>(hd),
+            "attention: the fused kernels need f32, AVX-512 and hd in 16..=64 by 16 (hd = {hd})"
+        );
+    }
 }
 
 /// Rotary tables `cos(t·θᵢ)`, `sin(t·θᵢ)` `[context, hd/2]`, `θᵢ = base^(−2i/hd)`.
@@ -100,6 +112,22 @@ pub fn forward<F: Float>(
     rotary: Option<&Rope<F>>,
     scale: F,
 ) {
+    forward_with(Kernel::best::<F>(hd), buf, batch, seq, h, hd, rotary, scale)
+}
+
+/// [`forward`] on the given kernel (benchmarks and tests compare the two).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_with<F: Float>(
+    kernel: Kernel,
+    buf: Buffers<'_, F>,
+    batch: usize,
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rotary: Option<&Rope<F>>,
+    scale: F,
+) {
+    kernel.check::<F>(hd);
     let c = h * hd;
     let tt = seq * seq;
     let Buffers {
@@ -115,7 +143,7 @@ pub fn forward<F: Float>(
         par::rows(&mut y[..batch * seq * c], seq * c),
         par::rows(&mut bh_max[..batch * h], h),
     );
-    let fused = fused::<F>(hd);
+    let fused = kernel == Kernel::Fused;
     par::for_items(batch, parts, |_, (qkv, att, y, maxes)| {
         if let Some(rope) = rotary {
             rotate_qk(qkv, seq, h, hd, rope, false);
@@ -234,13 +262,46 @@ pub fn backward<F: Float>(
     dqkv: &mut [F],
     dp: &mut [F],
 ) {
+    let kernel = Kernel::best::<F>(hd);
+    backward_with(
+        kernel,
+        (qkv, att),
+        batch,
+        seq,
+        h,
+        hd,
+        rotary,
+        scale,
+        dy,
+        dqkv,
+        dp,
+    )
+}
+
+/// [`backward`] on the given kernel (which should be the forward pass's: `att` is the same
+/// either way, to rounding).
+#[allow(clippy::too_many_arguments)]
+pub fn backward_with<F: Float>(
+    kernel: Kernel,
+    (qkv, att): (&[F], &[F]),
+    batch: usize,
+    seq: usize,
+    h: usize,
+    hd: usize,
+    rotary: Option<&Rope<F>>,
+    scale: F,
+    dy: &[F],
+    dqkv: &mut [F],
+    dp: &mut [F],
+) {
+    kernel.check::<F>(hd);
     let c = h * hd;
     let tt = seq * seq;
     let parts = (
         par::rows(&mut dqkv[..batch * seq * 3 * c], seq * 3 * c),
         par::rows(&mut dp[..batch * h * tt], h * tt),
     );
-    let fused = fused::<F>(hd);
+    let fused = kernel == Kernel::Fused;
     par::for_items(batch, parts, |b, (g, dp)| {
         let qkv = &qkv[b * seq * 3 * c..(b + 1) * seq * 3 * c];
         let att = &att[b * h * tt..(b + 1) * h * tt];
@@ -483,7 +544,6 @@ mod tests {
     /// above the diagonal changed a bit below it (`==`, so only an exact zero's sign may differ).
     #[test]
     fn causal_products_equal_the_whole_ones() {
-        FUSED.with(|f| f.set(false));
         let mut rng = Rng::stream(7, "test/attention");
         for (b, seq, h, hd) in [
             (2, 1, 2, 8),
@@ -511,10 +571,23 @@ mod tests {
                 bh_max: &mut bh_max,
                 logit_max: &mut logit_max,
             };
-            forward(buf, b, seq, h, hd, None, scale);
+            forward_with(Kernel::Gemm, buf, b, seq, h, hd, None, scale);
             let mut g = vec![f32::NAN; b * seq * 3 * c];
             let mut dp = vec![f32::NAN; b * h * seq * seq];
-            backward((&x, &att), b, seq, h, hd, None, scale, &dy, &mut g, &mut dp);
+            let (x, a) = (&x[..], &att[..]);
+            backward_with(
+                Kernel::Gemm,
+                (x, a),
+                b,
+                seq,
+                h,
+                hd,
+                None,
+                scale,
+                &dy,
+                &mut g,
+                &mut dp,
+            );
             for (what, got, want) in [
                 ("att", &att, &want_att),
                 ("y", &y, &want_y),
@@ -602,10 +675,10 @@ mod tests {
         err / scale.max(f64::MIN_POSITIVE)
     }
 
-    /// Runs f32 [`forward`] and [`backward`] (fused or not, as set) and returns their errors
+    /// Runs f32 [`forward_with`] and [`backward_with`] on `kernel` and returns their errors
     /// against [`naive`]: `(att, y, dqkv)`.
-    fn f32_errors(b: usize, seq: usize, h: usize, hd: usize, seed: u64) -> [f64; 3] {
-        let mut rng = Rng::stream(seed, "test/attention/fused");
+    fn f32_errors(kernel: Kernel, (b, seq, h, hd): (usize, usize, usize, usize)) -> [f64; 3] {
+        let mut rng = Rng::stream(11, "test/attention/fused");
         let c = h * hd;
         let scale = default_scale(hd);
         // Inputs exact in f32, so that the errors are the computations' alone.
@@ -627,10 +700,11 @@ mod tests {
             bh_max: &mut bh_max,
             logit_max: &mut logit_max,
         };
-        forward(buf, b, seq, h, hd, None, scale as f32);
+        forward_with(kernel, buf, b, seq, h, hd, None, scale as f32);
         let mut g = vec![f32::NAN; b * seq * 3 * c];
         let mut dp = vec![f32::NAN; b * h * seq * seq];
-        backward(
+        backward_with(
+            kernel,
             (&x, &att),
             b,
             seq,
@@ -674,10 +748,8 @@ mod tests {
             (3, 64, 4, 32),
             (1, 100, 2, 48),
         ] {
-            let fused = f32_errors(b, seq, h, hd, 11);
-            FUSED.with(|f| f.set(false));
-            let gemm = f32_errors(b, seq, h, hd, 11);
-            FUSED.with(|f| f.set(true));
+            let fused = f32_errors(Kernel::Fused, (b, seq, h, hd));
+            let gemm = f32_errors(Kernel::Gemm, (b, seq, h, hd));
             for (k, what) in ["att", "y", "dqkv"].iter().enumerate() {
                 eprintln!(
                     "B={b} T={seq} H={h} hd={hd} {what}: fused {:.2e}, GEMM path {:.2e}",
@@ -706,8 +778,7 @@ mod tests {
         let mut rng = Rng::stream(5, "test/attention/rotary");
         let qkv: Vec<f32> = (0..b * seq * 3 * c).map(|_| rng.normal() as f32).collect();
         let dy: Vec<f32> = (0..b * seq * c).map(|_| rng.normal() as f32).collect();
-        let run = |fused: bool| {
-            FUSED.with(|f| f.set(fused));
+        let run = |kernel: Kernel| {
             let mut x = qkv.clone();
             let (mut att, mut y) = (vec![0.0; b * h * seq * seq], vec![0.0; b * seq * c]);
             let (mut bh, mut lm) = (vec![0.0; b * h], vec![0.0; h]);
@@ -719,7 +790,7 @@ mod tests {
                 logit_max: &mut lm,
             };
             let scale = default_scale(hd) as f32;
-            forward(buf, b, seq, h, hd, Some(&rope), scale);
+            forward_with(kernel, buf, b, seq, h, hd, Some(&rope), scale);
             let (mut g, mut dp) = (vec![0.0; b * seq * 3 * c], vec![0.0; b * h * seq * seq]);
             backward(
                 (&x, &att),
@@ -733,65 +804,14 @@ mod tests {
                 &mut g,
                 &mut dp,
             );
-            FUSED.with(|f| f.set(true));
             (y, g, lm)
         };
-        let ((y1, g1, m1), (y2, g2, m2)) = (run(true), run(false));
+        let ((y1, g1, m1), (y2, g2, m2)) = (run(Kernel::Fused), run(Kernel::Gemm));
         let close = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
                 .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
         };
         assert!(close(&y1, &y2) && close(&g1, &g2) && close(&m1, &m2));
-    }
-
-    /// Times forward + backward of the reference tiny GPT's attention (B=32, T=64, H=4, hd=32)
-    /// on one thread, fused and on the GEMM path, best of 200 each, interleaved:
-    /// `cargo test --release --lib attention_speed -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn attention_speed() {
-        let (b, seq, h, hd) = (32, 64, 4, 32);
-        let c = h * hd;
-        let mut rng = Rng::stream(3, "test/attention/speed");
-        let qkv: Vec<f32> = (0..b * seq * 3 * c).map(|_| rng.normal() as f32).collect();
-        let dy: Vec<f32> = (0..b * seq * c).map(|_| rng.normal() as f32).collect();
-        let (mut x, mut att, mut y) = (
-            qkv.clone(),
-            vec![0.0; b * h * seq * seq],
-            vec![0.0; b * seq * c],
-        );
-        let (mut bh, mut lm) = (vec![0.0; b * h], vec![0.0; h]);
-        let (mut g, mut dp) = (vec![0.0; b * seq * 3 * c], vec![0.0; b * h * seq * seq]);
-        let scale = default_scale(hd) as f32;
-        let mut best = [[f64::INFINITY; 2]; 2];
-        for _ in 0..200 {
-            for (k, fused) in [true, false].into_iter().enumerate() {
-                FUSED.with(|f| f.set(fused));
-                let t0 = std::time::Instant::now();
-                let buf = Buffers {
-                    qkv: &mut x,
-                    att: &mut att,
-                    y: &mut y,
-                    bh_max: &mut bh,
-                    logit_max: &mut lm,
-                };
-                forward(buf, b, seq, h, hd, None, scale);
-                let t1 = std::time::Instant::now();
-                backward((&x, &att), b, seq, h, hd, None, scale, &dy, &mut g, &mut dp);
-                let t2 = std::time::Instant::now();
-                best[k][0] = best[k][0].min((t1 - t0).as_secs_f64() * 1e3);
-                best[k][1] = best[k][1].min((t2 - t1).as_secs_f64() * 1e3);
-            }
-        }
-        FUSED.with(|f| f.set(true));
-        eprintln!(
-            "fused: forward {:.3} ms, backward {:.3} ms",
-            best[0][0], best[0][1]
-        );
-        eprintln!(
-            "GEMM path: forward {:.3} ms, backward {:.3} ms",
-            best[1][0], best[1][1]
-        );
     }
 }
