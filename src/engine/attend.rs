@@ -1,14 +1,16 @@
 //! Fused causal attention for one head of one sequence on AVX-512 (f32, head width 16, 32, 48
 //! or 64): what [`crate::nn::attention`] otherwise does with six small GEMM calls per head (two
-//! of them packing a transposed operand) and separate softmax passes. Per head, all in L1:
-//! - forward: K is transposed once into a `[hd, T↑16]` scratch (so its columns load as
-//!   vectors), the scores `α·q·kᵀ` are computed for 6-row blocks only up to the block's last
-//!   diagonal vector, each row's softmax runs on them at once, then `y = P·v` sums over `j ≤ i`
-//!   only (up to the end of its block of rows);
+//! of them packing a transposed operand) and separate softmax passes. Per head, on blocks that
+//! stay in L1:
+//! - forward: K is transposed once, 16×16 blocks in registers, into a `[hd, T↑16]` scratch (so
+//!   its columns load as vectors); the scores `α·q·kᵀ` of 6-row blocks are computed only up to
+//!   the block's last diagonal vector, and the block's rows go through the softmax together
+//!   (their reductions overlap); then `y = P·v` sums each block of rows only up to its last
+//!   row's diagonal;
 //! - backward: V is transposed the same way, `dP = dy·vᵀ` is computed up to the diagonal and
-//!   turned into `dS = P ⊙ (dP − rowsum(P ⊙ dP))` row by row, then `dq = α·dS·k`, and `dk =
-//!   α·dSᵀ·q` and `dv = Pᵀ·dy` together in one pass over the rows `i ≥ j` (each row of q and dy
-//!   read once for both).
+//!   turned into `dS = P ⊙ (dP − rowsum(P ⊙ dP))` block by block in per-thread scratch, then
+//!   `dq = α·dS·k`, and `dk = α·dSᵀ·q` and `dv = Pᵀ·dy` together in one pass over the rows
+//!   `i ≥ j` (each row of q and dy read once for both).
 //!
 //! Every element is one chain of FMAs in a fixed order whichever thread computes it, but not the
 //! GEMM path's order or reductions: results differ from it by rounding, not bit for bit (the
@@ -45,7 +47,10 @@ pub fn describe(hd: usize) -> String {
              in-register K/V transposes, dS in per-thread scratch)"
         )
     } else {
-        format!("per-head causal GEMMs (head width {hd}; the fused kernels need AVX-512 and 16–64 by 16)")
+        format!(
+            "per-head causal GEMMs (head width {hd}; the fused kernels need AVX-512 and a head \
+             width of 16–64 by 16)"
+        )
     }
 }
 

@@ -540,6 +540,41 @@ mod tests {
         g
     }
 
+    /// f32 [`forward_with`] then [`backward_with`] on `kernel`, outputs NaN-filled first:
+    /// `[att, y, dqkv, logit_max]`.
+    fn run_f32(
+        kernel: Kernel,
+        (qkv, dy): (&[f32], &[f32]),
+        (b, seq, h, hd): (usize, usize, usize, usize),
+        rope: Option<&Rope<f32>>,
+        scale: f32,
+    ) -> [Vec<f32>; 4] {
+        let c = h * hd;
+        let mut x = qkv.to_vec();
+        let (mut att, mut y) = (
+            vec![f32::NAN; b * h * seq * seq],
+            vec![f32::NAN; b * seq * c],
+        );
+        let (mut bh_max, mut logit_max) = (vec![0.0; b * h], vec![0.0; h]);
+        let buf = Buffers {
+            qkv: &mut x,
+            att: &mut att,
+            y: &mut y,
+            bh_max: &mut bh_max,
+            logit_max: &mut logit_max,
+        };
+        forward_with(kernel, buf, b, seq, h, hd, rope, scale);
+        let (mut g, mut dp) = (
+            vec![f32::NAN; b * seq * 3 * c],
+            vec![f32::NAN; b * h * seq * seq],
+        );
+        let heads = (&x[..], &att[..]);
+        backward_with(
+            kernel, heads, b, seq, h, hd, rope, scale, dy, &mut g, &mut dp,
+        );
+        [att, y, g, logit_max]
+    }
+
     /// The causal products (`Part`) give exactly the whole products' values: nothing computed
     /// above the diagonal changed a bit below it (`==`, so only an exact zero's sign may differ).
     #[test]
@@ -558,36 +593,7 @@ mod tests {
             let dy: Vec<f32> = (0..b * seq * c).map(|_| rng.normal() as f32).collect();
             let (want_att, want_y) = full_forward(&qkv, b, seq, h, hd, scale);
             let want_g = full_backward(&qkv, &want_att, &dy, b, seq, h, hd, scale);
-            let mut x = qkv.clone();
-            let (mut att, mut y) = (
-                vec![f32::NAN; b * h * seq * seq],
-                vec![f32::NAN; b * seq * c],
-            );
-            let (mut bh_max, mut logit_max) = (vec![0.0; b * h], vec![0.0; h]);
-            let buf = Buffers {
-                qkv: &mut x,
-                att: &mut att,
-                y: &mut y,
-                bh_max: &mut bh_max,
-                logit_max: &mut logit_max,
-            };
-            forward_with(Kernel::Gemm, buf, b, seq, h, hd, None, scale);
-            let mut g = vec![f32::NAN; b * seq * 3 * c];
-            let mut dp = vec![f32::NAN; b * h * seq * seq];
-            let (x, a) = (&x[..], &att[..]);
-            backward_with(
-                Kernel::Gemm,
-                (x, a),
-                b,
-                seq,
-                h,
-                hd,
-                None,
-                scale,
-                &dy,
-                &mut g,
-                &mut dp,
-            );
+            let [att, y, g, _] = run_f32(Kernel::Gemm, (&qkv, &dy), (b, seq, h, hd), None, scale);
             for (what, got, want) in [
                 ("att", &att, &want_att),
                 ("y", &y, &want_y),
@@ -686,36 +692,12 @@ mod tests {
             |n: usize| -> Vec<f64> { (0..n).map(|_| rng.normal() as f32 as f64).collect() };
         let (qkv, dy) = (normal(b * seq * 3 * c), normal(b * seq * c));
         let (want_att, want_y, want_g) = naive(&qkv, &dy, b, seq, h, hd, scale as f32 as f64);
-        let mut x: Vec<f32> = qkv.iter().map(|&v| v as f32).collect();
-        let dy: Vec<f32> = dy.iter().map(|&v| v as f32).collect();
-        let (mut att, mut y) = (
-            vec![f32::NAN; b * h * seq * seq],
-            vec![f32::NAN; b * seq * c],
+        let (x, dy): (Vec<f32>, Vec<f32>) = (
+            qkv.iter().map(|&v| v as f32).collect(),
+            dy.iter().map(|&v| v as f32).collect(),
         );
-        let (mut bh_max, mut logit_max) = (vec![0.0; b * h], vec![0.0; h]);
-        let buf = Buffers {
-            qkv: &mut x,
-            att: &mut att,
-            y: &mut y,
-            bh_max: &mut bh_max,
-            logit_max: &mut logit_max,
-        };
-        forward_with(kernel, buf, b, seq, h, hd, None, scale as f32);
-        let mut g = vec![f32::NAN; b * seq * 3 * c];
-        let mut dp = vec![f32::NAN; b * h * seq * seq];
-        backward_with(
-            kernel,
-            (&x, &att),
-            b,
-            seq,
-            h,
-            hd,
-            None,
-            scale as f32,
-            &dy,
-            &mut g,
-            &mut dp,
-        );
+        let shape = (b, seq, h, hd);
+        let [att, y, g, _] = run_f32(kernel, (&x, &dy), shape, None, scale as f32);
         // Above the diagonal the probabilities are exact zeros, on either path.
         for (i, &a) in att.iter().enumerate() {
             let (row, col) = (i / seq % seq, i % seq);
@@ -778,35 +760,9 @@ mod tests {
         let mut rng = Rng::stream(5, "test/attention/rotary");
         let qkv: Vec<f32> = (0..b * seq * 3 * c).map(|_| rng.normal() as f32).collect();
         let dy: Vec<f32> = (0..b * seq * c).map(|_| rng.normal() as f32).collect();
-        let run = |kernel: Kernel| {
-            let mut x = qkv.clone();
-            let (mut att, mut y) = (vec![0.0; b * h * seq * seq], vec![0.0; b * seq * c]);
-            let (mut bh, mut lm) = (vec![0.0; b * h], vec![0.0; h]);
-            let buf = Buffers {
-                qkv: &mut x,
-                att: &mut att,
-                y: &mut y,
-                bh_max: &mut bh,
-                logit_max: &mut lm,
-            };
-            let scale = default_scale(hd) as f32;
-            forward_with(kernel, buf, b, seq, h, hd, Some(&rope), scale);
-            let (mut g, mut dp) = (vec![0.0; b * seq * 3 * c], vec![0.0; b * h * seq * seq]);
-            backward(
-                (&x, &att),
-                b,
-                seq,
-                h,
-                hd,
-                Some(&rope),
-                scale,
-                &dy,
-                &mut g,
-                &mut dp,
-            );
-            (y, g, lm)
-        };
-        let ((y1, g1, m1), (y2, g2, m2)) = (run(Kernel::Fused), run(Kernel::Gemm));
+        let scale = default_scale(hd) as f32;
+        let run = |k| run_f32(k, (&qkv, &dy), (b, seq, h, hd), Some(&rope), scale);
+        let ([_, y1, g1, m1], [_, y2, g2, m2]) = (run(Kernel::Fused), run(Kernel::Gemm));
         let close = |a: &[f32], b: &[f32]| {
             a.iter()
                 .zip(b)
