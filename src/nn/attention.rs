@@ -152,7 +152,8 @@ pub fn forward_with<F: Float>(
         if fused {
             attend::prefetch(qkv);
             let s = attend::Shape { seq, heads: h, hd };
-            for (head, p) in att.chunks_exact_mut(tt).enumerate() {
+            for head in 0..h {
+                let p = &mut att[head * tt..(head + 1) * tt];
                 maxes[head] = attend::forward(s, head, scale, qkv, p, y);
             }
             return;
