@@ -19,18 +19,11 @@
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
-use std::cell::RefCell;
 
 use super::Float;
 
 /// Score rows per block (6 rows × 4 vectors of columns: 24 accumulators of 32 registers).
 const SR: usize = 6;
-
-thread_local! {
-    /// The transposed K (forward) or V (backward) of the head in hand, `[hd, T↑16]`, and its
-    /// `dS: [T, T]` (backward); grown when needed, kept between calls, so no pass allocates.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
 
 /// Whether the fused kernels run for this dtype and head width: f32 on an AVX-512 CPU, `hd` a
 /// multiple of 16 up to 64 (a row of one head in at most 4 vectors).
@@ -72,16 +65,11 @@ impl Shape {
     }
 }
 
+/// This thread's engine scratch ([`super::direct::with_scratch`]): the head's transposed K
+/// (forward) or V (backward), `[hd, T↑16]`, and its `dS: [T, T]` (backward); grown when needed
+/// and kept between calls, so no pass allocates.
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    SCRATCH.with(|cell| {
-        let Ok(mut buf) = cell.try_borrow_mut() else {
-            return f(&mut vec![0.0; len]);
-        };
-        if buf.len() < len {
-            buf.resize(len, 0.0);
-        }
-        f(&mut buf[..len])
-    })
+    super::direct::with_scratch::<f32, R>(len, f)
 }
 
 /// Forward for head `head` of one sequence: from `qkv: [T, 3C]` (head `i`'s q, k, v in columns
