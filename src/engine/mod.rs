@@ -22,10 +22,13 @@ pub use float::Float;
 /// The GEMM kernel a dtype runs on this CPU, as benchmark figures name it.
 pub fn gemm_kernel(f32: bool) -> &'static str {
     if f32 && sgemm::avx512() {
-        if sgemm::prefetch_adam() {
-            "cloudchamber AVX-512 sgemm (12×32 tile, Adam operands prefetched)"
-        } else {
-            "cloudchamber AVX-512 sgemm (12×32 tile)"
+        match sgemm::adam_prefetch() {
+            sgemm::AdamPrefetch::Burst => {
+                "cloudchamber AVX-512 sgemm (12×32 tile, Adam operands prefetched at each tile's start)"
+            }
+            sgemm::AdamPrefetch::Ahead => {
+                "cloudchamber AVX-512 sgemm (12×32 tile, Adam operands prefetched a tile ahead)"
+            }
         }
     } else if f32 && sgemm::available() {
         "cloudchamber AVX2+FMA sgemm (6×16 tile)"

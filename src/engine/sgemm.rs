@@ -120,20 +120,40 @@ pub fn l2_bytes() -> usize {
     *L2.get_or_init(|| cache_bytes(2).unwrap_or(1 << 20))
 }
 
-/// Whether the AVX-512 kernel prefetches an Adam epilogue's operands (weights and moments) a
-/// tile ahead: on AMD CPUs, where it was measured to help (Zen 5: part of the reference MLP
-/// step's 89.3–92.1 → 91.2–92.6 % of its GEMM ceiling); not elsewhere: on an Intel Xeon (family
-/// 6, model 167, 2 MiB L2) the step reached 85.2–85.9 % of its ceiling with the prefetches and
-/// 87.2–88.3 % without (3 rounds of each, interleaved in one session), the hardware prefetcher
-/// alone doing better than 144 software prefetches at the start of each tile.
-pub fn prefetch_adam() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+/// How the AVX-512 kernel asks for an Adam epilogue's operands (the weight and its two moments:
+/// per row of a tile, 128-byte runs `ldc` floats apart, which the hardware prefetcher does not
+/// follow) before the epilogue reads them. Chosen per vendor, each where it was measured; `bench`
+/// names it with the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdamPrefetch {
+    /// All of this tile's and the next one's lines, 144 prefetches into L1 at the start of each
+    /// tile: on AMD CPUs (Zen 5: the reference MLP step's share of its GEMM ceiling from
+    /// 89.3–92.1 to 91.2–92.6 %). On an Intel Xeon (family 6, model 167) it cost 2–3 points
+    /// (85.2–85.9 against 87.2–88.3 % with none).
+    Burst,
+    /// The next tile's lines (the tile to the right, which the epilogue reaches a whole tile's
+    /// sum later), asked for row by row in this tile's epilogue: the weight's into L1 (`T0`),
+    /// the moments' non-temporally (`NTA`: they are read once a step, and in L2 they would push
+    /// out the GEMMs' operands): elsewhere. On that Intel Xeon the step's share of its ceiling
+    /// went from a median of 86.5–87.1 % to 88.4–88.7 % (two sets of 6 interleaved runs), where
+    /// the same requests all into L1, or the moments' only, or two tiles ahead gained less.
+    Ahead,
+}
+
+/// This CPU's [`AdamPrefetch`], read once.
+pub fn adam_prefetch() -> AdamPrefetch {
+    static WAY: OnceLock<AdamPrefetch> = OnceLock::new();
+    *WAY.get_or_init(|| {
+        let amd = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
             info.lines()
                 .find(|l| l.starts_with("vendor_id"))
                 .is_some_and(|l| l.contains("AuthenticAMD"))
-        })
+        });
+        if amd {
+            AdamPrefetch::Burst
+        } else {
+            AdamPrefetch::Ahead
+        }
     })
 }
 
@@ -1048,11 +1068,14 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     let masks = [mask(0), mask(16)];
     let mut acc0 = [_mm512_setzero_ps(); R];
     let mut acc1 = [_mm512_setzero_ps(); R];
-    // Adam's operands to prefetch, if any: read once per tile (only for Adam tiles), not per
-    // row.
-    let adam_prefetch = match t.extra {
-        Extra::Adam(a) if prefetch_adam() => Some(a),
-        _ => None,
+    // Adam's operands to prefetch, if any, and how ([`adam_prefetch`]): read once per tile
+    // (only for Adam tiles), not per row.
+    let (burst, ahead) = match t.extra {
+        Extra::Adam(a) => match adam_prefetch() {
+            AdamPrefetch::Burst => (Some(a), None),
+            AdamPrefetch::Ahead => (None, Some(a)),
+        },
+        _ => (None, None),
     };
     // Ask for the C tile now, so its cache misses overlap the FMAs instead of the epilogue.
     for r in 0..R {
@@ -1064,8 +1087,8 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
         // And Adam's operands, this tile's and the next one's to the right (a tile's FMAs hide
         // one miss, not a run of them): scattered 128-byte runs the hardware prefetcher does
         // not see. A prefetch past the buffer's end does not fault. Where this CPU does better
-        // without them ([`prefetch_adam`]), none.
-        if let Some(a) = adam_prefetch {
+        // with the next tile's asked for in the epilogue ([`AdamPrefetch::Ahead`]), not here.
+        if let Some(a) = burst {
             for p in [a.w, a.m, a.v] {
                 let row = p.add(r * t.ldc) as *const i8;
                 for o in [0, 64, 128, 192] {
@@ -1095,6 +1118,20 @@ unsafe fn kernel<const R: usize>(t: &Tile) {
     };
     for r in 0..R {
         let row = t.c.add(r * t.ldc);
+        // The next tile's Adam operands in this row ([`AdamPrefetch::Ahead`]), 128 bytes to the
+        // right. After the last tile of a row of tiles they are the next rows' first lines, or
+        // past the buffer: `wrapping_add` forms those addresses without claiming they are in
+        // bounds, and a prefetch never faults.
+        if let Some(a) = ahead {
+            let next = |p: *mut f32| (p.add(r * t.ldc) as *const i8).wrapping_add(4 * NR);
+            let (w, m, v) = (next(a.w), next(a.m), next(a.v));
+            _mm_prefetch::<_MM_HINT_T0>(w);
+            _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(64));
+            for p in [m, v] {
+                _mm_prefetch::<_MM_HINT_NTA>(p);
+                _mm_prefetch::<_MM_HINT_NTA>(p.wrapping_add(64));
+            }
+        }
         for (h, acc) in [acc0[r], acc1[r]].into_iter().enumerate() {
             let mk = masks[h];
             if mk == 0 {
