@@ -407,9 +407,10 @@ pub struct AdamTensor<'a, F> {
     pub consts: &'a super::lanes::AdamConsts,
 }
 
-/// `C ← α·op(A)·op(B)` (dense, β = 0: a weight's gradient), with Adam's step on `t` from each
-/// element of C taken in the GEMM's epilogue ([`super::sgemm::Extra::Adam`]): the same bits as
-/// [`gemm`] followed by the update. `false`, with nothing done, where the engine has no such
+/// Adam's step on `t` from each element of `α·op(A)·op(B)` (dense: a weight's gradient), taken
+/// in the GEMM's epilogue ([`super::sgemm::Extra::Adam`]): the same bits as [`gemm`] into C
+/// followed by the update, but the gradient itself is not kept: C serves as the sum's scratch
+/// and is left unspecified. `false`, with nothing done, where the engine has no such
 /// path (f64, a CPU without the engine's kernels, the shapes [`gemm`] computes another way or that gain nothing): the
 /// caller does the two steps itself.
 #[allow(clippy::too_many_arguments)]
@@ -945,7 +946,7 @@ mod tests {
                 }
                 assert!(did, "{ctx}: declined");
                 let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&g1), bits(&g2), "{ctx}: gradient");
+                // The gradient is not kept (`g2` is scratch): the update is the output.
                 assert_eq!(bits(&w1), bits(&w2), "{ctx}: weights");
                 assert_eq!(bits(&m1), bits(&m2), "{ctx}: first moment");
                 assert_eq!(bits(&v1), bits(&v2), "{ctx}: second moment");

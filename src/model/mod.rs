@@ -134,7 +134,10 @@ pub trait Model<F: Float> {
     fn backward(&mut self, batch: &Batch<'_, F>);
     /// [`Model::backward`], taking the optimizer's step `up` on each tensor as soon as its
     /// gradient is final where the family does so (a weight's in its gradient GEMM's epilogue);
-    /// the caller's [`Update::finish`] updates the rest. By default, the backward alone.
+    /// the caller's [`Update::finish`] updates the rest. By default, the backward alone. The
+    /// gradients of tensors updated that way are left unspecified ([`Update::fused`]): a step
+    /// whose gradients something reads (observables, clipping, sharpness) takes
+    /// [`Model::backward`].
     fn backward_update(&mut self, batch: &Batch<'_, F>, up: &mut Update<'_, F>) {
         let _ = up;
         self.backward(batch);

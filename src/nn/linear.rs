@@ -120,7 +120,8 @@ pub fn backward_weight_scaled<F: Float>(
 
 /// [`backward_weight_scaled`] into `p.grad`, then the optimizer's step on `p` (tensor `i` of
 /// `up`), in one pass where the engine can (Adam's step in the GEMM's epilogue, while each tile
-/// of the gradient is in registers); otherwise the gradient alone, the step left to `up`.
+/// of the gradient is in registers, `p.grad` then left unspecified); otherwise the gradient
+/// alone, the step left to `up`.
 pub fn backward_weight_update<F: Float>(
     g: &[F],
     x: &[F],

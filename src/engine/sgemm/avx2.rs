@@ -74,10 +74,14 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
     let masks = [live_mask(cols), live_mask(cols.saturating_sub(8))];
     let full = [cols >= 8, cols >= 16];
     let c = t.c;
-    // Ask for the C sub-tile now, so its cache misses overlap the FMAs (as the AVX-512 kernel).
+    // Ask for the C sub-tile now, so its cache misses overlap the FMAs (as the AVX-512 kernel),
+    // unless the epilogue neither reads nor writes it (Adam's first block with β = 0).
+    let c_idle = matches!(t.extra, Extra::Adam(_)) && t.first && t.beta == 0.0;
     for r in 0..R {
         let row = c.add(r * t.ldc) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(row);
+        if !c_idle {
+            _mm_prefetch::<_MM_HINT_T0>(row);
+        }
         if let Extra::Adam(a) = t.extra {
             let o = r * t.ldc;
             for p in [a.w, a.m, a.v] {
@@ -154,7 +158,10 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
                 let s = _mm256_sub_ps(_mm256_set1_ps(1.0), _mm256_mul_ps(hv, hv));
                 v = _mm256_mul_ps(v, s);
             }
-            st(dst, v);
+            // Adam's gradient is consumed here, not stored ([`Extra::Adam`]).
+            if adam.is_none() {
+                st(dst, v);
+            }
             pre[r][q] = v;
             if let Some((a, regs)) = adam {
                 let (wp, mp, vp) = (a.w.add(o), a.m.add(o), a.v.add(o));
