@@ -45,6 +45,8 @@ pub(crate) fn time_steps<F: Float>(
     for s in 0..warmup + steps {
         let batch = &batches[s % batches.len()];
         let t0 = Instant::now();
+        // As training takes an unlogged step: no buffer only the observables read.
+        model.lean();
         model.forward(batch, Mode::Train);
         let l = model.loss(batch, true);
         let t1 = Instant::now();

@@ -369,7 +369,9 @@ pub fn gemm_tanh_slope<F: Float>(
 
 /// `z ← α·op(A)·op(B) + 1·biasᵀ` and `h ← tanh(z)` (dense, `[m, n]` each) in one pass where the
 /// engine can ([`super::sgemm::Extra::Tanh`]): the same bits as [`gemm`] with β = 0, then
-/// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). `false`,
+/// the bias added and [`super::fastmath::tanh_f32`] taken (a tanh layer's forward). Without
+/// `keep_z`, `z` is only the sum's scratch, left unspecified ([`super::sgemm::Extra::TanhOnly`]):
+/// `h` is the output. `false`,
 /// with nothing done, where it cannot (f64, a CPU without the engine's kernels, the shapes [`gemm`] computes another way,
 /// one too small to gain, or a bias over more than one `KC` block): the caller does the steps
 /// itself.
@@ -382,7 +384,7 @@ pub fn gemm_bias_tanh<F: Float>(
     a: &[F],
     b: &[F],
     bias: Option<&[F]>,
-    z: &mut [F],
+    (z, keep_z): (&mut [F], bool),
     h: &mut [F],
 ) -> bool {
     if !fusable::<F>(m, n, k) {
@@ -392,7 +394,12 @@ pub fn gemm_bias_tanh<F: Float>(
         h.len() >= m * n,
         "gemm_bias_tanh: h is smaller than the product"
     );
-    let extra = super::sgemm::Extra::Tanh(h.as_mut_ptr() as *mut f32);
+    let h = h.as_mut_ptr() as *mut f32;
+    let extra = if keep_z {
+        super::sgemm::Extra::Tanh(h)
+    } else {
+        super::sgemm::Extra::TanhOnly(h)
+    };
     // SAFETY: F is f32 (`fusable`); h holds `[m, n]` (checked) and, like z, is a unique
     // borrow, so it aliases neither z nor an operand.
     unsafe { fused_call::<F>((ta, tb), (m, n, k), alpha, (a, b), bias, z, extra) }
@@ -838,17 +845,27 @@ mod tests {
                 .collect();
             let (mut z2, mut h2) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
             let did = with_threads(threads, || {
-                gemm_bias_tanh(Op::N, Op::T, (m, n, k), 0.7, &a, &b, bias, &mut z2, &mut h2)
+                let z = (&mut z2[..], true);
+                gemm_bias_tanh(Op::N, Op::T, (m, n, k), 0.7, &a, &b, bias, z, &mut h2)
+            });
+            // And with the pre-activation not kept: the same activations.
+            let mut h3 = vec![f32::NAN; m * n];
+            let did3 = with_threads(threads, || {
+                let mut scratch = vec![f32::NAN; m * n];
+                let z = (&mut scratch[..], false);
+                gemm_bias_tanh(Op::N, Op::T, (m, n, k), 0.7, &a, &b, bias, z, &mut h3)
             });
             let ctx = format!("{m}×{n}×{k} threads {threads} bias {with_bias}");
             if !super::super::sgemm::available() {
                 assert!(!did && z2.iter().chain(&h2).all(|x| x.is_nan()), "{ctx}");
+                assert!(!did3 && h3.iter().all(|x| x.is_nan()), "{ctx}");
                 continue;
             }
-            assert!(did, "{ctx}: declined");
+            assert!(did && did3, "{ctx}: declined");
             let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&z1), bits(&z2), "{ctx}: pre-activation");
             assert_eq!(bits(&h1), bits(&h2), "{ctx}: tanh");
+            assert_eq!(bits(&h1), bits(&h3), "{ctx}: tanh, pre-activation not kept");
             assert!(
                 z1.iter().any(|z| z.abs() > 7.9),
                 "{ctx}: nothing past the clamp"
@@ -867,7 +884,7 @@ mod tests {
             &a,
             &b,
             Some(&bias),
-            &mut z,
+            (&mut z, true),
             &mut h
         ));
         assert!(z.iter().chain(&h).all(|&x| x == 1.0));

@@ -69,6 +69,9 @@ pub struct Mlp<F> {
     pub eps: F,
     /// Plain activation whose slope the backward pass derives from the output (no slope buffer).
     slope_from_output: bool,
+    /// The next forward pass leaves out the buffers only observables read ([`Model::lean`]):
+    /// a fused tanh layer's pre-activation. Cleared by that pass.
+    lean: bool,
     pub bufs: Vec<HiddenBuffers<F>>,
     /// Network output `[rows, output]`.
     pub output: Vec<F>,
@@ -228,6 +231,7 @@ impl<F: Float> Mlp<F> {
             norm_position: spec.norm_position,
             eps: F::of(spec.norm_eps),
             slope_from_output,
+            lean: false,
             bufs,
             output: zeros(capacity * output),
             d_output: zeros(capacity * output),
@@ -294,6 +298,8 @@ impl<F: Float> Mlp<F> {
             "forward: batch exceeds capacity"
         );
         self.rows = rows;
+        // A lean pass (one step's, asked for by the trainer) keeps no pre-activation it can skip.
+        let keep_pre = !std::mem::take(&mut self.lean);
         let (pre_norm, post_norm) = (self.pre_norm(), self.post_norm());
         for l in 0..self.depth() {
             let (in_dim, width) = (self.dims[l], self.dims[l + 1]);
@@ -318,7 +324,8 @@ impl<F: Float> Mlp<F> {
                 let w = &self.params[hp.weight].value;
                 let bias = hp.bias.map(|i| self.params[i].value.as_slice());
                 let dims = (rows, width, in_dim);
-                if linear::forward_tanh(input, w, dims, a, bias, &mut pre[..n], &mut act[..n]) {
+                let z = (&mut pre[..n], keep_pre);
+                if linear::forward_tanh(input, w, dims, a, bias, z, &mut act[..n]) {
                     continue;
                 }
             }
@@ -567,6 +574,9 @@ impl<F: Float> Model<F> for Mlp<F> {
     fn capacity(&self) -> usize {
         self.capacity
     }
+    fn lean(&mut self) {
+        self.lean = true;
+    }
     /// `Rows { x: [rows, input], .. }` → [`Mlp::output`] `[rows, output]`.
     fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode) {
         let Batch::Rows { x, rows, .. } = *batch else {
@@ -812,6 +822,74 @@ mod tests {
                     "{norm:?} bias {bias}: tensor {i}: max error {err:e} of {scale:e}"
                 );
             }
+        }
+    }
+
+    /// Lean forward passes ([`Model::lean`], an unlogged training step's) change no result: the
+    /// same parameters, bit for bit, after steps taken with and without them; the pre-activation
+    /// is left out only by the lean pass (where the engine fuses the tanh), and the next full
+    /// pass writes it again.
+    #[test]
+    fn lean_passes_change_no_result() {
+        let spec = MlpSpec {
+            width: 128,
+            depth: 2,
+            activation: Activation::Tanh,
+            ..MlpSpec::default()
+        };
+        let h = Hyper {
+            optimizer: Optimizer::Adam,
+            momentum: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        // Shapes the engine fuses (not its small path).
+        let (rows, input) = (128, 64);
+        let mut rng = Rng::stream(3, "lean");
+        let x: Vec<f32> = (0..rows * input).map(|_| rng.normal() as f32).collect();
+        let y: Vec<f32> = (0..rows).map(|_| rng.normal() as f32).collect();
+        let batch = Batch::Rows { x: &x, y: &y, rows };
+        let new = || {
+            let m = Mlp::<f32>::new(&spec, input, 1, rows, &mut Rng::stream(1, "init"))
+                .with_loss(LossKind::Mse);
+            let opt = OptimState::new(&m.params, h.optimizer);
+            (m, opt)
+        };
+        let ((mut full, mut of), (mut lean, mut ol)) = (new(), new());
+        for _ in 0..5 {
+            for (m, opt, is_lean) in [(&mut full, &mut of, false), (&mut lean, &mut ol, true)] {
+                if is_lean {
+                    Model::lean(m);
+                }
+                Model::forward(m, &batch, Mode::Train);
+                Model::loss(m, &batch, true);
+                let mut up = opt.begin(&h, 3e-3, true);
+                Model::backward_update(m, &batch, &mut up);
+                up.finish(&mut m.params);
+            }
+        }
+        for (a, b) in full.params.iter().zip(&lean.params) {
+            assert_eq!(bits(&a.value), bits(&b.value), "parameters");
+        }
+        assert_eq!(bits(&full.output), bits(&lean.output), "outputs");
+        let n = rows * 128;
+        let fused = crate::engine::sgemm::available();
+        // The lean model's pre-activations are still its first (full) pass's.
+        for l in 0..2 {
+            let same = bits(&full.bufs[l].pre[..n]) == bits(&lean.bufs[l].pre[..n]);
+            assert_eq!(
+                same, !fused,
+                "layer {l}: pre-activation left out only where fused"
+            );
+        }
+        // One full pass each: the same pre-activations again.
+        for m in [&mut full, &mut lean] {
+            Model::forward(m, &batch, Mode::Train);
+        }
+        for l in 0..2 {
+            assert_eq!(bits(&full.bufs[l].pre[..n]), bits(&lean.bufs[l].pre[..n]));
         }
     }
 

@@ -126,6 +126,10 @@ pub trait Model<F: Float> {
     fn capacity(&self) -> usize;
     /// Forward pass over `batch` (at most [`Model::capacity`] samples) into the model's buffers.
     fn forward(&mut self, batch: &Batch<'_, F>, mode: Mode);
+    /// The next [`Model::forward`] only (then every buffer again) may leave out what no later
+    /// pass reads but the observables do (the MLP: a fused tanh layer's pre-activation), for a
+    /// training step that is not logged. By default, nothing is left out.
+    fn lean(&mut self) {}
     /// The loss of the last forward pass against `batch`'s targets; with `grad`, also seeds the
     /// output gradient for [`Model::backward`].
     fn loss(&mut self, batch: &Batch<'_, F>, grad: bool) -> LossValue;

@@ -60,15 +60,17 @@ pub fn forward_scaled<F: Float>(
 }
 
 /// `z = α·x·Wᵀ + b` and `h = tanh(z)` in one pass (the GEMM's epilogue), where the engine can
-/// ([`ops::gemm_bias_tanh`]): the same bits as [`forward_scaled`] then the bias and tanh.
-/// `false`, with nothing done, where it cannot.
+/// ([`ops::gemm_bias_tanh`]): the same bits as [`forward_scaled`] then the bias and tanh;
+/// without `keep_z`, `z` left unspecified (nothing will read it). `false`, with nothing done,
+/// where it cannot.
+#[allow(clippy::too_many_arguments)]
 pub fn forward_tanh<F: Float>(
     x: &[F],
     w: &[F],
     (rows, fan_out, fan_in): Dims,
     alpha: F,
     b: Option<&[F]>,
-    z: &mut [F],
+    z: (&mut [F], bool),
     h: &mut [F],
 ) -> bool {
     ops::gemm_bias_tanh(Op::N, Op::T, (rows, fan_out, fan_in), alpha, x, w, b, z, h)

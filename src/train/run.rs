@@ -310,8 +310,13 @@ impl<'a, F: Float> Run<'a, F> {
         if let Flow::Interrupted(out) = self.begin(step)? {
             return Ok(Flow::Interrupted(out));
         }
-        // Forward and loss (which also seeds the output gradient).
+        // Forward and loss (which also seeds the output gradient). A step that will not be
+        // logged (known before its loss unless a target loss may make it so) needs no buffer
+        // only the observables read.
         let b = self.train_set.view(self.picked, &self.gathered);
+        if !self.logs(step) && self.spec.train.target_loss.is_none() {
+            self.model.lean();
+        }
         self.model.forward(&b, Mode::Train);
         let last = self.model.loss(&b, true);
         if let Flow::Stop = self.after_loss(step, last)? {

@@ -75,8 +75,9 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
     let full = [cols >= 8, cols >= 16];
     let c = t.c;
     // Ask for the C sub-tile now, so its cache misses overlap the FMAs (as the AVX-512 kernel),
-    // unless the epilogue neither reads nor writes it (Adam's first block with β = 0).
-    let c_idle = matches!(t.extra, Extra::Adam(_)) && t.first && t.beta == 0.0;
+    // unless the epilogue neither reads nor writes it (a first block with β = 0 whose sum is not
+    // stored).
+    let c_idle = matches!(t.extra, Extra::Adam(_) | Extra::TanhOnly(_)) && t.first && t.beta == 0.0;
     for r in 0..R {
         let row = c.add(r * t.ldc) as *const i8;
         if !c_idle {
@@ -158,8 +159,9 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
                 let s = _mm256_sub_ps(_mm256_set1_ps(1.0), _mm256_mul_ps(hv, hv));
                 v = _mm256_mul_ps(v, s);
             }
-            // Adam's gradient is consumed here, not stored ([`Extra::Adam`]).
-            if adam.is_none() {
+            // Adam's gradient is consumed here, not stored ([`Extra::Adam`]), nor is a
+            // pre-activation nothing reads ([`Extra::TanhOnly`]).
+            if adam.is_none() && !matches!(t.extra, Extra::TanhOnly(_)) {
                 st(dst, v);
             }
             pre[r][q] = v;
@@ -172,7 +174,7 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
             }
         }
     }
-    if let Extra::Tanh(hp) = t.extra {
+    if let Extra::Tanh(hp) | Extra::TanhOnly(hp) = t.extra {
         // Two rows at a time: four tanh chains side by side ([`tanh_lock`]: the same operations,
         // so the same bits; the forward pass of the reference MLP ~2% faster on Zen 3).
         let mut r = 0;
