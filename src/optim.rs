@@ -218,10 +218,11 @@ impl<F: Float> Update<'_, F> {
 
     /// Tensor `i`'s gradient and Adam step in one: `gemm(grad, tensor)` computes the gradient
     /// and updates `tensor` in the same pass ([`crate::engine::ops::gemm_adam`]), returning
-    /// whether it could. Where it did, the tensor's `grad` is left unspecified (the GEMM's
-    /// scratch, the gradient itself never stored): an eager step's caller reads no gradient. `true` when it did; `false` (nothing done: compute the
-    /// gradient the plain way) when the step is not eager, the optimizer is not Adam or AdamW,
-    /// the tensor is frozen or done, or the engine declined.
+    /// whether it could: `true` when it did, the tensor's `grad` then left unspecified (the
+    /// GEMM's scratch, the gradient itself never stored; an eager step's caller reads no
+    /// gradient); `false` (nothing done: compute the gradient the plain way) when the step is
+    /// not eager, the optimizer is not Adam or AdamW, the tensor is frozen or done, or the
+    /// engine declined.
     pub fn fused(
         &mut self,
         i: usize,

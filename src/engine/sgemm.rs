@@ -270,8 +270,9 @@ pub enum Extra {
     /// are the tile's only output, and C is left holding the sum of the earlier `KC` blocks (or
     /// what it held, for a sum of one block). Nothing reads the gradient of a weight updated
     /// in its GEMM ([`crate::optim::Update::fused`]), and not writing its 4 bytes per weight
-    /// took the reference MLP step from a median of 90.0 to 91.2 % of its GEMM ceiling on an
-    /// Intel Xeon (family 6, model 167; 8 interleaved runs each).
+    /// took the reference MLP step from a median of 89.1 to 89.65 % of its GEMM ceiling, and
+    /// from 88.95 to 89.7 %, on an Intel Xeon (family 6, model 167; two sets of 8 interleaved
+    /// runs).
     Adam(AdamTarget),
     /// `tanh(C)` ([`super::fastmath::tanh_f32`], operation for operation) stored at the same
     /// offsets from this pointer: a tanh layer's activation beside its pre-activation.
@@ -279,7 +280,7 @@ pub enum Extra {
     /// As [`Extra::Tanh`], but C is not stored: the activation is the tile's only output (C is
     /// the sum's scratch, left unspecified), for a step whose pre-activations nothing reads.
     /// On an Intel Xeon (family 6, model 167) the reference MLP step went from a median of
-    /// 89.0 to 90.1 % of its GEMM ceiling without those 4 bytes per unit and row (8
+    /// 89.9 to 90.9 % of its GEMM ceiling without those 4 bytes per unit and row (8
     /// interleaved runs each).
     TanhOnly(*mut f32),
     /// C multiplied by `1 − h²`, `h` at the same offsets from this pointer, before it is
@@ -325,7 +326,8 @@ impl AdamTarget {
 
 /// [`sgemm`] with β = 0 and an epilogue that does `extra`'s work on each finished tile too (see
 /// [`Extra`]): the same bits as the GEMM (bias included) followed by that work as a separate
-/// pass (C itself not written for [`Extra::Adam`] and [`Extra::TanhOnly`]). `false`, having done nothing, where the call would take the unpacked small path
+/// pass (C itself not written for [`Extra::Adam`] and [`Extra::TanhOnly`]). `false`, having
+/// done nothing, where the call would take the unpacked small path
 /// (shapes that gain nothing from the fusion), or where a bias meets a sum of more than one
 /// `KC` block (it would join the sum in another order): the caller does the steps itself.
 ///
