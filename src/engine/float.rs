@@ -61,6 +61,20 @@ pub trait Float:
     fn tanh_(self) -> Self;
     fn exp_(self) -> Self;
     fn erf_(self) -> Self;
+    /// GELU's value and slope, `(x·Φ(x), Φ(x) + x·φ(x))` (erf form).
+    fn gelu_(self) -> (Self, Self);
+    /// [`Float::gelu_`] over a buffer: `h = value`, and `d = slope` unless `d` is empty.
+    fn gelu_pass(z: &[Self], h: &mut [Self], d: &mut [Self]) {
+        if d.is_empty() {
+            for (hv, &zv) in h.iter_mut().zip(z) {
+                *hv = zv.gelu_().0;
+            }
+        } else {
+            for ((hv, dv), &zv) in h.iter_mut().zip(d.iter_mut()).zip(z) {
+                (*hv, *dv) = zv.gelu_();
+            }
+        }
+    }
     /// `ln(1 + e^x)` without overflow.
     fn softplus_(self) -> Self;
     fn to_le_bytes_vec(xs: &[Self]) -> Vec<u8>;
@@ -108,6 +122,13 @@ impl Float for f32 {
     #[inline(always)]
     fn erf_(self) -> Self {
         fastmath::erf_f32(self)
+    }
+    #[inline(always)]
+    fn gelu_(self) -> (Self, Self) {
+        fastmath::gelu_f32(self)
+    }
+    fn gelu_pass(z: &[Self], h: &mut [Self], d: &mut [Self]) {
+        super::gelu::forward(z, h, d)
     }
     #[inline(always)]
     fn softplus_(self) -> Self {
@@ -166,6 +187,12 @@ impl Float for f64 {
     #[inline(always)]
     fn erf_(self) -> Self {
         fastmath::erf_f64(self)
+    }
+    #[inline(always)]
+    fn gelu_(self) -> (Self, Self) {
+        let cdf = 0.5 * (1.0 + (self * std::f64::consts::FRAC_1_SQRT_2).erf_());
+        let pdf = 0.398_942_280_401_432_7 * (-0.5 * self * self).exp();
+        (self * cdf, cdf + self * pdf)
     }
     #[inline(always)]
     fn softplus_(self) -> Self {

@@ -8,6 +8,7 @@ pub mod attend;
 pub mod direct;
 pub mod fastmath;
 pub mod float;
+pub mod gelu;
 pub mod hugepages;
 pub mod lanes;
 pub mod ops;

@@ -107,11 +107,8 @@ impl Activation {
                     l * if pos { one } else { a * e },
                 )
             }
-            Activation::Gelu => {
-                let cdf = half * (one + (x * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf_());
-                let pdf = F::of(0.398_942_280_401_432_7) * (-half * x * x).exp_();
-                (x * cdf, cdf + x * pdf)
-            }
+            // f32: fused multiply-adds throughout (`fastmath::gelu_f32`), as its vector pass.
+            Activation::Gelu => x.gelu_(),
             Activation::GeluTanh => {
                 let k = F::of(0.797_884_560_802_865_4); // sqrt(2/pi)
                 let c = F::of(0.044_715);
@@ -282,7 +279,7 @@ pub fn forward_value_only<F: Float>(act: Activation, z: &[F], h: &mut [F]) {
         // Eval-mode passes of the others (constants folded per activation, so the unused slope
         // is dropped and the loop vectorizes).
         Activation::Silu => run!(Activation::Silu),
-        Activation::Gelu => run!(Activation::Gelu),
+        Activation::Gelu => F::gelu_pass(z, h, &mut []),
         Activation::GeluTanh => run!(Activation::GeluTanh),
         Activation::Elu => run!(Activation::Elu),
         Activation::Selu => run!(Activation::Selu),
@@ -385,6 +382,10 @@ pub fn slope_from_output_one<F: Float>(act: Activation, g: &mut F, h: F) {
 
 /// The plain fused kernel: `h = f(z)`, `d = f′(z)` over a whole buffer.
 fn plain_kernel<F: Float>(act: Activation, z: &[F], h: &mut [F], d: &mut [F]) {
+    // GELU has a vector kernel of its own (16 lanes on AVX-512; the same bits as the element).
+    if act == Activation::Gelu {
+        return F::gelu_pass(z, h, d);
+    }
     // One monomorphized loop per activation: the `match` in `value_and_slope` is resolved at
     // compile time inside each arm, so every loop is branch-free over `act`.
     macro_rules! run {
