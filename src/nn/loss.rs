@@ -193,46 +193,115 @@ fn cross_entropy_blocks<F: Float>(
     par::for_row_blocks(rows, parts, |_, block, (grads, part)| {
         let (mut sum, mut correct) = (0.0f64, 0usize);
         let first = block.start;
-        for r in block {
-            let t = targets[r];
-            let z = &logits[r * vocab..(r + 1) * vocab];
+        if !with_grad {
+            for r in block {
+                let t = targets[r];
+                if t == IGNORE {
+                    continue;
+                }
+                let z = &logits[r * vocab..(r + 1) * vocab];
+                let (arg, max) = argmax_max(z);
+                correct += (arg == t) as usize;
+                let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
+                sum += max.f64() + s.f64().ln() - z[t].f64();
+            }
+            part[0] = (sum, correct);
+            return;
+        }
+        // Four rows at a time: each row's max and sum stay one chain in column order (the
+        // same bits as a row alone), but four chains interleave, and the exponentials run as
+        // a vectorized pass of their own (a reference GPT step's loss took 0.38 ms row by row).
+        let mut r = block.start;
+        while r < block.end {
+            let q = (block.end - r).min(4);
+            let rows_z: [&[F]; 4] = std::array::from_fn(|i| {
+                let row = r + i.min(q - 1);
+                &logits[row * vocab..(row + 1) * vocab]
+            });
+            let (arg, max) = argmax_max4(rows_z, q);
             let at = (r - first) * vocab;
-            let g = with_grad.then(|| &mut grads[at..at + vocab]);
-            if t == IGNORE {
-                if let Some(g) = g {
+            let g4 = &mut grads[at..at + q * vocab];
+            for (i, g) in g4.chunks_exact_mut(vocab).enumerate() {
+                let m = max[i];
+                for (gv, &v) in g.iter_mut().zip(rows_z[i]) {
+                    *gv = (v - m).exp_();
+                }
+            }
+            let s = row_sums4(g4, vocab, q);
+            for (i, g) in g4.chunks_exact_mut(vocab).enumerate() {
+                let t = targets[r + i];
+                if t == IGNORE {
                     g.fill(F::zero());
+                    continue;
                 }
-                continue;
+                correct += (arg[i] == t) as usize;
+                sum += max[i].f64() + s[i].f64().ln() - rows_z[i][t].f64();
+                let k = inv / s[i];
+                for gv in g.iter_mut() {
+                    *gv *= k;
+                }
+                g[t] -= inv;
             }
-            let (mut arg, mut max) = (0, z[0]);
-            for (j, &v) in z.iter().enumerate() {
-                if v > max {
-                    (arg, max) = (j, v);
-                }
-            }
-            correct += (arg == t) as usize;
-            match g {
-                Some(g) => {
-                    let mut s = F::zero();
-                    for (gv, &v) in g.iter_mut().zip(z) {
-                        *gv = (v - max).exp_();
-                        s += *gv;
-                    }
-                    sum += max.f64() + s.f64().ln() - z[t].f64();
-                    let k = inv / s;
-                    for gv in g.iter_mut() {
-                        *gv *= k;
-                    }
-                    g[t] -= inv;
-                }
-                None => {
-                    let s: F = z.iter().map(|&v| (v - max).exp_()).sum();
-                    sum += max.f64() + s.f64().ln() - z[t].f64();
-                }
-            }
+            r += q;
         }
         part[0] = (sum, correct);
     });
+}
+
+/// The first index of the largest element and that element (`v > max` from `z[0]` on, so a
+/// NaN is never taken after the first element).
+fn argmax_max<F: Float>(z: &[F]) -> (usize, F) {
+    let (mut arg, mut max) = (0, z[0]);
+    for (j, &v) in z.iter().enumerate() {
+        if v > max {
+            (arg, max) = (j, v);
+        }
+    }
+    (arg, max)
+}
+
+/// [`argmax_max`] of `q ≤ 4` rows, their scans interleaved (rows past `q` repeat the last).
+fn argmax_max4<F: Float>(z: [&[F]; 4], q: usize) -> ([usize; 4], [F; 4]) {
+    if q < 4 {
+        let mut out = ([0; 4], [F::zero(); 4]);
+        for i in 0..q {
+            (out.0[i], out.1[i]) = argmax_max(z[i]);
+        }
+        return out;
+    }
+    let mut arg = [0; 4];
+    let mut max = [z[0][0], z[1][0], z[2][0], z[3][0]];
+    for j in 0..z[0].len() {
+        for i in 0..4 {
+            let v = z[i][j];
+            if v > max[i] {
+                (arg[i], max[i]) = (j, v);
+            }
+        }
+    }
+    (arg, max)
+}
+
+/// Each of the `q ≤ 4` rows' sum (`[q, width]`), in column order per row as a plain loop adds
+/// them, four rows' chains interleaved.
+fn row_sums4<F: Float>(g: &[F], width: usize, q: usize) -> [F; 4] {
+    let mut s = [F::zero(); 4];
+    if q < 4 {
+        for (i, row) in g.chunks_exact(width).enumerate() {
+            s[i] = row.iter().fold(F::zero(), |a, &v| a + v);
+        }
+        return s;
+    }
+    let (r0, rest) = g.split_at(width);
+    let (r1, rest) = rest.split_at(width);
+    let (r2, r3) = rest.split_at(width);
+    for j in 0..width {
+        s[0] += r0[j];
+        s[1] += r1[j];
+        s[2] += r2[j];
+        s[3] += r3[j];
+    }
+    s
 }
 
 fn argmax<F: Float>(y: &[F]) -> usize {
@@ -264,6 +333,54 @@ mod tests {
         assert_eq!(v.correct, Some(0));
         // Each row's gradient sums to zero.
         assert!((g[0] + g[1] + g[2]).abs() < 1e-15);
+    }
+
+    /// Four rows at a time give each row's bits as the plain per-row loop computes them:
+    /// its max from the first column on, its exponentials, their sum in column order.
+    #[test]
+    fn interleaved_rows_are_the_rows_alone() {
+        let (rows, vocab) = (37, 65);
+        let mut rng = crate::engine::Rng::stream(5, "ce");
+        let logits: Vec<f32> = (0..rows * vocab)
+            .map(|_| 3.0 * rng.normal() as f32)
+            .collect();
+        let targets: Vec<usize> = (0..rows)
+            .map(|r| {
+                if r % 7 == 3 {
+                    IGNORE
+                } else {
+                    rng.below(vocab as u64) as usize
+                }
+            })
+            .collect();
+        let mut g = vec![0.0f32; rows * vocab];
+        let v = token_cross_entropy(&logits, &targets, rows, vocab, Some(&mut g));
+        let counted = targets.iter().filter(|&&t| t != IGNORE).count();
+        let inv = 1.0 / counted as f32;
+        let mut sum = 0.0f64;
+        for r in 0..rows {
+            let z = &logits[r * vocab..(r + 1) * vocab];
+            let gr = &g[r * vocab..(r + 1) * vocab];
+            let t = targets[r];
+            if t == IGNORE {
+                assert!(gr.iter().all(|&x| x == 0.0));
+                continue;
+            }
+            let max = z.iter().fold(z[0], |m, &x| if x > m { x } else { m });
+            let mut s = 0.0f32;
+            let e: Vec<f32> = z.iter().map(|&x| (x - max).exp_()).collect();
+            for &x in &e {
+                s += x;
+            }
+            sum += max as f64 + (s as f64).ln() - z[t] as f64;
+            for (j, (&got, &ej)) in gr.iter().zip(&e).enumerate() {
+                let want = ej * (inv / s) - if j == t { inv } else { 0.0 };
+                assert_eq!(got.to_bits(), want.to_bits(), "row {r} column {j}");
+            }
+        }
+        // The loss adds the rows' terms in block order; the reference adds them in row order
+        // (one block here: 37 rows).
+        assert_eq!(v.loss, sum / counted as f64);
     }
 
     #[test]
