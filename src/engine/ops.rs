@@ -278,6 +278,76 @@ pub fn gemm_ex<F: Float>(
     });
 }
 
+/// `C ← α·op(A)·op(B) + S + 1·biasᵀ` (dense, `[m, n]`; `src` is S): a residual branch added
+/// onto its stream, written to another buffer. The same bits as copying S into C and calling
+/// [`gemm_ex`] with `β = 1`, which is what it does where the engine's kernels do not run; with
+/// them, the kernels read S where they would read the old C ([`super::sgemm::sgemm_onto`]).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_onto<F: Float>(
+    (ta, tb): (Op, Op),
+    (m, n, k): (usize, usize, usize),
+    alpha: F,
+    (a, b): (&[F], &[F]),
+    bias: Option<&[F]>,
+    src: &[F],
+    c: &mut [F],
+) {
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    let dense = bias.is_none();
+    let special = dense && k > 0 && (n == 1 && ta == Op::N || m == 1 && tb == Op::N);
+    if !(F::IS_F32 && super::sgemm::available()) || special || m == 0 || n == 0 {
+        c[..m * n].copy_from_slice(&src[..m * n]);
+        return gemm_ex(
+            ta,
+            tb,
+            m,
+            n,
+            k,
+            alpha,
+            (a, lda),
+            (b, ldb),
+            F::one(),
+            (c, n),
+            bias,
+        );
+    }
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c.len(), n),
+    );
+    assert!(src.len() >= m * n, "gemm: residual source too small");
+    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: buffer too small");
+    let sa = match ta {
+        Op::N => (lda as isize, 1),
+        Op::T => (1, lda as isize),
+    };
+    let sb = match tb {
+        Op::N => (ldb as isize, 1),
+        Op::T => (1, ldb as isize),
+    };
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    // SAFETY: F is f32 (so the casts are identities); the checks above bound every index the
+    // strides reach in A, B, C, S and the bias; C is a unique borrow, so it aliases nothing.
+    unsafe {
+        super::sgemm::sgemm_onto(
+            (m, n, k),
+            alpha.f64() as f32,
+            (a.as_ptr() as *const f32, sa.0, sa.1),
+            (b.as_ptr() as *const f32, sb.0, sb.1),
+            src.as_ptr() as *const f32,
+            (c.as_mut_ptr() as *mut f32, n),
+            bias.map(|b| b.as_ptr() as *const f32),
+            threads,
+        )
+    }
+}
+
 /// Whether the engine has an epilogue-fused path for `F`, this CPU and these shapes
 /// ([`degenerate`]'s shapes, which [`gemm`] computes in another order, have none).
 fn fusable<F: Float>(m: usize, n: usize, k: usize) -> bool {

@@ -41,6 +41,21 @@ pub fn forward_mult<F: Float>(
     );
 }
 
+/// `y ← α·x·Wᵀ + b + s`: a residual branch onto the stream `s`, written to `y` (the same bits
+/// as copying `s` into `y` and [`forward_mult`] with β = 1, without the copy).
+pub fn forward_onto<F: Float>(
+    x: &[F],
+    w: &[F],
+    b: &[F],
+    (rows, fan_out, fan_in): Dims,
+    alpha: F,
+    s: &[F],
+    y: &mut [F],
+) {
+    let dims = (rows, fan_out, fan_in);
+    ops::gemm_onto((Op::N, Op::T), dims, alpha, (x, w), Some(b), s, y);
+}
+
 /// `y ← x·Wᵀ + β·y`, no bias (a bias-free layer, or one whose bias is already in `y` or comes
 /// in a later fused pass).
 pub fn forward_no_bias<F: Float>(x: &[F], w: &[F], dims: Dims, beta: F, y: &mut [F]) {

@@ -144,7 +144,7 @@ unsafe fn kernel<const R: usize, const STRIDED: bool>(t: &Tile) {
             let mut v = _mm256_mul_ps(acc, alpha);
             if t.first {
                 if t.beta != 0.0 {
-                    v = _mm256_fmadd_ps(beta, ld(dst), v);
+                    v = _mm256_fmadd_ps(beta, ld(t.src.add(r * t.ldc + 8 * q)), v);
                 }
                 if let Some(bias) = t.bias {
                     v = _mm256_add_ps(v, ld(bias.add(8 * q)));
@@ -278,7 +278,7 @@ unsafe fn small_kernel<const R: usize, const FULL: bool>(t: &SmallTile) {
             let dst = row.add(8 * q);
             let mut v = _mm256_mul_ps(acc, alpha);
             if t.beta != 0.0 {
-                v = _mm256_fmadd_ps(beta, ld(q, dst), v);
+                v = _mm256_fmadd_ps(beta, ld(q, t.src.add(r * t.ldc + 8 * q)), v);
             }
             if let Some(bias) = t.bias {
                 v = _mm256_add_ps(v, ld(q, bias.add(8 * q)));
