@@ -4,9 +4,9 @@
 //! elementwise passes of a GPT step that is milliseconds. Here workers live for the process and
 //! wait on their own mailbox (a pointer to the caller's closure), spinning briefly before they
 //! park. Work is cut into fixed blocks — statically (`run`: task `t` of `n` always covers the
-//! same block) or handed to whichever thread is free (`run_items`) — and every block is computed
-//! the same way wherever it runs, so a kernel's result never depends on the thread count or on
-//! which thread ran what (bit-identical, as the engine promises).
+//! same block) or in contiguous shares whose leftovers idle threads take (`run_items`) — and
+//! every block is computed the same way wherever it runs, so a kernel's result never depends on
+//! the thread count or on which thread ran what (bit-identical, as the engine promises).
 
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -196,19 +196,44 @@ pub fn run(n: usize, task: &(dyn Fn(usize) + Sync)) {
     }
 }
 
-/// Runs `item(0) … item(items − 1)` on up to `threads` threads (the caller and pool workers),
-/// each thread taking the next unclaimed item until none is left. The load balances itself —
-/// a core slowed by another tenant of a shared machine takes fewer items instead of stalling
-/// the others — and results stay bit-identical, because (as every caller ensures) what
-/// `item(i)` computes does not depend on which thread runs it.
+/// Runs `item(0) … item(items − 1)` on up to `threads` threads (the caller and pool workers).
+/// Thread `t` of `n` starts on the `t`-th contiguous share of the items and takes them in
+/// order; a thread whose share is done takes the next unclaimed items of the others'. The load
+/// balances itself — a core slowed by another tenant of a shared machine takes fewer items
+/// instead of stalling the others — and results stay bit-identical, because (as every caller
+/// ensures) what `item(i)` computes does not depend on which thread runs it. Contiguous shares,
+/// not one shared counter: consecutive passes over one buffer (a norm, then the GEMM reading
+/// its output) find their rows in the core's own L2, where a shared counter dealt the rows out
+/// alternately.
 pub fn run_items(items: usize, threads: usize, item: &(dyn Fn(usize) + Sync)) {
-    let next = AtomicUsize::new(0);
-    run(threads.min(items).max(1), &|_| loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= items {
-            break;
+    /// One share's next unclaimed item, on a cache line of its own.
+    #[repr(align(64))]
+    struct Cursor(AtomicUsize);
+    const MAX: usize = 16;
+    let n = threads.min(items).max(1);
+    if n > MAX {
+        let next = AtomicUsize::new(0);
+        return run(n, &|_| loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= items {
+                break;
+            }
+            item(i);
+        });
+    }
+    let share = split(items, n, 1);
+    let cursors: [Cursor; MAX] = std::array::from_fn(|t| Cursor(AtomicUsize::new(share(t).start)));
+    run(n, &|t| {
+        for u in (t..n).chain(0..t) {
+            let end = share(u).end;
+            loop {
+                let i = cursors[u].0.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                item(i);
+            }
         }
-        item(i);
     });
 }
 
@@ -243,7 +268,8 @@ mod tests {
 
     #[test]
     fn run_items_runs_every_item_once() {
-        for (items, threads) in [(0, 2), (1, 2), (7, 2), (50, 3), (5, 1)] {
+        // 40 items on 17 threads: past the shares' cursors, one shared counter.
+        for (items, threads) in [(0, 2), (1, 2), (7, 2), (50, 3), (5, 1), (40, 17)] {
             let hits: Vec<AtomicUsize> = (0..items).map(|_| AtomicUsize::new(0)).collect();
             run_items(items, threads, &|i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
