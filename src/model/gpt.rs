@@ -179,6 +179,9 @@ pub struct Gpt<F> {
     g_att: Vec<F>,
     /// Per-row-block partial sums (norm and bias gradients): `[blocks, max(2C + 1, 3C, M)]`.
     partial: Vec<F>,
+    /// Per-row-block column sums of the residual stream's gradient (pre-norm: the next linear
+    /// layer's bias gradient, summed as the norm's backward adds onto the stream) `[blocks, C]`.
+    stream_sums: Vec<F>,
     /// Rotary tables (empty unless positions are rotary).
     rope: Rope<F>,
     /// The attention logits' scale: `1/√hd` (SP, NTK), `√hd_base/hd` (μP).
@@ -524,6 +527,7 @@ impl<F: Float> Gpt<F> {
             g_qkv: z(bt * 3 * c),
             g_att: z(capacity * h * context * context),
             partial: z(norm::partial_len(bt, c).max(bt.div_ceil(ops::ROW_BLOCK) * (3 * c).max(m))),
+            stream_sums: z(bt.div_ceil(ops::ROW_BLOCK) * c),
             rope,
             att_scale,
             out_mult,
@@ -763,6 +767,7 @@ impl<F: Float> Gpt<F> {
         } = self.dims;
         let (batch, seq) = (self.batch, self.seq);
         let (bt, n) = (batch * seq, batch * seq * c);
+        let blocks = bt.div_ceil(ops::ROW_BLOCK);
         let (pre, norm) = (self.spec.placement == Placement::Pre, self.spec.norm);
         let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
         // Zeroed in parallel, one parameter per item (1.7 MB for the reference model: serial, the
@@ -818,16 +823,14 @@ impl<F: Float> Gpt<F> {
             // ga = ∂L/∂s2: fc2 to g_m = ∂L/∂act, then through the activation to ∂L/∂pre.
             let gm = &mut self.g_m[..bt * m];
             let fc2 = (bi.fc2_w, bi.fc2_b);
-            linear_backward(
-                params,
-                fc2,
-                &ga[..n],
-                &b.act[..bt * m],
-                (bt, c, m),
-                hm,
-                gm,
-                partial,
-            );
+            let (act, dims) = (&b.act[..bt * m], (bt, c, m));
+            // Pre-norm below the last block: fc2's bias gradient was summed as the next block's
+            // norm1 backward added onto the stream.
+            if pre && l + 1 < self.dims.n_layer {
+                linear_backward_summed(params, fc2.0, &ga[..n], act, dims, hm, gm);
+            } else {
+                linear_backward(params, fc2, &ga[..n], act, dims, hm, gm, partial);
+            }
             // Through the activation, fc's bias gradient summed in the same row blocks.
             activation_backward(params, bi.act, b, gm, bt, m, partial);
             let fc_b = &mut params[bi.fc_b].grad;
@@ -838,18 +841,19 @@ impl<F: Float> Gpt<F> {
             let dims = (bt, m, c);
             linear_backward_summed(params, bi.fc_w, gm, v, dims, hm, &mut gb[..n]);
             // ga ← ∂L/∂s1.
+            let sums = &mut self.stream_sums;
             if pre {
-                // s2 = s1 + mlp(norm2(s1)).
-                bi.ln_2.backward(
+                // s2 = s1 + mlp(norm2(s1)); the projection's bias gradient is Σ_rows ∂L/∂s1.
+                bi.ln_2.backward_add(
                     norm,
                     c,
                     params,
-                    &b.s1[..n],
-                    &mut gb[..n],
+                    (&b.s1[..n], &mut gb[..n]),
                     &b.cache2,
                     partial,
+                    (&mut ga[..n], sums),
                 );
-                ops::add_assign(&mut ga[..n], &gb[..n], c);
+                sum_blocks(&sums[..blocks * c], c, &mut params[bi.proj_b].grad);
             } else {
                 // s2 = n1 + mlp(n1), n1 = norm1(s1).
                 ops::add_assign(&mut ga[..n], &gb[..n], c);
@@ -865,16 +869,12 @@ impl<F: Float> Gpt<F> {
             }
             // Attention projection (s1 = x + y·W_projᵀ + b): gc = ∂L/∂y, then ∂L/∂qkv.
             let proj = (bi.proj_w, bi.proj_b);
-            linear_backward(
-                params,
-                proj,
-                &ga[..n],
-                &b.y[..n],
-                (bt, c, c),
-                hm,
-                &mut gc[..n],
-                partial,
-            );
+            let (y, dims) = (&b.y[..n], (bt, c, c));
+            if pre {
+                linear_backward_summed(params, proj.0, &ga[..n], y, dims, hm, &mut gc[..n]);
+            } else {
+                linear_backward(params, proj, &ga[..n], y, dims, hm, &mut gc[..n], partial);
+            }
             let g_qkv = &mut self.g_qkv[..bt * 3 * c];
             let heads = (&b.qkv[..], &b.att[..]);
             attention::backward(
@@ -894,14 +894,30 @@ impl<F: Float> Gpt<F> {
             let qkv = (bi.qkv_w, bi.qkv_b);
             let dims = (bt, 3 * c, c);
             linear_backward(params, qkv, g_qkv, u, dims, hm, &mut gb[..n], partial);
+            // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention; pre-norm: its column sums
+            // are the bias gradient of the block below's fc2.
             if pre {
+                let sums = &mut self.stream_sums;
+                let acc = (&mut ga[..n], &mut sums[..]);
+                let cache = &b.cache1;
                 bi.ln_1
-                    .backward(norm, c, params, x, &mut gb[..n], &b.cache1, partial);
+                    .backward_add(norm, c, params, (x, &mut gb[..n]), cache, partial, acc);
+                if l > 0 {
+                    let fc2_b = &mut params[self.blocks[l - 1].fc2_b].grad;
+                    sum_blocks(&sums[..blocks * c], c, fc2_b);
+                }
+            } else {
+                ops::add_assign(&mut ga[..n], &gb[..n], c);
             }
-            // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention.
-            ops::add_assign(&mut ga[..n], &gb[..n], c);
         }
     }
+}
+
+/// `out = Σ_blocks sums[block]` (`sums`: `[blocks, width]` in block order), the reduction
+/// [`ops::column_sums_par`] ends with.
+fn sum_blocks<F: Float>(sums: &[F], width: usize, out: &mut [F]) {
+    out.fill(F::zero());
+    ops::add_column_sums(sums, width, out);
 }
 
 /// `(parameters, buffer values)` of the GPT [`Gpt::new`] builds, counted from its spec

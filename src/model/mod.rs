@@ -572,6 +572,36 @@ impl NormIdx {
         cache: &NormCache<F>,
         partial: &mut [F],
     ) {
+        self.backward_with(params, |np, grads| {
+            norm::backward(norm, width, x, g, np, grads, cache, partial)
+        });
+    }
+
+    /// [`NormIdx::backward`], then `acc += ∂L/∂x` and each row block's column sums of the new
+    /// `acc` into `sums` ([`norm::backward_add`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn backward_add<F: Float>(
+        self,
+        norm: Norm,
+        width: usize,
+        params: &mut [Param<F>],
+        (x, g): (&[F], &mut [F]),
+        cache: &NormCache<F>,
+        partial: &mut [F],
+        (acc, sums): (&mut [F], &mut [F]),
+    ) {
+        self.backward_with(params, |np, grads| {
+            norm::backward_add(norm, width, x, g, np, grads, (cache, partial), acc, sums)
+        });
+    }
+
+    /// Runs `pass` on the norm's parameters and its gradients (moved out of `params` and back:
+    /// a move, not an allocation), the alpha's added onto its gradient.
+    fn backward_with<F: Float>(
+        self,
+        params: &mut [Param<F>],
+        pass: impl FnOnce(&NormParams<'_, F>, NormGrads<'_, F>),
+    ) {
         let take = |params: &mut [Param<F>], i: Option<usize>| {
             i.map(|i| std::mem::take(&mut params[i].grad))
         };
@@ -585,7 +615,7 @@ impl NormIdx {
                 bias: gb.as_deref_mut(),
                 alpha: galpha.as_mut(),
             };
-            norm::backward(norm, width, x, g, &np, grads, cache, partial);
+            pass(&np, grads);
         }
         if let Some(i) = self.weight {
             params[i].grad = gw;
