@@ -48,9 +48,10 @@ pub use crate::spec::gpt::{GptInit, GptSpec, Placement, Positions, Tying, ROPE_B
 use crate::spec::Trainable;
 
 use super::{
-    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param, Batch,
-    Model, Param, Role,
+    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param,
+    weight_grad, Batch, Model, Param, Role,
 };
+use crate::optim::Update;
 
 // ---------------------------------------------------------------------------------------------
 // Parameters and buffers
@@ -716,10 +717,17 @@ impl<F: Float> Gpt<F> {
     /// (overwritten). Needs the last forward's buffers and its `tokens` (for prompts:
     /// [`Self::backward_prompts`]).
     pub fn backward(&mut self, tokens: &[usize]) {
+        self.backward_with(tokens, None);
+    }
+
+    /// [`Self::backward`], and with `up`, each linear weight's optimizer step in its gradient
+    /// GEMM's epilogue where the engine can (after the layer's input gradient, the last reader
+    /// of the weight): its gradient is then left unspecified ([`Update::fused`]).
+    pub fn backward_with(&mut self, tokens: &[usize], up: Option<&mut Update<'_, F>>) {
         let Ends::Tokens { wte, .. } = self.ends else {
             panic!("gpt backward: this model reads prompts, not tokens")
         };
-        self.backward_blocks();
+        self.backward_blocks(up);
         // Embeddings (a tied head's gradient is already in wte's).
         let (bt, c) = (self.batch * self.seq, self.dims.c);
         let params = &mut self.params;
@@ -740,7 +748,7 @@ impl<F: Float> Gpt<F> {
         let Ends::Prompts { dim, read_in, .. } = self.ends else {
             panic!("gpt backward_prompts: this model reads tokens, not prompts")
         };
-        self.backward_blocks();
+        self.backward_blocks(None);
         let (bt, c) = (self.batch * self.seq, self.dims.c);
         let g = &self.g[0][..bt * c];
         let (pw, pb) = pair_mut(&mut self.params, read_in.0, read_in.1);
@@ -761,7 +769,7 @@ impl<F: Float> Gpt<F> {
 
     /// Backward through the head and the blocks, zeroing every gradient first: leaves
     /// `∂L/∂resid[0]` in `g[0]`.
-    fn backward_blocks(&mut self) {
+    fn backward_blocks(&mut self, mut up: Option<&mut Update<'_, F>>) {
         let GptDims {
             c, h, hd, m, vocab, ..
         } = self.dims;
@@ -770,9 +778,14 @@ impl<F: Float> Gpt<F> {
         let blocks = bt.div_ceil(ops::ROW_BLOCK);
         let (pre, norm) = (self.spec.placement == Placement::Pre, self.spec.norm);
         let rope = (self.spec.positions == Positions::Rotary).then_some(&self.rope);
-        // Zeroed in parallel, one parameter per item (1.7 MB for the reference model: serial, the
-        // other thread would idle through it). Norms, activations and embeddings accumulate.
-        par::for_each_mut(&mut self.params, |p| p.grad.fill(F::zero()));
+        // Zeroed in parallel, one parameter per item (serial, the other thread would idle
+        // through it). Norms, activations and embeddings accumulate; the linear weights'
+        // gradients are written whole by their GEMMs (β = 0), or never (fused updates).
+        par::for_each_mut(&mut self.params, |p| {
+            if p.role != Role::Weight {
+                p.grad.fill(F::zero())
+            }
+        });
         let partial = &mut self.partial;
         let params = &mut self.params;
         let [ga, gb, gc] = &mut self.g;
@@ -784,20 +797,26 @@ impl<F: Float> Gpt<F> {
         // and the gradient it passes back, not its bias's.
         let a = self.out_mult;
         let hm = self.hidden_mult;
-        let head = match self.ends {
+        match self.ends {
             Ends::Tokens { wte, head } => {
-                let head = head.unwrap_or(wte);
-                linear::backward_weight_scaled(dl, xf, dims, a, &mut params[head].grad);
-                head
+                let w = head.unwrap_or(wte);
+                linear::backward_input_scaled(dl, &params[w].value, dims, a, &mut ga[..n]);
+                // A tied head's gradient is the token table's, complete only after the
+                // embedding's backward: its step waits for the optimizer's pass.
+                let up = if head.is_some() {
+                    up.as_deref_mut()
+                } else {
+                    None
+                };
+                weight_grad(dl, xf, dims, a, (w, params), up);
             }
             Ends::Prompts { read_out, .. } => {
                 let (pw, pb) = pair_mut(params, read_out.0, read_out.1);
+                linear::backward_input_scaled(dl, &pw.value, dims, a, &mut ga[..n]);
                 linear::backward_weight_scaled(dl, xf, dims, a, &mut pw.grad);
                 ops::column_sums_par(dl, dims.1, &mut pb.grad, partial);
-                read_out.0
             }
-        };
-        linear::backward_input_scaled(dl, &params[head].value, dims, a, &mut ga[..n]);
+        }
         // ga = ∂L/∂x_L.
         if pre {
             let x = &self.resid[self.dims.n_layer][..n];
@@ -827,9 +846,28 @@ impl<F: Float> Gpt<F> {
             // Pre-norm below the last block: fc2's bias gradient was summed as the next block's
             // norm1 backward added onto the stream.
             if pre && l + 1 < self.dims.n_layer {
-                linear_backward_summed(params, fc2.0, &ga[..n], act, dims, hm, gm);
+                linear_backward_summed(
+                    params,
+                    fc2.0,
+                    &ga[..n],
+                    act,
+                    dims,
+                    hm,
+                    gm,
+                    up.as_deref_mut(),
+                );
             } else {
-                linear_backward(params, fc2, &ga[..n], act, dims, hm, gm, partial);
+                linear_backward(
+                    params,
+                    fc2,
+                    &ga[..n],
+                    act,
+                    dims,
+                    hm,
+                    gm,
+                    partial,
+                    up.as_deref_mut(),
+                );
             }
             // Through the activation, fc's bias gradient summed in the same row blocks.
             activation_backward(params, bi.act, b, gm, bt, m, partial);
@@ -839,7 +877,16 @@ impl<F: Float> Gpt<F> {
             // fc1: gb = ∂L/∂(MLP input).
             let v = if pre { &b.n2[..n] } else { &b.n1[..n] };
             let dims = (bt, m, c);
-            linear_backward_summed(params, bi.fc_w, gm, v, dims, hm, &mut gb[..n]);
+            linear_backward_summed(
+                params,
+                bi.fc_w,
+                gm,
+                v,
+                dims,
+                hm,
+                &mut gb[..n],
+                up.as_deref_mut(),
+            );
             // ga ← ∂L/∂s1.
             let sums = &mut self.stream_sums;
             if pre {
@@ -871,9 +918,28 @@ impl<F: Float> Gpt<F> {
             let proj = (bi.proj_w, bi.proj_b);
             let (y, dims) = (&b.y[..n], (bt, c, c));
             if pre {
-                linear_backward_summed(params, proj.0, &ga[..n], y, dims, hm, &mut gc[..n]);
+                linear_backward_summed(
+                    params,
+                    proj.0,
+                    &ga[..n],
+                    y,
+                    dims,
+                    hm,
+                    &mut gc[..n],
+                    up.as_deref_mut(),
+                );
             } else {
-                linear_backward(params, proj, &ga[..n], y, dims, hm, &mut gc[..n], partial);
+                linear_backward(
+                    params,
+                    proj,
+                    &ga[..n],
+                    y,
+                    dims,
+                    hm,
+                    &mut gc[..n],
+                    partial,
+                    up.as_deref_mut(),
+                );
             }
             let g_qkv = &mut self.g_qkv[..bt * 3 * c];
             let heads = (&b.qkv[..], &b.att[..]);
@@ -893,7 +959,17 @@ impl<F: Float> Gpt<F> {
             let u = if pre { &b.n1[..n] } else { x };
             let qkv = (bi.qkv_w, bi.qkv_b);
             let dims = (bt, 3 * c, c);
-            linear_backward(params, qkv, g_qkv, u, dims, hm, &mut gb[..n], partial);
+            linear_backward(
+                params,
+                qkv,
+                g_qkv,
+                u,
+                dims,
+                hm,
+                &mut gb[..n],
+                partial,
+                up.as_deref_mut(),
+            );
             // ga ← ∂L/∂x = ∂L/∂s1 (residual) + through attention; pre-norm: its column sums
             // are the bias gradient of the block below's fc2.
             if pre {
@@ -1041,13 +1117,15 @@ fn linear_backward<F: Float>(
     mult: F,
     dx: &mut [F],
     partial: &mut [F],
+    up: Option<&mut Update<'_, F>>,
 ) {
     ops::column_sums_par(g, dims.1, &mut params[b].grad, partial);
-    linear_backward_summed(params, w, g, x, dims, mult, dx);
+    linear_backward_summed(params, w, g, x, dims, mult, dx, up);
 }
 
-/// [`linear_backward`] of a layer whose bias gradient is already summed: the weight's gradient
-/// and `dx`.
+/// [`linear_backward`] of a layer whose bias gradient is already summed: `dx`, then the
+/// weight's gradient (and with `up` its optimizer step, [`weight_grad`]).
+#[allow(clippy::too_many_arguments)]
 fn linear_backward_summed<F: Float>(
     params: &mut [Param<F>],
     w: usize,
@@ -1056,10 +1134,10 @@ fn linear_backward_summed<F: Float>(
     dims: linear::Dims,
     mult: F,
     dx: &mut [F],
+    up: Option<&mut Update<'_, F>>,
 ) {
-    let pw = &mut params[w];
-    linear::backward_weight_scaled(g, x, dims, mult, &mut pw.grad);
-    linear::backward_input_scaled(g, &pw.value, dims, mult, dx);
+    linear::backward_input_scaled(g, &params[w].value, dims, mult, dx);
+    weight_grad(g, x, dims, mult, (w, params), up);
 }
 
 /// The prompt loss: `out: [B·2K]` read-outs (the prediction of `y_i` at even rows), `y: [B·K]`
@@ -1152,6 +1230,13 @@ impl<F: Float> Model<F> for Gpt<F> {
             }
         }
     }
+    /// Tokens: [`Gpt::backward_with`] (prompts: the plain backward pass).
+    fn backward_update(&mut self, batch: &Batch<'_, F>, up: &mut Update<'_, F>) {
+        match *batch {
+            Batch::Tokens { x, .. } => Gpt::backward_with(self, x, Some(up)),
+            _ => Model::backward(self, batch),
+        }
+    }
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -1190,5 +1275,116 @@ impl<F: Float> Model<F> for Gpt<F> {
             toks.push(next);
         }
         Some(toks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::norm::Norm;
+    use crate::optim::{Hyper, OptimState, Optimizer};
+
+    fn bits<F: Float>(x: &[F]) -> Vec<u64> {
+        x.iter().map(|v| v.f64().to_bits()).collect()
+    }
+
+    /// Training with each linear weight updated in its gradient GEMM (where the engine fuses
+    /// Adam's step) against the backward pass then the whole step: every parameter and moment
+    /// agrees bit for bit over four steps, with an untied head (stepped in its GEMM) and a
+    /// tied one (stepped after the embedding's gradient joins it), pre- and post-norm, Adam and
+    /// AdamW, f32 and f64. The shapes reach the fused path (d_model 64, 128 rows). A weight
+    /// updated before its input gradient was taken would show here.
+    #[test]
+    fn eager_updates_match_the_whole_step() {
+        let cases = [
+            (
+                Norm::Layernorm,
+                Placement::Pre,
+                Tying::Untied,
+                Optimizer::Adamw,
+            ),
+            (Norm::Rmsnorm, Placement::Post, Tying::Tied, Optimizer::Adam),
+            (
+                Norm::Layernorm,
+                Placement::Pre,
+                Tying::Tied,
+                Optimizer::Adam,
+            ),
+        ];
+        let (vocab, seqs, seq) = (11, 8, 16);
+        let mut rng = Rng::stream(7, "gpt-eager");
+        let tokens: Vec<usize> = (0..seqs * (seq + 1))
+            .map(|_| rng.below(vocab as u64) as usize)
+            .collect();
+        let x: Vec<usize> = (0..seqs)
+            .flat_map(|s| tokens[s * (seq + 1)..s * (seq + 1) + seq].to_vec())
+            .collect();
+        let y: Vec<usize> = (0..seqs)
+            .flat_map(|s| tokens[s * (seq + 1) + 1..(s + 1) * (seq + 1)].to_vec())
+            .collect();
+        for (norm, placement, tying, optimizer) in cases {
+            let spec = GptSpec {
+                n_layer: 2,
+                d_model: 64,
+                n_head: 4,
+                norm,
+                placement,
+                tying,
+                ..GptSpec::default()
+            };
+            let h = Hyper {
+                optimizer,
+                momentum: 0.9,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            };
+            fn run<F: Float>(
+                spec: &GptSpec,
+                h: &Hyper,
+                (x, y, vocab, seqs, seq): (&[usize], &[usize], usize, usize, usize),
+                eager: bool,
+            ) -> (Vec<Vec<u64>>, Vec<Vec<u64>>) {
+                let mut rng = Rng::stream(1, "init");
+                let mut m = Gpt::<F>::new(spec, 1e-5, vocab, seq, seqs, &mut rng);
+                let mut opt = OptimState::new(&m.params, h.optimizer);
+                let batch = Batch::Tokens { x, y, seqs, seq };
+                for _ in 0..4 {
+                    Model::forward(&mut m, &batch, Mode::Train);
+                    Model::loss(&mut m, &batch, true);
+                    if eager {
+                        let mut up = opt.begin(h, 3e-3, true);
+                        Model::backward_update(&mut m, &batch, &mut up);
+                        up.finish(&mut m.params);
+                    } else {
+                        Model::backward(&mut m, &batch);
+                        opt.step(&mut m.params, h, 3e-3);
+                    }
+                }
+                let p = m.params.iter().map(|p| bits(&p.value)).collect();
+                let s = opt.m.iter().chain(&opt.v).map(|s| bits(s)).collect();
+                (p, s)
+            }
+            let data = (&x[..], &y[..], vocab, seqs, seq);
+            let ctx = format!("{norm:?} {placement:?} {tying:?} {optimizer:?}");
+            let (eager, whole) = (
+                run::<f32>(&spec, &h, data, true),
+                run::<f32>(&spec, &h, data, false),
+            );
+            assert_eq!(eager, whole, "{ctx} f32");
+            // The steps moved the weights (the comparison is not of two untouched models).
+            let init = Gpt::<f32>::new(&spec, 1e-5, vocab, seq, seqs, &mut Rng::stream(1, "init"));
+            assert_ne!(
+                eager.0[1],
+                bits(&init.params[1].value),
+                "{ctx}: weights moved"
+            );
+            let (eager, whole) = (
+                run::<f64>(&spec, &h, data, true),
+                run::<f64>(&spec, &h, data, false),
+            );
+            assert_eq!(eager, whole, "{ctx} f64");
+        }
     }
 }

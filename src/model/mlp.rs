@@ -18,8 +18,8 @@ use crate::spec::{LossKind, MlpSpec, Trainable};
 use std::any::Any;
 
 use super::{
-    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param, Batch,
-    Model, NormIdx, Param, Role,
+    act_params_backward, broadcast_act_params, push_act_params, push_linear, push_param,
+    weight_grad, Batch, Model, NormIdx, Param, Role,
 };
 
 /// Indices into [`Mlp::params`] for one hidden layer.
@@ -610,22 +610,6 @@ impl<F: Float> Model<F> for Mlp<F> {
     }
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
-    }
-}
-
-/// A linear layer's weight gradient into tensor `i` of `params`, with its optimizer step fused
-/// in when `up` is given (and the engine can).
-fn weight_grad<F: Float>(
-    g: &[F],
-    x: &[F],
-    dims: linear::Dims,
-    alpha: F,
-    (i, params): (usize, &mut [Param<F>]),
-    up: Option<&mut Update<'_, F>>,
-) {
-    match up {
-        Some(up) => linear::backward_weight_update(g, x, dims, alpha, (i, &mut params[i]), up),
-        None => linear::backward_weight_scaled(g, x, dims, alpha, &mut params[i].grad),
     }
 }
 

@@ -629,6 +629,24 @@ impl NormIdx {
     }
 }
 
+/// A linear layer's weight gradient into tensor `i` of `params`, with its optimizer step fused
+/// in when `up` is given (and the engine can). Its input gradient, which reads the weight,
+/// must be taken first.
+pub(crate) fn weight_grad<F: Float>(
+    g: &[F],
+    x: &[F],
+    dims: crate::nn::linear::Dims,
+    alpha: F,
+    (i, params): (usize, &mut [Param<F>]),
+    up: Option<&mut Update<'_, F>>,
+) {
+    use crate::nn::linear;
+    match up {
+        Some(up) => linear::backward_weight_update(g, x, dims, alpha, (i, &mut params[i]), up),
+        None => linear::backward_weight_scaled(g, x, dims, alpha, &mut params[i].grad),
+    }
+}
+
 /// Appends a trainable parameter drawn in f64 to `params`; returns its index.
 pub(crate) fn push_param<F: Float>(
     params: &mut Vec<Param<F>>,
