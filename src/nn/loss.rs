@@ -264,16 +264,16 @@ fn argmax_max<F: Float>(z: &[F]) -> (usize, F) {
 fn argmax_max4<F: Float>(z: [&[F]; 4], q: usize) -> ([usize; 4], [F; 4]) {
     if q < 4 {
         let mut out = ([0; 4], [F::zero(); 4]);
-        for i in 0..q {
-            (out.0[i], out.1[i]) = argmax_max(z[i]);
+        for (i, row) in z.iter().take(q).enumerate() {
+            (out.0[i], out.1[i]) = argmax_max(row);
         }
         return out;
     }
     let mut arg = [0; 4];
-    let mut max = [z[0][0], z[1][0], z[2][0], z[3][0]];
+    let mut max = z.map(|row| row[0]);
     for j in 0..z[0].len() {
-        for i in 0..4 {
-            let v = z[i][j];
+        for (i, row) in z.iter().enumerate() {
+            let v = row[j];
             if v > max[i] {
                 (arg[i], max[i]) = (j, v);
             }
