@@ -93,20 +93,7 @@ pub mod tanh_consts {
 /// `-inf`); `exp_f32(0) = 1` exactly; NaN gives NaN.
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
-    const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 = C1 + C2 (Cody–Waite split, from Cephes; C2 < 0).
-    const C1: f32 = 0.693359375;
-    const C2: f32 = -2.12194440e-4;
-    // Adding 1.5·2^23 rounds any |t| < 2^22 to the nearest integer (ties to even) in the low
-    // mantissa bits: branch-free rounding that also yields the integer through the bits.
-    const MAGIC: f32 = 12_582_912.0;
-    // Cephes expf polynomial: e^r ≈ 1 + r + r²·P(r).
-    const P0: f32 = 1.9875691500e-4;
-    const P1: f32 = 1.3981999507e-3;
-    const P2: f32 = 8.3334519073e-3;
-    const P3: f32 = 4.1665795894e-2;
-    const P4: f32 = 1.6666665459e-1;
-    const P5: f32 = 5.0000001201e-1;
+    use exp_consts::*;
 
     // Beyond these e^x is +inf / 0 in f32 anyway; clamping keeps n within [-150, 128] so the
     // two half-scales below stay normal powers of two. `clamp` keeps NaN.
@@ -141,19 +128,7 @@ pub fn exp_f32(x: f32) -> f32 {
 /// makes it wiggle by up to 9 ulp (steps down ≤ 5.4e-7). `erf_f32(±inf) = ±1`, NaN gives NaN.
 #[inline(always)]
 pub fn erf_f32(x: f32) -> f32 {
-    // Numerator (odd) and denominator (even) coefficients, Eigen's alpha_* and beta_*.
-    const A1: f32 = -1.60960333262415e-02;
-    const A3: f32 = -2.95459980854025e-03;
-    const A5: f32 = -7.34990630326855e-04;
-    const A7: f32 = -5.69250639462346e-05;
-    const A9: f32 = -2.10102402082508e-06;
-    const A11: f32 = 2.77068142495902e-08;
-    const A13: f32 = -2.72614225801306e-10;
-    const B0: f32 = -1.42647390514189e-02;
-    const B2: f32 = -7.37332916720468e-03;
-    const B4: f32 = -1.68282697438203e-03;
-    const B6: f32 = -2.13374055278905e-04;
-    const B8: f32 = -1.45660718464996e-05;
+    use erf_consts::*;
 
     let xc = x.clamp(-4.0, 4.0);
     let x2 = xc * xc;
@@ -171,6 +146,41 @@ pub fn erf_f32(x: f32) -> f32 {
     // for |x| < 7e-37 and lose precision there; P/Q ≈ 2/√π does not.
     // The rational function can overshoot 1 by rounding near the clamp; erf never leaves [-1, 1].
     (xc * (p / q)).clamp(-1.0, 1.0)
+}
+
+/// [`erf_f32`]'s coefficients (shared with [`gelu_f32`]): numerator (odd) and denominator
+/// (even), Eigen's `alpha_*` and `beta_*`.
+pub mod erf_consts {
+    pub const A1: f32 = -1.60960333262415e-02;
+    pub const A3: f32 = -2.95459980854025e-03;
+    pub const A5: f32 = -7.34990630326855e-04;
+    pub const A7: f32 = -5.69250639462346e-05;
+    pub const A9: f32 = -2.10102402082508e-06;
+    pub const A11: f32 = 2.77068142495902e-08;
+    pub const A13: f32 = -2.72614225801306e-10;
+    pub const B0: f32 = -1.42647390514189e-02;
+    pub const B2: f32 = -7.37332916720468e-03;
+    pub const B4: f32 = -1.68282697438203e-03;
+    pub const B6: f32 = -2.13374055278905e-04;
+    pub const B8: f32 = -1.45660718464996e-05;
+}
+
+/// [`exp_f32`]'s constants (shared with [`gelu_f32`]).
+pub mod exp_consts {
+    pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    /// ln 2 = C1 + C2 (Cody–Waite split, from Cephes; C2 < 0).
+    pub const C1: f32 = 0.693359375;
+    pub const C2: f32 = -2.12194440e-4;
+    /// Adding 1.5·2^23 rounds any |t| < 2^22 to the nearest integer (ties to even) in the low
+    /// mantissa bits: branch-free rounding that also yields the integer through the bits.
+    pub const MAGIC: f32 = 12_582_912.0;
+    /// Cephes expf polynomial: e^r ≈ 1 + r + r²·P(r).
+    pub const P0: f32 = 1.9875691500e-4;
+    pub const P1: f32 = 1.3981999507e-3;
+    pub const P2: f32 = 8.3334519073e-3;
+    pub const P3: f32 = 4.1665795894e-2;
+    pub const P4: f32 = 1.6666665459e-1;
+    pub const P5: f32 = 5.0000001201e-1;
 }
 
 /// GELU's value and slope for `f32`, `(x·Φ(x), Φ(x) + x·φ(x))` with `Φ(x) = ½(1 + erf(x/√2))`
@@ -226,34 +236,14 @@ pub fn gelu_f32(x: f32) -> (f32, f32) {
     (x * cdf, x.mul_add(pdf, cdf))
 }
 
-/// [`gelu_f32`]'s constants (shared with its vector copy): [`erf_f32`]'s and [`exp_f32`]'s.
-#[allow(clippy::excessive_precision)]
+/// [`gelu_f32`]'s constants (shared with its vector copy): [`erf_f32`]'s and [`exp_f32`]'s, and
+/// its own two.
 pub mod gelu_consts {
+    pub use super::erf_consts::*;
+    pub use super::exp_consts::*;
     pub const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
     /// 1/√(2π).
     pub const INV_SQRT_2PI: f32 = 0.398_942_280_401_432_7;
-    pub const A1: f32 = -1.60960333262415e-02;
-    pub const A3: f32 = -2.95459980854025e-03;
-    pub const A5: f32 = -7.34990630326855e-04;
-    pub const A7: f32 = -5.69250639462346e-05;
-    pub const A9: f32 = -2.10102402082508e-06;
-    pub const A11: f32 = 2.77068142495902e-08;
-    pub const A13: f32 = -2.72614225801306e-10;
-    pub const B0: f32 = -1.42647390514189e-02;
-    pub const B2: f32 = -7.37332916720468e-03;
-    pub const B4: f32 = -1.68282697438203e-03;
-    pub const B6: f32 = -2.13374055278905e-04;
-    pub const B8: f32 = -1.45660718464996e-05;
-    pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
-    pub const C1: f32 = 0.693359375;
-    pub const C2: f32 = -2.12194440e-4;
-    pub const MAGIC: f32 = 12_582_912.0;
-    pub const P0: f32 = 1.9875691500e-4;
-    pub const P1: f32 = 1.3981999507e-3;
-    pub const P2: f32 = 8.3334519073e-3;
-    pub const P3: f32 = 4.1665795894e-2;
-    pub const P4: f32 = 1.6666665459e-1;
-    pub const P5: f32 = 5.0000001201e-1;
 }
 
 /// `ln(x)` for `f32`: Cephes `logf` (S. Moshier): `x = m·2^e` with `m ∈ [√½, √2)` read from the

@@ -66,6 +66,14 @@ pub fn gemm<F: Float>(
     );
 }
 
+/// `(row, column)` strides of `op(X)` for a row-major X with row stride `ld`.
+fn strides(t: Op, ld: usize) -> (isize, isize) {
+    match t {
+        Op::N => (ld as isize, 1),
+        Op::T => (1, ld as isize),
+    }
+}
+
 /// Panics unless every index of a `[m, k]·[k, n]` product lies inside its buffer
 /// (`(len, row stride)` each); returns the stored column counts of A and B.
 fn check_operands(
@@ -193,14 +201,7 @@ pub fn gemm_ex<F: Float>(
     if dense && k > 0 && degenerate(ta, tb, m, n, k, alpha, a, b, beta, c) {
         return;
     }
-    let (rsa, csa) = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let (rsb, csb) = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
+    let ((rsa, csa), (rsb, csb)) = (strides(ta, lda), strides(tb, ldb));
     let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
     if F::IS_F32 && super::sgemm::available() {
         // SAFETY: F is f32 (so the casts are identities); the assert above bounds every index
@@ -323,14 +324,7 @@ pub fn gemm_onto<F: Float>(
     );
     assert!(src.len() >= m * n, "gemm: residual source too small");
     assert!(bias.is_none_or(|b| b.len() >= n), "gemm: buffer too small");
-    let sa = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let sb = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
+    let (sa, sb) = (strides(ta, lda), strides(tb, ldb));
     let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
     // SAFETY: F is f32 (so the casts are identities); the checks above bound every index the
     // strides reach in A, B, C, S and the bias; C is a unique borrow, so it aliases nothing.
@@ -382,14 +376,7 @@ unsafe fn fused_call<F: Float>(
         (c.len(), n),
     );
     assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
-    let sa = match ta {
-        Op::N => (lda as isize, 1),
-        Op::T => (1, lda as isize),
-    };
-    let sb = match tb {
-        Op::N => (ldb as isize, 1),
-        Op::T => (1, ldb as isize),
-    };
+    let (sa, sb) = (strides(ta, lda), strides(tb, ldb));
     let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
     // SAFETY: F is f32 (the caller's contract), so the casts are identities; the checks above
     // bound every index the strides reach in A, B, C and the bias, and the caller's contract
