@@ -315,17 +315,8 @@ pub fn gemm_onto<F: Float>(
             bias,
         );
     }
-    check_operands(
-        (ta, tb),
-        (m, n, k),
-        (a.len(), lda),
-        (b.len(), ldb),
-        (c.len(), n),
-    );
     assert!(src.len() >= m * n, "gemm: residual source too small");
-    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: buffer too small");
-    let (sa, sb) = (strides(ta, lda), strides(tb, ldb));
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    let (sa, sb, threads) = dense_operands((ta, tb), (m, n, k), (a, b), bias, c.len());
     // SAFETY: F is f32 (so the casts are identities); the checks above bound every index the
     // strides reach in A, B, C, S and the bias; C is a unique borrow, so it aliases nothing.
     unsafe {
@@ -340,6 +331,33 @@ pub fn gemm_onto<F: Float>(
             threads,
         )
     }
+}
+
+/// Checks that dense operands `a`, `b` and a C of `c_len` elements hold `op(A): [m, k]`,
+/// `op(B): [k, n]` and `C: [m, n]`, and a bias `n` elements (panics otherwise); returns A's and
+/// B's strides and the call's GEMM threads.
+#[allow(clippy::type_complexity)]
+fn dense_operands<F: Float>(
+    (ta, tb): (Op, Op),
+    (m, n, k): (usize, usize, usize),
+    (a, b): (&[F], &[F]),
+    bias: Option<&[F]>,
+    c_len: usize,
+) -> ((isize, isize), (isize, isize), usize) {
+    let (lda, ldb) = (
+        if ta == Op::N { k } else { m },
+        if tb == Op::N { n } else { k },
+    );
+    check_operands(
+        (ta, tb),
+        (m, n, k),
+        (a.len(), lda),
+        (b.len(), ldb),
+        (c_len, n),
+    );
+    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
+    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    (strides(ta, lda), strides(tb, ldb), threads)
 }
 
 /// Whether the engine has an epilogue-fused path for `F`, this CPU and these shapes
@@ -364,20 +382,7 @@ unsafe fn fused_call<F: Float>(
     c: &mut [F],
     extra: super::sgemm::Extra,
 ) -> bool {
-    let (lda, ldb) = (
-        if ta == Op::N { k } else { m },
-        if tb == Op::N { n } else { k },
-    );
-    check_operands(
-        (ta, tb),
-        (m, n, k),
-        (a.len(), lda),
-        (b.len(), ldb),
-        (c.len(), n),
-    );
-    assert!(bias.is_none_or(|b| b.len() >= n), "gemm: bias too short");
-    let (sa, sb) = (strides(ta, lda), strides(tb, ldb));
-    let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
+    let (sa, sb, threads) = dense_operands((ta, tb), (m, n, k), (a, b), bias, c.len());
     // SAFETY: F is f32 (the caller's contract), so the casts are identities; the checks above
     // bound every index the strides reach in A, B, C and the bias, and the caller's contract
     // bounds `extra`'s; C is a unique borrow.
