@@ -767,8 +767,8 @@ impl<F: Float> Gpt<F> {
         }
     }
 
-    /// Backward through the head and the blocks, zeroing every gradient first: leaves
-    /// `∂L/∂resid[0]` in `g[0]`.
+    /// Backward through the head and the blocks, zeroing the gradients that accumulate first
+    /// (every one but the linear weights'): leaves `∂L/∂resid[0]` in `g[0]`.
     fn backward_blocks(&mut self, mut up: Option<&mut Update<'_, F>>) {
         let GptDims {
             c, h, hd, m, vocab, ..
