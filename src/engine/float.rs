@@ -65,15 +65,7 @@ pub trait Float:
     fn gelu_(self) -> (Self, Self);
     /// [`Float::gelu_`] over a buffer: `h = value`, and `d = slope` unless `d` is empty.
     fn gelu_pass(z: &[Self], h: &mut [Self], d: &mut [Self]) {
-        if d.is_empty() {
-            for (hv, &zv) in h.iter_mut().zip(z) {
-                *hv = zv.gelu_().0;
-            }
-        } else {
-            for ((hv, dv), &zv) in h.iter_mut().zip(d.iter_mut()).zip(z) {
-                (*hv, *dv) = zv.gelu_();
-            }
-        }
+        super::gelu::elementwise(z, h, d)
     }
     /// `ln(1 + e^x)` without overflow.
     fn softplus_(self) -> Self;

@@ -198,8 +198,8 @@ pub fn gemm_ex<F: Float>(
     );
     assert!(bias.is_none_or(|b| b.len() >= n), "gemm: buffer too small");
     let dense = lda == ac && ldb == bc && ldc == n && bias.is_none();
-    if dense && k > 0 && degenerate(ta, tb, m, n, k, alpha, a, b, beta, c) {
-        return;
+    if dense && degenerate_shape(ta, tb, m, n, k) {
+        return degenerate(ta, tb, m, n, k, alpha, a, b, beta, c);
     }
     let ((rsa, csa), (rsb, csb)) = (strides(ta, lda), strides(tb, ldb));
     let threads = GEMM_THREADS.with(|t| t.get()).min(m / 32).max(1);
@@ -297,8 +297,9 @@ pub fn gemm_onto<F: Float>(
         if ta == Op::N { k } else { m },
         if tb == Op::N { n } else { k },
     );
-    let dense = bias.is_none();
-    let special = dense && k > 0 && (n == 1 && ta == Op::N || m == 1 && tb == Op::N);
+    // Where `gemm_ex` takes another path (its portable one, or `degenerate`'s loops for a
+    // bias-free call), so does this: the copy, then it.
+    let special = bias.is_none() && degenerate_shape(ta, tb, m, n, k);
     if !(F::IS_F32 && super::sgemm::available()) || special || m == 0 || n == 0 {
         c[..m * n].copy_from_slice(&src[..m * n]);
         return gemm_ex(
@@ -521,9 +522,14 @@ pub fn gemm_adam<F: Float>(
     }
 }
 
-/// Degenerate shapes (a width-1 output layer, outer products) of a dense, bias-free GEMM are
-/// memory-bound loops, several times faster than a packed GEMM kernel. Returns whether it
-/// handled the call.
+/// Whether [`degenerate`] computes a dense, bias-free GEMM of this shape: a width-1 output
+/// layer (`n = 1`, A as stored), a single row (`m = 1`, B as stored), an outer product (`k = 1`).
+fn degenerate_shape(ta: Op, tb: Op, m: usize, n: usize, k: usize) -> bool {
+    k > 0 && ((n == 1 && ta == Op::N) || (m == 1 && tb == Op::N) || k == 1)
+}
+
+/// The [`degenerate_shape`]s of a dense, bias-free GEMM as memory-bound loops, several times
+/// faster than a packed GEMM kernel.
 #[allow(clippy::too_many_arguments)]
 fn degenerate<F: Float>(
     ta: Op,
@@ -536,7 +542,7 @@ fn degenerate<F: Float>(
     b: &[F],
     beta: F,
     c: &mut [F],
-) -> bool {
+) {
     if n == 1 && ta == Op::N {
         // op(B) is a k-vector: contiguous in both layouts ([k,1] or [1,k]).
         for (i, cv) in c[..m].iter_mut().enumerate() {
@@ -547,9 +553,7 @@ fn degenerate<F: Float>(
                 alpha * d + beta * *cv
             };
         }
-        return true;
-    }
-    if m == 1 && tb == Op::N {
+    } else if m == 1 && tb == Op::N {
         // op(A) is a k-vector (contiguous in both layouts): C = Σ_p a_p · B[p, :].
         scale_or_zero(&mut c[..n], beta);
         for p in 0..k {
@@ -558,9 +562,8 @@ fn degenerate<F: Float>(
                 *cv += ap * bv;
             }
         }
-        return true;
-    }
-    if k == 1 {
+    } else {
+        debug_assert_eq!(k, 1, "degenerate: not a degenerate shape");
         // An outer product: both operands are vectors whatever their layout.
         for i in 0..m {
             let ai = alpha * a[i];
@@ -575,9 +578,7 @@ fn degenerate<F: Float>(
                 }
             }
         }
-        return true;
     }
-    false
 }
 
 /// Rows per block of the row-parallel passes ([`for_row_blocks`]). Fixed, so that a reduction
@@ -1110,6 +1111,48 @@ mod tests {
             }
         }
         c
+    }
+
+    /// [`gemm_onto`] gives the bits of copying its source into C and calling [`gemm_ex`] with
+    /// β = 1, on the degenerate shapes (which that takes another way when there is no bias) as
+    /// on the others, with and without a bias.
+    #[test]
+    fn gemm_onto_is_the_copy_then_gemm_ex() {
+        for (m, n, k) in [(5, 7, 1), (1, 9, 4), (6, 1, 3), (37, 45, 19), (70, 33, 300)] {
+            for with_bias in [false, true] {
+                let a: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let b: Vec<f32> = (0..k * n).map(|i| (i as f32 * 0.23).cos()).collect();
+                let src: Vec<f32> = (0..m * n).map(|i| (i as f32 * 0.51).cos() * 3.0).collect();
+                let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.01 - 0.2).collect();
+                let bias = with_bias.then_some(&bias[..]);
+                let mut onto = vec![f32::NAN; m * n];
+                gemm_onto(
+                    (Op::N, Op::N),
+                    (m, n, k),
+                    0.7,
+                    (&a, &b),
+                    bias,
+                    &src,
+                    &mut onto,
+                );
+                let mut want = src.clone();
+                gemm_ex(
+                    Op::N,
+                    Op::N,
+                    m,
+                    n,
+                    k,
+                    0.7,
+                    (&a, k),
+                    (&b, n),
+                    1.0,
+                    (&mut want, n),
+                    bias,
+                );
+                let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&onto), bits(&want), "{m}×{n}×{k} bias {with_bias}");
+            }
+        }
     }
 
     #[test]

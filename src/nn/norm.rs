@@ -297,20 +297,16 @@ pub fn backward<F: Float>(
     cache: &NormCache<F>,
     partial: &mut [F],
 ) {
-    if norm == Norm::None {
-        return;
+    match norm {
+        Norm::None => {}
+        Norm::Batchnorm => batch_backward(width, x, g, p, grads, cache),
+        Norm::Layernorm | Norm::Rmsnorm | Norm::Dyt => {
+            let mut none: [F; 0] = [];
+            let pass = (x, p, cache, partial);
+            let nothing = par::rows(&mut none, 0);
+            backward_then(norm, width, g, grads, pass, nothing, |_, _, _| {});
+        }
     }
-    let mut none: [F; 0] = [];
-    let pass = (x, p, cache, partial);
-    backward_then(
-        norm,
-        width,
-        g,
-        grads,
-        pass,
-        par::rows(&mut none, 0),
-        |_, _, _| {},
-    );
 }
 
 /// [`backward`], then `acc += ∂L/∂x` (`acc`: `[rows, width]`) and each row block's column sums
@@ -356,9 +352,11 @@ fn backward_then<F: Float, P: par::Piece>(
     then: impl Fn(std::ops::Range<usize>, &[F], P::Out) + Sync,
 ) {
     let rows = x.len() / width;
-    let w = p.weight;
     match norm {
-        Norm::None => {
+        Norm::None | Norm::Batchnorm => {
+            if norm == Norm::Batchnorm {
+                batch_backward(width, x, g, p, grads, cache);
+            }
             par::for_row_blocks(rows, extra, |_, r, piece| {
                 let gr = &g[r.start * width..r.end * width];
                 then(r, gr, piece)
@@ -414,43 +412,48 @@ fn backward_then<F: Float, P: par::Piece>(
                 }
             }
         }
-        Norm::Batchnorm => {
-            let NormGrads {
-                weight: gw,
-                bias: gb,
-                ..
-            } = grads;
-            let inv_n = F::one() / F::of(rows as f64);
-            let (mean, rstd) = (&cache.mean, &cache.rstd);
-            // Column reductions: Σ_r g·w and Σ_r g·w·x̂ (stored in the weight/bias grads' shape).
-            let mut sum_g = vec![F::zero(); width];
-            let mut sum_g_xhat = vec![F::zero(); width];
-            for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact(width)) {
-                for j in 0..width {
-                    let xhat = (xr[j] - mean[j]) * rstd[j];
-                    sum_g[j] += gr[j];
-                    sum_g_xhat[j] += gr[j] * xhat;
-                }
-            }
-            for j in 0..width {
-                gw[j] += sum_g_xhat[j];
-            }
-            if let Some(gb) = gb {
-                for j in 0..width {
-                    gb[j] += sum_g[j];
-                }
-            }
-            for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)) {
-                for j in 0..width {
-                    let xhat = (xr[j] - mean[j]) * rstd[j];
-                    gr[j] =
-                        w[j] * rstd[j] * (gr[j] - sum_g[j] * inv_n - xhat * sum_g_xhat[j] * inv_n);
-                }
-            }
-            par::for_row_blocks(rows, extra, |_, r, piece| {
-                let gr = &g[r.start * width..r.end * width];
-                then(r, gr, piece)
-            });
+    }
+}
+
+/// Batchnorm's backward (columns: every row's statistics are the batch's), `g` in place.
+fn batch_backward<F: Float>(
+    width: usize,
+    x: &[F],
+    g: &mut [F],
+    p: &NormParams<'_, F>,
+    grads: NormGrads<'_, F>,
+    cache: &NormCache<F>,
+) {
+    let (rows, w) = (x.len() / width, p.weight);
+    let NormGrads {
+        weight: gw,
+        bias: gb,
+        ..
+    } = grads;
+    let inv_n = F::one() / F::of(rows as f64);
+    let (mean, rstd) = (&cache.mean, &cache.rstd);
+    // Column reductions: Σ_r g·w and Σ_r g·w·x̂ (stored in the weight/bias grads' shape).
+    let mut sum_g = vec![F::zero(); width];
+    let mut sum_g_xhat = vec![F::zero(); width];
+    for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact(width)) {
+        for j in 0..width {
+            let xhat = (xr[j] - mean[j]) * rstd[j];
+            sum_g[j] += gr[j];
+            sum_g_xhat[j] += gr[j] * xhat;
+        }
+    }
+    for j in 0..width {
+        gw[j] += sum_g_xhat[j];
+    }
+    if let Some(gb) = gb {
+        for j in 0..width {
+            gb[j] += sum_g[j];
+        }
+    }
+    for (xr, gr) in x.chunks_exact(width).zip(g.chunks_exact_mut(width)) {
+        for j in 0..width {
+            let xhat = (xr[j] - mean[j]) * rstd[j];
+            gr[j] = w[j] * rstd[j] * (gr[j] - sum_g[j] * inv_n - xhat * sum_g_xhat[j] * inv_n);
         }
     }
 }
